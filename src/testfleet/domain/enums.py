@@ -1,0 +1,110 @@
+"""Enumerations for task types, states, hardware kinds and error classes.
+
+Every state and kind that crosses a module boundary is one of these enums,
+never a bare string; their values are what the wire format and DuckDB hold.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class TaskType(StrEnum):
+    """What a task does; each type has its own config model and executor."""
+
+    COMMAND = "command"
+    SIMULATED = "simulated"
+    TEST = "test"
+    BENCHMARK = "benchmark"
+
+
+class TaskStatus(StrEnum):
+    """Where a task is in its lifecycle (see domain.transitions for the edges)."""
+
+    QUEUED = "queued"
+    ASSIGNED = "assigned"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_TASK_STATUSES
+
+
+TERMINAL_TASK_STATUSES = frozenset(
+    {TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.TIMED_OUT, TaskStatus.CANCELLED}
+)
+
+
+class AttemptStatus(StrEnum):
+    """The state of one try of a task (one row of task_execution_history).
+
+    ``LOST`` means the worker stopped answering; ``SUPERSEDED`` marks a result
+    that arrived for an attempt that was no longer current (recorded, never
+    counted as the task's outcome).
+    """
+
+    ASSIGNED = "assigned"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+    LOST = "lost"
+
+    @property
+    def is_final(self) -> bool:
+        return self not in (AttemptStatus.ASSIGNED, AttemptStatus.RUNNING)
+
+
+class ResultStatus(StrEnum):
+    """The outcome a worker reports for one attempt."""
+
+    COMPLETED = "completed"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+
+
+class ErrorClass(StrEnum):
+    """Why an attempt did not complete; the retry decision depends on it.
+
+    A lost worker is an infrastructure fault and is retried regardless of the
+    task's retry policy (up to a fleet-wide cap); a task that genuinely fails is
+    retried only as its ``retry_policy`` allows.
+    """
+
+    TASK_FAILURE = "task_failure"
+    INFRASTRUCTURE = "infrastructure"
+    TIMEOUT = "timeout"
+    WORKER_LOST = "worker_lost"
+    OUT_OF_MEMORY = "out_of_memory"
+    UNSCHEDULABLE = "unschedulable"
+    CANCELLED = "cancelled"
+    INVALID_CONFIG = "invalid_config"
+
+
+class HardwareKind(StrEnum):
+    """Kinds of compute a worker can offer and a task can require."""
+
+    CPU = "cpu"
+    CUDA = "cuda"
+    ROCM = "rocm"
+    MPS = "mps"
+    OPENVINO = "openvino"
+    WEBGPU = "webgpu"
+    WEBNN = "webnn"
+    QNN = "qnn"
+
+
+class WorkerStatus(StrEnum):
+    """A worker as the coordinator sees it."""
+
+    CONNECTED = "connected"
+    DRAINING = "draining"
+    DISCONNECTED = "disconnected"
+    LOST = "lost"
+    LEFT = "left"

@@ -1,0 +1,140 @@
+"""The coordinator's records of tasks, attempts, results and workers.
+
+The coordinator's state machine owns these (mutable, one writer) and hands
+copies of the changed ones to the store in a write batch; the store maps them
+onto the design document's tables (``distributed_tasks``,
+``task_execution_history``, ``worker_nodes``) plus ``task_results``. Times are
+seconds since the epoch from the injected clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from testfleet.domain.enums import AttemptStatus, ErrorClass, TaskStatus, WorkerStatus
+from testfleet.domain.hardware import WorkerCapabilities
+from testfleet.domain.result import TaskResult
+from testfleet.domain.task import TaskSpec
+
+
+@dataclass(slots=True)
+class TaskRecord:
+    """One row of ``distributed_tasks``: the task's spec and where it is now."""
+
+    spec: TaskSpec
+    status: TaskStatus
+    create_time: float
+    #: When it last entered the queue; orders the queue and drives priority aging.
+    queued_at: float
+    start_time: float | None = None
+    end_time: float | None = None
+    worker_id: str | None = None
+    #: Attempts made so far (SEED.md's ``attempts`` column).
+    attempts: int = 0
+    current_attempt_id: int | None = None
+    #: A retry waits until this time before it is queued again.
+    not_before: float | None = None
+    #: Attempts ended by a lost worker; retried beyond ``max_retries`` up to a fleet cap.
+    lost_attempts: int = 0
+    error_class: ErrorClass | None = None
+    error_message: str | None = None
+    #: Set while no connected worker can ever run it: names the unmet requirement.
+    unschedulable_reason: str | None = None
+
+    @property
+    def task_id(self) -> str:
+        return self.spec.task_id
+
+    def copy(self) -> TaskRecord:
+        return replace(self)
+
+
+@dataclass(slots=True)
+class AttemptRecord:
+    """One row of ``task_execution_history``: one try (lease) of a task on a worker."""
+
+    attempt_id: int
+    task_id: str
+    worker_id: str
+    attempt: int
+    status: AttemptStatus
+    #: When it was assigned.
+    start_time: float
+    #: When the worker accepted it and began running it.
+    accepted_time: float | None = None
+    end_time: float | None = None
+    execution_time_seconds: float | None = None
+    error_class: ErrorClass | None = None
+    error_message: str | None = None
+    hardware_metrics: dict[str, Any] = field(default_factory=dict)
+
+    def copy(self) -> AttemptRecord:
+        return replace(self, hardware_metrics=dict(self.hardware_metrics))
+
+
+@dataclass(slots=True, frozen=True)
+class ResultRecord:
+    """One row of ``task_results``: a result document as a worker reported it.
+
+    ``counted`` is false for a result of an attempt that was no longer current
+    (a late result from a lost worker): it is kept in history, never the outcome.
+    """
+
+    attempt_id: int
+    task_id: str
+    worker_id: str
+    received_time: float
+    counted: bool
+    result: TaskResult
+
+
+@dataclass(slots=True)
+class WorkerRecord:
+    """One row of ``worker_nodes``."""
+
+    worker_id: str
+    hostname: str
+    registration_time: float
+    last_heartbeat: float
+    status: WorkerStatus
+    capabilities: WorkerCapabilities
+    slots: int
+    hardware_metrics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def tags(self) -> dict[str, str]:
+        return self.capabilities.tags
+
+    def copy(self) -> WorkerRecord:
+        return replace(self, hardware_metrics=dict(self.hardware_metrics))
+
+
+@dataclass(slots=True)
+class WriteBatch:
+    """Everything one turn of the coordinator loop changed, committed in one transaction.
+
+    Lists may hold the same task or attempt more than once (it changed twice in
+    the turn); the store keeps the last one.
+    """
+
+    tasks: list[TaskRecord] = field(default_factory=list)
+    attempts: list[AttemptRecord] = field(default_factory=list)
+    results: list[ResultRecord] = field(default_factory=list)
+    workers: list[WorkerRecord] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.tasks or self.attempts or self.results or self.workers)
+
+
+@dataclass(slots=True)
+class RecoveredState:
+    """What the coordinator reloads from the store when it starts on an existing file."""
+
+    #: Tasks that have not reached a terminal status.
+    open_tasks: list[TaskRecord]
+    #: The current attempt of each open task that was assigned or running.
+    open_attempts: list[AttemptRecord]
+    workers: list[WorkerRecord]
+    #: The next free attempt id (one more than the largest stored).
+    next_attempt_id: int

@@ -1,0 +1,87 @@
+"""The task document users submit: SEED.md section 5.2, accepted as written there.
+
+Callers: the REST API validates every submitted document with :class:`TaskSpec`
+(the edge), the coordinator stores it, and the worker receives it inside an
+``assign`` message. Unknown fields are rejected so a typo never silently means
+"no requirement".
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from testfleet.domain.enums import HardwareKind, TaskType
+from testfleet.domain.task_configs import config_model_for
+
+#: Seven days: longer than any real test or benchmark, short enough to catch typos.
+MAX_TIMEOUT_SECONDS = 7 * 24 * 3600.0
+DEFAULT_TIMEOUT_SECONDS = 3600.0
+DEFAULT_PRIORITY = 5
+TASK_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@+/-]{0,199}$"
+
+TagKey = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+TagValue = Annotated[str, Field(max_length=256)]
+
+
+class StrictModel(BaseModel):
+    """Base for every document that crosses the edge: unknown fields are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Requirements(StrictModel):
+    """What a worker must offer to run a task (all given fields must hold).
+
+    ``hardware`` is any-of: ``["cuda", "rocm"]`` runs on a worker with either.
+    An empty list means any worker.
+    """
+
+    hardware: list[HardwareKind] = Field(default_factory=list, max_length=16)
+    min_memory_gb: float | None = Field(default=None, ge=0, le=1_000_000)
+    min_cuda_compute: float | None = Field(default=None, ge=0, le=100)
+    min_gpu_memory_gb: float | None = Field(default=None, ge=0, le=1_000_000)
+    gpu_model: str | None = Field(default=None, min_length=1, max_length=128)
+    tags: dict[TagKey, TagValue] = Field(default_factory=dict, max_length=64)
+
+    def key(self) -> str:
+        """A canonical string: equal requirements give equal keys (the scheduler caches by it)."""
+        return self.model_dump_json(exclude_defaults=True)
+
+
+class RetryPolicy(StrictModel):
+    """How often a failed or timed-out attempt is tried again, and after what pause."""
+
+    max_retries: int = Field(default=0, ge=0, le=100)
+    retry_delay_seconds: float = Field(default=0.0, ge=0, le=MAX_TIMEOUT_SECONDS)
+
+
+class TaskSpec(StrictModel):
+    """One task as submitted. ``config`` is checked against the model for ``type``."""
+
+    task_id: str = Field(
+        default_factory=lambda: f"task-{uuid.uuid4().hex[:16]}", pattern=TASK_ID_PATTERN
+    )
+    type: TaskType
+    priority: int = Field(default=DEFAULT_PRIORITY, ge=0, le=1000)
+    requirements: Requirements = Field(default_factory=Requirements)
+    config: dict[str, Any] = Field(default_factory=dict)
+    timeout_seconds: float = Field(default=DEFAULT_TIMEOUT_SECONDS, gt=0, le=MAX_TIMEOUT_SECONDS)
+    retry_policy: RetryPolicy = Field(default_factory=RetryPolicy)
+
+    @field_validator("timeout_seconds", mode="before")
+    @classmethod
+    def _timeout_is_a_number(cls, value: object) -> object:
+        if isinstance(value, bool):
+            raise ValueError("timeout_seconds must be a number of seconds, not a boolean")
+        return value
+
+    @model_validator(mode="after")
+    def _config_matches_type(self) -> TaskSpec:
+        model = config_model_for(self.type)
+        # Validate (and so reject unknown or mistyped config fields) but keep the
+        # user's dict as stored, so the document reads back as it was written.
+        model.model_validate(self.config)
+        return self

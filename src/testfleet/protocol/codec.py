@@ -1,0 +1,90 @@
+"""Encode and decode worker-channel frames (JSON text or MessagePack binary).
+
+Callers: the coordinator's socket handler and the worker agent. Decoding never
+raises anything but :class:`ProtocolError`, whose code and message go back to
+the peer in an ``error`` frame before the socket closes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+import orjson
+from pydantic import ValidationError
+
+from testfleet.protocol.messages import (
+    MESSAGE_ADAPTER,
+    Codec,
+    Message,
+    MessageType,
+    ProtocolErrorCode,
+)
+
+#: One frame may carry a large batch of results with logs; beyond this it is refused.
+MAX_FRAME_BYTES = 64 * 1024 * 1024
+_KNOWN_TYPES = frozenset(t.value for t in MessageType)
+
+
+class ProtocolError(Exception):
+    """A frame that cannot be accepted; ``code`` tells the peer what kind."""
+
+    def __init__(self, code: ProtocolErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def encode(message: Message, codec: Codec = Codec.JSON) -> str | bytes:
+    """Encode ``message``: a ``str`` for a JSON text frame, ``bytes`` for MessagePack."""
+    data = message.model_dump(mode="json")
+    if codec is Codec.MSGPACK:
+        packed: bytes = msgpack.packb(data, use_bin_type=True)
+        return packed
+    return orjson.dumps(data).decode("utf-8")
+
+
+def decode(frame: str | bytes) -> Message:
+    """Decode a frame (text = JSON, binary = MessagePack) into a typed message."""
+    if len(frame) > MAX_FRAME_BYTES:
+        raise ProtocolError(
+            ProtocolErrorCode.FRAME_TOO_LARGE,
+            f"frame of {len(frame)} bytes exceeds the limit of {MAX_FRAME_BYTES}",
+        )
+    try:
+        raw: Any = (
+            orjson.loads(frame) if isinstance(frame, str) else msgpack.unpackb(frame, raw=False)
+        )
+    except (orjson.JSONDecodeError, ValueError, msgpack.UnpackException) as exc:
+        raise ProtocolError(
+            ProtocolErrorCode.MALFORMED_FRAME, f"frame is not valid JSON or MessagePack: {exc}"
+        ) from None
+    if not isinstance(raw, dict):
+        raise ProtocolError(
+            ProtocolErrorCode.MALFORMED_FRAME,
+            f"a frame must be an object with a 'type' field, got {type(raw).__name__}",
+        )
+    kind = raw.get("type")
+    if kind not in _KNOWN_TYPES:
+        raise ProtocolError(
+            ProtocolErrorCode.UNKNOWN_MESSAGE,
+            f"unknown message type {kind!r}; expected one of {sorted(_KNOWN_TYPES)}",
+        )
+    try:
+        return MESSAGE_ADAPTER.validate_python(raw)
+    except ValidationError as exc:
+        raise ProtocolError(
+            ProtocolErrorCode.INVALID_MESSAGE, f"invalid '{kind}' message: {describe(exc)}"
+        ) from None
+
+
+def describe(exc: ValidationError, limit: int = 5) -> str:
+    """Render a pydantic error as 'field.path: problem; ...' for humans."""
+    parts = []
+    for err in exc.errors()[:limit]:
+        loc = ".".join(str(p) for p in err["loc"]) or "(message)"
+        parts.append(f"{loc}: {err['msg']}")
+    more = len(exc.errors()) - limit
+    if more > 0:
+        parts.append(f"... and {more} more")
+    return "; ".join(parts)

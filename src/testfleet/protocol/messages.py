@@ -1,0 +1,218 @@
+"""Messages between coordinator and worker: a discriminated union on ``type``.
+
+Both sides import this module and nothing else of each other. A message is a
+frozen pydantic model; unknown fields are refused so that a mismatched peer is
+noticed at once. Messages that carry work in bulk (assign, accept, result, ack,
+cancel) take lists: one frame per scheduling round per worker, not per task.
+
+Exchange (worker connects out)::
+
+    worker -> hello      coordinator -> welcome | error+close
+    worker -> heartbeat  (every heartbeat_interval_seconds, carries load)
+    coordinator -> assign            worker -> accept | reject
+    worker -> progress / log         (optional, while running)
+    worker -> result                 coordinator -> ack (after it is durable)
+    coordinator -> cancel | drain    either -> bye
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from testfleet.domain.hardware import WorkerCapabilities
+from testfleet.domain.result import TaskResult
+from testfleet.domain.task import TaskSpec
+
+#: Bumped on any incompatible change; the coordinator refuses other versions.
+PROTOCOL_VERSION = 1
+
+WorkerId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@-]+$")]
+AttemptIds = Annotated[list[int], Field(max_length=100_000)]
+
+
+class MessageType(StrEnum):
+    HELLO = "hello"
+    WELCOME = "welcome"
+    HEARTBEAT = "heartbeat"
+    ASSIGN = "assign"
+    ACCEPT = "accept"
+    REJECT = "reject"
+    PROGRESS = "progress"
+    LOG = "log"
+    RESULT = "result"
+    ACK = "ack"
+    CANCEL = "cancel"
+    DRAIN = "drain"
+    BYE = "bye"
+    ERROR = "error"
+
+
+class Codec(StrEnum):
+    """Frame encodings: JSON text frames by default, MessagePack when both ask for it."""
+
+    JSON = "json"
+    MSGPACK = "msgpack"
+
+
+class ProtocolErrorCode(StrEnum):
+    MALFORMED_FRAME = "malformed_frame"
+    UNKNOWN_MESSAGE = "unknown_message"
+    INVALID_MESSAGE = "invalid_message"
+    UNSUPPORTED_VERSION = "unsupported_version"
+    WORKER_ID_IN_USE = "worker_id_in_use"
+    NOT_REGISTERED = "not_registered"
+    FRAME_TOO_LARGE = "frame_too_large"
+    UNAUTHORIZED = "unauthorized"
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class WorkerLoad(_Message):
+    cpu_percent: float = Field(default=0.0, ge=0)
+    memory_percent: float = Field(default=0.0, ge=0, le=100)
+    load_average_1m: float | None = Field(default=None, ge=0)
+    running: int = Field(default=0, ge=0)
+
+
+class Hello(_Message):
+    """First frame from a worker. ``session_key`` is random per worker process: a
+    reconnect from the same process replaces its old connection, while another
+    process claiming a connected worker's id is refused."""
+
+    type: Literal[MessageType.HELLO] = MessageType.HELLO
+    protocol_version: int
+    worker_id: WorkerId
+    session_key: str = Field(min_length=16, max_length=128)
+    capabilities: WorkerCapabilities
+    slots: int = Field(ge=1, le=4096)
+    running_attempts: AttemptIds = Field(default_factory=list)
+    held_results: AttemptIds = Field(default_factory=list)
+    codecs: list[Codec] = Field(default_factory=lambda: [Codec.JSON], min_length=1)
+
+
+class Welcome(_Message):
+    """The coordinator's reply to ``hello``: settings, and what to do with running work."""
+
+    type: Literal[MessageType.WELCOME] = MessageType.WELCOME
+    protocol_version: int
+    worker_id: WorkerId
+    codec: Codec = Codec.JSON
+    heartbeat_interval_seconds: float = Field(gt=0)
+    heartbeat_timeout_seconds: float = Field(gt=0)
+    keep_attempts: AttemptIds = Field(default_factory=list)
+    cancel_attempts: AttemptIds = Field(default_factory=list)
+
+
+class Heartbeat(_Message):
+    type: Literal[MessageType.HEARTBEAT] = MessageType.HEARTBEAT
+    load: WorkerLoad = Field(default_factory=WorkerLoad)
+    running_attempts: AttemptIds = Field(default_factory=list)
+
+
+class Assignment(_Message):
+    """One lease: run ``task`` as attempt number ``attempt`` under id ``attempt_id``."""
+
+    attempt_id: int = Field(ge=1)
+    attempt: int = Field(ge=1)
+    task: TaskSpec
+
+
+class Assign(_Message):
+    type: Literal[MessageType.ASSIGN] = MessageType.ASSIGN
+    assignments: list[Assignment] = Field(min_length=1, max_length=100_000)
+
+
+class Accept(_Message):
+    type: Literal[MessageType.ACCEPT] = MessageType.ACCEPT
+    attempt_ids: AttemptIds = Field(min_length=1)
+
+
+class Reject(_Message):
+    type: Literal[MessageType.REJECT] = MessageType.REJECT
+    attempt_id: int
+    reason: str = Field(max_length=4096)
+
+
+class Progress(_Message):
+    type: Literal[MessageType.PROGRESS] = MessageType.PROGRESS
+    attempt_id: int
+    message: str = Field(default="", max_length=4096)
+    fraction: float | None = Field(default=None, ge=0, le=1)
+
+
+class LogChunk(_Message):
+    type: Literal[MessageType.LOG] = MessageType.LOG
+    attempt_id: int
+    stream: Literal["stdout", "stderr"] = "stdout"
+    data: str = Field(max_length=1024 * 1024)
+
+
+class AttemptResult(_Message):
+    attempt_id: int
+    started_at: float | None = None
+    finished_at: float | None = None
+    result: TaskResult
+
+
+class Result(_Message):
+    type: Literal[MessageType.RESULT] = MessageType.RESULT
+    results: list[AttemptResult] = Field(min_length=1, max_length=100_000)
+
+
+class Ack(_Message):
+    """Results for these attempts are durable: the worker may forget them."""
+
+    type: Literal[MessageType.ACK] = MessageType.ACK
+    attempt_ids: AttemptIds = Field(min_length=1)
+
+
+class Cancel(_Message):
+    type: Literal[MessageType.CANCEL] = MessageType.CANCEL
+    attempt_ids: AttemptIds = Field(min_length=1)
+    reason: str = Field(default="", max_length=4096)
+
+
+class Drain(_Message):
+    """Finish running attempts, take no new ones."""
+
+    type: Literal[MessageType.DRAIN] = MessageType.DRAIN
+    reason: str = Field(default="", max_length=4096)
+
+
+class Bye(_Message):
+    type: Literal[MessageType.BYE] = MessageType.BYE
+    reason: str = Field(default="", max_length=4096)
+
+
+class Error(_Message):
+    """A protocol error; the sender closes the socket after it."""
+
+    type: Literal[MessageType.ERROR] = MessageType.ERROR
+    code: ProtocolErrorCode
+    message: str = Field(max_length=16384)
+
+
+Message = Annotated[
+    Hello
+    | Welcome
+    | Heartbeat
+    | Assign
+    | Accept
+    | Reject
+    | Progress
+    | LogChunk
+    | Result
+    | Ack
+    | Cancel
+    | Drain
+    | Bye
+    | Error,
+    Field(discriminator="type"),
+]
+
+MESSAGE_ADAPTER: TypeAdapter[Message] = TypeAdapter(Message)

@@ -1,0 +1,1 @@
+"""Pure scheduling: matching, ordering and placement. No I/O, no clock, no awaits."""
