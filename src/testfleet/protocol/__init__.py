@@ -1,6 +1,14 @@
 """The worker channel: typed, versioned messages and their codec, shared by both sides."""
 
-from testfleet.protocol.codec import Codec, ProtocolError, decode, encode
-from testfleet.protocol.messages import PROTOCOL_VERSION, Message, MessageType
+from testfleet.protocol.codec import ProtocolError, decode, encode
+from testfleet.protocol.messages import PROTOCOL_VERSION, Codec, Message, MessageType
 
-__all__ = ["PROTOCOL_VERSION", "Codec", "Message", "MessageType", "ProtocolError", "decode", "encode"]
+__all__ = [
+    "PROTOCOL_VERSION",
+    "Codec",
+    "Message",
+    "MessageType",
+    "ProtocolError",
+    "decode",
+    "encode",
+]

@@ -1,0 +1,396 @@
+"""``testfleet``: run a coordinator or a worker, submit and inspect tasks, run the demo.
+
+Every client command finds the coordinator through ``--coordinator URL`` or
+``$TESTFLEET_COORDINATOR`` (default http://127.0.0.1:8700), prints tables for
+people and ``--json`` for programs, and exits non-zero with the coordinator's
+own explanation when a request is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import orjson
+import typer
+from rich.console import Console
+
+from testfleet.cli.render import (
+    print_task_detail,
+    shown_status,
+    stats_table,
+    tasks_table,
+    workers_table,
+)
+from testfleet.cli.task_files import TaskFileError, load_task_documents
+from testfleet.client import COORDINATOR_ENV, FleetClient, FleetError
+from testfleet.domain.enums import TaskStatus
+from testfleet.protocol.messages import Codec
+
+app = typer.Typer(
+    name="testfleet",
+    help="Run tests and model benchmarks across a fleet of machines; every result in DuckDB.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+errors = Console(stderr=True)
+
+CoordinatorOption = Annotated[
+    str | None,
+    typer.Option(
+        "--coordinator",
+        "-c",
+        envvar=COORDINATOR_ENV,
+        help="Coordinator URL (default http://127.0.0.1:8700).",
+        show_default=False,
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+#: Exit codes of ``testfleet wait``.
+EXIT_FAILED = 1
+EXIT_ERROR = 2
+EXIT_WAIT_TIMEOUT = 3
+
+
+def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
+    errors.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(code)
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+def client_for(coordinator: str | None) -> FleetClient:
+    return FleetClient(coordinator)
+
+
+def report_fleet_error(exc: FleetError) -> NoReturn:
+    details = ""
+    for item in exc.details[:10] if isinstance(exc.details, list) else []:
+        if isinstance(item, dict) and "field" in item:
+            details += f"\n  {item['field']}: {item['problem']}"
+    fail(f"{exc.message}{details}")
+
+
+def parse_tags(values: list[str]) -> dict[str, str]:
+    tags: dict[str, str] = {}
+    for value in values:
+        key, sep, tag_value = value.partition("=")
+        if not sep or not key:
+            fail(f"--tag {value!r}: expected KEY=VALUE, e.g. --tag rack=a")
+        tags[key] = tag_value
+    return tags
+
+
+# ---------------------------------------------------------------- processes
+
+
+@app.command()
+def coordinator(
+    db: Annotated[Path, typer.Option(help="DuckDB file (created if missing).")] = Path(
+        "testfleet.duckdb"
+    ),
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8700,
+    heartbeat_interval: Annotated[
+        float, typer.Option(help="Seconds between worker heartbeats.")
+    ] = 2.0,
+    heartbeat_timeout: Annotated[
+        float, typer.Option(help="A worker silent this long is declared lost.")
+    ] = 15.0,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "warning",
+) -> None:
+    """Run a coordinator: REST API, worker channel and the DuckDB file it alone owns."""
+    from testfleet.coordinator.app import run_coordinator
+    from testfleet.coordinator.settings import CoordinatorSettings
+    from testfleet.store import StoreError
+
+    if heartbeat_timeout <= heartbeat_interval:
+        fail("--heartbeat-timeout must be longer than --heartbeat-interval")
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    settings = CoordinatorSettings(
+        heartbeat_interval_seconds=heartbeat_interval, heartbeat_timeout_seconds=heartbeat_timeout
+    )
+    errors.print(f"testfleet coordinator on http://{host}:{port} with {db}")
+    try:
+        run_coordinator(db, host=host, port=port, settings=settings, log_level=log_level)
+    except StoreError as exc:
+        fail(str(exc))
+
+
+@app.command()
+def worker(
+    coordinator: CoordinatorOption = None,
+    slots: Annotated[int, typer.Option(min=1, max=4096, help="Attempts run at once.")] = 1,
+    tag: Annotated[
+        list[str] | None, typer.Option("--tag", help="KEY=VALUE label tasks can require; repeat.")
+    ] = None,
+    worker_id: Annotated[
+        str | None, typer.Option(help="Stable id (default: HOSTNAME-PID).", show_default=False)
+    ] = None,
+    codec: Annotated[Codec, typer.Option(help="Frame encoding to ask for.")] = Codec.JSON,
+    probe_torch: Annotated[
+        bool, typer.Option("--probe-torch/--no-probe-torch", help="Ask torch what it sees.")
+    ] = True,
+    work_dir: Annotated[
+        Path | None, typer.Option(help="Cache and scratch directory.", show_default=False)
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "warning",
+) -> None:
+    """Join a coordinator as a worker (connects out; no inbound port needed)."""
+    from testfleet.client import coordinator_url
+    from testfleet.worker.agent import AgentSettings, WorkerAgent, WorkerRefusedError
+    from testfleet.worker.executors.base import default_executors
+    from testfleet.worker.hardware import detect_capabilities
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    executors = default_executors()
+    capabilities = detect_capabilities(
+        tags=parse_tags(tag or []), task_types=list(executors), probe_torch=probe_torch
+    )
+    for problem in capabilities.probe_errors:
+        errors.print(f"[yellow]hardware probe:[/yellow] {problem}")
+    settings = AgentSettings(
+        coordinator_url=coordinator_url(coordinator),
+        worker_id=worker_id or f"{socket.gethostname()}-{os.getpid()}",
+        slots=slots,
+        codec=codec,
+        work_dir=work_dir or Path.home() / ".cache" / "testfleet",
+    )
+    agent = WorkerAgent(settings, capabilities, executors)
+    hardware = ",".join(h.value for h in capabilities.hardware)
+    errors.print(
+        f"testfleet worker {settings.worker_id}: {hardware}, "
+        f"{slots} slot(s) -> {settings.coordinator_url}"
+    )
+
+    async def serve() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, agent.stop)
+        await agent.run()
+
+    try:
+        asyncio.run(serve())
+    except WorkerRefusedError as exc:
+        fail(f"the coordinator refused this worker: {exc}")
+
+
+# ---------------------------------------------------------------- client commands
+
+
+@app.command()
+def submit(
+    files: Annotated[list[str], typer.Argument(help="JSON or YAML task files ('-' = stdin).")],
+    coordinator: CoordinatorOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Submit task documents (SEED.md 5.2 format): one per file or a list."""
+    documents: list[dict[str, Any]] = []
+    try:
+        for path in files:
+            documents += load_task_documents(path)
+    except TaskFileError as exc:
+        fail(str(exc))
+    with client_for(coordinator) as client:
+        try:
+            ids = client.submit(documents)
+        except FleetError as exc:
+            report_fleet_error(exc)
+    if as_json:
+        print_json({"accepted": len(ids), "task_ids": ids})
+    else:
+        console.print(
+            f"accepted {len(ids)} task(s): "
+            + ", ".join(ids[:20])
+            + (" ..." if len(ids) > 20 else "")
+        )
+
+
+@app.command()
+def tasks(
+    status: Annotated[
+        list[TaskStatus] | None, typer.Option("--status", "-s", help="Only these statuses; repeat.")
+    ] = None,
+    task_type: Annotated[str | None, typer.Option("--type", help="Only this task type.")] = None,
+    worker: Annotated[str | None, typer.Option(help="Only tasks on this worker.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10000)] = 100,
+    offset: Annotated[int, typer.Option(min=0)] = 0,
+    coordinator: CoordinatorOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List tasks, oldest first."""
+    with client_for(coordinator) as client:
+        try:
+            page = client.list_tasks(
+                statuses=[s.value for s in status or []],
+                task_type=task_type,
+                worker_id=worker,
+                limit=limit,
+                offset=offset,
+            )
+        except FleetError as exc:
+            report_fleet_error(exc)
+    if as_json:
+        print_json(page)
+        return
+    console.print(
+        tasks_table(page["tasks"], title=f"tasks ({len(page['tasks'])} of {page['total']})")
+    )
+
+
+@app.command()
+def task(
+    task_id: Annotated[str, typer.Argument(help="The task's id.")],
+    coordinator: CoordinatorOption = None,
+    as_json: JsonOption = False,
+    logs: Annotated[
+        bool, typer.Option("--logs", help="Print the outcome's captured output.")
+    ] = False,
+) -> None:
+    """One task: its status, every attempt, and its result (SEED.md 5.3 format)."""
+    with client_for(coordinator) as client:
+        try:
+            detail = client.get_task(task_id)
+        except FleetError as exc:
+            report_fleet_error(exc)
+    if as_json:
+        print_json(detail)
+        return
+    print_task_detail(console, detail)
+    if logs and detail.get("result"):
+        from testfleet.domain.result import decode_logs
+
+        console.print(decode_logs(detail["result"].get("logs", "")), markup=False, highlight=False)
+
+
+@app.command()
+def workers(coordinator: CoordinatorOption = None, as_json: JsonOption = False) -> None:
+    """Workers the coordinator knows, with their hardware and load."""
+    with client_for(coordinator) as client:
+        try:
+            listed = client.workers()
+        except FleetError as exc:
+            report_fleet_error(exc)
+    if as_json:
+        print_json({"workers": listed})
+    else:
+        console.print(workers_table(listed))
+
+
+@app.command()
+def cancel(
+    task_ids: Annotated[list[str], typer.Argument(help="Tasks to cancel.")],
+    coordinator: CoordinatorOption = None,
+) -> None:
+    """Cancel queued or running tasks (a running attempt is stopped on its worker)."""
+    problems = 0
+    with client_for(coordinator) as client:
+        for task_id in task_ids:
+            try:
+                client.cancel(task_id)
+                console.print(f"cancelled {task_id}")
+            except FleetError as exc:
+                problems += 1
+                errors.print(f"[red]error:[/red] {exc.message}")
+    if problems:
+        raise typer.Exit(EXIT_ERROR)
+
+
+@app.command()
+def drain(
+    worker_id: Annotated[str, typer.Argument(help="The worker to drain.")],
+    coordinator: CoordinatorOption = None,
+) -> None:
+    """Let a worker finish what it runs and take nothing new."""
+    with client_for(coordinator) as client:
+        try:
+            client.drain(worker_id)
+        except FleetError as exc:
+            report_fleet_error(exc)
+    console.print(f"draining {worker_id}")
+
+
+@app.command()
+def stats(coordinator: CoordinatorOption = None, as_json: JsonOption = False) -> None:
+    """Task counts by status, queue depth, workers and busy slots."""
+    with client_for(coordinator) as client:
+        try:
+            figures = client.stats()
+        except FleetError as exc:
+            report_fleet_error(exc)
+    if as_json:
+        print_json(figures)
+    else:
+        console.print(stats_table(figures))
+
+
+@app.command()
+def wait(
+    task_ids: Annotated[list[str], typer.Argument(help="Tasks to wait for.")],
+    timeout: Annotated[
+        float | None, typer.Option(help="Give up after this many seconds (exit 3).")
+    ] = None,
+    poll: Annotated[float, typer.Option(help="Seconds between checks.")] = 0.5,
+    coordinator: CoordinatorOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Wait until tasks finish. Exit 0 if all completed, 1 if any did not, 3 on timeout."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    final: dict[str, dict[str, Any]] = {}
+    with client_for(coordinator) as client:
+        while True:
+            for task_id in task_ids:
+                if task_id in final:
+                    continue
+                try:
+                    found = client.get_task(task_id)["task"]
+                except FleetError as exc:
+                    report_fleet_error(exc)
+                if TaskStatus(found["status"]).is_terminal:
+                    final[task_id] = found
+            if len(final) == len(task_ids):
+                break
+            if deadline is not None and time.monotonic() > deadline:
+                waiting = [t for t in task_ids if t not in final]
+                fail(f"timed out waiting for {', '.join(waiting)}", EXIT_WAIT_TIMEOUT)
+            time.sleep(poll)
+    ordered = [final[t] for t in task_ids]
+    if as_json:
+        print_json({"tasks": ordered})
+    else:
+        console.print(tasks_table(ordered))
+    if any(t["status"] != TaskStatus.COMPLETED.value for t in ordered):
+        raise typer.Exit(EXIT_FAILED)
+
+
+@app.command()
+def demo(
+    db: Annotated[
+        Path, typer.Option(help="DuckDB file the demo writes (replaced if it is the demo's own).")
+    ] = Path("demo-output/testfleet-demo.duckdb"),
+    workers_count: Annotated[int, typer.Option("--workers", min=1, max=32)] = 3,
+    slots: Annotated[int, typer.Option(min=1, max=64, help="Slots per worker.")] = 2,
+) -> None:
+    """Start a coordinator and local workers, run an example batch, print a summary."""
+    from testfleet.cli.demo import run_demo
+
+    raise typer.Exit(run_demo(db, workers_count, slots, console))
+
+
+def main() -> None:
+    app()
+
+
+__all__ = ["app", "main", "shown_status"]

@@ -1,0 +1,302 @@
+"""``testfleet demo``: a whole fleet on this machine, in one command.
+
+Starts a coordinator on loopback with its own DuckDB file and a few worker
+processes, submits an example batch (real commands of mixed priorities, a
+command that fails and is retried, one that times out, simulated load, a task
+pinned to a rack by tag, and one that needs hardware this machine lacks),
+shows live progress, prints a summary, and shuts everything down cleanly,
+leaving the DuckDB file for inspection.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from testfleet.cli.render import shown_status, tasks_table
+from testfleet.client import FleetClient, FleetError
+from testfleet.domain.enums import HardwareKind, TaskStatus
+from testfleet.worker.hardware import detect_capabilities
+
+DEFAULT_DEMO_DB = Path("demo-output/testfleet-demo.duckdb")
+#: The demo gives up waiting after this long (its tasks take a few seconds).
+DEMO_DEADLINE_SECONDS = 180.0
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def missing_hardware() -> HardwareKind:
+    """A kind of accelerator this machine does not have, for the unschedulable example."""
+    present = set(detect_capabilities(tags={}, task_types=[], probe_torch=False).hardware)
+    for kind in (HardwareKind.CUDA, HardwareKind.ROCM, HardwareKind.MPS, HardwareKind.QNN):
+        if kind not in present:
+            return kind
+    return HardwareKind.WEBNN
+
+
+def example_batch(missing: HardwareKind) -> list[dict[str, Any]]:
+    """Real commands, simulated load and edge cases, in SEED.md 5.2 format."""
+    python = sys.executable
+    batch: list[dict[str, Any]] = []
+    for n in range(6):
+        batch.append(
+            {
+                "task_id": f"demo-sha256-{n}",
+                "type": "command",
+                "priority": 1 if n < 2 else 5,
+                "config": {
+                    "argv": [
+                        python,
+                        "-c",
+                        "import hashlib,sys; d=b'x'*(1<<20); h=hashlib.sha256()\n"
+                        f"for _ in range({40 + 20 * n}): h.update(d)\n"
+                        "print(h.hexdigest())",
+                    ]
+                },
+                "timeout_seconds": 60,
+            }
+        )
+    batch.append(
+        {
+            "task_id": "demo-python-version",
+            "type": "command",
+            "priority": 3,
+            "config": {"argv": [python, "--version"]},
+        }
+    )
+    batch.append(
+        {
+            "task_id": "demo-rack-b-only",
+            "type": "command",
+            "priority": 2,
+            "requirements": {"tags": {"rack": "b"}},
+            "config": {"argv": [python, "-c", "import platform; print(platform.node())"]},
+        }
+    )
+    batch.append(
+        {
+            "task_id": "demo-fails-then-gives-up",
+            "type": "command",
+            "priority": 4,
+            "config": {
+                "argv": [python, "-c", "import sys; print('failing on purpose'); sys.exit(3)"]
+            },
+            "retry_policy": {"max_retries": 1, "retry_delay_seconds": 0.5},
+        }
+    )
+    batch.append(
+        {
+            "task_id": "demo-times-out",
+            "type": "command",
+            "priority": 4,
+            "config": {"argv": [python, "-c", "import time; time.sleep(60)"]},
+            "timeout_seconds": 1.5,
+        }
+    )
+    for n in range(10):
+        batch.append(
+            {
+                "task_id": f"demo-simulated-{n}",
+                "type": "simulated",
+                "priority": 9,
+                "config": {
+                    "sampled_duration": {
+                        "distribution": "lognormal",
+                        "median_seconds": 0.3,
+                        "sigma": 0.5,
+                        "max_seconds": 2,
+                    },
+                    "seed": n,
+                },
+            }
+        )
+    batch.append(
+        {
+            "task_id": f"demo-needs-{missing.value}",
+            "type": "command",
+            "priority": 1,
+            "requirements": {"hardware": [missing.value], "min_memory_gb": 8},
+            "config": {"argv": [python, "-c", "print('never runs here')"]},
+        }
+    )
+    return batch
+
+
+def _start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+    handle = log.open("ab")
+    return subprocess.Popen(
+        [sys.executable, "-m", "testfleet", *args],
+        stdout=handle,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def _stop(process: subprocess.Popen[bytes], grace: float = 10.0) -> int:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
+
+
+def _settled(tasks: list[dict[str, Any]]) -> bool:
+    """Every task finished, or waits with a reason (unschedulable)."""
+    return all(
+        TaskStatus(t["status"]).is_terminal or shown_status(t) == "unschedulable" for t in tasks
+    )
+
+
+def run_demo(db: Path, workers: int, slots: int, console: Console) -> int:
+    """Run the demo; returns the process exit code (0 when it ran as intended)."""
+    if db.exists():
+        if db.resolve() != DEFAULT_DEMO_DB.resolve():
+            console.print(f"[red]error:[/red] {db} exists; pick a new --db (the demo starts fresh)")
+            return 2
+        db.unlink()
+        Path(str(db) + ".wal").unlink(missing_ok=True)
+    db.parent.mkdir(parents=True, exist_ok=True)
+    logs = db.parent / "logs"
+    logs.mkdir(exist_ok=True)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    console.print(f"[bold]testfleet demo[/bold]: coordinator on {url}, DuckDB file {db}")
+    coordinator = _start(
+        [
+            "coordinator",
+            "--db",
+            str(db),
+            "--port",
+            str(port),
+            "--heartbeat-interval",
+            "0.5",
+            "--heartbeat-timeout",
+            "5",
+        ],
+        logs / "coordinator.log",
+    )
+    processes: list[subprocess.Popen[bytes]] = []
+    client = FleetClient(url)
+    try:
+        try:
+            client.wait_until_healthy(timeout=30)
+        except FleetError:
+            console.print(
+                f"[red]the coordinator did not start; see {logs / 'coordinator.log'}[/red]"
+            )
+            return 1
+        for n in range(1, workers + 1):
+            rack = "b" if n == workers else "a"
+            processes.append(
+                _start(
+                    [
+                        "worker",
+                        "--coordinator",
+                        url,
+                        "--slots",
+                        str(slots),
+                        "--worker-id",
+                        f"demo-worker-{n}",
+                        "--tag",
+                        f"rack={rack}",
+                        "--no-probe-torch",
+                        "--work-dir",
+                        str(db.parent / "work"),
+                    ],
+                    logs / f"worker-{n}.log",
+                )
+            )
+        deadline = time.monotonic() + 60
+        while sum(w["connected"] for w in client.workers()) < workers:
+            if time.monotonic() > deadline:
+                console.print(f"[red]workers did not connect; see {logs}[/red]")
+                return 1
+            time.sleep(0.1)
+        console.print(f"{workers} workers connected, {slots} slot(s) each (the last on rack=b)")
+
+        batch = example_batch(missing_hardware())
+        ids = client.submit(batch)
+        console.print(f"submitted {len(ids)} tasks")
+        tasks = _follow(client, len(ids), console)
+        console.print(tasks_table(tasks, title="demo summary"))
+        _explain(tasks, console)
+    finally:
+        for process in processes:
+            _stop(process)
+        _stop(coordinator)
+        client.close()
+    console.print(
+        f"fleet stopped cleanly; every task, attempt and result is in [bold]{db}[/bold] "
+        f"(logs in {logs}). Inspect it: testfleet coordinator --db {db} & testfleet tasks"
+    )
+    return 0
+
+
+def _follow(client: FleetClient, total: int, console: Console) -> list[dict[str, Any]]:
+    """Live progress until every task settled; returns the final task list."""
+    columns = (
+        TextColumn("[bold]tasks"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+    )
+    deadline = time.monotonic() + DEMO_DEADLINE_SECONDS
+    with Progress(*columns, console=console, transient=False) as progress:
+        bar = progress.add_task("tasks", total=total, detail="")
+        while True:
+            stats = client.stats()
+            counts = stats["tasks"]
+            finished = sum(counts[s.value] for s in TaskStatus if s.is_terminal)
+            unschedulable = sum(item["tasks"] for item in stats["unschedulable"])
+            detail = (
+                f"running {counts['running'] + counts['assigned']}"
+                f"  queued {stats['queue']['pending']}"
+                f"  failed {counts['failed'] + counts['timed_out']}  unschedulable {unschedulable}"
+                f"  slots busy {stats['slots']['busy']}/{stats['slots']['total']}"
+            )
+            progress.update(bar, completed=finished + unschedulable, detail=detail)
+            if finished + unschedulable >= total:
+                tasks: list[dict[str, Any]] = client.list_tasks(limit=total)["tasks"]
+                if _settled(tasks):
+                    return tasks
+            if time.monotonic() > deadline:
+                return list(client.list_tasks(limit=total)["tasks"])
+            time.sleep(0.2)
+
+
+def _explain(tasks: list[dict[str, Any]], console: Console) -> None:
+    by_status: dict[str, int] = {}
+    for task in tasks:
+        status = shown_status(task)
+        by_status[status] = by_status.get(status, 0) + 1
+    console.print("  ".join(f"{status}: {count}" for status, count in sorted(by_status.items())))
+    for task in tasks:
+        if shown_status(task) == "unschedulable":
+            reason = task["unschedulable_reason"]
+            console.print(
+                f"[magenta]{task['task_id']}[/magenta] is unschedulable: {escape(reason)}"
+            )
+    simulated = [t for t in tasks if t["type"] == "simulated"]
+    if simulated:
+        console.print(
+            f"{len(simulated)} simulated tasks report is_simulated: true in their results; "
+            "the command tasks are real runs."
+        )

@@ -1,0 +1,1 @@
+"""The coordinator: one event loop that owns state, the REST API and the worker channel."""

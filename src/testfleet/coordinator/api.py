@@ -1,0 +1,301 @@
+"""The REST API under ``/api/v1``: submit, list, inspect and cancel tasks; list and
+drain workers; stats and health.
+
+Callers: the ``testfleet`` CLI, the pytest plugin, scripts. Reads come from the
+committed store (so what the API shows is durable); changes go through the
+coordinator loop as events. Every error is ``{"error": {"code", "message",
+"details"}}`` with a 4xx status that says what was wrong and which field.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from enum import StrEnum
+from typing import Annotated, Any
+
+import orjson
+import yaml
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import TypeAdapter, ValidationError
+
+import testfleet
+from testfleet.coordinator.events import Accepted, RefusalReason, Refused
+from testfleet.coordinator.loop import CoordinatorLoop, CoordinatorUnavailableError
+from testfleet.coordinator.render import attempt_json, result_json, task_json, worker_json
+from testfleet.domain.enums import TaskStatus, TaskType, WorkerStatus
+from testfleet.domain.task import TaskSpec
+from testfleet.store import Store
+
+TASK_LIST_ADAPTER: TypeAdapter[TaskSpec | list[TaskSpec]] = TypeAdapter(TaskSpec | list[TaskSpec])
+
+
+class ErrorCode(StrEnum):
+    MALFORMED_BODY = "malformed_body"
+    INVALID_TASK = "invalid_task"
+    DUPLICATE_TASK_ID = "duplicate_task_id"
+    NOT_FOUND = "not_found"
+    ALREADY_FINISHED = "already_finished"
+    TOO_MANY_TASKS = "too_many_tasks"
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+    UNAVAILABLE = "unavailable"
+    BODY_TOO_LARGE = "body_too_large"
+    INVALID_PARAMETER = "invalid_parameter"
+
+
+def error_response(
+    status: int, code: ErrorCode, message: str, details: list[dict[str, Any]] | None = None
+) -> JSONResponse:
+    return JSONResponse(
+        status_code=status,
+        content={"error": {"code": code.value, "message": message, "details": details or []}},
+    )
+
+
+_REFUSAL_STATUS = {
+    RefusalReason.DUPLICATE_TASK_ID: (409, ErrorCode.DUPLICATE_TASK_ID),
+    RefusalReason.NOT_FOUND: (404, ErrorCode.NOT_FOUND),
+    RefusalReason.ALREADY_FINISHED: (409, ErrorCode.ALREADY_FINISHED),
+}
+
+
+def refusal_response(refused: Refused) -> JSONResponse:
+    status, code = _REFUSAL_STATUS[refused.reason]
+    return error_response(status, code, refused.message, [{"ids": refused.ids}])
+
+
+def validation_details(exc: ValidationError, *, many: bool) -> list[dict[str, Any]]:
+    """Pydantic errors as ``{"field": "tasks[3].timeout_seconds", "problem": ...}``."""
+    details = []
+    for err in exc.errors()[:50]:
+        loc = list(err["loc"])
+        # The union of one task or a list shows up as the first path element.
+        if loc and loc[0] in ("TaskSpec", "list[TaskSpec]"):
+            loc = loc[1:]
+        parts: list[str] = []
+        for item in loc:
+            if isinstance(item, int) and many and not parts:
+                parts.append(f"tasks[{item}]")
+            elif isinstance(item, int):
+                parts[-1:] = [f"{parts[-1]}[{item}]"] if parts else [f"[{item}]"]
+            else:
+                parts.append(str(item))
+        field = ".".join(parts) or "(body)"
+        details.append({"field": field, "problem": err["msg"], "type": err["type"]})
+    return details
+
+
+def parse_task_body(
+    raw: bytes, content_type: str
+) -> tuple[list[TaskSpec] | None, JSONResponse | None]:
+    """Parse a submission (JSON, or YAML when sent as YAML): a task document or a list."""
+    media = content_type.split(";")[0].strip().lower()
+    try:
+        if media in ("application/yaml", "application/x-yaml", "text/yaml"):
+            document: Any = yaml.safe_load(raw.decode("utf-8"))
+        elif media in ("application/json", ""):
+            document = orjson.loads(raw)
+        else:
+            return None, error_response(
+                415,
+                ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+                f"Content-Type {media!r} is not accepted; send application/json "
+                "(or application/yaml)",
+            )
+    except (orjson.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError) as exc:
+        return None, error_response(
+            400, ErrorCode.MALFORMED_BODY, f"the request body is not valid JSON/YAML: {exc}"
+        )
+    if not isinstance(document, dict | list):
+        return None, error_response(
+            422,
+            ErrorCode.INVALID_TASK,
+            "the body must be a task document (an object) or a list of them, "
+            f"got {type(document).__name__}",
+        )
+    many = isinstance(document, list)
+    try:
+        parsed = TASK_LIST_ADAPTER.validate_python(document)
+    except ValidationError as exc:
+        details = validation_details(exc, many=many)
+        first = details[0] if details else {"field": "(body)", "problem": "invalid"}
+        return None, error_response(
+            422,
+            ErrorCode.INVALID_TASK,
+            f"invalid task: {first['field']}: {first['problem']} "
+            f"({len(details)} problem(s); nothing was accepted)",
+            details,
+        )
+    specs = parsed if isinstance(parsed, list) else [parsed]
+    if not specs:
+        return None, error_response(422, ErrorCode.INVALID_TASK, "the list of tasks is empty")
+    return specs, None
+
+
+_TASK_SCHEMA_REF = {"$ref": "#/components/schemas/TaskSpec"}
+SUBMIT_OPENAPI: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "oneOf": [_TASK_SCHEMA_REF, {"type": "array", "items": _TASK_SCHEMA_REF}]
+                }
+            },
+            "application/yaml": {"schema": {"type": "string"}},
+        },
+    }
+}
+
+
+def build_router(loop: CoordinatorLoop, store: Store, max_tasks: int, started: float) -> APIRouter:
+    """Routes bound to one coordinator's loop and store (built by the app factory)."""
+    router = APIRouter(prefix="/api/v1")
+
+    async def guarded(call: Any) -> Accepted | Refused | JSONResponse:
+        try:
+            answer: Accepted | Refused = await call
+            return answer
+        except CoordinatorUnavailableError as exc:
+            return error_response(503, ErrorCode.UNAVAILABLE, str(exc))
+
+    @router.post(
+        "/tasks",
+        status_code=201,
+        openapi_extra=SUBMIT_OPENAPI,
+        summary="Submit one task or a list of tasks (SEED.md 5.2 format)",
+    )
+    async def submit_tasks(request: Request) -> JSONResponse:
+        raw = await request.body()
+        specs, problem = parse_task_body(raw, request.headers.get("content-type", ""))
+        if problem is not None:
+            return problem
+        assert specs is not None
+        if len(specs) > max_tasks:
+            return error_response(
+                413,
+                ErrorCode.TOO_MANY_TASKS,
+                f"{len(specs)} tasks in one request; the limit is {max_tasks}: split the batch",
+            )
+        answer = await guarded(loop.submit(specs))
+        if isinstance(answer, JSONResponse):
+            return answer
+        if isinstance(answer, Refused):
+            return refusal_response(answer)
+        return JSONResponse(
+            status_code=201, content={"accepted": len(answer.ids), "task_ids": answer.ids}
+        )
+
+    @router.get("/tasks", summary="List tasks, optionally filtered")
+    async def list_tasks(
+        status: Annotated[list[TaskStatus] | None, Query()] = None,
+        type: Annotated[TaskType | None, Query()] = None,
+        worker_id: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> dict[str, Any]:
+        tasks, total = await asyncio.to_thread(
+            lambda: (
+                store.list_tasks(
+                    statuses=status, task_type=type, worker_id=worker_id, limit=limit, offset=offset
+                ),
+                store.count_tasks(statuses=status, task_type=type, worker_id=worker_id),
+            )
+        )
+        return {"tasks": [task_json(t) for t in tasks], "total": total, "offset": offset}
+
+    @router.get("/tasks/{task_id}", summary="One task with its attempts and result")
+    async def get_task(task_id: str) -> Any:
+        def read() -> Any:
+            task = store.get_task(task_id)
+            if task is None:
+                return None
+            return task, store.get_attempts(task_id), store.get_results(task_id)
+
+        found = await asyncio.to_thread(read)
+        if found is None:
+            return error_response(404, ErrorCode.NOT_FOUND, f"no task with id {task_id!r}")
+        task, attempts, results = found
+        counted = next((r for r in results if r.counted), None)
+        return {
+            "task": task_json(task),
+            "attempts": [attempt_json(a) for a in attempts],
+            "result": result_json(counted) if counted else None,
+            "results": [result_json(r) for r in results],
+        }
+
+    @router.post("/tasks/{task_id}/cancel", summary="Cancel a queued or running task")
+    async def cancel_task(task_id: str) -> Any:
+        answer = await guarded(loop.cancel(task_id))
+        if isinstance(answer, JSONResponse):
+            return answer
+        if isinstance(answer, Refused):
+            return refusal_response(answer)
+        return {"task_id": task_id, "status": TaskStatus.CANCELLED.value}
+
+    @router.get("/workers", summary="Workers known to the coordinator")
+    async def list_workers() -> dict[str, Any]:
+        workers = sorted(loop.state.workers.values(), key=lambda w: w.record.worker_id)
+        return {"workers": [worker_json(w) for w in workers]}
+
+    @router.post(
+        "/workers/{worker_id}/drain", summary="Let a worker finish its work and take no more"
+    )
+    async def drain_worker(worker_id: str) -> Any:
+        answer = await guarded(loop.drain(worker_id))
+        if isinstance(answer, JSONResponse):
+            return answer
+        if isinstance(answer, Refused):
+            return refusal_response(answer)
+        return {"worker_id": worker_id, "status": WorkerStatus.DRAINING.value}
+
+    @router.get("/stats", summary="Counts of tasks and workers, queue depth, loop counters")
+    async def stats() -> dict[str, Any]:
+        counts = await asyncio.to_thread(store.status_counts)
+        state = loop.state
+        worker_counts = {s.value: 0 for s in WorkerStatus}
+        for worker in state.workers.values():
+            worker_counts[worker.record.status.value] += 1
+        unschedulable: dict[str, int] = {}
+        for task in state.tasks.values():
+            if task.unschedulable_reason is not None and task.status is TaskStatus.QUEUED:
+                unschedulable[task.unschedulable_reason] = (
+                    unschedulable.get(task.unschedulable_reason, 0) + 1
+                )
+        return {
+            "tasks": {status.value: counts.get(status, 0) for status in TaskStatus},
+            "workers": worker_counts,
+            "slots": {
+                "total": sum(w.record.slots for w in state.workers.values() if w.connection_id),
+                "busy": sum(len(w.attempts) for w in state.workers.values() if w.connection_id),
+            },
+            "queue": {"pending": len(state.queue), "delayed": state.queue.delayed_count},
+            "unschedulable": [
+                {"reason": reason, "tasks": n} for reason, n in sorted(unschedulable.items())
+            ],
+            "loop": {
+                "turns": loop.stats.turns,
+                "events": loop.stats.events,
+                "commits": loop.stats.commits,
+                "commit_seconds": round(loop.stats.commit_seconds, 6),
+            },
+        }
+
+    @router.get("/health", summary="Liveness and version")
+    async def health() -> Any:
+        healthy = loop.failure is None
+        body = {
+            "status": "ok" if healthy else "failed",
+            "version": testfleet.__version__,
+            "schema_version": store.schema_version,
+            "uptime_seconds": round(time.monotonic() - started, 3),
+            "workers_connected": sum(
+                1 for w in loop.state.workers.values() if w.connection_id is not None
+            ),
+        }
+        if not healthy:
+            body["error"] = str(loop.failure)
+        return JSONResponse(status_code=200 if healthy else 503, content=body)
+
+    return router

@@ -1,0 +1,211 @@
+"""The coordinator process: the ASGI app and how to run it.
+
+Callers: ``testfleet coordinator`` (via :func:`run_coordinator`), ``testfleet
+demo``, and integration tests. :func:`create_app` opens the DuckDB file
+(the only process that does), rebuilds state from it, and wires the REST API,
+the worker channel and the loop; the lifespan starts and stops the loop so that
+a shutdown commits what was accepted before the file is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI, Request, WebSocket
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+import testfleet
+from testfleet.clock import Clock, SystemClock
+from testfleet.coordinator.api import ErrorCode, build_router, error_response
+from testfleet.coordinator.connections import ConnectionRegistry
+from testfleet.coordinator.loop import CoordinatorLoop
+from testfleet.coordinator.settings import CoordinatorSettings
+from testfleet.coordinator.state import CoordinatorState
+from testfleet.coordinator.worker_channel import WORKER_CHANNEL_PATH, serve_worker
+from testfleet.domain.task import TaskSpec
+from testfleet.protocol.codec import MAX_FRAME_BYTES
+from testfleet.store import Store
+
+log = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class BodyLimitMiddleware:
+    """Refuse request bodies over ``limit`` bytes with 413, before anything parses them.
+
+    Checks Content-Length up front and counts chunked bodies as they arrive, so
+    a 50 MB upload costs the coordinator at most ``limit`` bytes of memory.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await self._refuse(scope, receive, send)
+            return
+        seen = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _BodyTooLarge
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _BodyTooLarge:
+            if not started:
+                await self._refuse(scope, receive, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = error_response(
+            413,
+            ErrorCode.BODY_TOO_LARGE,
+            f"request body exceeds {self.limit} bytes; split the submission into smaller batches",
+        )
+        await response(scope, receive, send)
+
+
+def create_app(
+    db_path: str | Path,
+    settings: CoordinatorSettings | None = None,
+    clock: Clock | None = None,
+) -> FastAPI:
+    """Build a coordinator app over the DuckDB file at ``db_path``."""
+    settings = settings or CoordinatorSettings()
+    clock = clock or SystemClock()
+    store = Store(db_path)
+    recovered = store.load_state()
+    state = CoordinatorState(settings, clock.now(), recovered, store.all_task_ids())
+    loop = CoordinatorLoop(state, store, clock, ConnectionRegistry())
+    started = time.monotonic()
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        runner = asyncio.create_task(loop.run(), name="coordinator-loop")
+        ticker = asyncio.create_task(loop.tick_forever(settings.tick_seconds), name="ticker")
+        try:
+            yield
+        finally:
+            ticker.cancel()
+            await loop.connections.close_all()
+            if not runner.done():
+                runner.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await runner
+                # Commit whatever was accepted while the loop was stopping.
+                await loop.flush()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker
+            store.close()
+
+    app = FastAPI(
+        title="testfleet coordinator",
+        version=testfleet.__version__,
+        description="Distributed test and benchmark runs across a fleet of machines.",
+        lifespan=lifespan,
+    )
+    app.state.loop = loop
+    app.state.store = store
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_request_bytes)
+    app.include_router(build_router(loop, store, settings.max_tasks_per_submit, started))
+    # Publish the task document's schema for the hand-written request body.
+    schema = TaskSpec.model_json_schema(ref_template="#/components/schemas/{model}")
+    definitions = schema.pop("$defs", {})
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            from fastapi.openapi.utils import get_openapi
+
+            document = get_openapi(
+                title=app.title, version=app.version, description=app.description, routes=app.routes
+            )
+            components = document.setdefault("components", {}).setdefault("schemas", {})
+            components.update(definitions)
+            components["TaskSpec"] = schema
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        details = [
+            {
+                "field": ".".join(str(p) for p in err.get("loc", ())),
+                "problem": err.get("msg", ""),
+            }
+            for err in exc.errors()
+        ]
+        first = details[0] if details else {"field": "", "problem": "invalid request"}
+        return error_response(
+            422, ErrorCode.INVALID_PARAMETER, f"{first['field']}: {first['problem']}", details
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = ErrorCode.NOT_FOUND if exc.status_code == 404 else ErrorCode.INVALID_PARAMETER
+        return error_response(exc.status_code, code, str(exc.detail))
+
+    @app.websocket(WORKER_CHANNEL_PATH)
+    async def worker_channel(socket: WebSocket) -> None:
+        await serve_worker(socket, loop)
+
+    return app
+
+
+def run_coordinator(
+    db_path: str | Path,
+    host: str = "127.0.0.1",
+    port: int = 8700,
+    settings: CoordinatorSettings | None = None,
+    log_level: str = "warning",
+) -> None:
+    """Serve a coordinator until SIGINT/SIGTERM (uvicorn handles both gracefully)."""
+    app = create_app(db_path, settings)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        ws_max_size=MAX_FRAME_BYTES,
+        ws_ping_interval=None,  # our heartbeats detect dead workers
+        timeout_graceful_shutdown=5,
+        lifespan="on",
+    )
+    uvicorn.Server(config).run()

@@ -1,0 +1,124 @@
+"""Worker sockets as the loop sees them: numbered connections with an outbox.
+
+Callers: the worker-channel endpoint opens and forgets connections; the loop
+sends and closes through :class:`ConnectionRegistry` after each commit. Sends
+never block the loop: each connection has a queue drained by its own task, so
+a slow worker delays only itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from testfleet.protocol.codec import encode
+from testfleet.protocol.messages import Codec, Error, Message, Welcome
+
+log = logging.getLogger(__name__)
+
+
+class FrameSocket(Protocol):
+    """The part of a WebSocket the registry needs (Starlette's fits)."""
+
+    async def send_text(self, data: str) -> None: ...
+
+    async def send_bytes(self, data: bytes) -> None: ...
+
+    async def close(self, code: int = 1000, reason: str | None = None) -> None: ...
+
+
+#: Sentinel in an outbox: close the socket after what came before.
+_CLOSE = object()
+
+
+@dataclass(slots=True)
+class _Connection:
+    socket: FrameSocket
+    codec: Codec = Codec.JSON
+    outbox: asyncio.Queue[str | bytes | object] = field(default_factory=asyncio.Queue)
+    sender: asyncio.Task[None] | None = None
+    close_code: int = 1000
+    closing: bool = False
+
+
+class ConnectionRegistry:
+    """Numbered connections; ids are never reused within a process."""
+
+    def __init__(self) -> None:
+        self._connections: dict[int, _Connection] = {}
+        self._next_id = 1
+
+    def __len__(self) -> int:
+        return len(self._connections)
+
+    def open(self, socket: FrameSocket) -> int:
+        connection_id = self._next_id
+        self._next_id += 1
+        connection = _Connection(socket=socket)
+        connection.sender = asyncio.create_task(
+            self._send_loop(connection), name=f"worker-connection-{connection_id}"
+        )
+        self._connections[connection_id] = connection
+        return connection_id
+
+    def send(self, connection_id: int, message: Message) -> None:
+        """Queue ``message``; a ``welcome`` switches the connection to its codec afterwards."""
+        connection = self._connections.get(connection_id)
+        if connection is None:
+            return
+        connection.outbox.put_nowait(encode(message, connection.codec))
+        if isinstance(message, Welcome):
+            connection.codec = message.codec
+
+    def close(self, connection_id: int, error: Error | None = None) -> None:
+        """Send ``error`` (if any), then close the socket (policy violation if an error)."""
+        connection = self._connections.get(connection_id)
+        if connection is None:
+            return
+        if error is not None:
+            # Error frames go as JSON text so any peer can read why it was refused.
+            connection.outbox.put_nowait(encode(error, Codec.JSON))
+            connection.close_code = 1008
+        connection.closing = True
+        connection.outbox.put_nowait(_CLOSE)
+
+    async def wait_sent(self, connection_id: int, limit_seconds: float) -> None:
+        """Wait (bounded) until the connection's sender finished after a close."""
+        connection = self._connections.get(connection_id)
+        if connection is None or connection.sender is None or not connection.closing:
+            return
+        with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+            await asyncio.wait_for(asyncio.shield(connection.sender), limit_seconds)
+
+    async def forget(self, connection_id: int) -> None:
+        """Called by the endpoint when its socket is gone: stop the sender."""
+        connection = self._connections.pop(connection_id, None)
+        if connection is not None and connection.sender is not None:
+            connection.sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await connection.sender
+
+    async def close_all(self) -> None:
+        for connection_id in list(self._connections):
+            self.close(connection_id)
+        for connection_id in list(self._connections):
+            await self.forget(connection_id)
+
+    @staticmethod
+    async def _send_loop(connection: _Connection) -> None:
+        while True:
+            item = await connection.outbox.get()
+            try:
+                if item is _CLOSE:
+                    await connection.socket.close(code=connection.close_code)
+                    return
+                if isinstance(item, str):
+                    await connection.socket.send_text(item)
+                elif isinstance(item, bytes):
+                    await connection.socket.send_bytes(item)
+            except Exception as exc:  # the peer went away; the endpoint notices too
+                log.debug("send failed: %s", exc)
+                return

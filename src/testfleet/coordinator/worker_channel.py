@@ -1,0 +1,91 @@
+"""The worker channel endpoint: one WebSocket per connected worker.
+
+Callers: uvicorn, for each worker that connects to ``/api/v1/workers/connect``.
+This handler only decodes frames and turns them into events for the loop; the
+loop's state decides everything. A frame that cannot be decoded gets an
+``error`` frame naming the problem and the socket is closed; the coordinator
+and every other connection carry on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from testfleet.coordinator.events import WorkerConnected, WorkerDisconnected, WorkerFrame
+from testfleet.coordinator.loop import CoordinatorLoop, CoordinatorUnavailableError
+from testfleet.protocol.codec import ProtocolError, decode
+from testfleet.protocol.messages import Error, Hello, ProtocolErrorCode
+
+log = logging.getLogger(__name__)
+
+WORKER_CHANNEL_PATH = "/api/v1/workers/connect"
+#: A socket that does not say hello in this time is closed.
+HELLO_TIMEOUT_SECONDS = 10.0
+
+
+async def _receive_frame(socket: WebSocket) -> str | bytes | None:
+    """The next data frame, or None when the peer has gone."""
+    message = await socket.receive()
+    if message["type"] == "websocket.disconnect":
+        return None
+    text = message.get("text")
+    if text is not None:
+        return str(text)
+    data = message.get("bytes")
+    return bytes(data) if data is not None else b""
+
+
+async def serve_worker(socket: WebSocket, loop: CoordinatorLoop) -> None:
+    """Run one worker connection until either side closes it."""
+    await socket.accept()
+    connections = loop.connections
+    connection_id = connections.open(socket)
+    registered = False
+    try:
+        try:
+            frame = await asyncio.wait_for(_receive_frame(socket), HELLO_TIMEOUT_SECONDS)
+        except TimeoutError:
+            connections.close(
+                connection_id,
+                Error(
+                    code=ProtocolErrorCode.NOT_REGISTERED,
+                    message=f"no hello within {HELLO_TIMEOUT_SECONDS:g} s",
+                ),
+            )
+            return
+        if frame is None:
+            return
+        hello = decode(frame)
+        if not isinstance(hello, Hello):
+            raise ProtocolError(
+                ProtocolErrorCode.NOT_REGISTERED,
+                f"the first message must be 'hello', got '{hello.type.value}'",
+            )
+        loop.post(WorkerConnected(connection_id, hello))
+        registered = True
+        while True:
+            frame = await _receive_frame(socket)
+            if frame is None:
+                return
+            loop.post(WorkerFrame(connection_id, decode(frame)))
+    except ProtocolError as exc:
+        log.warning("worker connection %d: %s", connection_id, exc.message)
+        connections.close(connection_id, Error(code=exc.code, message=exc.message))
+    except (WebSocketDisconnect, CoordinatorUnavailableError):
+        pass
+    finally:
+        if registered:
+            with contextlib.suppress(CoordinatorUnavailableError):
+                loop.post(WorkerDisconnected(connection_id))
+        # Give a queued error frame and close a moment to go out before forgetting.
+        await asyncio.sleep(0)
+        await _drain_then_forget(loop, connection_id)
+
+
+async def _drain_then_forget(loop: CoordinatorLoop, connection_id: int) -> None:
+    await loop.connections.wait_sent(connection_id, limit_seconds=2.0)
+    await loop.connections.forget(connection_id)

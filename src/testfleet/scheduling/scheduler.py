@@ -1,0 +1,190 @@
+"""The scheduler: one pure function from a snapshot to decisions.
+
+Terms:
+
+* **effective priority**: ``priority - (view.now - queued_at) / view.aging_seconds``.
+  Lower runs first; every ``aging_seconds`` of waiting counts as one priority
+  level, so low-priority work never starves. Ties go to the older task, then
+  to the smaller ``task_id``.
+* **free slot**: one more task an accepting worker will take now
+  (``WorkerView.free_slots``, decremented here as tasks are placed).
+* **match key**: the task type plus its canonical requirements; tasks with the
+  same key match the same workers, so matching is computed once per key.
+* **best fit**: among the accepting workers with a free slot that match a
+  task, the least capable one (:func:`~testfleet.scheduling.matching.capability_rank`,
+  ties by ``worker_id``), so a CPU test never holds an H200.
+* **exhausted key**: a key none of whose matching workers has a free slot
+  left. Its tasks are skipped with one set lookup; slots only ever decrease
+  within a call, so an exhausted key stays exhausted.
+* **unschedulable key**: a key that no connected worker (draining ones
+  included) matches at all; its tasks would wait forever, so users are told why.
+
+Callers: the coordinator builds a :class:`SchedulingView` once per turn of its
+event loop, calls :func:`schedule`, and applies the decisions (sends the
+``assign`` messages, marks the unschedulable tasks). Nothing here reads a
+clock, does I/O, awaits or draws random numbers, so the same view always gives
+the same decisions; the simulator drives this same function over thousands of
+fake workers.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from testfleet.domain.hardware import WorkerCapabilities
+from testfleet.scheduling.matching import capability_rank, matcher, unschedulable_reason
+from testfleet.scheduling.view import (
+    PendingTask,
+    Placement,
+    SchedulingDecisions,
+    SchedulingView,
+    WorkerView,
+)
+
+
+def schedule(view: SchedulingView) -> SchedulingDecisions:
+    """Decide which queued tasks go to which workers now, and which can never run.
+
+    Called by the coordinator once per turn of its loop; it applies the
+    returned decisions. Tasks are visited in effective-priority order and each
+    goes to its best-fit worker. A task that cannot be placed now is skipped
+    and later tasks may still be placed (a waiting CUDA task must not block
+    CPU work). The walk stops as soon as every free slot is used; it returns
+    at once (with only the unschedulable reasons) when there are none.
+    """
+    decisions = SchedulingDecisions(unschedulable=_unschedulable(view))
+
+    # Rank once per call; each key searches this order for its best fit.
+    candidates = sorted(
+        (w for w in view.workers if w.accepting and w.free_slots > 0),
+        key=lambda w: (capability_rank(w.capabilities), w.worker_id),
+    )
+    remaining = [w.free_slots for w in candidates]
+    slots_left = sum(remaining)
+    if slots_left == 0:
+        return decisions
+
+    keys: dict[str, _KeyState] = {}
+    # Shared with the merge, which passes over tasks with these keys without
+    # heap work: they cannot be placed any more in this call.
+    exhausted: set[str] = set()
+    placed: set[str] = set()
+
+    for task in _in_priority_order(view, exhausted):
+        key = task.match_key
+        if key in exhausted or task.task_id in placed:
+            continue
+        state = keys.get(key)
+        if state is None:
+            if key in decisions.unschedulable:
+                # No worker matches at all: no need to test the candidates again.
+                exhausted.add(key)
+                continue
+            state = keys[key] = _KeyState.for_task(task, candidates)
+        index = state.next_free(remaining)
+        if index is None:
+            exhausted.add(key)
+            continue
+        decisions.placements.append(Placement(task.task_id, candidates[index].worker_id))
+        placed.add(task.task_id)
+        remaining[index] -= 1
+        slots_left -= 1
+        if slots_left == 0:
+            break
+    return decisions
+
+
+@dataclass(slots=True)
+class _KeyState:
+    """Best-fit search for one match key over the ranked candidates.
+
+    Workers are tested lazily, in rank order, and each at most once per key:
+    everything before ``position`` either does not match or has no free slot
+    left, and slots never come back within a call, so the search only moves
+    forward and its cost is amortised over all tasks with this key.
+    """
+
+    matches: Callable[[WorkerCapabilities], bool]
+    candidates: list[WorkerView]
+    position: int = 0
+    #: The candidate at ``position`` is already known to match.
+    confirmed: int = -1
+
+    @classmethod
+    def for_task(cls, task: PendingTask, candidates: list[WorkerView]) -> _KeyState:
+        return cls(matches=matcher(task.task_type, task.requirements), candidates=candidates)
+
+    def next_free(self, remaining: list[int]) -> int | None:
+        """The least capable matching candidate with a free slot, or None if none is left."""
+        candidates = self.candidates
+        while self.position < len(candidates):
+            index = self.position
+            if remaining[index] > 0 and (
+                index == self.confirmed or self.matches(candidates[index].capabilities)
+            ):
+                self.confirmed = index
+                return index
+            self.position += 1
+        return None
+
+
+def _in_priority_order(view: SchedulingView, skip_keys: set[str]) -> Iterator[PendingTask]:
+    """Yield queued tasks by effective priority, then age, then task_id.
+
+    Each level of ``pending_by_priority`` is oldest first, and within one
+    level effective priority only rises along it; so a heap holding each
+    level's head is a k-way merge: O(log levels) per task taken, and nothing
+    is done for the tasks after the point where :func:`schedule` stops.
+
+    Tasks whose key is in ``skip_keys`` (which the caller fills as it goes)
+    are passed over inside their level without touching the heap: they would
+    be skipped wherever they came in the order, so their order does not
+    matter. A task already at a level's head when its key joins the set is
+    still yielded; the caller skips it.
+    """
+    now = view.now
+    aging = view.aging_seconds
+    # A non-positive aging period would divide by zero; take it as "no aging".
+    ages = aging > 0
+
+    def entry(
+        task: PendingTask, level: int, rest: Iterator[PendingTask]
+    ) -> tuple[float, float, str, int, PendingTask, Iterator[PendingTask]]:
+        effective = task.priority - (now - task.queued_at) / aging if ages else task.priority
+        # ``level`` is unique per heap entry, so comparison never reaches the task.
+        return (effective, task.queued_at, task.task_id, level, task, rest)
+
+    def next_wanted(rest: Iterator[PendingTask]) -> PendingTask | None:
+        for task in rest:
+            if task.match_key not in skip_keys:
+                return task
+        return None
+
+    heap = []
+    for level, tasks in view.pending_by_priority.items():
+        rest = iter(tasks)
+        head = next_wanted(rest)
+        if head is not None:
+            heap.append(entry(head, level, rest))
+    heapq.heapify(heap)
+    while heap:
+        _, _, _, level, task, rest = heap[0]
+        yield task
+        following = next_wanted(rest)
+        if following is None:
+            heapq.heappop(heap)
+        else:
+            heapq.heapreplace(heap, entry(following, level, rest))
+
+
+def _unschedulable(view: SchedulingView) -> dict[str, str]:
+    """Why each key in the queue can never run on the connected workers (if it cannot)."""
+    reasons: dict[str, str] = {}
+    for key in sorted(view.pending_keys):
+        task_type, requirements = view.pending_keys[key]
+        reason = unschedulable_reason(task_type, requirements, view.workers)
+        if reason is not None:
+            reasons[key] = reason
+    return reasons

@@ -1,0 +1,228 @@
+"""Read queries: what the coordinator reloads on restart and what the API shows.
+
+Callers: ``Store``'s read methods call these with a fresh cursor each (DuckDB
+cursors are separate connections, safe to use from the API's handler threads
+while the writer commits). Each query selects a table's columns through its
+:class:`~testfleet.store.rows.TableMapping` so rows come back as the same
+records the coordinator wrote. No function here writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from testfleet.domain.enums import TERMINAL_TASK_STATUSES, AttemptStatus, TaskStatus, TaskType
+from testfleet.domain.records import (
+    AttemptRecord,
+    RecoveredState,
+    ResultRecord,
+    TaskRecord,
+    WorkerRecord,
+)
+from testfleet.store.errors import StoreError
+from testfleet.store.rows import ATTEMPTS, RESULTS, TASKS, WORKERS
+
+_TERMINAL = sorted(s.value for s in TERMINAL_TASK_STATUSES)
+_OPEN_ATTEMPT = [AttemptStatus.ASSIGNED.value, AttemptStatus.RUNNING.value]
+
+
+def _placeholders(count: int) -> str:
+    return ", ".join("?" * count)
+
+
+def load_state(cursor: duckdb.DuckDBPyConnection) -> RecoveredState:
+    """What a restarting coordinator needs: open tasks, their live attempts, all workers.
+
+    An attempt counts as open when it is its task's current attempt and is
+    still assigned or running; an older attempt or a finished one is history.
+    ``next_attempt_id`` looks at results too, so a result whose attempt row
+    were somehow missing could still never have its id reused.
+    """
+    cursor.execute(
+        f"SELECT {TASKS.select_list()} FROM distributed_tasks "
+        f"WHERE status NOT IN ({_placeholders(len(_TERMINAL))}) ORDER BY create_time, task_id",
+        _TERMINAL,
+    )
+    tasks = [TASKS.from_row(row) for row in cursor.fetchall()]
+    cursor.execute(
+        f"SELECT {ATTEMPTS.select_list('h')} FROM task_execution_history h "
+        "JOIN distributed_tasks t ON t.current_attempt_id = h.id AND t.task_id = h.task_id "
+        f"WHERE t.status NOT IN ({_placeholders(len(_TERMINAL))}) "
+        f"AND h.status IN ({_placeholders(len(_OPEN_ATTEMPT))}) ORDER BY h.id",
+        [*_TERMINAL, *_OPEN_ATTEMPT],
+    )
+    attempts = [ATTEMPTS.from_row(row) for row in cursor.fetchall()]
+    cursor.execute(
+        "SELECT greatest((SELECT coalesce(max(id), 0) FROM task_execution_history), "
+        "(SELECT coalesce(max(attempt_id), 0) FROM task_results))"
+    )
+    row = cursor.fetchone()
+    assert row is not None  # a scalar select always returns one row
+    return RecoveredState(
+        open_tasks=tasks,
+        open_attempts=attempts,
+        workers=list_workers(cursor),
+        next_attempt_id=int(row[0]) + 1,
+    )
+
+
+def all_task_ids(cursor: duckdb.DuckDBPyConnection) -> set[str]:
+    """Every stored task id: the coordinator keeps them in memory at start-up so a
+    duplicate submission is refused without a query, even for finished tasks."""
+    return {row[0] for row in cursor.execute("SELECT task_id FROM distributed_tasks").fetchall()}
+
+
+def existing_task_ids(cursor: duckdb.DuckDBPyConnection, task_ids: Collection[str]) -> set[str]:
+    """Which of ``task_ids`` are stored (the API refuses a duplicate submission).
+
+    The ids go in as an Arrow table and are semi-joined, so a bulk submission
+    of many thousands of tasks costs one query, not one per id.
+    """
+    if not task_ids:
+        return set()
+    wanted = pa.table({"task_id": pa.array(list(task_ids), type=pa.string())})
+    cursor.register("wanted_task_ids", wanted)
+    try:
+        cursor.execute(
+            "SELECT task_id FROM distributed_tasks "
+            "WHERE task_id IN (SELECT task_id FROM wanted_task_ids)"
+        )
+        return {row[0] for row in cursor.fetchall()}
+    finally:
+        cursor.unregister("wanted_task_ids")
+
+
+def _task_filter(
+    statuses: Collection[TaskStatus] | None,
+    task_type: TaskType | None,
+    worker_id: str | None,
+) -> tuple[str, list[Any]] | None:
+    """A WHERE clause and its parameters; ``None`` when nothing can match (no statuses)."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    if statuses is not None:
+        values = sorted({TaskStatus(s).value for s in statuses})
+        if not values:
+            return None
+        clauses.append(f"status IN ({_placeholders(len(values))})")
+        params.extend(values)
+    if task_type is not None:
+        clauses.append("type = ?")
+        params.append(TaskType(task_type).value)
+    if worker_id is not None:
+        clauses.append("worker_id = ?")
+        params.append(worker_id)
+    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    return where, params
+
+
+def list_tasks(
+    cursor: duckdb.DuckDBPyConnection,
+    *,
+    statuses: Collection[TaskStatus] | None,
+    task_type: TaskType | None,
+    worker_id: str | None,
+    limit: int,
+    offset: int,
+) -> list[TaskRecord]:
+    """One page of tasks, oldest first (``create_time``, then ``task_id`` for ties).
+
+    ``statuses=None`` means any status; an empty collection matches nothing.
+    ``worker_id`` is the worker of the task's latest attempt.
+    """
+    if limit < 0 or offset < 0:
+        raise ValueError(f"limit and offset must be >= 0, got limit={limit}, offset={offset}")
+    query = _task_filter(statuses, task_type, worker_id)
+    if query is None or limit == 0:
+        return []
+    where, params = query
+    cursor.execute(
+        f"SELECT {TASKS.select_list()} FROM distributed_tasks {where} "
+        "ORDER BY create_time, task_id LIMIT ? OFFSET ?",
+        [*params, limit, offset],
+    )
+    return [TASKS.from_row(row) for row in cursor.fetchall()]
+
+
+def count_tasks(
+    cursor: duckdb.DuckDBPyConnection,
+    *,
+    statuses: Collection[TaskStatus] | None,
+    task_type: TaskType | None,
+    worker_id: str | None,
+) -> int:
+    """How many tasks :func:`list_tasks` would page through with the same filters."""
+    query = _task_filter(statuses, task_type, worker_id)
+    if query is None:
+        return 0
+    where, params = query
+    cursor.execute(f"SELECT count(*) FROM distributed_tasks {where}", params)
+    row = cursor.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def get_task(cursor: duckdb.DuckDBPyConnection, task_id: str) -> TaskRecord | None:
+    cursor.execute(
+        f"SELECT {TASKS.select_list()} FROM distributed_tasks WHERE task_id = ?", [task_id]
+    )
+    row = cursor.fetchone()
+    return None if row is None else TASKS.from_row(row)
+
+
+def get_attempts(cursor: duckdb.DuckDBPyConnection, task_id: str) -> list[AttemptRecord]:
+    """Every attempt of a task, in the order they were made."""
+    cursor.execute(
+        f"SELECT {ATTEMPTS.select_list()} FROM task_execution_history "
+        "WHERE task_id = ? ORDER BY attempt, id",
+        [task_id],
+    )
+    return [ATTEMPTS.from_row(row) for row in cursor.fetchall()]
+
+
+def get_results(cursor: duckdb.DuckDBPyConnection, task_id: str) -> list[ResultRecord]:
+    """Every result received for a task, counted or not, in attempt order."""
+    cursor.execute(
+        f"SELECT {RESULTS.select_list()} FROM task_results WHERE task_id = ? ORDER BY attempt_id",
+        [task_id],
+    )
+    return [RESULTS.from_row(row) for row in cursor.fetchall()]
+
+
+def get_counted_result(cursor: duckdb.DuckDBPyConnection, task_id: str) -> ResultRecord | None:
+    """The result that is the task's outcome (at most one is counted; latest wins if not)."""
+    cursor.execute(
+        f"SELECT {RESULTS.select_list()} FROM task_results "
+        "WHERE task_id = ? AND counted ORDER BY attempt_id DESC LIMIT 1",
+        [task_id],
+    )
+    row = cursor.fetchone()
+    return None if row is None else RESULTS.from_row(row)
+
+
+def list_workers(cursor: duckdb.DuckDBPyConnection) -> list[WorkerRecord]:
+    cursor.execute(f"SELECT {WORKERS.select_list()} FROM worker_nodes ORDER BY worker_id")
+    return [WORKERS.from_row(row) for row in cursor.fetchall()]
+
+
+def status_counts(cursor: duckdb.DuckDBPyConnection) -> dict[TaskStatus, int]:
+    """Tasks per status, with every status present (0 where there are none)."""
+    counts = dict.fromkeys(TaskStatus, 0)
+    cursor.execute("SELECT status, count(*) FROM distributed_tasks GROUP BY status")
+    for status, count in cursor.fetchall():
+        try:
+            counts[TaskStatus(status)] = int(count)
+        except ValueError as error:
+            raise StoreError(f"distributed_tasks holds an unknown status {status!r}") from error
+    return counts
+
+
+def attempt_count(cursor: duckdb.DuckDBPyConnection) -> int:
+    cursor.execute("SELECT count(*) FROM task_execution_history")
+    row = cursor.fetchone()
+    assert row is not None
+    return int(row[0])

@@ -1,0 +1,215 @@
+"""The DuckDB schema and its migrations.
+
+Callers: ``Store.__init__`` calls :func:`apply_migrations` on every open, so a
+new file gets the whole schema and an existing one gets only the migrations it
+lacks. Each migration is applied in its own transaction together with its row
+in ``schema_migrations``: a migration is either fully applied and recorded, or
+not at all.
+
+The design document's tables (SEED.md 5.4: ``worker_nodes``,
+``distributed_tasks``, ``task_execution_history``) keep their names and columns;
+the columns the coordinator's records need are added beside them, and
+``task_results`` holds the result documents. Three deliberate departures:
+
+* ``distributed_tasks`` has **no** foreign key from ``worker_id`` to
+  ``worker_nodes`` and **no** secondary index. DuckDB (1.5) executes an update
+  of a row that has a foreign key or an indexed column changing as a delete
+  plus an insert, and refuses the delete while another table's foreign key
+  references the row ("Violates foreign key constraint because key ... is still
+  referenced"). ``task_execution_history`` references every task, so either
+  would make every status change of a task fail. Status filters are served by
+  DuckDB's column scans (with zone maps), which is what DuckDB would do for a
+  low-cardinality column anyway; its ART indexes only help point lookups.
+* ``task_results`` references tasks and workers but **not**
+  ``task_execution_history``, for the same reason: history rows have their own
+  foreign keys and change as attempts progress, so a reference to them would
+  make every attempt update fail.
+* ``execution_time_seconds`` is ``DOUBLE`` rather than the design document's
+  ``FLOAT``: DuckDB's ``FLOAT`` is 4-byte single precision and would not give
+  back the seconds the coordinator wrote (1.3 would read back as 1.2999999523).
+
+A writer must therefore write workers, then tasks, then attempts, then results
+(referenced rows before the rows that reference them); see ``writer.py``.
+
+Migrations are append-only: never edit one that has shipped, add a new one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import duckdb
+
+from testfleet.store.errors import StoreError, rollback_after_error
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One step of the schema: ``statements`` run in order in one transaction."""
+
+    version: int
+    description: str
+    statements: tuple[str, ...]
+
+
+_V1_STATEMENTS = (
+    """
+    CREATE TABLE worker_nodes (
+        worker_id VARCHAR PRIMARY KEY,
+        hostname VARCHAR NOT NULL,
+        registration_time TIMESTAMP NOT NULL,
+        last_heartbeat TIMESTAMP NOT NULL,
+        status VARCHAR NOT NULL,
+        capabilities JSON NOT NULL,
+        hardware_metrics JSON NOT NULL,
+        -- A copy of capabilities.tags, for queries that filter by tag.
+        tags JSON NOT NULL,
+        -- Added: how many attempts the worker runs at once.
+        slots INTEGER NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE distributed_tasks (
+        task_id VARCHAR PRIMARY KEY,
+        type VARCHAR NOT NULL,
+        priority INTEGER NOT NULL,
+        status VARCHAR NOT NULL,
+        create_time TIMESTAMP NOT NULL,
+        start_time TIMESTAMP,
+        end_time TIMESTAMP,
+        -- No FOREIGN KEY to worker_nodes, unlike SEED.md 5.4: see the module docstring.
+        worker_id VARCHAR,
+        attempts INTEGER NOT NULL,
+        config JSON NOT NULL,
+        requirements JSON NOT NULL,
+        -- Added: the rest of the task document, and where the task is in its lifecycle.
+        timeout_seconds DOUBLE NOT NULL,
+        retry_policy JSON NOT NULL,
+        queued_at TIMESTAMP NOT NULL,
+        current_attempt_id INTEGER,
+        not_before TIMESTAMP,
+        lost_attempts INTEGER NOT NULL,
+        error_class VARCHAR,
+        error_message VARCHAR,
+        unschedulable_reason VARCHAR
+    )
+    """,
+    """
+    CREATE TABLE task_execution_history (
+        -- The attempt id (the lease the worker holds while it runs the task).
+        id INTEGER PRIMARY KEY,
+        task_id VARCHAR NOT NULL,
+        worker_id VARCHAR NOT NULL,
+        attempt INTEGER NOT NULL,
+        status VARCHAR NOT NULL,
+        start_time TIMESTAMP NOT NULL,
+        end_time TIMESTAMP,
+        -- DOUBLE, not the design document's FLOAT: see the module docstring.
+        execution_time_seconds DOUBLE,
+        error_message VARCHAR,
+        hardware_metrics JSON NOT NULL,
+        -- Added: when the worker accepted the attempt, and the classified error.
+        accepted_time TIMESTAMP,
+        error_class VARCHAR,
+        FOREIGN KEY (task_id) REFERENCES distributed_tasks (task_id),
+        FOREIGN KEY (worker_id) REFERENCES worker_nodes (worker_id)
+    )
+    """,
+    # get_attempts(task_id) is a point lookup; history is referenced by no other
+    # table, so an index here does not stand in the way of updates.
+    "CREATE INDEX history_task_id ON task_execution_history (task_id)",
+    """
+    CREATE TABLE task_results (
+        attempt_id INTEGER PRIMARY KEY,
+        task_id VARCHAR NOT NULL,
+        worker_id VARCHAR NOT NULL,
+        status VARCHAR NOT NULL,
+        received_time TIMESTAMP NOT NULL,
+        -- False for a late result of an attempt that was no longer current.
+        counted BOOLEAN NOT NULL,
+        -- Copies of fields of the result document, for analysis queries.
+        is_simulated BOOLEAN NOT NULL,
+        execution_time_seconds DOUBLE NOT NULL,
+        result JSON NOT NULL,
+        -- No FOREIGN KEY to task_execution_history: see the module docstring.
+        FOREIGN KEY (task_id) REFERENCES distributed_tasks (task_id),
+        FOREIGN KEY (worker_id) REFERENCES worker_nodes (worker_id)
+    )
+    """,
+    "CREATE INDEX results_task_id ON task_results (task_id)",
+)
+
+#: Every migration, in version order starting at 1. Append only.
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "design document tables, task_results", _V1_STATEMENTS),
+)
+
+LATEST_VERSION = MIGRATIONS[-1].version
+
+_CREATE_MIGRATIONS_TABLE = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version INTEGER PRIMARY KEY,
+    applied_at TIMESTAMP NOT NULL
+)
+"""
+
+
+def current_version(connection: duckdb.DuckDBPyConnection) -> int:
+    """The highest version recorded in ``schema_migrations`` (0 for a new file)."""
+    row = connection.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()
+    assert row is not None  # an aggregate always returns one row
+    return int(row[0])
+
+
+def apply_migrations(
+    connection: duckdb.DuckDBPyConnection,
+    migrations: Sequence[Migration] = MIGRATIONS,
+    *,
+    source: str = "the database",
+) -> int:
+    """Bring the schema up to the last of ``migrations`` and return its version.
+
+    Applies only the migrations newer than the file's version, each in its own
+    transaction. ``source`` names the file in error messages. Raises
+    :class:`StoreError` if the file is newer than this code (it was written by a
+    later testfleet: running on it could misread or corrupt it) or if a
+    migration fails (that migration is rolled back; earlier ones stay).
+    Tests pass their own ``migrations`` to exercise upgrades.
+    """
+    _check_order(migrations)
+    latest = migrations[-1].version
+    connection.execute(_CREATE_MIGRATIONS_TABLE)
+    version = current_version(connection)
+    if version > latest:
+        raise StoreError(
+            f"{source} has schema version {version}, but this testfleet knows versions up "
+            f"to {latest} only: it was written by a newer testfleet; upgrade testfleet to open it"
+        )
+    for migration in migrations:
+        if migration.version <= version:
+            continue
+        connection.execute("BEGIN TRANSACTION")
+        try:
+            for statement in migration.statements:
+                connection.execute(statement)
+            connection.execute(
+                "INSERT INTO schema_migrations (version, applied_at) VALUES (?, current_timestamp)",
+                [migration.version],
+            )
+            connection.execute("COMMIT")
+        except duckdb.Error as error:
+            rollback_after_error(connection)
+            raise StoreError(
+                f"could not migrate {source} to schema version {migration.version} "
+                f"({migration.description}); it stays at version {version}: {error}"
+            ) from error
+        version = migration.version
+    return version
+
+
+def _check_order(migrations: Sequence[Migration]) -> None:
+    """Migrations must be numbered 1, 2, 3, ...: a gap or a repeat is a programming error."""
+    versions = [m.version for m in migrations]
+    if versions != list(range(1, len(versions) + 1)):
+        raise ValueError(f"migrations must be numbered 1..n in order, got {versions}")

@@ -1,0 +1,252 @@
+"""The coordinator's DuckDB file: open it, write batches to it, read from it.
+
+Callers: the coordinator opens one :class:`Store` at start-up (it is the only
+process that opens the file; DuckDB lets one process hold it for writing),
+reloads its state with :meth:`Store.load_state`, then calls
+:meth:`Store.write` once per turn of its event loop from a worker thread
+(``asyncio.to_thread``), while its API handlers call the read methods from
+other threads. ``testfleet demo`` and tests open a file or ``":memory:"`` the
+same way.
+
+Threads: the writer has its own cursor, guarded by a lock (there is one writer,
+but a second caller waits instead of interleaving statements in one
+transaction). Every read opens a fresh cursor: DuckDB cursors are separate
+connections to the same database, safe to use concurrently from different
+threads, and each sees the last committed state (a read never sees half a
+batch).
+
+Schema, migrations and the foreign keys DuckDB can live with are described in
+``schema.py``; the record-to-row mapping in ``rows.py``; the transaction in
+``writer.py``; the reads in ``queries.py``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Collection
+from pathlib import Path
+from types import TracebackType
+from typing import TypeVar
+
+import duckdb
+
+from testfleet.domain.enums import TaskStatus, TaskType
+from testfleet.domain.records import (
+    AttemptRecord,
+    RecoveredState,
+    ResultRecord,
+    TaskRecord,
+    WorkerRecord,
+    WriteBatch,
+)
+from testfleet.store import queries
+from testfleet.store.errors import StoreError, describe_open_error, wrap_error
+from testfleet.store.schema import apply_migrations
+from testfleet.store.writer import missing_references, write_batch
+
+T = TypeVar("T")
+
+MEMORY = ":memory:"
+
+
+class Store:
+    """One DuckDB database holding tasks, attempts, results and workers.
+
+    ``path`` is a file (created if missing; its directory must exist) or
+    ``":memory:"`` (a private database that disappears on :meth:`close`).
+    Opening creates the schema or applies the migrations the file lacks.
+    Every storage failure raises :class:`StoreError`. Another process that has
+    the file open makes opening fail; a second ``Store`` on the same file in
+    the *same* process would share DuckDB's cached instance instead, so the
+    coordinator opens exactly one.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self._path = str(path)
+        self._source = "the in-memory database" if self._path == MEMORY else repr(self._path)
+        try:
+            connection = duckdb.connect(self._path)
+        except duckdb.Error as error:
+            raise describe_open_error(self._path, error) from error
+        try:
+            self._schema_version = apply_migrations(connection, source=self._source)
+            self._writer = connection.cursor()
+        except BaseException as error:
+            connection.close()
+            if isinstance(error, duckdb.Error):
+                raise wrap_error(f"prepare the schema of {self._source}", error) from error
+            raise
+        self._connection: duckdb.DuckDBPyConnection | None = connection
+        self._write_lock = threading.Lock()
+
+    @property
+    def path(self) -> str:
+        """The file this store opened, or ``":memory:"``."""
+        return self._path
+
+    @property
+    def schema_version(self) -> int:
+        """The schema version of the open database (the latest this code knows)."""
+        return self._schema_version
+
+    # -- writing ---------------------------------------------------------------
+
+    def write(self, batch: WriteBatch) -> None:
+        """Commit one turn's changes in one transaction: all of them, or none.
+
+        Records are upserted (the last one per task, attempt, result or worker
+        in the batch wins). Raises :class:`StoreError` if anything fails,
+        a foreign key for instance (an attempt of a task that was never
+        written); then nothing of the batch is stored, and the coordinator must
+        not acknowledge what it held.
+        """
+        with self._write_lock:
+            self._require_open()
+            try:
+                write_batch(self._writer, batch)
+            except duckdb.Error as error:
+                operation = f"write {_describe(batch)} to {self._source}"
+                if isinstance(error, duckdb.ConstraintException) and "foreign key" in str(error):
+                    try:
+                        missing = missing_references(self._writer, batch)
+                    except duckdb.Error:  # the explanation is a courtesy, the error is not
+                        missing = ""
+                    if missing:
+                        operation += f" (attempts or results refer to {missing})"
+                raise wrap_error(operation, error) from error
+            except (ValueError, TypeError, OverflowError) as error:
+                # Raised while encoding records (before the transaction began).
+                raise wrap_error(f"encode {_describe(batch)}", error) from error
+
+    # -- reading ---------------------------------------------------------------
+
+    def load_state(self) -> RecoveredState:
+        """Open tasks, their current open attempts, all workers, and the next attempt id."""
+        return self._read("load the coordinator's state", queries.load_state)
+
+    def all_task_ids(self) -> set[str]:
+        """Every stored task id (the coordinator's duplicate check, loaded once at start)."""
+        return self._read("list task ids", queries.all_task_ids)
+
+    def existing_task_ids(self, task_ids: Collection[str]) -> set[str]:
+        """Which of ``task_ids`` are already stored (the duplicate-submission check)."""
+        return self._read(
+            "look up task ids", lambda cursor: queries.existing_task_ids(cursor, task_ids)
+        )
+
+    def list_tasks(
+        self,
+        *,
+        statuses: Collection[TaskStatus] | None = None,
+        task_type: TaskType | None = None,
+        worker_id: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[TaskRecord]:
+        """A page of tasks ordered by ``create_time`` then ``task_id``.
+
+        ``statuses=None`` means any status; an empty collection matches
+        nothing. Raises ``ValueError`` for a negative ``limit`` or ``offset``.
+        """
+        return self._read(
+            "list tasks",
+            lambda cursor: queries.list_tasks(
+                cursor,
+                statuses=statuses,
+                task_type=task_type,
+                worker_id=worker_id,
+                limit=limit,
+                offset=offset,
+            ),
+        )
+
+    def count_tasks(
+        self,
+        *,
+        statuses: Collection[TaskStatus] | None = None,
+        task_type: TaskType | None = None,
+        worker_id: str | None = None,
+    ) -> int:
+        """How many tasks match the filters (the total behind :meth:`list_tasks`' pages)."""
+        return self._read(
+            "count tasks",
+            lambda cursor: queries.count_tasks(
+                cursor, statuses=statuses, task_type=task_type, worker_id=worker_id
+            ),
+        )
+
+    def get_task(self, task_id: str) -> TaskRecord | None:
+        return self._read("read a task", lambda cursor: queries.get_task(cursor, task_id))
+
+    def get_attempts(self, task_id: str) -> list[AttemptRecord]:
+        """A task's attempts ordered by attempt number, then id."""
+        return self._read("read attempts", lambda cursor: queries.get_attempts(cursor, task_id))
+
+    def get_results(self, task_id: str) -> list[ResultRecord]:
+        """Every result of a task, including those not counted, ordered by attempt id."""
+        return self._read("read results", lambda cursor: queries.get_results(cursor, task_id))
+
+    def get_counted_result(self, task_id: str) -> ResultRecord | None:
+        """The result that is the task's outcome (``counted=True``), if any."""
+        return self._read(
+            "read the counted result", lambda cursor: queries.get_counted_result(cursor, task_id)
+        )
+
+    def list_workers(self) -> list[WorkerRecord]:
+        """Every worker ever registered, ordered by ``worker_id``."""
+        return self._read("list workers", queries.list_workers)
+
+    def status_counts(self) -> dict[TaskStatus, int]:
+        """Tasks per status; every :class:`TaskStatus` is a key (0 when none)."""
+        return self._read("count tasks by status", queries.status_counts)
+
+    def attempt_count(self) -> int:
+        """How many attempts (rows of ``task_execution_history``) are stored."""
+        return self._read("count attempts", queries.attempt_count)
+
+    # -- lifetime --------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the database (waiting for a write in progress). Safe to call twice."""
+        with self._write_lock:
+            connection, self._connection = self._connection, None
+            if connection is None:
+                return
+            try:
+                self._writer.close()
+                connection.close()
+            except duckdb.Error as error:
+                raise wrap_error(f"close {self._source}", error) from error
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _require_open(self) -> duckdb.DuckDBPyConnection:
+        connection = self._connection
+        if connection is None:
+            raise StoreError(f"the store for {self._source} is closed")
+        return connection
+
+    def _read(self, operation: str, query: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+        """Run ``query`` on a fresh cursor of its own; wrap DuckDB's errors."""
+        connection = self._require_open()
+        try:
+            with connection.cursor() as cursor:
+                return query(cursor)
+        except duckdb.Error as error:
+            raise wrap_error(f"{operation} from {self._source}", error) from error
+
+
+def _describe(batch: WriteBatch) -> str:
+    return (
+        f"a batch of {len(batch.tasks)} tasks, {len(batch.attempts)} attempts, "
+        f"{len(batch.results)} results and {len(batch.workers)} workers"
+    )

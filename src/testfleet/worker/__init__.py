@@ -1,0 +1,1 @@
+"""The worker process: connection loop, hardware probes and task executors."""

@@ -1,0 +1,399 @@
+"""The worker agent: connects out to the coordinator, runs what it is assigned.
+
+Callers: ``testfleet worker`` (one agent per process), ``testfleet demo``, and
+the dispatch benchmark (many agents sharing one process and event loop).
+
+The agent keeps two things across reconnects: the attempts it is running
+(executors run as their own asyncio tasks, independent of the socket) and the
+results the coordinator has not acknowledged yet. After a reconnect it names
+both in its ``hello`` and sends the held results again until they are acked
+(durable before acknowledged, on the worker's side too). A result is forgotten
+only on ``ack``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+from testfleet.domain.enums import ErrorClass, ResultStatus, TaskType
+from testfleet.domain.hardware import WorkerCapabilities
+from testfleet.domain.result import SimulationStatus, TaskError, TaskResult
+from testfleet.protocol.codec import MAX_FRAME_BYTES, ProtocolError, decode, encode
+from testfleet.protocol.messages import (
+    PROTOCOL_VERSION,
+    Accept,
+    Ack,
+    Assign,
+    Assignment,
+    AttemptResult,
+    Bye,
+    Cancel,
+    Codec,
+    Drain,
+    Error,
+    Heartbeat,
+    Hello,
+    Message,
+    ProtocolErrorCode,
+    Reject,
+    Result,
+    Welcome,
+    WorkerLoad,
+)
+from testfleet.worker.backoff import backoff_delay
+from testfleet.worker.executors.base import ExecutionContext, Executor
+from testfleet.worker.hardware import LoadSample, sample_load
+
+log = logging.getLogger(__name__)
+
+#: Refusals that reconnecting cannot fix: the agent stops and says why.
+FATAL_CODES = frozenset(
+    {
+        ProtocolErrorCode.WORKER_ID_IN_USE,
+        ProtocolErrorCode.UNSUPPORTED_VERSION,
+        ProtocolErrorCode.UNAUTHORIZED,
+    }
+)
+#: Results per frame when re-sending a backlog after a reconnect.
+RESULT_BATCH = 500
+
+
+class WorkerRefusedError(RuntimeError):
+    """The coordinator refused this worker for a reason retrying cannot fix."""
+
+
+def channel_url(coordinator_url: str) -> str:
+    """``http://host:port`` → ``ws://host:port/api/v1/workers/connect`` (https → wss)."""
+    url = coordinator_url.rstrip("/")
+    if url.startswith("https://"):
+        url = "wss://" + url[len("https://") :]
+    elif url.startswith("http://"):
+        url = "ws://" + url[len("http://") :]
+    elif not url.startswith(("ws://", "wss://")):
+        url = "ws://" + url
+    return url + "/api/v1/workers/connect"
+
+
+@dataclass
+class AgentSettings:
+    coordinator_url: str
+    worker_id: str
+    slots: int = 1
+    codec: Codec = Codec.JSON
+    work_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "testfleet")
+    backoff_base_seconds: float = 0.25
+    backoff_cap_seconds: float = 30.0
+    #: How long to wait for the coordinator to answer ``hello``.
+    welcome_timeout_seconds: float = 15.0
+
+
+@dataclass
+class _Running:
+    task: asyncio.Task[TaskResult]
+    cancel_event: asyncio.Event
+    started_at: float
+
+
+class WorkerAgent:
+    """One worker identity: its running attempts, held results and connection loop."""
+
+    def __init__(
+        self,
+        settings: AgentSettings,
+        capabilities: WorkerCapabilities,
+        executors: dict[TaskType, Executor],
+        *,
+        rng: random.Random | None = None,
+        now: Callable[[], float] | None = None,
+        load_sampler: Callable[[], LoadSample] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.capabilities = capabilities
+        self.executors = executors
+        self.session_key = secrets.token_hex(16)
+        self._rng = rng or random.Random()
+        self._now = now or _loop_time
+        self._sample_load = load_sampler or sample_load
+        self._running: dict[int, _Running] = {}
+        self._held: dict[int, AttemptResult] = {}
+        self._all_acked = asyncio.Event()
+        self._unsent: list[int] = []
+        self._socket: ClientConnection | None = None
+        self._outbox: asyncio.Queue[Message] | None = None
+        self._codec = Codec.JSON
+        self._heartbeat_interval = 2.0
+        self._stopping = asyncio.Event()
+        self.draining = False
+        self.connected = asyncio.Event()
+        self.completed = 0
+
+    # ---------------------------------------------------------------- lifecycle
+
+    async def run(self) -> None:
+        """Connect, serve, and reconnect with backoff until :meth:`stop`.
+
+        Raises :class:`WorkerRefusedError` if the coordinator refuses this worker
+        for good (its id is taken by another process, an incompatible version).
+        """
+        failures = 0
+        url = channel_url(self.settings.coordinator_url)
+        while not self._stopping.is_set():
+            try:
+                async with connect(
+                    url, max_size=MAX_FRAME_BYTES, ping_interval=None, open_timeout=10
+                ) as socket:
+                    await self._serve(socket)
+                    failures = 0
+            except WorkerRefusedError:
+                raise
+            except (
+                OSError,
+                ConnectionClosed,
+                InvalidHandshake,
+                TimeoutError,
+                ProtocolError,
+            ) as exc:
+                log.info("worker %s: connection failed: %s", self.settings.worker_id, exc)
+            except InvalidURI as exc:
+                raise WorkerRefusedError(f"invalid coordinator URL {url!r}: {exc}") from None
+            finally:
+                self._socket = None
+                self.connected.clear()
+            if self._stopping.is_set():
+                break
+            delay = backoff_delay(
+                failures,
+                self._rng,
+                self.settings.backoff_base_seconds,
+                self.settings.backoff_cap_seconds,
+            )
+            failures += 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay)
+        await self._shutdown()
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to finish: running attempts are cancelled and reported."""
+        self._stopping.set()
+
+    async def _shutdown(self) -> None:
+        for running in self._running.values():
+            running.cancel_event.set()
+        if self._running:
+            await asyncio.wait([r.task for r in self._running.values()], timeout=10)
+
+    # ---------------------------------------------------------------- one session
+
+    async def _serve(self, socket: ClientConnection) -> None:
+        self._codec = Codec.JSON
+        await socket.send(
+            encode(
+                Hello(
+                    protocol_version=PROTOCOL_VERSION,
+                    worker_id=self.settings.worker_id,
+                    session_key=self.session_key,
+                    capabilities=self.capabilities,
+                    slots=self.settings.slots,
+                    running_attempts=sorted(self._running),
+                    held_results=sorted(self._held),
+                    codecs=[self.settings.codec, Codec.JSON],
+                )
+            )
+        )
+        welcome = decode(
+            await asyncio.wait_for(socket.recv(), self.settings.welcome_timeout_seconds)
+        )
+        if isinstance(welcome, Error):
+            if welcome.code in FATAL_CODES:
+                raise WorkerRefusedError(welcome.message)
+            raise ProtocolError(welcome.code, welcome.message)
+        if not isinstance(welcome, Welcome):
+            raise ProtocolError(
+                ProtocolErrorCode.INVALID_MESSAGE, f"expected welcome, got {welcome.type.value}"
+            )
+        self._codec = welcome.codec
+        self._heartbeat_interval = welcome.heartbeat_interval_seconds
+        for attempt_id in welcome.cancel_attempts:
+            self._cancel(attempt_id)
+        self._socket = socket
+        self._outbox = asyncio.Queue()
+        self.connected.set()
+        # Everything not yet acknowledged goes again, in order.
+        self._unsent = sorted(self._held)
+        self._flush_results()
+        sender = asyncio.create_task(self._send_loop(socket, self._outbox))
+        heartbeats = asyncio.create_task(self._heartbeat_loop())
+        stopper = asyncio.create_task(self._stopping.wait())
+        try:
+            receiver = asyncio.create_task(self._receive_loop(socket))
+            done, _ = await asyncio.wait({receiver, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            if stopper in done:
+                self._send_soon(Bye(reason="worker stopping"))
+                await self._finish_for_stop(receiver)
+                receiver.cancel()
+            else:
+                receiver.result()
+        finally:
+            self._outbox = None
+            for helper in (sender, heartbeats, stopper):
+                helper.cancel()
+
+    async def _finish_for_stop(self, receiver: asyncio.Task[None]) -> None:
+        """On stop: cancel running attempts, report them, wait briefly for the acks."""
+        await self._shutdown()
+        if self._held:
+            acked = asyncio.create_task(self._all_acked.wait())
+            await asyncio.wait({acked, receiver}, timeout=5, return_when=asyncio.FIRST_COMPLETED)
+            acked.cancel()
+
+    async def _receive_loop(self, socket: ClientConnection) -> None:
+        async for frame in socket:
+            self._handle(decode(frame))
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._heartbeat_interval)
+            sample = self._sample_load()
+            load = WorkerLoad(
+                cpu_percent=sample["cpu_percent"],
+                memory_percent=sample["memory_percent"],
+                load_average_1m=sample["load_average_1m"],
+                running=len(self._running),
+            )
+            self._send_soon(Heartbeat(load=load, running_attempts=sorted(self._running)))
+
+    async def _send_loop(self, socket: ClientConnection, outbox: asyncio.Queue[Message]) -> None:
+        """The session's only writer: frames leave in the order they were queued."""
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                await socket.send(encode(await outbox.get(), self._codec))
+
+    def _send_soon(self, message: Message) -> None:
+        """Queue a frame for this session (dropped when not connected: held
+        results are re-sent on the next connection, everything else is stale)."""
+        if self._outbox is not None:
+            self._outbox.put_nowait(message)
+
+    # ---------------------------------------------------------------- messages
+
+    def _handle(self, message: Message) -> None:
+        match message:
+            case Assign(assignments=assignments):
+                self._start(assignments)
+            case Ack(attempt_ids=attempt_ids):
+                for attempt_id in attempt_ids:
+                    self._held.pop(attempt_id, None)
+                if not self._held:
+                    self._all_acked.set()
+            case Cancel(attempt_ids=attempt_ids):
+                for attempt_id in attempt_ids:
+                    self._cancel(attempt_id)
+            case Drain():
+                self.draining = True
+            case Error(code=code, message=text):
+                if code in FATAL_CODES:
+                    raise WorkerRefusedError(text)
+                raise ProtocolError(code, text)
+            case _:
+                log.warning("worker %s: ignoring '%s'", self.settings.worker_id, message.type)
+
+    def _start(self, assignments: list[Assignment]) -> None:
+        accepted: list[int] = []
+        for assignment in assignments:
+            attempt_id = assignment.attempt_id
+            if attempt_id in self._running or attempt_id in self._held:
+                continue  # a duplicate delivery: it is already under way
+            executor = self.executors.get(assignment.task.type)
+            if executor is None:
+                self._send_soon(
+                    Reject(
+                        attempt_id=attempt_id,
+                        reason=f"this worker has no executor for '{assignment.task.type.value}'",
+                    )
+                )
+                continue
+            cancel_event = asyncio.Event()
+            context = ExecutionContext(
+                worker_id=self.settings.worker_id,
+                attempt_id=attempt_id,
+                attempt=assignment.attempt,
+                cancel_event=cancel_event,
+                work_dir=self.settings.work_dir,
+            )
+            task = asyncio.create_task(
+                self._execute(executor, assignment, context), name=f"attempt-{attempt_id}"
+            )
+            self._running[attempt_id] = _Running(task, cancel_event, self._now())
+            accepted.append(attempt_id)
+        if accepted:
+            self._send_soon(Accept(attempt_ids=accepted))
+
+    async def _execute(
+        self, executor: Executor, assignment: Assignment, context: ExecutionContext
+    ) -> TaskResult:
+        started = self._now()
+        try:
+            result = await executor.run(assignment.task, context)
+        except Exception as exc:  # an executor bug must not take the worker down
+            log.exception("executor for %s failed", assignment.task.type.value)
+            result = TaskResult(
+                task_id=assignment.task.task_id,
+                worker_id=self.settings.worker_id,
+                status=ResultStatus.FAILED,
+                execution_time_seconds=max(0.0, self._now() - started),
+                simulation_status=SimulationStatus(is_simulated=False),
+                error=TaskError(
+                    error_class=ErrorClass.INFRASTRUCTURE,
+                    message=f"executor error: {type(exc).__name__}: {exc}"[:4000],
+                ),
+            )
+        self._running.pop(context.attempt_id, None)
+        self._all_acked.clear()
+        self._held[context.attempt_id] = AttemptResult(
+            attempt_id=context.attempt_id,
+            started_at=started,
+            finished_at=self._now(),
+            result=result,
+        )
+        self.completed += 1
+        self._unsent.append(context.attempt_id)
+        if len(self._unsent) == 1:
+            # Results finishing in the same loop iteration leave in one frame.
+            asyncio.get_running_loop().call_soon(self._flush_results)
+        return result
+
+    def _flush_results(self) -> None:
+        pending = [a for a in self._unsent if a in self._held]
+        self._unsent = []
+        for start in range(0, len(pending), RESULT_BATCH):
+            chunk = pending[start : start + RESULT_BATCH]
+            self._send_soon(Result(results=[self._held[a] for a in chunk]))
+
+    def _cancel(self, attempt_id: int) -> None:
+        running = self._running.get(attempt_id)
+        if running is not None:
+            running.cancel_event.set()
+
+    @property
+    def running_count(self) -> int:
+        return len(self._running)
+
+    @property
+    def held_count(self) -> int:
+        return len(self._held)
+
+
+def _loop_time() -> float:
+    import time
+
+    return time.time()

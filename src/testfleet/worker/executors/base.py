@@ -1,0 +1,92 @@
+"""The executor contract and helpers shared by every executor.
+
+Callers: the worker agent picks the executor for ``task.type`` from
+:func:`default_executors` (or its own mapping), builds an
+:class:`ExecutionContext` for each attempt it accepts, awaits
+:meth:`Executor.run`, and sends the :class:`TaskResult` back. The agent sets
+``cancel_event`` when the coordinator cancels the attempt or the worker drains.
+
+Contract: an executor never raises for a problem of the task (bad config,
+missing program, failure, timeout, cancel); every outcome is a ``TaskResult``
+with a classified error. It enforces ``task.timeout_seconds`` itself, so a
+worker that loses its coordinator still stops runaway work. Only
+``asyncio.CancelledError`` (the agent itself shutting down) propagates, after
+the executor has stopped what it started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from testfleet.domain.enums import ErrorClass, ResultStatus, TaskType
+from testfleet.domain.result import SimulationStatus, TaskError, TaskResult
+from testfleet.domain.task import TaskSpec
+
+#: TaskError.message is capped at 16 KiB; a pydantic error for a large config can be longer.
+MAX_ERROR_MESSAGE_CHARS = 4096
+
+
+@dataclass
+class ExecutionContext:
+    """What an executor knows about the attempt it runs, besides the task itself."""
+
+    worker_id: str
+    attempt_id: int
+    attempt: int
+    #: Set by the worker agent when the coordinator cancels the attempt.
+    cancel_event: asyncio.Event
+    #: A per-worker scratch/cache directory (may not exist yet).
+    work_dir: Path
+
+
+class Executor(Protocol):
+    """Runs one task type. Stateless between attempts, so one instance serves them all."""
+
+    task_type: TaskType
+
+    async def run(self, task: TaskSpec, context: ExecutionContext) -> TaskResult: ...
+
+
+def clip_message(message: str) -> str:
+    if len(message) <= MAX_ERROR_MESSAGE_CHARS:
+        return message
+    return message[: MAX_ERROR_MESSAGE_CHARS - 3] + "..."
+
+
+def build_result(
+    task: TaskSpec,
+    context: ExecutionContext,
+    *,
+    status: ResultStatus,
+    execution_time_seconds: float,
+    is_simulated: bool,
+    error: tuple[ErrorClass, str] | None = None,
+    results: dict[str, Any] | None = None,
+    hardware_metrics: dict[str, Any] | None = None,
+    logs: str = "",
+) -> TaskResult:
+    """One place that fills the fields every executor must fill, the same way."""
+    return TaskResult(
+        task_id=task.task_id,
+        worker_id=context.worker_id,
+        status=status,
+        execution_time_seconds=max(0.0, execution_time_seconds),
+        hardware_metrics=hardware_metrics or {},
+        results=results or {},
+        simulation_status=SimulationStatus(is_simulated=is_simulated),
+        logs=logs,
+        error=(TaskError(error_class=error[0], message=clip_message(error[1])) if error else None),
+    )
+
+
+def default_executors() -> dict[TaskType, Executor]:
+    """The executors every worker has: ``command`` and ``simulated``."""
+    # Imported here: those modules import this one for the contract.
+    from testfleet.worker.executors.command import CommandExecutor
+    from testfleet.worker.executors.simulated import SimulatedExecutor
+
+    executors: list[Executor] = [CommandExecutor(), SimulatedExecutor()]
+    return {executor.task_type: executor for executor in executors}

@@ -1,0 +1,440 @@
+"""The ``command`` executor: run a program, keep the end of its output, report the exit.
+
+Callers: the worker agent, for tasks of type ``command`` (see
+``domain.task_configs.CommandConfig``).
+
+Decisions:
+
+* ``argv`` is executed directly, never through a shell, so nothing in a task
+  document is interpreted by one.
+* The child starts its own session (``start_new_session=True``), so its process
+  group id is its pid and everything it spawns stays in that group unless it
+  deliberately leaves. On timeout or cancel the *whole group* gets SIGTERM,
+  then SIGKILL after ``kill_grace_seconds``. Anything a task leaves running
+  after its main process exits is ended the same way (as CI runners do): a
+  test's stray server must not outlive it and hold the next task's port.
+* stdout and stderr share one pipe, so the tail reads in the order the program
+  wrote. The pipe is our own (``os.pipe``) rather than asyncio's subprocess
+  pipes: in Python 3.11 ``Process.wait()`` only returns once the pipes close,
+  which a background grandchild can postpone forever. Reading keeps at most
+  ``output_tail_bytes`` plus one chunk in memory, however much is written.
+* Peak memory is sampled (leader plus descendants, every
+  ``memory_sample_interval_seconds``); a task shorter than one interval
+  reports no memory figure rather than a misleading one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import os
+import shutil
+import signal
+import time
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import psutil
+from pydantic import ValidationError
+
+from testfleet.domain.enums import ErrorClass, ResultStatus, TaskType
+from testfleet.domain.result import TaskResult, encode_logs
+from testfleet.domain.task import TaskSpec
+from testfleet.domain.task_configs import CommandConfig
+from testfleet.worker.executors.base import ExecutionContext, build_result
+
+#: The size of ``results["output_tail"]``: enough to show an error, small enough for a table.
+RESULT_TAIL_BYTES = 4096
+DEFAULT_KILL_GRACE_SECONDS = 2.0
+DEFAULT_MEMORY_SAMPLE_INTERVAL_SECONDS = 1.0
+#: After the process group is gone, how long to wait for the last output to be read.
+#: Only a process that left the group (setsid) can keep the pipe open longer.
+DEFAULT_OUTPUT_DRAIN_SECONDS = 2.0
+_POLL_SECONDS = 0.05
+
+
+class _Ending(Enum):
+    EXITED = "exited"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+
+
+class _TailProtocol(asyncio.Protocol):
+    """Keeps the last ``limit`` bytes read from the pipe; counts the rest."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._chunks: collections.deque[bytes] = collections.deque()
+        self._kept = 0
+        self.total = 0
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def data_received(self, data: bytes) -> None:
+        self.total += len(data)
+        if self._limit == 0:
+            return
+        self._chunks.append(data)
+        self._kept += len(data)
+        # Drop whole chunks while the rest still covers the limit: O(1) per
+        # chunk, where trimming a bytearray would copy up to the limit each time.
+        while self._chunks and self._kept - len(self._chunks[0]) >= self._limit:
+            self._kept -= len(self._chunks.popleft())
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def tail(self) -> bytes:
+        if self._limit == 0:
+            return b""
+        return b"".join(self._chunks)[-self._limit :]
+
+
+def _decode_tail(raw: bytes) -> str:
+    # The cut may fall inside a UTF-8 sequence; drop its orphaned continuation
+    # bytes (at most three) instead of showing a replacement character first.
+    start = 0
+    while start < min(3, len(raw)) and 0x80 <= raw[start] <= 0xBF:
+        start += 1
+    return raw[start:].decode("utf-8", errors="replace")
+
+
+def _working_directory(
+    configured: str | None, work_dir: Path
+) -> tuple[Path, tuple[ErrorClass, str] | None]:
+    """Where the command runs, or why it cannot (a quick stat: fine to call from async code)."""
+    if configured is not None:
+        cwd = Path(configured)
+        if cwd.is_dir():
+            return cwd, None
+        what = "is not a directory" if cwd.exists() else "does not exist"
+        return cwd, (ErrorClass.INVALID_CONFIG, f"working directory {what}: {configured}")
+    # No cwd given: the worker's scratch directory, not wherever the worker was started.
+    try:
+        work_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return work_dir, (ErrorClass.INFRASTRUCTURE, f"cannot create work directory: {exc}")
+    return work_dir, None
+
+
+def _explain_not_found(program: str, cwd: Path, env: dict[str, str]) -> str:
+    """Say which file is missing: the program, or the interpreter its ``#!`` line names."""
+    if os.sep in program:
+        found = (cwd / program).exists()  # a relative path is resolved in the child's cwd
+        where = f"(relative to {cwd})" if not Path(program).is_absolute() else ""
+    else:
+        found = shutil.which(program, path=env.get("PATH")) is not None
+        where = "on PATH"
+    if found:
+        return f"cannot execute {program}: the interpreter named on its #! line was not found"
+    return " ".join(part for part in ("program not found", where) if part) + f": {program}"
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> bool:
+    """Send ``sig`` to the group; False when no process is left in it."""
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        # A member changed its user id (setuid program); the rest got the signal.
+        return True
+    return True
+
+
+def _describe_signal(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+@dataclass
+class _MemoryPeak:
+    peak_bytes: int = 0
+    samples: int = 0
+    _process: psutil.Process | None = field(default=None, repr=False)
+
+    def sample(self, pid: int) -> bool:
+        """Add one sample of the tree's resident memory; False once the leader is gone."""
+        try:
+            if self._process is None:
+                self._process = psutil.Process(pid)
+            members = [self._process, *self._process.children(recursive=True)]
+        except psutil.Error:
+            return False
+        total = 0
+        for member in members:
+            with contextlib.suppress(psutil.Error):
+                total += member.memory_info().rss
+        self.peak_bytes = max(self.peak_bytes, total)
+        self.samples += 1
+        return True
+
+
+class CommandExecutor:
+    """Runs ``CommandConfig.argv`` as a process group and reports how it ended."""
+
+    task_type: TaskType = TaskType.COMMAND
+
+    def __init__(
+        self,
+        *,
+        kill_grace_seconds: float = DEFAULT_KILL_GRACE_SECONDS,
+        memory_sample_interval_seconds: float | None = DEFAULT_MEMORY_SAMPLE_INTERVAL_SECONDS,
+        output_drain_seconds: float = DEFAULT_OUTPUT_DRAIN_SECONDS,
+    ) -> None:
+        self._kill_grace = kill_grace_seconds
+        self._memory_interval = memory_sample_interval_seconds
+        self._drain = output_drain_seconds
+
+    async def run(self, task: TaskSpec, context: ExecutionContext) -> TaskResult:
+        started = time.perf_counter()
+
+        def failed(error_class: ErrorClass, message: str) -> TaskResult:
+            return build_result(
+                task,
+                context,
+                status=ResultStatus.FAILED,
+                execution_time_seconds=time.perf_counter() - started,
+                is_simulated=False,
+                error=(error_class, message),
+            )
+
+        try:
+            config = CommandConfig.model_validate(task.config)
+        except ValidationError as exc:
+            return failed(ErrorClass.INVALID_CONFIG, str(exc))
+        if context.cancel_event.is_set():
+            return build_result(
+                task,
+                context,
+                status=ResultStatus.CANCELLED,
+                execution_time_seconds=time.perf_counter() - started,
+                is_simulated=False,
+                error=(ErrorClass.CANCELLED, "cancelled before the command started"),
+            )
+
+        cwd, cwd_problem = _working_directory(config.cwd, context.work_dir)
+        if cwd_problem is not None:
+            return failed(*cwd_problem)
+
+        env = {
+            **os.environ,
+            # Let a command know which attempt it is (config.env may override).
+            "TESTFLEET_TASK_ID": task.task_id,
+            "TESTFLEET_ATTEMPT": str(context.attempt),
+            "TESTFLEET_ATTEMPT_ID": str(context.attempt_id),
+            "TESTFLEET_WORKER_ID": context.worker_id,
+            "TESTFLEET_WORK_DIR": str(context.work_dir),
+            **config.env,
+        }
+        program = config.argv[0]
+        read_fd, write_fd = os.pipe()
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *config.argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=write_fd,
+                stderr=write_fd,
+                cwd=cwd,
+                env=env,
+                start_new_session=True,
+            )
+        except FileNotFoundError:
+            os.close(read_fd)
+            return failed(ErrorClass.INVALID_CONFIG, _explain_not_found(program, cwd, env))
+        except PermissionError:
+            os.close(read_fd)
+            return failed(ErrorClass.INVALID_CONFIG, f"program is not executable: {program}")
+        except ValueError as exc:  # e.g. a NUL byte in argv or env, which exec cannot pass
+            os.close(read_fd)
+            return failed(ErrorClass.INVALID_CONFIG, f"cannot start {program}: {exc}")
+        except OSError as exc:
+            os.close(read_fd)
+            return failed(ErrorClass.INFRASTRUCTURE, f"cannot start {program}: {exc}")
+        finally:
+            # The child holds its copy; ours must close or the pipe never reaches EOF.
+            os.close(write_fd)
+
+        pipe = os.fdopen(read_fd, "rb", buffering=0)
+        try:
+            return await self._supervise(task, context, config, process, pipe, started)
+        except asyncio.CancelledError:
+            # The agent itself is going away: leave nothing running behind it, and
+            # reap the leader (SIGKILL is quick) so its transport is closed, not leaked.
+            await self._kill_now(process, pipe)
+            raise
+        except Exception as exc:  # a bug or resource failure here, not the task's fault
+            await self._kill_now(process, pipe)
+            return failed(ErrorClass.INFRASTRUCTURE, f"supervising {program} failed: {exc!r}")
+
+    async def _kill_now(self, process: asyncio.subprocess.Process, pipe: BinaryIO) -> None:
+        _signal_group(process.pid, signal.SIGKILL)
+        pipe.close()
+        # A second cancel of the caller interrupts this wait; that is its right.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(process.wait(), timeout=self._kill_grace + 5)
+
+    async def _supervise(
+        self,
+        task: TaskSpec,
+        context: ExecutionContext,
+        config: CommandConfig,
+        process: asyncio.subprocess.Process,
+        pipe: BinaryIO,
+        started: float,
+    ) -> TaskResult:
+        loop = asyncio.get_running_loop()
+        pgid = process.pid  # start_new_session: the child leads its own group
+        output = _TailProtocol(config.output_tail_bytes)
+        transport, _ = await loop.connect_read_pipe(lambda: output, pipe)
+        memory = _MemoryPeak()
+        sampler = (
+            asyncio.create_task(self._sample_memory(process.pid, memory, self._memory_interval))
+            if self._memory_interval
+            else None
+        )
+        try:
+            remaining = task.timeout_seconds - (time.perf_counter() - started)
+            ending = await self._wait(process, context.cancel_event, remaining)
+            # After a normal exit this only finds leftovers (usually none: instant).
+            await self._end_group(pgid)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(process.wait(), timeout=self._kill_grace + 5)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(output.closed), timeout=self._drain)
+        finally:
+            if sampler is not None:
+                sampler.cancel()
+            transport.close()
+
+        elapsed = time.perf_counter() - started
+        code = process.returncode
+        tail = output.tail()
+        results: dict[str, Any] = {
+            "exit_code": code,
+            "output_tail": _decode_tail(tail[-RESULT_TAIL_BYTES:]),
+            "output_bytes": output.total,
+            "timed_out": ending is _Ending.TIMED_OUT,
+        }
+        metrics: dict[str, Any] = {}
+        if memory.samples:
+            metrics = {
+                "peak_rss_mb": round(memory.peak_bytes / 1024**2, 1),
+                "rss_sample_interval_seconds": self._memory_interval,
+            }
+
+        error: tuple[ErrorClass, str] | None
+        if ending is _Ending.TIMED_OUT:
+            status = ResultStatus.TIMED_OUT
+            error = (
+                ErrorClass.TIMEOUT,
+                f"timed out after {task.timeout_seconds:g} s; process group terminated",
+            )
+        elif ending is _Ending.CANCELLED:
+            status = ResultStatus.CANCELLED
+            error = (ErrorClass.CANCELLED, "cancelled; process group terminated")
+        elif code == 0:
+            status, error = ResultStatus.COMPLETED, None
+        elif code is not None and code < 0:
+            name = _describe_signal(-code)
+            # SIGKILL nobody here sent is most often the kernel's OOM killer, but
+            # we cannot know, so the class stays task_failure and the text says "maybe".
+            hint = " (possibly the out-of-memory killer)" if -code == signal.SIGKILL else ""
+            status, error = (
+                ResultStatus.FAILED,
+                (ErrorClass.TASK_FAILURE, f"killed by {name}{hint}"),
+            )
+        else:
+            status, error = ResultStatus.FAILED, (ErrorClass.TASK_FAILURE, f"exit code {code}")
+
+        return build_result(
+            task,
+            context,
+            status=status,
+            execution_time_seconds=elapsed,
+            is_simulated=False,
+            error=error,
+            results=results,
+            hardware_metrics=metrics,
+            logs=encode_logs(tail),
+        )
+
+    @staticmethod
+    async def _wait(
+        process: asyncio.subprocess.Process, cancel_event: asyncio.Event, seconds: float
+    ) -> _Ending:
+        """Wait for the leader to exit, the attempt to be cancelled, or the timeout."""
+        exited = asyncio.ensure_future(process.wait())
+        cancelled = asyncio.ensure_future(cancel_event.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {exited, cancelled},
+                timeout=max(0.0, seconds),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            exited.cancel()
+            cancelled.cancel()
+        # An exit that raced the timeout or a cancel counts: the work did finish.
+        if exited in done:
+            return _Ending.EXITED
+        return _Ending.CANCELLED if cancelled in done else _Ending.TIMED_OUT
+
+    async def _end_group(self, pgid: int) -> None:
+        """SIGTERM the group, give it ``kill_grace_seconds`` to go, then SIGKILL."""
+        if not _signal_group(pgid, signal.SIGTERM):
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._kill_grace
+        while loop.time() < deadline:
+            await asyncio.sleep(min(_POLL_SECONDS, max(0.0, deadline - loop.time())))
+            if not _group_has_live_members(pgid):
+                return
+        _signal_group(pgid, signal.SIGKILL)
+
+    @staticmethod
+    async def _sample_memory(pid: int, memory: _MemoryPeak, interval: float) -> None:
+        # The first sample after one interval: a freshly forked process says nothing.
+        while True:
+            await asyncio.sleep(interval)
+            if not memory.sample(pid):
+                return
+
+
+def _group_has_live_members(pgid: int) -> bool:
+    """Whether any process of the group is still running (zombies do not count).
+
+    Signal 0 alone is not enough: a killed grandchild is reparented to PID 1,
+    and until PID 1 reaps it (seconds in some containers, never where the
+    worker itself is PID 1 without an init) it is a zombie that still counts as
+    a group member. Where /proc exists we look for a member that is not a
+    zombie; elsewhere (macOS) signal 0 is the best available answer.
+    """
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return True
+    for name in entries:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as handle:
+                stat = handle.read()
+        except OSError:
+            continue  # exited meanwhile
+        # "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
+            return True
+    return False

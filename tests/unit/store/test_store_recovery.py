@@ -1,0 +1,87 @@
+"""Reopening a file gives the coordinator back exactly its unfinished work."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from store_builders import T0, attempt, result, task, worker
+
+from testfleet.domain.enums import AttemptStatus, ErrorClass, TaskStatus, WorkerStatus
+from testfleet.domain.records import WriteBatch
+from testfleet.store import Store
+
+AS = AttemptStatus
+
+
+def test_load_state_after_reopening_returns_open_tasks_and_their_live_attempts(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "fleet.duckdb"
+    workers = [worker("w1"), worker("w2", status=WorkerStatus.LOST)]
+    waiting = task("waiting", TaskStatus.QUEUED, create_time=T0 + 1)
+    assigned = task("assigned", TaskStatus.ASSIGNED, create_time=T0 + 2, current_attempt_id=1)
+    running = task("running", TaskStatus.RUNNING, create_time=T0 + 3, current_attempt_id=3)
+    # Requeued after its worker was lost: its current attempt is over.
+    retrying = task(
+        "retrying",
+        TaskStatus.QUEUED,
+        create_time=T0 + 4,
+        current_attempt_id=4,
+        not_before=T0 + 50,
+        lost_attempts=1,
+        error_class=ErrorClass.WORKER_LOST,
+    )
+    done = [
+        task(f"done-{status.value}", status, create_time=T0, current_attempt_id=5)
+        for status in (
+            TaskStatus.COMPLETED,
+            TaskStatus.FAILED,
+            TaskStatus.TIMED_OUT,
+            TaskStatus.CANCELLED,
+        )
+    ]
+    live_assigned = attempt(1, "assigned", "w1", AS.ASSIGNED)
+    old_lost = attempt(2, "running", "w2", AS.LOST, attempt=1)
+    live_running = attempt(3, "running", "w1", AS.RUNNING, attempt=2, accepted_time=T0 + 5)
+    over = attempt(4, "retrying", "w2", AS.LOST)
+    finished = attempt(5, "done-completed", "w1", AS.COMPLETED)
+    # A late result for the lost attempt with the highest id in the file.
+    late = result(2, "running", "w2", counted=False)
+
+    with Store(path) as store:
+        store.write(
+            WriteBatch(
+                workers=workers,
+                tasks=[waiting, assigned, running, retrying, *done],
+                attempts=[live_assigned, old_lost, live_running, over, finished],
+                results=[late],
+            )
+        )
+
+    with Store(path) as reopened:
+        state = reopened.load_state()
+
+    assert state.open_tasks == [waiting, assigned, running, retrying]
+    assert state.open_attempts == [live_assigned, live_running]
+    assert state.workers == workers
+    assert state.next_attempt_id == 6
+
+
+def test_next_attempt_id_counts_results_too() -> None:
+    with Store(":memory:") as store:
+        store.write(
+            WriteBatch(
+                workers=[worker()],
+                tasks=[task("t1")],
+                attempts=[attempt(3, "t1")],
+                results=[result(41, "t1")],
+            )
+        )
+        assert store.load_state().next_attempt_id == 42
+
+
+def test_an_empty_store_recovers_nothing() -> None:
+    with Store(":memory:") as store:
+        state = store.load_state()
+    assert (state.open_tasks, state.open_attempts, state.workers) == ([], [], [])
+    assert state.next_attempt_id == 1

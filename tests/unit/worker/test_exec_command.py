@@ -1,0 +1,448 @@
+"""CommandExecutor with real child processes: outcomes, output tail, env/cwd, process-group kills.
+
+Durations here are short and no test asserts on wall-clock speed; timeouts only
+check how the attempt ended and that every process of the group is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import stat
+import sys
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from testfleet.domain.enums import ErrorClass, ResultStatus, TaskType
+from testfleet.domain.result import TaskResult, decode_logs
+from testfleet.domain.task import TaskSpec
+from testfleet.worker.executors.base import ExecutionContext, default_executors
+from testfleet.worker.executors.command import (
+    RESULT_TAIL_BYTES,
+    CommandExecutor,
+    _decode_tail,
+    _TailProtocol,
+)
+
+PY = sys.executable
+
+
+def command_task(argv: list[str], *, timeout: float = 60.0, **config: Any) -> TaskSpec:
+    return TaskSpec(
+        task_id="cmd-1",
+        type=TaskType.COMMAND,
+        timeout_seconds=timeout,
+        config={"argv": argv, **config},
+    )
+
+
+@pytest.fixture
+def context(tmp_path: Path) -> ExecutionContext:
+    return ExecutionContext(
+        worker_id="worker-test",
+        attempt_id=42,
+        attempt=1,
+        cancel_event=asyncio.Event(),
+        work_dir=tmp_path / "work",
+    )
+
+
+@pytest.fixture
+def executor() -> CommandExecutor:
+    # A short grace keeps the escalation tests quick; sampling often enough to see a short task.
+    return CommandExecutor(kill_grace_seconds=0.5, memory_sample_interval_seconds=0.05)
+
+
+def is_gone(pid: int) -> bool:
+    """Dead, or a zombie waiting for PID 1 to reap it (it runs nothing any more)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+async def wait_until_gone(pid: int, limit: float = 10.0) -> bool:
+    for _ in range(int(limit / 0.05)):
+        if is_gone(pid):
+            return True
+        await asyncio.sleep(0.05)
+    return is_gone(pid)
+
+
+def read_if_written(path: Path) -> str | None:
+    try:
+        return path.read_text().strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def same_directory(a: str | Path, b: str | Path) -> bool:
+    return Path(a).resolve() == Path(b).resolve()
+
+
+async def wait_for_file(path: Path, limit: float = 10.0) -> str:
+    for _ in range(int(limit / 0.02)):
+        text = read_if_written(path)
+        if text is not None:
+            return text
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{path} was never written")
+
+
+def assert_real(result: TaskResult) -> None:
+    assert result.simulation_status.is_simulated is False
+    assert result.worker_id == "worker-test"
+    assert result.task_id == "cmd-1"
+    assert result.execution_time_seconds >= 0
+
+
+# --------------------------------------------------------------------------- outcomes
+
+
+async def test_success_reports_output_tail_and_logs(
+    executor: CommandExecutor, context: ExecutionContext
+) -> None:
+    script = "import sys; print('hello stdout'); print('hello stderr', file=sys.stderr)"
+    result = await executor.run(command_task([PY, "-c", script]), context)
+
+    assert_real(result)
+    assert result.status is ResultStatus.COMPLETED
+    assert result.error is None
+    assert result.results["exit_code"] == 0
+    assert result.results["timed_out"] is False
+    assert "hello stdout" in result.results["output_tail"]
+    assert "hello stderr" in result.results["output_tail"]
+    assert decode_logs(result.logs) == result.results["output_tail"]
+
+
+async def test_non_zero_exit_is_a_task_failure(
+    executor: CommandExecutor, context: ExecutionContext
+) -> None:
+    result = await executor.run(
+        command_task([PY, "-c", "print('bad'); raise SystemExit(3)"]), context
+    )
+
+    assert_real(result)
+    assert result.status is ResultStatus.FAILED
+    assert result.error is not None
+    assert result.error.error_class is ErrorClass.TASK_FAILURE
+    assert result.error.message == "exit code 3"
+    assert result.results["exit_code"] == 3
+    assert "bad" in result.results["output_tail"]
+
+
+async def test_death_by_signal_names_the_signal(
+    executor: CommandExecutor, context: ExecutionContext
+) -> None:
+    script = "import os, signal; os.kill(os.getpid(), signal.SIGTERM)"
+    result = await executor.run(command_task([PY, "-c", script]), context)
+
+    assert result.status is ResultStatus.FAILED
+    assert result.error is not None
+    assert result.error.error_class is ErrorClass.TASK_FAILURE
+    assert result.error.message == "killed by SIGTERM"
+    assert result.results["exit_code"] == -signal.SIGTERM
+
+
+async def test_output_beyond_the_tail_limit_keeps_only_the_end(
+    executor: CommandExecutor, context: ExecutionContext
+) -> None:
+    script = "import sys; sys.stdout.write('x' * 300_000 + 'THE END'); sys.stdout.flush()"
+    result = await executor.run(command_task([PY, "-c", script], output_tail_bytes=1000), context)
+
+    assert result.status is ResultStatus.COMPLETED
+    logs = decode_logs(result.logs)
+    assert len(logs) == 1000
+    assert logs.endswith("THE END")
+    assert result.results["output_tail"] == logs
+    assert result.results["output_bytes"] == 300_007
+
+
+async def test_result_tail_is_the_last_4_kib(
+    executor: CommandExecutor, context: ExecutionContext
+) -> None:
+    script = "import sys; sys.stdout.write('y' * 100_000 + 'LAST'); sys.stdout.flush()"
+    result = await executor.run(command_task([PY, "-c", script]), context)
+
+    assert len(result.results["output_tail"]) == RESULT_TAIL_BYTES
+    assert result.results["output_tail"].endswith("LAST")
+    assert len(decode_logs(result.logs)) == 65536  # logs keep the default 64 KiB tail
+
+
+async def test_zero_tail_keeps_nothing_but_counts(
+    executor: CommandExecutor, context: ExecutionContext
+) -> None:
+    result = await executor.run(
+        command_task([PY, "-c", "print('z' * 999)"], output_tail_bytes=0), context
+    )
+    assert result.status is ResultStatus.COMPLETED
+    assert result.logs == ""
+    assert result.results["output_tail"] == ""
+    assert result.results["output_bytes"] == 1000
+
+
+async def test_env_and_cwd_reach_the_program(
+    executor: CommandExecutor, context: ExecutionContext, tmp_path: Path
+) -> None:
+    cwd = tmp_path / "somewhere"
+    cwd.mkdir()
+    script = (
+        "import os; print(os.getcwd()); print(os.environ['TF_TEST_VALUE']);"
+        "print(os.environ['TESTFLEET_TASK_ID'], os.environ['TESTFLEET_ATTEMPT_ID']);"
+        "print('PATH' in os.environ)"
+    )
+    result = await executor.run(
+        command_task([PY, "-c", script], env={"TF_TEST_VALUE": "from-config"}, cwd=str(cwd)),
+        context,
+    )
+
+    lines = result.results["output_tail"].splitlines()
+    assert result.status is ResultStatus.COMPLETED
+    assert same_directory(lines[0], cwd)
+    assert lines[1] == "from-config"
+    assert lines[2] == "cmd-1 42"
+    assert lines[3] == "True"  # the worker's environment is inherited, config.env added
+
+
+async def test_without_cwd_the_program_runs_in_the_work_dir(
+    executor: CommandExecutor, context: ExecutionContext
+) -> None:
+    result = await executor.run(command_task([PY, "-c", "import os; print(os.getcwd())"]), context)
+
+    assert result.status is ResultStatus.COMPLETED
+    assert same_directory(result.results["output_tail"].strip(), context.work_dir)
+
+
+# --------------------------------------------------------------------------- bad configs
+
+
+async def test_missing_program_is_invalid_config(
+    executor: CommandExecutor, context: ExecutionContext
+) -> None:
+    result = await executor.run(command_task(["testfleet-no-such-program-xyz", "--flag"]), context)
+
+    assert_real(result)
+    assert result.status is ResultStatus.FAILED
+    assert result.error is not None
+    assert result.error.error_class is ErrorClass.INVALID_CONFIG
+    assert "program not found" in result.error.message
+    assert "testfleet-no-such-program-xyz" in result.error.message
+
+
+async def test_missing_program_path_is_invalid_config(
+    executor: CommandExecutor, context: ExecutionContext, tmp_path: Path
+) -> None:
+    missing = str(tmp_path / "nope" / "run.sh")
+    result = await executor.run(command_task([missing]), context)
+
+    assert result.error is not None
+    assert result.error.error_class is ErrorClass.INVALID_CONFIG
+    assert result.error.message == f"program not found: {missing}"
+
+
+async def test_missing_interpreter_is_named_as_such(
+    executor: CommandExecutor, context: ExecutionContext, tmp_path: Path
+) -> None:
+    script = tmp_path / "script.sh"
+    script.write_text("#!/nonexistent/interpreter\necho hi\n")
+    script.chmod(0o755)
+    result = await executor.run(command_task([str(script)]), context)
+
+    assert result.error is not None
+    assert result.error.error_class is ErrorClass.INVALID_CONFIG
+    assert "interpreter" in result.error.message
+    assert str(script) in result.error.message
+
+
+async def test_nul_byte_in_argv_is_invalid_config(
+    executor: CommandExecutor, context: ExecutionContext
+) -> None:
+    result = await executor.run(command_task([PY, "-c", "print(1)\x00"]), context)
+
+    assert result.status is ResultStatus.FAILED
+    assert result.error is not None
+    assert result.error.error_class is ErrorClass.INVALID_CONFIG
+    assert "null byte" in result.error.message
+
+
+async def test_program_that_is_not_executable_is_invalid_config(
+    executor: CommandExecutor, context: ExecutionContext, tmp_path: Path
+) -> None:
+    script = tmp_path / "script.sh"
+    script.write_text("#!/bin/sh\necho hi\n")
+    script.chmod(stat.S_IRUSR | stat.S_IWUSR)
+    if os.access(script, os.X_OK):  # root may execute anything with an x bit... not this one
+        pytest.skip("this user can execute a file without an execute bit")
+    result = await executor.run(command_task([str(script)]), context)
+
+    assert result.error is not None
+    assert result.error.error_class is ErrorClass.INVALID_CONFIG
+    assert "not executable" in result.error.message
+
+
+async def test_missing_cwd_is_invalid_config(
+    executor: CommandExecutor, context: ExecutionContext, tmp_path: Path
+) -> None:
+    missing = str(tmp_path / "no" / "such" / "dir")
+    result = await executor.run(command_task([PY, "-c", "pass"], cwd=missing), context)
+
+    assert_real(result)
+    assert result.status is ResultStatus.FAILED
+    assert result.error is not None
+    assert result.error.error_class is ErrorClass.INVALID_CONFIG
+    assert result.error.message == f"working directory does not exist: {missing}"
+
+
+async def test_config_that_bypassed_validation_is_invalid_config(
+    executor: CommandExecutor, context: ExecutionContext
+) -> None:
+    task = TaskSpec.model_construct(
+        task_id="cmd-1", type=TaskType.COMMAND, config={"argv": []}, timeout_seconds=5.0
+    )
+    result = await executor.run(task, context)
+
+    assert result.error is not None
+    assert result.error.error_class is ErrorClass.INVALID_CONFIG
+    assert "argv" in result.error.message
+
+
+# --------------------------------------------------------------------------- timeout and cancel
+
+
+async def test_timeout_kills_the_whole_process_group(
+    executor: CommandExecutor, context: ExecutionContext, tmp_path: Path
+) -> None:
+    pid_file = tmp_path / "grandchild.pid"
+    argv = ["sh", "-c", f"sleep 60 & echo $! > {pid_file}; wait"]
+    result = await executor.run(command_task(argv, timeout=1.0), context)
+
+    assert_real(result)
+    assert result.status is ResultStatus.TIMED_OUT
+    assert result.error is not None
+    assert result.error.error_class is ErrorClass.TIMEOUT
+    assert result.results["timed_out"] is True
+    grandchild = int(pid_file.read_text())
+    assert await wait_until_gone(grandchild)
+
+
+async def test_a_group_that_ignores_sigterm_gets_sigkill(
+    executor: CommandExecutor, context: ExecutionContext, tmp_path: Path
+) -> None:
+    pid_file = tmp_path / "grandchild.pid"
+    # An ignored signal stays ignored across fork and exec: sleep ignores TERM too.
+    argv = ["sh", "-c", f"trap '' TERM; sleep 60 & echo $! > {pid_file}; wait"]
+    result = await executor.run(command_task(argv, timeout=1.0), context)
+
+    assert result.status is ResultStatus.TIMED_OUT
+    assert result.results["exit_code"] == -signal.SIGKILL
+    assert await wait_until_gone(int(pid_file.read_text()))
+
+
+async def test_cancel_stops_the_command(
+    executor: CommandExecutor, context: ExecutionContext, tmp_path: Path
+) -> None:
+    pid_file = tmp_path / "grandchild.pid"
+    argv = ["sh", "-c", f"sleep 60 & echo $! > {pid_file}; wait"]
+    running = asyncio.create_task(executor.run(command_task(argv), context))
+    grandchild = int(await wait_for_file(pid_file))
+    context.cancel_event.set()
+    result = await running
+
+    assert_real(result)
+    assert result.status is ResultStatus.CANCELLED
+    assert result.error is not None
+    assert result.error.error_class is ErrorClass.CANCELLED
+    assert result.results["timed_out"] is False
+    assert await wait_until_gone(grandchild)
+
+
+async def test_cancelled_before_start_runs_nothing(
+    executor: CommandExecutor, context: ExecutionContext, tmp_path: Path
+) -> None:
+    marker = tmp_path / "ran"
+    context.cancel_event.set()
+    result = await executor.run(command_task(["touch", str(marker)]), context)
+
+    assert result.status is ResultStatus.CANCELLED
+    assert not marker.exists()
+
+
+async def test_processes_left_behind_after_exit_are_ended(
+    executor: CommandExecutor, context: ExecutionContext, tmp_path: Path
+) -> None:
+    pid_file = tmp_path / "leftover.pid"
+    # The background sleep also holds the output pipe open: the result must not wait for it.
+    argv = ["sh", "-c", f"sleep 60 & echo $! > {pid_file}; echo done"]
+    result = await executor.run(command_task(argv), context)
+
+    assert result.status is ResultStatus.COMPLETED
+    assert "done" in result.results["output_tail"]
+    assert await wait_until_gone(int(pid_file.read_text()))
+
+
+async def test_agent_cancelling_the_run_kills_the_group_and_propagates(
+    executor: CommandExecutor, context: ExecutionContext, tmp_path: Path
+) -> None:
+    pid_file = tmp_path / "grandchild.pid"
+    argv = ["sh", "-c", f"sleep 60 & echo $! > {pid_file}; wait"]
+    running = asyncio.create_task(executor.run(command_task(argv), context))
+    grandchild = int(await wait_for_file(pid_file))
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    assert await wait_until_gone(grandchild)
+
+
+# --------------------------------------------------------------------------- metrics and helpers
+
+
+async def test_peak_memory_is_sampled_for_a_task_that_runs_a_while(
+    executor: CommandExecutor, context: ExecutionContext
+) -> None:
+    script = "import time; block = bytearray(64 * 1024 * 1024); time.sleep(1.0)"
+    result = await executor.run(command_task([PY, "-c", script]), context)
+
+    assert result.status is ResultStatus.COMPLETED
+    assert result.hardware_metrics["peak_rss_mb"] >= 64
+    assert result.hardware_metrics["rss_sample_interval_seconds"] == 0.05
+
+
+async def test_memory_sampling_can_be_turned_off(context: ExecutionContext) -> None:
+    executor = CommandExecutor(memory_sample_interval_seconds=None)
+    result = await executor.run(command_task([PY, "-c", "import time; time.sleep(0.2)"]), context)
+    assert result.hardware_metrics == {}
+
+
+async def test_tail_protocol_keeps_the_end_in_bounded_memory() -> None:
+    tail = _TailProtocol(limit=5000)
+    sent = b""
+    for i in range(2000):
+        chunk = bytes([65 + i % 26]) * (1 + (i * 37) % 900)
+        tail.data_received(chunk)
+        sent += chunk
+        assert tail._kept <= 5000 + 900  # the limit plus at most one chunk
+    assert tail.tail() == sent[-5000:]
+    assert tail.total == len(sent)
+
+
+def test_decode_tail_drops_a_cut_utf8_sequence() -> None:
+    raw = "héllo wörld €".encode()
+    cut = raw[raw.index("€".encode()) + 1 :]  # starts inside the euro sign
+    assert _decode_tail(b"ok " + raw) == "ok héllo wörld €"
+    assert _decode_tail(cut) == ""
+    assert _decode_tail(raw[2:]) == "llo wörld €"  # "é" cut in half: its tail byte dropped
+
+
+def test_default_executors_cover_command_and_simulated() -> None:
+    executors = default_executors()
+    assert set(executors) == {TaskType.COMMAND, TaskType.SIMULATED}
+    for task_type, executor in executors.items():
+        assert executor.task_type is task_type

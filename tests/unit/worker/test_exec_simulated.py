@@ -1,0 +1,191 @@
+"""SimulatedExecutor: zero-work speed path, reproducible sampling, failure, timeout, cancel."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from testfleet.domain.enums import ErrorClass, ResultStatus, TaskType
+from testfleet.domain.task import TaskSpec
+from testfleet.domain.task_configs import SampledDuration
+from testfleet.worker.executors.base import ExecutionContext
+from testfleet.worker.executors.simulated import SimulatedExecutor, attempt_rng, sample_duration
+
+
+def simulated_task(*, timeout: float = 60.0, **config: Any) -> TaskSpec:
+    return TaskSpec(
+        task_id="sim-1", type=TaskType.SIMULATED, timeout_seconds=timeout, config=config
+    )
+
+
+def make_context(attempt: int = 1) -> ExecutionContext:
+    return ExecutionContext(
+        worker_id="worker-sim",
+        attempt_id=100 + attempt,
+        attempt=attempt,
+        cancel_event=asyncio.Event(),
+        work_dir=Path("/nonexistent/never-used"),
+    )
+
+
+async def test_zero_duration_completes_without_waiting(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_waiting(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a zero-duration task must not wait")
+
+    monkeypatch.setattr(asyncio, "sleep", no_waiting)
+    monkeypatch.setattr(asyncio, "wait_for", no_waiting)
+    executor = SimulatedExecutor()
+
+    for config in ({}, {"duration_seconds": 0}):
+        result = await executor.run(simulated_task(**config), make_context())
+        assert result.status is ResultStatus.COMPLETED
+        assert result.error is None
+        assert result.simulation_status.is_simulated is True
+        assert result.results == {"simulated_duration_seconds": 0.0}
+        assert result.task_id == "sim-1"
+        assert result.worker_id == "worker-sim"
+        assert result.hardware_metrics == {}
+
+
+async def test_many_zero_work_tasks_all_complete() -> None:
+    executor = SimulatedExecutor()
+    results = await asyncio.gather(
+        *(executor.run(simulated_task(), make_context()) for _ in range(2000))
+    )
+    assert all(r.status is ResultStatus.COMPLETED for r in results)
+
+
+async def test_short_fixed_duration_completes() -> None:
+    result = await SimulatedExecutor().run(simulated_task(duration_seconds=0.05), make_context())
+    assert result.status is ResultStatus.COMPLETED
+    assert result.results == {"simulated_duration_seconds": 0.05}
+    assert result.simulation_status.is_simulated is True
+
+
+async def test_sampled_durations_are_reproducible_with_a_seed() -> None:
+    config: dict[str, Any] = {
+        "sampled_duration": {"distribution": "lognormal", "median_seconds": 0.001, "sigma": 1.0},
+        "seed": 1234,
+    }
+    executor = SimulatedExecutor()
+
+    async def duration(attempt: int) -> float:
+        result = await executor.run(simulated_task(**config), make_context(attempt))
+        assert result.status is ResultStatus.COMPLETED
+        value = result.results["simulated_duration_seconds"]
+        assert isinstance(value, float)
+        return value
+
+    first, again, retry = await duration(1), await duration(1), await duration(2)
+    assert first == again
+    assert first != retry  # a retry draws afresh
+
+
+def test_lognormal_sampling_is_capped_and_positive() -> None:
+    sampled = SampledDuration(
+        distribution="lognormal", median_seconds=10.0, sigma=3.0, max_seconds=50.0
+    )
+    rng = attempt_rng(7, 1)
+    draws = [sample_duration(sampled, rng) for _ in range(2000)]
+    assert all(0 < d <= 50.0 for d in draws)
+    assert max(draws) == 50.0  # with sigma 3 some draws exceed the cap
+    assert sorted(draws)[1000] == pytest.approx(10.0, rel=0.25)  # the median
+
+
+def test_uniform_sampling_stays_in_range() -> None:
+    sampled = SampledDuration(distribution="uniform", low_seconds=2.0, high_seconds=3.0)
+    rng = attempt_rng(None, 1)
+    draws = [sample_duration(sampled, rng) for _ in range(1000)]
+    assert all(2.0 <= d <= 3.0 for d in draws)
+
+
+def test_seeded_generators_agree_and_unseeded_differ() -> None:
+    assert attempt_rng(5, 3).random() == attempt_rng(5, 3).random()
+    assert attempt_rng(5, 3).random() != attempt_rng(5, 4).random()
+    assert attempt_rng(None, 1).random() != attempt_rng(None, 1).random()
+
+
+async def test_fail_probability_one_always_fails() -> None:
+    executor = SimulatedExecutor()
+    for attempt in range(1, 6):
+        result = await executor.run(simulated_task(fail_probability=1.0), make_context(attempt))
+        assert result.status is ResultStatus.FAILED
+        assert result.error is not None
+        assert result.error.error_class is ErrorClass.TASK_FAILURE
+        assert result.error.message == "simulated failure"
+        assert result.simulation_status.is_simulated is True
+
+
+async def test_fail_probability_zero_never_fails() -> None:
+    executor = SimulatedExecutor()
+    results = [
+        await executor.run(simulated_task(fail_probability=0.0, seed=s), make_context())
+        for s in range(50)
+    ]
+    assert all(r.status is ResultStatus.COMPLETED for r in results)
+
+
+async def test_seeded_failures_are_reproducible() -> None:
+    executor = SimulatedExecutor()
+
+    async def outcomes() -> list[ResultStatus]:
+        return [
+            (
+                await executor.run(simulated_task(fail_probability=0.5, seed=99), make_context(a))
+            ).status
+            for a in range(1, 21)
+        ]
+
+    first = await outcomes()
+    assert first == await outcomes()
+    assert set(first) == {ResultStatus.COMPLETED, ResultStatus.FAILED}
+
+
+async def test_a_duration_beyond_the_timeout_times_out() -> None:
+    result = await SimulatedExecutor().run(
+        simulated_task(duration_seconds=30, timeout=0.2), make_context()
+    )
+    assert result.status is ResultStatus.TIMED_OUT
+    assert result.error is not None
+    assert result.error.error_class is ErrorClass.TIMEOUT
+    assert result.simulation_status.is_simulated is True
+    assert result.results == {"simulated_duration_seconds": 30.0}
+
+
+async def test_cancel_interrupts_the_wait() -> None:
+    context = make_context()
+    running = asyncio.create_task(
+        SimulatedExecutor().run(simulated_task(duration_seconds=30), context)
+    )
+    await asyncio.sleep(0.05)
+    context.cancel_event.set()
+    result = await running
+
+    assert result.status is ResultStatus.CANCELLED
+    assert result.error is not None
+    assert result.error.error_class is ErrorClass.CANCELLED
+    assert result.simulation_status.is_simulated is True
+
+
+async def test_cancelled_before_start_is_cancelled_even_with_zero_duration() -> None:
+    context = make_context()
+    context.cancel_event.set()
+    result = await SimulatedExecutor().run(simulated_task(), context)
+    assert result.status is ResultStatus.CANCELLED
+
+
+async def test_config_that_bypassed_validation_is_invalid_config() -> None:
+    task = TaskSpec.model_construct(
+        task_id="sim-1",
+        type=TaskType.SIMULATED,
+        config={"duration_seconds": -1},
+        timeout_seconds=5.0,
+    )
+    result = await SimulatedExecutor().run(task, make_context())
+    assert result.status is ResultStatus.FAILED
+    assert result.error is not None
+    assert result.error.error_class is ErrorClass.INVALID_CONFIG
+    assert result.simulation_status.is_simulated is True
