@@ -41,7 +41,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
+#: Piped output is not a terminal; Rich would fold tables to 80 columns there.
+_PIPE_WIDTH = None if sys.stdout.isatty() else 160
+console = Console(width=_PIPE_WIDTH)
 errors = Console(stderr=True)
 
 CoordinatorOption = Annotated[

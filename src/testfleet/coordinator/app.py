@@ -123,12 +123,16 @@ def create_app(
             yield
         finally:
             ticker.cancel()
-            await loop.connections.close_all()
-            if not runner.done():
+            loop.stop()
+            try:
+                await asyncio.wait_for(asyncio.shield(runner), 10)
+            except (TimeoutError, Exception):
                 runner.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
+                with contextlib.suppress(BaseException):
                     await runner
-                # Commit whatever was accepted while the loop was stopping.
+            await loop.connections.close_all()
+            if loop.failure is None:
+                # Commit whatever arrived while the loop was stopping.
                 await loop.flush()
             with contextlib.suppress(asyncio.CancelledError):
                 await ticker

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from testfleet.clock import Clock
@@ -26,12 +28,14 @@ from testfleet.coordinator.events import (
     SubmitTasks,
     Tick,
 )
-from testfleet.coordinator.state import CoordinatorState
-from testfleet.domain.records import WriteBatch
+from testfleet.coordinator.state import CoordinatorState, Effects
 from testfleet.domain.task import TaskSpec
 from testfleet.store import Store
+from testfleet.store.store import PreparedBatch
 
 log = logging.getLogger(__name__)
+
+Offload = Callable[..., Awaitable[None]]
 
 #: Bound one turn so a flood of events cannot starve sends for long.
 MAX_EVENTS_PER_TURN = 20_000
@@ -71,19 +75,27 @@ class CoordinatorLoop:
         store: Store,
         clock: Clock,
         connections: ConnectionRegistry,
+        offload: Offload = asyncio.to_thread,
     ) -> None:
+        """``offload`` runs a blocking commit off the loop (a thread); tests pass
+        one that runs it inline, so they need no real time to pass."""
+        self._offload = offload
         self.state = state
         self.store = store
         self.clock = clock
         self.connections = connections
         self.stats = TurnStats()
         self._events: asyncio.Queue[Event] = asyncio.Queue()
+        self._commits: asyncio.Queue[tuple[PreparedBatch | None, Effects] | None] = asyncio.Queue(
+            maxsize=1
+        )
+        self._stopping = False
         self._stopped = False
         self.failure: BaseException | None = None
 
     def post(self, event: Event) -> None:
         """Queue an event for the next turn (never blocks)."""
-        if self._stopped:
+        if self._stopped or self.failure is not None:
             raise CoordinatorUnavailableError(self._why_stopped())
         self._events.put_nowait(event)
 
@@ -107,17 +119,25 @@ class CoordinatorLoop:
         return await self._request(DrainWorker, worker_id)
 
     async def run(self) -> None:
-        """Apply events until cancelled. A store failure stops the loop (fail-stop):
-        memory may then be ahead of the file, and a restart recovers from the file."""
+        """Apply events until :meth:`stop` (or cancellation).
+
+        Two stages run concurrently: the applier changes state turn after turn
+        and encodes each turn's writes; the committer writes them to DuckDB in a
+        thread and, only once a turn is durable, sends its messages and answers
+        its requests. So the next turn is worked out while the last one is being
+        committed, and nothing leaves before it is on disk. At most one encoded
+        turn waits behind the one being committed; beyond that the applier waits,
+        and events pile up into bigger turns (group commit).
+
+        A store failure stops the loop (fail-stop): memory may then be ahead of
+        the file, and a restart recovers from the file.
+        """
+        applier = asyncio.create_task(self._apply_loop(), name="coordinator-apply")
+        committer = asyncio.create_task(self._commit_loop(), name="coordinator-commit")
         try:
-            while True:
-                events = [await self._events.get()]
-                while len(events) < MAX_EVENTS_PER_TURN:
-                    try:
-                        events.append(self._events.get_nowait())
-                    except asyncio.QueueEmpty:
-                        break
-                await self._turn(events)
+            done, _ = await asyncio.wait({applier, committer}, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                task.result()
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
@@ -125,31 +145,80 @@ class CoordinatorLoop:
             log.critical("coordinator loop stopped: %s", exc, exc_info=True)
             raise
         finally:
+            for task in (applier, committer):
+                task.cancel()
+            await asyncio.gather(applier, committer, return_exceptions=True)
             self._stopped = True
             self._fail_waiting_requests()
 
-    async def _turn(self, events: list[Event]) -> None:
+    def stop(self) -> None:
+        """Ask :meth:`run` to finish: the turn in progress and those queued for
+        commit are completed, then it returns."""
+        self._stopping = True
+        if not self._stopped:
+            self._events.put_nowait(Tick())  # wake the applier if it is waiting
+
+    async def _apply_loop(self) -> None:
+        while not self._stopping:
+            events = [await self._events.get()]
+            while len(events) < MAX_EVENTS_PER_TURN:
+                try:
+                    events.append(self._events.get_nowait())
+                except asyncio.QueueEmpty:
+                    break
+            await self._commits.put(self._apply(events))
+        await self._commits.put(None)
+
+    async def _commit_loop(self) -> None:
+        while (turn := await self._commits.get()) is not None:
+            prepared, effects = turn
+            if prepared is not None:
+                try:
+                    await self._commit(prepared)
+                except BaseException as exc:
+                    # Nothing of this turn (or of one queued behind it) may be
+                    # acknowledged: answer its requests with the failure instead.
+                    self.failure = exc
+                    self._fail_replies(effects)
+                    while not self._commits.empty():
+                        queued = self._commits.get_nowait()
+                        if queued is not None:
+                            self._fail_replies(queued[1])
+                    raise
+            self._act(effects)
+
+    def _fail_replies(self, effects: Effects) -> None:
+        for reply, _ in effects.replies:
+            if isinstance(reply, FutureReply) and not reply.future.done():
+                reply.future.set_exception(CoordinatorUnavailableError(self._why_stopped()))
+
+    def _apply(self, events: list[Event]) -> tuple[PreparedBatch | None, Effects]:
+        """One turn on the loop: apply, schedule, and snapshot the writes."""
         now = self.clock.now()
         for event in events:
             self.state.handle(event, now)
         self.state.schedule(now)
         effects = self.state.take_effects()
-        if effects.batch:
-            await self._commit(effects.batch)
+        self.stats.turns += 1
+        self.stats.events += len(events)
+        # Encoding here, not in the commit thread: it snapshots records that the
+        # next turn may change while this one is being written.
+        return (self.store.prepare(effects.batch) if effects.batch else None), effects
+
+    def _act(self, effects: Effects) -> None:
+        """After a turn is durable: send, close and answer."""
         for connection_id, message in effects.sends:
             self.connections.send(connection_id, message)
         for connection_id, error in effects.closes:
             self.connections.close(connection_id, error)
         for reply, value in effects.replies:
             reply.resolve(value)
-        self.stats.turns += 1
-        self.stats.events += len(events)
 
-    async def _commit(self, batch: WriteBatch) -> None:
-        started = self.clock.now()
-        await asyncio.to_thread(self.store.write, batch)
+    async def _commit(self, prepared: PreparedBatch) -> None:
+        started = time.perf_counter()
+        await self._offload(self.store.commit, prepared)
         self.stats.commits += 1
-        self.stats.commit_seconds += max(0.0, self.clock.now() - started)
+        self.stats.commit_seconds += time.perf_counter() - started
 
     async def tick_forever(self, interval: float) -> None:
         """Post a :class:`Tick` every ``interval`` seconds (timers live in state)."""
@@ -159,7 +228,8 @@ class CoordinatorLoop:
                 self.post(Tick())
 
     async def flush(self) -> None:
-        """Apply whatever is queued now (used at shutdown so nothing accepted is dropped)."""
+        """Apply and commit whatever is still queued (at shutdown, after :meth:`run`
+        returned), so nothing accepted is dropped."""
         events: list[Event] = []
         while True:
             try:
@@ -167,7 +237,10 @@ class CoordinatorLoop:
             except asyncio.QueueEmpty:
                 break
         if events or self.state.has_pending_effects():
-            await self._turn(events)
+            prepared, effects = self._apply(events)
+            if prepared is not None:
+                await self._commit(prepared)
+            self._act(effects)
 
     def _why_stopped(self) -> str:
         if self.failure is not None:

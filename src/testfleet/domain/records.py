@@ -41,6 +41,9 @@ class TaskRecord:
     error_message: str | None = None
     #: Set while no connected worker can ever run it: names the unmet requirement.
     unschedulable_reason: str | None = None
+    #: The spec's JSON columns, encoded once by the store: the spec never changes
+    #: but the row is written at every status change.
+    encoded_spec: tuple[str, str, str] | None = field(default=None, compare=False, repr=False)
 
     @property
     def task_id(self) -> str:

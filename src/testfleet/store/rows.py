@@ -142,8 +142,21 @@ class TableMapping(Generic[R]):
             ) from error
 
 
+def _spec_columns(task: TaskRecord) -> tuple[str, str, str]:
+    """config, requirements and retry_policy as JSON, cached on the record."""
+    if task.encoded_spec is None:
+        spec = task.spec
+        task.encoded_spec = (
+            _dumps(spec.config),
+            _dumps(spec.requirements.model_dump(mode="json")),
+            _dumps(spec.retry_policy.model_dump(mode="json")),
+        )
+    return task.encoded_spec
+
+
 def _task_row(task: TaskRecord) -> tuple[Any, ...]:
     spec = task.spec
+    config, requirements, retry_policy = _spec_columns(task)
     return (
         spec.task_id,
         spec.type.value,
@@ -154,10 +167,10 @@ def _task_row(task: TaskRecord) -> tuple[Any, ...]:
         to_micros(task.end_time),
         task.worker_id,
         task.attempts,
-        _dumps(spec.config),
-        _dumps(spec.requirements.model_dump(mode="json")),
+        config,
+        requirements,
         spec.timeout_seconds,
-        _dumps(spec.retry_policy.model_dump(mode="json")),
+        retry_policy,
         to_micros(task.queued_at),
         task.current_attempt_id,
         to_micros(task.not_before),

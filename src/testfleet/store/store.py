@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import TypeVar
@@ -42,11 +43,23 @@ from testfleet.domain.records import (
 from testfleet.store import queries
 from testfleet.store.errors import StoreError, describe_open_error, wrap_error
 from testfleet.store.schema import apply_migrations
-from testfleet.store.writer import missing_references, write_batch
+from testfleet.store.writer import EncodedTables, encode_batch, missing_references, write_tables
 
 T = TypeVar("T")
 
 MEMORY = ":memory:"
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedBatch:
+    """A write batch already encoded to Arrow (see :meth:`Store.prepare`).
+
+    ``batch`` is kept only to describe an error; its records may have changed
+    since, the tables have not.
+    """
+
+    batch: WriteBatch
+    tables: EncodedTables
 
 
 class Store:
@@ -94,16 +107,33 @@ class Store:
     def write(self, batch: WriteBatch) -> None:
         """Commit one turn's changes in one transaction: all of them, or none.
 
-        Records are upserted (the last one per task, attempt, result or worker
-        in the batch wins). Raises :class:`StoreError` if anything fails,
-        a foreign key for instance (an attempt of a task that was never
-        written); then nothing of the batch is stored, and the coordinator must
-        not acknowledge what it held.
+        Records are upserted (the last one per task, attempt or worker in the
+        batch wins; the first result per attempt stands). Raises
+        :class:`StoreError` if anything fails, a foreign key for instance (an
+        attempt of a task that was never written); then nothing of the batch is
+        stored, and the coordinator must not acknowledge what it held.
         """
+        self.commit(self.prepare(batch))
+
+    def prepare(self, batch: WriteBatch) -> PreparedBatch:
+        """Encode ``batch`` into Arrow tables now: a snapshot of the records.
+
+        The coordinator calls this on its loop, then hands the result to
+        :meth:`commit` in a thread while it goes on changing the same records
+        for the next turn (the commit of one turn overlaps the work of the next).
+        """
+        try:
+            return PreparedBatch(batch, encode_batch(batch))
+        except (ValueError, TypeError, OverflowError) as error:
+            raise wrap_error(f"encode {_describe(batch)}", error) from error
+
+    def commit(self, prepared: PreparedBatch) -> None:
+        """Write a prepared batch in one transaction (see :meth:`write`)."""
+        batch = prepared.batch
         with self._write_lock:
             self._require_open()
             try:
-                write_batch(self._writer, batch)
+                write_tables(self._writer, prepared.tables)
             except duckdb.Error as error:
                 operation = f"write {_describe(batch)} to {self._source}"
                 if isinstance(error, duckdb.ConstraintException) and "foreign key" in str(error):
@@ -114,9 +144,6 @@ class Store:
                     if missing:
                         operation += f" (attempts or results refer to {missing})"
                 raise wrap_error(operation, error) from error
-            except (ValueError, TypeError, OverflowError) as error:
-                # Raised while encoding records (before the transaction began).
-                raise wrap_error(f"encode {_describe(batch)}", error) from error
 
     # -- reading ---------------------------------------------------------------
 

@@ -75,7 +75,10 @@ def _upsert_sql(mapping: TableMapping[Any], source: str) -> str:
     )
 
 
-def encode_batch(batch: WriteBatch) -> list[tuple[TableMapping[Any], Any]]:
+EncodedTables = list[tuple[TableMapping[Any], Any]]
+
+
+def encode_batch(batch: WriteBatch) -> EncodedTables:
     """The batch as (table, Arrow table) pairs in write order, deduplicated.
 
     Done before the transaction starts, so a record that cannot be encoded
@@ -86,7 +89,7 @@ def encode_batch(batch: WriteBatch) -> list[tuple[TableMapping[Any], Any]]:
     tasks = last_per_key(batch.tasks, lambda t: t.task_id)
     attempts = last_per_key(batch.attempts, lambda a: a.attempt_id)
     results = first_per_key(batch.results, lambda r: r.attempt_id)
-    pairs: list[tuple[TableMapping[Any], Any]] = []
+    pairs: EncodedTables = []
     if workers:
         pairs.append((WORKERS, WORKERS.to_arrow(workers)))
     if tasks:
@@ -98,14 +101,13 @@ def encode_batch(batch: WriteBatch) -> list[tuple[TableMapping[Any], Any]]:
     return pairs
 
 
-def write_batch(cursor: duckdb.DuckDBPyConnection, batch: WriteBatch) -> None:
-    """Upsert everything in ``batch`` in one transaction, or nothing.
+def write_tables(cursor: duckdb.DuckDBPyConnection, tables: EncodedTables) -> None:
+    """Upsert encoded tables (from :func:`encode_batch`) in one transaction, or nothing.
 
     ``cursor`` is the store's writer connection; the caller holds the write
-    lock. An empty batch does nothing (no transaction). Any error rolls the
-    whole batch back and propagates (``Store.write`` wraps it).
+    lock. Nothing to write means no transaction. Any error rolls the whole
+    batch back and propagates (``Store.commit`` wraps it).
     """
-    tables = encode_batch(batch)
     if not tables:
         return
     cursor.execute("BEGIN TRANSACTION")
@@ -125,6 +127,11 @@ def write_batch(cursor: duckdb.DuckDBPyConnection, batch: WriteBatch) -> None:
         # leave a half-written batch in an open transaction.
         rollback_after_error(cursor)
         raise
+
+
+def write_batch(cursor: duckdb.DuckDBPyConnection, batch: WriteBatch) -> None:
+    """Encode and upsert everything in ``batch`` in one transaction, or nothing."""
+    write_tables(cursor, encode_batch(batch))
 
 
 def missing_references(cursor: duckdb.DuckDBPyConnection, batch: WriteBatch) -> str:

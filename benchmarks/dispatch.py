@@ -1,0 +1,170 @@
+"""Dispatch throughput and latency: W workers, N zero-work tasks, every change durable.
+
+Run:  .venv/bin/python benchmarks/dispatch.py [--workers 50] [--tasks 10000] [--slots 4]
+
+A coordinator process owns a fresh DuckDB file; one more process hosts W worker
+agents, each with its own real WebSocket connection (they share that process's
+event loop, as many small workers would share a machine); this process submits
+N ``simulated`` tasks of zero duration over REST in batches and waits until
+all are committed as completed. It prints:
+
+* end-to-end tasks/s: N / (time the last result was committed - time the first
+  task was committed), from the coordinator's own timestamps in DuckDB, and
+  the client's wall time from its first POST to seeing every task completed;
+* submit-to-assignment latency p50/p99: per task, the attempt's assignment
+  time minus the task's create time (both committed in DuckDB);
+* how many DuckDB commits it took (group commit: many events per commit).
+
+Nothing here is asserted; the figures are quoted in the README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import duckdb
+
+from testfleet.client import FleetClient
+
+HERE = Path(__file__).resolve()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+async def host_workers(url: str, count: int, slots: int, codec: str) -> None:
+    """Run ``count`` worker agents in this process until SIGTERM."""
+    from testfleet.protocol.messages import Codec
+    from testfleet.worker.agent import AgentSettings, WorkerAgent
+    from testfleet.worker.executors.base import default_executors
+    from testfleet.worker.hardware import detect_capabilities
+
+    executors = default_executors()
+    caps = detect_capabilities(tags={}, task_types=list(executors), probe_torch=False)
+    agents = [
+        WorkerAgent(
+            AgentSettings(
+                coordinator_url=url,
+                worker_id=f"bench-{n:03d}",
+                slots=slots,
+                codec=Codec(codec),
+                work_dir=Path(tempfile.gettempdir()) / "testfleet-bench",
+            ),
+            caps,
+            executors,
+        )
+        for n in range(count)
+    ]
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, lambda: [a.stop() for a in agents])
+    await asyncio.gather(*(a.run() for a in agents))
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--workers", type=int, default=50)
+    parser.add_argument("--tasks", type=int, default=10_000)
+    parser.add_argument("--slots", type=int, default=4, help="slots per worker")
+    parser.add_argument("--batch", type=int, default=1000, help="tasks per submit request")
+    parser.add_argument("--codec", choices=["json", "msgpack"], default="json")
+    parser.add_argument("--host-workers", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.host_workers:
+        asyncio.run(host_workers(args.host_workers, args.workers, args.slots, args.codec))
+        return
+
+    workdir = Path(tempfile.mkdtemp(prefix="testfleet-dispatch-"))
+    db = workdir / "dispatch.duckdb"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    coordinator = subprocess.Popen(
+        [sys.executable, "-m", "testfleet", "coordinator", "--db", str(db), "--port", str(port)],
+        stdout=(workdir / "coordinator.log").open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    workers = None
+    client = FleetClient(url, timeout=120)
+    try:
+        client.wait_until_healthy()
+        workers = subprocess.Popen(
+            [sys.executable, str(HERE), "--host-workers", url, "--workers", str(args.workers),
+             "--slots", str(args.slots), "--codec", args.codec],
+            stdout=(workdir / "workers.log").open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 120
+        while sum(w["connected"] for w in client.workers()) < args.workers:
+            if time.monotonic() > deadline:
+                raise SystemExit("workers did not connect; see " + str(workdir))
+            time.sleep(0.1)
+        documents = [
+            {"task_id": f"noop-{n:06d}", "type": "simulated", "config": {"duration_seconds": 0}}
+            for n in range(args.tasks)
+        ]
+        started = time.perf_counter()
+        for start in range(0, len(documents), args.batch):
+            client.submit(documents[start : start + args.batch])
+        submitted = time.perf_counter()
+        while client.stats()["tasks"]["completed"] < args.tasks:
+            time.sleep(0.05)
+        finished = time.perf_counter()
+        stats = client.stats()
+    finally:
+        if workers is not None:
+            workers.send_signal(signal.SIGTERM)
+            workers.wait(30)
+        coordinator.send_signal(signal.SIGTERM)
+        coordinator.wait(30)
+        client.close()
+
+    con = duckdb.connect(str(db), read_only=True)
+    first_create, last_end = con.execute(
+        "SELECT epoch(min(create_time)), epoch(max(end_time)) FROM distributed_tasks"
+    ).fetchone()
+    latencies = [
+        row[0] * 1000
+        for row in con.execute(
+            "SELECT epoch(h.start_time) - epoch(t.create_time) FROM task_execution_history h "
+            "JOIN distributed_tasks t USING (task_id)"
+        ).fetchall()
+    ]
+    attempts = con.execute("SELECT count(*) FROM task_execution_history").fetchone()[0]
+    con.close()
+    committed_span = last_end - first_create
+    print(f"dispatch: {args.workers} workers x {args.slots} slots, {args.tasks} zero-work tasks, "
+          f"codec {args.codec}, {os.cpu_count()} cores")
+    print(f"  end-to-end (first task committed -> last result committed): "
+          f"{args.tasks / committed_span:,.0f} tasks/s over {committed_span:.2f} s")
+    print(f"  client wall (first POST -> all completed seen): "
+          f"{args.tasks / (finished - started):,.0f} tasks/s over {finished - started:.2f} s "
+          f"(submitting took {submitted - started:.2f} s)")
+    print(f"  submit->assignment latency: p50 {statistics.median(latencies):.1f} ms, "
+          f"p99 {percentile(latencies, 0.99):.1f} ms")
+    print(f"  attempts recorded: {attempts}; DuckDB commits: {stats['loop']['commits']} "
+          f"({stats['loop']['events']} events in {stats['loop']['turns']} turns, "
+          f"{stats['loop']['commit_seconds']:.2f} s committing)")
+
+
+if __name__ == "__main__":
+    main()
