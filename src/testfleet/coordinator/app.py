@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
@@ -201,6 +202,10 @@ def run_coordinator(
     log_level: str = "warning",
 ) -> None:
     """Serve a coordinator until SIGINT/SIGTERM (uvicorn handles both gracefully)."""
+    # The DuckDB commit runs in a thread and hands the GIL back and forth with
+    # the event loop a dozen times per commit; at the default 5 ms switch
+    # interval a busy loop made each commit wait tens of milliseconds for it.
+    sys.setswitchinterval(0.0005)
     app = create_app(db_path, settings)
     config = uvicorn.Config(
         app,

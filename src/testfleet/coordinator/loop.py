@@ -45,6 +45,11 @@ class CoordinatorUnavailableError(RuntimeError):
     """The loop stopped (store failure or shutdown); the request was not applied."""
 
 
+@dataclass(frozen=True, slots=True)
+class _CommitFinished:
+    """Internal: the committer is free again (queued behind the events it follows)."""
+
+
 @dataclass(slots=True)
 class FutureReply:
     """A :class:`~testfleet.coordinator.events.Reply` backed by an asyncio future."""
@@ -85,10 +90,9 @@ class CoordinatorLoop:
         self.clock = clock
         self.connections = connections
         self.stats = TurnStats()
-        self._events: asyncio.Queue[Event] = asyncio.Queue()
-        self._commits: asyncio.Queue[tuple[PreparedBatch | None, Effects] | None] = asyncio.Queue(
-            maxsize=1
-        )
+        self._events: asyncio.Queue[Event | _CommitFinished] = asyncio.Queue()
+        self._commits: asyncio.Queue[tuple[PreparedBatch | None, Effects] | None] = asyncio.Queue()
+        self._committing = False
         self._stopping = False
         self._stopped = False
         self.failure: BaseException | None = None
@@ -121,13 +125,14 @@ class CoordinatorLoop:
     async def run(self) -> None:
         """Apply events until :meth:`stop` (or cancellation).
 
-        Two stages run concurrently: the applier changes state turn after turn
-        and encodes each turn's writes; the committer writes them to DuckDB in a
-        thread and, only once a turn is durable, sends its messages and answers
-        its requests. So the next turn is worked out while the last one is being
-        committed, and nothing leaves before it is on disk. At most one encoded
-        turn waits behind the one being committed; beyond that the applier waits,
-        and events pile up into bigger turns (group commit).
+        Two stages run concurrently. The applier applies events to state as
+        they arrive and runs the scheduler. The committer writes one turn's
+        changes to DuckDB in a thread and, only once they are durable, sends the
+        turn's messages and answers its requests. One commit is in flight at a
+        time; everything that happens meanwhile accumulates in state and leaves
+        as the next turn the moment the committer is free (group commit: under
+        load, turns grow instead of queueing). Nothing is acknowledged before it
+        is on disk.
 
         A store failure stops the loop (fail-stop): memory may then be ahead of
         the file, and a restart recovers from the file.
@@ -149,25 +154,50 @@ class CoordinatorLoop:
                 task.cancel()
             await asyncio.gather(applier, committer, return_exceptions=True)
             self._stopped = True
+            if self.failure is not None:
+                # Requests applied but not committed will never be: say so.
+                self._fail_replies(self.state.take_effects())
             self._fail_waiting_requests()
 
     def stop(self) -> None:
-        """Ask :meth:`run` to finish: the turn in progress and those queued for
-        commit are completed, then it returns."""
+        """Ask :meth:`run` to finish: what was applied is committed, then it returns."""
         self._stopping = True
         if not self._stopped:
             self._events.put_nowait(Tick())  # wake the applier if it is waiting
 
     async def _apply_loop(self) -> None:
-        while not self._stopping:
-            events = [await self._events.get()]
-            while len(events) < MAX_EVENTS_PER_TURN:
+        while True:
+            item = await self._events.get()
+            items = [item]
+            while len(items) < MAX_EVENTS_PER_TURN:
                 try:
-                    events.append(self._events.get_nowait())
+                    items.append(self._events.get_nowait())
                 except asyncio.QueueEmpty:
                     break
-            await self._commits.put(self._apply(events))
-        await self._commits.put(None)
+            events = [i for i in items if not isinstance(i, _CommitFinished)]
+            if len(events) < len(items):
+                self._committing = False
+            if events:
+                now = self.clock.now()
+                for event in events:
+                    self.state.handle(event, now)
+                self.state.schedule(now)
+                self.stats.events += len(events)
+            if not self._committing and self.state.has_pending_effects():
+                self._hand_over()
+            if self._stopping and not self._committing and not self.state.has_pending_effects():
+                self._commits.put_nowait(None)
+                return
+
+    def _hand_over(self) -> None:
+        """Give the committer everything applied since the last turn."""
+        effects = self.state.take_effects()
+        # Encoded here, on the loop: a snapshot of records that later events
+        # may change while this turn is being written.
+        prepared = self.store.prepare(effects.batch) if effects.batch else None
+        self._committing = True
+        self.stats.turns += 1
+        self._commits.put_nowait((prepared, effects))
 
     async def _commit_loop(self) -> None:
         while (turn := await self._commits.get()) is not None:
@@ -176,34 +206,18 @@ class CoordinatorLoop:
                 try:
                     await self._commit(prepared)
                 except BaseException as exc:
-                    # Nothing of this turn (or of one queued behind it) may be
-                    # acknowledged: answer its requests with the failure instead.
+                    # Nothing of this turn may be acknowledged: answer its
+                    # requests with the failure instead.
                     self.failure = exc
                     self._fail_replies(effects)
-                    while not self._commits.empty():
-                        queued = self._commits.get_nowait()
-                        if queued is not None:
-                            self._fail_replies(queued[1])
                     raise
             self._act(effects)
+            self._events.put_nowait(_CommitFinished())
 
     def _fail_replies(self, effects: Effects) -> None:
         for reply, _ in effects.replies:
             if isinstance(reply, FutureReply) and not reply.future.done():
                 reply.future.set_exception(CoordinatorUnavailableError(self._why_stopped()))
-
-    def _apply(self, events: list[Event]) -> tuple[PreparedBatch | None, Effects]:
-        """One turn on the loop: apply, schedule, and snapshot the writes."""
-        now = self.clock.now()
-        for event in events:
-            self.state.handle(event, now)
-        self.state.schedule(now)
-        effects = self.state.take_effects()
-        self.stats.turns += 1
-        self.stats.events += len(events)
-        # Encoding here, not in the commit thread: it snapshots records that the
-        # next turn may change while this one is being written.
-        return (self.store.prepare(effects.batch) if effects.batch else None), effects
 
     def _act(self, effects: Effects) -> None:
         """After a turn is durable: send, close and answer."""
@@ -230,16 +244,18 @@ class CoordinatorLoop:
     async def flush(self) -> None:
         """Apply and commit whatever is still queued (at shutdown, after :meth:`run`
         returned), so nothing accepted is dropped."""
-        events: list[Event] = []
+        now = self.clock.now()
         while True:
             try:
-                events.append(self._events.get_nowait())
+                item = self._events.get_nowait()
             except asyncio.QueueEmpty:
                 break
-        if events or self.state.has_pending_effects():
-            prepared, effects = self._apply(events)
-            if prepared is not None:
-                await self._commit(prepared)
+            if not isinstance(item, _CommitFinished):
+                self.state.handle(item, now)
+        if self.state.has_pending_effects():
+            effects = self.state.take_effects()
+            if effects.batch:
+                await self._commit(self.store.prepare(effects.batch))
             self._act(effects)
 
     def _why_stopped(self) -> str:

@@ -238,7 +238,9 @@ class CoordinatorState:
             )
             return
         for spec in specs:
-            task = TaskRecord(spec=spec, status=TaskStatus.QUEUED, create_time=now, queued_at=now)
+            task = TaskRecord(
+                spec=spec, status=TaskStatus.QUEUED, create_time=now, queued_at=now, stored=False
+            )
             task.unschedulable_reason = self.unschedulable.get(match_key(spec))
             self.tasks[spec.task_id] = task
             self.known_task_ids.add(spec.task_id)
@@ -613,6 +615,7 @@ class CoordinatorState:
             attempt=task.attempts,
             status=AttemptStatus.ASSIGNED,
             start_time=now,
+            stored=False,
         )
         self.open_attempts[attempt_id] = attempt
         self.workers[worker_id].attempts.add(attempt_id)

@@ -230,6 +230,7 @@ def _task_from_row(row: tuple[Any, ...]) -> TaskRecord:
         error_class=_error_class(error_class),
         error_message=error_message,
         unschedulable_reason=unschedulable_reason,
+        stored=True,
     )
 
 
@@ -308,6 +309,7 @@ def _attempt_from_row(row: tuple[Any, ...]) -> AttemptRecord:
         error_class=_error_class(error_class),
         error_message=error_message,
         hardware_metrics=_loads(hardware_metrics),
+        stored=True,
     )
 
 

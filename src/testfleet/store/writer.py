@@ -27,11 +27,12 @@ How rows get in:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from enum import Enum
 from typing import Any, TypeVar
 
 import duckdb
 
-from testfleet.domain.records import AttemptRecord, ResultRecord, WriteBatch
+from testfleet.domain.records import AttemptRecord, ResultRecord, TaskRecord, WriteBatch
 from testfleet.store.errors import rollback_after_error
 from testfleet.store.rows import ATTEMPTS, RESULTS, TASKS, WORKERS, TableMapping
 
@@ -55,9 +56,28 @@ def first_per_key(records: Sequence[R], key: Callable[[R], K]) -> list[R]:
     return list(first.values())
 
 
-def _upsert_sql(mapping: TableMapping[Any], source: str) -> str:
+class WriteMode(Enum):
+    """How a group of rows goes in (see :func:`encode_batch`)."""
+
+    UPSERT = "upsert"
+    INSERT = "insert"
+    UPDATE = "update"
+    INSERT_NEW_ONLY = "insert new only"
+
+
+def _statement(mapping: TableMapping[Any], mode: WriteMode, source: str) -> str:
     columns = ", ".join(mapping.column_names)
-    if mapping is RESULTS:
+    if mode is WriteMode.INSERT:
+        return f"INSERT INTO {mapping.table} ({columns}) SELECT {columns} FROM {source}"
+    if mode is WriteMode.UPDATE:
+        updates = ", ".join(
+            f"{name} = {source}.{name}" for name in mapping.column_names if name != mapping.key
+        )
+        return (
+            f"UPDATE {mapping.table} SET {updates} FROM {source} "
+            f"WHERE {mapping.table}.{mapping.key} = {source}.{mapping.key}"
+        )
+    if mode is WriteMode.INSERT_NEW_ONLY:
         # A result is immutable once recorded. A worker re-sends results it has
         # not seen acknowledged (say the coordinator crashed after committing
         # but before the ack): the copy must not overwrite the original, whose
@@ -75,7 +95,26 @@ def _upsert_sql(mapping: TableMapping[Any], source: str) -> str:
     )
 
 
-EncodedTables = list[tuple[TableMapping[Any], Any]]
+EncodedTables = list[tuple[TableMapping[Any], WriteMode, Any]]
+
+
+def _split_by_stored(
+    mapping: TableMapping[Any], records: Sequence[TaskRecord] | Sequence[AttemptRecord]
+) -> EncodedTables:
+    """Rows known to be new are inserted, rows known to exist updated, the rest upserted."""
+    groups: dict[WriteMode, list[Any]] = {}
+    for record in records:
+        mode = {None: WriteMode.UPSERT, False: WriteMode.INSERT, True: WriteMode.UPDATE}[
+            record.stored
+        ]
+        groups.setdefault(mode, []).append(record)
+    encoded: EncodedTables = [
+        (mapping, mode, mapping.to_arrow(group)) for mode, group in groups.items()
+    ]
+    # From now on the rows exist (if the commit fails, the coordinator stops).
+    for record in records:
+        record.stored = True
+    return encoded
 
 
 def encode_batch(batch: WriteBatch) -> EncodedTables:
@@ -91,13 +130,12 @@ def encode_batch(batch: WriteBatch) -> EncodedTables:
     results = first_per_key(batch.results, lambda r: r.attempt_id)
     pairs: EncodedTables = []
     if workers:
-        pairs.append((WORKERS, WORKERS.to_arrow(workers)))
-    if tasks:
-        pairs.append((TASKS, TASKS.to_arrow(tasks)))
-    if attempts:
-        pairs.append((ATTEMPTS, ATTEMPTS.to_arrow(attempts)))
+        pairs.append((WORKERS, WriteMode.UPSERT, WORKERS.to_arrow(workers)))
+    pairs += _split_by_stored(TASKS, tasks)
+    pairs += _split_by_stored(ATTEMPTS, attempts)
     if results:
-        pairs.append((RESULTS, RESULTS.to_arrow(results)))
+        # A result is immutable once recorded (see _statement).
+        pairs.append((RESULTS, WriteMode.INSERT_NEW_ONLY, RESULTS.to_arrow(results)))
     return pairs
 
 
@@ -112,13 +150,13 @@ def write_tables(cursor: duckdb.DuckDBPyConnection, tables: EncodedTables) -> No
         return
     cursor.execute("BEGIN TRANSACTION")
     try:
-        for mapping, arrow_table in tables:
+        for mapping, mode, arrow_table in tables:
             # One view name per table: the cursor is the writer's own, and each
             # view is dropped straight after its statement.
             view = f"incoming_{mapping.table}"
             cursor.register(view, arrow_table)
             try:
-                cursor.execute(_upsert_sql(mapping, view))
+                cursor.execute(_statement(mapping, mode, view))
             finally:
                 cursor.unregister(view)
         cursor.execute("COMMIT")

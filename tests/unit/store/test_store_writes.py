@@ -243,3 +243,26 @@ def test_readers_in_other_threads_never_see_half_a_batch(store: Store) -> None:
     assert seen[0] == 0
     assert seen[-1] == batches * per_batch
     assert all(count % per_batch == 0 for count in seen)
+
+
+def test_records_known_new_are_inserted_and_known_stored_are_updated(store: Store) -> None:
+    # As the coordinator creates them: new records say stored=False.
+    new_task = task("n1", stored=False)
+    new_attempt = attempt(50, "n1", "w1", AttemptStatus.ASSIGNED, stored=False)
+    store.write(WriteBatch(tasks=[new_task]))
+    assert new_task.stored is True  # the store marks what it wrote
+    store.write(WriteBatch(attempts=[new_attempt]))
+    assert new_attempt.stored is True
+    new_task.status = TaskStatus.RUNNING
+    new_attempt.status = AttemptStatus.RUNNING
+    store.write(WriteBatch(tasks=[new_task], attempts=[new_attempt]))
+    stored_task = store.get_task("n1")
+    assert stored_task is not None
+    assert stored_task.status is TaskStatus.RUNNING
+    assert stored_task.stored is True  # read back: known to exist
+    assert [a.status for a in store.get_attempts("n1")] == [AttemptStatus.RUNNING]
+    # A record that claims to be new but is not breaks the primary key: the
+    # whole batch is refused rather than silently merged.
+    with pytest.raises(StoreError, match="n1"):
+        store.write(WriteBatch(tasks=[task("n2", stored=False), task("n1", stored=False)]))
+    assert store.get_task("n2") is None
