@@ -28,7 +28,8 @@ from testfleet.coordinator.events import (
     SubmitTasks,
     Tick,
 )
-from testfleet.coordinator.state import CoordinatorState, Effects
+from testfleet.coordinator.state import CoordinatorState
+from testfleet.coordinator.turn_output import Effects
 from testfleet.domain.task import TaskSpec
 from testfleet.store import Store
 from testfleet.store.store import PreparedBatch

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from testfleet.coordinator.state import LiveWorker
+from testfleet.coordinator.workers import LiveWorker
 from testfleet.domain.records import AttemptRecord, ResultRecord, TaskRecord
 
 

@@ -22,7 +22,6 @@ Rules kept here (DESIGN.md):
 from __future__ import annotations
 
 import heapq
-from dataclasses import dataclass, field
 
 from testfleet.coordinator.events import (
     Accepted,
@@ -40,6 +39,13 @@ from testfleet.coordinator.events import (
 )
 from testfleet.coordinator.settings import CoordinatorSettings
 from testfleet.coordinator.task_queue import TaskQueue, match_key
+from testfleet.coordinator.turn_output import Effects, TurnOutput
+from testfleet.coordinator.workers import (
+    OPEN_WORKER_STATUSES,
+    LiveWorker,
+    Refusal,
+    WorkerRegistry,
+)
 from testfleet.domain.enums import (
     AttemptStatus,
     ErrorClass,
@@ -52,8 +58,6 @@ from testfleet.domain.records import (
     RecoveredState,
     ResultRecord,
     TaskRecord,
-    WorkerRecord,
-    WriteBatch,
 )
 from testfleet.domain.task import TaskSpec
 from testfleet.domain.transitions import check_task_transition
@@ -79,7 +83,7 @@ from testfleet.protocol.messages import (
     Welcome,
 )
 from testfleet.scheduling.scheduler import schedule
-from testfleet.scheduling.view import SchedulingView, WorkerView
+from testfleet.scheduling.view import SchedulingView
 
 _ATTEMPT_STATUS_OF_RESULT = {
     ResultStatus.COMPLETED: AttemptStatus.COMPLETED,
@@ -87,33 +91,6 @@ _ATTEMPT_STATUS_OF_RESULT = {
     ResultStatus.TIMED_OUT: AttemptStatus.TIMED_OUT,
     ResultStatus.CANCELLED: AttemptStatus.CANCELLED,
 }
-_OPEN_WORKER_STATUSES = (WorkerStatus.CONNECTED, WorkerStatus.DRAINING, WorkerStatus.DISCONNECTED)
-
-
-@dataclass(slots=True)
-class LiveWorker:
-    """A worker as the coordinator tracks it between events."""
-
-    record: WorkerRecord
-    session_key: str
-    connection_id: int | None
-    attempts: set[int] = field(default_factory=set)
-    draining: bool = False
-    leaving: bool = False
-
-    @property
-    def free_slots(self) -> int:
-        return max(0, self.record.slots - len(self.attempts))
-
-
-@dataclass(slots=True)
-class Effects:
-    """What one turn produced: commit ``batch`` first, then send, close and reply."""
-
-    batch: WriteBatch
-    sends: list[tuple[int, Message]]
-    closes: list[tuple[int, Error | None]]
-    replies: list[tuple[Reply, object]]
 
 
 class CoordinatorState:
@@ -132,21 +109,14 @@ class CoordinatorState:
         self.known_task_ids: set[str] = set(known_task_ids or ())
         self.queue = TaskQueue()
         self.open_attempts: dict[int, AttemptRecord] = {}
-        self.workers: dict[str, LiveWorker] = {}
-        self.connections: dict[int, str] = {}
+        self.registry = WorkerRegistry()
         self.unschedulable: dict[str, str] = {}
         self.next_attempt_id = 1
         #: Results dropped because they named nothing this coordinator issued.
         self.stray_results = 0
         self._deadlines: list[tuple[float, int]] = []
         self._topology_changed = True
-        self._dirty_tasks: dict[str, TaskRecord] = {}
-        self._dirty_attempts: dict[int, AttemptRecord] = {}
-        self._dirty_workers: dict[str, WorkerRecord] = {}
-        self._results: list[ResultRecord] = []
-        self._sends: list[tuple[int, Message]] = []
-        self._closes: list[tuple[int, Error | None]] = []
-        self._replies: list[tuple[Reply, object]] = []
+        self._out = TurnOutput()
         if recovered is not None:
             self._recover(recovered, now)
 
@@ -160,14 +130,8 @@ class CoordinatorState:
         declared lost by the usual heartbeat expiry and their tasks requeued.
         """
         self.next_attempt_id = recovered.next_attempt_id
-        for worker in recovered.workers:
-            if worker.status in (WorkerStatus.CONNECTED, WorkerStatus.DRAINING):
-                worker.status = WorkerStatus.DISCONNECTED
-                self._dirty_workers[worker.worker_id] = worker
-            worker.last_heartbeat = now
-            self.workers[worker.worker_id] = LiveWorker(
-                record=worker, session_key="", connection_id=None
-            )
+        for record in self.registry.recover(recovered.workers, now):
+            self._out.worker(record)
         attempts = {a.attempt_id: a for a in recovered.open_attempts}
         for task in sorted(recovered.open_tasks, key=lambda t: (t.queued_at, t.task_id)):
             self.tasks[task.task_id] = task
@@ -193,6 +157,11 @@ class CoordinatorState:
             self.queue.push_delayed(task.task_id, task.not_before)
         else:
             self.queue.push(task.spec, task.queued_at)
+
+    @property
+    def workers(self) -> dict[str, LiveWorker]:
+        """Every worker ever seen, by id (read by the API; changed only here)."""
+        return self.registry.workers
 
     # ------------------------------------------------------------------ events
 
@@ -224,17 +193,15 @@ class CoordinatorState:
         if duplicates:
             shown = ", ".join(repr(d) for d in duplicates[:5])
             more = f" and {len(duplicates) - 5} more" if len(duplicates) > 5 else ""
-            self._replies.append(
-                (
-                    reply,
-                    Refused(
-                        RefusalReason.DUPLICATE_TASK_ID,
-                        f"task_id {shown}{more} already submitted; task ids must be unique "
-                        "(omit task_id to have one generated). Nothing in this request was "
-                        "accepted.",
-                        duplicates,
-                    ),
-                )
+            self._out.reply(
+                reply,
+                Refused(
+                    RefusalReason.DUPLICATE_TASK_ID,
+                    f"task_id {shown}{more} already submitted; task ids must be unique "
+                    "(omit task_id to have one generated). Nothing in this request was "
+                    "accepted.",
+                    duplicates,
+                ),
             )
             return
         for spec in specs:
@@ -246,7 +213,7 @@ class CoordinatorState:
             self.known_task_ids.add(spec.task_id)
             self.queue.push(spec, now)
             self._mark_task(task)
-        self._replies.append((reply, Accepted([s.task_id for s in specs])))
+        self._out.reply(reply, Accepted([s.task_id for s in specs]))
 
     def _cancel(self, task_id: str, reply: Reply, now: float) -> None:
         task = self.tasks.get(task_id)
@@ -261,7 +228,7 @@ class CoordinatorState:
                 refusal = Refused(
                     RefusalReason.NOT_FOUND, f"no task with id {task_id!r}", [task_id]
                 )
-            self._replies.append((reply, refusal))
+            self._out.reply(reply, refusal)
             return
         if task.status is TaskStatus.QUEUED:
             self.queue.remove(task_id)
@@ -275,18 +242,14 @@ class CoordinatorState:
                     attempt.worker_id, Cancel(attempt_ids=[attempt.attempt_id], reason="cancelled")
                 )
         self._finish(task, TaskStatus.CANCELLED, now, ErrorClass.CANCELLED, "cancelled by user")
-        self._replies.append((reply, Accepted([task_id])))
+        self._out.reply(reply, Accepted([task_id]))
 
     def _drain(self, worker_id: str, reply: Reply) -> None:
         worker = self.workers.get(worker_id)
-        if worker is None or worker.record.status not in _OPEN_WORKER_STATUSES:
-            self._replies.append(
-                (
-                    reply,
-                    Refused(
-                        RefusalReason.NOT_FOUND, f"no connected worker {worker_id!r}", [worker_id]
-                    ),
-                )
+        if worker is None or worker.record.status not in OPEN_WORKER_STATUSES:
+            self._out.reply(
+                reply,
+                Refused(RefusalReason.NOT_FOUND, f"no connected worker {worker_id!r}", [worker_id]),
             )
             return
         worker.draining = True
@@ -295,97 +258,47 @@ class CoordinatorState:
         self._mark_worker(worker)
         self._topology_changed = True
         if worker.connection_id is not None:
-            self._sends.append((worker.connection_id, Drain(reason="drain requested")))
-        self._replies.append((reply, Accepted([worker_id])))
+            self._out.send(worker.connection_id, Drain(reason="drain requested"))
+        self._out.reply(reply, Accepted([worker_id]))
 
     # ----------------------------------------------------------- worker channel
 
     def _hello(self, connection_id: int, hello: Hello, now: float) -> None:
-        if hello.protocol_version != PROTOCOL_VERSION:
-            self._refuse_connection(
-                connection_id,
-                ProtocolErrorCode.UNSUPPORTED_VERSION,
-                f"protocol version {hello.protocol_version} is not supported; this coordinator "
-                f"speaks version {PROTOCOL_VERSION}: upgrade the worker or the coordinator",
-            )
+        admission = self.registry.admit(connection_id, hello, now)
+        if isinstance(admission, Refusal):
+            self._refuse_connection(connection_id, admission.code, admission.message)
             return
-        worker = self.workers.get(hello.worker_id)
-        if worker is not None and worker.connection_id is not None:
-            if worker.session_key != hello.session_key:
-                self._refuse_connection(
-                    connection_id,
-                    ProtocolErrorCode.WORKER_ID_IN_USE,
-                    f"worker id {hello.worker_id!r} is already connected from another process; "
-                    "start this worker with a different --worker-id",
-                )
-                return
-            # The same worker process reconnected before we saw its old socket
-            # close: the new connection replaces the old one.
-            self.connections.pop(worker.connection_id, None)
-            self._closes.append((worker.connection_id, None))
-        if worker is None:
-            worker = LiveWorker(
-                record=WorkerRecord(
-                    worker_id=hello.worker_id,
-                    hostname=hello.capabilities.hostname,
-                    registration_time=now,
-                    last_heartbeat=now,
-                    status=WorkerStatus.CONNECTED,
-                    capabilities=hello.capabilities,
-                    slots=hello.slots,
-                ),
-                session_key=hello.session_key,
-                connection_id=connection_id,
-            )
-            self.workers[hello.worker_id] = worker
-        record = worker.record
-        record.hostname = hello.capabilities.hostname
-        record.capabilities = hello.capabilities
-        record.slots = hello.slots
-        record.last_heartbeat = now
-        if worker.record.status is WorkerStatus.LOST or worker.record.status is WorkerStatus.LEFT:
-            worker.draining = False
-        worker.leaving = False
-        record.status = WorkerStatus.DRAINING if worker.draining else WorkerStatus.CONNECTED
-        worker.session_key = hello.session_key
-        worker.connection_id = connection_id
-        self.connections[connection_id] = hello.worker_id
-        self._mark_worker(worker)
+        if admission.replaced_connection is not None:
+            self._out.close(admission.replaced_connection, None)
+        self._mark_worker(admission.worker)
         self._topology_changed = True
-
-        claimed = set(hello.running_attempts) | set(hello.held_results)
-        for attempt_id in sorted(worker.attempts - claimed):
-            attempt = self.open_attempts[attempt_id]
+        for attempt_id in admission.lost:
             self._lose_attempt(
-                attempt,
+                self.open_attempts[attempt_id],
                 now,
                 f"worker {hello.worker_id!r} reconnected without attempt {attempt_id}",
             )
-        keep = sorted(a for a in claimed if a in worker.attempts)
-        cancel = sorted(a for a in hello.running_attempts if a not in worker.attempts)
-        self._sends.append(
-            (
-                connection_id,
-                Welcome(
-                    protocol_version=PROTOCOL_VERSION,
-                    worker_id=hello.worker_id,
-                    codec=hello.codecs[0],
-                    heartbeat_interval_seconds=self.settings.heartbeat_interval_seconds,
-                    heartbeat_timeout_seconds=self.settings.heartbeat_timeout_seconds,
-                    keep_attempts=keep,
-                    cancel_attempts=cancel,
-                ),
-            )
+        self._out.send(
+            connection_id,
+            Welcome(
+                protocol_version=PROTOCOL_VERSION,
+                worker_id=hello.worker_id,
+                codec=hello.codecs[0],
+                heartbeat_interval_seconds=self.settings.heartbeat_interval_seconds,
+                heartbeat_timeout_seconds=self.settings.heartbeat_timeout_seconds,
+                keep_attempts=admission.keep,
+                cancel_attempts=admission.cancel,
+            ),
         )
 
     def _refuse_connection(self, connection_id: int, code: ProtocolErrorCode, message: str) -> None:
-        self._closes.append((connection_id, Error(code=code, message=message)))
+        self._out.close(connection_id, Error(code=code, message=message))
 
     def _frame(self, connection_id: int, message: Message, now: float) -> None:
-        worker_id = self.connections.get(connection_id)
-        if worker_id is None:
+        worker = self.registry.by_connection(connection_id)
+        if worker is None:
             return  # a replaced or refused connection: its frames no longer count
-        worker = self.workers[worker_id]
+        worker_id = worker.record.worker_id
         worker.record.last_heartbeat = now
         match message:
             case Heartbeat(load=load):
@@ -408,9 +321,7 @@ class CoordinatorState:
             case Result(results=results):
                 for item in results:
                     self._record_result(worker_id, item, now)
-                self._sends.append(
-                    (connection_id, Ack(attempt_ids=[r.attempt_id for r in results]))
-                )
+                self._out.send(connection_id, Ack(attempt_ids=[r.attempt_id for r in results]))
             case Progress() | LogChunk():
                 pass  # live progress is not persisted in this version
             case Bye():
@@ -429,7 +340,7 @@ class CoordinatorState:
         if attempt.status is AttemptStatus.ASSIGNED:
             attempt.status = AttemptStatus.RUNNING
             attempt.accepted_time = now
-            self._dirty_attempts[attempt_id] = attempt
+            self._out.attempt(attempt)
         task = self.tasks[attempt.task_id]
         if task.status is TaskStatus.ASSIGNED:
             check_task_transition(task.status, TaskStatus.RUNNING)
@@ -458,7 +369,7 @@ class CoordinatorState:
             issued = 0 < item.attempt_id < self.next_attempt_id
             owned = attempt is None or attempt.worker_id == worker_id
             if issued and owned and result.task_id in self.known_task_ids:
-                self._results.append(
+                self._out.result(
                     ResultRecord(item.attempt_id, result.task_id, worker_id, now, False, result)
                 )
             else:
@@ -486,22 +397,15 @@ class CoordinatorState:
             counted = not self._retry_or_finish(task, now, infrastructure=True)
         else:
             counted = not self._retry_or_finish(task, now, infrastructure=False)
-        self._results.append(
+        self._out.result(
             ResultRecord(item.attempt_id, result.task_id, worker_id, now, counted, result)
         )
 
     def _disconnected(self, connection_id: int) -> None:
-        worker_id = self.connections.pop(connection_id, None)
-        if worker_id is None:
-            return
-        worker = self.workers[worker_id]
-        worker.connection_id = None
-        if worker.leaving and not worker.attempts:
-            worker.record.status = WorkerStatus.LEFT
-        else:
-            worker.record.status = WorkerStatus.DISCONNECTED
-        self._mark_worker(worker)
-        self._topology_changed = True
+        worker = self.registry.disconnect(connection_id)
+        if worker is not None:
+            self._mark_worker(worker)
+            self._topology_changed = True
 
     # ------------------------------------------------------------------ timers
 
@@ -513,13 +417,8 @@ class CoordinatorState:
                 task.queued_at = now
                 self.queue.push(task.spec, now)
                 self._mark_task(task)
-        timeout = self.settings.heartbeat_timeout_seconds
-        for worker in self.workers.values():
-            if (
-                worker.record.status in _OPEN_WORKER_STATUSES
-                and now - worker.record.last_heartbeat > timeout
-            ):
-                self._lose_worker(worker, now)
+        for worker in self.registry.silent(now, self.settings.heartbeat_timeout_seconds):
+            self._lose_worker(worker, now)
         while self._deadlines and self._deadlines[0][0] <= now:
             _, attempt_id = heapq.heappop(self._deadlines)
             attempt = self.open_attempts.get(attempt_id)
@@ -541,17 +440,15 @@ class CoordinatorState:
 
     def _lose_worker(self, worker: LiveWorker, now: float) -> None:
         silent = now - worker.record.last_heartbeat
-        worker.record.status = WorkerStatus.LOST
+        connection = self.registry.mark_lost(worker)
+        if connection is not None:
+            self._out.close(connection, None)
         for attempt_id in sorted(worker.attempts):
             self._lose_attempt(
                 self.open_attempts[attempt_id],
                 now,
                 f"worker {worker.record.worker_id!r} lost: no heartbeat for {silent:.1f} s",
             )
-        if worker.connection_id is not None:
-            self.connections.pop(worker.connection_id, None)
-            self._closes.append((worker.connection_id, None))
-            worker.connection_id = None
         self._mark_worker(worker)
         self._topology_changed = True
 
@@ -566,16 +463,7 @@ class CoordinatorState:
         the set of workers or of requirement keys changed. Called once per turn."""
         keys_changed = self.queue.take_keys_changed() or self._topology_changed
         self._topology_changed = False
-        views = [
-            WorkerView(
-                worker_id=w.record.worker_id,
-                capabilities=w.record.capabilities,
-                free_slots=w.free_slots,
-                accepting=not w.draining,
-            )
-            for w in self.workers.values()
-            if w.connection_id is not None
-        ]
+        views = self.registry.views()
         has_free = any(v.accepting and v.free_slots > 0 for v in views)
         if not keys_changed and (not has_free or len(self.queue) == 0):
             return
@@ -619,7 +507,7 @@ class CoordinatorState:
         )
         self.open_attempts[attempt_id] = attempt
         self.workers[worker_id].attempts.add(attempt_id)
-        self._dirty_attempts[attempt_id] = attempt
+        self._out.attempt(attempt)
         self._mark_task(task)
         self._push_deadline(attempt, task)
         return Assignment(attempt_id=attempt_id, attempt=task.attempts, task=task.spec)
@@ -667,7 +555,7 @@ class CoordinatorState:
         worker = self.workers.get(attempt.worker_id)
         if worker is not None:
             worker.attempts.discard(attempt.attempt_id)
-        self._dirty_attempts[attempt.attempt_id] = attempt
+        self._out.attempt(attempt)
         task = self.tasks.get(attempt.task_id)
         if task is not None:
             task.error_class = error_class
@@ -725,45 +613,19 @@ class CoordinatorState:
     def _send_to_worker(self, worker_id: str, message: Message) -> None:
         worker = self.workers.get(worker_id)
         if worker is not None and worker.connection_id is not None:
-            self._sends.append((worker.connection_id, message))
+            self._out.send(worker.connection_id, message)
 
     def _mark_task(self, task: TaskRecord) -> None:
-        self._dirty_tasks[task.task_id] = task
+        self._out.task(task)
 
     def _mark_worker(self, worker: LiveWorker) -> None:
-        self._dirty_workers[worker.record.worker_id] = worker.record
+        self._out.worker(worker.record)
 
     # ------------------------------------------------------------------ output
 
     def take_effects(self) -> Effects:
         """Hand over this turn's writes, sends, closes and replies (and forget them)."""
-        effects = Effects(
-            batch=WriteBatch(
-                tasks=list(self._dirty_tasks.values()),
-                attempts=list(self._dirty_attempts.values()),
-                results=self._results,
-                workers=list(self._dirty_workers.values()),
-            ),
-            sends=self._sends,
-            closes=self._closes,
-            replies=self._replies,
-        )
-        self._dirty_tasks = {}
-        self._dirty_attempts = {}
-        self._dirty_workers = {}
-        self._results = []
-        self._sends = []
-        self._closes = []
-        self._replies = []
-        return effects
+        return self._out.take()
 
     def has_pending_effects(self) -> bool:
-        return bool(
-            self._dirty_tasks
-            or self._dirty_attempts
-            or self._dirty_workers
-            or self._results
-            or self._sends
-            or self._closes
-            or self._replies
-        )
+        return bool(self._out)

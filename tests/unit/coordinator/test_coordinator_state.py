@@ -22,7 +22,8 @@ from testfleet.coordinator.events import (
     WorkerFrame,
 )
 from testfleet.coordinator.settings import CoordinatorSettings
-from testfleet.coordinator.state import CoordinatorState, Effects
+from testfleet.coordinator.state import CoordinatorState
+from testfleet.coordinator.turn_output import Effects
 from testfleet.domain.enums import (
     AttemptStatus,
     ErrorClass,

@@ -1,0 +1,195 @@
+"""Who is connected: worker identities, their sockets, and what each one runs.
+
+Callers: :class:`~testfleet.coordinator.state.CoordinatorState` (the one
+writer) asks the registry to admit a ``hello``, to map a connection to its
+worker, to forget a socket and to find silent workers; it keeps the task
+consequences (losing and requeueing attempts) to itself. No I/O, no clock:
+``now`` is passed in.
+
+Identity rule: a worker id belongs to one process at a time. Each worker
+process sends a random ``session_key`` in its hello; a reconnect with the same
+key replaces the old socket (the network blipped), a different key while the
+id is connected is refused (another process claims it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from testfleet.domain.enums import WorkerStatus
+from testfleet.domain.records import WorkerRecord
+from testfleet.protocol.messages import PROTOCOL_VERSION, Hello, ProtocolErrorCode
+from testfleet.scheduling.view import WorkerView
+
+#: A worker in one of these may still come back with its attempts.
+OPEN_WORKER_STATUSES = (WorkerStatus.CONNECTED, WorkerStatus.DRAINING, WorkerStatus.DISCONNECTED)
+
+
+@dataclass(slots=True)
+class LiveWorker:
+    """A worker as the coordinator tracks it between events."""
+
+    record: WorkerRecord
+    session_key: str
+    connection_id: int | None
+    #: Open attempts (assigned or running) on this worker.
+    attempts: set[int] = field(default_factory=set)
+    draining: bool = False
+    #: It said bye: a disconnect without attempts means it left on purpose.
+    leaving: bool = False
+
+    @property
+    def free_slots(self) -> int:
+        return max(0, self.record.slots - len(self.attempts))
+
+    @property
+    def connected(self) -> bool:
+        return self.connection_id is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A hello that cannot be admitted, and why (sent in an error frame)."""
+
+    code: ProtocolErrorCode
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """A hello admitted: what became of the worker's attempts and sockets."""
+
+    worker: LiveWorker
+    #: The same process's previous socket, now replaced (to be closed).
+    replaced_connection: int | None
+    #: Attempts the coordinator had on this worker that it no longer reports.
+    lost: list[int]
+    #: Attempts it reports that are still its own: it carries on with them.
+    keep: list[int]
+    #: Attempts it runs that are no longer its own: it should stop them.
+    cancel: list[int]
+
+
+class WorkerRegistry:
+    """Worker identities and connections (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.workers: dict[str, LiveWorker] = {}
+        self.connections: dict[int, str] = {}
+
+    def recover(self, records: list[WorkerRecord], now: float) -> list[WorkerRecord]:
+        """Rebuild after a restart: every worker is disconnected, with a fresh
+        grace period to come back. Returns the records whose status changed."""
+        changed = []
+        for record in records:
+            if record.status in (WorkerStatus.CONNECTED, WorkerStatus.DRAINING):
+                record.status = WorkerStatus.DISCONNECTED
+                changed.append(record)
+            record.last_heartbeat = now
+            self.workers[record.worker_id] = LiveWorker(
+                record=record, session_key="", connection_id=None
+            )
+        return changed
+
+    def admit(self, connection_id: int, hello: Hello, now: float) -> Admission | Refusal:
+        """Register ``hello`` on ``connection_id``, or say why not."""
+        if hello.protocol_version != PROTOCOL_VERSION:
+            return Refusal(
+                ProtocolErrorCode.UNSUPPORTED_VERSION,
+                f"protocol version {hello.protocol_version} is not supported; this coordinator "
+                f"speaks version {PROTOCOL_VERSION}: upgrade the worker or the coordinator",
+            )
+        worker = self.workers.get(hello.worker_id)
+        replaced = None
+        if worker is not None and worker.connection_id is not None:
+            if worker.session_key != hello.session_key:
+                return Refusal(
+                    ProtocolErrorCode.WORKER_ID_IN_USE,
+                    f"worker id {hello.worker_id!r} is already connected from another process; "
+                    "start this worker with a different --worker-id",
+                )
+            # The same process reconnected before we saw its old socket close.
+            replaced = worker.connection_id
+            self.connections.pop(replaced, None)
+        if worker is None:
+            worker = LiveWorker(
+                record=WorkerRecord(
+                    worker_id=hello.worker_id,
+                    hostname=hello.capabilities.hostname,
+                    registration_time=now,
+                    last_heartbeat=now,
+                    status=WorkerStatus.CONNECTED,
+                    capabilities=hello.capabilities,
+                    slots=hello.slots,
+                ),
+                session_key=hello.session_key,
+                connection_id=connection_id,
+            )
+            self.workers[hello.worker_id] = worker
+        record = worker.record
+        record.hostname = hello.capabilities.hostname
+        record.capabilities = hello.capabilities
+        record.slots = hello.slots
+        record.last_heartbeat = now
+        if record.status in (WorkerStatus.LOST, WorkerStatus.LEFT):
+            worker.draining = False  # a new life: an old drain does not carry over
+        worker.leaving = False
+        record.status = WorkerStatus.DRAINING if worker.draining else WorkerStatus.CONNECTED
+        worker.session_key = hello.session_key
+        worker.connection_id = connection_id
+        self.connections[connection_id] = hello.worker_id
+
+        claimed = set(hello.running_attempts) | set(hello.held_results)
+        return Admission(
+            worker=worker,
+            replaced_connection=replaced,
+            lost=sorted(worker.attempts - claimed),
+            keep=sorted(claimed & worker.attempts),
+            cancel=sorted(set(hello.running_attempts) - worker.attempts),
+        )
+
+    def by_connection(self, connection_id: int) -> LiveWorker | None:
+        """The worker on this socket; None for a replaced or refused socket."""
+        worker_id = self.connections.get(connection_id)
+        return None if worker_id is None else self.workers[worker_id]
+
+    def disconnect(self, connection_id: int) -> LiveWorker | None:
+        """The socket is gone. The worker keeps its attempts until it is declared lost."""
+        worker_id = self.connections.pop(connection_id, None)
+        if worker_id is None:
+            return None
+        worker = self.workers[worker_id]
+        worker.connection_id = None
+        left = worker.leaving and not worker.attempts
+        worker.record.status = WorkerStatus.LEFT if left else WorkerStatus.DISCONNECTED
+        return worker
+
+    def silent(self, now: float, timeout: float) -> list[LiveWorker]:
+        """Workers not heard from for longer than ``timeout`` that are not yet lost."""
+        return [
+            w
+            for w in self.workers.values()
+            if w.record.status in OPEN_WORKER_STATUSES and now - w.record.last_heartbeat > timeout
+        ]
+
+    def mark_lost(self, worker: LiveWorker) -> int | None:
+        """Declare ``worker`` lost; returns its socket, if any, for closing."""
+        worker.record.status = WorkerStatus.LOST
+        connection = worker.connection_id
+        if connection is not None:
+            self.connections.pop(connection, None)
+            worker.connection_id = None
+        return connection
+
+    def views(self) -> list[WorkerView]:
+        """Connected workers as the scheduler sees them."""
+        return [
+            WorkerView(
+                worker_id=w.record.worker_id,
+                capabilities=w.record.capabilities,
+                free_slots=w.free_slots,
+                accepting=not w.draining,
+            )
+            for w in self.workers.values()
+            if w.connection_id is not None
+        ]
