@@ -108,8 +108,18 @@ def main() -> None:
     try:
         client.wait_until_healthy()
         workers = subprocess.Popen(
-            [sys.executable, str(HERE), "--host-workers", url, "--workers", str(args.workers),
-             "--slots", str(args.slots), "--codec", args.codec],
+            [
+                sys.executable,
+                str(HERE),
+                "--host-workers",
+                url,
+                "--workers",
+                str(args.workers),
+                "--slots",
+                str(args.slots),
+                "--codec",
+                args.codec,
+            ],
             stdout=(workdir / "workers.log").open("wb"),
             stderr=subprocess.STDOUT,
         )
@@ -152,18 +162,28 @@ def main() -> None:
     attempts = con.execute("SELECT count(*) FROM task_execution_history").fetchone()[0]
     con.close()
     committed_span = last_end - first_create
-    print(f"dispatch: {args.workers} workers x {args.slots} slots, {args.tasks} zero-work tasks, "
-          f"codec {args.codec}, {os.cpu_count()} cores")
-    print(f"  end-to-end (first task committed -> last result committed): "
-          f"{args.tasks / committed_span:,.0f} tasks/s over {committed_span:.2f} s")
-    print(f"  client wall (first POST -> all completed seen): "
-          f"{args.tasks / (finished - started):,.0f} tasks/s over {finished - started:.2f} s "
-          f"(submitting took {submitted - started:.2f} s)")
-    print(f"  submit->assignment latency: p50 {statistics.median(latencies):.1f} ms, "
-          f"p99 {percentile(latencies, 0.99):.1f} ms")
-    print(f"  attempts recorded: {attempts}; DuckDB commits: {stats['loop']['commits']} "
-          f"({stats['loop']['events']} events in {stats['loop']['turns']} turns, "
-          f"{stats['loop']['commit_seconds']:.2f} s committing)")
+    print(
+        f"dispatch: {args.workers} workers x {args.slots} slots, {args.tasks} zero-work tasks, "
+        f"codec {args.codec}, {os.cpu_count()} cores"
+    )
+    print(
+        f"  end-to-end (first task committed -> last result committed): "
+        f"{args.tasks / committed_span:,.0f} tasks/s over {committed_span:.2f} s"
+    )
+    print(
+        f"  client wall (first POST -> all completed seen): "
+        f"{args.tasks / (finished - started):,.0f} tasks/s over {finished - started:.2f} s "
+        f"(submitting took {submitted - started:.2f} s)"
+    )
+    print(
+        f"  submit->assignment latency: p50 {statistics.median(latencies):.1f} ms, "
+        f"p99 {percentile(latencies, 0.99):.1f} ms"
+    )
+    print(
+        f"  attempts recorded: {attempts}; DuckDB commits: {stats['loop']['commits']} "
+        f"({stats['loop']['events']} events in {stats['loop']['turns']} turns, "
+        f"{stats['loop']['commit_seconds']:.2f} s committing)"
+    )
 
 
 if __name__ == "__main__":

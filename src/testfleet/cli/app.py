@@ -44,7 +44,7 @@ app = typer.Typer(
 #: Piped output is not a terminal; Rich would fold tables to 80 columns there.
 _PIPE_WIDTH = None if sys.stdout.isatty() else 160
 console = Console(width=_PIPE_WIDTH)
-errors = Console(stderr=True)
+errors = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 CoordinatorOption = Annotated[
     str | None,

@@ -28,7 +28,10 @@ from testfleet.domain.enums import TaskStatus, TaskType, WorkerStatus
 from testfleet.domain.task import TaskSpec
 from testfleet.store import Store
 
-TASK_LIST_ADAPTER: TypeAdapter[TaskSpec | list[TaskSpec]] = TypeAdapter(TaskSpec | list[TaskSpec])
+# Two adapters, chosen by the body's shape: a union would report both branches
+# failing and label fields with pydantic's internal branch names.
+ONE_TASK: TypeAdapter[TaskSpec] = TypeAdapter(TaskSpec)
+MANY_TASKS: TypeAdapter[list[TaskSpec]] = TypeAdapter(list[TaskSpec])
 
 
 class ErrorCode(StrEnum):
@@ -70,9 +73,6 @@ def validation_details(exc: ValidationError, *, many: bool) -> list[dict[str, An
     details = []
     for err in exc.errors()[:50]:
         loc = list(err["loc"])
-        # The union of one task or a list shows up as the first path element.
-        if loc and loc[0] in ("TaskSpec", "list[TaskSpec]"):
-            loc = loc[1:]
         parts: list[str] = []
         for item in loc:
             if isinstance(item, int) and many and not parts:
@@ -116,7 +116,11 @@ def parse_task_body(
         )
     many = isinstance(document, list)
     try:
-        parsed = TASK_LIST_ADAPTER.validate_python(document)
+        specs = (
+            MANY_TASKS.validate_python(document)
+            if isinstance(document, list)
+            else [ONE_TASK.validate_python(document)]
+        )
     except ValidationError as exc:
         details = validation_details(exc, many=many)
         first = details[0] if details else {"field": "(body)", "problem": "invalid"}
@@ -127,7 +131,6 @@ def parse_task_body(
             f"({len(details)} problem(s); nothing was accepted)",
             details,
         )
-    specs = parsed if isinstance(parsed, list) else [parsed]
     if not specs:
         return None, error_response(422, ErrorCode.INVALID_TASK, "the list of tasks is empty")
     return specs, None

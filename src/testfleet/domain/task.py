@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from testfleet.domain.enums import HardwareKind, TaskType
-from testfleet.domain.task_configs import config_model_for
+from testfleet.domain.task_configs import config_model_for, supported_task_types
 
 #: Seven days: longer than any real test or benchmark, short enough to catch typos.
 MAX_TIMEOUT_SECONDS = 7 * 24 * 3600.0
@@ -70,6 +70,15 @@ class TaskSpec(StrictModel):
     config: dict[str, Any] = Field(default_factory=dict)
     timeout_seconds: float = Field(default=DEFAULT_TIMEOUT_SECONDS, gt=0, le=MAX_TIMEOUT_SECONDS)
     retry_policy: RetryPolicy = Field(default_factory=RetryPolicy)
+
+    @field_validator("type", mode="before")
+    @classmethod
+    def _type_is_known(cls, value: object) -> object:
+        known = {t.value for t in TaskType}
+        if isinstance(value, str) and value not in known:
+            supported = ", ".join(t.value for t in supported_task_types())
+            raise ValueError(f"unknown task type {value!r}; this build runs: {supported}")
+        return value
 
     @field_validator("timeout_seconds", mode="before")
     @classmethod

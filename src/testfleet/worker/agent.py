@@ -92,7 +92,9 @@ class AgentSettings:
     codec: Codec = Codec.JSON
     work_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "testfleet")
     backoff_base_seconds: float = 0.25
-    backoff_cap_seconds: float = 30.0
+    #: Below the coordinator's default heartbeat timeout (15 s), so a worker
+    #: that waited out an outage still comes back in time to keep its attempts.
+    backoff_cap_seconds: float = 10.0
     #: How long to wait for the coordinator to answer ``hello``.
     welcome_timeout_seconds: float = 15.0
 
@@ -153,7 +155,6 @@ class WorkerAgent:
                     url, max_size=MAX_FRAME_BYTES, ping_interval=None, open_timeout=10
                 ) as socket:
                     await self._serve(socket)
-                    failures = 0
             except WorkerRefusedError:
                 raise
             except (
@@ -167,6 +168,10 @@ class WorkerAgent:
             except InvalidURI as exc:
                 raise WorkerRefusedError(f"invalid coordinator URL {url!r}: {exc}") from None
             finally:
+                if self.connected.is_set():
+                    # The coordinator welcomed us: the next outage starts the
+                    # backoff afresh, however this session ended.
+                    failures = 0
                 self._socket = None
                 self.connected.clear()
             if self._stopping.is_set():
@@ -238,9 +243,12 @@ class WorkerAgent:
             receiver = asyncio.create_task(self._receive_loop(socket))
             done, _ = await asyncio.wait({receiver, stopper}, return_when=asyncio.FIRST_COMPLETED)
             if stopper in done:
-                self._send_soon(Bye(reason="worker stopping"))
                 await self._finish_for_stop(receiver)
                 receiver.cancel()
+                sender.cancel()
+                # Said directly, not queued: the sender is being torn down.
+                with contextlib.suppress(ConnectionClosed):
+                    await socket.send(encode(Bye(reason="worker stopping"), self._codec))
             else:
                 receiver.result()
         finally:

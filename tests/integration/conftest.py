@@ -1,0 +1,38 @@
+"""Fixtures for integration tests: a real fleet on loopback, always cleaned up.
+
+The ``fleet`` fixture yields an :class:`it_fleet.Fleet` (nothing started yet)
+and kills every process it started when the test ends, pass or fail. When a
+test fails, the tails of the coordinator's and workers' logs of every fleet it
+used (a ``Fleet`` argument, or an argument with a ``fleet`` attribute) are
+attached to its report as a "fleet logs" section.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from it_fleet import Fleet
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    if not report.failed:
+        return
+    for value in getattr(item, "funcargs", {}).values():
+        fleet = value if isinstance(value, Fleet) else getattr(value, "fleet", None)
+        if isinstance(fleet, Fleet):
+            report.sections.append(("fleet logs", fleet.log_report()))
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Iterator[Fleet]:
+    running = Fleet(tmp_path)
+    try:
+        yield running
+    finally:
+        running.close()

@@ -1,0 +1,204 @@
+"""Bad requests against one real coordinator: clear errors naming the field, nothing lost.
+
+The tests of this module share one coordinator and run in file order: good
+submissions are interleaved with bad ones, every refusal must have the API's
+error shape ``{"error": {"code", "message", "details"}}`` and accept nothing,
+and the last tests check that the coordinator still serves and that every task
+it did accept is still there and completes once a worker joins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+from it_fleet import RELAXED_HEARTBEAT_TIMEOUT, Fleet
+
+pytestmark = [pytest.mark.integration]
+
+JSON = {"Content-Type": "application/json"}
+
+
+@dataclass
+class Api:
+    fleet: Fleet
+    http: httpx.Client
+    accepted: list[str] = field(default_factory=list)
+
+    def submit_ok(self, body: object) -> None:
+        response = self.http.post("/api/v1/tasks", json=body)
+        assert response.status_code == 201, response.text
+        self.accepted.extend(response.json()["task_ids"])
+
+    def absent(self, *task_ids: str) -> None:
+        """Nothing of a refused request was stored."""
+        for task_id in task_ids:
+            error_of(self.http.get(f"/api/v1/tasks/{task_id}"), 404, "not_found")
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+    fleet = Fleet(Path(tmp_path_factory.mktemp("bad-input")))
+    try:
+        fleet.start_coordinator(heartbeat_timeout=RELAXED_HEARTBEAT_TIMEOUT)
+        with httpx.Client(base_url=fleet.url, timeout=60) as http:
+            yield Api(fleet, http)
+    finally:
+        fleet.close()
+
+
+def task(task_id: str, **extra: object) -> dict:
+    return {"task_id": task_id, "type": "simulated", "config": {"duration_seconds": 0}, **extra}
+
+
+def error_of(response: httpx.Response, status: int, code: str) -> dict:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"}, body
+    error = body["error"]
+    assert set(error) == {"code", "message", "details"}, error
+    assert error["code"] == code, error
+    assert isinstance(error["message"], str)
+    assert error["message"]
+    return error
+
+
+def fields(error: dict) -> list[str]:
+    return [d.get("field") for d in error["details"]]
+
+
+def test_a_good_task_is_accepted_first(api):
+    api.submit_ok(task("good-before"))
+
+
+def test_malformed_json_is_400_malformed_body(api):
+    response = api.http.post("/api/v1/tasks", content=b'{"type": "simulated",', headers=JSON)
+    error_of(response, 400, "malformed_body")
+
+
+def _bad_list() -> list[dict]:
+    batch = [task(f"list-{n}") for n in range(5)]
+    batch[3] = task("list-3", timeout_seconds="soon")
+    return batch
+
+
+@pytest.mark.parametrize(
+    ("body", "field_name", "stored_ids"),
+    [
+        pytest.param({"task_id": "bad-type", "type": "teleport"}, "type", ["bad-type"], id="type"),
+        pytest.param(task("typo", priorty=1), "priorty", ["typo"], id="unknown-field"),
+        pytest.param(
+            task("negative", timeout_seconds=-5), "timeout_seconds", ["negative"], id="timeout"
+        ),
+        pytest.param(
+            _bad_list(),
+            "tasks[3].timeout_seconds",
+            [f"list-{n}" for n in range(5)],
+            id="one-bad-item-in-a-list",
+        ),
+    ],
+)
+def test_invalid_task_is_422_naming_the_field(api, body, field_name, stored_ids):
+    error = error_of(api.http.post("/api/v1/tasks", json=body), 422, "invalid_task")
+    # The first problem is the one the message leads with; it names the field plainly.
+    assert fields(error)[0] == field_name, error
+    assert error["message"].startswith(f"invalid task: {field_name}: "), error["message"]
+    assert "nothing was accepted" in error["message"]
+    api.absent(*stored_ids)
+
+
+def test_benchmark_type_is_refused_as_not_supported_yet(api):
+    # The design document's own example (SEED.md 5.2), as written there.
+    benchmark = {
+        "task_id": "benchmark-bert-cuda-001",
+        "type": "benchmark",
+        "priority": 1,
+        "requirements": {"hardware": ["cuda"], "min_memory_gb": 8, "min_cuda_compute": 7.5},
+        "config": {"model": "bert-base-uncased", "batch_sizes": [1, 2], "iterations": 100},
+        "timeout_seconds": 1800,
+        "retry_policy": {"max_retries": 3, "retry_delay_seconds": 60},
+    }
+    error = error_of(api.http.post("/api/v1/tasks", json=benchmark), 422, "invalid_task")
+    assert "not supported" in error["message"]
+    assert "'benchmark'" in error["message"]
+    api.absent("benchmark-bert-cuda-001")
+
+
+def test_more_good_tasks_are_accepted_between_bad_ones(api):
+    api.submit_ok([task("good-middle-1"), task("good-middle-2")])
+
+
+def test_a_50_mb_body_is_413_body_too_large(api):
+    padding = b"x" * (50 * 1024 * 1024)
+    huge = b'{"task_id": "huge", "type": "simulated", "config": {"pad": "' + padding + b'"}}'
+    response = api.http.post("/api/v1/tasks", content=huge, headers=JSON)
+    error_of(response, 413, "body_too_large")
+    api.absent("huge")
+
+
+def test_an_id_submitted_before_is_409_and_nothing_of_the_request_is_accepted(api):
+    body = [task("fresh-in-dup-request"), task("good-before")]
+    error = error_of(api.http.post("/api/v1/tasks", json=body), 409, "duplicate_task_id")
+    assert "'good-before'" in error["message"]
+    assert "fresh-in-dup-request" not in error["message"]
+    api.absent("fresh-in-dup-request")
+
+
+def test_an_id_twice_in_one_request_is_409_and_nothing_is_accepted(api):
+    body = [task("twice"), task("other-in-twice"), task("twice")]
+    error = error_of(api.http.post("/api/v1/tasks", json=body), 409, "duplicate_task_id")
+    assert "'twice'" in error["message"]
+    api.absent("twice", "other-in-twice")
+
+
+def test_cancel_of_an_unknown_task_is_404(api):
+    error = error_of(api.http.post("/api/v1/tasks/no-such-task/cancel"), 404, "not_found")
+    assert "no-such-task" in error["message"]
+
+
+def test_a_bad_query_parameter_is_422(api):
+    response = api.http.get("/api/v1/tasks", params={"status": "bogus"})
+    error = error_of(response, 422, "invalid_parameter")
+    assert any("status" in (f or "") for f in fields(error)), error
+
+
+def test_a_good_task_is_accepted_last(api):
+    api.submit_ok(task("good-after"))
+
+
+def test_the_coordinator_still_serves_and_kept_every_accepted_task(api):
+    health = api.http.get("/api/v1/health")
+    assert health.status_code == 200
+    assert health.json()["status"] == "ok"
+    assert api.accepted == ["good-before", "good-middle-1", "good-middle-2", "good-after"]
+    listed = api.http.get("/api/v1/tasks").json()
+    assert listed["total"] == len(api.accepted)
+    assert [t["task_id"] for t in listed["tasks"]] == api.accepted
+    assert {t["status"] for t in listed["tasks"]} == {"queued"}
+
+
+def test_openapi_lists_the_api(api):
+    openapi = api.http.get("/openapi.json")
+    assert openapi.status_code == 200
+    paths = set(openapi.json()["paths"])
+    for path in (
+        "/api/v1/tasks",
+        "/api/v1/tasks/{task_id}",
+        "/api/v1/tasks/{task_id}/cancel",
+        "/api/v1/workers",
+        "/api/v1/workers/{worker_id}/drain",
+        "/api/v1/stats",
+        "/api/v1/health",
+    ):
+        assert path in paths, sorted(paths)
+
+
+def test_accepted_tasks_complete_once_a_worker_joins(api):
+    api.fleet.start_worker("bad-input-worker", slots=2)
+    finished = api.fleet.wait_terminal(api.accepted, timeout=60)
+    assert {t["status"] for t in finished.values()} == {"completed"}
+    assert {t["attempts"] for t in finished.values()} == {1}
+    assert api.http.get("/api/v1/tasks").json()["total"] == len(api.accepted)

@@ -1,0 +1,241 @@
+"""The ``testfleet`` CLI end to end, as a user runs it, against a real coordinator and worker.
+
+Every command runs as its own process (``python -m testfleet ...``) and finds
+the coordinator through ``$TESTFLEET_COORDINATOR``. The tests share one fleet
+and run in file order (the YAML submission comes first).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from it_fleet import RELAXED_HEARTBEAT_TIMEOUT, Fleet, pid_alive
+
+pytestmark = [pytest.mark.integration]
+
+WORKER = "cli-worker"
+
+
+@dataclass
+class Cli:
+    fleet: Fleet
+    root: Path
+    ids: dict[str, str] = field(default_factory=dict)
+
+    def run(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "testfleet", *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            env=self.fleet.env(),
+            cwd=self.root,
+            timeout=90,
+            check=False,
+        )
+
+    def ok(self, *args: str) -> str:
+        done = self.run(*args)
+        assert done.returncode == 0, (args, done.returncode, done.stdout, done.stderr)
+        return done.stdout
+
+    def json(self, *args: str) -> dict:
+        return json.loads(self.ok(*args, "--json"))
+
+
+@pytest.fixture(scope="module")
+def cli(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cli]:
+    root = Path(tmp_path_factory.mktemp("cli"))
+    fleet = Fleet(root)
+    try:
+        fleet.start_coordinator(heartbeat_timeout=RELAXED_HEARTBEAT_TIMEOUT)
+        fleet.start_worker(WORKER, slots=2)
+        yield Cli(fleet, root)
+    finally:
+        fleet.close()
+
+
+def test_help_lists_the_commands(cli):
+    out = cli.ok("--help")
+    for command in ("coordinator", "worker", "submit", "tasks", "task", "workers", "cancel"):
+        assert command in out
+    assert "wait" in out
+
+
+def test_submit_a_yaml_file_of_two_tasks(cli):
+    tasks_file = cli.root / "two.yaml"
+    tasks_file.write_text(
+        textwrap.dedent(
+            f"""\
+            # SEED.md 5.2 documents, as a YAML list
+            - task_id: cli-echo
+              type: command
+              priority: 2
+              config:
+                argv: [echo, hello-from-the-cli]
+              timeout_seconds: 60
+            - task_id: cli-exit-3
+              type: command
+              config:
+                argv: ["{sys.executable}", "-c", "import sys; print('failing'); sys.exit(3)"]
+              retry_policy:
+                max_retries: 0
+            """
+        )
+    )
+    answer = cli.json("submit", str(tasks_file))
+    assert answer == {"accepted": 2, "task_ids": ["cli-echo", "cli-exit-3"]}
+    cli.ids.update(good="cli-echo", bad="cli-exit-3")
+
+
+def test_wait_exits_0_for_a_completed_task_and_1_for_a_failed_one(cli):
+    good = cli.run("wait", cli.ids["good"], "--timeout", "90", "--poll", "0.2")
+    assert good.returncode == 0, (good.stdout, good.stderr)
+    assert "cli-echo" in good.stdout
+    bad = cli.run("wait", cli.ids["bad"], "--timeout", "90", "--poll", "0.2", "--json")
+    assert bad.returncode == 1, (bad.stdout, bad.stderr)
+    (task,) = json.loads(bad.stdout)["tasks"]
+    assert task["status"] == "failed"
+    assert task["error"]["error_class"] == "task_failure"
+    both = cli.run("wait", cli.ids["good"], cli.ids["bad"], "--timeout", "90")
+    assert both.returncode == 1
+
+
+def test_tasks_json_lists_both(cli):
+    page = cli.json("tasks")
+    by_id = {t["task_id"]: t for t in page["tasks"]}
+    assert by_id[cli.ids["good"]]["status"] == "completed"
+    assert by_id[cli.ids["bad"]]["status"] == "failed"
+    failed = cli.json("tasks", "--status", "failed")
+    assert [t["task_id"] for t in failed["tasks"]] == [cli.ids["bad"]]
+    assert failed["total"] == 1
+
+
+def test_task_json_has_attempts_and_a_seed_format_result(cli):
+    detail = cli.json("task", cli.ids["good"])
+    assert detail["task"]["task_id"] == cli.ids["good"]
+    assert detail["task"]["status"] == "completed"
+    (attempt,) = detail["attempts"]
+    assert attempt["attempt"] == 1
+    assert attempt["worker_id"] == WORKER
+    assert attempt["status"] == "completed"
+    result = detail["result"]
+    for key in (
+        "task_id",
+        "worker_id",
+        "status",
+        "execution_time_seconds",
+        "hardware_metrics",
+        "results",
+        "simulation_status",
+        "logs",
+    ):
+        assert key in result, key
+    assert result["task_id"] == cli.ids["good"]
+    assert result["worker_id"] == WORKER
+    assert result["status"] == "completed"
+    assert isinstance(result["execution_time_seconds"], int | float)
+    assert result["execution_time_seconds"] >= 0
+    assert isinstance(result["hardware_metrics"], dict)
+    assert result["results"]["exit_code"] == 0
+    assert result["simulation_status"]["is_simulated"] is False
+    assert "hello-from-the-cli" in base64.b64decode(result["logs"]).decode()
+
+    failed = cli.json("task", cli.ids["bad"])
+    assert failed["result"]["status"] == "failed"
+    assert failed["result"]["results"]["exit_code"] == 3
+    assert "failing" in base64.b64decode(failed["result"]["logs"]).decode()
+    human = cli.ok("task", cli.ids["bad"], "--logs")
+    assert "failing" in human
+
+
+def test_workers_json_shows_the_worker_and_its_hardware(cli):
+    workers = cli.json("workers")["workers"]
+    (worker,) = [w for w in workers if w["worker_id"] == WORKER]
+    assert worker["connected"] is True
+    assert worker["status"] == "connected"
+    assert worker["slots"] == 2
+    assert "cpu" in worker["hardware"]
+    assert worker["capabilities"]["cpu"]["logical_cores"] >= 1
+    assert sorted(worker["task_types"]) == ["command", "simulated"]
+
+
+def test_stats_json_counts_the_tasks(cli):
+    stats = cli.json("stats")
+    assert stats["tasks"]["completed"] >= 1
+    assert stats["tasks"]["failed"] >= 1
+    assert stats["workers"]["connected"] == 1
+
+
+def test_submitting_an_invalid_file_exits_non_zero_naming_the_field(cli):
+    bad_file = cli.root / "bad.yaml"
+    bad_file.write_text(
+        textwrap.dedent(
+            """\
+            - task_id: cli-valid-neighbour
+              type: simulated
+            - task_id: cli-negative-timeout
+              type: simulated
+              timeout_seconds: -1
+            """
+        )
+    )
+    done = cli.run("submit", str(bad_file))
+    assert done.returncode != 0
+    assert "tasks[1].timeout_seconds" in done.stderr, done.stderr
+    assert cli.run("task", "cli-valid-neighbour").returncode != 0  # nothing was accepted
+
+    not_yaml = cli.root / "broken.yaml"
+    not_yaml.write_text("- task_id: [unclosed\n")
+    done = cli.run("submit", str(not_yaml))
+    assert done.returncode != 0
+    assert "broken.yaml" in done.stderr
+
+    missing = cli.run("submit", str(cli.root / "missing.yaml"))
+    assert missing.returncode != 0
+    assert "no such file" in missing.stderr
+
+
+def test_cancel_stops_a_running_task_and_its_process(cli):
+    pid_file = cli.root / "long.pid"
+    script = (
+        "import os, pathlib, sys, time\n"
+        "pathlib.Path(sys.argv[1]).write_text(str(os.getpid()))\n"
+        "time.sleep(120)\n"
+    )
+    document = {
+        "task_id": "cli-long",
+        "type": "command",
+        "config": {"argv": [sys.executable, "-c", script, str(pid_file)]},
+        "timeout_seconds": 600,
+    }
+    done = cli.run("submit", "-", "--json", stdin=json.dumps(document))
+    assert done.returncode == 0, done.stderr
+    cli.fleet.wait_until(pid_file.exists, 60, "the long task to start and write its pid")
+    pid = int(cli.fleet.wait_until(pid_file.read_text, 10, "the pid to be written"))
+    cli.fleet.extra_pids.add(pid)
+
+    out = cli.ok("cancel", "cli-long")
+    assert "cancelled cli-long" in out
+    detail = cli.json("task", "cli-long")
+    assert detail["task"]["status"] == "cancelled"
+    assert [a["status"] for a in detail["attempts"]] == ["cancelled"]
+    cli.fleet.wait_until(lambda: not pid_alive(pid), 60, f"the cancelled task's process {pid}")
+
+    # Cancelling it again says it has finished; an unknown id is an error too.
+    again = cli.run("cancel", "cli-long")
+    assert again.returncode != 0
+    assert "already finished" in again.stderr
+    unknown = cli.run("cancel", "cli-no-such-task")
+    assert unknown.returncode != 0
+    assert "cli-no-such-task" in unknown.stderr
+    waited = cli.run("wait", "cli-long", "--timeout", "30")
+    assert waited.returncode == 1

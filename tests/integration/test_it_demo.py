@@ -1,0 +1,89 @@
+"""``testfleet demo`` runs its example batch to the end and leaves a DuckDB file to inspect."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from it_fleet import tail
+
+from testfleet.cli.demo import example_batch, missing_hardware
+from testfleet.store import Store
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+@pytest.mark.timeout(300)
+def test_demo_runs_the_example_batch_and_leaves_the_file(tmp_path: Path):
+    db = tmp_path / "d.duckdb"
+    missing = missing_hardware()
+    unschedulable_id = f"demo-needs-{missing.value}"
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    done = subprocess.run(
+        [sys.executable, "-m", "testfleet", "demo", "--db", str(db)],
+        capture_output=True,
+        text=True,
+        timeout=280,
+        cwd=tmp_path,
+        env=env,
+        check=False,
+    )
+    logs = "\n".join(f"--- {p.name}\n{tail(p)}" for p in sorted((tmp_path / "logs").glob("*.log")))
+    context = f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}\nlogs:\n{logs}"
+    assert done.returncode == 0, context
+    summary = done.stdout
+    assert "unschedulable" in summary, context
+    assert f"{unschedulable_id} is unschedulable" in summary, context
+    unschedulable_line = next(
+        line for line in summary.splitlines() if f"{unschedulable_id} is unschedulable" in line
+    )
+    assert missing.value in unschedulable_line, context
+    assert "fleet stopped cleanly" in summary, context
+
+    expected = {t["task_id"]: t for t in example_batch(missing)}
+    with Store(db) as store:
+        tasks = {t.spec.task_id: t for t in store.list_tasks(limit=1000)}
+        assert set(tasks) == set(expected)
+        for task_id, task in tasks.items():
+            if task_id == unschedulable_id:
+                assert task.status.value == "queued"
+                # The reason is refreshed as workers come and go: once the demo has
+                # stopped its workers it reads "no workers are connected".
+                assert task.unschedulable_reason
+                assert store.get_attempts(task_id) == []
+                continue
+            assert task.status.is_terminal, (task_id, task.status)
+            counted = store.get_counted_result(task_id)
+            assert counted is not None, task_id
+            assert counted.result.simulation_status.is_simulated is (
+                task.spec.type.value == "simulated"
+            )
+
+        gives_up = tasks["demo-fails-then-gives-up"]
+        assert gives_up.status.value == "failed"
+        assert gives_up.attempts == 2
+        history = store.get_attempts("demo-fails-then-gives-up")
+        assert [a.status.value for a in history] == ["failed", "failed"]
+        assert {a.error_class.value for a in history if a.error_class} == {"task_failure"}
+        results = store.get_results("demo-fails-then-gives-up")
+        assert [r.counted for r in results] == [False, True]
+        assert results[-1].result.results["exit_code"] == 3
+
+        times_out = tasks["demo-times-out"]
+        assert times_out.status.value == "timed_out"
+        assert times_out.error_class is not None
+        assert times_out.error_class.value == "timeout"
+
+        for task_id in ("demo-python-version", "demo-rack-b-only", "demo-sha256-0"):
+            assert tasks[task_id].status.value == "completed", task_id
+        assert tasks["demo-rack-b-only"].worker_id == "demo-worker-3"
+        simulated = [t for t in tasks.values() if t.spec.type.value == "simulated"]
+        assert len(simulated) == 10
+        assert {t.status.value for t in simulated} == {"completed"}
+
+        workers = {w.worker_id: w for w in store.list_workers()}
+        assert set(workers) == {"demo-worker-1", "demo-worker-2", "demo-worker-3"}
+        # (How a stopped worker is recorded is test_it_worker_loss's business.)

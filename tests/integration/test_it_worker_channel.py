@@ -1,0 +1,180 @@
+"""The worker WebSocket under abuse: each bad peer gets an ``error`` frame and a close,
+and a real worker process connected at the same time carries on undisturbed.
+
+One coordinator and one real worker serve the whole module; the raw peers here
+are ``websockets``' synchronous client speaking the real message classes.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgpack
+import orjson
+import pytest
+from it_fleet import RELAXED_HEARTBEAT_TIMEOUT, Fleet
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection, connect
+
+from testfleet.domain.hardware import WorkerCapabilities
+from testfleet.protocol.codec import decode, encode
+from testfleet.protocol.messages import (
+    PROTOCOL_VERSION,
+    Error,
+    Heartbeat,
+    Hello,
+    Welcome,
+)
+
+pytestmark = [pytest.mark.integration]
+
+REAL_WORKER = "channel-real"
+POLICY_VIOLATION = 1008
+
+
+@dataclass
+class Channel:
+    fleet: Fleet
+    ws_url: str
+
+
+@pytest.fixture(scope="module")
+def channel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Channel]:
+    fleet = Fleet(Path(tmp_path_factory.mktemp("channel")))
+    try:
+        fleet.start_coordinator(heartbeat_timeout=RELAXED_HEARTBEAT_TIMEOUT)
+        fleet.start_worker(REAL_WORKER, slots=2)
+        yield Channel(fleet, f"ws://127.0.0.1:{fleet.port}/api/v1/workers/connect")
+    finally:
+        fleet.close()
+
+
+def hello(worker_id: str, *, version: int = PROTOCOL_VERSION, session_key: str | None = None):
+    """A hello from a worker that runs no task type (so nothing is ever placed on it)."""
+    return Hello(
+        protocol_version=version,
+        worker_id=worker_id,
+        session_key=session_key or secrets.token_hex(16),
+        capabilities=WorkerCapabilities(
+            hostname="raw-socket", os="test", python_version="3", task_types=[]
+        ),
+        slots=1,
+    )
+
+
+def expect_error_then_close(ws: ClientConnection, code: str) -> Error:
+    frame = ws.recv(timeout=30)
+    assert isinstance(frame, str), "error frames are JSON text"
+    message = decode(frame)
+    assert isinstance(message, Error), message
+    assert message.code.value == code, message
+    assert message.message
+    with pytest.raises(ConnectionClosed) as closed:
+        ws.recv(timeout=30)
+    assert closed.value.rcvd is not None, "the coordinator did not send a close frame"
+    assert closed.value.rcvd.code == POLICY_VIOLATION
+    return message
+
+
+def start_real_work(fleet: Fleet, prefix: str, count: int = 4, seconds: float = 1.0) -> list[str]:
+    """Tasks for the real worker, waited on until at least one of them runs."""
+    ids = fleet.client.submit(
+        [
+            {
+                "task_id": f"{prefix}-{n}",
+                "type": "simulated",
+                "config": {"duration_seconds": seconds},
+            }
+            for n in range(count)
+        ]
+    )
+
+    def running() -> bool:
+        return any(fleet.task(i)["task"]["status"] == "running" for i in ids)
+
+    fleet.wait_until(running, 60, f"a {prefix} task to run on the real worker")
+    return ids
+
+
+def assert_real_work_done(fleet: Fleet, ids: list[str]) -> None:
+    finished = fleet.wait_terminal(ids, timeout=60)
+    for task in finished.values():
+        assert task["status"] == "completed", task
+        assert task["attempts"] == 1, task
+        assert task["worker_id"] == REAL_WORKER, task
+    (real,) = [w for w in fleet.client.workers() if w["worker_id"] == REAL_WORKER]
+    assert real["connected"] is True
+    assert real["status"] == "connected"
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        pytest.param("this is not json", "malformed_frame", id="garbage-text"),
+        pytest.param(b"\xc1\xc1\xc1", "malformed_frame", id="garbage-binary"),
+        pytest.param("[1, 2, 3]", "malformed_frame", id="json-array"),
+        pytest.param('{"type": "teleport"}', "unknown_message", id="unknown-type"),
+        pytest.param('{"type": "hello"}', "invalid_message", id="hello-missing-fields"),
+        pytest.param(msgpack.packb({"no": "type"}), "unknown_message", id="msgpack-no-type"),
+    ],
+)
+def test_a_bad_first_frame_gets_an_error_and_a_close(channel, frame, code):
+    with connect(channel.ws_url, open_timeout=30) as ws:
+        ws.send(frame)
+        expect_error_then_close(ws, code)
+    assert channel.fleet.client.health()["status"] == "ok"
+
+
+def test_a_first_frame_that_is_not_hello_is_not_registered(channel):
+    with connect(channel.ws_url, open_timeout=30) as ws:
+        ws.send(encode(Heartbeat()))
+        error = expect_error_then_close(ws, "not_registered")
+        assert "hello" in error.message
+
+
+def test_garbage_after_hello_closes_only_that_socket(channel):
+    fleet = channel.fleet
+    ids = start_real_work(fleet, "after-hello")
+    with connect(channel.ws_url, open_timeout=30) as ws:
+        ws.send(encode(hello("raw-garbage-after-hello")))
+        welcome = decode(ws.recv(timeout=30))
+        assert isinstance(welcome, Welcome), welcome
+        assert welcome.worker_id == "raw-garbage-after-hello"
+        ws.send("}{ not a frame")
+        expect_error_then_close(ws, "malformed_frame")
+    assert_real_work_done(fleet, ids)
+    raw = {w["worker_id"]: w for w in fleet.client.workers()}["raw-garbage-after-hello"]
+    assert raw["connected"] is False
+
+
+def test_an_impostor_with_a_connected_workers_id_is_refused(channel):
+    fleet = channel.fleet
+    ids = start_real_work(fleet, "impostor")
+    with connect(channel.ws_url, open_timeout=30) as ws:
+        ws.send(encode(hello(REAL_WORKER)))  # a fresh session_key: another process
+        error = expect_error_then_close(ws, "worker_id_in_use")
+        assert REAL_WORKER in error.message
+    assert_real_work_done(fleet, ids)
+    # And it still takes new work afterwards.
+    assert_real_work_done(fleet, start_real_work(fleet, "after-impostor", count=2, seconds=0.2))
+
+
+def test_an_unsupported_protocol_version_is_refused(channel):
+    with connect(channel.ws_url, open_timeout=30) as ws:
+        ws.send(encode(hello("raw-from-the-future", version=PROTOCOL_VERSION + 1)))
+        error = expect_error_then_close(ws, "unsupported_version")
+        assert str(PROTOCOL_VERSION + 1) in error.message
+    known = {w["worker_id"] for w in channel.fleet.client.workers()}
+    assert "raw-from-the-future" not in known
+
+
+def test_a_large_invalid_first_frame_does_not_hurt_the_fleet(channel):
+    fleet = channel.fleet
+    ids = start_real_work(fleet, "big-frame", count=2, seconds=0.5)
+    with connect(channel.ws_url, open_timeout=30, max_size=None) as ws:
+        ws.send(orjson.dumps({"type": "heartbeat", "pad": "x" * (2 * 1024 * 1024)}).decode())
+        expect_error_then_close(ws, "invalid_message")
+    assert_real_work_done(fleet, ids)
