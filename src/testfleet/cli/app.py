@@ -111,6 +111,10 @@ def coordinator(
     heartbeat_timeout: Annotated[
         float, typer.Option(help="A worker silent this long is declared lost.")
     ] = 15.0,
+    db_threads: Annotated[
+        int,
+        typer.Option(min=0, help="DuckDB threads; 0 = one per core (small batches run best on 1)."),
+    ] = 1,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "warning",
 ) -> None:
     """Run a coordinator: REST API, worker channel and the DuckDB file it alone owns."""
@@ -122,7 +126,9 @@ def coordinator(
         fail("--heartbeat-timeout must be longer than --heartbeat-interval")
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     settings = CoordinatorSettings(
-        heartbeat_interval_seconds=heartbeat_interval, heartbeat_timeout_seconds=heartbeat_timeout
+        heartbeat_interval_seconds=heartbeat_interval,
+        heartbeat_timeout_seconds=heartbeat_timeout,
+        db_threads=db_threads or None,
     )
     errors.print(f"testfleet coordinator on http://{host}:{port} with {db}")
     try:

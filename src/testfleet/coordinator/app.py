@@ -110,7 +110,7 @@ def create_app(
     """Build a coordinator app over the DuckDB file at ``db_path``."""
     settings = settings or CoordinatorSettings()
     clock = clock or SystemClock()
-    store = Store(db_path)
+    store = Store(db_path, threads=settings.db_threads)
     recovered = store.load_state()
     state = CoordinatorState(settings, clock.now(), recovered, store.all_task_ids())
     loop = CoordinatorLoop(state, store, clock, ConnectionRegistry())

@@ -27,3 +27,5 @@ class CoordinatorSettings:
     max_request_bytes: int = 16 * 1024 * 1024
     #: At most this many tasks in one submission.
     max_tasks_per_submit: int = 50_000
+    #: DuckDB worker threads for the coordinator's database (see Store).
+    db_threads: int | None = 1

@@ -93,6 +93,10 @@ _ATTEMPT_STATUS_OF_RESULT = {
 }
 
 
+#: How often a worker's heartbeat time and load are written to ``worker_nodes``.
+HEARTBEAT_WRITE_INTERVAL_SECONDS = 10.0
+
+
 class CoordinatorState:
     """All mutable coordinator state; see the module docstring for the rules."""
 
@@ -303,7 +307,12 @@ class CoordinatorState:
         match message:
             case Heartbeat(load=load):
                 worker.record.hardware_metrics = load.model_dump()
-                self._mark_worker(worker)
+                # Liveness lives in memory; the row's heartbeat and load are
+                # informational, so they are written at most every interval
+                # (a fleet's heartbeats would otherwise add a statement to
+                # almost every commit).
+                if now - worker.heartbeat_written_at >= HEARTBEAT_WRITE_INTERVAL_SECONDS:
+                    self._mark_worker(worker)
             case Accept(attempt_ids=attempt_ids):
                 for attempt_id in attempt_ids:
                     self._accept(worker_id, attempt_id, now)
@@ -619,6 +628,7 @@ class CoordinatorState:
         self._out.task(task)
 
     def _mark_worker(self, worker: LiveWorker) -> None:
+        worker.heartbeat_written_at = worker.record.last_heartbeat
         self._out.worker(worker.record)
 
     # ------------------------------------------------------------------ output

@@ -37,6 +37,8 @@ class LiveWorker:
     draining: bool = False
     #: It said bye: a disconnect without attempts means it left on purpose.
     leaving: bool = False
+    #: The heartbeat time last written to the store (see CoordinatorState).
+    heartbeat_written_at: float = 0.0
 
     @property
     def free_slots(self) -> int:

@@ -86,6 +86,9 @@ class Column:
 
     name: str
     arrow_type: Any
+    #: False for what never changes after the row is inserted: updates skip it
+    #: (DuckDB's updates are per column, so fewer columns is less work).
+    mutable: bool = True
 
     @property
     def is_time(self) -> bool:
@@ -116,15 +119,23 @@ class TableMapping(Generic[R]):
         """The SELECT list that :meth:`from_row` reads (times as epoch microseconds)."""
         return ", ".join(c.select_expr(alias) for c in self.columns)
 
-    def to_arrow(self, records: Sequence[R]) -> Any:
-        """Records as a ``pyarrow.Table`` with this table's column names and types."""
+    @property
+    def update_column_names(self) -> list[str]:
+        """The columns an update writes: the key and the mutable ones."""
+        return [c.name for c in self.columns if c.mutable or c.name == self.key]
+
+    def to_arrow(self, records: Sequence[R], *, for_update: bool = False) -> Any:
+        """Records as a ``pyarrow.Table`` with this table's column names and types
+        (only the key and mutable columns when ``for_update``)."""
         rows = [self.to_row(r) for r in records]
         columns = list(zip(*rows, strict=True)) if rows else [() for _ in self.columns]
-        arrays = [
-            pa.array(list(values), type=column.arrow_type)
+        pairs = [
+            (column, values)
             for column, values in zip(self.columns, columns, strict=True)
+            if not for_update or column.mutable or column.name == self.key
         ]
-        return pa.Table.from_arrays(arrays, names=self.column_names)
+        arrays = [pa.array(list(values), type=column.arrow_type) for column, values in pairs]
+        return pa.Table.from_arrays(arrays, names=[column.name for column, _ in pairs])
 
     def from_row(self, row: tuple[Any, ...]) -> R:
         """A row selected with :meth:`select_list`, as a record.
@@ -239,18 +250,18 @@ TASKS: TableMapping[TaskRecord] = TableMapping(
     key="task_id",
     columns=(
         Column("task_id", _TEXT),
-        Column("type", _TEXT),
-        Column("priority", _INT),
+        Column("type", _TEXT, mutable=False),
+        Column("priority", _INT, mutable=False),
         Column("status", _TEXT),
-        Column("create_time", _TIME),
+        Column("create_time", _TIME, mutable=False),
         Column("start_time", _TIME),
         Column("end_time", _TIME),
         Column("worker_id", _TEXT),
         Column("attempts", _INT),
-        Column("config", _TEXT),
-        Column("requirements", _TEXT),
-        Column("timeout_seconds", _DOUBLE),
-        Column("retry_policy", _TEXT),
+        Column("config", _TEXT, mutable=False),
+        Column("requirements", _TEXT, mutable=False),
+        Column("timeout_seconds", _DOUBLE, mutable=False),
+        Column("retry_policy", _TEXT, mutable=False),
         Column("queued_at", _TIME),
         Column("current_attempt_id", _INT),
         Column("not_before", _TIME),
@@ -318,11 +329,11 @@ ATTEMPTS: TableMapping[AttemptRecord] = TableMapping(
     key="id",
     columns=(
         Column("id", _INT),
-        Column("task_id", _TEXT),
-        Column("worker_id", _TEXT),
-        Column("attempt", _INT),
+        Column("task_id", _TEXT, mutable=False),
+        Column("worker_id", _TEXT, mutable=False),
+        Column("attempt", _INT, mutable=False),
         Column("status", _TEXT),
-        Column("start_time", _TIME),
+        Column("start_time", _TIME, mutable=False),
         Column("accepted_time", _TIME),
         Column("end_time", _TIME),
         Column("execution_time_seconds", _DOUBLE),

@@ -71,7 +71,9 @@ def _statement(mapping: TableMapping[Any], mode: WriteMode, source: str) -> str:
         return f"INSERT INTO {mapping.table} ({columns}) SELECT {columns} FROM {source}"
     if mode is WriteMode.UPDATE:
         updates = ", ".join(
-            f"{name} = {source}.{name}" for name in mapping.column_names if name != mapping.key
+            f"{name} = {source}.{name}"
+            for name in mapping.update_column_names
+            if name != mapping.key
         )
         return (
             f"UPDATE {mapping.table} SET {updates} FROM {source} "
@@ -109,7 +111,8 @@ def _split_by_stored(
         ]
         groups.setdefault(mode, []).append(record)
     encoded: EncodedTables = [
-        (mapping, mode, mapping.to_arrow(group)) for mode, group in groups.items()
+        (mapping, mode, mapping.to_arrow(group, for_update=mode is WriteMode.UPDATE))
+        for mode, group in groups.items()
     ]
     # From now on the rows exist (if the commit fails, the coordinator stops).
     for record in records:

@@ -575,3 +575,15 @@ def test_results_naming_nothing_issued_are_dropped_but_acknowledged() -> None:
     )
     assert effects.batch.results == []
     assert h.task("a").status is TaskStatus.ASSIGNED
+
+
+def test_heartbeats_are_written_at_most_once_per_interval_but_always_keep_a_worker_alive() -> None:
+    h = Harness()
+    h.connect(1, "w1")
+    written = 0
+    for _ in range(40):  # 40 heartbeats, 0.5 s apart: 20 s
+        h.clock.advance(0.5)
+        effects = h.turn(WorkerFrame(1, Heartbeat()), Tick())
+        written += len(effects.batch.workers)
+    assert written == 2  # every 10 s, not every heartbeat
+    assert h.state.workers["w1"].record.status is WorkerStatus.CONNECTED

@@ -1,0 +1,17 @@
+"""Store settings that reach DuckDB."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from testfleet.store import Store
+
+
+def test_threads_setting_reaches_duckdb(tmp_path: Path) -> None:
+    with Store(tmp_path / "one.duckdb", threads=1) as store:
+        assert (
+            store._read(
+                "threads", lambda c: c.execute("SELECT current_setting('threads')").fetchone()[0]
+            )
+            == 1
+        )  # type: ignore[index]
