@@ -19,6 +19,9 @@ all are committed as completed. It prints:
   network and the worker);
 * how many DuckDB commits it took (group commit: many events per commit).
 
+With ``--ray-python`` it also runs the same number of no-op tasks on Ray
+(benchmarks/peers/ray_noop.py; not durable) and prints that figure beside.
+
 Nothing here is asserted; the figures are quoted in the README.
 """
 
@@ -93,6 +96,11 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1000, help="tasks per submit request")
     parser.add_argument("--codec", choices=["json", "msgpack"], default="json")
     parser.add_argument("--probe", type=int, default=200, help="paced single tasks, phase 2")
+    parser.add_argument(
+        "--ray-python",
+        help="an interpreter with ray installed: also run benchmarks/peers/ray_noop.py "
+        "with the same task count, in the same session, and print its figure",
+    )
     parser.add_argument("--host-workers", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.host_workers:
@@ -216,6 +224,21 @@ def main() -> None:
         f"({stats['loop']['events']} events in {stats['loop']['turns']} turns, "
         f"{stats['loop']['commit_seconds']:.2f} s committing)"
     )
+    if args.ray_python:
+        peer = subprocess.run(
+            [
+                args.ray_python,
+                str(HERE.parent / "peers" / "ray_noop.py"),
+                "--tasks",
+                str(args.tasks),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+        lines = peer.stdout.strip().splitlines()
+        print(f"  peer, same session: {lines[-1] if lines else 'failed: ' + peer.stderr[-300:]}")
 
 
 if __name__ == "__main__":
