@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -156,12 +157,18 @@ def build_router(loop: CoordinatorLoop, store: Store, max_tasks: int, started: f
     """Routes bound to one coordinator's loop and store (built by the app factory)."""
     router = APIRouter(prefix="/api/v1")
 
-    async def guarded(call: Any) -> Accepted | Refused | JSONResponse:
+    async def answer(
+        request: Awaitable[Accepted | Refused],
+        accepted: Callable[[Accepted], JSONResponse | dict[str, Any]],
+    ) -> JSONResponse | dict[str, Any]:
+        """Await a change made through the loop and turn its answer into a response."""
         try:
-            answer: Accepted | Refused = await call
-            return answer
+            outcome = await request
         except CoordinatorUnavailableError as exc:
             return error_response(503, ErrorCode.UNAVAILABLE, str(exc))
+        if isinstance(outcome, Refused):
+            return refusal_response(outcome)
+        return accepted(outcome)
 
     @router.post(
         "/tasks",
@@ -169,7 +176,7 @@ def build_router(loop: CoordinatorLoop, store: Store, max_tasks: int, started: f
         openapi_extra=SUBMIT_OPENAPI,
         summary="Submit one task or a list of tasks (SEED.md 5.2 format)",
     )
-    async def submit_tasks(request: Request) -> JSONResponse:
+    async def submit_tasks(request: Request) -> Any:
         raw = await request.body()
         specs, problem = parse_task_body(raw, request.headers.get("content-type", ""))
         if problem is not None:
@@ -181,13 +188,11 @@ def build_router(loop: CoordinatorLoop, store: Store, max_tasks: int, started: f
                 ErrorCode.TOO_MANY_TASKS,
                 f"{len(specs)} tasks in one request; the limit is {max_tasks}: split the batch",
             )
-        answer = await guarded(loop.submit(specs))
-        if isinstance(answer, JSONResponse):
-            return answer
-        if isinstance(answer, Refused):
-            return refusal_response(answer)
-        return JSONResponse(
-            status_code=201, content={"accepted": len(answer.ids), "task_ids": answer.ids}
+        return await answer(
+            loop.submit(specs),
+            lambda done: JSONResponse(
+                status_code=201, content={"accepted": len(done.ids), "task_ids": done.ids}
+            ),
         )
 
     @router.get("/tasks", summary="List tasks, optionally filtered")
@@ -230,12 +235,10 @@ def build_router(loop: CoordinatorLoop, store: Store, max_tasks: int, started: f
 
     @router.post("/tasks/{task_id}/cancel", summary="Cancel a queued or running task")
     async def cancel_task(task_id: str) -> Any:
-        answer = await guarded(loop.cancel(task_id))
-        if isinstance(answer, JSONResponse):
-            return answer
-        if isinstance(answer, Refused):
-            return refusal_response(answer)
-        return {"task_id": task_id, "status": TaskStatus.CANCELLED.value}
+        return await answer(
+            loop.cancel(task_id),
+            lambda _: {"task_id": task_id, "status": TaskStatus.CANCELLED.value},
+        )
 
     @router.get("/workers", summary="Workers known to the coordinator")
     async def list_workers() -> dict[str, Any]:
@@ -246,12 +249,10 @@ def build_router(loop: CoordinatorLoop, store: Store, max_tasks: int, started: f
         "/workers/{worker_id}/drain", summary="Let a worker finish its work and take no more"
     )
     async def drain_worker(worker_id: str) -> Any:
-        answer = await guarded(loop.drain(worker_id))
-        if isinstance(answer, JSONResponse):
-            return answer
-        if isinstance(answer, Refused):
-            return refusal_response(answer)
-        return {"worker_id": worker_id, "status": WorkerStatus.DRAINING.value}
+        return await answer(
+            loop.drain(worker_id),
+            lambda _: {"worker_id": worker_id, "status": WorkerStatus.DRAINING.value},
+        )
 
     @router.get("/stats", summary="Counts of tasks and workers, queue depth, loop counters")
     async def stats() -> dict[str, Any]:
