@@ -210,7 +210,7 @@ def main() -> None:
         f"(submitting took {submitted - started:.2f} s)"
     )
     print(
-        f"  submit->assignment latency, 10,000 queued at once: "
+        f"  submit->assignment latency, {args.tasks:,} queued at once: "
         f"p50 {statistics.median(latencies):.1f} ms, p99 {percentile(latencies, 0.99):.1f} ms"
     )
     if idle_latencies:

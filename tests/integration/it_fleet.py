@@ -172,6 +172,7 @@ class Fleet:
         tags: dict[str, str] | None = None,
         *,
         wait: bool = True,
+        codec: str = "json",
     ) -> subprocess.Popen[bytes]:
         args = [
             "worker",
@@ -186,6 +187,8 @@ class Fleet:
             str(self.work_dir / worker_id),
             "--log-level",
             "info",
+            "--codec",
+            codec,
         ]
         for key, value in (tags or {}).items():
             args += ["--tag", f"{key}={value}"]
