@@ -46,11 +46,13 @@ from testfleet.coordinator.workers import (
     Refusal,
     WorkerRegistry,
 )
+from testfleet.domain.benchmark import benchmark_rows
 from testfleet.domain.enums import (
     AttemptStatus,
     ErrorClass,
     ResultStatus,
     TaskStatus,
+    TaskType,
     WorkerStatus,
 )
 from testfleet.domain.records import (
@@ -409,6 +411,16 @@ class CoordinatorState:
         self._out.result(
             ResultRecord(item.attempt_id, result.task_id, worker_id, now, counted, result)
         )
+        if counted and task.spec.type is TaskType.BENCHMARK:
+            for row in benchmark_rows(
+                attempt_id=item.attempt_id,
+                task_id=task.task_id,
+                worker_id=worker_id,
+                recorded_time=now,
+                results=result.results,
+                is_simulated=result.simulation_status.is_simulated,
+            ):
+                self._out.benchmark_row(row)
 
     def _disconnected(self, connection_id: int) -> None:
         worker = self.registry.disconnect(connection_id)

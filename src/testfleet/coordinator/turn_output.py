@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from testfleet.coordinator.events import Reply
+from testfleet.domain.benchmark import BenchmarkRow
 from testfleet.domain.records import (
     AttemptRecord,
     ResultRecord,
@@ -39,6 +40,7 @@ class TurnOutput:
     attempts: dict[int, AttemptRecord] = field(default_factory=dict)
     workers: dict[str, WorkerRecord] = field(default_factory=dict)
     results: list[ResultRecord] = field(default_factory=list)
+    benchmark_rows: list[BenchmarkRow] = field(default_factory=list)
     sends: list[tuple[int, Message]] = field(default_factory=list)
     closes: list[tuple[int, Error | None]] = field(default_factory=list)
     replies: list[tuple[Reply, object]] = field(default_factory=list)
@@ -55,6 +57,9 @@ class TurnOutput:
     def result(self, result: ResultRecord) -> None:
         self.results.append(result)
 
+    def benchmark_row(self, row: BenchmarkRow) -> None:
+        self.benchmark_rows.append(row)
+
     def send(self, connection_id: int, message: Message) -> None:
         self.sends.append((connection_id, message))
 
@@ -70,6 +75,7 @@ class TurnOutput:
             or self.attempts
             or self.workers
             or self.results
+            or self.benchmark_rows
             or self.sends
             or self.closes
             or self.replies
@@ -83,6 +89,7 @@ class TurnOutput:
                 attempts=list(self.attempts.values()),
                 results=self.results,
                 workers=list(self.workers.values()),
+                benchmark_rows=self.benchmark_rows,
             ),
             sends=self.sends,
             closes=self.closes,
@@ -90,4 +97,5 @@ class TurnOutput:
         )
         self.tasks, self.attempts, self.workers = {}, {}, {}
         self.results, self.sends, self.closes, self.replies = [], [], [], []
+        self.benchmark_rows = []
         return effects

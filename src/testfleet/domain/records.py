@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from testfleet.domain.benchmark import BenchmarkRow
 from testfleet.domain.enums import AttemptStatus, ErrorClass, TaskStatus, WorkerStatus
 from testfleet.domain.hardware import WorkerCapabilities
 from testfleet.domain.result import TaskResult
@@ -131,9 +132,13 @@ class WriteBatch:
     attempts: list[AttemptRecord] = field(default_factory=list)
     results: list[ResultRecord] = field(default_factory=list)
     workers: list[WorkerRecord] = field(default_factory=list)
+    #: One per batch size of each counted benchmark result in this turn.
+    benchmark_rows: list[BenchmarkRow] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.tasks or self.attempts or self.results or self.workers)
+        return bool(
+            self.tasks or self.attempts or self.results or self.workers or self.benchmark_rows
+        )
 
 
 @dataclass(slots=True)

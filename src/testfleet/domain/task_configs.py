@@ -1,9 +1,8 @@
 """Config models, one per task type, checked when a task is submitted.
 
-The coordinator accepts only the types registered here. ``test`` and
-``benchmark`` register their models when their executors land; until then a
-task of those types is refused at submission with a message saying so, rather
-than accepted and faked.
+The coordinator accepts only the types registered here. ``test`` registers
+its model when its executor lands; until then a task of that type is refused
+at submission with a message saying so, rather than accepted and faked.
 """
 
 from __future__ import annotations
@@ -82,9 +81,17 @@ class SimulatedConfig(_Config):
         return self
 
 
+def _benchmark_config() -> type[BaseModel]:
+    # Imported here: domain.benchmark is a sibling with its own imports.
+    from testfleet.domain.benchmark import BenchmarkConfig
+
+    return BenchmarkConfig
+
+
 _CONFIG_MODELS: dict[TaskType, type[BaseModel]] = {
     TaskType.COMMAND: CommandConfig,
     TaskType.SIMULATED: SimulatedConfig,
+    TaskType.BENCHMARK: _benchmark_config(),
 }
 
 

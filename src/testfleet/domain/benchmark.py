@@ -1,0 +1,207 @@
+"""Model benchmarks: the task's config, the result it reports, the rows it stores.
+
+Callers: the coordinator validates ``type: benchmark`` tasks with
+:class:`BenchmarkConfig` at submission (registered in ``task_configs``); the
+worker's benchmark executor reports a :class:`BenchmarkOutcome` as the result's
+``results`` document (SEED.md 5.3: ``results.batch_sizes["1"].latency_ms`` and
+so on, plus percentiles, errors and the conditions of the run); the
+coordinator's state turns a counted outcome into :class:`BenchmarkRow` s, one
+per batch size, which the store keeps in ``benchmark_results`` beside the whole
+document for comparisons across hardware and over time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from testfleet.domain.enums import ErrorClass, HardwareKind
+
+#: The models the worker can build from their configuration alone (no download).
+KNOWN_MODELS = (
+    "bert-base-uncased",
+    "gpt2",
+    "t5-small",
+    "vit-base-patch16-224",
+    "whisper-tiny",
+)
+#: ``batch_sizes: "auto"`` doubles from 1 up to at most this.
+DEFAULT_AUTO_MAX_BATCH = 1024
+
+
+class Precision(StrEnum):
+    FP32 = "fp32"
+    FP16 = "fp16"
+    BF16 = "bf16"
+    #: Dynamic quantization of Linear layers; CPU only.
+    INT8 = "int8"
+
+
+BatchSize = Annotated[int, Field(ge=1, le=65536)]
+OverrideValue = int | float | str | bool
+
+
+class BenchmarkConfig(BaseModel):
+    """``config`` of a ``type: benchmark`` task (SEED.md 5.2 plus what a run needs).
+
+    ``model`` is a hub name from :data:`KNOWN_MODELS` (built from its
+    configuration with random weights: nothing is downloaded) or, with
+    ``model_path``, a local directory on the worker holding a saved model.
+    ``config_overrides`` change the model's configuration (e.g. fewer layers
+    for a quick run). The device is the hardware the task was matched to: the
+    first kind in ``requirements.hardware`` that the worker has, else the CPU;
+    ``device`` pins it.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str = Field(min_length=1, max_length=256)
+    model_path: str | None = Field(default=None, min_length=1, max_length=4096)
+    batch_sizes: list[BatchSize] | Literal["auto"] = Field(default_factory=lambda: [1])
+    precision: Precision = Precision.FP32
+    iterations: int = Field(default=20, ge=1, le=100_000)
+    warmup: int = Field(default=3, ge=0, le=10_000)
+    sequence_length: int = Field(default=128, ge=1, le=65536)
+    image_size: int | None = Field(default=None, ge=8, le=8192)
+    device: HardwareKind | None = None
+    max_batch_size: int = Field(default=DEFAULT_AUTO_MAX_BATCH, ge=1, le=65536)
+    config_overrides: dict[str, OverrideValue] = Field(default_factory=dict, max_length=64)
+    threads: int | None = Field(default=None, ge=1, le=1024)
+
+    @field_validator("batch_sizes")
+    @classmethod
+    def _sizes_are_distinct(cls, value: list[int] | str) -> list[int] | str:
+        if isinstance(value, list):
+            if not value:
+                raise ValueError('give at least one batch size, or "auto"')
+            if len(set(value)) != len(value):
+                raise ValueError("batch sizes must not repeat")
+            return sorted(value)
+        return value
+
+
+class BatchSizeMeasurement(BaseModel):
+    """Timings of one batch size (SEED.md 5.3's three fields, and percentiles)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    latency_ms: float = Field(ge=0, description="mean over the timed iterations")
+    latency_p50_ms: float = Field(ge=0)
+    latency_p90_ms: float = Field(ge=0)
+    latency_p99_ms: float = Field(ge=0)
+    throughput_items_per_second: float = Field(ge=0)
+    memory_mb: float = Field(ge=0, description="CUDA allocator peak on GPU, process RSS on CPU")
+    iterations: int = Field(ge=1)
+
+
+class BatchSizeError(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    error_class: ErrorClass
+    message: str = Field(max_length=4096)
+
+
+class BenchmarkOutcome(BaseModel):
+    """A benchmark result's ``results`` document."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["model_benchmark"] = "model_benchmark"
+    model: str
+    model_source: Literal["config", "local_path"]
+    hardware: HardwareKind
+    device: str
+    device_name: str
+    precision: Precision
+    auto_batch_size: bool
+    batch_sizes: dict[str, BatchSizeMeasurement] = Field(default_factory=dict)
+    errors: dict[str, BatchSizeError] = Field(default_factory=dict)
+    optimal_batch_size: int | None = None
+    conditions: dict[str, Any] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class BenchmarkRow:
+    """One row of ``benchmark_results``: one batch size of one counted benchmark result."""
+
+    attempt_id: int
+    batch_size: int
+    task_id: str
+    worker_id: str
+    recorded_time: float
+    model: str
+    hardware: str
+    device_name: str
+    precision: str
+    is_simulated: bool
+    latency_ms: float | None
+    latency_p50_ms: float | None
+    latency_p90_ms: float | None
+    latency_p99_ms: float | None
+    throughput_items_per_second: float | None
+    memory_mb: float | None
+    error_class: str | None
+    error_message: str | None
+    torch_version: str | None
+    transformers_version: str | None
+
+
+def benchmark_rows(
+    *,
+    attempt_id: int,
+    task_id: str,
+    worker_id: str,
+    recorded_time: float,
+    results: dict[str, Any],
+    is_simulated: bool,
+) -> list[BenchmarkRow]:
+    """The rows of a benchmark result's ``results`` document; [] if it is not one
+    (a run that failed before measuring anything reports no outcome)."""
+    try:
+        outcome = BenchmarkOutcome.model_validate(results)
+    except ValidationError:
+        return []
+    conditions = outcome.conditions
+
+    def row(
+        size: str, measured: BatchSizeMeasurement | None, error: BatchSizeError | None
+    ) -> BenchmarkRow:
+        return BenchmarkRow(
+            attempt_id=attempt_id,
+            batch_size=int(size),
+            task_id=task_id,
+            worker_id=worker_id,
+            recorded_time=recorded_time,
+            model=outcome.model,
+            hardware=outcome.hardware.value,
+            device_name=outcome.device_name,
+            precision=outcome.precision.value,
+            is_simulated=is_simulated,
+            latency_ms=measured.latency_ms if measured else None,
+            latency_p50_ms=measured.latency_p50_ms if measured else None,
+            latency_p90_ms=measured.latency_p90_ms if measured else None,
+            latency_p99_ms=measured.latency_p99_ms if measured else None,
+            throughput_items_per_second=(
+                measured.throughput_items_per_second if measured else None
+            ),
+            memory_mb=measured.memory_mb if measured else None,
+            error_class=error.error_class.value if error else None,
+            error_message=error.message if error else None,
+            torch_version=_text(conditions.get("torch_version")),
+            transformers_version=_text(conditions.get("transformers_version")),
+        )
+
+    rows = [row(size, measured, None) for size, measured in outcome.batch_sizes.items()]
+    rows += [
+        row(size, None, error)
+        for size, error in outcome.errors.items()
+        if size not in outcome.batch_sizes
+    ]
+    return sorted(rows, key=lambda r: r.batch_size)
+
+
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)
