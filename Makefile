@@ -7,10 +7,16 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint check bench clean
 
+# torch is pinned to the CPU build first (this machine's pip takes it from
+# local disk in seconds); the bench extra's range then accepts it instead of
+# pulling a multi-GB CUDA build.
+TORCH ?= torch==2.13.0
+
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet '$(TORCH)'
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -110,21 +110,23 @@ def test_invalid_task_is_422_naming_the_field(api, body, field_name, stored_ids)
     api.absent(*stored_ids)
 
 
-def test_benchmark_type_is_refused_as_not_supported_yet(api):
-    # The design document's own example (SEED.md 5.2), as written there.
-    benchmark = {
-        "task_id": "benchmark-bert-cuda-001",
-        "type": "benchmark",
-        "priority": 1,
-        "requirements": {"hardware": ["cuda"], "min_memory_gb": 8, "min_cuda_compute": 7.5},
-        "config": {"model": "bert-base-uncased", "batch_sizes": [1, 2], "iterations": 100},
-        "timeout_seconds": 1800,
-        "retry_policy": {"max_retries": 3, "retry_delay_seconds": 60},
-    }
-    error = error_of(api.http.post("/api/v1/tasks", json=benchmark), 422, "invalid_task")
+def test_test_type_is_refused_as_not_supported_yet(api):
+    task = {"task_id": "pytest-run-001", "type": "test", "config": {"path": "tests"}}
+    error = error_of(api.http.post("/api/v1/tasks", json=task), 422, "invalid_task")
     assert "not supported" in error["message"]
-    assert "'benchmark'" in error["message"]
-    api.absent("benchmark-bert-cuda-001")
+    assert "'test'" in error["message"]
+    api.absent("pytest-run-001")
+
+
+def test_benchmark_batch_size_zero_is_refused_naming_the_field(api):
+    task = {
+        "task_id": "bench-zero",
+        "type": "benchmark",
+        "config": {"model": "gpt2", "batch_sizes": [0, 1]},
+    }
+    error = error_of(api.http.post("/api/v1/tasks", json=task), 422, "invalid_task")
+    assert "batch_sizes" in error["message"]
+    api.absent("bench-zero")
 
 
 def test_more_good_tasks_are_accepted_between_bad_ones(api):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import os
 import platform
@@ -63,7 +64,10 @@ def test_real_probes_report_this_machine() -> None:
     assert caps.hardware[0] is HardwareKind.CPU
     if not NVML_DRIVER:
         assert caps.gpus == []
-    if not TORCH_INSTALLED:
+    if TORCH_INSTALLED:
+        assert caps.torch is not None
+        assert caps.torch.version == importlib.metadata.version("torch")
+    else:
         assert caps.torch is None
     if not NVML_DRIVER and not TORCH_INSTALLED:
         assert caps.hardware == [HardwareKind.CPU]
@@ -364,12 +368,21 @@ def _install_fake_torch(root: Path, monkeypatch: pytest.MonkeyPatch, body: str) 
     monkeypatch.setenv("PYTHONPATH", str(root))
 
 
-@pytest.mark.skipif(TORCH_INSTALLED, reason="a real torch would shadow the fake one")
-def test_torch_absent_means_none_and_no_error_line() -> None:
+def test_torch_absent_means_none_and_no_error_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    real_find_spec = importlib.util.find_spec
+
+    def without_torch(name: str, *args: object) -> object:
+        return None if name == "torch" else real_find_spec(name, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(importlib.util, "find_spec", without_torch)
     assert probe_torch() is None
+    caps = detect_capabilities(tags={}, task_types=[])
+    assert caps.torch is None
+    assert caps.probe_errors == []
 
 
-@pytest.mark.skipif(TORCH_INSTALLED, reason="a real torch would shadow the fake one")
+# The fake package goes first on PYTHONPATH, ahead of site-packages, so it
+# shadows a real torch in the child interpreter as well.
 def test_torch_probe_reads_torch_in_a_child_process(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -414,7 +427,8 @@ def test_torch_probe_reads_torch_in_a_child_process(
     assert "torch" not in sys.modules  # never imported into the worker itself
 
 
-@pytest.mark.skipif(TORCH_INSTALLED, reason="a real torch would shadow the fake one")
+# The fake package goes first on PYTHONPATH, ahead of site-packages, so it
+# shadows a real torch in the child interpreter as well.
 def test_a_broken_torch_is_an_error_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _install_fake_torch(tmp_path, monkeypatch, "raise ImportError('libcudart.so.12: not found')\n")
     caps = detect_capabilities(tags={}, task_types=[])
@@ -424,7 +438,8 @@ def test_a_broken_torch_is_an_error_line(tmp_path: Path, monkeypatch: pytest.Mon
     assert "libcudart.so.12: not found" in caps.probe_errors[0]
 
 
-@pytest.mark.skipif(TORCH_INSTALLED, reason="a real torch would shadow the fake one")
+# The fake package goes first on PYTHONPATH, ahead of site-packages, so it
+# shadows a real torch in the child interpreter as well.
 def test_a_hanging_torch_import_is_killed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _install_fake_torch(tmp_path, monkeypatch, "import time\ntime.sleep(60)\n")
     with pytest.raises(RuntimeError, match=r"did not finish within 0\.5 s"):
