@@ -120,6 +120,46 @@ class FleetClient:
         result: dict[str, Any] = self._call("GET", "/stats")
         return result
 
+    def benchmark_compare(
+        self,
+        model: str,
+        *,
+        precision: str | None = None,
+        hardware: str | None = None,
+        since: str | None = None,
+    ) -> dict[str, Any]:
+        """The latest benchmark figures of ``model`` per hardware, device, precision and
+        batch size (``GET /results/compare``); ``since`` is an ISO 8601 time."""
+        given = {"model": model, "precision": precision, "hardware": hardware, "since": since}
+        params = {name: value for name, value in given.items() if value is not None}
+        result: dict[str, Any] = self._call("GET", "/results/compare", params=params)
+        return result
+
+    def benchmark_history(
+        self,
+        model: str,
+        *,
+        batch_size: int | None = None,
+        precision: str | None = None,
+        hardware: str | None = None,
+        limit: int = 1000,
+    ) -> dict[str, Any]:
+        """Every benchmark run of ``model``, oldest first (``GET /results/history``)."""
+        given = {
+            "model": model,
+            "batch_size": batch_size,
+            "precision": precision,
+            "hardware": hardware,
+            "limit": limit,
+        }
+        params = {name: value for name, value in given.items() if value is not None}
+        result: dict[str, Any] = self._call("GET", "/results/history", params=params)
+        return result
+
+    def benchmark_models(self) -> list[str]:
+        """Models that have benchmark results (``GET /results/models``)."""
+        return list(self._call("GET", "/results/models")["models"])
+
     def health(self) -> dict[str, Any]:
         result: dict[str, Any] = self._call("GET", "/health")
         return result

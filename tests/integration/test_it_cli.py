@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 from it_fleet import RELAXED_HEARTBEAT_TIMEOUT, Fleet, pid_alive
 
+from testfleet.worker.executors.base import benchmarks_available
+
 pytestmark = [pytest.mark.integration]
 
 WORKER = "cli-worker"
@@ -165,7 +167,10 @@ def test_workers_json_shows_the_worker_and_its_hardware(cli):
     assert worker["slots"] == 2
     assert "cpu" in worker["hardware"]
     assert worker["capabilities"]["cpu"]["logical_cores"] >= 1
-    assert sorted(worker["task_types"]) == ["command", "simulated"]
+    expected = ["command", "simulated"]
+    if benchmarks_available():  # torch and transformers installed: it runs benchmarks
+        expected = ["benchmark", *expected]
+    assert sorted(worker["task_types"]) == expected
 
 
 def test_stats_json_counts_the_tasks(cli):

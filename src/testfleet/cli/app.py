@@ -397,6 +397,13 @@ def demo(
     raise typer.Exit(run_demo(db, workers_count, slots, console))
 
 
+# Imported here, not at the top: the sub-app's module uses this module's
+# options and helpers, which exist by now (the package imports this module first).
+from testfleet.cli.results import results_app  # noqa: E402
+
+app.add_typer(results_app, name="results")
+
+
 def main() -> None:
     app()
 

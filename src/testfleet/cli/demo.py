@@ -10,6 +10,7 @@ leaving the DuckDB file for inspection.
 
 from __future__ import annotations
 
+import importlib.util
 import signal
 import socket
 import subprocess
@@ -21,6 +22,7 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
 from testfleet.cli.render import shown_status, tasks_table
 from testfleet.client import FleetClient, FleetError
@@ -46,6 +48,11 @@ def missing_hardware() -> HardwareKind:
         if kind not in present:
             return kind
     return HardwareKind.WEBNN
+
+
+def benchmarks_available() -> bool:
+    """Whether this machine's workers can run model benchmarks (torch and transformers)."""
+    return all(importlib.util.find_spec(name) is not None for name in ("torch", "transformers"))
 
 
 def example_batch(missing: HardwareKind) -> list[dict[str, Any]]:
@@ -122,6 +129,25 @@ def example_batch(missing: HardwareKind) -> list[dict[str, Any]]:
                     },
                     "seed": n,
                 },
+            }
+        )
+    if benchmarks_available():
+        # A real model benchmark: BERT's architecture with two layers, random
+        # weights built from its configuration (nothing is downloaded), on the CPU.
+        batch.append(
+            {
+                "task_id": "demo-bench-bert-2-layers",
+                "type": "benchmark",
+                "priority": 2,
+                "config": {
+                    "model": "bert-base-uncased",
+                    "batch_sizes": [1, 4, 16],
+                    "iterations": 10,
+                    "warmup": 2,
+                    "sequence_length": 64,
+                    "config_overrides": {"num_hidden_layers": 2},
+                },
+                "timeout_seconds": 300,
             }
         )
     batch.append(
@@ -236,7 +262,7 @@ def run_demo(db: Path, workers: int, slots: int, console: Console) -> int:
         console.print(f"submitted {len(ids)} tasks")
         tasks = _follow(client, len(ids), console)
         console.print(tasks_table(tasks, title="demo summary"))
-        _explain(tasks, console)
+        _explain(client, tasks, console)
     finally:
         for process in processes:
             _stop(process)
@@ -282,7 +308,29 @@ def _follow(client: FleetClient, total: int, console: Console) -> list[dict[str,
             time.sleep(0.2)
 
 
-def _explain(tasks: list[dict[str, Any]], console: Console) -> None:
+def _print_benchmark(client: FleetClient, task_id: str, console: Console) -> None:
+    """The measured figures of a completed benchmark task, per batch size."""
+    result = client.get_task(task_id)["result"]
+    outcome = result["results"]
+    table = Table(
+        title=f"{task_id}: {outcome['model']} on {outcome['device_name']} ({outcome['precision']})",
+        header_style="bold",
+    )
+    for column in ("batch", "latency ms (mean)", "p50", "p99", "items/s", "memory MB"):
+        table.add_column(column, justify="right")
+    for size, m in sorted(outcome["batch_sizes"].items(), key=lambda item: int(item[0])):
+        table.add_row(
+            size,
+            f"{m['latency_ms']:.2f}",
+            f"{m['latency_p50_ms']:.2f}",
+            f"{m['latency_p99_ms']:.2f}",
+            f"{m['throughput_items_per_second']:.1f}",
+            f"{m['memory_mb']:.0f}",
+        )
+    console.print(table)
+
+
+def _explain(client: FleetClient, tasks: list[dict[str, Any]], console: Console) -> None:
     by_status: dict[str, int] = {}
     for task in tasks:
         status = shown_status(task)
@@ -294,6 +342,9 @@ def _explain(tasks: list[dict[str, Any]], console: Console) -> None:
             console.print(
                 f"[magenta]{task['task_id']}[/magenta] is unschedulable: {escape(reason)}"
             )
+    for task in tasks:
+        if task["type"] == "benchmark" and task["status"] == TaskStatus.COMPLETED.value:
+            _print_benchmark(client, task["task_id"], console)
     simulated = [t for t in tasks if t["type"] == "simulated"]
     if simulated:
         console.print(

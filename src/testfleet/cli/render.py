@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, JustifyMethod
 from rich.markup import escape
 from rich.table import Table
 
@@ -164,3 +164,155 @@ def print_task_detail(console: Console, detail: dict[str, Any]) -> None:
         )
         if result.get("results"):
             console.print_json(data=result["results"])
+
+
+# ---------------------------------------------------------------- benchmark results
+
+
+def _number(value: float | None) -> str:
+    """A figure with as many decimals as its size deserves."""
+    if value is None:
+        return "-"
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    if abs(value) >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+def _utc(value: str | None) -> str:
+    if not value:
+        return ""
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def bench_device(row: dict[str, Any]) -> str:
+    """``cuda · NVIDIA H200`` (plus ``(simulated)``: never shown as real hardware)."""
+    label = f"{row['hardware']} · {row['device_name']}"
+    return label + " (simulated)" if row.get("is_simulated") else label
+
+
+def _bench_error(row: dict[str, Any]) -> str:
+    error_class = row.get("error_class") or "error"
+    return f"[red]{escape(error_class.replace('_', ' '))}[/red]"
+
+
+def _group_key(row: dict[str, Any]) -> tuple[str, str, str, bool]:
+    return (row["hardware"], row["device_name"], row["precision"], bool(row.get("is_simulated")))
+
+
+def compare_table(document: dict[str, Any]) -> Table:
+    """Batch sizes down, and per (hardware / device / precision) three columns across:
+    throughput (items/s), mean and p99 latency (ms) of the latest run.
+
+    A cell whose latest run failed (out of memory, say) shows the error; ``n=N``
+    after a throughput says N runs were recorded for that cell (the figures are
+    the latest one's); a blank cell was never measured.
+    """
+    rows: list[dict[str, Any]] = document["rows"]
+    groups = sorted({_group_key(row) for row in rows})
+    cells = {(row["batch_size"], _group_key(row)): row for row in rows}
+    title = f"{escape(document['model'])}: latest run per batch size"
+    table = Table(title=title, header_style="bold")
+    table.add_column("batch", justify="right")
+    for index, group in enumerate(groups):
+        hardware, device_name, precision, simulated = group
+        style = "cyan" if index % 2 == 0 else "magenta"
+        label = escape(f"{hardware} · {device_name} · {precision}")
+        if simulated:
+            label += " [yellow](simulated)[/yellow]"
+        table.add_column(f"[{style}]{label}[/{style}]\nitems/s", justify="right")
+        table.add_column("\nmean ms", justify="right")
+        table.add_column("\np99 ms", justify="right")
+    for batch_size in sorted({row["batch_size"] for row in rows}):
+        line = [str(batch_size)]
+        for group in groups:
+            row = cells.get((batch_size, group))
+            if row is None:
+                line += ["", "", ""]
+            elif row.get("error_class") and row.get("throughput_items_per_second") is None:
+                line += [_bench_error(row), "-", "-"]
+            else:
+                runs = row.get("runs", 1)
+                throughput = _number(row.get("throughput_items_per_second"))
+                if runs > 1:
+                    throughput += f" [dim]n={runs}[/dim]"
+                line += [
+                    throughput,
+                    _number(row.get("latency_ms")),
+                    _number(row.get("latency_p99_ms")),
+                ]
+        table.add_row(*line)
+    return table
+
+
+def compare_errors(document: dict[str, Any]) -> list[str]:
+    """One line per cell whose latest run failed: where, and the error's message."""
+    lines = []
+    for row in document["rows"]:
+        if not row.get("error_class"):
+            continue
+        message = (row.get("error_message") or "").splitlines()
+        lines.append(
+            f"batch {row['batch_size']} on {escape(bench_device(row))} · {row['precision']}: "
+            f"{_bench_error(row)}" + (f": {escape(message[0][:200])}" if message else "")
+        )
+    return lines
+
+
+def _change(percent: float | None, *, higher_is_better: bool) -> str:
+    if percent is None:
+        return ""
+    text = f"{percent:+.1f}%"
+    if percent == 0:
+        return text
+    better = (percent > 0) == higher_is_better
+    style = "green" if better else "red"
+    return f"[{style}]{text}[/{style}]"
+
+
+def history_table(document: dict[str, Any]) -> Table:
+    """One row per run and batch size, oldest first, with the change from the previous
+    measured run of the same device, precision and batch size (Δ, in percent)."""
+    table = Table(title=f"{escape(document['model'])}: runs over time", header_style="bold")
+    columns: tuple[tuple[str, JustifyMethod], ...] = (
+        ("recorded (UTC)", "left"),
+        ("device", "left"),
+        ("precision", "left"),
+        ("batch", "right"),
+        ("items/s", "right"),
+        ("Δ", "right"),
+        ("mean ms", "right"),
+        ("Δ", "right"),
+        ("p99 ms", "right"),
+        ("memory MB", "right"),
+        ("torch", "left"),
+        ("worker", "left"),
+    )
+    for column, justify in columns:
+        table.add_column(column, justify=justify)
+    for row in document["rows"]:
+        failed = row.get("error_class") and row.get("throughput_items_per_second") is None
+        table.add_row(
+            _utc(row.get("recorded_time")),
+            escape(bench_device(row)),
+            row["precision"],
+            str(row["batch_size"]),
+            _bench_error(row) if failed else _number(row.get("throughput_items_per_second")),
+            _change(row.get("throughput_change_percent"), higher_is_better=True),
+            "" if failed else _number(row.get("latency_ms")),
+            _change(row.get("latency_change_percent"), higher_is_better=False),
+            "" if failed else _number(row.get("latency_p99_ms")),
+            "" if failed else _number(row.get("memory_mb")),
+            escape(row.get("torch_version") or ""),
+            escape(row.get("worker_id") or ""),
+        )
+    return table
+
+
+def models_table(models: list[str]) -> Table:
+    table = Table(title="benchmarked models", header_style="bold")
+    table.add_column("model")
+    for model in models:
+        table.add_row(escape(model))
+    return table

@@ -1,5 +1,6 @@
 """The REST API under ``/api/v1``: submit, list, inspect and cancel tasks; list and
-drain workers; stats and health.
+drain workers; compare benchmark results across hardware and over time; stats
+and health.
 
 Callers: the ``testfleet`` CLI, the pytest plugin, scripts. Reads come from the
 committed store (so what the API shows is durable); changes go through the
@@ -10,8 +11,10 @@ coordinator loop as events. Every error is ``{"error": {"code", "message",
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -24,8 +27,9 @@ from pydantic import TypeAdapter, ValidationError
 import testfleet
 from testfleet.coordinator.events import Accepted, RefusalReason, Refused
 from testfleet.coordinator.loop import CoordinatorLoop, CoordinatorUnavailableError
-from testfleet.coordinator.render import attempt_json, result_json, task_json, worker_json
-from testfleet.domain.enums import TaskStatus, TaskType, WorkerStatus
+from testfleet.coordinator.render import attempt_json, iso, result_json, task_json, worker_json
+from testfleet.domain.benchmark import Precision
+from testfleet.domain.enums import HardwareKind, TaskStatus, TaskType, WorkerStatus
 from testfleet.domain.task import TaskSpec
 from testfleet.store import Store
 
@@ -151,6 +155,28 @@ SUBMIT_OPENAPI: dict[str, Any] = {
         },
     }
 }
+
+
+def benchmark_json(row: dict[str, Any]) -> dict[str, Any]:
+    """A row of the store's benchmark analysis as JSON: ISO 8601 times, and ``null``
+    for a figure that is not finite (JSON has no infinity)."""
+    document: dict[str, Any] = {}
+    for name, value in row.items():
+        if name == "recorded_time":
+            value = iso(value)
+        elif isinstance(value, float) and not math.isfinite(value):
+            value = None
+        document[name] = value
+    return document
+
+
+def epoch_seconds(moment: datetime | None) -> float | None:
+    """A query parameter's date and time as epoch seconds; one without a zone is UTC."""
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
 
 
 def build_router(loop: CoordinatorLoop, store: Store, max_tasks: int, started: float) -> APIRouter:
@@ -284,6 +310,63 @@ def build_router(loop: CoordinatorLoop, store: Store, max_tasks: int, started: f
                 "commits": loop.stats.commits,
                 "commit_seconds": round(loop.stats.commit_seconds, 6),
             },
+        }
+
+    @router.get("/results/models", summary="Models that have benchmark results")
+    async def benchmark_models() -> dict[str, Any]:
+        return {"models": await asyncio.to_thread(store.benchmark_models)}
+
+    @router.get(
+        "/results/compare",
+        summary="A model's latest benchmark figures per hardware, device, precision, batch size",
+    )
+    async def compare_results(
+        model: Annotated[str, Query(min_length=1, max_length=256, description="Model name.")],
+        precision: Precision | None = None,
+        hardware: HardwareKind | None = None,
+        since: Annotated[
+            datetime | None,
+            Query(description="Only runs recorded at or after this ISO 8601 time (UTC if naive)."),
+        ] = None,
+    ) -> dict[str, Any]:
+        rows = await asyncio.to_thread(
+            store.benchmark_compare,
+            model,
+            precision=None if precision is None else precision.value,
+            hardware=None if hardware is None else hardware.value,
+            since=epoch_seconds(since),
+        )
+        return {
+            "model": model,
+            "filters": {
+                "precision": precision,
+                "hardware": hardware,
+                "since": iso(epoch_seconds(since)),
+            },
+            "rows": [benchmark_json(row) for row in rows],
+        }
+
+    @router.get("/results/history", summary="Every benchmark run of a model over time")
+    async def result_history(
+        model: Annotated[str, Query(min_length=1, max_length=256, description="Model name.")],
+        batch_size: Annotated[int | None, Query(ge=1, le=65536)] = None,
+        precision: Precision | None = None,
+        hardware: HardwareKind | None = None,
+        limit: Annotated[int, Query(ge=1, le=100_000)] = 1000,
+    ) -> dict[str, Any]:
+        rows = await asyncio.to_thread(
+            store.benchmark_history,
+            model,
+            batch_size=batch_size,
+            precision=None if precision is None else precision.value,
+            hardware=None if hardware is None else hardware.value,
+            limit=limit,
+        )
+        return {
+            "model": model,
+            "filters": {"batch_size": batch_size, "precision": precision, "hardware": hardware},
+            "limit": limit,
+            "rows": [benchmark_json(row) for row in rows],
         }
 
     @router.get("/health", summary="Liveness and version")

@@ -30,6 +30,7 @@ from typing import Any, Generic, TypeVar
 import orjson
 import pyarrow as pa
 
+from testfleet.domain.benchmark import BenchmarkRow
 from testfleet.domain.enums import AttemptStatus, ErrorClass, TaskStatus, WorkerStatus
 from testfleet.domain.hardware import WorkerCapabilities
 from testfleet.domain.records import AttemptRecord, ResultRecord, TaskRecord, WorkerRecord
@@ -110,10 +111,23 @@ class TableMapping(Generic[R]):
     columns: tuple[Column, ...]
     to_row: Callable[[R], tuple[Any, ...]]
     decode: Callable[[tuple[Any, ...]], R]
+    #: Every column of the primary key when it has more than one; ``key`` is
+    #: then its first column (the one error messages name).
+    key_columns: tuple[str, ...] = ()
 
     @property
     def column_names(self) -> list[str]:
         return [c.name for c in self.columns]
+
+    @property
+    def key_names(self) -> tuple[str, ...]:
+        """Every column of the primary key."""
+        return self.key_columns or (self.key,)
+
+    @property
+    def conflict_target(self) -> str:
+        """The primary key's columns, as an ``ON CONFLICT (...)`` target lists them."""
+        return ", ".join(self.key_names)
 
     def select_list(self, alias: str = "") -> str:
         """The SELECT list that :meth:`from_row` reads (times as epoch microseconds)."""
@@ -122,7 +136,7 @@ class TableMapping(Generic[R]):
     @property
     def update_column_names(self) -> list[str]:
         """The columns an update writes: the key and the mutable ones."""
-        return [c.name for c in self.columns if c.mutable or c.name == self.key]
+        return [c.name for c in self.columns if c.mutable or c.name in self.key_names]
 
     def to_arrow(self, records: Sequence[R], *, for_update: bool = False) -> Any:
         """Records as a ``pyarrow.Table`` with this table's column names and types
@@ -132,7 +146,7 @@ class TableMapping(Generic[R]):
         pairs = [
             (column, values)
             for column, values in zip(self.columns, columns, strict=True)
-            if not for_update or column.mutable or column.name == self.key
+            if not for_update or column.mutable or column.name in self.key_names
         ]
         arrays = [pa.array(list(values), type=column.arrow_type) for column, values in pairs]
         return pa.Table.from_arrays(arrays, names=[column.name for column, _ in pairs])
@@ -439,4 +453,50 @@ WORKERS: TableMapping[WorkerRecord] = TableMapping(
     ),
     to_row=_worker_row,
     decode=_worker_from_row,
+)
+
+
+#: Named as ``BenchmarkRow``'s fields, in the table's column order.
+_BENCHMARK_COLUMNS = (
+    Column("attempt_id", _INT),
+    Column("batch_size", _INT),
+    Column("task_id", _TEXT),
+    Column("worker_id", _TEXT),
+    Column("recorded_time", _TIME),
+    Column("model", _TEXT),
+    Column("hardware", _TEXT),
+    Column("device_name", _TEXT),
+    Column("precision", _TEXT),
+    Column("is_simulated", _BOOL),
+    Column("latency_ms", _DOUBLE),
+    Column("latency_p50_ms", _DOUBLE),
+    Column("latency_p90_ms", _DOUBLE),
+    Column("latency_p99_ms", _DOUBLE),
+    Column("throughput_items_per_second", _DOUBLE),
+    Column("memory_mb", _DOUBLE),
+    Column("error_class", _TEXT),
+    Column("error_message", _TEXT),
+    Column("torch_version", _TEXT),
+    Column("transformers_version", _TEXT),
+)
+
+
+def _benchmark_row(row: BenchmarkRow) -> tuple[Any, ...]:
+    values = ((column, getattr(row, column.name)) for column in _BENCHMARK_COLUMNS)
+    return tuple(to_micros(value) if column.is_time else value for column, value in values)
+
+
+def _benchmark_from_row(row: tuple[Any, ...]) -> BenchmarkRow:
+    fields = dict(zip((c.name for c in _BENCHMARK_COLUMNS), row, strict=True))
+    fields["recorded_time"] = _required_time(fields["recorded_time"])
+    return BenchmarkRow(**fields)
+
+
+BENCHMARKS: TableMapping[BenchmarkRow] = TableMapping(
+    table="benchmark_results",
+    key="attempt_id",
+    key_columns=("attempt_id", "batch_size"),
+    columns=_BENCHMARK_COLUMNS,
+    to_row=_benchmark_row,
+    decode=_benchmark_from_row,
 )

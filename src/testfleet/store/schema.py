@@ -30,6 +30,8 @@ the columns the coordinator's records need are added beside them, and
 
 A writer must therefore write workers, then tasks, then attempts, then results
 (referenced rows before the rows that reference them); see ``writer.py``.
+``benchmark_results`` (version 2) has no foreign keys at all (see its
+migration) and is written last, after the result it is derived from.
 
 Migrations are append-only: never edit one that has shipped, add a new one.
 """
@@ -140,9 +142,55 @@ _V1_STATEMENTS = (
     "CREATE INDEX results_task_id ON task_results (task_id)",
 )
 
+_V2_STATEMENTS = (
+    # One row per batch size of each counted benchmark result (BenchmarkRow):
+    # copies of fields of the result document in task_results, kept as columns
+    # so comparisons across hardware and trends over time are plain SQL.
+    #
+    # No foreign keys, deliberately. The natural parent is task_results
+    # (attempt_id), whose row is written in the same transaction just before
+    # these (writer.py), so the writer already guarantees the reference. A
+    # FOREIGN KEY would make task_results a referenced table, and DuckDB (1.5)
+    # then refuses any update of a referenced row's indexed column (it runs it
+    # as a delete plus an insert, see the module docstring) and has no ON
+    # DELETE CASCADE: pruning old results, or any later change to
+    # task_results' keys, would fail or have to delete these rows by hand
+    # first. Rows here are immutable (inserted once, ON CONFLICT DO NOTHING).
+    """
+    CREATE TABLE benchmark_results (
+        attempt_id INTEGER NOT NULL,
+        batch_size INTEGER NOT NULL,
+        task_id VARCHAR NOT NULL,
+        worker_id VARCHAR NOT NULL,
+        -- When the coordinator recorded the result (its received_time).
+        recorded_time TIMESTAMP NOT NULL,
+        model VARCHAR NOT NULL,
+        hardware VARCHAR NOT NULL,
+        device_name VARCHAR NOT NULL,
+        precision VARCHAR NOT NULL,
+        is_simulated BOOLEAN NOT NULL,
+        -- NULL where this batch size failed (error_class says why, e.g. out_of_memory).
+        latency_ms DOUBLE,
+        latency_p50_ms DOUBLE,
+        latency_p90_ms DOUBLE,
+        latency_p99_ms DOUBLE,
+        throughput_items_per_second DOUBLE,
+        memory_mb DOUBLE,
+        error_class VARCHAR,
+        error_message VARCHAR,
+        torch_version VARCHAR,
+        transformers_version VARCHAR,
+        PRIMARY KEY (attempt_id, batch_size)
+    )
+    """,
+    # Every analysis query filters by model first.
+    "CREATE INDEX benchmark_results_model ON benchmark_results (model)",
+)
+
 #: Every migration, in version order starting at 1. Append only.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "design document tables, task_results", _V1_STATEMENTS),
+    Migration(2, "benchmark_results, one row per benchmark batch size", _V2_STATEMENTS),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

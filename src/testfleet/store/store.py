@@ -17,7 +17,8 @@ batch).
 
 Schema, migrations and the foreign keys DuckDB can live with are described in
 ``schema.py``; the record-to-row mapping in ``rows.py``; the transaction in
-``writer.py``; the reads in ``queries.py``.
+``writer.py``; the reads in ``queries.py``; the benchmark analysis in
+``analysis.py``.
 """
 
 from __future__ import annotations
@@ -27,10 +28,11 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import duckdb
 
+from testfleet.domain.benchmark import BenchmarkRow
 from testfleet.domain.enums import TaskStatus, TaskType
 from testfleet.domain.records import (
     AttemptRecord,
@@ -40,7 +42,7 @@ from testfleet.domain.records import (
     WorkerRecord,
     WriteBatch,
 )
-from testfleet.store import queries
+from testfleet.store import analysis, queries
 from testfleet.store.errors import StoreError, describe_open_error, wrap_error
 from testfleet.store.schema import apply_migrations
 from testfleet.store.writer import EncodedTables, encode_batch, missing_references, write_tables
@@ -63,7 +65,7 @@ class PreparedBatch:
 
 
 class Store:
-    """One DuckDB database holding tasks, attempts, results and workers.
+    """One DuckDB database holding tasks, attempts, results, workers and benchmark rows.
 
     ``path`` is a file (created if missing; its directory must exist) or
     ``":memory:"`` (a private database that disappears on :meth:`close`).
@@ -241,6 +243,68 @@ class Store:
         """How many attempts (rows of ``task_execution_history``) are stored."""
         return self._read("count attempts", queries.attempt_count)
 
+    # -- benchmark analysis ----------------------------------------------------
+
+    def benchmark_compare(
+        self,
+        model: str,
+        *,
+        precision: str | None = None,
+        hardware: str | None = None,
+        since: float | None = None,
+    ) -> list[dict[str, Any]]:
+        """The latest run per (hardware, device, precision, batch size) of ``model``.
+
+        Each dict holds that run's figures (throughput, latency mean and
+        percentiles, memory; or the error of a batch size that failed, e.g.
+        ``out_of_memory``), ``runs`` and ``failed_runs``; times are epoch
+        seconds. Simulated runs form groups of their own. Ordered by batch
+        size, hardware, device, precision. ``[]`` for a model with no rows.
+        See :func:`testfleet.store.analysis.benchmark_compare`.
+        """
+        return self._read(
+            "compare benchmark results",
+            lambda cursor: analysis.benchmark_compare(
+                cursor, model, precision=precision, hardware=hardware, since=since
+            ),
+        )
+
+    def benchmark_history(
+        self,
+        model: str,
+        *,
+        batch_size: int | None = None,
+        precision: str | None = None,
+        hardware: str | None = None,
+        limit: int = 1000,
+    ) -> list[dict[str, Any]]:
+        """Every recorded run of ``model`` (one dict per run and batch size), oldest first,
+        with the change in throughput and latency from the group's previous run (in
+        percent). ``limit`` keeps the most recent rows. Raises ``ValueError`` for a
+        negative ``limit``. See :func:`testfleet.store.analysis.benchmark_history`.
+        """
+        return self._read(
+            "read benchmark history",
+            lambda cursor: analysis.benchmark_history(
+                cursor,
+                model,
+                batch_size=batch_size,
+                precision=precision,
+                hardware=hardware,
+                limit=limit,
+            ),
+        )
+
+    def benchmark_models(self) -> list[str]:
+        """Every model with benchmark results, sorted by name."""
+        return self._read("list benchmarked models", analysis.benchmark_models)
+
+    def get_benchmark_rows(self, task_id: str) -> list[BenchmarkRow]:
+        """The benchmark rows stored for a task, by attempt id then batch size."""
+        return self._read(
+            "read benchmark rows", lambda cursor: analysis.benchmark_rows(cursor, task_id)
+        )
+
     # -- lifetime --------------------------------------------------------------
 
     def close(self) -> None:
@@ -285,5 +349,6 @@ class Store:
 def _describe(batch: WriteBatch) -> str:
     return (
         f"a batch of {len(batch.tasks)} tasks, {len(batch.attempts)} attempts, "
-        f"{len(batch.results)} results and {len(batch.workers)} workers"
+        f"{len(batch.results)} results, {len(batch.workers)} workers and "
+        f"{len(batch.benchmark_rows)} benchmark rows"
     )

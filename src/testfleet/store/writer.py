@@ -15,13 +15,17 @@ How rows get in:
   second, against about a thousand with ``executemany``.
 * Results are the exception: the first one recorded for an attempt stands
   (``ON CONFLICT DO NOTHING``, first per key within a batch), so a re-sent
-  copy never rewrites whether the original counted as the outcome.
+  copy never rewrites whether the original counted as the outcome. Benchmark
+  rows (one per batch size of a counted benchmark result) are derived from
+  that result and are immutable the same way: first per (attempt, batch
+  size) stands.
 * Within a batch the last record per key wins. This is needed, not only
   convenient: DuckDB refuses an upsert statement in which the same key appears
   twice.
 * Tables are written in foreign-key order, workers, tasks, attempts, results,
   so every referenced row exists (or was just written) before a row that
-  references it.
+  references it; benchmark rows (no foreign keys) come last, after the result
+  they are derived from.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ import duckdb
 
 from testfleet.domain.records import AttemptRecord, ResultRecord, TaskRecord, WriteBatch
 from testfleet.store.errors import rollback_after_error
-from testfleet.store.rows import ATTEMPTS, RESULTS, TASKS, WORKERS, TableMapping
+from testfleet.store.rows import ATTEMPTS, BENCHMARKS, RESULTS, TASKS, WORKERS, TableMapping
 
 R = TypeVar("R")
 K = TypeVar("K")
@@ -73,27 +77,30 @@ def _statement(mapping: TableMapping[Any], mode: WriteMode, source: str) -> str:
         updates = ", ".join(
             f"{name} = {source}.{name}"
             for name in mapping.update_column_names
-            if name != mapping.key
+            if name not in mapping.key_names
         )
-        return (
-            f"UPDATE {mapping.table} SET {updates} FROM {source} "
-            f"WHERE {mapping.table}.{mapping.key} = {source}.{mapping.key}"
+        matches = " AND ".join(
+            f"{mapping.table}.{name} = {source}.{name}" for name in mapping.key_names
         )
+        return f"UPDATE {mapping.table} SET {updates} FROM {source} WHERE {matches}"
     if mode is WriteMode.INSERT_NEW_ONLY:
         # A result is immutable once recorded. A worker re-sends results it has
         # not seen acknowledged (say the coordinator crashed after committing
         # but before the ack): the copy must not overwrite the original, whose
-        # ``counted`` flag says whether it was the task's outcome.
+        # ``counted`` flag says whether it was the task's outcome. The same
+        # holds for the benchmark rows derived from a result.
         return (
             f"INSERT INTO {mapping.table} ({columns}) SELECT {columns} FROM {source} "
-            f"ON CONFLICT ({mapping.key}) DO NOTHING"
+            f"ON CONFLICT ({mapping.conflict_target}) DO NOTHING"
         )
     updates = ", ".join(
-        f"{name} = excluded.{name}" for name in mapping.column_names if name != mapping.key
+        f"{name} = excluded.{name}"
+        for name in mapping.column_names
+        if name not in mapping.key_names
     )
     return (
         f"INSERT INTO {mapping.table} ({columns}) SELECT {columns} FROM {source} "
-        f"ON CONFLICT ({mapping.key}) DO UPDATE SET {updates}"
+        f"ON CONFLICT ({mapping.conflict_target}) DO UPDATE SET {updates}"
     )
 
 
@@ -131,6 +138,7 @@ def encode_batch(batch: WriteBatch) -> EncodedTables:
     tasks = last_per_key(batch.tasks, lambda t: t.task_id)
     attempts = last_per_key(batch.attempts, lambda a: a.attempt_id)
     results = first_per_key(batch.results, lambda r: r.attempt_id)
+    benchmark_rows = first_per_key(batch.benchmark_rows, lambda b: (b.attempt_id, b.batch_size))
     pairs: EncodedTables = []
     if workers:
         pairs.append((WORKERS, WriteMode.UPSERT, WORKERS.to_arrow(workers)))
@@ -139,6 +147,9 @@ def encode_batch(batch: WriteBatch) -> EncodedTables:
     if results:
         # A result is immutable once recorded (see _statement).
         pairs.append((RESULTS, WriteMode.INSERT_NEW_ONLY, RESULTS.to_arrow(results)))
+    if benchmark_rows:
+        # Derived from a result, and as immutable as it.
+        pairs.append((BENCHMARKS, WriteMode.INSERT_NEW_ONLY, BENCHMARKS.to_arrow(benchmark_rows)))
     return pairs
 
 

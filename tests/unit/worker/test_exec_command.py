@@ -20,13 +20,17 @@ import pytest
 from testfleet.domain.enums import ErrorClass, ResultStatus, TaskType
 from testfleet.domain.result import TaskResult, decode_logs
 from testfleet.domain.task import TaskSpec
-from testfleet.worker.executors.base import ExecutionContext, default_executors
+from testfleet.worker.executors.base import (
+    ExecutionContext,
+    benchmarks_available,
+    default_executors,
+)
 from testfleet.worker.executors.command import (
     RESULT_TAIL_BYTES,
     CommandExecutor,
     _decode_tail,
-    _TailProtocol,
 )
+from testfleet.worker.executors.process_group import OutputTail
 
 PY = sys.executable
 
@@ -422,7 +426,7 @@ async def test_memory_sampling_can_be_turned_off(context: ExecutionContext) -> N
 
 
 async def test_tail_protocol_keeps_the_end_in_bounded_memory() -> None:
-    tail = _TailProtocol(limit=5000)
+    tail = OutputTail(limit=5000)
     sent = b""
     for i in range(2000):
         chunk = bytes([65 + i % 26]) * (1 + (i * 37) % 900)
@@ -441,8 +445,11 @@ def test_decode_tail_drops_a_cut_utf8_sequence() -> None:
     assert _decode_tail(raw[2:]) == "llo wörld €"  # "é" cut in half: its tail byte dropped
 
 
-def test_default_executors_cover_command_and_simulated() -> None:
+def test_default_executors_cover_command_and_simulated_and_benchmark_when_torch_is_there() -> None:
     executors = default_executors()
-    assert set(executors) == {TaskType.COMMAND, TaskType.SIMULATED}
+    expected = {TaskType.COMMAND, TaskType.SIMULATED}
+    if benchmarks_available():
+        expected.add(TaskType.BENCHMARK)
+    assert set(executors) == expected
     for task_type, executor in executors.items():
         assert executor.task_type is task_type

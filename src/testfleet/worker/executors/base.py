@@ -17,6 +17,7 @@ the executor has stopped what it started.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -82,11 +83,22 @@ def build_result(
     )
 
 
+def benchmarks_available() -> bool:
+    """Whether torch and transformers are installed (found, not imported: that takes seconds)."""
+    return all(importlib.util.find_spec(name) is not None for name in ("torch", "transformers"))
+
+
 def default_executors() -> dict[TaskType, Executor]:
-    """The executors every worker has: ``command`` and ``simulated``."""
+    """The executors this worker has: ``command`` and ``simulated`` always, and
+    ``benchmark`` where torch and transformers are installed, so a worker
+    without them never advertises (or accepts) model benchmarks."""
     # Imported here: those modules import this one for the contract.
     from testfleet.worker.executors.command import CommandExecutor
     from testfleet.worker.executors.simulated import SimulatedExecutor
 
     executors: list[Executor] = [CommandExecutor(), SimulatedExecutor()]
+    if benchmarks_available():
+        from testfleet.worker.executors.benchmark import BenchmarkExecutor
+
+        executors.append(BenchmarkExecutor())
     return {executor.task_type: executor for executor in executors}

@@ -26,14 +26,12 @@ Decisions:
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import os
 import shutil
 import signal
 import time
 from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -45,6 +43,13 @@ from testfleet.domain.result import TaskResult, encode_logs
 from testfleet.domain.task import TaskSpec
 from testfleet.domain.task_configs import CommandConfig
 from testfleet.worker.executors.base import ExecutionContext, build_result
+from testfleet.worker.executors.process_group import (
+    Ending,
+    OutputTail,
+    end_group,
+    signal_group,
+    wait_for_exit,
+)
 
 #: The size of ``results["output_tail"]``: enough to show an error, small enough for a table.
 RESULT_TAIL_BYTES = 4096
@@ -54,43 +59,6 @@ DEFAULT_MEMORY_SAMPLE_INTERVAL_SECONDS = 1.0
 #: Only a process that left the group (setsid) can keep the pipe open longer.
 DEFAULT_OUTPUT_DRAIN_SECONDS = 2.0
 _POLL_SECONDS = 0.05
-
-
-class _Ending(Enum):
-    EXITED = "exited"
-    TIMED_OUT = "timed_out"
-    CANCELLED = "cancelled"
-
-
-class _TailProtocol(asyncio.Protocol):
-    """Keeps the last ``limit`` bytes read from the pipe; counts the rest."""
-
-    def __init__(self, limit: int) -> None:
-        self._limit = limit
-        self._chunks: collections.deque[bytes] = collections.deque()
-        self._kept = 0
-        self.total = 0
-        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    def data_received(self, data: bytes) -> None:
-        self.total += len(data)
-        if self._limit == 0:
-            return
-        self._chunks.append(data)
-        self._kept += len(data)
-        # Drop whole chunks while the rest still covers the limit: O(1) per
-        # chunk, where trimming a bytearray would copy up to the limit each time.
-        while self._chunks and self._kept - len(self._chunks[0]) >= self._limit:
-            self._kept -= len(self._chunks.popleft())
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.closed.done():
-            self.closed.set_result(None)
-
-    def tail(self) -> bytes:
-        if self._limit == 0:
-            return b""
-        return b"".join(self._chunks)[-self._limit :]
 
 
 def _decode_tail(raw: bytes) -> str:
@@ -131,18 +99,6 @@ def _explain_not_found(program: str, cwd: Path, env: dict[str, str]) -> str:
     if found:
         return f"cannot execute {program}: the interpreter named on its #! line was not found"
     return " ".join(part for part in ("program not found", where) if part) + f": {program}"
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> bool:
-    """Send ``sig`` to the group; False when no process is left in it."""
-    try:
-        os.killpg(pgid, sig)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        # A member changed its user id (setuid program); the rest got the signal.
-        return True
-    return True
 
 
 def _describe_signal(number: int) -> str:
@@ -273,7 +229,7 @@ class CommandExecutor:
             return failed(ErrorClass.INFRASTRUCTURE, f"supervising {program} failed: {exc!r}")
 
     async def _kill_now(self, process: asyncio.subprocess.Process, pipe: BinaryIO) -> None:
-        _signal_group(process.pid, signal.SIGKILL)
+        signal_group(process.pid, signal.SIGKILL)
         pipe.close()
         # A second cancel of the caller interrupts this wait; that is its right.
         with contextlib.suppress(TimeoutError):
@@ -290,7 +246,7 @@ class CommandExecutor:
     ) -> TaskResult:
         loop = asyncio.get_running_loop()
         pgid = process.pid  # start_new_session: the child leads its own group
-        output = _TailProtocol(config.output_tail_bytes)
+        output = OutputTail(config.output_tail_bytes)
         transport, _ = await loop.connect_read_pipe(lambda: output, pipe)
         memory = _MemoryPeak()
         sampler = (
@@ -300,9 +256,9 @@ class CommandExecutor:
         )
         try:
             remaining = task.timeout_seconds - (time.perf_counter() - started)
-            ending = await self._wait(process, context.cancel_event, remaining)
+            ending = await wait_for_exit(process, context.cancel_event, remaining)
             # After a normal exit this only finds leftovers (usually none: instant).
-            await self._end_group(pgid)
+            await end_group(pgid, self._kill_grace)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(process.wait(), timeout=self._kill_grace + 5)
             with contextlib.suppress(TimeoutError):
@@ -319,7 +275,7 @@ class CommandExecutor:
             "exit_code": code,
             "output_tail": _decode_tail(tail[-RESULT_TAIL_BYTES:]),
             "output_bytes": output.total,
-            "timed_out": ending is _Ending.TIMED_OUT,
+            "timed_out": ending is Ending.TIMED_OUT,
         }
         metrics: dict[str, Any] = {}
         if memory.samples:
@@ -329,13 +285,13 @@ class CommandExecutor:
             }
 
         error: tuple[ErrorClass, str] | None
-        if ending is _Ending.TIMED_OUT:
+        if ending is Ending.TIMED_OUT:
             status = ResultStatus.TIMED_OUT
             error = (
                 ErrorClass.TIMEOUT,
                 f"timed out after {task.timeout_seconds:g} s; process group terminated",
             )
-        elif ending is _Ending.CANCELLED:
+        elif ending is Ending.CANCELLED:
             status = ResultStatus.CANCELLED
             error = (ErrorClass.CANCELLED, "cancelled; process group terminated")
         elif code == 0:
@@ -365,76 +321,9 @@ class CommandExecutor:
         )
 
     @staticmethod
-    async def _wait(
-        process: asyncio.subprocess.Process, cancel_event: asyncio.Event, seconds: float
-    ) -> _Ending:
-        """Wait for the leader to exit, the attempt to be cancelled, or the timeout."""
-        exited = asyncio.ensure_future(process.wait())
-        cancelled = asyncio.ensure_future(cancel_event.wait())
-        try:
-            done, _ = await asyncio.wait(
-                {exited, cancelled},
-                timeout=max(0.0, seconds),
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-        finally:
-            exited.cancel()
-            cancelled.cancel()
-        # An exit that raced the timeout or a cancel counts: the work did finish.
-        if exited in done:
-            return _Ending.EXITED
-        return _Ending.CANCELLED if cancelled in done else _Ending.TIMED_OUT
-
-    async def _end_group(self, pgid: int) -> None:
-        """SIGTERM the group, give it ``kill_grace_seconds`` to go, then SIGKILL."""
-        if not _signal_group(pgid, signal.SIGTERM):
-            return
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._kill_grace
-        while loop.time() < deadline:
-            await asyncio.sleep(min(_POLL_SECONDS, max(0.0, deadline - loop.time())))
-            if not _group_has_live_members(pgid):
-                return
-        _signal_group(pgid, signal.SIGKILL)
-
-    @staticmethod
     async def _sample_memory(pid: int, memory: _MemoryPeak, interval: float) -> None:
         # The first sample after one interval: a freshly forked process says nothing.
         while True:
             await asyncio.sleep(interval)
             if not memory.sample(pid):
                 return
-
-
-def _group_has_live_members(pgid: int) -> bool:
-    """Whether any process of the group is still running (zombies do not count).
-
-    Signal 0 alone is not enough: a killed grandchild is reparented to PID 1,
-    and until PID 1 reaps it (seconds in some containers, never where the
-    worker itself is PID 1 without an init) it is a zombie that still counts as
-    a group member. Where /proc exists we look for a member that is not a
-    zombie; elsewhere (macOS) signal 0 is the best available answer.
-    """
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return True
-    for name in entries:
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as handle:
-                stat = handle.read()
-        except OSError:
-            continue  # exited meanwhile
-        # "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
-            return True
-    return False

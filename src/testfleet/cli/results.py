@@ -1,0 +1,274 @@
+"""``testfleet results``: benchmark results compared across hardware and over time.
+
+Callers: registered on the main app as the ``results`` sub-command (``cli/app.py``).
+Every command asks the coordinator's API (``/api/v1/results/...``), where the
+analysis runs inside DuckDB; nothing here opens a database. Output is a table
+for people, ``--json`` (the API's document as it came) or ``--csv`` (one row
+per API row, with a header, for spreadsheets and pandas).
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+import sys
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+
+from testfleet.cli.app import (
+    CoordinatorOption,
+    JsonOption,
+    client_for,
+    console,
+    errors,
+    fail,
+    print_json,
+    report_fleet_error,
+)
+from testfleet.cli.render import compare_errors, compare_table, history_table, models_table
+from testfleet.client import FleetClient, FleetError
+from testfleet.domain.benchmark import Precision
+from testfleet.domain.enums import HardwareKind
+
+results_app = typer.Typer(
+    name="results",
+    help="Benchmark results: compare hardware side by side, follow trends over time.",
+    no_args_is_help=True,
+)
+
+ModelOption = Annotated[
+    str,
+    typer.Option("--model", "-m", help="The model, e.g. bert-base-uncased.", show_default=False),
+]
+CsvOption = Annotated[bool, typer.Option("--csv", help="Write CSV (with a header row) to stdout.")]
+PrecisionOption = Annotated[
+    Precision | None, typer.Option(help="Only this precision.", show_default=False)
+]
+HardwareOption = Annotated[
+    HardwareKind | None, typer.Option(help="Only this kind of hardware.", show_default=False)
+]
+
+#: The CSV columns of ``compare``, in order (the API's row fields).
+COMPARE_COLUMNS = (
+    "batch_size",
+    "hardware",
+    "device_name",
+    "precision",
+    "is_simulated",
+    "runs",
+    "failed_runs",
+    "recorded_time",
+    "throughput_items_per_second",
+    "latency_ms",
+    "latency_p50_ms",
+    "latency_p90_ms",
+    "latency_p99_ms",
+    "memory_mb",
+    "error_class",
+    "error_message",
+    "task_id",
+    "worker_id",
+    "attempt_id",
+    "torch_version",
+    "transformers_version",
+)
+#: The CSV columns of ``history``, in order.
+HISTORY_COLUMNS = (
+    "recorded_time",
+    "task_id",
+    "worker_id",
+    "attempt_id",
+    "hardware",
+    "device_name",
+    "precision",
+    "batch_size",
+    "is_simulated",
+    "throughput_items_per_second",
+    "throughput_change_percent",
+    "latency_ms",
+    "latency_change_percent",
+    "latency_p50_ms",
+    "latency_p90_ms",
+    "latency_p99_ms",
+    "memory_mb",
+    "error_class",
+    "error_message",
+    "torch_version",
+    "transformers_version",
+)
+
+_RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([mhdw])\s*$")
+_UNIT_SECONDS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_since(value: str, now: float | None = None) -> str:
+    """``--since``: an ISO 8601 date or time (UTC if it has no zone), or an age such
+    as ``90m``, ``12h``, ``7d``, ``2w``; returned as ISO 8601 UTC for the API."""
+    relative = _RELATIVE.match(value)
+    if relative:
+        amount, unit = float(relative[1]), relative[2]
+        moment = datetime.fromtimestamp(
+            (time.time() if now is None else now) - amount * _UNIT_SECONDS[unit], tz=UTC
+        )
+    else:
+        try:
+            moment = datetime.fromisoformat(value.strip())
+        except ValueError:
+            fail(
+                f"--since {value!r}: give an ISO 8601 date or time (2024-05-01, "
+                "2024-05-01T12:00:00Z) or an age (90m, 12h, 7d, 2w)"
+            )
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _check_formats(as_json: bool, as_csv: bool) -> None:
+    if as_json and as_csv:
+        fail("--json and --csv cannot be used together: choose one output format")
+
+
+def _csv_value(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value
+
+
+def write_csv(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
+    """``rows`` as CSV on stdout: a header row, then one line per row (``""`` for null)."""
+    writer = csv.writer(sys.stdout)
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([_csv_value(row.get(column)) for column in columns])
+    sys.stdout.flush()
+
+
+def _say_nothing_found(client: FleetClient, model: str, filtered: bool, *, to_stderr: bool) -> None:
+    """Explain an empty answer: a model with no results at all, or filters that match none."""
+    try:
+        known = client.benchmark_models()
+    except FleetError:
+        known = []
+    if filtered and model in known:
+        message = f"no benchmark results for model {model!r} match these filters"
+    else:
+        message = f"no benchmark results for model {model!r}"
+        if known:
+            message += f"; models with results: {', '.join(known[:20])}"
+            message += " ..." if len(known) > 20 else ""
+        else:
+            message += "; no model has benchmark results yet"
+    (errors if to_stderr else console).print(escape(message))
+
+
+@results_app.command()
+def compare(
+    model: ModelOption,
+    precision: PrecisionOption = None,
+    hardware: HardwareOption = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            help="Only runs since this ISO 8601 date/time (UTC) or age (12h, 7d).",
+            show_default=False,
+        ),
+    ] = None,
+    coordinator: CoordinatorOption = None,
+    as_json: JsonOption = False,
+    as_csv: CsvOption = False,
+) -> None:
+    """A model's latest throughput and latency per batch size, hardware side by side."""
+    _check_formats(as_json, as_csv)
+    since_iso = None if since is None else parse_since(since)
+    with client_for(coordinator) as client:
+        try:
+            document = client.benchmark_compare(
+                model,
+                precision=None if precision is None else precision.value,
+                hardware=None if hardware is None else hardware.value,
+                since=since_iso,
+            )
+        except FleetError as exc:
+            report_fleet_error(exc)
+        rows = document["rows"]
+        if not rows:
+            filtered = precision is not None or hardware is not None or since is not None
+            _say_nothing_found(client, model, filtered, to_stderr=as_json or as_csv)
+    if as_json:
+        print_json(document)
+    elif as_csv:
+        write_csv(rows, COMPARE_COLUMNS)
+    elif rows:
+        console.print(compare_table(document))
+        console.print(
+            "[dim]figures of the latest run per cell (n=N: N runs recorded; "
+            "see `testfleet results history`)[/dim]"
+        )
+        for line in compare_errors(document):
+            console.print(line)
+
+
+@results_app.command()
+def history(
+    model: ModelOption,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(min=1, max=65536, help="Only this batch size.", show_default=False),
+    ] = None,
+    precision: PrecisionOption = None,
+    hardware: HardwareOption = None,
+    limit: Annotated[
+        int, typer.Option(min=1, max=100_000, help="Show at most this many recent rows.")
+    ] = 1000,
+    coordinator: CoordinatorOption = None,
+    as_json: JsonOption = False,
+    as_csv: CsvOption = False,
+) -> None:
+    """Every run of a model over time, with the change from the previous run (Δ %)."""
+    _check_formats(as_json, as_csv)
+    with client_for(coordinator) as client:
+        try:
+            document = client.benchmark_history(
+                model,
+                batch_size=batch_size,
+                precision=None if precision is None else precision.value,
+                hardware=None if hardware is None else hardware.value,
+                limit=limit,
+            )
+        except FleetError as exc:
+            report_fleet_error(exc)
+        rows = document["rows"]
+        if not rows:
+            filtered = batch_size is not None or precision is not None or hardware is not None
+            _say_nothing_found(client, model, filtered, to_stderr=as_json or as_csv)
+    if as_json:
+        print_json(document)
+    elif as_csv:
+        write_csv(rows, HISTORY_COLUMNS)
+    elif rows:
+        console.print(history_table(document))
+        if len(rows) >= limit:
+            console.print(f"[dim]the {limit} most recent rows; --limit shows more[/dim]")
+
+
+@results_app.command()
+def models(coordinator: CoordinatorOption = None, as_json: JsonOption = False) -> None:
+    """Models that have benchmark results."""
+    with client_for(coordinator) as client:
+        try:
+            names = client.benchmark_models()
+        except FleetError as exc:
+            report_fleet_error(exc)
+    if as_json:
+        print_json({"models": names})
+    elif names:
+        console.print(models_table(names))
+    else:
+        console.print("no benchmark results yet: submit a task of type benchmark")

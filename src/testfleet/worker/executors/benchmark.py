@@ -1,0 +1,371 @@
+"""The ``benchmark`` executor: time a model per batch size in a runner child process.
+
+Callers: the worker agent, for tasks of type ``benchmark`` (config:
+``domain.benchmark.BenchmarkConfig``). :func:`default_executors` includes it
+only where torch and transformers are installed.
+
+How an attempt runs:
+
+* The config is validated, and an unknown model name is refused, here, without
+  starting anything.
+* The hardware kind is chosen by :mod:`testfleet.worker.benchmarking.devices`
+  (``config.device``, else the first required kind this worker's torch can
+  use, else the CPU when nothing is required).
+* ``python -P -m testfleet.worker.benchmarking.runner`` starts in its own
+  session, so its process group id is its pid (as for ``command`` tasks, and
+  with the same helpers): on timeout or cancel the whole group gets SIGTERM,
+  then SIGKILL after ``kill_grace_seconds``. torch is only ever imported in
+  that child, never in the worker.
+* The request goes to the child's stdin; its stdout is parsed line by line as
+  it arrives (:mod:`...benchmarking.protocol`), so a child that dies at a large
+  batch size leaves the smaller sizes' results; the tail of its stderr becomes
+  the result's logs. The child runs with ``HF_HUB_OFFLINE=1``: nothing is
+  downloaded.
+* :func:`~testfleet.worker.benchmarking.outcome.judge` turns the lines and the
+  ending into the status (its docstring states the rules), ``results`` (a
+  ``BenchmarkOutcome``) and ``hardware_metrics``. ``is_simulated`` is always
+  false: every figure was measured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import BinaryIO
+
+from pydantic import ValidationError
+
+from testfleet.domain.benchmark import BenchmarkConfig
+from testfleet.domain.enums import ErrorClass, HardwareKind, ResultStatus, TaskType
+from testfleet.domain.hardware import TorchInfo
+from testfleet.domain.result import TaskResult, encode_logs
+from testfleet.domain.task import TaskSpec
+from testfleet.worker.benchmarking.devices import (
+    choose_hardware,
+    needs_probe,
+    unsupported_reason,
+    usable_hardware,
+)
+from testfleet.worker.benchmarking.errors import BenchmarkError
+from testfleet.worker.benchmarking.metrics import DEFAULT_INTERVAL_SECONDS
+from testfleet.worker.benchmarking.models import zoo_entry
+from testfleet.worker.benchmarking.outcome import RunnerReport, judge
+from testfleet.worker.benchmarking.protocol import (
+    MAX_LINE_BYTES,
+    BatchLine,
+    FatalLine,
+    FinalLine,
+    RunnerRequest,
+    SetupLine,
+    encode_request,
+    parse_line,
+)
+from testfleet.worker.executors.base import ExecutionContext, build_result
+from testfleet.worker.executors.process_group import (
+    OutputTail,
+    end_group,
+    signal_group,
+    wait_for_exit,
+)
+from testfleet.worker.hardware import probe_torch
+
+log = logging.getLogger(__name__)
+
+RunnerLine = SetupLine | BatchLine | FinalLine | FatalLine
+
+DEFAULT_KILL_GRACE_SECONDS = 2.0
+DEFAULT_LOG_TAIL_BYTES = 256 * 1024
+#: After the process group is gone, how long to wait for the pipes' last bytes.
+DEFAULT_OUTPUT_DRAIN_SECONDS = 2.0
+RUNNER_MODULE = "testfleet.worker.benchmarking.runner"
+_POLL_SECONDS = 0.05
+#: Environment the runner always gets: never reach a model hub.
+OFFLINE_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+
+def default_runner_command() -> list[str]:
+    # -P: the child's cwd (the work directory) is not put on sys.path, so a
+    # stray "torch" folder there cannot shadow the real one.
+    return [sys.executable, "-P", "-m", RUNNER_MODULE]
+
+
+class _LineReader(asyncio.Protocol):
+    """Splits the runner's stdout into lines and hands each valid one on as it arrives."""
+
+    def __init__(self, on_line: Callable[[RunnerLine], None]) -> None:
+        self._on_line = on_line
+        self._buffer = bytearray()
+        self._discarding = False
+        self.ignored = 0
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        while True:
+            end = self._buffer.find(b"\n")
+            if end < 0:
+                if len(self._buffer) > MAX_LINE_BYTES:
+                    # Not a line of ours: drop it up to its end, whenever that comes.
+                    self._buffer.clear()
+                    if not self._discarding:
+                        self.ignored += 1
+                    self._discarding = True
+                return
+            raw = bytes(self._buffer[:end])
+            del self._buffer[: end + 1]
+            if self._discarding:
+                self._discarding = False
+                continue
+            self._handle(raw)
+
+    def _handle(self, raw: bytes) -> None:
+        line = parse_line(raw)
+        if line is None:
+            self.ignored += 1 if raw.strip() else 0
+            return
+        self._on_line(line)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._buffer and not self._discarding:
+            self._handle(bytes(self._buffer))
+        self._buffer.clear()
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+
+class BenchmarkExecutor:
+    """Runs ``BenchmarkConfig`` tasks through the runner child; reports a ``BenchmarkOutcome``."""
+
+    task_type: TaskType = TaskType.BENCHMARK
+
+    def __init__(
+        self,
+        *,
+        kill_grace_seconds: float = DEFAULT_KILL_GRACE_SECONDS,
+        metrics_interval_seconds: float = DEFAULT_INTERVAL_SECONDS,
+        log_tail_bytes: int = DEFAULT_LOG_TAIL_BYTES,
+        output_drain_seconds: float = DEFAULT_OUTPUT_DRAIN_SECONDS,
+        runner_command: Sequence[str] | None = None,
+        torch_info: Callable[[], TorchInfo | None] | None = None,
+        on_line: Callable[[RunnerLine], None] | None = None,
+    ) -> None:
+        """``runner_command`` replaces the runner (tests use stand-ins that need no torch);
+        ``torch_info`` replaces the torch probe used to choose between required kinds
+        (the agent may pass what its capabilities already know); ``on_line`` sees
+        every runner line as it arrives (progress; tests cancel on one)."""
+        self._kill_grace = kill_grace_seconds
+        self._metrics_interval = metrics_interval_seconds
+        self._log_tail = log_tail_bytes
+        self._drain = output_drain_seconds
+        self._command = list(runner_command) if runner_command else default_runner_command()
+        self._torch_info = torch_info or probe_torch
+        self._on_line = on_line
+        self._usable: frozenset[HardwareKind] | None = None
+
+    async def run(self, task: TaskSpec, context: ExecutionContext) -> TaskResult:
+        started = time.perf_counter()
+
+        def finish(status: ResultStatus, error: tuple[ErrorClass, str] | None) -> TaskResult:
+            return build_result(
+                task,
+                context,
+                status=status,
+                execution_time_seconds=time.perf_counter() - started,
+                is_simulated=False,
+                error=error,
+            )
+
+        try:
+            config = BenchmarkConfig.model_validate(task.config)
+        except ValidationError as exc:
+            return finish(ResultStatus.FAILED, (ErrorClass.INVALID_CONFIG, str(exc)))
+        if context.cancel_event.is_set():
+            return finish(
+                ResultStatus.CANCELLED, (ErrorClass.CANCELLED, "cancelled before the run started")
+            )
+        if config.model_path is None:
+            try:
+                zoo_entry(config.model)
+            except BenchmarkError as exc:
+                return finish(ResultStatus.FAILED, (exc.error_class, exc.message))
+        hardware = await self._choose_hardware(config, task)
+        reason = unsupported_reason(hardware)
+        if reason is not None:
+            return finish(ResultStatus.FAILED, (ErrorClass.INVALID_CONFIG, reason))
+        try:
+            context.work_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            return finish(
+                ResultStatus.FAILED,
+                (ErrorClass.INFRASTRUCTURE, f"cannot create work directory: {exc}"),
+            )
+
+        request = RunnerRequest(
+            task_id=task.task_id,
+            config=config,
+            device=hardware,
+            metrics_interval_seconds=self._metrics_interval,
+        )
+        env = {
+            **os.environ,
+            "TESTFLEET_TASK_ID": task.task_id,
+            "TESTFLEET_ATTEMPT": str(context.attempt),
+            "TESTFLEET_ATTEMPT_ID": str(context.attempt_id),
+            "TESTFLEET_WORKER_ID": context.worker_id,
+            "TESTFLEET_WORK_DIR": str(context.work_dir),
+            **OFFLINE_ENV,
+        }
+        out_read, out_write = os.pipe()
+        err_read, err_write = os.pipe()
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *self._command,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=out_write,
+                stderr=err_write,
+                cwd=context.work_dir,
+                env=env,
+                start_new_session=True,
+            )
+        except (OSError, ValueError) as exc:
+            os.close(out_read)
+            os.close(err_read)
+            return finish(
+                ResultStatus.FAILED,
+                (ErrorClass.INFRASTRUCTURE, f"cannot start the benchmark runner: {exc}"),
+            )
+        finally:
+            # The child holds its copies; ours must close or the pipes never reach EOF.
+            os.close(out_write)
+            os.close(err_write)
+
+        stdout = os.fdopen(out_read, "rb", buffering=0)
+        stderr = os.fdopen(err_read, "rb", buffering=0)
+        try:
+            return await self._supervise(
+                task, context, config, hardware, request, process, stdout, stderr, started
+            )
+        except asyncio.CancelledError:
+            # The agent itself is going away: leave nothing running behind it.
+            await self._kill_now(process, stdout, stderr)
+            raise
+        except Exception as exc:  # a bug or resource failure here, not the task's fault
+            log.exception("supervising the benchmark runner failed")
+            await self._kill_now(process, stdout, stderr)
+            return finish(
+                ResultStatus.FAILED,
+                (ErrorClass.INFRASTRUCTURE, f"supervising the benchmark runner failed: {exc!r}"),
+            )
+
+    async def _choose_hardware(self, config: BenchmarkConfig, task: TaskSpec) -> HardwareKind:
+        required = task.requirements.hardware
+        usable = frozenset({HardwareKind.CPU})
+        if needs_probe(config.device, required):
+            usable = await self._usable_hardware()
+        return choose_hardware(config.device, required, usable)
+
+    async def _usable_hardware(self) -> frozenset[HardwareKind]:
+        if self._usable is None:
+            try:
+                info = await asyncio.to_thread(self._torch_info)
+            except Exception as exc:  # no answer: the runner will find out for itself
+                log.warning("torch probe failed: %s", exc)
+                info = None
+            self._usable = usable_hardware(info)
+        return self._usable
+
+    def _observe(self, report: RunnerReport, line: RunnerLine) -> None:
+        report.add(line)
+        if self._on_line is not None:
+            try:
+                self._on_line(line)
+            except Exception:  # an observer's bug must not lose the result
+                log.exception("benchmark line observer failed")
+
+    async def _supervise(
+        self,
+        task: TaskSpec,
+        context: ExecutionContext,
+        config: BenchmarkConfig,
+        hardware: HardwareKind,
+        request: RunnerRequest,
+        process: asyncio.subprocess.Process,
+        stdout: BinaryIO,
+        stderr: BinaryIO,
+        started: float,
+    ) -> TaskResult:
+        loop = asyncio.get_running_loop()
+        report = RunnerReport()
+        lines = _LineReader(lambda line: self._observe(report, line))
+        logs = OutputTail(self._log_tail)
+        out_transport, _ = await loop.connect_read_pipe(lambda: lines, stdout)
+        err_transport, _ = await loop.connect_read_pipe(lambda: logs, stderr)
+        feeder = asyncio.create_task(self._feed(process, encode_request(request)))
+        try:
+            remaining = task.timeout_seconds - (time.perf_counter() - started)
+            ending = await wait_for_exit(process, context.cancel_event, remaining)
+            # After a normal exit this only finds leftovers (usually none: instant).
+            await end_group(process.pid, self._kill_grace)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(process.wait(), timeout=self._kill_grace + 5)
+            for closed in (lines.closed, logs.closed):
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(closed), timeout=self._drain)
+        finally:
+            feeder.cancel()
+            out_transport.close()
+            err_transport.close()
+
+        verdict = judge(
+            config=config,
+            hardware=hardware,
+            report=report,
+            ending=ending,
+            returncode=process.returncode,
+            timeout_seconds=task.timeout_seconds,
+            metrics_interval_seconds=self._metrics_interval,
+        )
+        return build_result(
+            task,
+            context,
+            status=verdict.status,
+            execution_time_seconds=time.perf_counter() - started,
+            is_simulated=False,
+            error=verdict.error,
+            results=verdict.results,
+            hardware_metrics=verdict.hardware_metrics,
+            logs=encode_logs(logs.tail()),
+        )
+
+    @staticmethod
+    async def _feed(process: asyncio.subprocess.Process, payload: bytes) -> None:
+        """Write the request and close stdin; a child that died first is not an error here."""
+        stdin = process.stdin
+        if stdin is None:
+            return
+        with contextlib.suppress(ConnectionError, OSError):
+            stdin.write(payload)
+            await stdin.drain()
+        stdin.close()
+        with contextlib.suppress(ConnectionError, OSError):
+            await stdin.wait_closed()
+
+    async def _kill_now(
+        self, process: asyncio.subprocess.Process, stdout: BinaryIO, stderr: BinaryIO
+    ) -> None:
+        signal_group(process.pid, signal.SIGKILL)
+        stdout.close()
+        stderr.close()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(process.wait(), timeout=self._kill_grace + 5)
