@@ -84,7 +84,6 @@ DEFAULT_LOG_TAIL_BYTES = 256 * 1024
 #: After the process group is gone, how long to wait for the pipes' last bytes.
 DEFAULT_OUTPUT_DRAIN_SECONDS = 2.0
 RUNNER_MODULE = "testfleet.worker.benchmarking.runner"
-_POLL_SECONDS = 0.05
 #: Environment the runner always gets: never reach a model hub.
 OFFLINE_ENV = {
     "HF_HUB_OFFLINE": "1",

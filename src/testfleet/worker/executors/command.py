@@ -58,7 +58,6 @@ DEFAULT_MEMORY_SAMPLE_INTERVAL_SECONDS = 1.0
 #: After the process group is gone, how long to wait for the last output to be read.
 #: Only a process that left the group (setsid) can keep the pipe open longer.
 DEFAULT_OUTPUT_DRAIN_SECONDS = 2.0
-_POLL_SECONDS = 0.05
 
 
 def _decode_tail(raw: bytes) -> str:
