@@ -349,5 +349,5 @@ def _explain(client: FleetClient, tasks: list[dict[str, Any]], console: Console)
     if simulated:
         console.print(
             f"{len(simulated)} simulated tasks report is_simulated: true in their results; "
-            "the command tasks are real runs."
+            "the command and benchmark tasks are real runs."
         )
