@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
-from testfleet.domain.enums import TaskType
+from testfleet.domain.enums import HardwareKind, TaskType
 from testfleet.domain.hardware import WorkerCapabilities
 from testfleet.domain.task import Requirements
 from testfleet.scheduling.view import WorkerView
@@ -181,21 +181,45 @@ def _task_type_fleet(t: TaskType, _r: Requirements, fleet: Sequence[WorkerCapabi
     return f"task type: no connected worker runs '{t.value}' tasks (they run: {runs})"
 
 
-def _hardware_met(_t: TaskType, r: Requirements, caps: WorkerCapabilities) -> bool:
-    offered = caps.hardware
+def offered_hardware(task_type: TaskType, caps: WorkerCapabilities) -> list[HardwareKind]:
+    """The hardware a worker offers to a task of ``task_type``.
+
+    A benchmark runs through torch, so for one a worker offers only what its
+    torch can drive: a GPU that NVML sees but the installed torch cannot use
+    (a CPU-only build, say) must not attract a CUDA benchmark that would then
+    fail. Other task types get all the hardware the worker has.
+    """
+    if task_type is not TaskType.BENCHMARK:
+        return caps.hardware
+    torch = caps.torch
+    usable = {HardwareKind.CPU}
+    if torch is not None:
+        if torch.cuda_available:
+            usable.add(HardwareKind.ROCM if torch.hip_version else HardwareKind.CUDA)
+        if torch.mps_available:
+            usable.add(HardwareKind.MPS)
+    return [kind for kind in caps.hardware if kind in usable]
+
+
+def _hardware_met(t: TaskType, r: Requirements, caps: WorkerCapabilities) -> bool:
+    offered = offered_hardware(t, caps)
     return any(kind in offered for kind in r.hardware)
 
 
-def _hardware_worker(_t: TaskType, r: Requirements, caps: WorkerCapabilities) -> str:
+def _hardware_worker(t: TaskType, r: Requirements, caps: WorkerCapabilities) -> str:
     needs = _listing([k.value for k in r.hardware])
-    offers = _listing([k.value for k in caps.hardware])
-    return f"hardware: needs one of {needs}, worker offers {offers}"
+    offers = _listing([k.value for k in offered_hardware(t, caps)])
+    return f"hardware: needs one of {needs}, worker offers {offers}{_torch_note(t)}"
 
 
-def _hardware_fleet(_t: TaskType, r: Requirements, fleet: Sequence[WorkerCapabilities]) -> str:
+def _hardware_fleet(t: TaskType, r: Requirements, fleet: Sequence[WorkerCapabilities]) -> str:
     needs = _listing([k.value for k in r.hardware])
-    offered = _listing([k.value for c in fleet for k in c.hardware])
-    return f"hardware: needs one of {needs}; connected workers offer {offered}"
+    offered = _listing([k.value for c in fleet for k in offered_hardware(t, c)])
+    return f"hardware: needs one of {needs}; connected workers offer {offered}{_torch_note(t)}"
+
+
+def _torch_note(task_type: TaskType) -> str:
+    return " (to torch, for benchmarks)" if task_type is TaskType.BENCHMARK else ""
 
 
 def _memory_met(_t: TaskType, r: Requirements, caps: WorkerCapabilities) -> bool:

@@ -1,0 +1,182 @@
+"""The whole benchmark path on a machine with an NVIDIA GPU, checked.
+
+Run on the GPU machine, from the repository root:
+
+    HF_HUB_OFFLINE=1 python benchmarks/gpu_check.py [--out DIR]
+
+It starts a coordinator and a worker on that machine (loopback, a fresh DuckDB
+file), submits bert-base-uncased at fp16 on CUDA over batch sizes 1 to 256 and
+again with ``batch_sizes: "auto"``, prints the results table, and checks that:
+
+* both tasks completed on the GPU (hardware ``cuda``, a real device name) and
+  their results say ``is_simulated: false``;
+* NVML metrics were sampled while they ran (non-zero GPU utilisation and power);
+* every measured batch size has throughput > 0 and p99 >= p50;
+* the auto search reports an optimal batch size among the sizes it measured.
+
+Then it runs ``benchmarks/fidelity.py`` on CUDA at fp16 (plain torch loop vs
+testfleet, interleaved rounds) and prints that table too. It exits non-zero if a
+check fails. Copies of everything it printed, the results as JSON and the logs
+go to ``--out`` (``$OUT`` when set, as on the lent GPU machine).
+
+On a machine whose Python lacks testfleet's own dependencies (the lent H200 has
+torch, transformers, nvidia-ml-py, psutil, msgpack and httpx), install them
+from wheels first; see the README's GPU section.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve()
+ROOT = HERE.parent.parent
+SIZES = [1, 2, 4, 8, 16, 32, 64, 128, 256]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def say(line: str, log: list[str]) -> None:
+    print(line, flush=True)
+    log.append(line)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default=os.environ.get("OUT") or tempfile.mkdtemp())
+    parser.add_argument("--iterations", type=int, default=50)
+    parser.add_argument("--skip-fidelity", action="store_true")
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    sys.path.insert(0, str(ROOT / "src"))
+    from testfleet.client import FleetClient
+
+    log: list[str] = []
+    failures: list[str] = []
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), *sys.path]))
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "testfleet", "coordinator", "--db", str(out / "gpu.duckdb"),
+             "--port", str(port)],
+            stdout=(out / "coordinator.log").open("wb"), stderr=subprocess.STDOUT, env=env,
+        )
+    ]  # fmt: skip
+    client = FleetClient(url, timeout=120)
+    try:
+        client.wait_until_healthy(timeout=60)
+        processes.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "testfleet", "worker", "--coordinator", url,
+                 "--worker-id", "gpu-worker", "--work-dir", str(out / "work")],
+                stdout=(out / "worker.log").open("wb"), stderr=subprocess.STDOUT, env=env,
+            )
+        )  # fmt: skip
+        deadline = time.monotonic() + 180
+        while not client.workers():
+            if time.monotonic() > deadline:
+                raise SystemExit("the worker did not connect; see worker.log")
+            time.sleep(0.5)
+        worker = client.workers()[0]
+        say(f"worker: hardware {worker['hardware']}, gpus "
+            f"{[g['name'] for g in worker['capabilities']['gpus']]}", log)  # fmt: skip
+        if "cuda" not in worker["hardware"]:
+            failures.append("the worker does not report cuda")
+
+        base = {"model": "bert-base-uncased", "precision": "fp16", "iterations": args.iterations,
+                "warmup": 10, "sequence_length": 128}  # fmt: skip
+        tasks = [
+            {"task_id": "gpu-bert-fp16", "type": "benchmark",
+             "requirements": {"hardware": ["cuda"]},
+             "config": {**base, "batch_sizes": SIZES}, "timeout_seconds": 3000},
+            {"task_id": "gpu-bert-fp16-auto", "type": "benchmark",
+             "requirements": {"hardware": ["cuda"]},
+             "config": {**base, "batch_sizes": "auto", "max_batch_size": 4096},
+             "timeout_seconds": 3000},
+        ]  # fmt: skip
+        client.submit(tasks)
+        results: dict[str, Any] = {}
+        for task in tasks:
+            while True:
+                detail = client.get_task(task["task_id"])
+                if detail["task"]["status"] not in ("queued", "assigned", "running"):
+                    break
+                time.sleep(1)
+            results[task["task_id"]] = detail
+            check_result(task["task_id"], detail, failures, log)
+        compared = subprocess.run(
+            [sys.executable, "-m", "testfleet", "results", "compare", "--model",
+             "bert-base-uncased", "--coordinator", url],
+            capture_output=True, text=True, env=env, check=False,
+        )  # fmt: skip
+        say(compared.stdout, log)
+        (out / "gpu_results.json").write_text(json.dumps(results, indent=2))
+    finally:
+        for process in reversed(processes):
+            process.send_signal(signal.SIGTERM)
+            process.wait(60)
+        client.close()
+
+    if not args.skip_fidelity:
+        fidelity = subprocess.run(
+            [sys.executable, str(HERE.parent / "fidelity.py"), "--device", "cuda",
+             "--precision", "fp16", "--batch-sizes", "1,8,64", "--sequence-length", "128",
+             "--iterations", "100", "--threads", "0", "--rounds", "3"],
+            capture_output=True, text=True, env=env, check=False,
+        )  # fmt: skip
+        say(fidelity.stdout + fidelity.stderr[-2000:], log)
+        if "NOT within" in fidelity.stdout or fidelity.returncode != 0:
+            failures.append("fidelity: not within 5 % (see above)")
+
+    for failure in failures:
+        say(f"CHECK FAILED: {failure}", log)
+    say("gpu_check: all checks passed" if not failures else "gpu_check: FAILED", log)
+    (out / "gpu_check.txt").write_text("\n".join(log))
+    return 1 if failures else 0
+
+
+def check_result(task_id: str, detail: dict[str, Any], failures: list[str], log: list[str]) -> None:
+    task, result = detail["task"], detail["result"]
+    if task["status"] != "completed" or result is None:
+        failures.append(f"{task_id}: {task['status']} {task.get('error')}")
+        return
+    outcome, metrics = result["results"], result["hardware_metrics"]
+    say(f"{task_id}: {outcome['device_name']} {outcome['precision']}, optimal batch size "
+        f"{outcome['optimal_batch_size']}; gpu util {metrics.get('gpu_utilization_percent')} %, "
+        f"power {metrics.get('power_consumption_watts')} W, memory "
+        f"{metrics.get('memory_usage_mb')} MB", log)  # fmt: skip
+    if outcome["hardware"] != "cuda":
+        failures.append(f"{task_id}: ran on {outcome['hardware']}, not cuda")
+    if result["simulation_status"]["is_simulated"]:
+        failures.append(f"{task_id}: reported as simulated")
+    for key in ("gpu_utilization_percent", "power_consumption_watts"):
+        if not metrics.get(key):
+            failures.append(f"{task_id}: NVML {key} was not sampled (got {metrics.get(key)})")
+    for size, m in outcome["batch_sizes"].items():
+        if not m["throughput_items_per_second"] > 0 or m["latency_p99_ms"] < m["latency_p50_ms"]:
+            failures.append(f"{task_id}: batch {size} figures are not sane: {m}")
+    if outcome["auto_batch_size"] and outcome["optimal_batch_size"] is None:
+        failures.append(f"{task_id}: auto search reported no optimal batch size")
+    for size, error in outcome["errors"].items():
+        say(f"  batch {size}: {error['error_class']}: {error['message'][:200]}", log)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
