@@ -95,6 +95,15 @@ def test_killed_worker_is_declared_lost_and_its_task_completes_on_the_other(flee
     assert workers[victim]["connected"] is False
     assert workers[other]["status"] == "connected"
 
+    # The killed worker could not end attempt 1's process: it is still running.
+    # Restarted on the same machine and work directory, the worker ends it
+    # before it connects, and rejoins under its id.
+    assert pid_alive(orphan_pid)
+    fleet.start_worker(victim, slots=1)
+    assert not pid_alive(orphan_pid)
+    workers = {w["worker_id"]: w for w in fleet.client.workers()}
+    assert workers[victim]["status"] == "connected"
+
     fleet.stop_all()
     with fleet.open_store() as store:
         task = store.get_task(task_id)
@@ -114,7 +123,7 @@ def test_killed_worker_is_declared_lost_and_its_task_completes_on_the_other(flee
         assert counted.attempt_id == history[1].attempt_id
         assert counted.worker_id == other
         stored_workers = {w.worker_id: w.status.value for w in store.list_workers()}
-        assert stored_workers[victim] == "lost"
+        assert stored_workers[victim] == "left"  # it rejoined above, then stopped cleanly
     if pid_alive(orphan_pid):
         # Still sleeping in attempt 1: it certainly did not complete the task.
         assert not (markers / "done-1").exists()

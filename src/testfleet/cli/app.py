@@ -160,6 +160,7 @@ def worker(
     from testfleet.client import coordinator_url
     from testfleet.worker.agent import AgentSettings, WorkerAgent, WorkerRefusedError
     from testfleet.worker.executors.base import default_executors
+    from testfleet.worker.executors.leftovers import reap_leftovers
     from testfleet.worker.hardware import detect_capabilities
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
@@ -176,6 +177,12 @@ def worker(
         codec=codec,
         work_dir=work_dir or Path.home() / ".cache" / "testfleet",
     )
+    reaped = reap_leftovers(settings.work_dir)
+    if reaped:
+        errors.print(
+            f"[yellow]ended {len(reaped)} task process group(s) left running by a worker "
+            f"that died: {', '.join(map(str, reaped))}[/yellow]"
+        )
     agent = WorkerAgent(settings, capabilities, executors)
     hardware = ",".join(h.value for h in capabilities.hardware)
     errors.print(

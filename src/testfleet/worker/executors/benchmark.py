@@ -67,6 +67,7 @@ from testfleet.worker.benchmarking.protocol import (
     parse_line,
 )
 from testfleet.worker.executors.base import ExecutionContext, build_result
+from testfleet.worker.executors.leftovers import forget, remember
 from testfleet.worker.executors.process_group import (
     OutputTail,
     end_group,
@@ -251,6 +252,7 @@ class BenchmarkExecutor:
 
         stdout = os.fdopen(out_read, "rb", buffering=0)
         stderr = os.fdopen(err_read, "rb", buffering=0)
+        remember(context.work_dir, context.attempt_id, process.pid)
         try:
             return await self._supervise(
                 task, context, config, hardware, request, process, stdout, stderr, started
@@ -266,6 +268,8 @@ class BenchmarkExecutor:
                 ResultStatus.FAILED,
                 (ErrorClass.INFRASTRUCTURE, f"supervising the benchmark runner failed: {exc!r}"),
             )
+        finally:
+            forget(context.work_dir, context.attempt_id)
 
     async def _choose_hardware(self, config: BenchmarkConfig, task: TaskSpec) -> HardwareKind:
         required = task.requirements.hardware

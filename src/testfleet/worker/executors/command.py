@@ -43,6 +43,7 @@ from testfleet.domain.result import TaskResult, encode_logs
 from testfleet.domain.task import TaskSpec
 from testfleet.domain.task_configs import CommandConfig
 from testfleet.worker.executors.base import ExecutionContext, build_result
+from testfleet.worker.executors.leftovers import forget, remember
 from testfleet.worker.executors.process_group import (
     Ending,
     OutputTail,
@@ -216,6 +217,7 @@ class CommandExecutor:
             os.close(write_fd)
 
         pipe = os.fdopen(read_fd, "rb", buffering=0)
+        remember(context.work_dir, context.attempt_id, process.pid)
         try:
             return await self._supervise(task, context, config, process, pipe, started)
         except asyncio.CancelledError:
@@ -226,6 +228,8 @@ class CommandExecutor:
         except Exception as exc:  # a bug or resource failure here, not the task's fault
             await self._kill_now(process, pipe)
             return failed(ErrorClass.INFRASTRUCTURE, f"supervising {program} failed: {exc!r}")
+        finally:
+            forget(context.work_dir, context.attempt_id)
 
     async def _kill_now(self, process: asyncio.subprocess.Process, pipe: BinaryIO) -> None:
         signal_group(process.pid, signal.SIGKILL)
