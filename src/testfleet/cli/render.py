@@ -187,8 +187,10 @@ def _utc(value: str | None) -> str:
 
 
 def bench_device(row: dict[str, Any]) -> str:
-    """``cuda · NVIDIA H200`` (plus ``(simulated)``: never shown as real hardware)."""
+    """``cuda · NVIDIA H200 · seq=128`` (plus ``(simulated)``: never shown as real hardware)."""
     label = f"{row['hardware']} · {row['device_name']}"
+    if row.get("variant"):
+        label += f" · {row['variant']}"
     return label + " (simulated)" if row.get("is_simulated") else label
 
 
@@ -197,8 +199,14 @@ def _bench_error(row: dict[str, Any]) -> str:
     return f"[red]{escape(error_class.replace('_', ' '))}[/red]"
 
 
-def _group_key(row: dict[str, Any]) -> tuple[str, str, str, bool]:
-    return (row["hardware"], row["device_name"], row["precision"], bool(row.get("is_simulated")))
+def _group_key(row: dict[str, Any]) -> tuple[str, str, str, str, bool]:
+    return (
+        row.get("variant") or "",
+        row["hardware"],
+        row["device_name"],
+        row["precision"],
+        bool(row.get("is_simulated")),
+    )
 
 
 def compare_table(document: dict[str, Any]) -> Table:
@@ -216,9 +224,11 @@ def compare_table(document: dict[str, Any]) -> Table:
     table = Table(title=title, header_style="bold")
     table.add_column("batch", justify="right")
     for index, group in enumerate(groups):
-        hardware, device_name, precision, simulated = group
+        variant, hardware, device_name, precision, simulated = group
         style = "cyan" if index % 2 == 0 else "magenta"
         label = escape(f"{hardware} · {device_name} · {precision}")
+        if variant:
+            label += escape(f" · {variant}")
         if simulated:
             label += " [yellow](simulated)[/yellow]"
         table.add_column(f"[{style}]{label}[/{style}]\nitems/s", justify="right")

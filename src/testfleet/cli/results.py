@@ -56,6 +56,7 @@ HardwareOption = Annotated[
 #: The CSV columns of ``compare``, in order (the API's row fields).
 COMPARE_COLUMNS = (
     "batch_size",
+    "variant",
     "hardware",
     "device_name",
     "precision",
@@ -83,6 +84,7 @@ HISTORY_COLUMNS = (
     "task_id",
     "worker_id",
     "attempt_id",
+    "variant",
     "hardware",
     "device_name",
     "precision",

@@ -133,6 +133,10 @@ class BenchmarkRow:
     worker_id: str
     recorded_time: float
     model: str
+    #: What else shapes the figures: config overrides, a local path, the input
+    #: size (e.g. ``"num_hidden_layers=2 seq=64"``). Runs are only compared
+    #: with runs of the same variant.
+    variant: str
     hardware: str
     device_name: str
     precision: str
@@ -176,6 +180,7 @@ def benchmark_rows(
             worker_id=worker_id,
             recorded_time=recorded_time,
             model=outcome.model,
+            variant=benchmark_variant(outcome),
             hardware=outcome.hardware.value,
             device_name=outcome.device_name,
             precision=outcome.precision.value,
@@ -201,6 +206,36 @@ def benchmark_rows(
         if size not in outcome.batch_sizes
     ]
     return sorted(rows, key=lambda r: r.batch_size)
+
+
+#: Input-size conditions the runner records, and how a variant spells them.
+_SHAPE_CONDITIONS = (
+    ("sequence_length", "seq"),
+    ("image_size", "image"),
+    ("audio_frames", "frames"),
+)
+
+
+def benchmark_variant(outcome: BenchmarkOutcome) -> str:
+    """The settings besides model, device and precision that change the figures.
+
+    A 2-layer BERT at sequence length 64 is not bert-base-uncased at 128: the
+    comparison and history group by this, so such runs are never averaged,
+    compared or trended as one.
+    """
+    conditions = outcome.conditions
+    parts: list[str] = []
+    if outcome.model_source == "local_path" and conditions.get("model_path"):
+        parts.append(f"path={conditions['model_path']}")
+    overrides = conditions.get("config_overrides") or {}
+    if isinstance(overrides, dict):
+        parts += [f"{key}={overrides[key]}" for key in sorted(overrides)]
+    parts += [
+        f"{label}={conditions[key]}"
+        for key, label in _SHAPE_CONDITIONS
+        if conditions.get(key) is not None
+    ]
+    return " ".join(parts)
 
 
 def _text(value: object) -> str | None:

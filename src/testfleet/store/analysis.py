@@ -23,13 +23,14 @@ import duckdb
 from testfleet.domain.benchmark import BenchmarkRow
 from testfleet.store.rows import BENCHMARKS, from_micros, to_micros
 
-_GROUP = "hardware, device_name, precision, batch_size, is_simulated"
+_GROUP = "variant, hardware, device_name, precision, batch_size, is_simulated"
 #: Runs recorded at the same instant are told apart by attempt id (deterministic).
 _OLDEST_FIRST = "recorded_time, attempt_id"
 _NEWEST_FIRST = "recorded_time DESC, attempt_id DESC"
 
 #: The figures of one run at one batch size, as selected (and returned) by both queries.
 _FIGURES = (
+    "variant",
     "hardware",
     "device_name",
     "precision",
@@ -126,7 +127,7 @@ def benchmark_compare(
         SELECT {_select_figures("r")}, r.runs, r.failed_runs
         FROM ranked r
         WHERE r.newest = 1
-        ORDER BY r.batch_size, r.hardware, r.device_name, r.precision, r.is_simulated
+        ORDER BY r.batch_size, r.variant, r.hardware, r.device_name, r.precision, r.is_simulated
         """,
         params,
     )

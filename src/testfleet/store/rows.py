@@ -464,6 +464,7 @@ _BENCHMARK_COLUMNS = (
     Column("worker_id", _TEXT),
     Column("recorded_time", _TIME),
     Column("model", _TEXT),
+    Column("variant", _TEXT),
     Column("hardware", _TEXT),
     Column("device_name", _TEXT),
     Column("precision", _TEXT),

@@ -165,6 +165,8 @@ _V2_STATEMENTS = (
         -- When the coordinator recorded the result (its received_time).
         recorded_time TIMESTAMP NOT NULL,
         model VARCHAR NOT NULL,
+        -- Overrides, local path and input size: runs compare only within a variant.
+        variant VARCHAR NOT NULL,
         hardware VARCHAR NOT NULL,
         device_name VARCHAR NOT NULL,
         precision VARCHAR NOT NULL,

@@ -51,6 +51,7 @@ def bench(attempt_id: int, batch_size: int, at: float, **figures: Any) -> Benchm
         worker_id="w1",
         recorded_time=at,
         model=figures.get("model", MODEL),
+        variant=figures.get("variant", "seq=128"),
         hardware=figures.get("hardware", "cuda"),
         device_name=figures.get("device_name", "NVIDIA H200"),
         precision=figures.get("precision", "fp16"),

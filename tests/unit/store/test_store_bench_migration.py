@@ -26,6 +26,7 @@ def row(attempt_id: int, batch_size: int, task_id: str = "bench-1") -> Benchmark
         worker_id="w1",
         recorded_time=T0 + 3,
         model="gpt2",
+        variant="seq=128",
         hardware="cpu",
         device_name="Intel Xeon",
         precision="fp32",
@@ -88,14 +89,15 @@ def test_the_primary_key_is_attempt_and_batch_size() -> None:
         apply_migrations(raw)
         raw.execute(
             "INSERT INTO benchmark_results (attempt_id, batch_size, task_id, worker_id, "
-            "recorded_time, model, hardware, device_name, precision, is_simulated) "
-            "VALUES (1, 8, 't', 'w', TIMESTAMP '2024-01-01', 'm', 'cpu', 'x', 'fp32', false)"
+            "recorded_time, model, variant, hardware, device_name, precision, is_simulated) "
+            "VALUES (1, 8, 't', 'w', TIMESTAMP '2024-01-01', 'm', '', 'cpu', 'x', 'fp32', false)"
         )
         with pytest.raises(duckdb.ConstraintException):
             raw.execute(
                 "INSERT INTO benchmark_results (attempt_id, batch_size, task_id, worker_id, "
-                "recorded_time, model, hardware, device_name, precision, is_simulated) "
-                "VALUES (1, 8, 't', 'w', TIMESTAMP '2024-01-02', 'm', 'cpu', 'x', 'fp32', false)"
+                "recorded_time, model, variant, hardware, device_name, precision, is_simulated) "
+                "VALUES (1, 8, 't', 'w', TIMESTAMP '2024-01-02', 'm', '', 'cpu', 'x', 'fp32', "
+                "false)"
             )
 
 

@@ -45,6 +45,7 @@ def bench(
         worker_id="w1",
         recorded_time=at,
         model=MODEL,
+        variant="seq=128",
         hardware=device[0],
         device_name=device[1],
         precision="fp16",
@@ -419,3 +420,17 @@ def test_models_lists_each_benchmarked_model_once(store: Store) -> None:
     write_rows(store, bench(1, 1, model="gpt2"), bench(1, 2, model="gpt2"), bench(2, 1))
 
     assert store.benchmark_models() == [MODEL, "gpt2"]
+
+
+def test_runs_of_different_variants_are_never_compared_as_one(store: Store) -> None:
+    full = bench(1, 8, at=T0, throughput=100.0)
+    cut = bench(2, 8, at=T0 + 60, throughput=900.0, variant="num_hidden_layers=2 seq=64")
+    write_rows(store, full, cut)
+    compared = store.benchmark_compare(MODEL)
+    assert pick(compared, "variant", "throughput_items_per_second", "runs") == [
+        ("num_hidden_layers=2 seq=64", 900.0, 1),
+        ("seq=128", 100.0, 1),
+    ]
+    history = store.benchmark_history(MODEL)
+    # Each run is the first of its variant: no change is computed across them.
+    assert [r["throughput_change_percent"] for r in history] == [None, None]

@@ -94,6 +94,7 @@ def run_conditions(
         "model_class": loaded.class_name,
         "model_parameters": loaded.parameters,
         "config_overrides": dict(config.config_overrides),
+        "model_path": config.model_path,
         **plan.describe(),
         "warmup": config.warmup,
         "iterations": config.iterations,
