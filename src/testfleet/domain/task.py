@@ -92,5 +92,18 @@ class TaskSpec(StrictModel):
         model = config_model_for(self.type)
         # Validate (and so reject unknown or mistyped config fields) but keep the
         # user's dict as stored, so the document reads back as it was written.
-        model.model_validate(self.config)
+        config = model.model_validate(self.config)
+        device = getattr(config, "device", None)
+        if (
+            self.type is TaskType.BENCHMARK
+            and device is not None
+            and device is not HardwareKind.CPU
+            and device not in self.requirements.hardware
+        ):
+            # The scheduler places by requirements; a device pinned only in the
+            # config would land on any worker and fail there.
+            raise ValueError(
+                f"config.device is {device.value!r} but requirements.hardware does not "
+                f'include it: add "requirements": {{"hardware": ["{device.value}"]}}'
+            )
         return self

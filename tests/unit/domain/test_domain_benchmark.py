@@ -103,3 +103,19 @@ def test_batch_sizes_are_sorted_and_auto_is_accepted() -> None:
         BenchmarkConfig.model_validate({"model": "gpt2", "batch_sizes": "auto"}).batch_sizes
         == "auto"
     )
+
+
+def test_a_device_pinned_in_the_config_must_be_required_too() -> None:
+    from testfleet.domain.task import TaskSpec
+
+    document: dict[str, Any] = {
+        "task_id": "b",
+        "type": "benchmark",
+        "config": {"model": "gpt2", "device": "cuda"},
+    }
+    with pytest.raises(ValidationError, match=r"requirements.hardware does not include it"):
+        TaskSpec.model_validate(document)
+    document["requirements"] = {"hardware": ["cuda"]}
+    assert TaskSpec.model_validate(document).requirements.hardware == ["cuda"]
+    cpu = {"task_id": "c", "type": "benchmark", "config": {"model": "gpt2", "device": "cpu"}}
+    assert TaskSpec.model_validate(cpu).type.value == "benchmark"

@@ -166,7 +166,9 @@ async def test_a_fatal_line_fails_with_its_class(context: ExecutionContext) -> N
                           "message": "cuda requested but torch.cuda.is_available() is False"}))
         sys.exit(2)
     """
-    result = await executor(stand_in(body)).run(bench_task(device="cuda"), context)
+    result = await executor(stand_in(body)).run(
+        bench_task(device="cuda", hardware=["cuda"]), context
+    )
     assert result.status is ResultStatus.FAILED
     assert result.error is not None
     assert result.error.error_class is ErrorClass.INFRASTRUCTURE

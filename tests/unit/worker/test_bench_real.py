@@ -82,7 +82,7 @@ RUNS: dict[str, tuple[dict[str, Any], list[str]]] = {
     "bert-bf16": ({"model": "bert-base-uncased", "batch_sizes": [2], "precision": "bf16"}, []),
     "bert-int8": ({"model": "bert-base-uncased", "batch_sizes": [2], "precision": "int8"}, []),
     "bad-key": ({"model": "bert-base-uncased", "config_overrides": {"num_hiden_layers": 1}}, []),
-    "no-device": ({"model": "bert-base-uncased", "device": "mps"}, []),
+    "no-device": ({"model": "bert-base-uncased", "device": "mps"}, ["mps"]),
 }
 
 SAVE_TINY_GPT2 = """
