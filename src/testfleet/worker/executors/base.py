@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -49,6 +51,26 @@ class Executor(Protocol):
     task_type: TaskType
 
     async def run(self, task: TaskSpec, context: ExecutionContext) -> TaskResult: ...
+
+
+def attempt_environment(
+    task: TaskSpec, context: ExecutionContext, extra: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The worker's environment plus who is running: the task and attempt ids, the
+    worker and its work directory (``TESTFLEET_*``), then ``extra`` on top.
+
+    Every executor's child gets this, so a task can tell which attempt it is
+    (a retry can behave differently) and where it may keep files.
+    """
+    return {
+        **os.environ,
+        "TESTFLEET_TASK_ID": task.task_id,
+        "TESTFLEET_ATTEMPT": str(context.attempt),
+        "TESTFLEET_ATTEMPT_ID": str(context.attempt_id),
+        "TESTFLEET_WORKER_ID": context.worker_id,
+        "TESTFLEET_WORK_DIR": str(context.work_dir),
+        **(extra or {}),
+    }
 
 
 def clip_message(message: str) -> str:

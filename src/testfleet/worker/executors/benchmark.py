@@ -66,7 +66,11 @@ from testfleet.worker.benchmarking.protocol import (
     encode_request,
     parse_line,
 )
-from testfleet.worker.executors.base import ExecutionContext, build_result
+from testfleet.worker.executors.base import (
+    ExecutionContext,
+    attempt_environment,
+    build_result,
+)
 from testfleet.worker.executors.leftovers import forget, remember
 from testfleet.worker.executors.process_group import (
     OutputTail,
@@ -217,15 +221,7 @@ class BenchmarkExecutor:
             device=hardware,
             metrics_interval_seconds=self._metrics_interval,
         )
-        env = {
-            **os.environ,
-            "TESTFLEET_TASK_ID": task.task_id,
-            "TESTFLEET_ATTEMPT": str(context.attempt),
-            "TESTFLEET_ATTEMPT_ID": str(context.attempt_id),
-            "TESTFLEET_WORKER_ID": context.worker_id,
-            "TESTFLEET_WORK_DIR": str(context.work_dir),
-            **OFFLINE_ENV,
-        }
+        env = attempt_environment(task, context, OFFLINE_ENV)
         out_read, out_write = os.pipe()
         err_read, err_write = os.pipe()
         try:

@@ -42,7 +42,7 @@ from testfleet.domain.enums import ErrorClass, ResultStatus, TaskType
 from testfleet.domain.result import TaskResult, encode_logs
 from testfleet.domain.task import TaskSpec
 from testfleet.domain.task_configs import CommandConfig
-from testfleet.worker.executors.base import ExecutionContext, build_result
+from testfleet.worker.executors.base import ExecutionContext, attempt_environment, build_result
 from testfleet.worker.executors.leftovers import forget, remember
 from testfleet.worker.executors.process_group import (
     Ending,
@@ -178,16 +178,8 @@ class CommandExecutor:
         if cwd_problem is not None:
             return failed(*cwd_problem)
 
-        env = {
-            **os.environ,
-            # Let a command know which attempt it is (config.env may override).
-            "TESTFLEET_TASK_ID": task.task_id,
-            "TESTFLEET_ATTEMPT": str(context.attempt),
-            "TESTFLEET_ATTEMPT_ID": str(context.attempt_id),
-            "TESTFLEET_WORKER_ID": context.worker_id,
-            "TESTFLEET_WORK_DIR": str(context.work_dir),
-            **config.env,
-        }
+        # config.env comes last: a command may override even the TESTFLEET_* names.
+        env = attempt_environment(task, context, config.env)
         program = config.argv[0]
         read_fd, write_fd = os.pipe()
         try:
