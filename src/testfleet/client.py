@@ -116,6 +116,18 @@ class FleetClient:
         result: dict[str, Any] = self._call("POST", f"/workers/{worker_id}/drain")
         return result
 
+    def test_run(self, run_id: str, *, after_seq: int = 0) -> dict[str, Any]:
+        """A pytest run's chunk tasks and the tests recorded after ``after_seq``."""
+        result: dict[str, Any] = self._call(
+            "GET", f"/test-runs/{run_id}", params={"after_seq": after_seq}
+        )
+        return result
+
+    def test_durations(self, project: str) -> dict[str, float]:
+        """Recent median seconds per node id of ``project`` (a ProjectSource key)."""
+        answer = self._call("GET", "/tests/durations", params={"project": project})
+        return {str(k): float(v) for k, v in answer["durations"].items()}
+
     def stats(self) -> dict[str, Any]:
         result: dict[str, Any] = self._call("GET", "/stats")
         return result

@@ -110,12 +110,30 @@ def test_invalid_task_is_422_naming_the_field(api, body, field_name, stored_ids)
     api.absent(*stored_ids)
 
 
-def test_test_type_is_refused_as_not_supported_yet(api):
-    task = {"task_id": "pytest-run-001", "type": "test", "config": {"path": "tests"}}
+def test_test_task_without_a_project_is_refused_naming_the_field(api):
+    task = {
+        "task_id": "pytest-run-001",
+        "type": "test",
+        "config": {"run_id": "r1", "node_ids": ["tests/test_a.py::test_one"]},
+    }
     error = error_of(api.http.post("/api/v1/tasks", json=task), 422, "invalid_task")
-    assert "not supported" in error["message"]
-    assert "'test'" in error["message"]
+    assert "project" in error["message"]
     api.absent("pytest-run-001")
+
+
+def test_test_task_naming_a_branch_instead_of_a_commit_is_refused(api):
+    task = {
+        "task_id": "pytest-run-002",
+        "type": "test",
+        "config": {
+            "run_id": "r1",
+            "project": {"repo": "https://example.invalid/x.git", "commit": "main"},
+            "node_ids": ["tests/test_a.py::test_one"],
+        },
+    }
+    error = error_of(api.http.post("/api/v1/tasks", json=task), 422, "invalid_task")
+    assert "commit" in error["message"]
+    api.absent("pytest-run-002")
 
 
 def test_benchmark_batch_size_zero_is_refused_naming_the_field(api):

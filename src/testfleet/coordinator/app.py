@@ -32,6 +32,7 @@ from testfleet.coordinator.connections import ConnectionRegistry
 from testfleet.coordinator.loop import CoordinatorLoop
 from testfleet.coordinator.settings import CoordinatorSettings
 from testfleet.coordinator.state import CoordinatorState
+from testfleet.coordinator.test_runs_api import build_test_run_router
 from testfleet.coordinator.worker_channel import WORKER_CHANNEL_PATH, serve_worker
 from testfleet.domain.task import TaskSpec
 from testfleet.protocol.codec import MAX_FRAME_BYTES
@@ -149,6 +150,7 @@ def create_app(
     app.state.store = store
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_request_bytes)
     app.include_router(build_router(loop, store, settings.max_tasks_per_submit, started))
+    app.include_router(build_test_run_router(loop, store))
     # Publish the task document's schema for the hand-written request body.
     schema = TaskSpec.model_json_schema(ref_template="#/components/schemas/{model}")
     definitions = schema.pop("$defs", {})

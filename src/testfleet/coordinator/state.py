@@ -17,11 +17,16 @@ Rules kept here (DESIGN.md):
   timed-out attempt is retried only as the task's ``retry_policy`` allows.
 - A disconnected worker keeps its attempts until the heartbeat timeout passes,
   so a network blip or a coordinator restart does not rerun its work.
+- A test task's tests are recorded once each, from whichever comes first: the
+  worker's ``tests`` messages while the chunk runs, or the attempt's result. A
+  retried attempt is told which tests are already recorded and skips them.
 """
 
 from __future__ import annotations
 
 import heapq
+
+from pydantic import ValidationError
 
 from testfleet.coordinator.events import (
     Accepted,
@@ -62,6 +67,7 @@ from testfleet.domain.records import (
     TaskRecord,
 )
 from testfleet.domain.task import TaskSpec
+from testfleet.domain.testing import TestChunkOutcome, TestConfig, TestRecord, TestResultRow
 from testfleet.domain.transitions import check_task_transition
 from testfleet.protocol.messages import (
     PROTOCOL_VERSION,
@@ -82,6 +88,7 @@ from testfleet.protocol.messages import (
     ProtocolErrorCode,
     Reject,
     Result,
+    TestReports,
     Welcome,
 )
 from testfleet.scheduling.scheduler import schedule
@@ -118,6 +125,13 @@ class CoordinatorState:
         self.registry = WorkerRegistry()
         self.unschedulable: dict[str, str] = {}
         self.next_attempt_id = 1
+        #: The next ``test_results.seq``: rows are numbered in the order recorded.
+        self.next_test_seq = 1
+        #: Each open test task's node ids (a worker may report only those).
+        self._chunk_node_ids: dict[str, frozenset[str]] = {}
+        #: Test reports dropped because their attempt was not current or the
+        #: node id was not in the chunk.
+        self.stray_test_reports = 0
         #: Results dropped because they named nothing this coordinator issued.
         self.stray_results = 0
         self._deadlines: list[tuple[float, int]] = []
@@ -136,11 +150,14 @@ class CoordinatorState:
         declared lost by the usual heartbeat expiry and their tasks requeued.
         """
         self.next_attempt_id = recovered.next_attempt_id
+        self.next_test_seq = recovered.next_test_seq
         for record in self.registry.recover(recovered.workers, now):
             self._out.worker(record)
         attempts = {a.attempt_id: a for a in recovered.open_attempts}
         for task in sorted(recovered.open_tasks, key=lambda t: (t.queued_at, t.task_id)):
             self.tasks[task.task_id] = task
+            if task.task_id in recovered.reported_tests:
+                task.reported_tests = set(recovered.reported_tests[task.task_id])
             self.known_task_ids.add(task.task_id)
             if task.status is TaskStatus.QUEUED:
                 self._enqueue_recovered(task, now)
@@ -333,6 +350,8 @@ class CoordinatorState:
                 for item in results:
                     self._record_result(worker_id, item, now)
                 self._out.send(connection_id, Ack(attempt_ids=[r.attempt_id for r in results]))
+            case TestReports(attempt_id=attempt_id, records=records):
+                self._record_streamed_tests(worker_id, attempt_id, records, now)
             case Progress() | LogChunk():
                 pass  # live progress is not persisted in this version
             case Bye():
@@ -399,6 +418,8 @@ class CoordinatorState:
         )
         if task.start_time is None:
             task.start_time = attempt.start_time
+        if task.spec.type is TaskType.TEST:
+            self._record_result_tests(task, item.attempt_id, worker_id, result.results, now)
         if result.status is ResultStatus.COMPLETED:
             self._finish(task, TaskStatus.COMPLETED, now, None, None)
             counted = True
@@ -421,6 +442,98 @@ class CoordinatorState:
                 is_simulated=result.simulation_status.is_simulated,
             ):
                 self._out.benchmark_row(row)
+
+    # -------------------------------------------------------------------- tests
+
+    def _record_streamed_tests(
+        self, worker_id: str, attempt_id: int, records: list[TestRecord], now: float
+    ) -> None:
+        """Tests a running attempt finished: recorded now, so they survive its worker."""
+        attempt = self.open_attempts.get(attempt_id)
+        task = self.tasks.get(attempt.task_id) if attempt is not None else None
+        if (
+            attempt is None
+            or task is None
+            or attempt.worker_id != worker_id
+            or task.current_attempt_id != attempt_id
+            or task.spec.type is not TaskType.TEST
+        ):
+            # Late (its worker was declared lost) or not this worker's: the
+            # current attempt will report these tests itself.
+            self.stray_test_reports += len(records)
+            return
+        self._add_test_rows(task, attempt_id, worker_id, records, now)
+
+    def _record_result_tests(
+        self,
+        task: TaskRecord,
+        attempt_id: int,
+        worker_id: str,
+        results: dict[str, object],
+        now: float,
+    ) -> None:
+        """The tests listed in a current attempt's result (those not streamed yet)."""
+        try:
+            outcome = TestChunkOutcome.model_validate(results)
+        except ValidationError:
+            # The result is stored as sent; without valid records there is
+            # nothing to add per test, and the client reports the chunk's
+            # node ids as not run.
+            return
+        self._add_test_rows(task, attempt_id, worker_id, outcome.tests, now)
+
+    def _add_test_rows(
+        self,
+        task: TaskRecord,
+        attempt_id: int,
+        worker_id: str,
+        records: list[TestRecord],
+        now: float,
+    ) -> None:
+        config = self._test_config(task)
+        if config is None:
+            return
+        chunk = self._chunk_node_ids.get(task.task_id)
+        if chunk is None:
+            chunk = self._chunk_node_ids[task.task_id] = frozenset(config.node_ids)
+        if task.reported_tests is None:
+            task.reported_tests = set()
+        reported = task.reported_tests
+        for record in records:
+            if record.nodeid in reported or record.nodeid not in chunk:
+                # Recorded already (this is the result repeating the stream,
+                # or a retried attempt) or never asked of this chunk.
+                if record.nodeid not in chunk:
+                    self.stray_test_reports += 1
+                continue
+            reported.add(record.nodeid)
+            self._out.test_row(
+                TestResultRow(
+                    seq=self.next_test_seq,
+                    task_id=task.task_id,
+                    nodeid=record.nodeid,
+                    attempt_id=attempt_id,
+                    worker_id=worker_id,
+                    run_id=config.run_id,
+                    project=config.project.key(),
+                    rerun=config.rerun,
+                    outcome=record.outcome,
+                    duration_seconds=record.duration_seconds,
+                    crashed=record.crashed,
+                    recorded_time=now,
+                    record=record,
+                )
+            )
+            self.next_test_seq += 1
+
+    @staticmethod
+    def _test_config(task: TaskRecord) -> TestConfig | None:
+        if task.test_config is None:
+            try:
+                task.test_config = TestConfig.model_validate(task.spec.config)
+            except ValidationError:
+                return None  # validated at submission; only a hand-edited file gets here
+        return task.test_config
 
     def _disconnected(self, connection_id: int) -> None:
         worker = self.registry.disconnect(connection_id)
@@ -531,7 +644,12 @@ class CoordinatorState:
         self._out.attempt(attempt)
         self._mark_task(task)
         self._push_deadline(attempt, task)
-        return Assignment(attempt_id=attempt_id, attempt=task.attempts, task=task.spec)
+        return Assignment(
+            attempt_id=attempt_id,
+            attempt=task.attempts,
+            task=task.spec,
+            completed_tests=sorted(task.reported_tests or ()),
+        )
 
     def _refresh_unschedulable(self, reasons: dict[str, str]) -> None:
         changed = {
@@ -630,6 +748,7 @@ class CoordinatorState:
         self._mark_task(task)
         # Finished tasks live on in the store only; memory holds open work.
         del self.tasks[task.task_id]
+        self._chunk_node_ids.pop(task.task_id, None)
 
     def _send_to_worker(self, worker_id: str, message: Message) -> None:
         worker = self.workers.get(worker_id)

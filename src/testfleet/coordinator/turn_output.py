@@ -19,6 +19,7 @@ from testfleet.domain.records import (
     WorkerRecord,
     WriteBatch,
 )
+from testfleet.domain.testing import TestResultRow
 from testfleet.protocol.messages import Error, Message
 
 
@@ -41,6 +42,7 @@ class TurnOutput:
     workers: dict[str, WorkerRecord] = field(default_factory=dict)
     results: list[ResultRecord] = field(default_factory=list)
     benchmark_rows: list[BenchmarkRow] = field(default_factory=list)
+    test_rows: list[TestResultRow] = field(default_factory=list)
     sends: list[tuple[int, Message]] = field(default_factory=list)
     closes: list[tuple[int, Error | None]] = field(default_factory=list)
     replies: list[tuple[Reply, object]] = field(default_factory=list)
@@ -60,6 +62,9 @@ class TurnOutput:
     def benchmark_row(self, row: BenchmarkRow) -> None:
         self.benchmark_rows.append(row)
 
+    def test_row(self, row: TestResultRow) -> None:
+        self.test_rows.append(row)
+
     def send(self, connection_id: int, message: Message) -> None:
         self.sends.append((connection_id, message))
 
@@ -76,6 +81,7 @@ class TurnOutput:
             or self.workers
             or self.results
             or self.benchmark_rows
+            or self.test_rows
             or self.sends
             or self.closes
             or self.replies
@@ -90,6 +96,7 @@ class TurnOutput:
                 results=self.results,
                 workers=list(self.workers.values()),
                 benchmark_rows=self.benchmark_rows,
+                test_rows=self.test_rows,
             ),
             sends=self.sends,
             closes=self.closes,
@@ -97,5 +104,5 @@ class TurnOutput:
         )
         self.tasks, self.attempts, self.workers = {}, {}, {}
         self.results, self.sends, self.closes, self.replies = [], [], [], []
-        self.benchmark_rows = []
+        self.benchmark_rows, self.test_rows = [], []
         return effects

@@ -17,6 +17,7 @@ from testfleet.domain.enums import AttemptStatus, ErrorClass, TaskStatus, Worker
 from testfleet.domain.hardware import WorkerCapabilities
 from testfleet.domain.result import TaskResult
 from testfleet.domain.task import TaskSpec
+from testfleet.domain.testing import TestConfig, TestResultRow
 
 
 @dataclass(slots=True)
@@ -49,13 +50,20 @@ class TaskRecord:
     #: written (it inserts), True written before (it updates). Plain inserts and
     #: updates cost DuckDB about half of an upsert.
     stored: bool | None = field(default=None, compare=False, repr=False)
+    #: Test tasks: node ids already recorded for this task (by any attempt), so
+    #: a retried attempt skips them and none is recorded twice. In memory only;
+    #: rebuilt from ``test_results`` after a restart.
+    reported_tests: set[str] | None = field(default=None, compare=False, repr=False)
+    #: Test tasks: the validated config, parsed once when first needed.
+    test_config: TestConfig | None = field(default=None, compare=False, repr=False)
 
     @property
     def task_id(self) -> str:
         return self.spec.task_id
 
     def copy(self) -> TaskRecord:
-        return replace(self)
+        # The store reads copies; the in-memory test bookkeeping stays here.
+        return replace(self, reported_tests=None)
 
 
 @dataclass(slots=True)
@@ -134,10 +142,17 @@ class WriteBatch:
     workers: list[WorkerRecord] = field(default_factory=list)
     #: One per batch size of each counted benchmark result in this turn.
     benchmark_rows: list[BenchmarkRow] = field(default_factory=list)
+    #: One per test newly reported for a test task in this turn.
+    test_rows: list[TestResultRow] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(
-            self.tasks or self.attempts or self.results or self.workers or self.benchmark_rows
+            self.tasks
+            or self.attempts
+            or self.results
+            or self.workers
+            or self.benchmark_rows
+            or self.test_rows
         )
 
 
@@ -152,3 +167,7 @@ class RecoveredState:
     workers: list[WorkerRecord]
     #: The next free attempt id (one more than the largest stored).
     next_attempt_id: int
+    #: Node ids already recorded for each open test task.
+    reported_tests: dict[str, set[str]] = field(default_factory=dict)
+    #: The next ``test_results.seq`` (one more than the largest stored).
+    next_test_seq: int = 1

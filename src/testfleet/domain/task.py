@@ -45,6 +45,11 @@ class Requirements(StrictModel):
     min_gpu_memory_gb: float | None = Field(default=None, ge=0, le=1_000_000)
     gpu_model: str | None = Field(default=None, min_length=1, max_length=128)
     tags: dict[TagKey, TagValue] = Field(default_factory=dict, max_length=64)
+    #: Workers that must not run it (a flaky test's rerun avoids the worker it
+    #: failed on). Any other matching worker may.
+    exclude_workers: list[Annotated[str, Field(min_length=1, max_length=128)]] = Field(
+        default_factory=list, max_length=1024
+    )
 
     def key(self) -> str:
         """A canonical string: equal requirements give equal keys (the scheduler caches by it)."""

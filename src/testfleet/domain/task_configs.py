@@ -1,8 +1,8 @@
 """Config models, one per task type, checked when a task is submitted.
 
-The coordinator accepts only the types registered here. ``test`` registers
-its model when its executor lands; until then a task of that type is refused
-at submission with a message saying so, rather than accepted and faked.
+The coordinator accepts only the types registered here; a type without a
+model would be refused at submission with a message saying so, rather than
+accepted and faked.
 """
 
 from __future__ import annotations
@@ -14,8 +14,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from testfleet.domain.enums import TaskType
-
-EnvName = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+from testfleet.domain.fields import EnvName
 
 
 class _Config(BaseModel):
@@ -88,9 +87,16 @@ def _benchmark_config() -> type[BaseModel]:
     return BenchmarkConfig
 
 
+def _test_config() -> type[BaseModel]:
+    from testfleet.domain.testing import TestConfig
+
+    return TestConfig
+
+
 _CONFIG_MODELS: dict[TaskType, type[BaseModel]] = {
     TaskType.COMMAND: CommandConfig,
     TaskType.SIMULATED: SimulatedConfig,
+    TaskType.TEST: _test_config(),
     TaskType.BENCHMARK: _benchmark_config(),
 }
 

@@ -11,6 +11,7 @@ Exchange (worker connects out)::
     worker -> heartbeat  (every heartbeat_interval_seconds, carries load)
     coordinator -> assign            worker -> accept | reject
     worker -> progress / log         (optional, while running)
+    worker -> tests                  (test tasks: each finished test, as it finishes)
     worker -> result                 coordinator -> ack (after it is durable)
     coordinator -> cancel | drain    either -> bye
 """
@@ -25,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from testfleet.domain.hardware import WorkerCapabilities
 from testfleet.domain.result import TaskResult
 from testfleet.domain.task import TaskSpec
+from testfleet.domain.testing import NodeId, TestRecord
 
 #: Bumped on any incompatible change; the coordinator refuses other versions.
 PROTOCOL_VERSION = 1
@@ -42,6 +44,7 @@ class MessageType(StrEnum):
     REJECT = "reject"
     PROGRESS = "progress"
     LOG = "log"
+    TESTS = "tests"
     RESULT = "result"
     ACK = "ack"
     CANCEL = "cancel"
@@ -115,11 +118,16 @@ class Heartbeat(_Message):
 
 
 class Assignment(_Message):
-    """One lease: run ``task`` as attempt number ``attempt`` under id ``attempt_id``."""
+    """One lease: run ``task`` as attempt number ``attempt`` under id ``attempt_id``.
+
+    ``completed_tests`` (test tasks only): node ids that earlier attempts of
+    this task already reported (durably); the worker does not run them again.
+    """
 
     attempt_id: int = Field(ge=1)
     attempt: int = Field(ge=1)
     task: TaskSpec
+    completed_tests: list[NodeId] = Field(default_factory=list, max_length=100_000)
 
 
 class Assign(_Message):
@@ -150,6 +158,21 @@ class LogChunk(_Message):
     attempt_id: int
     stream: Literal["stdout", "stderr"] = "stdout"
     data: str = Field(max_length=1024 * 1024)
+
+
+class TestReports(_Message):
+    """Tests of a running ``test`` attempt that have finished (all their phases).
+
+    Sent while the chunk runs so that progress is live and a worker lost
+    mid-chunk loses only its unfinished tests; the attempt's result lists the
+    same records again (the coordinator stores each (attempt, test) once).
+    """
+
+    __test__ = False
+
+    type: Literal[MessageType.TESTS] = MessageType.TESTS
+    attempt_id: int
+    records: list[TestRecord] = Field(min_length=1, max_length=10_000)
 
 
 class AttemptResult(_Message):
@@ -206,6 +229,7 @@ Message = Annotated[
     | Reject
     | Progress
     | LogChunk
+    | TestReports
     | Result
     | Ack
     | Cancel

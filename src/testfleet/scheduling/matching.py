@@ -8,7 +8,9 @@ Terms:
   the worker's best GPU), ``min_gpu_memory_gb`` (against its largest GPU),
   ``gpu_model`` (a case-insensitive substring of some GPU's name) and ``tags``
   (each one must equal the worker's tag of the same name). A field that is not
-  given demands nothing.
+  given demands nothing. ``exclude_workers`` names workers that may not run
+  the task at all; it is about identity, not capabilities, so the scheduler
+  applies it beside :func:`matcher` rather than inside it.
 * **match**: a worker matches when it meets every given field. A worker that
   lists no task types runs nothing.
 
@@ -99,6 +101,15 @@ def unschedulable_reason(
     """
     if not workers:
         return "no workers are connected"
+    if requirements.exclude_workers:
+        excluded = set(requirements.exclude_workers)
+        allowed = [w for w in workers if w.worker_id not in excluded]
+        if not allowed:
+            return (
+                "exclude_workers: every connected worker is excluded "
+                f"({_listing(sorted(excluded & {w.worker_id for w in workers}))})"
+            )
+        workers = allowed
     fleet = [w.capabilities for w in workers]
     if any(map(matcher(task_type, requirements), fleet)):
         return None

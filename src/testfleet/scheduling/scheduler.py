@@ -108,13 +108,19 @@ class _KeyState:
 
     matches: Callable[[WorkerCapabilities], bool]
     candidates: list[WorkerView]
+    #: Worker ids the key's requirements exclude (checked beside ``matches``).
+    excluded: frozenset[str] = frozenset()
     position: int = 0
     #: The candidate at ``position`` is already known to match.
     confirmed: int = -1
 
     @classmethod
     def for_task(cls, task: PendingTask, candidates: list[WorkerView]) -> _KeyState:
-        return cls(matches=matcher(task.task_type, task.requirements), candidates=candidates)
+        return cls(
+            matches=matcher(task.task_type, task.requirements),
+            candidates=candidates,
+            excluded=frozenset(task.requirements.exclude_workers),
+        )
 
     def next_free(self, remaining: list[int]) -> int | None:
         """The least capable matching candidate with a free slot, or None if none is left."""
@@ -122,7 +128,11 @@ class _KeyState:
         while self.position < len(candidates):
             index = self.position
             if remaining[index] > 0 and (
-                index == self.confirmed or self.matches(candidates[index].capabilities)
+                index == self.confirmed
+                or (
+                    candidates[index].worker_id not in self.excluded
+                    and self.matches(candidates[index].capabilities)
+                )
             ):
                 self.confirmed = index
                 return index

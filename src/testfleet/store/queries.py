@@ -23,6 +23,7 @@ from testfleet.domain.records import (
     TaskRecord,
     WorkerRecord,
 )
+from testfleet.store import test_queries
 from testfleet.store.errors import StoreError
 from testfleet.store.rows import ATTEMPTS, RESULTS, TASKS, WORKERS
 
@@ -62,11 +63,14 @@ def load_state(cursor: duckdb.DuckDBPyConnection) -> RecoveredState:
     )
     row = cursor.fetchone()
     assert row is not None  # a scalar select always returns one row
+    open_test_tasks = [t.task_id for t in tasks if t.spec.type is TaskType.TEST]
     return RecoveredState(
         open_tasks=tasks,
         open_attempts=attempts,
         workers=list_workers(cursor),
         next_attempt_id=int(row[0]) + 1,
+        reported_tests=test_queries.reported_tests(cursor, open_test_tasks),
+        next_test_seq=test_queries.next_test_seq(cursor),
     )
 
 

@@ -36,6 +36,7 @@ from testfleet.domain.hardware import WorkerCapabilities
 from testfleet.domain.records import AttemptRecord, ResultRecord, TaskRecord, WorkerRecord
 from testfleet.domain.result import TaskResult
 from testfleet.domain.task import TaskSpec
+from testfleet.domain.testing import TestOutcome, TestRecord, TestResultRow
 from testfleet.store.errors import StoreError
 
 R = TypeVar("R")
@@ -43,6 +44,7 @@ R = TypeVar("R")
 _TIME = pa.timestamp("us")
 _TEXT = pa.string()
 _INT = pa.int32()
+_BIGINT = pa.int64()
 _DOUBLE = pa.float64()
 _BOOL = pa.bool_()
 _MICROS = 1_000_000
@@ -500,4 +502,58 @@ BENCHMARKS: TableMapping[BenchmarkRow] = TableMapping(
     columns=_BENCHMARK_COLUMNS,
     to_row=_benchmark_row,
     decode=_benchmark_from_row,
+)
+
+
+#: Named as ``TestResultRow``'s fields, in the table's column order.
+_TEST_COLUMNS = (
+    Column("seq", _BIGINT),
+    Column("task_id", _TEXT),
+    Column("nodeid", _TEXT),
+    Column("attempt_id", _BIGINT),
+    Column("worker_id", _TEXT),
+    Column("run_id", _TEXT),
+    Column("project", _TEXT),
+    Column("rerun", _INT),
+    Column("outcome", _TEXT),
+    Column("duration_seconds", _DOUBLE),
+    Column("crashed", _BOOL),
+    Column("recorded_time", _TIME),
+    Column("record", _TEXT),
+)
+
+
+def _test_row(row: TestResultRow) -> tuple[Any, ...]:
+    return (
+        row.seq,
+        row.task_id,
+        row.nodeid,
+        row.attempt_id,
+        row.worker_id,
+        row.run_id,
+        row.project,
+        row.rerun,
+        row.outcome.value,
+        row.duration_seconds,
+        row.crashed,
+        to_micros(row.recorded_time),
+        row.record.model_dump_json(),
+    )
+
+
+def _test_from_row(row: tuple[Any, ...]) -> TestResultRow:
+    fields = dict(zip((c.name for c in _TEST_COLUMNS), row, strict=True))
+    fields["outcome"] = TestOutcome(fields["outcome"])
+    fields["recorded_time"] = _required_time(fields["recorded_time"])
+    fields["record"] = TestRecord.model_validate_json(fields["record"])
+    return TestResultRow(**fields)
+
+
+TESTS: TableMapping[TestResultRow] = TableMapping(
+    table="test_results",
+    key="task_id",
+    key_columns=("task_id", "nodeid"),
+    columns=_TEST_COLUMNS,
+    to_row=_test_row,
+    decode=_test_from_row,
 )

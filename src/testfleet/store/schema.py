@@ -189,10 +189,40 @@ _V2_STATEMENTS = (
     "CREATE INDEX benchmark_results_model ON benchmark_results (model)",
 )
 
+_V3_STATEMENTS: tuple[str, ...] = (
+    # One row per test of a ``test`` task (a chunk of a pytest run), recorded
+    # once per (task, test) however many attempts reported it. ``record`` is
+    # the worker's whole TestRecord (every phase's report), so a client can
+    # rebuild pytest's reports from it; the columns beside it are what runs,
+    # duration history and flaky-test queries filter on. ``seq`` orders rows
+    # as the coordinator recorded them, for polling.
+    """
+    CREATE TABLE test_results (
+        seq BIGINT NOT NULL,
+        task_id VARCHAR NOT NULL,
+        nodeid VARCHAR NOT NULL,
+        attempt_id BIGINT NOT NULL,
+        worker_id VARCHAR NOT NULL,
+        run_id VARCHAR NOT NULL,
+        project VARCHAR NOT NULL,
+        rerun INTEGER NOT NULL,
+        outcome VARCHAR NOT NULL,
+        duration_seconds DOUBLE NOT NULL,
+        crashed BOOLEAN NOT NULL,
+        recorded_time TIMESTAMP NOT NULL,
+        record JSON NOT NULL,
+        PRIMARY KEY (task_id, nodeid)
+    )
+    """,
+    "CREATE INDEX test_results_run ON test_results (run_id)",
+    "CREATE INDEX test_results_project ON test_results (project)",
+)
+
 #: Every migration, in version order starting at 1. Append only.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "design document tables, task_results", _V1_STATEMENTS),
     Migration(2, "benchmark_results, one row per benchmark batch size", _V2_STATEMENTS),
+    Migration(3, "test_results, one row per test of a test task", _V3_STATEMENTS),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

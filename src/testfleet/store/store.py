@@ -42,7 +42,8 @@ from testfleet.domain.records import (
     WorkerRecord,
     WriteBatch,
 )
-from testfleet.store import analysis, queries
+from testfleet.domain.testing import TestResultRow
+from testfleet.store import analysis, queries, test_queries
 from testfleet.store.errors import StoreError, describe_open_error, wrap_error
 from testfleet.store.schema import apply_migrations
 from testfleet.store.writer import EncodedTables, encode_batch, missing_references, write_tables
@@ -305,6 +306,31 @@ class Store:
             "read benchmark rows", lambda cursor: analysis.benchmark_rows(cursor, task_id)
         )
 
+    # -- test runs -------------------------------------------------------------
+
+    def run_test_rows(
+        self, run_id: str, *, after_seq: int = 0, limit: int = 10_000
+    ) -> list[TestResultRow]:
+        """A run's recorded tests after ``after_seq``, in order (one page of ``limit``)."""
+        return self._read(
+            "read a run's test results",
+            lambda cursor: test_queries.run_test_rows(
+                cursor, run_id, after_seq=after_seq, limit=limit
+            ),
+        )
+
+    def run_tasks(self, run_id: str) -> list[TaskRecord]:
+        """Every test task (chunk or rerun) of ``run_id``."""
+        return self._read(
+            "read a run's tasks", lambda cursor: test_queries.run_tasks(cursor, run_id)
+        )
+
+    def test_durations(self, project: str) -> dict[str, float]:
+        """Recent median duration per node id of ``project`` (a ProjectSource key)."""
+        return self._read(
+            "read test durations", lambda cursor: test_queries.test_durations(cursor, project)
+        )
+
     # -- lifetime --------------------------------------------------------------
 
     def close(self) -> None:
@@ -350,5 +376,5 @@ def _describe(batch: WriteBatch) -> str:
     return (
         f"a batch of {len(batch.tasks)} tasks, {len(batch.attempts)} attempts, "
         f"{len(batch.results)} results, {len(batch.workers)} workers and "
-        f"{len(batch.benchmark_rows)} benchmark rows"
+        f"{len(batch.benchmark_rows)} benchmark rows and {len(batch.test_rows)} test rows"
     )

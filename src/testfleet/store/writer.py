@@ -38,7 +38,15 @@ import duckdb
 
 from testfleet.domain.records import AttemptRecord, ResultRecord, TaskRecord, WriteBatch
 from testfleet.store.errors import rollback_after_error
-from testfleet.store.rows import ATTEMPTS, BENCHMARKS, RESULTS, TASKS, WORKERS, TableMapping
+from testfleet.store.rows import (
+    ATTEMPTS,
+    BENCHMARKS,
+    RESULTS,
+    TASKS,
+    TESTS,
+    WORKERS,
+    TableMapping,
+)
 
 R = TypeVar("R")
 K = TypeVar("K")
@@ -150,6 +158,11 @@ def encode_batch(batch: WriteBatch) -> EncodedTables:
     if benchmark_rows:
         # Derived from a result, and as immutable as it.
         pairs.append((BENCHMARKS, WriteMode.INSERT_NEW_ONLY, BENCHMARKS.to_arrow(benchmark_rows)))
+    test_rows = first_per_key(batch.test_rows, lambda t: (t.task_id, t.nodeid))
+    if test_rows:
+        # A test is recorded once per task: a copy from a re-sent result (or a
+        # repeat after a coordinator restart) never replaces the first.
+        pairs.append((TESTS, WriteMode.INSERT_NEW_ONLY, TESTS.to_arrow(test_rows)))
     return pairs
 
 

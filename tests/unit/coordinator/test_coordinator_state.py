@@ -82,7 +82,7 @@ def caps(*, gpu: bool = False, tags: dict[str, str] | None = None) -> WorkerCapa
         memory_gb=64,
         gpus=gpus if gpu else [],
         hardware=[HardwareKind.CPU, HardwareKind.CUDA] if gpu else [HardwareKind.CPU],
-        task_types=[TaskType.COMMAND, TaskType.SIMULATED],
+        task_types=[TaskType.COMMAND, TaskType.SIMULATED, TaskType.TEST],
         tags=tags or {},
     )
 

@@ -12,6 +12,13 @@ from testfleet.domain.enums import ErrorClass, ResultStatus
 from testfleet.domain.hardware import CpuInfo, GpuInfo, WorkerCapabilities
 from testfleet.domain.result import SimulationStatus, TaskError, TaskResult
 from testfleet.domain.task import TaskSpec
+from testfleet.domain.testing import (
+    PhaseReport,
+    ReportOutcome,
+    TestLocation,
+    TestPhase,
+    TestRecord,
+)
 from testfleet.protocol.codec import MAX_FRAME_BYTES, ProtocolError, decode, encode
 from testfleet.protocol.messages import (
     PROTOCOL_VERSION,
@@ -34,6 +41,7 @@ from testfleet.protocol.messages import (
     ProtocolErrorCode,
     Reject,
     Result,
+    TestReports,
     Welcome,
     WorkerLoad,
 )
@@ -97,6 +105,27 @@ EXAMPLES: list[Message] = [
     Reject(attempt_id=5, reason="no executor"),
     Progress(attempt_id=5, message="batch 4", fraction=0.5),
     LogChunk(attempt_id=5, stream="stderr", data="warning\n"),
+    TestReports(
+        attempt_id=5,
+        records=[
+            TestRecord(
+                nodeid="tests/test_a.py::test_one[x-1]",
+                location=TestLocation(path="tests/test_a.py", lineno=3, domain="test_one[x-1]"),
+                keywords=["test_one", "parametrize"],
+                phases=[
+                    PhaseReport(when=TestPhase.SETUP, outcome=ReportOutcome.PASSED, duration=0.001),
+                    PhaseReport(
+                        when=TestPhase.CALL,
+                        outcome=ReportOutcome.FAILED,
+                        duration=0.25,
+                        longrepr="assert 1 == 2",
+                        sections=[("Captured stdout call", "hello\n")],
+                    ),
+                    PhaseReport(when=TestPhase.TEARDOWN, outcome=ReportOutcome.PASSED),
+                ],
+            )
+        ],
+    ),
     Result(results=[AttemptResult(attempt_id=5, started_at=1.5, finished_at=2.5, result=RESULT)]),
     Ack(attempt_ids=[5]),
     Cancel(attempt_ids=[5], reason="cancelled"),

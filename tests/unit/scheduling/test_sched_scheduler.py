@@ -235,3 +235,21 @@ def test_worker_order_does_not_matter() -> None:
     expected = schedule(mixed_view())
     for seed in range(20):
         assert schedule(mixed_view(worker_order_seed=seed)) == expected
+
+
+def test_excluded_workers_are_passed_over_for_the_next_fit() -> None:
+    # w1 ranks first (least capable) but the task excludes it.
+    tasks = [task("rerun", exclude_workers=["w1"]), task("plain")]
+    workers = [worker("w1", cpu_caps()), worker("w2", cuda_caps())]
+    decisions = schedule(view(tasks, workers))
+    assert placed(decisions.placements) == {"rerun": "w2", "plain": "w1"}
+    assert decisions.unschedulable == {}
+
+
+def test_a_task_excluding_every_connected_worker_is_unschedulable_and_says_so() -> None:
+    only = task("rerun", exclude_workers=["w1"])
+    decisions = schedule(view([only], [worker("w1")]))
+    assert decisions.placements == []
+    assert decisions.unschedulable == {
+        only.match_key: "exclude_workers: every connected worker is excluded ([w1])"
+    }
