@@ -1,0 +1,1 @@
+"""Running a pytest suite across the fleet: ``testfleet run`` and ``pytest --fleet``."""
