@@ -41,6 +41,11 @@ RUN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 #: refused because they move and a run must be reproducible.
 COMMIT_PATTERN = r"^[0-9a-fA-F]{7,40}$"
 
+#: Set in the environment of a worker's pytest session: the ``--fleet``
+#: plugin stays inert there (a project whose addopts name --fleet must not
+#: start a fleet run from inside a chunk).
+WORKER_SESSION_ENV = "TESTFLEET_WORKER_SESSION"
+
 NodeId = Annotated[str, Field(min_length=1, max_length=MAX_NODE_ID_CHARS)]
 
 

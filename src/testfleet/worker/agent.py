@@ -28,6 +28,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from testfleet.domain.enums import ErrorClass, ResultStatus, TaskType
 from testfleet.domain.hardware import WorkerCapabilities
 from testfleet.domain.result import SimulationStatus, TaskError, TaskResult
+from testfleet.domain.testing import TestRecord
 from testfleet.protocol.codec import MAX_FRAME_BYTES, ProtocolError, decode, encode
 from testfleet.protocol.messages import (
     PROTOCOL_VERSION,
@@ -47,6 +48,7 @@ from testfleet.protocol.messages import (
     ProtocolErrorCode,
     Reject,
     Result,
+    TestReports,
     Welcome,
     WorkerLoad,
 )
@@ -66,6 +68,8 @@ FATAL_CODES = frozenset(
 )
 #: Results per frame when re-sending a backlog after a reconnect.
 RESULT_BATCH = 500
+#: Test records per ``tests`` frame (the message's limit).
+TEST_REPORT_BATCH = 10_000
 
 
 class WorkerRefusedError(RuntimeError):
@@ -130,6 +134,8 @@ class WorkerAgent:
         self._held: dict[int, AttemptResult] = {}
         self._all_acked = asyncio.Event()
         self._unsent: list[int] = []
+        #: Finished tests of running test attempts, not yet sent.
+        self._unsent_tests: dict[int, list[TestRecord]] = {}
         self._socket: ClientConnection | None = None
         self._outbox: asyncio.Queue[Message] | None = None
         self._codec = Codec.JSON
@@ -337,6 +343,8 @@ class WorkerAgent:
                 attempt=assignment.attempt,
                 cancel_event=cancel_event,
                 work_dir=self.settings.work_dir,
+                completed_tests=frozenset(assignment.completed_tests),
+                report_tests=self._test_reporter(attempt_id),
             )
             task = asyncio.create_task(
                 self._execute(executor, assignment, context), name=f"attempt-{attempt_id}"
@@ -379,6 +387,31 @@ class WorkerAgent:
             # Results finishing in the same loop iteration leave in one frame.
             asyncio.get_running_loop().call_soon(self._flush_results)
         return result
+
+    def _test_reporter(self, attempt_id: int) -> Callable[[list[TestRecord]], None]:
+        """The callback a test executor hands finished tests to; they leave in
+        one ``tests`` frame per loop iteration. Sent only while connected: the
+        attempt's result lists them all again, so a dropped frame loses nothing
+        but liveness."""
+
+        def report(records: list[TestRecord]) -> None:
+            if not records:
+                return
+            if not self._unsent_tests:
+                asyncio.get_running_loop().call_soon(self._flush_tests)
+            self._unsent_tests.setdefault(attempt_id, []).extend(records)
+
+        return report
+
+    def _flush_tests(self) -> None:
+        pending, self._unsent_tests = self._unsent_tests, {}
+        for attempt_id, records in pending.items():
+            for start in range(0, len(records), TEST_REPORT_BATCH):
+                self._send_soon(
+                    TestReports(
+                        attempt_id=attempt_id, records=records[start : start + TEST_REPORT_BATCH]
+                    )
+                )
 
     def _flush_results(self) -> None:
         pending = [a for a in self._unsent if a in self._held]

@@ -445,9 +445,10 @@ def test_decode_tail_drops_a_cut_utf8_sequence() -> None:
     assert _decode_tail(raw[2:]) == "llo wörld €"  # "é" cut in half: its tail byte dropped
 
 
-def test_default_executors_cover_command_and_simulated_and_benchmark_when_torch_is_there() -> None:
+def test_default_executors_cover_command_simulated_test_and_benchmark_when_installed() -> None:
     executors = default_executors()
-    expected = {TaskType.COMMAND, TaskType.SIMULATED}
+    # pytest is a dependency of testfleet, so the test executor is always here.
+    expected = {TaskType.COMMAND, TaskType.SIMULATED, TaskType.TEST}
     if benchmarks_available():
         expected.add(TaskType.BENCHMARK)
     assert set(executors) == expected

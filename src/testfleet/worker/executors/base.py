@@ -19,14 +19,15 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from testfleet.domain.enums import ErrorClass, ResultStatus, TaskType
 from testfleet.domain.result import SimulationStatus, TaskError, TaskResult
 from testfleet.domain.task import TaskSpec
+from testfleet.domain.testing import TestRecord
 
 #: TaskError.message is capped at 16 KiB; a pydantic error for a large config can be longer.
 MAX_ERROR_MESSAGE_CHARS = 4096
@@ -43,6 +44,11 @@ class ExecutionContext:
     cancel_event: asyncio.Event
     #: A per-worker scratch/cache directory (may not exist yet).
     work_dir: Path
+    #: Test tasks: node ids earlier attempts already reported (skip them).
+    completed_tests: frozenset[str] = field(default_factory=frozenset)
+    #: Test tasks: hand finished tests to the agent as they finish (it sends
+    #: them to the coordinator while the attempt runs). None: nobody listens.
+    report_tests: Callable[[list[TestRecord]], None] | None = None
 
 
 class Executor(Protocol):
@@ -105,20 +111,48 @@ def build_result(
     )
 
 
+async def prepare_executors(executors: Mapping[TaskType, Executor]) -> None:
+    """Let executors that keep something warm start it (``testfleet worker`` calls
+    this once before connecting): the test executor starts a pytest process
+    with pytest already imported, so a run's first chunk does not wait for it."""
+    for executor in executors.values():
+        prewarm = getattr(executor, "prewarm", None)
+        if prewarm is not None:
+            await prewarm()
+
+
+async def close_executors(executors: Mapping[TaskType, Executor]) -> None:
+    """End what :func:`prepare_executors` (and later attempts) kept running."""
+    for executor in executors.values():
+        close = getattr(executor, "close", None)
+        if close is not None:
+            await close()
+
+
 def benchmarks_available() -> bool:
     """Whether torch and transformers are installed (found, not imported: that takes seconds)."""
     return all(importlib.util.find_spec(name) is not None for name in ("torch", "transformers"))
 
 
+def tests_available() -> bool:
+    """Whether pytest is installed (found, not imported: the worker never imports it)."""
+    return importlib.util.find_spec("pytest") is not None
+
+
 def default_executors() -> dict[TaskType, Executor]:
-    """The executors this worker has: ``command`` and ``simulated`` always, and
-    ``benchmark`` where torch and transformers are installed, so a worker
-    without them never advertises (or accepts) model benchmarks."""
+    """The executors this worker has: ``command`` and ``simulated`` always,
+    ``test`` where pytest is installed, and ``benchmark`` where torch and
+    transformers are installed, so a worker without them never advertises (or
+    accepts) those task types."""
     # Imported here: those modules import this one for the contract.
     from testfleet.worker.executors.command import CommandExecutor
     from testfleet.worker.executors.simulated import SimulatedExecutor
 
     executors: list[Executor] = [CommandExecutor(), SimulatedExecutor()]
+    if tests_available():
+        from testfleet.worker.executors.pytest_run import PytestExecutor
+
+        executors.append(PytestExecutor())
     if benchmarks_available():
         from testfleet.worker.executors.benchmark import BenchmarkExecutor
 

@@ -1,0 +1,457 @@
+"""The ``test`` executor: run a chunk of pytest node ids in a warm session, report each test.
+
+Callers: the worker agent, for tasks of type ``test`` (config:
+``domain.testing.TestConfig``); :func:`default_executors` includes it where
+pytest is installed. The worker CLI calls :meth:`PytestExecutor.prewarm` at
+start and :meth:`PytestExecutor.close` at exit.
+
+How an attempt runs:
+
+* The config is validated; the project directory (``project.path``, or a
+  cached checkout of ``project.repo`` at ``project.commit``) and the
+  interpreter (``python``, the worker's own by default) must exist here,
+  else the attempt fails as ``invalid_config`` without starting anything.
+* Node ids that earlier attempts reported (``context.completed_tests``) are
+  listed as ``already_reported`` and not run again.
+* The rest run in a session from :class:`~testfleet.worker.testing.sessions.SessionPool`:
+  an idle one already collected for this run, or a warm zygote activated for
+  it. Each finished test's :class:`TestRecord` goes to ``context.report_tests``
+  as it arrives, and again in the result.
+* Failing tests are data: the attempt completes when every node id has a
+  record, whatever the tests' outcomes.
+* The session process dying mid-chunk (``os._exit``, a segfault, the OOM
+  killer) gives the test it was running a ``crashed`` record; the remaining
+  node ids continue in another session, up to ``max_restarts`` times.
+* ``task.timeout_seconds`` and ``context.cancel_event`` end the session's
+  whole process group (it is never reused); node ids without a record are
+  listed as ``not_run``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from testfleet.domain.enums import ErrorClass, ResultStatus, TaskType
+from testfleet.domain.result import TaskResult, encode_logs
+from testfleet.domain.task import TaskSpec
+from testfleet.domain.testing import (
+    MAX_LONGREPR_CHARS,
+    WORKER_SESSION_ENV,
+    PhaseReport,
+    ReportOutcome,
+    SessionInfo,
+    TestChunkOutcome,
+    TestConfig,
+    TestPhase,
+    TestRecord,
+)
+from testfleet.worker.executors.base import ExecutionContext, attempt_environment, build_result
+from testfleet.worker.executors.process_group import OutputTail
+from testfleet.worker.testing.sessions import (
+    Activation,
+    ChunkEnd,
+    PytestSession,
+    SessionKey,
+    SessionPool,
+    SessionStartError,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_RESTARTS = 3
+DEFAULT_LOG_TAIL_BYTES = 256 * 1024
+#: Variables of the attempt (task and attempt ids, worker) set per chunk, not per session.
+ATTEMPT_ENV_PREFIX = "TESTFLEET_"
+
+Failure = tuple[ErrorClass, str]
+
+
+class _Ending(StrEnum):
+    FINISHED = "finished"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+
+
+@dataclass
+class _Attempt:
+    """What one attempt has gathered so far; shared by the runner and the supervisor."""
+
+    to_run: list[str]
+    logs: OutputTail
+    records: dict[str, TestRecord] = field(default_factory=dict)
+    wanted: frozenset[str] = field(init=False)
+    sessions: int = 0
+    reused: bool = False
+    collect_seconds: float = 0.0
+    collected: int = 0
+    python: str = ""
+    pytest_version: str = ""
+    restarts: int = 0
+
+    def __post_init__(self) -> None:
+        self.wanted = frozenset(self.to_run)
+
+    def remaining(self) -> list[str]:
+        return [nodeid for nodeid in self.to_run if nodeid not in self.records]
+
+    def accept(self, records: list[TestRecord]) -> list[TestRecord]:
+        """Keep the first record of each node id this attempt runs; the new ones."""
+        fresh: list[TestRecord] = []
+        for record in records:
+            if record.nodeid in self.wanted and record.nodeid not in self.records:
+                self.records[record.nodeid] = record
+                fresh.append(record)
+        return fresh
+
+    def joined(self, session: PytestSession, reused: bool) -> None:
+        """Note a session this attempt runs in (the first decides ``reused``)."""
+        if self.sessions == 0:
+            self.reused = reused
+        self.sessions += 1
+        collection = session.collection
+        if collection is not None:
+            if not reused:
+                self.collect_seconds += collection.seconds
+            self.collected = collection.count
+            self.python = collection.python
+            self.pytest_version = collection.pytest_version
+
+
+def _unique(node_ids: list[str]) -> list[str]:
+    return list(dict.fromkeys(node_ids))
+
+
+def resolve_python(configured: str | None) -> str | None:
+    """The interpreter's path (a name is looked up on PATH); None when there is none.
+
+    Symlinks are kept: a virtual environment's ``python`` is one, and resolving
+    it would lose the environment.
+    """
+    if configured is None:
+        return sys.executable
+    found = shutil.which(configured)
+    return str(Path(found).absolute()) if found else None
+
+
+def _local_project(configured: str, worker_id: str) -> tuple[Path | None, Failure | None]:
+    """``project.path`` as a directory of this worker, or why not (a quick stat)."""
+    path = Path(configured)
+    if path.is_dir():
+        return path.absolute(), None
+    what = "is not a directory" if path.exists() else "does not exist"
+    return None, (
+        ErrorClass.INVALID_CONFIG,
+        f"project.path '{configured}' {what} on worker {worker_id}",
+    )
+
+
+def crash_record(end: ChunkEnd, worker_id: str) -> TestRecord | None:
+    """The record of the test a dying session was running (None if it ran none).
+
+    Its phases are those pytest reported, then a failed one for the phase it
+    was in, whose text says the process died, how, and its last output.
+    """
+    running = end.running
+    if running is None:
+        return None
+    phases = list(running.phases)
+    if not phases:
+        when = TestPhase.SETUP
+    elif phases[-1].when is TestPhase.SETUP and phases[-1].outcome is ReportOutcome.PASSED:
+        when = TestPhase.CALL
+    else:
+        when = TestPhase.TEARDOWN
+        if phases[-1].when is TestPhase.TEARDOWN:
+            phases.pop()
+    text = f"the pytest process on worker {worker_id} died while running this test ({end.death})"
+    if end.output:
+        text += f"\n\nits last output:\n{end.output}"
+    now = time.time()
+    start = phases[-1].stop if phases else now
+    phases.append(
+        PhaseReport(
+            when=when,
+            outcome=ReportOutcome.FAILED,
+            duration=max(0.0, now - start) if start else 0.0,
+            start=start,
+            stop=now,
+            longrepr=text[-MAX_LONGREPR_CHARS:],
+        )
+    )
+    return TestRecord(
+        nodeid=running.nodeid,
+        location=running.location,
+        keywords=running.keywords,
+        phases=phases,
+        crashed=True,
+    )
+
+
+async def _race(
+    runner: asyncio.Task[Failure | None], cancel_event: asyncio.Event, seconds: float
+) -> _Ending:
+    """Wait for the runner to finish, the attempt to be cancelled, or ``seconds`` to pass."""
+    cancelled = asyncio.ensure_future(cancel_event.wait())
+    try:
+        done, _ = await asyncio.wait(
+            {runner, cancelled}, timeout=max(0.0, seconds), return_when=asyncio.FIRST_COMPLETED
+        )
+    finally:
+        cancelled.cancel()
+    # A runner that finished in the same instant counts: the work did finish.
+    if runner in done:
+        return _Ending.FINISHED
+    return _Ending.CANCELLED if cancelled in done else _Ending.TIMED_OUT
+
+
+class PytestExecutor:
+    """Runs ``TestConfig`` chunks in warm pytest sessions; reports a ``TestChunkOutcome``."""
+
+    task_type: TaskType = TaskType.TEST
+
+    def __init__(
+        self,
+        *,
+        pool: SessionPool | None = None,
+        max_restarts: int = DEFAULT_MAX_RESTARTS,
+        log_tail_bytes: int = DEFAULT_LOG_TAIL_BYTES,
+    ) -> None:
+        """``pool`` replaces the default session pool (tests pass one with a fake
+        clock or short grace periods); ``max_restarts`` caps how often one attempt
+        starts another session after the previous one died."""
+        self._pool = pool if pool is not None else SessionPool()
+        self._max_restarts = max_restarts
+        self._log_tail = log_tail_bytes
+
+    @property
+    def pool(self) -> SessionPool:
+        return self._pool
+
+    async def prewarm(self) -> None:
+        """Start a zygote for the worker's own interpreter (the worker CLI, at start)."""
+        await self._pool.prewarm()
+
+    async def close(self) -> None:
+        """End every session and zygote (the worker CLI, at exit)."""
+        await self._pool.close()
+
+    async def run(self, task: TaskSpec, context: ExecutionContext) -> TaskResult:
+        started = time.perf_counter()
+
+        def failed(error: Failure) -> TaskResult:
+            return build_result(
+                task,
+                context,
+                status=ResultStatus.FAILED,
+                execution_time_seconds=time.perf_counter() - started,
+                is_simulated=False,
+                error=error,
+            )
+
+        try:
+            config = TestConfig.model_validate(task.config)
+        except ValidationError as exc:
+            return failed((ErrorClass.INVALID_CONFIG, f"invalid test config: {exc}"))
+        already = _unique([n for n in config.node_ids if n in context.completed_tests])
+        to_run = _unique([n for n in config.node_ids if n not in context.completed_tests])
+        attempt = _Attempt(to_run=to_run, logs=OutputTail(self._log_tail))
+        if not to_run:
+            return self._result(task, context, config, attempt, already, started, None)
+        python = resolve_python(config.python)
+        if python is None:
+            return failed(
+                (
+                    ErrorClass.INVALID_CONFIG,
+                    f"python interpreter '{config.python}' not found on worker {context.worker_id}",
+                )
+            )
+        if context.cancel_event.is_set():
+            cancelled = (ErrorClass.CANCELLED, "cancelled before the tests started")
+            return self._result(task, context, config, attempt, already, started, cancelled)
+
+        runner = asyncio.create_task(self._run_all(task, context, config, python, attempt))
+        try:
+            remaining = task.timeout_seconds - (time.perf_counter() - started)
+            ending = await _race(runner, context.cancel_event, remaining)
+        except asyncio.CancelledError:
+            # The agent itself is going away: the runner ends its session first.
+            runner.cancel()
+            await asyncio.wait({runner})
+            raise
+        error: Failure | None
+        if ending is _Ending.FINISHED:
+            try:
+                error = runner.result()
+            except Exception as exc:  # a bug here, not the task's fault
+                log.exception("running pytest node ids failed")
+                error = (ErrorClass.INFRASTRUCTURE, f"running the tests failed: {exc!r}")
+        else:
+            runner.cancel()
+            await asyncio.wait({runner})
+            left = len(attempt.remaining())
+            what = f"{left} of {len(to_run)} tests not run"
+            if ending is _Ending.TIMED_OUT:
+                error = (
+                    ErrorClass.TIMEOUT,
+                    f"timed out after {task.timeout_seconds:g} s; the pytest session's "
+                    f"process group was ended; {what}",
+                )
+            else:
+                error = (
+                    ErrorClass.CANCELLED,
+                    f"cancelled; the pytest session's process group was ended; {what}",
+                )
+        return self._result(task, context, config, attempt, already, started, error)
+
+    def _result(
+        self,
+        task: TaskSpec,
+        context: ExecutionContext,
+        config: TestConfig,
+        attempt: _Attempt,
+        already: list[str],
+        started: float,
+        error: Failure | None,
+    ) -> TaskResult:
+        status = ResultStatus.COMPLETED
+        if error is not None:
+            status = {
+                ErrorClass.TIMEOUT: ResultStatus.TIMED_OUT,
+                ErrorClass.CANCELLED: ResultStatus.CANCELLED,
+            }.get(error[0], ResultStatus.FAILED)
+        outcome = TestChunkOutcome(
+            run_id=config.run_id,
+            rerun=config.rerun,
+            tests=list(attempt.records.values()),
+            already_reported=already,
+            not_run=attempt.remaining(),
+            session=SessionInfo(
+                python=attempt.python,
+                pytest_version=attempt.pytest_version,
+                reused=attempt.reused,
+                collect_seconds=attempt.collect_seconds,
+                collected=attempt.collected,
+                restarts=attempt.restarts,
+            ),
+        )
+        return build_result(
+            task,
+            context,
+            status=status,
+            execution_time_seconds=time.perf_counter() - started,
+            is_simulated=False,
+            error=error,
+            results=outcome.model_dump(mode="json"),
+            logs=encode_logs(attempt.logs.tail()),
+        )
+
+    async def _project_dir(
+        self, config: TestConfig, context: ExecutionContext
+    ) -> tuple[Path | None, Failure | None]:
+        source = config.project
+        if source.path is not None:
+            return _local_project(source.path, context.worker_id)
+        # Imported here: only tasks naming a repository need the checkout cache.
+        from testfleet.repo_cache import CheckoutError, ensure_checkout
+
+        # ProjectSource's validator guarantees both when there is no path.
+        assert source.repo is not None
+        assert source.commit is not None
+        try:
+            checkout = await asyncio.to_thread(
+                ensure_checkout, source.repo, source.commit, context.work_dir / "repos"
+            )
+        except CheckoutError as exc:
+            return None, (ErrorClass.INVALID_CONFIG, str(exc))
+        return checkout, None
+
+    async def _run_all(
+        self,
+        task: TaskSpec,
+        context: ExecutionContext,
+        config: TestConfig,
+        python: str,
+        attempt: _Attempt,
+    ) -> Failure | None:
+        """Run every node id of the attempt, in as many sessions as crashes need.
+
+        Returns the attempt's error (None: every node id has a record). Cancelled
+        by :meth:`run` on timeout or cancel: it then ends the session it was using.
+        """
+        project, problem = await self._project_dir(config, context)
+        if problem is not None or project is None:
+            return problem
+        env = attempt_environment(task, context, {**config.env, WORKER_SESSION_ENV: "1"})
+        key = SessionKey(
+            run_id=config.run_id,
+            project=str(project),
+            python=python,
+            args=tuple(config.args),
+            env=tuple(sorted(config.env.items())),
+        )
+        activation = Activation(env=env, work_dir=context.work_dir, worker_id=context.worker_id)
+        # Per chunk: the same session serves later attempts and tasks of the run.
+        per_chunk = {k: v for k, v in env.items() if k.startswith(ATTEMPT_ENV_PREFIX)}
+        while remaining := attempt.remaining():
+            try:
+                session, reused = await self._pool.acquire(key, activation)
+            except SessionStartError as exc:
+                return exc.error_class, f"worker {context.worker_id}: {exc.message}"
+            attempt.joined(session, reused)
+            session.output_sink = attempt.logs
+            try:
+                end = await session.run_chunk(
+                    remaining,
+                    per_chunk,
+                    lambda records: self._report(context, attempt, records),
+                    grace_seconds=self._pool.grace_seconds,
+                )
+            except BaseException:
+                # Timed out or cancelled (run() cancels us), or a bug: never reuse it.
+                session.output_sink = None
+                await self._pool.discard(session)
+                raise
+            session.output_sink = None
+            if end.finished:
+                self._pool.release(session)
+                missing = attempt.remaining()
+                if missing:  # the session skipped some: a bug there, not the tests' fault
+                    return (
+                        ErrorClass.INFRASTRUCTURE,
+                        f"the pytest session on worker {context.worker_id} reported no "
+                        f"result for {len(missing)} tests",
+                    )
+                continue
+            await self._pool.discard(session)
+            record = crash_record(end, context.worker_id)
+            if record is not None:
+                self._report(context, attempt, [record])
+            if not attempt.remaining():
+                break
+            if attempt.restarts >= self._max_restarts:
+                return (
+                    ErrorClass.INFRASTRUCTURE,
+                    f"the pytest process on worker {context.worker_id} died "
+                    f"{attempt.restarts + 1} times (last: {end.death}); "
+                    f"{len(attempt.remaining())} tests not run",
+                )
+            attempt.restarts += 1
+        return None
+
+    @staticmethod
+    def _report(context: ExecutionContext, attempt: _Attempt, records: list[TestRecord]) -> None:
+        fresh = attempt.accept(records)
+        if fresh and context.report_tests is not None:
+            try:
+                context.report_tests(fresh)
+            except Exception:  # a listener's bug must not lose the result
+                log.exception("report_tests failed")

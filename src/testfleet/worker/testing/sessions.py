@@ -1,0 +1,815 @@
+"""Warm pytest sessions for ``test`` tasks: a pool of session child processes.
+
+Callers: :class:`~testfleet.worker.executors.pytest_run.PytestExecutor` owns
+one :class:`SessionPool`; it :meth:`~SessionPool.acquire`\\ s a collected
+session for each chunk, :meth:`~PytestSession.run_chunk`\\ s the node ids in
+it, then :meth:`~SessionPool.release`\\ s it for reuse or
+:meth:`~SessionPool.discard`\\ s it (timeout, cancel, crash). The worker CLI
+calls :meth:`~SessionPool.prewarm` at start and :meth:`~SessionPool.close` at
+exit (through the executor).
+
+Decisions:
+
+* A session is one ``session_child.py`` process (see its docstring for the
+  protocol) in a process group of its own, so ending the group ends
+  everything its tests started. Commands and events travel on two dedicated
+  pipes; stdout and stderr share a third, drained into bounded tails.
+* Sessions are keyed by (run id, project directory, interpreter, args,
+  env): chunks of one run with the same options reuse a collected session;
+  nothing is shared across runs. A session runs one chunk at a time, so two
+  concurrent chunks of a run on a multi-slot worker get two sessions.
+* One *zygote* per interpreter (pytest imported, nothing activated) is kept
+  ready and replaced in the background as soon as one is used: a new session
+  pays only for collection. Variables read when the interpreter or the
+  dynamic loader starts (``PYTHON*``, ``LD_*``, ``DYLD_*``) cannot be changed
+  in a running process, so a task that sets them gets a cold child started
+  with its environment instead.
+* Idle sessions close after ``idle_seconds`` (read from an injected clock, so
+  :meth:`SessionPool.evict_idle` is testable without sleeping) and beyond
+  ``max_idle`` (least recently used first): each holds a collected project in
+  memory.
+* An activated session is recorded with :func:`leftovers.remember`, so a
+  worker killed outright has its groups ended by its successor. Zygotes and
+  idle sessions need no record: they wait on their control pipe, whose end
+  (the worker's death) makes them exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import itertools
+import json
+import logging
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from testfleet.domain.enums import ErrorClass
+from testfleet.domain.testing import (
+    PhaseReport,
+    ReportOutcome,
+    TestLocation,
+    TestPhase,
+    TestRecord,
+)
+from testfleet.worker.executors.leftovers import forget, remember
+from testfleet.worker.executors.process_group import OutputTail, end_group, signal_group
+
+log = logging.getLogger(__name__)
+
+SESSION_CHILD_SCRIPT = Path(__file__).with_name("session_child.py")
+DEFAULT_IDLE_SECONDS = 300.0
+DEFAULT_MAX_IDLE = 4
+DEFAULT_KILL_GRACE_SECONDS = 2.0
+#: A zygote that has not imported pytest after this long is broken.
+DEFAULT_START_TIMEOUT_SECONDS = 120.0
+#: After a child exits, how long to wait for the last bytes of its pipes.
+DEFAULT_OUTPUT_DRAIN_SECONDS = 2.0
+#: What a session keeps of its own output (for start-up errors and crashes).
+SESSION_TAIL_BYTES = 64 * 1024
+#: How much of the output a start-up or crash message quotes.
+QUOTED_LINES = 40
+QUOTED_CHARS = 4000
+#: Environment read at interpreter or loader start: a zygote cannot take it.
+STARTUP_ENV_PREFIXES = ("PYTHON", "LD_", "DYLD_")
+#: pytest's exit codes, for messages.
+EXIT_CODE_NAMES = {
+    0: "pytest stopped before running tests",
+    1: "tests failed",
+    2: "interrupted",
+    3: "internal error",
+    4: "usage error",
+    5: "no tests collected",
+}
+#: Exit codes meaning the task's arguments, not the worker, are at fault.
+USAGE_EXIT_CODES = frozenset({0, 4})
+
+# Leftover records are keyed by an int; attempt ids are positive, ours negative.
+_record_ids = itertools.count(1)
+
+
+class SessionStartError(Exception):
+    """A session could not be started or activated; ``message`` quotes pytest."""
+
+    def __init__(self, error_class: ErrorClass, message: str) -> None:
+        super().__init__(message)
+        self.error_class = error_class
+        self.message = message
+
+
+@dataclass(frozen=True)
+class SessionKey:
+    """What must match for a chunk to run in an existing session."""
+
+    run_id: str
+    project: str
+    python: str
+    args: tuple[str, ...]
+    env: tuple[tuple[str, str], ...]
+
+    @property
+    def needs_cold_start(self) -> bool:
+        """Whether the task's env holds variables only a fresh interpreter reads."""
+        return any(name.startswith(STARTUP_ENV_PREFIXES) for name, _ in self.env)
+
+
+@dataclass(frozen=True)
+class Activation:
+    """What activating a session needs besides its key."""
+
+    #: The session's whole environment (the attempt's, with the task's env on top).
+    env: Mapping[str, str]
+    #: The worker's work directory: session temp dirs and leftover records live there.
+    work_dir: Path
+    worker_id: str
+
+
+@dataclass(frozen=True)
+class CollectError:
+    nodeid: str
+    longrepr: str
+
+
+@dataclass(frozen=True)
+class Collection:
+    """What the session's collection found (its ``collected`` event)."""
+
+    count: int
+    errors: tuple[CollectError, ...]
+    seconds: float
+    python: str
+    pytest_version: str
+
+
+@dataclass
+class RunningTest:
+    """The test a session was running, as far as its events told (for a crash record)."""
+
+    nodeid: str
+    location: TestLocation
+    keywords: list[str]
+    phases: list[PhaseReport] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ChunkEnd:
+    """How :meth:`PytestSession.run_chunk` ended."""
+
+    #: The child reported the end of the chunk: it is healthy and reusable.
+    finished: bool
+    #: When the child died (or pytest ended) mid-chunk: the test it was running.
+    running: RunningTest | None = None
+    #: "exit code 3", "signal SIGKILL": how the child ended ("" when finished).
+    death: str = ""
+    #: The last lines of its output, for the crash record.
+    output: str = ""
+
+
+def quote_output(raw: bytes) -> str:
+    """The last lines of ``raw`` as text, for a message (may be "")."""
+    text = raw.decode("utf-8", errors="replace")
+    lines = text.rstrip().splitlines()[-QUOTED_LINES:]
+    quoted = "\n".join(lines)
+    return quoted[-QUOTED_CHARS:]
+
+
+def describe_returncode(code: int | None) -> str:
+    if code is None:
+        return "still running"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+def parse_record(raw: Any) -> TestRecord:
+    """A ``test`` event's record; a record we cannot read becomes a failed one saying why."""
+    try:
+        return TestRecord.model_validate(raw)
+    except ValidationError as exc:
+        nodeid = str(raw.get("nodeid", "?")) if isinstance(raw, dict) else "?"
+        path, _, domain = nodeid.partition("::")
+        return TestRecord(
+            nodeid=nodeid[:4096] or "?",
+            location=TestLocation(path=path[:4096], domain=domain[:4096]),
+            phases=[
+                PhaseReport(
+                    when=TestPhase.SETUP,
+                    outcome=ReportOutcome.FAILED,
+                    longrepr=f"the worker could not read this test's report: {exc}"[:16384],
+                )
+            ],
+        )
+
+
+class _EventReader(asyncio.Protocol):
+    """Splits the report pipe into JSON events and queues them."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self.events: collections.deque[dict[str, Any]] = collections.deque()
+        self.changed = asyncio.Event()
+        self.closed = False
+        self.ignored = 0
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        while (end := self._buffer.find(b"\n")) >= 0:
+            line = bytes(self._buffer[:end])
+            del self._buffer[: end + 1]
+            try:
+                event = json.loads(line)
+            except ValueError:
+                self.ignored += 1
+                continue
+            if isinstance(event, dict):
+                self.events.append(event)
+        self.changed.set()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.changed.set()
+
+
+class _OutputReader(asyncio.Protocol):
+    """Keeps the session's own tail and feeds the current chunk's sink, if any."""
+
+    def __init__(self) -> None:
+        self.tail = OutputTail(SESSION_TAIL_BYTES)
+        self.sink: OutputTail | None = None
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def data_received(self, data: bytes) -> None:
+        self.tail.data_received(data)
+        if self.sink is not None:
+            self.sink.data_received(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+
+class PytestSession:
+    """One session child process: a zygote until activated, then a collected session.
+
+    Created by :class:`SessionPool` only. ``run_chunk`` is its one public
+    operation; the rest is state the executor reads for the result.
+    """
+
+    def __init__(
+        self,
+        process: asyncio.subprocess.Process,
+        control: asyncio.WriteTransport,
+        events: _EventReader,
+        events_transport: asyncio.ReadTransport,
+        output: _OutputReader,
+        output_transport: asyncio.ReadTransport,
+        *,
+        python: str,
+        drain_seconds: float,
+    ) -> None:
+        self.process = process
+        self.pid = process.pid  # start_new_session: also the process group id
+        self.python = python
+        self.record_id = -next(_record_ids)
+        self.key: SessionKey | None = None
+        self.collection: Collection | None = None
+        self.pytest_version = ""
+        self.chunks_run = 0
+        self.idle_since = 0.0
+        self.temp_dir: Path | None = None
+        self.leftovers_dir: Path | None = None
+        self.ended = False
+        self._control = control
+        self._events = events
+        self._events_transport = events_transport
+        self._output = output
+        self._output_transport = output_transport
+        self._drain = drain_seconds
+        self._chunks = itertools.count(1)
+        self._exited: asyncio.Future[int] = asyncio.ensure_future(process.wait())
+
+    @property
+    def alive(self) -> bool:
+        return not self.ended and not self._exited.done()
+
+    @property
+    def output_sink(self) -> OutputTail | None:
+        """Where this session's output also goes while a chunk runs (the attempt's logs)."""
+        return self._output.sink
+
+    @output_sink.setter
+    def output_sink(self, sink: OutputTail | None) -> None:
+        self._output.sink = sink
+
+    def output_text(self) -> str:
+        return quote_output(self._output.tail.tail())
+
+    def send(self, command: dict[str, Any]) -> None:
+        """Queue a command; one the child can no longer read is dropped (its death shows)."""
+        if self._control.is_closing():
+            return
+        self._control.write(json.dumps(command).encode("utf-8") + b"\n")
+
+    async def next_event(self) -> dict[str, Any] | None:
+        """The next event; None once the child has gone (its last events read first)."""
+        while True:
+            if self._events.events:
+                return self._events.events.popleft()
+            if self._events.closed:
+                return None
+            if self._exited.done():
+                # Events written just before the exit may still be in the pipe. A
+                # process forked by a test could hold it open: do not wait forever.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wait_changed(), self._drain)
+                if not self._events.events:
+                    self._events.closed = True
+                continue
+            self._events.changed.clear()
+            waiter: asyncio.Future[Any] = asyncio.ensure_future(self._events.changed.wait())
+            watched: set[asyncio.Future[Any]] = {waiter, self._exited}
+            try:
+                await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waiter.cancel()
+
+    async def _wait_changed(self) -> None:
+        while not self._events.closed:
+            self._events.changed.clear()
+            await self._events.changed.wait()
+            if self._events.events:
+                return
+
+    def _take_events(self) -> list[dict[str, Any]]:
+        taken = list(self._events.events)
+        self._events.events.clear()
+        return taken
+
+    async def death(self, grace_seconds: float) -> str:
+        """Wait (briefly) for the child to be gone and its output read; how it ended."""
+        if not await self.wait_exit(grace_seconds):
+            # Said it ended but hangs (an atexit handler, a thread): end it.
+            await end_group(self.pid, grace_seconds)
+            await self.wait_exit(grace_seconds + 5)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._output.closed), self._drain)
+        return describe_returncode(self.process.returncode)
+
+    async def run_chunk(
+        self,
+        node_ids: list[str],
+        env: Mapping[str, str],
+        on_records: Callable[[list[TestRecord]], None],
+        *,
+        grace_seconds: float = DEFAULT_KILL_GRACE_SECONDS,
+    ) -> ChunkEnd:
+        """Run ``node_ids`` in this session; hand each batch of finished records to
+        ``on_records`` as it arrives. Returns when the child reports the chunk's end
+        or dies. Timeouts and cancels are the caller's: it cancels this coroutine
+        and discards the session."""
+        chunk = next(self._chunks)
+        self.chunks_run += 1
+        self.send({"cmd": "run", "chunk": chunk, "node_ids": node_ids, "env": dict(env)})
+        running: RunningTest | None = None
+        while True:
+            first = await self.next_event()
+            events = [] if first is None else [first, *self._take_events()]
+            batch: list[TestRecord] = []
+            ended: bool | None = None if first is not None else False
+            for event in events:
+                kind = event.get("event")
+                if kind == "start":
+                    running = RunningTest(
+                        nodeid=str(event.get("nodeid")),
+                        location=_location(event.get("location"), str(event.get("nodeid"))),
+                        keywords=[str(k)[:256] for k in (event.get("keywords") or [])][:256],
+                    )
+                elif kind == "phase" and running is not None:
+                    phase = _phase(event)
+                    if phase is not None:
+                        if phase.when is TestPhase.SETUP:
+                            running.phases = []
+                        running.phases.append(phase)
+                elif kind == "test":
+                    batch.append(parse_record(event.get("record")))
+                    running = None
+                elif kind == "chunk_done":
+                    ended = True
+                    break
+                elif kind in ("session_end", "fatal"):
+                    ended = False  # pytest stopped mid-chunk (pytest.exit(), an internal error)
+                    break
+            if batch:
+                on_records(batch)
+            if ended is True:
+                return ChunkEnd(finished=True)
+            if ended is False:
+                death = await self.death(grace_seconds)
+                return ChunkEnd(
+                    finished=False, running=running, death=death, output=self.output_text()
+                )
+
+    async def wait_exit(self, seconds: float) -> bool:
+        """Wait up to ``seconds`` for the child to exit; whether it has."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._exited), seconds)
+        return self._exited.done()
+
+    def close_control(self) -> None:
+        """Close the command pipe: the child reads its end and exits."""
+        self._control.close()
+
+    def kill_now(self) -> None:
+        """SIGKILL the group without waiting (an attempt or the worker is being cancelled)."""
+        if not self.ended:  # once ended, the group id may in time name someone else's group
+            signal_group(self.pid, signal.SIGKILL)
+
+    def close_pipes(self) -> None:
+        for transport in (self._control, self._events_transport, self._output_transport):
+            transport.close()
+
+
+def _location(raw: Any, nodeid: str) -> TestLocation:
+    try:
+        return TestLocation.model_validate(raw)
+    except ValidationError:
+        path, _, domain = nodeid.partition("::")
+        return TestLocation(path=path[:4096], domain=domain[:4096])
+
+
+def _phase(event: dict[str, Any]) -> PhaseReport | None:
+    try:
+        return PhaseReport(
+            when=event.get("when"),
+            outcome=event.get("outcome"),
+            duration=event.get("duration", 0.0),
+            start=event.get("start", 0.0),
+            stop=event.get("stop", 0.0),
+        )
+    except ValidationError:
+        return None
+
+
+class _WritePipe(asyncio.BaseProtocol):
+    """The control pipe's protocol: nothing to do but exist (writes are buffered)."""
+
+
+class SessionPool:
+    """Session children for one executor: zygotes, idle sessions, busy ones."""
+
+    def __init__(
+        self,
+        *,
+        idle_seconds: float = DEFAULT_IDLE_SECONDS,
+        max_idle: int = DEFAULT_MAX_IDLE,
+        kill_grace_seconds: float = DEFAULT_KILL_GRACE_SECONDS,
+        start_timeout_seconds: float = DEFAULT_START_TIMEOUT_SECONDS,
+        output_drain_seconds: float = DEFAULT_OUTPUT_DRAIN_SECONDS,
+        keep_zygotes: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+        child_script: Path = SESSION_CHILD_SCRIPT,
+    ) -> None:
+        """``keep_zygotes=False`` starts children only on demand (tests that count
+        processes); ``clock`` is what idle time is measured with."""
+        self._idle_seconds = idle_seconds
+        self._max_idle = max_idle
+        self._grace = kill_grace_seconds
+        self._start_timeout = start_timeout_seconds
+        self._drain = output_drain_seconds
+        self._keep_zygotes = keep_zygotes
+        self._clock = clock
+        self._script = child_script
+        self._zygotes: dict[str, asyncio.Task[PytestSession]] = {}
+        self._idle: dict[SessionKey, list[PytestSession]] = {}
+        self._live: set[PytestSession] = set()
+        self._background: set[asyncio.Task[Any]] = set()
+        self._reaper: asyncio.Task[None] | None = None
+        self._closed = False
+
+    @property
+    def grace_seconds(self) -> float:
+        return self._grace
+
+    def idle_sessions(self) -> list[PytestSession]:
+        return [session for sessions in self._idle.values() for session in sessions]
+
+    def live_sessions(self) -> list[PytestSession]:
+        return list(self._live)
+
+    async def prewarm(self, python: str | None = None) -> None:
+        """Start the zygote for ``python`` (the worker's own by default) in the background.
+
+        Called by the worker CLI at start, so the first chunk pays no pytest import.
+        """
+        if self._closed:
+            return
+        python = python or sys.executable
+        if python not in self._zygotes:
+            self._zygotes[python] = asyncio.create_task(self._spawn(python))
+
+    async def zygote(self, python: str | None = None) -> PytestSession | None:
+        """The ready zygote for ``python``, waiting for one being started (tests)."""
+        task = self._zygotes.get(python or sys.executable)
+        if task is None:
+            return None
+        with contextlib.suppress(SessionStartError):
+            return await asyncio.shield(task)
+        return None
+
+    async def acquire(self, key: SessionKey, activation: Activation) -> tuple[PytestSession, bool]:
+        """A collected session for ``key``: an idle one (``True``: reused) or a newly
+        activated one (``False``). Raises :class:`SessionStartError` when pytest cannot
+        start or refuses the arguments."""
+        if self._closed:
+            raise SessionStartError(ErrorClass.INFRASTRUCTURE, "the worker is shutting down")
+        idle = self._idle.get(key)
+        while idle:
+            session = idle.pop()  # the most recently used: its caches are the warmest
+            if not idle:
+                del self._idle[key]
+            if session.alive:
+                return session, True
+            self._in_background(self._end(session, graceful=False))
+        if key.needs_cold_start:
+            session = await self._spawn(key.python, dict(activation.env))
+        else:
+            session = await self._take_zygote(key.python)
+        try:
+            await self._activate(session, key, activation)
+        except BaseException:
+            session.kill_now()
+            self._in_background(self._end(session, graceful=False))
+            raise
+        finally:
+            # Replaced once this activation is done, not during it: on a small
+            # machine the new zygote's start would slow the collection waited for.
+            if not key.needs_cold_start:
+                self._replenish(key.python)
+        return session, False
+
+    def release(self, session: PytestSession) -> None:
+        """The chunk finished: keep the session for the next chunk of its run."""
+        if self._closed or not session.alive or session.key is None:
+            self._in_background(self._end(session, graceful=False))
+            return
+        session.idle_since = self._clock()
+        self._idle.setdefault(session.key, []).append(session)
+        idle = sorted(self.idle_sessions(), key=lambda s: s.idle_since)
+        for oldest in idle[: max(0, len(idle) - self._max_idle)]:
+            self._forget_idle(oldest)
+            self._in_background(self._end(oldest, graceful=True))
+        if self._reaper is None or self._reaper.done():
+            self._reaper = asyncio.create_task(self._reap())
+
+    async def discard(self, session: PytestSession) -> None:
+        """End a session that must not be reused (timed out, cancelled, crashed)."""
+        await self._end(session, graceful=False)
+
+    async def evict_idle(self, now: float | None = None) -> int:
+        """End the sessions idle for ``idle_seconds`` or more at ``now``; how many."""
+        now = self._clock() if now is None else now
+        expired = [s for s in self.idle_sessions() if now - s.idle_since >= self._idle_seconds]
+        for session in expired:
+            self._forget_idle(session)
+        await asyncio.gather(*(self._end(session, graceful=True) for session in expired))
+        return len(expired)
+
+    async def close(self) -> None:
+        """End every child this pool started (the worker is stopping)."""
+        self._closed = True
+        if self._reaper is not None:
+            self._reaper.cancel()
+        zygotes = list(self._zygotes.values())
+        self._zygotes.clear()
+        for task in zygotes:
+            task.cancel()
+        await asyncio.gather(*zygotes, return_exceptions=True)
+        self._idle.clear()
+        await asyncio.gather(
+            *(self._end(session, graceful=False) for session in list(self._live)),
+            return_exceptions=True,
+        )
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
+        if self._reaper is not None:
+            await asyncio.gather(self._reaper, return_exceptions=True)
+
+    # -- internals ------------------------------------------------------------
+
+    def _forget_idle(self, session: PytestSession) -> None:
+        if session.key is not None and session in self._idle.get(session.key, []):
+            self._idle[session.key].remove(session)
+            if not self._idle[session.key]:
+                del self._idle[session.key]
+
+    def _in_background(self, coroutine: Any) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _reap(self) -> None:
+        interval = max(1.0, self._idle_seconds / 4)
+        while self._idle:
+            await asyncio.sleep(interval)
+            await self.evict_idle()
+
+    def _replenish(self, python: str) -> None:
+        if self._keep_zygotes and not self._closed and python not in self._zygotes:
+            self._zygotes[python] = asyncio.create_task(self._spawn(python))
+
+    async def _take_zygote(self, python: str) -> PytestSession:
+        for _ in range(2):  # a zygote found dead (OOM-killed while waiting) is replaced once
+            task = self._zygotes.pop(python, None)
+            session = await (task if task is not None else self._spawn(python))
+            if session.alive:
+                return session
+            await self._end(session, graceful=False)
+        raise SessionStartError(
+            ErrorClass.INFRASTRUCTURE, f"pytest sessions with {python} die while waiting"
+        )
+
+    async def _spawn(self, python: str, env: dict[str, str] | None = None) -> PytestSession:
+        """Start a child and wait for it to have imported pytest."""
+        loop = asyncio.get_running_loop()
+        control_read, control_write = os.pipe()
+        report_read, report_write = os.pipe()
+        output_read, output_write = os.pipe()
+        try:
+            process = await asyncio.create_subprocess_exec(
+                python,
+                "-u",  # unbuffered: a crash loses none of its last output
+                str(self._script),
+                "--control-fd",
+                str(control_read),
+                "--report-fd",
+                str(report_write),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=output_write,
+                stderr=output_write,
+                pass_fds=(control_read, report_write),
+                cwd=tempfile.gettempdir(),  # activation moves it to the project
+                env=os.environ.copy() if env is None else env,
+                start_new_session=True,
+            )
+        except (OSError, ValueError) as exc:
+            for fd in (control_write, report_read, output_read):
+                os.close(fd)
+            error_class = (
+                ErrorClass.INVALID_CONFIG
+                if isinstance(exc, FileNotFoundError | PermissionError)
+                else ErrorClass.INFRASTRUCTURE
+            )
+            raise SessionStartError(error_class, f"cannot start {python}: {exc}") from exc
+        finally:
+            # The child holds its copies; ours must close or the pipes never reach EOF.
+            for fd in (control_read, report_write, output_write):
+                os.close(fd)
+        events, output = _EventReader(), _OutputReader()
+        pipes = [
+            os.fdopen(control_write, "wb", 0),
+            os.fdopen(report_read, "rb", 0),
+            os.fdopen(output_read, "rb", 0),
+        ]
+        try:
+            control, _ = await loop.connect_write_pipe(_WritePipe, pipes[0])
+            events_transport, _ = await loop.connect_read_pipe(lambda: events, pipes[1])
+            output_transport, _ = await loop.connect_read_pipe(lambda: output, pipes[2])
+        except BaseException:
+            # Cancelled (or out of file descriptors) between start and supervision.
+            signal_group(process.pid, signal.SIGKILL)
+            for pipe in pipes:
+                pipe.close()
+            await asyncio.shield(process.wait())
+            raise
+        session = PytestSession(
+            process,
+            control,
+            events,
+            events_transport,
+            output,
+            output_transport,
+            python=python,
+            drain_seconds=self._drain,
+        )
+        self._live.add(session)
+        try:
+            ready = await asyncio.wait_for(session.next_event(), self._start_timeout)
+        except BaseException as exc:
+            session.kill_now()
+            self._in_background(self._end(session, graceful=False))
+            if isinstance(exc, TimeoutError):
+                raise SessionStartError(
+                    ErrorClass.INFRASTRUCTURE,
+                    f"{python} did not import pytest within {self._start_timeout:g} s",
+                ) from exc
+            raise
+        if ready is None or ready.get("event") != "ready":
+            death = await session.death(self._grace) if ready is None else ""
+            await self._end(session, graceful=False)
+            said = "" if ready is None else str(ready.get("message", ready))
+            output_text = session.output_text()
+            details = "\n".join(part for part in (said, output_text) if part)
+            raise SessionStartError(
+                ErrorClass.INFRASTRUCTURE,
+                f"cannot start a pytest session with {python}"
+                + (f" ({death})" if death else "")
+                + (f":\n{details}" if details else ""),
+            )
+        session.pytest_version = str(ready.get("pytest_version", ""))
+        return session
+
+    async def _activate(self, session: PytestSession, key: SessionKey, how: Activation) -> None:
+        """Collect ``key``'s project in ``session``; raise with pytest's words if it refuses."""
+        session.key = key
+        session.temp_dir = how.work_dir / "pytest-sessions" / f"{os.getpid()}-{-session.record_id}"
+        try:
+            await asyncio.to_thread(session.temp_dir.mkdir, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SessionStartError(
+                ErrorClass.INFRASTRUCTURE, f"cannot create {session.temp_dir}: {exc}"
+            ) from exc
+        remember(how.work_dir, session.record_id, session.pid)
+        session.leftovers_dir = how.work_dir
+        session.send(
+            {
+                "cmd": "activate",
+                "cwd": key.project,
+                "args": list(key.args),
+                "env": dict(how.env),
+                "basetemp": str(session.temp_dir / "basetemp"),
+                "cache_dir": str(session.temp_dir / "cache"),
+                "worker": how.worker_id,
+            }
+        )
+        event = await session.next_event()
+        if event is not None and event.get("event") == "collected":
+            session.collection = Collection(
+                count=int(event.get("count", 0)),
+                errors=tuple(
+                    CollectError(str(e.get("nodeid", "")), str(e.get("longrepr", "")))
+                    for e in event.get("errors") or []
+                    if isinstance(e, dict)
+                ),
+                seconds=max(0.0, float(event.get("seconds", 0.0))),
+                python=str(event.get("python", key.python)),
+                pytest_version=str(event.get("pytest_version", session.pytest_version)),
+            )
+            return
+        death = await session.death(self._grace)
+        output_text = session.output_text()
+        await self._end(session, graceful=False)
+        if event is not None and event.get("event") == "session_end":
+            code = int(event.get("exit_code", -1))
+            what = EXIT_CODE_NAMES.get(code, "unexpected exit")
+            error_class = (
+                ErrorClass.INVALID_CONFIG if code in USAGE_EXIT_CODES else ErrorClass.INFRASTRUCTURE
+            )
+            raise SessionStartError(
+                error_class,
+                f"pytest did not start a session in {key.project} with args {list(key.args)} "
+                f"(exit code {code}: {what})" + (f":\n{output_text}" if output_text else ""),
+            )
+        said = str(event.get("message", event)) if event is not None else ""
+        details = "\n".join(part for part in (said, output_text) if part)
+        raise SessionStartError(
+            ErrorClass.INFRASTRUCTURE,
+            f"the pytest session died while collecting {key.project} ({death})"
+            + (f":\n{details}" if details else ""),
+        )
+
+    async def _end(self, session: PytestSession, *, graceful: bool) -> None:
+        """End a child and its group, close its pipes, drop its records and temp dir."""
+        if session.ended:
+            return
+        session.ended = True
+        self._forget_idle(session)
+        try:
+            if graceful and session.process.returncode is None:
+                # "exit" lets pytest finish its session (plugins write their files).
+                session.send({"cmd": "exit"})
+                session.close_control()
+                await session.wait_exit(self._grace)
+            # After an exit this only finds what its tests left running.
+            await end_group(session.pid, self._grace)
+            await session.wait_exit(self._grace + 5)
+        finally:
+            session.close_pipes()
+            self._live.discard(session)
+            if session.leftovers_dir is not None:
+                forget(session.leftovers_dir, session.record_id)
+            if session.temp_dir is not None:
+                await asyncio.to_thread(shutil.rmtree, session.temp_dir, True)
