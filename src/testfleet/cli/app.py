@@ -58,6 +58,9 @@ CoordinatorOption = Annotated[
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
+#: The warning `testfleet run` silences (see there).
+REWRITE_WARNING = "Module already imported so cannot be rewritten; testfleet"
+
 #: Exit codes of ``testfleet wait``.
 EXIT_FAILED = 1
 EXIT_ERROR = 2
@@ -159,7 +162,11 @@ def worker(
     """Join a coordinator as a worker (connects out; no inbound port needed)."""
     from testfleet.client import coordinator_url
     from testfleet.worker.agent import AgentSettings, WorkerAgent, WorkerRefusedError
-    from testfleet.worker.executors.base import default_executors
+    from testfleet.worker.executors.base import (
+        close_executors,
+        default_executors,
+        prepare_executors,
+    )
     from testfleet.worker.executors.leftovers import reap_leftovers
     from testfleet.worker.hardware import detect_capabilities
 
@@ -194,7 +201,11 @@ def worker(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, agent.stop)
-        await agent.run()
+        await prepare_executors(executors)
+        try:
+            await agent.run()
+        finally:
+            await close_executors(executors)
 
     try:
         asyncio.run(serve())
@@ -231,6 +242,91 @@ def submit(
             + ", ".join(ids[:20])
             + (" ..." if len(ids) > 20 else "")
         )
+
+
+@app.command(
+    context_settings={
+        "allow_extra_args": True,
+        "ignore_unknown_options": True,
+        "allow_interspersed_args": False,
+    }
+)
+def run(
+    ctx: typer.Context,
+    path: Annotated[
+        str,
+        typer.Argument(
+            help="Test file or directory, as you would give pytest; everything after it "
+            "goes to pytest (e.g. -k EXPR, -rA, --junitxml=FILE, --rerun-failures N).",
+            show_default=False,
+        ),
+    ],
+    coordinator: CoordinatorOption = None,
+    rerun_failures: Annotated[
+        int,
+        typer.Option(
+            min=0, help="Rerun a failed test up to N times on another worker (flaky tests)."
+        ),
+    ] = 0,
+    run_id: Annotated[
+        str | None, typer.Option(help="The run's id (default: generated).", show_default=False)
+    ] = None,
+    repo: Annotated[
+        str | None,
+        typer.Option(
+            help="Git repository the workers (and this machine, to collect) clone; "
+            "needs --commit. PATH is then inside the repository.",
+            show_default=False,
+        ),
+    ] = None,
+    commit: Annotated[
+        str | None, typer.Option(help="Commit hash to test, with --repo.", show_default=False)
+    ] = None,
+    python: Annotated[
+        str | None,
+        typer.Option(help="Interpreter workers run pytest with.", show_default=False),
+    ] = None,
+    chunk_timeout: Annotated[
+        float, typer.Option(min=1, help="Seconds one chunk of tests may take on a worker.")
+    ] = 3600.0,
+) -> None:
+    """Run a pytest suite across the fleet and exit with pytest's exit code.
+
+    Collects here (this directory is the project: workers use the same path,
+    or --repo/--commit), splits by past durations (by count the first time),
+    shows progress, prints pytest's own summary with the same counts as a
+    serial run, and writes --junitxml if asked.
+    """
+    from testfleet.client import coordinator_url
+
+    url = coordinator_url(coordinator)
+    args = [path, *ctx.args, "--fleet", url, "--fleet-chunk-timeout", str(chunk_timeout)]
+    if rerun_failures:
+        args += ["--rerun-failures", str(rerun_failures)]
+    if run_id:
+        args += ["--fleet-run-id", run_id]
+    if python:
+        args += ["--fleet-python", python]
+    if (repo is None) != (commit is None):
+        fail("--repo and --commit go together: give both (a commit hash, not a branch)")
+    if repo is not None and commit is not None:
+        from testfleet.repo_cache import CheckoutError, ensure_checkout
+
+        cache = Path.home() / ".cache" / "testfleet" / "client-repos"
+        errors.print(f"checking out {repo} at {commit} ...")
+        try:
+            checkout = ensure_checkout(repo, commit, cache)
+        except CheckoutError as exc:
+            fail(str(exc), code=4)
+        os.chdir(checkout)
+        args += ["--fleet-repo", repo, "--fleet-commit", commit]
+    import pytest
+
+    # pytest marks every package with a pytest11 entry point for assertion
+    # rewriting; testfleet is already imported here (this is its CLI), which
+    # pytest would count as a warning that a serial run does not have.
+    args += ["-W", f"ignore:{REWRITE_WARNING}:pytest.PytestAssertRewriteWarning"]
+    raise typer.Exit(int(pytest.main(args)))
 
 
 @app.command()

@@ -1,0 +1,480 @@
+"""One pytest run across the fleet: split, submit, follow, rerun failures.
+
+Callers: the ``pytest --fleet`` plugin (:mod:`testfleet.fleetrun.plugin`),
+which ``testfleet run`` starts in-process. The plugin collects the suite
+locally and hands :class:`FleetRun` the collected tests; :class:`FleetRun`
+hands every finished test back through ``report`` as a
+:class:`~testfleet.domain.testing.TestRecord`, which the plugin feeds to
+pytest's own reporting. Nothing here imports pytest, so unit tests drive it
+with a fake coordinator and a fake clock.
+
+How a run goes:
+
+1. The connected workers that take ``test`` tasks are counted (their slots);
+   per-test durations from earlier runs of the same project come from the
+   coordinator (DuckDB), and :func:`~testfleet.fleetrun.split.split_suite`
+   cuts the suite into more chunks than slots, longest first.
+2. Each chunk is one ``type: test`` task, all submitted at once. Task ids are
+   ``<run_id>.r<rerun>.<index>``, zero-padded, so the queue (same priority,
+   same age, then task id) hands them out in split order as slots free up.
+3. The run is polled: new test rows by ``seq`` (each test exactly once, even
+   when a lost worker's chunk was finished by another attempt) and the chunk
+   tasks' statuses. A chunk that ends without reporting some of its tests
+   (its worker could not run it, it timed out, or no worker can ever take
+   it) has those tests reported as errors that say why.
+4. ``rerun_failures``: a failed or errored test is held back, and rerun up to
+   N times, each time excluding the workers it failed on while another
+   worker is available. One that then passes is reported as passed and listed
+   as flaky (its rows in ``test_results`` keep both outcomes); one that never
+   passes is reported with its last failure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from testfleet.domain.enums import TaskStatus, TaskType
+from testfleet.domain.testing import (
+    PhaseReport,
+    ProjectSource,
+    ReportOutcome,
+    TestConfig,
+    TestLocation,
+    TestPhase,
+    TestRecord,
+)
+from testfleet.fleetrun.split import Chunk, SuiteTest, split_suite
+
+#: Tasks per submit request (the coordinator's default limit is higher).
+SUBMIT_BATCH = 1000
+
+
+class FleetRunError(Exception):
+    """The run cannot start or go on; the message says why and what to do."""
+
+
+class RunClient(Protocol):
+    """What a run needs of the coordinator (:class:`testfleet.client.FleetClient`)."""
+
+    def workers(self) -> list[dict[str, Any]]: ...
+
+    def test_durations(self, project: str) -> dict[str, float]: ...
+
+    def submit(self, documents: Sequence[dict[str, Any]]) -> list[str]: ...
+
+    def test_run(self, run_id: str, *, after_seq: int = 0) -> dict[str, Any]: ...
+
+    def cancel(self, task_id: str) -> dict[str, Any]: ...
+
+
+def new_run_id() -> str:
+    """A readable, unique run id: ``run-20261129-010203-a1b2c3``."""
+    return time.strftime("run-%Y%m%d-%H%M%S-", time.gmtime()) + secrets.token_hex(3)
+
+
+@dataclass(frozen=True)
+class CollectedTest:
+    """A test the client collected: its node id, location and required hardware."""
+
+    nodeid: str
+    location: TestLocation
+    hardware: tuple[str, ...] = ()
+
+
+@dataclass
+class RunSettings:
+    """How to run: where, what project and pytest args the workers use, and policies."""
+
+    run_id: str
+    project: ProjectSource
+    #: The pytest arguments for the workers' sessions (see fleetrun.worker_args).
+    args: list[str]
+    python: str | None = None
+    rerun_failures: int = 0
+    chunk_timeout_seconds: float = 3600.0
+    #: How often the run is polled; the last poll bounds how late the end is seen.
+    poll_interval_seconds: float = 0.05
+    #: A chunk no connected worker can run is given up after this long.
+    unschedulable_wait_seconds: float = 10.0
+    progress_interval_seconds: float = 2.0
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What the run has done so far (handed to the progress callback)."""
+
+    tests_done: int
+    tests_total: int
+    failures: int
+    workers_busy: int
+    chunks_queued: int
+    chunks_running: int
+    rerun: int
+
+
+@dataclass(frozen=True)
+class FlakyTest:
+    """A test that failed and then passed when rerun on another worker."""
+
+    nodeid: str
+    failed_on: tuple[str, ...]
+    passed_on: str
+    first_failure: str
+
+
+@dataclass
+class RunOutcome:
+    """What the plugin prints after pytest's own summary."""
+
+    run_id: str
+    chunks: int = 0
+    workers: set[str] = field(default_factory=set)
+    flaky: list[FlakyTest] = field(default_factory=list)
+    #: Node id -> why it did not run (reported to pytest as an error).
+    not_run: dict[str, str] = field(default_factory=dict)
+    reruns: int = 0
+    split_by: str = "count"
+    stopped_early: bool = False
+
+
+@dataclass
+class _Held:
+    """A failed test waiting for its rerun."""
+
+    record: TestRecord
+    failed_on: list[str]
+    first_failure: str
+
+
+@dataclass
+class _PassState:
+    """One pass (the first run, or one rerun round) while it is followed."""
+
+    rerun: int
+    task_ids: list[str]
+    node_ids_of: dict[str, list[str]]
+    statuses: dict[str, dict[str, Any]] = field(default_factory=dict)
+    reported: set[str] = field(default_factory=set)
+    unschedulable_since: dict[str, float] = field(default_factory=dict)
+    given_up: dict[str, str] = field(default_factory=dict)
+
+
+class FleetRun:
+    """Runs one collected suite on the fleet; see the module docstring."""
+
+    def __init__(
+        self,
+        client: RunClient,
+        settings: RunSettings,
+        *,
+        report: Callable[[TestRecord, str], None],
+        progress: Callable[[Progress], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.client = client
+        self.settings = settings
+        self._report = report
+        self._progress = progress
+        self._should_stop = should_stop or (lambda: False)
+        self._clock = clock
+        self._sleep = sleep
+        self.outcome = RunOutcome(run_id=settings.run_id)
+        self._tests: dict[str, CollectedTest] = {}
+        self._held: dict[str, _Held] = {}
+        self._failed_before: dict[str, _Held] = {}
+        self._done = 0
+        self._failures = 0
+        self._last_seq = 0
+        self._last_progress = float("-inf")
+
+    # ----------------------------------------------------------------- the run
+
+    def run(self, tests: Sequence[CollectedTest]) -> RunOutcome:
+        """Run ``tests`` to the end; every one is reported exactly once."""
+        self._tests = {t.nodeid: t for t in tests}
+        if not tests:
+            return self.outcome
+        slots = self._test_slots()
+        history = self.client.test_durations(self.settings.project.key())
+        suite = [SuiteTest(t.nodeid, history.get(t.nodeid), t.hardware) for t in tests]
+        self.outcome.split_by = "durations" if any(s.estimated_seconds for s in suite) else "count"
+        chunks = split_suite(suite, workers=slots)
+        self._run_pass(0, [(chunk, ()) for chunk in chunks])
+        for rerun in range(1, self.settings.rerun_failures + 1):
+            if not self._held or self.outcome.stopped_early:
+                break
+            self._run_pass(rerun, self._rerun_chunks(slots))
+        # Whatever is still held failed every time: report its last failure.
+        for held in self._held.values():
+            self._emit(held.record, held.failed_on[-1])
+        self._held.clear()
+        return self.outcome
+
+    def _test_slots(self) -> int:
+        workers = [
+            w
+            for w in self.client.workers()
+            if w.get("connected")
+            and not w.get("draining")
+            and TaskType.TEST.value in w.get("task_types", ())
+        ]
+        if not workers:
+            raise FleetRunError(
+                "no connected worker takes test tasks: start one on each machine with "
+                "`testfleet worker --coordinator URL` (workers need pytest installed)"
+            )
+        self._eligible_workers = sorted(str(w["worker_id"]) for w in workers)
+        return sum(int(w.get("slots", 1)) for w in workers)
+
+    def _rerun_chunks(self, slots: int) -> list[tuple[Chunk, tuple[str, ...]]]:
+        """Held failures as chunks, grouped by the workers they must avoid."""
+        self.outcome.reruns += 1
+        by_exclusion: dict[tuple[str, ...], list[str]] = {}
+        others_exist = set(self._eligible_workers)
+        for nodeid, held in sorted(self._held.items()):
+            exclude = tuple(sorted(set(held.failed_on)))
+            if not others_exist - set(exclude):
+                exclude = ()  # every worker failed it: any may try again
+            by_exclusion.setdefault(exclude, []).append(nodeid)
+        self._failed_before.update(self._held)
+        self._held = {}
+        chunks: list[tuple[Chunk, tuple[str, ...]]] = []
+        for exclude, node_ids in by_exclusion.items():
+            suite = [
+                SuiteTest(n, None, self._tests[n].hardware if n in self._tests else ())
+                for n in node_ids
+            ]
+            chunks += [(chunk, exclude) for chunk in split_suite(suite, workers=slots)]
+        return chunks
+
+    # ---------------------------------------------------------------- one pass
+
+    def _run_pass(self, rerun: int, chunks: list[tuple[Chunk, tuple[str, ...]]]) -> None:
+        run_id = self.settings.run_id
+        documents = []
+        state = _PassState(rerun=rerun, task_ids=[], node_ids_of={})
+        for index, (chunk, exclude) in enumerate(chunks):
+            task_id = f"{run_id}.r{rerun}.{index:05d}"
+            state.task_ids.append(task_id)
+            state.node_ids_of[task_id] = list(chunk.node_ids)
+            documents.append(self._task_document(task_id, chunk, exclude, rerun))
+        for start in range(0, len(documents), SUBMIT_BATCH):
+            self.client.submit(documents[start : start + SUBMIT_BATCH])
+        self.outcome.chunks += len(documents)
+        try:
+            self._follow(state)
+        except BaseException:
+            # Ctrl-C or a lost coordinator: leave nothing running for nobody.
+            self._cancel_open(state)
+            raise
+
+    def _task_document(
+        self, task_id: str, chunk: Chunk, exclude: tuple[str, ...], rerun: int
+    ) -> dict[str, Any]:
+        config = TestConfig(
+            run_id=self.settings.run_id,
+            project=self.settings.project,
+            args=self.settings.args,
+            node_ids=list(chunk.node_ids),
+            python=self.settings.python,
+            rerun=rerun,
+        )
+        requirements: dict[str, Any] = {}
+        if chunk.hardware:
+            requirements["hardware"] = list(chunk.hardware)
+        if exclude:
+            requirements["exclude_workers"] = list(exclude)
+        return {
+            "task_id": task_id,
+            "type": TaskType.TEST.value,
+            "requirements": requirements,
+            "config": config.model_dump(mode="json", exclude_defaults=True),
+            "timeout_seconds": self.settings.chunk_timeout_seconds,
+        }
+
+    def _follow(self, state: _PassState) -> None:
+        """Poll until every task of the pass is finished and all its rows are read."""
+        while True:
+            all_finished = self._poll(state)
+            if all_finished:
+                # Rows commit with (or before) their task's final status, so
+                # one more read after seeing every task finished gets the rest.
+                self._poll(state)
+                break
+            if self._should_stop() and not self.outcome.stopped_early:
+                self.outcome.stopped_early = True
+                self._cancel_open(state)
+            self._show_progress(state, force=False)
+            self._sleep(self.settings.poll_interval_seconds)
+        self._report_unrun(state)
+        self._show_progress(state, force=True)
+
+    def _poll(self, state: _PassState) -> bool:
+        while True:
+            answer = self.client.test_run(self.settings.run_id, after_seq=self._last_seq)
+            for row in answer["tests"]:
+                self._arrived(state, row)
+            self._last_seq = max(self._last_seq, int(answer["last_seq"]))
+            if not answer.get("more"):
+                break
+        now = self._clock()
+        finished = True
+        mine = set(state.task_ids)
+        for task in answer["tasks"]:
+            task_id = task["task_id"]
+            if task_id not in mine:
+                continue
+            state.statuses[task_id] = task
+            status = TaskStatus(task["status"])
+            if not status.is_terminal:
+                finished = False
+                self._watch_unschedulable(state, task, status, now)
+            if task.get("worker_id") and status is not TaskStatus.QUEUED:
+                self.outcome.workers.add(str(task["worker_id"]))
+        if len(state.statuses) < len(mine):
+            finished = False  # not every task is visible yet (should not happen)
+        return finished
+
+    def _watch_unschedulable(
+        self, state: _PassState, task: dict[str, Any], status: TaskStatus, now: float
+    ) -> None:
+        task_id = task["task_id"]
+        reason = task.get("unschedulable_reason")
+        if status is not TaskStatus.QUEUED or not reason:
+            state.unschedulable_since.pop(task_id, None)
+            return
+        since = state.unschedulable_since.setdefault(task_id, now)
+        if now - since >= self.settings.unschedulable_wait_seconds and task_id not in (
+            state.given_up
+        ):
+            state.given_up[task_id] = f"no connected worker can run it: {reason}"
+            self._cancel(task_id)
+
+    def _arrived(self, state: _PassState, row: dict[str, Any]) -> None:
+        nodeid = str(row["nodeid"])
+        if nodeid in state.reported or row["task_id"] not in state.node_ids_of:
+            return
+        state.reported.add(nodeid)
+        record = TestRecord.model_validate(row["record"])
+        worker = str(row["worker_id"])
+        self._done += 1
+        earlier = self._failed_before.get(nodeid)
+        if record.outcome.is_failure:
+            self._failures += 1
+            failed_on = [*(earlier.failed_on if earlier else []), worker]
+            first = earlier.first_failure if earlier else _failure_summary(record)
+            if state.rerun < self.settings.rerun_failures and not self.outcome.stopped_early:
+                self._held[nodeid] = _Held(record, failed_on, first)
+                return
+        elif earlier is not None:
+            self.outcome.flaky.append(
+                FlakyTest(nodeid, tuple(earlier.failed_on), worker, earlier.first_failure)
+            )
+        self._emit(record, worker)
+
+    def _emit(self, record: TestRecord, worker: str) -> None:
+        self._failed_before.pop(record.nodeid, None)
+        self._report(record, worker)
+
+    def _report_unrun(self, state: _PassState) -> None:
+        """Tests of chunks that ended without reporting them become errors saying why."""
+        if self.outcome.stopped_early:
+            return
+        for task_id in state.task_ids:
+            missing = [n for n in state.node_ids_of[task_id] if n not in state.reported]
+            if not missing:
+                continue
+            reason = state.given_up.get(task_id) or _task_failure(state.statuses.get(task_id))
+            for nodeid in missing:
+                state.reported.add(nodeid)
+                self.outcome.not_run[nodeid] = reason
+                self._done += 1
+                self._failures += 1
+                record = self._not_run_record(nodeid, f"not run: {reason}")
+                earlier = self._failed_before.get(nodeid)
+                worker = str(state.statuses.get(task_id, {}).get("worker_id") or "")
+                # A chunk no worker can take would wait out the same fate again.
+                if state.rerun < self.settings.rerun_failures and task_id not in state.given_up:
+                    failed_on = [*(earlier.failed_on if earlier else []), worker]
+                    self._held[nodeid] = _Held(record, [w for w in failed_on if w], reason)
+                else:
+                    self._emit(record, worker)
+
+    def _not_run_record(self, nodeid: str, message: str) -> TestRecord:
+        test = self._tests.get(nodeid)
+        location = test.location if test else TestLocation(path=nodeid.split("::")[0])
+        return TestRecord(
+            nodeid=nodeid,
+            location=location,
+            phases=[
+                PhaseReport(when=TestPhase.SETUP, outcome=ReportOutcome.FAILED, longrepr=message)
+            ],
+        )
+
+    def _cancel_open(self, state: _PassState) -> None:
+        for task_id in state.task_ids:
+            status = state.statuses.get(task_id, {}).get("status")
+            if status is None or not TaskStatus(status).is_terminal:
+                self._cancel(task_id)
+
+    def _cancel(self, task_id: str) -> None:
+        # Already finished, or the coordinator is gone: there is nothing to stop.
+        with contextlib.suppress(Exception):
+            self.client.cancel(task_id)
+
+    def _show_progress(self, state: _PassState, *, force: bool) -> None:
+        if self._progress is None:
+            return
+        now = self._clock()
+        if not force and now - self._last_progress < self.settings.progress_interval_seconds:
+            return
+        self._last_progress = now
+        statuses = [TaskStatus(t["status"]) for t in state.statuses.values()]
+        busy = {
+            str(t["worker_id"])
+            for t in state.statuses.values()
+            if TaskStatus(t["status"]) in (TaskStatus.ASSIGNED, TaskStatus.RUNNING)
+            and t.get("worker_id")
+        }
+        self._progress(
+            Progress(
+                tests_done=self._done,
+                tests_total=len(self._tests),
+                failures=self._failures,
+                workers_busy=len(busy),
+                chunks_queued=sum(1 for s in statuses if s is TaskStatus.QUEUED),
+                chunks_running=sum(
+                    1 for s in statuses if s in (TaskStatus.ASSIGNED, TaskStatus.RUNNING)
+                ),
+                rerun=state.rerun,
+            )
+        )
+
+
+def _failure_summary(record: TestRecord) -> str:
+    text = record.failure_text.strip().splitlines()
+    return text[-1] if text else "failed"
+
+
+def _task_failure(task: dict[str, Any] | None) -> str:
+    if task is None:
+        return "its chunk task was never seen by the coordinator"
+    error = task.get("error") or {}
+    where = f" on worker {task['worker_id']}" if task.get("worker_id") else ""
+    message = error.get("message") or "no result"
+    return f"chunk {task['task_id']} {task['status']}{where}: {message}"
+
+
+def hardware_of(markers: Iterable[Any]) -> tuple[str, ...]:
+    """The hardware kinds a test's ``fleet`` markers require (any-of), sorted."""
+    kinds: set[str] = set()
+    for marker in markers:
+        kinds.update(str(k) for k in marker.kwargs.get("hardware", ()))
+    return tuple(sorted(kinds))

@@ -1,0 +1,324 @@
+"""FleetRun against a fake coordinator and a fake clock: splitting, following a
+run, reporting each test once, reruns of failures on other workers, chunks
+that fail or can never be placed, and stopping early.
+
+The fake plays the fleet: each poll, every queued chunk is "run" by the first
+connected worker its requirements allow, and produces the records a scripted
+``behaviour`` says. No sockets, no sleeping: the run's sleep advances the
+fake clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from testfleet.domain.task import TaskSpec
+from testfleet.domain.testing import (
+    PhaseReport,
+    ProjectSource,
+    ReportOutcome,
+    TestConfig,
+    TestLocation,
+    TestOutcome,
+    TestPhase,
+    TestRecord,
+)
+from testfleet.fleetrun.run import CollectedTest, FleetRun, FleetRunError, RunSettings
+from testfleet.testing import FakeClock
+
+Behaviour = Callable[[str, str, int], ReportOutcome | None]
+
+
+def passing(_nodeid: str, _worker: str, _rerun: int) -> ReportOutcome | None:
+    return ReportOutcome.PASSED
+
+
+def record(nodeid: str, outcome: ReportOutcome, seconds: float = 0.1) -> TestRecord:
+    return TestRecord(
+        nodeid=nodeid,
+        location=TestLocation(path="t.py", lineno=1, domain=nodeid),
+        phases=[
+            PhaseReport(when=TestPhase.SETUP, outcome=ReportOutcome.PASSED),
+            PhaseReport(
+                when=TestPhase.CALL,
+                outcome=outcome,
+                duration=seconds,
+                longrepr="E   assert 0\nAssertionError: boom" if outcome == "failed" else "",
+            ),
+            PhaseReport(when=TestPhase.TEARDOWN, outcome=ReportOutcome.PASSED),
+        ],
+    )
+
+
+class FakeFleet:
+    """The coordinator and its workers, as far as a run can tell."""
+
+    def __init__(
+        self,
+        workers: list[str],
+        behaviour: Behaviour = passing,
+        *,
+        hardware: dict[str, list[str]] | None = None,
+    ) -> None:
+        self.worker_ids = workers
+        self.behaviour = behaviour
+        self.hardware = hardware or {}
+        self.tasks: dict[str, dict[str, Any]] = {}
+        self.documents: dict[str, dict[str, Any]] = {}
+        self.rows: list[dict[str, Any]] = []
+        self.durations: dict[str, float] = {}
+        self.cancelled: list[str] = []
+        self.fail_chunks: dict[str, str] = {}
+        self.polls = 0
+        #: Chunks start running and never finish by themselves.
+        self.hold = False
+
+    # -- the client's interface
+    def workers(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "worker_id": w,
+                "connected": True,
+                "draining": False,
+                "slots": 1,
+                "task_types": ["command", "test"],
+            }
+            for w in self.worker_ids
+        ]
+
+    def test_durations(self, project: str) -> dict[str, float]:
+        assert project == "path:/srv/project"
+        return self.durations
+
+    def submit(self, documents: list[dict[str, Any]]) -> list[str]:
+        for document in documents:
+            TaskSpec.model_validate(document)  # every document is one the API accepts
+            self.documents[document["task_id"]] = document
+            self.tasks[document["task_id"]] = {
+                "task_id": document["task_id"],
+                "status": "queued",
+                "worker_id": None,
+                "unschedulable_reason": None,
+                "error": None,
+            }
+        return [d["task_id"] for d in documents]
+
+    def cancel(self, task_id: str) -> dict[str, Any]:
+        self.cancelled.append(task_id)
+        self.tasks[task_id]["status"] = "cancelled"
+        return {}
+
+    def test_run(self, run_id: str, *, after_seq: int = 0) -> dict[str, Any]:
+        self.polls += 1
+        self._step()
+        rows = [r for r in self.rows if r["seq"] > after_seq]
+        return {
+            "tasks": list(self.tasks.values()),
+            "tests": rows,
+            "last_seq": rows[-1]["seq"] if rows else after_seq,
+            "more": False,
+        }
+
+    # -- the fleet
+    def _step(self) -> None:
+        for task_id, task in self.tasks.items():
+            if task["status"] != "queued":
+                continue
+            document = self.documents[task_id]
+            requirements = document["requirements"]
+            allowed = [
+                w
+                for w in self.worker_ids
+                if w not in requirements.get("exclude_workers", [])
+                and (
+                    not requirements.get("hardware")
+                    or set(requirements["hardware"]) & set(self.hardware.get(w, ["cpu"]))
+                )
+            ]
+            if not allowed:
+                task["unschedulable_reason"] = "hardware: needs one of [cuda]"
+                continue
+            worker = allowed[0]
+            config = TestConfig.model_validate(document["config"])
+            task["worker_id"] = worker
+            if self.hold:
+                task["status"] = "running"
+                continue
+            if task_id in self.fail_chunks:
+                task["status"] = "failed"
+                task["error"] = {
+                    "error_class": "invalid_config",
+                    "message": self.fail_chunks[task_id],
+                }
+                continue
+            for nodeid in config.node_ids:
+                outcome = self.behaviour(nodeid, worker, config.rerun)
+                if outcome is None:
+                    continue
+                self.rows.append(
+                    {
+                        "seq": len(self.rows) + 1,
+                        "task_id": task_id,
+                        "nodeid": nodeid,
+                        "worker_id": worker,
+                        "rerun": config.rerun,
+                        "record": record(nodeid, outcome).model_dump(mode="json"),
+                    }
+                )
+            task["status"] = "completed"
+
+
+def collected(count: int, **hardware: tuple[str, ...]) -> list[CollectedTest]:
+    return [
+        CollectedTest(
+            nodeid=f"t.py::test_{i}",
+            location=TestLocation(path="t.py", lineno=i, domain=f"test_{i}"),
+            hardware=hardware.get(f"test_{i}", ()),
+        )
+        for i in range(count)
+    ]
+
+
+def run_on(
+    fleet: FakeFleet, tests: list[CollectedTest], **settings: Any
+) -> tuple[FleetRun, list[tuple[TestRecord, str]]]:
+    clock = FakeClock()
+    reported: list[tuple[TestRecord, str]] = []
+    run = FleetRun(
+        fleet,
+        RunSettings(
+            run_id="run1",
+            project=ProjectSource(path="/srv/project"),
+            args=["tests", "-q"],
+            **settings,
+        ),
+        report=lambda rec, worker: reported.append((rec, worker)),
+        clock=clock.now,
+        sleep=clock.advance,
+    )
+    run.run(tests)
+    return run, reported
+
+
+def test_every_test_is_reported_once_from_more_chunks_than_workers() -> None:
+    fleet = FakeFleet(["w1", "w2"])
+    run, reported = run_on(fleet, collected(40))
+    assert sorted(r.nodeid for r, _ in reported) == sorted(f"t.py::test_{i}" for i in range(40))
+    assert run.outcome.chunks > 2
+    assert run.outcome.split_by == "count"
+    assert run.outcome.workers == {"w1"}  # the fake runs everything on the first allowed
+    first = TestConfig.model_validate(fleet.documents["run1.r0.00000"]["config"])
+    assert first.args == ["tests", "-q"]
+    assert first.project.path == "/srv/project"
+
+
+def test_history_splits_by_duration_with_the_longest_test_first() -> None:
+    fleet = FakeFleet(["w1", "w2"])
+    fleet.durations = {f"t.py::test_{i}": 0.01 * (i + 1) for i in range(20)}
+    run, _ = run_on(fleet, collected(20))
+    assert run.outcome.split_by == "durations"
+    first = TestConfig.model_validate(fleet.documents["run1.r0.00000"]["config"])
+    assert first.node_ids[0] == "t.py::test_19"
+
+
+def test_a_test_failing_on_one_worker_and_passing_on_another_is_flaky() -> None:
+    def flaky_on_w1(nodeid: str, worker: str, _rerun: int) -> ReportOutcome:
+        if nodeid == "t.py::test_3" and worker == "w1":
+            return ReportOutcome.FAILED
+        return ReportOutcome.PASSED
+
+    fleet = FakeFleet(["w1", "w2"], flaky_on_w1)
+    run, reported = run_on(fleet, collected(6), rerun_failures=2)
+    outcomes = {r.nodeid: (r.outcome, worker) for r, worker in reported}
+    assert len(reported) == 6
+    assert outcomes["t.py::test_3"] == (TestOutcome.PASSED, "w2")
+    [flaky] = run.outcome.flaky
+    assert (flaky.nodeid, flaky.failed_on, flaky.passed_on) == ("t.py::test_3", ("w1",), "w2")
+    assert flaky.first_failure == "AssertionError: boom"
+    [rerun_doc] = [d for d in fleet.documents.values() if ".r1." in d["task_id"]]
+    assert rerun_doc["requirements"]["exclude_workers"] == ["w1"]
+    assert TestConfig.model_validate(rerun_doc["config"]).rerun == 1
+
+
+def test_a_test_that_always_fails_is_reported_once_with_its_last_failure() -> None:
+    def broken(nodeid: str, _worker: str, _rerun: int) -> ReportOutcome:
+        return ReportOutcome.FAILED if nodeid == "t.py::test_0" else ReportOutcome.PASSED
+
+    fleet = FakeFleet(["w1", "w2", "w3"], broken)
+    run, reported = run_on(fleet, collected(3), rerun_failures=2)
+    failed = [(r.nodeid, worker) for r, worker in reported if r.outcome is TestOutcome.FAILED]
+    assert failed == [("t.py::test_0", "w3")]
+    assert run.outcome.flaky == []
+    assert run.outcome.reruns == 2
+    # The second rerun avoided both workers it had failed on.
+    [second] = [d for d in fleet.documents.values() if ".r2." in d["task_id"]]
+    assert second["requirements"]["exclude_workers"] == ["w1", "w2"]
+
+
+def test_without_reruns_a_failure_is_reported_at_once() -> None:
+    def broken(nodeid: str, _worker: str, _rerun: int) -> ReportOutcome:
+        return ReportOutcome.FAILED if nodeid == "t.py::test_1" else ReportOutcome.PASSED
+
+    run, reported = run_on(FakeFleet(["w1"], broken), collected(2))
+    assert sorted((r.nodeid, r.outcome) for r, _ in reported) == [
+        ("t.py::test_0", TestOutcome.PASSED),
+        ("t.py::test_1", TestOutcome.FAILED),
+    ]
+    assert run.outcome.reruns == 0
+
+
+def test_tests_of_a_chunk_that_failed_are_errors_that_say_why() -> None:
+    fleet = FakeFleet(["w1"])
+    fleet.fail_chunks["run1.r0.00000"] = "project.path '/srv/project' does not exist on worker w1"
+    run, reported = run_on(fleet, collected(8))
+    errors = [r for r, _ in reported if r.outcome is TestOutcome.ERROR]
+    assert errors
+    message = errors[0].phases[0].longrepr
+    assert message.startswith("not run: chunk run1.r0.00000 failed on worker w1: project.path")
+    assert set(run.outcome.not_run) == {r.nodeid for r in errors}
+    assert len(reported) == 8
+
+
+def test_a_chunk_no_worker_can_run_is_given_up_after_the_wait() -> None:
+    fleet = FakeFleet(["w1"])
+    tests = collected(3, test_2=("cuda",))
+    _, reported = run_on(fleet, tests, unschedulable_wait_seconds=5.0)
+    by_id = {r.nodeid: r for r, _ in reported}
+    assert by_id["t.py::test_2"].outcome is TestOutcome.ERROR
+    assert "no connected worker can run it: hardware: needs one of [cuda]" in (
+        by_id["t.py::test_2"].phases[0].longrepr
+    )
+    assert len(fleet.cancelled) == 1
+    assert by_id["t.py::test_0"].outcome is TestOutcome.PASSED
+    # It waited (on the fake clock) about the given time, polling meanwhile.
+    assert fleet.polls >= 5.0 / 0.05
+
+
+def test_no_worker_taking_test_tasks_is_a_clear_error() -> None:
+    fleet = FakeFleet([])
+    with pytest.raises(FleetRunError, match="no connected worker takes test tasks"):
+        run_on(fleet, collected(1))
+
+
+def test_stopping_early_cancels_the_chunks_not_finished() -> None:
+    fleet = FakeFleet(["w1"])
+    fleet.hold = True  # chunks start and never finish on their own
+    clock = FakeClock()
+    reported: list[TestRecord] = []
+    run = FleetRun(
+        fleet,
+        RunSettings(run_id="run1", project=ProjectSource(path="/srv/project"), args=[]),
+        report=lambda rec, _worker: reported.append(rec),
+        should_stop=lambda: True,  # as after -x saw a failure
+        clock=clock.now,
+        sleep=clock.advance,
+    )
+    outcome = run.run(collected(8))
+    assert outcome.stopped_early
+    assert sorted(fleet.cancelled) == sorted(fleet.tasks)
+    # Unfinished tests are not invented as errors: pytest says it stopped.
+    assert reported == []
+    assert outcome.not_run == {}
