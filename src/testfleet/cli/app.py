@@ -31,8 +31,7 @@ from testfleet.cli.render import (
 )
 from testfleet.cli.task_files import TaskFileError, load_task_documents
 from testfleet.client import COORDINATOR_ENV, FleetClient, FleetError
-from testfleet.domain.enums import TaskStatus
-from testfleet.protocol.messages import Codec
+from testfleet.domain.enums import Codec, TaskStatus
 
 app = typer.Typer(
     name="testfleet",
@@ -319,7 +318,11 @@ def run(
         except CheckoutError as exc:
             fail(str(exc), code=4)
         os.chdir(checkout)
-        args += ["--fleet-repo", repo, "--fleet-commit", commit]
+        # Node ids are relative to the rootdir; pinning it to the checkout's
+        # top makes them the same here and in every worker's own checkout
+        # (pytest would otherwise look above it, where the caches differ).
+        # Before the user's args, so their own --rootdir wins.
+        args = ["--rootdir", ".", *args, "--fleet-repo", repo, "--fleet-commit", commit]
     import pytest
 
     # pytest marks every package with a pytest11 entry point for assertion

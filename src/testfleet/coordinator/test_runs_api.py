@@ -19,15 +19,15 @@ from fastapi import APIRouter, Path, Query
 
 from testfleet.coordinator.loop import CoordinatorLoop
 from testfleet.coordinator.render import iso
-from testfleet.domain.records import TaskRecord
 from testfleet.domain.testing import RUN_ID_PATTERN, TestResultRow
 from testfleet.store import Store
+from testfleet.store.test_queries import RunTask
 
 #: The most rows one poll returns; the answer says when there are more.
 MAX_ROWS_PER_PAGE = 10_000
 
 
-def run_task_json(task: TaskRecord) -> dict[str, Any]:
+def run_task_json(task: RunTask) -> dict[str, Any]:
     """A chunk task without its (long) node id list: what a polling client needs."""
     return {
         "task_id": task.task_id,
@@ -38,7 +38,7 @@ def run_task_json(task: TaskRecord) -> dict[str, Any]:
         "start_time": iso(task.start_time),
         "end_time": iso(task.end_time),
         "error": (
-            {"error_class": task.error_class.value, "message": task.error_message}
+            {"error_class": task.error_class, "message": task.error_message}
             if task.error_class is not None
             else None
         ),
@@ -73,7 +73,7 @@ def build_test_run_router(loop: CoordinatorLoop, store: Store) -> APIRouter:
         ] = 0,
         limit: Annotated[int, Query(ge=1, le=MAX_ROWS_PER_PAGE)] = MAX_ROWS_PER_PAGE,
     ) -> dict[str, Any]:
-        def read() -> tuple[list[TestResultRow], list[TaskRecord]]:
+        def read() -> tuple[list[TestResultRow], list[RunTask]]:
             # Rows first, then tasks: see the module docstring.
             rows = store.run_test_rows(run_id, after_seq=after_seq, limit=limit)
             return rows, store.run_tasks(run_id)
@@ -82,7 +82,7 @@ def build_test_run_router(loop: CoordinatorLoop, store: Store) -> APIRouter:
         # An open task's live record is newer than its row (and carries the
         # reason it cannot be placed); finished tasks are only in the store.
         live = loop.state.tasks
-        tasks = [live.get(task.task_id, task) for task in tasks]
+        tasks = [RunTask.of(live[task.task_id]) if task.task_id in live else task for task in tasks]
         return {
             "run_id": run_id,
             "tasks": [run_task_json(task) for task in tasks],

@@ -108,3 +108,11 @@ class WorkerStatus(StrEnum):
     DISCONNECTED = "disconnected"
     LOST = "lost"
     LEFT = "left"
+
+
+class Codec(StrEnum):
+    """Worker-channel frame encodings: JSON text frames by default, MessagePack
+    when both sides ask for it (protocol.messages re-exports it)."""
+
+    JSON = "json"
+    MSGPACK = "msgpack"

@@ -41,11 +41,6 @@ RUN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 #: refused because they move and a run must be reproducible.
 COMMIT_PATTERN = r"^[0-9a-fA-F]{7,40}$"
 
-#: Set in the environment of a worker's pytest session: the ``--fleet``
-#: plugin stays inert there (a project whose addopts name --fleet must not
-#: start a fleet run from inside a chunk).
-WORKER_SESSION_ENV = "TESTFLEET_WORKER_SESSION"
-
 NodeId = Annotated[str, Field(min_length=1, max_length=MAX_NODE_ID_CHARS)]
 
 
@@ -128,6 +123,18 @@ class TestLocation(_Model):
     domain: str = Field(default="", max_length=MAX_NODE_ID_CHARS)
 
 
+class TestWarning(_Model):
+    """A warning a test raised while it ran (pytest's ``pytest_warning_recorded``)."""
+
+    __test__ = False
+
+    message: str = Field(max_length=MAX_LONGREPR_CHARS)
+    #: The warning class's name, e.g. "DeprecationWarning".
+    category: str = Field(max_length=256)
+    filename: str = Field(default="", max_length=4096)
+    lineno: int | None = None
+
+
 class TestRecord(_Model):
     """Everything pytest reported for one test on one worker.
 
@@ -146,6 +153,7 @@ class TestRecord(_Model):
     )
     phases: list[PhaseReport] = Field(min_length=1, max_length=3)
     crashed: bool = False
+    warnings: list[TestWarning] = Field(default_factory=list, max_length=64)
 
     @property
     def outcome(self) -> TestOutcome:
@@ -245,12 +253,20 @@ class TestConfig(_Model):
     args: list[Annotated[str, Field(max_length=65536)]] = Field(
         default_factory=list, max_length=4096
     )
-    node_ids: list[NodeId] = Field(min_length=1, max_length=100_000)
+    #: The tests to run. Empty: only start (warm) the run's pytest session on
+    #: the worker, so the run's first chunk there finds it ready; the client
+    #: sends one such task per slot while it is still collecting.
+    node_ids: list[NodeId] = Field(default_factory=list, max_length=100_000)
     env: dict[EnvName, Annotated[str, Field(max_length=65536)]] = Field(default_factory=dict)
     #: The interpreter to run pytest with (must have pytest); the worker's own by default.
     python: str | None = Field(default=None, min_length=1, max_length=4096)
     #: 0 for the run's first pass; k for the k-th rerun of failed tests.
     rerun: int = Field(default=0, ge=0, le=100)
+    #: Collect the whole suite in each worker session, as a serial run does,
+    #: instead of only the files the session's chunks need (the default: every
+    #: worker would otherwise pay for collecting everything). For suites whose
+    #: tests rely on other test modules having been imported.
+    full_collection: bool = False
 
 
 class SessionInfo(_Model):

@@ -31,12 +31,15 @@ import os
 import pytest
 
 from testfleet.domain.enums import HardwareKind
-from testfleet.domain.testing import WORKER_SESSION_ENV
+from testfleet.domain.session_env import WORKER_SESSION_ENV
 
 FLEET_MARKER = (
     "fleet(hardware=[...]): with --fleet, run this test only on workers that have one of "
     "these hardware kinds (" + ", ".join(k.value for k in HardwareKind) + ")"
 )
+#: This plugin's ``--fleet-*`` options that take no value (worker_args must
+#: know them to drop them without eating the next argument).
+FLEET_FLAG_OPTIONS = ("--fleet-full-collection",)
 #: The name the run's plugin object (fleetrun.session.FleetSession) is registered under.
 SESSION_PLUGIN = "testfleet-fleet-session"
 
@@ -96,6 +99,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="PATH",
         default=None,
         help="with --fleet: the interpreter workers run pytest with (default: their own)",
+    )
+    group.addoption(
+        "--fleet-full-collection",
+        dest="fleet_full_collection",
+        action="store_true",
+        default=False,
+        help="with --fleet: every worker session collects the whole suite, as a serial run "
+        "does, instead of only the files its chunks need (for tests that rely on other "
+        "test modules having been imported)",
     )
     group.addoption(
         "--fleet-unschedulable-wait",

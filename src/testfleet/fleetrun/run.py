@@ -52,6 +52,8 @@ from testfleet.fleetrun.split import Chunk, SuiteTest, split_suite
 
 #: Tasks per submit request (the coordinator's default limit is higher).
 SUBMIT_BATCH = 1000
+#: A warm-up only starts a pytest session; longer means something is wrong.
+WARM_UP_TIMEOUT_SECONDS = 300.0
 
 
 class FleetRunError(Exception):
@@ -70,6 +72,48 @@ class RunClient(Protocol):
     def test_run(self, run_id: str, *, after_seq: int = 0) -> dict[str, Any]: ...
 
     def cancel(self, task_id: str) -> dict[str, Any]: ...
+
+
+def warm_up(client: RunClient, settings: RunSettings) -> list[str]:
+    """Send one warm-up task (a test task without node ids) per free slot of the
+    workers that take test tasks; returns their task ids.
+
+    Called as soon as the run's id, project and arguments are known, before
+    local collection: each worker then starts the run's pytest session (its
+    configuration, plugins and conftest files) while this machine collects, and
+    the run's first chunk there finds the session ready.
+    """
+    slots = sum(
+        max(0, int(w.get("slots", 1)) - int(w.get("running", 0)))
+        for w in client.workers()
+        if w.get("connected")
+        and not w.get("draining")
+        and TaskType.TEST.value in w.get("task_types", ())
+    )
+    config = TestConfig(
+        run_id=settings.run_id,
+        project=settings.project,
+        args=settings.args,
+        python=settings.python,
+        full_collection=settings.full_collection,
+    ).model_dump(mode="json", exclude_defaults=True)
+    documents = [
+        {
+            "task_id": f"{settings.run_id}.warm.{index:04d}",
+            "type": TaskType.TEST.value,
+            "config": config,
+            "timeout_seconds": WARM_UP_TIMEOUT_SECONDS,
+        }
+        for index in range(slots)
+    ]
+    return client.submit(documents) if documents else []
+
+
+def cancel_all(client: RunClient, task_ids: Iterable[str]) -> None:
+    """Cancel tasks, ignoring those already finished (and a coordinator gone)."""
+    for task_id in task_ids:
+        with contextlib.suppress(Exception):
+            client.cancel(task_id)
 
 
 def new_run_id() -> str:
@@ -97,6 +141,8 @@ class RunSettings:
     python: str | None = None
     rerun_failures: int = 0
     chunk_timeout_seconds: float = 3600.0
+    #: Workers collect the whole suite instead of each chunk's files.
+    full_collection: bool = False
     #: How often the run is polled; the last poll bounds how late the end is seen.
     poll_interval_seconds: float = 0.05
     #: A chunk no connected worker can run is given up after this long.
@@ -285,6 +331,7 @@ class FleetRun:
             node_ids=list(chunk.node_ids),
             python=self.settings.python,
             rerun=rerun,
+            full_collection=self.settings.full_collection,
         )
         requirements: dict[str, Any] = {}
         if chunk.hardware:

@@ -7,13 +7,14 @@ and turns each finished test's record into pytest's own reports; see
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import pytest
 
 from testfleet.client import FleetClient, FleetError
 from testfleet.domain.enums import HardwareKind
-from testfleet.domain.testing import ProjectSource, TestLocation, TestRecord
+from testfleet.domain.testing import ProjectSource, TestLocation, TestRecord, TestWarning
 from testfleet.fleetrun.reports import reports_from_record
 from testfleet.fleetrun.run import (
     CollectedTest,
@@ -22,8 +23,10 @@ from testfleet.fleetrun.run import (
     Progress,
     RunOutcome,
     RunSettings,
+    cancel_all,
     hardware_of,
     new_run_id,
+    warm_up,
 )
 from testfleet.fleetrun.worker_args import worker_args
 
@@ -35,6 +38,42 @@ class FleetSession:
         self.config = config
         self.url = url
         self.outcome: RunOutcome | None = None
+        self.run_id = ""
+        self.settings: RunSettings
+        #: Task ids of the warm-up tasks sent at session start.
+        self.warmups: list[str] = []
+
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        """Before collection: ask every free worker slot to start this run's pytest
+        session, so workers load pytest's configuration while this machine collects."""
+        self.run_id = self.config.getoption("fleet_run_id") or new_run_id()
+        try:
+            self.settings = self._settings()
+        except ValueError as exc:
+            raise pytest.UsageError(f"--fleet: {exc}") from None
+        with FleetClient(self.url) as client:
+            try:
+                self.warmups = warm_up(client, self.settings)
+            except FleetError as exc:
+                pytest.exit(f"--fleet: {exc}", returncode=pytest.ExitCode.USAGE_ERROR)
+
+    def _settings(self) -> RunSettings:
+        return RunSettings(
+            run_id=self.run_id,
+            project=self._project(),
+            args=worker_args(list(self.config.invocation_params.args)),
+            python=self.config.getoption("fleet_python"),
+            rerun_failures=self.config.getoption("fleet_rerun_failures"),
+            chunk_timeout_seconds=self.config.getoption("fleet_chunk_timeout"),
+            unschedulable_wait_seconds=self.config.getoption("fleet_unschedulable_wait"),
+            full_collection=self.config.getoption("fleet_full_collection"),
+        )
+
+    def pytest_sessionfinish(self) -> None:
+        if self.outcome is None and self.warmups:
+            # Collection failed or nothing ran: the warm-ups have no run to serve.
+            with FleetClient(self.url) as client:
+                cancel_all(client, self.warmups)
 
     def _project(self) -> ProjectSource:
         repo = self.config.getoption("fleet_repo")
@@ -47,19 +86,7 @@ class FleetSession:
         if session.config.option.collectonly:
             return None  # nothing runs; pytest's own loop handles it
         tests = [_collected(item) for item in session.items]
-        run_id = self.config.getoption("fleet_run_id") or new_run_id()
-        try:
-            settings = RunSettings(
-                run_id=run_id,
-                project=self._project(),
-                args=worker_args(list(self.config.invocation_params.args)),
-                python=self.config.getoption("fleet_python"),
-                rerun_failures=self.config.getoption("fleet_rerun_failures"),
-                chunk_timeout_seconds=self.config.getoption("fleet_chunk_timeout"),
-                unschedulable_wait_seconds=self.config.getoption("fleet_unschedulable_wait"),
-            )
-        except ValueError as exc:
-            raise pytest.UsageError(f"--fleet: {exc}") from None
+        run_id, settings = self.run_id, self.settings
         terminal = self.config.pluginmanager.get_plugin("terminalreporter")
         if terminal is not None and self.config.get_verbosity() >= 0:
             terminal.write_line(f"[fleet] run {run_id}: {len(tests)} tests via {self.url}")
@@ -86,6 +113,16 @@ class FleetSession:
         hook.pytest_runtest_logstart(nodeid=record.nodeid, location=location)
         for report in reports_from_record(record, rootdir=self.config.rootpath):
             hook.pytest_runtest_logreport(report=report)
+        for warning in record.warnings:
+            # As pytest's own warnings plugin hands a test's warnings on.
+            hook.pytest_warning_recorded.call_historic(
+                kwargs={
+                    "warning_message": warning_message(warning),
+                    "when": "runtest",
+                    "nodeid": record.nodeid,
+                    "location": None,
+                }
+            )
         hook.pytest_runtest_logfinish(nodeid=record.nodeid, location=location)
 
     def _progress(self, progress: Progress) -> None:
@@ -138,6 +175,37 @@ def _collected(item: pytest.Item) -> CollectedTest:
         location=TestLocation(path=path, lineno=lineno, domain=domain),
         hardware=hardware,
     )
+
+
+def warning_message(warning: TestWarning) -> warnings.WarningMessage:
+    """A worker's warning as the ``warnings.WarningMessage`` pytest's reporters read:
+    a class of the same name stands in for the category (only its name is shown)."""
+    category = _CATEGORIES.get(warning.category)
+    if category is None:
+        category = _CATEGORIES[warning.category] = type(warning.category, (Warning,), {})
+    return warnings.WarningMessage(
+        category(warning.message), category, warning.filename, warning.lineno or 0
+    )
+
+
+#: Stand-in warning classes by name, made once each.
+_CATEGORIES: dict[str, type[Warning]] = {
+    cls.__name__: cls
+    for cls in (
+        Warning,
+        UserWarning,
+        DeprecationWarning,
+        PendingDeprecationWarning,
+        SyntaxWarning,
+        RuntimeWarning,
+        FutureWarning,
+        ImportWarning,
+        UnicodeWarning,
+        BytesWarning,
+        ResourceWarning,
+        EncodingWarning,
+    )
+}
 
 
 def _location_tuple(location: TestLocation) -> tuple[str, int | None, str]:

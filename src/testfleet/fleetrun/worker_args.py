@@ -39,6 +39,8 @@ import shlex
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
+from testfleet.fleetrun.plugin import FLEET_FLAG_OPTIONS
+
 #: Long options dropped together with their value (``--opt=v`` or ``--opt v``).
 DROPPED_WITH_VALUE: frozenset[str] = frozenset(
     {
@@ -122,17 +124,17 @@ class ArgSplit:
     dropped: list[str] = field(default_factory=list)
 
 
-def worker_args(args: list[str], *, fleet_flags: Collection[str] = ()) -> list[str]:
+def worker_args(args: list[str], *, fleet_flags: Collection[str] = FLEET_FLAG_OPTIONS) -> list[str]:
     """The arguments a worker's pytest session gets (see the module docstring).
 
     Called by the run client when it builds each chunk's ``TestConfig.args``.
     ``fleet_flags`` names ``--fleet-*`` options that take no value (the
-    plugin has none today); every other one takes the next argument with it.
+    plugin's, by default); every other one takes the next argument with it.
     """
     return split_args(args, fleet_flags=fleet_flags).kept
 
 
-def stripped(args: list[str], *, fleet_flags: Collection[str] = ()) -> list[str]:
+def stripped(args: list[str], *, fleet_flags: Collection[str] = FLEET_FLAG_OPTIONS) -> list[str]:
     """The options :func:`worker_args` drops, each as the user typed it
     (``"--junitxml=out.xml"``, ``"-k 'not slow'"``, ``"-x"`` out of ``-xvs``),
     so the client can say which options apply only locally."""

@@ -319,7 +319,7 @@ class Store:
             ),
         )
 
-    def run_tasks(self, run_id: str) -> list[TaskRecord]:
+    def run_tasks(self, run_id: str) -> list[test_queries.RunTask]:
         """Every test task (chunk or rerun) of ``run_id``."""
         return self._read(
             "read a run's tasks", lambda cursor: test_queries.run_tasks(cursor, run_id)

@@ -10,13 +10,14 @@ the coordinator's recovery reloads which tests open tasks already reported.
 from __future__ import annotations
 
 from collections.abc import Collection
+from dataclasses import dataclass
 
 import duckdb
 
-from testfleet.domain.enums import TaskType
+from testfleet.domain.enums import TaskStatus, TaskType
 from testfleet.domain.records import TaskRecord
 from testfleet.domain.testing import TestResultRow
-from testfleet.store.rows import TASKS, TESTS
+from testfleet.store.rows import TESTS, from_micros
 
 #: Duration history uses each test's most recent runs, so a test that got
 #: slower (or faster) is split by what it costs now.
@@ -39,15 +40,72 @@ def run_test_rows(
     return [TESTS.from_row(row) for row in cursor.fetchall()]
 
 
-def run_tasks(cursor: duckdb.DuckDBPyConnection, run_id: str) -> list[TaskRecord]:
+@dataclass(frozen=True, slots=True)
+class RunTask:
+    """Where one task of a run is: what a polling client needs, without the
+    spec (decoding every chunk's spec at every poll would cost more than the
+    poll itself)."""
+
+    task_id: str
+    status: TaskStatus
+    worker_id: str | None
+    attempts: int
+    start_time: float | None
+    end_time: float | None
+    error_class: str | None
+    error_message: str | None
+    unschedulable_reason: str | None
+
+    @classmethod
+    def of(cls, task: TaskRecord) -> RunTask:
+        """The same view of a task the coordinator holds in memory."""
+        return cls(
+            task_id=task.task_id,
+            status=task.status,
+            worker_id=task.worker_id,
+            attempts=task.attempts,
+            start_time=task.start_time,
+            end_time=task.end_time,
+            error_class=None if task.error_class is None else task.error_class.value,
+            error_message=task.error_message,
+            unschedulable_reason=task.unschedulable_reason,
+        )
+
+
+def run_tasks(cursor: duckdb.DuckDBPyConnection, run_id: str) -> list[RunTask]:
     """Every ``test`` task whose config names ``run_id`` (its chunks and reruns)."""
     cursor.execute(
-        f"SELECT {TASKS.select_list()} FROM distributed_tasks "
+        "SELECT task_id, status, worker_id, attempts, epoch_us(start_time), "
+        "epoch_us(end_time), error_class, error_message, unschedulable_reason "
+        "FROM distributed_tasks "
         "WHERE type = ? AND json_extract_string(config, '$.run_id') = ? "
         "ORDER BY create_time, task_id",
         [TaskType.TEST.value, run_id],
     )
-    return [TASKS.from_row(row) for row in cursor.fetchall()]
+    return [
+        RunTask(
+            task_id=str(task_id),
+            status=TaskStatus(status),
+            worker_id=worker_id,
+            attempts=int(attempts),
+            start_time=from_micros(start),
+            end_time=from_micros(end),
+            error_class=error_class,
+            error_message=error_message,
+            unschedulable_reason=reason,
+        )
+        for (
+            task_id,
+            status,
+            worker_id,
+            attempts,
+            start,
+            end,
+            error_class,
+            error_message,
+            reason,
+        ) in cursor.fetchall()
+    ]
 
 
 def test_durations(cursor: duckdb.DuckDBPyConnection, project: str) -> dict[str, float]:

@@ -70,6 +70,10 @@ FATAL_CODES = frozenset(
 RESULT_BATCH = 500
 #: Test records per ``tests`` frame (the message's limit).
 TEST_REPORT_BATCH = 10_000
+#: Finished tests wait this long to share a ``tests`` frame: each frame costs
+#: the coordinator a turn and (usually) a commit, and a fraction of a second
+#: changes nothing for progress or for what a lost worker loses.
+TEST_REPORT_LINGER_SECONDS = 0.25
 
 
 class WorkerRefusedError(RuntimeError):
@@ -374,6 +378,8 @@ class WorkerAgent:
                 ),
             )
         self._running.pop(context.attempt_id, None)
+        # The result lists every test the attempt ran: streaming them too is moot.
+        self._unsent_tests.pop(context.attempt_id, None)
         self._all_acked.clear()
         self._held[context.attempt_id] = AttemptResult(
             attempt_id=context.attempt_id,
@@ -390,7 +396,8 @@ class WorkerAgent:
 
     def _test_reporter(self, attempt_id: int) -> Callable[[list[TestRecord]], None]:
         """The callback a test executor hands finished tests to; they leave in
-        one ``tests`` frame per loop iteration. Sent only while connected: the
+        one ``tests`` frame per attempt every TEST_REPORT_LINGER_SECONDS at most
+        (the first waits that long). Sent only while connected: the
         attempt's result lists them all again, so a dropped frame loses nothing
         but liveness."""
 
@@ -398,7 +405,7 @@ class WorkerAgent:
             if not records:
                 return
             if not self._unsent_tests:
-                asyncio.get_running_loop().call_soon(self._flush_tests)
+                asyncio.get_running_loop().call_later(TEST_REPORT_LINGER_SECONDS, self._flush_tests)
             self._unsent_tests.setdefault(attempt_id, []).extend(records)
 
         return report

@@ -226,6 +226,20 @@ async def test_a_second_chunk_of_the_run_reuses_the_collected_session(
     assert len(executor.pool.idle_sessions()) == 1
 
 
+async def test_a_warm_up_task_starts_the_runs_session_for_its_first_chunk(
+    executor: PytestExecutor, context: ExecutionContext, tmp_path: Path
+) -> None:
+    project = write_project(tmp_path / "proj", {"test_simple.py": SIMPLE})
+    warm = await executor.run(make_task(project, [], task_id="run-1.warm.0000"), context)
+    assert warm.status is ResultStatus.COMPLETED
+    assert outcome_of(warm).tests == []
+    assert outcome_of(warm).session.reused is False
+    assert len(executor.pool.idle_sessions()) == 1
+    chunk = await executor.run(make_task(project, ["test_simple.py::test_three"]), context)
+    assert outcome_of(chunk).session.reused is True
+    assert verdicts(outcome_of(chunk)) == {"test_three": TestOutcome.PASSED}
+
+
 async def test_tests_an_earlier_attempt_reported_are_not_run_again(
     executor: PytestExecutor, tmp_path: Path
 ) -> None:
@@ -516,7 +530,7 @@ async def test_an_invalid_config_names_the_field(
         task_id="test-1",
         type=TaskType.TEST,
         timeout_seconds=60.0,
-        config={"run_id": "run-1", "project": {"path": "/tmp"}, "node_ids": []},
+        config={"run_id": "run-1", "project": {"path": "/tmp"}, "node_ids": "tests/"},
     )
     result = await executor.run(task, context)
     assert result.status is ResultStatus.FAILED

@@ -89,13 +89,18 @@ def write_project(root: Path, files: dict[str, str]) -> Path:
     return root
 
 
-def key_for(project: Path, *args: str, run_id: str = "run-1", **env: str) -> SessionKey:
+def key_for(
+    project: Path, *args: str, run_id: str = "run-1", lazy: bool = False, **env: str
+) -> SessionKey:
+    """A session key; most tests here check what a session collects when it
+    starts, so they use full collection unless ``lazy``."""
     return SessionKey(
         run_id=run_id,
         project=str(project),
         python=PY,
         args=tuple(args),
         env=tuple(sorted(env.items())),
+        full_collection=not lazy,
     )
 
 
@@ -304,6 +309,46 @@ async def test_a_second_chunk_reuses_the_session_and_collects_once(
     assert reused is False
     assert other is not first
     assert collections.read_text() == "collected\n" * 2
+
+
+async def test_a_lazy_session_collects_only_the_files_its_chunks_need(
+    pool: SessionPool, tmp_path: Path
+) -> None:
+    imported = tmp_path / "imported"
+    module = f"""
+        with open({str(imported)!r}, "a") as f:
+            f.write(__name__ + "\\n")
+
+        def test_here():
+            pass
+    """
+    project = write_project(
+        tmp_path / "proj",
+        {"test_a.py": module, "test_b.py": module, "test_c.py": module},
+    )
+    session, _ = await pool.acquire(key_for(project, lazy=True), activation(tmp_path))
+    assert session.collection is not None
+    assert session.collection.count == 0
+    assert not imported.exists()
+
+    [record] = await run_chunk(session, ["test_b.py::test_here"])
+    assert derive_outcome(record.phases) is TestOutcome.PASSED
+    assert imported.read_text().split() == ["test_b"]
+    assert session.collection.count == 1
+    assert session.chunk_collect_seconds > 0
+
+    records = await run_chunk(session, ["test_a.py::test_here", "test_b.py::test_here"])
+    assert [derive_outcome(r.phases) for r in records] == [TestOutcome.PASSED] * 2
+    # test_b was collected once; test_c, never needed, never imported.
+    assert imported.read_text().split() == ["test_b", "test_a"]
+    assert session.collection.count == 2
+
+    # A file this worker does not have: a clear record, and the session goes on.
+    [missing, fine] = await run_chunk(session, ["gone.py::test_x", "test_c.py::test_here"])
+    assert derive_outcome(missing.phases) is TestOutcome.ERROR
+    assert "gone.py" in missing.phases[0].longrepr
+    assert "not found" in missing.phases[0].longrepr
+    assert derive_outcome(fine.phases) is TestOutcome.PASSED
 
 
 async def test_the_zygote_is_activated_and_replaced(tmp_path: Path) -> None:

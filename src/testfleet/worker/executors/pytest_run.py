@@ -42,10 +42,10 @@ from pydantic import ValidationError
 
 from testfleet.domain.enums import ErrorClass, ResultStatus, TaskType
 from testfleet.domain.result import TaskResult, encode_logs
+from testfleet.domain.session_env import WORKER_SESSION_ENV
 from testfleet.domain.task import TaskSpec
 from testfleet.domain.testing import (
     MAX_LONGREPR_CHARS,
-    WORKER_SESSION_ENV,
     PhaseReport,
     ReportOutcome,
     SessionInfo,
@@ -124,6 +124,12 @@ class _Attempt:
             self.collected = collection.count
             self.python = collection.python
             self.pytest_version = collection.pytest_version
+
+    def collected_in(self, session: PytestSession) -> None:
+        """After a chunk: what a lazy session collected for it counts too."""
+        self.collect_seconds += session.chunk_collect_seconds
+        if session.collection is not None:
+            self.collected = session.collection.count
 
 
 def _unique(node_ids: list[str]) -> list[str]:
@@ -264,7 +270,8 @@ class PytestExecutor:
         already = _unique([n for n in config.node_ids if n in context.completed_tests])
         to_run = _unique([n for n in config.node_ids if n not in context.completed_tests])
         attempt = _Attempt(to_run=to_run, logs=OutputTail(self._log_tail))
-        if not to_run:
+        if not to_run and config.node_ids:
+            # Every test was reported by an earlier attempt: nothing to start.
             return self._result(task, context, config, attempt, already, started, None)
         python = resolve_python(config.python)
         if python is None:
@@ -397,8 +404,19 @@ class PytestExecutor:
             python=python,
             args=tuple(config.args),
             env=tuple(sorted(config.env.items())),
+            full_collection=config.full_collection,
         )
         activation = Activation(env=env, work_dir=context.work_dir, worker_id=context.worker_id)
+        if not config.node_ids:
+            # A warm-up: activate the run's session and leave it idle for the
+            # run's chunks (see TestConfig.node_ids).
+            try:
+                session, reused = await self._pool.acquire(key, activation)
+            except SessionStartError as exc:
+                return exc.error_class, f"worker {context.worker_id}: {exc.message}"
+            attempt.joined(session, reused)
+            self._pool.release(session)
+            return None
         # Per chunk: the same session serves later attempts and tasks of the run.
         per_chunk = {k: v for k, v in env.items() if k.startswith(ATTEMPT_ENV_PREFIX)}
         while remaining := attempt.remaining():
@@ -421,6 +439,7 @@ class PytestExecutor:
                 await self._pool.discard(session)
                 raise
             session.output_sink = None
+            attempt.collected_in(session)
             if end.finished:
                 self._pool.release(session)
                 missing = attempt.remaining()

@@ -34,7 +34,11 @@ Protocol (one JSON object per line):
   emits ``start`` (nodeid, location, keywords), one ``phase`` per report
   (when, outcome, times: what the worker needs to describe a crash), and
   ``test`` whose ``record`` is a ``TestRecord`` as JSON; then
-  ``{"event": "chunk_done", "chunk"}``.
+  ``{"event": "chunk_done", "chunk"}``. In lazy mode (the default; the
+  activate command's ``full_collection`` turns it off) the session collects
+  nothing at activation, and a chunk first collects the files its node ids
+  live in, reporting ``{"event": "collected_more", "count", "errors",
+  "seconds"}`` (``count``: tests collected so far).
 * ``{"cmd": "exit"}`` or the end of the control pipe (the worker went away)
   ends the session normally; ``{"event": "session_end", "exit_code"}`` is
   the last event, also when pytest stops on its own (a usage error: exit
@@ -71,6 +75,7 @@ MAX_SECTIONS = 32
 MAX_KEYWORDS = 256
 MAX_KEYWORD_CHARS = 256
 MAX_USER_PROPERTIES = 256
+MAX_WARNINGS = 64
 MAX_PATH_CHARS = 4096
 #: Exit codes of this script when pytest never ran.
 EXIT_NO_PYTEST = 3
@@ -222,13 +227,20 @@ class FleetPlugin:
     is imported, since this module cannot import pytest at the top.
     """
 
-    def __init__(self, channel: Channel, worker: str, activated: float) -> None:
+    def __init__(
+        self, channel: Channel, worker: str, activated: float, *, lazy: bool = True
+    ) -> None:
         self._channel = channel
         self._worker = worker
         self._activated = activated
+        self._lazy = lazy
+        #: Files (rootdir-relative, as in node ids) collected so far (lazy mode).
+        self._collected_files: set[str] = set()
+        self._session: pytest.Session | None = None
         self._collect_errors: list[Event] = []
         self._current: str | None = None
         self._reports: list[pytest.TestReport] = []
+        self._warnings: list[Event] = []
         self._ran: set[str] = set()
 
     def pytest_configure(self, config: pytest.Config) -> None:
@@ -243,11 +255,44 @@ class FleetPlugin:
         # client. Left set, a collection error would stop collection early.
         option.maxfail = 0
 
+    def pytest_collection(self, session: pytest.Session) -> bool | None:
+        """Lazy mode: collect nothing now; each chunk collects the files it needs.
+
+        Every worker of a run would otherwise collect the whole suite to run
+        a fraction of it (on a small machine, collection is most of a short
+        chunk's cost); this way the fleet collects each file about once.
+        """
+        if not self._lazy:
+            return None  # pytest's own collection of the run's arguments
+        session.items = []
+        return True
+
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         if report.failed:
             self._collect_errors.append(
                 {"nodeid": report.nodeid, "longrepr": cap(report.longreprtext, MAX_LONGREPR_CHARS)}
             )
+
+    def pytest_warning_recorded(
+        self, warning_message: Any, when: str, nodeid: str, location: Any
+    ) -> None:
+        """Warnings a test raised travel with its record: the client's summary
+        counts them as a serial run's would. Collection warnings are left out
+        (the client collects too, and reports its own)."""
+        if when != "runtest" or self._current is None or nodeid != self._current:
+            return
+        if len(self._warnings) >= MAX_WARNINGS:
+            return
+        category = getattr(warning_message, "category", None)
+        lineno = getattr(warning_message, "lineno", None)
+        self._warnings.append(
+            {
+                "message": cap(str(getattr(warning_message, "message", "")), MAX_LONGREPR_CHARS),
+                "category": getattr(category, "__name__", "Warning")[:MAX_KEYWORD_CHARS],
+                "filename": cap(str(getattr(warning_message, "filename", "")), MAX_PATH_CHARS),
+                "lineno": lineno if isinstance(lineno, int) else None,
+            }
+        )
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.nodeid != self._current:
@@ -279,6 +324,7 @@ class FleetPlugin:
         """
         import pytest
 
+        self._session = session
         index: dict[str, pytest.Item] = {}
         for item in session.items:
             index.setdefault(item.nodeid, item)
@@ -306,6 +352,8 @@ class FleetPlugin:
         chunk = command.get("chunk")
         os.environ.update({str(k): str(v) for k, v in (command.get("env") or {}).items()})
         node_ids = [str(nodeid) for nodeid in command.get("node_ids") or []]
+        if self._lazy and self._session is not None:
+            self._collect_files_of([n for n in node_ids if n not in index], index)
         items = [index.get(nodeid) for nodeid in node_ids]
         # Each test's next test in this chunk, or None for the last: pytest then
         # tears down every fixture, so nothing of this chunk leaks into the next.
@@ -327,6 +375,48 @@ class FleetPlugin:
             stream.flush()
         self._channel.emit({"event": "chunk_done", "chunk": chunk})
 
+    def _collect_files_of(self, node_ids: list[str], index: dict[str, pytest.Item]) -> None:
+        """Collect the files ``node_ids`` live in (those not collected yet) into ``index``."""
+
+        session = self._session
+        assert session is not None
+        files = []
+        for nodeid in node_ids:
+            path = nodeid.split("::", 1)[0]
+            if path and path not in self._collected_files:
+                self._collected_files.add(path)
+                files.append(path)
+        if not files:
+            return
+        started, errors_before = time.monotonic(), len(self._collect_errors)
+        # Node ids are relative to the rootdir, collection arguments to the
+        # invocation directory: hand pytest absolute paths.
+        root = session.config.rootpath
+        batches = [[str(root / path) for path in files]]
+        for batch in batches:
+            try:
+                session.perform_collect(batch)
+            except Exception as exc:  # pytest.UsageError: a file missing here
+                if len(batch) > 1:
+                    # Find the file at fault; collect the others.
+                    batches.extend([single] for single in batch)
+                    continue
+                where = os.path.relpath(batch[0], root)
+                self._collect_errors.append(
+                    {"nodeid": where, "longrepr": cap(str(exc), MAX_LONGREPR_CHARS)}
+                )
+                continue
+            for item in session.items:
+                index.setdefault(item.nodeid, item)
+        self._channel.emit(
+            {
+                "event": "collected_more",
+                "count": len(index),
+                "errors": self._collect_errors[errors_before:],
+                "seconds": max(0.0, time.monotonic() - started),
+            }
+        )
+
     def _run_item(self, item: pytest.Item, nextitem: pytest.Item | None, chunk: Any) -> None:
         nodeid = item.nodeid
         if nodeid in self._ran:
@@ -340,7 +430,7 @@ class FleetPlugin:
                 initrequest()
         self._ran.add(nodeid)
         location, keywords = _location(item), _keywords(item)
-        self._current, self._reports = nodeid, []
+        self._current, self._reports, self._warnings = nodeid, [], []
         self._channel.emit(
             {
                 "event": "start",
@@ -368,6 +458,7 @@ class FleetPlugin:
             "location": location,
             "keywords": keywords,
             "phases": phases,
+            "warnings": self._warnings,
         }
         self._channel.emit({"event": "test", "chunk": chunk, "record": record})
 
@@ -385,15 +476,18 @@ class FleetPlugin:
 def _mark_hooks(pytest_module: Any) -> None:
     for name in (
         "pytest_configure",
+        "pytest_collection",
         "pytest_collectreport",
         "pytest_runtest_logreport",
+        "pytest_warning_recorded",
         "pytest_runtestloop",
     ):
         pytest_module.hookimpl(tryfirst=True)(getattr(FleetPlugin, name))
 
 
 def _preload() -> None:
-    """Import pytest's built-in plugins now, while nobody waits for this process."""
+    """Import pytest's built-in plugins, and the installed ones pytest would
+    load by entry point, now, while nobody waits for this process."""
     try:
         from _pytest.config import default_plugins
     except ImportError:
@@ -402,6 +496,24 @@ def _preload() -> None:
         try:
             importlib.import_module("_pytest." + name)
         except Exception:  # pytest.main reports it, if it matters
+            continue
+    if os.environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD"):
+        return
+    try:
+        from importlib.metadata import entry_points
+
+        try:
+            plugins = list(entry_points(group="pytest11"))
+        except TypeError:  # Python 3.9: a mapping of groups
+            plugins = list(entry_points().get("pytest11", []))
+    except Exception:  # old or broken metadata: pytest will load what it can
+        return
+    for plugin in plugins:
+        # Only the import is done early; pytest registers (or, with -p no:NAME,
+        # skips) each one at activation as always.
+        try:
+            importlib.import_module(plugin.value.split(":", 1)[0])
+        except Exception:
             continue
 
 
@@ -439,7 +551,12 @@ def _activate(channel: Channel, command: Event) -> int:
     # the project is imported yet).
     os.environ.clear()
     os.environ.update(env)
-    plugin = FleetPlugin(channel, str(command.get("worker") or "?"), activated)
+    plugin = FleetPlugin(
+        channel,
+        str(command.get("worker") or "?"),
+        activated,
+        lazy=not command.get("full_collection", False),
+    )
     try:
         code = int(pytest.main(session_args(args, basetemp, cache_dir), plugins=[plugin]))
     except SystemExit as exc:

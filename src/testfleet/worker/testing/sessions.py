@@ -69,8 +69,15 @@ from testfleet.worker.executors.process_group import OutputTail, end_group, sign
 log = logging.getLogger(__name__)
 
 SESSION_CHILD_SCRIPT = Path(__file__).with_name("session_child.py")
-DEFAULT_IDLE_SECONDS = 300.0
+#: A run's chunks (and its rerun rounds) follow each other within seconds; a
+#: session idle for a minute belongs to a run that is over.
+DEFAULT_IDLE_SECONDS = 60.0
 DEFAULT_MAX_IDLE = 4
+#: A used zygote is replaced once no session has been busy for this long: a
+#: zygote's start (interpreter, pytest and plugin imports) costs a core for a
+#: third of a second, which a running suite should not have to share.
+DEFAULT_REPLENISH_QUIET_SECONDS = 1.0
+_QUIET_POLL_SECONDS = 0.1
 DEFAULT_KILL_GRACE_SECONDS = 2.0
 #: A zygote that has not imported pytest after this long is broken.
 DEFAULT_START_TIMEOUT_SECONDS = 120.0
@@ -117,6 +124,8 @@ class SessionKey:
     python: str
     args: tuple[str, ...]
     env: tuple[tuple[str, str], ...]
+    #: Collect everything at activation (else each chunk's files, as needed).
+    full_collection: bool = False
 
     @property
     def needs_cold_start(self) -> bool:
@@ -289,6 +298,8 @@ class PytestSession:
         self.collection: Collection | None = None
         self.pytest_version = ""
         self.chunks_run = 0
+        #: Seconds the last chunk spent collecting its files (lazy sessions).
+        self.chunk_collect_seconds = 0.0
         self.idle_since = 0.0
         self.temp_dir: Path | None = None
         self.leftovers_dir: Path | None = None
@@ -383,6 +394,7 @@ class PytestSession:
         and discards the session."""
         chunk = next(self._chunks)
         self.chunks_run += 1
+        self.chunk_collect_seconds = 0.0
         self.send({"cmd": "run", "chunk": chunk, "node_ids": node_ids, "env": dict(env)})
         running: RunningTest | None = None
         while True:
@@ -407,6 +419,8 @@ class PytestSession:
                 elif kind == "test":
                     batch.append(parse_record(event.get("record")))
                     running = None
+                elif kind == "collected_more":
+                    self._collected_more(event)
                 elif kind == "chunk_done":
                     ended = True
                     break
@@ -422,6 +436,26 @@ class PytestSession:
                 return ChunkEnd(
                     finished=False, running=running, death=death, output=self.output_text()
                 )
+
+    def _collected_more(self, event: dict[str, Any]) -> None:
+        """A lazy session collected the files a chunk needed (see session_child)."""
+        seconds = max(0.0, float(event.get("seconds", 0.0) or 0.0))
+        self.chunk_collect_seconds += seconds
+        before = self.collection
+        if before is None:
+            return
+        errors = tuple(
+            CollectError(str(e.get("nodeid", "")), str(e.get("longrepr", "")))
+            for e in event.get("errors") or []
+            if isinstance(e, dict)
+        )
+        self.collection = Collection(
+            count=int(event.get("count", before.count)),
+            errors=before.errors + errors,
+            seconds=before.seconds + seconds,
+            python=before.python,
+            pytest_version=before.pytest_version,
+        )
 
     async def wait_exit(self, seconds: float) -> bool:
         """Wait up to ``seconds`` for the child to exit; whether it has."""
@@ -480,6 +514,7 @@ class SessionPool:
         start_timeout_seconds: float = DEFAULT_START_TIMEOUT_SECONDS,
         output_drain_seconds: float = DEFAULT_OUTPUT_DRAIN_SECONDS,
         keep_zygotes: bool = True,
+        replenish_quiet_seconds: float = DEFAULT_REPLENISH_QUIET_SECONDS,
         clock: Callable[[], float] = time.monotonic,
         child_script: Path = SESSION_CHILD_SCRIPT,
     ) -> None:
@@ -499,6 +534,11 @@ class SessionPool:
         self._background: set[asyncio.Task[Any]] = set()
         self._reaper: asyncio.Task[None] | None = None
         self._closed = False
+        self._replenish_quiet = replenish_quiet_seconds
+        #: Sessions acquired and not yet released or discarded.
+        self._in_use = 0
+        #: Interpreters whose zygote someone waits for: start it without delay.
+        self._wanted: set[str] = set()
 
     @property
     def grace_seconds(self) -> float:
@@ -523,12 +563,17 @@ class SessionPool:
 
     async def zygote(self, python: str | None = None) -> PytestSession | None:
         """The ready zygote for ``python``, waiting for one being started (tests)."""
-        task = self._zygotes.get(python or sys.executable)
+        python = python or sys.executable
+        task = self._zygotes.get(python)
         if task is None:
             return None
-        with contextlib.suppress(SessionStartError):
-            return await asyncio.shield(task)
-        return None
+        self._wanted.add(python)  # someone waits: do not wait for quiet
+        try:
+            with contextlib.suppress(SessionStartError):
+                return await asyncio.shield(task)
+            return None
+        finally:
+            self._wanted.discard(python)
 
     async def acquire(self, key: SessionKey, activation: Activation) -> tuple[PytestSession, bool]:
         """A collected session for ``key``: an idle one (``True``: reused) or a newly
@@ -542,6 +587,7 @@ class SessionPool:
             if not idle:
                 del self._idle[key]
             if session.alive:
+                self._in_use += 1
                 return session, True
             self._in_background(self._end(session, graceful=False))
         if key.needs_cold_start:
@@ -559,10 +605,12 @@ class SessionPool:
             # machine the new zygote's start would slow the collection waited for.
             if not key.needs_cold_start:
                 self._replenish(key.python)
+        self._in_use += 1
         return session, False
 
     def release(self, session: PytestSession) -> None:
         """The chunk finished: keep the session for the next chunk of its run."""
+        self._in_use = max(0, self._in_use - 1)
         if self._closed or not session.alive or session.key is None:
             self._in_background(self._end(session, graceful=False))
             return
@@ -577,6 +625,7 @@ class SessionPool:
 
     async def discard(self, session: PytestSession) -> None:
         """End a session that must not be reused (timed out, cancelled, crashed)."""
+        self._in_use = max(0, self._in_use - 1)
         await self._end(session, graceful=False)
 
     async def evict_idle(self, now: float | None = None) -> int:
@@ -629,9 +678,31 @@ class SessionPool:
 
     def _replenish(self, python: str) -> None:
         if self._keep_zygotes and not self._closed and python not in self._zygotes:
-            self._zygotes[python] = asyncio.create_task(self._spawn(python))
+            self._zygotes[python] = asyncio.create_task(self._spawn_when_quiet(python))
+
+    async def _spawn_when_quiet(self, python: str) -> PytestSession:
+        """Start a replacement zygote once the worker's sessions have been idle a
+        while (or at once when a session needs it): see DEFAULT_REPLENISH_QUIET_SECONDS."""
+        quiet_since: float | None = None
+        while python not in self._wanted and not self._closed:
+            if self._in_use:
+                quiet_since = None
+            else:
+                now = self._clock()
+                quiet_since = now if quiet_since is None else quiet_since
+                if now - quiet_since >= self._replenish_quiet:
+                    break
+            await asyncio.sleep(_QUIET_POLL_SECONDS)
+        return await self._spawn(python)
 
     async def _take_zygote(self, python: str) -> PytestSession:
+        self._wanted.add(python)
+        try:
+            return await self._take_zygote_now(python)
+        finally:
+            self._wanted.discard(python)
+
+    async def _take_zygote_now(self, python: str) -> PytestSession:
         for _ in range(2):  # a zygote found dead (OOM-killed while waiting) is replaced once
             task = self._zygotes.pop(python, None)
             session = await (task if task is not None else self._spawn(python))
@@ -753,6 +824,7 @@ class SessionPool:
                 "basetemp": str(session.temp_dir / "basetemp"),
                 "cache_dir": str(session.temp_dir / "cache"),
                 "worker": how.worker_id,
+                "full_collection": key.full_collection,
             }
         )
         event = await session.next_event()

@@ -1,0 +1,427 @@
+"""Wall time of one pytest suite: serial pytest, pytest-xdist, and ``testfleet run``.
+
+Run:  .venv/bin/python benchmarks/suite.py [--tests 400] [--workers 8] [--rounds 3]
+
+It generates a seeded suite into a temporary directory: ``--tests`` tests over
+about ``--tests / 20`` modules, each of which only ``time.sleep()``\\ s for its
+duration. Durations are lognormal with a median of 20 ms and sigma 1.33, capped
+at 1 s: the mean is then about 47.5 ms, so 400 tests sum to about 19 s (the
+script prints the generated total and the longest test). Then, for each round,
+it times the whole command (a subprocess, start to exit) of:
+
+* serial pytest: ``python -m pytest -q -p no:cacheprovider``;
+* pytest-xdist: the same with ``-n WORKERS --dist worksteal``;
+* ``testfleet run`` against a coordinator (its own DuckDB file in the temporary
+  directory) and WORKERS local ``testfleet worker --slots 1`` processes. The
+  fleet is started once, before anything is timed, and the script waits until
+  ``GET /api/v1/workers`` lists every worker as connected: the fleet is warm.
+  Each round copies the suite to a fresh directory, so its first fleet run
+  finds no duration history for that path (chunks split by count) and the
+  later ones (``--fleet-runs``) split by the durations the first one stored.
+
+Every run's pytest summary line must report all tests passed and nothing else
+failing; otherwise the script stops and prints that run's output. It prints a
+table of median wall seconds over the rounds; ideal = max(sum of the generated
+durations / WORKERS, longest test); efficiency = ideal / wall; "x xdist" =
+xdist's wall / this wall (above 1: faster than xdist).
+
+Every process it starts is in its own process group and is ended on exit,
+including on Ctrl-C and on errors. Nothing here is asserted; the figures are
+for the README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MEDIAN_SECONDS = 0.020
+#: Chosen so the capped mean is about 47.5 ms (400 tests: about 19 s in all).
+SIGMA = 1.33
+CAP_SECONDS = 1.0
+TESTS_PER_MODULE = 20
+#: Generous bounds for processes to come up or finish (never expectations).
+START_TIMEOUT = 120.0
+RUN_TIMEOUT = 600.0
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_SUMMARY = re.compile(r"^=*\s*(?P<body>.+?)\s+in\s+[\d.]+s(?:\s+\([\d:]+\))?\s*=*$")
+
+
+# ------------------------------------------------------------------ the suite
+
+
+@dataclass
+class Suite:
+    """A generated suite: where it is and each test's sleep, in seconds."""
+
+    root: Path
+    durations: list[float]
+
+    @property
+    def total(self) -> float:
+        return sum(self.durations)
+
+    @property
+    def longest(self) -> float:
+        return max(self.durations)
+
+
+def draw_durations(tests: int, seed: int) -> list[float]:
+    """``tests`` lognormal durations (median 20 ms, capped at 1 s), seeded."""
+    rng = random.Random(seed)
+    return [
+        min(CAP_SECONDS, rng.lognormvariate(math.log(MEDIAN_SECONDS), SIGMA)) for _ in range(tests)
+    ]
+
+
+def write_suite(root: Path, durations: Sequence[float]) -> Suite:
+    """Write one test per duration, dealt round-robin over about 20-per-module files."""
+    root.mkdir(parents=True)
+    # An empty ini file pins the rootdir here, whatever lies above.
+    (root / "pytest.ini").write_text("[pytest]\n")
+    modules = max(1, round(len(durations) / TESTS_PER_MODULE))
+    bodies: list[list[str]] = [["import time\n"] for _ in range(modules)]
+    for index, duration in enumerate(durations):
+        bodies[index % modules].append(
+            f"\n\ndef test_t{index:04d}():\n    time.sleep({duration:.4f})\n"
+        )
+    for number, body in enumerate(bodies):
+        (root / f"test_mod_{number:02d}.py").write_text("".join(body))
+    return Suite(root, [round(d, 4) for d in durations])
+
+
+# ------------------------------------------------------------------ processes
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@dataclass
+class Processes:
+    """Every long-lived process this script starts; :meth:`close` ends them all."""
+
+    logs: Path
+    running: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
+
+    def start(self, name: str, args: Sequence[str]) -> subprocess.Popen[bytes]:
+        with (self.logs / f"{name}.log").open("wb") as log:
+            process = subprocess.Popen(
+                args,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        self.running.append((name, process))
+        return process
+
+    def close(self) -> None:
+        """SIGTERM workers, then the coordinator; SIGKILL each group that lingers."""
+        workers = [p for name, p in self.running if name != "coordinator"]
+        others = [p for name, p in self.running if name == "coordinator"]
+        for group in (workers, others):
+            for process in group:
+                signal_group(process, signal.SIGTERM)
+            deadline = time.monotonic() + 20
+            for process in group:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    process.wait(max(0.1, deadline - time.monotonic()))
+            for process in group:
+                # The group too: a worker's pytest sessions are its children.
+                signal_group(process, signal.SIGKILL)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    process.wait(10)
+        self.running.clear()
+
+
+def signal_group(process: subprocess.Popen[bytes], sig: int) -> None:
+    """Send ``sig`` to the process group ``process`` leads (it was started in its own)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, sig)
+
+
+@dataclass
+class Timed:
+    """One timed command: its wall seconds, exit status and combined output."""
+
+    wall: float
+    returncode: int
+    output: str
+
+
+def timed(args: Sequence[str], cwd: Path) -> Timed:
+    """Run ``args`` in ``cwd`` to completion and time it; its group dies with us."""
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        args,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        out, _ = process.communicate(timeout=RUN_TIMEOUT)
+    except BaseException:
+        signal_group(process, signal.SIGKILL)
+        process.wait(10)
+        raise
+    wall = time.perf_counter() - started
+    return Timed(wall, process.returncode, out.decode("utf-8", errors="replace"))
+
+
+# ------------------------------------------------------------------ the fleet
+
+
+def fleet_command(
+    url: str, path: str, pytest_args: Sequence[str], run_id: str | None = None
+) -> list[str]:
+    """The ``testfleet run`` command line (the one place that knows its syntax)."""
+    command = [sys.executable, "-m", "testfleet", "run", "--coordinator", url]
+    if run_id is not None:
+        command += ["--run-id", run_id]
+    return [*command, path, *pytest_args]
+
+
+def fleet_run_available() -> str | None:
+    """None when ``testfleet run`` exists here; otherwise why not."""
+    probe = subprocess.run(
+        [sys.executable, "-m", "testfleet", "run", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if probe.returncode == 0:
+        return None
+    lines = (probe.stderr or probe.stdout).strip().splitlines()
+    detail = next((line.strip(" │╭╰─") for line in lines if "run" in line.lower()), "")
+    return f"`testfleet run --help` exited {probe.returncode}: {detail or 'no output'}"
+
+
+def get_json(url: str) -> object:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def start_fleet(processes: Processes, workdir: Path, workers: int) -> str:
+    """Start a coordinator and ``workers`` single-slot workers; return once all are connected."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    base = [sys.executable, "-m", "testfleet"]
+    coordinator = processes.start(
+        "coordinator",
+        [*base, "coordinator", "--db", str(workdir / "fleet.duckdb"), "--port", str(port)],
+    )
+    for number in range(workers):
+        worker_id = f"suite-{number:02d}"
+        processes.start(
+            worker_id,
+            [
+                *base,
+                "worker",
+                "--coordinator",
+                url,
+                "--slots",
+                "1",
+                "--worker-id",
+                worker_id,
+                "--no-probe-torch",
+                "--work-dir",
+                str(workdir / "work" / worker_id),
+            ],
+        )
+    deadline = time.monotonic() + START_TIMEOUT
+    while True:
+        for name, process in processes.running:
+            if process.poll() is not None:
+                raise SystemExit(f"{name} exited with {process.returncode}; see {processes.logs}")
+        try:
+            listed = get_json(f"{url}/api/v1/workers")
+        except (urllib.error.URLError, OSError, ValueError):
+            listed = None
+        known = listed.get("workers", []) if isinstance(listed, dict) else []
+        connected = [w for w in known if isinstance(w, dict) and w.get("connected")]
+        if len(connected) >= workers:
+            break
+        if time.monotonic() > deadline:
+            raise SystemExit(
+                f"{len(connected)} of {workers} workers connected after {START_TIMEOUT:g} s "
+                f"(coordinator pid {coordinator.pid}); see {processes.logs}"
+            )
+        time.sleep(0.2)
+    lacking = [w["worker_id"] for w in connected if "test" not in w.get("task_types", [])]
+    if lacking:
+        print(f"  warning: workers without the `test` task type: {', '.join(lacking)}")
+    return url
+
+
+# ------------------------------------------------------------------ checking
+
+
+def summary_counts(output: str) -> dict[str, int] | None:
+    """pytest's final summary line as counts, e.g. {"passed": 398, "failed": 2}."""
+    for line in reversed(_ANSI.sub("", output).splitlines()):
+        match = _SUMMARY.match(line.strip())
+        if match is None:
+            continue
+        counts: dict[str, int] = {}
+        for part in match["body"].split(", "):
+            number, _, word = part.partition(" ")
+            if not number.isdigit() or not word:
+                break
+            counts[{"error": "errors", "warning": "warnings"}.get(word, word)] = int(number)
+        else:
+            return counts
+    return None
+
+
+def check_all_passed(label: str, result: Timed, tests: int) -> None:
+    """Stop the script loudly unless the run's summary says ``tests`` passed and no failure."""
+    counts = summary_counts(result.output)
+    bad = {k: v for k, v in (counts or {}).items() if k not in ("passed", "warnings")}
+    if result.returncode != 0 or counts is None or counts.get("passed") != tests or bad:
+        tail = "\n".join(result.output.strip().splitlines()[-40:])
+        raise SystemExit(
+            f"{label}: expected {tests} passed, got {counts} (exit {result.returncode})\n{tail}"
+        )
+
+
+# ------------------------------------------------------------------ main
+
+
+def row(label: str, walls: list[float], ideal: float, xdist: float | None) -> str:
+    wall = statistics.median(walls)
+    versus = f"{xdist / wall:6.2f}" if xdist else "     -"
+    each = " ".join(f"{w:.2f}" for w in walls)
+    return f"  {label:<32} {wall:8.2f} {ideal:8.2f} {ideal / wall:9.0%} {versus}   [{each}]"
+
+
+def run(args: argparse.Namespace, workdir: Path, processes: Processes) -> None:
+    durations = draw_durations(args.tests, args.seed)
+    template = write_suite(workdir / "suite", durations)
+    modules = len(list(template.root.glob("test_*.py")))
+    ideal = max(template.total / args.workers, template.longest)
+    print(
+        f"suite: {args.tests} tests in {modules} modules, seed {args.seed}, lognormal median "
+        f"{MEDIAN_SECONDS * 1000:.0f} ms sigma {SIGMA} capped at {CAP_SECONDS:g} s: "
+        f"total {template.total:.2f} s, longest {template.longest:.3f} s, "
+        f"{sum(d >= CAP_SECONDS for d in template.durations)} at the cap"
+    )
+    print(f"ideal with {args.workers} workers: {ideal:.2f} s; {os.cpu_count()} cores here")
+
+    unavailable = "skipped (--skip-fleet)" if args.skip_fleet else fleet_run_available()
+    url = None
+    if unavailable is None:
+        url = start_fleet(processes, workdir, args.workers)
+        print(f"fleet: coordinator {url}, {args.workers} workers connected")
+    else:
+        print(f"testfleet run: not timed: {unavailable}")
+
+    common = ["-q", "-p", "no:cacheprovider"]
+    xdist_args = ["-n", str(args.workers), "--dist", "worksteal"]
+    walls: dict[str, list[float]] = {}
+    for round_number in range(1, args.rounds + 1):
+        # A fresh path per round: the fleet keeps duration history per path.
+        suite = workdir / f"round-{round_number}"
+        shutil.copytree(template.root, suite)
+        commands: list[tuple[str, list[str]]] = [
+            ("serial pytest", [sys.executable, "-m", "pytest", *common]),
+            (
+                f"pytest-xdist -n {args.workers} worksteal",
+                [sys.executable, "-m", "pytest", *common, *xdist_args],
+            ),
+        ]
+        if url is not None:
+            for number in range(1, args.fleet_runs + 1):
+                history = "no history" if number == 1 else "with history"
+                run_id = f"suite-{os.getpid()}-r{round_number}-f{number}"
+                command = fleet_command(url, ".", common, run_id)
+                commands.append((f"testfleet run #{number} ({history})", command))
+        for label, command in commands:
+            # Every runner starts on a settled machine: what the previous one
+            # left running (xdist's workers exiting, a fleet worker replacing
+            # its used pytest zygote once idle) is not timed against the next.
+            time.sleep(args.settle)
+            result = timed(command, suite)
+            check_all_passed(f"round {round_number}, {label}", result, args.tests)
+            walls.setdefault(label, []).append(result.wall)
+            # testfleet says how it split the run (by count, or by past durations).
+            how = next((s.strip() for s in result.output.splitlines() if "split by" in s), "")
+            how = re.sub(r"\s*\([^)]*\)", "", how)  # without the list of workers
+            print(f"  round {round_number}: {label:<32} {result.wall:7.2f} s  {how}".rstrip())
+
+    xdist = statistics.median(next(w for label, w in walls.items() if "xdist" in label))
+    print()
+    print(f"medians over {args.rounds} round(s); ideal = max(total / {args.workers}, longest)")
+    print(f"  {'':<32} {'wall s':>8} {'ideal s':>8} {'efficiency':>9} {'x xdist':>6}   [rounds]")
+    for label, values in walls.items():
+        print(row(label, values, ideal, None if "xdist" in label else xdist))
+    if url is None:
+        print(f"  {'testfleet run':<32} not timed: {unavailable}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    parser.add_argument("--tests", type=int, default=400)
+    parser.add_argument("--workers", type=int, default=8, help="xdist -n and fleet workers")
+    parser.add_argument("--rounds", type=int, default=1, help="repeat; the table shows medians")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--fleet-runs", type=int, default=3, help="testfleet runs per round (first: no history)"
+    )
+    parser.add_argument("--skip-fleet", action="store_true", help="time serial and xdist only")
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=3.0,
+        help="seconds to wait before each timed command (default 3)",
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    args = parser.parse_args()
+    if args.tests < 1 or args.workers < 1 or args.rounds < 1 or args.fleet_runs < 1:
+        parser.error("--tests, --workers, --rounds and --fleet-runs must be at least 1")
+
+    workdir = Path(tempfile.mkdtemp(prefix="testfleet-suite-"))
+    (workdir / "logs").mkdir()
+    processes = Processes(workdir / "logs")
+    # SIGTERM ends the script as Ctrl-C does, so the finally below runs.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    try:
+        run(args, workdir, processes)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
+    finally:
+        processes.close()
+        if args.keep:
+            print(f"kept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
