@@ -26,7 +26,7 @@ from testfleet.domain.testing import (
     TestPhase,
     TestRecord,
 )
-from testfleet.fleetrun.run import CollectedTest, FleetRun, FleetRunError, RunSettings
+from testfleet.fleetrun.run import CollectedTest, FleetRun, FleetRunError, RunSettings, warm_up
 from testfleet.testing import FakeClock
 
 Behaviour = Callable[[str, str, int], ReportOutcome | None]
@@ -322,3 +322,37 @@ def test_stopping_early_cancels_the_chunks_not_finished() -> None:
     # Unfinished tests are not invented as errors: pytest says it stopped.
     assert reported == []
     assert outcome.not_run == {}
+
+
+def test_warm_up_sends_one_session_start_per_free_slot() -> None:
+    fleet = FakeFleet(["w1", "w2", "w3"])
+    workers = fleet.workers()
+    workers[0]["slots"] = 4
+    workers[1]["running"] = 1  # busy: no free slot
+    workers[2]["task_types"] = ["command"]  # takes no test tasks
+    fleet.workers = lambda: workers  # type: ignore[method-assign]
+    settings = RunSettings(
+        run_id="run1", project=ProjectSource(path="/srv/project"), args=["tests"]
+    )
+    ids = warm_up(fleet, settings)
+    assert ids == [f"run1.warm.{i:04d}" for i in range(4)]
+    for task_id in ids:
+        config = TestConfig.model_validate(fleet.documents[task_id]["config"])
+        assert config.node_ids == []  # only start the session
+        assert (config.run_id, config.args) == ("run1", ["tests"])
+
+
+def test_a_workers_warning_becomes_the_warning_pytest_reports() -> None:
+    from testfleet.domain.testing import TestWarning
+    from testfleet.fleetrun.session import warning_message
+
+    builtin = warning_message(
+        TestWarning(message="old", category="DeprecationWarning", filename="t.py", lineno=3)
+    )
+    assert builtin.category is DeprecationWarning
+    assert (str(builtin.message), builtin.filename, builtin.lineno) == ("old", "t.py", 3)
+    custom = warning_message(TestWarning(message="x", category="MyPluginWarning"))
+    assert custom.category.__name__ == "MyPluginWarning"
+    assert issubclass(custom.category, Warning)
+    again = warning_message(TestWarning(message="y", category="MyPluginWarning"))
+    assert again.category is custom.category

@@ -53,9 +53,16 @@ def test_every_test_lands_in_exactly_one_chunk(workers: int) -> None:
 def test_longest_tests_go_first_and_chunks_shrink_towards_the_tail() -> None:
     suite = lognormal_suite(seed=2)
     chunks = split_suite(suite, 4)
-    estimates = {test.nodeid: test.estimated_seconds for test in suite}
-    durations = [estimates[nodeid] for nodeid in node_ids(chunks)]
-    assert durations == sorted(durations, reverse=True)
+    estimates = {test.nodeid: test.estimated_seconds or 0.0 for test in suite}
+    # Each chunk leads with the longest test not in an earlier chunk...
+    for index, chunk in enumerate(chunks):
+        later = [estimates[n] for c in chunks[index:] for n in c.node_ids]
+        assert estimates[chunk.node_ids[0]] == max(later)
+    # ...and takes the rest of that test's module longest first while it fits.
+    for chunk in chunks:
+        lead_file = chunk.node_ids[0].split("::")[0]
+        same = [estimates[n] for n in chunk.node_ids if n.startswith(lead_file + "::")]
+        assert same == sorted(same, reverse=True)
     head, tail = chunks[:4], chunks[-4:]
     assert min(chunk.estimated_seconds for chunk in head) > max(
         chunk.estimated_seconds for chunk in tail
@@ -64,6 +71,21 @@ def test_longest_tests_go_first_and_chunks_shrink_towards_the_tail() -> None:
     total = sum(chunk.estimated_seconds for chunk in chunks)
     assert sum(chunk.estimated_seconds for chunk in head) == pytest.approx(total / 2, rel=0.1)
     assert len(chunks) > 4 * 2
+
+
+def test_chunks_keep_a_modules_tests_together() -> None:
+    # Sessions collect only the files their chunks need: a chunk should touch
+    # few modules, not a slice of every module's longest tests.
+    suite = lognormal_suite(seed=3)
+    chunks = split_suite(suite, 8)
+    modules_per_chunk = [len({n.split("::")[0] for n in chunk.node_ids}) for chunk in chunks]
+    assert sum(modules_per_chunk) <= 2 * len(chunks)
+    # Every module ends up in few chunks (20 modules, 8 workers).
+    chunks_per_module: dict[str, int] = {}
+    for chunk in chunks:
+        for module in {n.split("::")[0] for n in chunk.node_ids}:
+            chunks_per_module[module] = chunks_per_module.get(module, 0) + 1
+    assert max(chunks_per_module.values()) <= 6
 
 
 def test_hardware_groups_never_share_a_chunk() -> None:
