@@ -42,10 +42,18 @@ def test_demo_runs_the_example_batch_and_leaves_the_file(tmp_path: Path):
     )
     assert missing.value in unschedulable_line, context
     assert "fleet stopped cleanly" in summary, context
+    # The pytest run across the same workers: pytest's own summary line.
+    assert "1 failed, 33 passed, 1 skipped" in done.stdout, context
+    assert "testfleet run exited 1" in summary, context
 
     expected = {t["task_id"]: t for t in example_batch(missing)}
     with Store(db) as store:
-        tasks = {t.spec.task_id: t for t in store.list_tasks(limit=1000)}
+        everything = store.list_tasks(limit=1000)
+        tasks = {t.spec.task_id: t for t in everything if t.spec.type.value != "test"}
+        test_rows = store.run_test_rows(
+            next(t.spec.config["run_id"] for t in everything if t.spec.type.value == "test")
+        )
+        assert len(test_rows) == 35
         assert set(tasks) == set(expected)
         for task_id, task in tasks.items():
             if task_id == unschedulable_id:

@@ -4,8 +4,9 @@ Starts a coordinator on loopback with its own DuckDB file and a few worker
 processes, submits an example batch (real commands of mixed priorities, a
 command that fails and is retried, one that times out, simulated load, a task
 pinned to a rack by tag, and one that needs hardware this machine lacks),
-shows live progress, prints a summary, and shuts everything down cleanly,
-leaving the DuckDB file for inspection.
+shows live progress, prints a summary, then runs a small pytest suite across
+the same workers with ``testfleet run`` (pytest's own output and summary), and
+shuts everything down cleanly, leaving the DuckDB file for inspection.
 """
 
 from __future__ import annotations
@@ -263,6 +264,7 @@ def run_demo(db: Path, workers: int, slots: int, console: Console) -> int:
         tasks = _follow(client, len(ids), console)
         console.print(tasks_table(tasks, title="demo summary"))
         _explain(client, tasks, console)
+        _run_suite(url, db.parent / "demo-suite", console)
     finally:
         for process in processes:
             _stop(process)
@@ -273,6 +275,76 @@ def run_demo(db: Path, workers: int, slots: int, console: Console) -> int:
         f"(logs in {logs}). Inspect it: testfleet coordinator --db {db} & testfleet tasks"
     )
     return 0
+
+
+#: The demo's pytest suite: 35 tests over three modules, one failing and one
+#: skipped on purpose, so the summary shows more than "passed".
+DEMO_SUITE = {
+    # Its own rootdir: pytest would otherwise look above it for a config file.
+    "pytest.ini": "[pytest]\n",
+    "tests/test_arithmetic.py": """
+import time
+import pytest
+
+@pytest.mark.parametrize("n", range(16))
+def test_square_is_not_negative(n):
+    time.sleep(0.02 * (n % 4))
+    assert n * n >= 0
+
+def test_deliberately_wrong():
+    assert sum([0.1] * 3) == 0.3  # floats: fails on purpose
+""",
+    "tests/test_strings.py": """
+import pytest
+
+@pytest.mark.parametrize("word", ["fleet", "worker", "coordinator", "duckdb"] * 4)
+def test_upper_round_trips(word):
+    assert word.upper().lower() == word
+
+@pytest.mark.skip(reason="shows a skip in the summary")
+def test_skipped():
+    pass
+""",
+    "tests/test_slow.py": """
+import time
+
+def test_takes_half_a_second():
+    time.sleep(0.5)
+""",
+}
+
+
+def _run_suite(url: str, root: Path, console: Console) -> None:
+    """Run DEMO_SUITE with ``testfleet run`` on the demo's fleet, output as is."""
+    for name, text in DEMO_SUITE.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text.lstrip())
+    console.print(
+        f"\n[bold]testfleet run[/bold]: a 35-test pytest suite ({root}) across the same workers"
+    )
+    sys.stdout.flush()
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "testfleet",
+            "run",
+            "--coordinator",
+            url,
+            "tests",
+            "-p",
+            "no:cacheprovider",
+            "-rfs",
+        ],
+        cwd=root,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    console.print(
+        f"testfleet run exited {done.returncode} (pytest's code: 1 = some tests failed, as "
+        "intended); every test's outcome is in the test_results table"
+    )
 
 
 def _follow(client: FleetClient, total: int, console: Console) -> list[dict[str, Any]]:
