@@ -509,12 +509,11 @@ class CoordinatorState:
             task.reported_tests = set()
         reported = task.reported_tests
         for record in records:
-            if record.nodeid in reported or record.nodeid not in chunk:
-                # Recorded already (this is the result repeating the stream,
-                # or a retried attempt) or never asked of this chunk.
-                if record.nodeid not in chunk:
-                    self.stray_test_reports += 1
+            if record.nodeid not in chunk:
+                self.stray_test_reports += 1  # never asked of this chunk
                 continue
+            if record.nodeid in reported:
+                continue  # the result repeating the stream, or a retried attempt
             reported.add(record.nodeid)
             self._out.test_row(
                 TestResultRow(

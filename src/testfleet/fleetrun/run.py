@@ -85,10 +85,7 @@ def warm_up(client: RunClient, settings: RunSettings) -> list[str]:
     """
     slots = sum(
         max(0, int(w.get("slots", 1)) - int(w.get("running", 0)))
-        for w in client.workers()
-        if w.get("connected")
-        and not w.get("draining")
-        and TaskType.TEST.value in w.get("task_types", ())
+        for w in workers_taking_tests(client.workers())
     )
     config = TestConfig(
         run_id=settings.run_id,
@@ -107,6 +104,18 @@ def warm_up(client: RunClient, settings: RunSettings) -> list[str]:
         for index in range(slots)
     ]
     return client.submit(documents) if documents else []
+
+
+def workers_taking_tests(workers: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The workers (as ``GET /api/v1/workers`` lists them) that can take a chunk now:
+    connected, not draining, and offering ``test`` tasks."""
+    return [
+        w
+        for w in workers
+        if w.get("connected")
+        and not w.get("draining")
+        and TaskType.TEST.value in w.get("task_types", ())
+    ]
 
 
 def cancel_all(client: RunClient, task_ids: Iterable[str]) -> None:
@@ -239,6 +248,8 @@ class FleetRun:
         self._failures = 0
         self._last_seq = 0
         self._last_progress = float("-inf")
+        #: Workers that could take chunks when the run started (reruns avoid some).
+        self._eligible_workers: list[str] = []
 
     # ----------------------------------------------------------------- the run
 
@@ -264,13 +275,7 @@ class FleetRun:
         return self.outcome
 
     def _test_slots(self) -> int:
-        workers = [
-            w
-            for w in self.client.workers()
-            if w.get("connected")
-            and not w.get("draining")
-            and TaskType.TEST.value in w.get("task_types", ())
-        ]
+        workers = workers_taking_tests(self.client.workers())
         if not workers:
             raise FleetRunError(
                 "no connected worker takes test tasks: start one on each machine with "
@@ -472,9 +477,7 @@ class FleetRun:
                 self._cancel(task_id)
 
     def _cancel(self, task_id: str) -> None:
-        # Already finished, or the coordinator is gone: there is nothing to stop.
-        with contextlib.suppress(Exception):
-            self.client.cancel(task_id)
+        cancel_all(self.client, [task_id])
 
     def _show_progress(self, state: _PassState, *, force: bool) -> None:
         if self._progress is None:
