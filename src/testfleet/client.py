@@ -109,11 +109,21 @@ class FleetClient:
         result: dict[str, Any] = self._call("POST", f"/tasks/{task_id}/cancel")
         return result
 
+    def cancel_many(self, task_ids: Sequence[str]) -> dict[str, list[str]]:
+        """Cancel tasks in one request (the coordinator applies it as one step);
+        returns the ids under ``cancelled``, ``already_finished`` and ``not_found``."""
+        answer = self._call("POST", "/tasks/cancel", json={"task_ids": list(task_ids)})
+        return {key: list(answer[key]) for key in ("cancelled", "already_finished", "not_found")}
+
     def workers(self) -> list[dict[str, Any]]:
         return list(self._call("GET", "/workers")["workers"])
 
     def drain(self, worker_id: str) -> dict[str, Any]:
         result: dict[str, Any] = self._call("POST", f"/workers/{worker_id}/drain")
+        return result
+
+    def undrain(self, worker_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("POST", f"/workers/{worker_id}/undrain")
         return result
 
     def test_run(self, run_id: str, *, after_seq: int = 0) -> dict[str, Any]:

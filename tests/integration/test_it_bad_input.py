@@ -179,6 +179,30 @@ def test_cancel_of_an_unknown_task_is_404(api):
     assert "no-such-task" in error["message"]
 
 
+def test_a_bulk_cancel_says_what_became_of_each_id_and_refuses_a_bad_body(api):
+    answer = api.http.post("/api/v1/tasks/cancel", json={"task_ids": ["nope-1", "nope-2"]})
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {
+        "cancelled": [],
+        "already_finished": [],
+        "not_found": ["nope-1", "nope-2"],
+    }
+    for body, named in (
+        ({}, "body.task_ids"),
+        ({"task_ids": []}, "body.task_ids"),
+        ({"task_ids": "a"}, "body.task_ids"),
+        ({"task_ids": ["a"], "force": True}, "body.force"),
+        ([], "body"),
+    ):
+        error = error_of(api.http.post("/api/v1/tasks/cancel", json=body), 422, "invalid_parameter")
+        assert fields(error)[0] == named, (body, error)
+
+
+def test_undrain_of_an_unknown_worker_is_404(api):
+    error = error_of(api.http.post("/api/v1/workers/nobody/undrain"), 404, "not_found")
+    assert "nobody" in error["message"]
+
+
 def test_a_bad_query_parameter_is_422(api):
     response = api.http.get("/api/v1/tasks", params={"status": "bogus"})
     error = error_of(response, 422, "invalid_parameter")
@@ -208,8 +232,10 @@ def test_openapi_lists_the_api(api):
         "/api/v1/tasks",
         "/api/v1/tasks/{task_id}",
         "/api/v1/tasks/{task_id}/cancel",
+        "/api/v1/tasks/cancel",
         "/api/v1/workers",
         "/api/v1/workers/{worker_id}/drain",
+        "/api/v1/workers/{worker_id}/undrain",
         "/api/v1/stats",
         "/api/v1/health",
     ):

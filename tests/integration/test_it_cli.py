@@ -211,30 +211,56 @@ def test_submitting_an_invalid_file_exits_non_zero_naming_the_field(cli):
 
 
 def test_cancel_stops_a_running_task_and_its_process(cli):
-    pid_file = cli.root / "long.pid"
+    # Both of the worker's slots run a long task and a third task waits
+    # behind them. Cancelling all three at once must stop the two and never
+    # start the third in a slot the first cancel freed (it has side effects).
+    pid_files = [cli.root / "long.pid", cli.root / "long-2.pid"]
+    marker = cli.root / "queued-ran"
     script = (
         "import os, pathlib, sys, time\n"
         "pathlib.Path(sys.argv[1]).write_text(str(os.getpid()))\n"
         "time.sleep(120)\n"
     )
-    document = {
-        "task_id": "cli-long",
-        "type": "command",
-        "config": {"argv": [sys.executable, "-c", script, str(pid_file)]},
-        "timeout_seconds": 600,
-    }
-    done = cli.run("submit", "-", "--json", stdin=json.dumps(document))
+    documents = [
+        {
+            "task_id": task_id,
+            "type": "command",
+            "config": {"argv": [sys.executable, "-c", script, str(pid_file)]},
+            "timeout_seconds": 600,
+        }
+        for task_id, pid_file in zip(("cli-long", "cli-long-2"), pid_files, strict=True)
+    ]
+    documents.append(
+        {
+            "task_id": "cli-queued",
+            "type": "command",
+            "priority": 9,
+            "config": {"argv": ["touch", str(marker)]},
+        }
+    )
+    done = cli.run("submit", "-", "--json", stdin=json.dumps(documents))
     assert done.returncode == 0, done.stderr
-    cli.fleet.wait_until(pid_file.exists, 60, "the long task to start and write its pid")
-    pid = int(cli.fleet.wait_until(pid_file.read_text, 10, "the pid to be written"))
-    cli.fleet.extra_pids.add(pid)
+    pids = []
+    for pid_file in pid_files:
+        cli.fleet.wait_until(pid_file.exists, 60, "the long tasks to start and write their pids")
+        pids.append(int(cli.fleet.wait_until(pid_file.read_text, 10, "the pid to be written")))
+    cli.fleet.extra_pids.update(pids)
 
-    out = cli.ok("cancel", "cli-long")
-    assert "cancelled cli-long" in out
+    out = cli.ok("cancel", "cli-long", "cli-long-2", "cli-queued")
+    assert out.splitlines() == [
+        "cancelled cli-long",
+        "cancelled cli-long-2",
+        "cancelled cli-queued",
+    ]
     detail = cli.json("task", "cli-long")
     assert detail["task"]["status"] == "cancelled"
     assert [a["status"] for a in detail["attempts"]] == ["cancelled"]
-    cli.fleet.wait_until(lambda: not pid_alive(pid), 60, f"the cancelled task's process {pid}")
+    queued = cli.json("task", "cli-queued")
+    assert queued["task"]["status"] == "cancelled"
+    assert queued["attempts"] == []
+    for pid in pids:
+        cli.fleet.wait_until(lambda pid=pid: not pid_alive(pid), 60, f"cancelled process {pid}")
+    assert not marker.exists()
 
     # Cancelling it again says it has finished; an unknown id is an error too.
     again = cli.run("cancel", "cli-long")

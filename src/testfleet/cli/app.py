@@ -408,17 +408,20 @@ def cancel(
     task_ids: Annotated[list[str], typer.Argument(help="Tasks to cancel.")],
     coordinator: CoordinatorOption = None,
 ) -> None:
-    """Cancel queued or running tasks (a running attempt is stopped on its worker)."""
-    problems = 0
+    """Cancel queued or running tasks, all at once (a running attempt is stopped on its
+    worker; a slot it frees never goes to another task named here)."""
     with client_for(coordinator) as client:
-        for task_id in task_ids:
-            try:
-                client.cancel(task_id)
-                console.print(f"cancelled {task_id}")
-            except FleetError as exc:
-                problems += 1
-                errors.print(f"[red]error:[/red] {exc.message}")
-    if problems:
+        try:
+            outcome = client.cancel_many(task_ids)
+        except FleetError as exc:
+            report_fleet_error(exc)
+    for task_id in outcome["cancelled"]:
+        console.print(f"cancelled {task_id}")
+    for task_id in outcome["already_finished"]:
+        errors.print(f"[red]error:[/red] task {task_id!r} has already finished; nothing to cancel")
+    for task_id in outcome["not_found"]:
+        errors.print(f"[red]error:[/red] no task with id {task_id!r}")
+    if outcome["already_finished"] or outcome["not_found"]:
         raise typer.Exit(EXIT_ERROR)
 
 
@@ -427,13 +430,27 @@ def drain(
     worker_id: Annotated[str, typer.Argument(help="The worker to drain.")],
     coordinator: CoordinatorOption = None,
 ) -> None:
-    """Let a worker finish what it runs and take nothing new."""
+    """Let a worker finish what it runs and take nothing new (undo with undrain)."""
     with client_for(coordinator) as client:
         try:
             client.drain(worker_id)
         except FleetError as exc:
             report_fleet_error(exc)
     console.print(f"draining {worker_id}")
+
+
+@app.command()
+def undrain(
+    worker_id: Annotated[str, typer.Argument(help="The drained worker.")],
+    coordinator: CoordinatorOption = None,
+) -> None:
+    """Let a drained worker take new work again."""
+    with client_for(coordinator) as client:
+        try:
+            client.undrain(worker_id)
+        except FleetError as exc:
+            report_fleet_error(exc)
+    console.print(f"{worker_id} takes new work again")
 
 
 @app.command()

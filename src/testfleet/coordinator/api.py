@@ -22,7 +22,7 @@ import orjson
 import yaml
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 import testfleet
 from testfleet.coordinator.events import Accepted, RefusalReason, Refused
@@ -52,6 +52,16 @@ class ErrorCode(StrEnum):
     INVALID_PARAMETER = "invalid_parameter"
 
 
+class CancelRequest(BaseModel):
+    """The body of ``POST /tasks/cancel``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task_ids: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(
+        min_length=1, max_length=10_000, description="The tasks to cancel, all at once."
+    )
+
+
 def error_response(
     status: int, code: ErrorCode, message: str, details: list[dict[str, Any]] | None = None
 ) -> JSONResponse:
@@ -64,7 +74,6 @@ def error_response(
 _REFUSAL_STATUS = {
     RefusalReason.DUPLICATE_TASK_ID: (409, ErrorCode.DUPLICATE_TASK_ID),
     RefusalReason.NOT_FOUND: (404, ErrorCode.NOT_FOUND),
-    RefusalReason.ALREADY_FINISHED: (409, ErrorCode.ALREADY_FINISHED),
 }
 
 
@@ -259,12 +268,38 @@ def build_router(loop: CoordinatorLoop, store: Store, max_tasks: int, started: f
             "results": [result_json(r) for r in results],
         }
 
+    @router.post(
+        "/tasks/cancel",
+        summary="Cancel several queued or running tasks at once",
+        description="All in one step: a slot that cancelling one running task frees is "
+        "never given to another task of the same request. Answers what became of each id.",
+    )
+    async def cancel_tasks(request: CancelRequest) -> Any:
+        try:
+            outcome = await loop.cancel(list(request.task_ids))
+        except CoordinatorUnavailableError as exc:
+            return error_response(503, ErrorCode.UNAVAILABLE, str(exc))
+        return {
+            "cancelled": outcome.cancelled,
+            "already_finished": outcome.already_finished,
+            "not_found": outcome.not_found,
+        }
+
     @router.post("/tasks/{task_id}/cancel", summary="Cancel a queued or running task")
     async def cancel_task(task_id: str) -> Any:
-        return await answer(
-            loop.cancel(task_id),
-            lambda _: {"task_id": task_id, "status": TaskStatus.CANCELLED.value},
-        )
+        try:
+            outcome = await loop.cancel([task_id])
+        except CoordinatorUnavailableError as exc:
+            return error_response(503, ErrorCode.UNAVAILABLE, str(exc))
+        if outcome.not_found:
+            return error_response(404, ErrorCode.NOT_FOUND, f"no task with id {task_id!r}")
+        if outcome.already_finished:
+            return error_response(
+                409,
+                ErrorCode.ALREADY_FINISHED,
+                f"task {task_id!r} has already finished; there is nothing to cancel",
+            )
+        return {"task_id": task_id, "status": TaskStatus.CANCELLED.value}
 
     @router.get("/workers", summary="Workers known to the coordinator")
     async def list_workers() -> dict[str, Any]:
@@ -384,5 +419,12 @@ def build_router(loop: CoordinatorLoop, store: Store, max_tasks: int, started: f
         if not healthy:
             body["error"] = str(loop.failure)
         return JSONResponse(status_code=200 if healthy else 503, content=body)
+
+    @router.post("/workers/{worker_id}/undrain", summary="Let a drained worker take work again")
+    async def undrain_worker(worker_id: str) -> Any:
+        return await answer(
+            loop.undrain(worker_id),
+            lambda _: {"worker_id": worker_id, "draining": False},
+        )
 
     return router

@@ -30,13 +30,29 @@ class SubmitTasks:
 
 
 @dataclass(frozen=True, slots=True)
-class CancelTask:
-    task_id: str
+class CancelTasks:
+    """Cancel every task in ``task_ids`` at once, answered with a :class:`CancelOutcome`.
+
+    One event for the whole list, never one per task: the loop schedules only
+    after applying a turn's events, so a slot that cancelling one running task
+    frees can never be given to another task of the same request (which would
+    start it, only to kill it a moment later).
+    """
+
+    task_ids: list[str]
     reply: Reply
 
 
 @dataclass(frozen=True, slots=True)
 class DrainWorker:
+    worker_id: str
+    reply: Reply
+
+
+@dataclass(frozen=True, slots=True)
+class UndrainWorker:
+    """Let a drained worker take new work again."""
+
     worker_id: str
     reply: Reply
 
@@ -69,8 +85,9 @@ class Tick:
 
 Event = (
     SubmitTasks
-    | CancelTask
+    | CancelTasks
     | DrainWorker
+    | UndrainWorker
     | WorkerConnected
     | WorkerFrame
     | WorkerDisconnected
@@ -89,6 +106,16 @@ class Accepted:
 
 
 @dataclass(frozen=True, slots=True)
+class CancelOutcome:
+    """What a :class:`CancelTasks` request did to each task it named (each id in one list)."""
+
+    cancelled: list[str]
+    #: Tasks that had already finished (completed, failed, ...): nothing to cancel.
+    already_finished: list[str]
+    not_found: list[str]
+
+
+@dataclass(frozen=True, slots=True)
 class Refused:
     """The request was refused as a whole and changed nothing."""
 
@@ -100,4 +127,3 @@ class Refused:
 class RefusalReason(StrEnum):
     DUPLICATE_TASK_ID = "duplicate_task_id"
     NOT_FOUND = "not_found"
-    ALREADY_FINISHED = "already_finished"

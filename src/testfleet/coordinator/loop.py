@@ -21,12 +21,15 @@ from testfleet.clock import Clock
 from testfleet.coordinator.connections import ConnectionRegistry
 from testfleet.coordinator.events import (
     Accepted,
-    CancelTask,
+    CancelOutcome,
+    CancelTasks,
     DrainWorker,
     Event,
     Refused,
+    Reply,
     SubmitTasks,
     Tick,
+    UndrainWorker,
 )
 from testfleet.coordinator.state import CoordinatorState
 from testfleet.coordinator.turn_output import Effects
@@ -104,24 +107,34 @@ class CoordinatorLoop:
             raise CoordinatorUnavailableError(self._why_stopped())
         self._events.put_nowait(event)
 
-    async def _request(
-        self, make: type[SubmitTasks | CancelTask | DrainWorker], arg: object
-    ) -> Accepted | Refused:
+    async def _request(self, make: Callable[[Reply], Event]) -> object:
+        """Post the event ``make`` builds around a reply; return the answer once it is
+        durable."""
         future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
-        self.post(make(arg, FutureReply(future)))  # type: ignore[arg-type]
-        answer = await future
-        assert isinstance(answer, Accepted | Refused)
-        return answer
+        self.post(make(FutureReply(future)))
+        return await future
 
     async def submit(self, specs: list[TaskSpec]) -> Accepted | Refused:
         """Queue tasks; returns once they are committed (or refused as a whole)."""
-        return await self._request(SubmitTasks, specs)
+        answer = await self._request(lambda reply: SubmitTasks(specs, reply))
+        assert isinstance(answer, Accepted | Refused)
+        return answer
 
-    async def cancel(self, task_id: str) -> Accepted | Refused:
-        return await self._request(CancelTask, task_id)
+    async def cancel(self, task_ids: list[str]) -> CancelOutcome:
+        """Cancel tasks in one event (see :class:`CancelTasks`); what became of each."""
+        answer = await self._request(lambda reply: CancelTasks(task_ids, reply))
+        assert isinstance(answer, CancelOutcome)
+        return answer
 
     async def drain(self, worker_id: str) -> Accepted | Refused:
-        return await self._request(DrainWorker, worker_id)
+        answer = await self._request(lambda reply: DrainWorker(worker_id, reply))
+        assert isinstance(answer, Accepted | Refused)
+        return answer
+
+    async def undrain(self, worker_id: str) -> Accepted | Refused:
+        answer = await self._request(lambda reply: UndrainWorker(worker_id, reply))
+        assert isinstance(answer, Accepted | Refused)
+        return answer
 
     async def run(self) -> None:
         """Apply events until :meth:`stop` (or cancellation).

@@ -30,7 +30,8 @@ from pydantic import ValidationError
 
 from testfleet.coordinator.events import (
     Accepted,
-    CancelTask,
+    CancelOutcome,
+    CancelTasks,
     DrainWorker,
     Event,
     RefusalReason,
@@ -38,6 +39,7 @@ from testfleet.coordinator.events import (
     Reply,
     SubmitTasks,
     Tick,
+    UndrainWorker,
     WorkerConnected,
     WorkerDisconnected,
     WorkerFrame,
@@ -193,10 +195,12 @@ class CoordinatorState:
         match event:
             case SubmitTasks(specs=specs, reply=reply):
                 self._submit(specs, reply, now)
-            case CancelTask(task_id=task_id, reply=reply):
-                self._cancel(task_id, reply, now)
+            case CancelTasks(task_ids=task_ids, reply=reply):
+                self._cancel(task_ids, reply, now)
             case DrainWorker(worker_id=worker_id, reply=reply):
                 self._drain(worker_id, reply)
+            case UndrainWorker(worker_id=worker_id, reply=reply):
+                self._undrain(worker_id, reply)
             case WorkerConnected(connection_id=connection_id, hello=hello):
                 self._hello(connection_id, hello, now)
             case WorkerFrame(connection_id=connection_id, message=message):
@@ -238,34 +242,39 @@ class CoordinatorState:
             self._mark_task(task)
         self._out.reply(reply, Accepted([s.task_id for s in specs]))
 
-    def _cancel(self, task_id: str, reply: Reply, now: float) -> None:
-        task = self.tasks.get(task_id)
-        if task is None:
-            if task_id in self.known_task_ids:
-                refusal = Refused(
-                    RefusalReason.ALREADY_FINISHED,
-                    f"task {task_id!r} has already finished; there is nothing to cancel",
-                    [task_id],
-                )
+    def _cancel(self, task_ids: list[str], reply: Reply, now: float) -> None:
+        """Cancel every task named, in one event (see :class:`CancelTasks` for why).
+
+        Queued tasks leave the queue; a running attempt is closed and its worker
+        told to stop it. Slots freed here are filled only by this turn's
+        :meth:`schedule`, after every task of the request is already cancelled.
+        """
+        outcome = CancelOutcome(cancelled=[], already_finished=[], not_found=[])
+        for task_id in dict.fromkeys(task_ids):  # each id once, in the order given
+            task = self.tasks.get(task_id)
+            if task is None:
+                finished = task_id in self.known_task_ids
+                (outcome.already_finished if finished else outcome.not_found).append(task_id)
+                continue
+            if task.status is TaskStatus.QUEUED:
+                self.queue.remove(task_id)
             else:
-                refusal = Refused(
-                    RefusalReason.NOT_FOUND, f"no task with id {task_id!r}", [task_id]
-                )
-            self._out.reply(reply, refusal)
-            return
-        if task.status is TaskStatus.QUEUED:
-            self.queue.remove(task_id)
-        else:
-            attempt = self.open_attempts.get(task.current_attempt_id or -1)
-            if attempt is not None:
-                self._close_attempt(
-                    attempt, AttemptStatus.CANCELLED, now, ErrorClass.CANCELLED, "cancelled by user"
-                )
-                self._send_to_worker(
-                    attempt.worker_id, Cancel(attempt_ids=[attempt.attempt_id], reason="cancelled")
-                )
-        self._finish(task, TaskStatus.CANCELLED, now, ErrorClass.CANCELLED, "cancelled by user")
-        self._out.reply(reply, Accepted([task_id]))
+                attempt = self.open_attempts.get(task.current_attempt_id or -1)
+                if attempt is not None:
+                    self._close_attempt(
+                        attempt,
+                        AttemptStatus.CANCELLED,
+                        now,
+                        ErrorClass.CANCELLED,
+                        "cancelled by user",
+                    )
+                    self._send_to_worker(
+                        attempt.worker_id,
+                        Cancel(attempt_ids=[attempt.attempt_id], reason="cancelled"),
+                    )
+            self._finish(task, TaskStatus.CANCELLED, now, ErrorClass.CANCELLED, "cancelled by user")
+            outcome.cancelled.append(task_id)
+        self._out.reply(reply, outcome)
 
     def _drain(self, worker_id: str, reply: Reply) -> None:
         worker = self.workers.get(worker_id)
@@ -282,6 +291,23 @@ class CoordinatorState:
         self._topology_changed = True
         if worker.connection_id is not None:
             self._out.send(worker.connection_id, Drain(reason="drain requested"))
+        self._out.reply(reply, Accepted([worker_id]))
+
+    def _undrain(self, worker_id: str, reply: Reply) -> None:
+        """Undo a drain: the worker takes new work again (a no-op if it was not draining)."""
+        worker = self.workers.get(worker_id)
+        if worker is None or worker.record.status not in OPEN_WORKER_STATUSES:
+            self._out.reply(
+                reply,
+                Refused(RefusalReason.NOT_FOUND, f"no connected worker {worker_id!r}", [worker_id]),
+            )
+            return
+        if worker.draining:
+            worker.draining = False
+            if worker.record.status is WorkerStatus.DRAINING:
+                worker.record.status = WorkerStatus.CONNECTED
+            self._mark_worker(worker)
+            self._topology_changed = True
         self._out.reply(reply, Accepted([worker_id]))
 
     # ----------------------------------------------------------- worker channel

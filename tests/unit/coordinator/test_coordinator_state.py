@@ -11,12 +11,14 @@ from typing import Any
 
 from testfleet.coordinator.events import (
     Accepted,
-    CancelTask,
+    CancelOutcome,
+    CancelTasks,
     DrainWorker,
     RefusalReason,
     Refused,
     SubmitTasks,
     Tick,
+    UndrainWorker,
     WorkerConnected,
     WorkerDisconnected,
     WorkerFrame,
@@ -435,26 +437,49 @@ def test_cancel_running_task_tells_the_worker_and_finishes_it() -> None:
     effects = h.connect(1, "w1", slots=1)
     _, attempt_id = assigned(effects)["a"]
     answer = Answer()
-    effects = h.turn(CancelTask("a", answer))
-    assert answer.values == [Accepted(["a"])]
+    effects = h.turn(CancelTasks(["a"], answer))
+    assert answer.values == [CancelOutcome(cancelled=["a"], already_finished=[], not_found=[])]
     assert [m.attempt_ids for _, m in sent(effects, Cancel)] == [[attempt_id]]
     assert [t.status for t in effects.batch.tasks if t.task_id == "a"] == [TaskStatus.CANCELLED]
     assert "b" in assigned(effects)  # the freed slot is used at once
 
-    for task_id, reason in (("a", RefusalReason.ALREADY_FINISHED), ("zz", RefusalReason.NOT_FOUND)):
-        answer = Answer()
-        h.turn(CancelTask(task_id, answer))
-        refused = answer.values[0]
-        assert isinstance(refused, Refused)
-        assert refused.reason is reason
+    answer = Answer()
+    h.turn(CancelTasks(["a", "zz"], answer))
+    assert answer.values == [CancelOutcome(cancelled=[], already_finished=["a"], not_found=["zz"])]
+
+
+def test_cancelling_a_running_and_a_queued_task_together_never_starts_the_queued_one() -> None:
+    # The case: `testfleet cancel A B`, A running on the only slot and
+    # B queued behind it. Cancelling A frees the slot; B must not get it.
+    h = Harness()
+    h.submit(spec("a"), spec("b"), spec("c"))
+    effects = h.connect(1, "w1", slots=1)
+    assert set(assigned(effects)) == {"a"}
+    answer = Answer()
+    effects = h.turn(CancelTasks(["a", "b"], answer))
+    assert answer.values == [CancelOutcome(cancelled=["a", "b"], already_finished=[], not_found=[])]
+    # The slot goes to c, which was not cancelled; b never had an attempt.
+    assert set(assigned(effects)) == {"c"}
+    assert all(a.task_id != "b" for e in h.effects for a in e.batch.attempts)
+    cancelled = {t.task_id: t for t in effects.batch.tasks if t.status is TaskStatus.CANCELLED}
+    assert set(cancelled) == {"a", "b"}
+    assert cancelled["b"].attempts == 0
+
+
+def test_a_cancel_naming_a_task_twice_cancels_it_once() -> None:
+    h = Harness()
+    h.submit(spec("a"))
+    answer = Answer()
+    h.turn(CancelTasks(["a", "a"], answer))
+    assert answer.values == [CancelOutcome(cancelled=["a"], already_finished=[], not_found=[])]
 
 
 def test_cancel_queued_task() -> None:
     h = Harness()
     h.submit(spec("a"))
     answer = Answer()
-    h.turn(CancelTask("a", answer))
-    assert answer.values == [Accepted(["a"])]
+    h.turn(CancelTasks(["a"], answer))
+    assert answer.values == [CancelOutcome(cancelled=["a"], already_finished=[], not_found=[])]
     effects = h.connect(1, "w1")
     assert assigned(effects) == {}
 
@@ -472,6 +497,32 @@ def test_drained_worker_gets_no_new_work() -> None:
     # Draining workers still count as able: the task waits, it is not unschedulable.
     assert task is not None
     assert task.unschedulable_reason is None
+
+
+def test_undrain_lets_a_drained_worker_take_work_again() -> None:
+    h = Harness()
+    h.connect(1, "w1")
+    h.turn(DrainWorker("w1", Answer()))
+    h.turn(SubmitTasks([spec("a")], Answer()))
+    answer = Answer()
+    effects = h.turn(UndrainWorker("w1", answer))
+    assert answer.values == [Accepted(["w1"])]
+    assert "a" in assigned(effects)  # the waiting task goes to it in the same turn
+    assert [w.status for w in effects.batch.workers] == [WorkerStatus.CONNECTED]
+    # Undraining a worker that is not draining changes nothing and is not an error.
+    answer = Answer()
+    effects = h.turn(UndrainWorker("w1", answer))
+    assert answer.values == [Accepted(["w1"])]
+    assert effects.batch.workers == []
+
+
+def test_undrain_of_an_unknown_worker_is_refused() -> None:
+    h = Harness()
+    answer = Answer()
+    h.turn(UndrainWorker("nobody", answer))
+    refused = answer.values[0]
+    assert isinstance(refused, Refused)
+    assert refused.reason is RefusalReason.NOT_FOUND
 
 
 def test_reject_requeues_as_an_infrastructure_fault() -> None:
