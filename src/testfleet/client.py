@@ -11,6 +11,7 @@ import os
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -21,6 +22,12 @@ COORDINATOR_ENV = "TESTFLEET_COORDINATOR"
 def coordinator_url(explicit: str | None = None) -> str:
     """``--coordinator``, else ``$TESTFLEET_COORDINATOR``, else the local default."""
     return (explicit or os.environ.get(COORDINATOR_ENV) or DEFAULT_COORDINATOR).rstrip("/")
+
+
+def _segment(value: str) -> str:
+    """``value`` as one path segment: an id with ``/`` or ``..`` in it must name
+    that id, never another route."""
+    return quote(value, safe="")
 
 
 class FleetError(Exception):
@@ -102,11 +109,11 @@ class FleetClient:
         return result
 
     def get_task(self, task_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._call("GET", f"/tasks/{task_id}")
+        result: dict[str, Any] = self._call("GET", f"/tasks/{_segment(task_id)}")
         return result
 
     def cancel(self, task_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._call("POST", f"/tasks/{task_id}/cancel")
+        result: dict[str, Any] = self._call("POST", f"/tasks/{_segment(task_id)}/cancel")
         return result
 
     def cancel_many(self, task_ids: Sequence[str]) -> dict[str, list[str]]:
@@ -119,17 +126,17 @@ class FleetClient:
         return list(self._call("GET", "/workers")["workers"])
 
     def drain(self, worker_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._call("POST", f"/workers/{worker_id}/drain")
+        result: dict[str, Any] = self._call("POST", f"/workers/{_segment(worker_id)}/drain")
         return result
 
     def undrain(self, worker_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._call("POST", f"/workers/{worker_id}/undrain")
+        result: dict[str, Any] = self._call("POST", f"/workers/{_segment(worker_id)}/undrain")
         return result
 
     def test_run(self, run_id: str, *, after_seq: int = 0) -> dict[str, Any]:
         """A pytest run's chunk tasks and the tests recorded after ``after_seq``."""
         result: dict[str, Any] = self._call(
-            "GET", f"/test-runs/{run_id}", params={"after_seq": after_seq}
+            "GET", f"/test-runs/{_segment(run_id)}", params={"after_seq": after_seq}
         )
         return result
 

@@ -147,6 +147,97 @@ def test_benchmark_batch_size_zero_is_refused_naming_the_field(api):
     api.absent("bench-zero")
 
 
+def _command(task_id: str, **config: object) -> dict:
+    return {"task_id": task_id, "type": "command", "config": {"argv": ["echo"], **config}}
+
+
+@pytest.mark.parametrize(
+    ("body", "field_name", "words"),
+    [
+        # NUL bytes fail only at run time, on a worker: refused at submission.
+        pytest.param(
+            _command("nul-argv", argv=["echo", "a\x00b"]),
+            "config.argv[1]",
+            "NUL",
+            id="nul-in-argv",
+        ),
+        pytest.param(
+            _command("nul-env", env={"HOME": "/x\x00"}), "config.env.HOME", "NUL", id="nul-env"
+        ),
+        pytest.param(_command("nul-cwd", cwd="/tmp\x00"), "config.cwd", "NUL", id="nul-cwd"),
+        # Ids that are not one path segment could never be read, cancelled or waited on.
+        pytest.param(task("a/.."), "task_id", "letters, digits", id="slash-dot-dot-id"),
+        pytest.param(task("runs/1"), "task_id", "letters, digits", id="slash-id"),
+        pytest.param(task("has space"), "task_id", "letters, digits", id="space-id"),
+        # The config's fields are named under config., as the user wrote them.
+        pytest.param(_command("argv-type", argv=[1]), "config.argv[0]", "string", id="config-path"),
+        pytest.param(
+            [task("fine-1"), _command("argv-missing", argv=[])],
+            "tasks[1].config.argv",
+            "at least 1",
+            id="config-path-in-list",
+        ),
+    ],
+)
+def test_values_that_would_fail_later_are_refused_now(api, body, field_name, words):
+    error = error_of(api.http.post("/api/v1/tasks", json=body), 422, "invalid_task")
+    assert fields(error)[0] == field_name, error
+    assert words in error["details"][0]["problem"], error
+
+
+YAML = {"Content-Type": "application/yaml"}
+
+
+@pytest.mark.parametrize(
+    ("document", "field_name", "words"),
+    [
+        # YAML carries what JSON cannot; none of it may reach the store.
+        pytest.param(
+            "task_id: y-inf\ntype: simulated\nconfig: {duration_seconds: .inf}\n",
+            "config.duration_seconds",
+            "not a finite number",
+            id="inf",
+        ),
+        pytest.param(
+            "task_id: y-nan\ntype: simulated\nconfig: {duration_seconds: .nan}\n",
+            "config.duration_seconds",
+            "not a finite number",
+            id="nan",
+        ),
+        pytest.param(
+            "task_id: y-big\ntype: simulated\nconfig: {seed: 99999999999999999999999}\n",
+            "config.seed",
+            "64 bits",
+            id="integer-past-64-bits",
+        ),
+        pytest.param(
+            'task_id: y-sur\ntype: command\nconfig: {argv: ["\\ud800"]}\n',
+            "config.argv[0]",
+            "lone surrogate",
+            id="lone-surrogate",
+        ),
+        pytest.param(
+            "task_id: y-bin\ntype: command\nconfig: {argv: [!!binary aGk=]}\n",
+            "config.argv[0]",
+            "bytes",
+            id="binary",
+        ),
+    ],
+)
+def test_yaml_values_no_store_can_hold_are_refused(api, document, field_name, words):
+    response = api.http.post("/api/v1/tasks", content=document.encode(), headers=YAML)
+    error = error_of(response, 422, "invalid_task")
+    assert fields(error)[0] == field_name, error
+    assert words in error["details"][0]["problem"], error
+
+
+def test_an_offset_past_64_bits_is_422_not_500(api):
+    response = api.http.get("/api/v1/tasks", params={"offset": 2**63})
+    error = error_of(response, 422, "invalid_parameter")
+    assert "offset" in error["message"]
+    assert api.http.get("/api/v1/tasks", params={"offset": 2**63 - 1}).json()["tasks"] == []
+
+
 def test_more_good_tasks_are_accepted_between_bad_ones(api):
     api.submit_ok([task("good-middle-1"), task("good-middle-2")])
 

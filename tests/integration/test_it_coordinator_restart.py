@@ -10,6 +10,7 @@ from __future__ import annotations
 import signal
 from collections import Counter
 
+import duckdb
 import pytest
 
 from testfleet.client import FleetError
@@ -181,3 +182,29 @@ def test_workers_declared_lost_by_the_restarted_coordinator_come_back(fleet):
             assert task is not None
             assert task.attempts >= 2
             assert task.current_attempt_id != attempt.attempt_id
+
+
+@pytest.mark.timeout(120)
+def test_a_coordinator_starts_on_a_file_with_a_row_it_cannot_read_and_says_so(fleet):
+    # Issue 8: one unreadable worker row (memory stored as null by a build that
+    # let +inf in) kept every coordinator from starting on the file.
+    fleet.start_coordinator()
+    fleet.start_worker("poisoned", wait=True)
+    accepted = fleet.client.submit([simulated("after-poison", 0)])
+    fleet.stop_all()
+    connection = duckdb.connect(str(fleet.db))
+    connection.execute(
+        "UPDATE worker_nodes SET capabilities = json_object('hostname', 'x', 'os', 'L', "
+        "'python_version', '3', 'memory_gb', NULL) WHERE worker_id = 'poisoned'"
+    )
+    connection.close()
+
+    fleet.start_coordinator()
+    stats = fleet.client.stats()
+    (problem,) = stats["recovery"]["unreadable_rows"]
+    assert "worker_id='poisoned' of worker_nodes cannot be read" in problem
+    assert "left out at start-up" in fleet.log_report()
+    # The worker comes back under the same id; its row is written afresh.
+    fleet.start_worker("poisoned", wait=True)
+    finished = fleet.wait_terminal(accepted, timeout=60)
+    assert finished["after-poison"]["status"] == "completed"

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
@@ -30,6 +30,7 @@ from testfleet.coordinator.loop import CoordinatorLoop, CoordinatorUnavailableEr
 from testfleet.coordinator.render import attempt_json, iso, result_json, task_json, worker_json
 from testfleet.domain.benchmark import Precision
 from testfleet.domain.enums import HardwareKind, TaskStatus, TaskType, WorkerStatus
+from testfleet.domain.json_values import INT64_MAX, json_value_problems
 from testfleet.domain.task import TaskSpec
 from testfleet.store import Store
 
@@ -50,6 +51,7 @@ class ErrorCode(StrEnum):
     UNAVAILABLE = "unavailable"
     BODY_TOO_LARGE = "body_too_large"
     INVALID_PARAMETER = "invalid_parameter"
+    STORAGE_ERROR = "storage_error"
 
 
 class CancelRequest(BaseModel):
@@ -82,22 +84,38 @@ def refusal_response(refused: Refused) -> JSONResponse:
     return error_response(status, code, refused.message, [{"ids": refused.ids}])
 
 
+def field_path(loc: Sequence[str | int], *, many: bool) -> str:
+    """A location in a submission as users write it: ``tasks[3].config.argv[0]``
+    (``many``: the body is a list of tasks), or ``config.env.HOME`` for one task."""
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int) and many and not parts:
+            parts.append(f"tasks[{item}]")
+        elif isinstance(item, int):
+            parts[-1:] = [f"{parts[-1]}[{item}]"] if parts else [f"[{item}]"]
+        else:
+            # Keys come from the request: a megabyte-long one is not echoed whole.
+            parts.append(item if len(item) <= 100 else item[:97] + "...")
+    return ".".join(parts) or "(body)"
+
+
 def validation_details(exc: ValidationError, *, many: bool) -> list[dict[str, Any]]:
     """Pydantic errors as ``{"field": "tasks[3].timeout_seconds", "problem": ...}``."""
-    details = []
-    for err in exc.errors()[:50]:
-        loc = list(err["loc"])
-        parts: list[str] = []
-        for item in loc:
-            if isinstance(item, int) and many and not parts:
-                parts.append(f"tasks[{item}]")
-            elif isinstance(item, int):
-                parts[-1:] = [f"{parts[-1]}[{item}]"] if parts else [f"[{item}]"]
-            else:
-                parts.append(str(item))
-        field = ".".join(parts) or "(body)"
-        details.append({"field": field, "problem": err["msg"], "type": err["type"]})
-    return details
+    return [
+        {"field": field_path(err["loc"], many=many), "problem": err["msg"], "type": err["type"]}
+        for err in exc.errors(include_input=False)[:50]
+    ]
+
+
+def _invalid_task(details: list[dict[str, Any]]) -> JSONResponse:
+    first = details[0] if details else {"field": "(body)", "problem": "invalid"}
+    return error_response(
+        422,
+        ErrorCode.INVALID_TASK,
+        f"invalid task: {first['field']}: {first['problem']} "
+        f"({len(details)} problem(s); nothing was accepted)",
+        details,
+    )
 
 
 def parse_task_body(
@@ -129,6 +147,17 @@ def parse_task_body(
             f"got {type(document).__name__}",
         )
     many = isinstance(document, list)
+    # Before the models: YAML carries inf, nan, huge integers and lone
+    # surrogates that no store can hold, and a NUL byte in a task would fail
+    # only later, on a worker (see testfleet.domain.json_values).
+    problems = json_value_problems(document, allow_nul=False)
+    if problems:
+        return None, _invalid_task(
+            [
+                {"field": field_path(p.path, many=many), "problem": p.problem, "type": "value"}
+                for p in problems
+            ]
+        )
     try:
         specs = (
             MANY_TASKS.validate_python(document)
@@ -136,15 +165,7 @@ def parse_task_body(
             else [ONE_TASK.validate_python(document)]
         )
     except ValidationError as exc:
-        details = validation_details(exc, many=many)
-        first = details[0] if details else {"field": "(body)", "problem": "invalid"}
-        return None, error_response(
-            422,
-            ErrorCode.INVALID_TASK,
-            f"invalid task: {first['field']}: {first['problem']} "
-            f"({len(details)} problem(s); nothing was accepted)",
-            details,
-        )
+        return None, _invalid_task(validation_details(exc, many=many))
     if not specs:
         return None, error_response(422, ErrorCode.INVALID_TASK, "the list of tasks is empty")
     return specs, None
@@ -236,7 +257,7 @@ def build_router(loop: CoordinatorLoop, store: Store, max_tasks: int, started: f
         type: Annotated[TaskType | None, Query()] = None,
         worker_id: str | None = None,
         limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=INT64_MAX)] = 0,
     ) -> dict[str, Any]:
         tasks, total = await asyncio.to_thread(
             lambda: (
@@ -339,6 +360,7 @@ def build_router(loop: CoordinatorLoop, store: Store, max_tasks: int, started: f
             "unschedulable": [
                 {"reason": reason, "tasks": n} for reason, n in sorted(unschedulable.items())
             ],
+            "recovery": {"unreadable_rows": state.unreadable_rows[:100]},
             "loop": {
                 "turns": loop.stats.turns,
                 "events": loop.stats.events,

@@ -36,7 +36,7 @@ from testfleet.coordinator.test_runs_api import build_test_run_router
 from testfleet.coordinator.worker_channel import WORKER_CHANNEL_PATH, serve_worker
 from testfleet.domain.task import TaskSpec
 from testfleet.protocol.codec import MAX_FRAME_BYTES
-from testfleet.store import Store
+from testfleet.store import Store, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +113,8 @@ def create_app(
     clock = clock or SystemClock()
     store = Store(db_path, threads=settings.db_threads)
     recovered = store.load_state()
+    for problem in recovered.unreadable_rows:
+        log.warning("left out at start-up, the rest carries on: %s", problem)
     state = CoordinatorState(settings, clock.now(), recovered, store.all_task_ids())
     loop = CoordinatorLoop(state, store, clock, ConnectionRegistry())
     started = time.monotonic()
@@ -183,6 +185,13 @@ def create_app(
         return error_response(
             422, ErrorCode.INVALID_PARAMETER, f"{first['field']}: {first['problem']}", details
         )
+
+    @app.exception_handler(StoreError)
+    async def _storage_error(_: Request, exc: StoreError) -> JSONResponse:
+        # A read that met a row it cannot decode (a file written by hand or by
+        # a build that let a bad value in): say which row, and keep serving.
+        log.error("a request failed on the store: %s", exc)
+        return error_response(500, ErrorCode.STORAGE_ERROR, str(exc))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -136,6 +136,9 @@ class CoordinatorState:
         self.stray_test_reports = 0
         #: Results dropped because they named nothing this coordinator issued.
         self.stray_results = 0
+        #: Rows of the file that recovery could not read and left out (reported
+        #: in the log at start-up and by the stats API).
+        self.unreadable_rows: list[str] = []
         self._deadlines: list[tuple[float, int]] = []
         self._topology_changed = True
         self._out = TurnOutput()
@@ -153,6 +156,7 @@ class CoordinatorState:
         """
         self.next_attempt_id = recovered.next_attempt_id
         self.next_test_seq = recovered.next_test_seq
+        self.unreadable_rows = list(recovered.unreadable_rows)
         for record in self.registry.recover(recovered.workers, now):
             self._out.worker(record)
         attempts = {a.attempt_id: a for a in recovered.open_attempts}

@@ -19,6 +19,7 @@ from fastapi import APIRouter, Path, Query
 
 from testfleet.coordinator.loop import CoordinatorLoop
 from testfleet.coordinator.render import iso
+from testfleet.domain.json_values import INT64_MAX
 from testfleet.domain.testing import RUN_ID_PATTERN, TestResultRow
 from testfleet.store import Store
 from testfleet.store.test_queries import RunTask
@@ -69,7 +70,10 @@ def build_test_run_router(loop: CoordinatorLoop, store: Store) -> APIRouter:
     async def test_run(
         run_id: Annotated[str, Path(pattern=RUN_ID_PATTERN)],
         after_seq: Annotated[
-            int, Query(ge=0, description="Only tests recorded after this seq (for polling).")
+            int,
+            Query(
+                ge=0, le=INT64_MAX, description="Only tests recorded after this seq (for polling)."
+            ),
         ] = 0,
         limit: Annotated[int, Query(ge=1, le=MAX_ROWS_PER_PAGE)] = MAX_ROWS_PER_PAGE,
     ) -> dict[str, Any]:

@@ -77,6 +77,18 @@ async def serve_worker(socket: WebSocket, loop: CoordinatorLoop) -> None:
         connections.close(connection_id, Error(code=exc.code, message=exc.message))
     except (WebSocketDisconnect, CoordinatorUnavailableError):
         pass
+    except Exception as exc:
+        # A frame this handler did not foresee: a bug to fix, but never one
+        # that takes the coordinator or another connection with it. The peer
+        # is told, as for any refused frame, and the trace goes to the log.
+        log.error("worker connection %d: unexpected error", connection_id, exc_info=True)
+        connections.close(
+            connection_id,
+            Error(
+                code=ProtocolErrorCode.INVALID_MESSAGE,
+                message=f"the coordinator could not handle this frame ({type(exc).__name__})",
+            ),
+        )
     finally:
         if registered:
             with contextlib.suppress(CoordinatorUnavailableError):

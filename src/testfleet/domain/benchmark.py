@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from testfleet.domain.enums import ErrorClass, HardwareKind
+from testfleet.domain.json_values import INT64_MAX, Int64
 
 #: The models the worker can build from their configuration alone (no download).
 KNOWN_MODELS = (
@@ -41,7 +42,10 @@ class Precision(StrEnum):
 
 
 BatchSize = Annotated[int, Field(ge=1, le=65536)]
-OverrideValue = int | float | str | bool
+#: A batch size as a key of a result's ``batch_sizes`` (JSON keys are strings);
+#: the coordinator turns it into a ``benchmark_results.batch_size`` INTEGER.
+BatchSizeKey = Annotated[str, Field(pattern=r"^[1-9][0-9]{0,8}$")]
+OverrideValue = Int64 | float | str | bool
 
 
 class BenchmarkConfig(BaseModel):
@@ -56,7 +60,7 @@ class BenchmarkConfig(BaseModel):
     ``device`` pins it.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     model: str = Field(min_length=1, max_length=256)
     model_path: str | None = Field(default=None, min_length=1, max_length=4096)
@@ -86,7 +90,7 @@ class BenchmarkConfig(BaseModel):
 class BatchSizeMeasurement(BaseModel):
     """Timings of one batch size (SEED.md 5.3's three fields, and percentiles)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     latency_ms: float = Field(ge=0, description="mean over the timed iterations")
     latency_p50_ms: float = Field(ge=0)
@@ -94,11 +98,11 @@ class BatchSizeMeasurement(BaseModel):
     latency_p99_ms: float = Field(ge=0)
     throughput_items_per_second: float = Field(ge=0)
     memory_mb: float = Field(ge=0, description="CUDA allocator peak on GPU, process RSS on CPU")
-    iterations: int = Field(ge=1)
+    iterations: int = Field(ge=1, le=INT64_MAX)
 
 
 class BatchSizeError(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     error_class: ErrorClass
     message: str = Field(max_length=4096)
@@ -107,7 +111,7 @@ class BatchSizeError(BaseModel):
 class BenchmarkOutcome(BaseModel):
     """A benchmark result's ``results`` document."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     kind: Literal["model_benchmark"] = "model_benchmark"
     model: str
@@ -117,9 +121,9 @@ class BenchmarkOutcome(BaseModel):
     device_name: str
     precision: Precision
     auto_batch_size: bool
-    batch_sizes: dict[str, BatchSizeMeasurement] = Field(default_factory=dict)
-    errors: dict[str, BatchSizeError] = Field(default_factory=dict)
-    optimal_batch_size: int | None = None
+    batch_sizes: dict[BatchSizeKey, BatchSizeMeasurement] = Field(default_factory=dict)
+    errors: dict[BatchSizeKey, BatchSizeError] = Field(default_factory=dict)
+    optimal_batch_size: int | None = Field(default=None, ge=1, le=INT64_MAX)
     conditions: dict[str, Any] = Field(default_factory=dict)
 
 

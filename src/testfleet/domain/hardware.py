@@ -13,7 +13,8 @@ from testfleet.domain.enums import HardwareKind, TaskType
 
 
 class _Info(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # No inf or nan: they cannot be stored (see testfleet.domain.json_values).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class CpuInfo(_Info):
@@ -24,7 +25,7 @@ class CpuInfo(_Info):
 
 
 class GpuInfo(_Info):
-    index: int = Field(ge=0)
+    index: int = Field(ge=0, le=4096)
     vendor: str = Field(max_length=64)
     name: str = Field(max_length=256)
     memory_gb: float = Field(ge=0)

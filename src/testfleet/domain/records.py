@@ -171,3 +171,7 @@ class RecoveredState:
     reported_tests: dict[str, set[str]] = field(default_factory=dict)
     #: The next ``test_results.seq`` (one more than the largest stored).
     next_test_seq: int = 1
+    #: Rows that could not be read back (edited by hand, or written by a build
+    #: that let a bad value through), each described: left out of the state,
+    #: and reported, rather than stopping the coordinator from starting.
+    unreadable_rows: list[str] = field(default_factory=list)

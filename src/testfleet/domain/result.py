@@ -22,7 +22,7 @@ MAX_LOG_BYTES = 1024 * 1024
 class SimulationStatus(BaseModel):
     """Whether a result came from real hardware. Never true for a real run."""
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(extra="allow", frozen=True, allow_inf_nan=False)
 
     is_simulated: bool
 
@@ -30,7 +30,7 @@ class SimulationStatus(BaseModel):
 class TaskError(BaseModel):
     """Why an attempt did not complete, classified so retries can depend on it."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     error_class: ErrorClass
     message: str = Field(max_length=16384)
@@ -39,7 +39,8 @@ class TaskError(BaseModel):
 class TaskResult(BaseModel):
     """One attempt's outcome in the design document's format."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # No inf or nan: they cannot be stored (see testfleet.domain.json_values).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     task_id: str = Field(max_length=256)
     worker_id: str = Field(max_length=256)

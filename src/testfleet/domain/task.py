@@ -8,19 +8,36 @@ Callers: the REST API validates every submitted document with :class:`TaskSpec`
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails
 
 from testfleet.domain.enums import HardwareKind, TaskType
+from testfleet.domain.json_values import shorten
 from testfleet.domain.task_configs import config_model_for, supported_task_types
 
 #: Seven days: longer than any real test or benchmark, short enough to catch typos.
 MAX_TIMEOUT_SECONDS = 7 * 24 * 3600.0
 DEFAULT_TIMEOUT_SECONDS = 3600.0
 DEFAULT_PRIORITY = 5
-TASK_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@+/-]{0,199}$"
+#: Letters, digits and ``. _ : @ + -``, starting with a letter or digit: an id
+#: is a path segment of the API (``/api/v1/tasks/{id}``), so ``/`` and ``..``
+#: could make a task impossible to read, cancel or wait on; nor may it hold
+#: spaces, NUL or other control characters.
+TASK_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,199}$"
+TASK_ID_RULE = (
+    "a task id is 1 to 200 letters, digits and . _ : @ + -, starting with a letter or digit"
+)
 
 TagKey = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
 TagValue = Annotated[str, Field(max_length=256)]
@@ -29,7 +46,8 @@ TagValue = Annotated[str, Field(max_length=256)]
 class StrictModel(BaseModel):
     """Base for every document that crosses the edge: unknown fields are errors."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # No inf or nan: they cannot be stored (see testfleet.domain.json_values).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Requirements(StrictModel):
@@ -85,6 +103,14 @@ class TaskSpec(StrictModel):
             raise ValueError(f"unknown task type {value!r}; this build runs: {supported}")
         return value
 
+    @field_validator("task_id", mode="before")
+    @classmethod
+    def _task_id_is_safe(cls, value: object) -> object:
+        # Said in words: the pattern alone would be quoted as a regular expression.
+        if isinstance(value, str) and not re.fullmatch(TASK_ID_PATTERN, value):
+            raise ValueError(f"{TASK_ID_RULE}; got {shorten(value)}")
+        return value
+
     @field_validator("timeout_seconds", mode="before")
     @classmethod
     def _timeout_is_a_number(cls, value: object) -> object:
@@ -97,7 +123,10 @@ class TaskSpec(StrictModel):
         model = config_model_for(self.type)
         # Validate (and so reject unknown or mistyped config fields) but keep the
         # user's dict as stored, so the document reads back as it was written.
-        config = model.model_validate(self.config)
+        try:
+            config = model.model_validate(self.config)
+        except ValidationError as exc:
+            raise _under_config(exc) from None
         device = getattr(config, "device", None)
         if (
             self.type is TaskType.BENCHMARK
@@ -112,3 +141,23 @@ class TaskSpec(StrictModel):
                 f'include it: add "requirements": {{"hardware": ["{device.value}"]}}'
             )
         return self
+
+
+def _under_config(exc: ValidationError) -> ValidationError:
+    """``exc`` (the config model's errors) with every location under ``config``.
+
+    The config is checked inside the task's model validator, whose errors
+    pydantic places at the task's root: a user would read ``tasks[0].argv``
+    for what they wrote as ``tasks[0].config.argv``.
+    """
+    details: list[InitErrorDetails] = []
+    for error in exc.errors():
+        detail: InitErrorDetails = {
+            "type": error["type"],
+            "loc": ("config", *error["loc"]),
+            "input": error["input"],
+        }
+        if "ctx" in error:
+            detail["ctx"] = error["ctx"]
+        details.append(detail)
+    return ValidationError.from_exception_data(exc.title, details)

@@ -15,10 +15,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from testfleet.domain.enums import TaskType
 from testfleet.domain.fields import EnvName
+from testfleet.domain.json_values import Int64
 
 
 class _Config(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class CommandConfig(_Config):
@@ -69,7 +70,7 @@ class SimulatedConfig(_Config):
     duration_seconds: float | None = Field(default=None, ge=0, le=86400)
     sampled_duration: SampledDuration | None = None
     fail_probability: float = Field(default=0.0, ge=0, le=1)
-    seed: int | None = None
+    seed: Int64 | None = None
 
     @model_validator(mode="after")
     def _one_duration_source(self) -> SimulatedConfig:

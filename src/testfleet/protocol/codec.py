@@ -13,6 +13,7 @@ import msgpack
 import orjson
 from pydantic import ValidationError
 
+from testfleet.domain.json_values import ValueProblem, json_value_problems, shorten
 from testfleet.protocol.messages import (
     MESSAGE_ADAPTER,
     Codec,
@@ -26,10 +27,17 @@ MAX_FRAME_BYTES = 64 * 1024 * 1024
 _KNOWN_TYPES = frozenset(t.value for t in MessageType)
 
 
+#: An error frame's text is capped (see :class:`~testfleet.protocol.messages.Error`);
+#: a message built from a hostile frame is cut to fit, never refused.
+MAX_ERROR_CHARS = 4096
+
+
 class ProtocolError(Exception):
     """A frame that cannot be accepted; ``code`` tells the peer what kind."""
 
     def __init__(self, code: ProtocolErrorCode, message: str) -> None:
+        if len(message) > MAX_ERROR_CHARS:
+            message = message[: MAX_ERROR_CHARS - 20] + " ... (message cut)"
         super().__init__(message)
         self.code = code
         self.message = message
@@ -65,10 +73,18 @@ def decode(frame: str | bytes) -> Message:
             f"a frame must be an object with a 'type' field, got {type(raw).__name__}",
         )
     kind = raw.get("type")
-    if kind not in _KNOWN_TYPES:
+    # Checked as a string first: a list is unhashable, and a megabyte-long
+    # name must not be quoted whole in the error frame (whose text is capped).
+    if not isinstance(kind, str) or kind not in _KNOWN_TYPES:
         raise ProtocolError(
             ProtocolErrorCode.UNKNOWN_MESSAGE,
-            f"unknown message type {kind!r}; expected one of {sorted(_KNOWN_TYPES)}",
+            f"unknown message type {shorten(kind)}; expected one of {sorted(_KNOWN_TYPES)}",
+        )
+    problems = json_value_problems(raw)
+    if problems:
+        raise ProtocolError(
+            ProtocolErrorCode.INVALID_MESSAGE,
+            f"invalid '{kind}' message: {_describe_values(problems)}",
         )
     try:
         return MESSAGE_ADAPTER.validate_python(raw)
@@ -80,11 +96,22 @@ def decode(frame: str | bytes) -> Message:
 
 def describe(exc: ValidationError, limit: int = 5) -> str:
     """Render a pydantic error as 'field.path: problem; ...' for humans."""
+    return _joined(
+        [(tuple(err["loc"]), err["msg"]) for err in exc.errors(include_input=False)], limit
+    )
+
+
+def _describe_values(problems: list[ValueProblem], limit: int = 5) -> str:
+    return _joined([(p.path, p.problem) for p in problems], limit)
+
+
+def _joined(problems: list[tuple[tuple[str | int, ...], str]], limit: int) -> str:
+    """'field.path: problem; ...', each field path cut short (keys come from the peer)."""
     parts = []
-    for err in exc.errors()[:limit]:
-        loc = ".".join(str(p) for p in err["loc"]) or "(message)"
-        parts.append(f"{loc}: {err['msg']}")
-    more = len(exc.errors()) - limit
+    for loc, problem in problems[:limit]:
+        field = ".".join(str(p) for p in loc) or "(message)"
+        parts.append(f"{field[:200]}: {problem[:500]}")
+    more = len(problems) - limit
     if more > 0:
         parts.append(f"... and {more} more")
     return "; ".join(parts)

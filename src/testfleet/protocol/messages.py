@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 # every message model; it is part of this module's interface all the same.
 from testfleet.domain.enums import Codec as Codec
 from testfleet.domain.hardware import WorkerCapabilities
+from testfleet.domain.json_values import INT64_MAX
 from testfleet.domain.result import TaskResult
 from testfleet.domain.task import TaskSpec
 from testfleet.domain.testing import NodeId, TestRecord
@@ -35,7 +36,10 @@ from testfleet.domain.testing import NodeId, TestRecord
 PROTOCOL_VERSION = 1
 
 WorkerId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@-]+$")]
-AttemptIds = Annotated[list[int], Field(max_length=100_000)]
+#: Attempt ids are issued by the coordinator from 1 up.
+AttemptId = Annotated[int, Field(ge=1, le=INT64_MAX)]
+AttemptIds = Annotated[list[AttemptId], Field(max_length=100_000)]
+ProtocolVersion = Annotated[int, Field(ge=0, le=1_000_000)]
 
 
 class MessageType(StrEnum):
@@ -68,14 +72,15 @@ class ProtocolErrorCode(StrEnum):
 
 
 class _Message(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # No inf or nan: they cannot be stored (see testfleet.domain.json_values).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class WorkerLoad(_Message):
     cpu_percent: float = Field(default=0.0, ge=0)
     memory_percent: float = Field(default=0.0, ge=0, le=100)
     load_average_1m: float | None = Field(default=None, ge=0)
-    running: int = Field(default=0, ge=0)
+    running: int = Field(default=0, ge=0, le=1_000_000)
 
 
 class Hello(_Message):
@@ -84,7 +89,7 @@ class Hello(_Message):
     process claiming a connected worker's id is refused."""
 
     type: Literal[MessageType.HELLO] = MessageType.HELLO
-    protocol_version: int
+    protocol_version: ProtocolVersion
     worker_id: WorkerId
     session_key: str = Field(min_length=16, max_length=128)
     capabilities: WorkerCapabilities
@@ -98,7 +103,7 @@ class Welcome(_Message):
     """The coordinator's reply to ``hello``: settings, and what to do with running work."""
 
     type: Literal[MessageType.WELCOME] = MessageType.WELCOME
-    protocol_version: int
+    protocol_version: ProtocolVersion
     worker_id: WorkerId
     codec: Codec = Codec.JSON
     heartbeat_interval_seconds: float = Field(gt=0)
@@ -120,8 +125,8 @@ class Assignment(_Message):
     this task already reported (durably); the worker does not run them again.
     """
 
-    attempt_id: int = Field(ge=1)
-    attempt: int = Field(ge=1)
+    attempt_id: AttemptId
+    attempt: int = Field(ge=1, le=INT64_MAX)
     task: TaskSpec
     completed_tests: list[NodeId] = Field(default_factory=list, max_length=100_000)
 
@@ -138,20 +143,20 @@ class Accept(_Message):
 
 class Reject(_Message):
     type: Literal[MessageType.REJECT] = MessageType.REJECT
-    attempt_id: int
+    attempt_id: AttemptId
     reason: str = Field(max_length=4096)
 
 
 class Progress(_Message):
     type: Literal[MessageType.PROGRESS] = MessageType.PROGRESS
-    attempt_id: int
+    attempt_id: AttemptId
     message: str = Field(default="", max_length=4096)
     fraction: float | None = Field(default=None, ge=0, le=1)
 
 
 class LogChunk(_Message):
     type: Literal[MessageType.LOG] = MessageType.LOG
-    attempt_id: int
+    attempt_id: AttemptId
     stream: Literal["stdout", "stderr"] = "stdout"
     data: str = Field(max_length=1024 * 1024)
 
@@ -167,12 +172,12 @@ class TestReports(_Message):
     __test__ = False
 
     type: Literal[MessageType.TESTS] = MessageType.TESTS
-    attempt_id: int
+    attempt_id: AttemptId
     records: list[TestRecord] = Field(min_length=1, max_length=10_000)
 
 
 class AttemptResult(_Message):
-    attempt_id: int
+    attempt_id: AttemptId
     started_at: float | None = None
     finished_at: float | None = None
     result: TaskResult

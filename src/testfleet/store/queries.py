@@ -10,7 +10,7 @@ records the coordinator wrote. No function here writes.
 from __future__ import annotations
 
 from collections.abc import Collection
-from typing import Any
+from typing import Any, TypeVar
 
 import duckdb
 import pyarrow as pa
@@ -25,7 +25,9 @@ from testfleet.domain.records import (
 )
 from testfleet.store import test_queries
 from testfleet.store.errors import StoreError
-from testfleet.store.rows import ATTEMPTS, RESULTS, TASKS, WORKERS
+from testfleet.store.rows import ATTEMPTS, RESULTS, TASKS, WORKERS, TableMapping
+
+R = TypeVar("R")
 
 _TERMINAL = sorted(s.value for s in TERMINAL_TASK_STATUSES)
 _OPEN_ATTEMPT = [AttemptStatus.ASSIGNED.value, AttemptStatus.RUNNING.value]
@@ -43,12 +45,13 @@ def load_state(cursor: duckdb.DuckDBPyConnection) -> RecoveredState:
     ``next_attempt_id`` looks at results too, so a result whose attempt row
     were somehow missing could still never have its id reused.
     """
+    unreadable: list[str] = []
     cursor.execute(
         f"SELECT {TASKS.select_list()} FROM distributed_tasks "
         f"WHERE status NOT IN ({_placeholders(len(_TERMINAL))}) ORDER BY create_time, task_id",
         _TERMINAL,
     )
-    tasks = [TASKS.from_row(row) for row in cursor.fetchall()]
+    tasks = _readable(TASKS, cursor.fetchall(), unreadable)
     cursor.execute(
         f"SELECT {ATTEMPTS.select_list('h')} FROM task_execution_history h "
         "JOIN distributed_tasks t ON t.current_attempt_id = h.id AND t.task_id = h.task_id "
@@ -56,7 +59,9 @@ def load_state(cursor: duckdb.DuckDBPyConnection) -> RecoveredState:
         f"AND h.status IN ({_placeholders(len(_OPEN_ATTEMPT))}) ORDER BY h.id",
         [*_TERMINAL, *_OPEN_ATTEMPT],
     )
-    attempts = [ATTEMPTS.from_row(row) for row in cursor.fetchall()]
+    attempts = _readable(ATTEMPTS, cursor.fetchall(), unreadable)
+    cursor.execute(f"SELECT {WORKERS.select_list()} FROM worker_nodes ORDER BY worker_id")
+    workers = _readable(WORKERS, cursor.fetchall(), unreadable)
     cursor.execute(
         "SELECT greatest((SELECT coalesce(max(id), 0) FROM task_execution_history), "
         "(SELECT coalesce(max(attempt_id), 0) FROM task_results))"
@@ -67,11 +72,31 @@ def load_state(cursor: duckdb.DuckDBPyConnection) -> RecoveredState:
     return RecoveredState(
         open_tasks=tasks,
         open_attempts=attempts,
-        workers=list_workers(cursor),
+        workers=workers,
         next_attempt_id=int(row[0]) + 1,
         reported_tests=test_queries.reported_tests(cursor, open_test_tasks),
         next_test_seq=test_queries.next_test_seq(cursor),
+        unreadable_rows=unreadable,
     )
+
+
+def _readable(
+    mapping: TableMapping[R], rows: list[tuple[Any, ...]], unreadable: list[str]
+) -> list[R]:
+    """The rows that decode into records; each one that does not is described in
+    ``unreadable`` and left out (one bad row must not keep a coordinator down).
+
+    A task left out stays in the file as it was: its id is still known (so it
+    is never reused) but nothing runs it. A worker left out is written afresh
+    when it next connects.
+    """
+    records: list[R] = []
+    for row in rows:
+        try:
+            records.append(mapping.from_row(row))
+        except StoreError as error:
+            unreadable.append(str(error))
+    return records
 
 
 def all_task_ids(cursor: duckdb.DuckDBPyConnection) -> set[str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import typing
 
 import msgpack
+import orjson
 import pytest
 
 from testfleet.domain.enums import ErrorClass, ResultStatus
@@ -193,3 +194,80 @@ def test_msgpack_frame_with_wrong_shape() -> None:
     with pytest.raises(ProtocolError) as caught:
         decode(msgpack.packb({"type": "welcome"}))
     assert caught.value.code is ProtocolErrorCode.INVALID_MESSAGE
+
+
+def _hello_document(**capabilities: object) -> dict[str, object]:
+    document = Hello(
+        protocol_version=PROTOCOL_VERSION,
+        worker_id="w1",
+        session_key="k" * 16,
+        capabilities=CAPS,
+        slots=1,
+    ).model_dump(mode="json")
+    document["capabilities"].update(capabilities)  # type: ignore[union-attr]
+    return document
+
+
+@pytest.mark.parametrize(
+    ("document", "fragment"),
+    [
+        # Issue 8: accepted, stored as null, and the file no longer opened.
+        (_hello_document(memory_gb=float("inf")), "capabilities.memory_gb: inf is not a finite"),
+        (_hello_document(memory_gb=float("nan")), "capabilities.memory_gb: nan is not a finite"),
+        (_hello_document(memory_gb="inf"), "capabilities.memory_gb"),
+        (_hello_document(tags={"rack": b"raw"}), "capabilities.tags.rack: a bytes"),
+        (_hello_document(hostname="a\x00b"), None),  # NUL in a worker's text is only text
+    ],
+)
+def test_msgpack_values_json_cannot_carry_are_refused_by_name(
+    document: dict[str, object], fragment: str | None
+) -> None:
+    frame = msgpack.packb(document, use_bin_type=True)
+    if fragment is None:
+        assert isinstance(decode(frame), Hello)
+        return
+    with pytest.raises(ProtocolError) as caught:
+        decode(frame)
+    assert caught.value.code is ProtocolErrorCode.INVALID_MESSAGE
+    assert fragment in caught.value.message
+
+
+def test_msgpack_maps_with_keys_that_are_not_strings_are_malformed() -> None:
+    with pytest.raises(ProtocolError) as caught:
+        decode(msgpack.packb(_hello_document(tags={1: "a"})))
+    assert caught.value.code is ProtocolErrorCode.MALFORMED_FRAME
+    assert "map key" in caught.value.message
+
+
+def test_a_result_with_an_infinite_time_is_refused() -> None:
+    # Issue 8: it was stored, and GET /api/v1/tasks/ID answered 500 from then on.
+    document = Result(results=[AttemptResult(attempt_id=1, result=RESULT)]).model_dump(mode="json")
+    document["results"][0]["result"]["execution_time_seconds"] = float("inf")
+    with pytest.raises(ProtocolError) as caught:
+        decode(msgpack.packb(document))
+    assert "results.0.result.execution_time_seconds: inf is not a finite" in caught.value.message
+
+
+@pytest.mark.parametrize("value", ["99999999999999999999999", 1e30, 2**64 - 1])
+def test_integers_past_64_bits_never_reach_a_model(value: object) -> None:
+    frame = msgpack.packb({"type": "heartbeat", "load": {"running": value}})
+    with pytest.raises(ProtocolError) as caught:
+        decode(frame)
+    assert "load.running" in caught.value.message
+
+
+@pytest.mark.parametrize("kind", [[], {}, 1.5, None, "x" * 16_384])
+def test_a_type_that_is_not_a_known_name_gets_an_error_that_can_be_sent(kind: object) -> None:
+    # Issue 8: a list raised TypeError, a 16 KB string broke the error frame.
+    with pytest.raises(ProtocolError) as caught:
+        decode(orjson.dumps({"type": kind}).decode())
+    assert caught.value.code is ProtocolErrorCode.UNKNOWN_MESSAGE
+    assert len(caught.value.message) < 500
+    encode(Error(code=caught.value.code, message=caught.value.message))
+
+
+def test_a_refusal_quoting_huge_fields_still_fits_an_error_frame() -> None:
+    document = {"type": "ack", "attempt_ids": [1], **{"k" * 10_000 + str(n): 1 for n in range(9)}}
+    with pytest.raises(ProtocolError) as caught:
+        decode(orjson.dumps(document).decode())
+    encode(Error(code=caught.value.code, message=caught.value.message))

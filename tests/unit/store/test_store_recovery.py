@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import duckdb
 from store_builders import T0, attempt, result, task, worker
 
 from testfleet.domain.enums import AttemptStatus, ErrorClass, TaskStatus, WorkerStatus
@@ -85,3 +86,41 @@ def test_an_empty_store_recovers_nothing() -> None:
         state = store.load_state()
     assert (state.open_tasks, state.open_attempts, state.workers) == ([], [], [])
     assert state.next_attempt_id == 1
+
+
+def test_rows_that_cannot_be_read_are_left_out_and_reported(tmp_path: Path) -> None:
+    # Issue 8: a worker whose memory an older build stored as null (from +inf)
+    # kept every later coordinator from starting on the file.
+    path = tmp_path / "fleet.duckdb"
+    with Store(path) as store:
+        store.write(
+            WriteBatch(
+                workers=[worker("w1"), worker("w2")],
+                tasks=[task("good", TaskStatus.QUEUED), task("bad", TaskStatus.QUEUED)],
+            )
+        )
+    connection = duckdb.connect(str(path))
+    connection.execute(
+        "UPDATE worker_nodes SET capabilities = "
+        "json_object('hostname', 'x', 'os', 'Linux', 'python_version', '3', 'memory_gb', NULL) "
+        "WHERE worker_id = 'w2'"
+    )
+    connection.execute(
+        """UPDATE distributed_tasks SET config = '{"bogus": 1}' WHERE task_id = 'bad'"""
+    )
+    connection.close()
+
+    with Store(path) as reopened:
+        state = reopened.load_state()
+        assert [t.task_id for t in state.open_tasks] == ["good"]
+        assert [w.worker_id for w in state.workers] == ["w1"]
+        assert len(state.unreadable_rows) == 2
+        task_problem, worker_problem = state.unreadable_rows
+        assert "task_id='bad' of distributed_tasks cannot be read" in task_problem
+        assert "worker_id='w2' of worker_nodes cannot be read" in worker_problem
+        assert "memory_gb" in worker_problem
+        # The left-out task's id is still known, so it is never reused.
+        assert "bad" in reopened.all_task_ids()
+        # A worker left out is written afresh (an upsert) when it reconnects.
+        reopened.write(WriteBatch(workers=[worker("w2")]))
+        assert [w.worker_id for w in reopened.load_state().workers] == ["w1", "w2"]

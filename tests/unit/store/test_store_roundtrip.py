@@ -73,10 +73,10 @@ def full_worker() -> WorkerRecord:
 
 def full_task() -> TaskRecord:
     return task(
-        "suite/run-1",
+        "suite.run-1",
         TaskStatus.FAILED,
         spec=spec(
-            "suite/run-1",
+            "suite.run-1",
             type=TaskType.COMMAND,
             priority=2,
             config={"argv": ["pytest", "-x", "tests/ü"], "env": {"SEED": "1"}, "cwd": "/src"},
@@ -109,12 +109,12 @@ def full_task() -> TaskRecord:
 def full_result() -> ResultRecord:
     return ResultRecord(
         attempt_id=12,
-        task_id="suite/run-1",
+        task_id="suite.run-1",
         worker_id="gpu-7",
         received_time=T0 + 21.123456,
         counted=False,
         result=TaskResult(
-            task_id="suite/run-1",
+            task_id="suite.run-1",
             worker_id="gpu-7",
             status=ResultStatus.FAILED,
             execution_time_seconds=9.123456789,
@@ -132,7 +132,7 @@ def test_a_fully_populated_batch_reads_back_equal(store: Store) -> None:
     stored_task = full_task()
     stored_attempt = attempt(
         12,
-        "suite/run-1",
+        "suite.run-1",
         "gpu-7",
         AttemptStatus.FAILED,
         attempt=3,
@@ -156,9 +156,9 @@ def test_a_fully_populated_batch_reads_back_equal(store: Store) -> None:
     )
 
     assert store.list_workers() == [gpu_worker]
-    assert store.get_task("suite/run-1") == stored_task
-    assert store.get_attempts("suite/run-1") == [stored_attempt]
-    assert store.get_results("suite/run-1") == [stored_result]
+    assert store.get_task("suite.run-1") == stored_task
+    assert store.get_attempts("suite.run-1") == [stored_attempt]
+    assert store.get_results("suite.run-1") == [stored_result]
 
 
 def test_records_with_every_optional_field_empty_read_back_equal(store: Store) -> None:
