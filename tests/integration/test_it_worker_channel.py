@@ -119,6 +119,25 @@ def assert_real_work_done(fleet: Fleet, ids: list[str]) -> None:
         pytest.param('{"type": "teleport"}', "unknown_message", id="unknown-type"),
         pytest.param('{"type": "hello"}', "invalid_message", id="hello-missing-fields"),
         pytest.param(msgpack.packb({"no": "type"}), "unknown_message", id="msgpack-no-type"),
+        # Issue 8: these two left ASGI tracebacks and closed without an error frame.
+        pytest.param('{"type": []}', "unknown_message", id="type-is-a-list"),
+        pytest.param(
+            orjson.dumps({"type": "t" * 16_384}).decode(), "unknown_message", id="16-kb-type"
+        ),
+        # Issue 8: accepted and stored as null; the file then no longer opened.
+        pytest.param(
+            msgpack.packb(
+                {
+                    **hello("raw-infinite").model_dump(mode="json"),
+                    "capabilities": {
+                        **hello("raw-infinite").capabilities.model_dump(mode="json"),
+                        "memory_gb": float("inf"),
+                    },
+                }
+            ),
+            "invalid_message",
+            id="msgpack-hello-with-infinite-memory",
+        ),
     ],
 )
 def test_a_bad_first_frame_gets_an_error_and_a_close(channel, frame, code):
@@ -178,3 +197,14 @@ def test_a_large_invalid_first_frame_does_not_hurt_the_fleet(channel):
         ws.send(orjson.dumps({"type": "heartbeat", "pad": "x" * (2 * 1024 * 1024)}).decode())
         expect_error_then_close(ws, "invalid_message")
     assert_real_work_done(fleet, ids)
+
+
+def test_after_the_abuse_the_file_still_opens(channel):
+    # Nothing any bad peer sent may have poisoned the store: a coordinator
+    # restarted on the file reads every row of it.
+    fleet = channel.fleet
+    fleet.stop(fleet.processes["coordinator"])
+    with fleet.open_store() as store:
+        assert store.load_state().unreadable_rows == []
+    fleet.start_coordinator(heartbeat_timeout=RELAXED_HEARTBEAT_TIMEOUT)
+    assert fleet.client.health()["status"] == "ok"
