@@ -18,7 +18,14 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from testfleet.domain.enums import AttemptStatus, ResultStatus, TaskStatus, TaskType, WorkerStatus
+from testfleet.domain.enums import (
+    AttemptStatus,
+    ResultDisposition,
+    ResultStatus,
+    TaskStatus,
+    TaskType,
+    WorkerStatus,
+)
 from testfleet.domain.hardware import WorkerCapabilities
 from testfleet.domain.records import (
     AttemptRecord,
@@ -94,7 +101,7 @@ def lifecycle_batches(round_index: int, size: int) -> list[WriteBatch]:
                 task_id=task_id,
                 worker_id=worker_id,
                 received_time=now + 1,
-                counted=True,
+                disposition=ResultDisposition.OUTCOME,
                 result=TaskResult(
                     task_id=task_id,
                     worker_id=worker_id,

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from it_fleet import tail
 
-from testfleet.cli.demo import example_batch, missing_hardware
+from testfleet.cli.demo import benchmark_task, example_batch, missing_hardware
 from testfleet.store import Store
+from testfleet.worker.executors.base import benchmarks_available
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -47,6 +48,10 @@ def test_demo_runs_the_example_batch_and_leaves_the_file(tmp_path: Path):
     assert "testfleet run exited 1" in summary, context
 
     expected = {t["task_id"]: t for t in example_batch(missing)}
+    bench_id = benchmark_task()["task_id"]
+    if benchmarks_available():
+        expected[bench_id] = benchmark_task()
+        assert "benchmarking bert-base-uncased (2 layers) on a quiet worker" in summary, context
     with Store(db) as store:
         everything = store.list_tasks(limit=1000)
         tasks = {t.spec.task_id: t for t in everything if t.spec.type.value != "test"}
@@ -58,9 +63,12 @@ def test_demo_runs_the_example_batch_and_leaves_the_file(tmp_path: Path):
         for task_id, task in tasks.items():
             if task_id == unschedulable_id:
                 assert task.status.value == "queued"
-                # The reason is refreshed as workers come and go: once the demo has
-                # stopped its workers it reads "no workers are connected".
-                assert task.unschedulable_reason
+                # The reason that was true while workers were connected is kept
+                # after the demo stopped them, saying that none are left.
+                reason = task.unschedulable_reason
+                assert reason is not None
+                assert f"hardware: needs one of [{missing.value}]" in reason, reason
+                assert reason.endswith("no workers are connected now"), reason
                 assert store.get_attempts(task_id) == []
                 continue
             assert task.status.is_terminal, (task_id, task.status)
@@ -78,6 +86,7 @@ def test_demo_runs_the_example_batch_and_leaves_the_file(tmp_path: Path):
         assert {a.error_class.value for a in history if a.error_class} == {"task_failure"}
         results = store.get_results("demo-fails-then-gives-up")
         assert [r.counted for r in results] == [False, True]
+        assert [r.disposition.value for r in results] == ["retried", "outcome"]
         assert results[-1].result.results["exit_code"] == 3
 
         times_out = tasks["demo-times-out"]
@@ -91,6 +100,18 @@ def test_demo_runs_the_example_batch_and_leaves_the_file(tmp_path: Path):
         simulated = [t for t in tasks.values() if t.spec.type.value == "simulated"]
         assert len(simulated) == 10
         assert {t.status.value for t in simulated} == {"completed"}
+
+        if benchmarks_available():
+            # Timed alone: it started after every other task of the batch had ended.
+            (bench_attempt,) = store.get_attempts(bench_id)
+            others_ended = max(
+                a.end_time or 0.0
+                for task_id in expected
+                if task_id not in (bench_id, unschedulable_id)
+                for a in store.get_attempts(task_id)
+            )
+            assert bench_attempt.start_time >= others_ended
+            assert store.get_benchmark_rows(bench_id)
 
         workers = {w.worker_id: w for w in store.list_workers()}
         assert set(workers) == {"demo-worker-1", "demo-worker-2", "demo-worker-3"}

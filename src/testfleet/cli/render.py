@@ -247,6 +247,8 @@ def compare_table(document: dict[str, Any]) -> Table:
                 throughput = _number(row.get("throughput_items_per_second"))
                 if runs > 1:
                     throughput += f" [dim]n={runs}[/dim]"
+                if row.get("load_note"):
+                    throughput += BUSY_MARK
                 line += [
                     throughput,
                     _number(row.get("latency_ms")),
@@ -268,6 +270,24 @@ def compare_errors(document: dict[str, Any]) -> list[str]:
             f"{_bench_error(row)}" + (f": {escape(message[0][:200])}" if message else "")
         )
     return lines
+
+
+#: After a figure measured while the machine was busy (see :func:`busy_notes`).
+BUSY_MARK = " [yellow]busy[/yellow]"
+
+
+def busy_notes(document: dict[str, Any]) -> list[str]:
+    """One line per run marked busy in a compare or history document: which run,
+    on what, and the load it started under (``load_note``)."""
+    lines: dict[str, str] = {}
+    for row in document["rows"]:
+        note = row.get("load_note")
+        if note and row["task_id"] not in lines:
+            lines[row["task_id"]] = (
+                f"[yellow]busy[/yellow] {escape(row['task_id'])} on "
+                f"{escape(bench_device(row))}: {escape(note)}"
+            )
+    return list(lines.values())
 
 
 def _change(percent: float | None, *, higher_is_better: bool) -> str:
@@ -308,7 +328,10 @@ def history_table(document: dict[str, Any]) -> Table:
             escape(bench_device(row)),
             row["precision"],
             str(row["batch_size"]),
-            _bench_error(row) if failed else _number(row.get("throughput_items_per_second")),
+            _bench_error(row)
+            if failed
+            else _number(row.get("throughput_items_per_second"))
+            + (BUSY_MARK if row.get("load_note") else ""),
             _change(row.get("throughput_change_percent"), higher_is_better=True),
             "" if failed else _number(row.get("latency_ms")),
             _change(row.get("latency_change_percent"), higher_is_better=False),

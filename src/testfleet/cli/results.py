@@ -30,7 +30,13 @@ from testfleet.cli.app import (
     print_json,
     report_fleet_error,
 )
-from testfleet.cli.render import compare_errors, compare_table, history_table, models_table
+from testfleet.cli.render import (
+    busy_notes,
+    compare_errors,
+    compare_table,
+    history_table,
+    models_table,
+)
 from testfleet.client import FleetClient, FleetError
 from testfleet.domain.benchmark import Precision
 from testfleet.domain.enums import HardwareKind
@@ -77,6 +83,7 @@ COMPARE_COLUMNS = (
     "attempt_id",
     "torch_version",
     "transformers_version",
+    "load_note",
 )
 #: The CSV columns of ``history``, in order.
 HISTORY_COLUMNS = (
@@ -102,6 +109,7 @@ HISTORY_COLUMNS = (
     "error_message",
     "torch_version",
     "transformers_version",
+    "load_note",
 )
 
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([mhdw])\s*$")
@@ -213,7 +221,7 @@ def compare(
             "[dim]figures of the latest run per cell (n=N: N runs recorded; "
             "see `testfleet results history`)[/dim]"
         )
-        for line in compare_errors(document):
+        for line in compare_errors(document) + busy_notes(document):
             console.print(line)
 
 
@@ -256,6 +264,8 @@ def history(
         write_csv(rows, HISTORY_COLUMNS)
     elif rows:
         console.print(history_table(document))
+        for line in busy_notes(document):
+            console.print(line)
         if len(rows) >= limit:
             console.print(f"[dim]the {limit} most recent rows; --limit shows more[/dim]")
 

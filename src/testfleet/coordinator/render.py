@@ -73,6 +73,7 @@ def result_json(result: ResultRecord) -> dict[str, Any]:
     document = result.result.model_dump(mode="json")
     document["attempt_id"] = result.attempt_id
     document["counted"] = result.counted
+    document["disposition"] = result.disposition.value
     document["received_time"] = iso(result.received_time)
     return document
 

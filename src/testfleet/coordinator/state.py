@@ -57,6 +57,7 @@ from testfleet.domain.benchmark import benchmark_rows
 from testfleet.domain.enums import (
     AttemptStatus,
     ErrorClass,
+    ResultDisposition,
     ResultStatus,
     TaskStatus,
     TaskType,
@@ -93,6 +94,7 @@ from testfleet.protocol.messages import (
     TestReports,
     Welcome,
 )
+from testfleet.scheduling.matching import NO_WORKERS_CONNECTED
 from testfleet.scheduling.scheduler import schedule
 from testfleet.scheduling.view import SchedulingView
 
@@ -126,6 +128,9 @@ class CoordinatorState:
         self.open_attempts: dict[int, AttemptRecord] = {}
         self.registry = WorkerRegistry()
         self.unschedulable: dict[str, str] = {}
+        #: The last reason each requirement key had while workers were
+        #: connected, kept when the fleet empties (see _refresh_unschedulable).
+        self._fleet_reasons: dict[str, str] = {}
         self.next_attempt_id = 1
         #: The next ``test_results.seq``: rows are numbered in the order recorded.
         self.next_test_seq = 1
@@ -430,7 +435,14 @@ class CoordinatorState:
             owned = attempt is None or attempt.worker_id == worker_id
             if issued and owned and result.task_id in self.known_task_ids:
                 self._out.result(
-                    ResultRecord(item.attempt_id, result.task_id, worker_id, now, False, result)
+                    ResultRecord(
+                        item.attempt_id,
+                        result.task_id,
+                        worker_id,
+                        now,
+                        ResultDisposition.LATE,
+                        result,
+                    )
                 )
             else:
                 self.stray_results += 1
@@ -452,15 +464,17 @@ class CoordinatorState:
             self._record_result_tests(task, item.attempt_id, worker_id, result.results, now)
         if result.status is ResultStatus.COMPLETED:
             self._finish(task, TaskStatus.COMPLETED, now, None, None)
-            counted = True
+            retried = False
         elif result.status is ResultStatus.CANCELLED:
             # The worker gave the attempt up on its own (it is shutting down):
             # an infrastructure fault, not the task's.
-            counted = not self._retry_or_finish(task, now, infrastructure=True)
+            retried = self._retry_or_finish(task, now, infrastructure=True)
         else:
-            counted = not self._retry_or_finish(task, now, infrastructure=False)
+            retried = self._retry_or_finish(task, now, infrastructure=False)
+        disposition = ResultDisposition.RETRIED if retried else ResultDisposition.OUTCOME
+        counted = disposition is ResultDisposition.OUTCOME
         self._out.result(
-            ResultRecord(item.attempt_id, result.task_id, worker_id, now, counted, result)
+            ResultRecord(item.attempt_id, result.task_id, worker_id, now, disposition, result)
         )
         if counted and task.spec.type is TaskType.BENCHMARK:
             for row in benchmark_rows(
@@ -690,6 +704,7 @@ class CoordinatorState:
         )
 
     def _refresh_unschedulable(self, reasons: dict[str, str]) -> None:
+        reasons = self._with_last_fleet_reasons(reasons)
         changed = {
             key
             for key in set(reasons) | set(self.unschedulable)
@@ -701,6 +716,32 @@ class CoordinatorState:
                 task = self.tasks[task_id]
                 task.unschedulable_reason = reasons.get(key)
                 self._mark_task(task)
+
+    def _with_last_fleet_reasons(self, reasons: dict[str, str]) -> dict[str, str]:
+        """``reasons``, where the fleet is empty, with the reason each key had while
+        workers were connected.
+
+        When the last worker leaves (a demo shutting down, a rack rebooting),
+        every queued task becomes unschedulable for want of workers, and "no
+        workers are connected" would replace the reason that was true while
+        they were there (e.g. "needs cuda; connected workers offer [cpu]").
+        That reason still tells the user what to fix, so it is kept, saying
+        that no workers are left.
+        """
+        kept: dict[str, str] = {}
+        for key, reason in reasons.items():
+            if reason != NO_WORKERS_CONNECTED:
+                self._fleet_reasons[key] = reason
+            elif key in self._fleet_reasons:
+                reason = (
+                    f"{self._fleet_reasons[key]} (while workers were connected); "
+                    f"{NO_WORKERS_CONNECTED} now"
+                )
+            kept[key] = reason
+        # A key that became schedulable, or left the queue, starts afresh.
+        for key in set(self._fleet_reasons) - set(reasons):
+            del self._fleet_reasons[key]
+        return kept
 
     # ------------------------------------------------------------------ helpers
 

@@ -155,6 +155,35 @@ class BenchmarkRow:
     error_message: str | None
     torch_version: str | None
     transformers_version: str | None
+    #: Set when the machine was busy as the run started (see :func:`load_note`):
+    #: its figures may be slower than the same hardware's on a quiet machine.
+    load_note: str | None
+
+
+#: CPU use of the whole machine (by others: the model is already built) just
+#: before the first timed pass, above which a run is marked busy. A quiet
+#: machine reads a few percent; 25 % is a core of four kept busy by something else.
+BUSY_CPU_PERCENT = 25.0
+
+
+def load_note(conditions: dict[str, Any]) -> str | None:
+    """Why a run's figures may be pessimistic, from the load the runner recorded
+    before it started (``conditions["load_before"]``); None for a quiet machine.
+
+    Called for each counted benchmark result (the note is kept in every one of
+    its ``benchmark_results`` rows) and wherever a result is shown.
+    """
+    before = conditions.get("load_before")
+    if not isinstance(before, dict):
+        return None
+    cpu = before.get("cpu_percent")
+    if not isinstance(cpu, int | float) or isinstance(cpu, bool) or cpu < BUSY_CPU_PERCENT:
+        return None
+    note = f"the machine was busy as the run started: CPU {cpu:.0f} %"
+    averages = before.get("load_average")
+    if isinstance(averages, list) and averages and isinstance(averages[0], int | float):
+        note += f", load average {averages[0]:g}"
+    return note + "; figures may be slower than on a quiet machine"
 
 
 def benchmark_rows(
@@ -173,6 +202,7 @@ def benchmark_rows(
     except ValidationError:
         return []
     conditions = outcome.conditions
+    note = load_note(conditions)
 
     def row(
         size: str, measured: BatchSizeMeasurement | None, error: BatchSizeError | None
@@ -201,6 +231,7 @@ def benchmark_rows(
             error_message=error.message if error else None,
             torch_version=_text(conditions.get("torch_version")),
             transformers_version=_text(conditions.get("transformers_version")),
+            load_note=note,
         )
 
     rows = [row(size, measured, None) for size, measured in outcome.batch_sizes.items()]

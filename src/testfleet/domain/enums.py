@@ -87,6 +87,22 @@ class ErrorClass(StrEnum):
     INVALID_CONFIG = "invalid_config"
 
 
+class ResultDisposition(StrEnum):
+    """What became of a result the coordinator received (``task_results.disposition``).
+
+    Every result is kept; exactly one per finished task is its outcome.
+    """
+
+    #: The task's outcome: its final, current attempt's result.
+    OUTCOME = "outcome"
+    #: The attempt failed or timed out and the task was tried again (its retry
+    #: policy allowed it, or the worker gave the attempt up).
+    RETRIED = "retried"
+    #: It arrived after its attempt was closed without it (the worker was
+    #: declared lost, the task was cancelled or timed out): history only.
+    LATE = "late"
+
+
 class HardwareKind(StrEnum):
     """Kinds of compute a worker can offer and a task can require."""
 

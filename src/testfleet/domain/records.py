@@ -13,7 +13,13 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from testfleet.domain.benchmark import BenchmarkRow
-from testfleet.domain.enums import AttemptStatus, ErrorClass, TaskStatus, WorkerStatus
+from testfleet.domain.enums import (
+    AttemptStatus,
+    ErrorClass,
+    ResultDisposition,
+    TaskStatus,
+    WorkerStatus,
+)
 from testfleet.domain.hardware import WorkerCapabilities
 from testfleet.domain.result import TaskResult
 from testfleet.domain.task import TaskSpec
@@ -93,18 +99,20 @@ class AttemptRecord:
 
 @dataclass(slots=True, frozen=True)
 class ResultRecord:
-    """One row of ``task_results``: a result document as a worker reported it.
-
-    ``counted`` is false for a result of an attempt that was no longer current
-    (a late result from a lost worker): it is kept in history, never the outcome.
-    """
+    """One row of ``task_results``: a result document as a worker reported it,
+    and what became of it (see :class:`ResultDisposition`)."""
 
     attempt_id: int
     task_id: str
     worker_id: str
     received_time: float
-    counted: bool
+    disposition: ResultDisposition
     result: TaskResult
+
+    @property
+    def counted(self) -> bool:
+        """Whether this result is its task's outcome (``task_results.counted``)."""
+        return self.disposition is ResultDisposition.OUTCOME
 
 
 @dataclass(slots=True)

@@ -87,6 +87,11 @@ def unmet_requirement(
     return None
 
 
+#: The reason when the fleet is empty (the coordinator keeps a key's earlier,
+#: more telling reason beside it: see CoordinatorState).
+NO_WORKERS_CONNECTED = "no workers are connected"
+
+
 def unschedulable_reason(
     task_type: TaskType, requirements: Requirements, workers: Collection[WorkerView]
 ) -> str | None:
@@ -100,7 +105,7 @@ def unschedulable_reason(
     field is met by some worker but never all by one, the fields in conflict.
     """
     if not workers:
-        return "no workers are connected"
+        return NO_WORKERS_CONNECTED
     if requirements.exclude_workers:
         excluded = set(requirements.exclude_workers)
         allowed = [w for w in workers if w.worker_id not in excluded]

@@ -50,6 +50,7 @@ _FIGURES = (
     "error_message",
     "torch_version",
     "transformers_version",
+    "load_note",
 )
 
 

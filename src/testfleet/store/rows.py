@@ -31,7 +31,13 @@ import orjson
 import pyarrow as pa
 
 from testfleet.domain.benchmark import BenchmarkRow
-from testfleet.domain.enums import AttemptStatus, ErrorClass, TaskStatus, WorkerStatus
+from testfleet.domain.enums import (
+    AttemptStatus,
+    ErrorClass,
+    ResultDisposition,
+    TaskStatus,
+    WorkerStatus,
+)
 from testfleet.domain.hardware import WorkerCapabilities
 from testfleet.domain.records import AttemptRecord, ResultRecord, TaskRecord, WorkerRecord
 from testfleet.domain.result import TaskResult
@@ -374,19 +380,22 @@ def _result_row(record: ResultRecord) -> tuple[Any, ...]:
         result.simulation_status.is_simulated,
         result.execution_time_seconds,
         _dumps(result.model_dump(mode="json")),
+        record.disposition.value,
     )
 
 
 def _result_from_row(row: tuple[Any, ...]) -> ResultRecord:
     # status, is_simulated and execution_time_seconds are copies of fields of
     # the document (for SQL analysis); the document itself is the truth.
-    attempt_id, task_id, worker_id, _status, received_time, counted, _sim, _secs, result = row
+    # counted is a copy of disposition = 'outcome'.
+    attempt_id, task_id, worker_id, _status, received_time, _counted, _sim, _secs = row[:8]
+    result, disposition = row[8:]
     return ResultRecord(
         attempt_id=attempt_id,
         task_id=task_id,
         worker_id=worker_id,
         received_time=_required_time(received_time),
-        counted=counted,
+        disposition=ResultDisposition(disposition),
         result=TaskResult.model_validate(_loads(result)),
     )
 
@@ -404,6 +413,7 @@ RESULTS: TableMapping[ResultRecord] = TableMapping(
         Column("is_simulated", _BOOL),
         Column("execution_time_seconds", _DOUBLE),
         Column("result", _TEXT),
+        Column("disposition", _TEXT),
     ),
     to_row=_result_row,
     decode=_result_from_row,
@@ -481,6 +491,7 @@ _BENCHMARK_COLUMNS = (
     Column("error_message", _TEXT),
     Column("torch_version", _TEXT),
     Column("transformers_version", _TEXT),
+    Column("load_note", _TEXT),
 )
 
 

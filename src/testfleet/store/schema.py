@@ -218,11 +218,43 @@ _V3_STATEMENTS: tuple[str, ...] = (
     "CREATE INDEX test_results_project ON test_results (project)",
 )
 
+_V4_STATEMENTS: tuple[str, ...] = (
+    # counted (version 1) is true for the one result that is the task's
+    # outcome, and false for every other, late or not.
+    # What became of each result, in words (ResultDisposition): 'outcome' (the
+    # task's result: counted = true), 'retried' (the attempt failed and the
+    # task was tried again) or 'late' (it came after its attempt was closed
+    # without it: a lost worker, a cancel, a timeout). Before this, a retried
+    # first attempt's result read only as counted = false, i.e. "ignored".
+    "ALTER TABLE task_results ADD COLUMN disposition VARCHAR",
+    # A result that closed its attempt was received at the attempt's end time
+    # (the same turn); a late one arrived after the coordinator closed it.
+    """
+    UPDATE task_results AS r SET disposition = CASE
+        WHEN r.counted THEN 'outcome'
+        WHEN h.end_time = r.received_time THEN 'retried'
+        ELSE 'late' END
+    FROM task_execution_history AS h WHERE h.id = r.attempt_id
+    """,
+    "UPDATE task_results SET disposition = CASE WHEN counted THEN 'outcome' ELSE 'late' END "
+    "WHERE disposition IS NULL",
+    # Set when the machine was busy as a benchmark started (BenchmarkRow.load_note):
+    # its figures may be slower than the hardware's. NULL for a quiet run, and
+    # for rows recorded before version 4 (their load is in task_results'
+    # documents, under results.conditions.load_before).
+    "ALTER TABLE benchmark_results ADD COLUMN load_note VARCHAR",
+)
+
 #: Every migration, in version order starting at 1. Append only.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "design document tables, task_results", _V1_STATEMENTS),
     Migration(2, "benchmark_results, one row per benchmark batch size", _V2_STATEMENTS),
     Migration(3, "test_results, one row per test of a test task", _V3_STATEMENTS),
+    Migration(
+        4,
+        "task_results.disposition (outcome, retried or late); benchmark_results.load_note",
+        _V4_STATEMENTS,
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

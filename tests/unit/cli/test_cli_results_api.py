@@ -23,7 +23,7 @@ from testfleet.cli import app as cli_app
 from testfleet.client import FleetClient
 from testfleet.coordinator.app import create_app
 from testfleet.domain.benchmark import BenchmarkRow
-from testfleet.domain.enums import AttemptStatus, TaskStatus, WorkerStatus
+from testfleet.domain.enums import AttemptStatus, ResultDisposition, TaskStatus, WorkerStatus
 from testfleet.domain.hardware import WorkerCapabilities
 from testfleet.domain.records import (
     AttemptRecord,
@@ -68,6 +68,7 @@ def bench(attempt_id: int, batch_size: int, at: float, **figures: Any) -> Benchm
         error_message="CUDA out of memory" if error_class else None,
         torch_version="2.5.1",
         transformers_version="4.46.0",
+        load_note=None,
     )
 
 
@@ -95,7 +96,14 @@ def counted(rows: list[BenchmarkRow]) -> WriteBatch:
             )
         ],
         results=[
-            ResultRecord(first.attempt_id, first.task_id, "w1", first.recorded_time, True, result)
+            ResultRecord(
+                first.attempt_id,
+                first.task_id,
+                "w1",
+                first.recorded_time,
+                ResultDisposition.OUTCOME,
+                result,
+            )
         ],
         benchmark_rows=rows,
     )

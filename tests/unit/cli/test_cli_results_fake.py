@@ -203,6 +203,22 @@ def test_compare_prints_batch_sizes_down_and_devices_side_by_side(fleet: FakeCoo
     assert fleet.params() == {"model": MODEL}
 
 
+def test_runs_on_a_busy_machine_are_marked_and_say_why(fleet: FakeCoordinator) -> None:
+    note = "the machine was busy as the run started: CPU 97 %; figures may be slower"
+    busy = figures(1, "cpu", "Intel Xeon", "fp32", throughput=20.0, latency=50.0, load_note=note)
+    fleet.compare = {**COMPARE, "rows": [busy]}
+    fleet.history = {**HISTORY, "rows": [{**busy, "throughput_change_percent": None}]}
+    for command in ("compare", "history"):
+        done = invoke(command, "--model", MODEL)
+        assert done.exit_code == 0, done.output
+        row = next(line for line in done.stdout.splitlines() if "20.0" in line)
+        assert "busy" in row, command
+        assert f"busy bench-1-cpu on cpu · Intel Xeon: {note}" in done.stdout, command
+    # Quiet runs carry no mark.
+    fleet.compare = COMPARE
+    assert "busy" not in invoke("compare", "--model", MODEL).stdout
+
+
 def test_compare_sends_its_filters(fleet: FakeCoordinator) -> None:
     done = invoke(
         "compare",

@@ -30,6 +30,7 @@ from testfleet.domain.enums import (
     AttemptStatus,
     ErrorClass,
     HardwareKind,
+    ResultDisposition,
     ResultStatus,
     TaskStatus,
     TaskType,
@@ -45,6 +46,7 @@ from testfleet.protocol.messages import (
     Ack,
     Assign,
     AttemptResult,
+    Bye,
     Cancel,
     Drain,
     Error,
@@ -258,7 +260,9 @@ def test_failed_attempt_retries_per_policy_then_fails() -> None:
     task = h.task("a")
     assert task is not None
     assert task.status is TaskStatus.QUEUED
-    assert effects.batch.results[0].counted is False  # retried: not the outcome
+    # Retried: kept, not the outcome, and recorded as what it is.
+    assert effects.batch.results[0].disposition is ResultDisposition.RETRIED
+    assert effects.batch.results[0].counted is False
     assert assigned(effects) == {}  # the retry delay holds it back
 
     h.clock.advance(9.9)
@@ -274,6 +278,7 @@ def test_failed_attempt_retries_per_policy_then_fails() -> None:
     assert final.status is TaskStatus.FAILED
     assert final.attempts == 2
     assert final.error_class is ErrorClass.TASK_FAILURE
+    assert effects.batch.results[0].disposition is ResultDisposition.OUTCOME
     assert effects.batch.results[0].counted is True
 
 
@@ -309,7 +314,9 @@ def test_lost_worker_requeues_and_late_result_is_history_only() -> None:
     h.connect(3, "w1", session="t" * 16)
     late = AttemptResult(attempt_id=first, result=result("a", "w1", ResultStatus.FAILED))
     effects = h.turn(WorkerFrame(3, Result(results=[late])))
-    assert [(r.attempt_id, r.counted) for r in effects.batch.results] == [(first, False)]
+    assert [(r.attempt_id, r.disposition) for r in effects.batch.results] == [
+        (first, ResultDisposition.LATE)
+    ]
     assert effects.batch.tasks == []  # the outcome is untouched
     assert [m.attempt_ids for _, m in sent(effects, Ack)] == [[first]]
 
@@ -421,6 +428,28 @@ def test_cuda_task_is_unschedulable_on_a_cpu_fleet_and_does_not_block_others() -
     effects = h.connect(2, "gpu-box", gpu=True)
     assert assigned(effects)["gpu"][0] == 2
     assert h.task("gpu").unschedulable_reason is None  # type: ignore[union-attr]
+
+
+def test_an_unschedulable_reason_outlives_the_workers_it_was_about() -> None:
+    # Issue 8: at shutdown the reason became "no workers are connected",
+    # losing what the user must fix.
+    h = Harness()
+    h.submit(spec("before", requirements={"hardware": ["cuda"]}))
+    assert h.task("before").unschedulable_reason == "no workers are connected"
+    h.connect(1, "w1")
+    fleet_reason = h.task("before").unschedulable_reason
+    assert fleet_reason is not None
+    assert "hardware: needs one of [cuda]" in fleet_reason
+    h.turn(WorkerFrame(1, Bye()), WorkerDisconnected(1))
+    assert h.task("before").unschedulable_reason == (
+        f"{fleet_reason} (while workers were connected); no workers are connected now"
+    )
+    # A task that never met a worker has nothing older to say.
+    h.submit(spec("after", requirements={"hardware": ["rocm"]}))
+    assert h.task("after").unschedulable_reason == "no workers are connected"
+    # When a worker is back, the reasons are about it again.
+    h.connect(2, "w2", session="t" * 16)
+    assert h.task("before").unschedulable_reason == fleet_reason
 
 
 def test_best_fit_keeps_the_gpu_worker_free_for_gpu_work() -> None:

@@ -8,10 +8,12 @@ import pytest
 from pydantic import ValidationError
 
 from testfleet.domain.benchmark import (
+    BUSY_CPU_PERCENT,
     BenchmarkConfig,
     BenchmarkOutcome,
     benchmark_rows,
     benchmark_variant,
+    load_note,
 )
 
 
@@ -119,3 +121,44 @@ def test_a_device_pinned_in_the_config_must_be_required_too() -> None:
     assert TaskSpec.model_validate(document).requirements.hardware == ["cuda"]
     cpu = {"task_id": "c", "type": "benchmark", "config": {"model": "gpt2", "device": "cpu"}}
     assert TaskSpec.model_validate(cpu).type.value == "benchmark"
+
+
+def rows_of(document: dict[str, Any]) -> list[Any]:
+    return benchmark_rows(
+        attempt_id=1,
+        task_id="t",
+        worker_id="w",
+        recorded_time=0.0,
+        results=document,
+        is_simulated=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("load_before", "note"),
+    [
+        ({"cpu_percent": 3.0, "load_average": [0.1, 0.2, 0.2]}, None),
+        ({"cpu_percent": BUSY_CPU_PERCENT - 0.1}, None),
+        (
+            {"cpu_percent": 97.0, "load_average": [3.1, 2.0, 1.0]},
+            "the machine was busy as the run started: CPU 97 %, load average 3.1; "
+            "figures may be slower than on a quiet machine",
+        ),
+        (
+            {"cpu_percent": BUSY_CPU_PERCENT},
+            "the machine was busy as the run started: CPU 25 %; "
+            "figures may be slower than on a quiet machine",
+        ),
+        # Whatever an older or odd worker recorded, never an error.
+        ({"cpu_percent": "high"}, None),
+        ({"cpu_percent": True}, None),
+        ("busy", None),
+        (None, None),
+    ],
+)
+def test_a_busy_machine_is_noted_on_every_row(load_before: Any, note: str | None) -> None:
+    # Issue 8: the demo's benchmark ran with the CPU 97 % busy and said nothing.
+    conditions = {} if load_before is None else {"load_before": load_before}
+    assert load_note(conditions) == note
+    rows = rows_of(outcome(**conditions))
+    assert [row.load_note for row in rows] == [note, note]

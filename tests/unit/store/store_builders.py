@@ -9,7 +9,14 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from testfleet.domain.enums import AttemptStatus, ResultStatus, TaskStatus, TaskType, WorkerStatus
+from testfleet.domain.enums import (
+    AttemptStatus,
+    ResultDisposition,
+    ResultStatus,
+    TaskStatus,
+    TaskType,
+    WorkerStatus,
+)
 from testfleet.domain.hardware import WorkerCapabilities
 from testfleet.domain.records import AttemptRecord, ResultRecord, TaskRecord, WorkerRecord
 from testfleet.domain.result import SimulationStatus, TaskResult
@@ -107,7 +114,7 @@ def result(
         task_id=task_id,
         worker_id=worker_id,
         received_time=T0 + 3,
-        counted=counted,
+        disposition=ResultDisposition.OUTCOME if counted else ResultDisposition.LATE,
         result=task_result(task_id, worker_id),
     )
     return replace(record, **changes)

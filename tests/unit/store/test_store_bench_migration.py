@@ -41,6 +41,7 @@ def row(attempt_id: int, batch_size: int, task_id: str = "bench-1") -> Benchmark
         error_message=None,
         torch_version="2.5.1",
         transformers_version=None,
+        load_note=None,
     )
 
 

@@ -60,6 +60,7 @@ def bench(
         error_message="CUDA out of memory. Tried to allocate 2.00 GiB" if failed else None,
         torch_version="2.5.1",
         transformers_version="4.46.0",
+        load_note=None,
     )
     return replace(row, **changes)
 

@@ -6,10 +6,14 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from store_builders import T0, attempt, task, worker
 
+from testfleet.domain.enums import AttemptStatus, TaskStatus
+from testfleet.domain.records import WriteBatch
 from testfleet.store import Store, StoreError
 from testfleet.store.rows import ATTEMPTS, RESULTS, TASKS, WORKERS
 from testfleet.store.schema import LATEST_VERSION, MIGRATIONS, Migration, apply_migrations
+from testfleet.store.writer import write_batch
 
 #: The design document's tables and columns (SEED.md 5.4), which must all exist.
 DESIGN_COLUMNS = {
@@ -150,3 +154,51 @@ def test_the_design_documents_tables_and_the_records_columns_exist() -> None:
         history = column_types(raw, "task_execution_history")
     assert history["execution_time_seconds"] == "DOUBLE"
     assert history["hardware_metrics"] == "JSON"
+
+
+def test_version_4_says_what_became_of_each_result_in_an_older_file(tmp_path: Path) -> None:
+    # Before version 4 a retried first attempt's result read only as
+    # counted = false, like a late one; the upgrade tells them apart.
+    path = tmp_path / "fleet-v3.duckdb"
+    with duckdb.connect(str(path)) as raw:
+        assert apply_migrations(raw, MIGRATIONS[:3]) == 3
+        write_batch(
+            raw.cursor(),
+            WriteBatch(
+                workers=[worker("w1")],
+                tasks=[
+                    task("first-try", TaskStatus.COMPLETED),
+                    task("retried", TaskStatus.COMPLETED),
+                ],
+                attempts=[
+                    attempt(1, "first-try", status=AttemptStatus.COMPLETED, end_time=T0 + 5),
+                    attempt(2, "retried", status=AttemptStatus.FAILED, end_time=T0 + 5),
+                    attempt(3, "retried", status=AttemptStatus.LOST, end_time=T0 + 6),
+                    attempt(4, "retried", status=AttemptStatus.COMPLETED, end_time=T0 + 9),
+                ],
+            ),
+        )
+        # The version-3 rows, as a build of that version wrote them.
+        for attempt_id, task_id, counted, received in (
+            (1, "first-try", True, T0 + 5),  # the outcome
+            (2, "retried", False, T0 + 5),  # closed its attempt, then a retry
+            (3, "retried", False, T0 + 8),  # after its attempt was declared lost
+            (4, "retried", True, T0 + 9),
+        ):
+            raw.execute(
+                "INSERT INTO task_results VALUES (?, ?, 'w1', 'completed', "
+                "make_timestamp(?::BIGINT), ?, false, 1.0, '{}')",
+                [attempt_id, task_id, int(received * 1_000_000), counted],
+            )
+
+    with duckdb.connect(str(path)) as raw:
+        assert apply_migrations(raw) == LATEST_VERSION
+        rows = raw.execute(
+            "SELECT attempt_id, counted, disposition FROM task_results ORDER BY attempt_id"
+        ).fetchall()
+    assert rows == [
+        (1, True, "outcome"),
+        (2, False, "retried"),
+        (3, False, "late"),
+        (4, True, "outcome"),
+    ]

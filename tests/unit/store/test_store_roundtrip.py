@@ -19,6 +19,7 @@ from testfleet.domain.enums import (
     AttemptStatus,
     ErrorClass,
     HardwareKind,
+    ResultDisposition,
     ResultStatus,
     TaskStatus,
     TaskType,
@@ -112,7 +113,7 @@ def full_result() -> ResultRecord:
         task_id="suite.run-1",
         worker_id="gpu-7",
         received_time=T0 + 21.123456,
-        counted=False,
+        disposition=ResultDisposition.RETRIED,
         result=TaskResult(
             task_id="suite.run-1",
             worker_id="gpu-7",
