@@ -30,7 +30,13 @@ from testfleet.cli.render import (
     workers_table,
 )
 from testfleet.cli.task_files import TaskFileError, load_task_documents
-from testfleet.client import COORDINATOR_ENV, FleetClient, FleetError
+from testfleet.client import (
+    COORDINATOR_ENV,
+    CoordinatorUrlError,
+    FleetClient,
+    FleetError,
+    coordinator_url,
+)
 from testfleet.domain.enums import Codec, TaskStatus
 
 app = typer.Typer(
@@ -77,6 +83,15 @@ def print_json(data: Any) -> None:
 
 def client_for(coordinator: str | None) -> FleetClient:
     return FleetClient(coordinator)
+
+
+def resolve_coordinator(coordinator: str | None) -> str:
+    """The coordinator's address for commands that hand it on (``worker``, ``run``),
+    checked here so a URL that cannot work stops the command in one line."""
+    try:
+        return coordinator_url(coordinator)
+    except CoordinatorUrlError as exc:
+        fail(f"{exc.message}. Set --coordinator or ${COORDINATOR_ENV}.")
 
 
 def report_fleet_error(exc: FleetError) -> NoReturn:
@@ -159,7 +174,6 @@ def worker(
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "warning",
 ) -> None:
     """Join a coordinator as a worker (connects out; no inbound port needed)."""
-    from testfleet.client import coordinator_url
     from testfleet.worker.agent import AgentSettings, WorkerAgent, WorkerRefusedError
     from testfleet.worker.executors.base import (
         close_executors,
@@ -169,6 +183,7 @@ def worker(
     from testfleet.worker.executors.leftovers import reap_leftovers
     from testfleet.worker.hardware import detect_capabilities
 
+    url = resolve_coordinator(coordinator)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     executors = default_executors()
     capabilities = detect_capabilities(
@@ -177,7 +192,7 @@ def worker(
     for problem in capabilities.probe_errors:
         errors.print(f"[yellow]hardware probe:[/yellow] {problem}")
     settings = AgentSettings(
-        coordinator_url=coordinator_url(coordinator),
+        coordinator_url=url,
         worker_id=worker_id or f"{socket.gethostname()}-{os.getpid()}",
         slots=slots,
         codec=codec,
@@ -296,9 +311,7 @@ def run(
     shows progress, prints pytest's own summary with the same counts as a
     serial run, and writes --junitxml if asked.
     """
-    from testfleet.client import coordinator_url
-
-    url = coordinator_url(coordinator)
+    url = resolve_coordinator(coordinator)
     args = [path, *ctx.args, "--fleet", url, "--fleet-chunk-timeout", str(chunk_timeout)]
     if rerun_failures:
         args += ["--rerun-failures", str(rerun_failures)]
