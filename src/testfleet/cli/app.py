@@ -22,6 +22,7 @@ import orjson
 import typer
 from rich.console import Console
 
+from testfleet.cli.help_format import FleetCommand, FleetGroup
 from testfleet.cli.render import (
     print_task_detail,
     shown_status,
@@ -45,6 +46,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=FleetGroup,
 )
 #: Piped output is not a terminal; Rich would fold tables to 80 columns there.
 _PIPE_WIDTH = None if sys.stdout.isatty() else 160
@@ -115,7 +117,7 @@ def parse_tags(values: list[str]) -> dict[str, str]:
 # ---------------------------------------------------------------- processes
 
 
-@app.command()
+@app.command(cls=FleetCommand)
 def coordinator(
     db: Annotated[Path, typer.Option(help="DuckDB file (created if missing).")] = Path(
         "testfleet.duckdb"
@@ -154,7 +156,7 @@ def coordinator(
         fail(str(exc))
 
 
-@app.command()
+@app.command(cls=FleetCommand)
 def worker(
     coordinator: CoordinatorOption = None,
     slots: Annotated[int, typer.Option(min=1, max=4096, help="Attempts run at once.")] = 1,
@@ -230,7 +232,7 @@ def worker(
 # ---------------------------------------------------------------- client commands
 
 
-@app.command()
+@app.command(cls=FleetCommand)
 def submit(
     files: Annotated[list[str], typer.Argument(help="JSON or YAML task files ('-' = stdin).")],
     coordinator: CoordinatorOption = None,
@@ -259,11 +261,12 @@ def submit(
 
 
 @app.command(
+    cls=FleetCommand,
     context_settings={
         "allow_extra_args": True,
         "ignore_unknown_options": True,
         "allow_interspersed_args": False,
-    }
+    },
 )
 def run(
     ctx: typer.Context,
@@ -345,7 +348,7 @@ def run(
     raise typer.Exit(int(pytest.main(args)))
 
 
-@app.command()
+@app.command(cls=FleetCommand)
 def tasks(
     status: Annotated[
         list[TaskStatus] | None, typer.Option("--status", "-s", help="Only these statuses; repeat.")
@@ -377,7 +380,7 @@ def tasks(
     )
 
 
-@app.command()
+@app.command(cls=FleetCommand)
 def task(
     task_id: Annotated[str, typer.Argument(help="The task's id.")],
     coordinator: CoordinatorOption = None,
@@ -402,7 +405,7 @@ def task(
         console.print(decode_logs(detail["result"].get("logs", "")), markup=False, highlight=False)
 
 
-@app.command()
+@app.command(cls=FleetCommand)
 def workers(coordinator: CoordinatorOption = None, as_json: JsonOption = False) -> None:
     """Workers the coordinator knows, with their hardware and load."""
     with client_for(coordinator) as client:
@@ -416,7 +419,7 @@ def workers(coordinator: CoordinatorOption = None, as_json: JsonOption = False) 
         console.print(workers_table(listed))
 
 
-@app.command()
+@app.command(cls=FleetCommand)
 def cancel(
     task_ids: Annotated[list[str], typer.Argument(help="Tasks to cancel.")],
     coordinator: CoordinatorOption = None,
@@ -435,7 +438,7 @@ def cancel(
         raise typer.Exit(EXIT_ERROR)
 
 
-@app.command()
+@app.command(cls=FleetCommand)
 def drain(
     worker_id: Annotated[str, typer.Argument(help="The worker to drain.")],
     coordinator: CoordinatorOption = None,
@@ -449,7 +452,7 @@ def drain(
     console.print(f"draining {worker_id}")
 
 
-@app.command()
+@app.command(cls=FleetCommand)
 def stats(coordinator: CoordinatorOption = None, as_json: JsonOption = False) -> None:
     """Task counts by status, queue depth, workers and busy slots."""
     with client_for(coordinator) as client:
@@ -463,7 +466,7 @@ def stats(coordinator: CoordinatorOption = None, as_json: JsonOption = False) ->
         console.print(stats_table(figures))
 
 
-@app.command()
+@app.command(cls=FleetCommand)
 def wait(
     task_ids: Annotated[list[str], typer.Argument(help="Tasks to wait for.")],
     timeout: Annotated[
@@ -502,7 +505,7 @@ def wait(
         raise typer.Exit(EXIT_FAILED)
 
 
-@app.command()
+@app.command(cls=FleetCommand)
 def demo(
     db: Annotated[
         Path, typer.Option(help="DuckDB file the demo writes (replaced if it is the demo's own).")

@@ -30,6 +30,7 @@ from testfleet.cli.app import (
     print_json,
     report_fleet_error,
 )
+from testfleet.cli.help_format import FleetCommand, FleetGroup
 from testfleet.cli.render import compare_errors, compare_table, history_table, models_table
 from testfleet.client import FleetClient, FleetError
 from testfleet.domain.benchmark import Precision
@@ -39,6 +40,7 @@ results_app = typer.Typer(
     name="results",
     help="Benchmark results: compare hardware side by side, follow trends over time.",
     no_args_is_help=True,
+    cls=FleetGroup,
 )
 
 ModelOption = Annotated[
@@ -170,7 +172,7 @@ def _say_nothing_found(client: FleetClient, model: str, filtered: bool, *, to_st
     (errors if to_stderr else console).print(escape(message))
 
 
-@results_app.command()
+@results_app.command(cls=FleetCommand)
 def compare(
     model: ModelOption,
     precision: PrecisionOption = None,
@@ -217,7 +219,7 @@ def compare(
             console.print(line)
 
 
-@results_app.command()
+@results_app.command(cls=FleetCommand)
 def history(
     model: ModelOption,
     batch_size: Annotated[
@@ -260,7 +262,7 @@ def history(
             console.print(f"[dim]the {limit} most recent rows; --limit shows more[/dim]")
 
 
-@results_app.command()
+@results_app.command(cls=FleetCommand)
 def models(coordinator: CoordinatorOption = None, as_json: JsonOption = False) -> None:
     """Models that have benchmark results."""
     with client_for(coordinator) as client:
