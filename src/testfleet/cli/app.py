@@ -21,6 +21,7 @@ from typing import Annotated, Any, NoReturn
 import orjson
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from testfleet.cli.help_format import FleetCommand, FleetGroup
 from testfleet.cli.render import (
@@ -31,6 +32,12 @@ from testfleet.cli.render import (
     workers_table,
 )
 from testfleet.cli.task_files import TaskFileError, load_task_documents
+from testfleet.cli.waiting import (
+    DEFAULT_UNSCHEDULABLE_TIMEOUT,
+    MonotonicClock,
+    TaskWaiter,
+    WaitEnd,
+)
 from testfleet.client import (
     COORDINATOR_ENV,
     CoordinatorUrlError,
@@ -38,7 +45,7 @@ from testfleet.client import (
     FleetError,
     coordinator_url,
 )
-from testfleet.domain.enums import Codec, TaskStatus
+from testfleet.domain.enums import Codec, ShownStatus, TaskStatus
 
 app = typer.Typer(
     name="testfleet",
@@ -68,14 +75,19 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable
 #: The warning `testfleet run` silences (see there).
 REWRITE_WARNING = "Module already imported so cannot be rewritten; testfleet"
 
-#: Exit codes of ``testfleet wait``.
+#: Exit codes of ``testfleet wait`` (EXIT_ERROR: of every command; see the README).
 EXIT_FAILED = 1
 EXIT_ERROR = 2
 EXIT_WAIT_TIMEOUT = 3
+EXIT_UNSCHEDULABLE = 4
+#: 128 + SIGINT, as shells report a command stopped by Ctrl-C.
+EXIT_INTERRUPTED = 130
 
 
 def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
-    errors.print(f"[red]error:[/red] {message}")
+    """Print ``error: MESSAGE`` on stderr and exit. The message is plain text, never
+    markup: reasons like ``needs one of [cuda]`` would otherwise lose their brackets."""
+    errors.print(f"[red]error:[/red] {escape(message)}")
     raise typer.Exit(code)
 
 
@@ -192,7 +204,7 @@ def worker(
         tags=parse_tags(tag or []), task_types=list(executors), probe_torch=probe_torch
     )
     for problem in capabilities.probe_errors:
-        errors.print(f"[yellow]hardware probe:[/yellow] {problem}")
+        errors.print(f"[yellow]hardware probe:[/yellow] {escape(problem)}")
     settings = AgentSettings(
         coordinator_url=url,
         worker_id=worker_id or f"{socket.gethostname()}-{os.getpid()}",
@@ -351,7 +363,13 @@ def run(
 @app.command(cls=FleetCommand)
 def tasks(
     status: Annotated[
-        list[TaskStatus] | None, typer.Option("--status", "-s", help="Only these statuses; repeat.")
+        list[ShownStatus] | None,
+        typer.Option(
+            "--status",
+            "-s",
+            help="Only these statuses; repeat. unschedulable: queued tasks no connected "
+            "worker can run (queued includes them).",
+        ),
     ] = None,
     task_type: Annotated[str | None, typer.Option("--type", help="Only this task type.")] = None,
     worker: Annotated[str | None, typer.Option(help="Only tasks on this worker.")] = None,
@@ -433,7 +451,7 @@ def cancel(
                 console.print(f"cancelled {task_id}")
             except FleetError as exc:
                 problems += 1
-                errors.print(f"[red]error:[/red] {exc.message}")
+                errors.print(f"[red]error:[/red] {escape(exc.message)}")
     if problems:
         raise typer.Exit(EXIT_ERROR)
 
@@ -470,33 +488,61 @@ def stats(coordinator: CoordinatorOption = None, as_json: JsonOption = False) ->
 def wait(
     task_ids: Annotated[list[str], typer.Argument(help="Tasks to wait for.")],
     timeout: Annotated[
-        float | None, typer.Option(help="Give up after this many seconds (exit 3).")
+        float | None,
+        typer.Option(min=0, help="Give up after this many seconds (exit 3).", show_default=False),
     ] = None,
-    poll: Annotated[float, typer.Option(help="Seconds between checks.")] = 0.5,
+    unschedulable_timeout: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="Give up (exit 4) once a task has been unschedulable (no connected worker "
+            "can run it) this many seconds in a row; 'inf' waits for a worker that fits.",
+        ),
+    ] = DEFAULT_UNSCHEDULABLE_TIMEOUT,
+    poll: Annotated[float, typer.Option(min=0.01, help="Seconds between checks.")] = 0.5,
     coordinator: CoordinatorOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Wait until tasks finish. Exit 0 if all completed, 1 if any did not, 3 on timeout."""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    final: dict[str, dict[str, Any]] = {}
+    """Wait until tasks finish, saying why any cannot run.
+
+    Exit 0 if all completed, 1 if any did not, 3 on --timeout, 4 when a task stayed
+    unschedulable for --unschedulable-timeout, 130 on Ctrl-C (the tasks keep running).
+    """
     with client_for(coordinator) as client:
-        while True:
-            for task_id in task_ids:
-                if task_id in final:
-                    continue
-                try:
-                    found = client.get_task(task_id)["task"]
-                except FleetError as exc:
-                    report_fleet_error(exc)
-                if TaskStatus(found["status"]).is_terminal:
-                    final[task_id] = found
-            if len(final) == len(task_ids):
-                break
-            if deadline is not None and time.monotonic() > deadline:
-                waiting = [t for t in task_ids if t not in final]
-                fail(f"timed out waiting for {', '.join(waiting)}", EXIT_WAIT_TIMEOUT)
-            time.sleep(poll)
-    ordered = [final[t] for t in task_ids]
+        waiter = TaskWaiter(
+            client,
+            task_ids,
+            clock=MonotonicClock(),
+            sleep=time.sleep,
+            say=lambda line: errors.print(escape(line)),
+            poll=poll,
+            timeout=timeout,
+            unschedulable_timeout=unschedulable_timeout,
+        )
+        try:
+            outcome = waiter.run()
+        except FleetError as exc:
+            report_fleet_error(exc)
+        except KeyboardInterrupt:
+            errors.print(
+                "stopped waiting; the tasks keep running on the fleet "
+                "(`testfleet tasks` follows them, `testfleet cancel ID` stops one)"
+            )
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+    if outcome.end is WaitEnd.TIMED_OUT:
+        fail(f"timed out waiting for {', '.join(outcome.waiting)}", EXIT_WAIT_TIMEOUT)
+    if outcome.end is WaitEnd.UNSCHEDULABLE:
+        lines = [
+            f"{task_id} has been unschedulable for {waiter.unschedulable_for(task_id):.0f}s: "
+            f"{reason}"
+            for task_id, reason in outcome.stuck.items()
+        ]
+        fail(
+            "; ".join(lines) + ". It stays queued and runs if a worker that fits connects; "
+            "`testfleet cancel ID` drops it, --unschedulable-timeout waits longer.",
+            EXIT_UNSCHEDULABLE,
+        )
+    ordered = [outcome.tasks[t] for t in dict.fromkeys(task_ids)]
     if as_json:
         print_json({"tasks": ordered})
     else:
