@@ -87,7 +87,7 @@ EXIT_INTERRUPTED = 130
 def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
     """Print ``error: MESSAGE`` on stderr and exit. The message is plain text, never
     markup: reasons like ``needs one of [cuda]`` would otherwise lose their brackets."""
-    errors.print(f"[red]error:[/red] {escape(message)}")
+    errors.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -151,6 +151,7 @@ def coordinator(
     """Run a coordinator: REST API, worker channel and the DuckDB file it alone owns."""
     from testfleet.coordinator.app import run_coordinator
     from testfleet.coordinator.settings import CoordinatorSettings
+    from testfleet.coordinator.startup import StartupError
     from testfleet.store import StoreError
 
     if heartbeat_timeout <= heartbeat_interval:
@@ -161,10 +162,16 @@ def coordinator(
         heartbeat_timeout_seconds=heartbeat_timeout,
         db_threads=db_threads or None,
     )
-    errors.print(f"testfleet coordinator on http://{host}:{port} with {db}")
     try:
-        run_coordinator(db, host=host, port=port, settings=settings, log_level=log_level)
-    except StoreError as exc:
+        run_coordinator(
+            db,
+            host=host,
+            port=port,
+            settings=settings,
+            log_level=log_level,
+            announce=lambda url: errors.print(f"testfleet coordinator on {url} with {db}"),
+        )
+    except (StartupError, StoreError) as exc:
         fail(str(exc))
 
 
