@@ -157,7 +157,8 @@ class WorkerAgent:
         self.completed = 0
         #: Set by :meth:`run` for each connection attempt (see there).
         self._reporter = ConnectionReporter(settings.worker_id, settings.coordinator_url, self._now)
-        self._failures = 0
+        #: Connection attempts that failed since the last welcome (what the log counts).
+        self._failed_attempts = 0
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -174,7 +175,6 @@ class WorkerAgent:
         url = channel_url(self.settings.coordinator_url)
         self._reporter = ConnectionReporter(self.settings.worker_id, url, self._now)
         while not self._stopping.is_set():
-            self._failures = failures
             problem = "the coordinator closed the connection"
             try:
                 async with connect(
@@ -200,6 +200,7 @@ class WorkerAgent:
                     # The coordinator welcomed us: the next outage starts the
                     # backoff afresh, however this session ended.
                     failures = 0
+                    self._failed_attempts = 0
                 self._socket = None
                 self.connected.clear()
             if self._stopping.is_set():
@@ -214,7 +215,10 @@ class WorkerAgent:
             if welcomed:
                 self._reporter.session_ended(problem, retry_in=delay)
             else:
-                self._reporter.attempt_failed(problem, attempt=failures, retry_in=delay)
+                self._failed_attempts += 1
+                self._reporter.attempt_failed(
+                    problem, attempt=self._failed_attempts, retry_in=delay
+                )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), delay)
         await self._shutdown()
@@ -272,7 +276,7 @@ class WorkerAgent:
         self._socket = socket
         self._outbox = asyncio.Queue()
         self.connected.set()
-        self._reporter.connected(self._failures)
+        self._reporter.connected(self._failed_attempts)
         # Everything not yet acknowledged goes again, in order.
         self._unsent = sorted(self._held)
         self._flush_results()

@@ -283,3 +283,32 @@ async def test_a_refused_hello_is_said_with_its_code_then_the_recovery(
     assert refused.endswith("s (attempt 1)")
     url = f"ws://127.0.0.1:{port}/api/v1/workers/connect"
     assert recovered == f"worker w1: connected to {url} after 1 failed attempt(s)"
+
+
+async def test_a_lost_session_is_said_and_reconnect_attempts_count_from_one(
+    said: Said, tmp_path: Path
+) -> None:
+    sessions = 0
+
+    async def coordinator(socket: ServerConnection) -> None:
+        nonlocal sessions
+        await socket.recv()
+        sessions += 1
+        if sessions == 1:  # welcome, then hang up; later sessions hang up at once
+            welcome = Welcome(
+                protocol_version=PROTOCOL_VERSION,
+                worker_id="w1",
+                heartbeat_interval_seconds=30,
+                heartbeat_timeout_seconds=60,
+            )
+            await socket.send(encode(welcome))
+
+    async with serve(coordinator, "127.0.0.1", 0) as server:
+        port = next(iter(server.sockets)).getsockname()[1]
+        async with running(f"http://127.0.0.1:{port}", tmp_path):
+            lost, failed = (await said.at_least(2))[:2]
+    url = f"ws://127.0.0.1:{port}/api/v1/workers/connect"
+    assert lost.startswith(f"worker w1: lost the connection to {url}: ")
+    assert "; reconnecting in 0.0" in lost
+    assert failed.startswith(f"worker w1: cannot connect to {url}: the connection closed")
+    assert failed.endswith("s (attempt 1)")
