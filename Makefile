@@ -12,12 +12,20 @@ STAMP := $(VENV)/.installed
 # pulling a multi-GB CUDA build.
 TORCH ?= torch==2.13.0
 
+# Each step says what it installs and lets pip show its own progress (no
+# --quiet): a fresh machine spends minutes here, and silence looks like a hang.
 $(STAMP): pyproject.toml
+	@echo "testfleet: setting up $(VENV) (first run only; a few minutes on a fresh machine)"
+	@echo "[1/4] creating the virtual environment $(VENV) with $(PYTHON)"
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet '$(TORCH)'
-	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	@echo "[2/4] upgrading pip"
+	$(BIN)/python -m pip install --upgrade pip
+	@echo "[3/4] installing $(TORCH), the CPU build, for model benchmarks (the biggest step)"
+	$(BIN)/python -m pip install '$(TORCH)'
+	@echo "[4/4] installing testfleet with its dependencies and the dev and bench extras"
+	$(BIN)/python -m pip install -e '.[dev,bench]'
 	touch $(STAMP)
+	@echo "testfleet: $(VENV) is ready"
 
 demo: $(STAMP)
 	$(BIN)/testfleet demo

@@ -1,8 +1,11 @@
 """A small synchronous client for the coordinator's REST API.
 
-Callers: the CLI, ``testfleet demo``, benchmarks and integration tests. Every
-error from the coordinator becomes a :class:`FleetError` carrying the server's
-code and message, so the CLI can print what was wrong and exit non-zero.
+Callers: the CLI, ``testfleet demo``, ``testfleet run`` / ``pytest --fleet``,
+benchmarks and integration tests. Every error from the coordinator becomes a
+:class:`FleetError` carrying the server's code and message, so the CLI can
+print what was wrong and exit non-zero. An address that answers but is not a
+testfleet coordinator (a web page, a proxy, some other JSON API) is a
+:class:`FleetError` too, saying what it answered and never repeating the page.
 """
 
 from __future__ import annotations
@@ -11,17 +14,14 @@ import os
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import httpx
 
 DEFAULT_COORDINATOR = "http://127.0.0.1:8700"
 COORDINATOR_ENV = "TESTFLEET_COORDINATOR"
-
-
-def coordinator_url(explicit: str | None = None) -> str:
-    """``--coordinator``, else ``$TESTFLEET_COORDINATOR``, else the local default."""
-    return (explicit or os.environ.get(COORDINATOR_ENV) or DEFAULT_COORDINATOR).rstrip("/")
+#: Where the API lives under a coordinator's address.
+API_PREFIX = "/api/v1"
 
 
 def _segment(value: str) -> str:
@@ -43,12 +43,104 @@ class FleetError(Exception):
         self.details = details or []
 
 
-class FleetClient:
-    """REST calls under ``/api/v1``; one HTTP connection pool per client."""
+class CoordinatorUrlError(FleetError):
+    """A coordinator URL that cannot be used; the message says what to write instead."""
 
-    def __init__(self, base_url: str | None = None, timeout: float = 30.0) -> None:
-        self.base_url = coordinator_url(base_url)
-        self._http = httpx.Client(base_url=self.base_url + "/api/v1", timeout=timeout)
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code="invalid_url")
+
+
+def normalize_coordinator_url(url: str) -> str:
+    """The coordinator's base address in one canonical form, or :class:`CoordinatorUrlError`.
+
+    Called by :func:`coordinator_url` for every URL a person gives (``--coordinator``,
+    ``$TESTFLEET_COORDINATOR``, ``pytest --fleet``). Decisions, documented in the
+    README: ``HOST:PORT`` without a scheme means ``http://HOST:PORT`` (what people
+    type most); a trailing ``/api/v1`` is dropped, since the client adds it
+    itself (the API's address pasted from the docs); anything deeper inside the
+    API, or a scheme other than http/https, is refused saying what to write.
+    """
+    text = url.strip()
+    example = "e.g. http://HOST:8700"
+    if not text:
+        raise CoordinatorUrlError(f"the coordinator URL is empty; give one, {example}")
+    if "://" not in text:
+        text = "http://" + text
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https"):
+        raise CoordinatorUrlError(
+            f"coordinator URL {url!r}: use http:// or https://, not {parts.scheme}:// ({example}; "
+            "workers derive their WebSocket address from it)"
+        )
+    try:
+        parts.port  # noqa: B018 - parsing it is the check
+    except ValueError:
+        raise CoordinatorUrlError(
+            f"coordinator URL {url!r}: the port is not a number from 0 to 65535 ({example})"
+        ) from None
+    if not parts.hostname:
+        raise CoordinatorUrlError(f"coordinator URL {url!r} has no host name ({example})")
+    if parts.query or parts.fragment:
+        raise CoordinatorUrlError(
+            f"coordinator URL {url!r}: drop the ?query or #fragment; give only the "
+            f"coordinator's address ({example})"
+        )
+    path = parts.path.rstrip("/")
+    if path.endswith(API_PREFIX):
+        path = path[: -len(API_PREFIX)]
+    elif API_PREFIX + "/" in path + "/":
+        base = urlunsplit((parts.scheme, parts.netloc, path[: path.index(API_PREFIX)], "", ""))
+        raise CoordinatorUrlError(
+            f"coordinator URL {url!r} points inside the API; give the coordinator's "
+            f"address instead: {base}"
+        )
+    return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+
+
+def coordinator_url(explicit: str | None = None) -> str:
+    """``--coordinator``, else ``$TESTFLEET_COORDINATOR``, else the local default,
+    normalised by :func:`normalize_coordinator_url` (which may refuse it)."""
+    return normalize_coordinator_url(
+        explicit or os.environ.get(COORDINATOR_ENV) or DEFAULT_COORDINATOR
+    )
+
+
+def _json_object(response: httpx.Response) -> dict[str, Any] | None:
+    """The response's body when it is a JSON object, else ``None`` (HTML, text, a list)."""
+    if "json" not in response.headers.get("content-type", ""):
+        return None
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
+class FleetClient:
+    """REST calls under ``/api/v1``; one HTTP connection pool per client.
+
+    ``transport`` replaces the network (tests pass ``httpx.MockTransport``). A
+    URL that :func:`normalize_coordinator_url` refuses does not raise here but
+    on the first request, as an unreachable address does, so callers handle
+    one error in one place.
+    """
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        timeout: float = 30.0,
+        *,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self._url_error: CoordinatorUrlError | None = None
+        try:
+            self.base_url = coordinator_url(base_url)
+        except CoordinatorUrlError as exc:
+            self._url_error = exc
+            self.base_url = DEFAULT_COORDINATOR
+        self._http = httpx.Client(
+            base_url=self.base_url + API_PREFIX, timeout=timeout, transport=transport
+        )
 
     def close(self) -> None:
         self._http.close()
@@ -59,7 +151,11 @@ class FleetClient:
     def __exit__(self, *_: object) -> None:
         self.close()
 
-    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+    def _call(self, method: str, path: str, *, expect: tuple[str, ...], **kwargs: Any) -> Any:
+        """One request; the answer's JSON object, which must hold the ``expect``ed keys
+        (how an answer from something that is not a testfleet coordinator is told apart)."""
+        if self._url_error is not None:
+            raise self._url_error
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
@@ -67,27 +163,63 @@ class FleetClient:
                 f"cannot reach the coordinator at {self.base_url}: {exc}. Is it running? "
                 f"Set --coordinator or ${COORDINATOR_ENV}."
             ) from None
+        body = _json_object(response)
         if response.status_code >= 400:
-            try:
-                error = response.json()["error"]
+            error = None if body is None else body.get("error")
+            if isinstance(error, dict) and isinstance(error.get("message"), str):
                 raise FleetError(
                     error["message"],
                     status=response.status_code,
-                    code=error.get("code", "error"),
+                    code=str(error.get("code", "error")),
                     details=error.get("details"),
                 )
-            except (ValueError, KeyError, TypeError):
+            if isinstance(error, str):  # /health of a coordinator whose loop failed
                 raise FleetError(
-                    f"HTTP {response.status_code}: {response.text[:500]}",
+                    f"the coordinator at {self.base_url} has failed: {error}",
                     status=response.status_code,
-                    code="http_error",
-                ) from None
-        return response.json()
+                    code="failed",
+                )
+            raise self._not_testfleet(response, method, path, body)
+        if body is None or any(key not in body for key in expect):
+            raise self._not_testfleet(response, method, path, body)
+        return body
+
+    def _not_testfleet(
+        self, response: httpx.Response, method: str, path: str, body: dict[str, Any] | None
+    ) -> FleetError:
+        """Say what the address answered instead of a testfleet answer, never the page
+        itself (a proxy's or another server's HTML would bury the point)."""
+        status = response.status_code
+        content_type = response.headers.get("content-type", "").split(";")[0].strip()
+        answered = f"HTTP {status} {content_type or 'with no content type'}"
+        if body is not None:
+            answered += " without the fields a testfleet coordinator sends"
+        request = f"{method} {API_PREFIX}{path}"
+        where = f"Check --coordinator or ${COORDINATOR_ENV}."
+        if 300 <= status < 400:
+            location = response.headers.get("location", "?")
+            message = (
+                f"{self.base_url} answered {request} with HTTP {status}, a redirect to "
+                f"{location}: give the coordinator's own address (https:// if it moved there). "
+                + where
+            )
+        elif status >= 500:
+            message = (
+                f"the coordinator at {self.base_url} failed: it answered {answered} to "
+                f"{request}, with no testfleet error; see its log (or that of a proxy in "
+                "front of it)."
+            )
+        else:
+            message = (
+                f"{self.base_url} is not a testfleet coordinator (it answered {answered} "
+                f"to {request}). {where}"
+            )
+        return FleetError(message, status=status, code="not_testfleet")
 
     def submit(self, documents: dict[str, Any] | Sequence[dict[str, Any]]) -> list[str]:
         """Submit one task document or a list; returns the accepted ids (all or none)."""
         body = documents if isinstance(documents, dict) else list(documents)
-        answer = self._call("POST", "/tasks", json=body)
+        answer = self._call("POST", "/tasks", expect=("task_ids",), json=body)
         return list(answer["task_ids"])
 
     def list_tasks(
@@ -105,48 +237,66 @@ class FleetClient:
         if worker_id:
             params.append(("worker_id", worker_id))
         params += [("limit", limit), ("offset", offset)]
-        result: dict[str, Any] = self._call("GET", "/tasks", params=params)
+        result: dict[str, Any] = self._call(
+            "GET", "/tasks", expect=("tasks", "total"), params=params
+        )
         return result
 
     def get_task(self, task_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._call("GET", f"/tasks/{_segment(task_id)}")
+        result: dict[str, Any] = self._call("GET", f"/tasks/{_segment(task_id)}", expect=("task",))
         return result
 
     def cancel(self, task_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._call("POST", f"/tasks/{_segment(task_id)}/cancel")
+        result: dict[str, Any] = self._call(
+            "POST", f"/tasks/{_segment(task_id)}/cancel", expect=("task_id",)
+        )
         return result
 
     def cancel_many(self, task_ids: Sequence[str]) -> dict[str, list[str]]:
         """Cancel tasks in one request (the coordinator applies it as one step);
         returns the ids under ``cancelled``, ``already_finished`` and ``not_found``."""
-        answer = self._call("POST", "/tasks/cancel", json={"task_ids": list(task_ids)})
+        answer = self._call(
+            "POST",
+            "/tasks/cancel",
+            expect=("cancelled", "already_finished", "not_found"),
+            json={"task_ids": list(task_ids)},
+        )
         return {key: list(answer[key]) for key in ("cancelled", "already_finished", "not_found")}
 
     def workers(self) -> list[dict[str, Any]]:
-        return list(self._call("GET", "/workers")["workers"])
+        return list(self._call("GET", "/workers", expect=("workers",))["workers"])
 
     def drain(self, worker_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._call("POST", f"/workers/{_segment(worker_id)}/drain")
+        result: dict[str, Any] = self._call(
+            "POST", f"/workers/{_segment(worker_id)}/drain", expect=("worker_id",)
+        )
         return result
 
     def undrain(self, worker_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._call("POST", f"/workers/{_segment(worker_id)}/undrain")
+        result: dict[str, Any] = self._call(
+            "POST", f"/workers/{_segment(worker_id)}/undrain", expect=("worker_id",)
+        )
         return result
 
     def test_run(self, run_id: str, *, after_seq: int = 0) -> dict[str, Any]:
         """A pytest run's chunk tasks and the tests recorded after ``after_seq``."""
         result: dict[str, Any] = self._call(
-            "GET", f"/test-runs/{_segment(run_id)}", params={"after_seq": after_seq}
+            "GET",
+            f"/test-runs/{_segment(run_id)}",
+            expect=("tasks", "tests"),
+            params={"after_seq": after_seq},
         )
         return result
 
     def test_durations(self, project: str) -> dict[str, float]:
         """Recent median seconds per node id of ``project`` (a ProjectSource key)."""
-        answer = self._call("GET", "/tests/durations", params={"project": project})
+        answer = self._call(
+            "GET", "/tests/durations", expect=("durations",), params={"project": project}
+        )
         return {str(k): float(v) for k, v in answer["durations"].items()}
 
     def stats(self) -> dict[str, Any]:
-        result: dict[str, Any] = self._call("GET", "/stats")
+        result: dict[str, Any] = self._call("GET", "/stats", expect=("tasks", "workers"))
         return result
 
     def benchmark_compare(
@@ -161,7 +311,9 @@ class FleetClient:
         batch size (``GET /results/compare``); ``since`` is an ISO 8601 time."""
         given = {"model": model, "precision": precision, "hardware": hardware, "since": since}
         params = {name: value for name, value in given.items() if value is not None}
-        result: dict[str, Any] = self._call("GET", "/results/compare", params=params)
+        result: dict[str, Any] = self._call(
+            "GET", "/results/compare", expect=("rows",), params=params
+        )
         return result
 
     def benchmark_history(
@@ -182,15 +334,17 @@ class FleetClient:
             "limit": limit,
         }
         params = {name: value for name, value in given.items() if value is not None}
-        result: dict[str, Any] = self._call("GET", "/results/history", params=params)
+        result: dict[str, Any] = self._call(
+            "GET", "/results/history", expect=("rows",), params=params
+        )
         return result
 
     def benchmark_models(self) -> list[str]:
         """Models that have benchmark results (``GET /results/models``)."""
-        return list(self._call("GET", "/results/models")["models"])
+        return list(self._call("GET", "/results/models", expect=("models",))["models"])
 
     def health(self) -> dict[str, Any]:
-        result: dict[str, Any] = self._call("GET", "/health")
+        result: dict[str, Any] = self._call("GET", "/health", expect=("status",))
         return result
 
     def wait_until_healthy(self, timeout: float = 30.0, poll: float = 0.1) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from it_fleet import RELAXED_HEARTBEAT_TIMEOUT, Fleet, pid_alive
+from it_fleet import RELAXED_HEARTBEAT_TIMEOUT, Fleet, free_port, pid_alive
 
 from testfleet.worker.executors.base import benchmarks_available
 
@@ -271,3 +272,67 @@ def test_cancel_stops_a_running_task_and_its_process(cli):
     assert "cli-no-such-task" in unknown.stderr
     waited = cli.run("wait", "cli-long", "--timeout", "30")
     assert waited.returncode == 1
+
+
+def test_tasks_lists_and_wait_gives_up_on_an_unschedulable_task(cli):
+    document = {
+        "task_id": "cli-needs-cuda",
+        "type": "command",
+        "requirements": {"hardware": ["cuda"]},
+        "config": {"argv": ["true"]},
+    }
+    assert cli.run("submit", "-", stdin=json.dumps(document)).returncode == 0
+    # Give up 1 s after the coordinator first says why; --timeout only bounds a bug.
+    waited = cli.run(
+        "wait", "cli-needs-cuda", "--unschedulable-timeout", "1", "--poll", "0.2", "--timeout", "60"
+    )
+    assert waited.returncode == 4, (waited.stdout, waited.stderr)
+    reason = "hardware: needs one of [cuda]; connected workers offer [cpu]"
+    assert f"cli-needs-cuda cannot run: {reason}" in waited.stderr
+    assert re.search(
+        rf"cli-needs-cuda has been unschedulable for \d+s: {re.escape(reason)}", waited.stderr
+    )
+
+    listed = cli.json("tasks", "--status", "unschedulable")
+    assert [t["task_id"] for t in listed["tasks"]] == ["cli-needs-cuda"]
+    assert listed["total"] == 1
+    assert listed["tasks"][0]["unschedulable_reason"] == reason
+    table = cli.ok("tasks", "--status", "unschedulable")
+    assert "cli-needs-cuda" in table
+    assert "unschedulable" in table
+    detail = cli.ok("task", "cli-needs-cuda")
+    assert "no attempts yet: it is unschedulable" in detail
+    # queued still lists it; once cancelled it is no longer unschedulable.
+    queued = cli.json("tasks", "--status", "queued")
+    assert "cli-needs-cuda" in [t["task_id"] for t in queued["tasks"]]
+    assert cli.run("cancel", "cli-needs-cuda").returncode == 0
+    assert cli.json("tasks", "--status", "unschedulable")["total"] == 0
+
+
+def test_a_second_coordinator_on_a_taken_port_names_the_first_and_says_nothing_else(cli):
+    first = cli.fleet.processes["coordinator"].pid
+    done = cli.run(
+        "coordinator", "--db", str(cli.root / "other.duckdb"), "--port", str(cli.fleet.port)
+    )
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith(f"error: cannot listen on 127.0.0.1:{cli.fleet.port}: the port is taken")
+    assert f"process {first} (" in line
+    assert "coordinator" in line
+    assert "--port" in line
+    assert "testfleet coordinator on" not in done.stderr
+    assert not (cli.root / "other.duckdb").exists()  # nothing was opened either
+
+
+def test_a_second_coordinator_on_the_same_file_names_the_first(cli):
+    first = cli.fleet.processes["coordinator"].pid
+    done = cli.run("coordinator", "--db", str(cli.fleet.db), "--port", str(free_port()))
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith(
+        f"error: cannot open the database {str(cli.fleet.db)!r}: process {first} ("
+    )
+    assert "only one coordinator may own a database file" in line
+    assert "--db" in line
+    assert "testfleet coordinator on" not in done.stderr
+    assert cli.fleet.client.health()["status"] == "ok"  # the first one is unharmed

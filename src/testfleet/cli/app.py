@@ -21,7 +21,9 @@ from typing import Annotated, Any, NoReturn
 import orjson
 import typer
 from rich.console import Console
+from rich.markup import escape
 
+from testfleet.cli.help_format import FleetCommand, FleetGroup
 from testfleet.cli.render import (
     print_task_detail,
     shown_status,
@@ -30,8 +32,20 @@ from testfleet.cli.render import (
     workers_table,
 )
 from testfleet.cli.task_files import TaskFileError, load_task_documents
-from testfleet.client import COORDINATOR_ENV, FleetClient, FleetError
-from testfleet.domain.enums import Codec, TaskStatus
+from testfleet.cli.waiting import (
+    DEFAULT_UNSCHEDULABLE_TIMEOUT,
+    MonotonicClock,
+    TaskWaiter,
+    WaitEnd,
+)
+from testfleet.client import (
+    COORDINATOR_ENV,
+    CoordinatorUrlError,
+    FleetClient,
+    FleetError,
+    coordinator_url,
+)
+from testfleet.domain.enums import Codec, ShownStatus, TaskStatus
 
 app = typer.Typer(
     name="testfleet",
@@ -39,6 +53,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=FleetGroup,
 )
 #: Piped output is not a terminal; Rich would fold tables to 80 columns there.
 _PIPE_WIDTH = None if sys.stdout.isatty() else 160
@@ -60,14 +75,24 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable
 #: The warning `testfleet run` silences (see there).
 REWRITE_WARNING = "Module already imported so cannot be rewritten; testfleet"
 
-#: Exit codes of ``testfleet wait``.
+#: Exit codes of ``testfleet wait`` (EXIT_ERROR: of every command; see the README).
 EXIT_FAILED = 1
 EXIT_ERROR = 2
 EXIT_WAIT_TIMEOUT = 3
+EXIT_UNSCHEDULABLE = 4
+#: 128 + SIGINT, as shells report a command stopped by Ctrl-C.
+EXIT_INTERRUPTED = 130
+
+
+def say_error(message: str) -> None:
+    """Print ``error: MESSAGE`` on stderr. The message is plain text, never markup:
+    reasons like ``needs one of [cuda]`` would otherwise lose their brackets."""
+    errors.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
 
 
 def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
-    errors.print(f"[red]error:[/red] {message}")
+    """:func:`say_error`, then exit with ``code``."""
+    say_error(message)
     raise typer.Exit(code)
 
 
@@ -77,6 +102,15 @@ def print_json(data: Any) -> None:
 
 def client_for(coordinator: str | None) -> FleetClient:
     return FleetClient(coordinator)
+
+
+def resolve_coordinator(coordinator: str | None) -> str:
+    """The coordinator's address for commands that hand it on (``worker``, ``run``),
+    checked here so a URL that cannot work stops the command in one line."""
+    try:
+        return coordinator_url(coordinator)
+    except CoordinatorUrlError as exc:
+        fail(f"{exc.message}. Set --coordinator or ${COORDINATOR_ENV}.")
 
 
 def report_fleet_error(exc: FleetError) -> NoReturn:
@@ -100,7 +134,7 @@ def parse_tags(values: list[str]) -> dict[str, str]:
 # ---------------------------------------------------------------- processes
 
 
-@app.command()
+@app.command(cls=FleetCommand)
 def coordinator(
     db: Annotated[Path, typer.Option(help="DuckDB file (created if missing).")] = Path(
         "testfleet.duckdb"
@@ -122,6 +156,7 @@ def coordinator(
     """Run a coordinator: REST API, worker channel and the DuckDB file it alone owns."""
     from testfleet.coordinator.app import run_coordinator
     from testfleet.coordinator.settings import CoordinatorSettings
+    from testfleet.coordinator.startup import StartupError
     from testfleet.store import StoreError
 
     if heartbeat_timeout <= heartbeat_interval:
@@ -132,14 +167,20 @@ def coordinator(
         heartbeat_timeout_seconds=heartbeat_timeout,
         db_threads=db_threads or None,
     )
-    errors.print(f"testfleet coordinator on http://{host}:{port} with {db}")
     try:
-        run_coordinator(db, host=host, port=port, settings=settings, log_level=log_level)
-    except StoreError as exc:
+        run_coordinator(
+            db,
+            host=host,
+            port=port,
+            settings=settings,
+            log_level=log_level,
+            announce=lambda url: errors.print(f"testfleet coordinator on {url} with {db}"),
+        )
+    except (StartupError, StoreError) as exc:
         fail(str(exc))
 
 
-@app.command()
+@app.command(cls=FleetCommand)
 def worker(
     coordinator: CoordinatorOption = None,
     slots: Annotated[int, typer.Option(min=1, max=4096, help="Attempts run at once.")] = 1,
@@ -159,7 +200,6 @@ def worker(
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "warning",
 ) -> None:
     """Join a coordinator as a worker (connects out; no inbound port needed)."""
-    from testfleet.client import coordinator_url
     from testfleet.worker.agent import AgentSettings, WorkerAgent, WorkerRefusedError
     from testfleet.worker.executors.base import (
         close_executors,
@@ -169,15 +209,16 @@ def worker(
     from testfleet.worker.executors.leftovers import reap_leftovers
     from testfleet.worker.hardware import detect_capabilities
 
+    url = resolve_coordinator(coordinator)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     executors = default_executors()
     capabilities = detect_capabilities(
         tags=parse_tags(tag or []), task_types=list(executors), probe_torch=probe_torch
     )
     for problem in capabilities.probe_errors:
-        errors.print(f"[yellow]hardware probe:[/yellow] {problem}")
+        errors.print(f"[yellow]hardware probe:[/yellow] {escape(problem)}")
     settings = AgentSettings(
-        coordinator_url=coordinator_url(coordinator),
+        coordinator_url=url,
         worker_id=worker_id or f"{socket.gethostname()}-{os.getpid()}",
         slots=slots,
         codec=codec,
@@ -215,7 +256,7 @@ def worker(
 # ---------------------------------------------------------------- client commands
 
 
-@app.command()
+@app.command(cls=FleetCommand)
 def submit(
     files: Annotated[list[str], typer.Argument(help="JSON or YAML task files ('-' = stdin).")],
     coordinator: CoordinatorOption = None,
@@ -244,11 +285,12 @@ def submit(
 
 
 @app.command(
+    cls=FleetCommand,
     context_settings={
         "allow_extra_args": True,
         "ignore_unknown_options": True,
         "allow_interspersed_args": False,
-    }
+    },
 )
 def run(
     ctx: typer.Context,
@@ -296,9 +338,7 @@ def run(
     shows progress, prints pytest's own summary with the same counts as a
     serial run, and writes --junitxml if asked.
     """
-    from testfleet.client import coordinator_url
-
-    url = coordinator_url(coordinator)
+    url = resolve_coordinator(coordinator)
     args = [path, *ctx.args, "--fleet", url, "--fleet-chunk-timeout", str(chunk_timeout)]
     if rerun_failures:
         args += ["--rerun-failures", str(rerun_failures)]
@@ -332,10 +372,16 @@ def run(
     raise typer.Exit(int(pytest.main(args)))
 
 
-@app.command()
+@app.command(cls=FleetCommand)
 def tasks(
     status: Annotated[
-        list[TaskStatus] | None, typer.Option("--status", "-s", help="Only these statuses; repeat.")
+        list[ShownStatus] | None,
+        typer.Option(
+            "--status",
+            "-s",
+            help="Only these statuses; repeat. unschedulable: queued tasks no connected "
+            "worker can run (queued includes them).",
+        ),
     ] = None,
     task_type: Annotated[str | None, typer.Option("--type", help="Only this task type.")] = None,
     worker: Annotated[str | None, typer.Option(help="Only tasks on this worker.")] = None,
@@ -364,7 +410,7 @@ def tasks(
     )
 
 
-@app.command()
+@app.command(cls=FleetCommand)
 def task(
     task_id: Annotated[str, typer.Argument(help="The task's id.")],
     coordinator: CoordinatorOption = None,
@@ -389,7 +435,7 @@ def task(
         console.print(decode_logs(detail["result"].get("logs", "")), markup=False, highlight=False)
 
 
-@app.command()
+@app.command(cls=FleetCommand)
 def workers(coordinator: CoordinatorOption = None, as_json: JsonOption = False) -> None:
     """Workers the coordinator knows, with their hardware and load."""
     with client_for(coordinator) as client:
@@ -403,7 +449,7 @@ def workers(coordinator: CoordinatorOption = None, as_json: JsonOption = False) 
         console.print(workers_table(listed))
 
 
-@app.command()
+@app.command(cls=FleetCommand)
 def cancel(
     task_ids: Annotated[list[str], typer.Argument(help="Tasks to cancel.")],
     coordinator: CoordinatorOption = None,
@@ -416,16 +462,16 @@ def cancel(
         except FleetError as exc:
             report_fleet_error(exc)
     for task_id in outcome["cancelled"]:
-        console.print(f"cancelled {task_id}")
+        console.print(f"cancelled {escape(task_id)}")
     for task_id in outcome["already_finished"]:
-        errors.print(f"[red]error:[/red] task {task_id!r} has already finished; nothing to cancel")
+        say_error(f"task {task_id!r} has already finished; nothing to cancel")
     for task_id in outcome["not_found"]:
-        errors.print(f"[red]error:[/red] no task with id {task_id!r}")
+        say_error(f"no task with id {task_id!r}")
     if outcome["already_finished"] or outcome["not_found"]:
         raise typer.Exit(EXIT_ERROR)
 
 
-@app.command()
+@app.command(cls=FleetCommand)
 def drain(
     worker_id: Annotated[str, typer.Argument(help="The worker to drain.")],
     coordinator: CoordinatorOption = None,
@@ -439,7 +485,7 @@ def drain(
     console.print(f"draining {worker_id}")
 
 
-@app.command()
+@app.command(cls=FleetCommand)
 def undrain(
     worker_id: Annotated[str, typer.Argument(help="The drained worker.")],
     coordinator: CoordinatorOption = None,
@@ -450,10 +496,10 @@ def undrain(
             client.undrain(worker_id)
         except FleetError as exc:
             report_fleet_error(exc)
-    console.print(f"{worker_id} takes new work again")
+    console.print(f"{escape(worker_id)} takes new work again")
 
 
-@app.command()
+@app.command(cls=FleetCommand)
 def stats(coordinator: CoordinatorOption = None, as_json: JsonOption = False) -> None:
     """Task counts by status, queue depth, workers and busy slots."""
     with client_for(coordinator) as client:
@@ -467,37 +513,65 @@ def stats(coordinator: CoordinatorOption = None, as_json: JsonOption = False) ->
         console.print(stats_table(figures))
 
 
-@app.command()
+@app.command(cls=FleetCommand)
 def wait(
     task_ids: Annotated[list[str], typer.Argument(help="Tasks to wait for.")],
     timeout: Annotated[
-        float | None, typer.Option(help="Give up after this many seconds (exit 3).")
+        float | None,
+        typer.Option(min=0, help="Give up after this many seconds (exit 3).", show_default=False),
     ] = None,
-    poll: Annotated[float, typer.Option(help="Seconds between checks.")] = 0.5,
+    unschedulable_timeout: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="Give up (exit 4) once a task has been unschedulable (no connected worker "
+            "can run it) this many seconds in a row; 'inf' waits for a worker that fits.",
+        ),
+    ] = DEFAULT_UNSCHEDULABLE_TIMEOUT,
+    poll: Annotated[float, typer.Option(min=0.01, help="Seconds between checks.")] = 0.5,
     coordinator: CoordinatorOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Wait until tasks finish. Exit 0 if all completed, 1 if any did not, 3 on timeout."""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    final: dict[str, dict[str, Any]] = {}
+    """Wait until tasks finish, saying why any cannot run.
+
+    Exit 0 if all completed, 1 if any did not, 3 on --timeout, 4 when a task stayed
+    unschedulable for --unschedulable-timeout, 130 on Ctrl-C (the tasks keep running).
+    """
     with client_for(coordinator) as client:
-        while True:
-            for task_id in task_ids:
-                if task_id in final:
-                    continue
-                try:
-                    found = client.get_task(task_id)["task"]
-                except FleetError as exc:
-                    report_fleet_error(exc)
-                if TaskStatus(found["status"]).is_terminal:
-                    final[task_id] = found
-            if len(final) == len(task_ids):
-                break
-            if deadline is not None and time.monotonic() > deadline:
-                waiting = [t for t in task_ids if t not in final]
-                fail(f"timed out waiting for {', '.join(waiting)}", EXIT_WAIT_TIMEOUT)
-            time.sleep(poll)
-    ordered = [final[t] for t in task_ids]
+        waiter = TaskWaiter(
+            client,
+            task_ids,
+            clock=MonotonicClock(),
+            sleep=time.sleep,
+            say=lambda line: errors.print(escape(line)),
+            poll=poll,
+            timeout=timeout,
+            unschedulable_timeout=unschedulable_timeout,
+        )
+        try:
+            outcome = waiter.run()
+        except FleetError as exc:
+            report_fleet_error(exc)
+        except KeyboardInterrupt:
+            errors.print(
+                "stopped waiting; the tasks keep running on the fleet "
+                "(`testfleet tasks` follows them, `testfleet cancel ID` stops one)"
+            )
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+    if outcome.end is WaitEnd.TIMED_OUT:
+        fail(f"timed out waiting for {', '.join(outcome.waiting)}", EXIT_WAIT_TIMEOUT)
+    if outcome.end is WaitEnd.UNSCHEDULABLE:
+        lines = [
+            f"{task_id} has been unschedulable for {waiter.unschedulable_for(task_id):.0f}s: "
+            f"{reason}"
+            for task_id, reason in outcome.stuck.items()
+        ]
+        fail(
+            "; ".join(lines) + ". It stays queued and runs if a worker that fits connects; "
+            "`testfleet cancel ID` drops it, --unschedulable-timeout waits longer.",
+            EXIT_UNSCHEDULABLE,
+        )
+    ordered = [outcome.tasks[t] for t in dict.fromkeys(task_ids)]
     if as_json:
         print_json({"tasks": ordered})
     else:
@@ -506,7 +580,7 @@ def wait(
         raise typer.Exit(EXIT_FAILED)
 
 
-@app.command()
+@app.command(cls=FleetCommand)
 def demo(
     db: Annotated[
         Path, typer.Option(help="DuckDB file the demo writes (replaced if it is the demo's own).")

@@ -12,6 +12,8 @@ from rich.console import Console, JustifyMethod
 from rich.markup import escape
 from rich.table import Table
 
+from testfleet.domain.enums import ShownStatus, TaskStatus
+
 STATUS_STYLE = {
     "completed": "green",
     "failed": "red",
@@ -24,11 +26,12 @@ STATUS_STYLE = {
 }
 
 
-def shown_status(task: dict[str, Any]) -> str:
-    """'unschedulable' for a queued task that no connected worker can run."""
-    if task["status"] == "queued" and task.get("unschedulable_reason"):
-        return "unschedulable"
-    return str(task["status"])
+def shown_status(task: dict[str, Any]) -> ShownStatus:
+    """``unschedulable`` for a queued task that no connected worker can run, else its
+    status (what ``tasks --status`` filters by too)."""
+    if task["status"] == TaskStatus.QUEUED.value and task.get("unschedulable_reason"):
+        return ShownStatus.UNSCHEDULABLE
+    return ShownStatus(task["status"])
 
 
 def _styled(status: str) -> str:
@@ -131,9 +134,16 @@ def workers_table(workers: list[dict[str, Any]]) -> Table:
     return table
 
 
+#: Widest the stats table's label column gets: an unschedulable reason can run to
+#: hundreds of characters, and the whole table would stretch to the terminal's width
+#: for it; longer labels wrap instead.
+STATS_LABEL_WIDTH = 60
+
+
 def stats_table(stats: dict[str, Any]) -> Table:
+    """``testfleet stats``: counts down one column, labels wrapped at STATS_LABEL_WIDTH."""
     table = Table(title="fleet", header_style="bold", show_header=False)
-    table.add_column("what")
+    table.add_column("what", max_width=STATS_LABEL_WIDTH, overflow="fold")
     table.add_column("count", justify="right")
     for status, count in stats["tasks"].items():
         table.add_row(f"tasks {status}", str(count))
@@ -153,7 +163,12 @@ def print_task_detail(console: Console, detail: dict[str, Any]) -> None:
     console.print(tasks_table([task], title=f"task {task['task_id']}"))
     if task.get("unschedulable_reason"):
         console.print(f"[magenta]unschedulable:[/magenta] {escape(task['unschedulable_reason'])}")
-    console.print(attempts_table(detail["attempts"]))
+    if detail["attempts"]:
+        console.print(attempts_table(detail["attempts"]))
+    elif TaskStatus(task["status"]).is_terminal:
+        console.print(f"no attempts: it was {_styled(shown_status(task))} before any worker ran it")
+    else:
+        console.print(f"no attempts yet: it is {_styled(shown_status(task))}")
     result = detail.get("result")
     if result is not None:
         simulated = result["simulation_status"]["is_simulated"]

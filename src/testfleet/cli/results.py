@@ -30,6 +30,7 @@ from testfleet.cli.app import (
     print_json,
     report_fleet_error,
 )
+from testfleet.cli.help_format import FleetCommand, FleetGroup
 from testfleet.cli.render import (
     busy_notes,
     compare_errors,
@@ -45,6 +46,7 @@ results_app = typer.Typer(
     name="results",
     help="Benchmark results: compare hardware side by side, follow trends over time.",
     no_args_is_help=True,
+    cls=FleetGroup,
 )
 
 ModelOption = Annotated[
@@ -178,7 +180,7 @@ def _say_nothing_found(client: FleetClient, model: str, filtered: bool, *, to_st
     (errors if to_stderr else console).print(escape(message))
 
 
-@results_app.command()
+@results_app.command(cls=FleetCommand)
 def compare(
     model: ModelOption,
     precision: PrecisionOption = None,
@@ -225,7 +227,7 @@ def compare(
             console.print(line)
 
 
-@results_app.command()
+@results_app.command(cls=FleetCommand)
 def history(
     model: ModelOption,
     batch_size: Annotated[
@@ -270,7 +272,7 @@ def history(
             console.print(f"[dim]the {limit} most recent rows; --limit shows more[/dim]")
 
 
-@results_app.command()
+@results_app.command(cls=FleetCommand)
 def models(coordinator: CoordinatorOption = None, as_json: JsonOption = False) -> None:
     """Models that have benchmark results."""
     with client_for(coordinator) as client:

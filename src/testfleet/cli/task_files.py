@@ -1,9 +1,10 @@
 """Reading task documents from files for ``testfleet submit``.
 
 A file holds one task document (SEED.md 5.2) or a list of them, as JSON or
-YAML (chosen by extension; ``-`` reads standard input and accepts either).
-Only the shape is checked here; the coordinator validates every field and
-names any problem.
+YAML (chosen by extension; ``-`` reads standard input and accepts either). A
+YAML file may hold several documents separated by ``---``. Only the shape is
+checked here; the coordinator validates every field and names any problem.
+Errors name the file and, where the parser knows it, the line.
 """
 
 from __future__ import annotations
@@ -36,12 +37,14 @@ def load_task_documents(path: str) -> list[dict[str, Any]]:
             raise TaskFileError(f"{path}: cannot read: {exc}") from None
         name = path
         as_yaml = file.suffix.lower() in (".yaml", ".yml")
-    try:
-        document: Any = yaml.safe_load(text) if as_yaml else orjson.loads(text)
-    except (yaml.YAMLError, orjson.JSONDecodeError) as exc:
-        kind = "YAML" if as_yaml else "JSON"
-        raise TaskFileError(f"{name}: not valid {kind}: {exc}") from None
-    documents = document if isinstance(document, list) else [document]
+    if not text.strip():
+        raise TaskFileError(f"{name}: no task documents (the file is empty)")
+    parsed = _parse_yaml(name, text) if as_yaml else [_parse_json(name, text)]
+    documents: list[Any] = []
+    for document in parsed:
+        documents += document if isinstance(document, list) else [document]
+    if not documents:
+        raise TaskFileError(f"{name}: no task documents")
     for index, item in enumerate(documents):
         if not isinstance(item, dict):
             raise TaskFileError(
@@ -49,3 +52,41 @@ def load_task_documents(path: str) -> list[dict[str, Any]]:
                 "expected a task document (an object)"
             )
     return documents
+
+
+def _parse_json(name: str, text: str) -> Any:
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise TaskFileError(f"{name} line {exc.lineno}: not valid JSON: {exc.msg}") from None
+
+
+def _parse_yaml(name: str, text: str) -> list[Any]:
+    """Every YAML document in ``text``; empty ones (only comments) are skipped."""
+    try:
+        return [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.MarkedYAMLError as exc:
+        raise _yaml_error(name, text, exc) from None
+    except yaml.YAMLError as exc:
+        raise TaskFileError(f"{name}: not valid YAML: {exc}") from None
+
+
+def _yaml_error(name: str, text: str, exc: yaml.MarkedYAMLError) -> TaskFileError:
+    """Name the file and line; a tab (YAML forbids them where it needs spaces, and
+    editors hide them) gets its own plain message instead of PyYAML's ``found
+    character '\\t' that cannot start any token``."""
+    mark = exc.problem_mark or exc.context_mark
+    if mark is None:
+        return TaskFileError(f"{name}: not valid YAML: {exc.problem or exc}")
+    where = f"{name} line {mark.line + 1}"
+    lines = text.splitlines()
+    line = lines[mark.line] if mark.line < len(lines) else ""
+    if mark.column < len(line) and line[mark.column] == "\t":
+        if not line[: mark.column].strip(" \t-"):
+            return TaskFileError(f"{where}: tabs are not allowed in YAML indentation; use spaces")
+        return TaskFileError(
+            f"{where} column {mark.column + 1}: a tab where YAML needs a space; use spaces"
+        )
+    problem = exc.problem or "cannot be parsed"
+    context = f" ({exc.context})" if exc.context else ""
+    return TaskFileError(f"{where}: not valid YAML: {problem}{context}")

@@ -29,7 +29,7 @@ from testfleet.coordinator.events import Accepted, RefusalReason, Refused
 from testfleet.coordinator.loop import CoordinatorLoop, CoordinatorUnavailableError
 from testfleet.coordinator.render import attempt_json, iso, result_json, task_json, worker_json
 from testfleet.domain.benchmark import Precision
-from testfleet.domain.enums import HardwareKind, TaskStatus, TaskType, WorkerStatus
+from testfleet.domain.enums import HardwareKind, ShownStatus, TaskStatus, TaskType, WorkerStatus
 from testfleet.domain.json_values import INT64_MAX, json_value_problems
 from testfleet.domain.task import TaskSpec
 from testfleet.store import Store
@@ -253,7 +253,13 @@ def build_router(loop: CoordinatorLoop, store: Store, max_tasks: int, started: f
 
     @router.get("/tasks", summary="List tasks, optionally filtered")
     async def list_tasks(
-        status: Annotated[list[TaskStatus] | None, Query()] = None,
+        status: Annotated[
+            list[ShownStatus] | None,
+            Query(
+                description="Any of these; `unschedulable`: queued tasks no connected "
+                "worker can run (a subset of `queued`)."
+            ),
+        ] = None,
         type: Annotated[TaskType | None, Query()] = None,
         worker_id: str | None = None,
         limit: Annotated[int, Query(ge=1, le=10_000)] = 100,

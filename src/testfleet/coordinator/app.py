@@ -31,6 +31,7 @@ from testfleet.coordinator.api import ErrorCode, build_router, error_response
 from testfleet.coordinator.connections import ConnectionRegistry
 from testfleet.coordinator.loop import CoordinatorLoop
 from testfleet.coordinator.settings import CoordinatorSettings
+from testfleet.coordinator.startup import StartupError, bind_listeners, database_failure
 from testfleet.coordinator.state import CoordinatorState
 from testfleet.coordinator.test_runs_api import build_test_run_router
 from testfleet.coordinator.worker_channel import WORKER_CHANNEL_PATH, serve_worker
@@ -211,21 +212,42 @@ def run_coordinator(
     port: int = 8700,
     settings: CoordinatorSettings | None = None,
     log_level: str = "warning",
+    announce: Callable[[str], None] | None = None,
 ) -> None:
-    """Serve a coordinator until SIGINT/SIGTERM (uvicorn handles both gracefully)."""
+    """Serve a coordinator until SIGINT/SIGTERM (uvicorn handles both gracefully).
+
+    Binds the port and opens the database first, and only then calls
+    ``announce`` with the address it serves on (``testfleet coordinator``
+    prints it), so nothing is announced that cannot be served. Either failing
+    raises :class:`StartupError` with a one-line explanation naming the
+    process in the way. The bound sockets are handed to uvicorn: no other
+    process can take the port between the check and the serving.
+    """
     # The DuckDB commit runs in a thread and hands the GIL back and forth with
     # the event loop a dozen times per commit; at the default 5 ms switch
     # interval a busy loop made each commit wait tens of milliseconds for it.
     sys.setswitchinterval(0.0005)
-    app = create_app(db_path, settings)
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        log_level=log_level,
-        ws_max_size=MAX_FRAME_BYTES,
-        ws_ping_interval=None,  # our heartbeats detect dead workers
-        timeout_graceful_shutdown=5,
-        lifespan="on",
-    )
-    uvicorn.Server(config).run()
+    listeners = bind_listeners(host, port)
+    try:
+        try:
+            app = create_app(db_path, settings)
+        except StoreError as exc:
+            raise StartupError(database_failure(db_path, exc)) from None
+        bound_port = listeners[0].getsockname()[1]
+        if announce is not None:
+            shown_host = f"[{host}]" if ":" in host else host
+            announce(f"http://{shown_host}:{bound_port}")
+        config = uvicorn.Config(
+            app,
+            host=host,
+            port=bound_port,
+            log_level=log_level,
+            ws_max_size=MAX_FRAME_BYTES,
+            ws_ping_interval=None,  # our heartbeats detect dead workers
+            timeout_graceful_shutdown=5,
+            lifespan="on",
+        )
+        uvicorn.Server(config).run(sockets=listeners)
+    finally:
+        for listener in listeners:
+            listener.close()

@@ -39,6 +39,23 @@ TERMINAL_TASK_STATUSES = frozenset(
 )
 
 
+class ShownStatus(StrEnum):
+    """A task's status as people see it and list tasks by (the CLI's tables,
+    ``testfleet tasks --status``, ``GET /api/v1/tasks?status=``): every
+    :class:`TaskStatus`, plus ``unschedulable`` for a queued task that no
+    connected worker can run (it has an ``unschedulable_reason``). Listing by
+    ``queued`` still includes those tasks; ``unschedulable`` is the subset."""
+
+    QUEUED = "queued"
+    ASSIGNED = "assigned"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+    UNSCHEDULABLE = "unschedulable"
+
+
 class AttemptStatus(StrEnum):
     """The state of one try of a task (one row of task_execution_history).
 

@@ -15,7 +15,13 @@ from typing import Any, TypeVar
 import duckdb
 import pyarrow as pa
 
-from testfleet.domain.enums import TERMINAL_TASK_STATUSES, AttemptStatus, TaskStatus, TaskType
+from testfleet.domain.enums import (
+    TERMINAL_TASK_STATUSES,
+    AttemptStatus,
+    ShownStatus,
+    TaskStatus,
+    TaskType,
+)
 from testfleet.domain.records import (
     AttemptRecord,
     RecoveredState,
@@ -126,19 +132,27 @@ def existing_task_ids(cursor: duckdb.DuckDBPyConnection, task_ids: Collection[st
 
 
 def _task_filter(
-    statuses: Collection[TaskStatus] | None,
+    statuses: Collection[TaskStatus | ShownStatus] | None,
     task_type: TaskType | None,
     worker_id: str | None,
 ) -> tuple[str, list[Any]] | None:
-    """A WHERE clause and its parameters; ``None`` when nothing can match (no statuses)."""
+    """A WHERE clause and its parameters; ``None`` when nothing can match (no statuses).
+
+    ``unschedulable`` is a queued task with a reason (what the CLI shows as its status).
+    """
     clauses: list[str] = []
     params: list[Any] = []
     if statuses is not None:
-        values = sorted({TaskStatus(s).value for s in statuses})
-        if not values:
-            return None
-        clauses.append(f"status IN ({_placeholders(len(values))})")
+        wanted = {ShownStatus(s) for s in statuses}
+        values = sorted(TaskStatus(s).value for s in wanted - {ShownStatus.UNSCHEDULABLE})
+        either = [f"status IN ({_placeholders(len(values))})"] if values else []
         params.extend(values)
+        if ShownStatus.UNSCHEDULABLE in wanted:
+            either.append("(status = ? AND unschedulable_reason IS NOT NULL)")
+            params.append(TaskStatus.QUEUED.value)
+        if not either:
+            return None
+        clauses.append(f"({' OR '.join(either)})")
     if task_type is not None:
         clauses.append("type = ?")
         params.append(TaskType(task_type).value)
@@ -152,7 +166,7 @@ def _task_filter(
 def list_tasks(
     cursor: duckdb.DuckDBPyConnection,
     *,
-    statuses: Collection[TaskStatus] | None,
+    statuses: Collection[TaskStatus | ShownStatus] | None,
     task_type: TaskType | None,
     worker_id: str | None,
     limit: int,
@@ -180,7 +194,7 @@ def list_tasks(
 def count_tasks(
     cursor: duckdb.DuckDBPyConnection,
     *,
-    statuses: Collection[TaskStatus] | None,
+    statuses: Collection[TaskStatus | ShownStatus] | None,
     task_type: TaskType | None,
     worker_id: str | None,
 ) -> int:

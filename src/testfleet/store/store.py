@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 import duckdb
 
 from testfleet.domain.benchmark import BenchmarkRow
-from testfleet.domain.enums import TaskStatus, TaskType
+from testfleet.domain.enums import ShownStatus, TaskStatus, TaskType
 from testfleet.domain.records import (
     AttemptRecord,
     RecoveredState,
@@ -177,7 +177,7 @@ class Store:
     def list_tasks(
         self,
         *,
-        statuses: Collection[TaskStatus] | None = None,
+        statuses: Collection[TaskStatus | ShownStatus] | None = None,
         task_type: TaskType | None = None,
         worker_id: str | None = None,
         limit: int = 100,
@@ -203,7 +203,7 @@ class Store:
     def count_tasks(
         self,
         *,
-        statuses: Collection[TaskStatus] | None = None,
+        statuses: Collection[TaskStatus | ShownStatus] | None = None,
         task_type: TaskType | None = None,
         worker_id: str | None = None,
     ) -> int:

@@ -53,6 +53,11 @@ from testfleet.protocol.messages import (
     WorkerLoad,
 )
 from testfleet.worker.backoff import backoff_delay
+from testfleet.worker.connection_report import (
+    ChannelError,
+    ConnectionReporter,
+    describe_connection_failure,
+)
 from testfleet.worker.executors.base import ExecutionContext, Executor
 from testfleet.worker.hardware import LoadSample, sample_load
 
@@ -66,6 +71,8 @@ FATAL_CODES = frozenset(
         ProtocolErrorCode.UNAUTHORIZED,
     }
 )
+#: Seconds to open the socket and finish the WebSocket handshake.
+OPEN_TIMEOUT = 10.0
 #: Results per frame when re-sending a backlog after a reconnect.
 RESULT_BATCH = 500
 #: Test records per ``tests`` frame (the message's limit).
@@ -148,21 +155,30 @@ class WorkerAgent:
         self.draining = False
         self.connected = asyncio.Event()
         self.completed = 0
+        #: Set by :meth:`run` for each connection attempt (see there).
+        self._reporter = ConnectionReporter(settings.worker_id, settings.coordinator_url, self._now)
+        #: Connection attempts that failed since the last welcome (what the log counts).
+        self._failed_attempts = 0
 
     # ---------------------------------------------------------------- lifecycle
 
     async def run(self) -> None:
         """Connect, serve, and reconnect with backoff until :meth:`stop`.
 
-        Raises :class:`WorkerRefusedError` if the coordinator refuses this worker
-        for good (its id is taken by another process, an incompatible version).
+        Each failed attempt and each lost session is logged at WARNING (by a
+        :class:`ConnectionReporter`): what the address answered and the pause
+        before the next try. Raises :class:`WorkerRefusedError` if the
+        coordinator refuses this worker for good (its id is taken by another
+        process, an incompatible version).
         """
         failures = 0
         url = channel_url(self.settings.coordinator_url)
+        self._reporter = ConnectionReporter(self.settings.worker_id, url, self._now)
         while not self._stopping.is_set():
+            problem = "the coordinator closed the connection"
             try:
                 async with connect(
-                    url, max_size=MAX_FRAME_BYTES, ping_interval=None, open_timeout=10
+                    url, max_size=MAX_FRAME_BYTES, ping_interval=None, open_timeout=OPEN_TIMEOUT
                 ) as socket:
                     await self._serve(socket)
             except WorkerRefusedError:
@@ -173,15 +189,18 @@ class WorkerAgent:
                 InvalidHandshake,
                 TimeoutError,
                 ProtocolError,
+                ChannelError,
             ) as exc:
-                log.info("worker %s: connection failed: %s", self.settings.worker_id, exc)
+                problem = describe_connection_failure(exc, url, OPEN_TIMEOUT)
             except InvalidURI as exc:
                 raise WorkerRefusedError(f"invalid coordinator URL {url!r}: {exc}") from None
             finally:
-                if self.connected.is_set():
+                welcomed = self.connected.is_set()
+                if welcomed:
                     # The coordinator welcomed us: the next outage starts the
                     # backoff afresh, however this session ended.
                     failures = 0
+                    self._failed_attempts = 0
                 self._socket = None
                 self.connected.clear()
             if self._stopping.is_set():
@@ -193,6 +212,13 @@ class WorkerAgent:
                 self.settings.backoff_cap_seconds,
             )
             failures += 1
+            if welcomed:
+                self._reporter.session_ended(problem, retry_in=delay)
+            else:
+                self._failed_attempts += 1
+                self._reporter.attempt_failed(
+                    problem, attempt=self._failed_attempts, retry_in=delay
+                )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), delay)
         await self._shutdown()
@@ -225,16 +251,23 @@ class WorkerAgent:
                 )
             )
         )
-        welcome = decode(
-            await asyncio.wait_for(socket.recv(), self.settings.welcome_timeout_seconds)
-        )
+        try:
+            frame = await asyncio.wait_for(socket.recv(), self.settings.welcome_timeout_seconds)
+        except TimeoutError:
+            raise ChannelError(
+                "connected, but the coordinator did not answer hello within "
+                f"{self.settings.welcome_timeout_seconds:g}s"
+            ) from None
+        welcome = decode(frame)
         if isinstance(welcome, Error):
             if welcome.code in FATAL_CODES:
                 raise WorkerRefusedError(welcome.message)
-            raise ProtocolError(welcome.code, welcome.message)
+            raise ChannelError(
+                f"the coordinator refused the hello ({welcome.code.value}): {welcome.message}"
+            )
         if not isinstance(welcome, Welcome):
-            raise ProtocolError(
-                ProtocolErrorCode.INVALID_MESSAGE, f"expected welcome, got {welcome.type.value}"
+            raise ChannelError(
+                f"the coordinator answered hello with '{welcome.type.value}', not welcome"
             )
         self._codec = welcome.codec
         self._heartbeat_interval = welcome.heartbeat_interval_seconds
@@ -243,6 +276,7 @@ class WorkerAgent:
         self._socket = socket
         self._outbox = asyncio.Queue()
         self.connected.set()
+        self._reporter.connected(self._failed_attempts)
         # Everything not yet acknowledged goes again, in order.
         self._unsent = sorted(self._held)
         self._flush_results()

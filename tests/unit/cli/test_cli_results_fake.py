@@ -160,12 +160,9 @@ def fleet(monkeypatch: pytest.MonkeyPatch) -> FakeCoordinator:
     fake = FakeCoordinator()
 
     def client_for(coordinator: str | None) -> FleetClient:
-        client = FleetClient(coordinator or "http://fleet.test")
-        client._http.close()
-        client._http = httpx.Client(
-            transport=httpx.MockTransport(fake.handle), base_url=client.base_url + "/api/v1"
+        return FleetClient(
+            coordinator or "http://fleet.test", transport=httpx.MockTransport(fake.handle)
         )
-        return client
 
     monkeypatch.setattr("testfleet.cli.results.client_for", client_for)
     return fake
@@ -332,12 +329,7 @@ def test_an_unreachable_coordinator_is_an_error(monkeypatch: pytest.MonkeyPatch)
         raise httpx.ConnectError("connection refused", request=request)
 
     def client_for(coordinator: str | None) -> FleetClient:
-        client = FleetClient("http://fleet.test")
-        client._http.close()
-        client._http = httpx.Client(
-            transport=httpx.MockTransport(refuse), base_url="http://fleet.test/api/v1"
-        )
-        return client
+        return FleetClient("http://fleet.test", transport=httpx.MockTransport(refuse))
 
     monkeypatch.setattr("testfleet.cli.results.client_for", client_for)
 

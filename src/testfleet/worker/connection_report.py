@@ -1,0 +1,169 @@
+"""What a worker says about its connection to the coordinator, at the default log level.
+
+Callers: :meth:`testfleet.worker.agent.WorkerAgent.run`, once per connection
+attempt that fails or session that ends. A worker pointed at a dead or wrong
+address used to retry forever without a word unless its log level was raised;
+now each failed attempt is one WARNING line saying what the address answered
+(connection refused, a DNS failure, an HTTP status instead of the worker
+channel, a TLS error, a refused hello) and the pause before the next try.
+
+The same failure over and over is summarised: the first few attempts are
+each logged, then at most one line per ``repeat_after`` seconds, saying since
+which attempt it has been failing that way. The rest go to DEBUG.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed, InvalidMessage, InvalidStatus
+
+from testfleet.protocol.codec import ProtocolError
+
+log = logging.getLogger(__name__)
+
+
+class ChannelError(Exception):
+    """The socket opened but the worker channel did not start (no answer to hello, a
+    refused hello); the message says which, for :func:`describe_connection_failure`."""
+
+
+def describe_connection_failure(exc: BaseException, url: str, open_timeout: float) -> str:
+    """One short phrase for what ``url`` answered (or did not) when connecting failed."""
+    parts = urlsplit(url)
+    address = f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'wss' else 80)}"
+    match exc:
+        case InvalidStatus():
+            return _describe_status(exc.response.status_code, exc.response.headers, url)
+        case InvalidMessage():
+            cause = exc.__cause__
+            if isinstance(cause, EOFError):
+                return f"{address} closed the connection without an HTTP answer"
+            detail = f" ({cause})" if cause is not None else ""
+            return f"{address} did not answer as an HTTP/1.1 server{detail}"
+        case ChannelError():
+            return str(exc)
+        case ssl.SSLCertVerificationError():
+            return f"TLS: the coordinator's certificate is not trusted ({exc.verify_message})"
+        case ssl.SSLError():
+            hint = (
+                " (is it a plain http:// coordinator?)"
+                if "WRONG_VERSION_NUMBER" in str(exc)
+                else ""
+            )
+            return f"TLS error: {exc.strerror or exc}{hint}"
+        case socket.gaierror():
+            return f"cannot resolve the host name {parts.hostname!r} ({exc.strerror})"
+        case ConnectionRefusedError():
+            return f"connection refused: nothing listens at {address}"
+        case TimeoutError():
+            return f"no answer from {address} within {open_timeout:g}s"
+        case ConnectionClosed():
+            return f"the connection closed ({exc})"
+        case ProtocolError():
+            return f"protocol error ({exc.code.value}): {exc.message}"
+        case OSError():
+            return f"{address}: {exc.strerror or exc}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _describe_status(status: int, headers: Headers, url: str) -> str:
+    """An HTTP answer where the WebSocket upgrade (101) should have been."""
+    content_type = headers.get("content-type", "").split(";")[0].strip()
+    answered = f"HTTP {status}" + (f" {content_type}" if content_type else "")
+    if status == 404:
+        return f"not a testfleet coordinator (no worker channel at {url}): HTTP 404"
+    if status == 403:
+        # What a FastAPI app (a testfleet coordinator of another path, say) answers
+        # for a WebSocket route it does not have; also what some proxies answer.
+        return (
+            f"HTTP 403: no worker channel at {url} (not a testfleet coordinator, "
+            "or a proxy that refuses WebSockets)"
+        )
+    if 300 <= status < 400:
+        location = headers.get("location", "?")
+        return f"HTTP {status}: redirected to {location}; give the coordinator's own address"
+    if status >= 500:
+        return f"{answered}: the coordinator, or a proxy in front of it, is failing"
+    return f"not a testfleet coordinator (it answered {answered} at {url}, not the worker channel)"
+
+
+class ConnectionReporter:
+    """Logs failed attempts and lost sessions for one agent (see the module docstring)."""
+
+    def __init__(
+        self,
+        worker_id: str,
+        url: str,
+        now: Callable[[], float],
+        *,
+        first_attempts: int = 3,
+        repeat_after: float = 60.0,
+    ) -> None:
+        self._worker_id = worker_id
+        self._url = url
+        self._now = now
+        self._first_attempts = first_attempts
+        self._repeat_after = repeat_after
+        self._problem: str | None = None
+        self._since_attempt = 0
+        self._logged_at = 0.0
+
+    def attempt_failed(self, problem: str, *, attempt: int, retry_in: float) -> None:
+        """Attempt number ``attempt`` (1 = the first since the last welcome) failed."""
+        now = self._now()
+        if problem != self._problem:
+            self._problem, self._since_attempt = problem, attempt
+        elif attempt > self._first_attempts and now - self._logged_at < self._repeat_after:
+            log.debug(
+                "worker %s: cannot connect to %s: %s (attempt %d)",
+                self._worker_id,
+                self._url,
+                problem,
+                attempt,
+            )
+            return
+        self._logged_at = now
+        count = f"attempt {attempt}"
+        if attempt > self._first_attempts and self._since_attempt < attempt:
+            count += (
+                f"; the same since attempt {self._since_attempt}, "
+                f"said once per {self._repeat_after:g}s"
+            )
+        log.warning(
+            "worker %s: cannot connect to %s: %s; retrying in %.1fs (%s)",
+            self._worker_id,
+            self._url,
+            problem,
+            retry_in,
+            count,
+        )
+
+    def session_ended(self, problem: str, *, retry_in: float) -> None:
+        """A welcomed session ended (lost, or closed by the coordinator)."""
+        self._problem = None
+        log.warning(
+            "worker %s: lost the connection to %s: %s; reconnecting in %.1fs",
+            self._worker_id,
+            self._url,
+            problem,
+            retry_in,
+        )
+
+    def connected(self, failed_attempts: int) -> None:
+        """The coordinator welcomed the worker, after ``failed_attempts`` failures."""
+        self._problem = None
+        if failed_attempts:
+            log.warning(
+                "worker %s: connected to %s after %d failed attempt(s)",
+                self._worker_id,
+                self._url,
+                failed_attempts,
+            )
+        else:
+            log.info("worker %s: connected to %s", self._worker_id, self._url)
