@@ -25,3 +25,12 @@ class SystemClock:
 
     def now(self) -> float:
         return time.time()
+
+
+class MonotonicClock:
+    """Seconds from an arbitrary start that never go back, for code that only
+    measures how long something took (``testfleet wait``): a wall clock can
+    jump (NTP, suspend)."""
+
+    def now(self) -> float:
+        return time.monotonic()

@@ -32,12 +32,7 @@ from testfleet.cli.render import (
     workers_table,
 )
 from testfleet.cli.task_files import TaskFileError, load_task_documents
-from testfleet.cli.waiting import (
-    DEFAULT_UNSCHEDULABLE_TIMEOUT,
-    MonotonicClock,
-    TaskWaiter,
-    WaitEnd,
-)
+from testfleet.cli.waiting import DEFAULT_UNSCHEDULABLE_TIMEOUT, TaskWaiter, WaitEnd
 from testfleet.client import (
     COORDINATOR_ENV,
     CoordinatorUrlError,
@@ -45,6 +40,7 @@ from testfleet.client import (
     FleetError,
     coordinator_url,
 )
+from testfleet.clock import MonotonicClock
 from testfleet.domain.enums import Codec, ShownStatus, TaskStatus
 
 app = typer.Typer(

@@ -15,7 +15,6 @@ unit tests drive it with ``httpx.MockTransport`` and
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -51,14 +50,6 @@ class WaitOutcome:
     waiting: list[str] = field(default_factory=list)
     #: For UNSCHEDULABLE: the tasks unschedulable that long, with their reasons.
     stuck: dict[str, str] = field(default_factory=dict)
-
-
-class MonotonicClock:
-    """Seconds from an arbitrary start that never go back: only differences matter
-    to waiting, and a wall clock can jump (NTP, suspend)."""
-
-    def now(self) -> float:
-        return time.monotonic()
 
 
 @dataclass
