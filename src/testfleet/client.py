@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -165,24 +166,31 @@ class FleetClient:
             ) from None
         body = _json_object(response)
         if response.status_code >= 400:
-            error = None if body is None else body.get("error")
-            if isinstance(error, dict) and isinstance(error.get("message"), str):
-                raise FleetError(
-                    error["message"],
-                    status=response.status_code,
-                    code=str(error.get("code", "error")),
-                    details=error.get("details"),
-                )
-            if isinstance(error, str):  # /health of a coordinator whose loop failed
-                raise FleetError(
-                    f"the coordinator at {self.base_url} has failed: {error}",
-                    status=response.status_code,
-                    code="failed",
-                )
-            raise self._not_testfleet(response, method, path, body)
+            raise self._refusal(response, method, path, body)
         if body is None or any(key not in body for key in expect):
             raise self._not_testfleet(response, method, path, body)
         return body
+
+    def _refusal(
+        self, response: httpx.Response, method: str, path: str, body: dict[str, Any] | None
+    ) -> FleetError:
+        """The error an answer of 400 or more stands for: the coordinator's own
+        ``{"error": ...}``, or what else the address answered."""
+        error = None if body is None else body.get("error")
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            return FleetError(
+                error["message"],
+                status=response.status_code,
+                code=str(error.get("code", "error")),
+                details=error.get("details"),
+            )
+        if isinstance(error, str):  # /health of a coordinator whose loop failed
+            return FleetError(
+                f"the coordinator at {self.base_url} has failed: {error}",
+                status=response.status_code,
+                code="failed",
+            )
+        return self._not_testfleet(response, method, path, body)
 
     def _not_testfleet(
         self, response: httpx.Response, method: str, path: str, body: dict[str, Any] | None
@@ -342,6 +350,50 @@ class FleetClient:
     def benchmark_models(self) -> list[str]:
         """Models that have benchmark results (``GET /results/models``)."""
         return list(self._call("GET", "/results/models", expect=("models",))["models"])
+
+    def sql(
+        self, query: str, *, max_rows: int | None = None, timeout: float | None = None
+    ) -> dict[str, Any]:
+        """Run one read-only query on the coordinator's database (``POST /sql``):
+        ``columns``, ``rows``, ``row_count``, ``truncated``, ``elapsed_seconds``."""
+        body: dict[str, Any] = {"query": query}
+        if max_rows is not None:
+            body["max_rows"] = max_rows
+        if timeout is not None:
+            body["timeout_seconds"] = timeout
+        result: dict[str, Any] = self._call(
+            "POST", "/sql", expect=("columns", "rows", "truncated"), json=body
+        )
+        return result
+
+    def export(self, table: str, destination: Path) -> int:
+        """Download ``table`` as a Parquet file to ``destination`` (``GET /export/TABLE``);
+        returns its row count. A partly written file is removed on failure."""
+        if self._url_error is not None:
+            raise self._url_error
+        path = f"/export/{_segment(table)}"
+        try:
+            with self._http.stream("GET", path) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise self._refusal(response, "GET", path, _json_object(response))
+                with destination.open("wb") as sink:
+                    for chunk in response.iter_bytes():
+                        sink.write(chunk)
+                rows = response.headers.get("x-testfleet-rows", "")
+        except httpx.HTTPError as exc:
+            destination.unlink(missing_ok=True)
+            raise FleetError(
+                f"cannot reach the coordinator at {self.base_url}: {exc}. Is it running? "
+                f"Set --coordinator or ${COORDINATOR_ENV}."
+            ) from None
+        if not rows.isdigit():
+            destination.unlink(missing_ok=True)
+            raise FleetError(
+                f"{self.base_url} is not a testfleet coordinator (GET {API_PREFIX}{path} "
+                "answered without the row count a testfleet coordinator sends)"
+            )
+        return int(rows)
 
     def health(self) -> dict[str, Any]:
         result: dict[str, Any] = self._call("GET", "/health", expect=("status",))

@@ -294,6 +294,27 @@ def test_undrain_of_an_unknown_worker_is_404(api):
     assert "nobody" in error["message"]
 
 
+@pytest.mark.parametrize(
+    ("body", "status", "code", "words"),
+    [
+        ({}, 422, "invalid_parameter", "body.query"),
+        ({"query": "SELECT 1", "max_rows": 0}, 422, "invalid_parameter", "body.max_rows"),
+        ({"query": "SELECT 1", "timeout_seconds": 1e9}, 422, "invalid_parameter", "timeout"),
+        ({"query": "SELECT 1", "limit": 5}, 422, "invalid_parameter", "body.limit"),
+        ({"query": "DELETE FROM distributed_tasks"}, 422, "invalid_query", "this is DELETE"),
+        ({"query": "SELECT * FROM nowhere"}, 422, "invalid_query", "nowhere does not exist"),
+    ],
+)
+def test_a_bad_sql_request_is_refused_naming_why(api, body, status, code, words):
+    error = error_of(api.http.post("/api/v1/sql", json=body), status, code)
+    assert words in error["message"], error
+
+
+def test_an_export_of_an_unknown_table_is_422(api):
+    error = error_of(api.http.get("/api/v1/export/secrets"), 422, "invalid_parameter")
+    assert "table" in error["message"]
+
+
 def test_a_bad_query_parameter_is_422(api):
     response = api.http.get("/api/v1/tasks", params={"status": "bogus"})
     error = error_of(response, 422, "invalid_parameter")

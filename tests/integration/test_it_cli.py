@@ -336,3 +336,41 @@ def test_a_second_coordinator_on_the_same_file_names_the_first(cli):
     assert "--db" in line
     assert "testfleet coordinator on" not in done.stderr
     assert cli.fleet.client.health()["status"] == "ok"  # the first one is unharmed
+
+
+def test_sql_queries_the_live_database_read_only(cli):
+    # Issue 8: the file cannot be opened while the coordinator runs; this is how.
+    out = cli.ok("sql", "SELECT task_id, status FROM distributed_tasks WHERE task_id = 'cli-echo'")
+    assert "cli-echo" in out
+    assert "completed" in out
+    answer = cli.json("sql", "SELECT count(*) AS n FROM task_results WHERE task_id = 'cli-echo'")
+    assert answer["columns"] == [{"name": "n", "type": "BIGINT"}]
+    assert answer["rows"] == [[1]]
+    assert answer["truncated"] is False
+    csv_out = cli.ok("sql", "SELECT 1 AS a, 'x' AS b", "--csv")
+    assert csv_out.splitlines() == ["a,b", "1,x"]
+
+    refused = cli.run("sql", "DROP TABLE task_results")
+    assert refused.returncode == 2
+    assert "this is DROP" in refused.stderr
+    files = cli.run("sql", "SELECT * FROM read_text('/etc/hostname')")
+    assert files.returncode == 2
+    assert "disabled" in files.stderr
+    # Nothing was dropped.
+    assert cli.json("sql", "SELECT count(*) FROM task_results")["rows"][0][0] >= 1
+
+
+def test_export_writes_parquet_files_of_the_tables(cli):
+    import pyarrow.parquet as pq
+
+    out_dir = cli.root / "exported"
+    printed = cli.ok("export", "distributed_tasks", "task_results", "--out", str(out_dir))
+    assert "distributed_tasks.parquet" in printed
+    tasks = pq.read_table(out_dir / "distributed_tasks.parquet")
+    total = cli.json("sql", "SELECT count(*) FROM distributed_tasks")["rows"][0][0]
+    assert tasks.num_rows == total
+    assert "cli-echo" in tasks.column("task_id").to_pylist()
+    assert pq.read_table(out_dir / "task_results.parquet").num_rows >= 1
+    bogus = cli.run("export", "no_such_table", "--out", str(out_dir))
+    assert bogus.returncode == 2
+    assert "no_such_table" in bogus.stderr

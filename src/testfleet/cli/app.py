@@ -258,7 +258,7 @@ def submit(
     coordinator: CoordinatorOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Submit task documents (SEED.md 5.2 format): one per file or a list."""
+    """Submit task documents (docs/formats.md in the repository): one per file or a list."""
     documents: list[dict[str, Any]] = []
     try:
         for path in files:
@@ -415,7 +415,7 @@ def task(
         bool, typer.Option("--logs", help="Print the outcome's captured output.")
     ] = False,
 ) -> None:
-    """One task: its status, every attempt, and its result (SEED.md 5.3 format)."""
+    """One task: its status, every attempt, and its result (the result document)."""
     with client_for(coordinator) as client:
         try:
             detail = client.get_task(task_id)
@@ -590,10 +590,13 @@ def demo(
     raise typer.Exit(run_demo(db, workers_count, slots, console))
 
 
-# Imported here, not at the top: the sub-app's module uses this module's
-# options and helpers, which exist by now (the package imports this module first).
+# Imported here, not at the top: these modules use this module's options and
+# helpers, which exist by now (the package imports this module first).
+from testfleet.cli.data import export, sql  # noqa: E402
 from testfleet.cli.results import results_app  # noqa: E402
 
+app.command(cls=FleetCommand)(sql)
+app.command(cls=FleetCommand)(export)
 app.add_typer(results_app, name="results")
 
 

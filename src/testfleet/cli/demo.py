@@ -58,7 +58,7 @@ def benchmarks_available() -> bool:
 
 
 def example_batch(missing: HardwareKind) -> list[dict[str, Any]]:
-    """Real commands, simulated load and edge cases, in SEED.md 5.2 format."""
+    """Real commands, simulated load and edge cases, as task documents (docs/formats.md)."""
     python = sys.executable
     batch: list[dict[str, Any]] = []
     for n in range(6):

@@ -1,6 +1,6 @@
 """Reading task documents from files for ``testfleet submit``.
 
-A file holds one task document (SEED.md 5.2) or a list of them, as JSON or
+A file holds one task document (docs/formats.md) or a list of them, as JSON or
 YAML (chosen by extension; ``-`` reads standard input and accepts either). A
 YAML file may hold several documents separated by ``---``. Only the shape is
 checked here; the coordinator validates every field and names any problem.

@@ -52,6 +52,8 @@ class ErrorCode(StrEnum):
     BODY_TOO_LARGE = "body_too_large"
     INVALID_PARAMETER = "invalid_parameter"
     STORAGE_ERROR = "storage_error"
+    INVALID_QUERY = "invalid_query"
+    QUERY_TIMEOUT = "query_timeout"
 
 
 class CancelRequest(BaseModel):
@@ -230,7 +232,7 @@ def build_router(loop: CoordinatorLoop, store: Store, max_tasks: int, started: f
         "/tasks",
         status_code=201,
         openapi_extra=SUBMIT_OPENAPI,
-        summary="Submit one task or a list of tasks (SEED.md 5.2 format)",
+        summary="Submit one task or a list of tasks (the task document of docs/formats.md)",
     )
     async def submit_tasks(request: Request) -> Any:
         raw = await request.body()

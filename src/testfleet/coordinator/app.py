@@ -30,6 +30,7 @@ from testfleet.clock import Clock, SystemClock
 from testfleet.coordinator.api import ErrorCode, build_router, error_response
 from testfleet.coordinator.connections import ConnectionRegistry
 from testfleet.coordinator.loop import CoordinatorLoop
+from testfleet.coordinator.query_api import build_query_router
 from testfleet.coordinator.settings import CoordinatorSettings
 from testfleet.coordinator.startup import StartupError, bind_listeners, database_failure
 from testfleet.coordinator.state import CoordinatorState
@@ -154,6 +155,7 @@ def create_app(
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_request_bytes)
     app.include_router(build_router(loop, store, settings.max_tasks_per_submit, started))
     app.include_router(build_test_run_router(loop, store))
+    app.include_router(build_query_router(store))
     # Publish the task document's schema for the hand-written request body.
     schema = TaskSpec.model_json_schema(ref_template="#/components/schemas/{model}")
     definitions = schema.pop("$defs", {})

@@ -1,7 +1,7 @@
 """Records as JSON documents for the REST API (and so for the CLI's --json).
 
 Callers: :mod:`testfleet.coordinator.api`. Times are ISO 8601 in UTC; a task's
-result is the design document's result format (SEED.md 5.3) unchanged.
+result is the design document's result format (docs/formats.md) unchanged.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def attempt_json(attempt: AttemptRecord) -> dict[str, Any]:
 
 
 def result_json(result: ResultRecord) -> dict[str, Any]:
-    """The SEED.md 5.3 document, with the attempt it belongs to and whether it counted."""
+    """The result document (docs/formats.md), with its attempt and what became of it."""
     document = result.result.model_dump(mode="json")
     document["attempt_id"] = result.attempt_id
     document["counted"] = result.counted

@@ -3,7 +3,7 @@
 Callers: the coordinator validates ``type: benchmark`` tasks with
 :class:`BenchmarkConfig` at submission (registered in ``task_configs``); the
 worker's benchmark executor reports a :class:`BenchmarkOutcome` as the result's
-``results`` document (SEED.md 5.3: ``results.batch_sizes["1"].latency_ms`` and
+``results`` document (docs/formats.md: ``results.batch_sizes["1"].latency_ms`` and
 so on, plus percentiles, errors and the conditions of the run); the
 coordinator's state turns a counted outcome into :class:`BenchmarkRow` s, one
 per batch size, which the store keeps in ``benchmark_results`` beside the whole
@@ -49,7 +49,7 @@ OverrideValue = Int64 | float | str | bool
 
 
 class BenchmarkConfig(BaseModel):
-    """``config`` of a ``type: benchmark`` task (SEED.md 5.2 plus what a run needs).
+    """``config`` of a ``type: benchmark`` task (the design document's plus what a run needs).
 
     ``model`` is a hub name from :data:`KNOWN_MODELS` (built from its
     configuration with random weights: nothing is downloaded) or, with
@@ -88,7 +88,7 @@ class BenchmarkConfig(BaseModel):
 
 
 class BatchSizeMeasurement(BaseModel):
-    """Timings of one batch size (SEED.md 5.3's three fields, and percentiles)."""
+    """Timings of one batch size (the result document's three fields, and percentiles)."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 

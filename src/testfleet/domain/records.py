@@ -38,7 +38,7 @@ class TaskRecord:
     start_time: float | None = None
     end_time: float | None = None
     worker_id: str | None = None
-    #: Attempts made so far (SEED.md's ``attempts`` column).
+    #: Attempts made so far (the design document's ``attempts`` column).
     attempts: int = 0
     current_attempt_id: int | None = None
     #: A retry waits until this time before it is queued again.

@@ -1,4 +1,4 @@
-"""The result a worker reports for one attempt: SEED.md section 5.3, plus the
+"""The result a worker reports for one attempt: the design document's (docs/formats.md), plus the
 attempt it belongs to and a classified error.
 
 Callers: executors build a :class:`TaskResult`; the worker sends it in a
@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from testfleet.domain.enums import ErrorClass, ResultStatus
 
-#: Logs travel base64-encoded (SEED.md 5.3); this caps them per result.
+#: Logs travel base64-encoded (docs/formats.md); this caps them per result.
 MAX_LOG_BYTES = 1024 * 1024
 
 

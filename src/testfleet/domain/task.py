@@ -1,4 +1,4 @@
-"""The task document users submit: SEED.md section 5.2, accepted as written there.
+"""The task document users submit: the design document's (docs/formats.md), as written there.
 
 Callers: the REST API validates every submitted document with :class:`TaskSpec`
 (the edge), the coordinator stores it, and the worker receives it inside an

@@ -6,7 +6,7 @@ lacks. Each migration is applied in its own transaction together with its row
 in ``schema_migrations``: a migration is either fully applied and recorded, or
 not at all.
 
-The design document's tables (SEED.md 5.4: ``worker_nodes``,
+The design document's tables (docs/formats.md: ``worker_nodes``,
 ``distributed_tasks``, ``task_execution_history``) keep their names and columns;
 the columns the coordinator's records need are added beside them, and
 ``task_results`` holds the result documents. Three deliberate departures:
@@ -80,7 +80,7 @@ _V1_STATEMENTS = (
         create_time TIMESTAMP NOT NULL,
         start_time TIMESTAMP,
         end_time TIMESTAMP,
-        -- No FOREIGN KEY to worker_nodes, unlike SEED.md 5.4: see the module docstring.
+        -- No FOREIGN KEY to worker_nodes, unlike the design document: see the module docstring.
         worker_id VARCHAR,
         attempts INTEGER NOT NULL,
         config JSON NOT NULL,

@@ -28,7 +28,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 import duckdb
 
@@ -43,7 +43,7 @@ from testfleet.domain.records import (
     WriteBatch,
 )
 from testfleet.domain.testing import TestResultRow
-from testfleet.store import analysis, queries, test_queries
+from testfleet.store import analysis, live_query, queries, test_queries
 from testfleet.store.errors import StoreError, describe_open_error, wrap_error
 from testfleet.store.schema import apply_migrations
 from testfleet.store.writer import EncodedTables, encode_batch, missing_references, write_tables
@@ -87,9 +87,16 @@ class Store:
         """
         self._path = str(path)
         self._source = "the in-memory database" if self._path == MEMORY else repr(self._path)
-        config: dict[str, str | bool | int | float | list[str]] = (
-            {} if threads is None else {"threads": threads}
-        )
+        config: dict[str, str | bool | int | float | list[str]] = {
+            # No SQL run in this database reads or writes other files: users'
+            # queries (live_query.py) must not read the coordinator's machine.
+            # It cannot be switched back on while the database is open; a
+            # feature that needs a directory (backups) lists it in
+            # ``allowed_directories`` instead.
+            "enable_external_access": False,
+        }
+        if threads is not None:
+            config["threads"] = threads
         try:
             connection = duckdb.connect(self._path, config=config)
         except duckdb.Error as error:
@@ -305,6 +312,28 @@ class Store:
         return self._read(
             "read benchmark rows", lambda cursor: analysis.benchmark_rows(cursor, task_id)
         )
+
+    # -- users' queries -------------------------------------------------------
+
+    def query(
+        self,
+        sql: str,
+        *,
+        max_rows: int = live_query.DEFAULT_MAX_ROWS,
+        timeout_seconds: float = live_query.DEFAULT_TIMEOUT_SECONDS,
+    ) -> live_query.QueryResult:
+        """Run a user's read-only ``SELECT`` within a row and time limit (see
+        :mod:`testfleet.store.live_query`); raises :class:`live_query.QueryError`."""
+        return live_query.run_query(
+            self._require_open(), sql, max_rows=max_rows, timeout_seconds=timeout_seconds
+        )
+
+    def export_parquet(self, table: live_query.ExportTable, sink: BinaryIO) -> int:
+        """Write ``table`` to ``sink`` as Parquet; returns how many rows it wrote."""
+        try:
+            return live_query.export_parquet(self._require_open(), table, sink)
+        except duckdb.Error as error:
+            raise wrap_error(f"export {table.value} from {self._source}", error) from error
 
     # -- test runs -------------------------------------------------------------
 

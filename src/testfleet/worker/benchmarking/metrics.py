@@ -3,7 +3,7 @@
 Callers: the runner starts a :class:`MetricSampler` around each batch size's
 warmup and timed loop and sends the resulting series in that size's line; the
 parent merges the series of all sizes (:func:`merge_series`) and turns them
-into the result's ``hardware_metrics`` (:func:`hardware_metrics`, SEED.md 5.3
+into the result's ``hardware_metrics`` (:func:`hardware_metrics`, docs/formats.md
 keys).
 
 The sampler is a daemon thread that reads every ``interval`` seconds, plus
@@ -80,7 +80,7 @@ def merge_series(
 
 
 def hardware_metrics(series: Mapping[str, MetricSeries], interval: float) -> dict[str, Any]:
-    """The result's ``hardware_metrics``: SEED.md 5.3's three keys first, then the rest.
+    """The result's ``hardware_metrics``: docs/formats.md's three keys first, then the rest.
 
     ``memory_usage_mb`` is the peak: the GPU's memory in use where NVML saw a
     GPU, else the runner's resident memory. Utilisation and power are means
