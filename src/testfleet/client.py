@@ -19,10 +19,20 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import httpx
 
+from testfleet.domain.task_ids import TASK_ID_RULE, is_task_id
+
 DEFAULT_COORDINATOR = "http://127.0.0.1:8700"
 COORDINATOR_ENV = "TESTFLEET_COORDINATOR"
 #: Where the API lives under a coordinator's address.
 API_PREFIX = "/api/v1"
+
+
+def _task_segment(task_id: str) -> str:
+    """``task_id`` as a path segment, or :class:`FleetError` for an id no task can
+    have (said here: the coordinator could only answer that no route matched)."""
+    if not is_task_id(task_id):
+        raise FleetError(f"no task can have the id {task_id!r}: {TASK_ID_RULE}", code="not_found")
+    return _segment(task_id)
 
 
 def _segment(value: str) -> str:
@@ -251,12 +261,14 @@ class FleetClient:
         return result
 
     def get_task(self, task_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._call("GET", f"/tasks/{_segment(task_id)}", expect=("task",))
+        result: dict[str, Any] = self._call(
+            "GET", f"/tasks/{_task_segment(task_id)}", expect=("task",)
+        )
         return result
 
     def cancel(self, task_id: str) -> dict[str, Any]:
         result: dict[str, Any] = self._call(
-            "POST", f"/tasks/{_segment(task_id)}/cancel", expect=("task_id",)
+            "POST", f"/tasks/{_task_segment(task_id)}/cancel", expect=("task_id",)
         )
         return result
 

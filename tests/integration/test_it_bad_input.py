@@ -315,6 +315,11 @@ def test_an_export_of_an_unknown_table_is_422(api):
     assert "table" in error["message"]
 
 
+def test_a_path_no_route_matches_is_named_in_the_404(api):
+    error = error_of(api.http.get("/api/v1/tasks/a%2F.."), 404, "not_found")
+    assert "no such API route: GET /api/v1/tasks/a/.." in error["message"]
+
+
 def test_a_bad_query_parameter_is_422(api):
     response = api.http.get("/api/v1/tasks", params={"status": "bogus"})
     error = error_of(response, 422, "invalid_parameter")

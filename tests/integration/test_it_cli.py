@@ -267,6 +267,12 @@ def test_cancel_stops_a_running_task_and_its_process(cli):
     again = cli.run("cancel", "cli-long")
     assert again.returncode != 0
     assert "already finished" in again.stderr
+    # Issue 8: an id no task can have printed a KeyError traceback.
+    for command in ("task", "cancel", "wait"):
+        impossible = cli.run(command, "a/..")
+        assert impossible.returncode == 2, (command, impossible.stderr)
+        assert "no task can have the id 'a/..'" in impossible.stderr, command
+        assert "Traceback" not in impossible.stderr
     unknown = cli.run("cancel", "cli-no-such-task")
     assert unknown.returncode != 0
     assert "cli-no-such-task" in unknown.stderr

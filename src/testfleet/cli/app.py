@@ -8,11 +8,7 @@ own explanation when a request is refused.
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import os
-import signal
-import socket
 import sys
 import time
 from pathlib import Path
@@ -41,7 +37,8 @@ from testfleet.client import (
     coordinator_url,
 )
 from testfleet.clock import MonotonicClock
-from testfleet.domain.enums import Codec, ShownStatus, TaskStatus
+from testfleet.domain.enums import ShownStatus, TaskStatus
+from testfleet.domain.task_ids import TASK_ID_RULE, is_task_id
 
 app = typer.Typer(
     name="testfleet",
@@ -129,125 +126,13 @@ def parse_tags(values: list[str]) -> dict[str, str]:
 
 # ---------------------------------------------------------------- processes
 
+# The commands that start processes live in cli/processes.py. Imported here,
+# not at the top: that module uses the options and helpers above, which exist
+# by now; and here, so that `testfleet --help` lists them first.
+from testfleet.cli.processes import coordinator, demo, worker  # noqa: E402
 
-@app.command(cls=FleetCommand)
-def coordinator(
-    db: Annotated[Path, typer.Option(help="DuckDB file (created if missing).")] = Path(
-        "testfleet.duckdb"
-    ),
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8700,
-    heartbeat_interval: Annotated[
-        float, typer.Option(help="Seconds between worker heartbeats.")
-    ] = 2.0,
-    heartbeat_timeout: Annotated[
-        float, typer.Option(help="A worker silent this long is declared lost.")
-    ] = 15.0,
-    db_threads: Annotated[
-        int,
-        typer.Option(min=0, help="DuckDB threads; 0 = one per core (small batches run best on 1)."),
-    ] = 1,
-    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "warning",
-) -> None:
-    """Run a coordinator: REST API, worker channel and the DuckDB file it alone owns."""
-    from testfleet.coordinator.app import run_coordinator
-    from testfleet.coordinator.settings import CoordinatorSettings
-    from testfleet.coordinator.startup import StartupError
-    from testfleet.store import StoreError
-
-    if heartbeat_timeout <= heartbeat_interval:
-        fail("--heartbeat-timeout must be longer than --heartbeat-interval")
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
-    settings = CoordinatorSettings(
-        heartbeat_interval_seconds=heartbeat_interval,
-        heartbeat_timeout_seconds=heartbeat_timeout,
-        db_threads=db_threads or None,
-    )
-    try:
-        run_coordinator(
-            db,
-            host=host,
-            port=port,
-            settings=settings,
-            log_level=log_level,
-            announce=lambda url: errors.print(f"testfleet coordinator on {url} with {db}"),
-        )
-    except (StartupError, StoreError) as exc:
-        fail(str(exc))
-
-
-@app.command(cls=FleetCommand)
-def worker(
-    coordinator: CoordinatorOption = None,
-    slots: Annotated[int, typer.Option(min=1, max=4096, help="Attempts run at once.")] = 1,
-    tag: Annotated[
-        list[str] | None, typer.Option("--tag", help="KEY=VALUE label tasks can require; repeat.")
-    ] = None,
-    worker_id: Annotated[
-        str | None, typer.Option(help="Stable id (default: HOSTNAME-PID).", show_default=False)
-    ] = None,
-    codec: Annotated[Codec, typer.Option(help="Frame encoding to ask for.")] = Codec.JSON,
-    probe_torch: Annotated[
-        bool, typer.Option("--probe-torch/--no-probe-torch", help="Ask torch what it sees.")
-    ] = True,
-    work_dir: Annotated[
-        Path | None, typer.Option(help="Cache and scratch directory.", show_default=False)
-    ] = None,
-    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "warning",
-) -> None:
-    """Join a coordinator as a worker (connects out; no inbound port needed)."""
-    from testfleet.worker.agent import AgentSettings, WorkerAgent, WorkerRefusedError
-    from testfleet.worker.executors.base import (
-        close_executors,
-        default_executors,
-        prepare_executors,
-    )
-    from testfleet.worker.executors.leftovers import reap_leftovers
-    from testfleet.worker.hardware import detect_capabilities
-
-    url = resolve_coordinator(coordinator)
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
-    executors = default_executors()
-    capabilities = detect_capabilities(
-        tags=parse_tags(tag or []), task_types=list(executors), probe_torch=probe_torch
-    )
-    for problem in capabilities.probe_errors:
-        errors.print(f"[yellow]hardware probe:[/yellow] {escape(problem)}")
-    settings = AgentSettings(
-        coordinator_url=url,
-        worker_id=worker_id or f"{socket.gethostname()}-{os.getpid()}",
-        slots=slots,
-        codec=codec,
-        work_dir=work_dir or Path.home() / ".cache" / "testfleet",
-    )
-    reaped = reap_leftovers(settings.work_dir)
-    if reaped:
-        errors.print(
-            f"[yellow]ended {len(reaped)} task process group(s) left running by a worker "
-            f"that died: {', '.join(map(str, reaped))}[/yellow]"
-        )
-    agent = WorkerAgent(settings, capabilities, executors)
-    hardware = ",".join(h.value for h in capabilities.hardware)
-    errors.print(
-        f"testfleet worker {settings.worker_id}: {hardware}, "
-        f"{slots} slot(s) -> {settings.coordinator_url}"
-    )
-
-    async def serve() -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, agent.stop)
-        await prepare_executors(executors)
-        try:
-            await agent.run()
-        finally:
-            await close_executors(executors)
-
-    try:
-        asyncio.run(serve())
-    except WorkerRefusedError as exc:
-        fail(f"the coordinator refused this worker: {exc}")
-
+app.command(cls=FleetCommand)(coordinator)
+app.command(cls=FleetCommand)(worker)
 
 # ---------------------------------------------------------------- client commands
 
@@ -450,20 +335,31 @@ def cancel(
     task_ids: Annotated[list[str], typer.Argument(help="Tasks to cancel.")],
     coordinator: CoordinatorOption = None,
 ) -> None:
-    """Cancel queued or running tasks, all at once (a running attempt is stopped on its
-    worker; a slot it frees never goes to another task named here)."""
-    with client_for(coordinator) as client:
-        try:
-            outcome = client.cancel_many(task_ids)
-        except FleetError as exc:
-            report_fleet_error(exc)
+    """Cancel queued or running tasks, all in one step.
+
+    A running attempt is stopped on its worker; a slot it frees never goes to
+    another task named here.
+    """
+    # Ids no task can have are answered here: the coordinator would only say
+    # it has no such task.
+    impossible = [t for t in dict.fromkeys(task_ids) if not is_task_id(t)]
+    possible = [t for t in task_ids if is_task_id(t)]
+    outcome: dict[str, list[str]] = {"cancelled": [], "already_finished": [], "not_found": []}
+    if possible:
+        with client_for(coordinator) as client:
+            try:
+                outcome = client.cancel_many(possible)
+            except FleetError as exc:
+                report_fleet_error(exc)
     for task_id in outcome["cancelled"]:
         console.print(f"cancelled {escape(task_id)}")
     for task_id in outcome["already_finished"]:
         say_error(f"task {task_id!r} has already finished; nothing to cancel")
     for task_id in outcome["not_found"]:
         say_error(f"no task with id {task_id!r}")
-    if outcome["already_finished"] or outcome["not_found"]:
+    for task_id in impossible:
+        say_error(f"no task can have the id {task_id!r}: {TASK_ID_RULE}")
+    if outcome["already_finished"] or outcome["not_found"] or impossible:
         raise typer.Exit(EXIT_ERROR)
 
 
@@ -576,25 +472,12 @@ def wait(
         raise typer.Exit(EXIT_FAILED)
 
 
-@app.command(cls=FleetCommand)
-def demo(
-    db: Annotated[
-        Path, typer.Option(help="DuckDB file the demo writes (replaced if it is the demo's own).")
-    ] = Path("demo-output/testfleet-demo.duckdb"),
-    workers_count: Annotated[int, typer.Option("--workers", min=1, max=32)] = 3,
-    slots: Annotated[int, typer.Option(min=1, max=64, help="Slots per worker.")] = 2,
-) -> None:
-    """Start a coordinator and local workers, run an example batch, print a summary."""
-    from testfleet.cli.demo import run_demo
-
-    raise typer.Exit(run_demo(db, workers_count, slots, console))
-
-
 # Imported here, not at the top: these modules use this module's options and
 # helpers, which exist by now (the package imports this module first).
 from testfleet.cli.data import export, sql  # noqa: E402
 from testfleet.cli.results import results_app  # noqa: E402
 
+app.command(cls=FleetCommand)(demo)
 app.command(cls=FleetCommand)(sql)
 app.command(cls=FleetCommand)(export)
 app.add_typer(results_app, name="results")

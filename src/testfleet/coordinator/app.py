@@ -197,9 +197,17 @@ def create_app(
         return error_response(500, ErrorCode.STORAGE_ERROR, str(exc))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = ErrorCode.NOT_FOUND if exc.status_code == 404 else ErrorCode.INVALID_PARAMETER
-        return error_response(exc.status_code, code, str(exc.detail))
+        message = str(exc.detail)
+        if exc.status_code == 404 and message == "Not Found":
+            # No route matched (a route's own 404 says what it did not find).
+            # The path is decoded: an id with "/" in it splits into segments.
+            message = (
+                f"no such API route: {request.method} {request.url.path[:300]} "
+                "(see /docs for the routes; ids cannot contain '/')"
+            )
+        return error_response(exc.status_code, code, message)
 
     @app.websocket(WORKER_CHANNEL_PATH)
     async def worker_channel(socket: WebSocket) -> None:

@@ -8,7 +8,6 @@ Callers: the REST API validates every submitted document with :class:`TaskSpec`
 
 from __future__ import annotations
 
-import re
 import uuid
 from typing import Annotated, Any
 
@@ -25,19 +24,12 @@ from pydantic_core import InitErrorDetails
 from testfleet.domain.enums import HardwareKind, TaskType
 from testfleet.domain.json_values import shorten
 from testfleet.domain.task_configs import config_model_for, supported_task_types
+from testfleet.domain.task_ids import TASK_ID_PATTERN, TASK_ID_RULE, is_task_id
 
 #: Seven days: longer than any real test or benchmark, short enough to catch typos.
 MAX_TIMEOUT_SECONDS = 7 * 24 * 3600.0
 DEFAULT_TIMEOUT_SECONDS = 3600.0
 DEFAULT_PRIORITY = 5
-#: Letters, digits and ``. _ : @ + -``, starting with a letter or digit: an id
-#: is a path segment of the API (``/api/v1/tasks/{id}``), so ``/`` and ``..``
-#: could make a task impossible to read, cancel or wait on; nor may it hold
-#: spaces, NUL or other control characters.
-TASK_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,199}$"
-TASK_ID_RULE = (
-    "a task id is 1 to 200 letters, digits and . _ : @ + -, starting with a letter or digit"
-)
 
 TagKey = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
 TagValue = Annotated[str, Field(max_length=256)]
@@ -107,7 +99,7 @@ class TaskSpec(StrictModel):
     @classmethod
     def _task_id_is_safe(cls, value: object) -> object:
         # Said in words: the pattern alone would be quoted as a regular expression.
-        if isinstance(value, str) and not re.fullmatch(TASK_ID_PATTERN, value):
+        if isinstance(value, str) and not is_task_id(value):
             raise ValueError(f"{TASK_ID_RULE}; got {shorten(value)}")
         return value
 
