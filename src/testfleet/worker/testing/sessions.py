@@ -126,6 +126,9 @@ class SessionKey:
     env: tuple[tuple[str, str], ...]
     #: Collect everything at activation (else each chunk's files, as needed).
     full_collection: bool = False
+    #: The installed plugins the run's pytest loaded, as ``TestConfig.plugins``
+    #: sends them (JSON text, so the key stays hashable); None: all installed.
+    plugins: str | None = None
 
     @property
     def needs_cold_start(self) -> bool:
@@ -179,6 +182,9 @@ class ChunkEnd:
     finished: bool
     #: When the child died (or pytest ended) mid-chunk: the test it was running.
     running: RunningTest | None = None
+    #: A test stopped the session (``pytest.exit()``): the chunk's other tests
+    #: did not run, and the session is ending (never reuse it).
+    interrupted: bool = False
     #: "exit code 3", "signal SIGKILL": how the child ended ("" when finished).
     death: str = ""
     #: The last lines of its output, for the crash record.
@@ -397,6 +403,7 @@ class PytestSession:
         self.chunk_collect_seconds = 0.0
         self.send({"cmd": "run", "chunk": chunk, "node_ids": node_ids, "env": dict(env)})
         running: RunningTest | None = None
+        interrupted = False
         while True:
             first = await self.next_event()
             events = [] if first is None else [first, *self._take_events()]
@@ -423,6 +430,7 @@ class PytestSession:
                     self._collected_more(event)
                 elif kind == "chunk_done":
                     ended = True
+                    interrupted = bool(event.get("interrupted"))
                     break
                 elif kind in ("session_end", "fatal"):
                     ended = False  # pytest stopped mid-chunk (pytest.exit(), an internal error)
@@ -430,7 +438,7 @@ class PytestSession:
             if batch:
                 on_records(batch)
             if ended is True:
-                return ChunkEnd(finished=True)
+                return ChunkEnd(finished=True, interrupted=interrupted)
             if ended is False:
                 death = await self.death(grace_seconds)
                 return ChunkEnd(
@@ -825,6 +833,7 @@ class SessionPool:
                 "cache_dir": str(session.temp_dir / "cache"),
                 "worker": how.worker_id,
                 "full_collection": key.full_collection,
+                "plugins": None if key.plugins is None else json.loads(key.plugins),
             }
         )
         event = await session.next_event()
