@@ -122,26 +122,7 @@ class FleetSession:
         return True
 
     def _feed(self, record: TestRecord, worker_id: str) -> None:
-        """Hand one finished test to pytest's reporting, as a local run would."""
-        hook = self.config.hook
-        location = _location_tuple(record.location)
-        hook.pytest_runtest_logstart(nodeid=record.nodeid, location=location)
-        for report in reports_from_record(record, rootdir=self.config.rootpath):
-            hook.pytest_runtest_logreport(report=report)
-        for warning in replayed_warnings(record):
-            # As pytest's own warnings plugin hands a test's warnings on.
-            hook.pytest_warning_recorded.call_historic(
-                kwargs={
-                    "warning_message": warning_message(warning),
-                    "when": "runtest",
-                    "nodeid": record.nodeid,
-                    "location": None,
-                }
-            )
-        if record.interrupted is None:
-            # A test that stopped its session never finished (pytest does not
-            # call logfinish for it either).
-            hook.pytest_runtest_logfinish(nodeid=record.nodeid, location=location)
+        feed_record(self.config, record)
 
     def _progress(self, progress: Progress) -> None:
         terminal = self.config.pluginmanager.get_plugin("terminalreporter")
@@ -193,6 +174,37 @@ def _collected(item: pytest.Item) -> CollectedTest:
         location=TestLocation(path=path, lineno=lineno, domain=domain),
         hardware=hardware,
     )
+
+
+def feed_record(config: pytest.Config, record: TestRecord) -> None:
+    """Hand one finished test to pytest's reporting, as a local run would.
+
+    Called by :class:`FleetSession` for each record a worker sends (and by
+    tests that replay records beside a serial run): pytest's terminal
+    reporter, JUnit XML and any plugin see the same hook calls, in the same
+    order, as for a test run here.
+    """
+    hook = config.hook
+    location = _location_tuple(record.location)
+    hook.pytest_runtest_logstart(nodeid=record.nodeid, location=location)
+    for report in reports_from_record(record, rootdir=config.rootpath):
+        hook.pytest_runtest_logreport(report=report)
+    if record.interrupted is not None:
+        # A test that stopped its session never finished: pytest calls
+        # neither logfinish nor, for its warnings, warning_recorded.
+        return
+    hook.pytest_runtest_logfinish(nodeid=record.nodeid, location=location)
+    # As pytest's own warnings plugin hands a test's warnings on: after its
+    # protocol, each one it recorded.
+    for warning in replayed_warnings(record):
+        hook.pytest_warning_recorded.call_historic(
+            kwargs={
+                "warning_message": warning_message(warning),
+                "when": "runtest",
+                "nodeid": record.nodeid,
+                "location": None,
+            }
+        )
 
 
 def loaded_plugins(config: pytest.Config) -> list[PytestPlugin]:

@@ -76,7 +76,8 @@ STANDARD_ATTRIBUTES = frozenset(
 #: subtests, and the pytest-subtests plugin before it).
 SUBTEST_REPORT_CLASSES = ("SubtestReport", "SubTestReport")
 OMITTED_MSG = "omitted by testfleet: more subtests than one record keeps"
-_CUT_MARKER = "\n... [{} characters cut] ...\n"
+_CUT_MARKER = "\n... [{} characters cut by testfleet] ...\n"
+_TAIL_MARKER = "... [{} characters cut by testfleet] ...\n"
 
 Entry = dict[str, Any]
 
@@ -100,8 +101,9 @@ def tail(text: str, limit: int) -> str:
     """The end of ``text`` within ``limit`` characters (a lean failure: its crash lines)."""
     if len(text) <= limit:
         return text
-    marker = f"... [{len(text)} characters cut] ...\n"
-    return marker + text[len(text) - (limit - len(marker)) :]
+    # The count's digits are not known before the cut: room for the most.
+    room = limit - len(_TAIL_MARKER.format(len(text)))
+    return _TAIL_MARKER.format(len(text) - room) + text[len(text) - room :]
 
 
 def line_number(value: Any) -> int | None:
@@ -323,6 +325,7 @@ class RecordBuilder:
 
     def restart(self) -> None:
         self.phases: list[Entry] = []
+        self._own = 0
         self._kept = {"failed": 0, "other": 0}
         self._omitted = {"passed": 0, "failed": 0, "skipped": 0, "xfailed": 0}
         self._subtest_text = 0
@@ -333,8 +336,9 @@ class RecordBuilder:
             return None  # e.g. pytest-rerunfailures' "rerun": superseded by the next try
         entry = phase_entry(report, rootdir)
         if "subtest" not in entry:
-            if len(self.phases) >= MAX_REPORTS_PER_TEST - 2 * MAX_SUBTESTS_KEPT:
+            if self._own >= MAX_REPORTS_PER_TEST - 2 * MAX_SUBTESTS_KEPT:
                 return None  # a plugin reporting its test thousands of times
+            self._own += 1
             self.phases.append(entry)
             return entry
         kind = "failed" if entry["outcome"] == "failed" else "other"
@@ -347,6 +351,17 @@ class RecordBuilder:
         self._subtest_text += text_chars(entry)
         self.phases.append(entry)
         return entry
+
+    def add_warning(self, warning_message: Any) -> None:
+        """A ``warnings.WarningMessage`` pytest recorded for the test
+        (``pytest_warning_recorded`` with ``when="runtest"``)."""
+        category = getattr(warning_message, "category", None)
+        self.warning(
+            str(getattr(warning_message, "message", "")),
+            str(getattr(category, "__name__", "Warning")),
+            str(getattr(warning_message, "filename", "")),
+            getattr(warning_message, "lineno", None),
+        )
 
     def warning(self, message: str, category: str, filename: str, lineno: Any) -> None:
         """A warning the test raised; the same one again only counts up."""

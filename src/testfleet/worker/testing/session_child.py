@@ -244,13 +244,7 @@ class FleetPlugin:
         (the client collects too, and reports its own)."""
         if when != "runtest" or self._builder is None or nodeid != self._current:
             return
-        category = getattr(warning_message, "category", None)
-        self._builder.warning(
-            str(getattr(warning_message, "message", "")),
-            getattr(category, "__name__", "Warning"),
-            str(getattr(warning_message, "filename", "")),
-            getattr(warning_message, "lineno", None),
-        )
+        self._builder.add_warning(warning_message)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> Any:
         """A wrapper: the report is read after pytest's own hooks have seen it
