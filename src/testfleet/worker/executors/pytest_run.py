@@ -67,10 +67,9 @@ from testfleet.domain.testing import (
 from testfleet.worker.executors.base import ExecutionContext, attempt_environment, build_result
 from testfleet.worker.executors.process_group import OutputTail
 from testfleet.worker.testing import report_data
+from testfleet.worker.testing.session_process import ChunkEnd, PytestSession
 from testfleet.worker.testing.sessions import (
     Activation,
-    ChunkEnd,
-    PytestSession,
     SessionKey,
     SessionPool,
     SessionStartError,

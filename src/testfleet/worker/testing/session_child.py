@@ -25,14 +25,14 @@ Protocol (one JSON object per line):
   start and no pytest import. It imports nothing else: installed plugins
   and their packages are imported by pytest itself at activation, after it
   has read the project's configuration, as in a serial run (see
-  :func:`_preload`).
+  ``session_setup.preload``).
 * ``{"cmd": "activate", "cwd", "args", "env", "basetemp", "cache_dir",
   "worker", "plugins"}``: chdir, replace ``os.environ`` with ``env``, and run
   ``pytest.main(args + per-session --basetemp and cache_dir)`` with
   :class:`FleetPlugin`. ``plugins`` (a list of ``{"name", "distribution",
   "version"}``, or null) are the installed plugins the run's own pytest
   loaded: the others installed here are blocked, and one missing here is a
-  usage error (see :func:`blocked_plugins`). After collection it emits
+  usage error (see ``session_setup.py``). After collection it emits
   ``{"event": "collected", "count", "errors": [{"nodeid", "longrepr"}],
   "seconds", "python", "pytest_version"}`` and waits for run commands.
 * ``{"cmd": "run", "chunk", "node_ids", "env"}``: ``env`` (the attempt's
@@ -78,7 +78,7 @@ from typing import TYPE_CHECKING, Any  # noqa: E402
 if TYPE_CHECKING:
     import pytest
 
-    from testfleet.worker.testing import report_data
+    from testfleet.worker.testing import report_data, session_setup
 else:
 
     def _load_sibling(name: str) -> Any:
@@ -93,6 +93,7 @@ else:
         return module
 
     report_data = _load_sibling("report_data")
+    session_setup = _load_sibling("session_setup")
 
 PROTOCOL_VERSION = 2
 MAX_LONGREPR_CHARS = report_data.MAX_LONGREPR_CHARS
@@ -100,13 +101,10 @@ MAX_PATH_CHARS = report_data.MAX_PATH_CHARS
 #: Exit codes of this script when pytest never ran.
 EXIT_NO_PYTEST = 3
 EXIT_PARENT_GONE = 70
-#: Plugins a run's pytest may have loaded that a worker session can do
-#: without: testfleet's own client plugin (inert in a worker's session), so
-#: a worker whose ``python`` lacks testfleet can run the chunks.
-OPTIONAL_PLUGINS = frozenset({"testfleet"})
 
 Event = dict[str, Any]
 cap = report_data.cap
+session_args = session_setup.session_args
 
 
 class Channel:
@@ -198,7 +196,7 @@ class FleetPlugin:
 
     def pytest_configure(self, config: pytest.Config) -> None:
         self._rootdir = str(config.rootpath)
-        missing = missing_plugins(self._wanted_plugins, config.pluginmanager)
+        missing = session_setup.missing_plugins(self._wanted_plugins, config.pluginmanager)
         if missing:
             import pytest
 
@@ -481,96 +479,6 @@ def interruption(exc: BaseException) -> Event | None:
     return None
 
 
-def _preload() -> None:
-    """Import pytest's built-in plugins now, while nobody waits for this process.
-
-    Only those: ``python -m pytest`` imports them before it reads any
-    configuration too, and pytest never rewrites them. Installed plugins
-    (``pytest11`` entry points) and their packages are not imported here:
-    pytest marks their distributions' modules for assertion rewriting once
-    it has read the project's configuration, and one imported before that
-    is not rewritten and draws a ``PytestAssertRewriteWarning`` (an error
-    under ``filterwarnings = error``); a warning raised while importing one
-    is pytest's to filter. Reading the entry points' metadata imports
-    nothing and warms the caches pytest reads them through.
-    """
-    try:
-        from _pytest.config import default_plugins
-    except ImportError:
-        return
-    for name in default_plugins:
-        try:
-            importlib.import_module("_pytest." + name)
-        except Exception:  # pytest.main reports it, if it matters
-            continue
-    installed_plugins()
-
-
-def installed_plugins() -> dict[str, Any]:
-    """The ``pytest11`` entry points of this interpreter's environment, by name."""
-    try:
-        from importlib.metadata import entry_points
-
-        try:
-            found = list(entry_points(group="pytest11"))
-        except TypeError:  # Python 3.9: a mapping of groups
-            found = list(entry_points().get("pytest11", []))
-    except Exception:  # old or broken metadata: pytest will load what it can
-        return {}
-    return {point.name: point for point in found}
-
-
-def blocked_plugins(wanted: list[Event] | None) -> list[str]:
-    """``no:NAME`` for every installed plugin the run's pytest did not load.
-
-    Handed to ``pytest.main(plugins=...)``, which blocks them before it
-    loads entry points, without touching the arguments the session (and its
-    tests) see. None: the client did not say; pytest loads what it finds.
-    """
-    if wanted is None:
-        return []
-    names = {str(plugin.get("name")) for plugin in wanted}
-    return ["no:" + name for name in sorted(installed_plugins()) if name not in names]
-
-
-def missing_plugins(wanted: list[Event] | None, pluginmanager: Any) -> list[str]:
-    """The run's plugins this session did not load, described for a message.
-
-    Read at configure time, when pytest has loaded what it will: however a
-    plugin would have been loaded (by entry point, ``-p``, ``PYTEST_PLUGINS``),
-    it is there or it is not.
-    """
-    if wanted is None:
-        return []
-    loaded = {pluginmanager.get_name(plugin) for plugin, _ in pluginmanager.list_plugin_distinfo()}
-    missing = []
-    for plugin in wanted:
-        name = str(plugin.get("name"))
-        if name in loaded or name in OPTIONAL_PLUGINS:
-            continue
-        dist = str(plugin.get("distribution") or "")
-        version = str(plugin.get("version") or "")
-        missing.append(f"{dist} {version} (plugin {name!r})" if dist else repr(name))
-    return missing
-
-
-def session_args(args: list[str], basetemp: str, cache_dir: str) -> list[str]:
-    """The user's args plus this session's own temporary and cache directories.
-
-    The cache plugin stays on (``-p no:cacheprovider`` would make a ``--lf``
-    in the project's addopts a usage error) but writes to a directory of this
-    session's. Ours come after the user's options so they win, and before a
-    ``--`` after which everything is a path.
-    """
-    ours = ["--basetemp=" + basetemp]
-    if not any(arg in ("no:cacheprovider", "-pno:cacheprovider") for arg in args):
-        ours[:0] = ["-o", "cache_dir=" + cache_dir]
-    if "--" in args:
-        cut = args.index("--")
-        return args[:cut] + ours + args[cut:]
-    return list(args) + ours
-
-
 def _activate(channel: Channel, command: Event) -> int:
     import pytest
 
@@ -597,7 +505,7 @@ def _activate(channel: Channel, command: Event) -> int:
         lazy=not command.get("full_collection", False),
         wanted_plugins=wanted,
     )
-    plugins: list[Any] = [*blocked_plugins(wanted), plugin]
+    plugins: list[Any] = [*session_setup.blocked_plugins(wanted), plugin]
     try:
         code = int(pytest.main(session_args(args, basetemp, cache_dir), plugins=plugins))
     except SystemExit as exc:
@@ -629,7 +537,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return EXIT_NO_PYTEST
     _mark_hooks(pytest)
-    _preload()
+    session_setup.preload()
     channel.emit(
         {
             "event": "ready",
