@@ -230,6 +230,8 @@ class _PassState:
     reported: set[str] = field(default_factory=set)
     unschedulable_since: dict[str, float] = field(default_factory=dict)
     given_up: dict[str, str] = field(default_factory=dict)
+    #: Chunks cancelled because a test before all of theirs stopped the run.
+    cancelled: set[str] = field(default_factory=set)
 
 
 class FleetRun:
@@ -411,6 +413,8 @@ class FleetRun:
                 self.outcome.workers.add(str(task["worker_id"]))
         if len(state.statuses) < len(mine):
             finished = False  # not every task is visible yet (should not happen)
+        if self._stop_at is not None and not finished:
+            self._cancel_past_stop(state)
         return finished
 
     def _watch_unschedulable(
@@ -439,7 +443,7 @@ class FleetRun:
         worker = str(row["worker_id"])
         self._done += 1
         if record.interrupted is not None:
-            self._interrupted(state, record)
+            self._interrupted(record)
             self._emit(record, worker)
             return
         earlier = self._failed_before.get(nodeid)
@@ -456,19 +460,24 @@ class FleetRun:
             )
         self._emit(record, worker)
 
-    def _interrupted(self, state: _PassState, record: TestRecord) -> None:
-        """A test stopped its session: stop the run after it, as a serial run stops."""
+    def _interrupted(self, record: TestRecord) -> None:
+        """A test stopped its session: stop the run after it, as a serial run stops
+        (chunks of later tests are cancelled once the poll has read every row)."""
         self.outcome.interrupted = record.interrupted
         self.outcome.stopped_early = True
         position = self._position.get(record.nodeid, 0)
         self._stop_at = position if self._stop_at is None else min(position, self._stop_at)
-        # Chunks still to report earlier tests go on; the others are cancelled.
+
+    def _cancel_past_stop(self, state: _PassState) -> None:
+        """Cancel the unfinished chunks whose unreported tests all come after the
+        test that stopped the run; those with earlier tests go on."""
         for task_id in state.task_ids:
             status = state.statuses.get(task_id, {}).get("status")
-            if status is not None and TaskStatus(status).is_terminal:
+            if task_id in state.cancelled or (status and TaskStatus(status).is_terminal):
                 continue
             waiting = [n for n in state.node_ids_of[task_id] if n not in state.reported]
-            if all(self._past_stop(nodeid) for nodeid in waiting):
+            if waiting and all(self._past_stop(nodeid) for nodeid in waiting):
+                state.cancelled.add(task_id)
                 self._cancel(task_id)
 
     def _past_stop(self, nodeid: str) -> bool:
