@@ -81,6 +81,26 @@ MAX_SUBTEST_VALUE_CHARS = 1024
 MAX_REPORT_EXTRAS = 32
 MAX_REPORT_EXTRA_NAME_CHARS = 256
 MAX_REPORT_EXTRA_CHARS = 4096
+#: What pytest's reports keep in their ``__dict__`` themselves: an extra never
+#: has one of these names (it would replace pytest's own field on the client).
+STANDARD_ATTRIBUTES = frozenset(
+    {
+        "_id",
+        "nodeid",
+        "location",
+        "keywords",
+        "outcome",
+        "longrepr",
+        "when",
+        "user_properties",
+        "sections",
+        "duration",
+        "start",
+        "stop",
+        "wasxfail",
+        "context",
+    }
+)
 #: Distinct warnings kept per test (each with its count); more are only counted.
 MAX_WARNINGS = 64
 RUN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
@@ -200,6 +220,8 @@ class PhaseReport(_Model):
     @classmethod
     def _small_extras(cls, extras: dict[str, JsonValue]) -> dict[str, JsonValue]:
         for name, value in extras.items():
+            if name in STANDARD_ATTRIBUTES:
+                raise ValueError(f"extra {name!r} is a field of pytest's own reports")
             if len(json.dumps(value)) > MAX_REPORT_EXTRA_CHARS:
                 raise ValueError(f"extra {name!r} is over {MAX_REPORT_EXTRA_CHARS} characters")
         return extras

@@ -145,7 +145,7 @@ def _report(
     record: TestRecord,
     rootdir: Path | None,
 ) -> TestReport:
-    # Plugins' attributes first: pytest's own fields must win a clash.
+    # Plugins' attributes (the record never names pytest's own fields in them).
     extra: dict[str, Any] = dict(phase.extras)
     # pytest tells xfail-marked reports by hasattr(report, "wasxfail"):
     # the attribute must be absent, not None, on the others.

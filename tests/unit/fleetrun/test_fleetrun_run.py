@@ -391,6 +391,31 @@ def test_warm_up_sends_one_session_start_per_free_slot() -> None:
         assert (config.run_id, config.args) == ("run1", ["tests"])
 
 
+def test_the_plugins_this_pytest_loaded_go_with_every_chunk_and_warm_up(
+    pytestconfig: pytest.Config,
+) -> None:
+    """This very session loaded the development extras' plugins: the run asks
+    the workers for exactly those (and they block any other they have)."""
+    from testfleet.fleetrun.session import loaded_plugins
+
+    plugins = loaded_plugins(pytestconfig)
+    by_name = {plugin.name: plugin for plugin in plugins}
+    assert by_name["asyncio"].distribution == "pytest-asyncio"
+    assert by_name["testfleet"].distribution == "testfleet"
+    assert by_name["anyio"].version
+    fleet = FakeFleet(["w1"])
+    run_on(fleet, collected(3), plugins=plugins)
+    warm_up(
+        fleet,
+        RunSettings(
+            run_id="run1", project=ProjectSource(path="/srv/project"), args=[], plugins=plugins
+        ),
+    )
+    assert fleet.documents
+    for document in fleet.documents.values():
+        assert TestConfig.model_validate(document["config"]).plugins == plugins
+
+
 def test_a_workers_warning_becomes_the_warning_pytest_reports() -> None:
     from testfleet.domain.testing import TestWarning
     from testfleet.fleetrun.session import warning_message
