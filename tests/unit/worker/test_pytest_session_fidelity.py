@@ -283,3 +283,35 @@ async def test_pytest_exit_stops_the_chunk_and_fails_the_attempt_with_the_rest_n
     # pytest made its setup report before the call stopped everything.
     assert [p.when for p in exits.phases] == [TestPhase.SETUP]
     assert outcome.not_run == ["test_e.py::test_after"]
+
+
+# ------------------------------------------------------------------- lazy collection
+
+
+async def test_files_collected_by_later_chunks_see_their_directorys_conftest(
+    pool: SessionPool, tmp_path: Path
+) -> None:
+    """pytest 9.1+ gives a conftest's fixtures to the Directory node collected
+    for it, once: a lazy session collects each chunk's files anew, and the
+    second chunk's tests did not find them ("fixture 'answer' not found")."""
+    project = write_project(tmp_path / "p", "[pytest]\n", {})
+    (project / "tests").mkdir()
+    (project / "tests" / "conftest.py").write_text(
+        "import pytest\n\n\n@pytest.fixture\ndef answer():\n    return 42\n"
+    )
+    for name in ("test_one.py", "test_two.py"):
+        (project / "tests" / name).write_text("def test_it(answer):\n    assert answer == 42\n")
+    key = SessionKey(
+        run_id="run-1", project=str(project), python=sys.executable, args=("tests",), env=()
+    )
+    session, _ = await pool.acquire(key, activation(tmp_path))
+
+    outcomes = []
+    for nodeid in ("tests/test_one.py::test_it", "tests/test_two.py::test_it"):
+        batches: list[list[TestRecord]] = []
+        end = await session.run_chunk([nodeid], {}, batches.append)
+        assert end.finished
+        ((record,),) = batches
+        outcomes.append((record.outcome, record.failure_text[-200:]))
+
+    assert outcomes == [(TestOutcome.PASSED, ""), (TestOutcome.PASSED, "")]

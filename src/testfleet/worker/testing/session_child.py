@@ -368,6 +368,7 @@ class FleetPlugin:
         batches = [[str(root / path) for path in files]]
         for batch in batches:
             try:
+                session_setup.requeue_conftests(session)
                 session.perform_collect(batch)
             except Exception as exc:  # pytest.UsageError: a file missing here
                 if len(batch) > 1:

@@ -17,6 +17,7 @@ pytest loaded, no more (:func:`blocked_plugins`) and no fewer
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from typing import Any
 
 Event = dict[str, Any]
@@ -115,3 +116,29 @@ def session_args(args: list[str], basetemp: str, cache_dir: str) -> list[str]:
         cut = args.index("--")
         return args[:cut] + ours + args[cut:]
     return list(args) + ours
+
+
+def requeue_conftests(session: Any) -> None:
+    """Let the next lazy collection's directories see their conftests' fixtures.
+
+    Called by the session child before each ``perform_collect`` of a lazy
+    session. pytest 9.1+ parses a conftest's fixtures once, for the
+    Directory node collected for its directory, and every ``perform_collect``
+    makes new Directory nodes: without this, a chunk's files collected after
+    the first would not see the fixtures of the conftests of their
+    directories ("fixture 'pm' not found"). So each registered conftest below
+    the rootdir waits again for its Directory; those at or above the rootdir
+    were given to the Session once and stay there. Older pytest scopes
+    fixtures by node id, which new nodes share: nothing to do.
+    """
+    manager = getattr(session, "_fixturemanager", None)
+    pending = getattr(manager, "_pending_conftests", None)
+    if not isinstance(pending, dict):
+        return
+    root = Path(session.config.rootpath)
+    for name, plugin in session.config.pluginmanager.list_name_plugin():
+        if not isinstance(name, str) or not name.endswith("conftest.py"):
+            continue
+        directory = Path(name).parent
+        if root in directory.parents:
+            pending.setdefault(directory, plugin)
