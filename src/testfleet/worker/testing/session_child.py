@@ -44,11 +44,12 @@ Protocol (one JSON object per line):
   ``{"event": "chunk_done", "chunk"}``. A test that stops the session
   (``pytest.exit()``, ``KeyboardInterrupt``) gets a record with its
   ``interrupted`` field set, then ``{"event": "chunk_done", "chunk",
-  "interrupted": true}``, and the session ends as pytest ends it. In lazy mode (the default; the
-  activate command's ``full_collection`` turns it off) the session collects
-  nothing at activation, and a chunk first collects the files its node ids
-  live in, reporting ``{"event": "collected_more", "count", "errors",
-  "seconds"}`` (``count``: tests collected so far).
+  "interrupted": true}``, and the session ends as pytest ends it. In lazy
+  mode (the default; the activate command's ``full_collection`` turns it
+  off) the session collects nothing at activation, and a chunk first
+  collects the files its node ids live in, reporting ``{"event":
+  "collected_more", "count", "errors", "seconds"}`` (``count``: tests
+  collected so far).
 * ``{"cmd": "exit"}`` or the end of the control pipe (the worker went away)
   ends the session normally; ``{"event": "session_end", "exit_code"}`` is
   the last event, also when pytest stops on its own (a usage error: exit
