@@ -45,6 +45,11 @@ def test_demo_runs_the_example_batch_and_leaves_the_file(tmp_path: Path):
     assert "fleet stopped cleanly" in summary, context
     # The pytest run across the same workers: pytest's own summary line.
     assert "1 failed, 33 passed, 1 skipped" in done.stdout, context
+    # The suite sees its own plugins only: none of the environment's warns
+    # (a development install has pytest-asyncio, whose unset loop scope warns).
+    suite_part = done.stdout.partition("pytest suite")[2].partition("testfleet run exited")[0]
+    assert suite_part, context
+    assert "Warning" not in suite_part + done.stderr, context
     assert "testfleet run exited 1" in summary, context
 
     expected = {t["task_id"]: t for t in example_batch(missing)}

@@ -12,6 +12,7 @@ shuts everything down cleanly, leaving the DuckDB file for inspection.
 from __future__ import annotations
 
 import importlib.util
+import os
 import signal
 import socket
 import subprocess
@@ -323,7 +324,16 @@ def test_takes_half_a_second():
 
 
 def _run_suite(url: str, root: Path, console: Console) -> None:
-    """Run DEMO_SUITE with ``testfleet run`` on the demo's fleet, output as is."""
+    """Run DEMO_SUITE with ``testfleet run`` on the demo's fleet, output as is.
+
+    The suite needs no installed pytest plugin, so it runs with none: plugin
+    autoloading off and the fleet's own plugin named with ``-p``. The demo
+    runs in whatever environment testfleet is installed in (a development
+    one has pytest-asyncio, which warns about its unset loop scope), and a
+    serial ``pytest`` with these settings sees exactly what the run sees;
+    the workers' sessions load the plugins this run's pytest loaded and no
+    others (``TestConfig.plugins``), so they see the same.
+    """
     for name, text in DEMO_SUITE.items():
         path = root / name
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -342,10 +352,13 @@ def _run_suite(url: str, root: Path, console: Console) -> None:
             url,
             "tests",
             "-p",
+            "testfleet",
+            "-p",
             "no:cacheprovider",
             "-rfs",
         ],
         cwd=root,
+        env={**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"},
         stdin=subprocess.DEVNULL,
         check=False,
     )

@@ -16,36 +16,110 @@ Callers:
   result), stores one row per (attempt, test) and tells a retried attempt
   which tests earlier attempts already reported, so none is counted twice.
 
-A record keeps each phase's raw report (setup, call, teardown) rather than a
+A record keeps every report pytest made for the test, in order, rather than a
 single verdict: pytest counts categories per report (a test that passes and
-then errors in teardown is "1 passed, 1 error"), and the client can only
-reproduce serial pytest's counts from the reports themselves.
+then errors in teardown is "1 passed, 1 error"; each subtest is a ``call``
+report of its own, counted as a subtest or as a failure), and the client can
+only reproduce serial pytest's counts from the reports themselves.
+
+Size: a record must fit in one frame even for a test with thousands of
+subtests, and a chunk's result lists its records again. The worker
+(``worker/testing/report_data.py``) keeps the test's own reports whole
+(each field capped as below), at most :data:`MAX_SUBTESTS_KEPT` failed and as
+many other subtest reports (the rest are counted in ``omitted_subtests``, and
+the client still counts them), and gives subtest reports full text only
+until :data:`SUBTEST_TEXT_BUDGET` characters are used; after that each keeps
+the end of its failure (the crash line) and a short description, no
+captured output. A record is then at most about 14 MiB of JSON (8,192
+failing subtests with long descriptions); a test with a few hundred passing
+subtests is a few tens of kilobytes. :class:`TestRecord` refuses more text
+than :data:`MAX_RECORD_TEXT_CHARS` whatever sent it.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
 
 from testfleet.domain.fields import EnvName
 
-#: Per-phase caps keep a chunk of many failing tests inside one frame.
+#: The largest count or id a field accepts (DuckDB's BIGINT).
+MAX_INT64 = 2**63 - 1
+#: Per-report caps keep a chunk of many failing tests inside one frame.
 MAX_LONGREPR_CHARS = 16 * 1024
 MAX_SECTION_CHARS = 16 * 1024
+MAX_SECTIONS = 32
+MAX_USER_PROPERTIES = 256
 MAX_NODE_ID_CHARS = 4096
+MAX_PATH_CHARS = 4096
+MAX_KEYWORDS = 256
+MAX_KEYWORD_CHARS = 256
+#: Reports one record may hold: the test's own, plus its kept subtests'.
+MAX_REPORTS_PER_TEST = 10_000
+#: Subtest reports kept per test: this many failed ones and this many others.
+MAX_SUBTESTS_KEPT = 4096
+#: Text (failures, captured output, descriptions) the subtest reports of one
+#: test share before each keeps only a lean version (see the module docstring).
+SUBTEST_TEXT_BUDGET = 1024 * 1024
+#: What a lean subtest report keeps: its failure text's end, a short description.
+LEAN_LONGREPR_CHARS = 512
+LEAN_SUBTEST_MSG_CHARS = 128
+LEAN_SUBTEST_KWARGS = 8
+LEAN_SUBTEST_KEY_CHARS = 32
+LEAN_SUBTEST_VALUE_CHARS = 64
+#: All text of one record (whatever sent it): bounds a record that ignores the budget.
+MAX_RECORD_TEXT_CHARS = 16 * 1024 * 1024
+#: A subtest's keyword arguments, as pytest keeps them (``saferepr`` text).
+MAX_SUBTEST_KWARGS = 64
+MAX_SUBTEST_KEY_CHARS = 256
+MAX_SUBTEST_VALUE_CHARS = 1024
+#: Attributes a plugin set on a report (pytest's reports take arbitrary extras).
+MAX_REPORT_EXTRAS = 32
+MAX_REPORT_EXTRA_NAME_CHARS = 256
+MAX_REPORT_EXTRA_CHARS = 4096
+#: What pytest's reports keep in their ``__dict__`` themselves: an extra never
+#: has one of these names (it would replace pytest's own field on the client).
+STANDARD_ATTRIBUTES = frozenset(
+    {
+        "_id",
+        "nodeid",
+        "location",
+        "keywords",
+        "outcome",
+        "longrepr",
+        "when",
+        "user_properties",
+        "sections",
+        "duration",
+        "start",
+        "stop",
+        "wasxfail",
+        "context",
+    }
+)
+#: Distinct warnings kept per test (each with its count); more are only counted.
+MAX_WARNINGS = 64
 RUN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 #: A git commit as a hex object name (abbreviated or full); branch names are
 #: refused because they move and a run must be reproducible.
 COMMIT_PATTERN = r"^[0-9a-fA-F]{7,40}$"
 
 NodeId = Annotated[str, Field(min_length=1, max_length=MAX_NODE_ID_CHARS)]
+#: A line number as pytest reports it (0-based in a location, 1-based in a skip).
+LineNumber = Annotated[int, Field(ge=0, le=2**31 - 1)]
+Count = Annotated[int, Field(ge=0, le=MAX_INT64)]
+#: How many reports or warnings a worker counted without keeping them: the
+#: client makes that many stand-ins, so the bound is what it can afford.
+ReportCount = Annotated[int, Field(ge=0, le=2**31 - 1)]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # inf and nan cannot be stored (DuckDB JSON) nor compared: refused at the edge.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class TestPhase(StrEnum):
@@ -59,7 +133,7 @@ class TestPhase(StrEnum):
 
 
 class ReportOutcome(StrEnum):
-    """pytest's ``TestReport.outcome`` for one phase."""
+    """pytest's ``TestReport.outcome`` for one report."""
 
     PASSED = "passed"
     FAILED = "failed"
@@ -67,7 +141,7 @@ class ReportOutcome(StrEnum):
 
 
 class TestOutcome(StrEnum):
-    """One test's verdict, as stored and queried (derived from its phases)."""
+    """One test's verdict, as stored and queried (derived from its reports)."""
 
     __test__ = False
 
@@ -77,6 +151,9 @@ class TestOutcome(StrEnum):
     SKIPPED = "skipped"
     XFAILED = "xfailed"
     XPASSED = "xpassed"
+    #: The test called ``pytest.exit()`` or raised ``KeyboardInterrupt``:
+    #: pytest stopped the whole run there (see :class:`Interruption`).
+    INTERRUPTED = "interrupted"
 
     @property
     def is_failure(self) -> bool:
@@ -87,13 +164,31 @@ class TestOutcome(StrEnum):
 class SkipLocation(_Model):
     """Where a skip was raised, as pytest keeps it for the short summary."""
 
-    path: str = Field(max_length=4096)
-    lineno: int | None = None
+    path: str = Field(max_length=MAX_PATH_CHARS)
+    lineno: LineNumber | None = None
     reason: str = Field(default="", max_length=MAX_LONGREPR_CHARS)
 
 
+class SubtestContext(_Model):
+    """What a subtest report says about its subtest: pytest's ``SubtestContext``.
+
+    ``msg`` and ``kwargs`` of ``TestCase.subTest(msg, **kwargs)`` or of the
+    ``subtests.test(msg, **kwargs)`` fixture; pytest keeps each keyword value as
+    its ``saferepr`` text, and so does the record. The client rebuilds pytest's
+    ``SubtestReport`` from it, which pytest's reporting counts and names
+    (``SUBFAILED[msg] (i=3)``).
+    """
+
+    msg: str | None = Field(default=None, max_length=MAX_LONGREPR_CHARS)
+    kwargs: dict[
+        Annotated[str, Field(max_length=MAX_SUBTEST_KEY_CHARS)],
+        Annotated[str, Field(max_length=MAX_SUBTEST_VALUE_CHARS)],
+    ] = Field(default_factory=dict, max_length=MAX_SUBTEST_KWARGS)
+
+
 class PhaseReport(_Model):
-    """One pytest ``TestReport`` (setup, call or teardown), reduced to plain data."""
+    """One pytest ``TestReport`` (setup, call or teardown, or a subtest's call),
+    reduced to plain data."""
 
     when: TestPhase
     outcome: ReportOutcome
@@ -108,9 +203,72 @@ class PhaseReport(_Model):
     wasxfail: str | None = Field(default=None, max_length=MAX_LONGREPR_CHARS)
     #: Captured output sections, e.g. ("Captured stdout call", "..."), capped.
     sections: list[tuple[str, Annotated[str, Field(max_length=MAX_SECTION_CHARS)]]] = Field(
-        default_factory=list, max_length=32
+        default_factory=list, max_length=MAX_SECTIONS
     )
-    user_properties: list[tuple[str, str]] = Field(default_factory=list, max_length=256)
+    user_properties: list[tuple[str, str]] = Field(
+        default_factory=list, max_length=MAX_USER_PROPERTIES
+    )
+    #: Set on a subtest's report (pytest's ``SubtestReport``).
+    subtest: SubtestContext | None = None
+    #: Attributes a plugin set on the report (JSON values only, capped), for
+    #: plugins that read them back in their own hooks on the client.
+    extras: dict[Annotated[str, Field(max_length=MAX_REPORT_EXTRA_NAME_CHARS)], JsonValue] = Field(
+        default_factory=dict, max_length=MAX_REPORT_EXTRAS
+    )
+
+    @field_validator("extras")
+    @classmethod
+    def _small_extras(cls, extras: dict[str, JsonValue]) -> dict[str, JsonValue]:
+        for name, value in extras.items():
+            if name in STANDARD_ATTRIBUTES:
+                raise ValueError(f"extra {name!r} is a field of pytest's own reports")
+            if len(json.dumps(value)) > MAX_REPORT_EXTRA_CHARS:
+                raise ValueError(f"extra {name!r} is over {MAX_REPORT_EXTRA_CHARS} characters")
+        return extras
+
+    def text_chars(self) -> int:
+        """Characters of text this report holds (for the record's bound)."""
+        chars = len(self.longrepr) + sum(len(content) for _, content in self.sections)
+        if self.subtest is not None:
+            chars += len(self.subtest.msg or "")
+            chars += sum(len(k) + len(v) for k, v in self.subtest.kwargs.items())
+        return chars
+
+
+class OmittedSubtests(_Model):
+    """Subtest reports of one test beyond :data:`MAX_SUBTESTS_KEPT`: counted, not kept.
+
+    The client replays them as subtest reports saying they were omitted, so
+    pytest's counts, JUnit totals and exit code stay those of a serial run.
+    """
+
+    passed: ReportCount = 0
+    failed: ReportCount = 0
+    skipped: ReportCount = 0
+    #: Subtests that called ``pytest.xfail()`` (skipped, with ``wasxfail``).
+    xfailed: ReportCount = 0
+
+    @property
+    def total(self) -> int:
+        return self.passed + self.failed + self.skipped + self.xfailed
+
+
+class InterruptKind(StrEnum):
+    """How a test stopped its pytest session."""
+
+    EXIT = "exit"  # pytest.exit()
+    KEYBOARD_INTERRUPT = "keyboard_interrupt"
+
+
+class Interruption(_Model):
+    """A test that ended the whole session: serial pytest stops the run there,
+    with this exit status, and so does the client."""
+
+    kind: InterruptKind
+    #: ``pytest.exit(reason)``'s reason ("" for a KeyboardInterrupt).
+    message: str = Field(default="", max_length=MAX_LONGREPR_CHARS)
+    #: ``pytest.exit(returncode=...)``; None: pytest's "interrupted" (2).
+    returncode: int | None = Field(default=None, ge=-(2**31), le=2**31 - 1)
 
 
 class TestLocation(_Model):
@@ -118,8 +276,8 @@ class TestLocation(_Model):
 
     __test__ = False
 
-    path: str = Field(max_length=4096)
-    lineno: int | None = None
+    path: str = Field(max_length=MAX_PATH_CHARS)
+    lineno: LineNumber | None = None
     domain: str = Field(default="", max_length=MAX_NODE_ID_CHARS)
 
 
@@ -131,41 +289,70 @@ class TestWarning(_Model):
     message: str = Field(max_length=MAX_LONGREPR_CHARS)
     #: The warning class's name, e.g. "DeprecationWarning".
     category: str = Field(max_length=256)
-    filename: str = Field(default="", max_length=4096)
-    lineno: int | None = None
+    filename: str = Field(default="", max_length=MAX_PATH_CHARS)
+    lineno: LineNumber | None = None
+    #: How many times the test raised this same warning: pytest counts each
+    #: ("3 warnings"), so the client replays it as often.
+    count: int = Field(default=1, ge=1, le=2**31 - 1)
 
 
 class TestRecord(_Model):
     """Everything pytest reported for one test on one worker.
 
-    ``phases`` is in order; a test normally has setup, call and teardown (a
-    failed or skipped setup has no call). ``crashed`` marks a test whose pytest
-    process died under it: its phases end with a synthesized failed report
-    whose ``longrepr`` says so.
+    ``phases`` holds every report in the order pytest made them: normally
+    setup, call and teardown (a failed or skipped setup has no call), with
+    one ``call`` report per subtest before the test's own call report.
+    ``crashed`` marks a test whose pytest process died under it: its phases
+    end with a synthesized failed report whose ``longrepr`` says so.
+    ``interrupted`` marks a test that stopped the session (``pytest.exit()``):
+    its phases are those pytest reported before that, possibly none.
     """
 
     __test__ = False
 
     nodeid: NodeId
     location: TestLocation
-    keywords: list[Annotated[str, Field(max_length=256)]] = Field(
-        default_factory=list, max_length=256
+    keywords: list[Annotated[str, Field(max_length=MAX_KEYWORD_CHARS)]] = Field(
+        default_factory=list, max_length=MAX_KEYWORDS
     )
-    phases: list[PhaseReport] = Field(min_length=1, max_length=3)
+    phases: list[PhaseReport] = Field(default_factory=list, max_length=MAX_REPORTS_PER_TEST)
+    omitted_subtests: OmittedSubtests | None = None
     crashed: bool = False
-    warnings: list[TestWarning] = Field(default_factory=list, max_length=64)
+    interrupted: Interruption | None = None
+    warnings: list[TestWarning] = Field(default_factory=list, max_length=MAX_WARNINGS)
+    #: Warnings beyond MAX_WARNINGS distinct ones: counted, not kept.
+    warnings_omitted: ReportCount = 0
+
+    @model_validator(mode="after")
+    def _reports_and_size(self) -> TestRecord:
+        if not self.phases and self.interrupted is None:
+            raise ValueError("phases: a test record needs at least one report")
+        text = sum(phase.text_chars() for phase in self.phases)
+        if text > MAX_RECORD_TEXT_CHARS:
+            raise ValueError(
+                f"phases: {text} characters of text, over the {MAX_RECORD_TEXT_CHARS} a record "
+                "may hold (subtest reports past the budget keep only their crash line)"
+            )
+        return self
 
     @property
     def outcome(self) -> TestOutcome:
-        return derive_outcome(self.phases)
+        if self.interrupted is not None:
+            return TestOutcome.INTERRUPTED
+        omitted_failure = self.omitted_subtests is not None and self.omitted_subtests.failed > 0
+        verdict = derive_outcome(self.phases)
+        if omitted_failure and verdict is not TestOutcome.ERROR:
+            return TestOutcome.FAILED
+        return verdict
 
     @property
     def duration_seconds(self) -> float:
-        return sum(phase.duration for phase in self.phases)
+        # A subtest's time is part of its test's call, already counted.
+        return sum(phase.duration for phase in self.phases if phase.subtest is None)
 
     @property
     def failure_text(self) -> str:
-        """The first failing phase's text ("" when nothing failed)."""
+        """The first failing report's text ("" when nothing failed)."""
         for phase in self.phases:
             if phase.outcome is ReportOutcome.FAILED:
                 return phase.longrepr
@@ -173,16 +360,24 @@ class TestRecord(_Model):
 
 
 def derive_outcome(phases: list[PhaseReport]) -> TestOutcome:
-    """One verdict from a test's phase reports, by pytest's rules.
+    """One verdict from a test's reports, by pytest's rules.
 
     A failed setup or teardown is an error (even after a passing call); a
     failed call is a failure; an xfail-marked call that failed is xfailed and
     one that passed is xpassed (a strict xpass is reported by pytest as a
     failed call, so it lands on failed); a skip in any phase before the call
-    is skipped.
+    is skipped. A failed subtest fails its test, unless the test is an error
+    already: pytest counts the subtest as a failure and the run fails because
+    of it, whatever the test's own call said, and ``--rerun-failures`` must
+    rerun it. Other subtest reports (passed, skipped, xfailed) leave the
+    verdict to the test's own reports.
     """
     verdict = TestOutcome.PASSED
+    failed_subtest = False
     for phase in phases:
+        if phase.subtest is not None:
+            failed_subtest |= phase.outcome is ReportOutcome.FAILED
+            continue
         if phase.when is TestPhase.CALL:
             if phase.wasxfail is not None:
                 if phase.outcome is ReportOutcome.SKIPPED:
@@ -199,7 +394,23 @@ def derive_outcome(phases: list[PhaseReport]) -> TestOutcome:
             return TestOutcome.ERROR
         elif phase.outcome is ReportOutcome.SKIPPED:
             verdict = TestOutcome.XFAILED if phase.wasxfail is not None else TestOutcome.SKIPPED
-    return verdict
+    return TestOutcome.FAILED if failed_subtest else verdict
+
+
+class PytestPlugin(_Model):
+    """An installed pytest plugin (a ``pytest11`` entry point) a run's pytest loaded."""
+
+    #: The entry point's name, as ``-p NAME`` / ``-p no:NAME`` take it ("asyncio").
+    name: str = Field(min_length=1, max_length=256)
+    #: The distribution that provides it ("pytest-asyncio"), for messages.
+    distribution: str = Field(default="", max_length=256)
+    version: str = Field(default="", max_length=256)
+
+    def describe(self) -> str:
+        """ "pytest-asyncio 1.5.0 (plugin 'asyncio')", for messages."""
+        if not self.distribution:
+            return f"plugin {self.name!r}"
+        return f"{self.distribution} {self.version} (plugin {self.name!r})".replace("  ", " ")
 
 
 class ProjectSource(_Model):
@@ -267,6 +478,15 @@ class TestConfig(_Model):
     #: worker would otherwise pay for collecting everything). For suites whose
     #: tests rely on other test modules having been imported.
     full_collection: bool = False
+    #: The installed plugins (``pytest11`` entry points) the run's own pytest
+    #: loaded on the machine that started it. A worker's session loads exactly
+    #: these, blocking any other its interpreter's environment has: serial
+    #: pytest on that machine is what the run must reproduce, and a worker
+    #: installed with more (testfleet's development extras add pytest-asyncio)
+    #: must not add them to a suite that never asked for them. One the worker
+    #: lacks stops the session with a message naming it. None (a client that
+    #: does not say): whatever pytest loads by itself in the worker's environment.
+    plugins: list[PytestPlugin] | None = Field(default=None, max_length=1024)
 
 
 class SessionInfo(_Model):
@@ -277,8 +497,8 @@ class SessionInfo(_Model):
     #: True when the chunk ran in a session already collected for this run.
     reused: bool = False
     collect_seconds: float = Field(default=0.0, ge=0)
-    collected: int = Field(default=0, ge=0)
-    restarts: int = Field(default=0, ge=0)
+    collected: Count = 0
+    restarts: Count = 0
 
 
 class TestChunkOutcome(_Model):
@@ -287,14 +507,17 @@ class TestChunkOutcome(_Model):
     ``tests`` has a record for every node id this attempt ran. Node ids an
     earlier attempt already reported are listed in ``already_reported`` and
     not run again; ``not_run`` lists those this attempt could not get to (the
-    session failed to start, the attempt timed out or was cancelled) with the
-    reason in the result's error.
+    session failed to start, the attempt timed out or was cancelled, a test
+    stopped the session with ``pytest.exit()``) with the reason in the
+    result's error. ``tests`` repeats records the attempt streamed already;
+    past a size budget some of them are slimmed (see the executor), the
+    streamed ones never.
     """
 
     __test__ = False
 
     run_id: str
-    rerun: int = 0
+    rerun: int = Field(default=0, ge=0, le=100)
     tests: list[TestRecord] = Field(default_factory=list)
     already_reported: list[NodeId] = Field(default_factory=list)
     not_run: list[NodeId] = Field(default_factory=list)

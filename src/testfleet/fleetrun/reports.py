@@ -2,16 +2,21 @@
 
 Two directions, two callers:
 
-* On a worker (and in local use), :func:`phase_report` and
+* In-process (local use and tests), :func:`phase_report` and
   :func:`test_record` reduce the reports pytest made for one test to a
-  record: plain data, capped so a chunk of many failing tests still fits in
-  a frame.
+  record with the same code the workers' sessions run
+  (:mod:`testfleet.worker.testing.report_data`): plain data, bounded so a
+  chunk of many failing tests, or a test with thousands of subtests, still
+  fits in a frame.
 * On the machine that started the run, the ``pytest --fleet`` plugin turns
   each record that comes back into real reports with :func:`reports_from_record`
   and feeds them to ``config.hook.pytest_runtest_logreport``. pytest's own
   terminal summary, ``-r`` short summary, JUnit XML and exit code then see
   the same reports a serial run would have made, so their counts agree
   ("2 failed, 3 passed, 1 skipped, 1 xfailed, 1 xpassed, 2 errors").
+  Every report comes back as the class pytest made: a subtest's as pytest's
+  ``SubtestReport`` with its context (counted as "subtests passed", listed as
+  ``SUBFAILED[msg] (i=3)``), with the attributes plugins set on it.
 
 A record keeps a failure as text (``longreprtext``), not as pytest's
 structured ``ExceptionRepr``. The summaries need one thing from the
@@ -41,26 +46,25 @@ from _pytest._io import TerminalWriter
 from _pytest.reports import TestReport
 
 from testfleet.domain.testing import (
-    MAX_LONGREPR_CHARS,
-    MAX_SECTION_CHARS,
+    OmittedSubtests,
     PhaseReport,
     ReportOutcome,
     SkipLocation,
+    SubtestContext,
     TestLocation,
     TestPhase,
     TestRecord,
 )
+from testfleet.worker.testing import report_data
 
-#: The record's list caps (see :class:`PhaseReport` and :class:`TestRecord`).
-MAX_SECTIONS = 32
-MAX_USER_PROPERTIES = 256
-MAX_KEYWORDS = 256
-MAX_KEYWORD_CHARS = 256
-MAX_PATH_CHARS = 4096
+try:  # pytest 9's built-in subtests; a client with pytest 8 replays them as plain reports
+    from _pytest.subtests import SubtestContext as PytestSubtestContext
+    from _pytest.subtests import SubtestReport
+except ImportError:  # pragma: no cover - pytest 8
+    PytestSubtestContext = None  # type: ignore[assignment,misc]
+    SubtestReport = None  # type: ignore[assignment,misc]
 
-_PHASE_ORDER = {TestPhase.SETUP: 0, TestPhase.CALL: 1, TestPhase.TEARDOWN: 2}
-_KNOWN_OUTCOMES = frozenset(outcome.value for outcome in ReportOutcome)
-#: A failed phase's longrepr when the worker sent no text.
+#: A failed report's longrepr when the worker sent no text.
 NO_FAILURE_TEXT = "(the worker reported this failure without any text)"
 # The enums' values, as the literal types TestReport's signature asks for.
 _WHEN: dict[TestPhase, Literal["setup", "call", "teardown"]] = {
@@ -103,41 +107,96 @@ class FleetLongrepr(TerminalRepr):
 
 
 def reports_from_record(record: TestRecord, *, rootdir: Path | None = None) -> list[TestReport]:
-    """One pytest ``TestReport`` per phase of ``record``, as the worker's
-    pytest made them (see the module docstring).
+    """The pytest reports of ``record``, in order, as the worker's pytest made
+    them (see the module docstring).
 
     Called by the ``pytest --fleet`` plugin for each record a worker sends;
     ``rootdir`` is the local session's (relative skip paths are joined to it).
+    Subtest reports the worker only counted (``omitted_subtests``) come back
+    as subtest reports saying so, before the test's own call report, so every
+    count, JUnit total and the exit code are those of the serial run.
 
     (Not named ``pytest_*``: pytest would take such a name imported into a
     plugin module for a hook.)
     """
     location = (record.location.path, record.location.lineno, record.location.domain)
     keywords: dict[str, Literal[1]] = dict.fromkeys(record.keywords, 1)
-    reports: list[TestReport] = []
-    for phase in record.phases:
-        extra: dict[str, Any] = {}
-        # pytest tells xfail-marked reports by hasattr(report, "wasxfail"):
-        # the attribute must be absent, not None, on the others.
-        if phase.wasxfail is not None:
-            extra["wasxfail"] = phase.wasxfail
-        reports.append(
-            TestReport(
-                record.nodeid,
-                location,
-                keywords,
-                _OUTCOME[phase.outcome],
-                _longrepr(phase, record.location, rootdir),
-                _WHEN[phase.when],
-                sections=list(phase.sections),
-                duration=phase.duration,
-                start=phase.start,
-                stop=phase.stop,
-                user_properties=list(phase.user_properties),
-                **extra,
-            )
+    phases = list(record.phases)
+    omitted = record.omitted_subtests
+    if omitted is not None and omitted.total:
+        own_call = next(
+            (i for i, p in enumerate(phases) if p.when is TestPhase.CALL and p.subtest is None),
+            None,
         )
-    return reports
+        # Where the subtests ran: before the test's own call report, or after
+        # the last report when it has none (an error in the middle of a call).
+        at = own_call if own_call is not None else len(phases)
+        while at > 0 and phases[at - 1].when is TestPhase.TEARDOWN:
+            at -= 1
+        phases[at:at] = omitted_reports(omitted)
+    return [_report(record.nodeid, location, keywords, phase, record, rootdir) for phase in phases]
+
+
+def _report(
+    nodeid: str,
+    location: tuple[str, int | None, str],
+    keywords: dict[str, Literal[1]],
+    phase: PhaseReport,
+    record: TestRecord,
+    rootdir: Path | None,
+) -> TestReport:
+    # Plugins' attributes (the record never names pytest's own fields in them).
+    extra: dict[str, Any] = dict(phase.extras)
+    # pytest tells xfail-marked reports by hasattr(report, "wasxfail"):
+    # the attribute must be absent, not None, on the others.
+    if phase.wasxfail is not None:
+        extra["wasxfail"] = phase.wasxfail
+    args = (
+        nodeid,
+        location,
+        keywords,
+        _OUTCOME[phase.outcome],
+        _longrepr(phase, record.location, rootdir),
+        _WHEN[phase.when],
+    )
+    fields: dict[str, Any] = {
+        "sections": list(phase.sections),
+        "duration": phase.duration,
+        "start": phase.start,
+        "stop": phase.stop,
+        "user_properties": list(phase.user_properties),
+        **extra,
+    }
+    if phase.subtest is None or SubtestReport is None or PytestSubtestContext is None:
+        return TestReport(*args, **fields)
+    report = SubtestReport(*args, **fields)
+    context = PytestSubtestContext(msg=phase.subtest.msg, kwargs={})
+    # pytest keeps each value as its saferepr text, which the record holds:
+    # set as is (the constructor would repr the text once more).
+    object.__setattr__(context, "kwargs", dict(phase.subtest.kwargs))
+    report.context = context
+    return report
+
+
+def omitted_reports(omitted: OmittedSubtests) -> list[PhaseReport]:
+    """Stand-ins for the subtest reports a worker counted but did not keep."""
+    context = SubtestContext(msg=report_data.OMITTED_MSG)
+    made: list[PhaseReport] = []
+    for outcome, count, wasxfail, text in (
+        (ReportOutcome.FAILED, omitted.failed, None, "(failure text omitted by testfleet)"),
+        (ReportOutcome.PASSED, omitted.passed, None, ""),
+        (ReportOutcome.SKIPPED, omitted.skipped, None, ""),
+        (ReportOutcome.SKIPPED, omitted.xfailed, "omitted by testfleet", ""),
+    ):
+        one = PhaseReport(
+            when=TestPhase.CALL,
+            outcome=outcome,
+            longrepr=text,
+            wasxfail=wasxfail,
+            subtest=context,
+        )
+        made.extend([one] * count)
+    return made
 
 
 def _longrepr(
@@ -222,42 +281,12 @@ def _is_error_line(line: str) -> bool:
 def phase_report(report: TestReport, *, rootdir: Path | None = None) -> PhaseReport:
     """One pytest report reduced to a :class:`PhaseReport`, within the caps.
 
-    Called by the worker's test executor for each report of a test (and by
-    :func:`test_record`). ``rootdir``, the session's, makes a skip's path
-    relative to it, so the client can place it under its own rootdir.
+    ``rootdir``, the session's, makes a skip's path relative to it, so the
+    client can place it under its own rootdir. The reduction is the workers'
+    (:func:`testfleet.worker.testing.report_data.phase_entry`).
     """
-    wasxfail = getattr(report, "wasxfail", None)
-    skip = None
-    longrepr = ""
-    raw = report.longrepr
-    if report.outcome == "skipped" and wasxfail is None and isinstance(raw, tuple):
-        path, lineno, reason = raw
-        skip = SkipLocation(
-            path=_cap(_relative(str(path), rootdir), MAX_PATH_CHARS),
-            lineno=lineno,
-            reason=_cap(str(reason), MAX_LONGREPR_CHARS),
-        )
-    elif raw is not None:
-        longrepr = _cap(report.longreprtext, MAX_LONGREPR_CHARS)
-    sections = [
-        (str(title), _cap(str(content), MAX_SECTION_CHARS)) for title, content in report.sections
-    ]
-    return PhaseReport(
-        when=TestPhase(report.when),
-        outcome=ReportOutcome(report.outcome),
-        duration=max(0.0, float(report.duration)),
-        start=float(getattr(report, "start", 0.0)),
-        stop=float(getattr(report, "stop", 0.0)),
-        longrepr=longrepr,
-        skip=skip,
-        wasxfail=None if wasxfail is None else _cap(str(wasxfail), MAX_LONGREPR_CHARS),
-        # The latest sections are this phase's own: keep those when cutting.
-        sections=sections[-MAX_SECTIONS:],
-        user_properties=[
-            (str(name), _cap(str(value), MAX_SECTION_CHARS))
-            for name, value in report.user_properties[:MAX_USER_PROPERTIES]
-        ],
-    )
+    entry = report_data.phase_entry(report, None if rootdir is None else str(rootdir))
+    return PhaseReport.model_validate(entry)
 
 
 def test_record(
@@ -267,62 +296,25 @@ def test_record(
     reports: Sequence[TestReport],
     *,
     rootdir: Path | None = None,  # noqa: PT028 (not a test: see __test__ below)
-    crashed: bool = False,  # noqa: PT028
 ) -> TestRecord:
-    """Everything pytest reported for one test, as a :class:`TestRecord`.
+    """Everything pytest reported for one test, as a :class:`TestRecord`, built as a
+    worker's session builds it (:class:`~testfleet.worker.testing.report_data.RecordBuilder`).
 
-    Called by the worker's test executor when a test's teardown report is in
-    (or its process died: ``crashed``). ``location`` and ``keywords`` are the
-    item's (``item.location``, ``item.keywords``). A phase reported more than
-    once (pytest-rerunfailures reruns a test in place) keeps its last report,
-    and reports with outcomes pytest does not count (its "rerun") are left
-    out, so the record reads as the final attempt.
+    ``location`` and ``keywords`` are the item's (``item.location``,
+    ``item.keywords``). A test reported again from its setup (pytest-rerunfailures
+    reruns a test in place) keeps its last try's reports, and reports with
+    outcomes pytest does not count (its "rerun") are left out, so the record
+    reads as the final attempt.
     """
-    last: dict[TestPhase, TestReport] = {}
-    for report in reports:
-        if report.outcome in _KNOWN_OUTCOMES:
-            last[TestPhase(report.when)] = report
-    phases = [phase_report(last[when], rootdir=rootdir) for when in sorted(last, key=_order)]
-    # Names longer than the cap are dropped rather than cut: a cut name
-    # would select differently with -k.
-    names = list(dict.fromkeys(name for name in keywords if len(name) <= MAX_KEYWORD_CHARS))
-    names = names[:MAX_KEYWORDS]
-    path, lineno, domain = location
-    return TestRecord(
-        nodeid=nodeid,
-        location=TestLocation(
-            path=_cap(str(path), MAX_PATH_CHARS), lineno=lineno, domain=_cap(domain, 4096)
-        ),
-        keywords=names,
-        phases=phases,
-        crashed=crashed,
+    builder = report_data.RecordBuilder(
+        nodeid, report_data.location_entry(location), report_data.keyword_names(keywords)
     )
+    for report in reports:
+        if report.when == "setup":
+            builder.restart()
+        builder.add(report, None if rootdir is None else str(rootdir))
+    return TestRecord.model_validate(builder.record())
 
 
 # pytest would collect test_record as a test from modules that import it.
 test_record.__test__ = False  # type: ignore[attr-defined]
-
-
-def _order(phase: TestPhase) -> int:
-    return _PHASE_ORDER[phase]
-
-
-def _relative(path: str, rootdir: Path | None) -> str:
-    if rootdir is None:
-        return path
-    try:
-        return str(Path(path).relative_to(rootdir))
-    except ValueError:
-        return path
-
-
-def _cap(text: str, limit: int) -> str:
-    """``text`` within ``limit`` characters: its start and, mostly, its end
-    (a traceback's last lines name the error), with a note of what was cut."""
-    if len(text) <= limit:
-        return text
-    note = "\n... [{} characters cut by testfleet] ...\n"
-    room = limit - len(note.format(len(text)))
-    head = room // 4
-    tail = room - head
-    return text[:head] + note.format(len(text) - room) + text[len(text) - tail :]

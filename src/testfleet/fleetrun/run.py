@@ -27,6 +27,11 @@ How a run goes:
    worker is available. One that then passes is reported as passed and listed
    as flaky (its rows in ``test_results`` keep both outcomes); one that never
    passes is reported with its last failure.
+5. A test that stops its session (``pytest.exit()`` in a test) stops the run
+   as it stops a serial one: the tests before it in collection order are
+   still waited for and reported, none after it is (chunks holding only later
+   tests are cancelled, later records dropped), there are no reruns, and the
+   plugin ends the local session with the same exit.
 """
 
 from __future__ import annotations
@@ -40,8 +45,10 @@ from typing import Any, Protocol
 
 from testfleet.domain.enums import TaskStatus, TaskType
 from testfleet.domain.testing import (
+    Interruption,
     PhaseReport,
     ProjectSource,
+    PytestPlugin,
     ReportOutcome,
     TestConfig,
     TestLocation,
@@ -93,6 +100,7 @@ def warm_up(client: RunClient, settings: RunSettings) -> list[str]:
         args=settings.args,
         python=settings.python,
         full_collection=settings.full_collection,
+        plugins=settings.plugins,
     ).model_dump(mode="json", exclude_defaults=True)
     documents = [
         {
@@ -152,6 +160,9 @@ class RunSettings:
     chunk_timeout_seconds: float = 3600.0
     #: Workers collect the whole suite instead of each chunk's files.
     full_collection: bool = False
+    #: The installed plugins the local pytest loaded: the workers' sessions
+    #: load these and no others (None: whatever each worker's pytest finds).
+    plugins: list[PytestPlugin] | None = None
     #: How often the run is polled; the last poll bounds how late the end is seen.
     poll_interval_seconds: float = 0.05
     #: A chunk no connected worker can run is given up after this long.
@@ -195,6 +206,8 @@ class RunOutcome:
     reruns: int = 0
     split_by: str = "count"
     stopped_early: bool = False
+    #: A test stopped its session (``pytest.exit()``): the run stopped there.
+    interrupted: Interruption | None = None
 
 
 @dataclass
@@ -217,6 +230,8 @@ class _PassState:
     reported: set[str] = field(default_factory=set)
     unschedulable_since: dict[str, float] = field(default_factory=dict)
     given_up: dict[str, str] = field(default_factory=dict)
+    #: Chunks cancelled because a test before all of theirs stopped the run.
+    cancelled: set[str] = field(default_factory=set)
 
 
 class FleetRun:
@@ -250,12 +265,16 @@ class FleetRun:
         self._last_progress = float("-inf")
         #: Workers that could take chunks when the run started (reruns avoid some).
         self._eligible_workers: list[str] = []
+        #: Collection order; after an interruption, tests past ``_stop_at`` are dropped.
+        self._position: dict[str, int] = {}
+        self._stop_at: int | None = None
 
     # ----------------------------------------------------------------- the run
 
     def run(self, tests: Sequence[CollectedTest]) -> RunOutcome:
         """Run ``tests`` to the end; every one is reported exactly once."""
         self._tests = {t.nodeid: t for t in tests}
+        self._position = {t.nodeid: index for index, t in enumerate(tests)}
         if not tests:
             return self.outcome
         slots = self._test_slots()
@@ -270,7 +289,8 @@ class FleetRun:
             self._run_pass(rerun, self._rerun_chunks(slots))
         # Whatever is still held failed every time: report its last failure.
         for held in self._held.values():
-            self._emit(held.record, held.failed_on[-1])
+            if not self._past_stop(held.record.nodeid):
+                self._emit(held.record, held.failed_on[-1])
         self._held.clear()
         return self.outcome
 
@@ -337,6 +357,7 @@ class FleetRun:
             python=self.settings.python,
             rerun=rerun,
             full_collection=self.settings.full_collection,
+            plugins=self.settings.plugins,
         )
         requirements: dict[str, Any] = {}
         if chunk.hardware:
@@ -392,6 +413,8 @@ class FleetRun:
                 self.outcome.workers.add(str(task["worker_id"]))
         if len(state.statuses) < len(mine):
             finished = False  # not every task is visible yet (should not happen)
+        if self._stop_at is not None and not finished:
+            self._cancel_past_stop(state)
         return finished
 
     def _watch_unschedulable(
@@ -414,9 +437,15 @@ class FleetRun:
         if nodeid in state.reported or row["task_id"] not in state.node_ids_of:
             return
         state.reported.add(nodeid)
+        if self._past_stop(nodeid):
+            return  # a serial run would have stopped before it
         record = TestRecord.model_validate(row["record"])
         worker = str(row["worker_id"])
         self._done += 1
+        if record.interrupted is not None:
+            self._interrupted(record)
+            self._emit(record, worker)
+            return
         earlier = self._failed_before.get(nodeid)
         if record.outcome.is_failure:
             self._failures += 1
@@ -431,16 +460,47 @@ class FleetRun:
             )
         self._emit(record, worker)
 
+    def _interrupted(self, record: TestRecord) -> None:
+        """A test stopped its session: stop the run after it, as a serial run stops
+        (chunks of later tests are cancelled once the poll has read every row)."""
+        self.outcome.interrupted = record.interrupted
+        self.outcome.stopped_early = True
+        position = self._position.get(record.nodeid, 0)
+        self._stop_at = position if self._stop_at is None else min(position, self._stop_at)
+
+    def _cancel_past_stop(self, state: _PassState) -> None:
+        """Cancel the unfinished chunks whose unreported tests all come after the
+        test that stopped the run; those with earlier tests go on."""
+        for task_id in state.task_ids:
+            status = state.statuses.get(task_id, {}).get("status")
+            if task_id in state.cancelled or (status and TaskStatus(status).is_terminal):
+                continue
+            waiting = [n for n in state.node_ids_of[task_id] if n not in state.reported]
+            if waiting and all(self._past_stop(nodeid) for nodeid in waiting):
+                state.cancelled.add(task_id)
+                self._cancel(task_id)
+
+    def _past_stop(self, nodeid: str) -> bool:
+        """Whether ``nodeid`` comes after the test that stopped the run (if one did)."""
+        if self._stop_at is None:
+            return False
+        return self._position.get(nodeid, self._stop_at + 1) > self._stop_at
+
     def _emit(self, record: TestRecord, worker: str) -> None:
         self._failed_before.pop(record.nodeid, None)
         self._report(record, worker)
 
     def _report_unrun(self, state: _PassState) -> None:
-        """Tests of chunks that ended without reporting them become errors saying why."""
-        if self.outcome.stopped_early:
+        """Tests of chunks that ended without reporting them become errors saying why
+        (after -x, none: the run was stopped; after an interruption, those before it)."""
+        if self.outcome.stopped_early and self.outcome.interrupted is None:
             return
         for task_id in state.task_ids:
-            missing = [n for n in state.node_ids_of[task_id] if n not in state.reported]
+            missing = [
+                n
+                for n in state.node_ids_of[task_id]
+                if n not in state.reported and not self._past_stop(n)
+            ]
             if not missing:
                 continue
             reason = state.given_up.get(task_id) or _task_failure(state.statuses.get(task_id))

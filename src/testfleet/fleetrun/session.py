@@ -14,7 +14,14 @@ import pytest
 
 from testfleet.client import FleetClient, FleetError
 from testfleet.domain.enums import HardwareKind
-from testfleet.domain.testing import ProjectSource, TestLocation, TestRecord, TestWarning
+from testfleet.domain.testing import (
+    InterruptKind,
+    ProjectSource,
+    PytestPlugin,
+    TestLocation,
+    TestRecord,
+    TestWarning,
+)
 from testfleet.fleetrun.reports import reports_from_record
 from testfleet.fleetrun.run import (
     CollectedTest,
@@ -67,6 +74,7 @@ class FleetSession:
             chunk_timeout_seconds=self.config.getoption("fleet_chunk_timeout"),
             unschedulable_wait_seconds=self.config.getoption("fleet_unschedulable_wait"),
             full_collection=self.config.getoption("fleet_full_collection"),
+            plugins=loaded_plugins(self.config),
         )
 
     def pytest_sessionfinish(self) -> None:
@@ -104,26 +112,17 @@ class FleetSession:
                 pytest.exit(f"--fleet: {exc}", returncode=pytest.ExitCode.USAGE_ERROR)
         if terminal is not None and self.outcome.flaky:
             terminal.stats.setdefault("flaky", []).extend(self.outcome.flaky)
+        stop = self.outcome.interrupted
+        if stop is not None:
+            # A test stopped its session: end this one the same way, so
+            # pytest prints, counts and exits as the serial run did.
+            if stop.kind is InterruptKind.KEYBOARD_INTERRUPT:
+                raise KeyboardInterrupt(stop.message)
+            pytest.exit(stop.message, returncode=stop.returncode)
         return True
 
     def _feed(self, record: TestRecord, worker_id: str) -> None:
-        """Hand one finished test to pytest's reporting, as a local run would."""
-        hook = self.config.hook
-        location = _location_tuple(record.location)
-        hook.pytest_runtest_logstart(nodeid=record.nodeid, location=location)
-        for report in reports_from_record(record, rootdir=self.config.rootpath):
-            hook.pytest_runtest_logreport(report=report)
-        for warning in record.warnings:
-            # As pytest's own warnings plugin hands a test's warnings on.
-            hook.pytest_warning_recorded.call_historic(
-                kwargs={
-                    "warning_message": warning_message(warning),
-                    "when": "runtest",
-                    "nodeid": record.nodeid,
-                    "location": None,
-                }
-            )
-        hook.pytest_runtest_logfinish(nodeid=record.nodeid, location=location)
+        feed_record(self.config, record)
 
     def _progress(self, progress: Progress) -> None:
         terminal = self.config.pluginmanager.get_plugin("terminalreporter")
@@ -175,6 +174,70 @@ def _collected(item: pytest.Item) -> CollectedTest:
         location=TestLocation(path=path, lineno=lineno, domain=domain),
         hardware=hardware,
     )
+
+
+def feed_record(config: pytest.Config, record: TestRecord) -> None:
+    """Hand one finished test to pytest's reporting, as a local run would.
+
+    Called by :class:`FleetSession` for each record a worker sends (and by
+    tests that replay records beside a serial run): pytest's terminal
+    reporter, JUnit XML and any plugin see the same hook calls, in the same
+    order, as for a test run here.
+    """
+    hook = config.hook
+    location = _location_tuple(record.location)
+    hook.pytest_runtest_logstart(nodeid=record.nodeid, location=location)
+    for report in reports_from_record(record, rootdir=config.rootpath):
+        hook.pytest_runtest_logreport(report=report)
+    if record.interrupted is not None:
+        # A test that stopped its session never finished: pytest calls
+        # neither logfinish nor, for its warnings, warning_recorded.
+        return
+    hook.pytest_runtest_logfinish(nodeid=record.nodeid, location=location)
+    # As pytest's own warnings plugin hands a test's warnings on: after its
+    # protocol, each one it recorded.
+    for warning in replayed_warnings(record):
+        hook.pytest_warning_recorded.call_historic(
+            kwargs={
+                "warning_message": warning_message(warning),
+                "when": "runtest",
+                "nodeid": record.nodeid,
+                "location": None,
+            }
+        )
+
+
+def loaded_plugins(config: pytest.Config) -> list[PytestPlugin]:
+    """The installed plugins (``pytest11`` entry points) this pytest loaded,
+    however it loaded them: what the workers' sessions must load, and nothing
+    else (see :attr:`testfleet.domain.testing.TestConfig.plugins`)."""
+    manager = config.pluginmanager
+    found: dict[str, PytestPlugin] = {}
+    for plugin, dist in manager.list_plugin_distinfo():
+        name = manager.get_name(plugin)
+        if name is None or name in found:
+            continue
+        found[name] = PytestPlugin(
+            name=name,
+            distribution=str(getattr(dist, "project_name", "") or "")[:256],
+            version=str(getattr(dist, "version", "") or "")[:256],
+        )
+    return [found[name] for name in sorted(found)]
+
+
+def replayed_warnings(record: TestRecord) -> list[TestWarning]:
+    """The record's warnings, each as often as the test raised it, then one
+    stand-in per warning the worker only counted: pytest's summary counts
+    every one ("3 warnings")."""
+    replayed = [warning for warning in record.warnings for _ in range(warning.count)]
+    if record.warnings_omitted:
+        stand_in = TestWarning(
+            message="(a warning omitted by testfleet: the test raised more distinct "
+            "warnings than one record keeps)",
+            category="Warning",
+        )
+        replayed += [stand_in] * record.warnings_omitted
+    return replayed
 
 
 def warning_message(warning: TestWarning) -> warnings.WarningMessage:

@@ -3,16 +3,11 @@ exit code match a serial run's."""
 
 from __future__ import annotations
 
-import os
-import re
-import subprocess
-import sys
-import xml.etree.ElementTree as ET
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from _pytest.reports import TestReport
+from replay_harness import make_project, serial_and_replayed
 
 from testfleet.domain.testing import (
     MAX_LONGREPR_CHARS,
@@ -116,155 +111,16 @@ class TestGroup:
             raise RuntimeError("wrapped") from error
 """
 
-# Runs with the serial session: collects every report pytest makes and
-# writes one record per test (JSON lines), as a worker would.
-CAPTURE_PLUGIN = """
-import os
-from pathlib import Path
-
-import pytest
-
-from testfleet.fleetrun.reports import phase_report, test_record
-
-ITEMS = {}
-REPORTS = {}
-
-
-def pytest_collection_finish(session):
-    ITEMS.update((item.nodeid, item) for item in session.items)
-
-
-def pytest_runtest_logreport(report):
-    REPORTS.setdefault(report.nodeid, []).append(report)
-
-
-@pytest.hookimpl(trylast=True)
-def pytest_sessionfinish(session):
-    rootdir = session.config.rootpath
-    with Path(os.environ["FLEET_RECORDS"]).open("w") as out:
-        for nodeid, reports in REPORTS.items():
-            item = ITEMS[nodeid]
-            record = test_record(nodeid, item.location, item.keywords, reports, rootdir=rootdir)
-            out.write(record.model_dump_json() + "\\n")
-"""
-
-# Runs instead of the tests: feeds the records, turned back into reports,
-# to pytest's logreport hook for the session's items, as ``pytest --fleet``.
-REPLAY_PLUGIN = """
-import os
-from pathlib import Path
-
-# The module, not the function: a plugin module's pytest_* names are hooks.
-from testfleet.fleetrun import reports
-from testfleet.domain.testing import TestRecord
-
-
-def pytest_runtestloop(session):
-    lines = Path(os.environ["FLEET_RECORDS"]).read_text().splitlines()
-    records = [TestRecord.model_validate_json(line) for line in lines]
-    by_id = {record.nodeid: record for record in records}
-    for item in session.items:
-        item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
-        records = reports.reports_from_record(by_id[item.nodeid], rootdir=session.config.rootpath)
-        for report in records:
-            item.ihook.pytest_runtest_logreport(report=report)
-        item.ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
-    return True
-"""
-
-SUMMARY_COUNT = re.compile(r"(\d+) (passed|failed|skipped|xfailed|xpassed|errors?|warnings?)")
-
-
-@dataclass
-class Run:
-    returncode: int
-    stdout: str
-    junit: ET.Element
-
-    def counts(self) -> dict[str, int]:
-        """The final summary line's counts ("2 failed, 3 passed ... in 0.05s")."""
-        last = self.stdout.strip().splitlines()[-1]
-        assert " in " in last, self.stdout
-        return {kind.rstrip("s"): int(n) for n, kind in SUMMARY_COUNT.findall(last)}
-
-    def short_summary(self) -> list[str]:
-        lines = self.stdout.splitlines()
-        start = next(i for i, line in enumerate(lines) if "short test summary info" in line)
-        return lines[start + 1 : -1]
-
-    def junit_totals(self) -> dict[str, str]:
-        suite = self.junit if self.junit.tag == "testsuite" else self.junit[0]
-        return {key: suite.attrib[key] for key in ("tests", "failures", "errors", "skipped")}
-
-    def junit_cases(self) -> list[tuple[str, str, list[tuple[str, str | None]]]]:
-        return [
-            (
-                case.attrib["classname"],
-                case.attrib["name"],
-                [
-                    (child.tag, child.attrib.get("message"))
-                    for child in case
-                    if child.tag in ("failure", "error", "skipped")
-                ],
-            )
-            for case in self.junit.iter("testcase")
-        ]
-
-
-def run_pytest(project: Path, plugin: str, tb: str, name: str) -> Run:
-    env = {key: value for key, value in os.environ.items() if not key.startswith("PYTEST_")}
-    env.update(
-        PYTEST_DISABLE_PLUGIN_AUTOLOAD="1",
-        PYTHONPATH=os.pathsep.join(filter(None, [str(project / "plugins"), env.get("PYTHONPATH")])),
-        FLEET_RECORDS=str(project / "records.jsonl"),
-        COLUMNS="200",
-    )
-    junit = project / f"{name}.xml"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-p",
-            plugin,
-            "-p",
-            "no:cacheprovider",
-            f"--tb={tb}",
-            "-rA",
-            f"--junitxml={junit}",
-            "suite",
-        ],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert junit.exists(), done.stdout + done.stderr
-    return Run(done.returncode, done.stdout, ET.parse(junit).getroot())
-
-
-def make_project(root: Path) -> Path:
-    (root / "pytest.ini").write_text("[pytest]\njunit_family = xunit1\n")
-    (root / "suite").mkdir()
-    (root / "suite" / "test_suite.py").write_text(SUITE)
-    (root / "plugins").mkdir()
-    (root / "plugins" / "fleet_capture.py").write_text(CAPTURE_PLUGIN)
-    (root / "plugins" / "fleet_replay.py").write_text(REPLAY_PLUGIN)
-    return root
-
 
 @pytest.mark.parametrize("tb", ["auto", "line"])
 def test_replayed_records_summarise_like_the_serial_run(tmp_path: Path, tb: str) -> None:
-    project = make_project(tmp_path)
-    serial = run_pytest(project, "fleet_capture", tb, "serial")
+    project = make_project(tmp_path, {"test_suite.py": SUITE})
+    serial, replayed = serial_and_replayed(project, [f"--tb={tb}", "-rA"])
     records = [
         TestRecord.model_validate_json(line)
         for line in (project / "records.jsonl").read_text().splitlines()
     ]
     assert len(records) == 17
-    replayed = run_pytest(project, "fleet_replay", tb, "replayed")
 
     assert serial.counts() == {
         "failed": 5,

@@ -17,6 +17,8 @@ import pytest
 
 from testfleet.domain.task import TaskSpec
 from testfleet.domain.testing import (
+    Interruption,
+    InterruptKind,
     PhaseReport,
     ProjectSource,
     ReportOutcome,
@@ -75,6 +77,10 @@ class FakeFleet:
         self.polls = 0
         #: Chunks start running and never finish by themselves.
         self.hold = False
+        #: Chunks for which this says True keep running (asked at every poll).
+        self.held: Callable[[str, TestConfig], bool] = lambda _task_id, _config: False
+        #: A test that calls pytest.exit(): its chunk stops there, as on a worker.
+        self.interrupt: str | None = None
 
     # -- the client's interface
     def workers(self) -> list[dict[str, Any]]:
@@ -125,6 +131,8 @@ class FakeFleet:
     # -- the fleet
     def _step(self) -> None:
         for task_id, task in self.tasks.items():
+            if task["status"] == "running" and not self.hold:
+                task["status"] = "queued"  # held until now: look again
             if task["status"] != "queued":
                 continue
             document = self.documents[task_id]
@@ -144,7 +152,7 @@ class FakeFleet:
             worker = allowed[0]
             config = TestConfig.model_validate(document["config"])
             task["worker_id"] = worker
-            if self.hold:
+            if self.hold or self.held(task_id, config):
                 task["status"] = "running"
                 continue
             if task_id in self.fail_chunks:
@@ -154,10 +162,19 @@ class FakeFleet:
                     "message": self.fail_chunks[task_id],
                 }
                 continue
+            task["status"] = "completed"
             for nodeid in config.node_ids:
                 outcome = self.behaviour(nodeid, worker, config.rerun)
                 if outcome is None:
                     continue
+                made = record(nodeid, outcome)
+                if nodeid == self.interrupt:
+                    made = made.model_copy(
+                        update={
+                            "phases": made.phases[:1],
+                            "interrupted": Interruption(kind=InterruptKind.EXIT, message="bye"),
+                        }
+                    )
                 self.rows.append(
                     {
                         "seq": len(self.rows) + 1,
@@ -165,10 +182,12 @@ class FakeFleet:
                         "nodeid": nodeid,
                         "worker_id": worker,
                         "rerun": config.rerun,
-                        "record": record(nodeid, outcome).model_dump(mode="json"),
+                        "record": made.model_dump(mode="json"),
                     }
                 )
-            task["status"] = "completed"
+                if nodeid == self.interrupt:
+                    task["status"] = "failed"  # the rest of the chunk does not run
+                    break
 
 
 def collected(count: int, **hardware: tuple[str, ...]) -> list[CollectedTest]:
@@ -324,6 +343,36 @@ def test_stopping_early_cancels_the_chunks_not_finished() -> None:
     assert outcome.not_run == {}
 
 
+def test_a_test_calling_pytest_exit_stops_the_run_after_it_as_a_serial_run_stops() -> None:
+    """Tests before it (in collection order) are still waited for and
+    reported, none after it is, and chunks of later tests are cancelled."""
+
+    def first_fails(nodeid: str, _worker: str, _rerun: int) -> ReportOutcome:
+        return ReportOutcome.FAILED if nodeid == "t.py::test_0" else ReportOutcome.PASSED
+
+    fleet = FakeFleet(["w1", "w2"], first_fails)
+    fleet.interrupt = "t.py::test_4"
+    later = {f"t.py::test_{i}" for i in range(8, 12)}
+    # Chunks of later tests never finish by themselves; the one with test_2
+    # finishes only a few polls after the interruption arrives.
+    fleet.held = lambda _task_id, config: (
+        bool(later & set(config.node_ids))
+        or ("t.py::test_2" in config.node_ids and fleet.polls < 5)
+    )
+    run, reported = run_on(fleet, collected(12), rerun_failures=1)
+
+    # test_0 failed and was held for a rerun that no longer happens: its
+    # failure is reported at the end; test_2 and 3 came after the interruption.
+    assert [r.nodeid for r, _ in reported] == [f"t.py::test_{i}" for i in (1, 4, 2, 3, 0)]
+    stopped = next(r for r, _ in reported if r.nodeid == "t.py::test_4")
+    assert stopped.outcome is TestOutcome.INTERRUPTED
+    assert run.outcome.interrupted == stopped.interrupted
+    assert run.outcome.reruns == 0
+    cancelled = {n for t in fleet.cancelled for n in fleet.documents[t]["config"]["node_ids"]}
+    assert cancelled == later
+    assert run.outcome.not_run == {}
+
+
 def test_warm_up_sends_one_session_start_per_free_slot() -> None:
     fleet = FakeFleet(["w1", "w2", "w3"])
     workers = fleet.workers()
@@ -340,6 +389,31 @@ def test_warm_up_sends_one_session_start_per_free_slot() -> None:
         config = TestConfig.model_validate(fleet.documents[task_id]["config"])
         assert config.node_ids == []  # only start the session
         assert (config.run_id, config.args) == ("run1", ["tests"])
+
+
+def test_the_plugins_this_pytest_loaded_go_with_every_chunk_and_warm_up(
+    pytestconfig: pytest.Config,
+) -> None:
+    """This very session loaded the development extras' plugins: the run asks
+    the workers for exactly those (and they block any other they have)."""
+    from testfleet.fleetrun.session import loaded_plugins
+
+    plugins = loaded_plugins(pytestconfig)
+    by_name = {plugin.name: plugin for plugin in plugins}
+    assert by_name["asyncio"].distribution == "pytest-asyncio"
+    assert by_name["testfleet"].distribution == "testfleet"
+    assert by_name["anyio"].version
+    fleet = FakeFleet(["w1"])
+    run_on(fleet, collected(3), plugins=plugins)
+    warm_up(
+        fleet,
+        RunSettings(
+            run_id="run1", project=ProjectSource(path="/srv/project"), args=[], plugins=plugins
+        ),
+    )
+    assert fleet.documents
+    for document in fleet.documents.values():
+        assert TestConfig.model_validate(document["config"]).plugins == plugins
 
 
 def test_a_workers_warning_becomes_the_warning_pytest_reports() -> None:

@@ -29,9 +29,9 @@ from testfleet.domain.testing import (
     derive_outcome,
 )
 from testfleet.worker.testing.session_child import cap, session_args
+from testfleet.worker.testing.session_process import PytestSession
 from testfleet.worker.testing.sessions import (
     Activation,
-    PytestSession,
     SessionKey,
     SessionPool,
     SessionStartError,

@@ -25,11 +25,21 @@ How an attempt runs:
 * ``task.timeout_seconds`` and ``context.cancel_event`` end the session's
   whole process group (it is never reused); node ids without a record are
   listed as ``not_run``.
+* A test that stops its session (``pytest.exit()``) ends the attempt as it
+  ends a serial run: its record says so, the chunk's later node ids are
+  ``not_run`` and the attempt fails as a task failure (not retried).
+* The result lists every record again (the coordinator keeps the first copy
+  of each test it sees, streamed or listed). Past
+  :data:`RESULT_RECORDS_BUDGET` bytes the biggest listed copies are slimmed
+  to outcomes, times and crash lines, so the result still fits in a frame;
+  the streamed copies are whole, and are the ones stored unless the stream
+  was lost.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import shutil
 import sys
@@ -56,10 +66,10 @@ from testfleet.domain.testing import (
 )
 from testfleet.worker.executors.base import ExecutionContext, attempt_environment, build_result
 from testfleet.worker.executors.process_group import OutputTail
+from testfleet.worker.testing import report_data
+from testfleet.worker.testing.session_process import ChunkEnd, PytestSession
 from testfleet.worker.testing.sessions import (
     Activation,
-    ChunkEnd,
-    PytestSession,
     SessionKey,
     SessionPool,
     SessionStartError,
@@ -71,6 +81,10 @@ DEFAULT_MAX_RESTARTS = 3
 DEFAULT_LOG_TAIL_BYTES = 256 * 1024
 #: Variables of the attempt (task and attempt ids, worker) set per chunk, not per session.
 ATTEMPT_ENV_PREFIX = "TESTFLEET_"
+#: Bytes of JSON a result's records may take before the biggest are slimmed:
+#: half a frame (protocol.codec.MAX_FRAME_BYTES is 64 MiB), the rest for the
+#: result's other fields and other results batched with it.
+RESULT_RECORDS_BUDGET = 32 * 1024 * 1024
 
 Failure = tuple[ErrorClass, str]
 
@@ -200,6 +214,36 @@ def crash_record(end: ChunkEnd, worker_id: str) -> TestRecord | None:
         phases=phases,
         crashed=True,
     )
+
+
+def within_budget(records: list[TestRecord], budget: int) -> list[TestRecord]:
+    """``records`` for a result, the biggest slimmed until their JSON fits ``budget``.
+
+    A slimmed copy keeps every report's outcome, phase, times, subtest
+    description and crash line (what counts, exit codes and the short
+    summary need), without captured output, properties or plugin extras.
+    """
+    sizes = [len(record.model_dump_json()) for record in records]
+    total = sum(sizes)
+    if total <= budget:
+        return records
+    slimmed = list(records)
+    for index in sorted(range(len(records)), key=sizes.__getitem__, reverse=True):
+        lean = slim(records[index])
+        total -= sizes[index] - len(lean.model_dump_json())
+        slimmed[index] = lean
+        if total <= budget:
+            break
+    else:
+        log.warning("a chunk's %d records are %d bytes even slimmed", len(records), total)
+    return slimmed
+
+
+def slim(record: TestRecord) -> TestRecord:
+    """``record`` with each report reduced as a lean subtest report is."""
+    data = record.model_dump(mode="json")
+    data["phases"] = [report_data.lean(phase) for phase in data["phases"]]
+    return TestRecord.model_validate(data)
 
 
 async def _race(
@@ -338,7 +382,7 @@ class PytestExecutor:
         outcome = TestChunkOutcome(
             run_id=config.run_id,
             rerun=config.rerun,
-            tests=list(attempt.records.values()),
+            tests=within_budget(list(attempt.records.values()), RESULT_RECORDS_BUDGET),
             already_reported=already,
             not_run=attempt.remaining(),
             session=SessionInfo(
@@ -405,6 +449,9 @@ class PytestExecutor:
             args=tuple(config.args),
             env=tuple(sorted(config.env.items())),
             full_collection=config.full_collection,
+            plugins=None
+            if config.plugins is None
+            else json.dumps([plugin.model_dump(mode="json") for plugin in config.plugins]),
         )
         activation = Activation(env=env, work_dir=context.work_dir, worker_id=context.worker_id)
         if not config.node_ids:
@@ -440,6 +487,9 @@ class PytestExecutor:
                 raise
             session.output_sink = None
             attempt.collected_in(session)
+            if end.interrupted:
+                await self._pool.discard(session)
+                return _interrupted(attempt, context.worker_id)
             if end.finished:
                 self._pool.release(session)
                 missing = attempt.remaining()
@@ -474,3 +524,17 @@ class PytestExecutor:
                 context.report_tests(fresh)
             except Exception:  # a listener's bug must not lose the result
                 log.exception("report_tests failed")
+
+
+def _interrupted(attempt: _Attempt, worker_id: str) -> Failure:
+    """The attempt's error after a test stopped its session."""
+    stopper = next((r for r in attempt.records.values() if r.interrupted is not None), None)
+    what = "a test" if stopper is None else stopper.nodeid
+    how = ""
+    if stopper is not None and stopper.interrupted is not None:
+        how = f" ({stopper.interrupted.kind.value}: {stopper.interrupted.message})"
+    return (
+        ErrorClass.TASK_FAILURE,
+        f"{what} stopped the pytest session on worker {worker_id}{how}, as pytest.exit() "
+        f"stops a serial run; {len(attempt.remaining())} later tests of the chunk not run",
+    )

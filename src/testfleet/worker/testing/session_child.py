@@ -22,23 +22,34 @@ Protocol (one JSON object per line):
   ``{"event": "ready", ...}`` (or ``{"event": "fatal", "message"}`` and exit
   3 when pytest cannot be imported), then wait for one command. A zygote
   kept ready is what makes a worker warm: a new session pays no interpreter
-  start and no pytest import.
+  start and no pytest import. It imports nothing else: installed plugins
+  and their packages are imported by pytest itself at activation, after it
+  has read the project's configuration, as in a serial run (see
+  ``session_setup.preload``).
 * ``{"cmd": "activate", "cwd", "args", "env", "basetemp", "cache_dir",
-  "worker"}``: chdir, replace ``os.environ`` with ``env``, and run
+  "worker", "plugins"}``: chdir, replace ``os.environ`` with ``env``, and run
   ``pytest.main(args + per-session --basetemp and cache_dir)`` with
-  :class:`FleetPlugin`. After collection it emits ``{"event": "collected",
-  "count", "errors": [{"nodeid", "longrepr"}], "seconds", "python",
-  "pytest_version"}`` and waits for run commands.
+  :class:`FleetPlugin`. ``plugins`` (a list of ``{"name", "distribution",
+  "version"}``, or null) are the installed plugins the run's own pytest
+  loaded: the others installed here are blocked, and one missing here is a
+  usage error (see ``session_setup.py``). After collection it emits
+  ``{"event": "collected", "count", "errors": [{"nodeid", "longrepr"}],
+  "seconds", "python", "pytest_version"}`` and waits for run commands.
 * ``{"cmd": "run", "chunk", "node_ids", "env"}``: ``env`` (the attempt's
   ``TESTFLEET_*`` variables) is set, then each node id runs; per test it
-  emits ``start`` (nodeid, location, keywords), one ``phase`` per report
-  (when, outcome, times: what the worker needs to describe a crash), and
-  ``test`` whose ``record`` is a ``TestRecord`` as JSON; then
-  ``{"event": "chunk_done", "chunk"}``. In lazy mode (the default; the
-  activate command's ``full_collection`` turns it off) the session collects
-  nothing at activation, and a chunk first collects the files its node ids
-  live in, reporting ``{"event": "collected_more", "count", "errors",
-  "seconds"}`` (``count``: tests collected so far).
+  emits ``start`` (nodeid, location, keywords), one ``phase`` per report of
+  the test itself (when, outcome, times: what the worker needs to describe a
+  crash; subtest reports send none), and ``test`` whose ``record`` is a
+  ``TestRecord`` as JSON (built by ``report_data.py``); then
+  ``{"event": "chunk_done", "chunk"}``. A test that stops the session
+  (``pytest.exit()``, ``KeyboardInterrupt``) gets a record with its
+  ``interrupted`` field set, then ``{"event": "chunk_done", "chunk",
+  "interrupted": true}``, and the session ends as pytest ends it. In lazy
+  mode (the default; the activate command's ``full_collection`` turns it
+  off) the session collects nothing at activation, and a chunk first
+  collects the files its node ids live in, reporting ``{"event":
+  "collected_more", "count", "errors", "seconds"}`` (``count``: tests
+  collected so far).
 * ``{"cmd": "exit"}`` or the end of the control pipe (the worker went away)
   ends the session normally; ``{"event": "session_end", "exit_code"}`` is
   the last event, also when pytest stops on its own (a usage error: exit
@@ -59,6 +70,7 @@ if sys.path and os.path.realpath(sys.path[0] or os.curdir) == _HERE:
 import argparse  # noqa: E402  (the path fix above must come first)
 import contextlib  # noqa: E402
 import importlib  # noqa: E402
+import importlib.util  # noqa: E402
 import json  # noqa: E402
 import time  # noqa: E402
 import traceback  # noqa: E402
@@ -67,38 +79,33 @@ from typing import TYPE_CHECKING, Any  # noqa: E402
 if TYPE_CHECKING:
     import pytest
 
-PROTOCOL_VERSION = 1
-#: Caps, equal to testfleet.domain.testing's (not importable here).
-MAX_LONGREPR_CHARS = 16 * 1024
-MAX_SECTION_CHARS = 16 * 1024
-MAX_SECTIONS = 32
-MAX_KEYWORDS = 256
-MAX_KEYWORD_CHARS = 256
-MAX_USER_PROPERTIES = 256
-MAX_WARNINGS = 64
-MAX_PATH_CHARS = 4096
+    from testfleet.worker.testing import report_data, session_setup
+else:
+
+    def _load_sibling(name: str) -> Any:
+        """A module of this directory, by its path: this script runs under
+        interpreters that may not have testfleet installed."""
+        spec = importlib.util.spec_from_file_location(
+            "_testfleet_" + name, os.path.join(_HERE, name + ".py")
+        )
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+        return module
+
+    report_data = _load_sibling("report_data")
+    session_setup = _load_sibling("session_setup")
+
+PROTOCOL_VERSION = 2
+MAX_LONGREPR_CHARS = report_data.MAX_LONGREPR_CHARS
+MAX_PATH_CHARS = report_data.MAX_PATH_CHARS
 #: Exit codes of this script when pytest never ran.
 EXIT_NO_PYTEST = 3
 EXIT_PARENT_GONE = 70
-_KNOWN_OUTCOMES = ("passed", "failed", "skipped")
-_CUT_MARKER = "\n... [{} characters cut] ...\n"
 
 Event = dict[str, Any]
-
-
-def cap(text: str, limit: int) -> str:
-    """``text`` within ``limit`` characters: its head and tail around a marker.
-
-    A traceback's end (the assertion and its location) matters most, its
-    start says which test; both are kept.
-    """
-    if len(text) <= limit:
-        return text
-    head = limit // 4
-    # The count's digits are not known before the cut: room for the most.
-    tail = limit - head - len(_CUT_MARKER.format(len(text)))
-    marker = _CUT_MARKER.format(len(text) - head - tail)
-    return text[:head] + marker + text[len(text) - tail :]
+cap = report_data.cap
+session_args = session_setup.session_args
 
 
 class Channel:
@@ -137,69 +144,6 @@ class Channel:
         return command if isinstance(command, dict) else {"cmd": "invalid"}
 
 
-def _phase_report(report: pytest.TestReport) -> Event:
-    """One TestReport as a ``PhaseReport`` dict (capped)."""
-    longrepr = report.longrepr
-    skip = None
-    if report.skipped and isinstance(longrepr, tuple) and len(longrepr) == 3:
-        path, lineno, reason = longrepr
-        skip = {
-            "path": cap(str(path), MAX_PATH_CHARS),
-            "lineno": lineno if isinstance(lineno, int) else None,
-            "reason": cap(str(reason), MAX_LONGREPR_CHARS),
-        }
-    try:
-        text = report.longreprtext if longrepr is not None else ""
-    except Exception as exc:  # a plugin's longrepr that cannot render itself
-        text = f"<unprintable longrepr: {exc!r}>"
-    wasxfail = getattr(report, "wasxfail", None)
-    sections = [
-        (str(title), cap(str(content), MAX_SECTION_CHARS))
-        for title, content in list(report.sections)[:MAX_SECTIONS]
-    ]
-    properties = []
-    for entry in list(report.user_properties)[:MAX_USER_PROPERTIES]:
-        try:
-            name, value = entry
-        except (TypeError, ValueError):
-            continue
-        properties.append((str(name), cap(str(value), MAX_SECTION_CHARS)))
-    return {
-        "when": report.when,
-        "outcome": report.outcome,
-        "duration": max(0.0, float(report.duration or 0.0)),
-        "start": float(getattr(report, "start", 0.0) or 0.0),
-        "stop": float(getattr(report, "stop", 0.0) or 0.0),
-        "longrepr": cap(text, MAX_LONGREPR_CHARS),
-        "skip": skip,
-        "wasxfail": None if wasxfail is None else cap(str(wasxfail), MAX_LONGREPR_CHARS),
-        "sections": sections,
-        "user_properties": properties,
-    }
-
-
-def _location(item: pytest.Item) -> Event:
-    path, lineno, domain = item.location
-    return {
-        "path": cap(str(path), MAX_PATH_CHARS),
-        "lineno": lineno if isinstance(lineno, int) else None,
-        "domain": cap(str(domain), MAX_PATH_CHARS),
-    }
-
-
-def _keywords(item: pytest.Item) -> list[str]:
-    names: list[str] = []
-    seen = set()
-    for name in item.keywords:
-        short = str(name)[:MAX_KEYWORD_CHARS]
-        if short and short not in seen:  # the session node's name is ""
-            seen.add(short)
-            names.append(short)
-        if len(names) >= MAX_KEYWORDS:
-            break
-    return names
-
-
 def _failed_setup(nodeid: str, text: str) -> Event:
     """A record for a node id that could not run at all (never collected here)."""
     path, _, domain = nodeid.partition("::")
@@ -223,27 +167,45 @@ def _failed_setup(nodeid: str, text: str) -> Event:
 class FleetPlugin:
     """The pytest plugin of a worker session: it replaces the run-test loop.
 
-    Its hook methods are marked (tryfirst) by :func:`_mark_hooks` once pytest
-    is imported, since this module cannot import pytest at the top.
+    Its hook methods are marked (tryfirst, or a wrapper) by :func:`_mark_hooks`
+    once pytest is imported, since this module cannot import pytest at the top.
     """
 
     def __init__(
-        self, channel: Channel, worker: str, activated: float, *, lazy: bool = True
+        self,
+        channel: Channel,
+        worker: str,
+        activated: float,
+        *,
+        lazy: bool = True,
+        wanted_plugins: list[Event] | None = None,
     ) -> None:
         self._channel = channel
         self._worker = worker
         self._activated = activated
         self._lazy = lazy
+        self._wanted_plugins = wanted_plugins
         #: Files (rootdir-relative, as in node ids) collected so far (lazy mode).
         self._collected_files: set[str] = set()
         self._session: pytest.Session | None = None
+        self._rootdir: str | None = None
         self._collect_errors: list[Event] = []
         self._current: str | None = None
-        self._reports: list[pytest.TestReport] = []
-        self._warnings: list[Event] = []
+        self._builder: Any = None  # report_data.RecordBuilder of the running test
+        self._unreadable = ""
         self._ran: set[str] = set()
 
     def pytest_configure(self, config: pytest.Config) -> None:
+        self._rootdir = str(config.rootpath)
+        missing = session_setup.missing_plugins(self._wanted_plugins, config.pluginmanager)
+        if missing:
+            import pytest
+
+            raise pytest.UsageError(
+                "the run's pytest loaded {} which this worker's pytest ({}) does not "
+                "load: install them here, or leave them out of the run with "
+                "-p no:NAME".format(", ".join(missing), sys.executable)
+            )
         option = config.option
         if config.pluginmanager.hasplugin("xdist"):
             # The fleet is the distribution: xdist must not start workers of
@@ -279,40 +241,38 @@ class FleetPlugin:
         """Warnings a test raised travel with its record: the client's summary
         counts them as a serial run's would. Collection warnings are left out
         (the client collects too, and reports its own)."""
-        if when != "runtest" or self._current is None or nodeid != self._current:
+        if when != "runtest" or self._builder is None or nodeid != self._current:
             return
-        if len(self._warnings) >= MAX_WARNINGS:
-            return
-        category = getattr(warning_message, "category", None)
-        lineno = getattr(warning_message, "lineno", None)
-        self._warnings.append(
-            {
-                "message": cap(str(getattr(warning_message, "message", "")), MAX_LONGREPR_CHARS),
-                "category": getattr(category, "__name__", "Warning")[:MAX_KEYWORD_CHARS],
-                "filename": cap(str(getattr(warning_message, "filename", "")), MAX_PATH_CHARS),
-                "lineno": lineno if isinstance(lineno, int) else None,
-            }
-        )
+        self._builder.add_warning(warning_message)
 
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        if report.nodeid != self._current:
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> Any:
+        """A wrapper: the report is read after pytest's own hooks have seen it
+        (its subtests plugin marks a passing test with failed subtests as
+        failed while the terminal reports it), as the client will replay it."""
+        yield
+        builder = self._builder
+        if builder is None or report.nodeid != self._current:
             return
         if report.when == "setup":
             # A plugin that reruns a test (pytest-rerunfailures) starts again at
             # setup: keep only the last try's reports.
-            self._reports = []
-        if report.outcome not in _KNOWN_OUTCOMES:
-            return  # e.g. "rerun": superseded by the next try
-        self._reports.append(report)
+            builder.restart()
+        try:
+            entry = builder.add(report, self._rootdir)
+        except Exception:  # a report we cannot read must not end the session
+            self._unreadable = traceback.format_exc()
+            return
+        if entry is None or "subtest" in entry:
+            return  # only the test's own reports say where a crash happened
         self._channel.emit(
             {
                 "event": "phase",
                 "nodeid": report.nodeid,
-                "when": report.when,
-                "outcome": report.outcome,
-                "duration": max(0.0, float(report.duration or 0.0)),
-                "start": float(getattr(report, "start", 0.0) or 0.0),
-                "stop": float(getattr(report, "stop", 0.0) or 0.0),
+                "when": entry["when"],
+                "outcome": entry["outcome"],
+                "duration": entry["duration"],
+                "start": entry["start"],
+                "stop": entry["stop"],
             }
         )
 
@@ -370,10 +330,24 @@ class FleetPlugin:
                 record = _failed_setup(nodeid, self._not_collected(nodeid))
                 self._channel.emit({"event": "test", "chunk": chunk, "record": record})
                 continue
-            self._run_item(item, nextitem, chunk)
-        for stream in (sys.stdout, sys.stderr):
-            stream.flush()
+            try:
+                self._run_item(item, nextitem, chunk)
+            except BaseException as exc:
+                if interruption(exc) is None:
+                    raise
+                # pytest.exit() in a test: the rest of the chunk does not run,
+                # and the session ends as pytest ends it (its finish hooks run).
+                self._flush()
+                self._channel.emit({"event": "chunk_done", "chunk": chunk, "interrupted": True})
+                raise
+        self._flush()
         self._channel.emit({"event": "chunk_done", "chunk": chunk})
+
+    @staticmethod
+    def _flush() -> None:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):
+                stream.flush()
 
     def _collect_files_of(self, node_ids: list[str], index: dict[str, pytest.Item]) -> None:
         """Collect the files ``node_ids`` live in (those not collected yet) into ``index``."""
@@ -395,6 +369,7 @@ class FleetPlugin:
         batches = [[str(root / path) for path in files]]
         for batch in batches:
             try:
+                session_setup.requeue_conftests(session)
                 session.perform_collect(batch)
             except Exception as exc:  # pytest.UsageError: a file missing here
                 if len(batch) > 1:
@@ -418,6 +393,8 @@ class FleetPlugin:
         )
 
     def _run_item(self, item: pytest.Item, nextitem: pytest.Item | None, chunk: Any) -> None:
+        """Run one test and emit its record. A test that stops the session
+        (``pytest.exit()``) has its record emitted, then its exception re-raised."""
         nodeid = item.nodeid
         if nodeid in self._ran:
             # A second run of the same item (a rerun chunk in the same session):
@@ -429,8 +406,10 @@ class FleetPlugin:
             if initrequest is not None and not getattr(item, "_request", None):
                 initrequest()
         self._ran.add(nodeid)
-        location, keywords = _location(item), _keywords(item)
-        self._current, self._reports, self._warnings = nodeid, [], []
+        location = report_data.location_entry(item.location)
+        keywords = report_data.keyword_names(item.keywords)
+        builder = report_data.RecordBuilder(nodeid, location, keywords)
+        self._current, self._builder, self._unreadable = nodeid, builder, ""
         self._channel.emit(
             {
                 "event": "start",
@@ -440,27 +419,25 @@ class FleetPlugin:
                 "keywords": keywords,
             }
         )
+        interrupted, stop = None, None
         try:
             item.ihook.pytest_runtest_protocol(item=item, nextitem=nextitem)
+        except BaseException as exc:
+            interrupted = interruption(exc)
+            if interrupted is None:
+                raise  # pytest's internal error: the session ends, the worker says so
+            stop = exc
         finally:
-            self._current = None
-        try:
-            phases = [_phase_report(report) for report in self._reports[-3:]]
-        except Exception:  # a report we cannot read must not end the session
-            phases = []
-            problem = "the worker could not read pytest's report:\n" + traceback.format_exc()
-        else:
+            self._current, self._builder = None, None
+        record = builder.record(interrupted)
+        if not record["phases"] and interrupted is None:
             problem = "pytest produced no report for this test"
-        if not phases:
-            phases = _failed_setup(nodeid, problem)["phases"]
-        record = {
-            "nodeid": nodeid,
-            "location": location,
-            "keywords": keywords,
-            "phases": phases,
-            "warnings": self._warnings,
-        }
+            if self._unreadable:
+                problem = "the worker could not read pytest's report:\n" + self._unreadable
+            record["phases"] = _failed_setup(nodeid, problem)["phases"]
         self._channel.emit({"event": "test", "chunk": chunk, "record": record})
+        if stop is not None:
+            raise stop
 
     def _not_collected(self, nodeid: str) -> str:
         text = f"{nodeid} was not collected by the pytest session on worker {self._worker}"
@@ -478,60 +455,30 @@ def _mark_hooks(pytest_module: Any) -> None:
         "pytest_configure",
         "pytest_collection",
         "pytest_collectreport",
-        "pytest_runtest_logreport",
         "pytest_warning_recorded",
         "pytest_runtestloop",
     ):
         pytest_module.hookimpl(tryfirst=True)(getattr(FleetPlugin, name))
+    # The old-style wrapper: every pluggy a pytest 8+ comes with has it.
+    pytest_module.hookimpl(hookwrapper=True)(FleetPlugin.pytest_runtest_logreport)
 
 
-def _preload() -> None:
-    """Import pytest's built-in plugins, and the installed ones pytest would
-    load by entry point, now, while nobody waits for this process."""
-    try:
-        from _pytest.config import default_plugins
-    except ImportError:
-        return
-    for name in default_plugins:
-        try:
-            importlib.import_module("_pytest." + name)
-        except Exception:  # pytest.main reports it, if it matters
-            continue
-    if os.environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD"):
-        return
-    try:
-        from importlib.metadata import entry_points
+def interruption(exc: BaseException) -> Event | None:
+    """The record's ``interrupted`` for an exception that stops a pytest
+    session from inside a test (``pytest.exit()``, ``KeyboardInterrupt``);
+    None for any other exception."""
+    import pytest
 
-        try:
-            plugins = list(entry_points(group="pytest11"))
-        except TypeError:  # Python 3.9: a mapping of groups
-            plugins = list(entry_points().get("pytest11", []))
-    except Exception:  # old or broken metadata: pytest will load what it can
-        return
-    for plugin in plugins:
-        # Only the import is done early; pytest registers (or, with -p no:NAME,
-        # skips) each one at activation as always.
-        try:
-            importlib.import_module(plugin.value.split(":", 1)[0])
-        except Exception:
-            continue
-
-
-def session_args(args: list[str], basetemp: str, cache_dir: str) -> list[str]:
-    """The user's args plus this session's own temporary and cache directories.
-
-    The cache plugin stays on (``-p no:cacheprovider`` would make a ``--lf``
-    in the project's addopts a usage error) but writes to a directory of this
-    session's. Ours come after the user's options so they win, and before a
-    ``--`` after which everything is a path.
-    """
-    ours = ["--basetemp=" + basetemp]
-    if not any(arg in ("no:cacheprovider", "-pno:cacheprovider") for arg in args):
-        ours[:0] = ["-o", "cache_dir=" + cache_dir]
-    if "--" in args:
-        cut = args.index("--")
-        return args[:cut] + ours + args[cut:]
-    return list(args) + ours
+    if isinstance(exc, pytest.exit.Exception):
+        code = exc.returncode
+        return {
+            "kind": "exit",
+            "message": cap(str(exc.msg), MAX_LONGREPR_CHARS),
+            "returncode": int(code) if isinstance(code, int) else None,
+        }
+    if isinstance(exc, KeyboardInterrupt):
+        return {"kind": "keyboard_interrupt", "message": cap(str(exc), MAX_LONGREPR_CHARS)}
+    return None
 
 
 def _activate(channel: Channel, command: Event) -> int:
@@ -551,14 +498,18 @@ def _activate(channel: Channel, command: Event) -> int:
     # the project is imported yet).
     os.environ.clear()
     os.environ.update(env)
+    wanted = command.get("plugins")
+    wanted = [p for p in wanted if isinstance(p, dict)] if isinstance(wanted, list) else None
     plugin = FleetPlugin(
         channel,
         str(command.get("worker") or "?"),
         activated,
         lazy=not command.get("full_collection", False),
+        wanted_plugins=wanted,
     )
+    plugins: list[Any] = [*session_setup.blocked_plugins(wanted), plugin]
     try:
-        code = int(pytest.main(session_args(args, basetemp, cache_dir), plugins=[plugin]))
+        code = int(pytest.main(session_args(args, basetemp, cache_dir), plugins=plugins))
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
     except BaseException:  # pytest itself broke: say so instead of vanishing
@@ -588,7 +539,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return EXIT_NO_PYTEST
     _mark_hooks(pytest)
-    _preload()
+    session_setup.preload()
     channel.emit(
         {
             "event": "ready",

@@ -2,11 +2,13 @@
 
 Callers: :class:`~testfleet.worker.executors.pytest_run.PytestExecutor` owns
 one :class:`SessionPool`; it :meth:`~SessionPool.acquire`\\ s a collected
-session for each chunk, :meth:`~PytestSession.run_chunk`\\ s the node ids in
-it, then :meth:`~SessionPool.release`\\ s it for reuse or
-:meth:`~SessionPool.discard`\\ s it (timeout, cancel, crash). The worker CLI
-calls :meth:`~SessionPool.prewarm` at start and :meth:`~SessionPool.close` at
-exit (through the executor).
+session for each chunk, runs the node ids in it
+(:meth:`~testfleet.worker.testing.session_process.PytestSession.run_chunk`:
+one process and its pipes, in ``session_process.py``), then
+:meth:`~SessionPool.release`\\ s it for reuse or :meth:`~SessionPool.discard`\\ s
+it (timeout, cancel, crash, a test that called ``pytest.exit()``). The worker
+CLI calls :meth:`~SessionPool.prewarm` at start and :meth:`~SessionPool.close`
+at exit (through the executor).
 
 Decisions:
 
@@ -15,10 +17,11 @@ Decisions:
   everything its tests started. Commands and events travel on two dedicated
   pipes; stdout and stderr share a third, drained into bounded tails.
 * Sessions are keyed by (run id, project directory, interpreter, args,
-  env): chunks of one run with the same options reuse a collected session;
+  env, plugins): chunks of one run with the same options reuse a collected session;
   nothing is shared across runs. A session runs one chunk at a time, so two
   concurrent chunks of a run on a multi-slot worker get two sessions.
-* One *zygote* per interpreter (pytest imported, nothing activated) is kept
+* One *zygote* per interpreter (pytest and its built-in plugins imported,
+  nothing else: no installed plugin, see ``session_child._preload``) is kept
   ready and replaced in the background as soon as one is used: a new session
   pays only for collection. Variables read when the interpreter or the
   dynamic loader starts (``PYTHON*``, ``LD_*``, ``DYLD_*``) cannot be changed
@@ -37,9 +40,7 @@ Decisions:
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
-import itertools
 import json
 import logging
 import os
@@ -49,22 +50,22 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from testfleet.domain.enums import ErrorClass
-from testfleet.domain.testing import (
-    PhaseReport,
-    ReportOutcome,
-    TestLocation,
-    TestPhase,
-    TestRecord,
-)
 from testfleet.worker.executors.leftovers import forget, remember
-from testfleet.worker.executors.process_group import OutputTail, end_group, signal_group
+from testfleet.worker.executors.process_group import end_group, signal_group
+from testfleet.worker.testing.session_process import (
+    DEFAULT_KILL_GRACE_SECONDS,
+    CollectError,
+    Collection,
+    PytestSession,
+    _EventReader,
+    _OutputReader,
+    _WritePipe,
+)
 
 log = logging.getLogger(__name__)
 
@@ -74,20 +75,14 @@ SESSION_CHILD_SCRIPT = Path(__file__).with_name("session_child.py")
 DEFAULT_IDLE_SECONDS = 60.0
 DEFAULT_MAX_IDLE = 4
 #: A used zygote is replaced once no session has been busy for this long: a
-#: zygote's start (interpreter, pytest and plugin imports) costs a core for a
+#: zygote's start (interpreter, pytest and its built-in plugins) costs a core for a
 #: third of a second, which a running suite should not have to share.
 DEFAULT_REPLENISH_QUIET_SECONDS = 1.0
 _QUIET_POLL_SECONDS = 0.1
-DEFAULT_KILL_GRACE_SECONDS = 2.0
 #: A zygote that has not imported pytest after this long is broken.
 DEFAULT_START_TIMEOUT_SECONDS = 120.0
 #: After a child exits, how long to wait for the last bytes of its pipes.
 DEFAULT_OUTPUT_DRAIN_SECONDS = 2.0
-#: What a session keeps of its own output (for start-up errors and crashes).
-SESSION_TAIL_BYTES = 64 * 1024
-#: How much of the output a start-up or crash message quotes.
-QUOTED_LINES = 40
-QUOTED_CHARS = 4000
 #: Environment read at interpreter or loader start: a zygote cannot take it.
 STARTUP_ENV_PREFIXES = ("PYTHON", "LD_", "DYLD_")
 #: pytest's exit codes, for messages.
@@ -101,9 +96,6 @@ EXIT_CODE_NAMES = {
 }
 #: Exit codes meaning the task's arguments, not the worker, are at fault.
 USAGE_EXIT_CODES = frozenset({0, 4})
-
-# Leftover records are keyed by an int; attempt ids are positive, ours negative.
-_record_ids = itertools.count(1)
 
 
 class SessionStartError(Exception):
@@ -126,6 +118,9 @@ class SessionKey:
     env: tuple[tuple[str, str], ...]
     #: Collect everything at activation (else each chunk's files, as needed).
     full_collection: bool = False
+    #: The installed plugins the run's pytest loaded, as ``TestConfig.plugins``
+    #: sends them (JSON text, so the key stays hashable); None: all installed.
+    plugins: str | None = None
 
     @property
     def needs_cold_start(self) -> bool:
@@ -142,364 +137,6 @@ class Activation:
     #: The worker's work directory: session temp dirs and leftover records live there.
     work_dir: Path
     worker_id: str
-
-
-@dataclass(frozen=True)
-class CollectError:
-    nodeid: str
-    longrepr: str
-
-
-@dataclass(frozen=True)
-class Collection:
-    """What the session's collection found (its ``collected`` event)."""
-
-    count: int
-    errors: tuple[CollectError, ...]
-    seconds: float
-    python: str
-    pytest_version: str
-
-
-@dataclass
-class RunningTest:
-    """The test a session was running, as far as its events told (for a crash record)."""
-
-    nodeid: str
-    location: TestLocation
-    keywords: list[str]
-    phases: list[PhaseReport] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class ChunkEnd:
-    """How :meth:`PytestSession.run_chunk` ended."""
-
-    #: The child reported the end of the chunk: it is healthy and reusable.
-    finished: bool
-    #: When the child died (or pytest ended) mid-chunk: the test it was running.
-    running: RunningTest | None = None
-    #: "exit code 3", "signal SIGKILL": how the child ended ("" when finished).
-    death: str = ""
-    #: The last lines of its output, for the crash record.
-    output: str = ""
-
-
-def quote_output(raw: bytes) -> str:
-    """The last lines of ``raw`` as text, for a message (may be "")."""
-    text = raw.decode("utf-8", errors="replace")
-    lines = text.rstrip().splitlines()[-QUOTED_LINES:]
-    quoted = "\n".join(lines)
-    return quoted[-QUOTED_CHARS:]
-
-
-def describe_returncode(code: int | None) -> str:
-    if code is None:
-        return "still running"
-    if code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exit code {code}"
-
-
-def parse_record(raw: Any) -> TestRecord:
-    """A ``test`` event's record; a record we cannot read becomes a failed one saying why."""
-    try:
-        return TestRecord.model_validate(raw)
-    except ValidationError as exc:
-        nodeid = str(raw.get("nodeid", "?")) if isinstance(raw, dict) else "?"
-        path, _, domain = nodeid.partition("::")
-        return TestRecord(
-            nodeid=nodeid[:4096] or "?",
-            location=TestLocation(path=path[:4096], domain=domain[:4096]),
-            phases=[
-                PhaseReport(
-                    when=TestPhase.SETUP,
-                    outcome=ReportOutcome.FAILED,
-                    longrepr=f"the worker could not read this test's report: {exc}"[:16384],
-                )
-            ],
-        )
-
-
-class _EventReader(asyncio.Protocol):
-    """Splits the report pipe into JSON events and queues them."""
-
-    def __init__(self) -> None:
-        self._buffer = bytearray()
-        self.events: collections.deque[dict[str, Any]] = collections.deque()
-        self.changed = asyncio.Event()
-        self.closed = False
-        self.ignored = 0
-
-    def data_received(self, data: bytes) -> None:
-        self._buffer += data
-        while (end := self._buffer.find(b"\n")) >= 0:
-            line = bytes(self._buffer[:end])
-            del self._buffer[: end + 1]
-            try:
-                event = json.loads(line)
-            except ValueError:
-                self.ignored += 1
-                continue
-            if isinstance(event, dict):
-                self.events.append(event)
-        self.changed.set()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        self.changed.set()
-
-
-class _OutputReader(asyncio.Protocol):
-    """Keeps the session's own tail and feeds the current chunk's sink, if any."""
-
-    def __init__(self) -> None:
-        self.tail = OutputTail(SESSION_TAIL_BYTES)
-        self.sink: OutputTail | None = None
-        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    def data_received(self, data: bytes) -> None:
-        self.tail.data_received(data)
-        if self.sink is not None:
-            self.sink.data_received(data)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.closed.done():
-            self.closed.set_result(None)
-
-
-class PytestSession:
-    """One session child process: a zygote until activated, then a collected session.
-
-    Created by :class:`SessionPool` only. ``run_chunk`` is its one public
-    operation; the rest is state the executor reads for the result.
-    """
-
-    def __init__(
-        self,
-        process: asyncio.subprocess.Process,
-        control: asyncio.WriteTransport,
-        events: _EventReader,
-        events_transport: asyncio.ReadTransport,
-        output: _OutputReader,
-        output_transport: asyncio.ReadTransport,
-        *,
-        python: str,
-        drain_seconds: float,
-    ) -> None:
-        self.process = process
-        self.pid = process.pid  # start_new_session: also the process group id
-        self.python = python
-        self.record_id = -next(_record_ids)
-        self.key: SessionKey | None = None
-        self.collection: Collection | None = None
-        self.pytest_version = ""
-        self.chunks_run = 0
-        #: Seconds the last chunk spent collecting its files (lazy sessions).
-        self.chunk_collect_seconds = 0.0
-        self.idle_since = 0.0
-        self.temp_dir: Path | None = None
-        self.leftovers_dir: Path | None = None
-        self.ended = False
-        self._control = control
-        self._events = events
-        self._events_transport = events_transport
-        self._output = output
-        self._output_transport = output_transport
-        self._drain = drain_seconds
-        self._chunks = itertools.count(1)
-        self._exited: asyncio.Future[int] = asyncio.ensure_future(process.wait())
-
-    @property
-    def alive(self) -> bool:
-        return not self.ended and not self._exited.done()
-
-    @property
-    def output_sink(self) -> OutputTail | None:
-        """Where this session's output also goes while a chunk runs (the attempt's logs)."""
-        return self._output.sink
-
-    @output_sink.setter
-    def output_sink(self, sink: OutputTail | None) -> None:
-        self._output.sink = sink
-
-    def output_text(self) -> str:
-        return quote_output(self._output.tail.tail())
-
-    def send(self, command: dict[str, Any]) -> None:
-        """Queue a command; one the child can no longer read is dropped (its death shows)."""
-        if self._control.is_closing():
-            return
-        self._control.write(json.dumps(command).encode("utf-8") + b"\n")
-
-    async def next_event(self) -> dict[str, Any] | None:
-        """The next event; None once the child has gone (its last events read first)."""
-        while True:
-            if self._events.events:
-                return self._events.events.popleft()
-            if self._events.closed:
-                return None
-            if self._exited.done():
-                # Events written just before the exit may still be in the pipe. A
-                # process forked by a test could hold it open: do not wait forever.
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wait_changed(), self._drain)
-                if not self._events.events:
-                    self._events.closed = True
-                continue
-            self._events.changed.clear()
-            waiter: asyncio.Future[Any] = asyncio.ensure_future(self._events.changed.wait())
-            watched: set[asyncio.Future[Any]] = {waiter, self._exited}
-            try:
-                await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                waiter.cancel()
-
-    async def _wait_changed(self) -> None:
-        while not self._events.closed:
-            self._events.changed.clear()
-            await self._events.changed.wait()
-            if self._events.events:
-                return
-
-    def _take_events(self) -> list[dict[str, Any]]:
-        taken = list(self._events.events)
-        self._events.events.clear()
-        return taken
-
-    async def death(self, grace_seconds: float) -> str:
-        """Wait (briefly) for the child to be gone and its output read; how it ended."""
-        if not await self.wait_exit(grace_seconds):
-            # Said it ended but hangs (an atexit handler, a thread): end it.
-            await end_group(self.pid, grace_seconds)
-            await self.wait_exit(grace_seconds + 5)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self._output.closed), self._drain)
-        return describe_returncode(self.process.returncode)
-
-    async def run_chunk(
-        self,
-        node_ids: list[str],
-        env: Mapping[str, str],
-        on_records: Callable[[list[TestRecord]], None],
-        *,
-        grace_seconds: float = DEFAULT_KILL_GRACE_SECONDS,
-    ) -> ChunkEnd:
-        """Run ``node_ids`` in this session; hand each batch of finished records to
-        ``on_records`` as it arrives. Returns when the child reports the chunk's end
-        or dies. Timeouts and cancels are the caller's: it cancels this coroutine
-        and discards the session."""
-        chunk = next(self._chunks)
-        self.chunks_run += 1
-        self.chunk_collect_seconds = 0.0
-        self.send({"cmd": "run", "chunk": chunk, "node_ids": node_ids, "env": dict(env)})
-        running: RunningTest | None = None
-        while True:
-            first = await self.next_event()
-            events = [] if first is None else [first, *self._take_events()]
-            batch: list[TestRecord] = []
-            ended: bool | None = None if first is not None else False
-            for event in events:
-                kind = event.get("event")
-                if kind == "start":
-                    running = RunningTest(
-                        nodeid=str(event.get("nodeid")),
-                        location=_location(event.get("location"), str(event.get("nodeid"))),
-                        keywords=[str(k)[:256] for k in (event.get("keywords") or [])][:256],
-                    )
-                elif kind == "phase" and running is not None:
-                    phase = _phase(event)
-                    if phase is not None:
-                        if phase.when is TestPhase.SETUP:
-                            running.phases = []
-                        running.phases.append(phase)
-                elif kind == "test":
-                    batch.append(parse_record(event.get("record")))
-                    running = None
-                elif kind == "collected_more":
-                    self._collected_more(event)
-                elif kind == "chunk_done":
-                    ended = True
-                    break
-                elif kind in ("session_end", "fatal"):
-                    ended = False  # pytest stopped mid-chunk (pytest.exit(), an internal error)
-                    break
-            if batch:
-                on_records(batch)
-            if ended is True:
-                return ChunkEnd(finished=True)
-            if ended is False:
-                death = await self.death(grace_seconds)
-                return ChunkEnd(
-                    finished=False, running=running, death=death, output=self.output_text()
-                )
-
-    def _collected_more(self, event: dict[str, Any]) -> None:
-        """A lazy session collected the files a chunk needed (see session_child)."""
-        seconds = max(0.0, float(event.get("seconds", 0.0) or 0.0))
-        self.chunk_collect_seconds += seconds
-        before = self.collection
-        if before is None:
-            return
-        errors = tuple(
-            CollectError(str(e.get("nodeid", "")), str(e.get("longrepr", "")))
-            for e in event.get("errors") or []
-            if isinstance(e, dict)
-        )
-        self.collection = Collection(
-            count=int(event.get("count", before.count)),
-            errors=before.errors + errors,
-            seconds=before.seconds + seconds,
-            python=before.python,
-            pytest_version=before.pytest_version,
-        )
-
-    async def wait_exit(self, seconds: float) -> bool:
-        """Wait up to ``seconds`` for the child to exit; whether it has."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self._exited), seconds)
-        return self._exited.done()
-
-    def close_control(self) -> None:
-        """Close the command pipe: the child reads its end and exits."""
-        self._control.close()
-
-    def kill_now(self) -> None:
-        """SIGKILL the group without waiting (an attempt or the worker is being cancelled)."""
-        if not self.ended:  # once ended, the group id may in time name someone else's group
-            signal_group(self.pid, signal.SIGKILL)
-
-    def close_pipes(self) -> None:
-        for transport in (self._control, self._events_transport, self._output_transport):
-            transport.close()
-
-
-def _location(raw: Any, nodeid: str) -> TestLocation:
-    try:
-        return TestLocation.model_validate(raw)
-    except ValidationError:
-        path, _, domain = nodeid.partition("::")
-        return TestLocation(path=path[:4096], domain=domain[:4096])
-
-
-def _phase(event: dict[str, Any]) -> PhaseReport | None:
-    try:
-        return PhaseReport(
-            when=event.get("when"),
-            outcome=event.get("outcome"),
-            duration=event.get("duration", 0.0),
-            start=event.get("start", 0.0),
-            stop=event.get("stop", 0.0),
-        )
-    except ValidationError:
-        return None
-
-
-class _WritePipe(asyncio.BaseProtocol):
-    """The control pipe's protocol: nothing to do but exist (writes are buffered)."""
 
 
 class SessionPool:
@@ -825,6 +462,7 @@ class SessionPool:
                 "cache_dir": str(session.temp_dir / "cache"),
                 "worker": how.worker_id,
                 "full_collection": key.full_collection,
+                "plugins": None if key.plugins is None else json.loads(key.plugins),
             }
         )
         event = await session.next_event()
