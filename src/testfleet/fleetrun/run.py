@@ -78,7 +78,7 @@ class RunClient(Protocol):
 
     def test_run(self, run_id: str, *, after_seq: int = 0) -> dict[str, Any]: ...
 
-    def cancel(self, task_id: str) -> dict[str, Any]: ...
+    def cancel_many(self, task_ids: Sequence[str]) -> dict[str, list[str]]: ...
 
 
 def warm_up(client: RunClient, settings: RunSettings) -> list[str]:
@@ -126,11 +126,19 @@ def workers_taking_tests(workers: Iterable[dict[str, Any]]) -> list[dict[str, An
     ]
 
 
+def _is_final(status: str | None) -> bool:
+    """Whether a chunk's task status (as the API shows it; None if not seen yet) is final."""
+    return status is not None and TaskStatus(status).is_terminal
+
+
 def cancel_all(client: RunClient, task_ids: Iterable[str]) -> None:
-    """Cancel tasks, ignoring those already finished (and a coordinator gone)."""
-    for task_id in task_ids:
+    """Cancel tasks in one request, ignoring those already finished (and a
+    coordinator gone). One request is one step on the coordinator: a slot freed
+    by cancelling one running chunk never starts another chunk being cancelled."""
+    ids = list(task_ids)
+    if ids:
         with contextlib.suppress(Exception):
-            client.cancel(task_id)
+            client.cancel_many(ids)
 
 
 def new_run_id() -> str:
@@ -430,7 +438,7 @@ class FleetRun:
             state.given_up
         ):
             state.given_up[task_id] = f"no connected worker can run it: {reason}"
-            self._cancel(task_id)
+            cancel_all(self.client, [task_id])
 
     def _arrived(self, state: _PassState, row: dict[str, Any]) -> None:
         nodeid = str(row["nodeid"])
@@ -471,14 +479,16 @@ class FleetRun:
     def _cancel_past_stop(self, state: _PassState) -> None:
         """Cancel the unfinished chunks whose unreported tests all come after the
         test that stopped the run; those with earlier tests go on."""
+        chosen = []
         for task_id in state.task_ids:
             status = state.statuses.get(task_id, {}).get("status")
-            if task_id in state.cancelled or (status and TaskStatus(status).is_terminal):
+            if task_id in state.cancelled or _is_final(status):
                 continue
             waiting = [n for n in state.node_ids_of[task_id] if n not in state.reported]
             if waiting and all(self._past_stop(nodeid) for nodeid in waiting):
                 state.cancelled.add(task_id)
-                self._cancel(task_id)
+                chosen.append(task_id)
+        cancel_all(self.client, chosen)
 
     def _past_stop(self, nodeid: str) -> bool:
         """Whether ``nodeid`` comes after the test that stopped the run (if one did)."""
@@ -531,13 +541,14 @@ class FleetRun:
         )
 
     def _cancel_open(self, state: _PassState) -> None:
-        for task_id in state.task_ids:
-            status = state.statuses.get(task_id, {}).get("status")
-            if status is None or not TaskStatus(status).is_terminal:
-                self._cancel(task_id)
-
-    def _cancel(self, task_id: str) -> None:
-        cancel_all(self.client, [task_id])
+        cancel_all(
+            self.client,
+            [
+                task_id
+                for task_id in state.task_ids
+                if not _is_final(state.statuses.get(task_id, {}).get("status"))
+            ],
+        )
 
     def _show_progress(self, state: _PassState, *, force: bool) -> None:
         if self._progress is None:

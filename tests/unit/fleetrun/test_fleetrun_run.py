@@ -10,7 +10,7 @@ fake clock.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
@@ -73,6 +73,8 @@ class FakeFleet:
         self.rows: list[dict[str, Any]] = []
         self.durations: dict[str, float] = {}
         self.cancelled: list[str] = []
+        #: Requests, not tasks: a run cancels all it cancels in one step.
+        self.cancel_requests = 0
         self.fail_chunks: dict[str, str] = {}
         self.polls = 0
         #: Chunks start running and never finish by themselves.
@@ -112,10 +114,12 @@ class FakeFleet:
             }
         return [d["task_id"] for d in documents]
 
-    def cancel(self, task_id: str) -> dict[str, Any]:
-        self.cancelled.append(task_id)
-        self.tasks[task_id]["status"] = "cancelled"
-        return {}
+    def cancel_many(self, task_ids: Sequence[str]) -> dict[str, list[str]]:
+        self.cancel_requests += 1
+        for task_id in task_ids:
+            self.cancelled.append(task_id)
+            self.tasks[task_id]["status"] = "cancelled"
+        return {"cancelled": list(task_ids), "already_finished": [], "not_found": []}
 
     def test_run(self, run_id: str, *, after_seq: int = 0) -> dict[str, Any]:
         self.polls += 1
@@ -338,6 +342,8 @@ def test_stopping_early_cancels_the_chunks_not_finished() -> None:
     outcome = run.run(collected(8))
     assert outcome.stopped_early
     assert sorted(fleet.cancelled) == sorted(fleet.tasks)
+    # All in one request: a slot one cancel frees never starts another of them.
+    assert fleet.cancel_requests == 1
     # Unfinished tests are not invented as errors: pytest says it stopped.
     assert reported == []
     assert outcome.not_run == {}
