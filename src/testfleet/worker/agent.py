@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pydantic import BaseModel
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
@@ -30,6 +31,7 @@ from testfleet.domain.hardware import WorkerCapabilities
 from testfleet.domain.result import SimulationStatus, TaskError, TaskResult
 from testfleet.domain.testing import TestRecord
 from testfleet.protocol.codec import MAX_FRAME_BYTES, ProtocolError, decode, encode
+from testfleet.protocol.framing import split_by_size
 from testfleet.protocol.messages import (
     PROTOCOL_VERSION,
     Accept,
@@ -447,19 +449,15 @@ class WorkerAgent:
     def _flush_tests(self) -> None:
         pending, self._unsent_tests = self._unsent_tests, {}
         for attempt_id, records in pending.items():
-            for start in range(0, len(records), TEST_REPORT_BATCH):
-                self._send_soon(
-                    TestReports(
-                        attempt_id=attempt_id, records=records[start : start + TEST_REPORT_BATCH]
-                    )
-                )
+            for batch in split_by_size(records, _encoded_size, max_items=TEST_REPORT_BATCH):
+                self._send_soon(TestReports(attempt_id=attempt_id, records=batch))
 
     def _flush_results(self) -> None:
         pending = [a for a in self._unsent if a in self._held]
         self._unsent = []
-        for start in range(0, len(pending), RESULT_BATCH):
-            chunk = pending[start : start + RESULT_BATCH]
-            self._send_soon(Result(results=[self._held[a] for a in chunk]))
+        held = [self._held[a] for a in pending]
+        for batch in split_by_size(held, _encoded_size, max_items=RESULT_BATCH):
+            self._send_soon(Result(results=batch))
 
     def _cancel(self, attempt_id: int) -> None:
         running = self._running.get(attempt_id)
@@ -479,3 +477,9 @@ def _loop_time() -> float:
     import time
 
     return time.time()
+
+
+def _encoded_size(item: BaseModel) -> int:
+    """About how many bytes ``item`` takes in a frame: its JSON's length (MessagePack
+    is smaller; the frame budget is half the limit, leaving room for the rest)."""
+    return len(item.model_dump_json())
