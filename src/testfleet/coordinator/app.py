@@ -29,6 +29,7 @@ import testfleet
 from testfleet.clock import Clock, SystemClock
 from testfleet.coordinator.api import ErrorCode, build_router, error_response
 from testfleet.coordinator.connections import ConnectionRegistry
+from testfleet.coordinator.docs_page import add_docs_page
 from testfleet.coordinator.loop import CoordinatorLoop
 from testfleet.coordinator.settings import CoordinatorSettings
 from testfleet.coordinator.startup import StartupError, bind_listeners, database_failure
@@ -148,12 +149,16 @@ def create_app(
         version=testfleet.__version__,
         description="Distributed test and benchmark runs across a fleet of machines.",
         lifespan=lifespan,
+        # Both of FastAPI's pages load from a CDN; docs_page serves /docs offline.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.loop = loop
     app.state.store = store
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_request_bytes)
     app.include_router(build_router(loop, store, settings.max_tasks_per_submit, started))
     app.include_router(build_test_run_router(loop, store))
+    add_docs_page(app)
     # Publish the task document's schema for the hand-written request body.
     schema = TaskSpec.model_json_schema(ref_template="#/components/schemas/{model}")
     definitions = schema.pop("$defs", {})
