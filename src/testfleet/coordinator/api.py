@@ -218,7 +218,11 @@ def epoch_seconds(moment: datetime | None) -> float | None:
 def _iso_8601_only(value: object) -> object:
     """Refuse what pydantic would also read as a date and time but the API does not
     document: a bare number (epoch seconds) is not an ISO 8601 time."""
-    if isinstance(value, str) and value.strip().lstrip("+-").replace(".", "", 1).isdigit():
+    if isinstance(value, str):
+        try:
+            float(value)  # what pydantic would take as epoch seconds: 17, 1.7e9, nan
+        except ValueError:
+            return value
         raise ValueError("give an ISO 8601 date and time, e.g. 2024-05-01T12:00:00Z")
     return value
 
