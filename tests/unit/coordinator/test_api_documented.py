@@ -25,6 +25,7 @@ import schemathesis
 from api_seed import Seeded, seed_store
 from fastapi.testclient import TestClient
 from schemathesis import checks
+from schemathesis.config import SchemathesisConfig
 from schemathesis.schemas import BaseSchema
 
 from testfleet.coordinator.api_models import ErrorCode
@@ -77,7 +78,8 @@ def api(tmp_path: Path) -> Iterator[Api]:
     seeded = seed_store(path)
     with TestClient(create_app(path, SETTINGS)) as client:
         document = client.get("/openapi.json").json()
-        yield Api(client, document, schemathesis.openapi.from_dict(document), seeded)
+        schema = schemathesis.openapi.from_dict(document, config=SchemathesisConfig())
+        yield Api(client, document, schema, seeded)
 
 
 def operations(document: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:

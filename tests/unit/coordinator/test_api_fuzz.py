@@ -40,6 +40,7 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, reject, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode, checks
+from schemathesis.config import SchemathesisConfig
 from schemathesis.generation.case import Case
 from schemathesis.schemas import APIOperation, BaseSchema
 from starlette.testclient import httpx as client_http  # httpx, or its fork httpx2
@@ -76,7 +77,8 @@ def api(tmp_path: Path) -> Iterator[Api]:
     seed_store(path)
     with TestClient(create_app(path)) as client:
         document = client.get("/openapi.json").json()
-        yield Api(client, schemathesis.openapi.from_dict(document))
+        # An explicit (default) configuration: no schemathesis.toml found on disk applies.
+        yield Api(client, schemathesis.openapi.from_dict(document, config=SchemathesisConfig()))
 
 
 def send(client: TestClient, case: Case) -> client_http.Response:
