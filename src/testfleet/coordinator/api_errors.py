@@ -19,6 +19,9 @@ whole convention for a new route::
   fail validation (a plain ``str`` path parameter cannot); ``STORAGE_ERROR``
   to routes that read the store; ``UNAVAILABLE`` to routes that change state
   through the loop.
+- A route whose success is not JSON (a file to download) names its media
+  type instead: ``response_class=...`` and
+  ``responses={200: {"content": {"text/csv": {}}}, **refusals(...)}``.
 - Not listed per route: the 413 of the body-size limit, which any request can
   get before it reaches a route; ``refusals`` adds it (and
   :mod:`~testfleet.coordinator.openapi` to a route that has no ``refusals``).
