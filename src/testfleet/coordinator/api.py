@@ -6,28 +6,77 @@ Callers: the ``testfleet`` CLI, the pytest plugin, scripts. Reads come from the
 committed store (so what the API shows is durable); changes go through the
 coordinator loop as events. Every error is ``{"error": {"code", "message",
 "details"}}`` with a 4xx status that says what was wrong and which field.
+Each route declares what it returns (``response_model``, from
+:mod:`~testfleet.coordinator.api_models`) and the errors it can send
+(``refusals``, from :mod:`~testfleet.coordinator.api_errors`, which says how).
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Annotated, Any
 
 import orjson
 import yaml
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
 
 import testfleet
+from testfleet.coordinator.api_errors import (
+    ALREADY_FINISHED,
+    DUPLICATE_TASK_ID,
+    INVALID_PARAMETER,
+    INVALID_TASK,
+    MALFORMED_BODY,
+    STORAGE_ERROR,
+    TASK_NOT_FOUND,
+    TOO_MANY_TASKS,
+    UNAVAILABLE,
+    UNSUPPORTED_MEDIA_TYPE,
+    WORKER_NOT_FOUND,
+    refusals,
+)
+from testfleet.coordinator.api_errors import error_response as error_response  # re-export
+from testfleet.coordinator.api_models import (
+    BenchmarkComparison,
+    BenchmarkHistory,
+    BenchmarkModels,
+    CancelAnswer,
+    CompareFilters,
+    CompareRow,
+    Health,
+    HealthStatus,
+    HistoryFilters,
+    HistoryRow,
+    LoopCounters,
+    QueueCounts,
+    Recovery,
+    RefusedIds,
+    SlotCounts,
+    Stats,
+    SubmitAnswer,
+    TaskCancelled,
+    TaskDetail,
+    TaskList,
+    UnschedulableCount,
+    WorkerDrainState,
+    WorkerList,
+)
+from testfleet.coordinator.api_models import ErrorCode as ErrorCode  # re-export
 from testfleet.coordinator.events import Accepted, RefusalReason, Refused
 from testfleet.coordinator.loop import CoordinatorLoop, CoordinatorUnavailableError
-from testfleet.coordinator.render import attempt_json, iso, result_json, task_json, worker_json
+from testfleet.coordinator.render import (
+    attempt_view,
+    benchmark_row,
+    iso,
+    result_view,
+    task_view,
+    worker_view,
+)
 from testfleet.domain.benchmark import Precision
 from testfleet.domain.enums import HardwareKind, ShownStatus, TaskStatus, TaskType, WorkerStatus
 from testfleet.domain.json_values import INT64_MAX, json_value_problems
@@ -40,22 +89,6 @@ ONE_TASK: TypeAdapter[TaskSpec] = TypeAdapter(TaskSpec)
 MANY_TASKS: TypeAdapter[list[TaskSpec]] = TypeAdapter(list[TaskSpec])
 
 
-class ErrorCode(StrEnum):
-    MALFORMED_BODY = "malformed_body"
-    INVALID_TASK = "invalid_task"
-    DUPLICATE_TASK_ID = "duplicate_task_id"
-    NOT_FOUND = "not_found"
-    ALREADY_FINISHED = "already_finished"
-    TOO_MANY_TASKS = "too_many_tasks"
-    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
-    UNAVAILABLE = "unavailable"
-    BODY_TOO_LARGE = "body_too_large"
-    INVALID_PARAMETER = "invalid_parameter"
-    STORAGE_ERROR = "storage_error"
-    INVALID_QUERY = "invalid_query"
-    QUERY_TIMEOUT = "query_timeout"
-
-
 class CancelRequest(BaseModel):
     """The body of ``POST /tasks/cancel``."""
 
@@ -66,24 +99,15 @@ class CancelRequest(BaseModel):
     )
 
 
-def error_response(
-    status: int, code: ErrorCode, message: str, details: list[dict[str, Any]] | None = None
-) -> JSONResponse:
-    return JSONResponse(
-        status_code=status,
-        content={"error": {"code": code.value, "message": message, "details": details or []}},
-    )
-
-
-_REFUSAL_STATUS = {
-    RefusalReason.DUPLICATE_TASK_ID: (409, ErrorCode.DUPLICATE_TASK_ID),
-    RefusalReason.NOT_FOUND: (404, ErrorCode.NOT_FOUND),
+#: The loop refuses a submission for its ids, and a drain or undrain for its worker.
+_REFUSALS = {
+    RefusalReason.DUPLICATE_TASK_ID: DUPLICATE_TASK_ID,
+    RefusalReason.NOT_FOUND: WORKER_NOT_FOUND,
 }
 
 
 def refusal_response(refused: Refused) -> JSONResponse:
-    status, code = _REFUSAL_STATUS[refused.reason]
-    return error_response(status, code, refused.message, [{"ids": refused.ids}])
+    return _REFUSALS[refused.reason].response(refused.message, [RefusedIds(ids=refused.ids)])
 
 
 def field_path(loc: Sequence[str | int], *, many: bool) -> str:
@@ -111,9 +135,7 @@ def validation_details(exc: ValidationError, *, many: bool) -> list[dict[str, An
 
 def _invalid_task(details: list[dict[str, Any]]) -> JSONResponse:
     first = details[0] if details else {"field": "(body)", "problem": "invalid"}
-    return error_response(
-        422,
-        ErrorCode.INVALID_TASK,
+    return INVALID_TASK.response(
         f"invalid task: {first['field']}: {first['problem']} "
         f"({len(details)} problem(s); nothing was accepted)",
         details,
@@ -131,22 +153,16 @@ def parse_task_body(
         elif media in ("application/json", ""):
             document = orjson.loads(raw)
         else:
-            return None, error_response(
-                415,
-                ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+            return None, UNSUPPORTED_MEDIA_TYPE.response(
                 f"Content-Type {media!r} is not accepted; send application/json "
-                "(or application/yaml)",
+                "(or application/yaml)"
             )
     except (orjson.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError) as exc:
-        return None, error_response(
-            400, ErrorCode.MALFORMED_BODY, f"the request body is not valid JSON/YAML: {exc}"
-        )
+        return None, MALFORMED_BODY.response(f"the request body is not valid JSON/YAML: {exc}")
     if not isinstance(document, dict | list):
-        return None, error_response(
-            422,
-            ErrorCode.INVALID_TASK,
+        return None, INVALID_TASK.response(
             "the body must be a task document (an object) or a list of them, "
-            f"got {type(document).__name__}",
+            f"got {type(document).__name__}"
         )
     many = isinstance(document, list)
     # Before the models: YAML carries inf, nan, huge integers and lone
@@ -169,37 +185,25 @@ def parse_task_body(
     except ValidationError as exc:
         return None, _invalid_task(validation_details(exc, many=many))
     if not specs:
-        return None, error_response(422, ErrorCode.INVALID_TASK, "the list of tasks is empty")
+        return None, INVALID_TASK.response("the list of tasks is empty")
     return specs, None
 
 
 _TASK_SCHEMA_REF = {"$ref": "#/components/schemas/TaskSpec"}
+#: One task document or a non-empty list of them, as JSON or as YAML (the same
+#: document written in YAML; the schemas are added by coordinator.openapi).
+_TASK_DOCUMENTS = {
+    "oneOf": [_TASK_SCHEMA_REF, {"type": "array", "items": _TASK_SCHEMA_REF, "minItems": 1}]
+}
 SUBMIT_OPENAPI: dict[str, Any] = {
     "requestBody": {
         "required": True,
         "content": {
-            "application/json": {
-                "schema": {
-                    "oneOf": [_TASK_SCHEMA_REF, {"type": "array", "items": _TASK_SCHEMA_REF}]
-                }
-            },
-            "application/yaml": {"schema": {"type": "string"}},
+            "application/json": {"schema": _TASK_DOCUMENTS},
+            "application/yaml": {"schema": _TASK_DOCUMENTS},
         },
     }
 }
-
-
-def benchmark_json(row: dict[str, Any]) -> dict[str, Any]:
-    """A row of the store's benchmark analysis as JSON: ISO 8601 times, and ``null``
-    for a figure that is not finite (JSON has no infinity)."""
-    document: dict[str, Any] = {}
-    for name, value in row.items():
-        if name == "recorded_time":
-            value = iso(value)
-        elif isinstance(value, float) and not math.isfinite(value):
-            value = None
-        document[name] = value
-    return document
 
 
 def epoch_seconds(moment: datetime | None) -> float | None:
@@ -211,19 +215,39 @@ def epoch_seconds(moment: datetime | None) -> float | None:
     return moment.timestamp()
 
 
+def _iso_8601_only(value: object) -> object:
+    """Refuse what pydantic would also read as a date and time but the API does not
+    document: a bare number (epoch seconds) is not an ISO 8601 time."""
+    if isinstance(value, str):
+        try:
+            float(value)  # what pydantic would take as epoch seconds: 17, 1.7e9, nan
+        except ValueError:
+            return value
+        raise ValueError("give an ISO 8601 date and time, e.g. 2024-05-01T12:00:00Z")
+    return value
+
+
+#: ``since`` of the benchmark queries.
+IsoMoment = Annotated[
+    datetime,
+    BeforeValidator(_iso_8601_only),
+    Query(description="Only runs recorded at or after this ISO 8601 time (UTC if naive)."),
+]
+
+
 def build_router(loop: CoordinatorLoop, store: Store, max_tasks: int, started: float) -> APIRouter:
     """Routes bound to one coordinator's loop and store (built by the app factory)."""
     router = APIRouter(prefix="/api/v1")
 
     async def answer(
         request: Awaitable[Accepted | Refused],
-        accepted: Callable[[Accepted], JSONResponse | dict[str, Any]],
-    ) -> JSONResponse | dict[str, Any]:
+        accepted: Callable[[Accepted], BaseModel],
+    ) -> BaseModel | JSONResponse:
         """Await a change made through the loop and turn its answer into a response."""
         try:
             outcome = await request
         except CoordinatorUnavailableError as exc:
-            return error_response(503, ErrorCode.UNAVAILABLE, str(exc))
+            return UNAVAILABLE.response(str(exc))
         if isinstance(outcome, Refused):
             return refusal_response(outcome)
         return accepted(outcome)
@@ -231,29 +255,39 @@ def build_router(loop: CoordinatorLoop, store: Store, max_tasks: int, started: f
     @router.post(
         "/tasks",
         status_code=201,
+        response_model=SubmitAnswer,
+        responses=refusals(
+            MALFORMED_BODY,
+            DUPLICATE_TASK_ID,
+            TOO_MANY_TASKS,
+            UNSUPPORTED_MEDIA_TYPE,
+            INVALID_TASK,
+            UNAVAILABLE,
+        ),
         openapi_extra=SUBMIT_OPENAPI,
         summary="Submit one task or a list of tasks (the task document of docs/formats.md)",
     )
-    async def submit_tasks(request: Request) -> Any:
+    async def submit_tasks(request: Request) -> BaseModel | JSONResponse:
         raw = await request.body()
         specs, problem = parse_task_body(raw, request.headers.get("content-type", ""))
         if problem is not None:
             return problem
         assert specs is not None
         if len(specs) > max_tasks:
-            return error_response(
-                413,
-                ErrorCode.TOO_MANY_TASKS,
-                f"{len(specs)} tasks in one request; the limit is {max_tasks}: split the batch",
+            return TOO_MANY_TASKS.response(
+                f"{len(specs)} tasks in one request; the limit is {max_tasks}: split the batch"
             )
         return await answer(
             loop.submit(specs),
-            lambda done: JSONResponse(
-                status_code=201, content={"accepted": len(done.ids), "task_ids": done.ids}
-            ),
+            lambda done: SubmitAnswer(accepted=len(done.ids), task_ids=done.ids),
         )
 
-    @router.get("/tasks", summary="List tasks, optionally filtered")
+    @router.get(
+        "/tasks",
+        response_model=TaskList,
+        responses=refusals(INVALID_PARAMETER, STORAGE_ERROR),
+        summary="List tasks, optionally filtered",
+    )
     async def list_tasks(
         status: Annotated[
             list[ShownStatus] | None,
@@ -266,7 +300,7 @@ def build_router(loop: CoordinatorLoop, store: Store, max_tasks: int, started: f
         worker_id: str | None = None,
         limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
         offset: Annotated[int, Query(ge=0, le=INT64_MAX)] = 0,
-    ) -> dict[str, Any]:
+    ) -> TaskList:
         tasks, total = await asyncio.to_thread(
             lambda: (
                 store.list_tasks(
@@ -275,10 +309,15 @@ def build_router(loop: CoordinatorLoop, store: Store, max_tasks: int, started: f
                 store.count_tasks(statuses=status, task_type=type, worker_id=worker_id),
             )
         )
-        return {"tasks": [task_json(t) for t in tasks], "total": total, "offset": offset}
+        return TaskList(tasks=[task_view(t) for t in tasks], total=total, offset=offset)
 
-    @router.get("/tasks/{task_id}", summary="One task with its attempts and result")
-    async def get_task(task_id: str) -> Any:
+    @router.get(
+        "/tasks/{task_id}",
+        response_model=TaskDetail,
+        responses=refusals(TASK_NOT_FOUND, STORAGE_ERROR),
+        summary="One task with its attempts and result",
+    )
+    async def get_task(task_id: str) -> TaskDetail | JSONResponse:
         def read() -> Any:
             task = store.get_task(task_id)
             if task is None:
@@ -287,113 +326,149 @@ def build_router(loop: CoordinatorLoop, store: Store, max_tasks: int, started: f
 
         found = await asyncio.to_thread(read)
         if found is None:
-            return error_response(404, ErrorCode.NOT_FOUND, f"no task with id {task_id!r}")
+            return TASK_NOT_FOUND.response(f"no task with id {task_id!r}")
         task, attempts, results = found
         counted = next((r for r in results if r.counted), None)
-        return {
-            "task": task_json(task),
-            "attempts": [attempt_json(a) for a in attempts],
-            "result": result_json(counted) if counted else None,
-            "results": [result_json(r) for r in results],
-        }
+        return TaskDetail(
+            task=task_view(task),
+            attempts=[attempt_view(a) for a in attempts],
+            result=result_view(counted) if counted else None,
+            results=[result_view(r) for r in results],
+        )
 
     @router.post(
         "/tasks/cancel",
+        response_model=CancelAnswer,
+        responses=refusals(MALFORMED_BODY, INVALID_PARAMETER, UNAVAILABLE),
         summary="Cancel several queued or running tasks at once",
         description="All in one step: a slot that cancelling one running task frees is "
         "never given to another task of the same request. Answers what became of each id.",
     )
-    async def cancel_tasks(request: CancelRequest) -> Any:
+    async def cancel_tasks(request: CancelRequest) -> CancelAnswer | JSONResponse:
         try:
             outcome = await loop.cancel(list(request.task_ids))
         except CoordinatorUnavailableError as exc:
-            return error_response(503, ErrorCode.UNAVAILABLE, str(exc))
-        return {
-            "cancelled": outcome.cancelled,
-            "already_finished": outcome.already_finished,
-            "not_found": outcome.not_found,
-        }
+            return UNAVAILABLE.response(str(exc))
+        return CancelAnswer(
+            cancelled=outcome.cancelled,
+            already_finished=outcome.already_finished,
+            not_found=outcome.not_found,
+        )
 
-    @router.post("/tasks/{task_id}/cancel", summary="Cancel a queued or running task")
-    async def cancel_task(task_id: str) -> Any:
+    @router.post(
+        "/tasks/{task_id}/cancel",
+        response_model=TaskCancelled,
+        responses=refusals(TASK_NOT_FOUND, ALREADY_FINISHED, UNAVAILABLE),
+        summary="Cancel a queued or running task",
+    )
+    async def cancel_task(task_id: str) -> TaskCancelled | JSONResponse:
         try:
             outcome = await loop.cancel([task_id])
         except CoordinatorUnavailableError as exc:
-            return error_response(503, ErrorCode.UNAVAILABLE, str(exc))
+            return UNAVAILABLE.response(str(exc))
         if outcome.not_found:
-            return error_response(404, ErrorCode.NOT_FOUND, f"no task with id {task_id!r}")
+            return TASK_NOT_FOUND.response(f"no task with id {task_id!r}")
         if outcome.already_finished:
-            return error_response(
-                409,
-                ErrorCode.ALREADY_FINISHED,
-                f"task {task_id!r} has already finished; there is nothing to cancel",
+            return ALREADY_FINISHED.response(
+                f"task {task_id!r} has already finished; there is nothing to cancel"
             )
-        return {"task_id": task_id, "status": TaskStatus.CANCELLED.value}
+        return TaskCancelled(task_id=task_id, status=TaskStatus.CANCELLED)
 
-    @router.get("/workers", summary="Workers known to the coordinator")
-    async def list_workers() -> dict[str, Any]:
-        workers = sorted(loop.state.workers.values(), key=lambda w: w.record.worker_id)
-        return {"workers": [worker_json(w) for w in workers]}
-
-    @router.post(
-        "/workers/{worker_id}/drain", summary="Let a worker finish its work and take no more"
+    @router.get(
+        "/workers",
+        response_model=WorkerList,
+        responses=refusals(),
+        summary="Workers known to the coordinator",
     )
-    async def drain_worker(worker_id: str) -> Any:
-        return await answer(
-            loop.drain(worker_id),
-            lambda _: {"worker_id": worker_id, "status": WorkerStatus.DRAINING.value},
+    async def list_workers() -> WorkerList:
+        workers = sorted(loop.state.workers.values(), key=lambda w: w.record.worker_id)
+        return WorkerList(workers=[worker_view(w) for w in workers])
+
+    def drain_state(worker_id: str) -> WorkerDrainState:
+        """The worker as the change left it (read after the loop answered)."""
+        worker = loop.state.workers[worker_id]
+        return WorkerDrainState(
+            worker_id=worker_id, status=worker.record.status, draining=worker.draining
         )
 
-    @router.get("/stats", summary="Counts of tasks and workers, queue depth, loop counters")
-    async def stats() -> dict[str, Any]:
+    @router.post(
+        "/workers/{worker_id}/drain",
+        response_model=WorkerDrainState,
+        responses=refusals(WORKER_NOT_FOUND, UNAVAILABLE),
+        summary="Let a worker finish its work and take no more",
+    )
+    async def drain_worker(worker_id: str) -> BaseModel | JSONResponse:
+        return await answer(loop.drain(worker_id), lambda _: drain_state(worker_id))
+
+    @router.post(
+        "/workers/{worker_id}/undrain",
+        response_model=WorkerDrainState,
+        responses=refusals(WORKER_NOT_FOUND, UNAVAILABLE),
+        summary="Let a drained worker take work again",
+    )
+    async def undrain_worker(worker_id: str) -> BaseModel | JSONResponse:
+        return await answer(loop.undrain(worker_id), lambda _: drain_state(worker_id))
+
+    @router.get(
+        "/stats",
+        response_model=Stats,
+        responses=refusals(STORAGE_ERROR),
+        summary="Counts of tasks and workers, queue depth, loop counters",
+    )
+    async def stats() -> Stats:
         counts = await asyncio.to_thread(store.status_counts)
         state = loop.state
-        worker_counts = {s.value: 0 for s in WorkerStatus}
+        worker_counts = dict.fromkeys(WorkerStatus, 0)
         for worker in state.workers.values():
-            worker_counts[worker.record.status.value] += 1
+            worker_counts[worker.record.status] += 1
         unschedulable: dict[str, int] = {}
         for task in state.tasks.values():
             if task.unschedulable_reason is not None and task.status is TaskStatus.QUEUED:
                 unschedulable[task.unschedulable_reason] = (
                     unschedulable.get(task.unschedulable_reason, 0) + 1
                 )
-        return {
-            "tasks": {status.value: counts.get(status, 0) for status in TaskStatus},
-            "workers": worker_counts,
-            "slots": {
-                "total": sum(w.record.slots for w in state.workers.values() if w.connection_id),
-                "busy": sum(len(w.attempts) for w in state.workers.values() if w.connection_id),
-            },
-            "queue": {"pending": len(state.queue), "delayed": state.queue.delayed_count},
-            "unschedulable": [
-                {"reason": reason, "tasks": n} for reason, n in sorted(unschedulable.items())
+        return Stats(
+            tasks={status: counts.get(status, 0) for status in TaskStatus},
+            workers=worker_counts,
+            slots=SlotCounts(
+                total=sum(w.record.slots for w in state.workers.values() if w.connection_id),
+                busy=sum(len(w.attempts) for w in state.workers.values() if w.connection_id),
+            ),
+            queue=QueueCounts(pending=len(state.queue), delayed=state.queue.delayed_count),
+            unschedulable=[
+                UnschedulableCount(reason=reason, tasks=n)
+                for reason, n in sorted(unschedulable.items())
             ],
-            "recovery": {"unreadable_rows": state.unreadable_rows[:100]},
-            "loop": {
-                "turns": loop.stats.turns,
-                "events": loop.stats.events,
-                "commits": loop.stats.commits,
-                "commit_seconds": round(loop.stats.commit_seconds, 6),
-            },
-        }
+            recovery=Recovery(unreadable_rows=state.unreadable_rows[:100]),
+            loop=LoopCounters(
+                turns=loop.stats.turns,
+                events=loop.stats.events,
+                commits=loop.stats.commits,
+                commit_seconds=round(loop.stats.commit_seconds, 6),
+            ),
+        )
 
-    @router.get("/results/models", summary="Models that have benchmark results")
-    async def benchmark_models() -> dict[str, Any]:
-        return {"models": await asyncio.to_thread(store.benchmark_models)}
+    @router.get(
+        "/results/models",
+        response_model=BenchmarkModels,
+        responses=refusals(STORAGE_ERROR),
+        summary="Models that have benchmark results",
+    )
+    async def benchmark_models() -> BenchmarkModels:
+        return BenchmarkModels(models=await asyncio.to_thread(store.benchmark_models))
 
     @router.get(
         "/results/compare",
+        response_model=BenchmarkComparison,
+        responses=refusals(INVALID_PARAMETER, STORAGE_ERROR),
         summary="A model's latest benchmark figures per hardware, device, precision, batch size",
     )
     async def compare_results(
         model: Annotated[str, Query(min_length=1, max_length=256, description="Model name.")],
         precision: Precision | None = None,
         hardware: HardwareKind | None = None,
-        since: Annotated[
-            datetime | None,
-            Query(description="Only runs recorded at or after this ISO 8601 time (UTC if naive)."),
-        ] = None,
-    ) -> dict[str, Any]:
+        since: IsoMoment | None = None,
+    ) -> BenchmarkComparison:
         rows = await asyncio.to_thread(
             store.benchmark_compare,
             model,
@@ -401,24 +476,27 @@ def build_router(loop: CoordinatorLoop, store: Store, max_tasks: int, started: f
             hardware=None if hardware is None else hardware.value,
             since=epoch_seconds(since),
         )
-        return {
-            "model": model,
-            "filters": {
-                "precision": precision,
-                "hardware": hardware,
-                "since": iso(epoch_seconds(since)),
-            },
-            "rows": [benchmark_json(row) for row in rows],
-        }
+        return BenchmarkComparison(
+            model=model,
+            filters=CompareFilters(
+                precision=precision, hardware=hardware, since=iso(epoch_seconds(since))
+            ),
+            rows=[CompareRow.model_validate(benchmark_row(row)) for row in rows],
+        )
 
-    @router.get("/results/history", summary="Every benchmark run of a model over time")
+    @router.get(
+        "/results/history",
+        response_model=BenchmarkHistory,
+        responses=refusals(INVALID_PARAMETER, STORAGE_ERROR),
+        summary="Every benchmark run of a model over time",
+    )
     async def result_history(
         model: Annotated[str, Query(min_length=1, max_length=256, description="Model name.")],
         batch_size: Annotated[int | None, Query(ge=1, le=65536)] = None,
         precision: Precision | None = None,
         hardware: HardwareKind | None = None,
         limit: Annotated[int, Query(ge=1, le=100_000)] = 1000,
-    ) -> dict[str, Any]:
+    ) -> BenchmarkHistory:
         rows = await asyncio.to_thread(
             store.benchmark_history,
             model,
@@ -427,34 +505,41 @@ def build_router(loop: CoordinatorLoop, store: Store, max_tasks: int, started: f
             hardware=None if hardware is None else hardware.value,
             limit=limit,
         )
-        return {
-            "model": model,
-            "filters": {"batch_size": batch_size, "precision": precision, "hardware": hardware},
-            "limit": limit,
-            "rows": [benchmark_json(row) for row in rows],
-        }
+        return BenchmarkHistory(
+            model=model,
+            filters=HistoryFilters(batch_size=batch_size, precision=precision, hardware=hardware),
+            limit=limit,
+            rows=[HistoryRow.model_validate(benchmark_row(row)) for row in rows],
+        )
 
-    @router.get("/health", summary="Liveness and version")
-    async def health() -> Any:
+    @router.get(
+        "/health",
+        response_model=Health,
+        responses={
+            **refusals(),
+            503: {
+                "model": Health,
+                "description": "The loop stopped after a storage failure (`status`: "
+                "`failed`, with the `error`): the coordinator changes nothing more.",
+            },
+        },
+        summary="Liveness and version",
+    )
+    async def health() -> JSONResponse:
         healthy = loop.failure is None
-        body = {
-            "status": "ok" if healthy else "failed",
-            "version": testfleet.__version__,
-            "schema_version": store.schema_version,
-            "uptime_seconds": round(time.monotonic() - started, 3),
-            "workers_connected": sum(
+        body = Health(
+            status=HealthStatus.OK if healthy else HealthStatus.FAILED,
+            version=testfleet.__version__,
+            schema_version=store.schema_version,
+            uptime_seconds=round(time.monotonic() - started, 3),
+            workers_connected=sum(
                 1 for w in loop.state.workers.values() if w.connection_id is not None
             ),
-        }
-        if not healthy:
-            body["error"] = str(loop.failure)
-        return JSONResponse(status_code=200 if healthy else 503, content=body)
-
-    @router.post("/workers/{worker_id}/undrain", summary="Let a drained worker take work again")
-    async def undrain_worker(worker_id: str) -> Any:
-        return await answer(
-            loop.undrain(worker_id),
-            lambda _: {"worker_id": worker_id, "draining": False},
+            error=None if healthy else str(loop.failure),
+        )
+        return JSONResponse(
+            status_code=200 if healthy else 503,
+            content=body.model_dump(mode="json", exclude_none=True),
         )
 
     return router

@@ -20,23 +20,22 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
-from fastapi import FastAPI, Request, WebSocket
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
+from fastapi import FastAPI, WebSocket
 
 import testfleet
 from testfleet.clock import Clock, SystemClock
-from testfleet.coordinator.api import ErrorCode, build_router, error_response
+from testfleet.coordinator.api import build_router
+from testfleet.coordinator.api_errors import BODY_TOO_LARGE, add_error_handlers
 from testfleet.coordinator.connections import ConnectionRegistry
+from testfleet.coordinator.docs_page import add_docs_page
 from testfleet.coordinator.loop import CoordinatorLoop
+from testfleet.coordinator.openapi import openapi_document
 from testfleet.coordinator.query_api import build_query_router
 from testfleet.coordinator.settings import CoordinatorSettings
 from testfleet.coordinator.startup import StartupError, bind_listeners, database_failure
 from testfleet.coordinator.state import CoordinatorState
 from testfleet.coordinator.test_runs_api import build_test_run_router
 from testfleet.coordinator.worker_channel import WORKER_CHANNEL_PATH, serve_worker
-from testfleet.domain.task import TaskSpec
 from testfleet.protocol.codec import MAX_FRAME_BYTES
 from testfleet.store import Store, StoreError
 
@@ -97,10 +96,8 @@ class BodyLimitMiddleware:
                 await self._refuse(scope, receive, send)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = error_response(
-            413,
-            ErrorCode.BODY_TOO_LARGE,
-            f"request body exceeds {self.limit} bytes; split the submission into smaller batches",
+        response = BODY_TOO_LARGE.response(
+            f"request body exceeds {self.limit} bytes; split the submission into smaller batches"
         )
         await response(scope, receive, send)
 
@@ -149,6 +146,9 @@ def create_app(
         version=testfleet.__version__,
         description="Distributed test and benchmark runs across a fleet of machines.",
         lifespan=lifespan,
+        # Both of FastAPI's pages load from a CDN; docs_page serves /docs offline.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.loop = loop
     app.state.store = store
@@ -156,58 +156,9 @@ def create_app(
     app.include_router(build_router(loop, store, settings.max_tasks_per_submit, started))
     app.include_router(build_test_run_router(loop, store))
     app.include_router(build_query_router(store))
-    # Publish the task document's schema for the hand-written request body.
-    schema = TaskSpec.model_json_schema(ref_template="#/components/schemas/{model}")
-    definitions = schema.pop("$defs", {})
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            from fastapi.openapi.utils import get_openapi
-
-            document = get_openapi(
-                title=app.title, version=app.version, description=app.description, routes=app.routes
-            )
-            components = document.setdefault("components", {}).setdefault("schemas", {})
-            components.update(definitions)
-            components["TaskSpec"] = schema
-            app.openapi_schema = document
-        return app.openapi_schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
-        details = [
-            {
-                "field": ".".join(str(p) for p in err.get("loc", ())),
-                "problem": err.get("msg", ""),
-            }
-            for err in exc.errors()
-        ]
-        first = details[0] if details else {"field": "", "problem": "invalid request"}
-        return error_response(
-            422, ErrorCode.INVALID_PARAMETER, f"{first['field']}: {first['problem']}", details
-        )
-
-    @app.exception_handler(StoreError)
-    async def _storage_error(_: Request, exc: StoreError) -> JSONResponse:
-        # A read that met a row it cannot decode (a file written by hand or by
-        # a build that let a bad value in): say which row, and keep serving.
-        log.error("a request failed on the store: %s", exc)
-        return error_response(500, ErrorCode.STORAGE_ERROR, str(exc))
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = ErrorCode.NOT_FOUND if exc.status_code == 404 else ErrorCode.INVALID_PARAMETER
-        message = str(exc.detail)
-        if exc.status_code == 404 and message == "Not Found":
-            # No route matched (a route's own 404 says what it did not find).
-            # The path is decoded: an id with "/" in it splits into segments.
-            message = (
-                f"no such API route: {request.method} {request.url.path[:300]} "
-                "(see /docs for the routes; ids cannot contain '/')"
-            )
-        return error_response(exc.status_code, code, message)
+    add_docs_page(app)
+    app.openapi = lambda: openapi_document(app)  # type: ignore[method-assign]
+    add_error_handlers(app)
 
     @app.websocket(WORKER_CHANNEL_PATH)
     async def worker_channel(socket: WebSocket) -> None:

@@ -249,11 +249,19 @@ class CoordinatorLoop:
         self.stats.commit_seconds += time.perf_counter() - started
 
     async def tick_forever(self, interval: float) -> None:
-        """Post a :class:`Tick` every ``interval`` seconds (timers live in state)."""
-        while not self._stopped:
+        """Post a :class:`Tick` every ``interval`` seconds (timers live in state), until
+        the loop has stopped or failed.
+
+        A loop that failed (its store did) refuses events; the ticker then ends
+        quietly rather than with that refusal, which the app's shutdown would
+        otherwise raise again when it awaits the ticker.
+        """
+        while True:
             await asyncio.sleep(interval)
-            if not self._stopped:
+            try:
                 self.post(Tick())
+            except CoordinatorUnavailableError:
+                return
 
     async def flush(self) -> None:
         """Apply and commit whatever is still queued (at shutdown, after :meth:`run`

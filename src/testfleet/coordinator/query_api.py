@@ -23,7 +23,16 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.background import BackgroundTask
 
-from testfleet.coordinator.api import ErrorCode, error_response
+from testfleet.coordinator.api_errors import (
+    INVALID_PARAMETER,
+    INVALID_QUERY,
+    MALFORMED_BODY,
+    QUERY_TIMEOUT,
+    STORAGE_ERROR,
+    ApiRefusal,
+    refusals,
+)
+from testfleet.coordinator.api_models import ResponseModel
 from testfleet.store import Store
 from testfleet.store.live_query import (
     DEFAULT_MAX_ROWS,
@@ -39,9 +48,9 @@ from testfleet.store.live_query import (
 MAX_QUERY_CHARS = 100_000
 PARQUET_MEDIA_TYPE = "application/vnd.apache.parquet"
 
-_ERROR_CODES = {
-    QueryProblem.INVALID: ErrorCode.INVALID_QUERY,
-    QueryProblem.TIMEOUT: ErrorCode.QUERY_TIMEOUT,
+_REFUSALS: dict[QueryProblem, ApiRefusal] = {
+    QueryProblem.INVALID: INVALID_QUERY,
+    QueryProblem.TIMEOUT: QUERY_TIMEOUT,
 }
 
 
@@ -68,12 +77,12 @@ class SqlRequest(BaseModel):
     )
 
 
-class SqlColumn(BaseModel):
+class SqlColumn(ResponseModel):
     name: str
     type: str = Field(description="DuckDB's type name, e.g. VARCHAR, TIMESTAMP, DOUBLE.")
 
 
-class SqlAnswer(BaseModel):
+class SqlAnswer(ResponseModel):
     """The answer of ``POST /api/v1/sql``."""
 
     columns: list[SqlColumn]
@@ -94,6 +103,7 @@ def build_query_router(store: Store) -> APIRouter:
         "/sql",
         summary="Run one read-only SQL query on the live database",
         response_model=SqlAnswer,
+        responses=refusals(MALFORMED_BODY, INVALID_PARAMETER, INVALID_QUERY, QUERY_TIMEOUT),
     )
     async def run_sql(request: SqlRequest) -> Any:
         try:
@@ -104,7 +114,7 @@ def build_query_router(store: Store) -> APIRouter:
                 timeout_seconds=request.timeout_seconds,
             )
         except QueryError as refused:
-            return error_response(422, _ERROR_CODES[refused.problem], refused.message)
+            return _REFUSALS[refused.problem].response(refused.message)
         return SqlAnswer(
             columns=[SqlColumn(name=c.name, type=c.type) for c in result.columns],
             rows=result.rows,
@@ -117,7 +127,14 @@ def build_query_router(store: Store) -> APIRouter:
         "/export/{table}",
         summary="One table of the database as a Parquet file",
         response_class=FileResponse,
-        responses={200: {"content": {PARQUET_MEDIA_TYPE: {}}}},
+        responses={
+            200: {
+                "description": "The table as one Parquet file; the header "
+                "X-Testfleet-Rows says how many rows it holds.",
+                "content": {PARQUET_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}}},
+            },
+            **refusals(INVALID_PARAMETER, STORAGE_ERROR),
+        },
     )
     async def export_table(table: ExportTable) -> Any:
         # Written to a temporary file first (a bounded amount of memory however

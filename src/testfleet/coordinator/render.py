@@ -1,16 +1,31 @@
-"""Records as JSON documents for the REST API (and so for the CLI's --json).
+"""Records as the REST API's response bodies (and so the CLI's --json).
 
-Callers: :mod:`testfleet.coordinator.api`. Times are ISO 8601 in UTC; a task's
-result is the design document's result format (docs/formats.md) unchanged.
+Callers: the routes of :mod:`testfleet.coordinator.api` and
+:mod:`testfleet.coordinator.test_runs_api`. Each function turns a record into
+its :mod:`~testfleet.coordinator.api_models` model. Times are ISO 8601 in
+UTC; a task's result is the design document's result format
+(docs/formats.md) unchanged.
 """
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from typing import Any
 
+from testfleet.coordinator.api_models import (
+    AttemptView,
+    ResultView,
+    RunTaskView,
+    TaskErrorView,
+    TaskView,
+    TestRowView,
+    WorkerView,
+)
 from testfleet.coordinator.workers import LiveWorker
 from testfleet.domain.records import AttemptRecord, ResultRecord, TaskRecord
+from testfleet.domain.testing import TestResultRow
+from testfleet.store.test_queries import RunTask
 
 
 def iso(timestamp: float | None) -> str | None:
@@ -20,80 +35,130 @@ def iso(timestamp: float | None) -> str | None:
     return datetime.fromtimestamp(timestamp, tz=UTC).isoformat().replace("+00:00", "Z")
 
 
-def task_json(task: TaskRecord) -> dict[str, Any]:
+def task_view(task: TaskRecord) -> TaskView:
     spec = task.spec
-    return {
-        "task_id": spec.task_id,
-        "type": spec.type.value,
-        "priority": spec.priority,
-        "status": task.status.value,
-        "unschedulable_reason": task.unschedulable_reason,
-        "create_time": iso(task.create_time),
-        "queued_at": iso(task.queued_at),
-        "start_time": iso(task.start_time),
-        "end_time": iso(task.end_time),
-        "duration_seconds": (
+    return TaskView(
+        task_id=spec.task_id,
+        type=spec.type,
+        priority=spec.priority,
+        status=task.status,
+        unschedulable_reason=task.unschedulable_reason,
+        create_time=iso(task.create_time),
+        queued_at=iso(task.queued_at),
+        start_time=iso(task.start_time),
+        end_time=iso(task.end_time),
+        duration_seconds=(
             task.end_time - task.start_time
             if task.end_time is not None and task.start_time is not None
             else None
         ),
-        "worker_id": task.worker_id,
-        "attempts": task.attempts,
-        "retry_not_before": iso(task.not_before),
-        "requirements": spec.requirements.model_dump(mode="json", exclude_defaults=True),
-        "config": spec.config,
-        "timeout_seconds": spec.timeout_seconds,
-        "retry_policy": spec.retry_policy.model_dump(mode="json"),
-        "error": (
-            {"error_class": task.error_class.value, "message": task.error_message}
+        worker_id=task.worker_id,
+        attempts=task.attempts,
+        retry_not_before=iso(task.not_before),
+        requirements=spec.requirements.model_dump(mode="json", exclude_defaults=True),
+        config=spec.config,
+        timeout_seconds=spec.timeout_seconds,
+        retry_policy=spec.retry_policy,
+        error=(
+            TaskErrorView(error_class=task.error_class, message=task.error_message)
             if task.error_class is not None
             else None
         ),
-    }
+    )
 
 
-def attempt_json(attempt: AttemptRecord) -> dict[str, Any]:
-    return {
-        "attempt_id": attempt.attempt_id,
-        "attempt": attempt.attempt,
-        "worker_id": attempt.worker_id,
-        "status": attempt.status.value,
-        "start_time": iso(attempt.start_time),
-        "accepted_time": iso(attempt.accepted_time),
-        "end_time": iso(attempt.end_time),
-        "execution_time_seconds": attempt.execution_time_seconds,
-        "error_class": attempt.error_class.value if attempt.error_class else None,
-        "error_message": attempt.error_message,
-        "hardware_metrics": attempt.hardware_metrics,
-    }
+def attempt_view(attempt: AttemptRecord) -> AttemptView:
+    return AttemptView(
+        attempt_id=attempt.attempt_id,
+        attempt=attempt.attempt,
+        worker_id=attempt.worker_id,
+        status=attempt.status,
+        start_time=iso(attempt.start_time),
+        accepted_time=iso(attempt.accepted_time),
+        end_time=iso(attempt.end_time),
+        execution_time_seconds=attempt.execution_time_seconds,
+        error_class=attempt.error_class,
+        error_message=attempt.error_message,
+        hardware_metrics=attempt.hardware_metrics,
+    )
 
 
-def result_json(result: ResultRecord) -> dict[str, Any]:
+def result_view(result: ResultRecord) -> ResultView:
     """The result document (docs/formats.md), with its attempt and what became of it."""
-    document = result.result.model_dump(mode="json")
-    document["attempt_id"] = result.attempt_id
-    document["counted"] = result.counted
-    document["disposition"] = result.disposition.value
-    document["received_time"] = iso(result.received_time)
-    return document
+    return ResultView(
+        **dict(result.result),
+        attempt_id=result.attempt_id,
+        counted=result.counted,
+        disposition=result.disposition,
+        received_time=iso(result.received_time),
+    )
 
 
-def worker_json(worker: LiveWorker) -> dict[str, Any]:
+def worker_view(worker: LiveWorker) -> WorkerView:
     record = worker.record
     caps = record.capabilities
-    return {
-        "worker_id": record.worker_id,
-        "hostname": record.hostname,
-        "status": record.status.value,
-        "connected": worker.connection_id is not None,
-        "draining": worker.draining,
-        "slots": record.slots,
-        "running": len(worker.attempts),
-        "registration_time": iso(record.registration_time),
-        "last_heartbeat": iso(record.last_heartbeat),
-        "hardware": [h.value for h in caps.hardware],
-        "task_types": [t.value for t in caps.task_types],
-        "tags": caps.tags,
-        "load": record.hardware_metrics,
-        "capabilities": caps.model_dump(mode="json"),
-    }
+    return WorkerView(
+        worker_id=record.worker_id,
+        hostname=record.hostname,
+        status=record.status,
+        connected=worker.connection_id is not None,
+        draining=worker.draining,
+        slots=record.slots,
+        running=len(worker.attempts),
+        registration_time=iso(record.registration_time),
+        last_heartbeat=iso(record.last_heartbeat),
+        hardware=caps.hardware,
+        task_types=caps.task_types,
+        tags=caps.tags,
+        load=record.hardware_metrics,
+        capabilities=caps,
+    )
+
+
+def run_task_view(task: RunTask) -> RunTaskView:
+    """A chunk task without its (long) node id list: what a polling client needs."""
+    return RunTaskView(
+        task_id=task.task_id,
+        status=task.status,
+        worker_id=task.worker_id,
+        attempts=task.attempts,
+        unschedulable_reason=task.unschedulable_reason,
+        start_time=iso(task.start_time),
+        end_time=iso(task.end_time),
+        error=(
+            TaskErrorView.model_validate(
+                {"error_class": task.error_class, "message": task.error_message}
+            )
+            if task.error_class is not None
+            else None
+        ),
+    )
+
+
+def run_test_view(row: TestResultRow) -> TestRowView:
+    return TestRowView(
+        seq=row.seq,
+        task_id=row.task_id,
+        nodeid=row.nodeid,
+        attempt_id=row.attempt_id,
+        worker_id=row.worker_id,
+        rerun=row.rerun,
+        outcome=row.outcome,
+        duration_seconds=row.duration_seconds,
+        crashed=row.crashed,
+        recorded_time=iso(row.recorded_time),
+        record=row.record,
+    )
+
+
+def benchmark_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A row of the store's benchmark analysis as the API shows it: ISO 8601 times,
+    and ``None`` for a figure that is not finite (JSON has no infinity)."""
+    document: dict[str, Any] = {}
+    for name, value in row.items():
+        if name == "recorded_time":
+            value = iso(value)
+        elif isinstance(value, float) and not math.isfinite(value):
+            value = None
+        document[name] = value
+    return document

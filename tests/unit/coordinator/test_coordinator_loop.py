@@ -153,3 +153,15 @@ async def test_a_failed_commit_answers_nothing_and_stops_the_loop(
     assert store.get_task("a") is None
     with pytest.raises(CoordinatorUnavailableError):
         loop.post(WorkerConnected(1, hello()))
+
+
+async def test_the_ticker_ends_quietly_once_the_loop_has_failed(
+    running: tuple[CoordinatorLoop, RecordingStore], log: list[str]
+) -> None:
+    # A tick after a storage failure used to end the ticker with the loop's
+    # refusal, which the app's shutdown then raised again.
+    loop, store = running
+    store.fail = True
+    with pytest.raises(CoordinatorUnavailableError):
+        await loop.submit([TaskSpec.model_validate({"task_id": "a", "type": "simulated"})])
+    await asyncio.wait_for(loop.tick_forever(0), 10)  # returns, raises nothing

@@ -1,0 +1,86 @@
+"""The coordinator's OpenAPI document (``/openapi.json``): FastAPI's, made to say
+what the API really sends.
+
+Callers: :func:`testfleet.coordinator.app.create_app` installs
+:func:`openapi_document` as the app's ``openapi()``; ``/docs`` shows it and
+``tests/unit/coordinator/test_api_fuzz.py`` fuzzes the app against it. What
+it changes in FastAPI's document, and why:
+
+- The task submission body is hand-written (``SUBMIT_OPENAPI`` in
+  :mod:`~testfleet.coordinator.api`: the route reads JSON or YAML itself),
+  so the schemas it refers to (``TaskSpec`` and its parts) are added here.
+- Every error is ``{"error": {"code", "message", "details"}}``; routes refer
+  to ``ErrorBody`` (see :mod:`~testfleet.coordinator.api_errors`), added here.
+- FastAPI documents a 422 ``HTTPValidationError`` (``{"detail": [...]}``) on
+  every route with parameters. This API never sends that shape: the routes
+  that can fail validation declare their own 422, and on the others (a plain
+  ``str`` path parameter cannot fail) it is removed.
+- The body-size limit answers 413 before any route runs: every operation
+  documents it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from pydantic import BaseModel
+
+from testfleet.coordinator.api_errors import BODY_TOO_LARGE, error_response_doc
+from testfleet.coordinator.api_models import ErrorBody
+from testfleet.domain.task import TaskSpec
+
+REF_TEMPLATE = "#/components/schemas/{model}"
+#: What FastAPI calls its own validation error body and the items of its list.
+_FASTAPI_422_SCHEMAS = ("HTTPValidationError", "ValidationError")
+_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+
+
+def openapi_document(app: FastAPI) -> dict[str, Any]:
+    """The app's OpenAPI document, built once and kept (as FastAPI's own ``openapi()``)."""
+    if app.openapi_schema is None:
+        document = get_openapi(
+            title=app.title,
+            version=app.version,
+            openapi_version=app.openapi_version,
+            description=app.description,
+            routes=app.routes,
+            tags=app.openapi_tags,
+            servers=app.servers,
+            separate_input_output_schemas=app.separate_input_output_schemas,
+        )
+        schemas = document.setdefault("components", {}).setdefault("schemas", {})
+        for model in (TaskSpec, ErrorBody):
+            add_model_schemas(schemas, model)
+        for path_item in document.get("paths", {}).values():
+            for method in _METHODS:
+                if method in path_item:
+                    _say_what_is_sent(path_item[method]["responses"])
+        for name in _FASTAPI_422_SCHEMAS:
+            schemas.pop(name, None)
+        app.openapi_schema = document
+    return app.openapi_schema
+
+
+def add_model_schemas(schemas: dict[str, Any], model: type[BaseModel]) -> None:
+    """Add ``model``'s schema and those it refers to under their own names.
+
+    A name FastAPI already published for a response model must mean the same
+    schema: two different ones under one name would make one of them wrong.
+    """
+    schema = model.model_json_schema(ref_template=REF_TEMPLATE)
+    for name, definition in {**schema.pop("$defs", {}), model.__name__: schema}.items():
+        published = schemas.setdefault(name, definition)
+        if published != definition:
+            raise RuntimeError(f"two different OpenAPI schemas are both named {name!r}")
+
+
+def _say_what_is_sent(responses: dict[str, Any]) -> None:
+    """Drop FastAPI's own 422 and make sure the body-size 413 is there."""
+    default_422 = responses.get("422", {})
+    sent_shape = default_422.get("content", {}).get("application/json", {}).get("schema", {})
+    if sent_shape.get("$ref", "").endswith("/HTTPValidationError"):
+        del responses["422"]
+    # A route declared with api_errors.refusals() has it already.
+    responses.setdefault("413", error_response_doc([BODY_TOO_LARGE]))
