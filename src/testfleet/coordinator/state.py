@@ -26,8 +26,7 @@ from __future__ import annotations
 
 import heapq
 
-from pydantic import ValidationError
-
+from testfleet.coordinator.chunk_ledger import ChunkLedger
 from testfleet.coordinator.events import (
     Accepted,
     CancelOutcome,
@@ -47,6 +46,7 @@ from testfleet.coordinator.events import (
 from testfleet.coordinator.settings import CoordinatorSettings
 from testfleet.coordinator.task_queue import TaskQueue, match_key
 from testfleet.coordinator.turn_output import Effects, TurnOutput
+from testfleet.coordinator.unschedulable import UnschedulableReasons
 from testfleet.coordinator.workers import (
     OPEN_WORKER_STATUSES,
     LiveWorker,
@@ -70,7 +70,7 @@ from testfleet.domain.records import (
     TaskRecord,
 )
 from testfleet.domain.task import TaskSpec
-from testfleet.domain.testing import TestConfig, TestRecord, TestResultRow
+from testfleet.domain.testing import TestRecord
 from testfleet.domain.transitions import check_task_transition
 from testfleet.protocol.messages import (
     PROTOCOL_VERSION,
@@ -94,7 +94,6 @@ from testfleet.protocol.messages import (
     TestReports,
     Welcome,
 )
-from testfleet.scheduling.matching import NO_WORKERS_CONNECTED
 from testfleet.scheduling.scheduler import schedule
 from testfleet.scheduling.view import SchedulingView
 
@@ -127,18 +126,8 @@ class CoordinatorState:
         self.queue = TaskQueue()
         self.open_attempts: dict[int, AttemptRecord] = {}
         self.registry = WorkerRegistry()
-        self.unschedulable: dict[str, str] = {}
-        #: The last reason each requirement key had while workers were
-        #: connected, kept when the fleet empties (see _refresh_unschedulable).
-        self._fleet_reasons: dict[str, str] = {}
+        self.unschedulable = UnschedulableReasons()
         self.next_attempt_id = 1
-        #: The next ``test_results.seq``: rows are numbered in the order recorded.
-        self.next_test_seq = 1
-        #: Each open test task's node ids (a worker may report only those).
-        self._chunk_node_ids: dict[str, frozenset[str]] = {}
-        #: Test reports dropped because their attempt was not current or the
-        #: node id was not in the chunk.
-        self.stray_test_reports = 0
         #: Results dropped because they named nothing this coordinator issued.
         self.stray_results = 0
         #: Rows of the file that recovery could not read and left out (reported
@@ -147,6 +136,8 @@ class CoordinatorState:
         self._deadlines: list[tuple[float, int]] = []
         self._topology_changed = True
         self._out = TurnOutput()
+        #: Each test of a test task, recorded once (see chunk_ledger.py).
+        self.ledger = ChunkLedger(self._out)
         if recovered is not None:
             self._recover(recovered, now)
 
@@ -160,7 +151,7 @@ class CoordinatorState:
         declared lost by the usual heartbeat expiry and their tasks requeued.
         """
         self.next_attempt_id = recovered.next_attempt_id
-        self.next_test_seq = recovered.next_test_seq
+        self.ledger.next_seq = recovered.next_test_seq
         self.unreadable_rows = list(recovered.unreadable_rows)
         for record in self.registry.recover(recovered.workers, now):
             self._out.worker(record)
@@ -461,7 +452,7 @@ class CoordinatorState:
         if task.start_time is None:
             task.start_time = attempt.start_time
         if task.spec.type is TaskType.TEST:
-            self._record_result_tests(task, item.attempt_id, worker_id, result.results, now)
+            self.ledger.from_result(task, item.attempt_id, worker_id, result.results, now)
         if result.status is ResultStatus.COMPLETED:
             self._finish(task, TaskStatus.COMPLETED, now, None, None)
             retried = False
@@ -492,7 +483,7 @@ class CoordinatorState:
     def _record_streamed_tests(
         self, worker_id: str, attempt_id: int, records: list[TestRecord], now: float
     ) -> None:
-        """Tests a running attempt finished: recorded now, so they survive its worker."""
+        """Tests a running attempt finished, if it is still its task's current one."""
         attempt = self.open_attempts.get(attempt_id)
         task = self.tasks.get(attempt.task_id) if attempt is not None else None
         if (
@@ -504,88 +495,9 @@ class CoordinatorState:
         ):
             # Late (its worker was declared lost) or not this worker's: the
             # current attempt will report these tests itself.
-            self.stray_test_reports += len(records)
+            self.ledger.stray(len(records))
             return
-        self._add_test_rows(task, attempt_id, worker_id, records, now)
-
-    def _record_result_tests(
-        self,
-        task: TaskRecord,
-        attempt_id: int,
-        worker_id: str,
-        results: dict[str, object],
-        now: float,
-    ) -> None:
-        """The tests listed in a current attempt's result (those not streamed yet).
-
-        Most were streamed already: only the records of tests not yet recorded
-        are validated (a chunk's result repeats every record it ran).
-        """
-        listed = results.get("tests")
-        if not isinstance(listed, list):
-            return  # stored as sent; the client reports the chunk's tests as not run
-        reported = task.reported_tests or set()
-        records: list[TestRecord] = []
-        for raw in listed:
-            if isinstance(raw, dict) and raw.get("nodeid") in reported:
-                continue
-            try:
-                records.append(TestRecord.model_validate(raw))
-            except ValidationError:
-                self.stray_test_reports += 1  # kept in the stored result as sent
-        self._add_test_rows(task, attempt_id, worker_id, records, now)
-
-    def _add_test_rows(
-        self,
-        task: TaskRecord,
-        attempt_id: int,
-        worker_id: str,
-        records: list[TestRecord],
-        now: float,
-    ) -> None:
-        config = self._test_config(task)
-        if config is None:
-            return
-        chunk = self._chunk_node_ids.get(task.task_id)
-        if chunk is None:
-            chunk = self._chunk_node_ids[task.task_id] = frozenset(config.node_ids)
-        if task.reported_tests is None:
-            task.reported_tests = set()
-        reported = task.reported_tests
-        for record in records:
-            if record.nodeid not in chunk:
-                self.stray_test_reports += 1  # never asked of this chunk
-                continue
-            if record.nodeid in reported:
-                continue  # the result repeating the stream, or a retried attempt
-            reported.add(record.nodeid)
-            self._out.test_row(
-                TestResultRow(
-                    seq=self.next_test_seq,
-                    task_id=task.task_id,
-                    nodeid=record.nodeid,
-                    attempt_id=attempt_id,
-                    worker_id=worker_id,
-                    run_id=config.run_id,
-                    project=config.project.key(),
-                    rerun=config.rerun,
-                    outcome=record.outcome,
-                    duration_seconds=record.duration_seconds,
-                    crashed=record.crashed,
-                    recorded_time=now,
-                    record=record,
-                )
-            )
-            self.next_test_seq += 1
-
-    @staticmethod
-    def _test_config(task: TaskRecord) -> TestConfig | None:
-        if task.test_config is None:
-            try:
-                task.test_config = TestConfig.model_validate(task.spec.config)
-            except ValidationError:
-                return None  # validated at submission; only a hand-edited file gets here
-        return task.test_config
+        self.ledger.streamed(task, attempt_id, worker_id, records, now)
 
     def _disconnected(self, connection_id: int) -> None:
         worker = self.registry.disconnect(connection_id)
@@ -704,44 +616,11 @@ class CoordinatorState:
         )
 
     def _refresh_unschedulable(self, reasons: dict[str, str]) -> None:
-        reasons = self._with_last_fleet_reasons(reasons)
-        changed = {
-            key
-            for key in set(reasons) | set(self.unschedulable)
-            if reasons.get(key) != self.unschedulable.get(key)
-        }
-        self.unschedulable = dict(reasons)
-        for key in changed:
+        for key in self.unschedulable.update(reasons):
             for task_id in self.queue.task_ids_with_key(key):
                 task = self.tasks[task_id]
-                task.unschedulable_reason = reasons.get(key)
+                task.unschedulable_reason = self.unschedulable.get(key)
                 self._mark_task(task)
-
-    def _with_last_fleet_reasons(self, reasons: dict[str, str]) -> dict[str, str]:
-        """``reasons``, where the fleet is empty, with the reason each key had while
-        workers were connected.
-
-        When the last worker leaves (a demo shutting down, a rack rebooting),
-        every queued task becomes unschedulable for want of workers, and "no
-        workers are connected" would replace the reason that was true while
-        they were there (e.g. "needs cuda; connected workers offer [cpu]").
-        That reason still tells the user what to fix, so it is kept, saying
-        that no workers are left.
-        """
-        kept: dict[str, str] = {}
-        for key, reason in reasons.items():
-            if reason != NO_WORKERS_CONNECTED:
-                self._fleet_reasons[key] = reason
-            elif key in self._fleet_reasons:
-                reason = (
-                    f"{self._fleet_reasons[key]} (while workers were connected); "
-                    f"{NO_WORKERS_CONNECTED} now"
-                )
-            kept[key] = reason
-        # A key that became schedulable, or left the queue, starts afresh.
-        for key in set(self._fleet_reasons) - set(reasons):
-            del self._fleet_reasons[key]
-        return kept
 
     # ------------------------------------------------------------------ helpers
 
@@ -827,7 +706,7 @@ class CoordinatorState:
         self._mark_task(task)
         # Finished tasks live on in the store only; memory holds open work.
         del self.tasks[task.task_id]
-        self._chunk_node_ids.pop(task.task_id, None)
+        self.ledger.forget(task.task_id)
 
     def _send_to_worker(self, worker_id: str, message: Message) -> None:
         worker = self.workers.get(worker_id)

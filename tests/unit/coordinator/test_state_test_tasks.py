@@ -132,7 +132,7 @@ def test_node_ids_outside_the_chunk_and_reports_from_other_attempts_are_not_reco
         WorkerFrame(1, TestReports(attempt_id=attempt_id + 99, records=[record(NODES[0])])),
     )
     assert effects.batch.test_rows == []
-    assert h.state.stray_test_reports == 2
+    assert h.state.ledger.stray_reports == 2
 
 
 def test_a_retried_attempt_is_told_which_tests_are_already_recorded() -> None:
