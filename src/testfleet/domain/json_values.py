@@ -1,10 +1,13 @@
 """Plain JSON values: the check every document from outside passes before its model.
 
-Callers: the REST API checks each submitted task document
+Callers: the REST API checks submitted task documents
 (:func:`testfleet.coordinator.api.parse_task_body`), and the worker-channel
-codec each decoded frame (:func:`testfleet.protocol.codec.decode`), before
+codec decoded frames (:func:`testfleet.protocol.codec.decode`), before
 pydantic validates them. A problem found here is refused like any other
-invalid field: a 422 naming the field, or an ``error`` frame naming it.
+invalid field: a 422 naming the field, or an ``error`` frame naming it. Both
+walk what YAML or MessagePack brought; JSON text has been through orjson,
+which refuses most of it already, and is checked more cheaply there (see
+each caller).
 
 Why a check of its own. JSON text is not the only way in: YAML bodies and
 MessagePack frames carry what JSON cannot — ``inf`` and ``nan``, integers
