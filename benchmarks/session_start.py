@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from testfleet.worker.testing.sessions import Activation, SessionKey, SessionPool
+from testfleet.worker.pytest_sessions.sessions import Activation, SessionKey, SessionPool
 
 TEST_MODULE = """
 import pytest

@@ -1,7 +1,7 @@
 """A cache of git checkouts: one clone per repository, one work tree per commit.
 
 The worker's ``test`` executor calls :func:`ensure_checkout` for a task whose
-project is ``repo`` + ``commit`` (:class:`~testfleet.domain.testing.ProjectSource`),
+project is ``repo`` + ``commit`` (:class:`~testfleet.domain.pytest_tasks.ProjectSource`),
 and runs pytest in the directory it returns; the ``testfleet run`` client may
 call it too, to collect at the same commit. The first task of a repository
 clones it; every later task at the same commit gets the same directory back

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from it_fleet import RELAXED_HEARTBEAT_TIMEOUT, Fleet
 
-from testfleet.domain.testing import TestOutcome
+from testfleet.domain.pytest_tasks import TestOutcome
 
 #: An upper bound for one `testfleet run` process, never an expectation.
 RUN_TIMEOUT = 180

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from testfleet.cli.help_format import FleetCommand, FleetGroup
-from testfleet.cli.render import (
+from testfleet.cli.tables import (
     print_task_detail,
     shown_status,
     stats_table,

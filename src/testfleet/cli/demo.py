@@ -26,7 +26,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from testfleet.cli.render import shown_status, tasks_table
+from testfleet.cli.tables import shown_status, tasks_table
 from testfleet.client import FleetClient, FleetError
 from testfleet.domain.benchmark import load_note
 from testfleet.domain.enums import HardwareKind, TaskStatus

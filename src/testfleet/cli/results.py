@@ -31,7 +31,7 @@ from testfleet.cli.app import (
     report_fleet_error,
 )
 from testfleet.cli.help_format import FleetCommand, FleetGroup
-from testfleet.cli.render import (
+from testfleet.cli.tables import (
     busy_notes,
     compare_errors,
     compare_table,

@@ -67,9 +67,7 @@ from testfleet.coordinator.api_models import (
     WorkerList,
 )
 from testfleet.coordinator.api_models import ErrorCode as ErrorCode  # re-export
-from testfleet.coordinator.events import Accepted, RefusalReason, Refused
-from testfleet.coordinator.loop import CoordinatorLoop, CoordinatorUnavailableError
-from testfleet.coordinator.render import (
+from testfleet.coordinator.api_views import (
     attempt_view,
     benchmark_row,
     iso,
@@ -77,6 +75,8 @@ from testfleet.coordinator.render import (
     task_view,
     worker_view,
 )
+from testfleet.coordinator.events import Accepted, RefusalReason, Refused
+from testfleet.coordinator.loop import CoordinatorLoop, CoordinatorUnavailableError
 from testfleet.domain.benchmark import Precision
 from testfleet.domain.enums import HardwareKind, ShownStatus, TaskStatus, TaskType, WorkerStatus
 from testfleet.domain.json_values import INT64_MAX, ValueProblem, json_value_problems

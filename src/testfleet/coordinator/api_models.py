@@ -2,15 +2,15 @@
 when it succeeds, and the one shape every error has.
 
 Callers: the routes (:mod:`~testfleet.coordinator.api`,
-:mod:`~testfleet.coordinator.test_runs_api`) build these (through
-:mod:`~testfleet.coordinator.render`) and return them; FastAPI serializes them
+:mod:`~testfleet.coordinator.pytest_runs_api`) build these (through
+:mod:`~testfleet.coordinator.api_views`) and return them; FastAPI serializes them
 straight to JSON and publishes their schemas in the OpenAPI document, so the
 document describes what is really sent. :mod:`~testfleet.coordinator.api_errors`
 builds every error body from :class:`ErrorBody`.
 
 Fields keep the names and order the API has always sent (the CLI's ``--json``
 output is these documents). Times are ISO 8601 strings in UTC (see
-:func:`~testfleet.coordinator.render.iso`).
+:func:`~testfleet.coordinator.api_views.iso`).
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ from testfleet.domain.enums import (
     WorkerStatus,
 )
 from testfleet.domain.hardware import WorkerCapabilities
+from testfleet.domain.pytest_tasks import TestOutcome, TestRecord
 from testfleet.domain.result import TaskResult
 from testfleet.domain.task import RetryPolicy
-from testfleet.domain.testing import TestOutcome, TestRecord
 
 #: An instant as ISO 8601 in UTC, e.g. ``2024-05-01T12:00:00.250000Z``.
 Timestamp = Annotated[str, Field(json_schema_extra={"format": "date-time"})]

@@ -30,11 +30,11 @@ from testfleet.coordinator.connections import ConnectionRegistry
 from testfleet.coordinator.docs_page import add_docs_page
 from testfleet.coordinator.loop import CoordinatorLoop
 from testfleet.coordinator.openapi import openapi_document
+from testfleet.coordinator.pytest_runs_api import build_test_run_router
 from testfleet.coordinator.query_api import build_query_router
 from testfleet.coordinator.settings import CoordinatorSettings
 from testfleet.coordinator.startup import StartupError, bind_listeners, database_failure
 from testfleet.coordinator.state import CoordinatorState
-from testfleet.coordinator.test_runs_api import build_test_run_router
 from testfleet.coordinator.worker_channel import WORKER_CHANNEL_PATH, serve_worker
 from testfleet.protocol.codec import MAX_FRAME_BYTES
 from testfleet.store import Store, StoreError

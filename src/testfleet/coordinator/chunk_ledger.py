@@ -22,8 +22,8 @@ from __future__ import annotations
 from pydantic import ValidationError
 
 from testfleet.coordinator.turn_output import TurnOutput
+from testfleet.domain.pytest_tasks import TestConfig, TestRecord, TestResultRow
 from testfleet.domain.records import TaskRecord
-from testfleet.domain.testing import TestConfig, TestRecord, TestResultRow
 
 
 class ChunkLedger:

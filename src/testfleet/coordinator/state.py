@@ -63,6 +63,7 @@ from testfleet.domain.enums import (
     TaskType,
     WorkerStatus,
 )
+from testfleet.domain.pytest_tasks import TestRecord
 from testfleet.domain.records import (
     AttemptRecord,
     RecoveredState,
@@ -70,7 +71,6 @@ from testfleet.domain.records import (
     TaskRecord,
 )
 from testfleet.domain.task import TaskSpec
-from testfleet.domain.testing import TestRecord
 from testfleet.domain.transitions import check_task_transition
 from testfleet.protocol.messages import (
     PROTOCOL_VERSION,

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from testfleet.coordinator.events import Reply
 from testfleet.domain.benchmark import BenchmarkRow
+from testfleet.domain.pytest_tasks import TestResultRow
 from testfleet.domain.records import (
     AttemptRecord,
     ResultRecord,
@@ -19,7 +20,6 @@ from testfleet.domain.records import (
     WorkerRecord,
     WriteBatch,
 )
-from testfleet.domain.testing import TestResultRow
 from testfleet.protocol.messages import Error, Message
 
 

@@ -21,9 +21,9 @@ from testfleet.domain.enums import (
     WorkerStatus,
 )
 from testfleet.domain.hardware import WorkerCapabilities
+from testfleet.domain.pytest_tasks import TestConfig, TestResultRow
 from testfleet.domain.result import TaskResult
 from testfleet.domain.task import TaskSpec
-from testfleet.domain.testing import TestConfig, TestResultRow
 
 
 @dataclass(slots=True)

@@ -2,7 +2,7 @@
 
 Its own module, importing nothing: the ``--fleet`` plugin reads it, and that
 plugin is loaded by every pytest in an environment where testfleet is
-installed, so it must stay cheap to import (``domain.testing`` pulls in
+installed, so it must stay cheap to import (``domain.pytest_tasks`` pulls in
 pydantic).
 """
 

@@ -89,7 +89,7 @@ def _benchmark_config() -> type[BaseModel]:
 
 
 def _test_config() -> type[BaseModel]:
-    from testfleet.domain.testing import TestConfig
+    from testfleet.domain.pytest_tasks import TestConfig
 
     return TestConfig
 

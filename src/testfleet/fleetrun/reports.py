@@ -1,11 +1,11 @@
-"""pytest's ``TestReport`` to and from :class:`~testfleet.domain.testing.TestRecord`.
+"""pytest's ``TestReport`` to and from :class:`~testfleet.domain.pytest_tasks.TestRecord`.
 
 Two directions, two callers:
 
 * In-process (local use and tests), :func:`phase_report` and
   :func:`test_record` reduce the reports pytest made for one test to a
   record with the same code the workers' sessions run
-  (:mod:`testfleet.worker.testing.report_data`): plain data, bounded so a
+  (:mod:`testfleet.worker.pytest_sessions.report_data`): plain data, bounded so a
   chunk of many failing tests, or a test with thousands of subtests, still
   fits in a frame.
 * On the machine that started the run, the ``pytest --fleet`` plugin turns
@@ -45,7 +45,7 @@ from _pytest._code.code import ReprFileLocation, TerminalRepr
 from _pytest._io import TerminalWriter
 from _pytest.reports import TestReport
 
-from testfleet.domain.testing import (
+from testfleet.domain.pytest_tasks import (
     OmittedSubtests,
     PhaseReport,
     ReportOutcome,
@@ -55,7 +55,7 @@ from testfleet.domain.testing import (
     TestPhase,
     TestRecord,
 )
-from testfleet.worker.testing import report_data
+from testfleet.worker.pytest_sessions import report_data
 
 try:  # pytest 9's built-in subtests; a client with pytest 8 replays them as plain reports
     from _pytest.subtests import SubtestContext as PytestSubtestContext
@@ -283,7 +283,7 @@ def phase_report(report: TestReport, *, rootdir: Path | None = None) -> PhaseRep
 
     ``rootdir``, the session's, makes a skip's path relative to it, so the
     client can place it under its own rootdir. The reduction is the workers'
-    (:func:`testfleet.worker.testing.report_data.phase_entry`).
+    (:func:`testfleet.worker.pytest_sessions.report_data.phase_entry`).
     """
     entry = report_data.phase_entry(report, None if rootdir is None else str(rootdir))
     return PhaseReport.model_validate(entry)
@@ -298,7 +298,8 @@ def test_record(
     rootdir: Path | None = None,  # noqa: PT028 (not a test: see __test__ below)
 ) -> TestRecord:
     """Everything pytest reported for one test, as a :class:`TestRecord`, built as a
-    worker's session builds it (:class:`~testfleet.worker.testing.report_data.RecordBuilder`).
+    worker's session builds it
+    (:class:`~testfleet.worker.pytest_sessions.report_data.RecordBuilder`).
 
     ``location`` and ``keywords`` are the item's (``item.location``,
     ``item.keywords``). A test reported again from its setup (pytest-rerunfailures

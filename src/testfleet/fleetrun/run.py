@@ -4,7 +4,7 @@ Callers: the ``pytest --fleet`` plugin (:mod:`testfleet.fleetrun.plugin`),
 which ``testfleet run`` starts in-process. The plugin collects the suite
 locally and hands :class:`FleetRun` the collected tests; :class:`FleetRun`
 hands every finished test back through ``report`` as a
-:class:`~testfleet.domain.testing.TestRecord`, which the plugin feeds to
+:class:`~testfleet.domain.pytest_tasks.TestRecord`, which the plugin feeds to
 pytest's own reporting. Nothing here imports pytest, so unit tests drive it
 with a fake coordinator and a fake clock.
 
@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from testfleet.domain.enums import TaskStatus, TaskType
-from testfleet.domain.testing import (
+from testfleet.domain.pytest_tasks import (
     Interruption,
     PhaseReport,
     ProjectSource,
@@ -179,7 +179,7 @@ class RunSettings:
 
 
 @dataclass(frozen=True)
-class Progress:
+class RunProgress:
     """What the run has done so far (handed to the progress callback)."""
 
     tests_done: int
@@ -251,7 +251,7 @@ class FleetRun:
         settings: RunSettings,
         *,
         report: Callable[[TestRecord, str], None],
-        progress: Callable[[Progress], None] | None = None,
+        progress: Callable[[RunProgress], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
@@ -565,7 +565,7 @@ class FleetRun:
             and t.get("worker_id")
         }
         self._progress(
-            Progress(
+            RunProgress(
                 tests_done=self._done,
                 tests_total=len(self._tests),
                 failures=self._failures,

@@ -14,7 +14,7 @@ import pytest
 
 from testfleet.client import FleetClient, FleetError
 from testfleet.domain.enums import HardwareKind
-from testfleet.domain.testing import (
+from testfleet.domain.pytest_tasks import (
     InterruptKind,
     ProjectSource,
     PytestPlugin,
@@ -27,8 +27,8 @@ from testfleet.fleetrun.run import (
     CollectedTest,
     FleetRun,
     FleetRunError,
-    Progress,
     RunOutcome,
+    RunProgress,
     RunSettings,
     cancel_all,
     hardware_of,
@@ -124,7 +124,7 @@ class FleetSession:
     def _feed(self, record: TestRecord, worker_id: str) -> None:
         feed_record(self.config, record)
 
-    def _progress(self, progress: Progress) -> None:
+    def _progress(self, progress: RunProgress) -> None:
         terminal = self.config.pluginmanager.get_plugin("terminalreporter")
         if terminal is None or self.config.get_verbosity() < 0:
             return
@@ -210,7 +210,7 @@ def feed_record(config: pytest.Config, record: TestRecord) -> None:
 def loaded_plugins(config: pytest.Config) -> list[PytestPlugin]:
     """The installed plugins (``pytest11`` entry points) this pytest loaded,
     however it loaded them: what the workers' sessions must load, and nothing
-    else (see :attr:`testfleet.domain.testing.TestConfig.plugins`)."""
+    else (see :attr:`testfleet.domain.pytest_tasks.TestConfig.plugins`)."""
     manager = config.pluginmanager
     found: dict[str, PytestPlugin] = {}
     for plugin, dist in manager.list_plugin_distinfo():

@@ -2,7 +2,7 @@
 
 ``testfleet run`` and ``pytest --fleet`` collect the suite locally with the
 user's arguments, then put the arguments into every chunk's
-:class:`~testfleet.domain.testing.TestConfig` so the worker's pytest session
+:class:`~testfleet.domain.pytest_tasks.TestConfig` so the worker's pytest session
 collects the same node ids with the same options. Some options only make
 sense on the machine that started the run, or are replaced by the fleet:
 

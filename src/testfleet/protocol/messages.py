@@ -28,9 +28,9 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from testfleet.domain.enums import Codec as Codec
 from testfleet.domain.hardware import WorkerCapabilities
 from testfleet.domain.json_values import INT64_MAX
+from testfleet.domain.pytest_tasks import NodeId, TestRecord
 from testfleet.domain.result import TaskResult
 from testfleet.domain.task import TaskSpec
-from testfleet.domain.testing import NodeId, TestRecord
 
 #: Bumped on any incompatible change; the coordinator refuses other versions.
 PROTOCOL_VERSION = 1

@@ -29,7 +29,7 @@ from testfleet.domain.records import (
     TaskRecord,
     WorkerRecord,
 )
-from testfleet.store import test_queries
+from testfleet.store import pytest_queries
 from testfleet.store.errors import StoreError
 from testfleet.store.rows import ATTEMPTS, RESULTS, TASKS, WORKERS, TableMapping
 
@@ -80,8 +80,8 @@ def load_state(cursor: duckdb.DuckDBPyConnection) -> RecoveredState:
         open_attempts=attempts,
         workers=workers,
         next_attempt_id=int(row[0]) + 1,
-        reported_tests=test_queries.reported_tests(cursor, open_test_tasks),
-        next_test_seq=test_queries.next_test_seq(cursor),
+        reported_tests=pytest_queries.reported_tests(cursor, open_test_tasks),
+        next_test_seq=pytest_queries.next_test_seq(cursor),
         unreadable_rows=unreadable,
     )
 

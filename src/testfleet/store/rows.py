@@ -39,10 +39,10 @@ from testfleet.domain.enums import (
     WorkerStatus,
 )
 from testfleet.domain.hardware import WorkerCapabilities
+from testfleet.domain.pytest_tasks import TestOutcome, TestRecord, TestResultRow
 from testfleet.domain.records import AttemptRecord, ResultRecord, TaskRecord, WorkerRecord
 from testfleet.domain.result import TaskResult
 from testfleet.domain.task import TaskSpec
-from testfleet.domain.testing import TestOutcome, TestRecord, TestResultRow
 from testfleet.store.errors import StoreError
 
 R = TypeVar("R")

@@ -34,6 +34,7 @@ import duckdb
 
 from testfleet.domain.benchmark import BenchmarkRow
 from testfleet.domain.enums import ShownStatus, TaskStatus, TaskType
+from testfleet.domain.pytest_tasks import TestResultRow
 from testfleet.domain.records import (
     AttemptRecord,
     RecoveredState,
@@ -42,8 +43,7 @@ from testfleet.domain.records import (
     WorkerRecord,
     WriteBatch,
 )
-from testfleet.domain.testing import TestResultRow
-from testfleet.store import analysis, live_query, queries, test_queries
+from testfleet.store import analysis, live_query, pytest_queries, queries
 from testfleet.store.errors import StoreError, describe_open_error, wrap_error
 from testfleet.store.schema import apply_migrations
 from testfleet.store.writer import EncodedTables, encode_batch, missing_references, write_tables
@@ -343,21 +343,21 @@ class Store:
         """A run's recorded tests after ``after_seq``, in order (one page of ``limit``)."""
         return self._read(
             "read a run's test results",
-            lambda cursor: test_queries.run_test_rows(
+            lambda cursor: pytest_queries.run_test_rows(
                 cursor, run_id, after_seq=after_seq, limit=limit
             ),
         )
 
-    def run_tasks(self, run_id: str) -> list[test_queries.RunTask]:
+    def run_tasks(self, run_id: str) -> list[pytest_queries.RunTask]:
         """Every test task (chunk or rerun) of ``run_id``."""
         return self._read(
-            "read a run's tasks", lambda cursor: test_queries.run_tasks(cursor, run_id)
+            "read a run's tasks", lambda cursor: pytest_queries.run_tasks(cursor, run_id)
         )
 
     def test_durations(self, project: str) -> dict[str, float]:
         """Recent median duration per node id of ``project`` (a ProjectSource key)."""
         return self._read(
-            "read test durations", lambda cursor: test_queries.test_durations(cursor, project)
+            "read test durations", lambda cursor: pytest_queries.test_durations(cursor, project)
         )
 
     # -- lifetime --------------------------------------------------------------

@@ -28,8 +28,8 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from testfleet.domain.enums import ErrorClass, ResultStatus, TaskType
 from testfleet.domain.hardware import WorkerCapabilities
+from testfleet.domain.pytest_tasks import TestRecord
 from testfleet.domain.result import SimulationStatus, TaskError, TaskResult
-from testfleet.domain.testing import TestRecord
 from testfleet.protocol.codec import MAX_FRAME_BYTES, ProtocolError, decode, encode
 from testfleet.protocol.framing import split_by_size
 from testfleet.protocol.messages import (

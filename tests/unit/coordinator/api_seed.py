@@ -26,6 +26,15 @@ from testfleet.domain.enums import (
     WorkerStatus,
 )
 from testfleet.domain.hardware import GpuInfo, TorchInfo, WorkerCapabilities
+from testfleet.domain.pytest_tasks import (
+    PhaseReport,
+    ReportOutcome,
+    TestLocation,
+    TestOutcome,
+    TestPhase,
+    TestRecord,
+    TestResultRow,
+)
 from testfleet.domain.records import (
     AttemptRecord,
     ResultRecord,
@@ -35,15 +44,6 @@ from testfleet.domain.records import (
 )
 from testfleet.domain.result import SimulationStatus, TaskError, TaskResult
 from testfleet.domain.task import TaskSpec
-from testfleet.domain.testing import (
-    PhaseReport,
-    ReportOutcome,
-    TestLocation,
-    TestOutcome,
-    TestPhase,
-    TestRecord,
-    TestResultRow,
-)
 from testfleet.store import Store
 
 #: 2024-05-01T12:00:00Z

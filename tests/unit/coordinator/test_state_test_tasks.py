@@ -11,10 +11,7 @@ from test_coordinator_state import Harness, assigned, sent
 
 from testfleet.coordinator.events import Tick, WorkerFrame
 from testfleet.domain.enums import ErrorClass, ResultStatus, TaskStatus, WorkerStatus
-from testfleet.domain.records import RecoveredState, TaskRecord
-from testfleet.domain.result import SimulationStatus, TaskError, TaskResult
-from testfleet.domain.task import TaskSpec
-from testfleet.domain.testing import (
+from testfleet.domain.pytest_tasks import (
     PhaseReport,
     ReportOutcome,
     TestChunkOutcome,
@@ -23,6 +20,9 @@ from testfleet.domain.testing import (
     TestPhase,
     TestRecord,
 )
+from testfleet.domain.records import RecoveredState, TaskRecord
+from testfleet.domain.result import SimulationStatus, TaskError, TaskResult
+from testfleet.domain.task import TaskSpec
 from testfleet.protocol.messages import (
     Accept,
     Ack,

@@ -3,7 +3,7 @@ records into a second pytest run as ``pytest --fleet`` does, and compare.
 
 Used by the reports tests: the serial run loads :data:`CAPTURE_PLUGIN`, which
 builds one record per test with the workers' own code
-(:class:`testfleet.worker.testing.report_data.RecordBuilder`, fed from a
+(:class:`testfleet.worker.pytest_sessions.report_data.RecordBuilder`, fed from a
 ``pytest_runtest_logreport`` wrapper and ``pytest_warning_recorded``, as the
 session child feeds it) and writes them as JSON lines. The replayed run loads
 :data:`REPLAY_PLUGIN`, which runs no test: it validates each line as a
@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from testfleet.domain.testing import TestRecord
+from testfleet.domain.pytest_tasks import TestRecord
 
 CAPTURE_PLUGIN = """
 import os
@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pytest
 
-from testfleet.worker.testing import report_data
+from testfleet.worker.pytest_sessions import report_data
 
 BUILDERS = {}
 ROOT = []
@@ -80,7 +80,7 @@ REPLAY_PLUGIN = """
 import os
 from pathlib import Path
 
-from testfleet.domain.testing import TestRecord
+from testfleet.domain.pytest_tasks import TestRecord
 # The module, not the function: a plugin module's pytest_* names are hooks.
 from testfleet.fleetrun import session as fleet_session
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from replay_harness import Run, make_project, read_records, serial_and_replayed
 
-from testfleet.domain.testing import TestOutcome
+from testfleet.domain.pytest_tasks import TestOutcome
 
 SUBTESTS = """
 import unittest

@@ -9,7 +9,7 @@ import pytest
 from _pytest.reports import TestReport
 from replay_harness import make_project, serial_and_replayed
 
-from testfleet.domain.testing import (
+from testfleet.domain.pytest_tasks import (
     MAX_LONGREPR_CHARS,
     PhaseReport,
     ReportOutcome,

@@ -15,8 +15,7 @@ from typing import Any
 
 import pytest
 
-from testfleet.domain.task import TaskSpec
-from testfleet.domain.testing import (
+from testfleet.domain.pytest_tasks import (
     Interruption,
     InterruptKind,
     PhaseReport,
@@ -28,6 +27,7 @@ from testfleet.domain.testing import (
     TestPhase,
     TestRecord,
 )
+from testfleet.domain.task import TaskSpec
 from testfleet.fleetrun.run import CollectedTest, FleetRun, FleetRunError, RunSettings, warm_up
 from testfleet.testing import FakeClock
 
@@ -423,7 +423,7 @@ def test_the_plugins_this_pytest_loaded_go_with_every_chunk_and_warm_up(
 
 
 def test_a_workers_warning_becomes_the_warning_pytest_reports() -> None:
-    from testfleet.domain.testing import TestWarning
+    from testfleet.domain.pytest_tasks import TestWarning
     from testfleet.fleetrun.session import warning_message
 
     builtin = warning_message(

@@ -17,9 +17,9 @@ from pydantic import BaseModel, TypeAdapter
 
 from testfleet.domain.benchmark import BenchmarkOutcome
 from testfleet.domain.json_values import INT64_MAX, INT64_MIN
+from testfleet.domain.pytest_tasks import TestChunkOutcome
 from testfleet.domain.task import TaskSpec
 from testfleet.domain.task_configs import config_model_for, supported_task_types
-from testfleet.domain.testing import TestChunkOutcome
 from testfleet.protocol.messages import MESSAGE_ADAPTER, Message
 
 #: Everything that crosses the edge: frames, task documents with every config,

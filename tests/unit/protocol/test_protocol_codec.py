@@ -11,15 +11,15 @@ import pytest
 
 from testfleet.domain.enums import ErrorClass, ResultStatus
 from testfleet.domain.hardware import CpuInfo, GpuInfo, WorkerCapabilities
-from testfleet.domain.result import SimulationStatus, TaskError, TaskResult
-from testfleet.domain.task import TaskSpec
-from testfleet.domain.testing import (
+from testfleet.domain.pytest_tasks import (
     PhaseReport,
     ReportOutcome,
     TestLocation,
     TestPhase,
     TestRecord,
 )
+from testfleet.domain.result import SimulationStatus, TaskError, TaskResult
+from testfleet.domain.task import TaskSpec
 from testfleet.protocol.codec import MAX_FRAME_BYTES, ProtocolError, decode, encode
 from testfleet.protocol.messages import (
     PROTOCOL_VERSION,

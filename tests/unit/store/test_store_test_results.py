@@ -12,8 +12,7 @@ from pathlib import Path
 from store_builders import T0, spec, worker
 
 from testfleet.domain.enums import TaskStatus, TaskType
-from testfleet.domain.records import TaskRecord, WriteBatch
-from testfleet.domain.testing import (
+from testfleet.domain.pytest_tasks import (
     PhaseReport,
     ReportOutcome,
     TestLocation,
@@ -22,6 +21,7 @@ from testfleet.domain.testing import (
     TestRecord,
     TestResultRow,
 )
+from testfleet.domain.records import TaskRecord, WriteBatch
 from testfleet.store import Store
 
 

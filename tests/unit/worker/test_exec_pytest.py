@@ -20,12 +20,12 @@ import psutil
 import pytest
 
 from testfleet.domain.enums import ErrorClass, ResultStatus, TaskType
+from testfleet.domain.pytest_tasks import TestChunkOutcome, TestOutcome, TestRecord
 from testfleet.domain.result import TaskResult, decode_logs
 from testfleet.domain.task import TaskSpec
-from testfleet.domain.testing import TestChunkOutcome, TestOutcome, TestRecord
 from testfleet.worker.executors.base import ExecutionContext, default_executors
 from testfleet.worker.executors.pytest_run import PytestExecutor
-from testfleet.worker.testing.sessions import SessionPool
+from testfleet.worker.pytest_sessions.sessions import SessionPool
 
 SIMPLE = """
 def test_one():

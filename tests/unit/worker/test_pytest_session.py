@@ -20,7 +20,7 @@ import psutil
 import pytest
 
 from testfleet.domain.enums import ErrorClass
-from testfleet.domain.testing import (
+from testfleet.domain.pytest_tasks import (
     PhaseReport,
     ReportOutcome,
     TestOutcome,
@@ -28,9 +28,9 @@ from testfleet.domain.testing import (
     TestRecord,
     derive_outcome,
 )
-from testfleet.worker.testing.session_child import cap, session_args
-from testfleet.worker.testing.session_process import PytestSession
-from testfleet.worker.testing.sessions import (
+from testfleet.worker.pytest_sessions.session_child import cap, session_args
+from testfleet.worker.pytest_sessions.session_process import PytestSession
+from testfleet.worker.pytest_sessions.sessions import (
     Activation,
     SessionKey,
     SessionPool,

@@ -25,8 +25,7 @@ from typing import Any
 import pytest
 
 from testfleet.domain.enums import ErrorClass, ResultStatus, TaskType
-from testfleet.domain.task import TaskSpec
-from testfleet.domain.testing import (
+from testfleet.domain.pytest_tasks import (
     InterruptKind,
     PytestPlugin,
     TestChunkOutcome,
@@ -34,10 +33,11 @@ from testfleet.domain.testing import (
     TestPhase,
     TestRecord,
 )
+from testfleet.domain.task import TaskSpec
 from testfleet.worker.executors.base import ExecutionContext
 from testfleet.worker.executors.pytest_run import PytestExecutor
-from testfleet.worker.testing.session_setup import installed_plugins
-from testfleet.worker.testing.sessions import (
+from testfleet.worker.pytest_sessions.session_setup import installed_plugins
+from testfleet.worker.pytest_sessions.sessions import (
     Activation,
     SessionKey,
     SessionPool,

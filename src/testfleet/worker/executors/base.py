@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from testfleet.domain.enums import ErrorClass, ResultStatus, TaskType
+from testfleet.domain.pytest_tasks import TestRecord
 from testfleet.domain.result import SimulationStatus, TaskError, TaskResult
 from testfleet.domain.task import TaskSpec
-from testfleet.domain.testing import TestRecord
 
 #: TaskError.message is capped at 16 KiB; a pydantic error for a large config can be longer.
 MAX_ERROR_MESSAGE_CHARS = 4096

@@ -1,7 +1,7 @@
 """The ``test`` executor: run a chunk of pytest node ids in a warm session, report each test.
 
 Callers: the worker agent, for tasks of type ``test`` (config:
-``domain.testing.TestConfig``); :func:`default_executors` includes it where
+``domain.pytest_tasks.TestConfig``); :func:`default_executors` includes it where
 pytest is installed. The worker CLI calls :meth:`PytestExecutor.prewarm` at
 start and :meth:`PytestExecutor.close` at exit.
 
@@ -13,7 +13,7 @@ How an attempt runs:
   else the attempt fails as ``invalid_config`` without starting anything.
 * Node ids that earlier attempts reported (``context.completed_tests``) are
   listed as ``already_reported`` and not run again.
-* The rest run in a session from :class:`~testfleet.worker.testing.sessions.SessionPool`:
+* The rest run in a session from :class:`~testfleet.worker.pytest_sessions.sessions.SessionPool`:
   an idle one already collected for this run, or a warm zygote activated for
   it. Each finished test's :class:`TestRecord` goes to ``context.report_tests``
   as it arrives, and again in the result.
@@ -51,10 +51,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from testfleet.domain.enums import ErrorClass, ResultStatus, TaskType
-from testfleet.domain.result import TaskResult, encode_logs
-from testfleet.domain.session_env import WORKER_SESSION_ENV
-from testfleet.domain.task import TaskSpec
-from testfleet.domain.testing import (
+from testfleet.domain.pytest_tasks import (
     MAX_LONGREPR_CHARS,
     PhaseReport,
     ReportOutcome,
@@ -64,11 +61,14 @@ from testfleet.domain.testing import (
     TestPhase,
     TestRecord,
 )
+from testfleet.domain.result import TaskResult, encode_logs
+from testfleet.domain.session_env import WORKER_SESSION_ENV
+from testfleet.domain.task import TaskSpec
 from testfleet.worker.executors.base import ExecutionContext, attempt_environment, build_result
 from testfleet.worker.executors.process_group import OutputTail
-from testfleet.worker.testing import report_data
-from testfleet.worker.testing.session_process import ChunkEnd, PytestSession
-from testfleet.worker.testing.sessions import (
+from testfleet.worker.pytest_sessions import report_data
+from testfleet.worker.pytest_sessions.session_process import ChunkEnd, PytestSession
+from testfleet.worker.pytest_sessions.sessions import (
     Activation,
     SessionKey,
     SessionPool,

@@ -1,7 +1,7 @@
 """The test record's contract: what it keeps, what it refuses, how big it can be.
 
-* ``worker/testing/report_data.py`` (the workers' reduction, standalone) uses
-  the same caps as ``domain/testing.py`` (the edge's validation).
+* ``worker/pytest_sessions/report_data.py`` (the workers' reduction, standalone) uses
+  the same caps as ``domain/pytest_tasks.py`` (the edge's validation).
 * :class:`RecordBuilder` keeps every report of a test in order, subtests
   with their context, and stays within its bounds for a test with thousands
   of failing subtests (the record still validates, well inside a frame).
@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from testfleet.domain import testing
-from testfleet.domain.testing import (
+from testfleet.domain import pytest_tasks
+from testfleet.domain.pytest_tasks import (
     OmittedSubtests,
     PhaseReport,
     ReportOutcome,
@@ -32,15 +32,15 @@ from testfleet.domain.testing import (
     TestWarning,
 )
 from testfleet.worker.executors.pytest_run import within_budget
-from testfleet.worker.testing import report_data
-from testfleet.worker.testing.report_data import RecordBuilder
+from testfleet.worker.pytest_sessions import report_data
+from testfleet.worker.pytest_sessions.report_data import RecordBuilder
 
 
 def test_the_workers_caps_are_the_records_caps() -> None:
-    shared = [name for name in dir(report_data) if name.isupper() and hasattr(testing, name)]
+    shared = [name for name in dir(report_data) if name.isupper() and hasattr(pytest_tasks, name)]
     assert len(shared) >= 20
     assert {name: getattr(report_data, name) for name in shared} == {
-        name: getattr(testing, name) for name in shared
+        name: getattr(pytest_tasks, name) for name in shared
     }
 
 
@@ -98,10 +98,15 @@ def test_a_test_with_thousands_of_long_failing_subtests_stays_within_its_bounds(
     record = TestRecord.model_validate(build.record())
 
     subtests = [p for p in record.phases if p.subtest is not None]
-    assert sum(p.outcome is ReportOutcome.FAILED for p in subtests) == testing.MAX_SUBTESTS_KEPT
-    assert sum(p.outcome is ReportOutcome.PASSED for p in subtests) == testing.MAX_SUBTESTS_KEPT
+    assert (
+        sum(p.outcome is ReportOutcome.FAILED for p in subtests) == pytest_tasks.MAX_SUBTESTS_KEPT
+    )
+    assert (
+        sum(p.outcome is ReportOutcome.PASSED for p in subtests) == pytest_tasks.MAX_SUBTESTS_KEPT
+    )
     assert record.omitted_subtests == OmittedSubtests(
-        failed=10_000 - testing.MAX_SUBTESTS_KEPT, passed=5_000 - testing.MAX_SUBTESTS_KEPT
+        failed=10_000 - pytest_tasks.MAX_SUBTESTS_KEPT,
+        passed=5_000 - pytest_tasks.MAX_SUBTESTS_KEPT,
     )
     # The test's own reports are all there, in order, around its subtests.
     own = [(p.when.value, p.outcome.value) for p in record.phases if p.subtest is None]
@@ -109,10 +114,10 @@ def test_a_test_with_thousands_of_long_failing_subtests_stays_within_its_bounds(
     # Past the text budget a subtest keeps its crash line and a short description.
     last = [p for p in subtests if p.outcome is ReportOutcome.FAILED][-1]
     assert last.longrepr.endswith("E   AssertionError: the crash line\nt.py:9: AssertionError")
-    assert len(last.longrepr) <= testing.LEAN_LONGREPR_CHARS
+    assert len(last.longrepr) <= pytest_tasks.LEAN_LONGREPR_CHARS
     assert last.sections == []
     assert last.subtest is not None
-    assert len(last.subtest.kwargs) <= testing.LEAN_SUBTEST_KWARGS
+    assert len(last.subtest.kwargs) <= pytest_tasks.LEAN_SUBTEST_KWARGS
     size = len(record.model_dump_json())
     assert size < 16 * 1024 * 1024, size  # a quarter of a 64 MiB frame
     assert record.outcome is TestOutcome.FAILED
@@ -136,7 +141,7 @@ def test_plugin_attributes_travel_when_they_are_small_plain_data() -> None:
         note={"a": [1, 2.5, None, "x"]},
         not_data=object(),
         not_finite=math.nan,
-        too_big="y" * (testing.MAX_REPORT_EXTRA_CHARS + 1),
+        too_big="y" * (pytest_tasks.MAX_REPORT_EXTRA_CHARS + 1),
     )
     entry = report_data.phase_entry(report)
     assert entry["extras"] == {"note": {"a": [1, 2.5, None, "x"]}}
@@ -233,8 +238,8 @@ def test_an_interrupted_test_may_have_no_report_others_need_one() -> None:
         (TestWarning, {"message": "m", "category": "W", "count": 2**31}),
         (OmittedSubtests, {"passed": -1}),
         (OmittedSubtests, {"failed": 2**31}),
-        (testing.SessionInfo, {"collected": 2**63}),
-        (testing.Interruption, {"kind": "exit", "returncode": 2**31}),
+        (pytest_tasks.SessionInfo, {"collected": 2**63}),
+        (pytest_tasks.Interruption, {"kind": "exit", "returncode": 2**31}),
     ],
 )
 def test_non_finite_and_unbounded_numbers_are_refused(model: Any, data: dict[str, Any]) -> None:
@@ -243,10 +248,10 @@ def test_non_finite_and_unbounded_numbers_are_refused(model: Any, data: dict[str
 
 
 def test_a_record_with_more_text_than_any_worker_sends_is_refused() -> None:
-    text = "x" * testing.MAX_LONGREPR_CHARS
+    text = "x" * pytest_tasks.MAX_LONGREPR_CHARS
     phases = [
         PhaseReport(when=TestPhase.CALL, outcome=ReportOutcome.FAILED, longrepr=text)
-        for _ in range(testing.MAX_RECORD_TEXT_CHARS // testing.MAX_LONGREPR_CHARS + 1)
+        for _ in range(pytest_tasks.MAX_RECORD_TEXT_CHARS // pytest_tasks.MAX_LONGREPR_CHARS + 1)
     ]
     with pytest.raises(ValidationError, match="characters of text"):
         TestRecord(nodeid="t.py::test_a", location=TestLocation(path="t.py"), phases=phases)

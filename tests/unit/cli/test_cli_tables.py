@@ -7,7 +7,7 @@ from typing import Any
 
 from rich.console import Console
 
-from testfleet.cli.render import STATS_LABEL_WIDTH, print_task_detail, stats_table
+from testfleet.cli.tables import STATS_LABEL_WIDTH, print_task_detail, stats_table
 
 CUDA = "hardware: needs one of [cuda]; connected workers offer [cpu]"
 

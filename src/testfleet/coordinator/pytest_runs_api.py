@@ -19,12 +19,12 @@ from fastapi import APIRouter, Path, Query
 
 from testfleet.coordinator.api_errors import INVALID_PARAMETER, STORAGE_ERROR, refusals
 from testfleet.coordinator.api_models import TestDurations, TestRunView
+from testfleet.coordinator.api_views import run_task_view, run_test_view
 from testfleet.coordinator.loop import CoordinatorLoop
-from testfleet.coordinator.render import run_task_view, run_test_view
 from testfleet.domain.json_values import INT64_MAX
-from testfleet.domain.testing import RUN_ID_PATTERN, TestResultRow
+from testfleet.domain.pytest_tasks import RUN_ID_PATTERN, TestResultRow
 from testfleet.store import Store
-from testfleet.store.test_queries import RunTask
+from testfleet.store.pytest_queries import RunTask
 
 #: The most rows one poll returns; the answer says when there are more.
 MAX_ROWS_PER_PAGE = 10_000

@@ -6,13 +6,13 @@ against serial pytest is the one the workers run:
 * the session child (``session_child.py``) loads this file by its path (it
   runs under interpreters that have pytest but not testfleet) and builds one
   record per test with :class:`RecordBuilder`, which the worker validates as a
-  :class:`testfleet.domain.testing.TestRecord`;
+  :class:`testfleet.domain.pytest_tasks.TestRecord`;
 * :mod:`testfleet.fleetrun.reports` imports it as a module, to build records
   from reports in-process (local use and tests).
 
 So this module imports only the standard library (pytest's reports are read
 by duck typing) and runs on Python 3.9+: no ``match``, no runtime ``X | Y``.
-Its caps equal :mod:`testfleet.domain.testing`'s (a unit test checks), which
+Its caps equal :mod:`testfleet.domain.pytest_tasks`'s (a unit test checks), which
 explains the size policy: every report pytest made is kept, in order, with
 its subtest context and the attributes plugins set on it; subtest reports
 past :data:`MAX_SUBTESTS_KEPT` (of failed ones, and of the others) are only
@@ -26,7 +26,7 @@ import json
 import os
 from typing import Any
 
-# The caps of testfleet.domain.testing (not importable from a session child).
+# The caps of testfleet.domain.pytest_tasks (not importable from a session child).
 MAX_LONGREPR_CHARS = 16 * 1024
 MAX_SECTION_CHARS = 16 * 1024
 MAX_SECTIONS = 32

@@ -1,7 +1,7 @@
 """Records as the REST API's response bodies (and so the CLI's --json).
 
 Callers: the routes of :mod:`testfleet.coordinator.api` and
-:mod:`testfleet.coordinator.test_runs_api`. Each function turns a record into
+:mod:`testfleet.coordinator.pytest_runs_api`. Each function turns a record into
 its :mod:`~testfleet.coordinator.api_models` model. Times are ISO 8601 in
 UTC; a task's result is the design document's result format
 (docs/formats.md) unchanged.
@@ -23,9 +23,9 @@ from testfleet.coordinator.api_models import (
     WorkerView,
 )
 from testfleet.coordinator.workers import LiveWorker
+from testfleet.domain.pytest_tasks import TestResultRow
 from testfleet.domain.records import AttemptRecord, ResultRecord, TaskRecord
-from testfleet.domain.testing import TestResultRow
-from testfleet.store.test_queries import RunTask
+from testfleet.store.pytest_queries import RunTask
 
 
 def iso(timestamp: float | None) -> str | None:

@@ -1,6 +1,6 @@
 """A warm pytest session in a child process: the worker side of ``test`` tasks.
 
-Started by :mod:`testfleet.worker.testing.sessions` as::
+Started by :mod:`testfleet.worker.pytest_sessions.sessions` as::
 
     <python> -u session_child.py --control-fd N --report-fd M
 
@@ -79,7 +79,7 @@ from typing import TYPE_CHECKING, Any  # noqa: E402
 if TYPE_CHECKING:
     import pytest
 
-    from testfleet.worker.testing import report_data, session_setup
+    from testfleet.worker.pytest_sessions import report_data, session_setup
 else:
 
     def _load_sibling(name: str) -> Any:

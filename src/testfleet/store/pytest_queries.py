@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import duckdb
 
 from testfleet.domain.enums import TaskStatus, TaskType
+from testfleet.domain.pytest_tasks import TestResultRow
 from testfleet.domain.records import TaskRecord
-from testfleet.domain.testing import TestResultRow
 from testfleet.store.rows import TESTS, from_micros
 
 #: Duration history uses each test's most recent runs, so a test that got

@@ -3,7 +3,7 @@
 Callers: :class:`~testfleet.worker.executors.pytest_run.PytestExecutor` owns
 one :class:`SessionPool`; it :meth:`~SessionPool.acquire`\\ s a collected
 session for each chunk, runs the node ids in it
-(:meth:`~testfleet.worker.testing.session_process.PytestSession.run_chunk`:
+(:meth:`~testfleet.worker.pytest_sessions.session_process.PytestSession.run_chunk`:
 one process and its pipes, in ``session_process.py``), then
 :meth:`~SessionPool.release`\\ s it for reuse or :meth:`~SessionPool.discard`\\ s
 it (timeout, cancel, crash, a test that called ``pytest.exit()``). The worker
@@ -57,7 +57,7 @@ from typing import Any
 from testfleet.domain.enums import ErrorClass
 from testfleet.worker.executors.leftovers import forget, remember
 from testfleet.worker.executors.process_group import end_group, signal_group
-from testfleet.worker.testing.session_process import (
+from testfleet.worker.pytest_sessions.session_process import (
     DEFAULT_KILL_GRACE_SECONDS,
     CollectError,
     Collection,

@@ -24,7 +24,7 @@ only reproduce serial pytest's counts from the reports themselves.
 
 Size: a record must fit in one frame even for a test with thousands of
 subtests, and a chunk's result lists its records again. The worker
-(``worker/testing/report_data.py``) keeps the test's own reports whole
+(``worker/pytest_sessions/report_data.py``) keeps the test's own reports whole
 (each field capped as below), at most :data:`MAX_SUBTESTS_KEPT` failed and as
 many other subtest reports (the rest are counted in ``omitted_subtests``, and
 the client still counts them), and gives subtest reports full text only

@@ -1,6 +1,6 @@
 """One session child process, seen from the worker: its pipes, its events, one chunk.
 
-Created by :class:`~testfleet.worker.testing.sessions.SessionPool` only (see
+Created by :class:`~testfleet.worker.pytest_sessions.sessions.SessionPool` only (see
 that module for the pool: zygotes, reuse, eviction); the executor calls
 :meth:`PytestSession.run_chunk` on a session the pool hands it. The child's
 side of the protocol is ``session_child.py``.
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from testfleet.domain.testing import (
+from testfleet.domain.pytest_tasks import (
     PhaseReport,
     ReportOutcome,
     TestLocation,
@@ -31,7 +31,7 @@ from testfleet.domain.testing import (
 from testfleet.worker.executors.process_group import OutputTail, end_group, signal_group
 
 if TYPE_CHECKING:
-    from testfleet.worker.testing.sessions import SessionKey
+    from testfleet.worker.pytest_sessions.sessions import SessionKey
 
 #: How long to wait for a dying child's group before killing it (the pool's default).
 DEFAULT_KILL_GRACE_SECONDS = 2.0
