@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -94,7 +96,25 @@ def print_json(data: Any) -> None:
 
 
 def client_for(coordinator: str | None) -> FleetClient:
+    """The client every command uses; the CLI's tests replace this one function
+    to point the commands at an app in the same process."""
     return FleetClient(coordinator)
+
+
+@contextmanager
+def fleet_client(coordinator: str | None) -> Iterator[FleetClient]:
+    """A client for the coordinator, for one client command's requests.
+
+    Called by every command that talks to the coordinator. A refused request,
+    an unreachable or wrong coordinator, or a URL that cannot work
+    (:class:`FleetError`) raised inside the block ends the command with one
+    line and exit 2 (:func:`report_fleet_error`); the client is closed either way.
+    """
+    with client_for(coordinator) as client:
+        try:
+            yield client
+        except FleetError as exc:
+            report_fleet_error(exc)
 
 
 def resolve_coordinator(coordinator: str | None) -> str:
@@ -150,11 +170,8 @@ def submit(
             documents += load_task_documents(path)
     except TaskFileError as exc:
         fail(str(exc))
-    with client_for(coordinator) as client:
-        try:
-            ids = client.submit(documents)
-        except FleetError as exc:
-            report_fleet_error(exc)
+    with fleet_client(coordinator) as client:
+        ids = client.submit(documents)
     if as_json:
         print_json({"accepted": len(ids), "task_ids": ids})
     else:
@@ -272,17 +289,14 @@ def tasks(
     as_json: JsonOption = False,
 ) -> None:
     """List tasks, oldest first."""
-    with client_for(coordinator) as client:
-        try:
-            page = client.list_tasks(
-                statuses=[s.value for s in status or []],
-                task_type=task_type,
-                worker_id=worker,
-                limit=limit,
-                offset=offset,
-            )
-        except FleetError as exc:
-            report_fleet_error(exc)
+    with fleet_client(coordinator) as client:
+        page = client.list_tasks(
+            statuses=[s.value for s in status or []],
+            task_type=task_type,
+            worker_id=worker,
+            limit=limit,
+            offset=offset,
+        )
     if as_json:
         print_json(page)
         return
@@ -301,11 +315,8 @@ def task(
     ] = False,
 ) -> None:
     """One task: its status, every attempt, and its result (the result document)."""
-    with client_for(coordinator) as client:
-        try:
-            detail = client.get_task(task_id)
-        except FleetError as exc:
-            report_fleet_error(exc)
+    with fleet_client(coordinator) as client:
+        detail = client.get_task(task_id)
     if as_json:
         print_json(detail)
         return
@@ -319,11 +330,8 @@ def task(
 @app.command(cls=FleetCommand)
 def workers(coordinator: CoordinatorOption = None, as_json: JsonOption = False) -> None:
     """Workers the coordinator knows, with their hardware and load."""
-    with client_for(coordinator) as client:
-        try:
-            listed = client.workers()
-        except FleetError as exc:
-            report_fleet_error(exc)
+    with fleet_client(coordinator) as client:
+        listed = client.workers()
     if as_json:
         print_json({"workers": listed})
     else:
@@ -346,11 +354,8 @@ def cancel(
     possible = [t for t in task_ids if is_task_id(t)]
     outcome: dict[str, list[str]] = {"cancelled": [], "already_finished": [], "not_found": []}
     if possible:
-        with client_for(coordinator) as client:
-            try:
-                outcome = client.cancel_many(possible)
-            except FleetError as exc:
-                report_fleet_error(exc)
+        with fleet_client(coordinator) as client:
+            outcome = client.cancel_many(possible)
     for task_id in outcome["cancelled"]:
         console.print(f"cancelled {escape(task_id)}")
     for task_id in outcome["already_finished"]:
@@ -369,11 +374,8 @@ def drain(
     coordinator: CoordinatorOption = None,
 ) -> None:
     """Let a worker finish what it runs and take nothing new (undo with undrain)."""
-    with client_for(coordinator) as client:
-        try:
-            client.drain(worker_id)
-        except FleetError as exc:
-            report_fleet_error(exc)
+    with fleet_client(coordinator) as client:
+        client.drain(worker_id)
     console.print(f"draining {worker_id}")
 
 
@@ -383,22 +385,16 @@ def undrain(
     coordinator: CoordinatorOption = None,
 ) -> None:
     """Let a drained worker take new work again."""
-    with client_for(coordinator) as client:
-        try:
-            client.undrain(worker_id)
-        except FleetError as exc:
-            report_fleet_error(exc)
+    with fleet_client(coordinator) as client:
+        client.undrain(worker_id)
     console.print(f"{escape(worker_id)} takes new work again")
 
 
 @app.command(cls=FleetCommand)
 def stats(coordinator: CoordinatorOption = None, as_json: JsonOption = False) -> None:
     """Task counts by status, queue depth, workers and busy slots."""
-    with client_for(coordinator) as client:
-        try:
-            figures = client.stats()
-        except FleetError as exc:
-            report_fleet_error(exc)
+    with fleet_client(coordinator) as client:
+        figures = client.stats()
     if as_json:
         print_json(figures)
     else:
@@ -429,7 +425,7 @@ def wait(
     Exit 0 if all completed, 1 if any did not, 3 on --timeout, 4 when a task stayed
     unschedulable for --unschedulable-timeout, 130 on Ctrl-C (the tasks keep running).
     """
-    with client_for(coordinator) as client:
+    with fleet_client(coordinator) as client:
         waiter = TaskWaiter(
             client,
             task_ids,
@@ -442,8 +438,6 @@ def wait(
         )
         try:
             outcome = waiter.run()
-        except FleetError as exc:
-            report_fleet_error(exc)
         except KeyboardInterrupt:
             errors.print(
                 "stopped waiting; the tasks keep running on the fleet "

@@ -22,14 +22,12 @@ from rich.table import Table
 from testfleet.cli.app import (
     CoordinatorOption,
     JsonOption,
-    client_for,
     console,
     errors,
     fail,
+    fleet_client,
     print_json,
-    report_fleet_error,
 )
-from testfleet.client import FleetError
 from testfleet.store.live_query import (
     DEFAULT_MAX_ROWS,
     DEFAULT_TIMEOUT_SECONDS,
@@ -72,11 +70,8 @@ def sql(
     if as_json and as_csv:
         fail("give --json or --csv, not both")
     text = sys.stdin.read() if query == "-" else query
-    with client_for(coordinator) as client:
-        try:
-            answer = client.sql(text, max_rows=max_rows, timeout=timeout)
-        except FleetError as exc:
-            report_fleet_error(exc)
+    with fleet_client(coordinator) as client:
+        answer = client.sql(text, max_rows=max_rows, timeout=timeout)
     if as_json:
         print_json(answer)
         return
@@ -118,11 +113,8 @@ def export(
     if out.exists() and not out.is_dir():
         fail(f"--out {out}: it exists and is not a directory")
     out.mkdir(parents=True, exist_ok=True)
-    with client_for(coordinator) as client:
+    with fleet_client(coordinator) as client:
         for table in chosen:
             destination = out / f"{table.value}.parquet"
-            try:
-                rows = client.export(table.value, destination)
-            except FleetError as exc:
-                report_fleet_error(exc)
+            rows = client.export(table.value, destination)
             console.print(f"{destination}: {rows} row(s), {destination.stat().st_size:,} bytes")

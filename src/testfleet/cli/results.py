@@ -23,12 +23,11 @@ from rich.markup import escape
 from testfleet.cli.app import (
     CoordinatorOption,
     JsonOption,
-    client_for,
     console,
     errors,
     fail,
+    fleet_client,
     print_json,
-    report_fleet_error,
 )
 from testfleet.cli.help_format import FleetCommand, FleetGroup
 from testfleet.cli.tables import (
@@ -199,16 +198,13 @@ def compare(
     """A model's latest throughput and latency per batch size, hardware side by side."""
     _check_formats(as_json, as_csv)
     since_iso = None if since is None else parse_since(since)
-    with client_for(coordinator) as client:
-        try:
-            document = client.benchmark_compare(
-                model,
-                precision=None if precision is None else precision.value,
-                hardware=None if hardware is None else hardware.value,
-                since=since_iso,
-            )
-        except FleetError as exc:
-            report_fleet_error(exc)
+    with fleet_client(coordinator) as client:
+        document = client.benchmark_compare(
+            model,
+            precision=None if precision is None else precision.value,
+            hardware=None if hardware is None else hardware.value,
+            since=since_iso,
+        )
         rows = document["rows"]
         if not rows:
             filtered = precision is not None or hardware is not None or since is not None
@@ -245,17 +241,14 @@ def history(
 ) -> None:
     """Every run of a model over time, with the change from the previous run (Δ %)."""
     _check_formats(as_json, as_csv)
-    with client_for(coordinator) as client:
-        try:
-            document = client.benchmark_history(
-                model,
-                batch_size=batch_size,
-                precision=None if precision is None else precision.value,
-                hardware=None if hardware is None else hardware.value,
-                limit=limit,
-            )
-        except FleetError as exc:
-            report_fleet_error(exc)
+    with fleet_client(coordinator) as client:
+        document = client.benchmark_history(
+            model,
+            batch_size=batch_size,
+            precision=None if precision is None else precision.value,
+            hardware=None if hardware is None else hardware.value,
+            limit=limit,
+        )
         rows = document["rows"]
         if not rows:
             filtered = batch_size is not None or precision is not None or hardware is not None
@@ -275,11 +268,8 @@ def history(
 @results_app.command(cls=FleetCommand)
 def models(coordinator: CoordinatorOption = None, as_json: JsonOption = False) -> None:
     """Models that have benchmark results."""
-    with client_for(coordinator) as client:
-        try:
-            names = client.benchmark_models()
-        except FleetError as exc:
-            report_fleet_error(exc)
+    with fleet_client(coordinator) as client:
+        names = client.benchmark_models()
     if as_json:
         print_json({"models": names})
     elif names:

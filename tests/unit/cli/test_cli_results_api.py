@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -139,7 +140,7 @@ def cli(coordinator: TestClient, monkeypatch: pytest.MonkeyPatch) -> Any:
         client._http = TestClient(coordinator.app, base_url="http://testserver/api/v1")
         return client
 
-    monkeypatch.setattr("testfleet.cli.results.client_for", client_for)
+    monkeypatch.setattr(sys.modules["testfleet.cli.app"], "client_for", client_for)
 
     def run(*args: str) -> Any:
         return CliRunner().invoke(cli_app, ["results", *args])

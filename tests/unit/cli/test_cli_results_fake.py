@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -164,7 +165,7 @@ def fleet(monkeypatch: pytest.MonkeyPatch) -> FakeCoordinator:
             coordinator or "http://fleet.test", transport=httpx.MockTransport(fake.handle)
         )
 
-    monkeypatch.setattr("testfleet.cli.results.client_for", client_for)
+    monkeypatch.setattr(sys.modules["testfleet.cli.app"], "client_for", client_for)
     return fake
 
 
@@ -331,7 +332,7 @@ def test_an_unreachable_coordinator_is_an_error(monkeypatch: pytest.MonkeyPatch)
     def client_for(coordinator: str | None) -> FleetClient:
         return FleetClient("http://fleet.test", transport=httpx.MockTransport(refuse))
 
-    monkeypatch.setattr("testfleet.cli.results.client_for", client_for)
+    monkeypatch.setattr(sys.modules["testfleet.cli.app"], "client_for", client_for)
 
     done = invoke("models")
 
