@@ -56,7 +56,7 @@ def test_benchmarks_run_on_the_cpu_and_land_in_duckdb(fleet, monkeypatch) -> Non
         benchmark("bert-cpu", "bert-base-uncased", TINY_BERT, batch_sizes=[1, 2, 4]),
         benchmark("gpt2-auto", "gpt2", TINY_GPT2, batch_sizes="auto", max_batch_size=4),
         benchmark("no-such-model", "no-such-model", {}),
-        # The design document's own example, as written (SEED.md 5.2): this
+        # The design document's own example, as written (docs/formats.md, tasks): this
         # fleet has no CUDA, so it waits and says why.
         {
             "task_id": "benchmark-bert-cuda-001",
@@ -87,7 +87,7 @@ def test_benchmarks_run_on_the_cpu_and_land_in_duckdb(fleet, monkeypatch) -> Non
     assert cuda["status"] == "queued"
     assert "cuda" in cuda["unschedulable_reason"]
 
-    # The result document, as the API serves it (SEED.md 5.3 plus the conditions).
+    # The result document, as the API serves it (docs/formats.md, results, plus the conditions).
     bert = fleet.task("bert-cpu")["result"]
     assert bert["simulation_status"]["is_simulated"] is False
     outcome = bert["results"]

@@ -78,7 +78,7 @@ def test_submit_a_yaml_file_of_two_tasks(cli):
     tasks_file.write_text(
         textwrap.dedent(
             f"""\
-            # SEED.md 5.2 documents, as a YAML list
+            # the task documents of docs/formats.md, as a YAML list
             - task_id: cli-echo
               type: command
               priority: 2

@@ -8,7 +8,7 @@ recorder turns each record not yet recorded for its task into a
 ``test_results`` row, numbered in the order recorded (so a client can poll a
 run's new rows by ``seq``). No I/O and no clock: rows go to the turn's output.
 
-Rules kept here (docs/design.md):
+Rules kept here (ARCHITECTURE.md):
 
 * A test is recorded once per task, whichever of the stream and the result
   brings it first, and whichever attempt ran it: a retried attempt is told

@@ -7,7 +7,7 @@ writer, calls :meth:`CoordinatorState.handle` for each event and
 answered. Nothing here does I/O, awaits or reads a clock: ``now`` is passed in,
 so unit tests drive it with a fake clock.
 
-Rules kept here (docs/design.md):
+Rules kept here (ARCHITECTURE.md):
 
 - At-least-once execution, exactly-once recording. Each try is an attempt
   with its own id (the lease). A result counts only if its attempt is the

@@ -121,8 +121,3 @@ def config_model_for(task_type: TaskType) -> type[BaseModel]:
             f"task type '{task_type.value}' is not supported by this testfleet build yet "
             f"(supported: {supported})"
         ) from None
-
-
-def register_config_model(task_type: TaskType, model: type[BaseModel]) -> None:
-    """Register the config model for a task type whose executor exists (called at import)."""
-    _CONFIG_MODELS[task_type] = model

@@ -15,7 +15,7 @@ from testfleet.store.rows import ATTEMPTS, RESULTS, TASKS, WORKERS
 from testfleet.store.schema import LATEST_VERSION, MIGRATIONS, Migration, apply_migrations
 from testfleet.store.writer import write_batch
 
-#: The design document's tables and columns (SEED.md 5.4), which must all exist.
+#: The design document's tables and columns (docs/formats.md, tables), which must all exist.
 DESIGN_COLUMNS = {
     "worker_nodes": [
         "worker_id",
