@@ -13,7 +13,7 @@ import csv
 import re
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -161,6 +161,34 @@ def write_csv(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
     sys.stdout.flush()
 
 
+def _fetch_rows(
+    coordinator: str | None,
+    model: str,
+    fetch: Callable[[FleetClient], dict[str, Any]],
+    *,
+    filtered: bool,
+    quiet: bool,
+) -> dict[str, Any]:
+    """The API's document for ``compare`` or ``history``; an empty one is explained
+    (on stderr when ``quiet``: the output is JSON or CSV for a program)."""
+    with fleet_client(coordinator) as client:
+        document = fetch(client)
+        if not document["rows"]:
+            _say_nothing_found(client, model, filtered, to_stderr=quiet)
+    return document
+
+
+def _printed_for_programs(
+    document: dict[str, Any], columns: Sequence[str], *, as_json: bool, as_csv: bool
+) -> bool:
+    """Print ``document`` as JSON or its rows as CSV when asked; False: print the table."""
+    if as_json:
+        print_json(document)
+    elif as_csv:
+        write_csv(document["rows"], columns)
+    return as_json or as_csv
+
+
 def _say_nothing_found(client: FleetClient, model: str, filtered: bool, *, to_stderr: bool) -> None:
     """Explain an empty answer: a model with no results at all, or filters that match none."""
     try:
@@ -198,22 +226,21 @@ def compare(
     """A model's latest throughput and latency per batch size, hardware side by side."""
     _check_formats(as_json, as_csv)
     since_iso = None if since is None else parse_since(since)
-    with fleet_client(coordinator) as client:
-        document = client.benchmark_compare(
+    document = _fetch_rows(
+        coordinator,
+        model,
+        lambda client: client.benchmark_compare(
             model,
             precision=None if precision is None else precision.value,
             hardware=None if hardware is None else hardware.value,
             since=since_iso,
-        )
-        rows = document["rows"]
-        if not rows:
-            filtered = precision is not None or hardware is not None or since is not None
-            _say_nothing_found(client, model, filtered, to_stderr=as_json or as_csv)
-    if as_json:
-        print_json(document)
-    elif as_csv:
-        write_csv(rows, COMPARE_COLUMNS)
-    elif rows:
+        ),
+        filtered=precision is not None or hardware is not None or since is not None,
+        quiet=as_json or as_csv,
+    )
+    if _printed_for_programs(document, COMPARE_COLUMNS, as_json=as_json, as_csv=as_csv):
+        return
+    if document["rows"]:
         console.print(compare_table(document))
         console.print(
             "[dim]figures of the latest run per cell (n=N: N runs recorded; "
@@ -241,27 +268,26 @@ def history(
 ) -> None:
     """Every run of a model over time, with the change from the previous run (Δ %)."""
     _check_formats(as_json, as_csv)
-    with fleet_client(coordinator) as client:
-        document = client.benchmark_history(
+    document = _fetch_rows(
+        coordinator,
+        model,
+        lambda client: client.benchmark_history(
             model,
             batch_size=batch_size,
             precision=None if precision is None else precision.value,
             hardware=None if hardware is None else hardware.value,
             limit=limit,
-        )
-        rows = document["rows"]
-        if not rows:
-            filtered = batch_size is not None or precision is not None or hardware is not None
-            _say_nothing_found(client, model, filtered, to_stderr=as_json or as_csv)
-    if as_json:
-        print_json(document)
-    elif as_csv:
-        write_csv(rows, HISTORY_COLUMNS)
-    elif rows:
+        ),
+        filtered=batch_size is not None or precision is not None or hardware is not None,
+        quiet=as_json or as_csv,
+    )
+    if _printed_for_programs(document, HISTORY_COLUMNS, as_json=as_json, as_csv=as_csv):
+        return
+    if document["rows"]:
         console.print(history_table(document))
         for line in busy_notes(document):
             console.print(line)
-        if len(rows) >= limit:
+        if len(document["rows"]) >= limit:
             console.print(f"[dim]the {limit} most recent rows; --limit shows more[/dim]")
 
 

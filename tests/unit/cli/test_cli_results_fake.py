@@ -425,3 +425,12 @@ def test_models_says_when_there_are_none(fleet: FakeCoordinator) -> None:
 
     assert done.exit_code == 0
     assert "no benchmark results yet" in done.stdout
+
+
+def test_the_csv_columns_are_exactly_the_api_rows_fields() -> None:
+    """The CSV columns are listed in the order people read them, so they are
+    written out; this keeps them the API's row fields, none missing or extra."""
+    from testfleet.coordinator.api_models import CompareRow, HistoryRow
+
+    assert sorted(COMPARE_COLUMNS) == sorted(CompareRow.model_fields)
+    assert sorted(HISTORY_COLUMNS) == sorted(HistoryRow.model_fields)
