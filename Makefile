@@ -30,8 +30,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/testfleet demo
 
+# TESTFLEET_REQUIRE_TOOLS=1: a test skipped for a missing tool (torch, xdist, git,
+# make) fails the run, so a lost install step cannot hide tests (tests/conftest.py).
 test: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/pytest
+	HF_HUB_OFFLINE=1 TESTFLEET_REQUIRE_TOOLS=1 $(BIN)/pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
