@@ -1,9 +1,11 @@
-"""Worker sockets as the loop sees them: numbered connections with an outbox.
+"""Worker channels as the loop sees them: numbered connections with an outbox.
 
 Callers: the worker-channel endpoint opens and forgets connections; the loop
 sends and closes through :class:`ConnectionRegistry` after each commit. Sends
 never block the loop: each connection has a queue drained by its own task, so
-a slow worker delays only itself.
+a slow worker delays only itself. A connection is any
+:class:`~testfleet.protocol.channel.Channel`: a WebSocket behind the endpoint,
+or an in-memory one in tests.
 """
 
 from __future__ import annotations
@@ -12,35 +14,25 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, field
-from typing import Protocol
 
+from testfleet.protocol.channel import Channel, CloseCode
 from testfleet.protocol.codec import encode
 from testfleet.protocol.messages import Codec, Error, Message, Welcome
 
 log = logging.getLogger(__name__)
 
 
-class FrameSocket(Protocol):
-    """The part of a WebSocket the registry needs (Starlette's fits)."""
-
-    async def send_text(self, data: str) -> None: ...
-
-    async def send_bytes(self, data: bytes) -> None: ...
-
-    async def close(self, code: int = 1000, reason: str | None = None) -> None: ...
-
-
-#: Sentinel in an outbox: close the socket after what came before.
+#: Sentinel in an outbox: close the channel after what came before.
 _CLOSE = object()
 
 
 @dataclass(slots=True)
 class _Connection:
-    socket: FrameSocket
+    channel: Channel
     codec: Codec = Codec.JSON
     outbox: asyncio.Queue[str | bytes | object] = field(default_factory=asyncio.Queue)
     sender: asyncio.Task[None] | None = None
-    close_code: int = 1000
+    close_code: CloseCode = CloseCode.NORMAL
     closing: bool = False
 
 
@@ -54,10 +46,10 @@ class ConnectionRegistry:
     def __len__(self) -> int:
         return len(self._connections)
 
-    def open(self, socket: FrameSocket) -> int:
+    def open(self, channel: Channel) -> int:
         connection_id = self._next_id
         self._next_id += 1
-        connection = _Connection(socket=socket)
+        connection = _Connection(channel=channel)
         connection.sender = asyncio.create_task(
             self._send_loop(connection), name=f"worker-connection-{connection_id}"
         )
@@ -74,14 +66,14 @@ class ConnectionRegistry:
             connection.codec = message.codec
 
     def close(self, connection_id: int, error: Error | None = None) -> None:
-        """Send ``error`` (if any), then close the socket (policy violation if an error)."""
+        """Send ``error`` (if any), then close the channel (policy violation if an error)."""
         connection = self._connections.get(connection_id)
         if connection is None:
             return
         if error is not None:
             # Error frames go as JSON text so any peer can read why it was refused.
             connection.outbox.put_nowait(encode(error, Codec.JSON))
-            connection.close_code = 1008
+            connection.close_code = CloseCode.POLICY_VIOLATION
         connection.closing = True
         connection.outbox.put_nowait(_CLOSE)
 
@@ -94,7 +86,7 @@ class ConnectionRegistry:
             await asyncio.wait_for(asyncio.shield(connection.sender), limit_seconds)
 
     async def forget(self, connection_id: int) -> None:
-        """Called by the endpoint when its socket is gone: stop the sender."""
+        """Called by the endpoint when its channel is gone: stop the sender."""
         connection = self._connections.pop(connection_id, None)
         if connection is not None and connection.sender is not None:
             connection.sender.cancel()
@@ -113,12 +105,10 @@ class ConnectionRegistry:
             item = await connection.outbox.get()
             try:
                 if item is _CLOSE:
-                    await connection.socket.close(code=connection.close_code)
+                    await connection.channel.close(connection.close_code)
                     return
-                if isinstance(item, str):
-                    await connection.socket.send_text(item)
-                elif isinstance(item, bytes):
-                    await connection.socket.send_bytes(item)
+                if isinstance(item, str | bytes):
+                    await connection.channel.send(item)
             except Exception as exc:  # the peer went away; the endpoint notices too
                 log.debug("send failed: %s", exc)
                 return

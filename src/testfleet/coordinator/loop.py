@@ -257,7 +257,7 @@ class CoordinatorLoop:
         otherwise raise again when it awaits the ticker.
         """
         while True:
-            await asyncio.sleep(interval)
+            await self.clock.sleep(interval)
             try:
                 self.post(Tick())
             except CoordinatorUnavailableError:

@@ -1,10 +1,13 @@
-"""The worker channel endpoint: one WebSocket per connected worker.
+"""The worker channel endpoint: one channel per connected worker.
 
-Callers: uvicorn, for each worker that connects to ``/api/v1/workers/connect``.
-This handler only decodes frames and turns them into events for the loop; the
-loop's state decides everything. A frame that cannot be decoded gets an
-``error`` frame naming the problem and the socket is closed; the coordinator
-and every other connection carry on.
+Callers: the app's WebSocket route calls :func:`serve_worker` (uvicorn, for
+each worker that connects to ``/api/v1/workers/connect``), which wraps the
+socket in a :class:`StarletteChannel`; tests attach an in-memory channel to a
+loop with :func:`serve_channel` directly, with no HTTP
+(``testfleet.testing.fleet``). :func:`serve_channel` only decodes frames and
+turns them into events for the loop; the loop's state decides everything. A
+frame that cannot be decoded gets an ``error`` frame naming the problem and
+the channel is closed; the coordinator and every other connection carry on.
 """
 
 from __future__ import annotations
@@ -15,8 +18,10 @@ import logging
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from testfleet.clock import wait_within
 from testfleet.coordinator.events import WorkerConnected, WorkerDisconnected, WorkerFrame
 from testfleet.coordinator.loop import CoordinatorLoop, CoordinatorUnavailableError
+from testfleet.protocol.channel import Channel, ChannelClosed, CloseCode, Frame
 from testfleet.protocol.codec import ProtocolError, decode
 from testfleet.protocol.messages import Error, Hello, ProtocolErrorCode
 
@@ -27,27 +32,56 @@ WORKER_CHANNEL_PATH = "/api/v1/workers/connect"
 HELLO_TIMEOUT_SECONDS = 10.0
 
 
-async def _receive_frame(socket: WebSocket) -> str | bytes | None:
-    """The next data frame, or None when the peer has gone."""
-    message = await socket.receive()
-    if message["type"] == "websocket.disconnect":
-        return None
-    text = message.get("text")
-    if text is not None:
-        return str(text)
-    data = message.get("bytes")
-    return bytes(data) if data is not None else b""
+class StarletteChannel:
+    """An accepted Starlette WebSocket as a :class:`~testfleet.protocol.channel.Channel`."""
+
+    def __init__(self, socket: WebSocket) -> None:
+        self._socket = socket
+
+    async def send(self, frame: Frame) -> None:
+        try:
+            if isinstance(frame, str):
+                await self._socket.send_text(frame)
+            else:
+                await self._socket.send_bytes(frame)
+        except WebSocketDisconnect as exc:
+            raise ChannelClosed(f"the worker went away ({exc.code})") from None
+
+    async def receive(self) -> Frame:
+        try:
+            message = await self._socket.receive()
+        except WebSocketDisconnect as exc:
+            raise ChannelClosed(f"the worker went away ({exc.code})") from None
+        if message["type"] == "websocket.disconnect":
+            code = message.get("code", CloseCode.NORMAL)
+            raise ChannelClosed(
+                f"the worker closed the connection ({code})",
+                clean=code in (CloseCode.NORMAL, CloseCode.GOING_AWAY),
+            )
+        text = message.get("text")
+        if text is not None:
+            return str(text)
+        data = message.get("bytes")
+        return bytes(data) if data is not None else b""
+
+    async def close(self, code: CloseCode = CloseCode.NORMAL) -> None:
+        await self._socket.close(code=code.value)
 
 
 async def serve_worker(socket: WebSocket, loop: CoordinatorLoop) -> None:
-    """Run one worker connection until either side closes it."""
+    """The app's route: accept the upgrade, then serve the worker over it."""
     await socket.accept()
+    await serve_channel(StarletteChannel(socket), loop)
+
+
+async def serve_channel(channel: Channel, loop: CoordinatorLoop) -> None:
+    """Run one worker connection until either side closes it."""
     connections = loop.connections
-    connection_id = connections.open(socket)
+    connection_id = connections.open(channel)
     registered = False
     try:
         try:
-            frame = await asyncio.wait_for(_receive_frame(socket), HELLO_TIMEOUT_SECONDS)
+            frame = await wait_within(loop.clock, channel.receive(), HELLO_TIMEOUT_SECONDS)
         except TimeoutError:
             connections.close(
                 connection_id,
@@ -56,8 +90,6 @@ async def serve_worker(socket: WebSocket, loop: CoordinatorLoop) -> None:
                     message=f"no hello within {HELLO_TIMEOUT_SECONDS:g} s",
                 ),
             )
-            return
-        if frame is None:
             return
         hello = decode(frame)
         if not isinstance(hello, Hello):
@@ -68,14 +100,12 @@ async def serve_worker(socket: WebSocket, loop: CoordinatorLoop) -> None:
         loop.post(WorkerConnected(connection_id, hello))
         registered = True
         while True:
-            frame = await _receive_frame(socket)
-            if frame is None:
-                return
+            frame = await channel.receive()
             loop.post(WorkerFrame(connection_id, decode(frame)))
     except ProtocolError as exc:
         log.warning("worker connection %d: %s", connection_id, exc.message)
         connections.close(connection_id, Error(code=exc.code, message=exc.message))
-    except (WebSocketDisconnect, CoordinatorUnavailableError):
+    except (ChannelClosed, CoordinatorUnavailableError):
         pass
     except Exception as exc:
         # A frame this handler did not foresee: a bug to fix, but never one

@@ -1,7 +1,13 @@
 """The worker agent: connects out to the coordinator, runs what it is assigned.
 
-Callers: ``testfleet worker`` (one agent per process), ``testfleet demo``, and
-the dispatch benchmark (many agents sharing one process and event loop).
+Callers: ``testfleet worker`` (one agent per process), ``testfleet demo``, the
+dispatch benchmark (many agents sharing one process and event loop), and tests,
+which hand it an in-memory :class:`~testfleet.protocol.channel.Connector` and a
+fake clock (``testfleet.testing``) so that no socket is opened and no wall time
+passes.
+
+The agent reaches the coordinator only through its connector (a WebSocket one
+by default) and waits only through its clock (heartbeats, backoff, timeouts).
 
 The agent keeps two things across reconnects: the attempts it is running
 (executors run as their own asyncio tasks, independent of the socket) and the
@@ -23,14 +29,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydantic import BaseModel
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
+from testfleet.clock import Clock, SystemClock, wait_within
 from testfleet.domain.enums import ErrorClass, ResultStatus, TaskType
 from testfleet.domain.hardware import WorkerCapabilities
 from testfleet.domain.pytest_tasks import TestRecord
 from testfleet.domain.result import SimulationStatus, TaskError, TaskResult
-from testfleet.protocol.codec import MAX_FRAME_BYTES, ProtocolError, decode, encode
+from testfleet.protocol.channel import (
+    AddressError,
+    Channel,
+    ChannelClosed,
+    ConnectFailed,
+    Connector,
+)
+from testfleet.protocol.codec import ProtocolError, decode, encode
 from testfleet.protocol.framing import split_by_size
 from testfleet.protocol.messages import (
     PROTOCOL_VERSION,
@@ -58,10 +70,11 @@ from testfleet.worker.backoff import backoff_delay
 from testfleet.worker.connection_report import (
     ChannelError,
     ConnectionReporter,
-    describe_connection_failure,
+    describe_channel_failure,
 )
 from testfleet.worker.executors.base import ExecutionContext, Executor
 from testfleet.worker.hardware import LoadSample, sample_load
+from testfleet.worker.websocket_channel import WebSocketConnector
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +86,6 @@ FATAL_CODES = frozenset(
         ProtocolErrorCode.UNAUTHORIZED,
     }
 )
-#: Seconds to open the socket and finish the WebSocket handshake.
-OPEN_TIMEOUT = 10.0
 #: Results per frame when re-sending a backlog after a reconnect.
 RESULT_BATCH = 500
 #: Test records per ``tests`` frame (the message's limit).
@@ -83,6 +94,10 @@ TEST_REPORT_BATCH = 10_000
 #: the coordinator a turn and (usually) a commit, and a fraction of a second
 #: changes nothing for progress or for what a lost worker loses.
 TEST_REPORT_LINGER_SECONDS = 0.25
+#: At stop: how long running attempts get to finish after being cancelled, and
+#: how long their results then wait for the coordinator's ack.
+STOP_ATTEMPTS_SECONDS = 10.0
+STOP_ACKS_SECONDS = 5.0
 
 
 class WorkerRefusedError(RuntimeError):
@@ -133,15 +148,20 @@ class WorkerAgent:
         executors: dict[TaskType, Executor],
         *,
         rng: random.Random | None = None,
-        now: Callable[[], float] | None = None,
+        clock: Clock | None = None,
+        connector: Connector | None = None,
         load_sampler: Callable[[], LoadSample] | None = None,
     ) -> None:
+        """``clock`` times results and paces every wait (default: the system clock);
+        ``connector`` opens the channel to the coordinator (default: WebSocket)."""
         self.settings = settings
         self.capabilities = capabilities
         self.executors = executors
         self.session_key = secrets.token_hex(16)
         self._rng = rng or random.Random()
-        self._now = now or _loop_time
+        self._clock: Clock = clock or SystemClock()
+        self._now = self._clock.now
+        self._connector: Connector = connector or WebSocketConnector()
         self._sample_load = load_sampler or sample_load
         self._running: dict[int, _Running] = {}
         self._held: dict[int, AttemptResult] = {}
@@ -149,10 +169,11 @@ class WorkerAgent:
         self._unsent: list[int] = []
         #: Finished tests of running test attempts, not yet sent.
         self._unsent_tests: dict[int, list[TestRecord]] = {}
-        self._socket: ClientConnection | None = None
         self._outbox: asyncio.Queue[Message] | None = None
         self._codec = Codec.JSON
         self._heartbeat_interval = 2.0
+        #: Sends the finished tests of running attempts after the linger (see there).
+        self._tests_flusher: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self.draining = False
         self.connected = asyncio.Event()
@@ -179,23 +200,23 @@ class WorkerAgent:
         while not self._stopping.is_set():
             problem = "the coordinator closed the connection"
             try:
-                async with connect(
-                    url, max_size=MAX_FRAME_BYTES, ping_interval=None, open_timeout=OPEN_TIMEOUT
-                ) as socket:
-                    await self._serve(socket)
+                async with self._connector.connect(url) as channel:
+                    await self._serve(channel)
             except WorkerRefusedError:
                 raise
+            except AddressError as exc:
+                raise WorkerRefusedError(f"invalid coordinator URL {url!r}: {exc}") from None
             except (
-                OSError,
-                ConnectionClosed,
-                InvalidHandshake,
-                TimeoutError,
+                ConnectFailed,
+                ChannelClosed,
                 ProtocolError,
                 ChannelError,
+                # Not raised by the connectors testfleet ships; a transport
+                # that lets them through still gets a retry, not a dead worker.
+                OSError,
+                TimeoutError,
             ) as exc:
-                problem = describe_connection_failure(exc, url, OPEN_TIMEOUT)
-            except InvalidURI as exc:
-                raise WorkerRefusedError(f"invalid coordinator URL {url!r}: {exc}") from None
+                problem = describe_channel_failure(exc)
             finally:
                 welcomed = self.connected.is_set()
                 if welcomed:
@@ -203,7 +224,6 @@ class WorkerAgent:
                     # backoff afresh, however this session ended.
                     failures = 0
                     self._failed_attempts = 0
-                self._socket = None
                 self.connected.clear()
             if self._stopping.is_set():
                 break
@@ -222,7 +242,7 @@ class WorkerAgent:
                     problem, attempt=self._failed_attempts, retry_in=delay
                 )
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), delay)
+                await wait_within(self._clock, self._stopping.wait(), delay)
         await self._shutdown()
 
     def stop(self) -> None:
@@ -233,13 +253,18 @@ class WorkerAgent:
         for running in self._running.values():
             running.cancel_event.set()
         if self._running:
-            await asyncio.wait([r.task for r in self._running.values()], timeout=10)
+            with contextlib.suppress(TimeoutError):
+                await wait_within(
+                    self._clock,
+                    asyncio.wait([r.task for r in self._running.values()]),
+                    STOP_ATTEMPTS_SECONDS,
+                )
 
     # ---------------------------------------------------------------- one session
 
-    async def _serve(self, socket: ClientConnection) -> None:
+    async def _serve(self, channel: Channel) -> None:
         self._codec = Codec.JSON
-        await socket.send(
+        await channel.send(
             encode(
                 Hello(
                     protocol_version=PROTOCOL_VERSION,
@@ -254,7 +279,9 @@ class WorkerAgent:
             )
         )
         try:
-            frame = await asyncio.wait_for(socket.recv(), self.settings.welcome_timeout_seconds)
+            frame = await wait_within(
+                self._clock, channel.receive(), self.settings.welcome_timeout_seconds
+            )
         except TimeoutError:
             raise ChannelError(
                 "connected, but the coordinator did not answer hello within "
@@ -275,26 +302,25 @@ class WorkerAgent:
         self._heartbeat_interval = welcome.heartbeat_interval_seconds
         for attempt_id in welcome.cancel_attempts:
             self._cancel(attempt_id)
-        self._socket = socket
         self._outbox = asyncio.Queue()
         self.connected.set()
         self._reporter.connected(self._failed_attempts)
         # Everything not yet acknowledged goes again, in order.
         self._unsent = sorted(self._held)
         self._flush_results()
-        sender = asyncio.create_task(self._send_loop(socket, self._outbox))
+        sender = asyncio.create_task(self._send_loop(channel, self._outbox))
         heartbeats = asyncio.create_task(self._heartbeat_loop())
         stopper = asyncio.create_task(self._stopping.wait())
         try:
-            receiver = asyncio.create_task(self._receive_loop(socket))
+            receiver = asyncio.create_task(self._receive_loop(channel))
             done, _ = await asyncio.wait({receiver, stopper}, return_when=asyncio.FIRST_COMPLETED)
             if stopper in done:
                 await self._finish_for_stop(receiver)
                 receiver.cancel()
                 sender.cancel()
                 # Said directly, not queued: the sender is being torn down.
-                with contextlib.suppress(ConnectionClosed):
-                    await socket.send(encode(Bye(reason="worker stopping"), self._codec))
+                with contextlib.suppress(ChannelClosed):
+                    await channel.send(encode(Bye(reason="worker stopping"), self._codec))
             else:
                 receiver.result()
         finally:
@@ -307,16 +333,26 @@ class WorkerAgent:
         await self._shutdown()
         if self._held:
             acked = asyncio.create_task(self._all_acked.wait())
-            await asyncio.wait({acked, receiver}, timeout=5, return_when=asyncio.FIRST_COMPLETED)
+            timer = asyncio.create_task(self._clock.sleep(STOP_ACKS_SECONDS))
+            await asyncio.wait({acked, receiver, timer}, return_when=asyncio.FIRST_COMPLETED)
             acked.cancel()
+            timer.cancel()
 
-    async def _receive_loop(self, socket: ClientConnection) -> None:
-        async for frame in socket:
+    async def _receive_loop(self, channel: Channel) -> None:
+        """Handle frames until the channel closes; a clean close by the coordinator
+        ends the session quietly, any other close is raised (and logged by run)."""
+        while True:
+            try:
+                frame = await channel.receive()
+            except ChannelClosed as exc:
+                if exc.clean:
+                    return
+                raise
             self._handle(decode(frame))
 
     async def _heartbeat_loop(self) -> None:
         while True:
-            await asyncio.sleep(self._heartbeat_interval)
+            await self._clock.sleep(self._heartbeat_interval)
             sample = self._sample_load()
             load = WorkerLoad(
                 cpu_percent=sample["cpu_percent"],
@@ -326,11 +362,11 @@ class WorkerAgent:
             )
             self._send_soon(Heartbeat(load=load, running_attempts=sorted(self._running)))
 
-    async def _send_loop(self, socket: ClientConnection, outbox: asyncio.Queue[Message]) -> None:
+    async def _send_loop(self, channel: Channel, outbox: asyncio.Queue[Message]) -> None:
         """The session's only writer: frames leave in the order they were queued."""
-        with contextlib.suppress(ConnectionClosed):
+        with contextlib.suppress(ChannelClosed):
             while True:
-                await socket.send(encode(await outbox.get(), self._codec))
+                await channel.send(encode(await outbox.get(), self._codec))
 
     def _send_soon(self, message: Message) -> None:
         """Queue a frame for this session (dropped when not connected: held
@@ -441,10 +477,14 @@ class WorkerAgent:
             if not records:
                 return
             if not self._unsent_tests:
-                asyncio.get_running_loop().call_later(TEST_REPORT_LINGER_SECONDS, self._flush_tests)
+                self._tests_flusher = asyncio.create_task(self._flush_tests_later())
             self._unsent_tests.setdefault(attempt_id, []).extend(records)
 
         return report
+
+    async def _flush_tests_later(self) -> None:
+        await self._clock.sleep(TEST_REPORT_LINGER_SECONDS)
+        self._flush_tests()
 
     def _flush_tests(self) -> None:
         pending, self._unsent_tests = self._unsent_tests, {}
@@ -465,18 +505,8 @@ class WorkerAgent:
             running.cancel_event.set()
 
     @property
-    def running_count(self) -> int:
-        return len(self._running)
-
-    @property
     def held_count(self) -> int:
         return len(self._held)
-
-
-def _loop_time() -> float:
-    import time
-
-    return time.time()
 
 
 def _encoded_size(item: BaseModel) -> int:

@@ -1,7 +1,9 @@
 """What a worker says about its connection to the coordinator, at the default log level.
 
 Callers: :meth:`testfleet.worker.agent.WorkerAgent.run`, once per connection
-attempt that fails or session that ends. A worker pointed at a dead or wrong
+attempt that fails or session that ends, and the WebSocket connector
+(``worker/websocket_channel.py``), which names a failed open with
+:func:`describe_connection_failure`. A worker pointed at a dead or wrong
 address used to retry forever without a word unless its log level was raised;
 now each failed attempt is one WARNING line saying what the address answered
 (connection refused, a DNS failure, an HTTP status instead of the worker
@@ -23,6 +25,7 @@ from urllib.parse import urlsplit
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed, InvalidMessage, InvalidStatus
 
+from testfleet.protocol.channel import ChannelClosed, ConnectFailed
 from testfleet.protocol.codec import ProtocolError
 
 log = logging.getLogger(__name__)
@@ -34,7 +37,8 @@ class ChannelError(Exception):
 
 
 def describe_connection_failure(exc: BaseException, url: str, open_timeout: float) -> str:
-    """One short phrase for what ``url`` answered (or did not) when connecting failed."""
+    """One short phrase for what ``url`` answered (or did not) when connecting failed:
+    the WebSocket library's and the OS's exceptions, then :func:`describe_channel_failure`'s."""
     parts = urlsplit(url)
     address = f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'wss' else 80)}"
     match exc:
@@ -46,8 +50,6 @@ def describe_connection_failure(exc: BaseException, url: str, open_timeout: floa
                 return f"{address} closed the connection without an HTTP answer"
             detail = f" ({cause})" if cause is not None else ""
             return f"{address} did not answer as an HTTP/1.1 server{detail}"
-        case ChannelError():
-            return str(exc)
         case ssl.SSLCertVerificationError():
             return f"TLS: the coordinator's certificate is not trusted ({exc.verify_message})"
         case ssl.SSLError():
@@ -65,10 +67,22 @@ def describe_connection_failure(exc: BaseException, url: str, open_timeout: floa
             return f"no answer from {address} within {open_timeout:g}s"
         case ConnectionClosed():
             return f"the connection closed ({exc})"
-        case ProtocolError():
-            return f"protocol error ({exc.code.value}): {exc.message}"
         case OSError():
             return f"{address}: {exc.strerror or exc}"
+    return describe_channel_failure(exc)
+
+
+def describe_channel_failure(exc: BaseException) -> str:
+    """One short phrase for what ended a channel or its start, whatever carried it:
+    a failed open (its phrase already made), a closed channel, a refused hello or
+    frame. Called by :meth:`~testfleet.worker.agent.WorkerAgent.run`."""
+    match exc:
+        case ConnectFailed() | ChannelError():
+            return str(exc)
+        case ChannelClosed():
+            return f"the connection closed ({exc})"
+        case ProtocolError():
+            return f"protocol error ({exc.code.value}): {exc.message}"
     return f"{type(exc).__name__}: {exc}"
 
 

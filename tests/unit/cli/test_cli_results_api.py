@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
@@ -131,14 +132,37 @@ def coordinator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient
         yield client
 
 
+def through(app_client: TestClient) -> httpx.MockTransport:
+    """An httpx transport that hands each request to the app, in-process.
+
+    FleetClient takes an ``httpx`` transport; starlette's TestClient is a client
+    of the ``httpx2`` fork with a private transport, so each request is passed
+    through it and its answer copied back, as it came. The app keeps running
+    when the CLI closes its client after a command.
+    """
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        answer = app_client.request(
+            request.method,
+            str(request.url),
+            headers=dict(request.headers),
+            content=request.content,
+        )
+        # The body arrives decoded; its encoding and length headers would lie.
+        headers = {
+            key: value
+            for key, value in answer.headers.items()
+            if key.lower() not in ("content-encoding", "content-length", "transfer-encoding")
+        }
+        return httpx.Response(answer.status_code, headers=headers, content=answer.content)
+
+    return httpx.MockTransport(handle)
+
+
 @pytest.fixture
 def cli(coordinator: TestClient, monkeypatch: pytest.MonkeyPatch) -> Any:
     def client_for(_: str | None) -> FleetClient:
-        client = FleetClient("http://testserver")
-        client._http.close()
-        # The CLI closes its client after each command; the app keeps running.
-        client._http = TestClient(coordinator.app, base_url="http://testserver/api/v1")
-        return client
+        return FleetClient("http://testserver", transport=through(coordinator))
 
     monkeypatch.setattr(sys.modules["testfleet.cli.app"], "client_for", client_for)
 

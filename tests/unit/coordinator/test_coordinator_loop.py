@@ -21,6 +21,7 @@ from testfleet.coordinator.state import CoordinatorState
 from testfleet.domain.enums import HardwareKind, TaskStatus, TaskType
 from testfleet.domain.hardware import WorkerCapabilities
 from testfleet.domain.task import TaskSpec
+from testfleet.protocol.channel import CloseCode
 from testfleet.protocol.codec import decode
 from testfleet.protocol.messages import PROTOCOL_VERSION, Assign, Hello, Welcome
 from testfleet.store import Store, StoreError
@@ -44,18 +45,21 @@ class RecordingStore(Store):
 
 
 class RecordingSocket:
+    """A :class:`~testfleet.protocol.channel.Channel` that records what it is sent."""
+
     def __init__(self, log: list[str]) -> None:
         self.log = log
         self.frames: list[str | bytes] = []
 
-    async def send_text(self, data: str) -> None:
-        self.frames.append(data)
-        self.log.append(f"send {decode(data).type.value}")
+    async def send(self, frame: str | bytes) -> None:
+        self.frames.append(frame)
+        if isinstance(frame, str):
+            self.log.append(f"send {decode(frame).type.value}")
 
-    async def send_bytes(self, data: bytes) -> None:
-        self.frames.append(data)
+    async def receive(self) -> str | bytes:
+        raise AssertionError("the registry never receives")
 
-    async def close(self, code: int = 1000, reason: str | None = None) -> None:
+    async def close(self, code: CloseCode = CloseCode.NORMAL) -> None:
         self.log.append("close")
 
 

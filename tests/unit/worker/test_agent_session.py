@@ -1,9 +1,12 @@
-"""The worker agent against a scripted coordinator on loopback.
+"""The worker agent against a scripted coordinator over in-memory channels.
 
-The fake coordinator is a real WebSocket server that speaks the protocol from
-a script, so the agent's own behaviour is pinned down exactly: what its hello
-says, that it accepts and runs assignments, and that a result stays held and is
-sent again after a reconnect until it is acknowledged.
+The fake coordinator takes each channel the agent opens and speaks the
+protocol from a script, so the agent's own behaviour is pinned down exactly:
+what its hello says, that it accepts and runs assignments, and that a result
+stays held and is sent again after a reconnect until it is acknowledged. The
+agent runs on an autojumping fake clock: its backoff and heartbeats take no
+wall time. (The WebSocket connector itself is tested against real loopback
+servers in ``test_agent_connection_messages.py``.)
 """
 
 from __future__ import annotations
@@ -11,16 +14,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
-from websockets.asyncio.server import ServerConnection, serve
 
+from testfleet.clock import wait_within
 from testfleet.domain.enums import HardwareKind, TaskType
 from testfleet.domain.hardware import WorkerCapabilities
 from testfleet.domain.task import TaskSpec
+from testfleet.protocol.channel import Channel
 from testfleet.protocol.codec import decode, encode
 from testfleet.protocol.messages import (
     PROTOCOL_VERSION,
@@ -34,6 +38,7 @@ from testfleet.protocol.messages import (
     Result,
     Welcome,
 )
+from testfleet.testing import FakeClock, MemoryConnector
 from testfleet.worker.agent import AgentSettings, WorkerAgent, WorkerRefusedError
 from testfleet.worker.executors.base import default_executors
 
@@ -46,25 +51,29 @@ CAPS = WorkerCapabilities(
 )
 
 
+T = TypeVar("T")
+#: Fake seconds a step may take before the test fails instead of hanging.
+STEP_LIMIT = 60.0
+
+
 class ScriptedCoordinator:
-    """Accepts connections and hands each to the next scripted session."""
+    """Accepts connections and hands each to the next scripted session; the test
+    decides when each ends (:func:`end`)."""
 
-    def __init__(self) -> None:
-        self.sessions: asyncio.Queue[ServerConnection] = asyncio.Queue()
-        self.port = 0
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.sessions: asyncio.Queue[Channel] = asyncio.Queue()
+        self.connector = MemoryConnector(self.sessions.put)
 
-    async def handler(self, socket: ServerConnection) -> None:
-        done = asyncio.get_running_loop().create_future()
-        socket.done = done  # type: ignore[attr-defined]
-        await self.sessions.put(socket)
-        await done  # the test decides when this connection ends
+    async def within(self, step: Awaitable[T]) -> T:
+        return await wait_within(self.clock, step, STEP_LIMIT)
 
-    async def next_session(self) -> ServerConnection:
-        return await asyncio.wait_for(self.sessions.get(), 10)
+    async def next_session(self) -> Channel:
+        return await self.within(self.sessions.get())
 
 
-async def receive(socket: ServerConnection) -> Any:
-    return decode(await asyncio.wait_for(socket.recv(), 10))
+async def receive(coordinator: ScriptedCoordinator, session: Channel) -> Any:
+    return decode(await coordinator.within(session.receive()))
 
 
 def welcome(worker_id: str = "w1") -> str:
@@ -80,31 +89,31 @@ def welcome(worker_id: str = "w1") -> str:
     )
 
 
-def end(socket: ServerConnection) -> None:
-    socket.done.set_result(None)  # type: ignore[attr-defined]
+async def end(session: Channel) -> None:
+    await session.close()
 
 
 @pytest.fixture
 async def coordinator() -> AsyncIterator[ScriptedCoordinator]:
-    fake = ScriptedCoordinator()
-    async with serve(fake.handler, "127.0.0.1", 0) as server:
-        fake.port = next(iter(server.sockets)).getsockname()[1]
+    fake = ScriptedCoordinator(FakeClock())
+    async with fake.clock.autojump():
         yield fake
+        await fake.connector.close()
 
 
-def make_agent(port: int, tmp_path: Path) -> WorkerAgent:
+def make_agent(coordinator: ScriptedCoordinator, tmp_path: Path) -> WorkerAgent:
     return WorkerAgent(
         AgentSettings(
-            coordinator_url=f"http://127.0.0.1:{port}",
+            coordinator_url="http://coordinator.test:8700",
             worker_id="w1",
             slots=2,
             work_dir=tmp_path,
-            backoff_base_seconds=0.01,
-            backoff_cap_seconds=0.02,
         ),
         CAPS,
         default_executors(),
         rng=random.Random(1),
+        clock=coordinator.clock,
+        connector=coordinator.connector,
     )
 
 
@@ -115,11 +124,11 @@ def simulated(task_id: str) -> TaskSpec:
 async def test_result_is_held_and_resent_until_acknowledged(
     coordinator: ScriptedCoordinator, tmp_path: Path
 ) -> None:
-    agent = make_agent(coordinator.port, tmp_path)
+    agent = make_agent(coordinator, tmp_path)
     running = asyncio.create_task(agent.run())
     try:
         first = await coordinator.next_session()
-        hello = await receive(first)
+        hello = await receive(coordinator, first)
         assert isinstance(hello, Hello)
         assert hello.worker_id == "w1"
         assert hello.slots == 2
@@ -129,22 +138,22 @@ async def test_result_is_held_and_resent_until_acknowledged(
         await first.send(
             encode(Assign(assignments=[Assignment(attempt_id=7, attempt=1, task=simulated("a"))]))
         )
-        accept = await receive(first)
+        accept = await receive(coordinator, first)
         assert accept == Accept(attempt_ids=[7])
-        result = await receive(first)
+        result = await receive(coordinator, first)
         assert isinstance(result, Result)
         assert [r.attempt_id for r in result.results] == [7]
         assert result.results[0].result.simulation_status.is_simulated is True
         # The coordinator goes away before acknowledging.
-        end(first)
+        await end(first)
 
         second = await coordinator.next_session()
-        hello = await receive(second)
+        hello = await receive(coordinator, second)
         assert isinstance(hello, Hello)
         assert hello.held_results == [7]  # still held
         assert hello.session_key == agent.session_key  # the same process
         await second.send(welcome())
-        resent = await receive(second)
+        resent = await receive(coordinator, second)
         assert isinstance(resent, Result)
         assert resent.results == result.results  # the same result, unchanged
         await second.send(encode(Ack(attempt_ids=[7])))
@@ -153,37 +162,37 @@ async def test_result_is_held_and_resent_until_acknowledged(
                 break
             await asyncio.sleep(0)
         assert agent.held_count == 0
-        end(second)
+        await end(second)
     finally:
         agent.stop()
         with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait_for(running, 10)
+            await coordinator.within(running)
 
 
 async def test_refusal_for_a_taken_id_stops_the_agent(
     coordinator: ScriptedCoordinator, tmp_path: Path
 ) -> None:
-    agent = make_agent(coordinator.port, tmp_path)
+    agent = make_agent(coordinator, tmp_path)
     running = asyncio.create_task(agent.run())
     session = await coordinator.next_session()
-    await receive(session)
+    await receive(coordinator, session)
     await session.send(
         encode(Error(code=ProtocolErrorCode.WORKER_ID_IN_USE, message="worker id 'w1' is taken"))
     )
     with pytest.raises(WorkerRefusedError, match="taken"):
-        await asyncio.wait_for(running, 10)
-    end(session)
+        await coordinator.within(running)
+    await end(session)
 
 
 async def test_assignment_of_an_unknown_type_is_rejected(
     coordinator: ScriptedCoordinator, tmp_path: Path
 ) -> None:
-    agent = make_agent(coordinator.port, tmp_path)
+    agent = make_agent(coordinator, tmp_path)
     agent.executors = {TaskType.SIMULATED: agent.executors[TaskType.SIMULATED]}
     running = asyncio.create_task(agent.run())
     try:
         session = await coordinator.next_session()
-        await receive(session)
+        await receive(coordinator, session)
         await session.send(welcome())
         command = TaskSpec.model_validate(
             {"task_id": "c", "type": "command", "config": {"argv": ["true"]}}
@@ -191,12 +200,12 @@ async def test_assignment_of_an_unknown_type_is_rejected(
         await session.send(
             encode(Assign(assignments=[Assignment(attempt_id=3, attempt=1, task=command)]))
         )
-        reject = await receive(session)
+        reject = await receive(coordinator, session)
         assert reject.type.value == "reject"
         assert reject.attempt_id == 3
         assert "command" in reject.reason
-        end(session)
+        await end(session)
     finally:
         agent.stop()
         with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait_for(running, 10)
+            await coordinator.within(running)

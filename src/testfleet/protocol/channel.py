@@ -1,0 +1,82 @@
+"""The transport seam of the worker channel: what both sides need of a connection.
+
+Callers: the worker agent opens channels through a :class:`Connector` and
+talks over a :class:`Channel`; the coordinator's worker endpoint and its
+connection registry serve one :class:`Channel` per worker. Behind the seam
+are the WebSocket implementations (``worker/websocket_channel.py`` for the
+agent, the Starlette adapter in ``coordinator/worker_channel.py``) and, for
+tests, the in-memory pair in :mod:`testfleet.testing.memory_channel`, so a
+whole fleet can run in one process without a socket (httpx's transports are
+the model).
+
+A channel carries whole frames (text for JSON, bytes for MessagePack); what is
+in them is :mod:`testfleet.protocol.codec`'s business, not the transport's.
+"""
+
+from __future__ import annotations
+
+import enum
+from contextlib import AbstractAsyncContextManager
+from typing import Protocol
+
+#: One message as it travels: JSON text or MessagePack bytes.
+Frame = str | bytes
+
+
+class CloseCode(enum.IntEnum):
+    """Why a side closed the channel (WebSocket close codes, which the peer sees)."""
+
+    NORMAL = 1000
+    GOING_AWAY = 1001
+    #: The coordinator refused a frame (an ``error`` frame went first).
+    POLICY_VIOLATION = 1008
+
+
+class ChannelClosed(Exception):
+    """The channel is closed: by the peer, by this side, or lost.
+
+    ``clean`` is True when the peer closed it on purpose with a normal code
+    (the agent then ends its session quietly); the message says what the
+    transport saw, for the worker's log.
+    """
+
+    def __init__(self, message: str, *, clean: bool = False) -> None:
+        super().__init__(message)
+        self.clean = clean
+
+
+class ConnectFailed(Exception):
+    """Opening a channel failed in a way a later try may not: the message is one
+    phrase saying what the address answered (see ``worker/connection_report.py``)."""
+
+
+class AddressError(ValueError):
+    """The address cannot be connected to at all (retrying cannot help)."""
+
+
+class Channel(Protocol):
+    """One open connection carrying frames both ways, in order."""
+
+    async def send(self, frame: Frame) -> None:
+        """Send one frame; :class:`ChannelClosed` if the channel is closed."""
+        ...
+
+    async def receive(self) -> Frame:
+        """The next frame from the peer; :class:`ChannelClosed` once it is closed."""
+        ...
+
+    async def close(self, code: CloseCode = CloseCode.NORMAL) -> None:
+        """Close the channel (the peer sees ``code``); closing twice is harmless."""
+        ...
+
+
+class Connector(Protocol):
+    """Opens channels to an address: how the worker agent reaches its coordinator."""
+
+    def connect(self, url: str) -> AbstractAsyncContextManager[Channel]:
+        """Open a channel to ``url`` for the ``async with`` block, closed after it.
+
+        Raises :class:`ConnectFailed` if the channel cannot be opened now,
+        :class:`AddressError` if ``url`` can never be.
+        """
+        ...

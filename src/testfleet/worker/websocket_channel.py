@@ -1,0 +1,89 @@
+"""The worker channel over a real WebSocket: the agent's default :class:`Connector`.
+
+Callers: :class:`testfleet.worker.agent.WorkerAgent`, unless it is handed
+another connector (tests hand it the in-memory one). This module is the only
+part of the worker that knows ``websockets``: it maps that library's
+exceptions onto the channel's (:mod:`testfleet.protocol.channel`), and a
+failed open onto :class:`ConnectFailed` carrying the phrase
+:func:`describe_connection_failure` makes of it, so what a worker logs about
+an unreachable coordinator stays the same whatever the agent is connected by.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, ConnectionClosedOK, InvalidHandshake, InvalidURI
+
+from testfleet.protocol.channel import (
+    AddressError,
+    Channel,
+    ChannelClosed,
+    CloseCode,
+    ConnectFailed,
+    Frame,
+)
+from testfleet.protocol.codec import MAX_FRAME_BYTES
+from testfleet.worker.connection_report import describe_connection_failure
+
+#: Seconds to open the socket and finish the WebSocket handshake.
+OPEN_TIMEOUT = 10.0
+
+
+class WebSocketChannel:
+    """A :class:`~testfleet.protocol.channel.Channel` over one client connection."""
+
+    def __init__(self, socket: ClientConnection) -> None:
+        self._socket = socket
+
+    async def send(self, frame: Frame) -> None:
+        try:
+            await self._socket.send(frame)
+        except ConnectionClosed as exc:
+            raise _closed(exc) from exc
+
+    async def receive(self) -> Frame:
+        try:
+            return await self._socket.recv()
+        except ConnectionClosed as exc:
+            raise _closed(exc) from exc
+
+    async def close(self, code: CloseCode = CloseCode.NORMAL) -> None:
+        await self._socket.close(code=code.value)
+
+
+def _closed(exc: ConnectionClosed) -> ChannelClosed:
+    # websockets' own wording ("received 1000 (OK); then sent 1000 (OK)") is
+    # what the worker's log has always quoted; it stays the message.
+    return ChannelClosed(str(exc), clean=isinstance(exc, ConnectionClosedOK))
+
+
+class WebSocketConnector:
+    """Opens WebSocket channels (no pings: the protocol's heartbeats detect loss)."""
+
+    def __init__(
+        self, *, open_timeout: float = OPEN_TIMEOUT, max_frame_bytes: int = MAX_FRAME_BYTES
+    ) -> None:
+        self.open_timeout = open_timeout
+        self.max_frame_bytes = max_frame_bytes
+
+    @asynccontextmanager
+    async def connect(self, url: str) -> AsyncIterator[Channel]:
+        try:
+            socket = await connect(
+                url,
+                max_size=self.max_frame_bytes,
+                ping_interval=None,
+                open_timeout=self.open_timeout,
+            )
+        except InvalidURI as exc:
+            raise AddressError(str(exc)) from None
+        except (OSError, InvalidHandshake, TimeoutError, ConnectionClosed) as exc:
+            problem = describe_connection_failure(exc, url, self.open_timeout)
+            raise ConnectFailed(problem) from exc
+        try:
+            yield WebSocketChannel(socket)
+        finally:
+            await socket.close()
