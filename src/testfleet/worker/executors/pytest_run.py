@@ -50,8 +50,8 @@ from enum import StrEnum
 from pathlib import Path
 
 from testfleet.domain.enums import ErrorClass, ResultStatus, TaskType
+from testfleet.domain.pytest_limits import MAX_LONGREPR_CHARS
 from testfleet.domain.pytest_tasks import (
-    MAX_LONGREPR_CHARS,
     PhaseReport,
     ReportOutcome,
     SessionInfo,
