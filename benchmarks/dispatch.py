@@ -57,7 +57,7 @@ async def host_workers(url: str, count: int, slots: int, codec: str) -> None:
     """Run ``count`` worker agents in this process until SIGTERM."""
     from testfleet.protocol.messages import Codec
     from testfleet.worker.agent import AgentSettings, WorkerAgent
-    from testfleet.worker.executors.base import default_executors
+    from testfleet.worker.executors.registry import default_executors
     from testfleet.worker.hardware import detect_capabilities
 
     executors = default_executors()

@@ -17,7 +17,7 @@ import sys
 import pytest
 from it_fleet import RELAXED_HEARTBEAT_TIMEOUT
 
-from testfleet.worker.executors.base import benchmarks_available
+from testfleet.worker.executors.registry import benchmarks_available
 
 pytestmark = [
     pytest.mark.integration,

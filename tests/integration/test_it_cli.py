@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from it_fleet import RELAXED_HEARTBEAT_TIMEOUT, Fleet, free_port, pid_alive
 
-from testfleet.worker.executors.base import benchmarks_available
+from testfleet.worker.executors.registry import benchmarks_available
 
 pytestmark = [pytest.mark.integration]
 

@@ -12,7 +12,7 @@ from it_fleet import tail
 
 from testfleet.cli.demo import benchmark_task, example_batch, missing_hardware
 from testfleet.store import Store
-from testfleet.worker.executors.base import benchmarks_available
+from testfleet.worker.executors.registry import benchmarks_available
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -94,12 +94,12 @@ def worker(
 ) -> None:
     """Join a coordinator as a worker (connects out; no inbound port needed)."""
     from testfleet.worker.agent import AgentSettings, WorkerAgent, WorkerRefusedError
-    from testfleet.worker.executors.base import (
+    from testfleet.worker.executors.leftovers import reap_leftovers
+    from testfleet.worker.executors.registry import (
         close_executors,
         default_executors,
         prepare_executors,
     )
-    from testfleet.worker.executors.leftovers import reap_leftovers
     from testfleet.worker.hardware import detect_capabilities
 
     url = resolve_coordinator(coordinator)

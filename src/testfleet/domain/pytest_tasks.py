@@ -25,15 +25,16 @@ only reproduce serial pytest's counts from the reports themselves.
 Size: a record must fit in one frame even for a test with thousands of
 subtests, and a chunk's result lists its records again. The worker
 (``worker/pytest_sessions/report_data.py``) keeps the test's own reports whole
-(each field capped as below), at most :data:`MAX_SUBTESTS_KEPT` failed and as
+(each field capped as :mod:`testfleet.domain.pytest_limits` says, one
+definition for the worker and this model), at most ``MAX_SUBTESTS_KEPT`` failed and as
 many other subtest reports (the rest are counted in ``omitted_subtests``, and
 the client still counts them), and gives subtest reports full text only
-until :data:`SUBTEST_TEXT_BUDGET` characters are used; after that each keeps
+until ``SUBTEST_TEXT_BUDGET`` characters are used; after that each keeps
 the end of its failure (the crash line) and a short description, no
 captured output. A record is then at most about 14 MiB of JSON (8,192
 failing subtests with long descriptions); a test with a few hundred passing
 subtests is a few tens of kilobytes. :class:`TestRecord` refuses more text
-than :data:`MAX_RECORD_TEXT_CHARS` whatever sent it.
+than ``MAX_RECORD_TEXT_CHARS`` whatever sent it.
 """
 
 from __future__ import annotations
@@ -46,63 +47,31 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
 
 from testfleet.domain.fields import EnvName
+from testfleet.domain.pytest_limits import (
+    MAX_KEYWORD_CHARS,
+    MAX_KEYWORDS,
+    MAX_LINE_NUMBER,
+    MAX_LONGREPR_CHARS,
+    MAX_NODE_ID_CHARS,
+    MAX_PATH_CHARS,
+    MAX_RECORD_TEXT_CHARS,
+    MAX_REPORT_EXTRA_CHARS,
+    MAX_REPORT_EXTRA_NAME_CHARS,
+    MAX_REPORT_EXTRAS,
+    MAX_REPORTS_PER_TEST,
+    MAX_SECTION_CHARS,
+    MAX_SECTIONS,
+    MAX_SUBTEST_KEY_CHARS,
+    MAX_SUBTEST_KWARGS,
+    MAX_SUBTEST_VALUE_CHARS,
+    MAX_USER_PROPERTIES,
+    MAX_WARNING_CATEGORY_CHARS,
+    MAX_WARNINGS,
+    STANDARD_ATTRIBUTES,
+)
 
 #: The largest count or id a field accepts (DuckDB's BIGINT).
 MAX_INT64 = 2**63 - 1
-#: Per-report caps keep a chunk of many failing tests inside one frame.
-MAX_LONGREPR_CHARS = 16 * 1024
-MAX_SECTION_CHARS = 16 * 1024
-MAX_SECTIONS = 32
-MAX_USER_PROPERTIES = 256
-MAX_NODE_ID_CHARS = 4096
-MAX_PATH_CHARS = 4096
-MAX_KEYWORDS = 256
-MAX_KEYWORD_CHARS = 256
-#: Reports one record may hold: the test's own, plus its kept subtests'.
-MAX_REPORTS_PER_TEST = 10_000
-#: Subtest reports kept per test: this many failed ones and this many others.
-MAX_SUBTESTS_KEPT = 4096
-#: Text (failures, captured output, descriptions) the subtest reports of one
-#: test share before each keeps only a lean version (see the module docstring).
-SUBTEST_TEXT_BUDGET = 1024 * 1024
-#: What a lean subtest report keeps: its failure text's end, a short description.
-LEAN_LONGREPR_CHARS = 512
-LEAN_SUBTEST_MSG_CHARS = 128
-LEAN_SUBTEST_KWARGS = 8
-LEAN_SUBTEST_KEY_CHARS = 32
-LEAN_SUBTEST_VALUE_CHARS = 64
-#: All text of one record (whatever sent it): bounds a record that ignores the budget.
-MAX_RECORD_TEXT_CHARS = 16 * 1024 * 1024
-#: A subtest's keyword arguments, as pytest keeps them (``saferepr`` text).
-MAX_SUBTEST_KWARGS = 64
-MAX_SUBTEST_KEY_CHARS = 256
-MAX_SUBTEST_VALUE_CHARS = 1024
-#: Attributes a plugin set on a report (pytest's reports take arbitrary extras).
-MAX_REPORT_EXTRAS = 32
-MAX_REPORT_EXTRA_NAME_CHARS = 256
-MAX_REPORT_EXTRA_CHARS = 4096
-#: What pytest's reports keep in their ``__dict__`` themselves: an extra never
-#: has one of these names (it would replace pytest's own field on the client).
-STANDARD_ATTRIBUTES = frozenset(
-    {
-        "_id",
-        "nodeid",
-        "location",
-        "keywords",
-        "outcome",
-        "longrepr",
-        "when",
-        "user_properties",
-        "sections",
-        "duration",
-        "start",
-        "stop",
-        "wasxfail",
-        "context",
-    }
-)
-#: Distinct warnings kept per test (each with its count); more are only counted.
-MAX_WARNINGS = 64
 RUN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 #: A git commit as a hex object name (abbreviated or full); branch names are
 #: refused because they move and a run must be reproducible.
@@ -110,7 +79,7 @@ COMMIT_PATTERN = r"^[0-9a-fA-F]{7,40}$"
 
 NodeId = Annotated[str, Field(min_length=1, max_length=MAX_NODE_ID_CHARS)]
 #: A line number as pytest reports it (0-based in a location, 1-based in a skip).
-LineNumber = Annotated[int, Field(ge=0, le=2**31 - 1)]
+LineNumber = Annotated[int, Field(ge=0, le=MAX_LINE_NUMBER)]
 Count = Annotated[int, Field(ge=0, le=MAX_INT64)]
 #: How many reports or warnings a worker counted without keeping them: the
 #: client makes that many stand-ins, so the bound is what it can afford.
@@ -288,7 +257,7 @@ class TestWarning(_Model):
 
     message: str = Field(max_length=MAX_LONGREPR_CHARS)
     #: The warning class's name, e.g. "DeprecationWarning".
-    category: str = Field(max_length=256)
+    category: str = Field(max_length=MAX_WARNING_CATEGORY_CHARS)
     filename: str = Field(default="", max_length=MAX_PATH_CHARS)
     lineno: LineNumber | None = None
     #: How many times the test raised this same warning: pytest counts each

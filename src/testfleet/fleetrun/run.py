@@ -6,7 +6,9 @@ locally and hands :class:`FleetRun` the collected tests; :class:`FleetRun`
 hands every finished test back through ``report`` as a
 :class:`~testfleet.domain.pytest_tasks.TestRecord`, which the plugin feeds to
 pytest's own reporting. Nothing here imports pytest, so unit tests drive it
-with a fake coordinator and a fake clock.
+with a fake coordinator and a fake clock. The values it is handed and hands
+back (settings, collected tests, progress, outcome) are in
+:mod:`testfleet.fleetrun.run_types`.
 
 How a run goes:
 
@@ -41,19 +43,25 @@ import secrets
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from testfleet.domain.enums import TaskStatus, TaskType
 from testfleet.domain.pytest_tasks import (
-    Interruption,
     PhaseReport,
-    ProjectSource,
-    PytestPlugin,
     ReportOutcome,
     TestConfig,
     TestLocation,
     TestPhase,
     TestRecord,
+)
+from testfleet.fleetrun.run_types import (
+    CollectedTest,
+    FlakyTest,
+    FleetRunError,
+    RunClient,
+    RunOutcome,
+    RunProgress,
+    RunSettings,
 )
 from testfleet.fleetrun.split import Chunk, SuiteTest, split_suite
 
@@ -61,24 +69,6 @@ from testfleet.fleetrun.split import Chunk, SuiteTest, split_suite
 SUBMIT_BATCH = 1000
 #: A warm-up only starts a pytest session; longer means something is wrong.
 WARM_UP_TIMEOUT_SECONDS = 300.0
-
-
-class FleetRunError(Exception):
-    """The run cannot start or go on; the message says why and what to do."""
-
-
-class RunClient(Protocol):
-    """What a run needs of the coordinator (:class:`testfleet.client.FleetClient`)."""
-
-    def workers(self) -> list[dict[str, Any]]: ...
-
-    def test_durations(self, project: str) -> dict[str, float]: ...
-
-    def submit(self, documents: Sequence[dict[str, Any]]) -> list[str]: ...
-
-    def test_run(self, run_id: str, *, after_seq: int = 0) -> dict[str, Any]: ...
-
-    def cancel_many(self, task_ids: Sequence[str]) -> dict[str, list[str]]: ...
 
 
 def warm_up(client: RunClient, settings: RunSettings) -> list[str]:
@@ -144,78 +134,6 @@ def cancel_all(client: RunClient, task_ids: Iterable[str]) -> None:
 def new_run_id() -> str:
     """A readable, unique run id: ``run-20261129-010203-a1b2c3``."""
     return time.strftime("run-%Y%m%d-%H%M%S-", time.gmtime()) + secrets.token_hex(3)
-
-
-@dataclass(frozen=True)
-class CollectedTest:
-    """A test the client collected: its node id, location and required hardware."""
-
-    nodeid: str
-    location: TestLocation
-    hardware: tuple[str, ...] = ()
-
-
-@dataclass
-class RunSettings:
-    """How to run: where, what project and pytest args the workers use, and policies."""
-
-    run_id: str
-    project: ProjectSource
-    #: The pytest arguments for the workers' sessions (see fleetrun.worker_args).
-    args: list[str]
-    python: str | None = None
-    rerun_failures: int = 0
-    chunk_timeout_seconds: float = 3600.0
-    #: Workers collect the whole suite instead of each chunk's files.
-    full_collection: bool = False
-    #: The installed plugins the local pytest loaded: the workers' sessions
-    #: load these and no others (None: whatever each worker's pytest finds).
-    plugins: list[PytestPlugin] | None = None
-    #: How often the run is polled; the last poll bounds how late the end is seen.
-    poll_interval_seconds: float = 0.05
-    #: A chunk no connected worker can run is given up after this long.
-    unschedulable_wait_seconds: float = 10.0
-    progress_interval_seconds: float = 2.0
-
-
-@dataclass(frozen=True)
-class RunProgress:
-    """What the run has done so far (handed to the progress callback)."""
-
-    tests_done: int
-    tests_total: int
-    failures: int
-    workers_busy: int
-    chunks_queued: int
-    chunks_running: int
-    rerun: int
-
-
-@dataclass(frozen=True)
-class FlakyTest:
-    """A test that failed and then passed when rerun on another worker."""
-
-    nodeid: str
-    failed_on: tuple[str, ...]
-    passed_on: str
-    first_failure: str
-
-
-@dataclass
-class RunOutcome:
-    """What the plugin prints after pytest's own summary."""
-
-    run_id: str
-    chunks: int = 0
-    workers: set[str] = field(default_factory=set)
-    flaky: list[FlakyTest] = field(default_factory=list)
-    #: Node id -> why it did not run (reported to pytest as an error).
-    not_run: dict[str, str] = field(default_factory=dict)
-    reruns: int = 0
-    split_by: str = "count"
-    stopped_early: bool = False
-    #: A test stopped its session (``pytest.exit()``): the run stopped there.
-    interrupted: Interruption | None = None
 
 
 @dataclass

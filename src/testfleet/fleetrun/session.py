@@ -23,17 +23,13 @@ from testfleet.domain.pytest_tasks import (
     TestWarning,
 )
 from testfleet.fleetrun.reports import reports_from_record
-from testfleet.fleetrun.run import (
+from testfleet.fleetrun.run import FleetRun, cancel_all, hardware_of, new_run_id, warm_up
+from testfleet.fleetrun.run_types import (
     CollectedTest,
-    FleetRun,
     FleetRunError,
     RunOutcome,
     RunProgress,
     RunSettings,
-    cancel_all,
-    hardware_of,
-    new_run_id,
-    warm_up,
 )
 from testfleet.fleetrun.worker_args import worker_args
 

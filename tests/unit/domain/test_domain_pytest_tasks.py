@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from testfleet.domain import pytest_tasks
+from testfleet.domain import pytest_limits, pytest_tasks
 from testfleet.domain.pytest_tasks import (
     OmittedSubtests,
     PhaseReport,
@@ -37,11 +37,12 @@ from testfleet.worker.pytest_sessions.report_data import RecordBuilder
 
 
 def test_the_workers_caps_are_the_records_caps() -> None:
-    shared = [name for name in dir(report_data) if name.isupper() and hasattr(pytest_tasks, name)]
-    assert len(shared) >= 20
-    assert {name: getattr(report_data, name) for name in shared} == {
-        name: getattr(pytest_tasks, name) for name in shared
-    }
+    """One definition: the reduction reads the module the model validates with
+    (a session child loads the same file by path: test_pytest_session_limits)."""
+    assert report_data.limits is pytest_limits
+    assert not [
+        name for name in vars(report_data) if name.isupper() and hasattr(pytest_limits, name)
+    ], "report_data must not define a cap of its own"
 
 
 class FakeContext:
@@ -99,14 +100,14 @@ def test_a_test_with_thousands_of_long_failing_subtests_stays_within_its_bounds(
 
     subtests = [p for p in record.phases if p.subtest is not None]
     assert (
-        sum(p.outcome is ReportOutcome.FAILED for p in subtests) == pytest_tasks.MAX_SUBTESTS_KEPT
+        sum(p.outcome is ReportOutcome.FAILED for p in subtests) == pytest_limits.MAX_SUBTESTS_KEPT
     )
     assert (
-        sum(p.outcome is ReportOutcome.PASSED for p in subtests) == pytest_tasks.MAX_SUBTESTS_KEPT
+        sum(p.outcome is ReportOutcome.PASSED for p in subtests) == pytest_limits.MAX_SUBTESTS_KEPT
     )
     assert record.omitted_subtests == OmittedSubtests(
-        failed=10_000 - pytest_tasks.MAX_SUBTESTS_KEPT,
-        passed=5_000 - pytest_tasks.MAX_SUBTESTS_KEPT,
+        failed=10_000 - pytest_limits.MAX_SUBTESTS_KEPT,
+        passed=5_000 - pytest_limits.MAX_SUBTESTS_KEPT,
     )
     # The test's own reports are all there, in order, around its subtests.
     own = [(p.when.value, p.outcome.value) for p in record.phases if p.subtest is None]
@@ -114,10 +115,10 @@ def test_a_test_with_thousands_of_long_failing_subtests_stays_within_its_bounds(
     # Past the text budget a subtest keeps its crash line and a short description.
     last = [p for p in subtests if p.outcome is ReportOutcome.FAILED][-1]
     assert last.longrepr.endswith("E   AssertionError: the crash line\nt.py:9: AssertionError")
-    assert len(last.longrepr) <= pytest_tasks.LEAN_LONGREPR_CHARS
+    assert len(last.longrepr) <= pytest_limits.LEAN_LONGREPR_CHARS
     assert last.sections == []
     assert last.subtest is not None
-    assert len(last.subtest.kwargs) <= pytest_tasks.LEAN_SUBTEST_KWARGS
+    assert len(last.subtest.kwargs) <= pytest_limits.LEAN_SUBTEST_KWARGS
     size = len(record.model_dump_json())
     assert size < 16 * 1024 * 1024, size  # a quarter of a 64 MiB frame
     assert record.outcome is TestOutcome.FAILED
@@ -141,7 +142,7 @@ def test_plugin_attributes_travel_when_they_are_small_plain_data() -> None:
         note={"a": [1, 2.5, None, "x"]},
         not_data=object(),
         not_finite=math.nan,
-        too_big="y" * (pytest_tasks.MAX_REPORT_EXTRA_CHARS + 1),
+        too_big="y" * (pytest_limits.MAX_REPORT_EXTRA_CHARS + 1),
     )
     entry = report_data.phase_entry(report)
     assert entry["extras"] == {"note": {"a": [1, 2.5, None, "x"]}}
@@ -248,10 +249,10 @@ def test_non_finite_and_unbounded_numbers_are_refused(model: Any, data: dict[str
 
 
 def test_a_record_with_more_text_than_any_worker_sends_is_refused() -> None:
-    text = "x" * pytest_tasks.MAX_LONGREPR_CHARS
+    text = "x" * pytest_limits.MAX_LONGREPR_CHARS
     phases = [
         PhaseReport(when=TestPhase.CALL, outcome=ReportOutcome.FAILED, longrepr=text)
-        for _ in range(pytest_tasks.MAX_RECORD_TEXT_CHARS // pytest_tasks.MAX_LONGREPR_CHARS + 1)
+        for _ in range(pytest_limits.MAX_RECORD_TEXT_CHARS // pytest_limits.MAX_LONGREPR_CHARS + 1)
     ]
     with pytest.raises(ValidationError, match="characters of text"):
         TestRecord(nodeid="t.py::test_a", location=TestLocation(path="t.py"), phases=phases)

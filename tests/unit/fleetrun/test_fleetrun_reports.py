@@ -9,8 +9,8 @@ import pytest
 from _pytest.reports import TestReport
 from replay_harness import make_project, serial_and_replayed
 
+from testfleet.domain.pytest_limits import MAX_LONGREPR_CHARS
 from testfleet.domain.pytest_tasks import (
-    MAX_LONGREPR_CHARS,
     PhaseReport,
     ReportOutcome,
     SkipLocation,

@@ -28,7 +28,8 @@ from testfleet.domain.pytest_tasks import (
     TestRecord,
 )
 from testfleet.domain.task import TaskSpec
-from testfleet.fleetrun.run import CollectedTest, FleetRun, FleetRunError, RunSettings, warm_up
+from testfleet.fleetrun.run import FleetRun, warm_up
+from testfleet.fleetrun.run_types import CollectedTest, FleetRunError, RunSettings
 from testfleet.testing import FakeClock
 
 Behaviour = Callable[[str, str, int], ReportOutcome | None]

@@ -42,7 +42,7 @@ from testfleet.worker.connection_report import (
     ConnectionReporter,
     describe_connection_failure,
 )
-from testfleet.worker.executors.base import default_executors
+from testfleet.worker.executors.registry import default_executors
 
 URL = "ws://fleet.lan:8700/api/v1/workers/connect"
 REPORT_LOGGER = "testfleet.worker.connection_report"

@@ -40,7 +40,7 @@ from testfleet.protocol.messages import (
 )
 from testfleet.testing import FakeClock, MemoryConnector
 from testfleet.worker.agent import AgentSettings, WorkerAgent, WorkerRefusedError
-from testfleet.worker.executors.base import default_executors
+from testfleet.worker.executors.registry import default_executors
 
 CAPS = WorkerCapabilities(
     hostname="h",

@@ -23,9 +23,10 @@ from testfleet.domain.hardware import TorchInfo
 from testfleet.domain.result import TaskResult, decode_logs
 from testfleet.domain.task import TaskSpec
 from testfleet.worker.benchmarking.protocol import BatchLine, SetupLine, encode_line
-from testfleet.worker.executors.base import ExecutionContext, default_executors
+from testfleet.worker.executors.base import ExecutionContext
 from testfleet.worker.executors.benchmark import BenchmarkExecutor
 from testfleet.worker.executors.process_group import group_has_live_members
+from testfleet.worker.executors.registry import default_executors
 
 PY = sys.executable
 

@@ -20,17 +20,14 @@ import pytest
 from testfleet.domain.enums import ErrorClass, ResultStatus, TaskType
 from testfleet.domain.result import TaskResult, decode_logs
 from testfleet.domain.task import TaskSpec
-from testfleet.worker.executors.base import (
-    ExecutionContext,
-    benchmarks_available,
-    default_executors,
-)
+from testfleet.worker.executors.base import ExecutionContext
 from testfleet.worker.executors.command import (
     RESULT_TAIL_BYTES,
     CommandExecutor,
     _decode_tail,
 )
 from testfleet.worker.executors.process_group import OutputTail
+from testfleet.worker.executors.registry import benchmarks_available, default_executors
 
 PY = sys.executable
 

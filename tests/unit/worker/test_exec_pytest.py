@@ -23,8 +23,9 @@ from testfleet.domain.enums import ErrorClass, ResultStatus, TaskType
 from testfleet.domain.pytest_tasks import TestChunkOutcome, TestOutcome, TestRecord
 from testfleet.domain.result import TaskResult, decode_logs
 from testfleet.domain.task import TaskSpec
-from testfleet.worker.executors.base import ExecutionContext, default_executors
+from testfleet.worker.executors.base import ExecutionContext
 from testfleet.worker.executors.pytest_run import PytestExecutor
+from testfleet.worker.executors.registry import default_executors
 from testfleet.worker.pytest_sessions.sessions import SessionPool
 
 SIMPLE = """

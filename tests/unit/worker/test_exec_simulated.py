@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -21,12 +21,25 @@ def simulated_task(*, timeout: float = 60.0, **config: Any) -> TaskSpec:
     )
 
 
-def make_context(attempt: int = 1) -> ExecutionContext:
+class WatchedEvent(asyncio.Event):
+    """A cancel event that says when someone starts waiting on it: the executor
+    does so only once its task is running (past every before-start check)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waited_on = asyncio.Event()
+
+    async def wait(self) -> Literal[True]:
+        self.waited_on.set()
+        return await super().wait()
+
+
+def make_context(attempt: int = 1, cancel_event: asyncio.Event | None = None) -> ExecutionContext:
     return ExecutionContext(
         worker_id="worker-sim",
         attempt_id=100 + attempt,
         attempt=attempt,
-        cancel_event=asyncio.Event(),
+        cancel_event=cancel_event or asyncio.Event(),
         work_dir=Path("/nonexistent/never-used"),
     )
 
@@ -156,13 +169,18 @@ async def test_a_duration_beyond_the_timeout_times_out() -> None:
 
 
 async def test_cancel_interrupts_the_wait() -> None:
-    context = make_context()
+    cancel = WatchedEvent()
+    context = make_context(cancel_event=cancel)
     running = asyncio.create_task(
         SimulatedExecutor().run(simulated_task(duration_seconds=30), context)
     )
-    await asyncio.sleep(0.05)
-    context.cancel_event.set()
-    result = await running
+    # The task is running (waiting out its 30 s), not about to start: the cancel
+    # below takes the interrupted-wait path, not the cancelled-before-start one.
+    await asyncio.wait_for(cancel.waited_on.wait(), timeout=10)
+    assert not running.done()
+    cancel.set()
+    # Far less than the 30 s the task would wait if the cancel were ignored.
+    result = await asyncio.wait_for(running, timeout=10)
 
     assert result.status is ResultStatus.CANCELLED
     assert result.error is not None

@@ -1,7 +1,8 @@
 """The executor contract and helpers shared by every executor.
 
 Callers: the worker agent picks the executor for ``task.type`` from
-:func:`default_executors` (or its own mapping), builds an
+:func:`~testfleet.worker.executors.registry.default_executors` (or its own
+mapping), builds an
 :class:`ExecutionContext` for each attempt it accepts, awaits
 :meth:`Executor.run`, and sends the :class:`TaskResult` back. The agent sets
 ``cancel_event`` when the coordinator cancels the attempt or the worker drains.
@@ -17,12 +18,14 @@ the executor has stopped what it started.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import os
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
+
+from pydantic import BaseModel, ValidationError
 
 from testfleet.domain.enums import ErrorClass, ResultStatus, TaskType
 from testfleet.domain.pytest_tasks import TestRecord
@@ -52,11 +55,37 @@ class ExecutionContext:
 
 
 class Executor(Protocol):
-    """Runs one task type. Stateless between attempts, so one instance serves them all."""
+    """Runs one task type. Stateless between attempts, so one instance serves them all.
+
+    ``prewarm`` and ``close`` frame the executor's life in a worker: the worker
+    CLI awaits every executor's ``prewarm`` once before connecting and its
+    ``close`` at exit (see :mod:`testfleet.worker.executors.registry`). An
+    executor that keeps nothing warm inherits the no-ops of
+    :class:`ExecutorBase`.
+    """
 
     task_type: TaskType
 
     async def run(self, task: TaskSpec, context: ExecutionContext) -> TaskResult: ...
+
+    async def prewarm(self) -> None:
+        """Start what the first attempt would otherwise wait for (e.g. a warm process)."""
+        ...
+
+    async def close(self) -> None:
+        """End whatever :meth:`prewarm` and the attempts since left running."""
+        ...
+
+
+class ExecutorBase:
+    """No-op ``prewarm`` and ``close`` for the executors that keep nothing between
+    attempts (command, simulated, benchmark): subclass it and write ``run``."""
+
+    async def prewarm(self) -> None:
+        """Nothing to start ahead of the first attempt."""
+
+    async def close(self) -> None:
+        """Nothing kept running between attempts."""
 
 
 def attempt_environment(
@@ -85,76 +114,67 @@ def clip_message(message: str) -> str:
     return message[: MAX_ERROR_MESSAGE_CHARS - 3] + "..."
 
 
-def build_result(
-    task: TaskSpec,
-    context: ExecutionContext,
-    *,
-    status: ResultStatus,
-    execution_time_seconds: float,
-    is_simulated: bool,
-    error: tuple[ErrorClass, str] | None = None,
-    results: dict[str, Any] | None = None,
-    hardware_metrics: dict[str, Any] | None = None,
-    logs: str = "",
-) -> TaskResult:
-    """One place that fills the fields every executor must fill, the same way."""
-    return TaskResult(
-        task_id=task.task_id,
-        worker_id=context.worker_id,
-        status=status,
-        execution_time_seconds=max(0.0, execution_time_seconds),
-        hardware_metrics=hardware_metrics or {},
-        results=results or {},
-        simulation_status=SimulationStatus(is_simulated=is_simulated),
-        logs=logs,
-        error=(TaskError(error_class=error[0], message=clip_message(error[1])) if error else None),
-    )
+#: How an attempt failed: the class and the message of its ``TaskError``.
+Failure = tuple[ErrorClass, str]
+_Config = TypeVar("_Config", bound=BaseModel)
 
 
-async def prepare_executors(executors: Mapping[TaskType, Executor]) -> None:
-    """Let executors that keep something warm start it (``testfleet worker`` calls
-    this once before connecting): the test executor starts a pytest process
-    with pytest already imported, so a run's first chunk does not wait for it."""
-    for executor in executors.values():
-        prewarm = getattr(executor, "prewarm", None)
-        if prewarm is not None:
-            await prewarm()
+class ResultBuilder:
+    """One attempt's result in the making: the prologue every executor shares.
 
+    Each executor's ``run`` makes one first thing, so the attempt's time runs
+    from its start whatever ends it, then reads its config with
+    :meth:`parse_config`; every ``TaskResult`` it returns comes from
+    :meth:`finish` (or :meth:`failed`), which fills the fields every executor
+    must fill, the same way.
+    """
 
-async def close_executors(executors: Mapping[TaskType, Executor]) -> None:
-    """End what :func:`prepare_executors` (and later attempts) kept running."""
-    for executor in executors.values():
-        close = getattr(executor, "close", None)
-        if close is not None:
-            await close()
+    def __init__(self, task: TaskSpec, context: ExecutionContext, *, is_simulated: bool) -> None:
+        """``is_simulated``: only the simulated executor says True (design invariant 6)."""
+        self.task = task
+        self.context = context
+        self.is_simulated = is_simulated
+        self.started = time.perf_counter()
 
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
 
-def benchmarks_available() -> bool:
-    """Whether torch and transformers are installed (found, not imported: that takes seconds)."""
-    return all(importlib.util.find_spec(name) is not None for name in ("torch", "transformers"))
+    def remaining(self) -> float:
+        """Seconds left of ``task.timeout_seconds`` (negative once past it)."""
+        return self.task.timeout_seconds - self.elapsed()
 
+    def parse_config(self, model: type[_Config], *, prefix: str = "") -> _Config | TaskResult:
+        """``task.config`` as ``model``, or the failed (``invalid_config``) result
+        saying why; ``prefix`` goes before pydantic's message."""
+        try:
+            return model.model_validate(self.task.config)
+        except ValidationError as exc:
+            return self.failed((ErrorClass.INVALID_CONFIG, f"{prefix}{exc}"))
 
-def tests_available() -> bool:
-    """Whether pytest is installed (found, not imported: the worker never imports it)."""
-    return importlib.util.find_spec("pytest") is not None
+    def failed(self, error: Failure) -> TaskResult:
+        """The attempt failed before it produced anything (``status: failed``)."""
+        return self.finish(ResultStatus.FAILED, error)
 
-
-def default_executors() -> dict[TaskType, Executor]:
-    """The executors this worker has: ``command`` and ``simulated`` always,
-    ``test`` where pytest is installed, and ``benchmark`` where torch and
-    transformers are installed, so a worker without them never advertises (or
-    accepts) those task types."""
-    # Imported here: those modules import this one for the contract.
-    from testfleet.worker.executors.command import CommandExecutor
-    from testfleet.worker.executors.simulated import SimulatedExecutor
-
-    executors: list[Executor] = [CommandExecutor(), SimulatedExecutor()]
-    if tests_available():
-        from testfleet.worker.executors.pytest_run import PytestExecutor
-
-        executors.append(PytestExecutor())
-    if benchmarks_available():
-        from testfleet.worker.executors.benchmark import BenchmarkExecutor
-
-        executors.append(BenchmarkExecutor())
-    return {executor.task_type: executor for executor in executors}
+    def finish(
+        self,
+        status: ResultStatus,
+        error: Failure | None = None,
+        *,
+        results: dict[str, Any] | None = None,
+        hardware_metrics: dict[str, Any] | None = None,
+        logs: str = "",
+    ) -> TaskResult:
+        """The attempt's result, timed from when this builder was made."""
+        return TaskResult(
+            task_id=self.task.task_id,
+            worker_id=self.context.worker_id,
+            status=status,
+            execution_time_seconds=max(0.0, self.elapsed()),
+            hardware_metrics=hardware_metrics or {},
+            results=results or {},
+            simulation_status=SimulationStatus(is_simulated=self.is_simulated),
+            logs=logs,
+            error=(
+                TaskError(error_class=error[0], message=clip_message(error[1])) if error else None
+            ),
+        )

@@ -1,8 +1,9 @@
 """The ``benchmark`` executor: time a model per batch size in a runner child process.
 
 Callers: the worker agent, for tasks of type ``benchmark`` (config:
-``domain.benchmark.BenchmarkConfig``). :func:`default_executors` includes it
-only where torch and transformers are installed.
+``domain.benchmark.BenchmarkConfig``).
+:func:`~testfleet.worker.executors.registry.default_executors` includes it only
+where torch and transformers are installed.
 
 How an attempt runs:
 
@@ -35,11 +36,8 @@ import logging
 import os
 import signal
 import sys
-import time
 from collections.abc import Callable, Sequence
 from typing import BinaryIO
-
-from pydantic import ValidationError
 
 from testfleet.domain.benchmark import BenchmarkConfig
 from testfleet.domain.enums import ErrorClass, HardwareKind, ResultStatus, TaskType
@@ -68,8 +66,9 @@ from testfleet.worker.benchmarking.protocol import (
 )
 from testfleet.worker.executors.base import (
     ExecutionContext,
+    ExecutorBase,
+    ResultBuilder,
     attempt_environment,
-    build_result,
 )
 from testfleet.worker.executors.leftovers import forget, remember
 from testfleet.worker.executors.process_group import (
@@ -148,7 +147,7 @@ class _LineReader(asyncio.Protocol):
             self.closed.set_result(None)
 
 
-class BenchmarkExecutor:
+class BenchmarkExecutor(ExecutorBase):
     """Runs ``BenchmarkConfig`` tasks through the runner child; reports a ``BenchmarkOutcome``."""
 
     task_type: TaskType = TaskType.BENCHMARK
@@ -178,42 +177,27 @@ class BenchmarkExecutor:
         self._usable: frozenset[HardwareKind] | None = None
 
     async def run(self, task: TaskSpec, context: ExecutionContext) -> TaskResult:
-        started = time.perf_counter()
-
-        def finish(status: ResultStatus, error: tuple[ErrorClass, str] | None) -> TaskResult:
-            return build_result(
-                task,
-                context,
-                status=status,
-                execution_time_seconds=time.perf_counter() - started,
-                is_simulated=False,
-                error=error,
-            )
-
-        try:
-            config = BenchmarkConfig.model_validate(task.config)
-        except ValidationError as exc:
-            return finish(ResultStatus.FAILED, (ErrorClass.INVALID_CONFIG, str(exc)))
+        out = ResultBuilder(task, context, is_simulated=False)
+        config = out.parse_config(BenchmarkConfig)
+        if isinstance(config, TaskResult):
+            return config
         if context.cancel_event.is_set():
-            return finish(
+            return out.finish(
                 ResultStatus.CANCELLED, (ErrorClass.CANCELLED, "cancelled before the run started")
             )
         if config.model_path is None:
             try:
                 zoo_entry(config.model)
             except BenchmarkError as exc:
-                return finish(ResultStatus.FAILED, (exc.error_class, exc.message))
+                return out.failed((exc.error_class, exc.message))
         hardware = await self._choose_hardware(config, task)
         reason = unsupported_reason(hardware)
         if reason is not None:
-            return finish(ResultStatus.FAILED, (ErrorClass.INVALID_CONFIG, reason))
+            return out.failed((ErrorClass.INVALID_CONFIG, reason))
         try:
             context.work_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            return finish(
-                ResultStatus.FAILED,
-                (ErrorClass.INFRASTRUCTURE, f"cannot create work directory: {exc}"),
-            )
+            return out.failed((ErrorClass.INFRASTRUCTURE, f"cannot create work directory: {exc}"))
 
         request = RunnerRequest(
             task_id=task.task_id,
@@ -237,9 +221,8 @@ class BenchmarkExecutor:
         except (OSError, ValueError) as exc:
             os.close(out_read)
             os.close(err_read)
-            return finish(
-                ResultStatus.FAILED,
-                (ErrorClass.INFRASTRUCTURE, f"cannot start the benchmark runner: {exc}"),
+            return out.failed(
+                (ErrorClass.INFRASTRUCTURE, f"cannot start the benchmark runner: {exc}")
             )
         finally:
             # The child holds its copies; ours must close or the pipes never reach EOF.
@@ -250,9 +233,7 @@ class BenchmarkExecutor:
         stderr = os.fdopen(err_read, "rb", buffering=0)
         remember(context.work_dir, context.attempt_id, process.pid)
         try:
-            return await self._supervise(
-                task, context, config, hardware, request, process, stdout, stderr, started
-            )
+            return await self._supervise(out, config, hardware, request, process, stdout, stderr)
         except asyncio.CancelledError:
             # The agent itself is going away: leave nothing running behind it.
             await self._kill_now(process, stdout, stderr)
@@ -260,9 +241,8 @@ class BenchmarkExecutor:
         except Exception as exc:  # a bug or resource failure here, not the task's fault
             log.exception("supervising the benchmark runner failed")
             await self._kill_now(process, stdout, stderr)
-            return finish(
-                ResultStatus.FAILED,
-                (ErrorClass.INFRASTRUCTURE, f"supervising the benchmark runner failed: {exc!r}"),
+            return out.failed(
+                (ErrorClass.INFRASTRUCTURE, f"supervising the benchmark runner failed: {exc!r}")
             )
         finally:
             forget(context.work_dir, context.attempt_id)
@@ -294,16 +274,15 @@ class BenchmarkExecutor:
 
     async def _supervise(
         self,
-        task: TaskSpec,
-        context: ExecutionContext,
+        out: ResultBuilder,
         config: BenchmarkConfig,
         hardware: HardwareKind,
         request: RunnerRequest,
         process: asyncio.subprocess.Process,
         stdout: BinaryIO,
         stderr: BinaryIO,
-        started: float,
     ) -> TaskResult:
+        task, context = out.task, out.context
         loop = asyncio.get_running_loop()
         report = RunnerReport()
         lines = _LineReader(lambda line: self._observe(report, line))
@@ -312,8 +291,7 @@ class BenchmarkExecutor:
         err_transport, _ = await loop.connect_read_pipe(lambda: logs, stderr)
         feeder = asyncio.create_task(self._feed(process, encode_request(request)))
         try:
-            remaining = task.timeout_seconds - (time.perf_counter() - started)
-            ending = await wait_for_exit(process, context.cancel_event, remaining)
+            ending = await wait_for_exit(process, context.cancel_event, out.remaining())
             # After a normal exit this only finds leftovers (usually none: instant).
             await end_group(process.pid, self._kill_grace)
             with contextlib.suppress(TimeoutError):
@@ -335,13 +313,9 @@ class BenchmarkExecutor:
             timeout_seconds=task.timeout_seconds,
             metrics_interval_seconds=self._metrics_interval,
         )
-        return build_result(
-            task,
-            context,
-            status=verdict.status,
-            execution_time_seconds=time.perf_counter() - started,
-            is_simulated=False,
-            error=verdict.error,
+        return out.finish(
+            verdict.status,
+            verdict.error,
             results=verdict.results,
             hardware_metrics=verdict.hardware_metrics,
             logs=encode_logs(logs.tail()),

@@ -30,19 +30,22 @@ import contextlib
 import os
 import shutil
 import signal
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import psutil
-from pydantic import ValidationError
 
 from testfleet.domain.enums import ErrorClass, ResultStatus, TaskType
 from testfleet.domain.result import TaskResult, encode_logs
 from testfleet.domain.task import TaskSpec
 from testfleet.domain.task_configs import CommandConfig
-from testfleet.worker.executors.base import ExecutionContext, attempt_environment, build_result
+from testfleet.worker.executors.base import (
+    ExecutionContext,
+    ExecutorBase,
+    ResultBuilder,
+    attempt_environment,
+)
 from testfleet.worker.executors.leftovers import forget, remember
 from testfleet.worker.executors.process_group import (
     Ending,
@@ -131,7 +134,7 @@ class _MemoryPeak:
         return True
 
 
-class CommandExecutor:
+class CommandExecutor(ExecutorBase):
     """Runs ``CommandConfig.argv`` as a process group and reports how it ended."""
 
     task_type: TaskType = TaskType.COMMAND
@@ -148,35 +151,17 @@ class CommandExecutor:
         self._drain = output_drain_seconds
 
     async def run(self, task: TaskSpec, context: ExecutionContext) -> TaskResult:
-        started = time.perf_counter()
-
-        def failed(error_class: ErrorClass, message: str) -> TaskResult:
-            return build_result(
-                task,
-                context,
-                status=ResultStatus.FAILED,
-                execution_time_seconds=time.perf_counter() - started,
-                is_simulated=False,
-                error=(error_class, message),
-            )
-
-        try:
-            config = CommandConfig.model_validate(task.config)
-        except ValidationError as exc:
-            return failed(ErrorClass.INVALID_CONFIG, str(exc))
+        out = ResultBuilder(task, context, is_simulated=False)
+        config = out.parse_config(CommandConfig)
+        if isinstance(config, TaskResult):
+            return config
         if context.cancel_event.is_set():
-            return build_result(
-                task,
-                context,
-                status=ResultStatus.CANCELLED,
-                execution_time_seconds=time.perf_counter() - started,
-                is_simulated=False,
-                error=(ErrorClass.CANCELLED, "cancelled before the command started"),
-            )
+            cancelled = (ErrorClass.CANCELLED, "cancelled before the command started")
+            return out.finish(ResultStatus.CANCELLED, cancelled)
 
         cwd, cwd_problem = _working_directory(config.cwd, context.work_dir)
         if cwd_problem is not None:
-            return failed(*cwd_problem)
+            return out.failed(cwd_problem)
 
         # config.env comes last: a command may override even the TESTFLEET_* names.
         env = attempt_environment(task, context, config.env)
@@ -194,16 +179,16 @@ class CommandExecutor:
             )
         except FileNotFoundError:
             os.close(read_fd)
-            return failed(ErrorClass.INVALID_CONFIG, _explain_not_found(program, cwd, env))
+            return out.failed((ErrorClass.INVALID_CONFIG, _explain_not_found(program, cwd, env)))
         except PermissionError:
             os.close(read_fd)
-            return failed(ErrorClass.INVALID_CONFIG, f"program is not executable: {program}")
+            return out.failed((ErrorClass.INVALID_CONFIG, f"program is not executable: {program}"))
         except ValueError as exc:  # e.g. a NUL byte in argv or env, which exec cannot pass
             os.close(read_fd)
-            return failed(ErrorClass.INVALID_CONFIG, f"cannot start {program}: {exc}")
+            return out.failed((ErrorClass.INVALID_CONFIG, f"cannot start {program}: {exc}"))
         except OSError as exc:
             os.close(read_fd)
-            return failed(ErrorClass.INFRASTRUCTURE, f"cannot start {program}: {exc}")
+            return out.failed((ErrorClass.INFRASTRUCTURE, f"cannot start {program}: {exc}"))
         finally:
             # The child holds its copy; ours must close or the pipe never reaches EOF.
             os.close(write_fd)
@@ -211,7 +196,7 @@ class CommandExecutor:
         pipe = os.fdopen(read_fd, "rb", buffering=0)
         remember(context.work_dir, context.attempt_id, process.pid)
         try:
-            return await self._supervise(task, context, config, process, pipe, started)
+            return await self._supervise(out, config, process, pipe)
         except asyncio.CancelledError:
             # The agent itself is going away: leave nothing running behind it, and
             # reap the leader (SIGKILL is quick) so its transport is closed, not leaked.
@@ -219,7 +204,7 @@ class CommandExecutor:
             raise
         except Exception as exc:  # a bug or resource failure here, not the task's fault
             await self._kill_now(process, pipe)
-            return failed(ErrorClass.INFRASTRUCTURE, f"supervising {program} failed: {exc!r}")
+            return out.failed((ErrorClass.INFRASTRUCTURE, f"supervising {program} failed: {exc!r}"))
         finally:
             forget(context.work_dir, context.attempt_id)
 
@@ -232,13 +217,12 @@ class CommandExecutor:
 
     async def _supervise(
         self,
-        task: TaskSpec,
-        context: ExecutionContext,
+        out: ResultBuilder,
         config: CommandConfig,
         process: asyncio.subprocess.Process,
         pipe: BinaryIO,
-        started: float,
     ) -> TaskResult:
+        task, context = out.task, out.context
         loop = asyncio.get_running_loop()
         pgid = process.pid  # start_new_session: the child leads its own group
         output = OutputTail(config.output_tail_bytes)
@@ -250,8 +234,7 @@ class CommandExecutor:
             else None
         )
         try:
-            remaining = task.timeout_seconds - (time.perf_counter() - started)
-            ending = await wait_for_exit(process, context.cancel_event, remaining)
+            ending = await wait_for_exit(process, context.cancel_event, out.remaining())
             # After a normal exit this only finds leftovers (usually none: instant).
             await end_group(pgid, self._kill_grace)
             with contextlib.suppress(TimeoutError):
@@ -263,7 +246,6 @@ class CommandExecutor:
                 sampler.cancel()
             transport.close()
 
-        elapsed = time.perf_counter() - started
         code = process.returncode
         tail = output.tail()
         results: dict[str, Any] = {
@@ -303,16 +285,8 @@ class CommandExecutor:
         else:
             status, error = ResultStatus.FAILED, (ErrorClass.TASK_FAILURE, f"exit code {code}")
 
-        return build_result(
-            task,
-            context,
-            status=status,
-            execution_time_seconds=elapsed,
-            is_simulated=False,
-            error=error,
-            results=results,
-            hardware_metrics=metrics,
-            logs=encode_logs(tail),
+        return out.finish(
+            status, error, results=results, hardware_metrics=metrics, logs=encode_logs(tail)
         )
 
     @staticmethod

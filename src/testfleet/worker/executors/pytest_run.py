@@ -1,7 +1,8 @@
 """The ``test`` executor: run a chunk of pytest node ids in a warm session, report each test.
 
 Callers: the worker agent, for tasks of type ``test`` (config:
-``domain.pytest_tasks.TestConfig``); :func:`default_executors` includes it where
+``domain.pytest_tasks.TestConfig``);
+:func:`~testfleet.worker.executors.registry.default_executors` includes it where
 pytest is installed. The worker CLI calls :meth:`PytestExecutor.prewarm` at
 start and :meth:`PytestExecutor.close` at exit.
 
@@ -48,11 +49,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
-from pydantic import ValidationError
-
 from testfleet.domain.enums import ErrorClass, ResultStatus, TaskType
+from testfleet.domain.pytest_limits import MAX_LONGREPR_CHARS
 from testfleet.domain.pytest_tasks import (
-    MAX_LONGREPR_CHARS,
     PhaseReport,
     ReportOutcome,
     SessionInfo,
@@ -64,7 +63,13 @@ from testfleet.domain.pytest_tasks import (
 from testfleet.domain.result import TaskResult, encode_logs
 from testfleet.domain.session_env import WORKER_SESSION_ENV
 from testfleet.domain.task import TaskSpec
-from testfleet.worker.executors.base import ExecutionContext, attempt_environment, build_result
+from testfleet.worker.executors.base import (
+    ExecutionContext,
+    ExecutorBase,
+    Failure,
+    ResultBuilder,
+    attempt_environment,
+)
 from testfleet.worker.executors.process_group import OutputTail
 from testfleet.worker.pytest_sessions import report_data
 from testfleet.worker.pytest_sessions.session_process import ChunkEnd, PytestSession
@@ -85,8 +90,6 @@ ATTEMPT_ENV_PREFIX = "TESTFLEET_"
 #: half a frame (protocol.codec.MAX_FRAME_BYTES is 64 MiB), the rest for the
 #: result's other fields and other results batched with it.
 RESULT_RECORDS_BUDGET = 32 * 1024 * 1024
-
-Failure = tuple[ErrorClass, str]
 
 
 class _Ending(StrEnum):
@@ -263,7 +266,7 @@ async def _race(
     return _Ending.CANCELLED if cancelled in done else _Ending.TIMED_OUT
 
 
-class PytestExecutor:
+class PytestExecutor(ExecutorBase):
     """Runs ``TestConfig`` chunks in warm pytest sessions; reports a ``TestChunkOutcome``."""
 
     task_type: TaskType = TaskType.TEST
@@ -295,31 +298,19 @@ class PytestExecutor:
         await self._pool.close()
 
     async def run(self, task: TaskSpec, context: ExecutionContext) -> TaskResult:
-        started = time.perf_counter()
-
-        def failed(error: Failure) -> TaskResult:
-            return build_result(
-                task,
-                context,
-                status=ResultStatus.FAILED,
-                execution_time_seconds=time.perf_counter() - started,
-                is_simulated=False,
-                error=error,
-            )
-
-        try:
-            config = TestConfig.model_validate(task.config)
-        except ValidationError as exc:
-            return failed((ErrorClass.INVALID_CONFIG, f"invalid test config: {exc}"))
+        out = ResultBuilder(task, context, is_simulated=False)
+        config = out.parse_config(TestConfig, prefix="invalid test config: ")
+        if isinstance(config, TaskResult):
+            return config
         already = _unique([n for n in config.node_ids if n in context.completed_tests])
         to_run = _unique([n for n in config.node_ids if n not in context.completed_tests])
         attempt = _Attempt(to_run=to_run, logs=OutputTail(self._log_tail))
         if not to_run and config.node_ids:
             # Every test was reported by an earlier attempt: nothing to start.
-            return self._result(task, context, config, attempt, already, started, None)
+            return self._result(out, config, attempt, already, None)
         python = resolve_python(config.python)
         if python is None:
-            return failed(
+            return out.failed(
                 (
                     ErrorClass.INVALID_CONFIG,
                     f"python interpreter '{config.python}' not found on worker {context.worker_id}",
@@ -327,12 +318,11 @@ class PytestExecutor:
             )
         if context.cancel_event.is_set():
             cancelled = (ErrorClass.CANCELLED, "cancelled before the tests started")
-            return self._result(task, context, config, attempt, already, started, cancelled)
+            return self._result(out, config, attempt, already, cancelled)
 
         runner = asyncio.create_task(self._run_all(task, context, config, python, attempt))
         try:
-            remaining = task.timeout_seconds - (time.perf_counter() - started)
-            ending = await _race(runner, context.cancel_event, remaining)
+            ending = await _race(runner, context.cancel_event, out.remaining())
         except asyncio.CancelledError:
             # The agent itself is going away: the runner ends its session first.
             runner.cancel()
@@ -361,16 +351,14 @@ class PytestExecutor:
                     ErrorClass.CANCELLED,
                     f"cancelled; the pytest session's process group was ended; {what}",
                 )
-        return self._result(task, context, config, attempt, already, started, error)
+        return self._result(out, config, attempt, already, error)
 
     def _result(
         self,
-        task: TaskSpec,
-        context: ExecutionContext,
+        out: ResultBuilder,
         config: TestConfig,
         attempt: _Attempt,
         already: list[str],
-        started: float,
         error: Failure | None,
     ) -> TaskResult:
         status = ResultStatus.COMPLETED
@@ -394,13 +382,9 @@ class PytestExecutor:
                 restarts=attempt.restarts,
             ),
         )
-        return build_result(
-            task,
-            context,
-            status=status,
-            execution_time_seconds=time.perf_counter() - started,
-            is_simulated=False,
-            error=error,
+        return out.finish(
+            status,
+            error,
             results=outcome.model_dump(mode="json"),
             logs=encode_logs(attempt.logs.tail()),
         )

@@ -18,15 +18,17 @@ from __future__ import annotations
 import asyncio
 import math
 import random
-import time
-
-from pydantic import ValidationError
 
 from testfleet.domain.enums import ErrorClass, ResultStatus, TaskType
 from testfleet.domain.result import TaskResult
 from testfleet.domain.task import TaskSpec
 from testfleet.domain.task_configs import DurationDistribution, SampledDuration, SimulatedConfig
-from testfleet.worker.executors.base import ExecutionContext, build_result
+from testfleet.worker.executors.base import (
+    ExecutionContext,
+    ExecutorBase,
+    Failure,
+    ResultBuilder,
+)
 
 
 def attempt_rng(seed: int | None, attempt: int) -> random.Random:
@@ -53,33 +55,20 @@ def sample_duration(sampled: SampledDuration, rng: random.Random) -> float:
     return min(max(value, 0.0), sampled.max_seconds)
 
 
-class SimulatedExecutor:
+class SimulatedExecutor(ExecutorBase):
     """Waits the configured or sampled duration, then completes or (by chance) fails."""
 
     task_type: TaskType = TaskType.SIMULATED
 
     async def run(self, task: TaskSpec, context: ExecutionContext) -> TaskResult:
-        started = time.perf_counter()
+        out = ResultBuilder(task, context, is_simulated=True)
 
-        def finish(
-            status: ResultStatus,
-            error: tuple[ErrorClass, str] | None = None,
-            duration: float | None = None,
-        ) -> TaskResult:
-            return build_result(
-                task,
-                context,
-                status=status,
-                execution_time_seconds=time.perf_counter() - started,
-                is_simulated=True,
-                error=error,
-                results={} if duration is None else {"simulated_duration_seconds": duration},
-            )
+        def finish(status: ResultStatus, error: Failure | None, duration: float) -> TaskResult:
+            return out.finish(status, error, results={"simulated_duration_seconds": duration})
 
-        try:
-            config = SimulatedConfig.model_validate(task.config)
-        except ValidationError as exc:
-            return finish(ResultStatus.FAILED, (ErrorClass.INVALID_CONFIG, str(exc)))
+        config = out.parse_config(SimulatedConfig)
+        if isinstance(config, TaskResult):
+            return config
 
         rng = attempt_rng(config.seed, context.attempt)
         if config.sampled_duration is not None:

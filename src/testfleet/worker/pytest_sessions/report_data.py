@@ -12,11 +12,12 @@ against serial pytest is the one the workers run:
 
 So this module imports only the standard library (pytest's reports are read
 by duck typing) and runs on Python 3.9+: no ``match``, no runtime ``X | Y``.
-Its caps equal :mod:`testfleet.domain.pytest_tasks`'s (a unit test checks), which
-explains the size policy: every report pytest made is kept, in order, with
+Its caps are :mod:`testfleet.domain.pytest_limits`, the module the record
+model validates with (loaded by path in a child, imported here otherwise), which
+also explains the size policy: every report pytest made is kept, in order, with
 its subtest context and the attributes plugins set on it; subtest reports
-past :data:`MAX_SUBTESTS_KEPT` (of failed ones, and of the others) are only
-counted, and past :data:`SUBTEST_TEXT_BUDGET` characters of text they are
+past ``MAX_SUBTESTS_KEPT`` (of failed ones, and of the others) are only
+counted, and past ``SUBTEST_TEXT_BUDGET`` characters of text they are
 kept *lean* (the end of their failure, a short description).
 """
 
@@ -24,54 +25,17 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+import sys
+from typing import TYPE_CHECKING, Any
 
-# The caps of testfleet.domain.pytest_tasks (not importable from a session child).
-MAX_LONGREPR_CHARS = 16 * 1024
-MAX_SECTION_CHARS = 16 * 1024
-MAX_SECTIONS = 32
-MAX_USER_PROPERTIES = 256
-MAX_PATH_CHARS = 4096
-MAX_KEYWORDS = 256
-MAX_KEYWORD_CHARS = 256
-MAX_REPORTS_PER_TEST = 10_000
-MAX_SUBTESTS_KEPT = 4096
-SUBTEST_TEXT_BUDGET = 1024 * 1024
-LEAN_LONGREPR_CHARS = 512
-LEAN_SUBTEST_MSG_CHARS = 128
-LEAN_SUBTEST_KWARGS = 8
-LEAN_SUBTEST_KEY_CHARS = 32
-LEAN_SUBTEST_VALUE_CHARS = 64
-MAX_SUBTEST_KWARGS = 64
-MAX_SUBTEST_KEY_CHARS = 256
-MAX_SUBTEST_VALUE_CHARS = 1024
-MAX_REPORT_EXTRAS = 32
-MAX_REPORT_EXTRA_NAME_CHARS = 256
-MAX_REPORT_EXTRA_CHARS = 4096
-MAX_WARNINGS = 64
-MAX_LINE_NUMBER = 2**31 - 1
+if TYPE_CHECKING or __package__:
+    from testfleet.domain import pytest_limits as limits
+else:
+    # Loaded by its path in a session child, which loaded the limits the same
+    # way first (see session_child.py): testfleet may not be importable there.
+    limits = sys.modules["_testfleet_pytest_limits"]
 
 KNOWN_OUTCOMES = ("passed", "failed", "skipped")
-#: What pytest's TestReport (and SubtestReport) keep in their ``__dict__``
-#: themselves; anything else there was set by a plugin and travels as an extra.
-STANDARD_ATTRIBUTES = frozenset(
-    {
-        "_id",
-        "nodeid",
-        "location",
-        "keywords",
-        "outcome",
-        "longrepr",
-        "when",
-        "user_properties",
-        "sections",
-        "duration",
-        "start",
-        "stop",
-        "wasxfail",
-        "context",
-    }
-)
 #: Report classes whose ``context`` is a subtest's (pytest 9's built-in
 #: subtests, and the pytest-subtests plugin before it).
 SUBTEST_REPORT_CLASSES = ("SubtestReport", "SubTestReport")
@@ -108,7 +72,11 @@ def tail(text: str, limit: int) -> str:
 
 def line_number(value: Any) -> int | None:
     """A line number the record accepts (pytest's are ints or None)."""
-    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_LINE_NUMBER:
+    if (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and 0 <= value <= limits.MAX_LINE_NUMBER
+    ):
         return value
     return None
 
@@ -117,9 +85,9 @@ def location_entry(location: tuple[Any, Any, Any]) -> Entry:
     """``item.location`` as the record's ``location``."""
     path, lineno, domain = location
     return {
-        "path": cap(str(path), MAX_PATH_CHARS),
+        "path": cap(str(path), limits.MAX_PATH_CHARS),
         "lineno": line_number(lineno),
-        "domain": cap(str(domain), MAX_PATH_CHARS),
+        "domain": cap(str(domain), limits.MAX_NODE_ID_CHARS),
     }
 
 
@@ -133,10 +101,10 @@ def keyword_names(keywords: Any) -> list[str]:
     seen = set()
     for name in keywords:
         name = str(name)
-        if name and len(name) <= MAX_KEYWORD_CHARS and name not in seen:
+        if name and len(name) <= limits.MAX_KEYWORD_CHARS and name not in seen:
             seen.add(name)
             names.append(name)
-            if len(names) >= MAX_KEYWORDS:
+            if len(names) >= limits.MAX_KEYWORDS:
                 break
     return names
 
@@ -166,13 +134,15 @@ def _subtest_context(report: Any) -> Entry:
     msg = getattr(context, "msg", None)
     kwargs: dict[str, str] = {}
     for key, value in list(dict(getattr(context, "kwargs", {}) or {}).items()):
-        if len(kwargs) >= MAX_SUBTEST_KWARGS:
+        if len(kwargs) >= limits.MAX_SUBTEST_KWARGS:
             break
         # pytest 9 keeps each value as its saferepr text already.
         text = value if isinstance(value, str) else _safe_repr(value)
-        kwargs[cap(str(key), MAX_SUBTEST_KEY_CHARS)] = cap(text, MAX_SUBTEST_VALUE_CHARS)
+        kwargs[cap(str(key), limits.MAX_SUBTEST_KEY_CHARS)] = cap(
+            text, limits.MAX_SUBTEST_VALUE_CHARS
+        )
     return {
-        "msg": None if msg is None else cap(str(msg), MAX_LONGREPR_CHARS),
+        "msg": None if msg is None else cap(str(msg), limits.MAX_LONGREPR_CHARS),
         "kwargs": kwargs,
     }
 
@@ -188,17 +158,17 @@ def _extras(report: Any) -> Entry:
     """Attributes a plugin set on the report, those that are JSON values within the caps."""
     extras: Entry = {}
     for name, value in list(vars(report).items()):
-        if len(extras) >= MAX_REPORT_EXTRAS:
+        if len(extras) >= limits.MAX_REPORT_EXTRAS:
             break
-        if not isinstance(name, str) or name in STANDARD_ATTRIBUTES:
+        if not isinstance(name, str) or name in limits.STANDARD_ATTRIBUTES:
             continue
-        if len(name) > MAX_REPORT_EXTRA_NAME_CHARS:
+        if len(name) > limits.MAX_REPORT_EXTRA_NAME_CHARS:
             continue
         try:
             text = json.dumps(value, allow_nan=False)
         except (TypeError, ValueError):
             continue  # not plain data (an object of the plugin's): it stays behind
-        if len(text) <= MAX_REPORT_EXTRA_CHARS:
+        if len(text) <= limits.MAX_REPORT_EXTRA_CHARS:
             extras[name] = json.loads(text)
     return extras
 
@@ -222,32 +192,32 @@ def phase_entry(report: Any, rootdir: str | None = None) -> Entry:
     if report.outcome == "skipped" and wasxfail is None and isinstance(longrepr, tuple):
         path, lineno, reason = (*longrepr, None, None, "")[:3]
         entry["skip"] = {
-            "path": cap(_relative(str(path), rootdir), MAX_PATH_CHARS),
+            "path": cap(_relative(str(path), rootdir), limits.MAX_PATH_CHARS),
             "lineno": line_number(lineno),
-            "reason": cap(str(reason), MAX_LONGREPR_CHARS),
+            "reason": cap(str(reason), limits.MAX_LONGREPR_CHARS),
         }
     elif longrepr is not None:
         try:
             text = report.longreprtext
         except Exception as exc:  # a plugin's longrepr that cannot render itself
             text = f"<unprintable longrepr: {exc!r}>"
-        entry["longrepr"] = cap(text, MAX_LONGREPR_CHARS)
+        entry["longrepr"] = cap(text, limits.MAX_LONGREPR_CHARS)
     if wasxfail is not None:
-        entry["wasxfail"] = cap(str(wasxfail), MAX_LONGREPR_CHARS)
+        entry["wasxfail"] = cap(str(wasxfail), limits.MAX_LONGREPR_CHARS)
     # The latest sections are this report's own: keep those when cutting.
     sections = [
-        [str(title), cap(str(content), MAX_SECTION_CHARS)]
-        for title, content in list(report.sections)[-MAX_SECTIONS:]
+        [str(title), cap(str(content), limits.MAX_SECTION_CHARS)]
+        for title, content in list(report.sections)[-limits.MAX_SECTIONS :]
     ]
     if sections:
         entry["sections"] = sections
     properties = []
-    for item in list(report.user_properties)[:MAX_USER_PROPERTIES]:
+    for item in list(report.user_properties)[: limits.MAX_USER_PROPERTIES]:
         try:
             name, value = item
         except (TypeError, ValueError):
             continue
-        properties.append([str(name), cap(str(value), MAX_SECTION_CHARS)])
+        properties.append([str(name), cap(str(value), limits.MAX_SECTION_CHARS)])
     if properties:
         entry["user_properties"] = properties
     if is_subtest(report):
@@ -281,19 +251,22 @@ def lean(entry: Entry) -> Entry:
     when the result would be too big: see ``executors/pytest_run.py``.)"""
     slim = {key: entry[key] for key in ("when", "outcome", "duration", "start", "stop")}
     if entry.get("longrepr"):
-        slim["longrepr"] = tail(entry["longrepr"], LEAN_LONGREPR_CHARS)
+        slim["longrepr"] = tail(entry["longrepr"], limits.LEAN_LONGREPR_CHARS)
     if entry.get("wasxfail") is not None:
-        slim["wasxfail"] = cap(entry["wasxfail"], LEAN_LONGREPR_CHARS)
+        slim["wasxfail"] = cap(entry["wasxfail"], limits.LEAN_LONGREPR_CHARS)
     if entry.get("skip"):
-        slim["skip"] = dict(entry["skip"], reason=cap(entry["skip"]["reason"], LEAN_LONGREPR_CHARS))
+        slim["skip"] = dict(
+            entry["skip"], reason=cap(entry["skip"]["reason"], limits.LEAN_LONGREPR_CHARS)
+        )
     subtest = entry.get("subtest")
     if subtest is not None:
         msg = subtest["msg"]
-        kwargs = list(subtest["kwargs"].items())[:LEAN_SUBTEST_KWARGS]
+        kwargs = list(subtest["kwargs"].items())[: limits.LEAN_SUBTEST_KWARGS]
         slim["subtest"] = {
-            "msg": None if msg is None else cap(msg, LEAN_SUBTEST_MSG_CHARS),
+            "msg": None if msg is None else cap(msg, limits.LEAN_SUBTEST_MSG_CHARS),
             "kwargs": {
-                cap(k, LEAN_SUBTEST_KEY_CHARS): cap(v, LEAN_SUBTEST_VALUE_CHARS) for k, v in kwargs
+                cap(k, limits.LEAN_SUBTEST_KEY_CHARS): cap(v, limits.LEAN_SUBTEST_VALUE_CHARS)
+                for k, v in kwargs
             },
         }
     return slim
@@ -336,17 +309,17 @@ class RecordBuilder:
             return None  # e.g. pytest-rerunfailures' "rerun": superseded by the next try
         entry = phase_entry(report, rootdir)
         if "subtest" not in entry:
-            if self._own >= MAX_REPORTS_PER_TEST - 2 * MAX_SUBTESTS_KEPT:
+            if self._own >= limits.MAX_REPORTS_PER_TEST - 2 * limits.MAX_SUBTESTS_KEPT:
                 return None  # a plugin reporting its test thousands of times
             self._own += 1
             self.phases.append(entry)
             return entry
         kind = "failed" if entry["outcome"] == "failed" else "other"
-        if self._kept[kind] >= MAX_SUBTESTS_KEPT:
+        if self._kept[kind] >= limits.MAX_SUBTESTS_KEPT:
             self._omitted[_omitted_kind(entry)] += 1
             return None
         self._kept[kind] += 1
-        if self._subtest_text + text_chars(entry) > SUBTEST_TEXT_BUDGET:
+        if self._subtest_text + text_chars(entry) > limits.SUBTEST_TEXT_BUDGET:
             entry = lean(entry)
         self._subtest_text += text_chars(entry)
         self.phases.append(entry)
@@ -366,15 +339,15 @@ class RecordBuilder:
     def warning(self, message: str, category: str, filename: str, lineno: Any) -> None:
         """A warning the test raised; the same one again only counts up."""
         key = (
-            cap(message, MAX_LONGREPR_CHARS),
-            category[:MAX_KEYWORD_CHARS],
-            cap(filename, MAX_PATH_CHARS),
+            cap(message, limits.MAX_LONGREPR_CHARS),
+            category[: limits.MAX_WARNING_CATEGORY_CHARS],
+            cap(filename, limits.MAX_PATH_CHARS),
             line_number(lineno),
         )
         known = self._warnings.get(key)
         if known is not None:
             known["count"] += 1
-        elif len(self._warnings) >= MAX_WARNINGS:
+        elif len(self._warnings) >= limits.MAX_WARNINGS:
             self._warnings_omitted += 1
         else:
             self._warnings[key] = {

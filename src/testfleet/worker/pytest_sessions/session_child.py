@@ -12,9 +12,11 @@ the same reason it runs on Python 3.9+ and is started by path without ``-P``
 ``sys.path``.
 
 Commands arrive and events leave as JSON lines on two dedicated pipes, never
-on stdin/stdout: tests print, and some read stdin. stdout and stderr (pytest's
-terminal output, anything a test writes uncaptured, a crash's traceback) go
-to a pipe the worker drains into a bounded tail.
+on stdin/stdout (their types are in ``pipe_protocol.py``, the record's caps in
+``domain/pytest_limits.py``; both loaded by path like the siblings): tests
+print, and some read stdin. stdout and stderr (pytest's terminal output,
+anything a test writes uncaptured, a crash's traceback) go to a pipe the
+worker drains into a bounded tail.
 
 Protocol (one JSON object per line):
 
@@ -79,31 +81,35 @@ from typing import TYPE_CHECKING, Any  # noqa: E402
 if TYPE_CHECKING:
     import pytest
 
+    from testfleet.domain import pytest_limits as limits
+    from testfleet.worker.pytest_sessions import pipe_protocol as wire
     from testfleet.worker.pytest_sessions import report_data, session_setup
 else:
 
-    def _load_sibling(name: str) -> Any:
-        """A module of this directory, by its path: this script runs under
-        interpreters that may not have testfleet installed."""
+    def _load(name: str, *where: str) -> Any:
+        """A module of testfleet's, by its path (``where``: its directory,
+        relative to this one): this script runs under interpreters that may
+        not have testfleet installed, or another version of it."""
         spec = importlib.util.spec_from_file_location(
-            "_testfleet_" + name, os.path.join(_HERE, name + ".py")
+            "_testfleet_" + name, os.path.join(_HERE, *where, name + ".py")
         )
         module = importlib.util.module_from_spec(spec)
         sys.modules[spec.name] = module
         spec.loader.exec_module(module)
         return module
 
-    report_data = _load_sibling("report_data")
-    session_setup = _load_sibling("session_setup")
+    # The record's caps first: report_data reads them (the model's own, see
+    # domain/pytest_limits.py), then the siblings.
+    limits = _load("pytest_limits", os.pardir, os.pardir, "domain")
+    report_data = _load("report_data")
+    session_setup = _load("session_setup")
+    wire = _load("pipe_protocol")
 
-PROTOCOL_VERSION = 2
-MAX_LONGREPR_CHARS = report_data.MAX_LONGREPR_CHARS
-MAX_PATH_CHARS = report_data.MAX_PATH_CHARS
 #: Exit codes of this script when pytest never ran.
 EXIT_NO_PYTEST = 3
 EXIT_PARENT_GONE = 70
 
-Event = dict[str, Any]
+Entry = dict[str, Any]
 cap = report_data.cap
 session_args = session_setup.session_args
 
@@ -119,11 +125,8 @@ class Channel:
         self._control = os.fdopen(control_fd, "rb")
         self._report = report_fd
 
-    def emit(self, event: Event) -> None:
-        # ensure_ascii=False then "replace": lone surrogates (undecodable
-        # output) become "?" instead of breaking the worker's JSON encoders.
-        line = json.dumps(event, ensure_ascii=False, default=str) + "\n"
-        data = line.encode("utf-8", errors="replace")
+    def emit(self, event: wire.Event) -> None:
+        data = wire.encode(event)
         try:
             while data:
                 written = os.write(self._report, data)
@@ -132,25 +135,29 @@ class Channel:
             # The worker is gone; nobody will read a result. End at once.
             os._exit(EXIT_PARENT_GONE)
 
-    def receive(self) -> Event | None:
+    def receive(self) -> wire.Command | wire.Invalid | None:
         """The next command; None when the worker closed the pipe."""
         line = self._control.readline()
         if not line:
             return None
         try:
-            command = json.loads(line)
+            raw = json.loads(line)
         except ValueError:
-            return {"cmd": "invalid", "line": line[:200].decode("utf-8", "replace")}
-        return command if isinstance(command, dict) else {"cmd": "invalid"}
+            return wire.Invalid(line[:200].decode("utf-8", "replace"))
+        return wire.decode_command(raw)
 
 
-def _failed_setup(nodeid: str, text: str) -> Event:
+def _failed_setup(nodeid: str, text: str) -> Entry:
     """A record for a node id that could not run at all (never collected here)."""
     path, _, domain = nodeid.partition("::")
     now = time.time()
     return {
         "nodeid": nodeid,
-        "location": {"path": cap(path, MAX_PATH_CHARS), "lineno": None, "domain": domain},
+        "location": {
+            "path": cap(path, limits.MAX_PATH_CHARS),
+            "lineno": None,
+            "domain": cap(domain, limits.MAX_NODE_ID_CHARS),
+        },
         "keywords": [],
         "phases": [
             {
@@ -158,7 +165,7 @@ def _failed_setup(nodeid: str, text: str) -> Event:
                 "outcome": "failed",
                 "start": now,
                 "stop": now,
-                "longrepr": cap(text, MAX_LONGREPR_CHARS),
+                "longrepr": cap(text, limits.MAX_LONGREPR_CHARS),
             }
         ],
     }
@@ -178,7 +185,7 @@ class FleetPlugin:
         activated: float,
         *,
         lazy: bool = True,
-        wanted_plugins: list[Event] | None = None,
+        wanted_plugins: list[Entry] | None = None,
     ) -> None:
         self._channel = channel
         self._worker = worker
@@ -189,7 +196,7 @@ class FleetPlugin:
         self._collected_files: set[str] = set()
         self._session: pytest.Session | None = None
         self._rootdir: str | None = None
-        self._collect_errors: list[Event] = []
+        self._collect_errors: list[Entry] = []
         self._current: str | None = None
         self._builder: Any = None  # report_data.RecordBuilder of the running test
         self._unreadable = ""
@@ -232,7 +239,10 @@ class FleetPlugin:
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         if report.failed:
             self._collect_errors.append(
-                {"nodeid": report.nodeid, "longrepr": cap(report.longreprtext, MAX_LONGREPR_CHARS)}
+                {
+                    "nodeid": report.nodeid,
+                    "longrepr": cap(report.longreprtext, limits.MAX_LONGREPR_CHARS),
+                }
             )
 
     def pytest_warning_recorded(
@@ -265,15 +275,14 @@ class FleetPlugin:
         if entry is None or "subtest" in entry:
             return  # only the test's own reports say where a crash happened
         self._channel.emit(
-            {
-                "event": "phase",
-                "nodeid": report.nodeid,
-                "when": entry["when"],
-                "outcome": entry["outcome"],
-                "duration": entry["duration"],
-                "start": entry["start"],
-                "stop": entry["stop"],
-            }
+            wire.Phase(
+                nodeid=report.nodeid,
+                when=entry["when"],
+                outcome=entry["outcome"],
+                duration=entry["duration"],
+                start=entry["start"],
+                stop=entry["stop"],
+            )
         )
 
     def pytest_runtestloop(self, session: pytest.Session) -> bool:
@@ -289,29 +298,28 @@ class FleetPlugin:
         for item in session.items:
             index.setdefault(item.nodeid, item)
         self._channel.emit(
-            {
-                "event": "collected",
-                "count": len(session.items),
-                "errors": self._collect_errors,
-                "seconds": max(0.0, time.monotonic() - self._activated),
-                "python": sys.executable,
-                "pytest_version": pytest.__version__,
-            }
+            wire.Collected(
+                count=len(session.items),
+                errors=self._collect_errors,
+                seconds=max(0.0, time.monotonic() - self._activated),
+                python=sys.executable,
+                pytest_version=pytest.__version__,
+            )
         )
         while True:
             command = self._channel.receive()
-            if command is None or command.get("cmd") == "exit":
+            if command is None or isinstance(command, wire.Exit):
                 return True
-            if command.get("cmd") == "run":
+            if isinstance(command, wire.RunChunk):
                 self._run_chunk(index, command)
             else:
                 message = f"unknown command {command!r}"[:500]
-                self._channel.emit({"event": "error", "message": message})
+                self._channel.emit(wire.Error(message))
 
-    def _run_chunk(self, index: dict[str, pytest.Item], command: Event) -> None:
-        chunk = command.get("chunk")
-        os.environ.update({str(k): str(v) for k, v in (command.get("env") or {}).items()})
-        node_ids = [str(nodeid) for nodeid in command.get("node_ids") or []]
+    def _run_chunk(self, index: dict[str, pytest.Item], command: wire.RunChunk) -> None:
+        chunk = command.chunk
+        os.environ.update({str(k): str(v) for k, v in command.env.items()})
+        node_ids = [str(nodeid) for nodeid in command.node_ids]
         if self._lazy and self._session is not None:
             self._collect_files_of([n for n in node_ids if n not in index], index)
         items = [index.get(nodeid) for nodeid in node_ids]
@@ -328,7 +336,7 @@ class FleetPlugin:
             item, nextitem = items[position], following[position]
             if item is None:
                 record = _failed_setup(nodeid, self._not_collected(nodeid))
-                self._channel.emit({"event": "test", "chunk": chunk, "record": record})
+                self._channel.emit(wire.TestDone(record=record, chunk=chunk))
                 continue
             try:
                 self._run_item(item, nextitem, chunk)
@@ -338,10 +346,10 @@ class FleetPlugin:
                 # pytest.exit() in a test: the rest of the chunk does not run,
                 # and the session ends as pytest ends it (its finish hooks run).
                 self._flush()
-                self._channel.emit({"event": "chunk_done", "chunk": chunk, "interrupted": True})
+                self._channel.emit(wire.ChunkDone(chunk=chunk, interrupted=True))
                 raise
         self._flush()
-        self._channel.emit({"event": "chunk_done", "chunk": chunk})
+        self._channel.emit(wire.ChunkDone(chunk=chunk))
 
     @staticmethod
     def _flush() -> None:
@@ -378,18 +386,17 @@ class FleetPlugin:
                     continue
                 where = os.path.relpath(batch[0], root)
                 self._collect_errors.append(
-                    {"nodeid": where, "longrepr": cap(str(exc), MAX_LONGREPR_CHARS)}
+                    {"nodeid": where, "longrepr": cap(str(exc), limits.MAX_LONGREPR_CHARS)}
                 )
                 continue
             for item in session.items:
                 index.setdefault(item.nodeid, item)
         self._channel.emit(
-            {
-                "event": "collected_more",
-                "count": len(index),
-                "errors": self._collect_errors[errors_before:],
-                "seconds": max(0.0, time.monotonic() - started),
-            }
+            wire.CollectedMore(
+                count=len(index),
+                errors=self._collect_errors[errors_before:],
+                seconds=max(0.0, time.monotonic() - started),
+            )
         )
 
     def _run_item(self, item: pytest.Item, nextitem: pytest.Item | None, chunk: Any) -> None:
@@ -411,13 +418,7 @@ class FleetPlugin:
         builder = report_data.RecordBuilder(nodeid, location, keywords)
         self._current, self._builder, self._unreadable = nodeid, builder, ""
         self._channel.emit(
-            {
-                "event": "start",
-                "chunk": chunk,
-                "nodeid": nodeid,
-                "location": location,
-                "keywords": keywords,
-            }
+            wire.Start(nodeid=nodeid, chunk=chunk, location=location, keywords=keywords)
         )
         interrupted, stop = None, None
         try:
@@ -435,7 +436,7 @@ class FleetPlugin:
             if self._unreadable:
                 problem = "the worker could not read pytest's report:\n" + self._unreadable
             record["phases"] = _failed_setup(nodeid, problem)["phases"]
-        self._channel.emit({"event": "test", "chunk": chunk, "record": record})
+        self._channel.emit(wire.TestDone(record=record, chunk=chunk))
         if stop is not None:
             raise stop
 
@@ -463,7 +464,7 @@ def _mark_hooks(pytest_module: Any) -> None:
     pytest_module.hookimpl(hookwrapper=True)(FleetPlugin.pytest_runtest_logreport)
 
 
-def interruption(exc: BaseException) -> Event | None:
+def interruption(exc: BaseException) -> Entry | None:
     """The record's ``interrupted`` for an exception that stops a pytest
     session from inside a test (``pytest.exit()``, ``KeyboardInterrupt``);
     None for any other exception."""
@@ -473,43 +474,46 @@ def interruption(exc: BaseException) -> Event | None:
         code = exc.returncode
         return {
             "kind": "exit",
-            "message": cap(str(exc.msg), MAX_LONGREPR_CHARS),
+            "message": cap(str(exc.msg), limits.MAX_LONGREPR_CHARS),
             "returncode": int(code) if isinstance(code, int) else None,
         }
     if isinstance(exc, KeyboardInterrupt):
-        return {"kind": "keyboard_interrupt", "message": cap(str(exc), MAX_LONGREPR_CHARS)}
+        return {"kind": "keyboard_interrupt", "message": cap(str(exc), limits.MAX_LONGREPR_CHARS)}
     return None
 
 
-def _activate(channel: Channel, command: Event) -> int:
+def _activate(channel: Channel, command: wire.Activate) -> int:
     import pytest
 
     activated = time.monotonic()
     try:
-        os.chdir(str(command["cwd"]))
-        env = {str(k): str(v) for k, v in dict(command.get("env") or {}).items()}
-        args = [str(arg) for arg in command.get("args") or []]
-        basetemp, cache_dir = str(command["basetemp"]), str(command["cache_dir"])
-    except (OSError, KeyError, TypeError, ValueError) as exc:
-        channel.emit({"event": "fatal", "message": f"cannot activate the session: {exc}"})
+        os.chdir(command.cwd)
+    except (OSError, ValueError) as exc:
+        channel.emit(wire.Fatal(f"cannot activate the session: {exc}"))
         return EXIT_NO_PYTEST
+    env = {str(k): str(v) for k, v in command.env.items()}
+    args = [str(arg) for arg in command.args]
     # Replaced wholesale, so the session sees exactly the attempt's environment
     # (variables read at import time, e.g. by plugins, take effect: nothing of
     # the project is imported yet).
     os.environ.clear()
     os.environ.update(env)
-    wanted = command.get("plugins")
-    wanted = [p for p in wanted if isinstance(p, dict)] if isinstance(wanted, list) else None
+    plugins = command.plugins
+    wanted = None if plugins is None else [p for p in plugins if isinstance(p, dict)]
     plugin = FleetPlugin(
         channel,
-        str(command.get("worker") or "?"),
+        command.worker or "?",
         activated,
-        lazy=not command.get("full_collection", False),
+        lazy=not command.full_collection,
         wanted_plugins=wanted,
     )
-    plugins: list[Any] = [*session_setup.blocked_plugins(wanted), plugin]
+    blocked: list[Any] = session_setup.blocked_plugins(wanted)
     try:
-        code = int(pytest.main(session_args(args, basetemp, cache_dir), plugins=plugins))
+        code = int(
+            pytest.main(
+                session_args(args, command.basetemp, command.cache_dir), plugins=[*blocked, plugin]
+            )
+        )
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
     except BaseException:  # pytest itself broke: say so instead of vanishing
@@ -518,7 +522,7 @@ def _activate(channel: Channel, command: Event) -> int:
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):
             stream.flush()
-    channel.emit({"event": "session_end", "exit_code": code})
+    channel.emit(wire.SessionEnd(exit_code=code))
     return code
 
 
@@ -531,30 +535,24 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import pytest
     except BaseException as exc:
-        channel.emit(
-            {
-                "event": "fatal",
-                "message": f"cannot import pytest with {sys.executable}: {exc!r}",
-            }
-        )
+        channel.emit(wire.Fatal(f"cannot import pytest with {sys.executable}: {exc!r}"))
         return EXIT_NO_PYTEST
     _mark_hooks(pytest)
     session_setup.preload()
     channel.emit(
-        {
-            "event": "ready",
-            "protocol": PROTOCOL_VERSION,
-            "pid": os.getpid(),
-            "python": sys.executable,
-            "python_version": "{}.{}.{}".format(*sys.version_info[:3]),
-            "pytest_version": pytest.__version__,
-        }
+        wire.Ready(
+            protocol=wire.PROTOCOL_VERSION,
+            pid=os.getpid(),
+            python=sys.executable,
+            python_version="{}.{}.{}".format(*sys.version_info[:3]),
+            pytest_version=pytest.__version__,
+        )
     )
     command = channel.receive()
-    if command is None or command.get("cmd") == "exit":
+    if command is None or isinstance(command, wire.Exit):
         return 0
-    if command.get("cmd") != "activate":
-        channel.emit({"event": "fatal", "message": f"expected activate, got {command!r}"})
+    if not isinstance(command, wire.Activate):
+        channel.emit(wire.Fatal(f"expected activate, got {command!r}"))
         return EXIT_NO_PYTEST
     return _activate(channel, command)
 

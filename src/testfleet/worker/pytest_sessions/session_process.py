@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from testfleet.domain import pytest_limits as limits
 from testfleet.domain.pytest_tasks import (
     PhaseReport,
     ReportOutcome,
@@ -29,6 +30,7 @@ from testfleet.domain.pytest_tasks import (
     TestRecord,
 )
 from testfleet.worker.executors.process_group import OutputTail, end_group, signal_group
+from testfleet.worker.pytest_sessions import pipe_protocol as wire
 
 if TYPE_CHECKING:
     from testfleet.worker.pytest_sessions.sessions import SessionKey
@@ -114,26 +116,27 @@ def parse_record(raw: Any) -> TestRecord:
         return TestRecord.model_validate(raw)
     except ValidationError as exc:
         nodeid = str(raw.get("nodeid", "?")) if isinstance(raw, dict) else "?"
-        path, _, domain = nodeid.partition("::")
+        message = f"the worker could not read this test's report: {exc}"
         return TestRecord(
-            nodeid=nodeid[:4096] or "?",
-            location=TestLocation(path=path[:4096], domain=domain[:4096]),
+            nodeid=nodeid[: limits.MAX_NODE_ID_CHARS] or "?",
+            location=_fallback_location(nodeid),
             phases=[
                 PhaseReport(
                     when=TestPhase.SETUP,
                     outcome=ReportOutcome.FAILED,
-                    longrepr=f"the worker could not read this test's report: {exc}"[:16384],
+                    longrepr=message[: limits.MAX_LONGREPR_CHARS],
                 )
             ],
         )
 
 
 class _EventReader(asyncio.Protocol):
-    """Splits the report pipe into JSON events and queues them."""
+    """Splits the report pipe into events (:mod:`.pipe_protocol`) and queues them;
+    a line that is no event we know is counted in ``ignored``."""
 
     def __init__(self) -> None:
         self._buffer = bytearray()
-        self.events: collections.deque[dict[str, Any]] = collections.deque()
+        self.events: collections.deque[wire.Event] = collections.deque()
         self.changed = asyncio.Event()
         self.closed = False
         self.ignored = 0
@@ -144,11 +147,12 @@ class _EventReader(asyncio.Protocol):
             line = bytes(self._buffer[:end])
             del self._buffer[: end + 1]
             try:
-                event = json.loads(line)
+                event = wire.decode_event(json.loads(line))
             except ValueError:
+                event = None
+            if event is None:
                 self.ignored += 1
-                continue
-            if isinstance(event, dict):
+            else:
                 self.events.append(event)
         self.changed.set()
 
@@ -233,13 +237,13 @@ class PytestSession:
     def output_text(self) -> str:
         return quote_output(self._output.tail.tail())
 
-    def send(self, command: dict[str, Any]) -> None:
+    def send(self, command: wire.Command) -> None:
         """Queue a command; one the child can no longer read is dropped (its death shows)."""
         if self._control.is_closing():
             return
-        self._control.write(json.dumps(command).encode("utf-8") + b"\n")
+        self._control.write(wire.encode(command))
 
-    async def next_event(self) -> dict[str, Any] | None:
+    async def next_event(self) -> wire.Event | None:
         """The next event; None once the child has gone (its last events read first)."""
         while True:
             if self._events.events:
@@ -269,7 +273,7 @@ class PytestSession:
             if self._events.events:
                 return
 
-    def _take_events(self) -> list[dict[str, Any]]:
+    def _take_events(self) -> list[wire.Event]:
         taken = list(self._events.events)
         self._events.events.clear()
         return taken
@@ -299,7 +303,7 @@ class PytestSession:
         chunk = next(self._chunks)
         self.chunks_run += 1
         self.chunk_collect_seconds = 0.0
-        self.send({"cmd": "run", "chunk": chunk, "node_ids": node_ids, "env": dict(env)})
+        self.send(wire.RunChunk(chunk=chunk, node_ids=node_ids, env=dict(env)))
         running: RunningTest | None = None
         interrupted = False
         while True:
@@ -308,29 +312,30 @@ class PytestSession:
             batch: list[TestRecord] = []
             ended: bool | None = None if first is not None else False
             for event in events:
-                kind = event.get("event")
-                if kind == "start":
+                if isinstance(event, wire.Start):
                     running = RunningTest(
-                        nodeid=str(event.get("nodeid")),
-                        location=_location(event.get("location"), str(event.get("nodeid"))),
-                        keywords=[str(k)[:256] for k in (event.get("keywords") or [])][:256],
+                        nodeid=event.nodeid,
+                        location=_location(event.location, event.nodeid),
+                        keywords=[str(k)[: limits.MAX_KEYWORD_CHARS] for k in event.keywords][
+                            : limits.MAX_KEYWORDS
+                        ],
                     )
-                elif kind == "phase" and running is not None:
+                elif isinstance(event, wire.Phase) and running is not None:
                     phase = _phase(event)
                     if phase is not None:
                         if phase.when is TestPhase.SETUP:
                             running.phases = []
                         running.phases.append(phase)
-                elif kind == "test":
-                    batch.append(parse_record(event.get("record")))
+                elif isinstance(event, wire.TestDone):
+                    batch.append(parse_record(event.record))
                     running = None
-                elif kind == "collected_more":
+                elif isinstance(event, wire.CollectedMore):
                     self._collected_more(event)
-                elif kind == "chunk_done":
+                elif isinstance(event, wire.ChunkDone):
                     ended = True
-                    interrupted = bool(event.get("interrupted"))
+                    interrupted = event.interrupted
                     break
-                elif kind in ("session_end", "fatal"):
+                elif isinstance(event, wire.SessionEnd | wire.Fatal):
                     ended = False  # pytest stopped mid-chunk (pytest.exit(), an internal error)
                     break
             if batch:
@@ -343,21 +348,16 @@ class PytestSession:
                     finished=False, running=running, death=death, output=self.output_text()
                 )
 
-    def _collected_more(self, event: dict[str, Any]) -> None:
+    def _collected_more(self, event: wire.CollectedMore) -> None:
         """A lazy session collected the files a chunk needed (see session_child)."""
-        seconds = max(0.0, float(event.get("seconds", 0.0) or 0.0))
+        seconds = max(0.0, event.seconds)
         self.chunk_collect_seconds += seconds
         before = self.collection
         if before is None:
             return
-        errors = tuple(
-            CollectError(str(e.get("nodeid", "")), str(e.get("longrepr", "")))
-            for e in event.get("errors") or []
-            if isinstance(e, dict)
-        )
         self.collection = Collection(
-            count=int(event.get("count", before.count)),
-            errors=before.errors + errors,
+            count=event.count,
+            errors=before.errors + collect_errors(event.errors),
             seconds=before.seconds + seconds,
             python=before.python,
             pytest_version=before.pytest_version,
@@ -383,22 +383,41 @@ class PytestSession:
             transport.close()
 
 
+def collect_errors(raw: list[dict[str, Any]]) -> tuple[CollectError, ...]:
+    """A ``collected`` or ``collected_more`` event's errors (entries that are no
+    object are left out)."""
+    return tuple(
+        CollectError(str(e.get("nodeid", "")), str(e.get("longrepr", "")))
+        for e in raw
+        if isinstance(e, dict)
+    )
+
+
 def _location(raw: Any, nodeid: str) -> TestLocation:
     try:
         return TestLocation.model_validate(raw)
     except ValidationError:
-        path, _, domain = nodeid.partition("::")
-        return TestLocation(path=path[:4096], domain=domain[:4096])
+        return _fallback_location(nodeid)
 
 
-def _phase(event: dict[str, Any]) -> PhaseReport | None:
+def _fallback_location(nodeid: str) -> TestLocation:
+    """Where a test is, as far as its node id says (when its own location is unreadable)."""
+    path, _, domain = nodeid.partition("::")
+    return TestLocation(
+        path=path[: limits.MAX_PATH_CHARS], domain=domain[: limits.MAX_NODE_ID_CHARS]
+    )
+
+
+def _phase(event: wire.Phase) -> PhaseReport | None:
     try:
-        return PhaseReport(
-            when=event.get("when"),
-            outcome=event.get("outcome"),
-            duration=event.get("duration", 0.0),
-            start=event.get("start", 0.0),
-            stop=event.get("stop", 0.0),
+        return PhaseReport.model_validate(
+            {
+                "when": event.when,
+                "outcome": event.outcome,
+                "duration": event.duration,
+                "start": event.start,
+                "stop": event.stop,
+            }
         )
     except ValidationError:
         return None

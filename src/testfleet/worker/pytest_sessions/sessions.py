@@ -57,14 +57,15 @@ from typing import Any
 from testfleet.domain.enums import ErrorClass
 from testfleet.worker.executors.leftovers import forget, remember
 from testfleet.worker.executors.process_group import end_group, signal_group
+from testfleet.worker.pytest_sessions import pipe_protocol as wire
 from testfleet.worker.pytest_sessions.session_process import (
     DEFAULT_KILL_GRACE_SECONDS,
-    CollectError,
     Collection,
     PytestSession,
     _EventReader,
     _OutputReader,
     _WritePipe,
+    collect_errors,
 )
 
 log = logging.getLogger(__name__)
@@ -425,10 +426,10 @@ class SessionPool:
                     f"{python} did not import pytest within {self._start_timeout:g} s",
                 ) from exc
             raise
-        if ready is None or ready.get("event") != "ready":
+        if not isinstance(ready, wire.Ready):
             death = await session.death(self._grace) if ready is None else ""
             await self._end(session, graceful=False)
-            said = "" if ready is None else str(ready.get("message", ready))
+            said = _said(ready)
             output_text = session.output_text()
             details = "\n".join(part for part in (said, output_text) if part)
             raise SessionStartError(
@@ -437,7 +438,7 @@ class SessionPool:
                 + (f" ({death})" if death else "")
                 + (f":\n{details}" if details else ""),
             )
-        session.pytest_version = str(ready.get("pytest_version", ""))
+        session.pytest_version = ready.pytest_version
         return session
 
     async def _activate(self, session: PytestSession, key: SessionKey, how: Activation) -> None:
@@ -453,37 +454,32 @@ class SessionPool:
         remember(how.work_dir, session.record_id, session.pid)
         session.leftovers_dir = how.work_dir
         session.send(
-            {
-                "cmd": "activate",
-                "cwd": key.project,
-                "args": list(key.args),
-                "env": dict(how.env),
-                "basetemp": str(session.temp_dir / "basetemp"),
-                "cache_dir": str(session.temp_dir / "cache"),
-                "worker": how.worker_id,
-                "full_collection": key.full_collection,
-                "plugins": None if key.plugins is None else json.loads(key.plugins),
-            }
+            wire.Activate(
+                cwd=key.project,
+                args=list(key.args),
+                env=dict(how.env),
+                basetemp=str(session.temp_dir / "basetemp"),
+                cache_dir=str(session.temp_dir / "cache"),
+                worker=how.worker_id,
+                full_collection=key.full_collection,
+                plugins=None if key.plugins is None else json.loads(key.plugins),
+            )
         )
         event = await session.next_event()
-        if event is not None and event.get("event") == "collected":
+        if isinstance(event, wire.Collected):
             session.collection = Collection(
-                count=int(event.get("count", 0)),
-                errors=tuple(
-                    CollectError(str(e.get("nodeid", "")), str(e.get("longrepr", "")))
-                    for e in event.get("errors") or []
-                    if isinstance(e, dict)
-                ),
-                seconds=max(0.0, float(event.get("seconds", 0.0))),
-                python=str(event.get("python", key.python)),
-                pytest_version=str(event.get("pytest_version", session.pytest_version)),
+                count=event.count,
+                errors=collect_errors(event.errors),
+                seconds=max(0.0, event.seconds),
+                python=event.python or key.python,
+                pytest_version=event.pytest_version or session.pytest_version,
             )
             return
         death = await session.death(self._grace)
         output_text = session.output_text()
         await self._end(session, graceful=False)
-        if event is not None and event.get("event") == "session_end":
-            code = int(event.get("exit_code", -1))
+        if isinstance(event, wire.SessionEnd):
+            code = event.exit_code
             what = EXIT_CODE_NAMES.get(code, "unexpected exit")
             error_class = (
                 ErrorClass.INVALID_CONFIG if code in USAGE_EXIT_CODES else ErrorClass.INFRASTRUCTURE
@@ -493,7 +489,7 @@ class SessionPool:
                 f"pytest did not start a session in {key.project} with args {list(key.args)} "
                 f"(exit code {code}: {what})" + (f":\n{output_text}" if output_text else ""),
             )
-        said = str(event.get("message", event)) if event is not None else ""
+        said = _said(event)
         details = "\n".join(part for part in (said, output_text) if part)
         raise SessionStartError(
             ErrorClass.INFRASTRUCTURE,
@@ -510,7 +506,7 @@ class SessionPool:
         try:
             if graceful and session.process.returncode is None:
                 # "exit" lets pytest finish its session (plugins write their files).
-                session.send({"cmd": "exit"})
+                session.send(wire.Exit())
                 session.close_control()
                 await session.wait_exit(self._grace)
             # After an exit this only finds what its tests left running.
@@ -523,3 +519,12 @@ class SessionPool:
                 forget(session.leftovers_dir, session.record_id)
             if session.temp_dir is not None:
                 await asyncio.to_thread(shutil.rmtree, session.temp_dir, True)
+
+
+def _said(event: wire.Event | None) -> str:
+    """What an unexpected event says, for a start-up error message."""
+    if event is None:
+        return ""
+    if isinstance(event, wire.Fatal | wire.Error):
+        return event.message
+    return repr(event)
