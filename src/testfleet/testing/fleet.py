@@ -38,7 +38,8 @@ from testfleet.store import Store
 from testfleet.testing.fake_clock import FakeClock
 from testfleet.testing.memory_channel import MemoryConnector
 from testfleet.worker.agent import AgentSettings, WorkerAgent
-from testfleet.worker.executors.base import Executor, default_executors
+from testfleet.worker.executors.base import Executor
+from testfleet.worker.executors.registry import default_executors
 from testfleet.worker.hardware import LoadSample
 
 #: How often (fake seconds) :meth:`InProcessFleet.wait_until` looks again.
