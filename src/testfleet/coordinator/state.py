@@ -232,14 +232,12 @@ class CoordinatorState:
             )
             return
         for spec in specs:
-            task = TaskRecord(
-                spec=spec, status=TaskStatus.QUEUED, create_time=now, queued_at=now, stored=False
-            )
+            task = TaskRecord(spec=spec, status=TaskStatus.QUEUED, create_time=now, queued_at=now)
             task.unschedulable_reason = self.unschedulable.get(match_key(spec))
             self.tasks[spec.task_id] = task
             self.known_task_ids.add(spec.task_id)
             self.queue.push(spec, now)
-            self._mark_task(task)
+            self._out.new_task(task)
         self._out.reply(reply, Accepted([s.task_id for s in specs]))
 
     def _cancel(self, task_ids: list[str], reply: Reply, now: float) -> None:
@@ -601,11 +599,10 @@ class CoordinatorState:
             attempt=task.attempts,
             status=AttemptStatus.ASSIGNED,
             start_time=now,
-            stored=False,
         )
         self.open_attempts[attempt_id] = attempt
         self.workers[worker_id].attempts.add(attempt_id)
-        self._out.attempt(attempt)
+        self._out.new_attempt(attempt)
         self._mark_task(task)
         self._push_deadline(attempt, task)
         return Assignment(

@@ -16,7 +16,7 @@ import pytest
 from store_builders import T0, attempt, result, task, worker
 
 from testfleet.domain.enums import AttemptStatus, ErrorClass, TaskStatus, WorkerStatus
-from testfleet.domain.records import WriteBatch
+from testfleet.domain.records import NewRows, WriteBatch
 from testfleet.store import Store, StoreError
 
 
@@ -246,23 +246,26 @@ def test_readers_in_other_threads_never_see_half_a_batch(store: Store) -> None:
 
 
 def test_records_known_new_are_inserted_and_known_stored_are_updated(store: Store) -> None:
-    # As the coordinator creates them: new records say stored=False.
-    new_task = task("n1", stored=False)
-    new_attempt = attempt(50, "n1", "w1", AttemptStatus.ASSIGNED, stored=False)
-    store.write(WriteBatch(tasks=[new_task]))
-    assert new_task.stored is True  # the store marks what it wrote
-    store.write(WriteBatch(attempts=[new_attempt]))
-    assert new_attempt.stored is True
+    # As the coordinator writes them: a batch says which tasks and attempts are new.
+    new_task = task("n1")
+    new_attempt = attempt(50, "n1", "w1", AttemptStatus.ASSIGNED)
+    store.write(WriteBatch(tasks=[new_task], new_rows=NewRows(task_ids={"n1"})))
+    store.write(WriteBatch(attempts=[new_attempt], new_rows=NewRows(attempt_ids={50})))
     new_task.status = TaskStatus.RUNNING
     new_attempt.status = AttemptStatus.RUNNING
-    store.write(WriteBatch(tasks=[new_task], attempts=[new_attempt]))
+    store.write(WriteBatch(tasks=[new_task], attempts=[new_attempt], new_rows=NewRows()))
     stored_task = store.get_task("n1")
     assert stored_task is not None
     assert stored_task.status is TaskStatus.RUNNING
-    assert stored_task.stored is True  # read back: known to exist
     assert [a.status for a in store.get_attempts("n1")] == [AttemptStatus.RUNNING]
+    # A record not named new is updated, never inserted: one that has no row
+    # stays without one (the coordinator only says this of rows it wrote).
+    store.write(WriteBatch(tasks=[task("n3")], new_rows=NewRows()))
+    assert store.get_task("n3") is None
     # A record that claims to be new but is not breaks the primary key: the
     # whole batch is refused rather than silently merged.
     with pytest.raises(StoreError, match="n1"):
-        store.write(WriteBatch(tasks=[task("n2", stored=False), task("n1", stored=False)]))
+        store.write(
+            WriteBatch(tasks=[task("n2"), task("n1")], new_rows=NewRows(task_ids={"n1", "n2"}))
+        )
     assert store.get_task("n2") is None
