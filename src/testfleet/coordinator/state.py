@@ -87,7 +87,6 @@ from testfleet.protocol.messages import (
     Hello,
     LogChunk,
     Message,
-    Progress,
     ProtocolErrorCode,
     Reject,
     Result,
@@ -376,8 +375,8 @@ class CoordinatorState:
                 self._out.send(connection_id, Ack(attempt_ids=[r.attempt_id for r in results]))
             case TestReports(attempt_id=attempt_id, records=records):
                 self._record_streamed_tests(worker_id, attempt_id, records, now)
-            case Progress() | LogChunk():
-                pass  # live progress is not persisted in this version
+            case LogChunk():
+                pass  # accepted and dropped until the dashboard streams log tails
             case Bye():
                 worker.leaving = True
             case _:
