@@ -155,13 +155,22 @@ class Store:
         except (ValueError, TypeError, OverflowError) as error:
             raise wrap_error(f"encode {_describe(batch)}", error) from error
 
-    def commit(self, prepared: PreparedBatch) -> None:
-        """Write a prepared batch in one transaction (see :meth:`write`)."""
+    def commit(
+        self,
+        prepared: PreparedBatch,
+        *,
+        between_statements: Callable[[], None] | None = None,
+    ) -> None:
+        """Write a prepared batch in one transaction (see :meth:`write`).
+
+        ``between_statements`` runs after each statement, inside the open
+        transaction: tests read the store there from another thread.
+        """
         batch = prepared.batch
         with self._write_lock:
             self._require_open()
             try:
-                write_tables(self._writer, prepared.tables)
+                write_tables(self._writer, prepared.tables, between_statements)
             except duckdb.Error as error:
                 operation = f"write {_describe(batch)} to {self._source}"
                 if isinstance(error, duckdb.ConstraintException) and "foreign key" in str(error):

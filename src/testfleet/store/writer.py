@@ -183,12 +183,18 @@ def encode_batch(batch: WriteBatch) -> EncodedTables:
     return pairs
 
 
-def write_tables(cursor: duckdb.DuckDBPyConnection, tables: EncodedTables) -> None:
-    """Upsert encoded tables (from :func:`encode_batch`) in one transaction, or nothing.
+def write_tables(
+    cursor: duckdb.DuckDBPyConnection,
+    tables: EncodedTables,
+    between_statements: Callable[[], None] | None = None,
+) -> None:
+    """Write encoded tables (from :func:`encode_batch`) in one transaction, or nothing.
 
     ``cursor`` is the store's writer connection; the caller holds the write
     lock. Nothing to write means no transaction. Any error rolls the whole
-    batch back and propagates (``Store.commit`` wraps it).
+    batch back and propagates (``Store.commit`` wraps it). ``between_statements``
+    runs after each statement while the transaction is open (a test reads the
+    store there, to show that no reader sees half a batch).
     """
     if not tables:
         return
@@ -203,6 +209,8 @@ def write_tables(cursor: duckdb.DuckDBPyConnection, tables: EncodedTables) -> No
                 cursor.execute(_statement(mapping, mode, view))
             finally:
                 cursor.unregister(view)
+            if between_statements is not None:
+                between_statements()
         cursor.execute("COMMIT")
     except BaseException:
         # BaseException too: a KeyboardInterrupt between statements must not
