@@ -271,19 +271,16 @@ TASKS: TableMapping[TaskRecord] = TableMapping(
 
 
 def _attempt_from_fields(f: dict[str, Any]) -> AttemptRecord:
+    # Columns are named as the record's fields, but for the key.
+    f["attempt_id"] = f.pop("id")
     return AttemptRecord(
-        attempt_id=f["id"],
-        task_id=f["task_id"],
-        worker_id=f["worker_id"],
-        attempt=f["attempt"],
-        status=AttemptStatus(f["status"]),
-        start_time=_required_time(f["start_time"]),
-        accepted_time=f["accepted_time"],
-        end_time=f["end_time"],
-        execution_time_seconds=f["execution_time_seconds"],
-        error_class=_error_class(f["error_class"]),
-        error_message=f["error_message"],
-        hardware_metrics=_loads(f["hardware_metrics"]),
+        **f
+        | {
+            "status": AttemptStatus(f["status"]),
+            "start_time": _required_time(f["start_time"]),
+            "error_class": _error_class(f["error_class"]),
+            "hardware_metrics": _loads(f["hardware_metrics"]),
+        }
     )
 
 
@@ -348,16 +345,18 @@ RESULTS: TableMapping[ResultRecord] = TableMapping(
 
 
 def _worker_from_fields(f: dict[str, Any]) -> WorkerRecord:
-    # ``tags`` is a copy of capabilities.tags (a property of the record).
+    # Columns are named as the record's fields; ``tags`` is a copy of
+    # capabilities.tags (a property of the record).
+    del f["tags"]
     return WorkerRecord(
-        worker_id=f["worker_id"],
-        hostname=f["hostname"],
-        registration_time=_required_time(f["registration_time"]),
-        last_heartbeat=_required_time(f["last_heartbeat"]),
-        status=WorkerStatus(f["status"]),
-        capabilities=WorkerCapabilities.model_validate(_loads(f["capabilities"])),
-        slots=f["slots"],
-        hardware_metrics=_loads(f["hardware_metrics"]),
+        **f
+        | {
+            "registration_time": _required_time(f["registration_time"]),
+            "last_heartbeat": _required_time(f["last_heartbeat"]),
+            "status": WorkerStatus(f["status"]),
+            "capabilities": WorkerCapabilities.model_validate(_loads(f["capabilities"])),
+            "hardware_metrics": _loads(f["hardware_metrics"]),
+        }
     )
 
 
