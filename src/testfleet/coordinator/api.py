@@ -77,11 +77,12 @@ from testfleet.coordinator.api_views import (
 )
 from testfleet.coordinator.events import Accepted, RefusalReason, Refused
 from testfleet.coordinator.loop import CoordinatorLoop, CoordinatorUnavailableError
+from testfleet.coordinator.state_view import StateView
 from testfleet.domain.benchmark import Precision
-from testfleet.domain.enums import HardwareKind, ShownStatus, TaskStatus, TaskType, WorkerStatus
+from testfleet.domain.enums import HardwareKind, ShownStatus, TaskStatus, TaskType
 from testfleet.domain.json_values import INT64_MAX, ValueProblem, json_value_problems
 from testfleet.domain.task import TaskSpec
-from testfleet.store import Store
+from testfleet.store.contract import StoreReader
 
 # Two adapters, chosen by the body's shape: a union would report both branches
 # failing and label fields with pydantic's internal branch names.
@@ -256,8 +257,12 @@ IsoMoment = Annotated[
 ]
 
 
-def build_router(loop: CoordinatorLoop, store: Store, max_tasks: int, started: float) -> APIRouter:
-    """Routes bound to one coordinator's loop and store (built by the app factory)."""
+def build_router(
+    loop: CoordinatorLoop, view: StateView, store: StoreReader, max_tasks: int, started: float
+) -> APIRouter:
+    """Routes bound to one coordinator (built by the app factory): changes go
+    through its ``loop``, live state is read through ``view``, history from
+    ``store``."""
     router = APIRouter(prefix="/api/v1")
 
     async def answer(
@@ -402,12 +407,12 @@ def build_router(loop: CoordinatorLoop, store: Store, max_tasks: int, started: f
         summary="Workers known to the coordinator",
     )
     async def list_workers() -> WorkerList:
-        workers = sorted(loop.state.workers.values(), key=lambda w: w.record.worker_id)
-        return WorkerList(workers=[worker_view(w) for w in workers])
+        return WorkerList(workers=[worker_view(w) for w in view.workers()])
 
     def drain_state(worker_id: str) -> WorkerDrainState:
         """The worker as the change left it (read after the loop answered)."""
-        worker = loop.state.workers[worker_id]
+        worker = view.worker(worker_id)
+        assert worker is not None  # the loop just accepted a change to it
         return WorkerDrainState(
             worker_id=worker_id, status=worker.record.status, draining=worker.draining
         )
@@ -438,29 +443,17 @@ def build_router(loop: CoordinatorLoop, store: Store, max_tasks: int, started: f
     )
     async def stats() -> Stats:
         counts = await asyncio.to_thread(store.status_counts)
-        state = loop.state
-        worker_counts = dict.fromkeys(WorkerStatus, 0)
-        for worker in state.workers.values():
-            worker_counts[worker.record.status] += 1
-        unschedulable: dict[str, int] = {}
-        for task in state.tasks.values():
-            if task.unschedulable_reason is not None and task.status is TaskStatus.QUEUED:
-                unschedulable[task.unschedulable_reason] = (
-                    unschedulable.get(task.unschedulable_reason, 0) + 1
-                )
+        slots, queue = view.slots(), view.queue_depth()
         return Stats(
             tasks={status: counts.get(status, 0) for status in TaskStatus},
-            workers=worker_counts,
-            slots=SlotCounts(
-                total=sum(w.record.slots for w in state.workers.values() if w.connection_id),
-                busy=sum(len(w.attempts) for w in state.workers.values() if w.connection_id),
-            ),
-            queue=QueueCounts(pending=len(state.queue), delayed=state.queue.delayed_count),
+            workers=view.worker_counts(),
+            slots=SlotCounts(total=slots.total, busy=slots.busy),
+            queue=QueueCounts(pending=queue.pending, delayed=queue.delayed),
             unschedulable=[
                 UnschedulableCount(reason=reason, tasks=n)
-                for reason, n in sorted(unschedulable.items())
+                for reason, n in view.unschedulable_counts().items()
             ],
-            recovery=Recovery(unreadable_rows=state.unreadable_rows[:100]),
+            recovery=Recovery(unreadable_rows=view.unreadable_rows(100)),
             loop=LoopCounters(
                 turns=loop.stats.turns,
                 events=loop.stats.events,
@@ -553,9 +546,7 @@ def build_router(loop: CoordinatorLoop, store: Store, max_tasks: int, started: f
             version=testfleet.__version__,
             schema_version=store.schema_version,
             uptime_seconds=round(time.monotonic() - started, 3),
-            workers_connected=sum(
-                1 for w in loop.state.workers.values() if w.connection_id is not None
-            ),
+            workers_connected=view.connected_workers(),
             error=None if healthy else str(loop.failure),
         )
         return JSONResponse(

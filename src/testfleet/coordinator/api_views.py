@@ -22,7 +22,7 @@ from testfleet.coordinator.api_models import (
     TestRowView,
     WorkerView,
 )
-from testfleet.coordinator.workers import LiveWorker
+from testfleet.coordinator.state_view import WorkerSnapshot
 from testfleet.domain.pytest_tasks import TestResultRow
 from testfleet.domain.records import AttemptRecord, ResultRecord, TaskRecord
 from testfleet.store.pytest_queries import RunTask
@@ -94,17 +94,17 @@ def result_view(result: ResultRecord) -> ResultView:
     )
 
 
-def worker_view(worker: LiveWorker) -> WorkerView:
+def worker_view(worker: WorkerSnapshot) -> WorkerView:
     record = worker.record
     caps = record.capabilities
     return WorkerView(
         worker_id=record.worker_id,
         hostname=record.hostname,
         status=record.status,
-        connected=worker.connection_id is not None,
+        connected=worker.connected,
         draining=worker.draining,
         slots=record.slots,
-        running=len(worker.attempts),
+        running=worker.running,
         registration_time=iso(record.registration_time),
         last_heartbeat=iso(record.last_heartbeat),
         hardware=caps.hardware,

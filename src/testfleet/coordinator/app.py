@@ -35,9 +35,11 @@ from testfleet.coordinator.query_api import build_query_router
 from testfleet.coordinator.settings import CoordinatorSettings
 from testfleet.coordinator.startup import StartupError, bind_listeners, database_failure
 from testfleet.coordinator.state import CoordinatorState
+from testfleet.coordinator.state_view import StateView
 from testfleet.coordinator.worker_channel import WORKER_CHANNEL_PATH, serve_worker
 from testfleet.protocol.codec import MAX_FRAME_BYTES
 from testfleet.store import Store, StoreError
+from testfleet.store.contract import CoordinatorStore
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +112,9 @@ def create_app(
     """Build a coordinator app over the DuckDB file at ``db_path``."""
     settings = settings or CoordinatorSettings()
     clock = clock or SystemClock()
-    store = Store(db_path, threads=settings.db_threads)
+    # The one place that names DuckDB: the rest of the coordinator knows the
+    # store by its contract.
+    store: CoordinatorStore = Store(db_path, threads=settings.db_threads)
     recovered = store.load_state()
     for problem in recovered.unreadable_rows:
         log.warning("left out at start-up, the rest carries on: %s", problem)
@@ -153,8 +157,9 @@ def create_app(
     app.state.loop = loop
     app.state.store = store
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_request_bytes)
-    app.include_router(build_router(loop, store, settings.max_tasks_per_submit, started))
-    app.include_router(build_test_run_router(loop, store))
+    view = StateView(state)
+    app.include_router(build_router(loop, view, store, settings.max_tasks_per_submit, started))
+    app.include_router(build_test_run_router(view, store))
     app.include_router(build_query_router(store))
     add_docs_page(app)
     app.openapi = lambda: openapi_document(app)  # type: ignore[method-assign]

@@ -1,6 +1,6 @@
 """Each test of a pytest chunk (a ``test`` task) recorded once, as it arrives.
 
-Callers: :class:`~testfleet.coordinator.state.CoordinatorState` owns one
+Callers: :class:`~testfleet.coordinator.task_lifecycle.TaskLifecycle` owns one
 :class:`ChunkLedger` and hands it the records of a task's *current* attempt
 (it checks that first): from the worker's ``tests`` messages while the chunk
 runs, and from the attempt's result, which lists every record again. The

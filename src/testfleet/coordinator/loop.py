@@ -4,9 +4,10 @@ Callers: the app's lifespan starts :meth:`CoordinatorLoop.run`; API handlers
 and the worker endpoint call :meth:`post` or the ``submit``/``cancel``/``drain``
 helpers. Each turn takes every queued event, applies them to
 :class:`CoordinatorState`, runs the scheduler once, commits the turn's writes in
-one DuckDB transaction (group commit: events arriving during a commit wait for
+one store transaction (group commit: events arriving during a commit wait for
 the next turn, so batches grow with load), and only then sends messages and
-answers requests — nothing is acknowledged before it is durable.
+answers requests — nothing is acknowledged before it is durable. The loop
+knows its store only as a :class:`~testfleet.store.contract.StoreWriter`.
 """
 
 from __future__ import annotations
@@ -34,8 +35,7 @@ from testfleet.coordinator.events import (
 from testfleet.coordinator.state import CoordinatorState
 from testfleet.coordinator.turn_output import Effects
 from testfleet.domain.task import TaskSpec
-from testfleet.store import Store
-from testfleet.store.store import PreparedBatch
+from testfleet.store.contract import PreparedWrite, StoreWriter
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ class FutureReply:
 
 @dataclass(slots=True)
 class TurnStats:
-    """Counters for /metrics and the dispatch benchmark."""
+    """Counters the stats API reports (the dispatch benchmark reads them there)."""
 
     turns: int = 0
     events: int = 0
@@ -81,7 +81,7 @@ class CoordinatorLoop:
     def __init__(
         self,
         state: CoordinatorState,
-        store: Store,
+        store: StoreWriter,
         clock: Clock,
         connections: ConnectionRegistry,
         offload: Offload = asyncio.to_thread,
@@ -95,7 +95,7 @@ class CoordinatorLoop:
         self.connections = connections
         self.stats = TurnStats()
         self._events: asyncio.Queue[Event | _CommitFinished] = asyncio.Queue()
-        self._commits: asyncio.Queue[tuple[PreparedBatch | None, Effects] | None] = asyncio.Queue()
+        self._commits: asyncio.Queue[tuple[PreparedWrite | None, Effects] | None] = asyncio.Queue()
         self._committing = False
         self._stopping = False
         self._stopped = False
@@ -141,7 +141,7 @@ class CoordinatorLoop:
 
         Two stages run concurrently. The applier applies events to state as
         they arrive and runs the scheduler. The committer writes one turn's
-        changes to DuckDB in a thread and, only once they are durable, sends the
+        changes to the store in a thread and, only once they are durable, sends the
         turn's messages and answers its requests. One commit is in flight at a
         time; everything that happens meanwhile accumulates in state and leaves
         as the next turn the moment the committer is free (group commit: under
@@ -242,9 +242,9 @@ class CoordinatorLoop:
         for reply, value in effects.replies:
             reply.resolve(value)
 
-    async def _commit(self, prepared: PreparedBatch) -> None:
+    async def _commit(self, prepared: PreparedWrite) -> None:
         started = time.perf_counter()
-        await self._offload(self.store.commit, prepared)
+        await self._offload(prepared.commit)
         self.stats.commits += 1
         self.stats.commit_seconds += time.perf_counter() - started
 

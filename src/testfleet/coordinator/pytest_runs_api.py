@@ -20,18 +20,18 @@ from fastapi import APIRouter, Path, Query
 from testfleet.coordinator.api_errors import INVALID_PARAMETER, STORAGE_ERROR, refusals
 from testfleet.coordinator.api_models import TestDurations, TestRunView
 from testfleet.coordinator.api_views import run_task_view, run_test_view
-from testfleet.coordinator.loop import CoordinatorLoop
+from testfleet.coordinator.state_view import StateView
 from testfleet.domain.json_values import INT64_MAX
 from testfleet.domain.pytest_tasks import RUN_ID_PATTERN, TestResultRow
-from testfleet.store import Store
+from testfleet.store.contract import StoreReader
 from testfleet.store.pytest_queries import RunTask
 
 #: The most rows one poll returns; the answer says when there are more.
 MAX_ROWS_PER_PAGE = 10_000
 
 
-def build_test_run_router(loop: CoordinatorLoop, store: Store) -> APIRouter:
-    """Routes bound to one coordinator's loop and store (built by the app factory)."""
+def build_test_run_router(view: StateView, store: StoreReader) -> APIRouter:
+    """Routes bound to one coordinator's live state and store (built by the app factory)."""
     router = APIRouter(prefix="/api/v1")
 
     @router.get(
@@ -58,8 +58,10 @@ def build_test_run_router(loop: CoordinatorLoop, store: Store) -> APIRouter:
         rows, tasks = await asyncio.to_thread(read)
         # An open task's live record is newer than its row (and carries the
         # reason it cannot be placed); finished tasks are only in the store.
-        live = loop.state.tasks
-        tasks = [RunTask.of(live[task.task_id]) if task.task_id in live else task for task in tasks]
+        tasks = [
+            task if (live := view.open_task(task.task_id)) is None else RunTask.of(live)
+            for task in tasks
+        ]
         return TestRunView(
             run_id=run_id,
             tasks=[run_task_view(task) for task in tasks],

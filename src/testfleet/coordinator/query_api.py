@@ -33,7 +33,7 @@ from testfleet.coordinator.api_errors import (
     refusals,
 )
 from testfleet.coordinator.api_models import ResponseModel
-from testfleet.store import Store
+from testfleet.store.contract import StoreReader
 from testfleet.store.live_query import (
     DEFAULT_MAX_ROWS,
     DEFAULT_TIMEOUT_SECONDS,
@@ -95,7 +95,7 @@ class SqlAnswer(ResponseModel):
     elapsed_seconds: float
 
 
-def build_query_router(store: Store) -> APIRouter:
+def build_query_router(store: StoreReader) -> APIRouter:
     """Routes bound to one coordinator's store (built by the app factory)."""
     router = APIRouter(prefix="/api/v1")
 

@@ -97,9 +97,6 @@ class TaskQueue:
             self._keys_changed = True
         return True
 
-    def is_delayed(self, task_id: str) -> bool:
-        return task_id in self._delayed_ids
-
     def pending_by_priority(self) -> Mapping[int, Collection[PendingTask]]:
         """Live views of each level (oldest first); valid until the queue next changes."""
         return {level: tasks.values() for level, tasks in self._levels.items()}

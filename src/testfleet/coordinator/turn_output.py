@@ -15,6 +15,7 @@ from testfleet.domain.benchmark import BenchmarkRow
 from testfleet.domain.pytest_tasks import TestResultRow
 from testfleet.domain.records import (
     AttemptRecord,
+    NewRows,
     ResultRecord,
     TaskRecord,
     WorkerRecord,
@@ -39,6 +40,9 @@ class TurnOutput:
 
     tasks: dict[str, TaskRecord] = field(default_factory=dict)
     attempts: dict[int, AttemptRecord] = field(default_factory=dict)
+    #: Tasks and attempts created this turn: their rows are inserted, every
+    #: other task or attempt's row exists and is updated (see NewRows).
+    new_rows: NewRows = field(default_factory=NewRows)
     workers: dict[str, WorkerRecord] = field(default_factory=dict)
     results: list[ResultRecord] = field(default_factory=list)
     benchmark_rows: list[BenchmarkRow] = field(default_factory=list)
@@ -50,7 +54,17 @@ class TurnOutput:
     def task(self, task: TaskRecord) -> None:
         self.tasks[task.task_id] = task
 
+    def new_task(self, task: TaskRecord) -> None:
+        """A task just submitted: its row is written for the first time."""
+        self.new_rows.task_ids.add(task.task_id)
+        self.tasks[task.task_id] = task
+
     def attempt(self, attempt: AttemptRecord) -> None:
+        self.attempts[attempt.attempt_id] = attempt
+
+    def new_attempt(self, attempt: AttemptRecord) -> None:
+        """An attempt just assigned: its row is written for the first time."""
+        self.new_rows.attempt_ids.add(attempt.attempt_id)
         self.attempts[attempt.attempt_id] = attempt
 
     def worker(self, worker: WorkerRecord) -> None:
@@ -97,6 +111,7 @@ class TurnOutput:
                 workers=list(self.workers.values()),
                 benchmark_rows=self.benchmark_rows,
                 test_rows=self.test_rows,
+                new_rows=self.new_rows,
             ),
             sends=self.sends,
             closes=self.closes,
@@ -105,4 +120,5 @@ class TurnOutput:
         self.tasks, self.attempts, self.workers = {}, {}, {}
         self.results, self.sends, self.closes, self.replies = [], [], [], []
         self.benchmark_rows, self.test_rows = [], []
+        self.new_rows = NewRows()
         return effects

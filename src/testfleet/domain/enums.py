@@ -59,9 +59,10 @@ class ShownStatus(StrEnum):
 class AttemptStatus(StrEnum):
     """The state of one try of a task (one row of task_execution_history).
 
-    ``LOST`` means the worker stopped answering; ``SUPERSEDED`` marks a result
-    that arrived for an attempt that was no longer current (recorded, never
-    counted as the task's outcome).
+    ``LOST`` means the worker stopped answering. A result that arrives for an
+    attempt that is no longer current is kept in ``task_results`` with the
+    disposition ``late`` (see :class:`ResultDisposition`), never counted as
+    the task's outcome; the attempt's own status stays what closed it.
     """
 
     ASSIGNED = "assigned"
@@ -99,7 +100,6 @@ class ErrorClass(StrEnum):
     TIMEOUT = "timeout"
     WORKER_LOST = "worker_lost"
     OUT_OF_MEMORY = "out_of_memory"
-    UNSCHEDULABLE = "unschedulable"
     CANCELLED = "cancelled"
     INVALID_CONFIG = "invalid_config"
 

@@ -1,7 +1,8 @@
 """The coordinator's records of tasks, attempts, results and workers.
 
 The coordinator's state machine owns these (mutable, one writer) and hands
-copies of the changed ones to the store in a write batch; the store maps them
+the changed ones to the store in a write batch, which the store encodes
+before the next turn changes them again; the store maps them
 onto the design document's tables (``distributed_tasks``,
 ``task_execution_history``, ``worker_nodes``) plus ``task_results``. Times are
 seconds since the epoch from the injected clock.
@@ -9,7 +10,7 @@ seconds since the epoch from the injected clock.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from testfleet.domain.benchmark import BenchmarkRow
@@ -49,13 +50,6 @@ class TaskRecord:
     error_message: str | None = None
     #: Set while no connected worker can ever run it: names the unmet requirement.
     unschedulable_reason: str | None = None
-    #: The spec's JSON columns, encoded once by the store: the spec never changes
-    #: but the row is written at every status change.
-    encoded_spec: tuple[str, str, str] | None = field(default=None, compare=False, repr=False)
-    #: Whether the row exists: None unknown (the store upserts), False never
-    #: written (it inserts), True written before (it updates). Plain inserts and
-    #: updates cost DuckDB about half of an upsert.
-    stored: bool | None = field(default=None, compare=False, repr=False)
     #: Test tasks: node ids already recorded for this task (by any attempt), so
     #: a retried attempt skips them and none is recorded twice. In memory only;
     #: rebuilt from ``test_results`` after a restart.
@@ -66,10 +60,6 @@ class TaskRecord:
     @property
     def task_id(self) -> str:
         return self.spec.task_id
-
-    def copy(self) -> TaskRecord:
-        # The store reads copies; the in-memory test bookkeeping stays here.
-        return replace(self, reported_tests=None)
 
 
 @dataclass(slots=True)
@@ -90,11 +80,6 @@ class AttemptRecord:
     error_class: ErrorClass | None = None
     error_message: str | None = None
     hardware_metrics: dict[str, Any] = field(default_factory=dict)
-    #: As :attr:`TaskRecord.stored`.
-    stored: bool | None = field(default=None, compare=False, repr=False)
-
-    def copy(self) -> AttemptRecord:
-        return replace(self, hardware_metrics=dict(self.hardware_metrics))
 
 
 @dataclass(slots=True, frozen=True)
@@ -132,8 +117,20 @@ class WorkerRecord:
     def tags(self) -> dict[str, str]:
         return self.capabilities.tags
 
-    def copy(self) -> WorkerRecord:
-        return replace(self, hardware_metrics=dict(self.hardware_metrics))
+
+@dataclass(slots=True, frozen=True)
+class NewRows:
+    """Which tasks and attempts of a :class:`WriteBatch` get their row with it.
+
+    The coordinator's state knows: it created them in the turn the batch
+    holds. Every other task or attempt it writes was written in an earlier
+    turn (or reloaded from the store), so its row exists. Told this, the store
+    inserts the new rows and updates the others, which costs DuckDB about half
+    of an upsert (and an update writes only the columns that change).
+    """
+
+    task_ids: set[str] = field(default_factory=set)
+    attempt_ids: set[int] = field(default_factory=set)
 
 
 @dataclass(slots=True)
@@ -152,6 +149,9 @@ class WriteBatch:
     benchmark_rows: list[BenchmarkRow] = field(default_factory=list)
     #: One per test newly reported for a test task in this turn.
     test_rows: list[TestResultRow] = field(default_factory=list)
+    #: Which tasks and attempts are new (see :class:`NewRows`); ``None`` when
+    #: the writer does not know (a test, a tool): then every row is upserted.
+    new_rows: NewRows | None = None
 
     def __bool__(self) -> bool:
         return bool(

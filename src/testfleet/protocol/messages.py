@@ -10,7 +10,8 @@ Exchange (worker connects out)::
     worker -> hello      coordinator -> welcome | error+close
     worker -> heartbeat  (every heartbeat_interval_seconds, carries load)
     coordinator -> assign            worker -> accept | reject
-    worker -> progress / log         (optional, while running)
+    worker -> log                    (optional, while running; accepted and ignored
+                                      until the dashboard streams log tails)
     worker -> tests                  (test tasks: each finished test, as it finishes)
     worker -> result                 coordinator -> ack (after it is durable)
     coordinator -> cancel | drain    either -> bye
@@ -49,7 +50,6 @@ class MessageType(StrEnum):
     ASSIGN = "assign"
     ACCEPT = "accept"
     REJECT = "reject"
-    PROGRESS = "progress"
     LOG = "log"
     TESTS = "tests"
     RESULT = "result"
@@ -147,14 +147,14 @@ class Reject(_Message):
     reason: str = Field(max_length=4096)
 
 
-class Progress(_Message):
-    type: Literal[MessageType.PROGRESS] = MessageType.PROGRESS
-    attempt_id: AttemptId
-    message: str = Field(default="", max_length=4096)
-    fraction: float | None = Field(default=None, ge=0, le=1)
-
-
 class LogChunk(_Message):
+    """A piece of a running attempt's output.
+
+    No worker sends it yet, and the coordinator accepts it and drops it: it is
+    kept in the protocol for the dashboard, which will stream log tails with
+    it. (A peer that sends it today is not refused.)
+    """
+
     type: Literal[MessageType.LOG] = MessageType.LOG
     attempt_id: AttemptId
     stream: Literal["stdout", "stderr"] = "stdout"
@@ -228,7 +228,6 @@ Message = Annotated[
     | Assign
     | Accept
     | Reject
-    | Progress
     | LogChunk
     | TestReports
     | Result

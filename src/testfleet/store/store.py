@@ -2,11 +2,13 @@
 
 Callers: the coordinator opens one :class:`Store` at start-up (it is the only
 process that opens the file; DuckDB lets one process hold it for writing),
-reloads its state with :meth:`Store.load_state`, then calls
-:meth:`Store.write` once per turn of its event loop from a worker thread
-(``asyncio.to_thread``), while its API handlers call the read methods from
-other threads. ``testfleet demo`` and tests open a file or ``":memory:"`` the
-same way.
+reloads its state with :meth:`Store.load_state`, then once per turn of its
+event loop encodes the turn's batch with :meth:`Store.prepare` and commits it
+from a worker thread (``asyncio.to_thread``), while its API handlers call the
+read methods from other threads. The coordinator knows the store only by its
+contract (``contract.py``), which this class implements. ``testfleet demo``
+and tests open a file or ``":memory:"`` the same way, and may write a batch at
+once with :meth:`Store.write`.
 
 Threads: the writer has its own cursor, guarded by a lock (there is one writer,
 but a second caller waits instead of interleaving statements in one
@@ -55,14 +57,20 @@ MEMORY = ":memory:"
 
 @dataclass(frozen=True, slots=True)
 class PreparedBatch:
-    """A write batch already encoded to Arrow (see :meth:`Store.prepare`).
+    """A write batch already encoded to Arrow (see :meth:`Store.prepare`); the
+    contract's :class:`~testfleet.store.contract.PreparedWrite`.
 
     ``batch`` is kept only to describe an error; its records may have changed
     since, the tables have not.
     """
 
+    store: Store
     batch: WriteBatch
     tables: EncodedTables
+
+    def commit(self) -> None:
+        """Write it in one transaction (see :meth:`Store.commit`)."""
+        self.store.commit(self)
 
 
 class Store:
@@ -143,17 +151,26 @@ class Store:
         for the next turn (the commit of one turn overlaps the work of the next).
         """
         try:
-            return PreparedBatch(batch, encode_batch(batch))
+            return PreparedBatch(self, batch, encode_batch(batch))
         except (ValueError, TypeError, OverflowError) as error:
             raise wrap_error(f"encode {_describe(batch)}", error) from error
 
-    def commit(self, prepared: PreparedBatch) -> None:
-        """Write a prepared batch in one transaction (see :meth:`write`)."""
+    def commit(
+        self,
+        prepared: PreparedBatch,
+        *,
+        between_statements: Callable[[], None] | None = None,
+    ) -> None:
+        """Write a prepared batch in one transaction (see :meth:`write`).
+
+        ``between_statements`` runs after each statement, inside the open
+        transaction: tests read the store there from another thread.
+        """
         batch = prepared.batch
         with self._write_lock:
             self._require_open()
             try:
-                write_tables(self._writer, prepared.tables)
+                write_tables(self._writer, prepared.tables, between_statements)
             except duckdb.Error as error:
                 operation = f"write {_describe(batch)} to {self._source}"
                 if isinstance(error, duckdb.ConstraintException) and "foreign key" in str(error):

@@ -1,18 +1,22 @@
 """Group commit: one coordinator turn's changes written in one transaction.
 
-Callers: ``Store.write`` calls :func:`write_batch` (from a worker thread, under
-the store's write lock) once per turn of the coordinator's event loop. Every
-task, attempt, result and worker that changed in the turn goes in together, so
-durability costs one commit (about a millisecond here) per turn rather than
+Callers: ``Store.prepare`` calls :func:`encode_batch` on the coordinator's
+event loop once per turn (a snapshot of the records), and ``Store.commit``
+calls :func:`write_tables` with the result from a worker thread, under the
+store's write lock. Every task, attempt, result and worker that changed in the
+turn goes in together, so durability costs one commit per turn rather than
 one per event, and the batch is all-or-nothing: the coordinator acknowledges
-submissions and results only after this returns.
+submissions and results only after this returns. :func:`write_batch` does
+both at once (tests and tools that write a file directly).
 
 How rows get in:
 
-* Each table gets one ``INSERT ... SELECT ... FROM <arrow table> ON CONFLICT
-  (key) DO UPDATE`` (an upsert): a record's first write inserts its row, later
-  writes update it. Bulk inserts from Arrow run at about a million rows a
-  second, against about a thousand with ``executemany``.
+* Each table gets one ``INSERT ... SELECT ... FROM <arrow table>``. Tasks and
+  attempts the batch says are new (``WriteBatch.new_rows``) are inserted, the others
+  updated (only their mutable columns: a task's spec is encoded once, when
+  its row is inserted); without that knowledge rows are upserted (``ON
+  CONFLICT (key) DO UPDATE``). Bulk inserts from Arrow run at about a million
+  rows a second, against about a thousand with ``executemany``.
 * Results are the exception: the first one recorded for an attempt stands
   (``ON CONFLICT DO NOTHING``, first per key within a batch), so a re-sent
   copy never rewrites whether the original counted as the outcome. Benchmark
@@ -36,7 +40,12 @@ from typing import Any, TypeVar
 
 import duckdb
 
-from testfleet.domain.records import AttemptRecord, ResultRecord, TaskRecord, WriteBatch
+from testfleet.domain.records import (
+    AttemptRecord,
+    ResultRecord,
+    TaskRecord,
+    WriteBatch,
+)
 from testfleet.store.errors import rollback_after_error
 from testfleet.store.rows import (
     ATTEMPTS,
@@ -115,24 +124,29 @@ def _statement(mapping: TableMapping[Any], mode: WriteMode, source: str) -> str:
 EncodedTables = list[tuple[TableMapping[Any], WriteMode, Any]]
 
 
-def _split_by_stored(
-    mapping: TableMapping[Any], records: Sequence[TaskRecord] | Sequence[AttemptRecord]
+def _split_by_new(
+    mapping: TableMapping[R], records: Sequence[R], key: Callable[[R], K], new: set[K] | None
 ) -> EncodedTables:
-    """Rows known to be new are inserted, rows known to exist updated, the rest upserted."""
-    groups: dict[WriteMode, list[Any]] = {}
-    for record in records:
-        mode = {None: WriteMode.UPSERT, False: WriteMode.INSERT, True: WriteMode.UPDATE}[
-            record.stored
-        ]
-        groups.setdefault(mode, []).append(record)
-    encoded: EncodedTables = [
-        (mapping, mode, mapping.to_arrow(group, for_update=mode is WriteMode.UPDATE))
-        for mode, group in groups.items()
-    ]
-    # From now on the rows exist (if the commit fails, the coordinator stops).
-    for record in records:
-        record.stored = True
+    """Rows known to be new are inserted, the others updated; with nothing known
+    (``new`` is None) every row is upserted (see ``WriteBatch.new_rows``)."""
+    if new is None:
+        return [(mapping, WriteMode.UPSERT, mapping.to_arrow(records))] if records else []
+    inserts = [r for r in records if key(r) in new]
+    updates = [r for r in records if key(r) not in new] if inserts else records
+    encoded: EncodedTables = []
+    if inserts:
+        encoded.append((mapping, WriteMode.INSERT, mapping.to_arrow(inserts)))
+    if updates:
+        encoded.append((mapping, WriteMode.UPDATE, mapping.to_arrow(updates, for_update=True)))
     return encoded
+
+
+def _task_id(task: TaskRecord) -> str:
+    return task.task_id
+
+
+def _attempt_id(attempt: AttemptRecord) -> int:
+    return attempt.attempt_id
 
 
 def encode_batch(batch: WriteBatch) -> EncodedTables:
@@ -143,15 +157,18 @@ def encode_batch(batch: WriteBatch) -> EncodedTables:
     without touching the database.
     """
     workers = last_per_key(batch.workers, lambda w: w.worker_id)
-    tasks = last_per_key(batch.tasks, lambda t: t.task_id)
-    attempts = last_per_key(batch.attempts, lambda a: a.attempt_id)
+    tasks = last_per_key(batch.tasks, _task_id)
+    attempts = last_per_key(batch.attempts, _attempt_id)
     results = first_per_key(batch.results, lambda r: r.attempt_id)
     benchmark_rows = first_per_key(batch.benchmark_rows, lambda b: (b.attempt_id, b.batch_size))
     pairs: EncodedTables = []
     if workers:
         pairs.append((WORKERS, WriteMode.UPSERT, WORKERS.to_arrow(workers)))
-    pairs += _split_by_stored(TASKS, tasks)
-    pairs += _split_by_stored(ATTEMPTS, attempts)
+    new = batch.new_rows
+    pairs += _split_by_new(TASKS, tasks, _task_id, None if new is None else new.task_ids)
+    pairs += _split_by_new(
+        ATTEMPTS, attempts, _attempt_id, None if new is None else new.attempt_ids
+    )
     if results:
         # A result is immutable once recorded (see _statement).
         pairs.append((RESULTS, WriteMode.INSERT_NEW_ONLY, RESULTS.to_arrow(results)))
@@ -166,12 +183,18 @@ def encode_batch(batch: WriteBatch) -> EncodedTables:
     return pairs
 
 
-def write_tables(cursor: duckdb.DuckDBPyConnection, tables: EncodedTables) -> None:
-    """Upsert encoded tables (from :func:`encode_batch`) in one transaction, or nothing.
+def write_tables(
+    cursor: duckdb.DuckDBPyConnection,
+    tables: EncodedTables,
+    between_statements: Callable[[], None] | None = None,
+) -> None:
+    """Write encoded tables (from :func:`encode_batch`) in one transaction, or nothing.
 
     ``cursor`` is the store's writer connection; the caller holds the write
     lock. Nothing to write means no transaction. Any error rolls the whole
-    batch back and propagates (``Store.commit`` wraps it).
+    batch back and propagates (``Store.commit`` wraps it). ``between_statements``
+    runs after each statement while the transaction is open (a test reads the
+    store there, to show that no reader sees half a batch).
     """
     if not tables:
         return
@@ -186,6 +209,8 @@ def write_tables(cursor: duckdb.DuckDBPyConnection, tables: EncodedTables) -> No
                 cursor.execute(_statement(mapping, mode, view))
             finally:
                 cursor.unregister(view)
+            if between_statements is not None:
+                between_statements()
         cursor.execute("COMMIT")
     except BaseException:
         # BaseException too: a KeyboardInterrupt between statements must not

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -37,10 +38,15 @@ class RecordingStore(Store):
         self.log = log
         self.fail = False
 
-    def commit(self, prepared: PreparedBatch) -> None:
+    def commit(
+        self,
+        prepared: PreparedBatch,
+        *,
+        between_statements: Callable[[], None] | None = None,
+    ) -> None:
         if self.fail:
             raise StoreError("disk full (injected)")
-        super().commit(prepared)
+        super().commit(prepared, between_statements=between_statements)
         self.log.append(f"commit tasks={len(prepared.batch.tasks)}")
 
 

@@ -197,9 +197,7 @@ def test_a_result_without_valid_records_changes_only_the_task() -> None:
 
 def test_recovery_restores_recorded_tests_and_the_row_sequence() -> None:
     h = Harness()
-    task = TaskRecord(
-        spec=chunk_spec(), status=TaskStatus.QUEUED, create_time=0.0, queued_at=0.0, stored=True
-    )
+    task = TaskRecord(spec=chunk_spec(), status=TaskStatus.QUEUED, create_time=0.0, queued_at=0.0)
     from test_coordinator_state import SETTINGS
 
     from testfleet.coordinator.state import CoordinatorState

@@ -38,7 +38,6 @@ from testfleet.protocol.messages import (
     LogChunk,
     Message,
     MessageType,
-    Progress,
     ProtocolErrorCode,
     Reject,
     Result,
@@ -104,7 +103,6 @@ EXAMPLES: list[Message] = [
     Assign(assignments=[Assignment(attempt_id=5, attempt=2, task=TASK)]),
     Accept(attempt_ids=[5, 6]),
     Reject(attempt_id=5, reason="no executor"),
-    Progress(attempt_id=5, message="batch 4", fraction=0.5),
     LogChunk(attempt_id=5, stream="stderr", data="warning\n"),
     TestReports(
         attempt_id=5,

@@ -133,7 +133,6 @@ TEMPLATES: list[dict[str, Any]] = [
     },
     {"type": "accept", "attempt_ids": [1, 2, 3]},
     {"type": "reject", "attempt_id": 2, "reason": "busy"},
-    {"type": "progress", "attempt_id": 1, "message": "half", "fraction": 0.5},
     {"type": "log", "attempt_id": 1, "stream": "stdout", "data": "line"},
     {"type": "tests", "attempt_id": 3, "records": [record_of("t.py::a")]},
     result(1, "fuzz-simulated", {"slept_seconds": 0.5}),

@@ -8,6 +8,7 @@ indexes of their own (see ``testfleet.store.schema``).
 
 from __future__ import annotations
 
+import queue
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
@@ -16,7 +17,7 @@ import pytest
 from store_builders import T0, attempt, result, task, worker
 
 from testfleet.domain.enums import AttemptStatus, ErrorClass, TaskStatus, WorkerStatus
-from testfleet.domain.records import WriteBatch
+from testfleet.domain.records import NewRows, WriteBatch
 from testfleet.store import Store, StoreError
 
 
@@ -203,66 +204,77 @@ def test_a_closed_store_refuses_reads_and_writes() -> None:
 
 
 def test_readers_in_other_threads_never_see_half_a_batch(store: Store) -> None:
-    batches, per_batch = 20, 20
-    seen: list[int] = []
-    errors: list[BaseException] = []
-    reading, done = threading.Event(), threading.Event()
+    """A reader thread reads after every statement of every batch, while the
+    writer's transaction is open, and after every commit: the writer waits for
+    each read, so every read lands where it must (no timing involved)."""
+    batches, per_batch = 5, 20
+    requests: queue.Queue[str | None] = queue.Queue()
+    answers: queue.Queue[tuple[str, int] | BaseException] = queue.Queue()
 
-    def write_all() -> None:
-        try:
-            assert reading.wait(timeout=30)
-            for b in range(batches):
-                tasks = [task(f"t{b}-{i}") for i in range(per_batch)]
-                attempts = [attempt(b * per_batch + i + 1, t.task_id) for i, t in enumerate(tasks)]
-                store.write(WriteBatch(tasks=tasks, attempts=attempts))
-        except BaseException as error:
-            errors.append(error)
-        finally:
-            done.set()
+    def reader() -> None:
+        while (where := requests.get()) is not None:
+            try:
+                counted = sum(store.status_counts().values())
+                listed = len(store.list_tasks(limit=1000))
+                assert counted == listed
+                answers.put((where, counted))
+            except BaseException as error:
+                answers.put(error)
 
-    def read_until_done() -> None:
-        try:
-            while True:
-                finished = done.is_set()
-                seen.append(sum(store.status_counts().values()))
-                store.list_tasks(limit=5)
-                reading.set()
-                if finished:
-                    return
-        except BaseException as error:
-            errors.append(error)
-            reading.set()
+    def read(where: str) -> tuple[str, int]:
+        """Have the reader thread read now, and wait for what it saw."""
+        requests.put(where)
+        answer = answers.get(timeout=30)
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
 
-    threads = [threading.Thread(target=write_all), threading.Thread(target=read_until_done)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
+    seen: list[tuple[str, int]] = []
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        seen.append(read("before"))
+        for b in range(batches):
+            tasks = [task(f"t{b}-{i}") for i in range(per_batch)]
+            attempts = [attempt(b * per_batch + i + 1, t.task_id) for i, t in enumerate(tasks)]
+            store.commit(
+                store.prepare(WriteBatch(tasks=tasks, attempts=attempts)),
+                between_statements=lambda b=b: seen.append(read(f"inside batch {b}")),
+            )
+            seen.append(read(f"after batch {b}"))
+    finally:
+        requests.put(None)
+        thread.join(timeout=30)
 
-    assert errors == []
-    assert seen[0] == 0
-    assert seen[-1] == batches * per_batch
-    assert all(count % per_batch == 0 for count in seen)
+    expected = [("before", 0)]
+    for b in range(batches):
+        # Two statements (tasks, then attempts): a read after each sees none of the batch.
+        expected += [(f"inside batch {b}", b * per_batch)] * 2
+        expected.append((f"after batch {b}", (b + 1) * per_batch))
+    assert seen == expected
 
 
 def test_records_known_new_are_inserted_and_known_stored_are_updated(store: Store) -> None:
-    # As the coordinator creates them: new records say stored=False.
-    new_task = task("n1", stored=False)
-    new_attempt = attempt(50, "n1", "w1", AttemptStatus.ASSIGNED, stored=False)
-    store.write(WriteBatch(tasks=[new_task]))
-    assert new_task.stored is True  # the store marks what it wrote
-    store.write(WriteBatch(attempts=[new_attempt]))
-    assert new_attempt.stored is True
+    # As the coordinator writes them: a batch says which tasks and attempts are new.
+    new_task = task("n1")
+    new_attempt = attempt(50, "n1", "w1", AttemptStatus.ASSIGNED)
+    store.write(WriteBatch(tasks=[new_task], new_rows=NewRows(task_ids={"n1"})))
+    store.write(WriteBatch(attempts=[new_attempt], new_rows=NewRows(attempt_ids={50})))
     new_task.status = TaskStatus.RUNNING
     new_attempt.status = AttemptStatus.RUNNING
-    store.write(WriteBatch(tasks=[new_task], attempts=[new_attempt]))
+    store.write(WriteBatch(tasks=[new_task], attempts=[new_attempt], new_rows=NewRows()))
     stored_task = store.get_task("n1")
     assert stored_task is not None
     assert stored_task.status is TaskStatus.RUNNING
-    assert stored_task.stored is True  # read back: known to exist
     assert [a.status for a in store.get_attempts("n1")] == [AttemptStatus.RUNNING]
+    # A record not named new is updated, never inserted: one that has no row
+    # stays without one (the coordinator only says this of rows it wrote).
+    store.write(WriteBatch(tasks=[task("n3")], new_rows=NewRows()))
+    assert store.get_task("n3") is None
     # A record that claims to be new but is not breaks the primary key: the
     # whole batch is refused rather than silently merged.
     with pytest.raises(StoreError, match="n1"):
-        store.write(WriteBatch(tasks=[task("n2", stored=False), task("n1", stored=False)]))
+        store.write(
+            WriteBatch(tasks=[task("n2"), task("n1")], new_rows=NewRows(task_ids={"n1", "n2"}))
+        )
     assert store.get_task("n2") is None

@@ -1,0 +1,116 @@
+"""What the REST API may read of the coordinator's live state, and nothing more.
+
+Callers: the routes of :mod:`testfleet.coordinator.api` (workers, drain,
+stats, health) and :mod:`testfleet.coordinator.pytest_runs_api` (a run's open
+chunks). They run on the same event loop as the coordinator's loop, so a read
+never sees a turn half applied; what they get back are copies, so nothing a
+route does can change the state machine, whose one writer is the loop.
+
+Why a view: the routes used to reach into ``loop.state.workers``,
+``.queue`` and ``.tasks``, which tied the API to how the state machine keeps
+its books. This class names exactly what the routes need.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from testfleet.coordinator.state import CoordinatorState
+from testfleet.coordinator.workers import LiveWorker
+from testfleet.domain.enums import TaskStatus, WorkerStatus
+from testfleet.domain.records import TaskRecord, WorkerRecord
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSnapshot:
+    """One worker as the API shows it (a copy, taken when asked)."""
+
+    record: WorkerRecord
+    connected: bool
+    draining: bool
+    #: Attempts open on it (assigned or running).
+    running: int
+
+    @classmethod
+    def of(cls, worker: LiveWorker) -> WorkerSnapshot:
+        record = worker.record
+        return cls(
+            record=replace(record, hardware_metrics=dict(record.hardware_metrics)),
+            connected=worker.connected,
+            draining=worker.draining,
+            running=len(worker.attempts),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SlotUse:
+    """Slots of the connected workers: how many, and how many run an attempt."""
+
+    total: int
+    busy: int
+
+
+@dataclass(frozen=True, slots=True)
+class QueueDepth:
+    """Queued tasks: ready to place, and waiting out a retry delay."""
+
+    pending: int
+    delayed: int
+
+
+class StateView:
+    """Read-only answers about one :class:`CoordinatorState` (see the module docstring)."""
+
+    def __init__(self, state: CoordinatorState) -> None:
+        self._state = state
+
+    def open_task(self, task_id: str) -> TaskRecord | None:
+        """A copy of an open (not yet finished) task's live record; finished tasks
+        are only in the store."""
+        task = self._state.tasks.get(task_id)
+        return None if task is None else replace(task, reported_tests=None)
+
+    def workers(self) -> list[WorkerSnapshot]:
+        """Every worker seen since start-up (or recovered), ordered by id."""
+        return [
+            WorkerSnapshot.of(worker)
+            for _, worker in sorted(self._state.workers.items(), key=lambda item: item[0])
+        ]
+
+    def worker(self, worker_id: str) -> WorkerSnapshot | None:
+        worker = self._state.workers.get(worker_id)
+        return None if worker is None else WorkerSnapshot.of(worker)
+
+    def worker_counts(self) -> dict[WorkerStatus, int]:
+        """Workers per status; every :class:`WorkerStatus` is a key (0 when none)."""
+        counts = dict.fromkeys(WorkerStatus, 0)
+        for worker in self._state.workers.values():
+            counts[worker.record.status] += 1
+        return counts
+
+    def connected_workers(self) -> int:
+        return sum(1 for worker in self._state.workers.values() if worker.connected)
+
+    def slots(self) -> SlotUse:
+        connected = [w for w in self._state.workers.values() if w.connected]
+        return SlotUse(
+            total=sum(w.record.slots for w in connected),
+            busy=sum(len(w.attempts) for w in connected),
+        )
+
+    def queue_depth(self) -> QueueDepth:
+        queue = self._state.queue
+        return QueueDepth(pending=len(queue), delayed=queue.delayed_count)
+
+    def unschedulable_counts(self) -> dict[str, int]:
+        """Queued tasks no connected worker can run, by the reason (sorted by reason)."""
+        counts: dict[str, int] = {}
+        for task in self._state.tasks.values():
+            reason = task.unschedulable_reason
+            if reason is not None and task.status is TaskStatus.QUEUED:
+                counts[reason] = counts.get(reason, 0) + 1
+        return dict(sorted(counts.items()))
+
+    def unreadable_rows(self, limit: int) -> list[str]:
+        """The first ``limit`` rows start-up could not read back and left out."""
+        return self._state.unreadable_rows[:limit]

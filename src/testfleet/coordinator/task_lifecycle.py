@@ -1,0 +1,357 @@
+"""The lifecycle of tasks and attempts: the rules every event is applied by.
+
+Callers: :class:`~testfleet.coordinator.state.CoordinatorState` is a
+:class:`TaskLifecycle`: it maps each event (a submission, a worker's frame, a
+tick) onto the moves defined here, and :mod:`~testfleet.coordinator.recovery`
+rebuilds the same books from the store at start-up. Nothing here does I/O,
+awaits or reads a clock: ``now`` is passed in, and every change goes to the
+turn's output (:class:`~testfleet.coordinator.turn_output.TurnOutput`).
+
+Rules kept here (ARCHITECTURE.md):
+
+- At-least-once execution, exactly-once recording. Each try is an attempt
+  with its own id (the lease). A result counts only if its attempt is the
+  task's current one; otherwise it is recorded with ``counted=False``.
+- A lost worker is an infrastructure fault: its attempts are requeued
+  regardless of ``max_retries`` (up to ``max_lost_attempts``). A failed or
+  timed-out attempt is retried only as the task's ``retry_policy`` allows.
+- A test task's tests are recorded once each, from whichever comes first: the
+  worker's ``tests`` messages while the chunk runs, or the attempt's result
+  (see :mod:`~testfleet.coordinator.chunk_ledger`).
+"""
+
+from __future__ import annotations
+
+import heapq
+
+from testfleet.coordinator.chunk_ledger import ChunkLedger
+from testfleet.coordinator.settings import CoordinatorSettings
+from testfleet.coordinator.task_queue import TaskQueue, match_key
+from testfleet.coordinator.turn_output import Effects, TurnOutput
+from testfleet.coordinator.unschedulable import UnschedulableReasons
+from testfleet.coordinator.workers import LiveWorker, WorkerRegistry
+from testfleet.domain.benchmark import benchmark_rows
+from testfleet.domain.enums import (
+    AttemptStatus,
+    ErrorClass,
+    ResultDisposition,
+    ResultStatus,
+    TaskStatus,
+    TaskType,
+)
+from testfleet.domain.pytest_tasks import TestRecord
+from testfleet.domain.records import AttemptRecord, ResultRecord, TaskRecord, WorkerRecord
+from testfleet.domain.transitions import check_task_transition
+from testfleet.protocol.messages import Assignment, AttemptResult, Cancel, Message
+
+_ATTEMPT_STATUS_OF_RESULT = {
+    ResultStatus.COMPLETED: AttemptStatus.COMPLETED,
+    ResultStatus.FAILED: AttemptStatus.FAILED,
+    ResultStatus.TIMED_OUT: AttemptStatus.TIMED_OUT,
+    ResultStatus.CANCELLED: AttemptStatus.CANCELLED,
+}
+
+
+class TaskLifecycle:
+    """Open tasks, their attempts and deadlines, and the moves between their states."""
+
+    def __init__(self, settings: CoordinatorSettings, known_task_ids: set[str] | None) -> None:
+        self.settings = settings
+        #: Open tasks (queued, assigned or running); finished ones live in the store only.
+        self.tasks: dict[str, TaskRecord] = {}
+        #: Every task id ever submitted (the duplicate check).
+        self.known_task_ids: set[str] = set(known_task_ids or ())
+        self.queue = TaskQueue()
+        self.open_attempts: dict[int, AttemptRecord] = {}
+        self.registry = WorkerRegistry()
+        self.unschedulable = UnschedulableReasons()
+        self.next_attempt_id = 1
+        #: Results dropped because they named nothing this coordinator issued.
+        self.stray_results = 0
+        self._deadlines: list[tuple[float, int]] = []
+        self._out = TurnOutput()
+        #: Each test of a test task, recorded once (see chunk_ledger.py).
+        self.ledger = ChunkLedger(self._out)
+
+    @property
+    def workers(self) -> dict[str, LiveWorker]:
+        """Every worker ever seen, by id (changed only by the state machine)."""
+        return self.registry.workers
+
+    # ----------------------------------------------------------------- attempts
+
+    def _assign(self, task_id: str, worker_id: str, now: float) -> Assignment:
+        task = self.tasks[task_id]
+        self.queue.remove(task_id)
+        check_task_transition(task.status, TaskStatus.ASSIGNED)
+        attempt_id = self.next_attempt_id
+        self.next_attempt_id += 1
+        task.attempts += 1
+        task.status = TaskStatus.ASSIGNED
+        task.worker_id = worker_id
+        task.current_attempt_id = attempt_id
+        task.unschedulable_reason = None
+        attempt = AttemptRecord(
+            attempt_id=attempt_id,
+            task_id=task_id,
+            worker_id=worker_id,
+            attempt=task.attempts,
+            status=AttemptStatus.ASSIGNED,
+            start_time=now,
+        )
+        self.open_attempts[attempt_id] = attempt
+        self.workers[worker_id].attempts.add(attempt_id)
+        self._out.new_attempt(attempt)
+        self.mark_task(task)
+        self.push_deadline(attempt, task)
+        return Assignment(
+            attempt_id=attempt_id,
+            attempt=task.attempts,
+            task=task.spec,
+            completed_tests=sorted(task.reported_tests or ()),
+        )
+
+    def _accept(self, worker_id: str, attempt_id: int, now: float) -> None:
+        attempt = self.open_attempts.get(attempt_id)
+        if attempt is None or attempt.worker_id != worker_id:
+            return
+        if attempt.status is AttemptStatus.ASSIGNED:
+            attempt.status = AttemptStatus.RUNNING
+            attempt.accepted_time = now
+            self._out.attempt(attempt)
+        task = self.tasks[attempt.task_id]
+        if task.status is TaskStatus.ASSIGNED:
+            check_task_transition(task.status, TaskStatus.RUNNING)
+            task.status = TaskStatus.RUNNING
+            if task.start_time is None:
+                task.start_time = now
+            self.mark_task(task)
+
+    def _record_result(self, worker_id: str, item: AttemptResult, now: float) -> None:
+        result = item.result
+        attempt = self.open_attempts.get(item.attempt_id)
+        task = self.tasks.get(attempt.task_id) if attempt is not None else None
+        is_current = (
+            attempt is not None
+            and task is not None
+            and attempt.worker_id == worker_id
+            and result.task_id == attempt.task_id
+            and task.current_attempt_id == attempt.attempt_id
+        )
+        if not is_current or attempt is None or task is None:
+            # A late result (its worker was declared lost, the task was cancelled
+            # or timed out): keep it in history, never as the outcome. One that
+            # names an attempt never issued, a task never submitted, or another
+            # worker's open attempt is dropped: storing it would break the
+            # history's foreign keys or shadow the real result.
+            issued = 0 < item.attempt_id < self.next_attempt_id
+            owned = attempt is None or attempt.worker_id == worker_id
+            if issued and owned and result.task_id in self.known_task_ids:
+                self._out.result(
+                    ResultRecord(
+                        item.attempt_id,
+                        result.task_id,
+                        worker_id,
+                        now,
+                        ResultDisposition.LATE,
+                        result,
+                    )
+                )
+            else:
+                self.stray_results += 1
+            return
+        status = _ATTEMPT_STATUS_OF_RESULT[result.status]
+        error = result.error
+        self._close_attempt(
+            attempt,
+            status,
+            now,
+            error.error_class if error else None,
+            error.message if error else None,
+            execution_time=result.execution_time_seconds,
+            hardware_metrics=result.hardware_metrics,
+        )
+        if task.start_time is None:
+            task.start_time = attempt.start_time
+        if task.spec.type is TaskType.TEST:
+            self.ledger.from_result(task, item.attempt_id, worker_id, result.results, now)
+        if result.status is ResultStatus.COMPLETED:
+            self._finish(task, TaskStatus.COMPLETED, now, None, None)
+            retried = False
+        elif result.status is ResultStatus.CANCELLED:
+            # The worker gave the attempt up on its own (it is shutting down):
+            # an infrastructure fault, not the task's.
+            retried = self._retry_or_finish(task, now, infrastructure=True)
+        else:
+            retried = self._retry_or_finish(task, now, infrastructure=False)
+        disposition = ResultDisposition.RETRIED if retried else ResultDisposition.OUTCOME
+        counted = disposition is ResultDisposition.OUTCOME
+        self._out.result(
+            ResultRecord(item.attempt_id, result.task_id, worker_id, now, disposition, result)
+        )
+        if counted and task.spec.type is TaskType.BENCHMARK:
+            for row in benchmark_rows(
+                attempt_id=item.attempt_id,
+                task_id=task.task_id,
+                worker_id=worker_id,
+                recorded_time=now,
+                results=result.results,
+                is_simulated=result.simulation_status.is_simulated,
+            ):
+                self._out.benchmark_row(row)
+
+    def _record_streamed_tests(
+        self, worker_id: str, attempt_id: int, records: list[TestRecord], now: float
+    ) -> None:
+        """Tests a running attempt finished, if it is still its task's current one."""
+        attempt = self.open_attempts.get(attempt_id)
+        task = self.tasks.get(attempt.task_id) if attempt is not None else None
+        if (
+            attempt is None
+            or task is None
+            or attempt.worker_id != worker_id
+            or task.current_attempt_id != attempt_id
+            or task.spec.type is not TaskType.TEST
+        ):
+            # Late (its worker was declared lost) or not this worker's: the
+            # current attempt will report these tests itself.
+            self.ledger.stray(len(records))
+            return
+        self.ledger.streamed(task, attempt_id, worker_id, records, now)
+
+    def _expire_deadlines(self, now: float) -> None:
+        """Close every attempt past its task's timeout (plus grace) and retry or
+        finish its task."""
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _, attempt_id = heapq.heappop(self._deadlines)
+            attempt = self.open_attempts.get(attempt_id)
+            if attempt is None:
+                continue
+            task = self.tasks[attempt.task_id]
+            self._close_attempt(
+                attempt,
+                AttemptStatus.TIMED_OUT,
+                now,
+                ErrorClass.TIMEOUT,
+                f"no result within timeout_seconds={task.spec.timeout_seconds:g} plus "
+                f"{self.settings.timeout_grace_seconds:g} s of grace",
+            )
+            self._send_to_worker(
+                attempt.worker_id, Cancel(attempt_ids=[attempt_id], reason="timed out")
+            )
+            self._retry_or_finish(task, now, infrastructure=False)
+
+    def _lose_attempt(self, attempt: AttemptRecord, now: float, message: str) -> None:
+        self._close_attempt(attempt, AttemptStatus.LOST, now, ErrorClass.WORKER_LOST, message)
+        self._retry_or_finish(self.tasks[attempt.task_id], now, infrastructure=True)
+
+    # ------------------------------------------------------------------ helpers
+
+    def push_deadline(self, attempt: AttemptRecord, task: TaskRecord) -> None:
+        deadline = (
+            attempt.start_time + task.spec.timeout_seconds + self.settings.timeout_grace_seconds
+        )
+        heapq.heappush(self._deadlines, (deadline, attempt.attempt_id))
+
+    def _close_attempt(
+        self,
+        attempt: AttemptRecord,
+        status: AttemptStatus,
+        now: float,
+        error_class: ErrorClass | None,
+        message: str | None,
+        *,
+        execution_time: float | None = None,
+        hardware_metrics: dict[str, object] | None = None,
+    ) -> None:
+        attempt.status = status
+        attempt.end_time = now
+        attempt.error_class = error_class
+        attempt.error_message = message
+        attempt.execution_time_seconds = execution_time
+        if hardware_metrics:
+            attempt.hardware_metrics = dict(hardware_metrics)
+        del self.open_attempts[attempt.attempt_id]
+        worker = self.workers.get(attempt.worker_id)
+        if worker is not None:
+            worker.attempts.discard(attempt.attempt_id)
+        self._out.attempt(attempt)
+        task = self.tasks.get(attempt.task_id)
+        if task is not None:
+            task.error_class = error_class
+            task.error_message = message
+
+    def _retry_or_finish(self, task: TaskRecord, now: float, *, infrastructure: bool) -> bool:
+        """After an attempt ended without success: requeue the task if its policy
+        allows (True), or give it its final status (False)."""
+        policy = task.spec.retry_policy
+        if infrastructure:
+            task.lost_attempts += 1
+            allowed = task.lost_attempts <= self.settings.max_lost_attempts
+            delay = 0.0
+        else:
+            failures = task.attempts - task.lost_attempts
+            allowed = failures <= policy.max_retries
+            delay = policy.retry_delay_seconds
+        if not allowed:
+            final = TaskStatus.FAILED
+            if task.error_class is ErrorClass.TIMEOUT:
+                final = TaskStatus.TIMED_OUT
+            self._finish(task, final, now, task.error_class, task.error_message)
+            return False
+        check_task_transition(task.status, TaskStatus.QUEUED)
+        task.status = TaskStatus.QUEUED
+        task.current_attempt_id = None
+        if delay > 0:
+            task.not_before = now + delay
+            self.queue.push_delayed(task.task_id, task.not_before)
+        else:
+            task.queued_at = now
+            task.unschedulable_reason = self.unschedulable.get(match_key(task.spec))
+            self.queue.push(task.spec, now)
+        self.mark_task(task)
+        return True
+
+    def _finish(
+        self,
+        task: TaskRecord,
+        status: TaskStatus,
+        now: float,
+        error_class: ErrorClass | None,
+        message: str | None,
+    ) -> None:
+        check_task_transition(task.status, status)
+        task.status = status
+        task.end_time = now
+        task.error_class = error_class
+        task.error_message = message
+        task.unschedulable_reason = None
+        self.mark_task(task)
+        # Finished tasks live on in the store only; memory holds open work.
+        del self.tasks[task.task_id]
+        self.ledger.forget(task.task_id)
+
+    def _send_to_worker(self, worker_id: str, message: Message) -> None:
+        worker = self.workers.get(worker_id)
+        if worker is not None and worker.connection_id is not None:
+            self._out.send(worker.connection_id, message)
+
+    def mark_task(self, task: TaskRecord) -> None:
+        self._out.task(task)
+
+    def mark_worker_record(self, record: WorkerRecord) -> None:
+        """Write a worker's row with this turn (recovery marks every worker disconnected)."""
+        self._out.worker(record)
+
+    def _mark_worker(self, worker: LiveWorker) -> None:
+        worker.heartbeat_written_at = worker.record.last_heartbeat
+        self._out.worker(worker.record)
+
+    # ------------------------------------------------------------------ output
+
+    def take_effects(self) -> Effects:
+        """Hand over this turn's writes, sends, closes and replies (and forget them)."""
+        return self._out.take()
+
+    def has_pending_effects(self) -> bool:
+        return bool(self._out)

@@ -1,0 +1,157 @@
+"""What the coordinator asks of its store: the contract any database behind it keeps.
+
+Callers: the coordinator's loop writes through :class:`StoreWriter`, its
+start-up reloads state through :class:`CoordinatorStore`, and the REST routes
+read through :class:`StoreReader`; none of them names a database. The DuckDB
+:class:`~testfleet.store.store.Store` implements all of it today (the app
+factory's typed assignment and ``tests/unit/store/test_store_contract.py``
+check that it does); the failover issue adds PostgreSQL behind the same
+contract.
+
+Promises every implementation keeps (ARCHITECTURE.md):
+
+* A prepared write is a snapshot: :meth:`StoreWriter.prepare` encodes the
+  batch's records on the caller's thread, so the coordinator may change them
+  for the next turn while :meth:`PreparedWrite.commit` writes this one from
+  another thread.
+* A commit is one transaction, all of it or none, and raises
+  :class:`~testfleet.store.errors.StoreError` on any failure (the coordinator
+  then stops: nothing of the batch may be acknowledged).
+* Reads see only committed batches, never half of one, and may run in other
+  threads while a commit is in progress.
+
+Some reads answer types defined beside the DuckDB queries (a run's tasks,
+live SQL results, the exportable tables); they hold plain values, and a
+second implementation returns the same types.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import Any, BinaryIO, Protocol
+
+from testfleet.domain.enums import ShownStatus, TaskStatus, TaskType
+from testfleet.domain.pytest_tasks import TestResultRow
+from testfleet.domain.records import (
+    AttemptRecord,
+    RecoveredState,
+    ResultRecord,
+    TaskRecord,
+    WriteBatch,
+)
+from testfleet.store.live_query import (
+    DEFAULT_MAX_ROWS,
+    DEFAULT_TIMEOUT_SECONDS,
+    ExportTable,
+    QueryResult,
+)
+from testfleet.store.pytest_queries import RunTask
+
+
+class PreparedWrite(Protocol):
+    """One turn's writes, already encoded: committing it needs none of the records."""
+
+    def commit(self) -> None:
+        """Write it in one transaction (from a worker thread); raises ``StoreError``."""
+        ...
+
+
+class StoreWriter(Protocol):
+    """How the coordinator's loop makes a turn durable (group commit)."""
+
+    def prepare(self, batch: WriteBatch) -> PreparedWrite:
+        """Encode ``batch`` now, on the loop (see the module docstring)."""
+        ...
+
+
+class StoreReader(Protocol):
+    """The reads the REST API serves; each may run in a thread of its own."""
+
+    @property
+    def schema_version(self) -> int: ...
+
+    def list_tasks(
+        self,
+        *,
+        statuses: Collection[TaskStatus | ShownStatus] | None = None,
+        task_type: TaskType | None = None,
+        worker_id: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[TaskRecord]: ...
+
+    def count_tasks(
+        self,
+        *,
+        statuses: Collection[TaskStatus | ShownStatus] | None = None,
+        task_type: TaskType | None = None,
+        worker_id: str | None = None,
+    ) -> int: ...
+
+    def get_task(self, task_id: str) -> TaskRecord | None: ...
+
+    def get_attempts(self, task_id: str) -> list[AttemptRecord]: ...
+
+    def get_results(self, task_id: str) -> list[ResultRecord]: ...
+
+    def status_counts(self) -> dict[TaskStatus, int]: ...
+
+    def benchmark_compare(
+        self,
+        model: str,
+        *,
+        precision: str | None = None,
+        hardware: str | None = None,
+        since: float | None = None,
+    ) -> list[dict[str, Any]]: ...
+
+    def benchmark_history(
+        self,
+        model: str,
+        *,
+        batch_size: int | None = None,
+        precision: str | None = None,
+        hardware: str | None = None,
+        limit: int = 1000,
+    ) -> list[dict[str, Any]]: ...
+
+    def benchmark_models(self) -> list[str]: ...
+
+    def run_test_rows(
+        self, run_id: str, *, after_seq: int = 0, limit: int = 10_000
+    ) -> list[TestResultRow]: ...
+
+    def run_tasks(self, run_id: str) -> list[RunTask]: ...
+
+    def test_durations(self, project: str) -> dict[str, float]: ...
+
+    def query(
+        self,
+        sql: str,
+        *,
+        max_rows: int = DEFAULT_MAX_ROWS,
+        timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+    ) -> QueryResult:
+        """A user's read-only SQL within a row and time limit; raises ``QueryError``."""
+        ...
+
+    def export_parquet(self, table: ExportTable, sink: BinaryIO) -> int:
+        """Write ``table`` to ``sink`` as Parquet; how many rows it wrote."""
+        ...
+
+
+class CoordinatorStore(StoreWriter, StoreReader, Protocol):
+    """Everything a coordinator process uses: the loop's writes, the API's reads,
+    and what start-up reloads and shutdown closes."""
+
+    def load_state(self) -> RecoveredState:
+        """Open tasks, their current open attempts, all workers, the next ids."""
+        ...
+
+    def all_task_ids(self) -> set[str]:
+        """Every stored task id (the duplicate check, loaded once at start-up)."""
+        ...
+
+    def close(self) -> None:
+        """Close the database, waiting for a commit in progress; safe to call twice."""
+        ...
