@@ -69,7 +69,7 @@ class TaskWaiter:
         task_ids: Sequence[str],
         *,
         clock: Clock,
-        sleep: Callable[[float], None],
+        sleep: Callable[[float], object],
         say: Callable[[str], None],
         poll: float,
         timeout: float | None,

@@ -172,7 +172,7 @@ class FleetRun:
         progress: Callable[[RunProgress], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
         clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], object] = time.sleep,
     ) -> None:
         self.client = client
         self.settings = settings

@@ -36,7 +36,11 @@ def task(**fields: Any) -> dict[str, Any]:
 
 
 def test_a_task_without_attempts_says_so_instead_of_an_empty_table() -> None:
-    detail = {"task": task(unschedulable_reason=CUDA), "attempts": [], "result": None}
+    detail: dict[str, Any] = {
+        "task": task(unschedulable_reason=CUDA),
+        "attempts": [],
+        "result": None,
+    }
     out = rendered(160, lambda console: print_task_detail(console, detail))
     assert "attempt id" not in out
     assert "no attempts yet: it is unschedulable" in out
@@ -44,7 +48,7 @@ def test_a_task_without_attempts_says_so_instead_of_an_empty_table() -> None:
 
 
 def test_a_task_cancelled_before_it_ran_says_so() -> None:
-    detail = {"task": task(status="cancelled"), "attempts": [], "result": None}
+    detail: dict[str, Any] = {"task": task(status="cancelled"), "attempts": [], "result": None}
     out = rendered(160, lambda console: print_task_detail(console, detail))
     assert "no attempts: it was cancelled before any worker ran it" in out
     assert "attempt id" not in out

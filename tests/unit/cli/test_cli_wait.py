@@ -62,7 +62,11 @@ class ScriptedCoordinator:
         elapsed = self.clock.now() - self.started
         self.polls.append(elapsed)
         current = [fields for since, fields in self.timelines[task_id] if since <= elapsed][-1]
-        body = {"task": task_document(task_id, **current), "attempts": [], "result": None}
+        body: dict[str, Any] = {
+            "task": task_document(task_id, **current),
+            "attempts": [],
+            "result": None,
+        }
         return httpx.Response(200, json=body)
 
     def client(self) -> FleetClient:
@@ -120,7 +124,13 @@ def test_a_new_reason_is_said_again_without_restarting_the_count() -> None:
 
 def test_a_task_that_becomes_schedulable_again_restarts_the_count() -> None:
     clock = FakeClock()
-    timeline = [(0, STUCK), (20, QUEUED), (25, STUCK), (100, RUNNING), (110, DONE)]
+    timeline: list[tuple[float, dict[str, Any]]] = [
+        (0, STUCK),
+        (20, QUEUED),
+        (25, STUCK),
+        (100, RUNNING),
+        (110, DONE),
+    ]
     coordinator = ScriptedCoordinator(clock, {"bench": timeline})
     said: list[str] = []
     run = waiter(coordinator, said, unschedulable_timeout=30)
@@ -138,7 +148,7 @@ def test_a_task_that_becomes_schedulable_again_restarts_the_count() -> None:
 
 def test_a_task_that_finds_a_worker_in_time_is_waited_for_to_the_end() -> None:
     clock = FakeClock()
-    timeline = [(0, STUCK), (29, RUNNING), (200, DONE)]
+    timeline: list[tuple[float, dict[str, Any]]] = [(0, STUCK), (29, RUNNING), (200, DONE)]
     coordinator = ScriptedCoordinator(clock, {"bench": timeline, "echo": [(0, DONE)]})
     said: list[str] = []
 

@@ -26,6 +26,7 @@ from testfleet.domain.task import TaskSpec
 from testfleet.protocol.messages import (
     Accept,
     Ack,
+    Assign,
     AttemptResult,
     Heartbeat,
     Result,
@@ -149,9 +150,7 @@ def test_a_retried_attempt_is_told_which_tests_are_already_recorded() -> None:
             break
     assert effects is not None
     assert h.state.workers["w1"].record.status is WorkerStatus.LOST
-    [(_, message)] = [
-        (c, m) for c, m in effects.sends if getattr(m, "type", None) == "assign" and c == 2
-    ]
+    [(_, message)] = [(c, m) for c, m in effects.sends if isinstance(m, Assign) and c == 2]
     [assignment] = message.assignments
     assert assignment.attempt == 2
     assert assignment.completed_tests == [NODES[0]]
@@ -215,7 +214,7 @@ def test_recovery_restores_recorded_tests_and_the_row_sequence() -> None:
         ),
     )
     effects = h.connect(1, "w1")
-    [(_, message)] = [(c, m) for c, m in effects.sends if getattr(m, "type", None) == "assign"]
+    [(_, message)] = [(c, m) for c, m in effects.sends if isinstance(m, Assign)]
     assert message.assignments[0].completed_tests == [NODES[0]]
     attempt_id = message.assignments[0].attempt_id
     effects = h.turn(WorkerFrame(1, TestReports(attempt_id=attempt_id, records=[record(NODES[1])])))

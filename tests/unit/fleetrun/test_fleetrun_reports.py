@@ -4,6 +4,7 @@ exit code match a serial run's."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from _pytest.reports import TestReport
@@ -275,7 +276,7 @@ def test_a_failure_without_text_still_has_a_longrepr() -> None:
     assert reports_from_record(record)[0].longrepr == reports.NO_FAILURE_TEXT
 
 
-def make_report(when: str, outcome: str, longrepr: object = None, **extra: object) -> TestReport:
+def make_report(when: str, outcome: str, longrepr: object = None, **extra: Any) -> TestReport:
     return TestReport(
         "t.py::test_a",
         ("t.py", 0, "test_a"),

@@ -102,7 +102,7 @@ class FakeFleet:
         assert project == "path:/srv/project"
         return self.durations
 
-    def submit(self, documents: list[dict[str, Any]]) -> list[str]:
+    def submit(self, documents: Sequence[dict[str, Any]]) -> list[str]:
         for document in documents:
             TaskSpec.model_validate(document)  # every document is one the API accepts
             self.documents[document["task_id"]] = document

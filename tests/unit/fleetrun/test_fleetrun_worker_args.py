@@ -158,7 +158,7 @@ def test_the_fleet_plugins_options_are_all_dropped_with_their_values(tmp_path: P
         def addini(self, *args: object, **kwargs: object) -> None:
             pass
 
-    plugin.pytest_addoption(Parser())
+    plugin.pytest_addoption(Parser())  # type: ignore[arg-type]  # the two methods it calls
     assert options
     for name, takes_value in options:
         args = [name, "value", "tests"] if takes_value else [name, "tests"]

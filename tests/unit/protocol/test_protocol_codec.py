@@ -202,7 +202,7 @@ def _hello_document(**capabilities: object) -> dict[str, object]:
         capabilities=CAPS,
         slots=1,
     ).model_dump(mode="json")
-    document["capabilities"].update(capabilities)  # type: ignore[union-attr]
+    document["capabilities"].update(capabilities)
     return document
 
 

@@ -9,9 +9,8 @@ from testfleet.store import Store
 
 def test_threads_setting_reaches_duckdb(tmp_path: Path) -> None:
     with Store(tmp_path / "one.duckdb", threads=1) as store:
-        assert (
-            store._read(
-                "threads", lambda c: c.execute("SELECT current_setting('threads')").fetchone()[0]
-            )
-            == 1
-        )  # type: ignore[index]
+        row = store._read(
+            "threads", lambda c: c.execute("SELECT current_setting('threads')").fetchone()
+        )
+        assert row is not None
+        assert row[0] == 1

@@ -8,6 +8,7 @@ indexes of their own (see ``testfleet.store.schema``).
 
 from __future__ import annotations
 
+import functools
 import queue
 import threading
 from collections.abc import Iterator
@@ -230,6 +231,10 @@ def test_readers_in_other_threads_never_see_half_a_batch(store: Store) -> None:
         return answer
 
     seen: list[tuple[str, int]] = []
+
+    def read_inside(batch: int) -> None:
+        seen.append(read(f"inside batch {batch}"))
+
     thread = threading.Thread(target=reader)
     thread.start()
     try:
@@ -239,7 +244,7 @@ def test_readers_in_other_threads_never_see_half_a_batch(store: Store) -> None:
             attempts = [attempt(b * per_batch + i + 1, t.task_id) for i, t in enumerate(tasks)]
             store.commit(
                 store.prepare(WriteBatch(tasks=tasks, attempts=attempts)),
-                between_statements=lambda b=b: seen.append(read(f"inside batch {b}")),
+                between_statements=functools.partial(read_inside, b),
             )
             seen.append(read(f"after batch {b}"))
     finally:
