@@ -49,7 +49,7 @@ def test_sigkilled_coordinator_restarts_and_every_accepted_task_ends_once(fleet)
     )
     before = fleet.client.stats()["tasks"]
     assert before["completed"] < 60, "everything finished before the crash; nothing was tested"
-    fleet.kill(fleet.processes["coordinator"], signal.SIGKILL)
+    fleet.send_signal(fleet.processes["coordinator"], signal.SIGKILL)
 
     fleet.start_coordinator()  # same file, same port
     # The restarted coordinator still knows every accepted task and refuses its id again.
@@ -149,9 +149,9 @@ def test_workers_declared_lost_by_the_restarted_coordinator_come_back(fleet):
 
     fleet.wait_until(some_done_and_some_running, 120, "work under way on both workers")
     for process in workers.values():
-        fleet.kill(process, signal.SIGSTOP)
+        fleet.send_signal(process, signal.SIGSTOP)
     try:
-        fleet.kill(fleet.processes["coordinator"], signal.SIGKILL)
+        fleet.send_signal(fleet.processes["coordinator"], signal.SIGKILL)
         fleet.start_coordinator()
 
         def all_lost() -> bool:
@@ -161,7 +161,7 @@ def test_workers_declared_lost_by_the_restarted_coordinator_come_back(fleet):
         fleet.wait_until(all_lost, 60, "the frozen workers to be declared lost")
     finally:
         for process in workers.values():
-            fleet.kill(process, signal.SIGCONT)
+            fleet.send_signal(process, signal.SIGCONT)
     fleet.wait_for_workers(WORKERS, timeout=90)
     finished = fleet.wait_terminal(accepted, timeout=150)
     assert Counter(t["status"] for t in finished.values()) == {"completed": len(accepted)}
