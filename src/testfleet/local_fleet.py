@@ -56,6 +56,9 @@ START_TIMEOUT_SECONDS = 60.0
 #: group is killed: a worker reports its cancelled attempts and waits up to
 #: 5 s for their acknowledgement, a coordinator commits its last turn.
 STOP_GRACE_SECONDS = 20.0
+#: Each poll while waiting gives up after this long, so that a port that
+#: accepts but never answers cannot hide that the awaited process has exited.
+PROBE_TIMEOUT_SECONDS = 5.0
 #: How much of a log a failure quotes.
 TAIL_BYTES = 4000
 
@@ -141,11 +144,14 @@ class LocalFleet:
         self._env = dict(env or {})
         self._client_timeout = client_timeout
         self._client: FleetClient | None = None
+        self._probe_client: FleetClient | None = None
         #: Every process started, by name (a restart replaces the entry).
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.log_paths: dict[str, Path] = {}
         #: Which process name runs which worker id (they differ in the demo).
         self._worker_names: dict[str, str] = {}
+        #: Pids already sent SIGTERM (see _terminate).
+        self._terminated: set[int] = set()
         self._starts = 0
 
     # ------------------------------------------------------------- starting
@@ -289,7 +295,7 @@ class LocalFleet:
 
         def healthy() -> bool:
             self.check_running([COORDINATOR])
-            return bool(self.client.health()["status"] == "ok")
+            return bool(self._probe.health()["status"] == "ok")
 
         self.wait_until(healthy, timeout, "the coordinator to answer /health")
 
@@ -316,7 +322,7 @@ class LocalFleet:
 
         def connected() -> bool:
             self.check_running([COORDINATOR, *watched])
-            seen = {w["worker_id"] for w in self.client.workers() if w["connected"]}
+            seen = {w["worker_id"] for w in self._probe.workers() if w["connected"]}
             return wanted <= seen and len(seen) >= (count or 0)
 
         self.wait_until(connected, timeout, what)
@@ -335,6 +341,13 @@ class LocalFleet:
 
     def _process(self, target: str | subprocess.Popen[bytes]) -> subprocess.Popen[bytes]:
         return self.processes[target] if isinstance(target, str) else target
+
+    def _terminate(self, process: subprocess.Popen[bytes]) -> None:
+        """SIGTERM ``process`` once: a second one could land after its handler
+        is gone (a worker's asyncio loop has closed) and kill it mid-exit."""
+        if process.poll() is None and process.pid not in self._terminated:
+            self._terminated.add(process.pid)
+            process.send_signal(signal.SIGTERM)
 
     def _name_of(self, process: subprocess.Popen[bytes]) -> str:
         return next((n for n, p in self.processes.items() if p is process), "a process")
@@ -365,7 +378,7 @@ class LocalFleet:
         """
         process = self._process(target)
         if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
+            self._terminate(process)
             try:
                 process.wait(grace)
             except subprocess.TimeoutExpired:
@@ -383,8 +396,7 @@ class LocalFleet:
         coordinator (workers report to it on their way out; after it, its file is free)."""
         others = [p for name, p in self.processes.items() if name != COORDINATOR]
         for process in others:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
+            self._terminate(process)
         for process in others:
             self.stop(process, grace=grace, strict=strict)
         coordinator = self.processes.get(COORDINATOR)
@@ -427,10 +439,19 @@ class LocalFleet:
             self._client = FleetClient(self.url, timeout=self._client_timeout)
         return self._client
 
+    @property
+    def _probe(self) -> FleetClient:
+        """The client that waiting polls with (short timeouts)."""
+        if self._probe_client is None:
+            self._probe_client = FleetClient(self.url, timeout=PROBE_TIMEOUT_SECONDS)
+        return self._probe_client
+
     def close_client(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        """Close the REST clients (made again on next use)."""
+        for client in (self._client, self._probe_client):
+            if client is not None:
+                client.close()
+        self._client = self._probe_client = None
 
     def tail(self, name: str, limit: int = TAIL_BYTES) -> str:
         """The last ``limit`` bytes of process ``name``'s log, as text."""
