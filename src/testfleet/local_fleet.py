@@ -192,6 +192,7 @@ class LocalFleet:
                 cwd=self.cwd,
                 start_new_session=True,
             )
+        self._terminated.discard(process.pid)  # a reused pid is a new process
         self.processes[name] = process
         self.log_paths[name] = log
         return process
