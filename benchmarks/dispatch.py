@@ -31,7 +31,6 @@ import argparse
 import asyncio
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -41,16 +40,9 @@ from pathlib import Path
 
 import duckdb
 
-from testfleet.client import FleetClient
+from testfleet.local_fleet import LocalFleet, LocalFleetError
 
 HERE = Path(__file__).resolve()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 async def host_workers(url: str, count: int, slots: int, codec: str) -> None:
@@ -108,24 +100,19 @@ def main() -> None:
         return
 
     workdir = Path(tempfile.mkdtemp(prefix="testfleet-dispatch-"))
-    db = workdir / "dispatch.duckdb"
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    coordinator = subprocess.Popen(
-        [sys.executable, "-m", "testfleet", "coordinator", "--db", str(db), "--port", str(port)],
-        stdout=(workdir / "coordinator.log").open("wb"),
-        stderr=subprocess.STDOUT,
-    )
-    workers = None
-    client = FleetClient(url, timeout=120)
+    fleet = LocalFleet(workdir, db=workdir / "dispatch.duckdb", log_dir=workdir, client_timeout=120)
+    db = fleet.db
     try:
-        client.wait_until_healthy()
-        workers = subprocess.Popen(
+        fleet.start_coordinator()
+        # One process hosts every agent (see host_workers), so the fleet waits
+        # for a count of connected workers, not for named worker processes.
+        fleet.start(
+            "workers",
             [
                 sys.executable,
                 str(HERE),
                 "--host-workers",
-                url,
+                fleet.url,
                 "--workers",
                 str(args.workers),
                 "--slots",
@@ -133,14 +120,9 @@ def main() -> None:
                 "--codec",
                 args.codec,
             ],
-            stdout=(workdir / "workers.log").open("wb"),
-            stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + 120
-        while sum(w["connected"] for w in client.workers()) < args.workers:
-            if time.monotonic() > deadline:
-                raise SystemExit("workers did not connect; see " + str(workdir))
-            time.sleep(0.1)
+        fleet.wait_for_workers(count=args.workers, timeout=120)
+        client = fleet.client
         documents = [
             {"task_id": f"noop-{n:06d}", "type": "simulated", "config": {"duration_seconds": 0}}
             for n in range(args.tasks)
@@ -163,13 +145,14 @@ def main() -> None:
             time.sleep(0.02)
         while client.stats()["tasks"]["completed"] < args.tasks + args.probe:
             time.sleep(0.25)
+    except LocalFleetError as exc:
+        raise SystemExit(f"{exc}\nlogs in {workdir}") from None
     finally:
-        if workers is not None:
-            workers.send_signal(signal.SIGTERM)
-            workers.wait(30)
-        coordinator.send_signal(signal.SIGTERM)
-        coordinator.wait(30)
-        client.close()
+        # The workers' process first, then the coordinator: its file is then free to read.
+        try:
+            fleet.stop_all(grace=30)
+        finally:
+            fleet.close()
 
     con = duckdb.connect(str(db), read_only=True)
     first_create, last_end = con.execute(

@@ -28,8 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -109,40 +107,36 @@ def run_plain(request: dict[str, Any], core: int | None) -> dict[str, dict[str, 
     return result
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 class Fleet:
     """A coordinator and one worker on loopback, kept up across rounds."""
 
     def __init__(self, workdir: Path, measure_core: int | None) -> None:
-        from testfleet.client import FleetClient
+        from testfleet.local_fleet import CoordinatorOptions, LocalFleet, WorkerOptions
 
-        port = free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        env = dict(os.environ, HF_HUB_OFFLINE="1")
-        self.processes = [
-            subprocess.Popen(
-                [*pinned(0 if measure_core else None), sys.executable, "-m", "testfleet",
-                 "coordinator", "--db",
-                 str(workdir / "fidelity.duckdb"), "--port", str(port)],
-                stdout=(workdir / "coordinator.log").open("wb"), stderr=subprocess.STDOUT, env=env,
+        self.local = LocalFleet(
+            workdir,
+            db=workdir / "fidelity.duckdb",
+            log_dir=workdir,
+            env={"HF_HUB_OFFLINE": "1"},
+        )
+        try:
+            self.local.start_coordinator(
+                CoordinatorOptions(prefix=pinned(0 if measure_core else None)), timeout=30
             )
-        ]  # fmt: skip
-        self.client = FleetClient(self.url, timeout=60)
-        self.client.wait_until_healthy()
-        self.processes.append(
-            subprocess.Popen(
-                [*pinned(measure_core), sys.executable, "-m", "testfleet", "worker",
-                 "--coordinator", self.url,
-                 "--worker-id", "fidelity-worker", "--work-dir", str(workdir / "work")],
-                stdout=(workdir / "worker.log").open("wb"), stderr=subprocess.STDOUT, env=env,
+            # The worker probes torch, as any worker that runs benchmarks does;
+            # it measures on ``measure_core`` when pinned.
+            self.local.start_worker(
+                "fidelity-worker",
+                WorkerOptions(
+                    probe_torch=True, work_dir=workdir / "work", prefix=pinned(measure_core)
+                ),
+                name="worker",
+                wait=False,
             )
-        )  # fmt: skip
+        except BaseException:
+            self.close()
+            raise
+        self.client = self.local.client
         self.rounds = 0
 
     def run(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -171,10 +165,10 @@ class Fleet:
         return result
 
     def close(self) -> None:
-        for process in reversed(self.processes):
-            process.send_signal(signal.SIGTERM)
-            process.wait(30)
-        self.client.close()
+        try:
+            self.local.stop_all(grace=30)
+        finally:
+            self.local.close()
 
 
 def main() -> None:

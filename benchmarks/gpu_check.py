@@ -29,8 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -41,13 +39,6 @@ from typing import Any
 HERE = Path(__file__).resolve()
 ROOT = HERE.parent.parent
 SIZES = [1, 2, 4, 8, 16, 32, 64, 128, 256]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def say(line: str, log: list[str]) -> None:
@@ -65,35 +56,35 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     sys.path.insert(0, str(ROOT / "src"))
-    from testfleet.client import FleetClient
+    from testfleet.local_fleet import LocalFleet, LocalFleetError, WorkerOptions
 
     log: list[str] = []
     failures: list[str] = []
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), *sys.path]))
-    processes = [
-        subprocess.Popen(
-            [sys.executable, "-m", "testfleet", "coordinator", "--db", str(out / "gpu.duckdb"),
-             "--port", str(port)],
-            stdout=(out / "coordinator.log").open("wb"), stderr=subprocess.STDOUT, env=env,
-        )
-    ]  # fmt: skip
-    client = FleetClient(url, timeout=120)
+    pythonpath = os.pathsep.join([str(ROOT / "src"), *sys.path])
+    env = dict(os.environ, PYTHONPATH=pythonpath)
+    fleet = LocalFleet(
+        out,
+        db=out / "gpu.duckdb",
+        log_dir=out,
+        work_dir=out / "work",
+        env={"PYTHONPATH": pythonpath},
+        client_timeout=120,
+    )
+    url = fleet.url
+    client = fleet.client
     try:
-        client.wait_until_healthy(timeout=60)
-        processes.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "testfleet", "worker", "--coordinator", url,
-                 "--worker-id", "gpu-worker", "--work-dir", str(out / "work")],
-                stdout=(out / "worker.log").open("wb"), stderr=subprocess.STDOUT, env=env,
-            )
-        )  # fmt: skip
-        deadline = time.monotonic() + 180
-        while not client.workers():
-            if time.monotonic() > deadline:
-                raise SystemExit("the worker did not connect; see worker.log")
-            time.sleep(0.5)
+        fleet.start_coordinator(timeout=60)
+        # The worker probes torch (as the `testfleet worker` default does) for what it sees.
+        fleet.start_worker(
+            "gpu-worker",
+            WorkerOptions(probe_torch=True, work_dir=out / "work"),
+            name="worker",
+            wait=False,
+        )
+        try:
+            fleet.wait_for_workers(["gpu-worker"], timeout=180)
+        except LocalFleetError as exc:
+            raise SystemExit(f"the worker did not connect; see worker.log\n{exc}") from None
         worker = client.workers()[0]
         say(f"worker: hardware {worker['hardware']}, gpus "
             f"{[g['name'] for g in worker['capabilities']['gpus']]}", log)  # fmt: skip
@@ -129,10 +120,10 @@ def main() -> int:
         say(compared.stdout, log)
         (out / "gpu_results.json").write_text(json.dumps(results, indent=2))
     finally:
-        for process in reversed(processes):
-            process.send_signal(signal.SIGTERM)
-            process.wait(60)
-        client.close()
+        try:
+            fleet.stop_all(grace=60)
+        finally:
+            fleet.close()
 
     if not args.skip_fidelity:
         fidelity = subprocess.run(

@@ -34,24 +34,22 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import math
 import os
 import random
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+
+from testfleet.local_fleet import LocalFleet, LocalFleetError, WorkerOptions
 
 MEDIAN_SECONDS = 0.020
 #: Chosen so the capped mean is about 47.5 ms (400 tests: about 19 s in all).
@@ -110,51 +108,6 @@ def write_suite(root: Path, durations: Sequence[float]) -> Suite:
 
 
 # ------------------------------------------------------------------ processes
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-@dataclass
-class Processes:
-    """Every long-lived process this script starts; :meth:`close` ends them all."""
-
-    logs: Path
-    running: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
-
-    def start(self, name: str, args: Sequence[str]) -> subprocess.Popen[bytes]:
-        with (self.logs / f"{name}.log").open("wb") as log:
-            process = subprocess.Popen(
-                args,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        self.running.append((name, process))
-        return process
-
-    def close(self) -> None:
-        """SIGTERM workers, then the coordinator; SIGKILL each group that lingers."""
-        workers = [p for name, p in self.running if name != "coordinator"]
-        others = [p for name, p in self.running if name == "coordinator"]
-        for group in (workers, others):
-            for process in group:
-                signal_group(process, signal.SIGTERM)
-            deadline = time.monotonic() + 20
-            for process in group:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    process.wait(max(0.1, deadline - time.monotonic()))
-            for process in group:
-                # The group too: a worker's pytest sessions are its children.
-                signal_group(process, signal.SIGKILL)
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    process.wait(10)
-        self.running.clear()
 
 
 def signal_group(process: subprocess.Popen[bytes], sig: int) -> None:
@@ -222,61 +175,21 @@ def fleet_run_available() -> str | None:
     return f"`testfleet run --help` exited {probe.returncode}: {detail or 'no output'}"
 
 
-def get_json(url: str) -> object:
-    with urllib.request.urlopen(url, timeout=10) as response:
-        return json.loads(response.read())
-
-
-def start_fleet(processes: Processes, workdir: Path, workers: int) -> str:
+def start_fleet(fleet: LocalFleet, workers: int) -> str:
     """Start a coordinator and ``workers`` single-slot workers; return once all are connected."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    base = [sys.executable, "-m", "testfleet"]
-    coordinator = processes.start(
-        "coordinator",
-        [*base, "coordinator", "--db", str(workdir / "fleet.duckdb"), "--port", str(port)],
-    )
-    for number in range(workers):
-        worker_id = f"suite-{number:02d}"
-        processes.start(
-            worker_id,
-            [
-                *base,
-                "worker",
-                "--coordinator",
-                url,
-                "--slots",
-                "1",
-                "--worker-id",
-                worker_id,
-                "--no-probe-torch",
-                "--work-dir",
-                str(workdir / "work" / worker_id),
-            ],
-        )
-    deadline = time.monotonic() + START_TIMEOUT
-    while True:
-        for name, process in processes.running:
-            if process.poll() is not None:
-                raise SystemExit(f"{name} exited with {process.returncode}; see {processes.logs}")
-        try:
-            listed = get_json(f"{url}/api/v1/workers")
-        except (urllib.error.URLError, OSError, ValueError):
-            listed = None
-        known = listed.get("workers", []) if isinstance(listed, dict) else []
-        connected = [w for w in known if isinstance(w, dict) and w.get("connected")]
-        if len(connected) >= workers:
-            break
-        if time.monotonic() > deadline:
-            raise SystemExit(
-                f"{len(connected)} of {workers} workers connected after {START_TIMEOUT:g} s "
-                f"(coordinator pid {coordinator.pid}); see {processes.logs}"
-            )
-        time.sleep(0.2)
+    worker_ids = [f"suite-{number:02d}" for number in range(workers)]
+    try:
+        fleet.start_coordinator(timeout=START_TIMEOUT)
+        for worker_id in worker_ids:
+            fleet.start_worker(worker_id, WorkerOptions(slots=1), wait=False)
+        fleet.wait_for_workers(worker_ids, timeout=START_TIMEOUT)
+    except LocalFleetError as exc:
+        raise SystemExit(f"{exc}\nsee {fleet.log_dir}") from None
+    connected = [w for w in fleet.client.workers() if w["connected"]]
     lacking = [w["worker_id"] for w in connected if "test" not in w.get("task_types", [])]
     if lacking:
         print(f"  warning: workers without the `test` task type: {', '.join(lacking)}")
-    return url
+    return fleet.url
 
 
 # ------------------------------------------------------------------ checking
@@ -320,7 +233,7 @@ def row(label: str, walls: list[float], ideal: float, xdist: float | None) -> st
     return f"  {label:<32} {wall:8.2f} {ideal:8.2f} {ideal / wall:9.0%} {versus}   [{each}]"
 
 
-def run(args: argparse.Namespace, workdir: Path, processes: Processes) -> None:
+def run(args: argparse.Namespace, workdir: Path, fleet: LocalFleet) -> None:
     durations = draw_durations(args.tests, args.seed)
     template = write_suite(workdir / "suite", durations)
     modules = len(list(template.root.glob("test_*.py")))
@@ -336,7 +249,7 @@ def run(args: argparse.Namespace, workdir: Path, processes: Processes) -> None:
     unavailable = "skipped (--skip-fleet)" if args.skip_fleet else fleet_run_available()
     url = None
     if unavailable is None:
-        url = start_fleet(processes, workdir, args.workers)
+        url = start_fleet(fleet, args.workers)
         print(f"fleet: coordinator {url}, {args.workers} workers connected")
     else:
         print(f"testfleet run: not timed: {unavailable}")
@@ -406,17 +319,21 @@ def main() -> None:
         parser.error("--tests, --workers, --rounds and --fleet-runs must be at least 1")
 
     workdir = Path(tempfile.mkdtemp(prefix="testfleet-suite-"))
-    (workdir / "logs").mkdir()
-    processes = Processes(workdir / "logs")
+    # Started only if `testfleet run` is timed (see run).
+    fleet = LocalFleet(workdir, db=workdir / "fleet.duckdb")
     # SIGTERM ends the script as Ctrl-C does, so the finally below runs.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     try:
-        run(args, workdir, processes)
+        run(args, workdir, fleet)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         raise SystemExit(130) from None
     finally:
-        processes.close()
+        # Workers first, then the coordinator; every group that lingers is killed.
+        try:
+            fleet.stop_all(grace=20)
+        finally:
+            fleet.close()
         if args.keep:
             print(f"kept {workdir}")
         else:

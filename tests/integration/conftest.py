@@ -3,8 +3,8 @@
 The ``fleet`` fixture yields an :class:`it_fleet.Fleet` (nothing started yet)
 and kills every process it started when the test ends, pass or fail. When a
 test fails, the tails of the coordinator's and workers' logs of every fleet it
-used (a ``Fleet`` argument, or an argument with a ``fleet`` attribute) are
-attached to its report as a "fleet logs" section.
+used (a ``LocalFleet`` argument, or an argument with a ``fleet`` attribute)
+are attached to its report as a "fleet logs" section.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 from it_fleet import Fleet
 
+from testfleet.local_fleet import LocalFleet
+
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Iterator[None]:
@@ -24,8 +26,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
     if not report.failed:
         return
     for value in getattr(item, "funcargs", {}).values():
-        fleet = value if isinstance(value, Fleet) else getattr(value, "fleet", None)
-        if isinstance(fleet, Fleet):
+        fleet = value if isinstance(value, LocalFleet) else getattr(value, "fleet", None)
+        if isinstance(fleet, LocalFleet):
             report.sections.append(("fleet logs", fleet.log_report()))
 
 

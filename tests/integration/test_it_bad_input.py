@@ -1,10 +1,12 @@
 """Bad requests against one real coordinator: clear errors naming the field, nothing lost.
 
-The tests of this module share one coordinator and run in file order: good
-submissions are interleaved with bad ones, every refusal must have the API's
-error shape ``{"error": {"code", "message", "details"}}`` and accept nothing,
-and the last tests check that the coordinator still serves and that every task
-it did accept is still there and completes once a worker joins.
+The tests of this module share one coordinator (starting one per test would
+triple the module's time) but depend on no order: each submits what it needs.
+Every refusal must have the API's error shape ``{"error": {"code",
+"message", "details"}}`` and accept nothing. After each test, the coordinator
+must still run and serve; once every test has run, in whatever order, the
+module's fixture checks that every task any test had accepted is still there,
+alone, and completes once a worker joins.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ JSON = {"Content-Type": "application/json"}
 class Api:
     fleet: Fleet
     http: httpx.Client
+    #: Every task id the coordinator accepted, in submission order.
     accepted: list[str] = field(default_factory=list)
 
     def submit_ok(self, body: object) -> None:
@@ -38,6 +41,29 @@ class Api:
         for task_id in task_ids:
             error_of(self.http.get(f"/api/v1/tasks/{task_id}"), 404, "not_found")
 
+    def check_serving(self) -> None:
+        """The coordinator process runs and answers /health."""
+        coordinator = self.fleet.processes["coordinator"]
+        assert coordinator.poll() is None, self.fleet.tail("coordinator")
+        health = self.http.get("/api/v1/health")
+        assert health.status_code == 200, health.text
+        assert health.json()["status"] == "ok"
+
+    def check_kept_every_accepted_task(self) -> None:
+        """Only what was accepted is stored, all of it, and it runs once a worker joins."""
+        self.check_serving()
+        listed = self.http.get("/api/v1/tasks", params={"limit": 1000}).json()
+        assert listed["total"] == len(self.accepted)
+        assert [t["task_id"] for t in listed["tasks"]] == self.accepted
+        if not self.accepted:
+            return  # a selection of tests that submitted nothing good (-k)
+        assert {t["status"] for t in listed["tasks"]} == {"queued"}
+        self.fleet.start_worker("bad-input-worker", slots=2)
+        finished = self.fleet.wait_terminal(self.accepted, timeout=60)
+        assert {t["status"] for t in finished.values()} == {"completed"}
+        assert {t["attempts"] for t in finished.values()} == {1}
+        assert self.http.get("/api/v1/tasks").json()["total"] == len(self.accepted)
+
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
@@ -45,9 +71,20 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     try:
         fleet.start_coordinator(heartbeat_timeout=RELAXED_HEARTBEAT_TIMEOUT)
         with httpx.Client(base_url=fleet.url, timeout=60) as http:
-            yield Api(fleet, http)
+            shared = Api(fleet, http)
+            yield shared
+            # Every test has run: what they were refused left nothing behind,
+            # and what they had accepted survived all of it.
+            shared.check_kept_every_accepted_task()
     finally:
         fleet.close()
+
+
+@pytest.fixture(autouse=True)
+def coordinator_survives(api: Api) -> Iterator[None]:
+    """Whatever a test sent, the coordinator still serves afterwards."""
+    yield
+    api.check_serving()
 
 
 def task(task_id: str, **extra: object) -> dict:
@@ -70,8 +107,19 @@ def fields(error: dict) -> list[str]:
     return [d.get("field") for d in error["details"]]
 
 
-def test_a_good_task_is_accepted_first(api):
+def test_good_tasks_between_bad_requests_are_all_kept(api):
     api.submit_ok(task("good-before"))
+    response = api.http.post("/api/v1/tasks", content=b'{"type": "simulated",', headers=JSON)
+    error_of(response, 400, "malformed_body")
+    api.submit_ok([task("good-middle-1"), task("good-middle-2")])
+    response = api.http.post("/api/v1/tasks", json=task("bad-between", timeout_seconds=-5))
+    error_of(response, 422, "invalid_task")
+    api.submit_ok(task("good-after"))
+    for task_id in ("good-before", "good-middle-1", "good-middle-2", "good-after"):
+        stored = api.http.get(f"/api/v1/tasks/{task_id}")
+        assert stored.status_code == 200, stored.text
+        assert stored.json()["task"]["status"] == "queued"
+    api.absent("bad-between")
 
 
 def test_malformed_json_is_400_malformed_body(api):
@@ -238,10 +286,6 @@ def test_an_offset_past_64_bits_is_422_not_500(api):
     assert api.http.get("/api/v1/tasks", params={"offset": 2**63 - 1}).json()["tasks"] == []
 
 
-def test_more_good_tasks_are_accepted_between_bad_ones(api):
-    api.submit_ok([task("good-middle-1"), task("good-middle-2")])
-
-
 def test_a_50_mb_body_is_413_body_too_large(api):
     padding = b"x" * (50 * 1024 * 1024)
     huge = b'{"task_id": "huge", "type": "simulated", "config": {"pad": "' + padding + b'"}}'
@@ -251,9 +295,10 @@ def test_a_50_mb_body_is_413_body_too_large(api):
 
 
 def test_an_id_submitted_before_is_409_and_nothing_of_the_request_is_accepted(api):
-    body = [task("fresh-in-dup-request"), task("good-before")]
+    api.submit_ok(task("submitted-before"))
+    body = [task("fresh-in-dup-request"), task("submitted-before")]
     error = error_of(api.http.post("/api/v1/tasks", json=body), 409, "duplicate_task_id")
-    assert "'good-before'" in error["message"]
+    assert "'submitted-before'" in error["message"]
     assert "fresh-in-dup-request" not in error["message"]
     api.absent("fresh-in-dup-request")
 
@@ -326,21 +371,6 @@ def test_a_bad_query_parameter_is_422(api):
     assert any("status" in (f or "") for f in fields(error)), error
 
 
-def test_a_good_task_is_accepted_last(api):
-    api.submit_ok(task("good-after"))
-
-
-def test_the_coordinator_still_serves_and_kept_every_accepted_task(api):
-    health = api.http.get("/api/v1/health")
-    assert health.status_code == 200
-    assert health.json()["status"] == "ok"
-    assert api.accepted == ["good-before", "good-middle-1", "good-middle-2", "good-after"]
-    listed = api.http.get("/api/v1/tasks").json()
-    assert listed["total"] == len(api.accepted)
-    assert [t["task_id"] for t in listed["tasks"]] == api.accepted
-    assert {t["status"] for t in listed["tasks"]} == {"queued"}
-
-
 def test_openapi_lists_the_api(api):
     openapi = api.http.get("/openapi.json")
     assert openapi.status_code == 200
@@ -357,11 +387,3 @@ def test_openapi_lists_the_api(api):
         "/api/v1/health",
     ):
         assert path in paths, sorted(paths)
-
-
-def test_accepted_tasks_complete_once_a_worker_joins(api):
-    api.fleet.start_worker("bad-input-worker", slots=2)
-    finished = api.fleet.wait_terminal(api.accepted, timeout=60)
-    assert {t["status"] for t in finished.values()} == {"completed"}
-    assert {t["attempts"] for t in finished.values()} == {1}
-    assert api.http.get("/api/v1/tasks").json()["total"] == len(api.accepted)

@@ -14,10 +14,14 @@ import duckdb
 import pytest
 
 from testfleet.client import FleetError
+from testfleet.domain.enums import ResultDisposition, ResultStatus, TaskStatus
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 WORKERS = ("restart-a", "restart-b")
+#: Long enough to be running still when the workers are frozen (the short
+#: tasks beside them finish in under a second each).
+SLOW_SECONDS = 8.0
 
 
 def simulated(task_id: str, seconds: float) -> dict:
@@ -49,7 +53,7 @@ def test_sigkilled_coordinator_restarts_and_every_accepted_task_ends_once(fleet)
     )
     before = fleet.client.stats()["tasks"]
     assert before["completed"] < 60, "everything finished before the crash; nothing was tested"
-    fleet.kill(fleet.processes["coordinator"], signal.SIGKILL)
+    fleet.send_signal(fleet.processes["coordinator"], signal.SIGKILL)
 
     fleet.start_coordinator()  # same file, same port
     # The restarted coordinator still knows every accepted task and refuses its id again.
@@ -139,19 +143,26 @@ def test_workers_declared_lost_by_the_restarted_coordinator_come_back(fleet):
     fleet.start_coordinator()
     workers = {w: fleet.start_worker(w, slots=2, wait=False) for w in WORKERS}
     fleet.wait_for_workers(WORKERS)
+    # Two long tasks first (lower priority numbers go first): they are still
+    # running on a worker when it is frozen, so that worker certainly holds
+    # attempts the restarted coordinator will declare lost, and reports them
+    # (finished or cancelled) when it thaws, after they stopped being current.
+    slow = [{**simulated(f"frozen-slow-{n}", SLOW_SECONDS), "priority": 1} for n in range(2)]
     accepted = fleet.client.submit(
-        [simulated(f"frozen-{n:02d}", 0.3 + 0.5 * (n % 4) / 3) for n in range(24)]
+        slow + [simulated(f"frozen-{n:02d}", 0.3 + 0.5 * (n % 4) / 3) for n in range(24)]
     )
+    slow_ids = [t["task_id"] for t in slow]
 
-    def some_done_and_some_running() -> bool:
+    def some_done_and_the_slow_ones_running() -> bool:
         counts = fleet.client.stats()["tasks"]
-        return counts["completed"] >= 4 and counts["running"] + counts["assigned"] >= 1
+        running = all(fleet.task(t)["task"]["status"] == "running" for t in slow_ids)
+        return counts["completed"] >= 4 and running
 
-    fleet.wait_until(some_done_and_some_running, 120, "work under way on both workers")
+    fleet.wait_until(some_done_and_the_slow_ones_running, 120, "work under way on both workers")
     for process in workers.values():
-        fleet.kill(process, signal.SIGSTOP)
+        fleet.send_signal(process, signal.SIGSTOP)
     try:
-        fleet.kill(fleet.processes["coordinator"], signal.SIGKILL)
+        fleet.send_signal(fleet.processes["coordinator"], signal.SIGKILL)
         fleet.start_coordinator()
 
         def all_lost() -> bool:
@@ -161,10 +172,33 @@ def test_workers_declared_lost_by_the_restarted_coordinator_come_back(fleet):
         fleet.wait_until(all_lost, 60, "the frozen workers to be declared lost")
     finally:
         for process in workers.values():
-            fleet.kill(process, signal.SIGCONT)
+            fleet.send_signal(process, signal.SIGCONT)
     fleet.wait_for_workers(WORKERS, timeout=90)
     finished = fleet.wait_terminal(accepted, timeout=150)
     assert Counter(t["status"] for t in finished.values()) == {"completed": len(accepted)}
+
+    # Through the API: each slow task's first attempt reported after it was
+    # lost; that result is listed as late and not counted, and the task's
+    # outcome is its current attempt's result.
+    def late_results(task_id: str) -> list[dict] | None:
+        detail = fleet.task(task_id)
+        late = [r for r in detail["results"] if r["disposition"] == "late"]
+        return late or None
+
+    for task_id in slow_ids:
+        late = fleet.wait_until(
+            lambda task_id=task_id: late_results(task_id), 60, f"{task_id}'s late result"
+        )
+        detail = fleet.task(task_id)
+        lost_attempts = {a["attempt_id"] for a in detail["attempts"] if a["status"] == "lost"}
+        assert {r["attempt_id"] for r in late} <= lost_attempts, (late, detail["attempts"])
+        assert not any(r["counted"] for r in late)
+        assert detail["task"]["status"] == "completed"
+        assert detail["result"]["disposition"] == "outcome"
+        assert detail["result"]["status"] == "completed"
+        last = detail["attempts"][-1]
+        assert detail["result"]["attempt_id"] == last["attempt_id"], detail
+        assert last["status"] == "completed"
 
     fleet.stop_all()
     with fleet.open_store() as store:
@@ -182,6 +216,26 @@ def test_workers_declared_lost_by_the_restarted_coordinator_come_back(fleet):
             assert task is not None
             assert task.attempts >= 2
             assert task.current_attempt_id != attempt.attempt_id
+        # The DuckDB file says the same: every late result belongs to a lost
+        # attempt, is not counted, and left its task's outcome alone.
+        lost_ids = {a.attempt_id for a in lost}
+        late = [
+            r
+            for task_id in accepted
+            for r in store.get_results(task_id)
+            if r.disposition is ResultDisposition.LATE
+        ]
+        assert {r.task_id for r in late} >= set(slow_ids), late
+        for result in late:
+            assert result.attempt_id in lost_ids, result
+            assert not result.counted
+            task = store.get_task(result.task_id)
+            counted = store.get_counted_result(result.task_id)
+            assert task is not None
+            assert counted is not None
+            assert task.status is TaskStatus.COMPLETED
+            assert counted.attempt_id == task.current_attempt_id != result.attempt_id
+            assert counted.result.status is ResultStatus.COMPLETED
 
 
 @pytest.mark.timeout(120)

@@ -119,7 +119,7 @@ def test_a_worker_lost_mid_chunk_loses_only_its_unfinished_tests(
         # Reported means recorded by the coordinator (the worker streams
         # finished tests a fraction of a second later, in batches).
         fleet.wait_until(lambda: {"0", "1"} <= reported(), what="cases 0 and 1 to be reported")
-        fleet.kill(fleet.processes["doomed"])
+        fleet.send_signal(fleet.processes["doomed"], signal.SIGKILL)
         fleet.start_worker("rescue")
         output, _ = run_process.communicate(timeout=RUN_TIMEOUT)
     finally:

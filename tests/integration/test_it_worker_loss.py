@@ -56,7 +56,7 @@ def test_killed_worker_is_declared_lost_and_its_task_completes_on_the_other(flee
     assert victim == started.read_text().split()[1]
     (other,) = set(processes) - {victim}
 
-    fleet.kill(processes[victim], signal.SIGKILL)
+    fleet.send_signal(processes[victim], signal.SIGKILL)
 
     def victim_lost() -> bool:
         workers = {w["worker_id"]: w for w in fleet.client.workers()}

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,21 +25,17 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from testfleet.cli.tables import shown_status, tasks_table
-from testfleet.client import FleetClient, FleetError
+from testfleet.client import FleetClient
 from testfleet.domain.benchmark import load_note
 from testfleet.domain.enums import HardwareKind, TaskStatus
+from testfleet.local_fleet import CoordinatorOptions, LocalFleet, LocalFleetError, WorkerOptions
 from testfleet.worker.hardware import detect_capabilities
 
 DEFAULT_DEMO_DB = Path("demo-output/testfleet-demo.duckdb")
 #: The demo gives up waiting after this long (its tasks take a few seconds).
 DEMO_DEADLINE_SECONDS = 180.0
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+#: How long each process may take to stop cleanly before it is killed.
+STOP_GRACE_SECONDS = 10.0
 
 
 def missing_hardware() -> HardwareKind:
@@ -170,27 +164,6 @@ def benchmark_task() -> dict[str, Any]:
     }
 
 
-def _start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
-    handle = log.open("ab")
-    return subprocess.Popen(
-        [sys.executable, "-m", "testfleet", *args],
-        stdout=handle,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-    )
-
-
-def _stop(process: subprocess.Popen[bytes], grace: float = 10.0) -> int:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(grace)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    return process.returncode
-
-
 def _settled(tasks: list[dict[str, Any]]) -> bool:
     """Every task finished, or waits with a reason (unschedulable)."""
     return all(
@@ -208,63 +181,32 @@ def run_demo(db: Path, workers: int, slots: int, console: Console) -> int:
         Path(str(db) + ".wal").unlink(missing_ok=True)
     db.parent.mkdir(parents=True, exist_ok=True)
     logs = db.parent / "logs"
-    logs.mkdir(exist_ok=True)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    console.print(f"[bold]testfleet demo[/bold]: coordinator on {url}, DuckDB file {db}")
-    coordinator = _start(
-        [
-            "coordinator",
-            "--db",
-            str(db),
-            "--port",
-            str(port),
-            "--heartbeat-interval",
-            "0.5",
-            "--heartbeat-timeout",
-            "5",
-        ],
-        logs / "coordinator.log",
-    )
-    processes: list[subprocess.Popen[bytes]] = []
-    client = FleetClient(url)
+    fleet = LocalFleet(db.parent, db=db, log_dir=logs, work_dir=db.parent / "work")
+    console.print(f"[bold]testfleet demo[/bold]: coordinator on {fleet.url}, DuckDB file {db}")
     try:
         try:
-            client.wait_until_healthy(timeout=30)
-        except FleetError:
+            fleet.start_coordinator(
+                CoordinatorOptions(heartbeat_interval=0.5, heartbeat_timeout=5), timeout=30
+            )
+        except LocalFleetError:
             console.print(
                 f"[red]the coordinator did not start; see {logs / 'coordinator.log'}[/red]"
             )
             return 1
-        for n in range(1, workers + 1):
+        worker_ids = [f"demo-worker-{n}" for n in range(1, workers + 1)]
+        for n, worker_id in enumerate(worker_ids, start=1):
             rack = "b" if n == workers else "a"
-            processes.append(
-                _start(
-                    [
-                        "worker",
-                        "--coordinator",
-                        url,
-                        "--slots",
-                        str(slots),
-                        "--worker-id",
-                        f"demo-worker-{n}",
-                        "--tag",
-                        f"rack={rack}",
-                        "--no-probe-torch",
-                        "--work-dir",
-                        str(db.parent / "work"),
-                    ],
-                    logs / f"worker-{n}.log",
-                )
-            )
-        deadline = time.monotonic() + 60
-        while sum(w["connected"] for w in client.workers()) < workers:
-            if time.monotonic() > deadline:
-                console.print(f"[red]workers did not connect; see {logs}[/red]")
-                return 1
-            time.sleep(0.1)
+            # One work directory for all: they share this machine's caches.
+            options = WorkerOptions(slots=slots, tags={"rack": rack}, work_dir=fleet.work_dir)
+            fleet.start_worker(worker_id, options, name=f"worker-{n}", wait=False)
+        try:
+            fleet.wait_for_workers(worker_ids, timeout=60)
+        except LocalFleetError:
+            console.print(f"[red]workers did not connect; see {logs}[/red]")
+            return 1
         console.print(f"{workers} workers connected, {slots} slot(s) each (the last on rack=b)")
 
+        client = fleet.client
         batch = example_batch(missing_hardware())
         ids = client.submit(batch)
         console.print(f"submitted {len(ids)} tasks")
@@ -273,12 +215,12 @@ def run_demo(db: Path, workers: int, slots: int, console: Console) -> int:
         _explain(tasks, console)
         if benchmarks_available():
             _run_benchmark(client, console)
-        _run_suite(url, db.parent / "demo-suite", console)
+        _run_suite(fleet.url, db.parent / "demo-suite", console)
     finally:
-        for process in processes:
-            _stop(process)
-        _stop(coordinator)
-        client.close()
+        try:
+            fleet.stop_all(grace=STOP_GRACE_SECONDS)
+        finally:
+            fleet.close()
     console.print(
         f"fleet stopped cleanly; every task, attempt and result is in [bold]{db}[/bold] "
         f"(logs in {logs}). Inspect it: testfleet coordinator --db {db} & testfleet tasks"

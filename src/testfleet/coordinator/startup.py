@@ -108,10 +108,33 @@ def port_holder(port: int) -> str | None:
 def free_port_near(host: str, port: int) -> int | None:
     """The first port after ``port`` that ``host`` can listen on now (a suggestion only)."""
     for candidate in range(port + 1, min(port + 1 + SUGGESTION_RANGE, 65536)):
-        with contextlib.suppress(OSError), socket.socket() as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            probe.bind((host if ":" not in host else "127.0.0.1", candidate))
+        if _bindable(host, candidate) is not None:
             return candidate
+    return None
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port ``host`` can listen on now, picked by the operating system.
+
+    Callers: :class:`testfleet.local_fleet.LocalFleet`, which hands it to the
+    coordinator it starts, and tests that need a port nobody listens on.
+    Nothing reserves it: should another process take it before the coordinator
+    binds it, the coordinator's start-up error names that process.
+    """
+    port = _bindable(host, 0)
+    if port is None:
+        raise OSError(f"no free port on {host}")
+    return port
+
+
+def _bindable(host: str, port: int) -> int | None:
+    """The port a probe socket could bind on ``host`` (``port``, or the OS's
+    pick for 0), or ``None``; the probe is closed again at once."""
+    with contextlib.suppress(OSError), socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host if ":" not in host else "127.0.0.1", port))
+        bound: int = probe.getsockname()[1]
+        return bound
     return None
 
 
