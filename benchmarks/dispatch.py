@@ -37,6 +37,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
@@ -69,8 +70,13 @@ async def host_workers(url: str, count: int, slots: int, codec: str) -> None:
         for n in range(count)
     ]
     loop = asyncio.get_running_loop()
+
+    def stop_all() -> None:
+        for agent in agents:
+            agent.stop()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, lambda: [a.stop() for a in agents])
+        loop.add_signal_handler(sig, stop_all)
     await asyncio.gather(*(a.run() for a in agents))
 
 
@@ -155,10 +161,16 @@ def main() -> None:
             fleet.close()
 
     con = duckdb.connect(str(db), read_only=True)
-    first_create, last_end = con.execute(
+
+    def one_row(sql: str) -> tuple[Any, ...]:
+        row = con.execute(sql).fetchone()
+        assert row is not None, sql  # an aggregate always answers one row
+        return row
+
+    first_create, last_end = one_row(
         "SELECT epoch(min(create_time)), epoch(max(end_time)) FROM distributed_tasks "
         "WHERE task_id LIKE 'noop-%'"
-    ).fetchone()
+    )
 
     def latencies_ms(prefix: str, until: str) -> list[float]:
         """Per task: from its commit as queued to ``until`` (an attempt time column)."""
@@ -174,9 +186,7 @@ def main() -> None:
 
     latencies = latencies_ms("noop-", "start_time")
     idle_latencies = latencies_ms("probe-", "accepted_time")
-    attempts = con.execute(
-        "SELECT count(*) FROM task_execution_history WHERE task_id LIKE 'noop-%'"
-    ).fetchone()[0]
+    attempts = one_row("SELECT count(*) FROM task_execution_history WHERE task_id LIKE 'noop-%'")[0]
     con.close()
     committed_span = last_end - first_create
     print(

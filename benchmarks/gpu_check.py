@@ -105,13 +105,14 @@ def main() -> int:
         client.submit(tasks)
         results: dict[str, Any] = {}
         for task in tasks:
+            task_id = str(task["task_id"])
             while True:
-                detail = client.get_task(task["task_id"])
+                detail = client.get_task(task_id)
                 if detail["task"]["status"] not in ("queued", "assigned", "running"):
                     break
                 time.sleep(1)
-            results[task["task_id"]] = detail
-            check_result(task["task_id"], detail, failures, log)
+            results[task_id] = detail
+            check_result(task_id, detail, failures, log)
         compared = subprocess.run(
             [sys.executable, "-m", "testfleet", "results", "compare", "--model",
              "bert-base-uncased", "--coordinator", url],

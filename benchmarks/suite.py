@@ -49,6 +49,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from testfleet.fleetrun.summary_line import summary_counts
 from testfleet.local_fleet import LocalFleet, LocalFleetError, WorkerOptions
 
 MEDIAN_SECONDS = 0.020
@@ -59,9 +60,6 @@ TESTS_PER_MODULE = 20
 #: Generous bounds for processes to come up or finish (never expectations).
 START_TIMEOUT = 120.0
 RUN_TIMEOUT = 600.0
-
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-_SUMMARY = re.compile(r"^=*\s*(?P<body>.+?)\s+in\s+[\d.]+s(?:\s+\([\d:]+\))?\s*=*$")
 
 
 # ------------------------------------------------------------------ the suite
@@ -193,23 +191,6 @@ def start_fleet(fleet: LocalFleet, workers: int) -> str:
 
 
 # ------------------------------------------------------------------ checking
-
-
-def summary_counts(output: str) -> dict[str, int] | None:
-    """pytest's final summary line as counts, e.g. {"passed": 398, "failed": 2}."""
-    for line in reversed(_ANSI.sub("", output).splitlines()):
-        match = _SUMMARY.match(line.strip())
-        if match is None:
-            continue
-        counts: dict[str, int] = {}
-        for part in match["body"].split(", "):
-            number, _, word = part.partition(" ")
-            if not number.isdigit() or not word:
-                break
-            counts[{"error": "errors", "warning": "warnings"}.get(word, word)] = int(number)
-        else:
-            return counts
-    return None
 
 
 def check_all_passed(label: str, result: Timed, tests: int) -> None:

@@ -265,7 +265,7 @@ class LocalFleet:
 
     def wait_until(
         self,
-        predicate: Callable[[], T],
+        predicate: Callable[[], T | None],
         timeout: float = START_TIMEOUT_SECONDS,
         what: str = "a condition",
         poll: float = 0.1,

@@ -13,7 +13,6 @@ through the fleet (its first-pass chunks hold every collected node id once).
 
 from __future__ import annotations
 
-import re
 import subprocess
 import sys
 import tarfile
@@ -27,40 +26,15 @@ from typing import Any
 from it_fleet import RELAXED_HEARTBEAT_TIMEOUT, Fleet
 
 from testfleet.client import COORDINATOR_ENV
+from testfleet.fleetrun.summary_line import ANSI_ESCAPE, summary_counts
 
 #: Upper bounds for a whole pytest or ``testfleet run`` process (never expectations).
 #: Upper bounds for a whole pytest or ``testfleet run`` process (never expectations).
 SERIAL_TIMEOUT = 120
 FLEET_TIMEOUT = 240
 
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-_SUMMARY = re.compile(r"^=*\s*(?P<body>.+?)\s+in\s+[\d.]+s(?:\s+\([\d:]+\))?\s*=*$")
-
 
 # ------------------------------------------------------------------ helpers
-
-
-def summary_counts(output: str) -> dict[str, int] | None:
-    """pytest's final summary line as counts, e.g. {"passed": 198, "skipped": 2}.
-
-    "1 error" and "2 errors" both count under "errors" (likewise warnings);
-    "no tests ran" is {}; None when there is no summary line at all.
-    """
-    for line in reversed(_ANSI.sub("", output).splitlines()):
-        match = _SUMMARY.match(line.strip())
-        if match is None:
-            continue
-        if match["body"] == "no tests ran":
-            return {}
-        counts: dict[str, int] = {}
-        for part in match["body"].split(", "):
-            number, _, word = part.partition(" ")
-            if not number.isdigit() or not word:
-                break
-            counts[{"error": "errors", "warning": "warnings"}.get(word, word)] = int(number)
-        else:
-            return counts
-    return None
 
 
 @dataclass(frozen=True)
@@ -102,7 +76,7 @@ class Outcome:
 
     def short_summary(self) -> Counter[str]:
         """The ``-r`` short summary's lines (none without ``-r``), as a multiset."""
-        lines = _ANSI.sub("", self.output).splitlines()
+        lines = ANSI_ESCAPE.sub("", self.output).splitlines()
         start = next((i for i, line in enumerate(lines) if "short test summary info" in line), None)
         if start is None:
             return Counter()
@@ -115,7 +89,11 @@ class Outcome:
 
     def lines_starting(self, prefix: str) -> list[str]:
         """The output's lines that start with ``prefix`` (a plugin's own summary)."""
-        return [line for line in _ANSI.sub("", self.output).splitlines() if line.startswith(prefix)]
+        return [
+            line
+            for line in ANSI_ESCAPE.sub("", self.output).splitlines()
+            if line.startswith(prefix)
+        ]
 
 
 def run_pytest_process(

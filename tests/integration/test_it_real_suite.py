@@ -27,7 +27,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from it_compare import compare_serial_and_fleet, summary_counts, unpack
+from it_compare import compare_serial_and_fleet, unpack
 from it_fleet import Fleet
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -225,13 +225,3 @@ def test_every_outcome_kind_matches_serial_pytest(fleet: Fleet, tmp_path: Path):
     # Sanity: the generated suite produces what it was written to produce.
     assert serial.counts == MIXED_COUNTS, serial.describe("serial pytest")
     assert serial.returncode == 1, serial.describe("serial pytest")
-
-
-def test_summary_counts_reads_pytest_summary_lines():
-    """The parser the comparisons rely on, on the lines pytest writes."""
-    assert summary_counts(
-        "x\n===== 398 passed, 2 failed, 1 error, 3 warnings in 2.71s (0:00:02) =====\n"
-    ) == {"passed": 398, "failed": 2, "errors": 1, "warnings": 3}
-    assert summary_counts("198 passed, 2 skipped in 0.46s\n") == {"passed": 198, "skipped": 2}
-    assert summary_counts("=== no tests ran in 0.01s ===") == {}
-    assert summary_counts("FAILED t.py::test_x - assert 1 in 2.0s") is None

@@ -37,7 +37,7 @@ pytestmark = [
     pytest.mark.skipif(
         importlib.util.find_spec("torch") is None
         or importlib.util.find_spec("transformers") is None,
-        reason="model benchmarks need torch and transformers",
+        reason="needs torch and transformers (the bench extra)",
     ),
 ]
 
