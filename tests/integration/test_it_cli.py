@@ -2,7 +2,8 @@
 
 Every command runs as its own process (``python -m testfleet ...``) and finds
 the coordinator through ``$TESTFLEET_COORDINATOR``. The tests share one fleet
-and run in file order (the YAML submission comes first).
+but not an order: a test that reads the two tasks of the YAML file asks for
+the ``submitted`` (or ``finished``) fixture, which submits them once.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -31,7 +32,6 @@ WORKER = "cli-worker"
 class Cli:
     fleet: Fleet
     root: Path
-    ids: dict[str, str] = field(default_factory=dict)
 
     def run(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -73,7 +73,17 @@ def test_help_lists_the_commands(cli):
     assert "wait" in out
 
 
-def test_submit_a_yaml_file_of_two_tasks(cli):
+@dataclass(frozen=True)
+class Submitted:
+    """The YAML file's two tasks, submitted once for the module."""
+
+    answer: dict
+    good: str = "cli-echo"
+    bad: str = "cli-exit-3"
+
+
+@pytest.fixture(scope="module")
+def submitted(cli: Cli) -> Submitted:
     tasks_file = cli.root / "two.yaml"
     tasks_file.write_text(
         textwrap.dedent(
@@ -94,37 +104,49 @@ def test_submit_a_yaml_file_of_two_tasks(cli):
             """
         )
     )
-    answer = cli.json("submit", str(tasks_file))
-    assert answer == {"accepted": 2, "task_ids": ["cli-echo", "cli-exit-3"]}
-    cli.ids.update(good="cli-echo", bad="cli-exit-3")
+    return Submitted(answer=cli.json("submit", str(tasks_file)))
 
 
-def test_wait_exits_0_for_a_completed_task_and_1_for_a_failed_one(cli):
-    good = cli.run("wait", cli.ids["good"], "--timeout", "90", "--poll", "0.2")
+@pytest.fixture(scope="module")
+def finished(cli: Cli, submitted: Submitted) -> Submitted:
+    """The two tasks, once both have ended."""
+    cli.fleet.wait_terminal([submitted.good, submitted.bad])
+    return submitted
+
+
+def test_submit_a_yaml_file_of_two_tasks(submitted):
+    assert submitted.answer == {"accepted": 2, "task_ids": ["cli-echo", "cli-exit-3"]}
+
+
+def test_wait_exits_0_for_a_completed_task_and_1_for_a_failed_one(cli, submitted):
+    ids = {"good": submitted.good, "bad": submitted.bad}
+    good = cli.run("wait", ids["good"], "--timeout", "90", "--poll", "0.2")
     assert good.returncode == 0, (good.stdout, good.stderr)
     assert "cli-echo" in good.stdout
-    bad = cli.run("wait", cli.ids["bad"], "--timeout", "90", "--poll", "0.2", "--json")
+    bad = cli.run("wait", ids["bad"], "--timeout", "90", "--poll", "0.2", "--json")
     assert bad.returncode == 1, (bad.stdout, bad.stderr)
     (task,) = json.loads(bad.stdout)["tasks"]
     assert task["status"] == "failed"
     assert task["error"]["error_class"] == "task_failure"
-    both = cli.run("wait", cli.ids["good"], cli.ids["bad"], "--timeout", "90")
+    both = cli.run("wait", ids["good"], ids["bad"], "--timeout", "90")
     assert both.returncode == 1
 
 
-def test_tasks_json_lists_both(cli):
+def test_tasks_json_lists_both(cli, finished):
+    ids = {"good": finished.good, "bad": finished.bad}
     page = cli.json("tasks")
     by_id = {t["task_id"]: t for t in page["tasks"]}
-    assert by_id[cli.ids["good"]]["status"] == "completed"
-    assert by_id[cli.ids["bad"]]["status"] == "failed"
+    assert by_id[ids["good"]]["status"] == "completed"
+    assert by_id[ids["bad"]]["status"] == "failed"
     failed = cli.json("tasks", "--status", "failed")
-    assert [t["task_id"] for t in failed["tasks"]] == [cli.ids["bad"]]
+    assert [t["task_id"] for t in failed["tasks"]] == [ids["bad"]]
     assert failed["total"] == 1
 
 
-def test_task_json_has_attempts_and_a_seed_format_result(cli):
-    detail = cli.json("task", cli.ids["good"])
-    assert detail["task"]["task_id"] == cli.ids["good"]
+def test_task_json_has_attempts_and_a_seed_format_result(cli, finished):
+    ids = {"good": finished.good, "bad": finished.bad}
+    detail = cli.json("task", ids["good"])
+    assert detail["task"]["task_id"] == ids["good"]
     assert detail["task"]["status"] == "completed"
     (attempt,) = detail["attempts"]
     assert attempt["attempt"] == 1
@@ -142,7 +164,7 @@ def test_task_json_has_attempts_and_a_seed_format_result(cli):
         "logs",
     ):
         assert key in result, key
-    assert result["task_id"] == cli.ids["good"]
+    assert result["task_id"] == ids["good"]
     assert result["worker_id"] == WORKER
     assert result["status"] == "completed"
     assert isinstance(result["execution_time_seconds"], int | float)
@@ -152,11 +174,11 @@ def test_task_json_has_attempts_and_a_seed_format_result(cli):
     assert result["simulation_status"]["is_simulated"] is False
     assert "hello-from-the-cli" in base64.b64decode(result["logs"]).decode()
 
-    failed = cli.json("task", cli.ids["bad"])
+    failed = cli.json("task", ids["bad"])
     assert failed["result"]["status"] == "failed"
     assert failed["result"]["results"]["exit_code"] == 3
     assert "failing" in base64.b64decode(failed["result"]["logs"]).decode()
-    human = cli.ok("task", cli.ids["bad"], "--logs")
+    human = cli.ok("task", ids["bad"], "--logs")
     assert "failing" in human
 
 
@@ -175,7 +197,7 @@ def test_workers_json_shows_the_worker_and_its_hardware(cli):
     assert sorted(worker["task_types"]) == expected
 
 
-def test_stats_json_counts_the_tasks(cli):
+def test_stats_json_counts_the_tasks(cli, finished):
     stats = cli.json("stats")
     assert stats["tasks"]["completed"] >= 1
     assert stats["tasks"]["failed"] >= 1
@@ -344,7 +366,7 @@ def test_a_second_coordinator_on_the_same_file_names_the_first(cli):
     assert cli.fleet.client.health()["status"] == "ok"  # the first one is unharmed
 
 
-def test_sql_queries_the_live_database_read_only(cli):
+def test_sql_queries_the_live_database_read_only(cli, finished):
     # Issue 8: the file cannot be opened while the coordinator runs; this is how.
     out = cli.ok("sql", "SELECT task_id, status FROM distributed_tasks WHERE task_id = 'cli-echo'")
     assert "cli-echo" in out
@@ -366,7 +388,7 @@ def test_sql_queries_the_live_database_read_only(cli):
     assert cli.json("sql", "SELECT count(*) FROM task_results")["rows"][0][0] >= 1
 
 
-def test_export_writes_parquet_files_of_the_tables(cli):
+def test_export_writes_parquet_files_of_the_tables(cli, finished):
     import pyarrow.parquet as pq
 
     out_dir = cli.root / "exported"
