@@ -29,6 +29,7 @@ from testfleet.worker.executors.command import (
     RESULT_TAIL_BYTES,
     CommandExecutor,
     _decode_tail,
+    _MemoryPeak,
 )
 from testfleet.worker.executors.process_group import OutputTail
 from testfleet.worker.executors.registry import benchmarks_available, default_executors
@@ -374,9 +375,31 @@ async def test_agent_cancelling_the_run_kills_the_group_and_propagates(
 
 
 async def test_peak_memory_is_sampled_for_a_task_that_runs_a_while(
-    executor: CommandExecutor, context: ExecutionContext
+    executor: CommandExecutor,
+    context: ExecutionContext,
+    fifo: Callable[[str], Fifo],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    script = "import time; block = bytearray(64 * 1024 * 1024); time.sleep(1.0)"
+    # The child holds 64 MiB until a sample has seen them (the FIFO says so),
+    # not for a time the sampler may or may not get a turn in; the minute is
+    # a guard against a hang.
+    seen = fifo("sampled")
+    sample = _MemoryPeak.sample
+    told: list[int] = []
+
+    def sample_and_tell(memory: _MemoryPeak, pid: int) -> bool:
+        alive = sample(memory, pid)
+        if memory.peak_bytes >= 64 * 1024**2 and not told:
+            told.append(memory.samples)
+            seen.write("sampled\n")
+        return alive
+
+    monkeypatch.setattr(_MemoryPeak, "sample", sample_and_tell)
+    script = (
+        "import os, select; block = bytearray(64 * 1024 * 1024);"
+        f" fd = os.open({str(seen.path)!r}, os.O_RDONLY | os.O_NONBLOCK);"
+        " select.select([fd], [], [], 60)"
+    )
     result = await executor.run(command_task([PY, "-c", script]), context)
 
     assert result.status is ResultStatus.COMPLETED
