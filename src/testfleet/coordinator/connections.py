@@ -15,6 +15,7 @@ import contextlib
 import logging
 from dataclasses import dataclass, field
 
+from testfleet.clock import Clock, wait_within
 from testfleet.protocol.channel import Channel, CloseCode
 from testfleet.protocol.codec import encode
 from testfleet.protocol.messages import Codec, Error, Message, Welcome
@@ -77,13 +78,20 @@ class ConnectionRegistry:
         connection.closing = True
         connection.outbox.put_nowait(_CLOSE)
 
-    async def wait_sent(self, connection_id: int, limit_seconds: float) -> None:
-        """Wait (bounded) until the connection's sender finished after a close."""
+    async def wait_sent(self, connection_id: int, limit_seconds: float, clock: Clock) -> None:
+        """Wait until the connection's sender finished after a close, for at most
+        ``limit_seconds`` on ``clock``.
+
+        The worker-channel endpoint calls this before :meth:`forget`, so a
+        refused peer gets its error frame and close; it passes the loop's
+        clock, on which a fake-clock fleet bounds the wait in fake time.
+        """
         connection = self._connections.get(connection_id)
         if connection is None or connection.sender is None or not connection.closing:
             return
         with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-            await asyncio.wait_for(asyncio.shield(connection.sender), limit_seconds)
+            # Shielded: running out of time stops the waiting, not the sender.
+            await wait_within(clock, asyncio.shield(connection.sender), limit_seconds)
 
     async def forget(self, connection_id: int) -> None:
         """Called by the endpoint when its channel is gone: stop the sender."""

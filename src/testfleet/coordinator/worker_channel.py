@@ -129,5 +129,5 @@ async def serve_channel(channel: Channel, loop: CoordinatorLoop) -> None:
 
 
 async def _drain_then_forget(loop: CoordinatorLoop, connection_id: int) -> None:
-    await loop.connections.wait_sent(connection_id, limit_seconds=2.0)
+    await loop.connections.wait_sent(connection_id, limit_seconds=2.0, clock=loop.clock)
     await loop.connections.forget(connection_id)

@@ -11,9 +11,12 @@ route runs. Everything waits on one :class:`FakeClock`, which autojumps while
 the fleet runs: heartbeats, backoff and timeouts take no wall time, and the
 same test makes the same moves every run.
 
-Executors must not wait on real time either: a ``simulated`` task with a
-zero duration returns at once; anything else a test injects should wait on
-events it controls.
+Executors must not wait on real time either. Each agent hands the fleet's
+clock to its executors (``ExecutionContext.clock``), so a ``simulated`` task
+of 30 seconds takes 30 fake seconds and no wall time; an executor that runs a
+real child process (command, test, benchmark) lives on real time and does not
+belong in a fleet on a fake clock; anything else a test injects should wait on
+events it controls or on ``context.clock``.
 """
 
 from __future__ import annotations

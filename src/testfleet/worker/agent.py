@@ -152,7 +152,8 @@ class WorkerAgent:
         connector: Connector | None = None,
         load_sampler: Callable[[], LoadSample] | None = None,
     ) -> None:
-        """``clock`` times results and paces every wait (default: the system clock);
+        """``clock`` times results, paces every wait and is handed to the executors
+        (simulated work waits on it; default: the system clock);
         ``connector`` opens the channel to the coordinator (default: WebSocket)."""
         self.settings = settings
         self.capabilities = capabilities
@@ -421,6 +422,7 @@ class WorkerAgent:
                 work_dir=self.settings.work_dir,
                 completed_tests=frozenset(assignment.completed_tests),
                 report_tests=self._test_reporter(attempt_id),
+                clock=self._clock,
             )
             task = asyncio.create_task(
                 self._execute(executor, assignment, context), name=f"attempt-{attempt_id}"

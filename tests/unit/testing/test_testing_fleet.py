@@ -10,6 +10,8 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import pytest
+
 from testfleet.domain.enums import ResultStatus, TaskStatus
 from testfleet.domain.task import TaskSpec
 from testfleet.protocol.channel import Frame
@@ -20,8 +22,10 @@ from testfleet.testing.fleet import in_process_fleet
 from testfleet.worker.backoff import backoff_delay
 
 
-def simulated(task_id: str) -> TaskSpec:
-    return TaskSpec.model_validate({"task_id": task_id, "type": "simulated"})
+def simulated(task_id: str, seconds: float = 0.0) -> TaskSpec:
+    return TaskSpec.model_validate(
+        {"task_id": task_id, "type": "simulated", "config": {"duration_seconds": seconds}}
+    )
 
 
 def finished(store: Store, task_ids: list[str]) -> bool:
@@ -49,6 +53,28 @@ async def test_two_workers_run_simulated_tasks_to_completion(tmp_path: Path) -> 
             ran_on.add(results[0].worker_id)
         assert ran_on == {"w1", "w2"}
         assert w1.agent.completed + w2.agent.completed == len(task_ids)
+
+
+async def test_a_simulated_task_takes_its_duration_in_fake_time(tmp_path: Path) -> None:
+    """The agent hands its (fake) clock to the executors: 30 simulated seconds pass
+    on the fleet's clock, not on the wall's (a real wait would also let the
+    autojumping clock run far past +30 while it lasted)."""
+    async with in_process_fleet(tmp_path / "fleet.duckdb") as fleet:
+        worker = fleet.add_worker("w1", seed=3)
+        await fleet.wait_until(worker.agent.connected.is_set)
+        await fleet.loop.submit([simulated("slow", seconds=30)])
+        await fleet.wait_until(lambda: finished(fleet.store, ["slow"]))
+
+        [attempt] = fleet.store.get_attempts("slow")
+        assert attempt.accepted_time is not None
+        assert attempt.end_time is not None
+        # Accepted when it started; ended when its result arrived, 30 s later
+        # (the in-memory channel delivers at once, in fake time).
+        assert attempt.end_time - attempt.accepted_time == pytest.approx(30.0, abs=1e-6)
+        assert attempt.execution_time_seconds == pytest.approx(30.0, abs=1e-6)
+        [result] = fleet.store.get_results("slow")
+        assert result.result.status is ResultStatus.COMPLETED
+        assert result.result.results == {"simulated_duration_seconds": 30.0}
 
 
 async def test_a_lost_ack_and_a_severed_channel_still_record_the_result_once(

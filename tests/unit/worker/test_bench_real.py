@@ -29,7 +29,11 @@ from testfleet.domain.enums import ErrorClass, HardwareKind, ResultStatus, TaskT
 from testfleet.domain.result import TaskResult, decode_logs
 from testfleet.domain.task import TaskSpec
 from testfleet.worker.executors.base import ExecutionContext
-from testfleet.worker.executors.benchmark import RUNNER_MODULE, BenchmarkExecutor
+from testfleet.worker.executors.benchmark import (
+    RUNNER_MODULE,
+    BenchmarkExecutor,
+    default_runner_command,
+)
 from testfleet.worker.executors.process_group import group_has_live_members
 
 pytestmark = [
@@ -341,14 +345,11 @@ async def test_timeout_kills_the_runner_group(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    pids: list[int] = []
-
-    async def watch() -> None:
-        while not pids:
-            pids.extend(child.pid for child in runner_children())
-            await asyncio.sleep(0.05)
-
-    watcher = asyncio.create_task(watch())
+    # The runner says its pid as it starts (sh writes its own, then becomes the
+    # runner by exec), so the test knows the pid without watching for it: the
+    # timeout may end the runner before it has printed anything.
+    pid_file = tmp_path / "runner.pid"
+    announcing = ["sh", "-c", f'echo $$ > {pid_file}; exec "$@"', "sh", *default_runner_command()]
     task = TaskSpec.model_validate(
         {
             **task_for("timeout", {"model": "gpt2", "iterations": 100_000}, []).model_dump(),
@@ -356,13 +357,12 @@ async def test_timeout_kills_the_runner_group(
         }
     )
     assert task.type is TaskType.BENCHMARK
-    result = await executor().run(task, context_for(tmp_path))
-    watcher.cancel()
+    result = await executor(runner_command=announcing).run(task, context_for(tmp_path))
 
     assert result.status is ResultStatus.TIMED_OUT
     assert result.error is not None
     assert result.error.error_class is ErrorClass.TIMEOUT
     assert result.simulation_status.is_simulated is False
-    (pid,) = pids
+    pid = int(pid_file.read_text())
     assert is_gone(pid)
     assert not group_has_live_members(pid)

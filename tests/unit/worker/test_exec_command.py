@@ -1,7 +1,10 @@
 """CommandExecutor with real child processes: outcomes, output tail, env/cwd, process-group kills.
 
 Durations here are short and no test asserts on wall-clock speed; timeouts only
-check how the attempt ended and that every process of the group is gone.
+check how the attempt ended and that every process of the group is gone. A test
+learns that a child started something from a line the child writes to a FIFO,
+and that a process ended from its pidfd (``process_signals``), never by
+sleeping and looking again.
 """
 
 from __future__ import annotations
@@ -11,11 +14,12 @@ import os
 import signal
 import stat
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
+from process_signals import Fifo, exited
 
 from testfleet.domain.enums import ErrorClass, ResultStatus, TaskType
 from testfleet.domain.result import TaskResult, decode_logs
@@ -25,6 +29,7 @@ from testfleet.worker.executors.command import (
     RESULT_TAIL_BYTES,
     CommandExecutor,
     _decode_tail,
+    _MemoryPeak,
 )
 from testfleet.worker.executors.process_group import OutputTail
 from testfleet.worker.executors.registry import benchmarks_available, default_executors
@@ -58,44 +63,8 @@ def executor() -> CommandExecutor:
     return CommandExecutor(kill_grace_seconds=0.5, memory_sample_interval_seconds=0.05)
 
 
-def is_gone(pid: int) -> bool:
-    """Dead, or a zombie waiting for PID 1 to reap it (it runs nothing any more)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-
-
-async def wait_until_gone(pid: int, limit: float = 10.0) -> bool:
-    for _ in range(int(limit / 0.05)):
-        if is_gone(pid):
-            return True
-        await asyncio.sleep(0.05)
-    return is_gone(pid)
-
-
-def read_if_written(path: Path) -> str | None:
-    try:
-        return path.read_text().strip() or None
-    except FileNotFoundError:
-        return None
-
-
 def same_directory(a: str | Path, b: str | Path) -> bool:
     return Path(a).resolve() == Path(b).resolve()
-
-
-async def wait_for_file(path: Path, limit: float = 10.0) -> str:
-    for _ in range(int(limit / 0.02)):
-        text = read_if_written(path)
-        if text is not None:
-            return text
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"{path} was never written")
 
 
 def assert_real(result: TaskResult) -> None:
@@ -331,7 +300,7 @@ async def test_timeout_kills_the_whole_process_group(
     assert result.error.error_class is ErrorClass.TIMEOUT
     assert result.results["timed_out"] is True
     grandchild = int(pid_file.read_text())
-    assert await wait_until_gone(grandchild)
+    assert await exited(grandchild)
 
 
 async def test_a_group_that_ignores_sigterm_gets_sigkill(
@@ -344,16 +313,16 @@ async def test_a_group_that_ignores_sigterm_gets_sigkill(
 
     assert result.status is ResultStatus.TIMED_OUT
     assert result.results["exit_code"] == -signal.SIGKILL
-    assert await wait_until_gone(int(pid_file.read_text()))
+    assert await exited(int(pid_file.read_text()))
 
 
 async def test_cancel_stops_the_command(
-    executor: CommandExecutor, context: ExecutionContext, tmp_path: Path
+    executor: CommandExecutor, context: ExecutionContext, fifo: Callable[[str], Fifo]
 ) -> None:
-    pid_file = tmp_path / "grandchild.pid"
-    argv = ["sh", "-c", f"sleep 60 & echo $! > {pid_file}; wait"]
+    pid_file = fifo("grandchild.pid")
+    argv = ["sh", "-c", f"sleep 60 & echo $! > {pid_file.path}; wait"]
     running = asyncio.create_task(executor.run(command_task(argv), context))
-    grandchild = int(await wait_for_file(pid_file))
+    [grandchild] = map(int, await pid_file.read_lines(1))
     context.cancel_event.set()
     result = await running
 
@@ -362,7 +331,7 @@ async def test_cancel_stops_the_command(
     assert result.error is not None
     assert result.error.error_class is ErrorClass.CANCELLED
     assert result.results["timed_out"] is False
-    assert await wait_until_gone(grandchild)
+    assert await exited(grandchild)
 
 
 async def test_cancelled_before_start_runs_nothing(
@@ -386,29 +355,51 @@ async def test_processes_left_behind_after_exit_are_ended(
 
     assert result.status is ResultStatus.COMPLETED
     assert "done" in result.results["output_tail"]
-    assert await wait_until_gone(int(pid_file.read_text()))
+    assert await exited(int(pid_file.read_text()))
 
 
 async def test_agent_cancelling_the_run_kills_the_group_and_propagates(
-    executor: CommandExecutor, context: ExecutionContext, tmp_path: Path
+    executor: CommandExecutor, context: ExecutionContext, fifo: Callable[[str], Fifo]
 ) -> None:
-    pid_file = tmp_path / "grandchild.pid"
-    argv = ["sh", "-c", f"sleep 60 & echo $! > {pid_file}; wait"]
+    pid_file = fifo("grandchild.pid")
+    argv = ["sh", "-c", f"sleep 60 & echo $! > {pid_file.path}; wait"]
     running = asyncio.create_task(executor.run(command_task(argv), context))
-    grandchild = int(await wait_for_file(pid_file))
+    [grandchild] = map(int, await pid_file.read_lines(1))
     running.cancel()
     with pytest.raises(asyncio.CancelledError):
         await running
-    assert await wait_until_gone(grandchild)
+    assert await exited(grandchild)
 
 
 # --------------------------------------------------------------------------- metrics and helpers
 
 
 async def test_peak_memory_is_sampled_for_a_task_that_runs_a_while(
-    executor: CommandExecutor, context: ExecutionContext
+    executor: CommandExecutor,
+    context: ExecutionContext,
+    fifo: Callable[[str], Fifo],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    script = "import time; block = bytearray(64 * 1024 * 1024); time.sleep(1.0)"
+    # The child holds 64 MiB until a sample has seen them (the FIFO says so),
+    # not for a time the sampler may or may not get a turn in; the minute is
+    # a guard against a hang.
+    seen = fifo("sampled")
+    sample = _MemoryPeak.sample
+    told: list[int] = []
+
+    def sample_and_tell(memory: _MemoryPeak, pid: int) -> bool:
+        alive = sample(memory, pid)
+        if memory.peak_bytes >= 64 * 1024**2 and not told:
+            told.append(memory.samples)
+            seen.write("sampled\n")
+        return alive
+
+    monkeypatch.setattr(_MemoryPeak, "sample", sample_and_tell)
+    script = (
+        "import os, select; block = bytearray(64 * 1024 * 1024);"
+        f" fd = os.open({str(seen.path)!r}, os.O_RDONLY | os.O_NONBLOCK);"
+        " select.select([fd], [], [], 60)"
+    )
     result = await executor.run(command_task([PY, "-c", script]), context)
 
     assert result.status is ResultStatus.COMPLETED

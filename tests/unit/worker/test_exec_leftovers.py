@@ -6,19 +6,22 @@ import json
 import os
 import subprocess
 import sys
-import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
+from process_signals import Fifo, exited
 
 from testfleet.worker.executors.leftovers import RUNNING_DIR, forget, reap_leftovers, remember
 from testfleet.worker.executors.process_group import group_has_live_members
 
 
-def start_group() -> subprocess.Popen[bytes]:
-    """A task-like child leading its own group, with a grandchild in it."""
+def start_group(announce: Path | None = None) -> subprocess.Popen[bytes]:
+    """A task-like child leading its own group, with a grandchild in it; the
+    grandchild's pid goes to ``announce`` (a :class:`Fifo`'s path) if given."""
+    told = f" echo $! > {announce};" if announce is not None else ""
     return subprocess.Popen(
-        ["sh", "-c", "sleep 60 & wait"], start_new_session=True, stdin=subprocess.DEVNULL
+        ["sh", "-c", f"sleep 60 &{told} wait"], start_new_session=True, stdin=subprocess.DEVNULL
     )
 
 
@@ -43,11 +46,13 @@ def write_record(work_dir: Path, name: str, worker: tuple[int, float], child: in
     return path
 
 
-def test_groups_of_a_dead_worker_are_ended_and_live_workers_are_left_alone(
-    tmp_path: Path,
+async def test_groups_of_a_dead_worker_are_ended_and_live_workers_are_left_alone(
+    tmp_path: Path, fifo: Callable[[str], Fifo]
 ) -> None:
-    orphan, kept = start_group(), start_group()
+    announced = fifo("orphan-grandchild.pid")
+    orphan, kept = start_group(announced.path), start_group()
     try:
+        [grandchild] = map(int, await announced.read_lines(1))
         dead_worker = dead_process()
         me = (os.getpid(), psutil.Process().create_time())
         orphan_record = write_record(tmp_path, "dead-1", dead_worker, orphan.pid)
@@ -57,10 +62,9 @@ def test_groups_of_a_dead_worker_are_ended_and_live_workers_are_left_alone(
         assert reap_leftovers(tmp_path) == [orphan.pid]
 
         assert orphan.wait(10) == -9
-        # The grandchild went with its group; allow the kernel a moment to show it.
-        deadline = time.monotonic() + 10
-        while group_has_live_members(orphan.pid) and time.monotonic() < deadline:
-            time.sleep(0.01)
+        # The grandchild went with its group: its pidfd says when it has exited
+        # (SIGKILL is delivered, not done, when killpg returns).
+        assert await exited(grandchild)
         assert not group_has_live_members(orphan.pid)
         assert not orphan_record.exists()
         assert not (tmp_path / RUNNING_DIR / "garbage.json").exists()

@@ -12,12 +12,13 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
+from process_signals import Fifo, all_exited
 
 from testfleet.domain.enums import ErrorClass, ResultStatus, TaskType
 from testfleet.domain.pytest_tasks import TestChunkOutcome, TestOutcome, TestRecord
@@ -109,29 +110,14 @@ def gone(pid: int) -> bool:
 def read_pids(path: Path) -> list[int]:
     try:
         return [int(line) for line in path.read_text().split()]
-    except (FileNotFoundError, ValueError):  # not yet, or half written
+    except ValueError:  # half written
         return []
 
 
-async def wait_for_pids(path: Path, count: int, limit: float = 60.0) -> list[int]:
-    for _ in range(int(limit / 0.05)):
-        pids = read_pids(path)
-        if len(pids) >= count:
-            return pids
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{path} never listed {count} pids")
-
-
-async def wait_gone(pids: list[int], limit: float = 20.0) -> bool:
-    for _ in range(int(limit / 0.05)):
-        if all(gone(pid) for pid in pids):
-            return True
-        await asyncio.sleep(0.05)
-    return False
-
-
 def sleeper_project(root: Path, pid_file: Path) -> Path:
-    """A test that records its pid and a grandchild's, then sleeps a minute."""
+    """A test that records its pid and a grandchild's (two lines, to a file or a
+    :class:`Fifo`), then sleeps a minute: its workload, which a timeout or a
+    cancel must cut short."""
     return write_project(
         root,
         {
@@ -278,26 +264,29 @@ async def test_tests_an_earlier_attempt_reported_are_not_run_again(
 
 
 async def test_records_are_streamed_while_the_chunk_runs(
-    executor: PytestExecutor, context: ExecutionContext, tmp_path: Path
+    executor: PytestExecutor,
+    context: ExecutionContext,
+    tmp_path: Path,
+    fifo: Callable[[str], Fifo],
 ) -> None:
-    flag = tmp_path / "first-record-arrived"
+    flag = fifo("first-record-arrived")
     project = write_project(
         tmp_path / "proj",
         {
             "test_stream.py": f"""
-                import os, time
+                import os, select
 
                 def test_first():
                     pass
 
                 def test_second():
                     # Passes only if the worker handed test_first's record on
-                    # before this test finished: the listener creates the flag.
-                    for _ in range(1200):
-                        if os.path.exists({str(flag)!r}):
-                            return
-                        time.sleep(0.05)
-                    raise AssertionError("test_first's record was not streamed")
+                    # before this test finished: the listener writes to the
+                    # FIFO then, and this waits for that (the minute is a guard).
+                    fd = os.open({str(flag.path)!r}, os.O_RDONLY | os.O_NONBLOCK)
+                    readable, _, _ = select.select([fd], [], [], 60)
+                    assert readable, "test_first's record was not streamed"
+                    assert os.read(fd, 16) == b"yes\\n"
             """
         },
     )
@@ -306,7 +295,7 @@ async def test_records_are_streamed_while_the_chunk_runs(
     def listener(records: list[TestRecord]) -> None:
         batches.append([record.nodeid for record in records])
         if any(record.nodeid.endswith("test_first") for record in records):
-            flag.write_text("yes")
+            flag.write("yes\n")
 
     context.report_tests = listener
     ids = ["test_stream.py::test_first", "test_stream.py::test_second"]
@@ -427,19 +416,24 @@ async def test_a_timeout_ends_the_sessions_process_group(
     assert "test_slow.py::test_sleeps" in outcome.not_run
     assert "test_slow.py::test_after" in outcome.not_run
     if pid_file.exists():  # the sleeping test got as far as starting its grandchild
-        assert await wait_gone(await wait_for_pids(pid_file, 2))
+        pids = read_pids(pid_file)  # the run is over: nothing writes it any more
+        assert len(pids) == 2, "the sleeping test was killed while it wrote its pids"
+        assert await all_exited(pids)
     assert executor.pool.idle_sessions() == []  # never reused
     assert executor.pool.live_sessions() == []
 
 
 async def test_cancel_ends_the_sessions_process_group(
-    executor: PytestExecutor, context: ExecutionContext, tmp_path: Path
+    executor: PytestExecutor,
+    context: ExecutionContext,
+    tmp_path: Path,
+    fifo: Callable[[str], Fifo],
 ) -> None:
-    pid_file = tmp_path / "pids"
-    project = sleeper_project(tmp_path / "proj", pid_file)
+    pid_file = fifo("pids")
+    project = sleeper_project(tmp_path / "proj", pid_file.path)
     ids = ["test_slow.py::test_quick", "test_slow.py::test_sleeps", "test_slow.py::test_after"]
     run = asyncio.create_task(executor.run(make_task(project, ids), context))
-    pids = await wait_for_pids(pid_file, 2)
+    pids = [int(line) for line in await pid_file.read_lines(2)]
     context.cancel_event.set()
     result = await asyncio.wait_for(run, 60)
 
@@ -449,24 +443,27 @@ async def test_cancel_ends_the_sessions_process_group(
     outcome = outcome_of(result)
     assert [record.nodeid for record in outcome.tests] == ["test_slow.py::test_quick"]
     assert outcome.not_run == ids[1:]
-    assert await wait_gone(pids)
+    assert await all_exited(pids)
     assert list((tmp_path / "work" / "running").glob("*.json")) == []
 
 
 async def test_the_agent_going_away_ends_the_session_before_the_cancel_propagates(
-    executor: PytestExecutor, context: ExecutionContext, tmp_path: Path
+    executor: PytestExecutor,
+    context: ExecutionContext,
+    tmp_path: Path,
+    fifo: Callable[[str], Fifo],
 ) -> None:
-    pid_file = tmp_path / "pids"
-    project = sleeper_project(tmp_path / "proj", pid_file)
+    pid_file = fifo("pids")
+    project = sleeper_project(tmp_path / "proj", pid_file.path)
     run = asyncio.create_task(
         executor.run(make_task(project, ["test_slow.py::test_sleeps"]), context)
     )
-    pids = await wait_for_pids(pid_file, 2)
+    pids = [int(line) for line in await pid_file.read_lines(2)]
     run.cancel()
     with pytest.raises(asyncio.CancelledError):
         await run
     assert executor.pool.live_sessions() == []
-    assert await wait_gone(pids)
+    assert await all_exited(pids)
 
 
 async def test_cancelled_before_it_starts_runs_nothing(

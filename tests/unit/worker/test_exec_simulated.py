@@ -1,4 +1,8 @@
-"""SimulatedExecutor: zero-work speed path, reproducible sampling, failure, timeout, cancel."""
+"""SimulatedExecutor: zero-work speed path, reproducible sampling, failure, timeout, cancel.
+
+Every wait happens on a :class:`FakeClock` (autojumping, or advanced by the
+test), so no test here waits on wall time.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +12,11 @@ from typing import Any, Literal
 
 import pytest
 
+from testfleet.clock import Clock
 from testfleet.domain.enums import ErrorClass, ResultStatus, TaskType
 from testfleet.domain.task import TaskSpec
 from testfleet.domain.task_configs import SampledDuration
+from testfleet.testing.fake_clock import FakeClock
 from testfleet.worker.executors.base import ExecutionContext
 from testfleet.worker.executors.simulated import SimulatedExecutor, attempt_rng, sample_duration
 
@@ -34,13 +40,18 @@ class WatchedEvent(asyncio.Event):
         return await super().wait()
 
 
-def make_context(attempt: int = 1, cancel_event: asyncio.Event | None = None) -> ExecutionContext:
+def make_context(
+    attempt: int = 1, cancel_event: asyncio.Event | None = None, clock: Clock | None = None
+) -> ExecutionContext:
+    """A context on ``clock``; by default a fake one nobody advances, so a test
+    that waited on it by mistake would hang (and time out) rather than sleep."""
     return ExecutionContext(
         worker_id="worker-sim",
         attempt_id=100 + attempt,
         attempt=attempt,
         cancel_event=cancel_event or asyncio.Event(),
         work_dir=Path("/nonexistent/never-used"),
+        clock=clock or FakeClock(),
     )
 
 
@@ -71,11 +82,47 @@ async def test_many_zero_work_tasks_all_complete() -> None:
     assert all(r.status is ResultStatus.COMPLETED for r in results)
 
 
-async def test_short_fixed_duration_completes() -> None:
-    result = await SimulatedExecutor().run(simulated_task(duration_seconds=0.05), make_context())
+async def test_a_fixed_duration_completes_after_that_long_on_the_clock() -> None:
+    clock = FakeClock()
+    started = clock.now()
+    async with clock.autojump():
+        result = await SimulatedExecutor().run(
+            simulated_task(duration_seconds=45), make_context(clock=clock)
+        )
     assert result.status is ResultStatus.COMPLETED
-    assert result.results == {"simulated_duration_seconds": 0.05}
+    assert result.results == {"simulated_duration_seconds": 45.0}
     assert result.simulation_status.is_simulated is True
+    assert clock.now() == started + 45  # it waited the whole duration, on the clock
+    assert result.execution_time_seconds == 45.0
+
+
+class WatchedClock(FakeClock):
+    """A fake clock that says when someone first sleeps on it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.slept_on = asyncio.Event()
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept_on.set()
+        await super().sleep(seconds)
+
+
+async def test_the_wait_ends_only_when_the_clock_reaches_the_duration() -> None:
+    clock = WatchedClock()
+    started = clock.now()
+    running = asyncio.create_task(
+        SimulatedExecutor().run(simulated_task(duration_seconds=30), make_context(clock=clock))
+    )
+    await asyncio.wait_for(clock.slept_on.wait(), timeout=10)  # a guard, not an expectation
+    assert clock.next_deadline == started + 30
+    clock.advance(29.5)
+    await asyncio.sleep(0)  # a sleeper woken by the advance would run now
+    assert not running.done()  # half a second early: still waiting
+    assert clock.next_deadline == started + 30
+    clock.advance(0.5)
+    result = await asyncio.wait_for(running, timeout=10)
+    assert result.status is ResultStatus.COMPLETED
 
 
 async def test_sampled_durations_are_reproducible_with_a_seed() -> None:
@@ -84,15 +131,17 @@ async def test_sampled_durations_are_reproducible_with_a_seed() -> None:
         "seed": 1234,
     }
     executor = SimulatedExecutor()
+    clock = FakeClock()
 
     async def duration(attempt: int) -> float:
-        result = await executor.run(simulated_task(**config), make_context(attempt))
+        result = await executor.run(simulated_task(**config), make_context(attempt, clock=clock))
         assert result.status is ResultStatus.COMPLETED
         value = result.results["simulated_duration_seconds"]
         assert isinstance(value, float)
         return value
 
-    first, again, retry = await duration(1), await duration(1), await duration(2)
+    async with clock.autojump():
+        first, again, retry = await duration(1), await duration(1), await duration(2)
     assert first == again
     assert first != retry  # a retry draws afresh
 
@@ -158,9 +207,14 @@ async def test_seeded_failures_are_reproducible() -> None:
 
 
 async def test_a_duration_beyond_the_timeout_times_out() -> None:
-    result = await SimulatedExecutor().run(
-        simulated_task(duration_seconds=30, timeout=0.2), make_context()
-    )
+    clock = FakeClock()
+    started = clock.now()
+    async with clock.autojump():
+        result = await SimulatedExecutor().run(
+            simulated_task(duration_seconds=30, timeout=0.2), make_context(clock=clock)
+        )
+    # It gave up at the timeout, not after the whole duration.
+    assert clock.now() == started + 0.2
     assert result.status is ResultStatus.TIMED_OUT
     assert result.error is not None
     assert result.error.error_class is ErrorClass.TIMEOUT
@@ -179,7 +233,8 @@ async def test_cancel_interrupts_the_wait() -> None:
     await asyncio.wait_for(cancel.waited_on.wait(), timeout=10)
     assert not running.done()
     cancel.set()
-    # Far less than the 30 s the task would wait if the cancel were ignored.
+    # Nobody advances the fake clock: only the cancel can end the wait (the
+    # 10 s are a guard against a hang, not an expectation).
     result = await asyncio.wait_for(running, timeout=10)
 
     assert result.status is ResultStatus.CANCELLED

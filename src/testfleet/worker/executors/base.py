@@ -27,6 +27,7 @@ from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from testfleet.clock import Clock, SystemClock
 from testfleet.domain.enums import ErrorClass, ResultStatus, TaskType
 from testfleet.domain.pytest_tasks import TestRecord
 from testfleet.domain.result import SimulationStatus, TaskError, TaskResult
@@ -52,6 +53,11 @@ class ExecutionContext:
     #: Test tasks: hand finished tests to the agent as they finish (it sends
     #: them to the coordinator while the attempt runs). None: nobody listens.
     report_tests: Callable[[list[TestRecord]], None] | None = None
+    #: The worker agent's clock. Simulated work waits (and is timed) on it, so
+    #: a fake clock runs a simulated task in fake time; executors that run a
+    #: real child process time it and its timeout on real time, because the
+    #: child lives on real time whatever the clock says.
+    clock: Clock = field(default_factory=SystemClock)
 
 
 class Executor(Protocol):
@@ -129,15 +135,26 @@ class ResultBuilder:
     must fill, the same way.
     """
 
-    def __init__(self, task: TaskSpec, context: ExecutionContext, *, is_simulated: bool) -> None:
-        """``is_simulated``: only the simulated executor says True (design invariant 6)."""
+    def __init__(
+        self,
+        task: TaskSpec,
+        context: ExecutionContext,
+        *,
+        is_simulated: bool,
+        timer: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        """``is_simulated``: only the simulated executor says True (design invariant 6).
+        ``timer`` reads the time the attempt is measured by: real seconds by
+        default; the simulated executor passes its context's clock, on which
+        it waits."""
         self.task = task
         self.context = context
         self.is_simulated = is_simulated
-        self.started = time.perf_counter()
+        self._timer = timer
+        self.started = timer()
 
     def elapsed(self) -> float:
-        return time.perf_counter() - self.started
+        return self._timer() - self.started
 
     def remaining(self) -> float:
         """Seconds left of ``task.timeout_seconds`` (negative once past it)."""

@@ -3,7 +3,9 @@
 Callers: the worker agent, for tasks of type ``simulated`` (see
 ``domain.task_configs.SimulatedConfig``). Dispatch benchmarks send thousands of
 zero-work tasks, so a zero duration returns without awaiting anything; a
-non-zero wait is interruptible by the attempt's cancel event. Its results
+non-zero wait is interruptible by the attempt's cancel event. It waits, and
+is timed, on the attempt's clock (``ExecutionContext.clock``), so on a fake
+clock a task of 30 simulated seconds takes 30 fake seconds and no wall time. Its results
 always say ``is_simulated: true`` (design invariant 6): nothing it produces may
 pass for a real measurement.
 
@@ -15,10 +17,10 @@ randomness.
 
 from __future__ import annotations
 
-import asyncio
 import math
 import random
 
+from testfleet.clock import wait_within
 from testfleet.domain.enums import ErrorClass, ResultStatus, TaskType
 from testfleet.domain.result import TaskResult
 from testfleet.domain.task import TaskSpec
@@ -61,7 +63,7 @@ class SimulatedExecutor(ExecutorBase):
     task_type: TaskType = TaskType.SIMULATED
 
     async def run(self, task: TaskSpec, context: ExecutionContext) -> TaskResult:
-        out = ResultBuilder(task, context, is_simulated=True)
+        out = ResultBuilder(task, context, is_simulated=True, timer=context.clock.now)
 
         def finish(status: ResultStatus, error: Failure | None, duration: float) -> TaskResult:
             return out.finish(status, error, results={"simulated_duration_seconds": duration})
@@ -83,7 +85,9 @@ class SimulatedExecutor(ExecutorBase):
         timeout = task.timeout_seconds
         if duration > 0:
             try:
-                await asyncio.wait_for(context.cancel_event.wait(), timeout=min(duration, timeout))
+                await wait_within(
+                    context.clock, context.cancel_event.wait(), min(duration, timeout)
+                )
             except TimeoutError:
                 pass  # waited the whole time: the normal case
             else:
