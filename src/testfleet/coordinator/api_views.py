@@ -35,6 +35,15 @@ def iso(timestamp: float | None) -> str | None:
     return datetime.fromtimestamp(timestamp, tz=UTC).isoformat().replace("+00:00", "Z")
 
 
+def task_error_view(error_class: object, message: str | None) -> TaskErrorView | None:
+    """A finished task's classified error, or None when it ended without one. The
+    class comes as the record's enum or, from a stored row, its text; the model
+    validates either."""
+    if error_class is None:
+        return None
+    return TaskErrorView.model_validate({"error_class": error_class, "message": message})
+
+
 def task_view(task: TaskRecord) -> TaskView:
     spec = task.spec
     return TaskView(
@@ -59,11 +68,7 @@ def task_view(task: TaskRecord) -> TaskView:
         config=spec.config,
         timeout_seconds=spec.timeout_seconds,
         retry_policy=spec.retry_policy,
-        error=(
-            TaskErrorView(error_class=task.error_class, message=task.error_message)
-            if task.error_class is not None
-            else None
-        ),
+        error=task_error_view(task.error_class, task.error_message),
     )
 
 
@@ -125,13 +130,7 @@ def run_task_view(task: RunTask) -> RunTaskView:
         unschedulable_reason=task.unschedulable_reason,
         start_time=iso(task.start_time),
         end_time=iso(task.end_time),
-        error=(
-            TaskErrorView.model_validate(
-                {"error_class": task.error_class, "message": task.error_message}
-            )
-            if task.error_class is not None
-            else None
-        ),
+        error=task_error_view(task.error_class, task.error_message),
     )
 
 

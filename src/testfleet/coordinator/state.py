@@ -183,13 +183,21 @@ class CoordinatorState(TaskLifecycle):
             outcome.cancelled.append(task_id)
         self._out.reply(reply, outcome)
 
-    def _drain(self, worker_id: str, reply: Reply) -> None:
+    def _open_worker(self, worker_id: str, reply: Reply) -> LiveWorker | None:
+        """The worker a drain or undrain names, or None after refusing the request:
+        a worker that is unknown, lost or gone cannot be drained."""
         worker = self.workers.get(worker_id)
         if worker is None or worker.record.status not in OPEN_WORKER_STATUSES:
             self._out.reply(
                 reply,
                 Refused(RefusalReason.NOT_FOUND, f"no connected worker {worker_id!r}", [worker_id]),
             )
+            return None
+        return worker
+
+    def _drain(self, worker_id: str, reply: Reply) -> None:
+        worker = self._open_worker(worker_id, reply)
+        if worker is None:
             return
         worker.draining = True
         if worker.record.status is WorkerStatus.CONNECTED:
@@ -202,12 +210,8 @@ class CoordinatorState(TaskLifecycle):
 
     def _undrain(self, worker_id: str, reply: Reply) -> None:
         """Undo a drain: the worker takes new work again (a no-op if it was not draining)."""
-        worker = self.workers.get(worker_id)
-        if worker is None or worker.record.status not in OPEN_WORKER_STATUSES:
-            self._out.reply(
-                reply,
-                Refused(RefusalReason.NOT_FOUND, f"no connected worker {worker_id!r}", [worker_id]),
-            )
+        worker = self._open_worker(worker_id, reply)
+        if worker is None:
             return
         if worker.draining:
             worker.draining = False
