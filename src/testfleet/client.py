@@ -11,6 +11,7 @@ testfleet coordinator (a web page, a proxy, some other JSON API) is a
 from __future__ import annotations
 
 import os
+import ssl
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -23,6 +24,8 @@ from testfleet.domain.task_ids import TASK_ID_RULE, is_task_id
 
 DEFAULT_COORDINATOR = "http://127.0.0.1:8700"
 COORDINATOR_ENV = "TESTFLEET_COORDINATOR"
+#: The CA file that verifies an https:// coordinator (``--ca`` of the commands).
+CA_ENV = "TESTFLEET_CA"
 #: Where the API lives under a coordinator's address.
 API_PREFIX = "/api/v1"
 
@@ -133,7 +136,9 @@ class FleetClient:
     ``transport`` replaces the network (tests pass ``httpx.MockTransport``). A
     URL that :func:`normalize_coordinator_url` refuses does not raise here but
     on the first request, as an unreachable address does, so callers handle
-    one error in one place.
+    one error in one place. ``ca`` (else ``$TESTFLEET_CA``): the CA file that
+    verifies an https:// coordinator, for a fleet with its own CA
+    (``testfleet certs``); without it, the system's CAs.
     """
 
     def __init__(
@@ -142,15 +147,28 @@ class FleetClient:
         timeout: float = 30.0,
         *,
         transport: httpx.BaseTransport | None = None,
+        ca: str | Path | None = None,
     ) -> None:
         self._url_error: CoordinatorUrlError | None = None
+        ca = ca or os.environ.get(CA_ENV) or None
+        verify: ssl.SSLContext | bool = True
+        if ca is not None:
+            try:
+                verify = ssl.create_default_context(cafile=str(ca))
+            except (OSError, ssl.SSLError) as exc:
+                # Raised on the first request, like a bad URL (see the class docstring).
+                self._url_error = CoordinatorUrlError(
+                    f"the CA file {ca} (--ca / ${CA_ENV}) cannot be used: "
+                    f"{getattr(exc, 'strerror', None) or exc}; pass the PEM file of the CA "
+                    "that issued the coordinator's certificate"
+                )
         try:
             self.base_url = coordinator_url(base_url)
         except CoordinatorUrlError as exc:
             self._url_error = exc
             self.base_url = DEFAULT_COORDINATOR
         self._http = httpx.Client(
-            base_url=self.base_url + API_PREFIX, timeout=timeout, transport=transport
+            base_url=self.base_url + API_PREFIX, timeout=timeout, transport=transport, verify=verify
         )
 
     def close(self) -> None:

@@ -41,9 +41,17 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self, TypeVar
 
-from testfleet.client import COORDINATOR_ENV, FleetClient, FleetError
+from testfleet.client import CA_ENV, COORDINATOR_ENV, FleetClient, FleetError
 from testfleet.coordinator.startup import free_port
 from testfleet.domain.enums import Codec
+from testfleet.security.pki import (
+    ca_files,
+    init_ca,
+    issue_server,
+    issue_worker,
+    server_files,
+    worker_files,
+)
 
 T = TypeVar("T")
 
@@ -120,6 +128,13 @@ class LocalFleet:
     coordinator restarts (workers reconnect to the same address). ``env``
     is added to this process's environment for every process the fleet
     starts; ``cwd`` is where they start (this process's by default).
+
+    ``tls``: run the fleet over TLS with worker certificates. The fleet makes
+    its own CA in ``root/pki`` (kept if already there), a server certificate
+    for 127.0.0.1 and localhost, and one certificate per worker id on first
+    start; the coordinator serves HTTPS/WSS with ``--client-ca`` and each
+    worker presents its certificate. ``url`` is then ``https://``, the fleet's
+    processes get ``$TESTFLEET_CA`` and :attr:`client` verifies with it.
     """
 
     def __init__(
@@ -133,13 +148,16 @@ class LocalFleet:
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
         client_timeout: float = 30.0,
+        tls: bool = False,
     ) -> None:
         self.root = root.absolute()
         self.db = (db or self.root / "fleet.duckdb").absolute()
         self.log_dir = (log_dir or self.root / "logs").absolute()
         self.work_dir = (work_dir or self.root / "work").absolute()
         self.port = port or free_port(LOOPBACK)
-        self.url = f"http://{LOOPBACK}:{self.port}"
+        self.url = f"{'https' if tls else 'http'}://{LOOPBACK}:{self.port}"
+        #: The fleet's CA folder when it runs over TLS (see the class docstring).
+        self.pki: Path | None = self._make_pki() if tls else None
         self.cwd = cwd
         self._env = dict(env or {})
         self._client_timeout = client_timeout
@@ -164,8 +182,31 @@ class LocalFleet:
             **os.environ,
             **self._env,
             COORDINATOR_ENV: self.url,
+            **({CA_ENV: str(ca_files(self.pki).cert)} if self.pki is not None else {}),
             "PYTHONUNBUFFERED": "1",
         }
+
+    def _make_pki(self) -> Path:
+        pki = self.root / "pki"
+        if not ca_files(pki).cert.exists():
+            init_ca(pki)
+        if not server_files(pki).cert.exists():
+            issue_server(pki, ["localhost"], [LOOPBACK])
+        return pki
+
+    def _tls_args(self, worker_id: str | None = None) -> list[str]:
+        """The TLS flags of the coordinator (``worker_id`` None) or of a worker,
+        issuing the worker's certificate on first use; none without ``tls``."""
+        if self.pki is None:
+            return []
+        ca = str(ca_files(self.pki).cert)
+        if worker_id is None:
+            server = server_files(self.pki)
+            return ["--tls-cert", str(server.cert), "--tls-key", str(server.key), "--client-ca", ca]
+        files = worker_files(self.pki, worker_id)
+        if not files.cert.exists():
+            issue_worker(self.pki, worker_id)
+        return ["--ca", ca, "--cert", str(files.cert), "--key", str(files.key)]
 
     def start(
         self, name: str, argv: Sequence[str], env: Mapping[str, str] | None = None
@@ -206,6 +247,7 @@ class LocalFleet:
             args += ["--heartbeat-timeout", str(options.heartbeat_timeout)]
         if options.log_level is not None:
             args += ["--log-level", options.log_level]
+        args += self._tls_args()
         return [*options.prefix, sys.executable, "-m", "testfleet", *args, *options.extra_args]
 
     def worker_argv(self, worker_id: str, options: WorkerOptions) -> list[str]:
@@ -221,6 +263,7 @@ class LocalFleet:
             args += ["--log-level", options.log_level]
         for key, value in options.tags.items():
             args += ["--tag", f"{key}={value}"]
+        args += self._tls_args(worker_id)
         return [*options.prefix, sys.executable, "-m", "testfleet", *args, *options.extra_args]
 
     def start_coordinator(
@@ -437,14 +480,18 @@ class LocalFleet:
     def client(self) -> FleetClient:
         """A REST client for the coordinator, made on first use."""
         if self._client is None:
-            self._client = FleetClient(self.url, timeout=self._client_timeout)
+            self._client = FleetClient(self.url, timeout=self._client_timeout, ca=self._ca)
         return self._client
+
+    @property
+    def _ca(self) -> Path | None:
+        return ca_files(self.pki).cert if self.pki is not None else None
 
     @property
     def _probe(self) -> FleetClient:
         """The client that waiting polls with (short timeouts)."""
         if self._probe_client is None:
-            self._probe_client = FleetClient(self.url, timeout=PROBE_TIMEOUT_SECONDS)
+            self._probe_client = FleetClient(self.url, timeout=PROBE_TIMEOUT_SECONDS, ca=self._ca)
         return self._probe_client
 
     def close_client(self) -> None:

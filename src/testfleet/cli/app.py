@@ -468,6 +468,7 @@ def wait(
 
 # Imported here, not at the top: these modules use this module's options and
 # helpers, which exist by now (the package imports this module first).
+from testfleet.cli.certs import certs_app  # noqa: E402
 from testfleet.cli.data import export, sql  # noqa: E402
 from testfleet.cli.results import results_app  # noqa: E402
 
@@ -475,6 +476,7 @@ app.command(cls=FleetCommand)(demo)
 app.command(cls=FleetCommand)(sql)
 app.command(cls=FleetCommand)(export)
 app.add_typer(results_app, name="results")
+app.add_typer(certs_app, name="certs")
 
 
 def main() -> None:

@@ -12,8 +12,9 @@ import logging
 import os
 import signal
 import socket
+import ssl
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -26,7 +27,11 @@ from testfleet.cli.app import (
     parse_tags,
     resolve_coordinator,
 )
+from testfleet.client import CA_ENV
 from testfleet.domain.enums import Codec
+
+if TYPE_CHECKING:
+    from testfleet.worker.websocket_channel import WebSocketConnector
 
 
 def coordinator(
@@ -46,15 +51,38 @@ def coordinator(
         typer.Option(min=0, help="DuckDB threads; 0 = one per core (small batches run best on 1)."),
     ] = 1,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "warning",
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option(help="Serve HTTPS/WSS with this PEM certificate.", show_default=False),
+    ] = None,
+    tls_key: Annotated[
+        Path | None, typer.Option(help="The certificate's key (mode 0600).", show_default=False)
+    ] = None,
+    client_ca: Annotated[
+        Path | None,
+        typer.Option(
+            help="Workers must present a certificate from this CA; their id is the one in it.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run a coordinator: REST API, worker channel and the DuckDB file it alone owns."""
     from testfleet.coordinator.app import run_coordinator
     from testfleet.coordinator.settings import CoordinatorSettings
     from testfleet.coordinator.startup import StartupError
+    from testfleet.security.tls import ServerTlsFiles, TlsFileError, check_server_files
     from testfleet.store import StoreError
 
     if heartbeat_timeout <= heartbeat_interval:
         fail("--heartbeat-timeout must be longer than --heartbeat-interval")
+    tls: ServerTlsFiles | None = None
+    if tls_cert is not None or tls_key is not None or client_ca is not None:
+        if tls_cert is None or tls_key is None:
+            fail("TLS needs both --tls-cert and --tls-key (--client-ca needs them too)")
+        try:
+            tls = check_server_files(tls_cert, tls_key, client_ca)
+        except TlsFileError as exc:
+            fail(str(exc))
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     settings = CoordinatorSettings(
         heartbeat_interval_seconds=heartbeat_interval,
@@ -69,6 +97,7 @@ def coordinator(
             settings=settings,
             log_level=log_level,
             announce=lambda url: errors.print(f"testfleet coordinator on {url} with {db}"),
+            tls=tls,
         )
     except (StartupError, StoreError) as exc:
         fail(str(exc))
@@ -91,6 +120,24 @@ def worker(
         Path | None, typer.Option(help="Cache and scratch directory.", show_default=False)
     ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "warning",
+    ca: Annotated[
+        Path | None,
+        typer.Option(
+            "--ca",
+            envvar=CA_ENV,
+            help="CA that issued the coordinator's certificate (https:// coordinators).",
+            show_default=False,
+        ),
+    ] = None,
+    cert: Annotated[
+        Path | None,
+        typer.Option(
+            help="This worker's certificate; its id is the worker id.", show_default=False
+        ),
+    ] = None,
+    key: Annotated[
+        Path | None, typer.Option(help="The certificate's key (mode 0600).", show_default=False)
+    ] = None,
 ) -> None:
     """Join a coordinator as a worker (connects out; no inbound port needed)."""
     from testfleet.worker.agent import AgentSettings, WorkerAgent, WorkerRefusedError
@@ -102,7 +149,17 @@ def worker(
     )
     from testfleet.worker.hardware import detect_capabilities
 
+    if coordinator is not None and coordinator.startswith(("ws://", "wss://")):
+        # The worker channel's own scheme, as the issue writes it: same address.
+        coordinator = "http" + coordinator[2:]
     url = resolve_coordinator(coordinator)
+    connector, certified_id = _worker_tls(url, ca, cert, key)
+    if certified_id is not None and worker_id is not None and worker_id != certified_id:
+        fail(
+            f"--worker-id {worker_id!r} conflicts with --cert {cert}, issued to "
+            f"{certified_id!r}: a worker's id is the one in its certificate; drop --worker-id"
+        )
+    worker_id = worker_id or certified_id
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     executors = default_executors()
     capabilities = detect_capabilities(
@@ -123,7 +180,7 @@ def worker(
             f"[yellow]ended {len(reaped)} task process group(s) left running by a worker "
             f"that died: {', '.join(map(str, reaped))}[/yellow]"
         )
-    agent = WorkerAgent(settings, capabilities, executors)
+    agent = WorkerAgent(settings, capabilities, executors, connector=connector)
     hardware = ",".join(h.value for h in capabilities.hardware)
     errors.print(
         f"testfleet worker {settings.worker_id}: {hardware}, "
@@ -144,6 +201,34 @@ def worker(
         asyncio.run(serve())
     except WorkerRefusedError as exc:
         fail(f"the coordinator refused this worker: {exc}")
+
+
+def _worker_tls(
+    url: str, ca: Path | None, cert: Path | None, key: Path | None
+) -> tuple[WebSocketConnector | None, str | None]:
+    """The worker's connector for an https:// coordinator and the id its certificate
+    names; (None, None) over plain HTTP. Bad files end the command in one line."""
+    from testfleet.security.tls import (
+        TlsFileError,
+        check_client_files,
+        client_context,
+        worker_id_of_file,
+    )
+    from testfleet.worker.websocket_channel import WebSocketConnector
+
+    if not url.startswith("https://"):
+        if ca is not None or cert is not None:
+            fail(f"--ca/--cert need an https:// coordinator; {url} is plain HTTP")
+        return None, None
+    try:
+        files = check_client_files(ca, cert, key)
+        certified_id = worker_id_of_file(cert) if cert is not None else None
+        context = client_context(files)
+    except TlsFileError as exc:
+        fail(str(exc))
+    except ssl.SSLError as exc:
+        fail(f"--cert {cert} / --key {key}: cannot be used for TLS ({exc})")
+    return WebSocketConnector(ssl_context=context), certified_id
 
 
 def demo(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
@@ -30,6 +31,7 @@ from testfleet.coordinator.connections import ConnectionRegistry
 from testfleet.coordinator.docs_page import add_docs_page
 from testfleet.coordinator.loop import CoordinatorLoop
 from testfleet.coordinator.openapi import openapi_document
+from testfleet.coordinator.peer_certificate import with_peer_certificate
 from testfleet.coordinator.pytest_runs_api import build_test_run_router
 from testfleet.coordinator.query_api import build_query_router
 from testfleet.coordinator.settings import CoordinatorSettings
@@ -38,6 +40,7 @@ from testfleet.coordinator.state import CoordinatorState
 from testfleet.coordinator.state_view import StateView
 from testfleet.coordinator.worker_channel import WORKER_CHANNEL_PATH, serve_worker
 from testfleet.protocol.codec import MAX_FRAME_BYTES
+from testfleet.security.tls import ServerTlsFiles, harden_server_context
 from testfleet.store import Store, StoreError
 from testfleet.store.contract import CoordinatorStore
 
@@ -108,8 +111,13 @@ def create_app(
     db_path: str | Path,
     settings: CoordinatorSettings | None = None,
     clock: Clock | None = None,
+    *,
+    require_client_certificate: bool = False,
 ) -> FastAPI:
-    """Build a coordinator app over the DuckDB file at ``db_path``."""
+    """Build a coordinator app over the DuckDB file at ``db_path``.
+
+    ``require_client_certificate``: the worker channel refuses a worker without
+    a TLS client certificate (``--client-ca``; see ``worker_channel.py``)."""
     settings = settings or CoordinatorSettings()
     clock = clock or SystemClock()
     # The one place that names DuckDB: the rest of the coordinator knows the
@@ -167,7 +175,7 @@ def create_app(
 
     @app.websocket(WORKER_CHANNEL_PATH)
     async def worker_channel(socket: WebSocket) -> None:
-        await serve_worker(socket, loop)
+        await serve_worker(socket, loop, require_certificate=require_client_certificate)
 
     return app
 
@@ -179,6 +187,7 @@ def run_coordinator(
     settings: CoordinatorSettings | None = None,
     log_level: str = "warning",
     announce: Callable[[str], None] | None = None,
+    tls: ServerTlsFiles | None = None,
 ) -> None:
     """Serve a coordinator until SIGINT/SIGTERM (uvicorn handles both gracefully).
 
@@ -188,6 +197,12 @@ def run_coordinator(
     raises :class:`StartupError` with a one-line explanation naming the
     process in the way. The bound sockets are handed to uvicorn: no other
     process can take the port between the check and the serving.
+
+    ``tls`` (checked files, :func:`testfleet.security.tls.check_server_files`):
+    serve HTTPS and WSS on the one port, TLS 1.2 at least. With a client CA the
+    TLS layer asks for a client certificate but does not insist
+    (``CERT_OPTIONAL``: REST clients have none), verifies any it gets against
+    that CA, and the worker channel insists (``serve_worker``).
     """
     # The DuckDB commit runs in a thread and hands the GIL back and forth with
     # the event loop a dozen times per commit; at the default 5 ms switch
@@ -196,13 +211,18 @@ def run_coordinator(
     listeners = bind_listeners(host, port)
     try:
         try:
-            app = create_app(db_path, settings)
+            app = create_app(
+                db_path,
+                settings,
+                require_client_certificate=tls is not None and tls.client_ca is not None,
+            )
         except StoreError as exc:
             raise StartupError(database_failure(db_path, exc)) from None
         bound_port = listeners[0].getsockname()[1]
         if announce is not None:
             shown_host = f"[{host}]" if ":" in host else host
-            announce(f"http://{shown_host}:{bound_port}")
+            scheme = "https" if tls is not None else "http"
+            announce(f"{scheme}://{shown_host}:{bound_port}")
         config = uvicorn.Config(
             app,
             host=host,
@@ -212,8 +232,26 @@ def run_coordinator(
             ws_ping_interval=None,  # our heartbeats detect dead workers
             timeout_graceful_shutdown=5,
             lifespan="on",
+            **_tls_options(tls),
         )
+        if tls is not None:
+            config.load()
+            # load() built both: the context from the TLS options, the class from ws="auto".
+            assert config.ssl is not None
+            assert config.ws_protocol_class is not None
+            harden_server_context(config.ssl)
+            config.ws_protocol_class = with_peer_certificate(config.ws_protocol_class)
         uvicorn.Server(config).run(sockets=listeners)
     finally:
         for listener in listeners:
             listener.close()
+
+
+def _tls_options(tls: ServerTlsFiles | None) -> dict[str, Any]:
+    """uvicorn's TLS options for ``tls`` (none for plain HTTP)."""
+    if tls is None:
+        return {}
+    options: dict[str, Any] = {"ssl_certfile": str(tls.cert), "ssl_keyfile": str(tls.key)}
+    if tls.client_ca is not None:
+        options |= {"ssl_ca_certs": str(tls.client_ca), "ssl_cert_reqs": ssl.CERT_OPTIONAL}
+    return options

@@ -21,9 +21,12 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from testfleet.clock import wait_within
 from testfleet.coordinator.events import WorkerConnected, WorkerDisconnected, WorkerFrame
 from testfleet.coordinator.loop import CoordinatorLoop, CoordinatorUnavailableError
+from testfleet.coordinator.peer_certificate import peer_certificate_der
+from testfleet.coordinator.workers import identity_refusal
 from testfleet.protocol.channel import Channel, ChannelClosed, CloseCode, Frame
 from testfleet.protocol.codec import ProtocolError, decode
 from testfleet.protocol.messages import Error, Hello, ProtocolErrorCode
+from testfleet.security.tls import worker_id_of_der
 
 log = logging.getLogger(__name__)
 
@@ -68,14 +71,46 @@ class StarletteChannel:
         await self._socket.close(code=code.value)
 
 
-async def serve_worker(socket: WebSocket, loop: CoordinatorLoop) -> None:
-    """The app's route: accept the upgrade, then serve the worker over it."""
+async def serve_worker(
+    socket: WebSocket, loop: CoordinatorLoop, *, require_certificate: bool = False
+) -> None:
+    """The app's route: accept the upgrade, then serve the worker over it.
+
+    Over TLS, the worker's verified client certificate (if it sent one; see
+    ``peer_certificate.py``) names the only worker id this socket may say
+    hello as; ``require_certificate`` (``--client-ca``) refuses a socket with
+    none. Both are checked at the hello, so a refused worker reads why.
+    """
+    der = peer_certificate_der(socket.scope)
+    certified_id = worker_id_of_der(der) if der is not None else None
     await socket.accept()
-    await serve_channel(StarletteChannel(socket), loop)
+    await serve_channel(
+        StarletteChannel(socket),
+        loop,
+        certified_id=certified_id,
+        require_certificate=require_certificate,
+        peer=_peer(socket),
+    )
 
 
-async def serve_channel(channel: Channel, loop: CoordinatorLoop) -> None:
-    """Run one worker connection until either side closes it."""
+def _peer(socket: WebSocket) -> str:
+    client = socket.client
+    return f"{client.host}:{client.port}" if client is not None else "?"
+
+
+async def serve_channel(
+    channel: Channel,
+    loop: CoordinatorLoop,
+    *,
+    certified_id: str | None = None,
+    require_certificate: bool = False,
+    peer: str = "?",
+) -> None:
+    """Run one worker connection until either side closes it.
+
+    ``certified_id``/``require_certificate``: see :func:`serve_worker` (tests
+    attaching an in-memory channel pass them to play a TLS peer).
+    """
     connections = loop.connections
     connection_id = connections.open(channel)
     registered = False
@@ -97,6 +132,21 @@ async def serve_channel(channel: Channel, loop: CoordinatorLoop) -> None:
                 ProtocolErrorCode.NOT_REGISTERED,
                 f"the first message must be 'hello', got '{hello.type.value}'",
             )
+        refusal = identity_refusal(hello, certified_id, require_certificate)
+        if refusal is not None:
+            # Audit hook: an identity mismatch or a missing certificate is a
+            # security event; when the audit table lands, record it here
+            # (worker id claimed, certified id, peer address, outcome refused).
+            log.warning(
+                "worker connection %d from %s refused: hello as %r, certificate for %r: %s",
+                connection_id,
+                peer,
+                hello.worker_id,
+                certified_id,
+                refusal.message,
+            )
+            connections.close(connection_id, Error(code=refusal.code, message=refusal.message))
+            return
         loop.post(WorkerConnected(connection_id, hello))
         registered = True
         while True:

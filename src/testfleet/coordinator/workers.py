@@ -57,6 +57,32 @@ class Refusal:
     message: str
 
 
+def identity_refusal(hello: Hello, certified_id: str | None, required: bool) -> Refusal | None:
+    """Whether ``hello`` may speak for its worker id on a channel whose TLS
+    certificate named ``certified_id`` (None: no certificate).
+
+    Called by the worker-channel endpoint before a hello reaches the loop.
+    ``required``: the coordinator was started with ``--client-ca``, so a worker
+    without a certificate is refused too. A worker's id is the one in its
+    certificate: a hello claiming another is someone else's identity.
+    """
+    if certified_id is None:
+        if not required:
+            return None
+        return Refusal(
+            ProtocolErrorCode.UNAUTHORIZED,
+            "this coordinator requires a worker certificate: start the worker with "
+            "--cert and --key issued by `testfleet certs worker`",
+        )
+    if hello.worker_id != certified_id:
+        return Refusal(
+            ProtocolErrorCode.UNAUTHORIZED,
+            f"worker id {hello.worker_id!r} does not match the certificate, which is issued "
+            f"to {certified_id!r}; drop --worker-id or pass that worker's certificate",
+        )
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class Admission:
     """A hello admitted: what became of the worker's attempts and sockets."""

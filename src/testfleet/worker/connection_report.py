@@ -46,19 +46,14 @@ def describe_connection_failure(exc: BaseException, url: str, open_timeout: floa
             return _describe_status(exc.response.status_code, exc.response.headers, url)
         case InvalidMessage():
             cause = exc.__cause__
+            if isinstance(cause, ssl.SSLError):  # refused after a TLS 1.3 handshake
+                return describe_tls_failure(cause, parts.hostname or "?")
             if isinstance(cause, EOFError):
                 return f"{address} closed the connection without an HTTP answer"
             detail = f" ({cause})" if cause is not None else ""
             return f"{address} did not answer as an HTTP/1.1 server{detail}"
-        case ssl.SSLCertVerificationError():
-            return f"TLS: the coordinator's certificate is not trusted ({exc.verify_message})"
         case ssl.SSLError():
-            hint = (
-                " (is it a plain http:// coordinator?)"
-                if "WRONG_VERSION_NUMBER" in str(exc)
-                else ""
-            )
-            return f"TLS error: {exc.strerror or exc}{hint}"
+            return describe_tls_failure(exc, parts.hostname or "?")
         case socket.gaierror():
             return f"cannot resolve the host name {parts.hostname!r} ({exc.strerror})"
         case ConnectionRefusedError():
@@ -70,6 +65,57 @@ def describe_connection_failure(exc: BaseException, url: str, open_timeout: floa
         case OSError():
             return f"{address}: {exc.strerror or exc}"
     return describe_channel_failure(exc)
+
+
+#: OpenSSL's verify codes for what the worker finds wrong with the coordinator's
+#: certificate (X509_V_ERR_*), in words that say what to do.
+_VERIFY_PROBLEMS = {
+    10: "the coordinator's certificate has expired; issue it a new one",
+    9: "the coordinator's certificate is not valid yet; check the clocks",
+    18: "the coordinator's certificate is self-signed and not trusted; pass its CA with --ca",
+    19: "the coordinator's certificate is from an unknown CA; pass the CA that issued it with --ca",
+    20: "the coordinator's certificate is from an unknown CA; pass the CA that issued it with --ca",
+    21: "the coordinator's certificate is from an unknown CA; pass the CA that issued it with --ca",
+}
+#: OpenSSL's reasons when the coordinator refused the worker's side of the handshake.
+_ALERTS = {
+    "TLSV1_ALERT_UNKNOWN_CA": (
+        "the coordinator refused this worker's certificate (issued by a CA it does not "
+        "trust); use a certificate from the coordinator's --client-ca"
+    ),
+    "SSLV3_ALERT_CERTIFICATE_EXPIRED": (
+        "the coordinator refused this worker's certificate: it has expired; issue a new one"
+    ),
+    "CERTIFICATE_REQUIRED": (
+        "the coordinator requires a client certificate; pass --cert and --key"
+    ),
+    "SSLV3_ALERT_BAD_CERTIFICATE": "the coordinator refused this worker's certificate",
+    "TLSV1_ALERT_PROTOCOL_VERSION": "the coordinator refused the TLS version (it needs TLS 1.2+)",
+}
+
+
+def describe_tls_failure(exc: ssl.SSLError, hostname: str) -> str:
+    """One phrase for a failed TLS handshake, naming the usual causes: the
+    coordinator's certificate from an unknown CA, for another host name, or
+    expired; the coordinator refusing the worker's certificate; no TLS there."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        code = getattr(exc, "verify_code", None)
+        if code == 62:  # X509_V_ERR_HOSTNAME_MISMATCH
+            return (
+                f"TLS: the coordinator's certificate is not valid for {hostname!r} (hostname "
+                "mismatch); connect by a name it was issued for, or reissue it with "
+                "`testfleet certs server --dns/--ip`"
+            )
+        problem = _VERIFY_PROBLEMS.get(code) if code is not None else None
+        if problem is not None:
+            return f"TLS: {problem}"
+        return f"TLS: the coordinator's certificate is not trusted ({exc.verify_message})"
+    text = f"{getattr(exc, 'reason', None) or ''} {exc}"
+    for reason, problem in _ALERTS.items():
+        if reason in text:
+            return f"TLS: {problem}"
+    hint = " (is it a plain http:// coordinator?)" if "WRONG_VERSION_NUMBER" in text else ""
+    return f"TLS error: {exc.strerror or exc}{hint}"
 
 
 def describe_channel_failure(exc: BaseException) -> str:

@@ -11,6 +11,7 @@ an unreachable coordinator stays the same whatever the agent is connected by.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -64,10 +65,18 @@ class WebSocketConnector:
     """Opens WebSocket channels (no pings: the protocol's heartbeats detect loss)."""
 
     def __init__(
-        self, *, open_timeout: float = OPEN_TIMEOUT, max_frame_bytes: int = MAX_FRAME_BYTES
+        self,
+        *,
+        open_timeout: float = OPEN_TIMEOUT,
+        max_frame_bytes: int = MAX_FRAME_BYTES,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
+        """``ssl_context``: for ``wss://`` addresses, the context that verifies the
+        coordinator and presents the worker's certificate
+        (:func:`testfleet.security.tls.client_context`); None uses the system's CAs."""
         self.open_timeout = open_timeout
         self.max_frame_bytes = max_frame_bytes
+        self.ssl_context = ssl_context
 
     @asynccontextmanager
     async def connect(self, url: str) -> AsyncIterator[Channel]:
@@ -77,6 +86,8 @@ class WebSocketConnector:
                 max_size=self.max_frame_bytes,
                 ping_interval=None,
                 open_timeout=self.open_timeout,
+                # websockets refuses an ssl argument for a ws:// address.
+                ssl=self.ssl_context if url.startswith("wss://") else None,
             )
         except InvalidURI as exc:
             raise AddressError(str(exc)) from None

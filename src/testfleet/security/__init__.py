@@ -1,0 +1,1 @@
+"""Security: who may connect and what they may do (certificates, TLS, credentials)."""
