@@ -77,8 +77,8 @@ class Fleet(LocalFleet):
     """Coordinator and worker processes sharing one DuckDB file and port, under
     ``tmp_path``: fast heartbeats, ``info`` logs, and a strict clean stop."""
 
-    def __init__(self, tmp_path: Path) -> None:
-        super().__init__(tmp_path, cwd=tmp_path)
+    def __init__(self, tmp_path: Path, *, tls: bool = False) -> None:
+        super().__init__(tmp_path, cwd=tmp_path, tls=tls)
         #: Extra pids to SIGKILL on close (e.g. a killed worker's orphaned child).
         self.extra_pids: set[int] = set()
 

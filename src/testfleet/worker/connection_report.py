@@ -49,6 +49,15 @@ def describe_connection_failure(exc: BaseException, url: str, open_timeout: floa
             if isinstance(cause, ssl.SSLError):  # refused after a TLS 1.3 handshake
                 return describe_tls_failure(cause, parts.hostname or "?")
             if isinstance(cause, EOFError):
+                if parts.scheme == "wss":
+                    # TLS 1.3: the client's half of the handshake is done before
+                    # the server checks the client's certificate, and a refusal
+                    # reaches the client as a closed connection, not an alert.
+                    return (
+                        f"{address} closed the connection without an HTTP answer: over TLS, "
+                        "the coordinator refused this worker's certificate (issued by a CA "
+                        "other than its --client-ca, or expired) or its TLS version"
+                    )
                 return f"{address} closed the connection without an HTTP answer"
             detail = f" ({cause})" if cause is not None else ""
             return f"{address} did not answer as an HTTP/1.1 server{detail}"
