@@ -135,9 +135,7 @@ def crypto_extension_path() -> Path | None:
     return candidate if candidate.is_file() else None
 
 
-def attach_encrypted(
-    connection: duckdb.DuckDBPyConnection, path: str, key: DatabaseKey
-) -> None:
+def attach_encrypted(connection: duckdb.DuckDBPyConnection, path: str, key: DatabaseKey) -> None:
     """Load OpenSSL (httpfs), attach ``path`` under ``key`` as :data:`CATALOG` and use it.
 
     ``connection`` is a fresh in-memory one that still allows external access

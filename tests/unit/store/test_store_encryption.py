@@ -13,8 +13,7 @@ import pytest
 from store_builders import task
 
 from testfleet.domain.records import WriteBatch
-from testfleet.store import Store, StoreError
-from testfleet.store import encryption
+from testfleet.store import Store, StoreError, encryption
 from testfleet.store.encryption import DatabaseKey, KeyFileError, key_from_env, read_key_file
 
 KEY = DatabaseKey("an-example-key-0123456789abcdef", "the key file test.key")
@@ -72,9 +71,9 @@ def test_users_queries_cannot_reach_other_files_in_an_encrypted_store(tmp_path: 
         result = store.query("SELECT current_setting('enable_external_access') AS on")
         assert result.rows == [[False]]
         assert store.query("SELECT current_setting('temp_file_encryption') AS on").rows == [[True]]
-        assert store.query(
-            "SELECT current_setting('force_mbedtls_unsafe') AS unsafe"
-        ).rows == [[False]]
+        assert store.query("SELECT current_setting('force_mbedtls_unsafe') AS unsafe").rows == [
+            [False]
+        ]
 
 
 def test_no_key_for_an_encrypted_file_names_the_fix(tmp_path: Path) -> None:
@@ -92,7 +91,7 @@ def test_no_key_for_an_encrypted_file_names_the_fix(tmp_path: Path) -> None:
 def test_a_wrong_key_says_so(tmp_path: Path) -> None:
     db = tmp_path / "fleet.duckdb"
     Store(db, encryption_key=KEY).close()
-    with pytest.raises(StoreError, match="other.key does not decrypt it"):
+    with pytest.raises(StoreError, match=r"other\.key does not decrypt it"):
         Store(db, encryption_key=OTHER_KEY)
 
 
@@ -152,7 +151,7 @@ def test_a_bad_key_file_is_one_line_naming_it_and_the_fix(
 
 
 def test_a_missing_key_file_says_how_to_make_one(tmp_path: Path) -> None:
-    with pytest.raises(KeyFileError, match="does not exist; create one with .*openssl rand"):
+    with pytest.raises(KeyFileError, match=r"does not exist; create one with .*openssl rand"):
         read_key_file(tmp_path / "nowhere.key")
 
 
