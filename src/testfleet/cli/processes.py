@@ -46,15 +46,32 @@ def coordinator(
         typer.Option(min=0, help="DuckDB threads; 0 = one per core (small batches run best on 1)."),
     ] = 1,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "warning",
+    db_key_file: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="TESTFLEET_DB_KEY_FILE",
+            help="Encrypt the DuckDB file with the key in this file (mode 600); "
+            "or put the key itself in TESTFLEET_DB_KEY.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run a coordinator: REST API, worker channel and the DuckDB file it alone owns."""
     from testfleet.coordinator.app import run_coordinator
     from testfleet.coordinator.settings import CoordinatorSettings
     from testfleet.coordinator.startup import StartupError
     from testfleet.store import StoreError
+    from testfleet.store.encryption import KEY_ENV, key_from_env, read_key_file
 
     if heartbeat_timeout <= heartbeat_interval:
         fail("--heartbeat-timeout must be longer than --heartbeat-interval")
+    try:
+        env_key = key_from_env()
+        if env_key is not None and db_key_file is not None:
+            fail(f"give the database key once: --db-key-file or {KEY_ENV}, not both")
+        db_key = read_key_file(db_key_file) if db_key_file is not None else env_key
+    except StoreError as exc:
+        fail(str(exc))
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     settings = CoordinatorSettings(
         heartbeat_interval_seconds=heartbeat_interval,
@@ -68,7 +85,10 @@ def coordinator(
             port=port,
             settings=settings,
             log_level=log_level,
-            announce=lambda url: errors.print(f"testfleet coordinator on {url} with {db}"),
+            announce=lambda url: errors.print(
+                f"testfleet coordinator on {url} with {db}" + (" (encrypted)" if db_key else "")
+            ),
+            db_key=db_key,
         )
     except (StartupError, StoreError) as exc:
         fail(str(exc))

@@ -40,6 +40,7 @@ from testfleet.coordinator.worker_channel import WORKER_CHANNEL_PATH, serve_work
 from testfleet.protocol.codec import MAX_FRAME_BYTES
 from testfleet.store import Store, StoreError
 from testfleet.store.contract import CoordinatorStore
+from testfleet.store.encryption import DatabaseKey
 
 log = logging.getLogger(__name__)
 
@@ -108,13 +109,15 @@ def create_app(
     db_path: str | Path,
     settings: CoordinatorSettings | None = None,
     clock: Clock | None = None,
+    db_key: DatabaseKey | None = None,
 ) -> FastAPI:
-    """Build a coordinator app over the DuckDB file at ``db_path``."""
+    """Build a coordinator app over the DuckDB file at ``db_path`` (encrypted
+    with ``db_key`` when one is given)."""
     settings = settings or CoordinatorSettings()
     clock = clock or SystemClock()
     # The one place that names DuckDB: the rest of the coordinator knows the
     # store by its contract.
-    store: CoordinatorStore = Store(db_path, threads=settings.db_threads)
+    store: CoordinatorStore = Store(db_path, threads=settings.db_threads, encryption_key=db_key)
     recovered = store.load_state()
     for problem in recovered.unreadable_rows:
         log.warning("left out at start-up, the rest carries on: %s", problem)
@@ -179,6 +182,7 @@ def run_coordinator(
     settings: CoordinatorSettings | None = None,
     log_level: str = "warning",
     announce: Callable[[str], None] | None = None,
+    db_key: DatabaseKey | None = None,
 ) -> None:
     """Serve a coordinator until SIGINT/SIGTERM (uvicorn handles both gracefully).
 
@@ -196,7 +200,7 @@ def run_coordinator(
     listeners = bind_listeners(host, port)
     try:
         try:
-            app = create_app(db_path, settings)
+            app = create_app(db_path, settings, db_key=db_key)
         except StoreError as exc:
             raise StartupError(database_failure(db_path, exc)) from None
         bound_port = listeners[0].getsockname()[1]
