@@ -46,6 +46,24 @@ def coordinator(
         typer.Option(min=0, help="DuckDB threads; 0 = one per core (small batches run best on 1)."),
     ] = 1,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "warning",
+    rate_limit: Annotated[
+        float,
+        typer.Option(min=0, help="Requests per second one client may keep up; 0 = no limit."),
+    ] = 20.0,
+    rate_burst: Annotated[
+        int, typer.Option(min=1, help="Requests one client may send at once before the rate.")
+    ] = 100,
+    header_timeout: Annotated[
+        float,
+        typer.Option(min=0.1, help="Seconds a connection has to send a request's headers."),
+    ] = 10.0,
+    max_connections: Annotated[
+        int, typer.Option(min=1, help="Open REST connections served at once (health excepted).")
+    ] = 1_000,
+    max_workers: Annotated[int, typer.Option(min=1, help="Workers connected at once.")] = 10_000,
+    max_worker_frames: Annotated[
+        float, typer.Option(min=1, help="Frames per second one worker may send.")
+    ] = 1_000.0,
     db_key_file: Annotated[
         Path | None,
         typer.Option(
@@ -77,6 +95,12 @@ def coordinator(
         heartbeat_interval_seconds=heartbeat_interval,
         heartbeat_timeout_seconds=heartbeat_timeout,
         db_threads=db_threads or None,
+        rate_limit_per_second=rate_limit,
+        rate_limit_burst=rate_burst,
+        header_timeout_seconds=header_timeout,
+        max_http_connections=max_connections,
+        max_workers=max_workers,
+        max_worker_frames_per_second=max_worker_frames,
     )
     try:
         run_coordinator(

@@ -28,6 +28,8 @@ from testfleet.coordinator.api import build_router
 from testfleet.coordinator.api_errors import BODY_TOO_LARGE, add_error_handlers
 from testfleet.coordinator.connections import ConnectionRegistry
 from testfleet.coordinator.docs_page import add_docs_page
+from testfleet.coordinator.http_protocol import limited_http_protocol
+from testfleet.coordinator.limits import RateLimiter, RateLimitMiddleware
 from testfleet.coordinator.loop import CoordinatorLoop
 from testfleet.coordinator.openapi import openapi_document
 from testfleet.coordinator.pytest_runs_api import build_test_run_router
@@ -160,6 +162,10 @@ def create_app(
     app.state.loop = loop
     app.state.store = store
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_request_bytes)
+    if settings.rate_limit_per_second > 0:
+        # Added last, so outermost: a refused request costs no body reading.
+        limiter = RateLimiter(clock, settings.rate_limit_per_second, settings.rate_limit_burst)
+        app.add_middleware(RateLimitMiddleware, limiter=limiter)
     view = StateView(state)
     app.include_router(build_router(loop, view, store, settings.max_tasks_per_submit, started))
     app.include_router(build_test_run_router(view, store))
@@ -197,6 +203,7 @@ def run_coordinator(
     # the event loop a dozen times per commit; at the default 5 ms switch
     # interval a busy loop made each commit wait tens of milliseconds for it.
     sys.setswitchinterval(0.0005)
+    settings = settings or CoordinatorSettings()
     listeners = bind_listeners(host, port)
     try:
         try:
@@ -213,6 +220,9 @@ def run_coordinator(
             port=bound_port,
             log_level=log_level,
             ws_max_size=MAX_FRAME_BYTES,
+            http=limited_http_protocol(
+                settings.header_timeout_seconds, settings.max_http_connections
+            ),
             ws_ping_interval=None,  # our heartbeats detect dead workers
             timeout_graceful_shutdown=5,
             lifespan="on",
