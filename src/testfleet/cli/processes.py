@@ -65,6 +65,33 @@ def coordinator(
             show_default=False,
         ),
     ] = None,
+    rate_limit: Annotated[
+        float,
+        typer.Option(min=0, help="Requests per second one client may keep up; 0 = no limit."),
+    ] = 20.0,
+    rate_burst: Annotated[
+        int, typer.Option(min=1, help="Requests one client may send at once before the rate.")
+    ] = 100,
+    header_timeout: Annotated[
+        float,
+        typer.Option(min=0.1, help="Seconds a connection has to send a request's headers."),
+    ] = 10.0,
+    max_connections: Annotated[
+        int, typer.Option(min=1, help="Open REST connections served at once (health excepted).")
+    ] = 1_000,
+    max_workers: Annotated[int, typer.Option(min=1, help="Workers connected at once.")] = 10_000,
+    max_worker_frames: Annotated[
+        float, typer.Option(min=1, help="Frames per second one worker may send.")
+    ] = 1_000.0,
+    db_key_file: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="TESTFLEET_DB_KEY_FILE",
+            help="Encrypt the DuckDB file with the key in this file (mode 600); "
+            "or put the key itself in TESTFLEET_DB_KEY.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run a coordinator: REST API, worker channel and the DuckDB file it alone owns."""
     from testfleet.coordinator.app import run_coordinator
@@ -72,6 +99,7 @@ def coordinator(
     from testfleet.coordinator.startup import StartupError
     from testfleet.security.tls import ServerTlsFiles, TlsFileError, check_server_files
     from testfleet.store import StoreError
+    from testfleet.store.encryption import KEY_ENV, key_from_env, read_key_file
 
     if heartbeat_timeout <= heartbeat_interval:
         fail("--heartbeat-timeout must be longer than --heartbeat-interval")
@@ -83,11 +111,24 @@ def coordinator(
             tls = check_server_files(tls_cert, tls_key, client_ca)
         except TlsFileError as exc:
             fail(str(exc))
+    try:
+        env_key = key_from_env()
+        if env_key is not None and db_key_file is not None:
+            fail(f"give the database key once: --db-key-file or {KEY_ENV}, not both")
+        db_key = read_key_file(db_key_file) if db_key_file is not None else env_key
+    except StoreError as exc:
+        fail(str(exc))
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     settings = CoordinatorSettings(
         heartbeat_interval_seconds=heartbeat_interval,
         heartbeat_timeout_seconds=heartbeat_timeout,
         db_threads=db_threads or None,
+        rate_limit_per_second=rate_limit,
+        rate_limit_burst=rate_burst,
+        header_timeout_seconds=header_timeout,
+        max_http_connections=max_connections,
+        max_workers=max_workers,
+        max_worker_frames_per_second=max_worker_frames,
     )
     try:
         run_coordinator(
@@ -96,8 +137,11 @@ def coordinator(
             port=port,
             settings=settings,
             log_level=log_level,
-            announce=lambda url: errors.print(f"testfleet coordinator on {url} with {db}"),
+            announce=lambda url: errors.print(
+                f"testfleet coordinator on {url} with {db}" + (" (encrypted)" if db_key else "")
+            ),
             tls=tls,
+            db_key=db_key,
         )
     except (StartupError, StoreError) as exc:
         fail(str(exc))

@@ -128,6 +128,12 @@ STORAGE_ERROR = ApiRefusal(
     ErrorCode.STORAGE_ERROR,
     "The store could not be read (a row no longer decodes); the coordinator keeps serving.",
 )
+RATE_LIMITED = ApiRefusal(
+    429,
+    ErrorCode.RATE_LIMITED,
+    "This client sent more requests than the coordinator's rate limit allows; "
+    "any request, before it reaches a route. Retry after the `Retry-After` seconds.",
+)
 UNAVAILABLE = ApiRefusal(
     503,
     ErrorCode.UNAVAILABLE,

@@ -65,6 +65,8 @@ class ErrorCode(StrEnum):
     STORAGE_ERROR = "storage_error"
     INVALID_QUERY = "invalid_query"
     QUERY_TIMEOUT = "query_timeout"
+    RATE_LIMITED = "rate_limited"
+    REQUEST_TIMEOUT = "request_timeout"
 
 
 class FieldProblem(ResponseModel):

@@ -29,6 +29,8 @@ from testfleet.coordinator.api import build_router
 from testfleet.coordinator.api_errors import BODY_TOO_LARGE, add_error_handlers
 from testfleet.coordinator.connections import ConnectionRegistry
 from testfleet.coordinator.docs_page import add_docs_page
+from testfleet.coordinator.http_protocol import limited_http_protocol
+from testfleet.coordinator.limits import RateLimiter, RateLimitMiddleware
 from testfleet.coordinator.loop import CoordinatorLoop
 from testfleet.coordinator.openapi import openapi_document
 from testfleet.coordinator.peer_certificate import with_peer_certificate
@@ -43,6 +45,7 @@ from testfleet.protocol.codec import MAX_FRAME_BYTES
 from testfleet.security.tls import ServerTlsFiles, harden_server_context
 from testfleet.store import Store, StoreError
 from testfleet.store.contract import CoordinatorStore
+from testfleet.store.encryption import DatabaseKey
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +116,10 @@ def create_app(
     clock: Clock | None = None,
     *,
     require_client_certificate: bool = False,
+    db_key: DatabaseKey | None = None,
 ) -> FastAPI:
-    """Build a coordinator app over the DuckDB file at ``db_path``.
+    """Build a coordinator app over the DuckDB file at ``db_path`` (encrypted
+    with ``db_key`` when one is given).
 
     ``require_client_certificate``: the worker channel refuses a worker without
     a TLS client certificate (``--client-ca``; see ``worker_channel.py``)."""
@@ -122,7 +127,7 @@ def create_app(
     clock = clock or SystemClock()
     # The one place that names DuckDB: the rest of the coordinator knows the
     # store by its contract.
-    store: CoordinatorStore = Store(db_path, threads=settings.db_threads)
+    store: CoordinatorStore = Store(db_path, threads=settings.db_threads, encryption_key=db_key)
     recovered = store.load_state()
     for problem in recovered.unreadable_rows:
         log.warning("left out at start-up, the rest carries on: %s", problem)
@@ -165,6 +170,10 @@ def create_app(
     app.state.loop = loop
     app.state.store = store
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_request_bytes)
+    if settings.rate_limit_per_second > 0:
+        # Added last, so outermost: a refused request costs no body reading.
+        limiter = RateLimiter(clock, settings.rate_limit_per_second, settings.rate_limit_burst)
+        app.add_middleware(RateLimitMiddleware, limiter=limiter)
     view = StateView(state)
     app.include_router(build_router(loop, view, store, settings.max_tasks_per_submit, started))
     app.include_router(build_test_run_router(view, store))
@@ -188,6 +197,7 @@ def run_coordinator(
     log_level: str = "warning",
     announce: Callable[[str], None] | None = None,
     tls: ServerTlsFiles | None = None,
+    db_key: DatabaseKey | None = None,
 ) -> None:
     """Serve a coordinator until SIGINT/SIGTERM (uvicorn handles both gracefully).
 
@@ -208,6 +218,7 @@ def run_coordinator(
     # the event loop a dozen times per commit; at the default 5 ms switch
     # interval a busy loop made each commit wait tens of milliseconds for it.
     sys.setswitchinterval(0.0005)
+    settings = settings or CoordinatorSettings()
     listeners = bind_listeners(host, port)
     try:
         try:
@@ -215,6 +226,7 @@ def run_coordinator(
                 db_path,
                 settings,
                 require_client_certificate=tls is not None and tls.client_ca is not None,
+                db_key=db_key,
             )
         except StoreError as exc:
             raise StartupError(database_failure(db_path, exc)) from None
@@ -229,6 +241,9 @@ def run_coordinator(
             port=bound_port,
             log_level=log_level,
             ws_max_size=MAX_FRAME_BYTES,
+            http=limited_http_protocol(
+                settings.header_timeout_seconds, settings.max_http_connections
+            ),
             ws_ping_interval=None,  # our heartbeats detect dead workers
             timeout_graceful_shutdown=5,
             lifespan="on",

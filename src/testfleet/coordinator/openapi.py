@@ -27,8 +27,9 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
-from testfleet.coordinator.api_errors import BODY_TOO_LARGE, error_response_doc
+from testfleet.coordinator.api_errors import BODY_TOO_LARGE, RATE_LIMITED, error_response_doc
 from testfleet.coordinator.api_models import ErrorBody
+from testfleet.coordinator.limits import RATE_EXEMPT
 from testfleet.domain.task import TaskSpec
 
 REF_TEMPLATE = "#/components/schemas/{model}"
@@ -53,10 +54,10 @@ def openapi_document(app: FastAPI) -> dict[str, Any]:
         schemas = document.setdefault("components", {}).setdefault("schemas", {})
         for model in (TaskSpec, ErrorBody):
             add_model_schemas(schemas, model)
-        for path_item in document.get("paths", {}).values():
+        for path, path_item in document.get("paths", {}).items():
             for method in _METHODS:
                 if method in path_item:
-                    _say_what_is_sent(path_item[method]["responses"])
+                    _say_what_is_sent(path_item[method]["responses"], path not in RATE_EXEMPT)
         for name in _FASTAPI_422_SCHEMAS:
             schemas.pop(name, None)
         app.openapi_schema = document
@@ -76,7 +77,7 @@ def add_model_schemas(schemas: dict[str, Any], model: type[BaseModel]) -> None:
             raise RuntimeError(f"two different OpenAPI schemas are both named {name!r}")
 
 
-def _say_what_is_sent(responses: dict[str, Any]) -> None:
+def _say_what_is_sent(responses: dict[str, Any], rate_limited: bool) -> None:
     """Drop FastAPI's own 422 and make sure the body-size 413 is there."""
     default_422 = responses.get("422", {})
     sent_shape = default_422.get("content", {}).get("application/json", {}).get("schema", {})
@@ -84,3 +85,6 @@ def _say_what_is_sent(responses: dict[str, Any]) -> None:
         del responses["422"]
     # A route declared with api_errors.refusals() has it already.
     responses.setdefault("413", error_response_doc([BODY_TOO_LARGE]))
+    # The rate limit answers before any route runs, too (limits.py).
+    if rate_limited:
+        responses.setdefault("429", error_response_doc([RATE_LIMITED]))

@@ -29,3 +29,25 @@ class CoordinatorSettings:
     max_tasks_per_submit: int = 50_000
     #: DuckDB worker threads for the coordinator's database (see Store).
     db_threads: int | None = 1
+    # Limits (README "Limits"). Each default leaves room for the heaviest real
+    # use measured so far: benchmarks/dispatch.py submits 10,000 tasks in 10
+    # requests and polls a few times a second, and a CLI user sends a handful
+    # of requests per command; a runaway script or a flood is what they stop.
+    #: Requests per second one client may keep up (0: no rate limit).
+    rate_limit_per_second: float = 20.0
+    #: Requests one client may send at once before the rate applies.
+    rate_limit_burst: int = 100
+    #: A connection must finish a request's headers within this many seconds of
+    #: opening (or of its previous response), or it is answered 408 and closed:
+    #: uvicorn alone lets a client that trickles bytes hold a connection forever.
+    header_timeout_seconds: float = 10.0
+    #: Open REST connections beyond this are answered 503 (``/api/v1/health``
+    #: still answers). Worker channels are not counted: they have their own cap.
+    max_http_connections: int = 1_000
+    #: Connected workers beyond this are refused (``too_many_workers``); the
+    #: worker retries later. Each costs a socket and a little memory.
+    max_workers: int = 10_000
+    #: Frames per second one worker may send (burst of one second's worth). A
+    #: worker sends a few frames per task; 1,000/s is far past zero-work tasks
+    #: on many slots, while a flood is cut off (``too_many_frames``).
+    max_worker_frames_per_second: float = 1_000.0

@@ -20,6 +20,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from testfleet.clock import wait_within
 from testfleet.coordinator.events import WorkerConnected, WorkerDisconnected, WorkerFrame
+from testfleet.coordinator.limits import TokenBucket
 from testfleet.coordinator.loop import CoordinatorLoop, CoordinatorUnavailableError
 from testfleet.coordinator.peer_certificate import peer_certificate_der
 from testfleet.coordinator.workers import identity_refusal
@@ -114,7 +115,21 @@ async def serve_channel(
     connections = loop.connections
     connection_id = connections.open(channel)
     registered = False
+    settings = loop.state.settings
+    # A burst of one second's worth: a worker finishing many slots at once
+    # sends a handful of frames each, far below it.
+    frames = TokenBucket(
+        settings.max_worker_frames_per_second,
+        max(1.0, settings.max_worker_frames_per_second),
+        loop.clock.now(),
+    )
     try:
+        if len(connections) > settings.max_workers:
+            # Not fatal for the worker: it backs off and tries again.
+            raise ProtocolError(
+                ProtocolErrorCode.TOO_MANY_WORKERS,
+                f"the coordinator already has {settings.max_workers} workers connected",
+            )
         try:
             frame = await wait_within(loop.clock, channel.receive(), HELLO_TIMEOUT_SECONDS)
         except TimeoutError:
@@ -151,6 +166,11 @@ async def serve_channel(
         registered = True
         while True:
             frame = await channel.receive()
+            if frames.take(loop.clock.now()) > 0.0:
+                raise ProtocolError(
+                    ProtocolErrorCode.TOO_MANY_FRAMES,
+                    f"more than {settings.max_worker_frames_per_second:g} frames per second",
+                )
             loop.post(WorkerFrame(connection_id, decode(frame)))
     except ProtocolError as exc:
         log.warning("worker connection %d: %s", connection_id, exc.message)

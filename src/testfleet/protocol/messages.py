@@ -69,6 +69,10 @@ class ProtocolErrorCode(StrEnum):
     NOT_REGISTERED = "not_registered"
     FRAME_TOO_LARGE = "frame_too_large"
     UNAUTHORIZED = "unauthorized"
+    #: The worker sent frames faster than the coordinator's per-worker limit.
+    TOO_MANY_FRAMES = "too_many_frames"
+    #: The coordinator already has as many workers connected as it allows.
+    TOO_MANY_WORKERS = "too_many_workers"
 
 
 class _Message(BaseModel):

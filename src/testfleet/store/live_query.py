@@ -32,6 +32,7 @@ import math
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, BinaryIO
@@ -118,16 +119,20 @@ def check_read_only(sql: str) -> None:
 
 
 def run_query(
-    connection: duckdb.DuckDBPyConnection, sql: str, *, max_rows: int, timeout_seconds: float
+    open_cursor: Callable[[], duckdb.DuckDBPyConnection],
+    sql: str,
+    *,
+    max_rows: int,
+    timeout_seconds: float,
 ) -> QueryResult:
-    """Run a user's read-only ``sql`` on a fresh cursor of ``connection``, within limits.
+    """Run a user's read-only ``sql`` on a fresh cursor (``open_cursor()``), within limits.
 
     Blocks until the rows are in (the API runs it in a thread). Raises
     :class:`QueryError` for a query refused, failed or stopped.
     """
     check_read_only(sql)
     started = time.perf_counter()
-    with connection.cursor() as cursor:
+    with open_cursor() as cursor:
         # The watchdog interrupts only this cursor (a connection of its own):
         # the writer and other readers carry on.
         watchdog = _Watchdog(cursor, timeout_seconds)
@@ -180,7 +185,7 @@ class _Watchdog:
 
 
 def export_parquet(
-    connection: duckdb.DuckDBPyConnection, table: ExportTable, sink: BinaryIO
+    open_cursor: Callable[[], duckdb.DuckDBPyConnection], table: ExportTable, sink: BinaryIO
 ) -> int:
     """Write every row of ``table`` to ``sink`` as a Parquet file; returns the row count.
 
@@ -188,7 +193,7 @@ def export_parquet(
     rows are those committed when the export starts (one read transaction).
     """
     rows = 0
-    with connection.cursor() as cursor:
+    with open_cursor() as cursor:
         # The table name is one of the enum's values, never text from a request.
         cursor.execute(f"SELECT * FROM {table.value}")
         reader = cursor.to_arrow_reader(EXPORT_BATCH_ROWS)

@@ -46,6 +46,12 @@ from testfleet.domain.records import (
     WriteBatch,
 )
 from testfleet.store import analysis, live_query, pytest_queries, queries
+from testfleet.store.encryption import (
+    DatabaseKey,
+    attach_encrypted,
+    describe_plain_open_error,
+    use_catalog,
+)
 from testfleet.store.errors import StoreError, describe_open_error, wrap_error
 from testfleet.store.schema import apply_migrations
 from testfleet.store.writer import EncodedTables, encode_batch, missing_references, write_tables
@@ -85,33 +91,60 @@ class Store:
     coordinator opens exactly one.
     """
 
-    def __init__(self, path: str | Path, *, threads: int | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        threads: int | None = None,
+        encryption_key: DatabaseKey | None = None,
+    ) -> None:
         """Open (creating and migrating) the database at ``path``.
 
         ``threads`` caps DuckDB's worker threads (None: DuckDB's default, one per
         core). The coordinator passes 1: its writes are many small batches, for
         which DuckDB's parallelism costs more than it gives (measured about 10 %
         more dispatch throughput here), and it leaves the cores to the event loop.
+
+        ``encryption_key`` opens (or creates) the file encrypted with it (see
+        :mod:`testfleet.store.encryption`); a wrong key, a key for a plain file
+        or no key for an encrypted one raise :class:`StoreError` saying so.
         """
         self._path = str(path)
         self._source = "the in-memory database" if self._path == MEMORY else repr(self._path)
+        self._encrypted = encryption_key is not None and self._path != MEMORY
         config: dict[str, str | bool | int | float | list[str]] = {
             # No SQL run in this database reads or writes other files: users'
             # queries (live_query.py) must not read the coordinator's machine.
             # It cannot be switched back on while the database is open; a
             # feature that needs a directory (backups) lists it in
-            # ``allowed_directories`` instead.
-            "enable_external_access": False,
+            # ``allowed_directories`` instead. An encrypted store switches it
+            # off once its extension is loaded and its file attached (loading
+            # reads the extension's file).
+            "enable_external_access": self._encrypted,
+            # Never fetch an extension from the network.
+            "autoinstall_known_extensions": False,
         }
         if threads is not None:
             config["threads"] = threads
         try:
-            connection = duckdb.connect(self._path, config=config)
+            connection = duckdb.connect(MEMORY if self._encrypted else self._path, config=config)
         except duckdb.Error as error:
-            raise describe_open_error(self._path, error) from error
+            raise describe_plain_open_error(self._path, error) or describe_open_error(
+                self._path, error
+            ) from error
+        if self._encrypted:
+            assert encryption_key is not None
+            try:
+                attach_encrypted(connection, self._path, encryption_key)
+                connection.execute("SET enable_external_access = false")
+            except BaseException as error:
+                connection.close()
+                if isinstance(error, duckdb.Error):
+                    raise describe_open_error(self._path, error) from error
+                raise
         try:
             self._schema_version = apply_migrations(connection, source=self._source)
-            self._writer = connection.cursor()
+            self._writer = self._cursor_of(connection)
         except BaseException as error:
             connection.close()
             if isinstance(error, duckdb.Error):
@@ -341,14 +374,16 @@ class Store:
     ) -> live_query.QueryResult:
         """Run a user's read-only ``SELECT`` within a row and time limit (see
         :mod:`testfleet.store.live_query`); raises :class:`live_query.QueryError`."""
+        self._require_open()
         return live_query.run_query(
-            self._require_open(), sql, max_rows=max_rows, timeout_seconds=timeout_seconds
+            self._cursor, sql, max_rows=max_rows, timeout_seconds=timeout_seconds
         )
 
     def export_parquet(self, table: live_query.ExportTable, sink: BinaryIO) -> int:
         """Write ``table`` to ``sink`` as Parquet; returns how many rows it wrote."""
         try:
-            return live_query.export_parquet(self._require_open(), table, sink)
+            self._require_open()
+            return live_query.export_parquet(self._cursor, table, sink)
         except duckdb.Error as error:
             raise wrap_error(f"export {table.value} from {self._source}", error) from error
 
@@ -408,11 +443,21 @@ class Store:
             raise StoreError(f"the store for {self._source} is closed")
         return connection
 
+    def _cursor_of(self, connection: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+        """A fresh cursor of ``connection`` that reads this store's database (an
+        encrypted one is attached beside DuckDB's default, see encryption.py)."""
+        cursor = connection.cursor()
+        return use_catalog(cursor) if self._encrypted else cursor
+
+    def _cursor(self) -> duckdb.DuckDBPyConnection:
+        """A fresh cursor of the open database (users' queries and exports)."""
+        return self._cursor_of(self._require_open())
+
     def _read(self, operation: str, query: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
         """Run ``query`` on a fresh cursor of its own; wrap DuckDB's errors."""
         connection = self._require_open()
         try:
-            with connection.cursor() as cursor:
+            with self._cursor_of(connection) as cursor:
                 return query(cursor)
         except duckdb.Error as error:
             raise wrap_error(f"{operation} from {self._source}", error) from error

@@ -1,0 +1,168 @@
+"""The coordinator's limits against a real process on loopback: a client past its
+rate gets 429, a trickled header is cut off, the REST connection cap answers
+503, a worker sending too much is disconnected, and health answers throughout.
+
+One coordinator, started with small limits, serves the whole module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from it_fleet import RELAXED_HEARTBEAT_TIMEOUT, Fleet
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection, connect
+
+from testfleet.domain.hardware import WorkerCapabilities
+from testfleet.local_fleet import CoordinatorOptions
+from testfleet.protocol.codec import MAX_FRAME_BYTES, decode, encode
+from testfleet.protocol.messages import PROTOCOL_VERSION, Error, Heartbeat, Hello, Welcome
+
+pytestmark = [pytest.mark.integration]
+
+RATE = 5
+BURST = 10
+HEADER_TIMEOUT = 1.0
+MAX_CONNECTIONS = 4
+FRAMES_PER_SECOND = 20
+POLICY_VIOLATION = 1008
+MESSAGE_TOO_BIG = 1009
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    fleet = Fleet(Path(tmp_path_factory.mktemp("limits")))
+    try:
+        fleet.start_coordinator(
+            CoordinatorOptions(
+                heartbeat_timeout=RELAXED_HEARTBEAT_TIMEOUT,
+                log_level="info",
+                extra_args=[
+                    *("--rate-limit", str(RATE), "--rate-burst", str(BURST)),
+                    *("--header-timeout", str(HEADER_TIMEOUT)),
+                    *("--max-connections", str(MAX_CONNECTIONS)),
+                    *("--max-worker-frames", str(FRAMES_PER_SECOND)),
+                ],
+            )
+        )
+        yield fleet
+    finally:
+        fleet.close()
+
+
+def healthy(fleet: Fleet) -> None:
+    response = httpx.get(f"{fleet.url}/api/v1/health", timeout=10)
+    assert response.status_code == 200, response.text
+
+
+def test_a_client_past_its_rate_gets_429_with_retry_after(fleet: Fleet) -> None:
+    with httpx.Client(base_url=fleet.url, timeout=10) as client:
+        statuses = [client.get("/api/v1/workers") for _ in range(BURST * 3)]
+        refused = [r for r in statuses if r.status_code == 429]
+        assert refused, [r.status_code for r in statuses]
+        assert all(r.status_code in (200, 429) for r in statuses)
+        first = refused[0]
+        assert first.json()["error"]["code"] == "rate_limited"
+        assert int(first.headers["Retry-After"]) >= 1
+        healthy(fleet)
+        # Health is exempt, however often it is asked.
+        assert all(client.get("/api/v1/health").status_code == 200 for _ in range(BURST * 2))
+    time.sleep(BURST / RATE)  # the bucket refills for the next tests
+
+
+def test_a_trickled_header_is_cut_off_within_the_timeout(fleet: Fleet) -> None:
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", fleet.port), timeout=10) as raw:
+        raw.sendall(b"GET /api/v1/workers HTTP/1.1\r\n")
+        answer = b""
+        try:
+            for _ in range(int(HEADER_TIMEOUT * 20)):
+                raw.sendall(b"X-Slow: a\r\n")
+                healthy(fleet)
+                time.sleep(0.2)
+        except OSError:
+            pass  # closed under us: the point
+        raw.settimeout(5)
+        with contextlib.suppress(OSError):
+            while chunk := raw.recv(4096):
+                answer += chunk
+    assert answer.startswith(b"HTTP/1.1 408"), answer
+    assert time.monotonic() - started < HEADER_TIMEOUT + 5
+    healthy(fleet)
+
+
+def test_past_the_connection_cap_rest_gets_503_and_health_answers(fleet: Fleet) -> None:
+    idle = [socket.create_connection(("127.0.0.1", fleet.port)) for _ in range(MAX_CONNECTIONS)]
+    try:
+        with httpx.Client(base_url=fleet.url, timeout=10) as client:
+            response = client.get("/api/v1/workers")
+            assert response.status_code == 503, response.text
+            assert response.json()["error"]["code"] == "unavailable"
+        healthy(fleet)
+    finally:
+        for connection in idle:
+            connection.close()
+    time.sleep(0.5)
+    with httpx.Client(base_url=fleet.url, timeout=10) as client:
+        assert client.get("/api/v1/workers").status_code == 200
+
+
+def hello() -> Hello:
+    return Hello(
+        protocol_version=PROTOCOL_VERSION,
+        worker_id=f"raw-{secrets.token_hex(4)}",
+        session_key=secrets.token_hex(16),
+        capabilities=WorkerCapabilities(
+            hostname="raw-socket", os="test", python_version="3", task_types=[]
+        ),
+        slots=1,
+    )
+
+
+def ws_url(fleet: Fleet) -> str:
+    return f"ws://127.0.0.1:{fleet.port}/api/v1/workers/connect"
+
+
+def test_an_oversized_frame_closes_the_worker_socket(fleet: Fleet) -> None:
+    with connect(ws_url(fleet), max_size=None) as ws:
+        ws.send(encode(hello()))
+        assert isinstance(decode(ws.recv(timeout=30)), Welcome)
+        with contextlib.suppress(ConnectionClosed):
+            ws.send(b"\x00" * (MAX_FRAME_BYTES + 1))
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=30)
+        assert closed.value.rcvd is not None
+        assert closed.value.rcvd.code == MESSAGE_TOO_BIG
+    healthy(fleet)
+
+
+def test_a_frame_flood_disconnects_the_worker_with_too_many_frames(fleet: Fleet) -> None:
+    with connect(ws_url(fleet)) as ws:
+        ws.send(encode(hello()))
+        assert isinstance(decode(ws.recv(timeout=30)), Welcome)
+        beat = encode(Heartbeat())
+        errors: list[Error] = []
+        with contextlib.suppress(ConnectionClosed):
+            for _ in range(FRAMES_PER_SECOND * 50):
+                ws.send(beat)
+        with pytest.raises(ConnectionClosed) as closed:
+            _collect_errors(ws, errors)
+        assert [e.code.value for e in errors] == ["too_many_frames"], errors
+        assert closed.value.rcvd is not None
+        assert closed.value.rcvd.code == POLICY_VIOLATION
+    healthy(fleet)
+
+
+def _collect_errors(ws: ClientConnection, errors: list[Error]) -> None:
+    """Read until the coordinator closes the socket, keeping its error frames."""
+    while True:
+        message = decode(ws.recv(timeout=30))
+        if isinstance(message, Error):
+            errors.append(message)
