@@ -148,7 +148,7 @@ async def test_a_pytest_session_started_ahead_of_time_never_had_the_credentials(
     assert result.status is ResultStatus.COMPLETED, result.error
     outcome = TestChunkOutcome.model_validate(result.results)
     assert outcome.session.reused is False
-    assert [r.outcome for r in outcome.tests] == [TestOutcome.PASSED], outcome.tests[0].longrepr
+    assert [r.outcome for r in outcome.tests] == [TestOutcome.PASSED], outcome.tests
 
 
 @pytest.mark.usefixtures("worker_env")
