@@ -62,6 +62,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
+from testfleet.domain.credential_env import without_credentials
+
 #: How much of git's stderr an error message quotes (its end: the cause).
 STDERR_TAIL_CHARS = 2000
 DONE_SUFFIX = ".done"
@@ -272,7 +274,8 @@ class _Git:
         self.shown = _CREDENTIALS.sub("***@", repo)
         self.deadline = deadline
         self.timeout_seconds = timeout_seconds
-        self.env = dict(os.environ)
+        # git runs for a task's repository: it never gets testfleet's credentials.
+        self.env = without_credentials(os.environ)
         self.env.update(
             GIT_TERMINAL_PROMPT="0",
             # Empty, not unset: git would fall back on core.askPass and

@@ -18,7 +18,6 @@ from typing import Annotated, Any, NoReturn
 
 import orjson
 import typer
-from rich.console import Console
 from rich.markup import escape
 
 from testfleet.cli.help_format import FleetCommand, FleetGroup
@@ -30,6 +29,7 @@ from testfleet.cli.tables import (
     workers_table,
 )
 from testfleet.cli.task_files import TaskFileError, load_task_documents
+from testfleet.cli.terminal_text import SafeConsole
 from testfleet.cli.waiting import DEFAULT_UNSCHEDULABLE_TIMEOUT, TaskWaiter, WaitEnd
 from testfleet.client import (
     COORDINATOR_ENV,
@@ -52,8 +52,10 @@ app = typer.Typer(
 )
 #: Piped output is not a terminal; Rich would fold tables to 80 columns there.
 _PIPE_WIDTH = None if sys.stdout.isatty() else 160
-console = Console(width=_PIPE_WIDTH)
-errors = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+# Safe consoles: control characters in what tasks and workers sent are shown as
+# escapes, never written raw to the terminal (see cli/terminal_text.py).
+console = SafeConsole(width=_PIPE_WIDTH)
+errors = SafeConsole(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 CoordinatorOption = Annotated[
     str | None,

@@ -163,6 +163,14 @@ def worker(
     work_dir: Annotated[
         Path | None, typer.Option(help="Cache and scratch directory.", show_default=False)
     ] = None,
+    allow_types: Annotated[
+        str | None,
+        typer.Option(
+            help="Task types this worker takes, e.g. test,benchmark (default: all it can run; "
+            "leave out command to refuse arbitrary programs).",
+            show_default=False,
+        ),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "warning",
     ca: Annotated[
         Path | None,
@@ -187,8 +195,11 @@ def worker(
     from testfleet.worker.agent import AgentSettings, WorkerAgent, WorkerRefusedError
     from testfleet.worker.executors.leftovers import reap_leftovers
     from testfleet.worker.executors.registry import (
+        MISSING_FOR,
+        AllowTypesError,
+        choose_executors,
         close_executors,
-        default_executors,
+        parse_allowed_types,
         prepare_executors,
     )
     from testfleet.worker.hardware import detect_capabilities
@@ -204,11 +215,23 @@ def worker(
             f"{certified_id!r}: a worker's id is the one in its certificate; drop --worker-id"
         )
     worker_id = worker_id or certified_id
+    try:
+        allowed = None if allow_types is None else parse_allowed_types(allow_types)
+    except AllowTypesError as exc:
+        fail(str(exc))
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
-    executors = default_executors()
+    chosen = choose_executors(allowed)
+    executors = chosen.executors
+    for missing in chosen.unavailable:
+        errors.print(
+            f"[yellow]--allow-types:[/yellow] this worker cannot run {missing.value} tasks "
+            f"({MISSING_FOR.get(missing, 'no executor')}); it will not take them"
+        )
+    if not executors:
+        fail(f"--allow-types {allow_types}: this worker can run none of these task types")
     capabilities = detect_capabilities(
         tags=parse_tags(tag or []), task_types=list(executors), probe_torch=probe_torch
-    )
+    ).model_copy(update={"refused_task_types": chosen.refused})
     for problem in capabilities.probe_errors:
         errors.print(f"[yellow]hardware probe:[/yellow] {escape(problem)}")
     settings = AgentSettings(

@@ -18,7 +18,6 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
 
 from testfleet.cli.app import (
     CoordinatorOption,
@@ -37,6 +36,7 @@ from testfleet.cli.tables import (
     history_table,
     models_table,
 )
+from testfleet.cli.terminal_text import printable, shown
 from testfleet.client import FleetClient, FleetError
 from testfleet.domain.benchmark import Precision
 from testfleet.domain.enums import HardwareKind
@@ -144,20 +144,26 @@ def _check_formats(as_json: bool, as_csv: bool) -> None:
         fail("--json and --csv cannot be used together: choose one output format")
 
 
-def _csv_value(value: Any) -> Any:
+def _csv_value(value: Any, *, terminal: bool) -> Any:
     if value is None:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
+    if terminal and isinstance(value, str):
+        return printable(value)
     return value
 
 
 def write_csv(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
-    """``rows`` as CSV on stdout: a header row, then one line per row (``""`` for null)."""
+    """``rows`` as CSV on stdout: a header row, then one line per row (``""`` for null).
+
+    Written to a terminal, text has its control characters made visible (an
+    error message is a task's words); piped to a program, it is kept exact."""
+    terminal = sys.stdout.isatty()
     writer = csv.writer(sys.stdout)
     writer.writerow(columns)
     for row in rows:
-        writer.writerow([_csv_value(row.get(column)) for column in columns])
+        writer.writerow([_csv_value(row.get(column), terminal=terminal) for column in columns])
     sys.stdout.flush()
 
 
@@ -204,7 +210,7 @@ def _say_nothing_found(client: FleetClient, model: str, filtered: bool, *, to_st
             message += " ..." if len(known) > 20 else ""
         else:
             message += "; no model has benchmark results yet"
-    (errors if to_stderr else console).print(escape(message))
+    (errors if to_stderr else console).print(shown(message))
 
 
 @results_app.command(cls=FleetCommand)

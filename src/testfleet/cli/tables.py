@@ -1,6 +1,9 @@
 """Tables for people: tasks, attempts, workers, stats (Rich).
 
 Callers: the CLI commands and ``testfleet demo``; ``--json`` bypasses these.
+Every string that came from the coordinator (so from a task or a worker) goes
+into a table through :func:`~testfleet.cli.terminal_text.shown`: its control
+characters made visible and its ``[`` never read as markup.
 """
 
 from __future__ import annotations
@@ -9,9 +12,9 @@ from datetime import datetime
 from typing import Any
 
 from rich.console import Console, JustifyMethod
-from rich.markup import escape
 from rich.table import Table
 
+from testfleet.cli.terminal_text import shown
 from testfleet.domain.enums import ShownStatus, TaskStatus
 
 STATUS_STYLE = {
@@ -36,7 +39,7 @@ def shown_status(task: dict[str, Any]) -> ShownStatus:
 
 def _styled(status: str) -> str:
     style = STATUS_STYLE.get(status, "white")
-    return f"[{style}]{status}[/{style}]"
+    return f"[{style}]{shown(status)}[/{style}]"
 
 
 def _duration(task: dict[str, Any]) -> str:
@@ -51,7 +54,7 @@ def _time(value: str | None) -> str:
 
 
 def tasks_table(tasks: list[dict[str, Any]], title: str | None = None) -> Table:
-    table = Table(title=title, header_style="bold")
+    table = Table(title=None if title is None else shown(title), header_style="bold")
     for column in ("task", "type", "prio", "status", "worker", "attempts", "duration", "note"):
         table.add_column(
             column, justify="right" if column in ("prio", "attempts", "duration") else "left"
@@ -63,14 +66,14 @@ def tasks_table(tasks: list[dict[str, Any]], title: str | None = None) -> Table:
         if not note and error and status != "completed":
             note = f"{error['error_class']}: {error['message']}"
         table.add_row(
-            task["task_id"],
-            task["type"],
+            shown(task["task_id"]),
+            shown(task["type"]),
             str(task["priority"]),
             _styled(status),
-            task.get("worker_id") or "",
+            shown(task.get("worker_id") or ""),
             str(task["attempts"]),
             _duration(task),
-            escape(note[:160]),
+            shown(note[:160]),
         )
     return table
 
@@ -85,12 +88,12 @@ def attempts_table(attempts: list[dict[str, Any]]) -> Table:
         table.add_row(
             str(attempt["attempt"]),
             str(attempt["attempt_id"]),
-            attempt["worker_id"],
+            shown(attempt["worker_id"]),
             _styled(attempt["status"]),
             _time(attempt.get("start_time")),
             _time(attempt.get("end_time")),
             "" if seconds is None else f"{seconds:.3f}",
-            escape(error[:160]),
+            shown(error[:160]),
         )
     return table
 
@@ -113,22 +116,22 @@ def workers_table(workers: list[dict[str, Any]]) -> Table:
         table.add_column(column)
     for worker in workers:
         caps = worker["capabilities"]
-        gpus = ", ".join(g["name"] for g in caps.get("gpus", [])) or "-"
+        gpus = ", ".join(str(g["name"]) for g in caps.get("gpus", [])) or "-"
         load = worker.get("load") or {}
         cpu_load = load.get("cpu_percent")
         table.add_row(
-            worker["worker_id"],
-            worker["hostname"],
+            shown(worker["worker_id"]),
+            shown(worker["hostname"]),
             _styled(worker["status"])
             if worker["status"] != "connected"
             else "[green]connected[/green]",
             str(worker["slots"]),
             str(worker["running"]),
-            ",".join(worker["hardware"]),
-            f"{caps['cpu']['model'][:28]} x{caps['cpu']['logical_cores']}",
+            shown(",".join(worker["hardware"])),
+            shown(f"{caps['cpu']['model'][:28]} x{caps['cpu']['logical_cores']}"),
             f"{caps['memory_gb']:.1f}",
-            gpus,
-            ",".join(f"{k}={v}" for k, v in sorted(worker["tags"].items())),
+            shown(gpus),
+            shown(",".join(f"{k}={v}" for k, v in sorted(worker["tags"].items()))),
             "" if cpu_load is None else f"{cpu_load:.0f}% cpu",
         )
     return table
@@ -146,15 +149,15 @@ def stats_table(stats: dict[str, Any]) -> Table:
     table.add_column("what", max_width=STATS_LABEL_WIDTH, overflow="fold")
     table.add_column("count", justify="right")
     for status, count in stats["tasks"].items():
-        table.add_row(f"tasks {status}", str(count))
+        table.add_row(f"tasks {shown(status)}", str(count))
     table.add_row("queue pending", str(stats["queue"]["pending"]))
     table.add_row("queue delayed (retry)", str(stats["queue"]["delayed"]))
     for status, count in stats["workers"].items():
         if count:
-            table.add_row(f"workers {status}", str(count))
+            table.add_row(f"workers {shown(status)}", str(count))
     table.add_row("slots busy / total", f"{stats['slots']['busy']} / {stats['slots']['total']}")
     for item in stats["unschedulable"]:
-        table.add_row(f"unschedulable: {escape(item['reason'])}", str(item["tasks"]))
+        table.add_row(f"unschedulable: {shown(item['reason'])}", str(item["tasks"]))
     return table
 
 
@@ -162,7 +165,7 @@ def print_task_detail(console: Console, detail: dict[str, Any]) -> None:
     task = detail["task"]
     console.print(tasks_table([task], title=f"task {task['task_id']}"))
     if task.get("unschedulable_reason"):
-        console.print(f"[magenta]unschedulable:[/magenta] {escape(task['unschedulable_reason'])}")
+        console.print(f"[magenta]unschedulable:[/magenta] {shown(task['unschedulable_reason'])}")
     if detail["attempts"]:
         console.print(attempts_table(detail["attempts"]))
     elif TaskStatus(task["status"]).is_terminal:
@@ -173,12 +176,13 @@ def print_task_detail(console: Console, detail: dict[str, Any]) -> None:
     if result is not None:
         simulated = result["simulation_status"]["is_simulated"]
         console.print(
-            f"result: [bold]{result['status']}[/bold] on {result['worker_id']} in "
+            f"result: [bold]{shown(result['status'])}[/bold] on {shown(result['worker_id'])} in "
             f"{result['execution_time_seconds']:.3f}s"
             + (" [yellow](simulated)[/yellow]" if simulated else " (real run)")
         )
         if result.get("results"):
-            console.print_json(data=result["results"])
+            # ensure_ascii: JSON escapes C0 controls itself, but not DEL or C1.
+            console.print_json(data=result["results"], ensure_ascii=True)
 
 
 # ---------------------------------------------------------------- benchmark results
@@ -211,7 +215,7 @@ def bench_device(row: dict[str, Any]) -> str:
 
 def _bench_error(row: dict[str, Any]) -> str:
     error_class = row.get("error_class") or "error"
-    return f"[red]{escape(error_class.replace('_', ' '))}[/red]"
+    return f"[red]{shown(error_class.replace('_', ' '))}[/red]"
 
 
 def _group_key(row: dict[str, Any]) -> tuple[str, str, str, str, bool]:
@@ -235,15 +239,15 @@ def compare_table(document: dict[str, Any]) -> Table:
     rows: list[dict[str, Any]] = document["rows"]
     groups = sorted({_group_key(row) for row in rows})
     cells = {(row["batch_size"], _group_key(row)): row for row in rows}
-    title = f"{escape(document['model'])}: latest run per batch size"
+    title = f"{shown(document['model'])}: latest run per batch size"
     table = Table(title=title, header_style="bold")
     table.add_column("batch", justify="right")
     for index, group in enumerate(groups):
         variant, hardware, device_name, precision, simulated = group
         style = "cyan" if index % 2 == 0 else "magenta"
-        label = escape(f"{hardware} · {device_name} · {precision}")
+        label = shown(f"{hardware} · {device_name} · {precision}")
         if variant:
-            label += escape(f" · {variant}")
+            label += shown(f" · {variant}")
         if simulated:
             label += " [yellow](simulated)[/yellow]"
         table.add_column(f"[{style}]{label}[/{style}]\nitems/s", justify="right")
@@ -281,8 +285,8 @@ def compare_errors(document: dict[str, Any]) -> list[str]:
             continue
         message = (row.get("error_message") or "").splitlines()
         lines.append(
-            f"batch {row['batch_size']} on {escape(bench_device(row))} · {row['precision']}: "
-            f"{_bench_error(row)}" + (f": {escape(message[0][:200])}" if message else "")
+            f"batch {row['batch_size']} on {shown(bench_device(row))} · {shown(row['precision'])}: "
+            f"{_bench_error(row)}" + (f": {shown(message[0][:200])}" if message else "")
         )
     return lines
 
@@ -299,8 +303,8 @@ def busy_notes(document: dict[str, Any]) -> list[str]:
         note = row.get("load_note")
         if note and row["task_id"] not in lines:
             lines[row["task_id"]] = (
-                f"[yellow]busy[/yellow] {escape(row['task_id'])} on "
-                f"{escape(bench_device(row))}: {escape(note)}"
+                f"[yellow]busy[/yellow] {shown(row['task_id'])} on "
+                f"{shown(bench_device(row))}: {shown(note)}"
             )
     return list(lines.values())
 
@@ -319,7 +323,7 @@ def _change(percent: float | None, *, higher_is_better: bool) -> str:
 def history_table(document: dict[str, Any]) -> Table:
     """One row per run and batch size, oldest first, with the change from the previous
     measured run of the same device, precision and batch size (Δ, in percent)."""
-    table = Table(title=f"{escape(document['model'])}: runs over time", header_style="bold")
+    table = Table(title=f"{shown(document['model'])}: runs over time", header_style="bold")
     columns: tuple[tuple[str, JustifyMethod], ...] = (
         ("recorded (UTC)", "left"),
         ("device", "left"),
@@ -340,8 +344,8 @@ def history_table(document: dict[str, Any]) -> Table:
         failed = row.get("error_class") and row.get("throughput_items_per_second") is None
         table.add_row(
             _utc(row.get("recorded_time")),
-            escape(bench_device(row)),
-            row["precision"],
+            shown(bench_device(row)),
+            shown(row["precision"]),
             str(row["batch_size"]),
             _bench_error(row)
             if failed
@@ -352,8 +356,8 @@ def history_table(document: dict[str, Any]) -> Table:
             _change(row.get("latency_change_percent"), higher_is_better=False),
             "" if failed else _number(row.get("latency_p99_ms")),
             "" if failed else _number(row.get("memory_mb")),
-            escape(row.get("torch_version") or ""),
-            escape(row.get("worker_id") or ""),
+            shown(row.get("torch_version") or ""),
+            shown(row.get("worker_id") or ""),
         )
     return table
 
@@ -362,5 +366,5 @@ def models_table(models: list[str]) -> Table:
     table = Table(title="benchmarked models", header_style="bold")
     table.add_column("model")
     for model in models:
-        table.add_row(escape(model))
+        table.add_row(shown(model))
     return table

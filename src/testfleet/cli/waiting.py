@@ -4,7 +4,9 @@ Callers: the ``wait`` command in ``cli/app.py``. A task that no connected
 worker can run stays queued on the coordinator (it runs as soon as a worker
 that fits joins), which used to leave ``wait`` polling forever in silence.
 :class:`TaskWaiter` says the reason once when a task becomes unschedulable
-(again when the reason changes, and when it can run after all) and gives up
+(again when the reason changes, and when it can run after all; the
+coordinator's words with their control characters made visible, as
+:func:`~testfleet.cli.terminal_text.printable` writes them) and gives up
 once a task has been unschedulable for ``unschedulable_timeout`` seconds in a
 row; a task that becomes schedulable again starts that count afresh.
 
@@ -20,6 +22,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from testfleet.cli.terminal_text import printable
 from testfleet.client import FleetClient
 from testfleet.clock import Clock
 from testfleet.domain.enums import TaskStatus
@@ -132,15 +135,18 @@ class TaskWaiter:
             if known is None:
                 self._unschedulable[task_id] = _Unschedulable(reason, self._clock.now())
                 self._say(
-                    f"{task_id} cannot run: {reason}. It stays queued and starts when a "
-                    f"worker that fits connects; waiting {self._limit_words()} for that."
+                    f"{printable(task_id)} cannot run: {printable(reason)}. It stays queued "
+                    "and starts when a worker that fits connects; waiting "
+                    f"{self._limit_words()} for that."
                 )
             elif known.reason != reason:
                 known.reason = reason
-                self._say(f"{task_id} still cannot run, now because: {reason}")
+                self._say(
+                    f"{printable(task_id)} still cannot run, now because: {printable(reason)}"
+                )
         elif known is not None:
             del self._unschedulable[task_id]
-            self._say(f"{task_id} can run now: a worker that fits is connected")
+            self._say(f"{printable(task_id)} can run now: a worker that fits is connected")
 
     def _limit_words(self) -> str:
         if self._unschedulable_timeout == float("inf"):

@@ -144,7 +144,10 @@ class TaskView(ResponseModel):
             }
         ),
     ]
-    config: dict[str, Any]
+    config: dict[str, Any] = Field(
+        description="The config as submitted, except that each value of its `env` is "
+        'shown as `"***"` (the names are kept): an environment can carry secrets.'
+    )
     timeout_seconds: float
     retry_policy: RetryPolicy
     error: TaskErrorView | None

@@ -10,6 +10,7 @@ UTC; a task's result is the design document's result format
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -44,7 +45,27 @@ def task_error_view(error_class: object, message: str | None) -> TaskErrorView |
     return TaskErrorView.model_validate({"error_class": error_class, "message": message})
 
 
-def task_view(task: TaskRecord) -> TaskView:
+#: What a value of a task's ``config.env`` is shown as to those who may not see it.
+REDACTED = "***"
+
+
+def redacted_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """``config`` with every value of its ``env`` (command and test tasks) replaced
+    by :data:`REDACTED`, the names kept: environments carry tokens and passwords,
+    and a listing must not hand them to everyone who can read the task. Other
+    fields are shown as given."""
+    shown = dict(config)
+    env = shown.get("env")
+    if isinstance(env, Mapping):
+        shown["env"] = dict.fromkeys(env, REDACTED)
+    return shown
+
+
+def task_view(task: TaskRecord, *, reveal_env: bool = False) -> TaskView:
+    """A task as the API shows it. ``config.env``'s values are redacted unless
+    ``reveal_env`` (meant for an admin's request; no route passes it yet). The
+    worker's assignment is built from the record, not from this view, so it
+    always carries the real values."""
     spec = task.spec
     return TaskView(
         task_id=spec.task_id,
@@ -65,7 +86,7 @@ def task_view(task: TaskRecord) -> TaskView:
         attempts=task.attempts,
         retry_not_before=iso(task.not_before),
         requirements=spec.requirements.model_dump(mode="json", exclude_defaults=True),
-        config=spec.config,
+        config=spec.config if reveal_env else redacted_config(spec.config),
         timeout_seconds=spec.timeout_seconds,
         retry_policy=spec.retry_policy,
         error=task_error_view(task.error_class, task.error_message),

@@ -11,7 +11,9 @@ Rules kept here (ARCHITECTURE.md):
 
 - At-least-once execution, exactly-once recording. Each try is an attempt
   with its own id (the lease). A result counts only if its attempt is the
-  task's current one; otherwise it is recorded with ``counted=False``.
+  task's current one and it comes from the worker that attempt was given to;
+  otherwise it is recorded with ``counted=False`` (late), or, when it comes
+  from another worker or names another task, dropped (``stray_results``).
 - A lost worker is an infrastructure fault: its attempts are requeued
   regardless of ``max_retries`` (up to ``max_lost_attempts``). A failed or
   timed-out attempt is retried only as the task's ``retry_policy`` allows.
@@ -52,6 +54,12 @@ _ATTEMPT_STATUS_OF_RESULT = {
 }
 
 
+#: How many closed attempts' holders are remembered to check late results
+#: against (about 100 bytes each: ~10 MB at most). Late results arrive within
+#: a reconnect or two of their attempt closing, far inside this window.
+CLOSED_ATTEMPTS_REMEMBERED = 100_000
+
+
 class TaskLifecycle:
     """Open tasks, their attempts and deadlines, and the moves between their states."""
 
@@ -63,6 +71,10 @@ class TaskLifecycle:
         self.known_task_ids: set[str] = set(known_task_ids or ())
         self.queue = TaskQueue()
         self.open_attempts: dict[int, AttemptRecord] = {}
+        #: Who was given each recently closed attempt, and for which task, oldest
+        #: first (at most CLOSED_ATTEMPTS_REMEMBERED): a late result is kept only
+        #: from the worker that held the lease, for the task it was for.
+        self._closed_attempts: dict[int, tuple[str, str]] = {}
         self.registry = WorkerRegistry()
         self.unschedulable = UnschedulableReasons()
         self.next_attempt_id = 1
@@ -145,7 +157,15 @@ class TaskLifecycle:
             # worker's open attempt is dropped: storing it would break the
             # history's foreign keys or shadow the real result.
             issued = 0 < item.attempt_id < self.next_attempt_id
-            owned = attempt is None or attempt.worker_id == worker_id
+            if attempt is not None:
+                lease: tuple[str, str] | None = (attempt.worker_id, attempt.task_id)
+            else:
+                lease = self._closed_attempts.get(item.attempt_id)
+            # A result counts, or is kept, only from the worker the attempt was
+            # given to. An attempt closed too long ago (or before a restart) to be
+            # remembered has no known holder: its result is kept as late, which
+            # never counts and never touches the task's outcome.
+            owned = lease is None or lease == (worker_id, result.task_id)
             if issued and owned and result.task_id in self.known_task_ids:
                 self._out.result(
                     ResultRecord(
@@ -272,6 +292,10 @@ class TaskLifecycle:
         if hardware_metrics:
             attempt.hardware_metrics = dict(hardware_metrics)
         del self.open_attempts[attempt.attempt_id]
+        self._closed_attempts[attempt.attempt_id] = (attempt.worker_id, attempt.task_id)
+        if len(self._closed_attempts) > CLOSED_ATTEMPTS_REMEMBERED:
+            # Dicts keep insertion order: the first key is the oldest closed.
+            del self._closed_attempts[next(iter(self._closed_attempts))]
         worker = self.workers.get(attempt.worker_id)
         if worker is not None:
             worker.attempts.discard(attempt.attempt_id)

@@ -55,6 +55,10 @@ class WorkerCapabilities(_Info):
     torch: TorchInfo | None = None
     hardware: list[HardwareKind] = Field(default_factory=lambda: [HardwareKind.CPU])
     task_types: list[TaskType] = Field(default_factory=list)
+    #: Task types this worker could run but its operator does not allow
+    #: (``testfleet worker --allow-types``): never in ``task_types``; listed so an
+    #: unschedulable reason can say the work was refused, not missing.
+    refused_task_types: list[TaskType] = Field(default_factory=list, max_length=16)
     tags: dict[str, str] = Field(default_factory=dict, max_length=64)
     probe_errors: list[str] = Field(default_factory=list, max_length=32)
 

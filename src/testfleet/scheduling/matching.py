@@ -3,7 +3,9 @@
 Terms:
 
 * **requirement field**: one of the task's demands on a worker: its task type
-  (the worker must list it in ``capabilities.task_types``), ``hardware``
+  (the worker must list it in ``capabilities.task_types``; a type its operator
+  refused with ``--allow-types`` is never listed there, and the reason names
+  the refusal), ``hardware``
   (any-of; empty means any), ``min_memory_gb``, ``min_cuda_compute`` (against
   the worker's best GPU), ``min_gpu_memory_gb`` (against its largest GPU),
   ``gpu_model`` (a case-insensitive substring of some GPU's name) and ``tags``
@@ -189,11 +191,22 @@ def _task_type_met(t: TaskType, _r: Requirements, caps: WorkerCapabilities) -> b
 
 def _task_type_worker(t: TaskType, _r: Requirements, caps: WorkerCapabilities) -> str:
     runs = ", ".join(sorted({x.value for x in caps.task_types})) or "nothing"
+    if t in caps.refused_task_types:
+        # Its operator's choice (--allow-types), not a missing executor: say so,
+        # or people look for an install problem that is not there.
+        return f"task type: worker does not take '{t.value}' tasks (--allow-types: {runs})"
     return f"task type: worker cannot run '{t.value}' tasks (it runs: {runs})"
 
 
 def _task_type_fleet(t: TaskType, _r: Requirements, fleet: Sequence[WorkerCapabilities]) -> str:
     runs = ", ".join(sorted({x.value for c in fleet for x in c.task_types})) or "nothing"
+    refusing = sum(t in c.refused_task_types for c in fleet)
+    if refusing:
+        return (
+            f"task type: needs a worker that takes '{t.value}' tasks; connected workers "
+            f"take [{runs}] ({refusing} refuse{'s' if refusing == 1 else ''} '{t.value}' "
+            "with --allow-types)"
+        )
     return f"task type: no connected worker runs '{t.value}' tasks (they run: {runs})"
 
 

@@ -662,6 +662,43 @@ def test_results_naming_nothing_issued_are_dropped_but_acknowledged() -> None:
     assert h.task("a").status is TaskStatus.ASSIGNED
 
 
+def test_results_count_only_from_the_worker_the_attempt_was_given_to() -> None:
+    """Issue 10: a worker cannot report, or put in history, an attempt it was never
+    given: not while it is open (above) and not once it has closed."""
+    h = Harness()
+    h.submit(spec("a"), spec("b"))
+    _, mine = assigned(h.connect(1, "w1"))["a"]
+    _, theirs = assigned(h.connect(2, "w2"))["b"]
+
+    # w1 finishes its own attempt: counted, the task's outcome.
+    done = AttemptResult(attempt_id=mine, result=result("a", "w1"))
+    effects = h.turn(WorkerFrame(1, Result(results=[done])))
+    assert [(r.attempt_id, r.counted) for r in effects.batch.results] == [(mine, True)]
+
+    # w2 now reports w1's closed attempt, and w2's own attempt under w1's task:
+    # neither is counted or kept, and w2's real attempt is untouched.
+    forged = [
+        AttemptResult(attempt_id=mine, result=result("a", "w2", ResultStatus.FAILED)),
+        AttemptResult(attempt_id=theirs, result=result("a", "w2")),
+    ]
+    before = h.state.stray_results
+    effects = h.turn(WorkerFrame(2, Result(results=forged)))
+    assert effects.batch.results == []
+    assert effects.batch.tasks == []
+    assert h.state.stray_results == before + 2
+    # Acknowledged all the same: the worker must not resend them forever.
+    assert [m.attempt_ids for _, m in sent(effects, Ack)] == [[mine, theirs]]
+    assert h.task("b").current_attempt_id == theirs
+    assert h.task("b").status is TaskStatus.ASSIGNED
+    assert not h.has_task("a")  # still completed, by w1's result
+
+    # w1 sending its own result again (a lost ack) is kept as late, never counted.
+    effects = h.turn(WorkerFrame(1, Result(results=[done])))
+    assert [(r.attempt_id, r.disposition, r.counted) for r in effects.batch.results] == [
+        (mine, ResultDisposition.LATE, False)
+    ]
+
+
 def test_heartbeats_are_written_at_most_once_per_interval_but_always_keep_a_worker_alive() -> None:
     h = Harness()
     h.connect(1, "w1")

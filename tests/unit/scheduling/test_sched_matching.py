@@ -106,6 +106,27 @@ def test_task_type_reason() -> None:
     assert reason == "task type: worker cannot run 'command' tasks (it runs: nothing)"
 
 
+def test_a_type_refused_with_allow_types_is_named_as_refused() -> None:
+    allowed = [TaskType.TEST, TaskType.BENCHMARK]
+    refusing = cpu_caps(task_types=allowed).model_copy(
+        update={"refused_task_types": [TaskType.COMMAND, TaskType.SIMULATED]}
+    )
+    reason = unmet_requirement(TaskType.COMMAND, Requirements(), refusing)
+    assert (
+        reason == "task type: worker does not take 'command' tasks (--allow-types: benchmark, test)"
+    )
+    other = cpu_caps(task_types=[TaskType.SIMULATED])
+    fleet = [worker("locked", refusing), worker("sim", other)]
+    assert unschedulable_reason(TaskType.COMMAND, Requirements(), fleet) == (
+        "task type: needs a worker that takes 'command' tasks; connected workers take "
+        "[benchmark, simulated, test] (1 refuses 'command' with --allow-types)"
+    )
+    # Only the workers that refused it are counted; none: the usual reason.
+    assert unschedulable_reason(TaskType.COMMAND, Requirements(), [worker("sim", other)]) == (
+        "task type: no connected worker runs 'command' tasks (they run: simulated)"
+    )
+
+
 # --- the fleet --------------------------------------------------------------------------------
 
 

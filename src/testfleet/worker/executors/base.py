@@ -28,6 +28,7 @@ from typing import Any, Protocol, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from testfleet.clock import Clock, SystemClock
+from testfleet.domain.credential_env import without_credentials
 from testfleet.domain.enums import ErrorClass, ResultStatus, TaskType
 from testfleet.domain.pytest_tasks import TestRecord
 from testfleet.domain.result import SimulationStatus, TaskError, TaskResult
@@ -97,14 +98,17 @@ class ExecutorBase:
 def attempt_environment(
     task: TaskSpec, context: ExecutionContext, extra: Mapping[str, str] | None = None
 ) -> dict[str, str]:
-    """The worker's environment plus who is running: the task and attempt ids, the
-    worker and its work directory (``TESTFLEET_*``), then ``extra`` on top.
+    """The worker's environment without its credentials, plus who is running: the
+    task and attempt ids, the worker and its work directory (``TESTFLEET_*``),
+    then ``extra`` (the task's own ``env``) on top.
 
     Every executor's child gets this, so a task can tell which attempt it is
-    (a retry can behave differently) and where it may keep files.
+    (a retry can behave differently) and where it may keep files, and never
+    inherits a token or key the worker was started with (see
+    :mod:`testfleet.domain.credential_env`).
     """
     return {
-        **os.environ,
+        **without_credentials(os.environ),
         "TESTFLEET_TASK_ID": task.task_id,
         "TESTFLEET_ATTEMPT": str(context.attempt),
         "TESTFLEET_ATTEMPT_ID": str(context.attempt_id),

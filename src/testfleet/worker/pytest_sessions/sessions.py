@@ -54,6 +54,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from testfleet.domain.credential_env import without_credentials
 from testfleet.domain.enums import ErrorClass
 from testfleet.worker.executors.leftovers import forget, remember
 from testfleet.worker.executors.process_group import end_group, signal_group
@@ -371,7 +372,9 @@ class SessionPool:
                 stderr=output_write,
                 pass_fds=(control_read, report_write),
                 cwd=tempfile.gettempdir(),  # activation moves it to the project
-                env=os.environ.copy() if env is None else env,
+                # A warm session starts before any attempt: it gets the worker's
+                # environment, never its credentials (activation replaces it).
+                env=without_credentials(os.environ) if env is None else env,
                 start_new_session=True,
             )
         except (OSError, ValueError) as exc:

@@ -1,0 +1,66 @@
+"""A task's ``config.env`` values are never shown back in task views; its names are.
+
+The routes (``GET /api/v1/tasks``, ``GET /api/v1/tasks/{id}``) build every task
+through :func:`task_view`; the integration suite (``test_it_task_safety``)
+reads them over HTTP and through the CLI. The worker's assignment carries the
+task's spec itself, never this view.
+"""
+
+from __future__ import annotations
+
+from testfleet.coordinator.api_views import REDACTED, redacted_config, task_view
+from testfleet.domain.enums import TaskStatus, TaskType
+from testfleet.domain.records import TaskRecord
+from testfleet.domain.task import TaskSpec
+
+SECRET = "hunter2-secret-value"
+
+
+def record(spec: TaskSpec) -> TaskRecord:
+    return TaskRecord(spec=spec, status=TaskStatus.QUEUED, create_time=0.0, queued_at=0.0)
+
+
+def command_with_env() -> TaskSpec:
+    return TaskSpec(
+        task_id="with-env",
+        type=TaskType.COMMAND,
+        config={"argv": ["env"], "env": {"API_TOKEN": SECRET, "MODE": "fast"}, "cwd": "/tmp"},
+    )
+
+
+def test_env_values_are_redacted_and_names_kept() -> None:
+    spec = command_with_env()
+    view = task_view(record(spec))
+    assert view.config == {
+        "argv": ["env"],
+        "env": {"API_TOKEN": REDACTED, "MODE": REDACTED},
+        "cwd": "/tmp",
+    }
+    assert SECRET not in view.model_dump_json()
+    # The record (and so the assignment built from it) keeps the real values.
+    assert spec.config["env"]["API_TOKEN"] == SECRET
+
+
+def test_a_test_tasks_env_is_redacted_too() -> None:
+    spec = TaskSpec(
+        task_id="chunk",
+        type=TaskType.TEST,
+        config={
+            "run_id": "r",
+            "project": {"path": "/srv/p"},
+            "node_ids": ["t.py::a"],
+            "env": {"DB_PASSWORD": SECRET},
+        },
+    )
+    assert task_view(record(spec)).config["env"] == {"DB_PASSWORD": REDACTED}
+
+
+def test_reveal_env_shows_the_values_for_callers_allowed_to_see_them() -> None:
+    view = task_view(record(command_with_env()), reveal_env=True)
+    assert view.config["env"]["API_TOKEN"] == SECRET
+
+
+def test_configs_without_env_are_shown_unchanged() -> None:
+    spec = TaskSpec(task_id="sim", type=TaskType.SIMULATED, config={"duration_seconds": 1.0})
+    assert task_view(record(spec)).config == {"duration_seconds": 1.0}
+    assert redacted_config({"argv": ["x"], "env": {}}) == {"argv": ["x"], "env": {}}
