@@ -20,9 +20,7 @@ from testfleet.store.rows import from_micros, to_micros
 _TOKEN_COLUMNS = (
     "token_id, name, role, secret_hash, epoch_us(created), epoch_us(expires), epoch_us(revoked)"
 )
-_AUDIT_COLUMNS = (
-    "seq, epoch_us(time), kind, outcome, actor, credential_id, remote, detail"
-)
+_AUDIT_COLUMNS = "seq, epoch_us(time), kind, outcome, actor, credential_id, remote, detail"
 
 
 def insert_token(cursor: duckdb.DuckDBPyConnection, token: TokenRecord) -> None:
@@ -105,7 +103,8 @@ def list_audit(
     """The newest ``limit`` events at or after ``since`` by ``actor``, oldest first."""
     if limit < 0:
         raise ValueError(f"limit must not be negative, got {limit}")
-    where, params = [], []
+    where: list[str] = []
+    params: list[object] = []
     if since is not None:
         where.append("time >= make_timestamp(?)")
         params.append(to_micros(since))

@@ -445,9 +445,7 @@ class Store:
             ),
         )
 
-    def _security_write(
-        self, operation: str, write: Callable[[duckdb.DuckDBPyConnection], T]
-    ) -> T:
+    def _security_write(self, operation: str, write: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
         with self._write_lock:
             self._require_open()
             cursor = self._writer
