@@ -159,8 +159,7 @@ def build_admin_router(auth: Auth) -> APIRouter:
     )
     async def revoke_token(token_id: str, principal: AdminToken) -> TokenView | JSONResponse:
         event = auth.event(principal, AuditKind.TOKEN_REVOKED, {"token_id": token_id})
-        found = await asyncio.to_thread(store.revoke_token, token_id, auth.clock.now(), [event])
-        token = await asyncio.to_thread(store.get_token, token_id) if found else None
+        token = await auth.revoke(token_id, [event])
         if token is None:
             return TOKEN_NOT_FOUND.response(f"no token with id {token_id!r}")
         return token_view(token)

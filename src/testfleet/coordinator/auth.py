@@ -7,9 +7,14 @@ Callers: the routers (``api.py``, ``pytest_runs_api.py``, ``query_api.py``,
 did with :meth:`Auth.record`. The worker WebSocket has no dependency here:
 workers authenticate on their own channel (TLS, another part of issue 10).
 
-Each request's token is looked up in the store and checked (hash, expiry,
-revocation) every time: nothing is cached, so a revoked token is refused on
-the very next request. A refusal is recorded in the audit trail before it is
+Each request's token is checked every time (hash, expiry, revocation). The
+token's row is read from the store once and then kept in memory: tokens are
+revoked only through this coordinator (:meth:`Auth.revoke`; ``tokens create
+--db`` needs it stopped, and only adds tokens), which drops the kept row
+before its answer, so a revoked token is refused on the very next request and
+nothing kept outlives a revoke. Keeping them spares a store read per request,
+and lets a coordinator whose store has failed still say 503 (loop stopped)
+rather than fail on the token check. A refusal is recorded in the audit trail before it is
 answered (401 for no usable credential, 403 for the wrong role), with the
 reason and the client's address, never the secret.
 
@@ -31,7 +36,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from testfleet.clock import Clock
 from testfleet.coordinator.api_errors import FORBIDDEN, UNAUTHENTICATED, AuthRefusedError
 from testfleet.security.audit import AuditEvent, AuditKind, AuditOutcome
-from testfleet.security.tokens import Role, TokenCheck, token_id_of
+from testfleet.security.tokens import Role, TokenCheck, TokenRecord, token_id_of
 from testfleet.store.contract import SecurityStore
 
 #: Declares the scheme in the OpenAPI document (``components.securitySchemes``)
@@ -75,6 +80,30 @@ class Auth:
     def __init__(self, store: SecurityStore, clock: Clock) -> None:
         self.store = store
         self.clock = clock
+        #: Token rows read so far, by id (see the module docstring).
+        self._known: dict[str, TokenRecord] = {}
+        #: Counts revocations: a row read before one started is not kept.
+        self._revocations = 0
+
+    async def _token(self, token_id: str) -> TokenRecord | None:
+        known = self._known.get(token_id)
+        if known is not None:
+            return known
+        revocations = self._revocations
+        record = await asyncio.to_thread(self.store.get_token, token_id)
+        # A revoke that began while this read ran may have changed the row after it.
+        if record is not None and record.revoked is None and revocations == self._revocations:
+            self._known[token_id] = record
+        return record
+
+    async def revoke(self, token_id: str, events: Sequence[AuditEvent]) -> TokenRecord | None:
+        """Revoke ``token_id`` (durably, with ``events``) and forget its kept row;
+        the token as it now is, or None if there is no such token."""
+        self._revocations += 1
+        self._known.pop(token_id, None)
+        found = await asyncio.to_thread(self.store.revoke_token, token_id, self.clock.now(), events)
+        self._known.pop(token_id, None)
+        return await asyncio.to_thread(self.store.get_token, token_id) if found else None
 
     async def identify(
         self, request: Request, credentials: HTTPAuthorizationCredentials | None
@@ -87,7 +116,7 @@ class Auth:
         token_id = token_id_of(secret)
         if token_id is None:
             return None, TokenCheck.MALFORMED, None
-        record = await asyncio.to_thread(self.store.get_token, token_id)
+        record = await self._token(token_id)
         if record is None:
             return None, TokenCheck.UNKNOWN, token_id
         verdict = record.check(secret, self.clock.now())

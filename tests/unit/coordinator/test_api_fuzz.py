@@ -49,6 +49,7 @@ from schemathesis.schemas import APIOperation, BaseSchema
 from starlette.testclient import httpx as client_http  # httpx, or its fork httpx2
 
 from testfleet.coordinator.app import create_app
+from testfleet.testing.tokens import bearer
 
 pytestmark = [pytest.mark.slow]
 
@@ -80,7 +81,8 @@ class Api:
 def api(tmp_path: Path) -> Iterator[Api]:
     path = tmp_path / "fuzz.duckdb"
     seed_store(path)
-    with TestClient(create_app(path)) as client:
+    headers = bearer(path)  # written before the app opens the file
+    with TestClient(create_app(path), headers=headers) as client:
         document = client.get("/openapi.json").json()
         # An explicit (default) configuration: no schemathesis.toml found on disk applies.
         yield Api(client, schemathesis.openapi.from_dict(document, config=SchemathesisConfig()))
