@@ -32,7 +32,14 @@ from testfleet.coordinator.api_models import ErrorCode, ResponseModel
 from testfleet.coordinator.api_views import iso
 from testfleet.coordinator.auth import AdminToken, Auth
 from testfleet.security.audit import AuditEvent, AuditKind, AuditOutcome
-from testfleet.security.tokens import NAME_RULE, Role, TokenRecord, check_name, issue_token
+from testfleet.security.tokens import (
+    NAME_PATTERN,
+    NAME_RULE,
+    Role,
+    TokenRecord,
+    check_name,
+    issue_token,
+)
 
 TOKEN_NOT_FOUND = ApiRefusal(404, ErrorCode.NOT_FOUND, "No token has this id.")
 #: Ten years: far enough for "does not expire soon", near enough to stay a valid time.
@@ -44,7 +51,7 @@ class TokenRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=100, description=NAME_RULE)
+    name: str = Field(min_length=1, max_length=100, pattern=NAME_PATTERN, description=NAME_RULE)
     role: Role
     expires_in_seconds: float | None = Field(
         default=None, gt=0, le=MAX_EXPIRY_SECONDS, description="None: until revoked."

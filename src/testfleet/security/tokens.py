@@ -36,7 +36,9 @@ _ID_HEX_CHARS = 16
 _SECRET_RE = re.compile(rf"^{TOKEN_PREFIX}(tok-[0-9a-f]{{{_ID_HEX_CHARS}}})_[A-Za-z0-9_-]{{43}}$")
 #: How long a token name may be (it is shown in tables and the audit log).
 MAX_NAME_LENGTH = 100
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,99}$")
+#: What a token name may be (also the API's JSON Schema ``pattern`` for it).
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,99}$"
+_NAME_RE = re.compile(NAME_PATTERN)
 NAME_RULE = (
     "a token name is 1 to 100 letters, digits, '.', '_', '@' or '-', starting with a "
     "letter or digit"
