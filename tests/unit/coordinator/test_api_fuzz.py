@@ -197,4 +197,3 @@ def test_no_operation_but_health_answers_without_credentials(api: Api) -> None:
             assert response.headers["WWW-Authenticate"] == "Bearer"
             refused += 1
     assert refused >= 4 * (len(operations) - 1) > 40
-
