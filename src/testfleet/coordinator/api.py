@@ -82,9 +82,10 @@ from testfleet.coordinator.auth import (
     BEARER,
     AdminToken,
     Auth,
-    Principal,
     SubmitterToken,
     ViewerToken,
+    refuse_others,
+    tasks_not_theirs,
 )
 from testfleet.coordinator.events import Accepted, RefusalReason, Refused
 from testfleet.coordinator.loop import CoordinatorLoop, CoordinatorUnavailableError
@@ -93,8 +94,7 @@ from testfleet.domain.benchmark import Precision
 from testfleet.domain.enums import HardwareKind, ShownStatus, TaskStatus, TaskType
 from testfleet.domain.json_values import INT64_MAX, ValueProblem, json_value_problems
 from testfleet.domain.task import TaskSpec
-from testfleet.security.audit import AuditKind, AuditOutcome
-from testfleet.security.tokens import Role
+from testfleet.security.audit import AuditKind
 from testfleet.store.contract import StoreReader
 
 # Two adapters, chosen by the body's shape: a union would report both branches
@@ -286,35 +286,6 @@ def build_router(
     #: Every route with a token: no usable token (401), the wrong role (403).
     authed = (UNAUTHENTICATED, FORBIDDEN)
 
-    async def not_theirs(principal: Principal, task_ids: Sequence[str]) -> list[str]:
-        """Which of ``task_ids`` a submitter may not cancel (another token's tasks);
-        an admin may cancel any. Unknown ids are left to the loop (not found)."""
-        if principal.role is Role.ADMIN:
-            return []
-
-        def owners() -> list[str]:
-            refused = []
-            for task_id in dict.fromkeys(task_ids):
-                task = store.get_task(task_id)
-                if task is not None and task.submitted_by != principal.token_id:
-                    refused.append(task_id)
-            return refused
-
-        return await asyncio.to_thread(owners)
-
-    async def refuse_others(principal: Principal, refused: list[str], what: str) -> JSONResponse:
-        await auth.record(
-            principal,
-            AuditKind.DENIED,
-            {"request": what, "task_ids": refused[:100], "reason": "not the submitter"},
-            AuditOutcome.REFUSED,
-        )
-        return FORBIDDEN.response(
-            f"token {principal.name!r} (submitter) may cancel only the tasks it submitted; "
-            f"{len(refused)} named here are another's",
-            [RefusedIds(ids=refused)],
-        )
-
     async def answer(
         request: Awaitable[Accepted | Refused],
         accepted: Callable[[Accepted], BaseModel],
@@ -433,9 +404,9 @@ def build_router(
     async def cancel_tasks(
         request: CancelRequest, principal: SubmitterToken
     ) -> CancelAnswer | JSONResponse:
-        refused = await not_theirs(principal, request.task_ids)
+        refused = await tasks_not_theirs(store, principal, request.task_ids)
         if refused:
-            return await refuse_others(principal, refused, "POST /api/v1/tasks/cancel")
+            return await refuse_others(auth, principal, refused, "POST /api/v1/tasks/cancel")
         try:
             outcome = await loop.cancel(list(request.task_ids))
         except CoordinatorUnavailableError as exc:
@@ -459,9 +430,11 @@ def build_router(
         summary="Cancel a queued or running task",
     )
     async def cancel_task(task_id: str, principal: SubmitterToken) -> TaskCancelled | JSONResponse:
-        refused = await not_theirs(principal, [task_id])
+        refused = await tasks_not_theirs(store, principal, [task_id])
         if refused:
-            return await refuse_others(principal, refused, f"POST /api/v1/tasks/{task_id}/cancel")
+            return await refuse_others(
+                auth, principal, refused, f"POST /api/v1/tasks/{task_id}/cancel"
+            )
         try:
             outcome = await loop.cancel([task_id])
         except CoordinatorUnavailableError as exc:

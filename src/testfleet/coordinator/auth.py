@@ -31,13 +31,15 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from testfleet.clock import Clock
 from testfleet.coordinator.api_errors import FORBIDDEN, UNAUTHENTICATED, AuthRefusedError
+from testfleet.coordinator.api_models import RefusedIds
 from testfleet.security.audit import AuditEvent, AuditKind, AuditOutcome
 from testfleet.security.tokens import Role, TokenCheck, TokenRecord, token_id_of
-from testfleet.store.contract import SecurityStore
+from testfleet.store.contract import SecurityStore, StoreReader
 
 #: Declares the scheme in the OpenAPI document (``components.securitySchemes``)
 #: and reads the header; ``auto_error=False`` so that the refusal is ours (the
@@ -209,3 +211,39 @@ def require(role: Role) -> Callable[..., Awaitable[Principal]]:
 ViewerToken = Annotated[Principal, Depends(require(Role.VIEWER))]
 SubmitterToken = Annotated[Principal, Depends(require(Role.SUBMITTER))]
 AdminToken = Annotated[Principal, Depends(require(Role.ADMIN))]
+
+
+async def tasks_not_theirs(
+    store: StoreReader, principal: Principal, task_ids: Sequence[str]
+) -> list[str]:
+    """Which of ``task_ids`` ``principal`` may not cancel: a submitter only its own
+    tasks (``submitted_by``), an admin any. Unknown ids are left to the loop (not found)."""
+    if principal.role is Role.ADMIN:
+        return []
+
+    def others() -> list[str]:
+        refused = []
+        for task_id in dict.fromkeys(task_ids):
+            task = store.get_task(task_id)
+            if task is not None and task.submitted_by != principal.token_id:
+                refused.append(task_id)
+        return refused
+
+    return await asyncio.to_thread(others)
+
+
+async def refuse_others(
+    auth: Auth, principal: Principal, refused: list[str], what: str
+) -> JSONResponse:
+    """The audited 403 for a submitter that named another's tasks (all refused)."""
+    await auth.record(
+        principal,
+        AuditKind.DENIED,
+        {"request": what, "task_ids": refused[:100], "reason": "not the submitter"},
+        AuditOutcome.REFUSED,
+    )
+    return FORBIDDEN.response(
+        f"token {principal.name!r} (submitter) may cancel only the tasks it submitted; "
+        f"{len(refused)} named here are another's",
+        [RefusedIds(ids=refused)],
+    )
