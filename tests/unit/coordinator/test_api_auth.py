@@ -156,7 +156,7 @@ def test_no_route_but_health_answers_without_a_valid_token(
 def test_each_role_reaches_what_it_may_and_is_refused_the_rest(fleet: Fleet) -> None:
     for route, needs in NEEDS.items():
         method, url = concrete(route, fleet.seeded)
-        body = {"query": "SELECT 1"} if route == "POST /api/v1/sql" else None
+        body: dict[str, Any] | None = {"query": "SELECT 1"} if route == "POST /api/v1/sql" else None
         if route == "POST /api/v1/tokens":
             body = {"name": "made-here", "role": "viewer"}
         if route == "POST /api/v1/tasks":
