@@ -126,6 +126,7 @@ def main() -> None:
                 "--codec",
                 args.codec,
             ],
+            with_credentials=False,  # worker agents: no API token (see LocalFleet)
         )
         fleet.wait_for_workers(count=args.workers, timeout=120)
         client = fleet.client

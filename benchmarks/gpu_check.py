@@ -113,6 +113,7 @@ def main() -> int:
                 time.sleep(1)
             results[task_id] = detail
             check_result(task_id, detail, failures, log)
+        env["TESTFLEET_TOKEN"] = fleet.token  # the fleet's admin token, for the CLI
         compared = subprocess.run(
             [sys.executable, "-m", "testfleet", "results", "compare", "--model",
              "bert-base-uncased", "--coordinator", url],

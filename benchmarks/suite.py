@@ -187,6 +187,8 @@ def start_fleet(fleet: LocalFleet, workers: int) -> str:
     lacking = [w["worker_id"] for w in connected if "test" not in w.get("task_types", [])]
     if lacking:
         print(f"  warning: workers without the `test` task type: {', '.join(lacking)}")
+    # The timed `testfleet run` commands inherit this environment: the fleet's token.
+    os.environ["TESTFLEET_TOKEN"] = fleet.token
     return fleet.url
 
 

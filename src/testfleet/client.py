@@ -21,6 +21,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import httpx
 
 from testfleet.domain.task_ids import TASK_ID_RULE, is_task_id
+from testfleet.security.credentials import TOKEN_ENV, CredentialError, resolve_token
 
 DEFAULT_COORDINATOR = "http://127.0.0.1:8700"
 COORDINATOR_ENV = "TESTFLEET_COORDINATOR"
@@ -148,8 +149,15 @@ class FleetClient:
         *,
         transport: httpx.BaseTransport | None = None,
         ca: str | Path | None = None,
+        token: str | None = None,
+        token_file: str | Path | None = None,
     ) -> None:
-        self._url_error: CoordinatorUrlError | None = None
+        """``ca`` (else ``$TESTFLEET_CA``) verifies an https coordinator. ``token``,
+        else ``$TESTFLEET_TOKEN``, else the token file ``token_file`` (or
+        ``$TESTFLEET_TOKEN_FILE``) is sent as ``Authorization: Bearer``. A CA file
+        that cannot be used, or a token file readable by others, is refused on
+        the first request, as a bad URL is."""
+        self._url_error: FleetError | None = None
         ca = ca or os.environ.get(CA_ENV) or None
         verify: ssl.SSLContext | bool = True
         if ca is not None:
@@ -167,8 +175,20 @@ class FleetClient:
         except CoordinatorUrlError as exc:
             self._url_error = exc
             self.base_url = DEFAULT_COORDINATOR
+        headers: dict[str, str] = {}
+        try:
+            secret = resolve_token(token, token_file)
+        except CredentialError as exc:
+            self._url_error = self._url_error or FleetError(str(exc), code="bad_credentials")
+            secret = None
+        if secret is not None:
+            headers["Authorization"] = f"Bearer {secret}"
         self._http = httpx.Client(
-            base_url=self.base_url + API_PREFIX, timeout=timeout, transport=transport, verify=verify
+            base_url=self.base_url + API_PREFIX,
+            timeout=timeout,
+            transport=transport,
+            headers=headers,
+            verify=verify,
         )
 
     def close(self) -> None:
@@ -206,8 +226,11 @@ class FleetClient:
         ``{"error": ...}``, or what else the address answered."""
         error = None if body is None else body.get("error")
         if isinstance(error, dict) and isinstance(error.get("message"), str):
+            message = error["message"]
+            if response.status_code == 401 and "Authorization" not in self._http.headers:
+                message += f" (no token given: pass --token, set ${TOKEN_ENV} or --token-file)"
             return FleetError(
-                error["message"],
+                message,
                 status=response.status_code,
                 code=str(error.get("code", "error")),
                 details=error.get("details"),
@@ -424,6 +447,37 @@ class FleetClient:
                 "answered without the row count a testfleet coordinator sends)"
             )
         return int(rows)
+
+    def create_token(
+        self, name: str, role: str, expires_in_seconds: float | None = None
+    ) -> dict[str, Any]:
+        """A new token (admin only): ``{"token": {...}, "secret": "tfk_..."}``."""
+        body = {"name": name, "role": role, "expires_in_seconds": expires_in_seconds}
+        result: dict[str, Any] = self._call("POST", "/tokens", expect=("secret",), json=body)
+        return result
+
+    def list_tokens(self) -> list[dict[str, Any]]:
+        tokens: list[dict[str, Any]] = self._call("GET", "/tokens", expect=("tokens",))["tokens"]
+        return tokens
+
+    def revoke_token(self, token_id: str) -> dict[str, Any]:
+        path = f"/tokens/{_segment(token_id)}/revoke"
+        result: dict[str, Any] = self._call("POST", path, expect=("token_id",))
+        return result
+
+    def audit(
+        self, *, since: str | None = None, actor: str | None = None, limit: int = 1000
+    ) -> list[dict[str, Any]]:
+        """The audit trail (admin only), oldest first; ``since`` is ISO 8601."""
+        params: dict[str, Any] = {"limit": limit}
+        if since is not None:
+            params["since"] = since
+        if actor is not None:
+            params["actor"] = actor
+        events: list[dict[str, Any]] = self._call(
+            "GET", "/audit", expect=("events",), params=params
+        )["events"]
+        return events
 
     def health(self) -> dict[str, Any]:
         result: dict[str, Any] = self._call("GET", "/health", expect=("status",))

@@ -44,6 +44,7 @@ from typing import Self, TypeVar
 from testfleet.client import CA_ENV, COORDINATOR_ENV, FleetClient, FleetError
 from testfleet.coordinator.startup import free_port
 from testfleet.domain.enums import Codec
+from testfleet.security.credentials import TOKEN_ENV, TOKEN_FILE_ENV, write_token_file
 from testfleet.security.pki import (
     ca_files,
     init_ca,
@@ -52,6 +53,7 @@ from testfleet.security.pki import (
     server_files,
     worker_files,
 )
+from testfleet.security.tokens import Role
 
 T = TypeVar("T")
 
@@ -135,6 +137,14 @@ class LocalFleet:
     start; the coordinator serves HTTPS/WSS with ``--client-ca`` and each
     worker presents its certificate. ``url`` is then ``https://``, the fleet's
     processes get ``$TESTFLEET_CA`` and :attr:`client` verifies with it.
+
+    Before the coordinator first starts, the fleet writes an admin token
+    straight into its database file (the root of trust, as ``testfleet tokens
+    create --db`` does) and keeps the secret in ``<root>/admin.token`` (mode
+    0600): :attr:`client` sends it, :meth:`env` hands it on as
+    ``$TESTFLEET_TOKEN`` to the CLI processes a test starts. The coordinator
+    and the workers are started without it: a task must not find an admin
+    token in its environment.
     """
 
     def __init__(
@@ -171,6 +181,8 @@ class LocalFleet:
         #: Pids already sent SIGTERM (see _terminate).
         self._terminated: set[int] = set()
         self._starts = 0
+        self._token: str | None = None
+        self.token_file = self.root / "admin.token"
 
     # ------------------------------------------------------------- starting
 
@@ -178,13 +190,37 @@ class LocalFleet:
         """The environment every fleet process gets: this one's, the fleet's
         additions, the coordinator's address, and unbuffered output (a log's
         tail must show what happened up to a failure)."""
-        return {
+        env = {
             **os.environ,
             **self._env,
             COORDINATOR_ENV: self.url,
             **({CA_ENV: str(ca_files(self.pki).cert)} if self.pki is not None else {}),
             "PYTHONUNBUFFERED": "1",
         }
+        if self._token is not None:
+            env[TOKEN_ENV] = self._token
+        return env
+
+    @property
+    def token(self) -> str:
+        """The fleet's admin token (made on first use, before the coordinator starts)."""
+        if self._token is None:
+            from testfleet.security.bootstrap import create_token_in_file
+
+            self.root.mkdir(parents=True, exist_ok=True)
+            self.db.parent.mkdir(parents=True, exist_ok=True)
+            issued = create_token_in_file(self.db, "local-fleet-admin", Role.ADMIN)
+            write_token_file(self.token_file, issued.secret)
+            self._token = issued.secret
+        return self._token
+
+    def _without_credentials(self, env: Mapping[str, str]) -> dict[str, str]:
+        """``env`` for the coordinator and the workers: no API token reaches them
+        (nor, through them, a task)."""
+        extra = {**env}
+        for name in (TOKEN_ENV, TOKEN_FILE_ENV):
+            extra.pop(name, None)
+        return extra
 
     def _make_pki(self) -> Path:
         pki = self.root / "pki"
@@ -209,9 +245,17 @@ class LocalFleet:
         return ["--ca", ca, "--cert", str(files.cert), "--key", str(files.key)]
 
     def start(
-        self, name: str, argv: Sequence[str], env: Mapping[str, str] | None = None
+        self,
+        name: str,
+        argv: Sequence[str],
+        env: Mapping[str, str] | None = None,
+        *,
+        with_credentials: bool = True,
     ) -> subprocess.Popen[bytes]:
         """Start ``argv`` as the fleet's process ``name``, logging to ``<log_dir>/<name>.log``.
+
+        It gets ``$TESTFLEET_TOKEN`` unless ``with_credentials`` is false (the
+        coordinator and the workers: see the class docstring).
 
         Refuses a name whose process still runs: stop it before starting another.
         """
@@ -220,6 +264,9 @@ class LocalFleet:
             raise LocalFleetError(f"{name} is still running; stop it before starting another")
         self._starts += 1
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        full_env = {**self.env(), **(env or {})}
+        if not with_credentials:
+            full_env = self._without_credentials(full_env)
         log = self.log_dir / f"{name}.log"
         with log.open("ab") as handle:
             handle.write(f"=== start #{self._starts}: {' '.join(argv)}\n".encode())
@@ -229,7 +276,7 @@ class LocalFleet:
                 stdout=handle,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env={**self.env(), **(env or {})},
+                env=full_env,
                 cwd=self.cwd,
                 start_new_session=True,
             )
@@ -276,7 +323,10 @@ class LocalFleet:
         """Start the coordinator (again, after a stop: same file, same port) and,
         with ``wait``, return once it answers ``/health``."""
         options = options or CoordinatorOptions()
-        process = self.start(COORDINATOR, self.coordinator_argv(options), options.env)
+        _ = self.token  # the root of trust, written before the coordinator holds the file
+        process = self.start(
+            COORDINATOR, self.coordinator_argv(options), options.env, with_credentials=False
+        )
         if wait:
             self.wait_healthy(timeout)
         return process
@@ -298,7 +348,9 @@ class LocalFleet:
         """
         options = options or WorkerOptions()
         name = name or worker_id
-        process = self.start(name, self.worker_argv(worker_id, options), options.env)
+        process = self.start(
+            name, self.worker_argv(worker_id, options), options.env, with_credentials=False
+        )
         self._worker_names[worker_id] = name
         if wait:
             self.wait_for_workers([worker_id], timeout=timeout)
@@ -480,7 +532,9 @@ class LocalFleet:
     def client(self) -> FleetClient:
         """A REST client for the coordinator, made on first use."""
         if self._client is None:
-            self._client = FleetClient(self.url, timeout=self._client_timeout, ca=self._ca)
+            self._client = FleetClient(
+                self.url, timeout=self._client_timeout, ca=self._ca, token=self.token
+            )
         return self._client
 
     @property
@@ -491,7 +545,9 @@ class LocalFleet:
     def _probe(self) -> FleetClient:
         """The client that waiting polls with (short timeouts)."""
         if self._probe_client is None:
-            self._probe_client = FleetClient(self.url, timeout=PROBE_TIMEOUT_SECONDS, ca=self._ca)
+            self._probe_client = FleetClient(
+                self.url, timeout=PROBE_TIMEOUT_SECONDS, ca=self._ca, token=self.token
+            )
         return self._probe_client
 
     def close_client(self) -> None:

@@ -111,7 +111,7 @@ def test_benchmarks_run_on_the_cpu_and_land_in_duckdb(fleet, monkeypatch) -> Non
     assert fleet.wait_terminal(["after"])["after"]["status"] == "completed"
 
     # People compare through the CLI, as CSV here.
-    env = dict(os.environ, TESTFLEET_COORDINATOR=fleet.url)
+    env = dict(os.environ, TESTFLEET_COORDINATOR=fleet.url, TESTFLEET_TOKEN=fleet.token)
     compared = subprocess.run(
         [sys.executable, "-m", "testfleet", "results", "compare", "--model",
          "bert-base-uncased", "--csv"],

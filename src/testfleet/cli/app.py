@@ -20,6 +20,7 @@ import orjson
 import typer
 from rich.markup import escape
 
+from testfleet.cli.client_options import given_credentials, takes_credentials
 from testfleet.cli.help_format import FleetCommand, FleetGroup
 from testfleet.cli.tables import (
     print_task_detail,
@@ -41,6 +42,7 @@ from testfleet.client import (
 from testfleet.clock import MonotonicClock
 from testfleet.domain.enums import ShownStatus, TaskStatus
 from testfleet.domain.task_ids import TASK_ID_RULE, is_task_id
+from testfleet.security.credentials import TOKEN_ENV, TOKEN_FILE_ENV
 
 app = typer.Typer(
     name="testfleet",
@@ -98,9 +100,11 @@ def print_json(data: Any) -> None:
 
 
 def client_for(coordinator: str | None) -> FleetClient:
-    """The client every command uses; the CLI's tests replace this one function
-    to point the commands at an app in the same process."""
-    return FleetClient(coordinator)
+    """The client every command uses, with the command's ``--token`` or
+    ``--token-file`` (else ``$TESTFLEET_TOKEN``...); the CLI's tests replace this
+    one function to point the commands at an app in the same process."""
+    token, token_file = given_credentials()
+    return FleetClient(coordinator, token=token, token_file=token_file)
 
 
 @contextmanager
@@ -160,6 +164,7 @@ app.command(cls=FleetCommand)(worker)
 
 
 @app.command(cls=FleetCommand)
+@takes_credentials
 def submit(
     files: Annotated[list[str], typer.Argument(help="JSON or YAML task files ('-' = stdin).")],
     coordinator: CoordinatorOption = None,
@@ -192,6 +197,7 @@ def submit(
         "allow_interspersed_args": False,
     },
 )
+@takes_credentials
 def run(
     ctx: typer.Context,
     path: Annotated[
@@ -263,6 +269,13 @@ def run(
         # (pytest would otherwise look above it, where the caches differ).
         # Before the user's args, so their own --rootdir wins.
         args = ["--rootdir", ".", *args, "--fleet-repo", repo, "--fleet-commit", commit]
+    # The pytest plugin's client reads the token from the environment (as
+    # `pytest --fleet` does); this process ends with the run.
+    token, token_file = given_credentials()
+    if token:
+        os.environ[TOKEN_ENV] = token
+    if token_file:
+        os.environ[TOKEN_FILE_ENV] = token_file
     import pytest
 
     # pytest marks every package with a pytest11 entry point for assertion
@@ -273,6 +286,7 @@ def run(
 
 
 @app.command(cls=FleetCommand)
+@takes_credentials
 def tasks(
     status: Annotated[
         list[ShownStatus] | None,
@@ -308,6 +322,7 @@ def tasks(
 
 
 @app.command(cls=FleetCommand)
+@takes_credentials
 def task(
     task_id: Annotated[str, typer.Argument(help="The task's id.")],
     coordinator: CoordinatorOption = None,
@@ -330,6 +345,7 @@ def task(
 
 
 @app.command(cls=FleetCommand)
+@takes_credentials
 def workers(coordinator: CoordinatorOption = None, as_json: JsonOption = False) -> None:
     """Workers the coordinator knows, with their hardware and load."""
     with fleet_client(coordinator) as client:
@@ -341,6 +357,7 @@ def workers(coordinator: CoordinatorOption = None, as_json: JsonOption = False) 
 
 
 @app.command(cls=FleetCommand)
+@takes_credentials
 def cancel(
     task_ids: Annotated[list[str], typer.Argument(help="Tasks to cancel.")],
     coordinator: CoordinatorOption = None,
@@ -371,6 +388,7 @@ def cancel(
 
 
 @app.command(cls=FleetCommand)
+@takes_credentials
 def drain(
     worker_id: Annotated[str, typer.Argument(help="The worker to drain.")],
     coordinator: CoordinatorOption = None,
@@ -382,6 +400,7 @@ def drain(
 
 
 @app.command(cls=FleetCommand)
+@takes_credentials
 def undrain(
     worker_id: Annotated[str, typer.Argument(help="The drained worker.")],
     coordinator: CoordinatorOption = None,
@@ -393,6 +412,7 @@ def undrain(
 
 
 @app.command(cls=FleetCommand)
+@takes_credentials
 def stats(coordinator: CoordinatorOption = None, as_json: JsonOption = False) -> None:
     """Task counts by status, queue depth, workers and busy slots."""
     with fleet_client(coordinator) as client:
@@ -404,6 +424,7 @@ def stats(coordinator: CoordinatorOption = None, as_json: JsonOption = False) ->
 
 
 @app.command(cls=FleetCommand)
+@takes_credentials
 def wait(
     task_ids: Annotated[list[str], typer.Argument(help="Tasks to wait for.")],
     timeout: Annotated[
@@ -475,10 +496,11 @@ from testfleet.cli.data import export, sql  # noqa: E402
 from testfleet.cli.results import results_app  # noqa: E402
 
 app.command(cls=FleetCommand)(demo)
-app.command(cls=FleetCommand)(sql)
-app.command(cls=FleetCommand)(export)
+app.command(cls=FleetCommand)(takes_credentials(sql))
+app.command(cls=FleetCommand)(takes_credentials(export))
 app.add_typer(results_app, name="results")
 app.add_typer(certs_app, name="certs")
+import testfleet.cli.admin  # noqa: E402, F401  (registers `tokens` and `audit`)
 
 
 def main() -> None:

@@ -29,6 +29,7 @@ from testfleet.client import FleetClient
 from testfleet.domain.benchmark import load_note
 from testfleet.domain.enums import HardwareKind, TaskStatus
 from testfleet.local_fleet import CoordinatorOptions, LocalFleet, LocalFleetError, WorkerOptions
+from testfleet.security.credentials import TOKEN_ENV
 from testfleet.worker.hardware import detect_capabilities
 
 DEFAULT_DEMO_DB = Path("demo-output/testfleet-demo.duckdb")
@@ -215,7 +216,7 @@ def run_demo(db: Path, workers: int, slots: int, console: Console) -> int:
         _explain(tasks, console)
         if benchmarks_available():
             _run_benchmark(client, console)
-        _run_suite(fleet.url, db.parent / "demo-suite", console)
+        _run_suite(fleet.url, fleet.token, db.parent / "demo-suite", console)
     finally:
         try:
             fleet.stop_all(grace=STOP_GRACE_SECONDS)
@@ -224,6 +225,12 @@ def run_demo(db: Path, workers: int, slots: int, console: Console) -> int:
     console.print(
         f"fleet stopped cleanly; every task, attempt and result is in [bold]{db}[/bold] "
         f"(logs in {logs}). Inspect it: testfleet coordinator --db {db} & testfleet tasks"
+    )
+    console.print(
+        f"the coordinator needs a token: the demo's admin token is in {fleet.token_file} "
+        f"(mode 600); use it with\n  export {TOKEN_ENV}=$(cat {fleet.token_file})\n"
+        f"or pass --token-file {fleet.token_file} to any command",
+        highlight=False,
     )
     return 0
 
@@ -265,7 +272,7 @@ def test_takes_half_a_second():
 }
 
 
-def _run_suite(url: str, root: Path, console: Console) -> None:
+def _run_suite(url: str, token: str, root: Path, console: Console) -> None:
     """Run DEMO_SUITE with ``testfleet run`` on the demo's fleet, output as is.
 
     The suite needs no installed pytest plugin, so it runs with none: plugin
@@ -300,7 +307,7 @@ def _run_suite(url: str, root: Path, console: Console) -> None:
             "-rfs",
         ],
         cwd=root,
-        env={**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"},
+        env={**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1", TOKEN_ENV: token},
         stdin=subprocess.DEVNULL,
         check=False,
     )

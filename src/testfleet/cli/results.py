@@ -28,6 +28,7 @@ from testfleet.cli.app import (
     fleet_client,
     print_json,
 )
+from testfleet.cli.client_options import takes_credentials
 from testfleet.cli.help_format import FleetCommand, FleetGroup
 from testfleet.cli.tables import (
     busy_notes,
@@ -214,6 +215,7 @@ def _say_nothing_found(client: FleetClient, model: str, filtered: bool, *, to_st
 
 
 @results_app.command(cls=FleetCommand)
+@takes_credentials
 def compare(
     model: ModelOption,
     precision: PrecisionOption = None,
@@ -257,6 +259,7 @@ def compare(
 
 
 @results_app.command(cls=FleetCommand)
+@takes_credentials
 def history(
     model: ModelOption,
     batch_size: Annotated[
@@ -298,6 +301,7 @@ def history(
 
 
 @results_app.command(cls=FleetCommand)
+@takes_credentials
 def models(coordinator: CoordinatorOption = None, as_json: JsonOption = False) -> None:
     """Models that have benchmark results."""
     with fleet_client(coordinator) as client:

@@ -21,20 +21,23 @@ from typing import Annotated, Any
 
 import orjson
 import yaml
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
 
 import testfleet
 from testfleet.coordinator.api_errors import (
     ALREADY_FINISHED,
     DUPLICATE_TASK_ID,
+    FORBIDDEN,
     INVALID_PARAMETER,
     INVALID_TASK,
     MALFORMED_BODY,
     STORAGE_ERROR,
     TASK_NOT_FOUND,
     TOO_MANY_TASKS,
+    UNAUTHENTICATED,
     UNAVAILABLE,
     UNSUPPORTED_MEDIA_TYPE,
     WORKER_NOT_FOUND,
@@ -75,6 +78,15 @@ from testfleet.coordinator.api_views import (
     task_view,
     worker_view,
 )
+from testfleet.coordinator.auth import (
+    BEARER,
+    AdminToken,
+    Auth,
+    SubmitterToken,
+    ViewerToken,
+    refuse_others,
+    tasks_not_theirs,
+)
 from testfleet.coordinator.events import Accepted, RefusalReason, Refused
 from testfleet.coordinator.loop import CoordinatorLoop, CoordinatorUnavailableError
 from testfleet.coordinator.state_view import StateView
@@ -82,6 +94,7 @@ from testfleet.domain.benchmark import Precision
 from testfleet.domain.enums import HardwareKind, ShownStatus, TaskStatus, TaskType
 from testfleet.domain.json_values import INT64_MAX, ValueProblem, json_value_problems
 from testfleet.domain.task import TaskSpec
+from testfleet.security.audit import AuditKind
 from testfleet.store.contract import StoreReader
 
 # Two adapters, chosen by the body's shape: a union would report both branches
@@ -258,12 +271,20 @@ IsoMoment = Annotated[
 
 
 def build_router(
-    loop: CoordinatorLoop, view: StateView, store: StoreReader, max_tasks: int, started: float
+    loop: CoordinatorLoop,
+    view: StateView,
+    store: StoreReader,
+    max_tasks: int,
+    started: float,
+    auth: Auth,
 ) -> APIRouter:
     """Routes bound to one coordinator (built by the app factory): changes go
     through its ``loop``, live state is read through ``view``, history from
-    ``store``."""
+    ``store``. Every route but ``/health`` needs a token (``auth``): viewer to
+    read, submitter to submit and cancel its own tasks, admin to drain."""
     router = APIRouter(prefix="/api/v1")
+    #: Every route with a token: no usable token (401), the wrong role (403).
+    authed = (UNAUTHENTICATED, FORBIDDEN)
 
     async def answer(
         request: Awaitable[Accepted | Refused],
@@ -283,6 +304,7 @@ def build_router(
         status_code=201,
         response_model=SubmitAnswer,
         responses=refusals(
+            *authed,
             MALFORMED_BODY,
             DUPLICATE_TASK_ID,
             TOO_MANY_TASKS,
@@ -293,7 +315,7 @@ def build_router(
         openapi_extra=SUBMIT_OPENAPI,
         summary="Submit one task or a list of tasks (the task document of docs/formats.md)",
     )
-    async def submit_tasks(request: Request) -> BaseModel | JSONResponse:
+    async def submit_tasks(request: Request, principal: SubmitterToken) -> BaseModel | JSONResponse:
         raw = await request.body()
         specs, problem = parse_task_body(raw, request.headers.get("content-type", ""))
         if problem is not None:
@@ -303,18 +325,27 @@ def build_router(
             return TOO_MANY_TASKS.response(
                 f"{len(specs)} tasks in one request; the limit is {max_tasks}: split the batch"
             )
-        return await answer(
-            loop.submit(specs),
+        submitted = await answer(
+            loop.submit(specs, principal.token_id),
             lambda done: SubmitAnswer(accepted=len(done.ids), task_ids=done.ids),
         )
+        if isinstance(submitted, SubmitAnswer):
+            types = sorted({spec.type.value for spec in specs})
+            await auth.record(
+                principal,
+                AuditKind.TASKS_SUBMITTED,
+                {"tasks": submitted.accepted, "types": types, "task_ids": submitted.task_ids[:20]},
+            )
+        return submitted
 
     @router.get(
         "/tasks",
         response_model=TaskList,
-        responses=refusals(INVALID_PARAMETER, STORAGE_ERROR),
+        responses=refusals(*authed, INVALID_PARAMETER, STORAGE_ERROR),
         summary="List tasks, optionally filtered",
     )
     async def list_tasks(
+        _: ViewerToken,
         status: Annotated[
             list[ShownStatus] | None,
             Query(
@@ -340,10 +371,10 @@ def build_router(
     @router.get(
         "/tasks/{task_id}",
         response_model=TaskDetail,
-        responses=refusals(TASK_NOT_FOUND, STORAGE_ERROR),
+        responses=refusals(*authed, TASK_NOT_FOUND, STORAGE_ERROR),
         summary="One task with its attempts and result",
     )
-    async def get_task(task_id: str) -> TaskDetail | JSONResponse:
+    async def get_task(task_id: str, _: ViewerToken) -> TaskDetail | JSONResponse:
         def read() -> Any:
             task = store.get_task(task_id)
             if task is None:
@@ -365,16 +396,27 @@ def build_router(
     @router.post(
         "/tasks/cancel",
         response_model=CancelAnswer,
-        responses=refusals(MALFORMED_BODY, INVALID_PARAMETER, UNAVAILABLE),
+        responses=refusals(*authed, MALFORMED_BODY, INVALID_PARAMETER, UNAVAILABLE),
         summary="Cancel several queued or running tasks at once",
         description="All in one step: a slot that cancelling one running task frees is "
         "never given to another task of the same request. Answers what became of each id.",
     )
-    async def cancel_tasks(request: CancelRequest) -> CancelAnswer | JSONResponse:
+    async def cancel_tasks(
+        request: CancelRequest, principal: SubmitterToken
+    ) -> CancelAnswer | JSONResponse:
+        refused = await tasks_not_theirs(store, principal, request.task_ids)
+        if refused:
+            return await refuse_others(auth, principal, refused, "POST /api/v1/tasks/cancel")
         try:
             outcome = await loop.cancel(list(request.task_ids))
         except CoordinatorUnavailableError as exc:
             return UNAVAILABLE.response(str(exc))
+        if outcome.cancelled:
+            await auth.record(
+                principal,
+                AuditKind.TASKS_CANCELLED,
+                {"tasks": len(outcome.cancelled), "task_ids": outcome.cancelled[:100]},
+            )
         return CancelAnswer(
             cancelled=outcome.cancelled,
             already_finished=outcome.already_finished,
@@ -384,10 +426,15 @@ def build_router(
     @router.post(
         "/tasks/{task_id}/cancel",
         response_model=TaskCancelled,
-        responses=refusals(TASK_NOT_FOUND, ALREADY_FINISHED, UNAVAILABLE),
+        responses=refusals(*authed, TASK_NOT_FOUND, ALREADY_FINISHED, UNAVAILABLE),
         summary="Cancel a queued or running task",
     )
-    async def cancel_task(task_id: str) -> TaskCancelled | JSONResponse:
+    async def cancel_task(task_id: str, principal: SubmitterToken) -> TaskCancelled | JSONResponse:
+        refused = await tasks_not_theirs(store, principal, [task_id])
+        if refused:
+            return await refuse_others(
+                auth, principal, refused, f"POST /api/v1/tasks/{task_id}/cancel"
+            )
         try:
             outcome = await loop.cancel([task_id])
         except CoordinatorUnavailableError as exc:
@@ -398,15 +445,16 @@ def build_router(
             return ALREADY_FINISHED.response(
                 f"task {task_id!r} has already finished; there is nothing to cancel"
             )
+        await auth.record(principal, AuditKind.TASKS_CANCELLED, {"tasks": 1, "task_ids": [task_id]})
         return TaskCancelled(task_id=task_id, status=TaskStatus.CANCELLED)
 
     @router.get(
         "/workers",
         response_model=WorkerList,
-        responses=refusals(),
+        responses=refusals(*authed),
         summary="Workers known to the coordinator",
     )
-    async def list_workers() -> WorkerList:
+    async def list_workers(_: ViewerToken) -> WorkerList:
         return WorkerList(workers=[worker_view(w) for w in view.workers()])
 
     def drain_state(worker_id: str) -> WorkerDrainState:
@@ -420,28 +468,34 @@ def build_router(
     @router.post(
         "/workers/{worker_id}/drain",
         response_model=WorkerDrainState,
-        responses=refusals(WORKER_NOT_FOUND, UNAVAILABLE),
+        responses=refusals(*authed, WORKER_NOT_FOUND, UNAVAILABLE),
         summary="Let a worker finish its work and take no more",
     )
-    async def drain_worker(worker_id: str) -> BaseModel | JSONResponse:
-        return await answer(loop.drain(worker_id), lambda _: drain_state(worker_id))
+    async def drain_worker(worker_id: str, principal: AdminToken) -> BaseModel | JSONResponse:
+        drained = await answer(loop.drain(worker_id), lambda _: drain_state(worker_id))
+        if isinstance(drained, WorkerDrainState):
+            await auth.record(principal, AuditKind.WORKER_DRAINED, {"worker_id": worker_id})
+        return drained
 
     @router.post(
         "/workers/{worker_id}/undrain",
         response_model=WorkerDrainState,
-        responses=refusals(WORKER_NOT_FOUND, UNAVAILABLE),
+        responses=refusals(*authed, WORKER_NOT_FOUND, UNAVAILABLE),
         summary="Let a drained worker take work again",
     )
-    async def undrain_worker(worker_id: str) -> BaseModel | JSONResponse:
-        return await answer(loop.undrain(worker_id), lambda _: drain_state(worker_id))
+    async def undrain_worker(worker_id: str, principal: AdminToken) -> BaseModel | JSONResponse:
+        undrained = await answer(loop.undrain(worker_id), lambda _: drain_state(worker_id))
+        if isinstance(undrained, WorkerDrainState):
+            await auth.record(principal, AuditKind.WORKER_UNDRAINED, {"worker_id": worker_id})
+        return undrained
 
     @router.get(
         "/stats",
         response_model=Stats,
-        responses=refusals(STORAGE_ERROR),
+        responses=refusals(*authed, STORAGE_ERROR),
         summary="Counts of tasks and workers, queue depth, loop counters",
     )
-    async def stats() -> Stats:
+    async def stats(_: ViewerToken) -> Stats:
         counts = await asyncio.to_thread(store.status_counts)
         slots, queue = view.slots(), view.queue_depth()
         return Stats(
@@ -465,19 +519,20 @@ def build_router(
     @router.get(
         "/results/models",
         response_model=BenchmarkModels,
-        responses=refusals(STORAGE_ERROR),
+        responses=refusals(*authed, STORAGE_ERROR),
         summary="Models that have benchmark results",
     )
-    async def benchmark_models() -> BenchmarkModels:
+    async def benchmark_models(_: ViewerToken) -> BenchmarkModels:
         return BenchmarkModels(models=await asyncio.to_thread(store.benchmark_models))
 
     @router.get(
         "/results/compare",
         response_model=BenchmarkComparison,
-        responses=refusals(INVALID_PARAMETER, STORAGE_ERROR),
+        responses=refusals(*authed, INVALID_PARAMETER, STORAGE_ERROR),
         summary="A model's latest benchmark figures per hardware, device, precision, batch size",
     )
     async def compare_results(
+        _: ViewerToken,
         model: Annotated[str, Query(min_length=1, max_length=256, description="Model name.")],
         precision: Precision | None = None,
         hardware: HardwareKind | None = None,
@@ -501,10 +556,11 @@ def build_router(
     @router.get(
         "/results/history",
         response_model=BenchmarkHistory,
-        responses=refusals(INVALID_PARAMETER, STORAGE_ERROR),
+        responses=refusals(*authed, INVALID_PARAMETER, STORAGE_ERROR),
         summary="Every benchmark run of a model over time",
     )
     async def result_history(
+        _: ViewerToken,
         model: Annotated[str, Query(min_length=1, max_length=256, description="Model name.")],
         batch_size: Annotated[int | None, Query(ge=1, le=65536)] = None,
         precision: Precision | None = None,
@@ -537,18 +593,29 @@ def build_router(
                 "`failed`, with the `error`): the coordinator changes nothing more.",
             },
         },
-        summary="Liveness and version",
+        summary="Liveness; with a valid token, also version and counts",
+        description="Needs no token, and then says only `status` (and a failed loop's "
+        "`error`); with any valid token it adds the version, schema version, uptime and "
+        "connected workers.",
     )
-    async def health() -> JSONResponse:
+    async def health(
+        request: Request,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
+    ) -> JSONResponse:
         healthy = loop.failure is None
         body = Health(
             status=HealthStatus.OK if healthy else HealthStatus.FAILED,
-            version=testfleet.__version__,
-            schema_version=store.schema_version,
-            uptime_seconds=round(time.monotonic() - started, 3),
-            workers_connected=view.connected_workers(),
             error=None if healthy else str(loop.failure),
         )
+        if credentials is not None and (await auth.identify(request, credentials))[0]:
+            body = body.model_copy(
+                update={
+                    "version": testfleet.__version__,
+                    "schema_version": store.schema_version,
+                    "uptime_seconds": round(time.monotonic() - started, 3),
+                    "workers_connected": view.connected_workers(),
+                }
+            )
         return JSONResponse(
             status_code=200 if healthy else 503,
             content=body.model_dump(mode="json", exclude_none=True),

@@ -123,6 +123,17 @@ QUERY_TIMEOUT = ApiRefusal(
     ErrorCode.QUERY_TIMEOUT,
     "The query ran past its timeout_seconds and was stopped.",
 )
+UNAUTHENTICATED = ApiRefusal(
+    401,
+    ErrorCode.UNAUTHENTICATED,
+    "No valid `Authorization: Bearer <token>` header: missing, malformed, unknown, "
+    "expired or revoked.",
+)
+FORBIDDEN = ApiRefusal(
+    403,
+    ErrorCode.FORBIDDEN,
+    "The token's role may not do this (or a submitter named another's task).",
+)
 STORAGE_ERROR = ApiRefusal(
     500,
     ErrorCode.STORAGE_ERROR,
@@ -140,6 +151,16 @@ UNAVAILABLE = ApiRefusal(
     "The coordinator's loop has stopped (a storage failure, or shutting down); "
     "nothing was changed.",
 )
+
+
+class AuthRefusedError(Exception):
+    """Raised by the auth dependency (``coordinator/auth.py``) to refuse a request
+    with :data:`UNAUTHENTICATED` or :data:`FORBIDDEN`; answered by the handler below."""
+
+    def __init__(self, refusal: ApiRefusal, message: str) -> None:
+        super().__init__(message)
+        self.refusal = refusal
+        self.message = message
 
 
 def refusals(*refused: ApiRefusal) -> dict[int | str, dict[str, Any]]:
@@ -220,6 +241,13 @@ def add_error_handlers(app: FastAPI) -> None:
             return MALFORMED_BODY.response(f"the request body is not valid JSON: {why}", details)
         first = details[0] if details else FieldProblem(field="", problem="invalid", type="")
         return INVALID_PARAMETER.response(f"{first.field}: {first.problem}", details)
+
+    @app.exception_handler(AuthRefusedError)
+    async def _auth_refused(_: Request, exc: AuthRefusedError) -> JSONResponse:
+        response = exc.refusal.response(exc.message)
+        if exc.refusal.status == 401:
+            response.headers["WWW-Authenticate"] = "Bearer"
+        return response
 
     @app.exception_handler(StoreError)
     async def _storage_error(_: Request, exc: StoreError) -> JSONResponse:

@@ -67,6 +67,8 @@ class ErrorCode(StrEnum):
     QUERY_TIMEOUT = "query_timeout"
     RATE_LIMITED = "rate_limited"
     REQUEST_TIMEOUT = "request_timeout"
+    UNAUTHENTICATED = "unauthenticated"
+    FORBIDDEN = "forbidden"
 
 
 class FieldProblem(ResponseModel):
@@ -289,11 +291,14 @@ class HealthStatus(StrEnum):
 
 
 class Health(ResponseModel):
+    """Without a valid token only ``status`` (and a failed loop's ``error``) is
+    sent: a load balancer's probe needs no token and learns nothing more."""
+
     status: HealthStatus
-    version: str
-    schema_version: int
-    uptime_seconds: float
-    workers_connected: int
+    version: str | None = None
+    schema_version: int | None = None
+    uptime_seconds: float | None = None
+    workers_connected: int | None = None
     error: str | None = Field(
         default=None, description="Why the loop stopped; only when `status` is `failed`."
     )

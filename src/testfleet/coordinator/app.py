@@ -21,12 +21,15 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
-from fastapi import FastAPI, WebSocket
+from fastapi import Depends, FastAPI, WebSocket
+from fastapi.responses import JSONResponse
 
 import testfleet
 from testfleet.clock import Clock, SystemClock
+from testfleet.coordinator.admin_api import build_admin_router
 from testfleet.coordinator.api import build_router
 from testfleet.coordinator.api_errors import BODY_TOO_LARGE, add_error_handlers
+from testfleet.coordinator.auth import Auth, require
 from testfleet.coordinator.connections import ConnectionRegistry
 from testfleet.coordinator.docs_page import add_docs_page
 from testfleet.coordinator.http_protocol import limited_http_protocol
@@ -43,11 +46,14 @@ from testfleet.coordinator.state_view import StateView
 from testfleet.coordinator.worker_channel import WORKER_CHANNEL_PATH, serve_worker
 from testfleet.protocol.codec import MAX_FRAME_BYTES
 from testfleet.security.tls import ServerTlsFiles, harden_server_context
+from testfleet.security.tokens import Role
 from testfleet.store import Store, StoreError
 from testfleet.store.contract import CoordinatorStore
 from testfleet.store.encryption import DatabaseKey
 
 log = logging.getLogger(__name__)
+
+OPENAPI_PATH = "/openapi.json"
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -166,6 +172,8 @@ def create_app(
         # Both of FastAPI's pages load from a CDN; docs_page serves /docs offline.
         docs_url=None,
         redoc_url=None,
+        # Served below, behind a viewer token like every read (see auth.py).
+        openapi_url=None,
     )
     app.state.loop = loop
     app.state.store = store
@@ -175,10 +183,21 @@ def create_app(
         limiter = RateLimiter(clock, settings.rate_limit_per_second, settings.rate_limit_burst)
         app.add_middleware(RateLimitMiddleware, limiter=limiter)
     view = StateView(state)
-    app.include_router(build_router(loop, view, store, settings.max_tasks_per_submit, started))
-    app.include_router(build_test_run_router(view, store))
-    app.include_router(build_query_router(store))
-    add_docs_page(app)
+    auth = Auth(store, clock)
+    app.state.auth = auth
+    app.include_router(
+        build_router(loop, view, store, settings.max_tasks_per_submit, started, auth)
+    )
+    app.include_router(build_test_run_router(view, store, auth))
+    app.include_router(build_query_router(store, auth))
+    app.include_router(build_admin_router(auth))
+    viewer = [Depends(require(Role.VIEWER))]
+
+    @app.get(OPENAPI_PATH, include_in_schema=False, dependencies=viewer)
+    async def openapi_json() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    add_docs_page(app, dependencies=viewer)
     app.openapi = lambda: openapi_document(app)  # type: ignore[method-assign]
     add_error_handlers(app)
 

@@ -15,10 +15,12 @@ document, and Swagger UI also lets people try the API.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.params import Depends
 from fastapi.responses import HTMLResponse
 from starlette.staticfiles import StaticFiles
 
@@ -28,7 +30,7 @@ ASSETS_PATH = "/docs/assets"
 ASSETS_DIR = Path(__file__).with_name("swagger_ui")
 
 
-def add_docs_page(app: FastAPI) -> None:
+def add_docs_page(app: FastAPI, dependencies: Sequence[Depends] = ()) -> None:
     """Serve Swagger UI's files under :data:`ASSETS_PATH` and the page at :data:`DOCS_PATH`.
 
     The app must be built with ``docs_url=None`` and ``redoc_url=None`` so that
@@ -38,7 +40,8 @@ def add_docs_page(app: FastAPI) -> None:
     app.mount(ASSETS_PATH, StaticFiles(directory=ASSETS_DIR), name="docs-assets")
     openapi_url = app.openapi_url or "/openapi.json"
 
-    @app.get(DOCS_PATH, include_in_schema=False)
+    # ``dependencies``: the app's token check (a viewer token); the assets stay public.
+    @app.get(DOCS_PATH, include_in_schema=False, dependencies=list(dependencies))
     async def docs(request: Request) -> HTMLResponse:
         # Paths, never absolute URLs: behind a proxy that mounts the coordinator
         # under a prefix (ASGI root_path), the page still loads from where it is.

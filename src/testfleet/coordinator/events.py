@@ -27,6 +27,8 @@ class Reply(Protocol):
 class SubmitTasks:
     specs: list[TaskSpec]
     reply: Reply
+    #: The API token that submitted them, kept on each task (None: no token, in tests).
+    submitted_by: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

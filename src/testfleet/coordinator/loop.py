@@ -114,9 +114,12 @@ class CoordinatorLoop:
         self.post(make(FutureReply(future)))
         return await future
 
-    async def submit(self, specs: list[TaskSpec]) -> Accepted | Refused:
-        """Queue tasks; returns once they are committed (or refused as a whole)."""
-        answer = await self._request(lambda reply: SubmitTasks(specs, reply))
+    async def submit(
+        self, specs: list[TaskSpec], submitted_by: str | None = None
+    ) -> Accepted | Refused:
+        """Queue tasks (``submitted_by``: the submitting token's id); returns once
+        they are committed (or refused as a whole)."""
+        answer = await self._request(lambda reply: SubmitTasks(specs, reply, submitted_by))
         assert isinstance(answer, Accepted | Refused)
         return answer
 

@@ -17,6 +17,9 @@ it changes in FastAPI's document, and why:
   ``str`` path parameter cannot fail) it is removed.
 - The body-size limit answers 413 before any route runs: every operation
   documents it.
+- Every operation needs a bearer token (``components.securitySchemes``, from
+  ``coordinator/auth.py``) except those in :data:`PUBLIC_OPERATIONS`, where
+  the token is optional.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ from testfleet.domain.task import TaskSpec
 REF_TEMPLATE = "#/components/schemas/{model}"
 #: What FastAPI calls its own validation error body and the items of its list.
 _FASTAPI_422_SCHEMAS = ("HTTPValidationError", "ValidationError")
+#: Operations that answer without a token (every other one needs the bearer scheme).
+PUBLIC_OPERATIONS = (("/api/v1/health", "get"),)
 _METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 
 
@@ -60,6 +65,11 @@ def openapi_document(app: FastAPI) -> dict[str, Any]:
                     _say_what_is_sent(path_item[method]["responses"], path not in RATE_EXEMPT)
         for name in _FASTAPI_422_SCHEMAS:
             schemas.pop(name, None)
+        for path, method in PUBLIC_OPERATIONS:
+            operation = document.get("paths", {}).get(path, {}).get(method)
+            if operation is not None:
+                # A token is optional here (it adds details): `{}` means "none".
+                operation["security"] = [{}, *operation.get("security", [])]
         app.openapi_schema = document
     return app.openapi_schema
 

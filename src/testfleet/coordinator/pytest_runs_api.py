@@ -15,14 +15,22 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Depends, Path, Query
 
-from testfleet.coordinator.api_errors import INVALID_PARAMETER, STORAGE_ERROR, refusals
+from testfleet.coordinator.api_errors import (
+    FORBIDDEN,
+    INVALID_PARAMETER,
+    STORAGE_ERROR,
+    UNAUTHENTICATED,
+    refusals,
+)
 from testfleet.coordinator.api_models import TestDurations, TestRunView
 from testfleet.coordinator.api_views import run_task_view, run_test_view
+from testfleet.coordinator.auth import Auth, require
 from testfleet.coordinator.state_view import StateView
 from testfleet.domain.json_values import INT64_MAX
 from testfleet.domain.pytest_tasks import RUN_ID_PATTERN, TestResultRow
+from testfleet.security.tokens import Role
 from testfleet.store.contract import StoreReader
 from testfleet.store.pytest_queries import RunTask
 
@@ -30,9 +38,14 @@ from testfleet.store.pytest_queries import RunTask
 MAX_ROWS_PER_PAGE = 10_000
 
 
-def build_test_run_router(view: StateView, store: StoreReader) -> APIRouter:
-    """Routes bound to one coordinator's live state and store (built by the app factory)."""
-    router = APIRouter(prefix="/api/v1")
+def build_test_run_router(view: StateView, store: StoreReader, auth: Auth) -> APIRouter:
+    """Routes bound to one coordinator's live state and store (built by the app
+    factory); reading them needs a viewer token."""
+    router = APIRouter(
+        prefix="/api/v1",
+        dependencies=[Depends(require(Role.VIEWER))],
+        responses=refusals(UNAUTHENTICATED, FORBIDDEN),
+    )
 
     @router.get(
         "/test-runs/{run_id}",

@@ -18,21 +18,25 @@ import os
 import tempfile
 from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.background import BackgroundTask
 
 from testfleet.coordinator.api_errors import (
+    FORBIDDEN,
     INVALID_PARAMETER,
     INVALID_QUERY,
     MALFORMED_BODY,
     QUERY_TIMEOUT,
     STORAGE_ERROR,
+    UNAUTHENTICATED,
     ApiRefusal,
     refusals,
 )
 from testfleet.coordinator.api_models import ResponseModel
+from testfleet.coordinator.auth import Auth, require
+from testfleet.security.tokens import Role
 from testfleet.store.contract import StoreReader
 from testfleet.store.live_query import (
     DEFAULT_MAX_ROWS,
@@ -95,9 +99,14 @@ class SqlAnswer(ResponseModel):
     elapsed_seconds: float
 
 
-def build_query_router(store: StoreReader) -> APIRouter:
-    """Routes bound to one coordinator's store (built by the app factory)."""
-    router = APIRouter(prefix="/api/v1")
+def build_query_router(store: StoreReader, auth: Auth) -> APIRouter:
+    """Routes bound to one coordinator's store (built by the app factory). Admin
+    only: SQL reads every table, token hashes and the audit trail included."""
+    router = APIRouter(
+        prefix="/api/v1",
+        dependencies=[Depends(require(Role.ADMIN))],
+        responses=refusals(UNAUTHENTICATED, FORBIDDEN),
+    )
 
     @router.post(
         "/sql",

@@ -102,8 +102,8 @@ class CoordinatorState(TaskLifecycle):
     def handle(self, event: Event, now: float) -> None:
         """Apply one event. Called by the loop, in arrival order."""
         match event:
-            case SubmitTasks(specs=specs, reply=reply):
-                self._submit(specs, reply, now)
+            case SubmitTasks(specs=specs, reply=reply, submitted_by=submitted_by):
+                self._submit(specs, reply, now, submitted_by)
             case CancelTasks(task_ids=task_ids, reply=reply):
                 self._cancel(task_ids, reply, now)
             case DrainWorker(worker_id=worker_id, reply=reply):
@@ -119,7 +119,9 @@ class CoordinatorState(TaskLifecycle):
             case Tick():
                 self._tick(now)
 
-    def _submit(self, specs: list[TaskSpec], reply: Reply, now: float) -> None:
+    def _submit(
+        self, specs: list[TaskSpec], reply: Reply, now: float, submitted_by: str | None
+    ) -> None:
         seen: set[str] = set()
         duplicates: list[str] = []
         for spec in specs:
@@ -141,7 +143,13 @@ class CoordinatorState(TaskLifecycle):
             )
             return
         for spec in specs:
-            task = TaskRecord(spec=spec, status=TaskStatus.QUEUED, create_time=now, queued_at=now)
+            task = TaskRecord(
+                spec=spec,
+                status=TaskStatus.QUEUED,
+                create_time=now,
+                queued_at=now,
+                submitted_by=submitted_by,
+            )
             task.unschedulable_reason = self.unschedulable.get(match_key(spec))
             self.tasks[spec.task_id] = task
             self.known_task_ids.add(spec.task_id)

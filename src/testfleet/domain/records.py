@@ -50,6 +50,9 @@ class TaskRecord:
     error_message: str | None = None
     #: Set while no connected worker can ever run it: names the unmet requirement.
     unschedulable_reason: str | None = None
+    #: The id of the API token that submitted it (a submitter cancels only its
+    #: own tasks); None for tasks submitted before tokens existed.
+    submitted_by: str | None = None
     #: Test tasks: node ids already recorded for this task (by any attempt), so
     #: a retried attempt skips them and none is recorded twice. In memory only;
     #: rebuilt from ``test_results`` after a restart.

@@ -27,7 +27,7 @@ second implementation returns the same types.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from typing import Any, BinaryIO, Protocol
 
 from testfleet.domain.enums import ShownStatus, TaskStatus, TaskType
@@ -39,6 +39,8 @@ from testfleet.domain.records import (
     TaskRecord,
     WriteBatch,
 )
+from testfleet.security.audit import AuditEvent
+from testfleet.security.tokens import TokenRecord
 from testfleet.store.live_query import (
     DEFAULT_MAX_ROWS,
     DEFAULT_TIMEOUT_SECONDS,
@@ -140,7 +142,30 @@ class StoreReader(Protocol):
         ...
 
 
-class CoordinatorStore(StoreWriter, StoreReader, Protocol):
+class SecurityStore(Protocol):
+    """API tokens and the audit trail (``coordinator/auth.py``, the admin API,
+    ``tokens create --db``). Its writes are small transactions of their own,
+    serialised with the loop's commits and finished before the caller answers
+    (see ``Store.add_token`` for why they do not go through the loop)."""
+
+    def add_token(self, token: TokenRecord, audit: Sequence[AuditEvent] = ()) -> None: ...
+
+    def revoke_token(self, token_id: str, now: float, audit: Sequence[AuditEvent] = ()) -> bool: ...
+
+    def record_audit(self, events: Sequence[AuditEvent]) -> None: ...
+
+    def get_token(self, token_id: str) -> TokenRecord | None:
+        """Read on every request: nothing about a token is cached."""
+        ...
+
+    def list_tokens(self) -> list[TokenRecord]: ...
+
+    def audit_events(
+        self, *, since: float | None = None, actor: str | None = None, limit: int = 1000
+    ) -> list[AuditEvent]: ...
+
+
+class CoordinatorStore(StoreWriter, StoreReader, SecurityStore, Protocol):
     """Everything a coordinator process uses: the loop's writes, the API's reads,
     and what start-up reloads and shutdown closes."""
 

@@ -225,6 +225,7 @@ def _task_from_fields(f: dict[str, Any]) -> TaskRecord:
         error_class=_error_class(f["error_class"]),
         error_message=f["error_message"],
         unschedulable_reason=f["unschedulable_reason"],
+        submitted_by=f["submitted_by"],
     )
 
 
@@ -262,6 +263,7 @@ TASKS: TableMapping[TaskRecord] = TableMapping(
         column("error_class", _TEXT),
         column("error_message", _TEXT),
         column("unschedulable_reason", _TEXT),
+        column("submitted_by", _TEXT, mutable=False),
     ),
     decode=_task_from_fields,
 )

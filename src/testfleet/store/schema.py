@@ -245,6 +245,41 @@ _V4_STATEMENTS: tuple[str, ...] = (
     "ALTER TABLE benchmark_results ADD COLUMN load_note VARCHAR",
 )
 
+_V5_STATEMENTS = (
+    # API tokens (testfleet.security.tokens): only a hash of each secret is
+    # kept; a revoked token keeps its row (revoked is set) so the audit trail
+    # can still name it.
+    """
+    CREATE TABLE api_tokens (
+        token_id VARCHAR PRIMARY KEY,
+        name VARCHAR NOT NULL,
+        role VARCHAR NOT NULL,
+        secret_hash VARCHAR NOT NULL,
+        created TIMESTAMP NOT NULL,
+        expires TIMESTAMP,
+        revoked TIMESTAMP
+    )
+    """,
+    # Append only: rows are inserted, never updated or deleted. No foreign key
+    # to api_tokens: a refused request names credentials that do not exist.
+    "CREATE SEQUENCE audit_events_seq START 1",
+    """
+    CREATE TABLE audit_events (
+        seq BIGINT PRIMARY KEY DEFAULT nextval('audit_events_seq'),
+        time TIMESTAMP NOT NULL,
+        kind VARCHAR NOT NULL,
+        outcome VARCHAR NOT NULL,
+        actor VARCHAR,
+        credential_id VARCHAR,
+        remote VARCHAR,
+        detail VARCHAR NOT NULL
+    )
+    """,
+    # Which token submitted a task: a submitter may cancel only its own.
+    # NULL for tasks submitted before version 5.
+    "ALTER TABLE distributed_tasks ADD COLUMN submitted_by VARCHAR",
+)
+
 #: Every migration, in version order starting at 1. Append only.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "design document tables, task_results", _V1_STATEMENTS),
@@ -254,6 +289,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         4,
         "task_results.disposition (outcome, retried or late); benchmark_results.load_note",
         _V4_STATEMENTS,
+    ),
+    Migration(
+        5,
+        "api_tokens, audit_events; distributed_tasks.submitted_by",
+        _V5_STATEMENTS,
     ),
 )
 

@@ -26,7 +26,7 @@ Schema, migrations and the foreign keys DuckDB can live with are described in
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -45,14 +45,21 @@ from testfleet.domain.records import (
     WorkerRecord,
     WriteBatch,
 )
-from testfleet.store import analysis, live_query, pytest_queries, queries
+from testfleet.security.audit import AuditEvent
+from testfleet.security.tokens import TokenRecord
+from testfleet.store import analysis, live_query, pytest_queries, queries, security_queries
 from testfleet.store.encryption import (
     DatabaseKey,
     attach_encrypted,
     describe_plain_open_error,
     use_catalog,
 )
-from testfleet.store.errors import StoreError, describe_open_error, wrap_error
+from testfleet.store.errors import (
+    StoreError,
+    describe_open_error,
+    rollback_after_error,
+    wrap_error,
+)
 from testfleet.store.schema import apply_migrations
 from testfleet.store.writer import EncodedTables, encode_batch, missing_references, write_tables
 
@@ -411,6 +418,83 @@ class Store:
         return self._read(
             "read test durations", lambda cursor: pytest_queries.test_durations(cursor, project)
         )
+
+    # -- tokens and the audit trail ----------------------------------------------
+    #
+    # Why these writes do not go through the coordinator's loop: they touch only
+    # api_tokens and audit_events, which the loop's batches never write, and the
+    # state machine has no business with credentials. Each is one small
+    # transaction on the store's one writer cursor under the same lock as the
+    # loop's commits, so there is still one writer at a time (no DuckDB write
+    # conflict can fail the loop's commit), and the caller (an API route, or
+    # ``tokens create --db``) awaits it before answering: durable before
+    # acknowledged. A token row and the audit event saying who created or
+    # revoked it are written in one transaction.
+
+    def add_token(self, token: TokenRecord, audit: Sequence[AuditEvent] = ()) -> None:
+        """Store a new token (its hash, never its secret) with its audit events."""
+
+        def write(cursor: duckdb.DuckDBPyConnection) -> None:
+            security_queries.insert_token(cursor, token)
+            security_queries.insert_audit(cursor, list(audit))
+
+        self._security_write("store a token", write)
+
+    def revoke_token(self, token_id: str, now: float, audit: Sequence[AuditEvent] = ()) -> bool:
+        """Revoke ``token_id`` from ``now`` on (a second revoke keeps the first time);
+        whether the token exists. The audit events are written only if it does."""
+
+        def write(cursor: duckdb.DuckDBPyConnection) -> bool:
+            found = security_queries.revoke_token(cursor, token_id, now)
+            if found:
+                security_queries.insert_audit(cursor, list(audit))
+            return found
+
+        return self._security_write("revoke a token", write)
+
+    def record_audit(self, events: Sequence[AuditEvent]) -> None:
+        """Append ``events`` to the audit trail in one transaction."""
+        if events:
+            self._security_write(
+                "record audit events", lambda c: security_queries.insert_audit(c, list(events))
+            )
+
+    def get_token(self, token_id: str) -> TokenRecord | None:
+        """The token ``token_id`` (revoked or expired ones too), or None."""
+        return self._read(
+            "read a token", lambda cursor: security_queries.get_token(cursor, token_id)
+        )
+
+    def list_tokens(self) -> list[TokenRecord]:
+        """Every token ever created, oldest first."""
+        return self._read("list tokens", security_queries.list_tokens)
+
+    def audit_events(
+        self, *, since: float | None = None, actor: str | None = None, limit: int = 1000
+    ) -> list[AuditEvent]:
+        """The newest ``limit`` audit events at or after ``since`` by ``actor``, oldest first."""
+        return self._read(
+            "read the audit trail",
+            lambda cursor: security_queries.list_audit(
+                cursor, since=since, actor=actor, limit=limit
+            ),
+        )
+
+    def _security_write(self, operation: str, write: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+        with self._write_lock:
+            self._require_open()
+            cursor = self._writer
+            try:
+                cursor.execute("BEGIN TRANSACTION")
+                try:
+                    result = write(cursor)
+                    cursor.execute("COMMIT")
+                except BaseException:
+                    rollback_after_error(cursor)
+                    raise
+            except duckdb.Error as error:
+                raise wrap_error(f"{operation} in {self._source}", error) from error
+            return result
 
     # -- lifetime --------------------------------------------------------------
 

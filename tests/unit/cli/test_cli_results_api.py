@@ -36,7 +36,9 @@ from testfleet.domain.records import (
 )
 from testfleet.domain.result import SimulationStatus, TaskResult
 from testfleet.domain.task import TaskSpec
+from testfleet.security.tokens import Role
 from testfleet.store import Store
+from testfleet.testing.tokens import bearer
 
 MODEL = "bert-base-uncased"
 #: 2024-05-01T12:00:00Z
@@ -127,8 +129,9 @@ def coordinator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient
         store.write(
             counted([bench(4, 1, T0 + 60, hardware="cpu", device_name="Xeon", precision="fp32")])
         )
+    headers = bearer(path, Role.VIEWER)
     app = create_app(path)
-    with TestClient(app) as client:
+    with TestClient(app, headers=headers) as client:
         yield client
 
 

@@ -31,6 +31,7 @@ from schemathesis.schemas import BaseSchema
 from testfleet.coordinator.api_models import ErrorCode
 from testfleet.coordinator.app import create_app
 from testfleet.coordinator.settings import CoordinatorSettings
+from testfleet.testing.tokens import bearer
 
 #: Small limits, so that both 413s are cheap to reach.
 SETTINGS = CoordinatorSettings(max_request_bytes=64 * 1024, max_tasks_per_submit=3)
@@ -76,7 +77,8 @@ class Api:
 def api(tmp_path: Path) -> Iterator[Api]:
     path = tmp_path / "api.duckdb"
     seeded = seed_store(path)
-    with TestClient(create_app(path, SETTINGS)) as client:
+    headers = bearer(path)  # written before the app opens the file
+    with TestClient(create_app(path, SETTINGS), headers=headers) as client:
         document = client.get("/openapi.json").json()
         schema = schemathesis.openapi.from_dict(document, config=SchemathesisConfig())
         yield Api(client, document, schema, seeded)
@@ -104,8 +106,15 @@ def test_every_operation_documents_a_typed_body_and_errors_in_the_shape_sent(api
     assert "ValidationError" not in schemas
     for label, operation in operations(document):
         responses = operation["responses"]
-        # Authentication is a later issue: nothing answers 401 or 403 yet.
-        assert not {"401", "403"} & set(responses), label
+        # Every operation but health needs a bearer token and says what a
+        # refused one gets (issue 10); health needs none.
+        if label == "GET /api/v1/health":
+            assert not {"401", "403"} & set(responses), label
+            assert {} in operation["security"], label
+        else:
+            assert error_codes(responses["401"]) == {"unauthenticated"}, label
+            assert error_codes(responses["403"]) == {"forbidden"}, label
+            assert operation["security"] == [{"bearerToken": []}], label
         (success,) = [status for status in responses if status.startswith("2")]
         content = responses[success]["content"]
         if "application/json" in content:
@@ -150,6 +159,8 @@ def test_each_route_documents_the_errors_it_can_send_and_no_other(api: Api) -> N
         rate_limited = errors.pop("429", None)
         assert rate_limited == (None if "health" in label else {"rate_limited"}), label
     body_too_large = {"413": {"body_too_large"}}
+    # Every route but health: no usable token, or the wrong role (issue 10).
+    authed = {"401": {"unauthenticated"}, "403": {"forbidden"}}
     assert documented["POST /api/v1/tasks"] == {
         "400": {"malformed_body"},
         "409": {"duplicate_task_id"},
@@ -157,31 +168,36 @@ def test_each_route_documents_the_errors_it_can_send_and_no_other(api: Api) -> N
         "415": {"unsupported_media_type"},
         "422": {"invalid_task"},
         "503": {"unavailable"},
+        **authed,
     }
     assert documented["GET /api/v1/tasks"] == {
         "422": {"invalid_parameter"},
         "500": {"storage_error"},
         **body_too_large,
+        **authed,
     }
     # A plain string in the path cannot fail validation: no 422 there.
     assert documented["GET /api/v1/tasks/{task_id}"] == {
         "404": {"not_found"},
         "500": {"storage_error"},
         **body_too_large,
+        **authed,
     }
     assert documented["POST /api/v1/tasks/{task_id}/cancel"] == {
         "404": {"not_found"},
         "409": {"already_finished"},
         "503": {"unavailable"},
         **body_too_large,
+        **authed,
     }
     assert documented["POST /api/v1/tasks/cancel"] == {
         "400": {"malformed_body"},
         "422": {"invalid_parameter"},
         "503": {"unavailable"},
         **body_too_large,
+        **authed,
     }
-    assert documented["GET /api/v1/workers"] == body_too_large
+    assert documented["GET /api/v1/workers"] == {**body_too_large, **authed}
     assert documented["GET /api/v1/health"] == {"503": {"health"}, **body_too_large}
 
 

@@ -49,6 +49,7 @@ from schemathesis.schemas import APIOperation, BaseSchema
 from starlette.testclient import httpx as client_http  # httpx, or its fork httpx2
 
 from testfleet.coordinator.app import create_app
+from testfleet.testing.tokens import bearer
 
 pytestmark = [pytest.mark.slow]
 
@@ -72,6 +73,8 @@ EXAMPLES_PER_OPERATION_AND_MODE = 40
 class Api:
     client: TestClient
     schema: BaseSchema
+    #: An admin token's secret.
+    secret: str
     #: Requests sent, per operation label and generation mode (so the test is not vacuous).
     sent: dict[tuple[str, GenerationMode], int] = field(default_factory=dict)
 
@@ -80,10 +83,18 @@ class Api:
 def api(tmp_path: Path) -> Iterator[Api]:
     path = tmp_path / "fuzz.duckdb"
     seed_store(path)
+    headers = bearer(path)  # written before the app opens the file
+    secret = headers["Authorization"].removeprefix("Bearer ")
+    # The client sends no token of its own: each request carries what
+    # schemathesis put in it, the admin token in positive cases (from the
+    # configuration below), none or junk in negative ones (which must be refused).
     with TestClient(create_app(path)) as client:
-        document = client.get("/openapi.json").json()
-        # An explicit (default) configuration: no schemathesis.toml found on disk applies.
-        yield Api(client, schemathesis.openapi.from_dict(document, config=SchemathesisConfig()))
+        document = client.get("/openapi.json", headers=headers).json()
+        # An explicit configuration: no schemathesis.toml found on disk applies.
+        config = SchemathesisConfig.from_dict(
+            {"auth": {"openapi": {"bearerToken": {"bearer": secret}}}}
+        )
+        yield Api(client, schemathesis.openapi.from_dict(document, config=config), secret)
 
 
 def send(client: TestClient, case: Case) -> client_http.Response:
@@ -162,3 +173,27 @@ def test_every_operation_answers_as_its_openapi_document_says(api: Api) -> None:
         assert api.sent.get((operation.label, GenerationMode.POSITIVE), 0) > 0, operation.label
         if operation.query or operation.body:
             assert api.sent.get((operation.label, GenerationMode.NEGATIVE), 0) > 0, operation.label
+
+
+def test_no_operation_but_health_answers_without_credentials(api: Api) -> None:
+    """Every operation of the document, with a request schemathesis would send
+    with the token: without it, or with a junk or unknown one, it is refused
+    with 401 before anything else is looked at."""
+    operations = [r.ok() for r in api.schema.get_all_operations() if isinstance(r, Ok)]
+    refused = 0
+    for operation in operations:
+        # Any value for a path parameter: the token is checked before it is read.
+        case = operation.Case(path_parameters={p.name: "x" for p in operation.path_parameters})
+        request = case.as_transport_kwargs(base_url=str(api.client.base_url))
+        for authorization in (None, "Bearer junk", "Basic YTpi", "Bearer tfk_tok-00000000"):
+            headers = {"Authorization": authorization} if authorization else {}
+            response = api.client.request(request["method"], request["url"], headers=headers)
+            if operation.label == "GET /api/v1/health":
+                assert response.status_code == 200, response.text
+                assert set(response.json()) == {"status"}  # no details without a token
+                continue
+            assert response.status_code == 401, (operation.label, authorization, response.text)
+            assert response.json()["error"]["code"] == "unauthenticated"
+            assert response.headers["WWW-Authenticate"] == "Bearer"
+            refused += 1
+    assert refused >= 4 * (len(operations) - 1) > 40

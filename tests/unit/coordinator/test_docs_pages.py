@@ -21,13 +21,17 @@ from fastapi.testclient import TestClient
 from starlette.routing import Route
 
 from testfleet.coordinator.app import create_app
+from testfleet.security.tokens import Role
+from testfleet.testing.tokens import bearer
 
 BASE = "http://testserver"
 
 
 @pytest.fixture
 def client(tmp_path: Path) -> Iterator[TestClient]:
-    with TestClient(create_app(tmp_path / "docs.duckdb"), base_url=BASE) as client:
+    path = tmp_path / "docs.duckdb"
+    headers = bearer(path, Role.VIEWER)  # written before the app opens the file
+    with TestClient(create_app(path), base_url=BASE, headers=headers) as client:
         yield client
 
 

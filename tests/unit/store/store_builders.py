@@ -118,3 +118,13 @@ def result(
         result=task_result(task_id, worker_id),
     )
     return replace(record, **changes)
+
+
+def write_as_before_version_5(monkeypatch: Any) -> None:
+    """Make ``write_batch`` write tasks as builds before schema version 5 did
+    (without ``submitted_by``), for tests that fill an older file with it."""
+    from testfleet.store import writer
+    from testfleet.store.rows import TASKS
+
+    older = replace(TASKS, columns=tuple(c for c in TASKS.columns if c.name != "submitted_by"))
+    monkeypatch.setattr(writer, "TASKS", older)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from store_builders import T0, attempt, result, task, worker
+from store_builders import T0, attempt, result, task, worker, write_as_before_version_5
 
 from testfleet.domain.benchmark import BenchmarkRow
 from testfleet.domain.enums import AttemptStatus, TaskStatus
@@ -102,7 +102,10 @@ def test_the_primary_key_is_attempt_and_batch_size() -> None:
             )
 
 
-def test_a_version_1_file_is_upgraded_and_keeps_its_data(tmp_path: Path) -> None:
+def test_a_version_1_file_is_upgraded_and_keeps_its_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_as_before_version_5(monkeypatch)
     path = tmp_path / "fleet-v1.duckdb"
     # A file as testfleet wrote it before benchmark results: only migration 1.
     with duckdb.connect(str(path)) as raw:

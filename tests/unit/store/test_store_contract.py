@@ -20,12 +20,13 @@ from testfleet.store import Store
 from testfleet.store.contract import (
     CoordinatorStore,
     PreparedWrite,
+    SecurityStore,
     StoreReader,
     StoreWriter,
 )
 from testfleet.store.store import PreparedBatch
 
-CONTRACTS: list[type] = [CoordinatorStore, StoreReader, StoreWriter]
+CONTRACTS: list[type] = [CoordinatorStore, StoreReader, StoreWriter, SecurityStore]
 
 
 def contract_members(contract: type) -> dict[str, object]:

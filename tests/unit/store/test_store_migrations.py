@@ -6,7 +6,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from store_builders import T0, attempt, task, worker
+from store_builders import T0, attempt, task, worker, write_as_before_version_5
 
 from testfleet.domain.enums import AttemptStatus, TaskStatus
 from testfleet.domain.records import WriteBatch
@@ -156,7 +156,10 @@ def test_the_design_documents_tables_and_the_records_columns_exist() -> None:
     assert history["hardware_metrics"] == "JSON"
 
 
-def test_version_4_says_what_became_of_each_result_in_an_older_file(tmp_path: Path) -> None:
+def test_version_4_says_what_became_of_each_result_in_an_older_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_as_before_version_5(monkeypatch)
     # Before version 4 a retried first attempt's result read only as
     # counted = false, like a late one; the upgrade tells them apart.
     path = tmp_path / "fleet-v3.duckdb"

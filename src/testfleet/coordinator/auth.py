@@ -1,0 +1,249 @@
+"""Who is asking: the bearer-token check every REST route but ``/health`` runs.
+
+Callers: the routers (``api.py``, ``pytest_runs_api.py``, ``query_api.py``,
+``admin_api.py``) and the app's own ``/openapi.json`` and ``/docs`` declare
+``ViewerToken``, ``SubmitterToken``, ``AdminToken`` or
+``Depends(require(Role.X))``; the routes that change things record what they
+did with :meth:`Auth.record`. The worker WebSocket has no dependency here:
+workers authenticate on their own channel (TLS, another part of issue 10).
+
+Each request's token is checked every time (hash, expiry, revocation). The
+token's row is read from the store once and then kept in memory: tokens are
+revoked only through this coordinator (:meth:`Auth.revoke`; ``tokens create
+--db`` needs it stopped, and only adds tokens), which drops the kept row
+before its answer, so a revoked token is refused on the very next request and
+nothing kept outlives a revoke. Keeping them spares a store read per request,
+and lets a coordinator whose store has failed still say 503 (loop stopped)
+rather than fail on the token check. A refusal is recorded in the audit trail before it is
+answered (401 for no usable credential, 403 for the wrong role), with the
+reason and the client's address, never the secret.
+
+Where ``/docs`` and ``/openapi.json`` fall: viewer, like every other read. The
+Swagger UI files under ``/docs/assets`` stay public: they are the same
+JavaScript and CSS in every install and carry no data of this coordinator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from testfleet.clock import Clock
+from testfleet.coordinator.api_errors import FORBIDDEN, UNAUTHENTICATED, AuthRefusedError
+from testfleet.coordinator.api_models import RefusedIds
+from testfleet.security.audit import AuditEvent, AuditKind, AuditOutcome
+from testfleet.security.tokens import Role, TokenCheck, TokenRecord, token_id_of
+from testfleet.store.contract import SecurityStore, StoreReader
+
+#: Declares the scheme in the OpenAPI document (``components.securitySchemes``)
+#: and reads the header; ``auto_error=False`` so that the refusal is ours (the
+#: API's error shape, audited) rather than FastAPI's.
+BEARER = HTTPBearer(
+    auto_error=False,
+    scheme_name="bearerToken",
+    description="An API token (`testfleet tokens create`), sent as "
+    "`Authorization: Bearer tfk_...`.",
+)
+
+_REASONS = {
+    TokenCheck.MISSING: "no Authorization: Bearer header; pass --token or set TESTFLEET_TOKEN",
+    TokenCheck.MALFORMED: "the bearer token is not a testfleet token (tfk_...)",
+    TokenCheck.UNKNOWN: "the bearer token is not known to this coordinator",
+    TokenCheck.WRONG_SECRET: "the bearer token is not known to this coordinator",
+    TokenCheck.EXPIRED: "the bearer token has expired; ask an admin for a new one",
+    TokenCheck.REVOKED: "the bearer token was revoked; ask an admin for a new one",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The token a request came with, once checked."""
+
+    token_id: str
+    name: str
+    role: Role
+    remote: str | None
+
+
+def remote_of(request: Request) -> str | None:
+    client = request.client
+    return None if client is None else f"{client.host}:{client.port}"
+
+
+class Auth:
+    """The token check and the audit trail, bound to one coordinator's store and clock."""
+
+    def __init__(self, store: SecurityStore, clock: Clock) -> None:
+        self.store = store
+        self.clock = clock
+        #: Token rows read so far, by id (see the module docstring).
+        self._known: dict[str, TokenRecord] = {}
+        #: Counts revocations: a row read before one started is not kept.
+        self._revocations = 0
+
+    async def _token(self, token_id: str) -> TokenRecord | None:
+        known = self._known.get(token_id)
+        if known is not None:
+            return known
+        revocations = self._revocations
+        record = await asyncio.to_thread(self.store.get_token, token_id)
+        # A revoke that began while this read ran may have changed the row after it.
+        if record is not None and record.revoked is None and revocations == self._revocations:
+            self._known[token_id] = record
+        return record
+
+    async def revoke(self, token_id: str, events: Sequence[AuditEvent]) -> TokenRecord | None:
+        """Revoke ``token_id`` (durably, with ``events``) and forget its kept row;
+        the token as it now is, or None if there is no such token."""
+        self._revocations += 1
+        self._known.pop(token_id, None)
+        found = await asyncio.to_thread(self.store.revoke_token, token_id, self.clock.now(), events)
+        self._known.pop(token_id, None)
+        return await asyncio.to_thread(self.store.get_token, token_id) if found else None
+
+    async def identify(
+        self, request: Request, credentials: HTTPAuthorizationCredentials | None
+    ) -> tuple[Principal | None, TokenCheck, str | None]:
+        """Who the request's token names, or why none: (principal, verdict, token id)."""
+        if credentials is None:
+            header = request.headers.get("authorization")
+            return None, TokenCheck.MISSING if header is None else TokenCheck.MALFORMED, None
+        secret = credentials.credentials
+        token_id = token_id_of(secret)
+        if token_id is None:
+            return None, TokenCheck.MALFORMED, None
+        record = await self._token(token_id)
+        if record is None:
+            return None, TokenCheck.UNKNOWN, token_id
+        verdict = record.check(secret, self.clock.now())
+        if verdict is not TokenCheck.VALID:
+            return None, verdict, token_id
+        return Principal(token_id, record.name, record.role, remote_of(request)), verdict, token_id
+
+    async def check(
+        self, request: Request, credentials: HTTPAuthorizationCredentials | None, role: Role
+    ) -> Principal:
+        """The request's :class:`Principal` if its token is valid and its role
+        includes ``role``; else an audited 401 or 403 (:class:`AuthRefusedError`)."""
+        principal, verdict, token_id = await self.identify(request, credentials)
+        what = f"{request.method} {request.url.path}"
+        if principal is None:
+            await self.record_events(
+                [
+                    AuditEvent(
+                        time=self.clock.now(),
+                        kind=AuditKind.AUTH_FAILED,
+                        outcome=AuditOutcome.REFUSED,
+                        credential_id=token_id,
+                        remote=remote_of(request),
+                        detail={"reason": verdict.value, "request": what},
+                    )
+                ]
+            )
+            raise AuthRefusedError(UNAUTHENTICATED, _REASONS[verdict])
+        if not principal.role.includes(role):
+            await self.record(
+                principal,
+                AuditKind.DENIED,
+                {"request": what, "role": principal.role.value, "needs": role.value},
+                AuditOutcome.REFUSED,
+            )
+            raise AuthRefusedError(
+                FORBIDDEN,
+                f"token {principal.name!r} has role {principal.role.value}; "
+                f"{what} needs {role.value}",
+            )
+        return principal
+
+    async def record(
+        self,
+        principal: Principal,
+        kind: AuditKind,
+        detail: dict[str, Any],
+        outcome: AuditOutcome = AuditOutcome.ALLOWED,
+    ) -> None:
+        """Append one event about ``principal`` to the audit trail (durable on return)."""
+        await self.record_events([self.event(principal, kind, detail, outcome)])
+
+    def event(
+        self,
+        principal: Principal,
+        kind: AuditKind,
+        detail: dict[str, Any],
+        outcome: AuditOutcome = AuditOutcome.ALLOWED,
+    ) -> AuditEvent:
+        return AuditEvent(
+            time=self.clock.now(),
+            kind=kind,
+            outcome=outcome,
+            actor=principal.name,
+            credential_id=principal.token_id,
+            remote=principal.remote,
+            detail=detail,
+        )
+
+    async def record_events(self, events: Sequence[AuditEvent]) -> None:
+        await asyncio.to_thread(self.store.record_audit, events)
+
+
+def require(role: Role) -> Callable[..., Awaitable[Principal]]:
+    """A FastAPI dependency: the request's :class:`Principal`, checked by the app's
+    :class:`Auth` (``app.state.auth``) for ``role``. Module-level, so that routes
+    can name it in their annotations (:data:`ViewerToken` and the others)."""
+
+    async def dependency(
+        request: Request,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
+    ) -> Principal:
+        auth: Auth = request.app.state.auth
+        return await auth.check(request, credentials, role)
+
+    return dependency
+
+
+#: Route parameters that require a token of at least that role.
+ViewerToken = Annotated[Principal, Depends(require(Role.VIEWER))]
+SubmitterToken = Annotated[Principal, Depends(require(Role.SUBMITTER))]
+AdminToken = Annotated[Principal, Depends(require(Role.ADMIN))]
+
+
+async def tasks_not_theirs(
+    store: StoreReader, principal: Principal, task_ids: Sequence[str]
+) -> list[str]:
+    """Which of ``task_ids`` ``principal`` may not cancel: a submitter only its own
+    tasks (``submitted_by``), an admin any. Unknown ids are left to the loop (not found)."""
+    if principal.role is Role.ADMIN:
+        return []
+
+    def others() -> list[str]:
+        refused = []
+        for task_id in dict.fromkeys(task_ids):
+            task = store.get_task(task_id)
+            if task is not None and task.submitted_by != principal.token_id:
+                refused.append(task_id)
+        return refused
+
+    return await asyncio.to_thread(others)
+
+
+async def refuse_others(
+    auth: Auth, principal: Principal, refused: list[str], what: str
+) -> JSONResponse:
+    """The audited 403 for a submitter that named another's tasks (all refused)."""
+    await auth.record(
+        principal,
+        AuditKind.DENIED,
+        {"request": what, "task_ids": refused[:100], "reason": "not the submitter"},
+        AuditOutcome.REFUSED,
+    )
+    return FORBIDDEN.response(
+        f"token {principal.name!r} (submitter) may cancel only the tasks it submitted; "
+        f"{len(refused)} named here are another's",
+        [RefusedIds(ids=refused)],
+    )

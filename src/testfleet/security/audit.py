@@ -1,0 +1,55 @@
+"""The audit trail: what was done or refused, by which credential, from where.
+
+Callers: the coordinator's auth dependency records refused credentials and
+roles; the routes that change things record what they changed (submits,
+cancels, drains, tokens); ``testfleet tokens create --db`` records the first
+admin token. The store appends them to ``audit_events`` (never updated, never
+deleted) and ``GET /api/v1/audit`` / ``testfleet audit`` read them back.
+
+An event names a credential by its id and name, never by its secret.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class AuditKind(StrEnum):
+    """What happened."""
+
+    AUTH_FAILED = "auth_failed"
+    DENIED = "denied"
+    TOKEN_CREATED = "token_created"
+    TOKEN_REVOKED = "token_revoked"
+    TASKS_SUBMITTED = "tasks_submitted"
+    TASKS_CANCELLED = "tasks_cancelled"
+    WORKER_DRAINED = "worker_drained"
+    WORKER_UNDRAINED = "worker_undrained"
+
+
+class AuditOutcome(StrEnum):
+    """Whether it was allowed (and done) or refused."""
+
+    ALLOWED = "allowed"
+    REFUSED = "refused"
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    """One row of ``audit_events``."""
+
+    time: float
+    kind: AuditKind
+    outcome: AuditOutcome
+    #: The token's name (None when no valid credential was presented).
+    actor: str | None = None
+    #: The token's id, never its secret.
+    credential_id: str | None = None
+    #: The client's address as the coordinator saw it (None when not over HTTP).
+    remote: str | None = None
+    #: What was asked and why it was refused, e.g. the route, the reason, task ids.
+    detail: dict[str, Any] = field(default_factory=dict)
+    #: Assigned by the store when read back; 0 for an event not yet stored.
+    seq: int = 0
