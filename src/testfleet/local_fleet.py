@@ -159,6 +159,7 @@ class LocalFleet:
         cwd: Path | None = None,
         client_timeout: float = 30.0,
         tls: bool = False,
+        db_key_file: Path | None = None,
     ) -> None:
         self.root = root.absolute()
         self.db = (db or self.root / "fleet.duckdb").absolute()
@@ -183,6 +184,9 @@ class LocalFleet:
         self._starts = 0
         self._token: str | None = None
         self.token_file = self.root / "admin.token"
+        #: The database is encrypted with the key in this file (``--db-key-file``):
+        #: the coordinator is started with it and the admin token written with it.
+        self.db_key_file = db_key_file
 
     # ------------------------------------------------------------- starting
 
@@ -209,7 +213,12 @@ class LocalFleet:
 
             self.root.mkdir(parents=True, exist_ok=True)
             self.db.parent.mkdir(parents=True, exist_ok=True)
-            issued = create_token_in_file(self.db, "local-fleet-admin", Role.ADMIN)
+            from testfleet.store.encryption import read_key_file
+
+            key = read_key_file(self.db_key_file) if self.db_key_file is not None else None
+            issued = create_token_in_file(
+                self.db, "local-fleet-admin", Role.ADMIN, encryption_key=key
+            )
             write_token_file(self.token_file, issued.secret)
             self._token = issued.secret
         return self._token
@@ -295,6 +304,8 @@ class LocalFleet:
         if options.log_level is not None:
             args += ["--log-level", options.log_level]
         args += self._tls_args()
+        if self.db_key_file is not None:
+            args += ["--db-key-file", str(self.db_key_file)]
         return [*options.prefix, sys.executable, "-m", "testfleet", *args, *options.extra_args]
 
     def worker_argv(self, worker_id: str, options: WorkerOptions) -> list[str]:

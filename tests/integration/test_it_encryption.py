@@ -20,12 +20,9 @@ SECRET = "integration-key-0123456789abcdef"
 TASK_ID = "it-encrypted-task-5d1c9e0a"
 
 
-def _options(key_file: Path) -> CoordinatorOptions:
+def _options() -> CoordinatorOptions:
     return CoordinatorOptions(
-        heartbeat_interval=0.2,
-        heartbeat_timeout=RELAXED_HEARTBEAT_TIMEOUT,
-        log_level="info",
-        extra_args=["--db-key-file", str(key_file)],
+        heartbeat_interval=0.2, heartbeat_timeout=RELAXED_HEARTBEAT_TIMEOUT, log_level="info"
     )
 
 
@@ -57,8 +54,9 @@ def _start_failing(fleet: Fleet, *args: str, env: dict[str, str] | None = None) 
 def test_an_encrypted_coordinator_writes_no_task_id_and_reads_it_back(
     fleet: Fleet, tmp_path: Path
 ) -> None:
-    key_file = _key_file(tmp_path)
-    fleet.start_coordinator(_options(key_file))
+    # The fleet writes its admin token into the file with the key too.
+    fleet.db_key_file = _key_file(tmp_path)
+    fleet.start_coordinator(_options())
     fleet.client.submit([{"task_id": TASK_ID, "type": "simulated", "config": {}}])
     # While it runs, the batch is in the WAL; both files are searched.
     raw = {p.name: p.read_bytes() for p in tmp_path.glob("fleet.duckdb*")}
@@ -68,7 +66,7 @@ def test_an_encrypted_coordinator_writes_no_task_id_and_reads_it_back(
     assert [name for name, data in raw.items() if TASK_ID.encode() in data] == []
 
     # Restarted with the key, the task is there.
-    fleet.start_coordinator(_options(key_file))
+    fleet.start_coordinator(_options())
     assert TASK_ID in str(fleet.task(TASK_ID))
     fleet.stop("coordinator")
     with Store(fleet.db, encryption_key=DatabaseKey(SECRET, "test")) as store:

@@ -59,6 +59,15 @@ def create(
             dir_okay=False,
         ),
     ] = None,
+    db_key_file: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="TESTFLEET_DB_KEY_FILE",
+            help="With --db: the file is encrypted with the key in this file (as the "
+            "coordinator's --db-key-file); or put the key itself in TESTFLEET_DB_KEY.",
+            show_default=False,
+        ),
+    ] = None,
     coordinator: CoordinatorOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -69,11 +78,15 @@ def create(
         fail(f"--expires: {exc}")
     if db is not None:
         from testfleet.security.bootstrap import create_token_in_file
+        from testfleet.store.encryption import key_from_env, read_key_file
 
         if not db.parent.is_dir():
             fail(f"--db {db}: the directory {db.parent} does not exist")
         try:
-            issued = create_token_in_file(db, name, role, expires_in_seconds=lifetime)
+            key = read_key_file(db_key_file) if db_key_file is not None else key_from_env()
+            issued = create_token_in_file(
+                db, name, role, expires_in_seconds=lifetime, encryption_key=key
+            )
         except ValueError as exc:
             fail(f"--name: {exc}")
         except StoreError as exc:

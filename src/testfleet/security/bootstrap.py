@@ -16,6 +16,7 @@ from pathlib import Path
 from testfleet.security.audit import AuditEvent, AuditKind, AuditOutcome
 from testfleet.security.tokens import IssuedToken, Role, issue_token
 from testfleet.store import Store
+from testfleet.store.encryption import DatabaseKey
 
 
 def create_token_in_file(
@@ -25,9 +26,13 @@ def create_token_in_file(
     *,
     expires_in_seconds: float | None = None,
     now: float | None = None,
+    encryption_key: DatabaseKey | None = None,
 ) -> IssuedToken:
     """Create a token in the database at ``db_path`` (created and migrated if new)
     and record it in the audit trail as made with direct access to the file.
+
+    ``encryption_key``: the file is (or is to be) encrypted with it, as the
+    coordinator's ``--db-key-file`` opens it.
 
     Raises ``ValueError`` for a bad name or expiry and
     :class:`~testfleet.store.StoreError` when the file cannot be opened (a
@@ -48,6 +53,6 @@ def create_token_in_file(
             "via": "tokens create --db",
         },
     )
-    with Store(db_path) as store:
+    with Store(db_path, encryption_key=encryption_key) as store:
         store.add_token(record, [event])
     return issued
