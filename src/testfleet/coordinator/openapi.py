@@ -7,7 +7,7 @@ Callers: :func:`testfleet.coordinator.app.create_app` installs
 it changes in FastAPI's document, and why:
 
 - The task submission body is hand-written (``SUBMIT_OPENAPI`` in
-  :mod:`~testfleet.coordinator.api`: the route reads JSON or YAML itself),
+  :mod:`~testfleet.coordinator.task_body`: the route reads JSON or YAML itself),
   so the schemas it refers to (``TaskSpec`` and its parts) are added here.
 - Every error is ``{"error": {"code", "message", "details"}}``; routes refer
   to ``ErrorBody`` (see :mod:`~testfleet.coordinator.api_errors`), added here.

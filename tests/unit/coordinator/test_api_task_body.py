@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 
-from testfleet.coordinator.api import parse_task_body
+from testfleet.coordinator.task_body import parse_task_body
 
 
 def refusal(raw: bytes, content_type: str = "application/json") -> dict:
