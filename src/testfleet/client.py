@@ -228,7 +228,12 @@ class FleetClient:
         if isinstance(error, dict) and isinstance(error.get("message"), str):
             message = error["message"]
             if response.status_code == 401 and "Authorization" not in self._http.headers:
-                message += f" (no token given: pass --token, set ${TOKEN_ENV} or --token-file)"
+                # The coordinator's words are for any HTTP client; this one knows
+                # why no header went out and what its user can pass.
+                message = (
+                    "no token given, and the coordinator needs one: "
+                    f"pass --token, set ${TOKEN_ENV} or --token-file"
+                )
             return FleetError(
                 message,
                 status=response.status_code,
