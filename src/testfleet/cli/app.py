@@ -396,7 +396,7 @@ def drain(
     """Let a worker finish what it runs and take nothing new (undo with undrain)."""
     with fleet_client(coordinator) as client:
         client.drain(worker_id)
-    console.print(f"draining {worker_id}")
+    console.print(f"draining {escape(worker_id)}")
 
 
 @app.command(cls=FleetCommand)

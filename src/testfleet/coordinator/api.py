@@ -80,6 +80,7 @@ from testfleet.coordinator.auth import (
     BEARER,
     AdminToken,
     Auth,
+    Principal,
     SubmitterToken,
     ViewerToken,
     refuse_others,
@@ -341,6 +342,19 @@ def build_router(
             worker_id=worker_id, status=worker.record.status, draining=worker.draining
         )
 
+    async def drain_changed(
+        change: Awaitable[Accepted | Refused],
+        worker_id: str,
+        principal: Principal,
+        kind: AuditKind,
+    ) -> BaseModel | JSONResponse:
+        """A drain or undrain once the loop has applied it: the worker's state,
+        audited as ``kind``, or the refusal (which the auth layer has not seen)."""
+        state = await answer(change, lambda _: drain_state(worker_id))
+        if isinstance(state, WorkerDrainState):
+            await auth.record(principal, kind, {"worker_id": worker_id})
+        return state
+
     @router.post(
         "/workers/{worker_id}/drain",
         response_model=WorkerDrainState,
@@ -348,10 +362,9 @@ def build_router(
         summary="Let a worker finish its work and take no more",
     )
     async def drain_worker(worker_id: str, principal: AdminToken) -> BaseModel | JSONResponse:
-        drained = await answer(loop.drain(worker_id), lambda _: drain_state(worker_id))
-        if isinstance(drained, WorkerDrainState):
-            await auth.record(principal, AuditKind.WORKER_DRAINED, {"worker_id": worker_id})
-        return drained
+        return await drain_changed(
+            loop.drain(worker_id), worker_id, principal, AuditKind.WORKER_DRAINED
+        )
 
     @router.post(
         "/workers/{worker_id}/undrain",
@@ -360,10 +373,9 @@ def build_router(
         summary="Let a drained worker take work again",
     )
     async def undrain_worker(worker_id: str, principal: AdminToken) -> BaseModel | JSONResponse:
-        undrained = await answer(loop.undrain(worker_id), lambda _: drain_state(worker_id))
-        if isinstance(undrained, WorkerDrainState):
-            await auth.record(principal, AuditKind.WORKER_UNDRAINED, {"worker_id": worker_id})
-        return undrained
+        return await drain_changed(
+            loop.undrain(worker_id), worker_id, principal, AuditKind.WORKER_UNDRAINED
+        )
 
     @router.get(
         "/stats",
