@@ -42,7 +42,15 @@ tokens_app = typer.Typer(
 @tokens_app.command("create", cls=FleetCommand)
 @takes_credentials
 def create(
-    role: Annotated[Role, typer.Option(help="viewer, submitter or admin.")],
+    role: Annotated[
+        Role,
+        typer.Option(
+            help=(
+                "viewer, submitter or admin; worker (a worker's channel credential, "
+                "--name is its id) or enrol (a one-time enrolment token for the worker --name)."
+            )
+        ),
+    ],
     name: Annotated[str, typer.Option(help="Who or what holds it (shown in the audit log).")],
     expires: Annotated[
         str | None,

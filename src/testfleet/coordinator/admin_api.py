@@ -33,6 +33,7 @@ from testfleet.coordinator.api_views import iso
 from testfleet.coordinator.auth import AdminToken, Auth
 from testfleet.security.audit import AuditEvent, AuditKind, AuditOutcome
 from testfleet.security.tokens import (
+    MAX_NAME_LENGTH,
     NAME_PATTERN,
     NAME_RULE,
     Role,
@@ -51,7 +52,9 @@ class TokenRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=100, pattern=NAME_PATTERN, description=NAME_RULE)
+    name: str = Field(
+        min_length=1, max_length=MAX_NAME_LENGTH, pattern=NAME_PATTERN, description=NAME_RULE
+    )
     role: Role
     expires_in_seconds: float | None = Field(
         default=None, gt=0, le=MAX_EXPIRY_SECONDS, description="None: until revoked."

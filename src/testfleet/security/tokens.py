@@ -34,19 +34,30 @@ from enum import StrEnum
 TOKEN_PREFIX = "tfk_"
 _ID_HEX_CHARS = 16
 _SECRET_RE = re.compile(rf"^{TOKEN_PREFIX}(tok-[0-9a-f]{{{_ID_HEX_CHARS}}})_[A-Za-z0-9_-]{{43}}$")
-#: How long a token name may be (it is shown in tables and the audit log).
-MAX_NAME_LENGTH = 100
-#: What a token name may be (also the API's JSON Schema ``pattern`` for it).
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,99}$"
+#: How long a token name may be (it is shown in tables and the audit log). As
+#: long as a worker id, since a worker or enrol token's name is one.
+MAX_NAME_LENGTH = 128
+#: What a token name may be (also the API's JSON Schema ``pattern`` for it):
+#: every such name is also a valid worker id (``security/pki.py``).
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$"
 _NAME_RE = re.compile(NAME_PATTERN)
 NAME_RULE = (
-    "a token name is 1 to 100 letters, digits, '.', '_', '@' or '-', starting with a "
-    "letter or digit"
+    "a token name is 1 to 128 letters, digits, '.', '_', ':', '@' or '-', starting with a "
+    "letter or digit (for a worker or enrol token, the worker's id)"
 )
 
 
 class Role(StrEnum):
-    """What a token may do; each role includes the ones before it."""
+    """What a token may do.
+
+    The API roles form a chain (viewer, submitter, admin): each includes the
+    ones before it. The two machine roles stand apart and include only
+    themselves, so a leaked worker credential cannot read or change anything
+    through the REST API: a ``worker`` token lets one worker, named by the
+    token's name, open the worker channel; an ``enrol`` token lets one worker,
+    named by the token's name, exchange a certificate request for a
+    certificate, once.
+    """
 
     #: Read everything: tasks, workers, results, stats, the API document.
     VIEWER = "viewer"
@@ -54,11 +65,25 @@ class Role(StrEnum):
     SUBMITTER = "submitter"
     #: Everything: drain workers, cancel anyone's tasks, tokens, audit, SQL and export.
     ADMIN = "admin"
+    #: One worker's credential for the worker channel; the token's name is its id.
+    WORKER = "worker"
+    #: A one-time credential to enrol the worker named by the token's name.
+    ENROL = "enrol"
+
+    @property
+    def binds_worker(self) -> bool:
+        """Whether the token's name is a worker id it is bound to."""
+        return self in (Role.WORKER, Role.ENROL)
 
     def includes(self, required: Role) -> bool:
         """Whether a token of this role may do what ``required`` may."""
-        order = list(Role)
-        return order.index(self) >= order.index(required)
+        if self.binds_worker or required.binds_worker:
+            return self is required
+        return _API_CHAIN.index(self) >= _API_CHAIN.index(required)
+
+
+#: The API roles, least to most.
+_API_CHAIN = (Role.VIEWER, Role.SUBMITTER, Role.ADMIN)
 
 
 class TokenCheck(StrEnum):

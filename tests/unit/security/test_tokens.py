@@ -77,7 +77,7 @@ def test_roles_include_the_ones_below() -> None:
 
 def test_names_and_durations_are_checked() -> None:
     assert check_name("ci-bot@lab.example") == "ci-bot@lab.example"
-    for bad in ("", "a b", "-x", "x" * 101, "é"):
+    for bad in ("", "a b", "-x", "x" * 129, "é"):
         with pytest.raises(ValueError, match="token name"):
             check_name(bad)
     assert parse_duration("90d") == 90 * 86400
@@ -193,3 +193,24 @@ def test_tokens_create_with_db_prints_the_secret_once_and_refuses_bad_input(
     )
     assert missing_dir.exit_code == 2
     assert "does not exist" in missing_dir.output
+
+
+def test_machine_roles_include_only_themselves() -> None:
+    # A worker's or an enrolment credential reads nothing through the API,
+    # and no API role (not even admin) opens the worker channel as a worker.
+    for machine in (Role.WORKER, Role.ENROL):
+        assert machine.binds_worker
+        assert machine.includes(machine)
+        for other in Role:
+            if other is not machine:
+                assert not machine.includes(other)
+                assert not other.includes(machine)
+    assert not any(role.binds_worker for role in (Role.VIEWER, Role.SUBMITTER, Role.ADMIN))
+
+
+def test_a_worker_token_may_be_named_by_any_worker_id_starting_with_a_letter_or_digit() -> None:
+    issued = issue_token("gpu-box:3@lab.example", Role.WORKER, 0.0)
+    assert issued.record.name == "gpu-box:3@lab.example"
+    issue_token("w" * 128, Role.WORKER, 0.0)
+    with pytest.raises(ValueError, match="128"):
+        issue_token("w" * 129, Role.WORKER, 0.0)
