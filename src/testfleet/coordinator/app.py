@@ -177,14 +177,16 @@ def create_app(
     )
     app.state.loop = loop
     app.state.store = store
+    auth = Auth(store, clock)
+    app.state.auth = auth
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_request_bytes)
     if settings.rate_limit_per_second > 0:
         # Added last, so outermost: a refused request costs no body reading.
         limiter = RateLimiter(clock, settings.rate_limit_per_second, settings.rate_limit_burst)
-        app.add_middleware(RateLimitMiddleware, limiter=limiter)
+        app.add_middleware(
+            RateLimitMiddleware, limiter=limiter, audit=auth.record_events, known=auth.knows
+        )
     view = StateView(state)
-    auth = Auth(store, clock)
-    app.state.auth = auth
     app.include_router(
         build_router(loop, view, store, settings.max_tasks_per_submit, started, auth)
     )

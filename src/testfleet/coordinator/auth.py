@@ -98,6 +98,12 @@ class Auth:
             self._known[token_id] = record
         return record
 
+    def knows(self, token_id: str) -> bool:
+        """Whether ``token_id`` names a token whose row is kept here (read and not
+        revoked). No store read: the rate limiter asks it for every request to
+        decide whether the request counts against its token or its address."""
+        return token_id in self._known
+
     async def revoke(self, token_id: str, events: Sequence[AuditEvent]) -> TokenRecord | None:
         """Revoke ``token_id`` (durably, with ``events``) and forget its kept row;
         the token as it now is, or None if there is no such token."""

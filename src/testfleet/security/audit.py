@@ -27,6 +27,10 @@ class AuditKind(StrEnum):
     TASKS_CANCELLED = "tasks_cancelled"
     WORKER_DRAINED = "worker_drained"
     WORKER_UNDRAINED = "worker_undrained"
+    #: A client past its request rate (at most one per key a minute; ``coordinator/limits.py``).
+    RATE_LIMITED = "rate_limited"
+    #: A submission refused whole: it would take its submitter past ``--max-queued-per-submitter``.
+    QUOTA_EXCEEDED = "quota_exceeded"
 
 
 class AuditOutcome(StrEnum):
