@@ -83,6 +83,14 @@ def coordinator(
     max_worker_frames: Annotated[
         float, typer.Option(min=1, help="Frames per second one worker may send.")
     ] = 1_000.0,
+    max_queued_per_submitter: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Unfinished (queued, assigned or running) tasks one token may have; "
+            "a submission past it is refused whole (429). 0 = no limit.",
+        ),
+    ] = 0,
     db_key_file: Annotated[
         Path | None,
         typer.Option(
@@ -129,6 +137,7 @@ def coordinator(
         max_http_connections=max_connections,
         max_workers=max_workers,
         max_worker_frames_per_second=max_worker_frames,
+        max_queued_per_submitter=max_queued_per_submitter,
     )
     try:
         run_coordinator(

@@ -32,6 +32,7 @@ from testfleet.coordinator.api_errors import (
     INVALID_PARAMETER,
     INVALID_TASK,
     MALFORMED_BODY,
+    QUOTA_EXCEEDED,
     STORAGE_ERROR,
     TASK_NOT_FOUND,
     TOO_MANY_TASKS,
@@ -93,7 +94,8 @@ from testfleet.coordinator.task_body import SUBMIT_OPENAPI, parse_task_body
 from testfleet.domain.benchmark import Precision
 from testfleet.domain.enums import HardwareKind, ShownStatus, TaskStatus, TaskType
 from testfleet.domain.json_values import INT64_MAX
-from testfleet.security.audit import AuditKind
+from testfleet.security.audit import AuditKind, AuditOutcome
+from testfleet.security.tokens import Role
 from testfleet.store.contract import StoreReader
 
 
@@ -111,11 +113,19 @@ class CancelRequest(BaseModel):
 _REFUSALS = {
     RefusalReason.DUPLICATE_TASK_ID: DUPLICATE_TASK_ID,
     RefusalReason.NOT_FOUND: WORKER_NOT_FOUND,
+    RefusalReason.QUOTA_EXCEEDED: QUOTA_EXCEEDED,
 }
 
 
 def refusal_response(refused: Refused) -> JSONResponse:
-    return _REFUSALS[refused.reason].response(refused.message, [RefusedIds(ids=refused.ids)])
+    details = [RefusedIds(ids=refused.ids)] if refused.ids else []
+    return _REFUSALS[refused.reason].response(refused.message, details)
+
+
+def reveals_env(principal: Principal) -> bool:
+    """Whether task views for ``principal`` show ``config.env``'s values: an
+    admin's only (see :func:`~testfleet.coordinator.api_views.task_view`)."""
+    return principal.role.includes(Role.ADMIN)
 
 
 def epoch_seconds(moment: datetime | None) -> float | None:
@@ -187,6 +197,7 @@ def build_router(
             TOO_MANY_TASKS,
             UNSUPPORTED_MEDIA_TYPE,
             INVALID_TASK,
+            QUOTA_EXCEEDED,
             UNAVAILABLE,
         ),
         openapi_extra=SUBMIT_OPENAPI,
@@ -206,12 +217,19 @@ def build_router(
             loop.submit(specs, principal.token_id),
             lambda done: SubmitAnswer(accepted=len(done.ids), task_ids=done.ids),
         )
+        types = sorted({spec.type.value for spec in specs})
         if isinstance(submitted, SubmitAnswer):
-            types = sorted({spec.type.value for spec in specs})
             await auth.record(
                 principal,
                 AuditKind.TASKS_SUBMITTED,
                 {"tasks": submitted.accepted, "types": types, "task_ids": submitted.task_ids[:20]},
+            )
+        elif isinstance(submitted, JSONResponse) and submitted.status_code == QUOTA_EXCEEDED.status:
+            await auth.record(
+                principal,
+                AuditKind.QUOTA_EXCEEDED,
+                {"tasks": len(specs), "types": types},
+                AuditOutcome.REFUSED,
             )
         return submitted
 
@@ -222,7 +240,7 @@ def build_router(
         summary="List tasks, optionally filtered",
     )
     async def list_tasks(
-        _: ViewerToken,
+        principal: ViewerToken,
         status: Annotated[
             list[ShownStatus] | None,
             Query(
@@ -243,7 +261,10 @@ def build_router(
                 store.count_tasks(statuses=status, task_type=type, worker_id=worker_id),
             )
         )
-        return TaskList(tasks=[task_view(t) for t in tasks], total=total, offset=offset)
+        reveal = reveals_env(principal)
+        return TaskList(
+            tasks=[task_view(t, reveal_env=reveal) for t in tasks], total=total, offset=offset
+        )
 
     @router.get(
         "/tasks/{task_id}",
@@ -251,7 +272,7 @@ def build_router(
         responses=refusals(*authed, TASK_NOT_FOUND, STORAGE_ERROR),
         summary="One task with its attempts and result",
     )
-    async def get_task(task_id: str, _: ViewerToken) -> TaskDetail | JSONResponse:
+    async def get_task(task_id: str, principal: ViewerToken) -> TaskDetail | JSONResponse:
         def read() -> Any:
             task = store.get_task(task_id)
             if task is None:
@@ -264,7 +285,7 @@ def build_router(
         task, attempts, results = found
         counted = next((r for r in results if r.counted), None)
         return TaskDetail(
-            task=task_view(task),
+            task=task_view(task, reveal_env=reveals_env(principal)),
             attempts=[attempt_view(a) for a in attempts],
             result=result_view(counted) if counted else None,
             results=[result_view(r) for r in results],

@@ -145,6 +145,13 @@ RATE_LIMITED = ApiRefusal(
     "This client sent more requests than the coordinator's rate limit allows; "
     "any request, before it reaches a route. Retry after the `Retry-After` seconds.",
 )
+QUOTA_EXCEEDED = ApiRefusal(
+    429,
+    ErrorCode.QUOTA_EXCEEDED,
+    "The submission would take this token past the coordinator's quota of unfinished "
+    "(queued, assigned or running) tasks (`--max-queued-per-submitter`); nothing was "
+    "accepted. Submit again once some have finished.",
+)
 UNAVAILABLE = ApiRefusal(
     503,
     ErrorCode.UNAVAILABLE,

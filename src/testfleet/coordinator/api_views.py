@@ -63,9 +63,10 @@ def redacted_config(config: Mapping[str, Any]) -> dict[str, Any]:
 
 def task_view(task: TaskRecord, *, reveal_env: bool = False) -> TaskView:
     """A task as the API shows it. ``config.env``'s values are redacted unless
-    ``reveal_env`` (meant for an admin's request; no route passes it yet). The
-    worker's assignment is built from the record, not from this view, so it
-    always carries the real values."""
+    ``reveal_env``: the task routes pass it for an admin's token
+    (``api.reveals_env``), so viewers and submitters, the task's own submitter
+    included, see only the names. The worker's assignment is built from the
+    record, not from this view, so it always carries the real values."""
     spec = task.spec
     return TaskView(
         task_id=spec.task_id,

@@ -129,3 +129,5 @@ class Refused:
 class RefusalReason(StrEnum):
     DUPLICATE_TASK_ID = "duplicate_task_id"
     NOT_FOUND = "not_found"
+    #: The submission would take its submitter past ``max_queued_per_submitter``.
+    QUOTA_EXCEEDED = "quota_exceeded"

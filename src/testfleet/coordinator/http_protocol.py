@@ -20,12 +20,34 @@ import json
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from testfleet.coordinator.api_errors import ApiRefusal
 from testfleet.coordinator.api_models import ErrorCode
 from testfleet.coordinator.limits import HEALTH_PATH
 
+#: The answers sent here, outside FastAPI; :mod:`~testfleet.coordinator.openapi`
+#: declares them on every operation they can reach (FastAPI cannot know them).
+HEADER_TIMEOUT = ApiRefusal(
+    408,
+    ErrorCode.REQUEST_TIMEOUT,
+    "The request's headers did not all arrive within the coordinator's header timeout "
+    "(`--header-timeout`, 10 s unless configured); any request, before it reaches a "
+    "route. The connection is closed.",
+)
+CONNECTION_CAP = ApiRefusal(
+    503,
+    ErrorCode.UNAVAILABLE,
+    "More REST connections are open than the coordinator serves at once "
+    "(`--max-connections`); any request but health, before it reaches a route. "
+    "Retry shortly.",
+)
+_REASON_PHRASES = {408: b"408 Request Timeout", 503: b"503 Service Unavailable"}
 
-def _refusal(status: bytes, code: ErrorCode, message: str) -> bytes:
-    body = json.dumps({"error": {"code": code.value, "message": message, "details": []}}).encode()
+
+def _refusal(refusal: ApiRefusal, message: str) -> bytes:
+    status = _REASON_PHRASES[refusal.status]
+    body = json.dumps(
+        {"error": {"code": refusal.code.value, "message": message, "details": []}}
+    ).encode()
     return (
         b"HTTP/1.1 " + status + b"\r\ncontent-type: application/json\r\n"
         b"content-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n" + body
@@ -43,14 +65,10 @@ def limited_http_protocol(
     """
     open_connections: set[HttpToolsProtocol] = set()
     too_many = _refusal(
-        b"503 Service Unavailable",
-        ErrorCode.UNAVAILABLE,
-        f"more than {max_connections} open connections; retry shortly",
+        CONNECTION_CAP, f"more than {max_connections} open connections; retry shortly"
     )
     too_slow = _refusal(
-        b"408 Request Timeout",
-        ErrorCode.REQUEST_TIMEOUT,
-        f"the request headers did not arrive within {header_timeout_seconds:g} s",
+        HEADER_TIMEOUT, f"the request headers did not arrive within {header_timeout_seconds:g} s"
     )
 
     class LimitedHttpProtocol(HttpToolsProtocol):

@@ -15,8 +15,13 @@ it changes in FastAPI's document, and why:
   every route with parameters. This API never sends that shape: the routes
   that can fail validation declare their own 422, and on the others (a plain
   ``str`` path parameter cannot fail) it is removed.
-- The body-size limit answers 413 before any route runs: every operation
-  documents it.
+- Some answers come before any route runs, so FastAPI cannot know them; every
+  operation they can reach declares them, merged into what the route declares
+  for the same status: the body-size limit's 413; the rate limit's 429 (every
+  operation but health, :data:`~testfleet.coordinator.limits.RATE_EXEMPT`); and,
+  from the HTTP protocol itself (:mod:`~testfleet.coordinator.http_protocol`),
+  the header timeout's 408 (every operation) and the connection cap's 503
+  (every operation but health, which the cap lets through).
 - Every operation needs a bearer token (``components.securitySchemes``, from
   ``coordinator/auth.py``) except those in :data:`PUBLIC_OPERATIONS`, where
   the token is optional.
@@ -30,9 +35,15 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
-from testfleet.coordinator.api_errors import BODY_TOO_LARGE, RATE_LIMITED, error_response_doc
+from testfleet.coordinator.api_errors import (
+    BODY_TOO_LARGE,
+    RATE_LIMITED,
+    ApiRefusal,
+    error_response_doc,
+)
 from testfleet.coordinator.api_models import ErrorBody
-from testfleet.coordinator.limits import RATE_EXEMPT
+from testfleet.coordinator.http_protocol import CONNECTION_CAP, HEADER_TIMEOUT
+from testfleet.coordinator.limits import HEALTH_PATH, RATE_EXEMPT
 from testfleet.domain.task import TaskSpec
 
 REF_TEMPLATE = "#/components/schemas/{model}"
@@ -62,7 +73,7 @@ def openapi_document(app: FastAPI) -> dict[str, Any]:
         for path, path_item in document.get("paths", {}).items():
             for method in _METHODS:
                 if method in path_item:
-                    _say_what_is_sent(path_item[method]["responses"], path not in RATE_EXEMPT)
+                    _say_what_is_sent(path_item[method]["responses"], path)
         for name in _FASTAPI_422_SCHEMAS:
             schemas.pop(name, None)
         for path, method in PUBLIC_OPERATIONS:
@@ -87,14 +98,42 @@ def add_model_schemas(schemas: dict[str, Any], model: type[BaseModel]) -> None:
             raise RuntimeError(f"two different OpenAPI schemas are both named {name!r}")
 
 
-def _say_what_is_sent(responses: dict[str, Any], rate_limited: bool) -> None:
-    """Drop FastAPI's own 422 and make sure the body-size 413 is there."""
+def _say_what_is_sent(responses: dict[str, Any], path: str) -> None:
+    """Drop FastAPI's own 422 and declare what the layers in front of the routes
+    can answer at ``path`` (see the module docstring)."""
     default_422 = responses.get("422", {})
     sent_shape = default_422.get("content", {}).get("application/json", {}).get("schema", {})
     if sent_shape.get("$ref", "").endswith("/HTTPValidationError"):
         del responses["422"]
-    # A route declared with api_errors.refusals() has it already.
-    responses.setdefault("413", error_response_doc([BODY_TOO_LARGE]))
-    # The rate limit answers before any route runs, too (limits.py).
-    if rate_limited:
-        responses.setdefault("429", error_response_doc([RATE_LIMITED]))
+    # A route declared with api_errors.refusals() has the 413 already.
+    declare(responses, BODY_TOO_LARGE)
+    declare(responses, HEADER_TIMEOUT)
+    if path not in RATE_EXEMPT:
+        declare(responses, RATE_LIMITED)
+    if path != HEALTH_PATH:
+        declare(responses, CONNECTION_CAP)
+
+
+def declare(responses: dict[str, Any], refusal: ApiRefusal) -> None:
+    """Add ``refusal`` to an operation's ``responses``: a new response for its
+    status, or its code and text added to the error response the route already
+    declares for that status (the submit route's 429 ``quota_exceeded`` and the
+    rate limit's 429 are one response with both codes)."""
+    status = str(refusal.status)
+    declared = responses.get(status)
+    if declared is None:
+        responses[status] = error_response_doc([refusal])
+        return
+    try:
+        schema = declared["content"]["application/json"]["schema"]["allOf"][1]
+        codes: list[str] = schema["properties"]["error"]["properties"]["code"]["enum"]
+    except (KeyError, IndexError, TypeError):
+        raise RuntimeError(
+            f"the {status} this operation declares is not an error response; "
+            f"{refusal.code.value} cannot be added to it"
+        ) from None
+    if refusal.code.value not in codes:
+        codes.append(refusal.code.value)
+    said = f"`{refusal.code.value}`: {refusal.when}"
+    if said not in declared.get("description", ""):
+        declared["description"] = f"{declared.get('description', '')} {said}".strip()

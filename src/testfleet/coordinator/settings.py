@@ -51,3 +51,7 @@ class CoordinatorSettings:
     #: worker sends a few frames per task; 1,000/s is far past zero-work tasks
     #: on many slots, while a flood is cut off (``too_many_frames``).
     max_worker_frames_per_second: float = 1_000.0
+    #: Unfinished tasks (queued, assigned or running) one API token may have at
+    #: once; a submission that would go past it is refused whole (429
+    #: ``quota_exceeded``). 0: no limit.
+    max_queued_per_submitter: int = 0

@@ -96,6 +96,8 @@ class CoordinatorState(TaskLifecycle):
         if recovered is not None:
             self.unreadable_rows = list(recovered.unreadable_rows)
             restore(self, recovered, now)
+        for task in self.tasks.values():
+            self.quota.add(task.submitted_by)
 
     # ------------------------------------------------------------------ events
 
@@ -142,6 +144,11 @@ class CoordinatorState(TaskLifecycle):
                 ),
             )
             return
+        # Here, in the one writer, so that two submissions cannot both slip under it.
+        over_quota = self.quota.refusal(submitted_by, len(specs))
+        if over_quota is not None:
+            self._out.reply(reply, Refused(RefusalReason.QUOTA_EXCEEDED, over_quota, []))
+            return
         for spec in specs:
             task = TaskRecord(
                 spec=spec,
@@ -153,6 +160,7 @@ class CoordinatorState(TaskLifecycle):
             task.unschedulable_reason = self.unschedulable.get(match_key(spec))
             self.tasks[spec.task_id] = task
             self.known_task_ids.add(spec.task_id)
+            self.quota.add(submitted_by)
             self.queue.push(spec, now)
             self._out.new_task(task)
         self._out.reply(reply, Accepted([s.task_id for s in specs]))

@@ -28,6 +28,7 @@ import heapq
 
 from testfleet.coordinator.chunk_ledger import ChunkLedger
 from testfleet.coordinator.settings import CoordinatorSettings
+from testfleet.coordinator.submitter_quota import SubmitterQuota
 from testfleet.coordinator.task_queue import TaskQueue, match_key
 from testfleet.coordinator.turn_output import Effects, TurnOutput
 from testfleet.coordinator.unschedulable import UnschedulableReasons
@@ -70,6 +71,8 @@ class TaskLifecycle:
         #: Every task id ever submitted (the duplicate check).
         self.known_task_ids: set[str] = set(known_task_ids or ())
         self.queue = TaskQueue()
+        #: Unfinished tasks per submitting token, and the limit on them.
+        self.quota = SubmitterQuota(settings.max_queued_per_submitter)
         self.open_attempts: dict[int, AttemptRecord] = {}
         #: Who was given each recently closed attempt, and for which task, oldest
         #: first (at most CLOSED_ATTEMPTS_REMEMBERED): a late result is kept only
@@ -353,6 +356,7 @@ class TaskLifecycle:
         self.mark_task(task)
         # Finished tasks live on in the store only; memory holds open work.
         del self.tasks[task.task_id]
+        self.quota.release(task.submitted_by)
         self.ledger.forget(task.task_id)
 
     def _send_to_worker(self, worker_id: str, message: Message) -> None:

@@ -23,6 +23,7 @@ from fastapi.testclient import TestClient
 from starlette.routing import Mount, Route
 
 from testfleet.coordinator.app import create_app
+from testfleet.coordinator.settings import CoordinatorSettings
 from testfleet.security.audit import AuditKind
 from testfleet.security.bootstrap import create_token_in_file
 from testfleet.security.tokens import Role
@@ -30,6 +31,9 @@ from testfleet.testing import FakeClock
 
 T0 = 1_800_000_000.0
 EXPIRES_IN = 3600.0
+#: Unfinished tasks a token may have (so that a quota refusal can be audited).
+QUOTA = 3
+SETTINGS = CoordinatorSettings(max_queued_per_submitter=QUOTA)
 
 #: The least role each route needs; every route of the app must be here.
 NEEDS: dict[str, Role | None] = {
@@ -112,7 +116,7 @@ def fleet(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> Iterator[Fleet]:
         issued = create_token_in_file(path, who, role, expires_in_seconds=expires, now=T0)
         secrets[who], ids[who] = issued.secret, issued.record.token_id
     clock = FakeClock(T0)
-    with TestClient(create_app(path, clock=clock)) as client:
+    with TestClient(create_app(path, SETTINGS, clock=clock)) as client:
         yield Fleet(client, clock, seeded, path, secrets, ids)
 
 
@@ -269,6 +273,11 @@ def test_the_audit_trail_holds_every_kind_of_event_and_no_secret(
     assert fleet.call("admin", "POST", f"/api/v1/workers/{worker}/undrain").status_code == 200
     made = fleet.call("admin", "POST", "/api/v1/tokens", json={"name": "temp", "role": "viewer"})
     fleet.call("admin", "POST", f"/api/v1/tokens/{made.json()['token']['token_id']}/revoke")
+    too_many = [{"task_id": f"over-{n}", "type": "simulated"} for n in range(QUOTA + 1)]
+    assert fleet.call("bob", "POST", "/api/v1/tasks", json=too_many).status_code == 429
+    # The fake clock stands still: the viewer's bucket empties and stays empty.
+    flood = [fleet.call("viewer", "GET", "/api/v1/workers").status_code for _ in range(110)]
+    assert flood.count(429) == 110 - SETTINGS.rate_limit_burst
 
     events = fleet.call("admin", "GET", "/api/v1/audit").json()["events"]
     assert {e["kind"] for e in events} == {kind.value for kind in AuditKind}
@@ -282,6 +291,11 @@ def test_the_audit_trail_holds_every_kind_of_event_and_no_secret(
     assert submitted["detail"]["tasks"] == 1
     assert submitted["detail"]["types"] == ["simulated"]
     assert by_kind["worker_drained"]["detail"] == {"worker_id": worker}
+    assert by_kind["quota_exceeded"]["actor"] == "bob"
+    assert by_kind["quota_exceeded"]["detail"]["tasks"] == QUOTA + 1
+    assert [e["credential_id"] for e in events if e["kind"] == "rate_limited"] == [
+        fleet.token_ids["viewer"]  # once for the whole flood
+    ]
     mine = fleet.call("admin", "GET", "/api/v1/audit", params={"actor": "alice"}).json()
     assert {e["actor"] for e in mine["events"]} == {"alice"}
     later = fleet.call(

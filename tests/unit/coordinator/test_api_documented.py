@@ -154,11 +154,20 @@ def test_each_route_documents_the_errors_it_can_send_and_no_other(api: Api) -> N
         }
         for label, operation in operations(api.document)
     }
-    # The rate limit answers any route but health before it runs (limits.py).
+    # The rate limit answers any route but health before it runs (limits.py);
+    # the submit route's own 429 (the per-submitter quota) is the same response.
     for label, errors in documented.items():
         rate_limited = errors.pop("429", None)
-        assert rate_limited == (None if "health" in label else {"rate_limited"}), label
-    body_too_large = {"413": {"body_too_large"}}
+        expected = {"rate_limited", "quota_exceeded"} if label == "POST /api/v1/tasks" else None
+        assert rate_limited == (None if "health" in label else expected or {"rate_limited"}), label
+    # The HTTP protocol answers any route: 408 to headers too slow, 503 past the
+    # connection cap (all but health, whose 503 is its own) (http_protocol.py).
+    for label, errors in documented.items():
+        assert errors.pop("408") == {"request_timeout"}, label
+        if "health" not in label:
+            assert "unavailable" in errors["503"], label
+    #: What the layers before the routes answer (413, and 503 at the connection cap).
+    before_routes = {"413": {"body_too_large"}, "503": {"unavailable"}}
     # Every route but health: no usable token, or the wrong role (issue 10).
     authed = {"401": {"unauthenticated"}, "403": {"forbidden"}}
     assert documented["POST /api/v1/tasks"] == {
@@ -173,32 +182,40 @@ def test_each_route_documents_the_errors_it_can_send_and_no_other(api: Api) -> N
     assert documented["GET /api/v1/tasks"] == {
         "422": {"invalid_parameter"},
         "500": {"storage_error"},
-        **body_too_large,
+        **before_routes,
         **authed,
     }
     # A plain string in the path cannot fail validation: no 422 there.
     assert documented["GET /api/v1/tasks/{task_id}"] == {
         "404": {"not_found"},
         "500": {"storage_error"},
-        **body_too_large,
+        **before_routes,
         **authed,
     }
     assert documented["POST /api/v1/tasks/{task_id}/cancel"] == {
         "404": {"not_found"},
         "409": {"already_finished"},
         "503": {"unavailable"},
-        **body_too_large,
+        **before_routes,
         **authed,
     }
     assert documented["POST /api/v1/tasks/cancel"] == {
         "400": {"malformed_body"},
         "422": {"invalid_parameter"},
         "503": {"unavailable"},
-        **body_too_large,
+        **before_routes,
         **authed,
     }
-    assert documented["GET /api/v1/workers"] == {**body_too_large, **authed}
-    assert documented["GET /api/v1/health"] == {"503": {"health"}, **body_too_large}
+    assert documented["GET /api/v1/workers"] == {**before_routes, **authed}
+    assert documented["GET /api/v1/health"] == {"413": {"body_too_large"}, "503": {"health"}}
+    # Where the loop's 503 and the connection cap's share the response, it says both.
+    submit_503 = next(
+        op["responses"]["503"]
+        for label, op in operations(api.document)
+        if label == "POST /api/v1/tasks"
+    )
+    assert "loop" in submit_503["description"]
+    assert "--max-connections" in submit_503["description"]
 
 
 def test_the_submission_body_is_a_task_or_a_non_empty_list_in_json_or_yaml(api: Api) -> None:
