@@ -16,7 +16,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
-import orjson
 import typer
 from rich.markup import escape
 
@@ -30,7 +29,7 @@ from testfleet.cli.tables import (
     workers_table,
 )
 from testfleet.cli.task_files import TaskFileError, load_task_documents
-from testfleet.cli.terminal_text import SafeConsole
+from testfleet.cli.terminal_text import SafeConsole, json_text
 from testfleet.cli.waiting import DEFAULT_UNSCHEDULABLE_TIMEOUT, TaskWaiter, WaitEnd
 from testfleet.client import (
     COORDINATOR_ENV,
@@ -96,7 +95,8 @@ def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
 
 
 def print_json(data: Any) -> None:
-    sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
+    """``--json`` output: JSON with no control character raw (see ``json_text``)."""
+    sys.stdout.write(json_text(data) + "\n")
 
 
 def client_for(coordinator: str | None) -> FleetClient:

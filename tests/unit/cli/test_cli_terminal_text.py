@@ -6,7 +6,8 @@ test here serves such text (title-setting and screen-clearing escapes, a bell,
 Rich markup) from a fake coordinator (``httpx.MockTransport``) and checks that
 ``testfleet task``, ``task --logs``, ``tasks``, ``workers``, ``wait`` and
 ``results --csv`` (to a terminal) print it with no raw ESC or BEL byte,
-visibly escaped instead. Rich writes no colour
+visibly escaped instead; their ``--json`` writes every control character,
+C1 included, as a JSON escape. Rich writes no colour
 codes under ``CliRunner`` (not a terminal), so any ESC in the output would be
 the task's.
 """
@@ -14,10 +15,12 @@ the task's.
 from __future__ import annotations
 
 import io
+import json
 import sys
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from rich.table import Table
 from typer.testing import CliRunner
@@ -25,7 +28,7 @@ from typer.testing import CliRunner
 from testfleet.cli import app
 from testfleet.cli.results import write_csv
 from testfleet.cli.tables import workers_table
-from testfleet.cli.terminal_text import SafeConsole, printable, shown
+from testfleet.cli.terminal_text import SafeConsole, json_text, printable, shown
 from testfleet.cli.waiting import TaskWaiter, WaitEnd
 from testfleet.client import FleetClient
 from testfleet.domain.result import encode_logs
@@ -231,3 +234,39 @@ def test_csv_to_a_terminal_escapes_text_but_piped_csv_is_exact(
         monkeypatch.setattr(sys, "stdout", stream)
         write_csv(rows, ["batch_size", "error_message"])
         assert stream.getvalue().splitlines()[1] == f"1,{expected}"
+
+
+# ------------------------------------------------------------------- --json
+
+#: Every kind of control character, C1's CSI introducer (U+009B) above all.
+CONTROLS = "\x1b[2J \x07 \x7f \x85 \x9b31m \u202eevil \u2066 ok ünï"
+
+
+def test_json_text_escapes_every_control_and_reads_back_the_same() -> None:
+    data = {"argv": ["printf", CONTROLS], CONTROLS: [1, 2.5, None, True]}
+    text = json_text(data)
+    assert not [c for c in text if c != "\n" and printable(c) != c]  # none raw
+    assert "\\u009b31m" in text
+    assert "\\u0085" in text
+    assert "\\u007f" in text
+    assert "\\u202eevil" in text
+    assert "\\u001b[2J" in text
+    assert "ünï" in text  # printable text stays as it is
+    assert json.loads(text) == data
+    assert orjson.loads(text) == data
+
+
+@pytest.mark.usefixtures("fake_coordinator")
+@pytest.mark.parametrize("args", [["task", "nasty"], ["tasks"], ["workers"]])
+def test_json_output_escapes_c1_controls_and_stays_valid_json(args: list[str]) -> None:
+    done = CliRunner().invoke(app, [*args, "--json"])
+    assert done.exit_code == 0, done.output
+    no_raw_controls(done.stdout)
+    parsed = json.loads(done.stdout)
+    if args[0] == "task":
+        assert parsed["result"]["results"]["output_tail"] == NASTY + "\x9b2J"
+        assert "\\u009b2J" in done.stdout
+    elif args[0] == "tasks":
+        assert parsed["tasks"][0]["config"]["argv"] == ["printf", NASTY]
+    else:
+        assert parsed["workers"][0]["hostname"] == f"host{NASTY}"
