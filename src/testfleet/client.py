@@ -165,10 +165,14 @@ class FleetClient:
                 verify = ssl.create_default_context(cafile=str(ca))
             except (OSError, ssl.SSLError) as exc:
                 # Raised on the first request, like a bad URL (see the class docstring).
+                why = (
+                    "it holds no PEM certificate"
+                    if isinstance(exc, ssl.SSLError)
+                    else (exc.strerror or str(exc)).lower()
+                )
                 self._url_error = CoordinatorUrlError(
-                    f"the CA file {ca} (--ca / ${CA_ENV}) cannot be used: "
-                    f"{getattr(exc, 'strerror', None) or exc}; pass the PEM file of the CA "
-                    "that issued the coordinator's certificate"
+                    f"the CA file {ca} (--ca / ${CA_ENV}) cannot be used: {why}; pass the "
+                    "PEM file of the CA that issued the coordinator's certificate"
                 )
         try:
             self.base_url = coordinator_url(base_url)

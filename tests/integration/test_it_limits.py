@@ -1,6 +1,7 @@
 """The coordinator's limits against a real process on loopback: a client past its
-rate gets 429, a trickled header is cut off, the REST connection cap answers
-503, a worker sending too much is disconnected, and health answers throughout.
+rate gets 429 (audited once), a trickled header is cut off, the REST connection
+cap answers 503, a worker sending too much is disconnected, a submission past
+the per-submitter quota gets 429, and health answers throughout.
 
 One coordinator, started with small limits, serves the whole module.
 """
@@ -24,6 +25,7 @@ from testfleet.domain.hardware import WorkerCapabilities
 from testfleet.local_fleet import CoordinatorOptions
 from testfleet.protocol.codec import MAX_FRAME_BYTES, decode, encode
 from testfleet.protocol.messages import PROTOCOL_VERSION, Error, Heartbeat, Hello, Welcome
+from testfleet.security.tokens import token_id_of
 
 pytestmark = [pytest.mark.integration]
 
@@ -32,6 +34,7 @@ BURST = 10
 HEADER_TIMEOUT = 1.0
 MAX_CONNECTIONS = 4
 FRAMES_PER_SECOND = 20
+QUEUED_PER_SUBMITTER = 2
 POLICY_VIOLATION = 1008
 MESSAGE_TOO_BIG = 1009
 
@@ -49,6 +52,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
                     *("--header-timeout", str(HEADER_TIMEOUT)),
                     *("--max-connections", str(MAX_CONNECTIONS)),
                     *("--max-worker-frames", str(FRAMES_PER_SECOND)),
+                    *("--max-queued-per-submitter", str(QUEUED_PER_SUBMITTER)),
                 ],
             )
         )
@@ -80,6 +84,37 @@ def test_a_client_past_its_rate_gets_429_with_retry_after(fleet: Fleet) -> None:
         # Health is exempt, however often it is asked.
         assert all(client.get("/api/v1/health").status_code == 200 for _ in range(BURST * 2))
     time.sleep(BURST / RATE)  # the bucket refills for the next tests
+
+
+def test_the_flood_was_audited_once_with_the_token_and_address(fleet: Fleet) -> None:
+    with httpx.Client(base_url=fleet.url, timeout=10, headers=_bearer(fleet)) as client:
+        response = client.get("/api/v1/audit")
+    assert response.status_code == 200, response.text
+    limited = [e for e in response.json()["events"] if e["kind"] == "rate_limited"]
+    assert len(limited) == 1, limited
+    assert limited[0]["credential_id"] == token_id_of(fleet.token)
+    assert limited[0]["remote"].startswith("127.0.0.1:")
+    assert limited[0]["detail"]["limited_by"] == "credential"
+
+
+def test_a_submission_past_the_submitters_quota_is_refused_whole(fleet: Fleet) -> None:
+    def tasks(*names: str) -> list[dict[str, object]]:
+        return [{"task_id": name, "type": "simulated", "config": {}} for name in names]
+
+    with httpx.Client(base_url=fleet.url, timeout=10, headers=_bearer(fleet)) as client:
+        accepted = client.post("/api/v1/tasks", json=tasks("quota-1", "quota-2"))
+        assert accepted.status_code == 201, accepted.text
+        refused = client.post("/api/v1/tasks", json=tasks("quota-3"))
+        assert refused.status_code == 429, refused.text
+        error = refused.json()["error"]
+        assert error["code"] == "quota_exceeded"
+        assert "it has 2 queued, assigned or running" in error["message"]
+        assert f"the limit is {QUEUED_PER_SUBMITTER}" in error["message"]
+        assert "--max-queued-per-submitter" in error["message"]
+        assert client.get("/api/v1/tasks/quota-3").status_code == 404
+        cancelled = client.post("/api/v1/tasks/cancel", json={"task_ids": ["quota-1"]})
+        assert cancelled.status_code == 200, cancelled.text
+        assert client.post("/api/v1/tasks", json=tasks("quota-3")).status_code == 201
 
 
 def test_a_trickled_header_is_cut_off_within_the_timeout(fleet: Fleet) -> None:

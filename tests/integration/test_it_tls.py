@@ -133,6 +133,32 @@ def test_the_cli_verifies_the_coordinator_with_testfleet_ca(tls: TlsFleet) -> No
     assert "Traceback" not in done.stderr
 
 
+def test_the_cli_takes_the_ca_per_command_with_ca(tls: TlsFleet, tmp_path: Path) -> None:
+    other = tmp_path / "other-ca"
+    init_ca(other)
+    # $TESTFLEET_CA names a CA that did not issue the coordinator's certificate:
+    # --ca, given on the command, wins over it.
+    env = {**tls.fleet.env(), "TESTFLEET_CA": str(ca_files(other).cert)}
+    argv = [sys.executable, "-m", "testfleet", "workers", "--json"]
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 2
+    assert "certificate" in done.stderr.lower()
+    done = subprocess.run(
+        [*argv, "--ca", str(tls.ca)], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert REAL_WORKER in done.stdout
+    missing = tmp_path / "missing-ca.pem"
+    done = subprocess.run(
+        [*argv, "--ca", str(missing)], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert str(missing) in line
+    assert "no such file or directory" in line
+
+
 def test_plain_http_on_the_tls_port_is_refused(tls: TlsFleet) -> None:
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"http://127.0.0.1:{tls.fleet.port}/api/v1/health", timeout=10)

@@ -19,7 +19,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 from rich.markup import escape
 
-from testfleet.cli.client_options import given_credentials, takes_credentials
+from testfleet.cli.client_options import given_ca, given_credentials, takes_credentials
 from testfleet.cli.help_format import FleetCommand, FleetGroup
 from testfleet.cli.tables import (
     print_task_detail,
@@ -32,6 +32,7 @@ from testfleet.cli.task_files import TaskFileError, load_task_documents
 from testfleet.cli.terminal_text import SafeConsole, json_text
 from testfleet.cli.waiting import DEFAULT_UNSCHEDULABLE_TIMEOUT, TaskWaiter, WaitEnd
 from testfleet.client import (
+    CA_ENV,
     COORDINATOR_ENV,
     CoordinatorUrlError,
     FleetClient,
@@ -101,10 +102,11 @@ def print_json(data: Any) -> None:
 
 def client_for(coordinator: str | None) -> FleetClient:
     """The client every command uses, with the command's ``--token`` or
-    ``--token-file`` (else ``$TESTFLEET_TOKEN``...); the CLI's tests replace this
-    one function to point the commands at an app in the same process."""
+    ``--token-file`` (else ``$TESTFLEET_TOKEN``...) and ``--ca`` (else
+    ``$TESTFLEET_CA``); the CLI's tests replace this one function to point the
+    commands at an app in the same process."""
     token, token_file = given_credentials()
-    return FleetClient(coordinator, token=token, token_file=token_file)
+    return FleetClient(coordinator, token=token, token_file=token_file, ca=given_ca())
 
 
 @contextmanager
@@ -276,6 +278,8 @@ def run(
         os.environ[TOKEN_ENV] = token
     if token_file:
         os.environ[TOKEN_FILE_ENV] = token_file
+    if given_ca():
+        os.environ[CA_ENV] = str(given_ca())
     import pytest
 
     # pytest marks every package with a pytest11 entry point for assertion

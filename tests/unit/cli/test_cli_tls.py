@@ -119,3 +119,42 @@ def test_the_client_names_an_unusable_ca_file(tmp_path: Path) -> None:
     with pytest.raises(FleetError, match=r"missing\.pem .*cannot be used"):
         client.health()
     client.close()
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("missing.pem", "no such file or directory"),
+        ("junk.pem", "it holds no PEM certificate"),
+        ("a-directory", "is a directory"),
+    ],
+)
+def test_a_client_commands_ca_that_cannot_be_used_is_one_line_naming_it(
+    tmp_path: Path, name: str, why: str
+) -> None:
+    (tmp_path / "junk.pem").write_text("not a certificate\n")
+    (tmp_path / "a-directory").mkdir()
+    ca = tmp_path / name
+    for command in (["tasks"], ["workers", "--json"], ["tokens", "list"], ["sql", "SELECT 1"]):
+        code, output = run(*command, "-c", "https://127.0.0.1:1", "--ca", str(ca))
+        assert code == 2, (command, output)
+        (line,) = output.strip().splitlines()
+        assert str(ca) in line, command
+        assert why in line, command
+        assert "--ca" in line, command
+
+
+def test_the_ca_comes_from_testfleet_ca_without_the_option(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TESTFLEET_CA", str(tmp_path / "from-env.pem"))
+    code, output = run("tasks", "-c", "https://127.0.0.1:1")
+    assert code == 2
+    assert "from-env.pem" in output
+
+
+def test_client_commands_offer_ca_in_their_help() -> None:
+    for command in (["tasks"], ["submit"], ["sql"], ["tokens", "list"], ["results", "compare"]):
+        code, output = run(*command, "--help")
+        assert code == 0, command
+        assert "--ca" in output, command
