@@ -8,7 +8,7 @@ testfleet credential variables in its environment. Checked end to end:
   the refusing worker is connected, and runs once the other joins;
 - the task's child sees its own ``env`` but none of the worker's credentials;
 - ``GET /api/v1/tasks`` and ``testfleet task --json`` show ``env``'s names
-  with every value redacted;
+  with every value redacted to a viewer, and the values to an admin;
 - ``testfleet task``/``tasks``/``task --logs`` print argv and output that
   hold terminal escapes without a raw ESC or BEL byte.
 """
@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 from it_fleet import RELAXED_HEARTBEAT_TIMEOUT, Fleet
 
+from testfleet.client import FleetClient
 from testfleet.local_fleet import WorkerOptions
 
 pytestmark = [pytest.mark.integration]
@@ -40,20 +41,24 @@ SCRIPT = (
 )
 
 
-def cli(fleet: Fleet, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+def cli(
+    fleet: Fleet, *args: str, stdin: str | None = None, token: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``testfleet ARGS`` with the fleet's admin token, or ``token``."""
+    env = fleet.env() if token is None else {**fleet.env(), "TESTFLEET_TOKEN": token}
     return subprocess.run(
         [sys.executable, "-m", "testfleet", *args],
         input=stdin,
         capture_output=True,
         text=True,
-        env=fleet.env(),
+        env=env,
         timeout=90,
         check=False,
     )
 
 
-def ok(fleet: Fleet, *args: str, stdin: str | None = None) -> str:
-    done = cli(fleet, *args, stdin=stdin)
+def ok(fleet: Fleet, *args: str, stdin: str | None = None, token: str | None = None) -> str:
+    done = cli(fleet, *args, stdin=stdin, token=token)
     assert done.returncode == 0, (args, done.stdout, done.stderr)
     assert "\x1b" not in done.stdout + done.stderr, args
     assert "\x07" not in done.stdout + done.stderr, args
@@ -93,13 +98,18 @@ def test_a_command_task_waits_for_a_worker_that_takes_commands_and_shows_nothing
     assert "--allow-types" in waiting
     assert "'command'" in waiting
 
-    # The listing and the detail keep env's names, never its values.
-    listed = client.list_tasks()["tasks"]
+    # To a viewer, the listing and the detail keep env's names, never its values.
+    viewer = client.create_token("safety-viewer", "viewer")["secret"]
+    with FleetClient(fleet.url, token=viewer) as as_viewer:
+        listed = as_viewer.list_tasks()["tasks"]
     shown = next(t for t in listed if t["task_id"] == "nasty-cmd")
     assert shown["config"]["env"] == {"TASK_VALUE": "***"}
-    detail = json.loads(ok(fleet, "task", "nasty-cmd", "--json"))
+    detail = json.loads(ok(fleet, "task", "nasty-cmd", "--json", token=viewer))
     assert detail["task"]["config"]["env"] == {"TASK_VALUE": "***"}
     assert TASK_SECRET not in json.dumps(detail)
+    # An admin (the fleet's token) sees the values.
+    revealed = json.loads(ok(fleet, "task", "nasty-cmd", "--json"))
+    assert revealed["task"]["config"]["env"] == {"TASK_VALUE": TASK_SECRET}
     ok(fleet, "task", "nasty-cmd")
     ok(fleet, "tasks")
 
