@@ -51,3 +51,7 @@ class CoordinatorSettings:
     #: worker sends a few frames per task; 1,000/s is far past zero-work tasks
     #: on many slots, while a flood is cut off (``too_many_frames``).
     max_worker_frames_per_second: float = 1_000.0
+    #: Accept worker tokens over plain HTTP from peers beyond loopback (the
+    #: token then crosses the network in the clear). Off: a plain-HTTP worker
+    #: token is accepted only from 127.0.0.0/8 or ::1 (``worker_credentials.py``).
+    insecure: bool = False
