@@ -128,15 +128,16 @@ def identity_refusal(
     worker token alone is not enough. ``revoked_at``: when an admin revoked
     the id the hello claims (None: never).
     """
-    if presented.token_refusal is not None:
-        return IdentityRefusal(presented.token_refusal.problem, presented.token_refusal.message)
     certificate, token = presented.certificate, presented.token
     if certificate is None and require_certificate:
+        # First: whatever else it sent, this is what such a worker must fix.
         return IdentityRefusal(
             IdentityProblem.CERTIFICATE_REQUIRED,
             "this coordinator requires a worker certificate: start the worker with "
             "--cert and --key issued by `testfleet certs worker`",
         )
+    if presented.token_refusal is not None:
+        return IdentityRefusal(presented.token_refusal.problem, presented.token_refusal.message)
     if certificate is not None and token is not None and certificate.worker_id != token.worker_id:
         return IdentityRefusal(
             IdentityProblem.CREDENTIALS_DISAGREE,

@@ -51,6 +51,7 @@ from testfleet.worker.executors.base import Executor
 from testfleet.worker.executors.registry import default_executors
 from testfleet.worker.hardware import LoadSample
 
+
 def in_process_token(worker_id: str, issued_at: float) -> WorkerCredential:
     """A worker-token credential for ``worker_id`` issued at ``issued_at`` (fake time)."""
     return WorkerCredential(
@@ -139,9 +140,7 @@ class InProcessFleet:
 
         async def accept(channel: Channel) -> None:
             connected_at.append(self.clock.now())
-            await serve_channel(
-                channel, self.loop, credentials=presented, audit=self.store_audit
-            )
+            await serve_channel(channel, self.loop, credentials=presented, audit=self.store_audit)
 
         connector = MemoryConnector(accept)
         agent = WorkerAgent(
