@@ -73,9 +73,7 @@ async def host_workers(url: str, count: int, slots: int, codec: str, token_dir: 
             ),
             caps,
             executors,
-            connector=WebSocketConnector(
-                token=read_token_file(token_dir / f"{agent_id(n)}.token")
-            ),
+            connector=WebSocketConnector(token=read_token_file(token_dir / f"{agent_id(n)}.token")),
         )
         for n in range(count)
     ]

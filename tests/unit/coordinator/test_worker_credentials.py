@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -16,7 +17,12 @@ from testfleet.coordinator.worker_credentials import (
     is_loopback,
     token_credential,
 )
-from testfleet.coordinator.worker_identity import CredentialKind, IdentityProblem
+from testfleet.coordinator.worker_identity import (
+    CredentialKind,
+    IdentityProblem,
+    TokenRefusal,
+    WorkerCredential,
+)
 from testfleet.security.pki import BACKDATE, init_ca, issue_worker
 from testfleet.security.tokens import IssuedToken, Role, issue_token
 from testfleet.store import Store
@@ -36,10 +42,17 @@ def stored(store: Store, name: str, role: Role, **kwargs: float) -> IssuedToken:
     return issued
 
 
-async def check(store: Store, header: str | None, **options: object) -> tuple[object, object]:
-    settings: dict[str, object] = {"encrypted": False, "peer_host": "127.0.0.1", "insecure": False}
-    settings.update(options)
-    return await token_credential(store, header, NOW + 1, **settings)  # type: ignore[arg-type]
+async def check(
+    store: Store,
+    header: str | None,
+    *,
+    encrypted: bool = False,
+    peer_host: str | None = "127.0.0.1",
+    insecure: bool = False,
+) -> tuple[WorkerCredential | None, TokenRefusal | None]:
+    return await token_credential(
+        store, header, NOW + 1, encrypted=encrypted, peer_host=peer_host, insecure=insecure
+    )
 
 
 async def test_no_header_is_no_token(store: Store) -> None:
@@ -51,10 +64,10 @@ async def test_a_worker_token_from_loopback_names_its_worker(store: Store) -> No
     credential, refusal = await check(store, f"Bearer {issued.secret}")
     assert refusal is None
     assert credential is not None
-    assert credential.kind is CredentialKind.TOKEN  # type: ignore[attr-defined]
-    assert credential.worker_id == "w1"  # type: ignore[attr-defined]
-    assert credential.credential_id == issued.record.token_id  # type: ignore[attr-defined]
-    assert credential.issued_at == NOW  # type: ignore[attr-defined]
+    assert credential.kind is CredentialKind.TOKEN
+    assert credential.worker_id == "w1"
+    assert credential.credential_id == issued.record.token_id
+    assert credential.issued_at == NOW
 
 
 @pytest.mark.parametrize(
@@ -63,8 +76,9 @@ async def test_a_worker_token_from_loopback_names_its_worker(store: Store) -> No
 async def test_a_header_that_is_no_testfleet_token_is_refused(store: Store, header: str) -> None:
     credential, refusal = await check(store, header)
     assert credential is None
-    assert refusal.problem is IdentityProblem.BAD_TOKEN  # type: ignore[attr-defined]
-    assert "Bearer tfk_" in refusal.message  # type: ignore[attr-defined]
+    assert refusal is not None
+    assert refusal.problem is IdentityProblem.BAD_TOKEN
+    assert "Bearer tfk_" in refusal.message
 
 
 async def test_unknown_expired_and_revoked_tokens_are_refused_with_the_reason(
@@ -83,9 +97,10 @@ async def test_unknown_expired_and_revoked_tokens_are_refused_with_the_reason(
     ):
         credential, refusal = await check(store, f"Bearer {issued.secret}")
         assert credential is None
-        assert refusal.problem is IdentityProblem.BAD_TOKEN  # type: ignore[attr-defined]
-        assert words in refusal.message  # type: ignore[attr-defined]
-        assert refusal.token_id == issued.record.token_id  # type: ignore[attr-defined]
+        assert refusal is not None
+        assert refusal.problem is IdentityProblem.BAD_TOKEN
+        assert words in refusal.message
+        assert refusal.token_id == issued.record.token_id
 
 
 @pytest.mark.parametrize("role", [Role.VIEWER, Role.SUBMITTER, Role.ADMIN, Role.ENROL])
@@ -93,19 +108,22 @@ async def test_a_token_of_another_role_is_refused(store: Store, role: Role) -> N
     issued = stored(store, "w1", role)
     credential, refusal = await check(store, f"Bearer {issued.secret}")
     assert credential is None
-    assert refusal.problem is IdentityProblem.WRONG_ROLE  # type: ignore[attr-defined]
-    assert f"role {role.value}" in refusal.message  # type: ignore[attr-defined]
-    assert "--role worker" in refusal.message  # type: ignore[attr-defined]
+    assert refusal is not None
+    assert refusal.problem is IdentityProblem.WRONG_ROLE
+    assert f"role {role.value}" in refusal.message
+    assert "--role worker" in refusal.message
 
 
 async def test_over_plain_http_a_token_is_accepted_only_from_loopback(store: Store) -> None:
     header = f"Bearer {stored(store, 'w1', Role.WORKER).secret}"
     credential, refusal = await check(store, header, peer_host="192.0.2.7")
     assert credential is None
-    assert refusal.problem is IdentityProblem.TOKEN_NOT_ON_LOOPBACK  # type: ignore[attr-defined]
-    assert "--insecure" in refusal.message  # type: ignore[attr-defined]
-    assert "TLS" in refusal.message  # type: ignore[attr-defined]
-    remote = {"peer_host": "192.0.2.7"}
+    assert refusal is not None
+    assert refusal.problem is IdentityProblem.TOKEN_NOT_ON_LOOPBACK
+    assert "--insecure" in refusal.message
+    assert "TLS" in refusal.message
+    remote: dict[str, Any] = {"peer_host": "192.0.2.7"}
+    options: dict[str, Any]
     for options in (
         {**remote, "encrypted": True},
         {**remote, "insecure": True},
@@ -117,9 +135,10 @@ async def test_over_plain_http_a_token_is_accepted_only_from_loopback(store: Sto
 
 
 def test_loopback_is_127_slash_8_and_colon_colon_1() -> None:
-    for host in ("127.0.0.1", "127.8.9.10", "::1", "[::1]", "::ffff:127.0.0.1"):
-        assert is_loopback(host), host
-    for host in ("192.0.2.7", "10.0.0.1", "::2", "localhost", "testclient", "", None):
+    for inside in ("127.0.0.1", "127.8.9.10", "::1", "[::1]", "::ffff:127.0.0.1"):
+        assert is_loopback(inside), inside
+    outside: tuple[str | None, ...] = ("192.0.2.7", "10.0.0.1", "::2", "localhost", "", None)
+    for host in outside:
         assert not is_loopback(host), host
 
 
