@@ -225,6 +225,10 @@ def worker(
             f"--worker-id {worker_id!r} conflicts with --cert {cert}, issued to "
             f"{certified_id!r}: a worker's id is the one in its certificate; drop --worker-id"
         )
+    try:
+        allowed = None if allow_types is None else parse_allowed_types(allow_types)
+    except AllowTypesError as exc:
+        fail(str(exc))
     if secret is not None and certified_id is None and worker_id is None:
         fail(
             "a worker token is bound to one worker id: pass --worker-id, the --name it was "
@@ -232,10 +236,6 @@ def worker(
         )
     connector = WebSocketConnector(ssl_context=context, token=secret)
     worker_id = worker_id or certified_id
-    try:
-        allowed = None if allow_types is None else parse_allowed_types(allow_types)
-    except AllowTypesError as exc:
-        fail(str(exc))
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     chosen = choose_executors(allowed)
     executors = chosen.executors
