@@ -46,12 +46,19 @@ from testfleet.local_fleet import LocalFleet, LocalFleetError
 HERE = Path(__file__).resolve()
 
 
-async def host_workers(url: str, count: int, slots: int, codec: str) -> None:
-    """Run ``count`` worker agents in this process until SIGTERM."""
+def agent_id(n: int) -> str:
+    return f"bench-{n:03d}"
+
+
+async def host_workers(url: str, count: int, slots: int, codec: str, token_dir: Path) -> None:
+    """Run ``count`` worker agents in this process until SIGTERM; each presents the
+    worker token ``main`` made for its id (``token_dir``/ID.token)."""
     from testfleet.protocol.messages import Codec
+    from testfleet.security.credentials import read_token_file
     from testfleet.worker.agent import AgentSettings, WorkerAgent
     from testfleet.worker.executors.registry import default_executors
     from testfleet.worker.hardware import detect_capabilities
+    from testfleet.worker.websocket_channel import WebSocketConnector
 
     executors = default_executors()
     caps = detect_capabilities(tags={}, task_types=list(executors), probe_torch=False)
@@ -59,13 +66,14 @@ async def host_workers(url: str, count: int, slots: int, codec: str) -> None:
         WorkerAgent(
             AgentSettings(
                 coordinator_url=url,
-                worker_id=f"bench-{n:03d}",
+                worker_id=agent_id(n),
                 slots=slots,
                 codec=Codec(codec),
                 work_dir=Path(tempfile.gettempdir()) / "testfleet-bench",
             ),
             caps,
             executors,
+            connector=WebSocketConnector(token=read_token_file(token_dir / f"{agent_id(n)}.token")),
         )
         for n in range(count)
     ]
@@ -100,9 +108,12 @@ def main() -> None:
         "with the same task count, in the same session, and print its figure",
     )
     parser.add_argument("--host-workers", help=argparse.SUPPRESS)
+    parser.add_argument("--token-dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.host_workers:
-        asyncio.run(host_workers(args.host_workers, args.workers, args.slots, args.codec))
+        asyncio.run(
+            host_workers(args.host_workers, args.workers, args.slots, args.codec, args.token_dir)
+        )
         return
 
     workdir = Path(tempfile.mkdtemp(prefix="testfleet-dispatch-"))
@@ -110,6 +121,11 @@ def main() -> None:
     db = fleet.db
     try:
         fleet.start_coordinator()
+        # Every worker needs a credential: a worker token per agent id, made
+        # through the API with the fleet's admin token (as LocalFleet does for
+        # the workers it starts), read from files, never the environment.
+        for n in range(args.workers):
+            fleet.worker_tokens.for_worker(agent_id(n))
         # One process hosts every agent (see host_workers), so the fleet waits
         # for a count of connected workers, not for named worker processes.
         fleet.start(
@@ -125,6 +141,8 @@ def main() -> None:
                 str(args.slots),
                 "--codec",
                 args.codec,
+                "--token-dir",
+                str(fleet.worker_tokens.folder),
             ],
             with_credentials=False,  # worker agents: no API token (see LocalFleet)
         )

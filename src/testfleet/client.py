@@ -348,6 +348,17 @@ class FleetClient:
         )
         return result
 
+    def revoke_worker(self, worker_id: str, reason: str | None = None) -> dict[str, Any]:
+        """Revoke a worker (admin only): its socket is closed, its tokens revoked and
+        its older credentials refused; the answer names the tokens and its status."""
+        result: dict[str, Any] = self._call(
+            "POST",
+            f"/workers/{_segment(worker_id)}/revoke",
+            expect=("worker_id", "tokens_revoked"),
+            json={"reason": reason},
+        )
+        return result
+
     def test_run(self, run_id: str, *, after_seq: int = 0) -> dict[str, Any]:
         """A pytest run's chunk tasks and the tests recorded after ``after_seq``."""
         result: dict[str, Any] = self._call(

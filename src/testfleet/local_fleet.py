@@ -44,6 +44,7 @@ from typing import Self, TypeVar
 from testfleet.client import CA_ENV, COORDINATOR_ENV, FleetClient, FleetError
 from testfleet.coordinator.startup import free_port
 from testfleet.domain.enums import Codec
+from testfleet.local_worker_tokens import WorkerTokenFiles
 from testfleet.security.credentials import TOKEN_ENV, TOKEN_FILE_ENV, write_token_file
 from testfleet.security.pki import (
     ca_files,
@@ -144,7 +145,9 @@ class LocalFleet:
     0600): :attr:`client` sends it, :meth:`env` hands it on as
     ``$TESTFLEET_TOKEN`` to the CLI processes a test starts. The coordinator
     and the workers are started without it: a task must not find an admin
-    token in its environment.
+    token in its environment. Without ``tls``, each worker gets a worker token
+    of its own instead of a certificate, in ``<root>/worker-tokens``
+    (:mod:`~testfleet.local_worker_tokens`), passed as ``--token-file``.
     """
 
     def __init__(
@@ -187,6 +190,8 @@ class LocalFleet:
         #: The database is encrypted with the key in this file (``--db-key-file``):
         #: the coordinator is started with it and the admin token written with it.
         self.db_key_file = db_key_file
+        #: Each worker's token, when the fleet runs without TLS (see the class docstring).
+        self.worker_tokens = WorkerTokenFiles(self.root / "worker-tokens", self._admin_client)
 
     # ------------------------------------------------------------- starting
 
@@ -252,6 +257,11 @@ class LocalFleet:
         if not files.cert.exists():
             issue_worker(self.pki, worker_id)
         return ["--ca", ca, "--cert", str(files.cert), "--key", str(files.key)]
+
+    def _admin_client(self) -> FleetClient:
+        """The client that makes workers' tokens, once the coordinator answers."""
+        self.wait_healthy()
+        return self.client
 
     def start(
         self,
@@ -321,6 +331,8 @@ class LocalFleet:
             args += ["--log-level", options.log_level]
         for key, value in options.tags.items():
             args += ["--tag", f"{key}={value}"]
+        if self.pki is None:
+            args += ["--token-file", str(self.worker_tokens.for_worker(worker_id))]
         args += self._tls_args(worker_id)
         return [*options.prefix, sys.executable, "-m", "testfleet", *args, *options.extra_args]
 

@@ -31,6 +31,7 @@ from testfleet.local_fleet import (
     WorkerOptions,
     tail,
 )
+from testfleet.security.credentials import read_token_file
 from testfleet.store import Store
 
 __all__ = [
@@ -81,6 +82,12 @@ class Fleet(LocalFleet):
         super().__init__(tmp_path, cwd=tmp_path, tls=tls)
         #: Extra pids to SIGKILL on close (e.g. a killed worker's orphaned child).
         self.extra_pids: set[int] = set()
+
+    def worker_headers(self, worker_id: str) -> dict[str, str]:
+        """The upgrade headers of a raw worker socket claiming ``worker_id``: its
+        worker token (every worker needs a credential; made on first use)."""
+        secret = read_token_file(self.worker_tokens.for_worker(worker_id))
+        return {"Authorization": f"Bearer {secret}"}
 
     def env(self) -> dict[str, str]:
         env = super().env()

@@ -171,8 +171,10 @@ def ws_url(fleet: Fleet) -> str:
 
 
 def test_an_oversized_frame_closes_the_worker_socket(fleet: Fleet) -> None:
-    with connect(ws_url(fleet), max_size=None) as ws:
-        ws.send(encode(hello()))
+    raw = hello()
+    headers = fleet.worker_headers(raw.worker_id)
+    with connect(ws_url(fleet), max_size=None, additional_headers=headers) as ws:
+        ws.send(encode(raw))
         assert isinstance(decode(ws.recv(timeout=30)), Welcome)
         with contextlib.suppress(ConnectionClosed):
             ws.send(b"\x00" * (MAX_FRAME_BYTES + 1))
@@ -184,8 +186,10 @@ def test_an_oversized_frame_closes_the_worker_socket(fleet: Fleet) -> None:
 
 
 def test_a_frame_flood_disconnects_the_worker_with_too_many_frames(fleet: Fleet) -> None:
-    with connect(ws_url(fleet)) as ws:
-        ws.send(encode(hello()))
+    raw = hello()
+    headers = fleet.worker_headers(raw.worker_id)
+    with connect(ws_url(fleet), additional_headers=headers) as ws:
+        ws.send(encode(raw))
         assert isinstance(decode(ws.recv(timeout=30)), Welcome)
         beat = encode(Heartbeat())
         errors: list[Error] = []

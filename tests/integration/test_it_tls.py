@@ -28,6 +28,7 @@ from websockets.sync.client import connect
 from testfleet.domain.hardware import WorkerCapabilities
 from testfleet.protocol.codec import decode, encode
 from testfleet.protocol.messages import PROTOCOL_VERSION, Error, Hello
+from testfleet.security.credentials import TOKEN_ENV
 from testfleet.security.pki import ca_files, init_ca, issue_worker
 
 pytestmark = [pytest.mark.integration]
@@ -54,9 +55,9 @@ class TlsFleet:
         argv = [sys.executable, "-m", "testfleet", "worker", "-c", self.fleet.url]
         argv += ["--worker-id", worker_id, "--no-probe-torch", *args]
         try:
-            done = subprocess.run(
-                argv, capture_output=True, text=True, timeout=seconds, env=self.fleet.env()
-            )
+            # A worker's environment holds no API token (as LocalFleet starts them).
+            env = {k: v for k, v in self.fleet.env().items() if k != TOKEN_ENV}
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds, env=env)
             return f"rc={done.returncode}\n{done.stdout}{done.stderr}"
         except subprocess.TimeoutExpired as exc:
             out = (exc.stdout or b"").decode() + (exc.stderr or b"").decode()

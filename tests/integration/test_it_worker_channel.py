@@ -157,7 +157,8 @@ def test_a_first_frame_that_is_not_hello_is_not_registered(channel):
 def test_garbage_after_hello_closes_only_that_socket(channel):
     fleet = channel.fleet
     ids = start_real_work(fleet, "after-hello")
-    with connect(channel.ws_url, open_timeout=30) as ws:
+    headers = channel.fleet.worker_headers("raw-garbage-after-hello")
+    with connect(channel.ws_url, open_timeout=30, additional_headers=headers) as ws:
         ws.send(encode(hello("raw-garbage-after-hello")))
         welcome = decode(ws.recv(timeout=30))
         assert isinstance(welcome, Welcome), welcome
@@ -172,7 +173,8 @@ def test_garbage_after_hello_closes_only_that_socket(channel):
 def test_an_impostor_with_a_connected_workers_id_is_refused(channel):
     fleet = channel.fleet
     ids = start_real_work(fleet, "impostor")
-    with connect(channel.ws_url, open_timeout=30) as ws:
+    headers = channel.fleet.worker_headers(REAL_WORKER)
+    with connect(channel.ws_url, open_timeout=30, additional_headers=headers) as ws:
         ws.send(encode(hello(REAL_WORKER)))  # a fresh session_key: another process
         error = expect_error_then_close(ws, "worker_id_in_use")
         assert REAL_WORKER in error.message
@@ -182,7 +184,8 @@ def test_an_impostor_with_a_connected_workers_id_is_refused(channel):
 
 
 def test_an_unsupported_protocol_version_is_refused(channel):
-    with connect(channel.ws_url, open_timeout=30) as ws:
+    headers = channel.fleet.worker_headers("raw-from-the-future")
+    with connect(channel.ws_url, open_timeout=30, additional_headers=headers) as ws:
         ws.send(encode(hello("raw-from-the-future", version=PROTOCOL_VERSION + 1)))
         error = expect_error_then_close(ws, "unsupported_version")
         assert str(PROTOCOL_VERSION + 1) in error.message

@@ -26,7 +26,6 @@ from testfleet.cli.tables import (
     shown_status,
     stats_table,
     tasks_table,
-    workers_table,
 )
 from testfleet.cli.task_files import TaskFileError, load_task_documents
 from testfleet.cli.terminal_text import SafeConsole, json_text
@@ -350,18 +349,6 @@ def task(
 
 @app.command(cls=FleetCommand)
 @takes_credentials
-def workers(coordinator: CoordinatorOption = None, as_json: JsonOption = False) -> None:
-    """Workers the coordinator knows, with their hardware and load."""
-    with fleet_client(coordinator) as client:
-        listed = client.workers()
-    if as_json:
-        print_json({"workers": listed})
-    else:
-        console.print(workers_table(listed))
-
-
-@app.command(cls=FleetCommand)
-@takes_credentials
 def cancel(
     task_ids: Annotated[list[str], typer.Argument(help="Tasks to cancel.")],
     coordinator: CoordinatorOption = None,
@@ -504,7 +491,8 @@ app.command(cls=FleetCommand)(takes_credentials(sql))
 app.command(cls=FleetCommand)(takes_credentials(export))
 app.add_typer(results_app, name="results")
 app.add_typer(certs_app, name="certs")
-import testfleet.cli.admin  # noqa: E402, F401  (registers `tokens` and `audit`)
+import testfleet.cli.admin  # noqa: E402  (registers `tokens` and `audit`)
+import testfleet.cli.workers  # noqa: E402, F401  (registers `workers` and `workers revoke`)
 
 
 def main() -> None:

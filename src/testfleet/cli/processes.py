@@ -14,7 +14,7 @@ import signal
 import socket
 import ssl
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 from rich.markup import escape
@@ -29,9 +29,6 @@ from testfleet.cli.app import (
 )
 from testfleet.client import CA_ENV
 from testfleet.domain.enums import Codec
-
-if TYPE_CHECKING:
-    from testfleet.worker.websocket_channel import WebSocketConnector
 
 
 def coordinator(
@@ -199,6 +196,18 @@ def worker(
     key: Annotated[
         Path | None, typer.Option(help="The certificate's key (mode 0600).", show_default=False)
     ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            help="This worker's token (`tokens create --role worker --name ID`); else "
+            "$TESTFLEET_TOKEN, --token-file or $TESTFLEET_TOKEN_FILE when there is no --cert.",
+            show_default=False,
+        ),
+    ] = None,
+    token_file: Annotated[
+        Path | None,
+        typer.Option(help="File holding the worker's token (mode 0600).", show_default=False),
+    ] = None,
 ) -> None:
     """Join a coordinator as a worker (connects out; no inbound port needed)."""
     from testfleet.worker.agent import AgentSettings, WorkerAgent, WorkerRefusedError
@@ -212,22 +221,30 @@ def worker(
         prepare_executors,
     )
     from testfleet.worker.hardware import detect_capabilities
+    from testfleet.worker.websocket_channel import WebSocketConnector
 
     if coordinator is not None and coordinator.startswith(("ws://", "wss://")):
         # The worker channel's own scheme, as the issue writes it: same address.
         coordinator = "http" + coordinator[2:]
     url = resolve_coordinator(coordinator)
-    connector, certified_id = _worker_tls(url, ca, cert, key)
+    secret = _worker_token(token, token_file, cert)
+    context, certified_id = _worker_tls(url, ca, cert, key)
     if certified_id is not None and worker_id is not None and worker_id != certified_id:
         fail(
             f"--worker-id {worker_id!r} conflicts with --cert {cert}, issued to "
             f"{certified_id!r}: a worker's id is the one in its certificate; drop --worker-id"
         )
-    worker_id = worker_id or certified_id
     try:
         allowed = None if allow_types is None else parse_allowed_types(allow_types)
     except AllowTypesError as exc:
         fail(str(exc))
+    if secret is not None and certified_id is None and worker_id is None:
+        fail(
+            "a worker token is bound to one worker id: pass --worker-id, the --name it was "
+            "created with (`testfleet tokens create --role worker --name ID`)"
+        )
+    connector = WebSocketConnector(ssl_context=context, token=secret)
+    worker_id = worker_id or certified_id
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     chosen = choose_executors(allowed)
     executors = chosen.executors
@@ -279,10 +296,25 @@ def worker(
         fail(f"the coordinator refused this worker: {exc}")
 
 
+def _worker_token(token: str | None, token_file: Path | None, cert: Path | None) -> str | None:
+    """The worker token to send: ``--token`` or ``--token-file``; the environment's
+    (``$TESTFLEET_TOKEN``, ``$TESTFLEET_TOKEN_FILE``) only for a worker without
+    ``--cert``, so that a person's API token in their shell is not sent beside a
+    certificate (the coordinator would refuse it). A bad file ends the command."""
+    from testfleet.security.credentials import CredentialError, resolve_token
+
+    if cert is not None and not token and token_file is None:
+        return None
+    try:
+        return resolve_token(token, token_file)
+    except CredentialError as exc:
+        fail(str(exc))
+
+
 def _worker_tls(
     url: str, ca: Path | None, cert: Path | None, key: Path | None
-) -> tuple[WebSocketConnector | None, str | None]:
-    """The worker's connector for an https:// coordinator and the id its certificate
+) -> tuple[ssl.SSLContext | None, str | None]:
+    """The worker's TLS context for an https:// coordinator and the id its certificate
     names; (None, None) over plain HTTP. Bad files end the command in one line."""
     from testfleet.security.tls import (
         TlsFileError,
@@ -290,7 +322,6 @@ def _worker_tls(
         client_context,
         worker_id_of_file,
     )
-    from testfleet.worker.websocket_channel import WebSocketConnector
 
     if not url.startswith("https://"):
         if ca is not None or cert is not None:
@@ -304,7 +335,7 @@ def _worker_tls(
         fail(str(exc))
     except ssl.SSLError as exc:
         fail(f"--cert {cert} / --key {key}: cannot be used for TLS ({exc})")
-    return WebSocketConnector(ssl_context=context), certified_id
+    return context, certified_id
 
 
 def demo(

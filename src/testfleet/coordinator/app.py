@@ -39,6 +39,7 @@ from testfleet.coordinator.openapi import openapi_document
 from testfleet.coordinator.peer_certificate import with_peer_certificate
 from testfleet.coordinator.pytest_runs_api import build_test_run_router
 from testfleet.coordinator.query_api import build_query_router
+from testfleet.coordinator.revocation_api import build_revocation_router
 from testfleet.coordinator.settings import CoordinatorSettings
 from testfleet.coordinator.startup import StartupError, bind_listeners, database_failure
 from testfleet.coordinator.state import CoordinatorState
@@ -137,7 +138,9 @@ def create_app(
     recovered = store.load_state()
     for problem in recovered.unreadable_rows:
         log.warning("left out at start-up, the rest carries on: %s", problem)
-    state = CoordinatorState(settings, clock.now(), recovered, store.all_task_ids())
+    state = CoordinatorState(
+        settings, clock.now(), recovered, store.all_task_ids(), store.worker_revocations()
+    )
     loop = CoordinatorLoop(state, store, clock, ConnectionRegistry())
     started = time.monotonic()
 
@@ -193,6 +196,7 @@ def create_app(
     app.include_router(build_test_run_router(view, store, auth))
     app.include_router(build_query_router(store, auth))
     app.include_router(build_admin_router(auth))
+    app.include_router(build_revocation_router(loop, view, auth))
     viewer = [Depends(require(Role.VIEWER))]
 
     @app.get(OPENAPI_PATH, include_in_schema=False, dependencies=viewer)
@@ -205,7 +209,14 @@ def create_app(
 
     @app.websocket(WORKER_CHANNEL_PATH)
     async def worker_channel(socket: WebSocket) -> None:
-        await serve_worker(socket, loop, require_certificate=require_client_certificate)
+        await serve_worker(
+            socket,
+            loop,
+            store,
+            auth.record_events,
+            require_certificate=require_client_certificate,
+            insecure=settings.insecure,
+        )
 
     return app
 

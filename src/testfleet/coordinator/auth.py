@@ -5,7 +5,10 @@ Callers: the routers (``api.py``, ``pytest_runs_api.py``, ``query_api.py``,
 ``ViewerToken``, ``SubmitterToken``, ``AdminToken`` or
 ``Depends(require(Role.X))``; the routes that change things record what they
 did with :meth:`Auth.record`. The worker WebSocket has no dependency here:
-workers authenticate on their own channel (TLS, another part of issue 10).
+workers authenticate on their own channel with a certificate or a worker
+token (``worker_credentials.py``, which reads the token's row afresh on every
+connect); the revoke route revokes a worker's tokens through
+:meth:`Auth.revoke_worker`.
 
 Each request's token is checked every time (hash, expiry, revocation). The
 token's row is read from the store once and then kept in memory: tokens are
@@ -39,6 +42,7 @@ from testfleet.coordinator.api_errors import FORBIDDEN, UNAUTHENTICATED, AuthRef
 from testfleet.coordinator.api_models import RefusedIds
 from testfleet.security.audit import AuditEvent, AuditKind, AuditOutcome
 from testfleet.security.tokens import Role, TokenCheck, TokenRecord, token_id_of
+from testfleet.security.worker_revocation import WorkerRevocation
 from testfleet.store.contract import SecurityStore, StoreReader
 
 #: Declares the scheme in the OpenAPI document (``components.securitySchemes``)
@@ -112,6 +116,25 @@ class Auth:
         found = await asyncio.to_thread(self.store.revoke_token, token_id, self.clock.now(), events)
         self._known.pop(token_id, None)
         return await asyncio.to_thread(self.store.get_token, token_id) if found else None
+
+    async def revoke_worker(
+        self, revocation: WorkerRevocation, events: Sequence[AuditEvent]
+    ) -> list[str]:
+        """Store ``revocation`` with ``events`` (the store also revokes the worker's
+        worker and enrol tokens) and forget their kept rows, as :meth:`revoke`
+        does; the ids of the tokens revoked."""
+        self._revocations += 1
+        named = [
+            token_id
+            for token_id, record in self._known.items()
+            if record.role.binds_worker and record.name == revocation.worker_id
+        ]
+        for token_id in named:
+            self._known.pop(token_id, None)
+        revoked = await asyncio.to_thread(self.store.revoke_worker, revocation, events)
+        for token_id in revoked:
+            self._known.pop(token_id, None)
+        return revoked
 
     async def identify(
         self, request: Request, credentials: HTTPAuthorizationCredentials | None

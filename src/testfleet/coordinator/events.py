@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
+from testfleet.coordinator.worker_identity import WorkerCredential
 from testfleet.domain.task import TaskSpec
 from testfleet.protocol.messages import Hello, Message
 
@@ -60,11 +61,25 @@ class UndrainWorker:
 
 
 @dataclass(frozen=True, slots=True)
+class RevokeWorker:
+    """An admin revoked ``worker_id`` at ``revoked_at`` (already durable in the
+    store): close its socket, requeue its attempts, refuse older credentials."""
+
+    worker_id: str
+    revoked_at: float
+    reply: Reply
+
+
+@dataclass(frozen=True, slots=True)
 class WorkerConnected:
-    """A socket sent a valid ``hello``; the state answers with welcome or error."""
+    """A socket sent a ``hello`` its credentials admit; the state answers with
+    welcome or error (it checks ``credential`` against revocations once more: a
+    revoke may have been applied since the endpoint looked)."""
 
     connection_id: int
     hello: Hello
+    #: What vouched for the hello (None: unknown, as in tests that post hellos directly).
+    credential: WorkerCredential | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +105,7 @@ Event = (
     | CancelTasks
     | DrainWorker
     | UndrainWorker
+    | RevokeWorker
     | WorkerConnected
     | WorkerFrame
     | WorkerDisconnected

@@ -28,6 +28,7 @@ from testfleet.coordinator.events import (
     Event,
     Refused,
     Reply,
+    RevokeWorker,
     SubmitTasks,
     Tick,
     UndrainWorker,
@@ -137,6 +138,13 @@ class CoordinatorLoop:
     async def undrain(self, worker_id: str) -> Accepted | Refused:
         answer = await self._request(lambda reply: UndrainWorker(worker_id, reply))
         assert isinstance(answer, Accepted | Refused)
+        return answer
+
+    async def revoke(self, worker_id: str, revoked_at: float) -> Accepted:
+        """Apply a revocation the store already holds (see :class:`RevokeWorker`);
+        returns once the worker's new status is committed."""
+        answer = await self._request(lambda reply: RevokeWorker(worker_id, revoked_at, reply))
+        assert isinstance(answer, Accepted)
         return answer
 
     async def run(self) -> None:

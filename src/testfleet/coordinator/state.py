@@ -35,6 +35,7 @@ from testfleet.coordinator.events import (
     RefusalReason,
     Refused,
     Reply,
+    RevokeWorker,
     SubmitTasks,
     Tick,
     UndrainWorker,
@@ -46,6 +47,7 @@ from testfleet.coordinator.recovery import restore
 from testfleet.coordinator.settings import CoordinatorSettings
 from testfleet.coordinator.task_lifecycle import TaskLifecycle
 from testfleet.coordinator.task_queue import match_key
+from testfleet.coordinator.worker_identity import WorkerCredential, revocation_refusal
 from testfleet.coordinator.workers import OPEN_WORKER_STATUSES, LiveWorker, Refusal
 from testfleet.domain.enums import AttemptStatus, ErrorClass, TaskStatus, WorkerStatus
 from testfleet.domain.records import RecoveredState, TaskRecord
@@ -86,8 +88,12 @@ class CoordinatorState(TaskLifecycle):
         now: float,
         recovered: RecoveredState | None = None,
         known_task_ids: set[str] | None = None,
+        revocations: dict[str, float] | None = None,
     ) -> None:
+        """``revocations``: the latest revocation time of each revoked worker id
+        (``Store.worker_revocations``), so that a restart keeps refusing them."""
         super().__init__(settings, known_task_ids)
+        self.registry.revoked.update(revocations or {})
         self.started_at = now
         #: Rows of the file that recovery could not read and left out (reported
         #: in the log at start-up and by the stats API).
@@ -112,8 +118,10 @@ class CoordinatorState(TaskLifecycle):
                 self._drain(worker_id, reply)
             case UndrainWorker(worker_id=worker_id, reply=reply):
                 self._undrain(worker_id, reply)
-            case WorkerConnected(connection_id=connection_id, hello=hello):
-                self._hello(connection_id, hello, now)
+            case RevokeWorker(worker_id=worker_id, revoked_at=revoked_at, reply=reply):
+                self._revoke(worker_id, revoked_at, reply, now)
+            case WorkerConnected(connection_id=connection_id, hello=hello, credential=credential):
+                self._hello(connection_id, hello, now, credential)
             case WorkerFrame(connection_id=connection_id, message=message):
                 self._frame(connection_id, message, now)
             case WorkerDisconnected(connection_id=connection_id):
@@ -237,9 +245,48 @@ class CoordinatorState(TaskLifecycle):
             self._topology_changed = True
         self._out.reply(reply, Accepted([worker_id]))
 
+    def _revoke(self, worker_id: str, revoked_at: float, reply: Reply, now: float) -> None:
+        """Apply a revocation (durable already, see :class:`RevokeWorker`): the
+        worker's socket is closed at once with the reason, and its open attempts
+        are requeued as for a lost worker. Known or not, the id is refused from
+        now on for credentials issued before ``revoked_at``."""
+        worker, connection = self.registry.revoke(worker_id, revoked_at)
+        if worker is not None:
+            if connection is not None:
+                self._out.close(
+                    connection,
+                    Error(
+                        code=ProtocolErrorCode.UNAUTHORIZED,
+                        message=f"worker {worker_id!r} was revoked by an admin "
+                        "(`testfleet workers revoke`)",
+                    ),
+                )
+            for attempt_id in sorted(worker.attempts):
+                self._lose_attempt(
+                    self.open_attempts[attempt_id], now, f"worker {worker_id!r} was revoked"
+                )
+            self._mark_worker(worker)
+            self._topology_changed = True
+        self._out.reply(reply, Accepted([worker_id]))
+
     # ----------------------------------------------------------- worker channel
 
-    def _hello(self, connection_id: int, hello: Hello, now: float) -> None:
+    def _hello(
+        self, connection_id: int, hello: Hello, now: float, credential: WorkerCredential | None
+    ) -> None:
+        revoked_at = self.registry.revoked.get(hello.worker_id)
+        if revoked_at is not None:
+            # The endpoint checked too, but a revoke may have been applied since.
+            refusal = (
+                revocation_refusal(credential, revoked_at)
+                if credential is not None
+                else Refusal(
+                    ProtocolErrorCode.UNAUTHORIZED, f"worker {hello.worker_id!r} was revoked"
+                )
+            )
+            if refusal is not None:
+                self._refuse_connection(connection_id, refusal.code, refusal.message)
+                return
         admission = self.registry.admit(connection_id, hello, now)
         if isinstance(admission, Refusal):
             self._refuse_connection(connection_id, admission.code, admission.message)

@@ -8,6 +8,12 @@ loop with :func:`serve_channel` directly, with no HTTP
 turns them into events for the loop; the loop's state decides everything. A
 frame that cannot be decoded gets an ``error`` frame naming the problem and
 the channel is closed; the coordinator and every other connection carry on.
+
+Every worker needs a credential (``worker_identity.py``): the endpoint reads
+the socket's certificate and bearer token at the upgrade
+(``worker_credentials.py``) and judges them at the hello. A refused hello and
+a frame that closed a socket are written to the audit trail: one event per
+connection at most, so a flood of frames cannot flood the table.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable, Sequence
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -23,17 +30,26 @@ from testfleet.coordinator.events import WorkerConnected, WorkerDisconnected, Wo
 from testfleet.coordinator.limits import TokenBucket
 from testfleet.coordinator.loop import CoordinatorLoop, CoordinatorUnavailableError
 from testfleet.coordinator.peer_certificate import peer_certificate_der
-from testfleet.coordinator.workers import identity_refusal
+from testfleet.coordinator.worker_credentials import presented_credentials
+from testfleet.coordinator.worker_identity import (
+    IdentityRefusal,
+    PresentedCredentials,
+    identity_refusal,
+)
 from testfleet.protocol.channel import Channel, ChannelClosed, CloseCode, Frame
 from testfleet.protocol.codec import ProtocolError, decode
 from testfleet.protocol.messages import Error, Hello, ProtocolErrorCode
-from testfleet.security.tls import worker_id_of_der
+from testfleet.security.audit import AuditEvent, AuditKind, AuditOutcome
+from testfleet.store.contract import SecurityStore
 
 log = logging.getLogger(__name__)
 
 WORKER_CHANNEL_PATH = "/api/v1/workers/connect"
 #: A socket that does not say hello in this time is closed.
 HELLO_TIMEOUT_SECONDS = 10.0
+
+#: Where refusals are recorded (``Auth.record_events``: durable on return).
+AuditSink = Callable[[Sequence[AuditEvent]], Awaitable[None]]
 
 
 class StarletteChannel:
@@ -73,24 +89,43 @@ class StarletteChannel:
 
 
 async def serve_worker(
-    socket: WebSocket, loop: CoordinatorLoop, *, require_certificate: bool = False
+    socket: WebSocket,
+    loop: CoordinatorLoop,
+    store: SecurityStore,
+    audit: AuditSink | None = None,
+    *,
+    require_certificate: bool = False,
+    insecure: bool = False,
 ) -> None:
-    """The app's route: accept the upgrade, then serve the worker over it.
+    """The app's route: check the socket's credentials, accept the upgrade, then
+    serve the worker over it.
 
     Over TLS, the worker's verified client certificate (if it sent one; see
     ``peer_certificate.py``) names the only worker id this socket may say
     hello as; ``require_certificate`` (``--client-ca``) refuses a socket with
-    none. Both are checked at the hello, so a refused worker reads why.
+    none. A bearer worker token is checked against ``store`` now, before the
+    accept (``worker_credentials.py``; ``insecure`` lets one in over plain
+    HTTP from beyond loopback). Everything is judged at the hello, so a
+    refused worker reads why; refusals go to ``audit``.
     """
-    der = peer_certificate_der(socket.scope)
-    certified_id = worker_id_of_der(der) if der is not None else None
+    client = socket.client
+    credentials = await presented_credentials(
+        store,
+        certificate_der=peer_certificate_der(socket.scope),
+        authorization=socket.headers.get("authorization"),
+        now=loop.clock.now(),
+        encrypted=socket.scope.get("scheme") == "wss",
+        peer_host=None if client is None else client.host,
+        insecure=insecure,
+    )
     await socket.accept()
     await serve_channel(
         StarletteChannel(socket),
         loop,
-        certified_id=certified_id,
+        credentials=credentials,
         require_certificate=require_certificate,
         peer=_peer(socket),
+        audit=audit,
     )
 
 
@@ -103,18 +138,23 @@ async def serve_channel(
     channel: Channel,
     loop: CoordinatorLoop,
     *,
-    certified_id: str | None = None,
+    credentials: PresentedCredentials,
     require_certificate: bool = False,
     peer: str = "?",
+    audit: AuditSink | None = None,
 ) -> None:
     """Run one worker connection until either side closes it.
 
-    ``certified_id``/``require_certificate``: see :func:`serve_worker` (tests
-    attaching an in-memory channel pass them to play a TLS peer).
+    ``credentials``: what the socket came with, checked (see :func:`serve_worker`;
+    tests and the in-memory fleet pass one
+    :class:`~testfleet.coordinator.worker_identity.WorkerCredential` through
+    ``PresentedCredentials.of``). ``audit``: where refusals are recorded (None:
+    only logged).
     """
     connections = loop.connections
     connection_id = connections.open(channel)
     registered = False
+    hello: Hello | None = None
     settings = loop.state.settings
     # A burst of one second's worth: a worker finishing many slots at once
     # sends a handful of frames each, far below it.
@@ -141,28 +181,34 @@ async def serve_channel(
                 ),
             )
             return
-        hello = decode(frame)
-        if not isinstance(hello, Hello):
+        first = decode(frame)
+        if not isinstance(first, Hello):
             raise ProtocolError(
                 ProtocolErrorCode.NOT_REGISTERED,
-                f"the first message must be 'hello', got '{hello.type.value}'",
+                f"the first message must be 'hello', got '{first.type.value}'",
             )
-        refusal = identity_refusal(hello, certified_id, require_certificate)
-        if refusal is not None:
-            # Audit hook: an identity mismatch or a missing certificate is a
-            # security event; when the audit table lands, record it here
-            # (worker id claimed, certified id, peer address, outcome refused).
+        hello = first
+        # Read, not written: the state checks the revocation again when it
+        # applies the hello (a revoke may land in between).
+        admitted = identity_refusal(
+            hello,
+            credentials,
+            require_certificate=require_certificate,
+            revoked_at=loop.state.registry.revoked.get(hello.worker_id),
+        )
+        if isinstance(admitted, IdentityRefusal):
             log.warning(
                 "worker connection %d from %s refused: hello as %r, certificate for %r: %s",
                 connection_id,
                 peer,
                 hello.worker_id,
-                certified_id,
-                refusal.message,
+                credentials.certified_id,
+                admitted.message,
             )
-            connections.close(connection_id, Error(code=refusal.code, message=refusal.message))
+            await _record(audit, _refusal_event(loop, hello, credentials, admitted, peer))
+            connections.close(connection_id, Error(code=admitted.code, message=admitted.message))
             return
-        loop.post(WorkerConnected(connection_id, hello))
+        loop.post(WorkerConnected(connection_id, hello, admitted))
         registered = True
         while True:
             frame = await channel.receive()
@@ -174,6 +220,9 @@ async def serve_channel(
             loop.post(WorkerFrame(connection_id, decode(frame)))
     except ProtocolError as exc:
         log.warning("worker connection %d: %s", connection_id, exc.message)
+        if exc.code is not ProtocolErrorCode.TOO_MANY_WORKERS:
+            # The socket closes on its first refused frame: one event per connection.
+            await _record(audit, _frame_event(loop, hello, credentials, exc, peer))
         connections.close(connection_id, Error(code=exc.code, message=exc.message))
     except (ChannelClosed, CoordinatorUnavailableError):
         pass
@@ -196,6 +245,70 @@ async def serve_channel(
         # Give a queued error frame and close a moment to go out before forgetting.
         await asyncio.sleep(0)
         await _drain_then_forget(loop, connection_id)
+
+
+def _refusal_event(
+    loop: CoordinatorLoop,
+    hello: Hello,
+    credentials: PresentedCredentials,
+    refusal: IdentityRefusal,
+    peer: str,
+) -> AuditEvent:
+    """The audit row of a refused hello: who it claimed to be, what vouched for what."""
+    credential = credentials.certificate or credentials.token
+    token_refusal = credentials.token_refusal
+    credential_id = credential.credential_id if credential is not None else None
+    if credential_id is None and token_refusal is not None:
+        credential_id = token_refusal.token_id
+    return AuditEvent(
+        time=loop.clock.now(),
+        kind=AuditKind.WORKER_REFUSED,
+        outcome=AuditOutcome.REFUSED,
+        actor=None if credential is None else credential.worker_id,
+        credential_id=credential_id,
+        remote=peer,
+        detail={
+            "reason": refusal.problem.value,
+            "claimed_id": hello.worker_id,
+            "certified_id": credentials.certified_id,
+            "token_worker_id": None if credentials.token is None else credentials.token.worker_id,
+            "message": refusal.message,
+        },
+    )
+
+
+def _frame_event(
+    loop: CoordinatorLoop,
+    hello: Hello | None,
+    credentials: PresentedCredentials,
+    error: ProtocolError,
+    peer: str,
+) -> AuditEvent:
+    credential = credentials.certificate or credentials.token
+    return AuditEvent(
+        time=loop.clock.now(),
+        kind=AuditKind.WORKER_FRAME_REJECTED,
+        outcome=AuditOutcome.REFUSED,
+        actor=None if credential is None else credential.worker_id,
+        credential_id=None if credential is None else credential.credential_id,
+        remote=peer,
+        detail={
+            "code": error.code.value,
+            "message": error.message[:500],
+            "claimed_id": None if hello is None else hello.worker_id,
+        },
+    )
+
+
+async def _record(audit: AuditSink | None, event: AuditEvent) -> None:
+    """Append ``event`` to the audit trail; a failing store is logged, never a
+    reason to keep a refused socket open."""
+    if audit is None:
+        return
+    try:
+        await audit([event])
+    except Exception:
+        log.error("could not record a worker-channel audit event: %s", event, exc_info=True)
 
 
 async def _drain_then_forget(loop: CoordinatorLoop, connection_id: int) -> None:

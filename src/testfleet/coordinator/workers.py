@@ -6,6 +6,10 @@ worker, to forget a socket and to find silent workers; it keeps the task
 consequences (losing and requeueing attempts) to itself. No I/O, no clock:
 ``now`` is passed in.
 
+Which credentials admit a hello is :mod:`~testfleet.coordinator.worker_identity`'s
+rule; the registry keeps the revoked ids (:meth:`WorkerRegistry.revoke`) that
+rule is asked about.
+
 Identity rule: a worker id belongs to one process at a time. Each worker
 process sends a random ``session_key`` in its hello; a reconnect with the same
 key replaces the old socket (the network blipped), a different key while the
@@ -57,32 +61,6 @@ class Refusal:
     message: str
 
 
-def identity_refusal(hello: Hello, certified_id: str | None, required: bool) -> Refusal | None:
-    """Whether ``hello`` may speak for its worker id on a channel whose TLS
-    certificate named ``certified_id`` (None: no certificate).
-
-    Called by the worker-channel endpoint before a hello reaches the loop.
-    ``required``: the coordinator was started with ``--client-ca``, so a worker
-    without a certificate is refused too. A worker's id is the one in its
-    certificate: a hello claiming another is someone else's identity.
-    """
-    if certified_id is None:
-        if not required:
-            return None
-        return Refusal(
-            ProtocolErrorCode.UNAUTHORIZED,
-            "this coordinator requires a worker certificate: start the worker with "
-            "--cert and --key issued by `testfleet certs worker`",
-        )
-    if hello.worker_id != certified_id:
-        return Refusal(
-            ProtocolErrorCode.UNAUTHORIZED,
-            f"worker id {hello.worker_id!r} does not match the certificate, which is issued "
-            f"to {certified_id!r}; drop --worker-id or pass that worker's certificate",
-        )
-    return None
-
-
 @dataclass(frozen=True, slots=True)
 class Admission:
     """A hello admitted: what became of the worker's attempts and sockets."""
@@ -104,6 +82,8 @@ class WorkerRegistry:
     def __init__(self) -> None:
         self.workers: dict[str, LiveWorker] = {}
         self.connections: dict[int, str] = {}
+        #: Revoked worker ids and when (the latest revocation of each).
+        self.revoked: dict[str, float] = {}
 
     def recover(self, records: list[WorkerRecord], now: float) -> list[WorkerRecord]:
         """Rebuild after a restart: every worker is disconnected, with a fresh
@@ -159,7 +139,7 @@ class WorkerRegistry:
         record.capabilities = hello.capabilities
         record.slots = hello.slots
         record.last_heartbeat = now
-        if record.status in (WorkerStatus.LOST, WorkerStatus.LEFT):
+        if record.status in (WorkerStatus.LOST, WorkerStatus.LEFT, WorkerStatus.REVOKED):
             worker.draining = False  # a new life: an old drain does not carry over
         worker.leaving = False
         record.status = WorkerStatus.DRAINING if worker.draining else WorkerStatus.CONNECTED
@@ -208,6 +188,22 @@ class WorkerRegistry:
             self.connections.pop(connection, None)
             worker.connection_id = None
         return connection
+
+    def revoke(self, worker_id: str, revoked_at: float) -> tuple[LiveWorker | None, int | None]:
+        """Revoke ``worker_id`` from ``revoked_at`` on (a later revocation moves the
+        time on, an earlier one changes nothing): the worker, if known, is marked
+        revoked. Returns it and its socket, if any, for closing."""
+        self.revoked[worker_id] = max(revoked_at, self.revoked.get(worker_id, revoked_at))
+        worker = self.workers.get(worker_id)
+        if worker is None:
+            return None, None
+        worker.record.status = WorkerStatus.REVOKED
+        worker.draining = False
+        connection = worker.connection_id
+        if connection is not None:
+            self.connections.pop(connection, None)
+            worker.connection_id = None
+        return worker, connection
 
     def views(self) -> list[WorkerView]:
         """Connected workers as the scheduler sees them."""

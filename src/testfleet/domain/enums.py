@@ -141,6 +141,9 @@ class WorkerStatus(StrEnum):
     DISCONNECTED = "disconnected"
     LOST = "lost"
     LEFT = "left"
+    #: An admin revoked it (``testfleet workers revoke``): its socket was closed and
+    #: credentials issued before the revocation are refused.
+    REVOKED = "revoked"
 
 
 class Codec(StrEnum):

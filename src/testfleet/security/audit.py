@@ -2,8 +2,9 @@
 
 Callers: the coordinator's auth dependency records refused credentials and
 roles; the routes that change things record what they changed (submits,
-cancels, drains, tokens); ``testfleet tokens create --db`` records the first
-admin token. The store appends them to ``audit_events`` (never updated, never
+cancels, drains, tokens, worker revocations); the worker channel records
+refused worker sockets and rejected frames; ``testfleet tokens create --db``
+records the first admin token. The store appends them to ``audit_events`` (never updated, never
 deleted) and ``GET /api/v1/audit`` / ``testfleet audit`` read them back.
 
 An event names a credential by its id and name, never by its secret.
@@ -31,6 +32,12 @@ class AuditKind(StrEnum):
     RATE_LIMITED = "rate_limited"
     #: A submission refused whole: it would take its submitter past ``--max-queued-per-submitter``.
     QUOTA_EXCEEDED = "quota_exceeded"
+    #: A worker socket refused at its hello (no or bad credential, another id, revoked).
+    WORKER_REFUSED = "worker_refused"
+    #: A worker's frame was refused and its socket closed (one per connection).
+    WORKER_FRAME_REJECTED = "worker_frame_rejected"
+    #: An admin revoked a worker id (``testfleet workers revoke``).
+    WORKER_REVOKED = "worker_revoked"
 
 
 class AuditOutcome(StrEnum):

@@ -41,6 +41,7 @@ from testfleet.domain.records import (
 )
 from testfleet.security.audit import AuditEvent
 from testfleet.security.tokens import TokenRecord
+from testfleet.security.worker_revocation import WorkerRevocation
 from testfleet.store.live_query import (
     DEFAULT_MAX_ROWS,
     DEFAULT_TIMEOUT_SECONDS,
@@ -143,7 +144,7 @@ class StoreReader(Protocol):
 
 
 class SecurityStore(Protocol):
-    """API tokens and the audit trail (``coordinator/auth.py``, the admin API,
+    """API tokens, worker revocations and the audit trail (``coordinator/auth.py``, the admin API,
     ``tokens create --db``). Its writes are small transactions of their own,
     serialised with the loop's commits and finished before the caller answers
     (see ``Store.add_token`` for why they do not go through the loop)."""
@@ -153,6 +154,17 @@ class SecurityStore(Protocol):
     def revoke_token(self, token_id: str, now: float, audit: Sequence[AuditEvent] = ()) -> bool: ...
 
     def record_audit(self, events: Sequence[AuditEvent]) -> None: ...
+
+    def revoke_worker(
+        self, revocation: WorkerRevocation, audit: Sequence[AuditEvent] = ()
+    ) -> list[str]:
+        """Record the revocation, revoke the worker's worker and enrol tokens, and
+        append ``audit``, in one transaction; the ids of the tokens revoked."""
+        ...
+
+    def worker_revocations(self) -> dict[str, float]:
+        """The latest revocation time of each revoked worker id."""
+        ...
 
     def get_token(self, token_id: str) -> TokenRecord | None:
         """Read on every request: nothing about a token is cached."""

@@ -280,6 +280,21 @@ _V5_STATEMENTS = (
     "ALTER TABLE distributed_tasks ADD COLUMN submitted_by VARCHAR",
 )
 
+_V6_STATEMENTS = (
+    # Worker ids an admin revoked (testfleet.security.worker_revocation):
+    # append only, a worker may be revoked more than once; the coordinator
+    # loads the latest time per id at start-up. No foreign key to
+    # worker_nodes: an id may be revoked before it ever connected.
+    """
+    CREATE TABLE worker_revocations (
+        worker_id VARCHAR NOT NULL,
+        revoked_at TIMESTAMP NOT NULL,
+        revoked_by VARCHAR,
+        reason VARCHAR
+    )
+    """,
+)
+
 #: Every migration, in version order starting at 1. Append only.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "design document tables, task_results", _V1_STATEMENTS),
@@ -295,6 +310,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         "api_tokens, audit_events; distributed_tasks.submitted_by",
         _V5_STATEMENTS,
     ),
+    Migration(6, "worker_revocations", _V6_STATEMENTS),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

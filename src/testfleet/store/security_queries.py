@@ -1,4 +1,5 @@
-"""SQL for ``api_tokens`` and ``audit_events`` (schema version 5).
+"""SQL for ``api_tokens``, ``audit_events`` (schema version 5) and
+``worker_revocations`` (version 6).
 
 Callers: :class:`~testfleet.store.store.Store`'s token and audit methods,
 which run the writes under the store's one write lock (see there) and the
@@ -15,6 +16,7 @@ import orjson
 
 from testfleet.security.audit import AuditEvent, AuditKind, AuditOutcome
 from testfleet.security.tokens import Role, TokenRecord
+from testfleet.security.worker_revocation import WorkerRevocation
 from testfleet.store.rows import from_micros, to_micros
 
 _TOKEN_COLUMNS = (
@@ -130,3 +132,36 @@ def list_audit(
         )
         for seq, time, kind, outcome, actor_, credential_id, remote, detail in rows
     ]
+
+
+def insert_revocation(cursor: duckdb.DuckDBPyConnection, revocation: WorkerRevocation) -> list[str]:
+    """Record ``revocation`` and revoke every worker or enrol token named by its
+    worker id (the first revocation of a token stands); the ids of those tokens."""
+    cursor.execute(
+        "INSERT INTO worker_revocations VALUES (?, make_timestamp(?), ?, ?)",
+        [
+            revocation.worker_id,
+            to_micros(revocation.revoked_at),
+            revocation.revoked_by,
+            revocation.reason,
+        ],
+    )
+    rows = cursor.execute(
+        "UPDATE api_tokens SET revoked = coalesce(revoked, make_timestamp(?)) "
+        "WHERE name = ? AND role IN (?, ?) RETURNING token_id",
+        [
+            to_micros(revocation.revoked_at),
+            revocation.worker_id,
+            Role.WORKER.value,
+            Role.ENROL.value,
+        ],
+    ).fetchall()
+    return sorted(row[0] for row in rows)
+
+
+def latest_revocations(cursor: duckdb.DuckDBPyConnection) -> dict[str, float]:
+    """The latest revocation time of every revoked worker id."""
+    rows = cursor.execute(
+        "SELECT worker_id, epoch_us(max(revoked_at)) FROM worker_revocations GROUP BY worker_id"
+    ).fetchall()
+    return {worker_id: from_micros(at) or 0.0 for worker_id, at in rows}

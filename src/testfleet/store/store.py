@@ -47,6 +47,7 @@ from testfleet.domain.records import (
 )
 from testfleet.security.audit import AuditEvent
 from testfleet.security.tokens import TokenRecord
+from testfleet.security.worker_revocation import WorkerRevocation
 from testfleet.store import analysis, live_query, pytest_queries, queries, security_queries
 from testfleet.store.encryption import (
     DatabaseKey,
@@ -422,14 +423,14 @@ class Store:
     # -- tokens and the audit trail ----------------------------------------------
     #
     # Why these writes do not go through the coordinator's loop: they touch only
-    # api_tokens and audit_events, which the loop's batches never write, and the
-    # state machine has no business with credentials. Each is one small
-    # transaction on the store's one writer cursor under the same lock as the
-    # loop's commits, so there is still one writer at a time (no DuckDB write
-    # conflict can fail the loop's commit), and the caller (an API route, or
-    # ``tokens create --db``) awaits it before answering: durable before
-    # acknowledged. A token row and the audit event saying who created or
-    # revoked it are written in one transaction.
+    # api_tokens, audit_events and worker_revocations, which the loop's batches
+    # never write (a revoke also tells the loop, which closes the worker's
+    # socket, after this write). Each is one small transaction on the store's
+    # one writer cursor under the same lock as the loop's commits, so there is
+    # still one writer at a time (no DuckDB write conflict can fail the loop's
+    # commit), and the caller (an API route, or ``tokens create --db``) awaits
+    # it before answering: durable before acknowledged. A token row or a
+    # revocation and the audit event saying who made it are one transaction.
 
     def add_token(self, token: TokenRecord, audit: Sequence[AuditEvent] = ()) -> None:
         """Store a new token (its hash, never its secret) with its audit events."""
@@ -458,6 +459,23 @@ class Store:
             self._security_write(
                 "record audit events", lambda c: security_queries.insert_audit(c, list(events))
             )
+
+    def revoke_worker(
+        self, revocation: WorkerRevocation, audit: Sequence[AuditEvent] = ()
+    ) -> list[str]:
+        """Record ``revocation``, revoke every worker and enrol token named by its
+        worker id, and append ``audit``, in one transaction; the revoked tokens' ids."""
+
+        def write(cursor: duckdb.DuckDBPyConnection) -> list[str]:
+            revoked = security_queries.insert_revocation(cursor, revocation)
+            security_queries.insert_audit(cursor, list(audit))
+            return revoked
+
+        return self._security_write("revoke a worker", write)
+
+    def worker_revocations(self) -> dict[str, float]:
+        """The latest revocation time of each revoked worker id (loaded at start-up)."""
+        return self._read("read worker revocations", security_queries.latest_revocations)
 
     def get_token(self, token_id: str) -> TokenRecord | None:
         """The token ``token_id`` (revoked or expired ones too), or None."""

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,9 +34,15 @@ from testfleet.coordinator.loop import CoordinatorLoop
 from testfleet.coordinator.settings import CoordinatorSettings
 from testfleet.coordinator.state import CoordinatorState
 from testfleet.coordinator.worker_channel import serve_channel
+from testfleet.coordinator.worker_identity import (
+    CredentialKind,
+    PresentedCredentials,
+    WorkerCredential,
+)
 from testfleet.domain.enums import HardwareKind, TaskType
 from testfleet.domain.hardware import WorkerCapabilities
 from testfleet.protocol.channel import Channel
+from testfleet.security.audit import AuditEvent
 from testfleet.store import Store
 from testfleet.testing.fake_clock import FakeClock
 from testfleet.testing.memory_channel import MemoryConnector
@@ -44,6 +50,17 @@ from testfleet.worker.agent import AgentSettings, WorkerAgent
 from testfleet.worker.executors.base import Executor
 from testfleet.worker.executors.registry import default_executors
 from testfleet.worker.hardware import LoadSample
+
+
+def in_process_token(worker_id: str, issued_at: float) -> WorkerCredential:
+    """A worker-token credential for ``worker_id`` issued at ``issued_at`` (fake time)."""
+    return WorkerCredential(
+        kind=CredentialKind.TOKEN,
+        worker_id=worker_id,
+        credential_id=f"tok-in-process-{worker_id}-{issued_at:g}",
+        issued_at=issued_at,
+    )
+
 
 #: How often (fake seconds) :meth:`InProcessFleet.wait_until` looks again.
 POLL_SECONDS = 0.05
@@ -77,7 +94,9 @@ class InProcessFleet:
         self.clock = clock
         self.settings = settings
         recovered = store.load_state()
-        state = CoordinatorState(settings, clock.now(), recovered, store.all_task_ids())
+        state = CoordinatorState(
+            settings, clock.now(), recovered, store.all_task_ids(), store.worker_revocations()
+        )
         self.loop = CoordinatorLoop(
             state, store, clock, ConnectionRegistry(), offload=_commit_inline
         )
@@ -100,9 +119,15 @@ class InProcessFleet:
         executors: dict[TaskType, Executor] | None = None,
         work_dir: Path | None = None,
         seed: int = 0,
+        credential: WorkerCredential | None = None,
     ) -> FleetWorker:
         """Start an agent connected to this fleet's loop; ``seed`` makes its backoff
-        jitter reproducible."""
+        jitter reproducible. ``credential``: what vouches for it on every connect
+        (default: a worker token for ``worker_id`` issued now, as a real fleet
+        would hand it; ``in_process_token`` makes another)."""
+        presented = PresentedCredentials.of(
+            credential or in_process_token(worker_id, self.clock.now())
+        )
         executors = executors if executors is not None else default_executors()
         capabilities = WorkerCapabilities(
             hostname=worker_id,
@@ -115,7 +140,7 @@ class InProcessFleet:
 
         async def accept(channel: Channel) -> None:
             connected_at.append(self.clock.now())
-            await serve_channel(channel, self.loop)
+            await serve_channel(channel, self.loop, credentials=presented, audit=self.store_audit)
 
         connector = MemoryConnector(accept)
         agent = WorkerAgent(
@@ -136,6 +161,11 @@ class InProcessFleet:
         worker = FleetWorker(agent, connector, runner, connected_at)
         self.workers[worker_id] = worker
         return worker
+
+    async def store_audit(self, events: Sequence[AuditEvent]) -> None:
+        """Where the worker channel records refusals: the fleet's store (inline,
+        like its commits)."""
+        self.store.record_audit(events)
 
     async def wait_until(self, condition: Callable[[], bool], *, within: float = 300.0) -> None:
         """Return once ``condition()`` holds; :class:`TimeoutError` after ``within``

@@ -70,13 +70,17 @@ class WebSocketConnector:
         open_timeout: float = OPEN_TIMEOUT,
         max_frame_bytes: int = MAX_FRAME_BYTES,
         ssl_context: ssl.SSLContext | None = None,
+        token: str | None = None,
     ) -> None:
         """``ssl_context``: for ``wss://`` addresses, the context that verifies the
         coordinator and presents the worker's certificate
-        (:func:`testfleet.security.tls.client_context`); None uses the system's CAs."""
+        (:func:`testfleet.security.tls.client_context`); None uses the system's CAs.
+        ``token``: the worker's token, sent as ``Authorization: Bearer`` on the
+        upgrade request (``testfleet worker --token``)."""
         self.open_timeout = open_timeout
         self.max_frame_bytes = max_frame_bytes
         self.ssl_context = ssl_context
+        self._headers = {"Authorization": f"Bearer {token}"} if token else None
 
     @asynccontextmanager
     async def connect(self, url: str) -> AsyncIterator[Channel]:
@@ -88,6 +92,7 @@ class WebSocketConnector:
                 open_timeout=self.open_timeout,
                 # websockets refuses an ssl argument for a ws:// address.
                 ssl=self.ssl_context if url.startswith("wss://") else None,
+                additional_headers=self._headers,
             )
         except InvalidURI as exc:
             raise AddressError(str(exc)) from None

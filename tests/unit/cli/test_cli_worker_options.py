@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from typer.testing import CliRunner
 
@@ -29,3 +31,41 @@ def test_the_help_describes_allow_types() -> None:
     done = CliRunner().invoke(app, ["worker", "--help"])
     assert done.exit_code == 0
     assert "--allow-types" in done.stdout
+
+
+def worker_with(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
+    done = CliRunner().invoke(
+        app, ["worker", "--coordinator", "http://127.0.0.1:9", *args], env=env or {}
+    )
+    assert "Traceback" not in done.output
+    return done.exit_code, done.stderr
+
+
+def test_a_worker_token_without_a_worker_id_is_one_line_naming_the_fix() -> None:
+    code, said = worker_with("--token", "tfk_tok-0123456789abcdef_" + "A" * 43)
+    assert code == 2
+    assert "pass --worker-id" in said
+    assert "tokens create --role worker --name ID" in said
+    assert len(said.strip().splitlines()) == 1
+    # From the environment too, when there is no --cert.
+    code, said = worker_with(env={"TESTFLEET_TOKEN": "tfk_tok-0123456789abcdef_" + "A" * 43})
+    assert code == 2
+    assert "pass --worker-id" in said
+
+
+@pytest.mark.parametrize(
+    ("mode", "said"),
+    [(None, "does not exist"), (0o644, "chmod 600"), (0o600, "is empty")],
+)
+def test_a_bad_worker_token_file_is_one_line_naming_it(
+    tmp_path: Path, mode: int | None, said: str
+) -> None:
+    path = tmp_path / "w1.token"
+    if mode is not None:
+        path.write_text("")
+        path.chmod(mode)
+    code, stderr = worker_with("--worker-id", "w1", "--token-file", str(path))
+    assert code == 2
+    assert str(path) in stderr
+    assert said in stderr
+    assert len(stderr.strip().splitlines()) == 1

@@ -24,6 +24,9 @@ from starlette.routing import Mount, Route
 
 from testfleet.coordinator.app import create_app
 from testfleet.coordinator.settings import CoordinatorSettings
+from testfleet.domain.hardware import WorkerCapabilities
+from testfleet.protocol.codec import encode
+from testfleet.protocol.messages import PROTOCOL_VERSION, Hello
 from testfleet.security.audit import AuditKind
 from testfleet.security.bootstrap import create_token_in_file
 from testfleet.security.tokens import Role
@@ -60,6 +63,8 @@ NEEDS: dict[str, Role | None] = {
     "GET /api/v1/tests/durations": Role.VIEWER,
     "GET /openapi.json": Role.VIEWER,
     "GET /docs": Role.VIEWER,
+    # Last: it revokes the seeded worker, which drain and undrain above still need.
+    "POST /api/v1/workers/{worker_id}/revoke": Role.ADMIN,
 }
 #: Not API routes: Swagger UI's own files (public, see coordinator/auth.py) and
 #: the worker channel (workers authenticate on it, not with API tokens).
@@ -118,6 +123,20 @@ def fleet(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> Iterator[Fleet]:
     clock = FakeClock(T0)
     with TestClient(create_app(path, SETTINGS, clock=clock)) as client:
         yield Fleet(client, clock, seeded, path, secrets, ids)
+
+
+def worker_hello(worker_id: str) -> str:
+    frame = encode(
+        Hello(
+            protocol_version=PROTOCOL_VERSION,
+            worker_id=worker_id,
+            session_key="k" * 32,
+            capabilities=WorkerCapabilities(hostname="h", os="test", python_version="3"),
+            slots=1,
+        )
+    )
+    assert isinstance(frame, str)
+    return frame
 
 
 def concrete(route: str, seeded: Seeded) -> tuple[str, str]:
@@ -278,6 +297,17 @@ def test_the_audit_trail_holds_every_kind_of_event_and_no_secret(
     # The fake clock stands still: the viewer's bucket empties and stays empty.
     flood = [fleet.call("viewer", "GET", "/api/v1/workers").status_code for _ in range(110)]
     assert flood.count(429) == 110 - SETTINGS.rate_limit_burst
+    # The worker channel: a hello with no credential, then a junk first frame.
+    with fleet.client.websocket_connect("/api/v1/workers/connect") as socket:
+        socket.send_text(worker_hello("no-credential"))
+        assert '"unauthorized"' in socket.receive_text()
+    with fleet.client.websocket_connect("/api/v1/workers/connect") as socket:
+        socket.send_text("{not json")
+        assert '"error"' in socket.receive_text()
+    revoked = fleet.call(
+        "admin", "POST", f"/api/v1/workers/{worker}/revoke", json={"reason": "stolen"}
+    )
+    assert revoked.status_code == 200, revoked.text
 
     events = fleet.call("admin", "GET", "/api/v1/audit").json()["events"]
     assert {e["kind"] for e in events} == {kind.value for kind in AuditKind}
@@ -296,6 +326,12 @@ def test_the_audit_trail_holds_every_kind_of_event_and_no_secret(
     assert [e["credential_id"] for e in events if e["kind"] == "rate_limited"] == [
         fleet.token_ids["viewer"]  # once for the whole flood
     ]
+    assert by_kind["worker_revoked"]["detail"] == {"worker_id": worker, "reason": "stolen"}
+    assert by_kind["worker_revoked"]["actor"] == "admin"
+    assert by_kind["worker_refused"]["detail"]["reason"] == "no_credential"
+    assert by_kind["worker_refused"]["detail"]["claimed_id"] == "no-credential"
+    assert by_kind["worker_refused"]["remote"]
+    assert by_kind["worker_frame_rejected"]["detail"]["code"] == "malformed_frame"
     mine = fleet.call("admin", "GET", "/api/v1/audit", params={"actor": "alice"}).json()
     assert {e["actor"] for e in mine["events"]} == {"alice"}
     later = fleet.call(

@@ -124,3 +124,40 @@ async def test_a_lost_ack_and_a_severed_channel_still_record_the_result_once(
         counted = fleet.store.get_counted_result("a")
         assert counted is not None
         assert counted.result.status is ResultStatus.COMPLETED
+
+
+async def test_a_revoked_worker_is_closed_at_once_and_its_task_finishes_elsewhere(
+    tmp_path: Path,
+) -> None:
+    from testfleet.security.audit import AuditKind
+    from testfleet.testing.fleet import in_process_token
+    from testfleet.worker.agent import WorkerRefusedError
+
+    async with in_process_fleet(tmp_path / "fleet.duckdb") as fleet:
+        victim = fleet.add_worker("victim", seed=1)
+        await fleet.wait_until(lambda: victim.agent.connected.is_set())
+        await fleet.loop.submit([simulated("long", seconds=60.0)])
+        tasks = fleet.loop.state.tasks
+        await fleet.wait_until(lambda: tasks["long"].status is TaskStatus.RUNNING)
+        await fleet.loop.revoke("victim", fleet.clock.now())
+        await fleet.wait_until(lambda: victim.runner.done())
+        with pytest.raises(WorkerRefusedError, match="revoked"):
+            victim.runner.result()
+        del fleet.workers["victim"]  # it exited, as `testfleet worker` would
+        rescuer = fleet.add_worker("rescuer", seed=2)
+        await fleet.wait_until(lambda: finished(fleet.store, ["long"]))
+        assert fleet.store.get_results("long")[-1].worker_id == "rescuer"
+        assert rescuer.agent.completed == 1
+
+        # Back with its old credential: refused at the hello, and audited.
+        again = fleet.add_worker(
+            "victim", seed=3, credential=in_process_token("victim", fleet.clock.now() - 100)
+        )
+        await fleet.wait_until(lambda: again.runner.done())
+        with pytest.raises(WorkerRefusedError, match="revoked"):
+            again.runner.result()
+        del fleet.workers["victim"]
+        events = fleet.store.audit_events()
+        refused = [e for e in events if e.kind is AuditKind.WORKER_REFUSED]
+        assert [e.detail["reason"] for e in refused] == ["revoked"]
+        assert refused[0].detail["claimed_id"] == "victim"
