@@ -29,8 +29,10 @@ from testfleet.cli.app import (
 )
 from testfleet.client import CA_ENV
 from testfleet.domain.enums import Codec
+from testfleet.security.enrolment import ENROL_TOKEN_ENV
 
 if TYPE_CHECKING:
+    from testfleet.security.pki import CertificateAuthority
     from testfleet.worker.websocket_channel import WebSocketConnector
 
 
@@ -92,6 +94,14 @@ def coordinator(
             show_default=False,
         ),
     ] = None,
+    enrol_ca_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Enrol workers with enrolment tokens: sign their CSRs with the CA in this "
+            "folder (from `certs init`; its ca.pem is the --client-ca unless given). Needs TLS.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run a coordinator: REST API, worker channel and the DuckDB file it alone owns."""
     from testfleet.coordinator.app import run_coordinator
@@ -103,6 +113,9 @@ def coordinator(
 
     if heartbeat_timeout <= heartbeat_interval:
         fail("--heartbeat-timeout must be longer than --heartbeat-interval")
+    enrolment_ca = None
+    if enrol_ca_dir is not None:
+        enrolment_ca, client_ca = _enrolment_ca(enrol_ca_dir, tls_cert, client_ca)
     tls: ServerTlsFiles | None = None
     if tls_cert is not None or tls_key is not None or client_ca is not None:
         if tls_cert is None or tls_key is None:
@@ -142,9 +155,28 @@ def coordinator(
             ),
             tls=tls,
             db_key=db_key,
+            enrolment_ca=enrolment_ca,
         )
     except (StartupError, StoreError) as exc:
         fail(str(exc))
+
+
+def _enrolment_ca(
+    directory: Path, tls_cert: Path | None, client_ca: Path | None
+) -> tuple[CertificateAuthority, Path]:
+    """``--enrol-ca-dir``'s CA and the client CA it implies; bad ones end the command
+    in one line (see :func:`testfleet.security.pki.enrolment_ca`)."""
+    from testfleet.security.pki import PkiError, enrolment_ca
+
+    if tls_cert is None:
+        fail(
+            "--enrol-ca-dir needs TLS: pass --tls-cert and --tls-key too (an enrolled "
+            "worker proves who it is with its certificate, over TLS)"
+        )
+    try:
+        return enrolment_ca(directory, client_ca)
+    except PkiError as exc:
+        fail(f"--enrol-ca-dir: {exc}")
 
 
 def worker(
@@ -190,6 +222,24 @@ def worker(
     key: Annotated[
         Path | None, typer.Option(help="The certificate's key (mode 0600).", show_default=False)
     ] = None,
+    enrol_token: Annotated[
+        str | None,
+        typer.Option(
+            envvar=ENROL_TOKEN_ENV,
+            help="A one-time enrolment token (tokens create --role enrol): with --cert-dir, "
+            "get this worker's certificate from the coordinator on first start.",
+            show_default=False,
+            show_envvar=False,
+        ),
+    ] = None,
+    cert_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where this worker keeps the key and certificate it enrolled (ID.pem, ID.key); "
+            "used as they are once there.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Join a coordinator as a worker (connects out; no inbound port needed)."""
     from testfleet.worker.agent import AgentSettings, WorkerAgent, WorkerRefusedError
@@ -208,6 +258,8 @@ def worker(
         # The worker channel's own scheme, as the issue writes it: same address.
         coordinator = "http" + coordinator[2:]
     url = resolve_coordinator(coordinator)
+    if cert_dir is not None or enrol_token:
+        cert, key = _enrolled(url, ca, cert, cert_dir, enrol_token, worker_id)
     connector, certified_id = _worker_tls(url, ca, cert, key)
     if certified_id is not None and worker_id is not None and worker_id != certified_id:
         fail(
@@ -268,6 +320,35 @@ def worker(
         asyncio.run(serve())
     except WorkerRefusedError as exc:
         fail(f"the coordinator refused this worker: {exc}")
+
+
+def _enrolled(
+    url: str,
+    ca: Path | None,
+    cert: Path | None,
+    cert_dir: Path | None,
+    enrol_token: str | None,
+    worker_id: str | None,
+) -> tuple[Path, Path]:
+    """The certificate and key in ``--cert-dir``, enrolled first if not there yet
+    (``worker/enrolment.py``); problems end the command in one line."""
+    from testfleet.worker.enrolment import EnrolmentError, worker_credentials
+
+    # Read once; no child of this worker (a task) has any use for it.
+    os.environ.pop(ENROL_TOKEN_ENV, None)
+    if cert_dir is None:
+        fail("--enrol-token needs --cert-dir DIR: where this worker keeps the key and certificate")
+    if cert is not None:
+        fail("give --cert/--key or --cert-dir, not both")
+    try:
+        found = worker_credentials(
+            url, cert_dir, enrol_token=enrol_token, ca=ca, worker_id=worker_id
+        )
+    except EnrolmentError as exc:
+        fail(str(exc))
+    if found.enrolled:
+        errors.print(f"enrolled as {found.worker_id}: certificate {found.cert} (key {found.key})")
+    return found.cert, found.key
 
 
 def _worker_tls(

@@ -2,7 +2,7 @@
 
 Callers: the coordinator's auth dependency records refused credentials and
 roles; the routes that change things record what they changed (submits,
-cancels, drains, tokens); ``testfleet tokens create --db`` records the first
+cancels, drains, tokens, enrolments); ``testfleet tokens create --db`` records the first
 admin token. The store appends them to ``audit_events`` (never updated, never
 deleted) and ``GET /api/v1/audit`` / ``testfleet audit`` read them back.
 
@@ -27,6 +27,12 @@ class AuditKind(StrEnum):
     TASKS_CANCELLED = "tasks_cancelled"
     WORKER_DRAINED = "worker_drained"
     WORKER_UNDRAINED = "worker_undrained"
+    #: A worker exchanged its enrolment token and a CSR for a certificate.
+    WORKER_ENROLLED = "worker_enrolled"
+    #: An enrolment was refused after the token's check: a bad CSR, or a token
+    #: that another request used first. (A token already used, expired or
+    #: unknown when the request came is ``auth_failed``, as on every route.)
+    WORKER_ENROL_REFUSED = "worker_enrol_refused"
 
 
 class AuditOutcome(StrEnum):

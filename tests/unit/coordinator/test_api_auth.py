@@ -17,6 +17,10 @@ from typing import Any
 
 import pytest
 from api_seed import Seeded, seed_store
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from fastapi import FastAPI
 from fastapi.routing import APIRoute, APIWebSocketRoute
 from fastapi.testclient import TestClient
@@ -25,6 +29,7 @@ from starlette.routing import Mount, Route
 from testfleet.coordinator.app import create_app
 from testfleet.security.audit import AuditKind
 from testfleet.security.bootstrap import create_token_in_file
+from testfleet.security.pki import init_ca, load_ca
 from testfleet.security.tokens import Role
 from testfleet.testing import FakeClock
 
@@ -45,6 +50,7 @@ NEEDS: dict[str, Role | None] = {
     "GET /api/v1/tokens": Role.ADMIN,
     "POST /api/v1/tokens/{token_id}/revoke": Role.ADMIN,
     "GET /api/v1/audit": Role.ADMIN,
+    "POST /api/v1/workers/enrol": Role.ENROL,
     "GET /api/v1/tasks": Role.VIEWER,
     "GET /api/v1/tasks/{task_id}": Role.VIEWER,
     "GET /api/v1/workers": Role.VIEWER,
@@ -108,11 +114,14 @@ def fleet(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> Iterator[Fleet]:
         ("alice", Role.SUBMITTER, None),
         ("bob", Role.SUBMITTER, None),
         ("brief", Role.VIEWER, EXPIRES_IN),
+        ("newbie", Role.ENROL, EXPIRES_IN),
     ):
         issued = create_token_in_file(path, who, role, expires_in_seconds=expires, now=T0)
         secrets[who], ids[who] = issued.secret, issued.record.token_id
     clock = FakeClock(T0)
-    with TestClient(create_app(path, clock=clock)) as client:
+    init_ca(tmp_path / "pki")
+    app = create_app(path, clock=clock, enrolment_ca=load_ca(tmp_path / "pki"))
+    with TestClient(app) as client:
         yield Fleet(client, clock, seeded, path, secrets, ids)
 
 
@@ -257,6 +266,13 @@ def test_a_submitter_cancels_its_own_tasks_and_no_one_elses(fleet: Fleet) -> Non
     assert fleet.call("admin", "POST", "/api/v1/tasks/alice-2/cancel").status_code == 200
 
 
+def csr_pem() -> str:
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "anything")])
+    csr = x509.CertificateSigningRequestBuilder().subject_name(subject).sign(key, hashes.SHA256())
+    return csr.public_bytes(serialization.Encoding.PEM).decode()
+
+
 def test_the_audit_trail_holds_every_kind_of_event_and_no_secret(
     fleet: Fleet, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -269,6 +285,10 @@ def test_the_audit_trail_holds_every_kind_of_event_and_no_secret(
     assert fleet.call("admin", "POST", f"/api/v1/workers/{worker}/undrain").status_code == 200
     made = fleet.call("admin", "POST", "/api/v1/tokens", json={"name": "temp", "role": "viewer"})
     fleet.call("admin", "POST", f"/api/v1/tokens/{made.json()['token']['token_id']}/revoke")
+    junk = fleet.call("newbie", "POST", "/api/v1/workers/enrol", json={"csr": "junk"})
+    assert junk.status_code == 422
+    enrolled = fleet.call("newbie", "POST", "/api/v1/workers/enrol", json={"csr": csr_pem()})
+    assert enrolled.status_code == 200, enrolled.text
 
     events = fleet.call("admin", "GET", "/api/v1/audit").json()["events"]
     assert {e["kind"] for e in events} == {kind.value for kind in AuditKind}
