@@ -485,6 +485,19 @@ class FleetClient:
         result: dict[str, Any] = self._call("POST", path, expect=("token_id",))
         return result
 
+    def enrol_worker(self, csr_pem: str) -> dict[str, Any]:
+        """Trade this client's token (an enrolment token, made by ``tokens create
+        --role enrol``; used up by this call) and a PEM CSR for a worker
+        certificate: ``{"certificate": PEM, "ca": PEM, "worker_id": ...}``.
+        Called by ``testfleet worker --enrol-token`` (``worker/enrolment.py``)."""
+        result: dict[str, Any] = self._call(
+            "POST",
+            "/workers/enrol",
+            expect=("certificate", "ca", "worker_id"),
+            json={"csr": csr_pem},
+        )
+        return result
+
     def audit(
         self, *, since: str | None = None, actor: str | None = None, limit: int = 1000
     ) -> list[dict[str, Any]]:

@@ -5,7 +5,8 @@ Callers: people administering a coordinator. ``tokens create --db FILE``
 writes the first admin token straight into the (stopped) coordinator's
 database file; every other command goes through the API with an admin token
 (``--token``, ``$TESTFLEET_TOKEN`` or ``--token-file``). A secret is printed
-once, when it is made, and never again.
+once, when it is made, and never again; an enrolment token's comes with the
+``testfleet worker`` command that uses it.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from testfleet.cli.client_options import takes_credentials
 from testfleet.cli.help_format import FleetCommand, FleetGroup
 from testfleet.cli.results import parse_since
 from testfleet.security.credentials import TOKEN_ENV
+from testfleet.security.enrolment import ENROL_TOKEN_ENV, token_lifetime
 from testfleet.security.tokens import Role, parse_duration
 from testfleet.store import StoreError
 
@@ -55,7 +57,9 @@ def create(
     expires: Annotated[
         str | None,
         typer.Option(
-            help="Lifetime, e.g. 90d, 12h, 2w (default: until revoked).", show_default=False
+            help="Lifetime, e.g. 90d, 12h, 2w (default: until revoked; an enrol token: "
+            "1h, at most 7d).",
+            show_default=False,
         ),
     ] = None,
     db: Annotated[
@@ -82,6 +86,9 @@ def create(
     """Create a token and print its secret, once."""
     try:
         lifetime = None if expires is None else parse_duration(expires)
+        # Checked here too, so that --db applies the enrol rules and the API's
+        # refusal is not the first a person sees.
+        lifetime = token_lifetime(role, lifetime)
     except ValueError as exc:
         fail(f"--expires: {exc}")
     if db is not None:
@@ -113,6 +120,14 @@ def create(
         highlight=False,
     )
     print(secret)
+    if role is Role.ENROL:
+        console.print(
+            f"use it once, before it expires, on the new worker: testfleet worker "
+            f"--coordinator https://... --ca CA.pem --enrol-token <secret> --cert-dir DIR "
+            f"(or set {ENROL_TOKEN_ENV}); it joins as {name}",
+            highlight=False,
+        )
+        return
     console.print(f"use it with: export {TOKEN_ENV}=<secret>  (or --token, --token-file)")
 
 

@@ -14,7 +14,7 @@ import signal
 import socket
 import ssl
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -29,6 +29,10 @@ from testfleet.cli.app import (
 )
 from testfleet.client import CA_ENV
 from testfleet.domain.enums import Codec
+from testfleet.security.enrolment import ENROL_TOKEN_ENV
+
+if TYPE_CHECKING:
+    from testfleet.security.pki import CertificateAuthority
 
 
 def coordinator(
@@ -97,6 +101,14 @@ def coordinator(
             show_default=False,
         ),
     ] = None,
+    enrol_ca_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Enrol workers with enrolment tokens: sign their CSRs with the CA in this "
+            "folder (from `certs init`; its ca.pem is the --client-ca unless given). Needs TLS.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run a coordinator: REST API, worker channel and the DuckDB file it alone owns."""
     from testfleet.coordinator.app import run_coordinator
@@ -108,6 +120,9 @@ def coordinator(
 
     if heartbeat_timeout <= heartbeat_interval:
         fail("--heartbeat-timeout must be longer than --heartbeat-interval")
+    enrolment_ca = None
+    if enrol_ca_dir is not None:
+        enrolment_ca, client_ca = _enrolment_ca(enrol_ca_dir, tls_cert, client_ca)
     tls: ServerTlsFiles | None = None
     if tls_cert is not None or tls_key is not None or client_ca is not None:
         if tls_cert is None or tls_key is None:
@@ -148,9 +163,28 @@ def coordinator(
             ),
             tls=tls,
             db_key=db_key,
+            enrolment_ca=enrolment_ca,
         )
     except (StartupError, StoreError) as exc:
         fail(str(exc))
+
+
+def _enrolment_ca(
+    directory: Path, tls_cert: Path | None, client_ca: Path | None
+) -> tuple[CertificateAuthority, Path]:
+    """``--enrol-ca-dir``'s CA and the client CA it implies; bad ones end the command
+    in one line (see :func:`testfleet.security.pki.enrolment_ca`)."""
+    from testfleet.security.pki import PkiError, enrolment_ca
+
+    if tls_cert is None:
+        fail(
+            "--enrol-ca-dir needs TLS: pass --tls-cert and --tls-key too (an enrolled "
+            "worker proves who it is with its certificate, over TLS)"
+        )
+    try:
+        return enrolment_ca(directory, client_ca)
+    except PkiError as exc:
+        fail(f"--enrol-ca-dir: {exc}")
 
 
 def worker(
@@ -208,6 +242,24 @@ def worker(
         Path | None,
         typer.Option(help="File holding the worker's token (mode 0600).", show_default=False),
     ] = None,
+    enrol_token: Annotated[
+        str | None,
+        typer.Option(
+            envvar=ENROL_TOKEN_ENV,
+            help="A one-time enrolment token (tokens create --role enrol): with --cert-dir, "
+            "get this worker's certificate from the coordinator on first start.",
+            show_default=False,
+            show_envvar=False,
+        ),
+    ] = None,
+    cert_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where this worker keeps the key and certificate it enrolled (ID.pem, ID.key); "
+            "used as they are once there.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Join a coordinator as a worker (connects out; no inbound port needed)."""
     from testfleet.worker.agent import AgentSettings, WorkerAgent, WorkerRefusedError
@@ -227,6 +279,8 @@ def worker(
         # The worker channel's own scheme, as the issue writes it: same address.
         coordinator = "http" + coordinator[2:]
     url = resolve_coordinator(coordinator)
+    if cert_dir is not None or enrol_token:
+        cert, key = _enrolled(url, ca, cert, cert_dir, enrol_token, worker_id)
     secret = _worker_token(token, token_file, cert)
     context, certified_id = _worker_tls(url, ca, cert, key)
     if certified_id is not None and worker_id is not None and worker_id != certified_id:
@@ -309,6 +363,35 @@ def _worker_token(token: str | None, token_file: Path | None, cert: Path | None)
         return resolve_token(token, token_file)
     except CredentialError as exc:
         fail(str(exc))
+
+
+def _enrolled(
+    url: str,
+    ca: Path | None,
+    cert: Path | None,
+    cert_dir: Path | None,
+    enrol_token: str | None,
+    worker_id: str | None,
+) -> tuple[Path, Path]:
+    """The certificate and key in ``--cert-dir``, enrolled first if not there yet
+    (``worker/enrolment.py``); problems end the command in one line."""
+    from testfleet.worker.enrolment import EnrolmentError, worker_credentials
+
+    # Read once; no child of this worker (a task) has any use for it.
+    os.environ.pop(ENROL_TOKEN_ENV, None)
+    if cert_dir is None:
+        fail("--enrol-token needs --cert-dir DIR: where this worker keeps the key and certificate")
+    if cert is not None:
+        fail("give --cert/--key or --cert-dir, not both")
+    try:
+        found = worker_credentials(
+            url, cert_dir, enrol_token=enrol_token, ca=ca, worker_id=worker_id
+        )
+    except EnrolmentError as exc:
+        fail(str(exc))
+    if found.enrolled:
+        errors.print(f"enrolled as {found.worker_id}: certificate {found.cert} (key {found.key})")
+    return found.cert, found.key
 
 
 def _worker_tls(

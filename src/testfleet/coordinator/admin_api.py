@@ -28,10 +28,11 @@ from testfleet.coordinator.api_errors import (
     ApiRefusal,
     refusals,
 )
-from testfleet.coordinator.api_models import ErrorCode, ResponseModel
+from testfleet.coordinator.api_models import ErrorCode, FieldProblem, ResponseModel
 from testfleet.coordinator.api_views import iso
 from testfleet.coordinator.auth import AdminToken, Auth
 from testfleet.security.audit import AuditEvent, AuditKind, AuditOutcome
+from testfleet.security.enrolment import token_lifetime
 from testfleet.security.tokens import (
     MAX_NAME_LENGTH,
     NAME_PATTERN,
@@ -57,7 +58,10 @@ class TokenRequest(BaseModel):
     )
     role: Role
     expires_in_seconds: float | None = Field(
-        default=None, gt=0, le=MAX_EXPIRY_SECONDS, description="None: until revoked."
+        default=None,
+        gt=0,
+        le=MAX_EXPIRY_SECONDS,
+        description="None: until revoked (an enrol token: 1 hour, and at most 7 days).",
     )
 
     @field_validator("name")
@@ -135,12 +139,16 @@ def build_admin_router(auth: Auth) -> APIRouter:
         responses=refusals(MALFORMED_BODY, INVALID_PARAMETER, STORAGE_ERROR),
         summary="Create an API token; its secret is in this answer only",
     )
-    async def create_token(request: TokenRequest, principal: AdminToken) -> NewToken:
+    async def create_token(request: TokenRequest, principal: AdminToken) -> NewToken | JSONResponse:
+        try:
+            lifetime = token_lifetime(request.role, request.expires_in_seconds)
+        except ValueError as exc:
+            field = "body.expires_in_seconds"
+            return INVALID_PARAMETER.response(
+                f"{field}: {exc}", [FieldProblem(field=field, problem=str(exc), type="too_long")]
+            )
         issued = issue_token(
-            request.name,
-            request.role,
-            auth.clock.now(),
-            expires_in_seconds=request.expires_in_seconds,
+            request.name, request.role, auth.clock.now(), expires_in_seconds=lifetime
         )
         record = issued.record
         event = auth.event(

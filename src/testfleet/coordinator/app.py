@@ -32,6 +32,7 @@ from testfleet.coordinator.api_errors import BODY_TOO_LARGE, add_error_handlers
 from testfleet.coordinator.auth import Auth, require
 from testfleet.coordinator.connections import ConnectionRegistry
 from testfleet.coordinator.docs_page import add_docs_page
+from testfleet.coordinator.enrolment_api import build_enrolment_router
 from testfleet.coordinator.http_protocol import limited_http_protocol
 from testfleet.coordinator.limits import RateLimiter, RateLimitMiddleware
 from testfleet.coordinator.loop import CoordinatorLoop
@@ -46,6 +47,7 @@ from testfleet.coordinator.state import CoordinatorState
 from testfleet.coordinator.state_view import StateView
 from testfleet.coordinator.worker_channel import WORKER_CHANNEL_PATH, serve_worker
 from testfleet.protocol.codec import MAX_FRAME_BYTES
+from testfleet.security.pki import CertificateAuthority
 from testfleet.security.tls import ServerTlsFiles, harden_server_context
 from testfleet.security.tokens import Role
 from testfleet.store import Store, StoreError
@@ -124,12 +126,15 @@ def create_app(
     *,
     require_client_certificate: bool = False,
     db_key: DatabaseKey | None = None,
+    enrolment_ca: CertificateAuthority | None = None,
 ) -> FastAPI:
     """Build a coordinator app over the DuckDB file at ``db_path`` (encrypted
     with ``db_key`` when one is given).
 
     ``require_client_certificate``: the worker channel refuses a worker without
-    a TLS client certificate (``--client-ca``; see ``worker_channel.py``)."""
+    a TLS client certificate (``--client-ca``; see ``worker_channel.py``).
+    ``enrolment_ca``: the CA that signs enrolling workers' certificates
+    (``--enrol-ca-dir``; see ``enrolment_api.py``); None: enrolment is off."""
     settings = settings or CoordinatorSettings()
     clock = clock or SystemClock()
     # The one place that names DuckDB: the rest of the coordinator knows the
@@ -197,6 +202,7 @@ def create_app(
     app.include_router(build_query_router(store, auth))
     app.include_router(build_admin_router(auth))
     app.include_router(build_revocation_router(loop, view, auth))
+    app.include_router(build_enrolment_router(auth, enrolment_ca))
     viewer = [Depends(require(Role.VIEWER))]
 
     @app.get(OPENAPI_PATH, include_in_schema=False, dependencies=viewer)
@@ -230,6 +236,7 @@ def run_coordinator(
     announce: Callable[[str], None] | None = None,
     tls: ServerTlsFiles | None = None,
     db_key: DatabaseKey | None = None,
+    enrolment_ca: CertificateAuthority | None = None,
 ) -> None:
     """Serve a coordinator until SIGINT/SIGTERM (uvicorn handles both gracefully).
 
@@ -259,6 +266,7 @@ def run_coordinator(
                 settings,
                 require_client_certificate=tls is not None and tls.client_ca is not None,
                 db_key=db_key,
+                enrolment_ca=enrolment_ca,
             )
         except StoreError as exc:
             raise StartupError(database_failure(db_path, exc)) from None

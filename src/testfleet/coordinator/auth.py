@@ -41,6 +41,7 @@ from testfleet.clock import Clock
 from testfleet.coordinator.api_errors import FORBIDDEN, UNAUTHENTICATED, AuthRefusedError
 from testfleet.coordinator.api_models import RefusedIds
 from testfleet.security.audit import AuditEvent, AuditKind, AuditOutcome
+from testfleet.security.enrolment import TokenConsumption
 from testfleet.security.tokens import Role, TokenCheck, TokenRecord, token_id_of
 from testfleet.security.worker_revocation import WorkerRevocation
 from testfleet.store.contract import SecurityStore, StoreReader
@@ -62,6 +63,12 @@ _REASONS = {
     TokenCheck.WRONG_SECRET: "the bearer token is not known to this coordinator",
     TokenCheck.EXPIRED: "the bearer token has expired; ask an admin for a new one",
     TokenCheck.REVOKED: "the bearer token was revoked; ask an admin for a new one",
+}
+#: Where an enrolment token is refused, it was most likely used before (a used
+#: one is marked revoked, see ``security/enrolment.py``).
+_ENROL_REASONS = {
+    TokenCheck.REVOKED: "enrolment token already used (or revoked); ask an admin for a new "
+    "one: testfleet tokens create --role enrol --name WORKER_ID",
 }
 
 
@@ -136,6 +143,20 @@ class Auth:
             self._known.pop(token_id, None)
         return revoked
 
+    async def consume(
+        self, token_id: str, role: Role, events: Sequence[AuditEvent]
+    ) -> TokenConsumption:
+        """Use the one-time ``role`` token ``token_id`` now (the enrol route): checked
+        and marked used in one store transaction, with ``events`` if it was
+        usable; its kept row is forgotten, as by :meth:`revoke`."""
+        self._revocations += 1
+        self._known.pop(token_id, None)
+        verdict = await asyncio.to_thread(
+            self.store.consume_token, token_id, role, self.clock.now(), events
+        )
+        self._known.pop(token_id, None)
+        return verdict
+
     async def identify(
         self, request: Request, credentials: HTTPAuthorizationCredentials | None
     ) -> tuple[Principal | None, TokenCheck, str | None]:
@@ -175,7 +196,8 @@ class Auth:
                     )
                 ]
             )
-            raise AuthRefusedError(UNAUTHENTICATED, _REASONS[verdict])
+            reasons = _ENROL_REASONS if role is Role.ENROL else {}
+            raise AuthRefusedError(UNAUTHENTICATED, reasons.get(verdict, _REASONS[verdict]))
         if not principal.role.includes(role):
             await self.record(
                 principal,

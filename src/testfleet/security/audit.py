@@ -2,9 +2,10 @@
 
 Callers: the coordinator's auth dependency records refused credentials and
 roles; the routes that change things record what they changed (submits,
-cancels, drains, tokens, worker revocations); the worker channel records
-refused worker sockets and rejected frames; ``testfleet tokens create --db``
-records the first admin token. The store appends them to ``audit_events`` (never updated, never
+cancels, drains, tokens, worker revocations, enrolments); the worker channel
+records refused worker sockets and rejected frames; ``testfleet tokens create
+--db`` records the first admin token. The store appends them to
+``audit_events`` (never updated, never
 deleted) and ``GET /api/v1/audit`` / ``testfleet audit`` read them back.
 
 An event names a credential by its id and name, never by its secret.
@@ -38,6 +39,12 @@ class AuditKind(StrEnum):
     WORKER_FRAME_REJECTED = "worker_frame_rejected"
     #: An admin revoked a worker id (``testfleet workers revoke``).
     WORKER_REVOKED = "worker_revoked"
+    #: A worker exchanged its enrolment token and a CSR for a certificate.
+    WORKER_ENROLLED = "worker_enrolled"
+    #: An enrolment was refused after the token's check: a bad CSR, or a token
+    #: that another request used first. (A token already used, expired or
+    #: unknown when the request came is ``auth_failed``, as on every route.)
+    WORKER_ENROL_REFUSED = "worker_enrol_refused"
 
 
 class AuditOutcome(StrEnum):

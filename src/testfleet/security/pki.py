@@ -20,6 +20,12 @@ Decisions:
   own PKI), see :func:`testfleet.security.tls.worker_id_of_certificate`.
 - Layout under the directory: ``ca.pem`` / ``ca.key``, ``server.pem`` /
   ``server.key``, ``workers/ID.pem`` / ``workers/ID.key``.
+- A worker enrolled online (``coordinator/enrolment_api.py``) gets a
+  certificate made by the same function as one issued offline
+  (:func:`_sign`): only where its key was made differs (on the worker, sent
+  as a CSR, for :func:`sign_worker_csr`). A CSR's own subject and extensions
+  are ignored: what it may name is the enrolment token's business, not the
+  requester's.
 """
 
 from __future__ import annotations
@@ -33,7 +39,8 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 #: The URI SAN that names a worker: ``testfleet:worker:<worker id>``.
@@ -46,6 +53,11 @@ WORKER_ID_RULE = "a worker id is 1 to 128 letters, digits and . _ : @ -"
 CA_DAYS = 3650
 SERVER_DAYS = 825
 WORKER_DAYS = 365
+#: The smallest RSA key a CSR may carry (EC keys must be on P-256).
+MIN_RSA_BITS = 2048
+#: A PEM CSR longer than this is refused unread (an EC or 4096-bit RSA one is
+#: under 2 KiB; the enrol route bounds its body by it).
+MAX_CSR_BYTES = 16 * 1024
 #: Certificates start a little in the past, so a peer whose clock is behind
 #: by a few minutes does not refuse a certificate issued a second ago.
 BACKDATE = datetime.timedelta(minutes=5)
@@ -53,6 +65,23 @@ BACKDATE = datetime.timedelta(minutes=5)
 
 class PkiError(Exception):
     """A certificate cannot be issued; the message names the file and the fix."""
+
+
+class CsrError(PkiError):
+    """A certificate signing request that cannot be signed; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateAuthority:
+    """A CA loaded from its folder (:func:`load_ca`): what signs certificates."""
+
+    cert: x509.Certificate
+    key: ec.EllipticCurvePrivateKey
+    directory: Path
+
+    @property
+    def cert_pem(self) -> str:
+        return self.cert.public_bytes(serialization.Encoding.PEM).decode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,17 +191,86 @@ def issue_server(
 def issue_worker(directory: Path, worker_id: str, *, days: int = WORKER_DAYS) -> IssuedFiles:
     """A worker's certificate (clientAuth) naming ``worker_id`` (see the module docstring)."""
     check_worker_id(worker_id)
+    ca = load_ca(directory)
     files = worker_files(directory, worker_id)
     files.cert.parent.mkdir(parents=True, exist_ok=True)
-    _issue(
-        directory,
-        files,
+    key = ec.generate_private_key(ec.SECP256R1())
+    _write(files, worker_certificate(ca, key.public_key(), worker_id, days=days), key)
+    return files
+
+
+def worker_certificate(
+    ca: CertificateAuthority,
+    public_key: CertificateIssuerPublicKeyTypes,
+    worker_id: str,
+    *,
+    days: int = WORKER_DAYS,
+) -> x509.Certificate:
+    """The certificate that makes ``public_key`` worker ``worker_id``: the one recipe
+    for both :func:`issue_worker` (offline) and :func:`sign_worker_csr` (enrolment)."""
+    check_worker_id(worker_id)
+    return _sign(
+        ca,
+        public_key,
         common_name=worker_id,
         sans=[x509.UniformResourceIdentifier(WORKER_URI_PREFIX + worker_id)],
         usage=ExtendedKeyUsageOID.CLIENT_AUTH,
         days=days,
     )
-    return files
+
+
+def load_csr(pem: str | bytes) -> x509.CertificateSigningRequest:
+    """A PEM CSR that may be signed, or :class:`CsrError` saying what is wrong:
+    too long, not a PEM CSR, or what :func:`csr_key` refuses."""
+    data = pem.encode() if isinstance(pem, str) else pem
+    if len(data) > MAX_CSR_BYTES:
+        raise CsrError(f"the CSR is {len(data)} bytes; a CSR is at most {MAX_CSR_BYTES}")
+    try:
+        csr = x509.load_pem_x509_csr(data)
+    except ValueError:
+        raise CsrError(
+            "not a PEM certificate signing request (-----BEGIN CERTIFICATE REQUEST-----)"
+        ) from None
+    csr_key(csr)
+    return csr
+
+
+def csr_key(csr: x509.CertificateSigningRequest) -> ec.EllipticCurvePublicKey | rsa.RSAPublicKey:
+    """The key ``csr`` asks a certificate for, or :class:`CsrError`: a self-signature
+    that does not verify (the requester does not hold the key), or a key weaker
+    than EC P-256 or RSA 2048."""
+    try:
+        key = csr.public_key()
+        signed = csr.is_signature_valid
+    except (ValueError, TypeError) as exc:  # an unsupported key or signature algorithm
+        raise CsrError(f"the CSR's key or signature cannot be read: {exc}") from None
+    if not signed:
+        raise CsrError("the CSR's signature does not verify: it was not signed by its own key")
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        if not isinstance(key.curve, ec.SECP256R1):
+            raise CsrError(f"the CSR's EC key is on {key.curve.name}; use P-256 (secp256r1)")
+        return key
+    if isinstance(key, rsa.RSAPublicKey):
+        if key.key_size < MIN_RSA_BITS:
+            raise CsrError(
+                f"the CSR's RSA key has {key.key_size} bits; use at least {MIN_RSA_BITS} "
+                "(or EC P-256)"
+            )
+        return key
+    raise CsrError(f"the CSR's key is {type(key).__name__}; use EC P-256 or RSA >= 2048")
+
+
+def sign_worker_csr(
+    ca_dir: Path,
+    csr: x509.CertificateSigningRequest,
+    worker_id: str,
+    *,
+    days: int = WORKER_DAYS,
+) -> x509.Certificate:
+    """A worker certificate for ``worker_id`` on the key of ``csr`` (checked with
+    :func:`csr_key`), signed by the CA in ``ca_dir``. Whatever the CSR names
+    itself is ignored (see the module docstring)."""
+    return worker_certificate(load_ca(ca_dir), csr_key(csr), worker_id, days=days)
 
 
 def _issue(
@@ -184,15 +282,29 @@ def _issue(
     usage: x509.ObjectIdentifier,
     days: int,
 ) -> None:
-    ca_cert, ca_key = _load_ca(directory)
+    ca = load_ca(directory)
     key = ec.generate_private_key(ec.SECP256R1())
+    cert = _sign(ca, key.public_key(), common_name=common_name, sans=sans, usage=usage, days=days)
+    _write(files, cert, key)
+
+
+def _sign(
+    ca: CertificateAuthority,
+    public_key: CertificateIssuerPublicKeyTypes,
+    *,
+    common_name: str,
+    sans: list[x509.GeneralName],
+    usage: x509.ObjectIdentifier,
+    days: int,
+) -> x509.Certificate:
+    """The one signing step of every leaf certificate (server or worker)."""
     now = _now()
-    not_after = min(now + datetime.timedelta(days=days), ca_cert.not_valid_after_utc)
-    cert = (
+    not_after = min(now + datetime.timedelta(days=days), ca.cert.not_valid_after_utc)
+    return (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
+        .issuer_name(ca.cert.subject)
+        .public_key(public_key)
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - BACKDATE)
         .not_valid_after(not_after)
@@ -203,7 +315,9 @@ def _issue(
                 key_cert_sign=False,
                 crl_sign=False,
                 content_commitment=False,
-                key_encipherment=False,
+                # RSA keys exchange keys by encipherment in TLS 1.2's RSA suites;
+                # EC keys never do.
+                key_encipherment=isinstance(public_key, rsa.RSAPublicKey),
                 data_encipherment=False,
                 key_agreement=False,
                 encipher_only=False,
@@ -214,30 +328,72 @@ def _issue(
         .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
         .add_extension(x509.SubjectAlternativeName(sans), critical=False)
         .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()), critical=False
         )
-        .sign(ca_key, hashes.SHA256())
+        .sign(ca.key, hashes.SHA256())
     )
-    _write(files, cert, key)
 
 
-def _load_ca(directory: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+def load_ca(directory: Path) -> CertificateAuthority:
+    """The CA in ``directory``, or :class:`PkiError` naming the file and the fix
+    (``testfleet coordinator --enrol-ca-dir`` checks its folder with this at start-up)."""
     files = ca_files(directory)
-    try:
-        cert = x509.load_pem_x509_certificate(files.cert.read_bytes())
-        key = serialization.load_pem_private_key(files.key.read_bytes(), password=None)
-    except FileNotFoundError as exc:
+    init = f"`testfleet certs init --dir {directory}`"
+    if not directory.is_dir():
         raise PkiError(
-            f"{exc.filename} not found: create the CA first with "
-            f"`testfleet certs init --dir {directory}`"
-        ) from None
-    except PermissionError as exc:
-        raise PkiError(f"cannot read {exc.filename}: permission denied") from None
+            f"{directory} is not a directory holding a CA (ca.pem, ca.key); make one with {init}"
+        )
+    data: dict[Path, bytes] = {}
+    for path in (files.cert, files.key):
+        try:
+            data[path] = path.read_bytes()
+        except FileNotFoundError:
+            raise PkiError(f"{path} not found: create the CA first with {init}") from None
+        except PermissionError:
+            raise PkiError(
+                f"cannot read {path}: permission denied; run this as the user that owns it"
+            ) from None
+        except OSError as exc:
+            raise PkiError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        cert = x509.load_pem_x509_certificate(data[files.cert])
     except ValueError:
-        raise PkiError(f"{files.cert} or {files.key} is not a PEM certificate / key") from None
+        raise PkiError(f"{files.cert} is not a PEM certificate; make the CA with {init}") from None
+    try:
+        key = serialization.load_pem_private_key(data[files.key], password=None)
+    except (ValueError, TypeError):
+        raise PkiError(
+            f"{files.key} is not an unencrypted PEM private key; make the CA with {init}"
+        ) from None
     if not isinstance(key, ec.EllipticCurvePrivateKey):
         raise PkiError(f"{files.key}: expected an EC key, as `testfleet certs init` makes")
-    return cert, key
+    spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    if key.public_key().public_bytes(*spki) != cert.public_key().public_bytes(*spki):
+        raise PkiError(f"{files.key} does not belong to {files.cert}: restore the CA's own key")
+    return CertificateAuthority(cert, key, directory)
+
+
+def enrolment_ca(directory: Path, client_ca: Path | None) -> tuple[CertificateAuthority, Path]:
+    """The CA in ``directory`` that signs enrolling workers' certificates, and the
+    client CA file the coordinator verifies workers with: ``client_ca`` if given
+    (it must hold this CA, or no enrolled worker could connect), else the CA's own
+    ``ca.pem``. :class:`PkiError` naming the file and the fix otherwise.
+    Caller: ``testfleet coordinator --enrol-ca-dir`` at start-up."""
+    ca = load_ca(directory)
+    if client_ca is None:
+        return ca, ca_files(directory).cert
+    try:
+        trusted = x509.load_pem_x509_certificates(client_ca.read_bytes())
+    except (OSError, ValueError):
+        # Unreadable or junk: the --client-ca check names it (tls.check_server_files).
+        return ca, client_ca
+    if ca.cert not in trusted:
+        raise PkiError(
+            f"--client-ca {client_ca} does not hold the CA of --enrol-ca-dir {directory}: "
+            "workers enrolled with it would be refused; pass --client-ca "
+            f"{ca_files(directory).cert} (or leave --client-ca out)"
+        )
+    return ca, client_ca
 
 
 def _write(files: IssuedFiles, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> None:

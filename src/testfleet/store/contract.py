@@ -40,7 +40,8 @@ from testfleet.domain.records import (
     WriteBatch,
 )
 from testfleet.security.audit import AuditEvent
-from testfleet.security.tokens import TokenRecord
+from testfleet.security.enrolment import TokenConsumption
+from testfleet.security.tokens import Role, TokenRecord
 from testfleet.security.worker_revocation import WorkerRevocation
 from testfleet.store.live_query import (
     DEFAULT_MAX_ROWS,
@@ -152,6 +153,12 @@ class SecurityStore(Protocol):
     def add_token(self, token: TokenRecord, audit: Sequence[AuditEvent] = ()) -> None: ...
 
     def revoke_token(self, token_id: str, now: float, audit: Sequence[AuditEvent] = ()) -> bool: ...
+
+    def consume_token(
+        self, token_id: str, role: Role, now: float, audit: Sequence[AuditEvent] = ()
+    ) -> TokenConsumption:
+        """Check and use a one-time token in one transaction (enrolment)."""
+        ...
 
     def record_audit(self, events: Sequence[AuditEvent]) -> None: ...
 

@@ -15,6 +15,7 @@ import duckdb
 import orjson
 
 from testfleet.security.audit import AuditEvent, AuditKind, AuditOutcome
+from testfleet.security.enrolment import TokenConsumption
 from testfleet.security.tokens import Role, TokenRecord
 from testfleet.security.worker_revocation import WorkerRevocation
 from testfleet.store.rows import from_micros, to_micros
@@ -49,6 +50,29 @@ def revoke_token(cursor: duckdb.DuckDBPyConnection, token_id: str, now: float) -
         [to_micros(now), token_id],
     ).fetchone()
     return row is not None
+
+
+def consume_token(
+    cursor: duckdb.DuckDBPyConnection, token_id: str, role: Role, now: float
+) -> TokenConsumption:
+    """Use the one-time token ``token_id`` of ``role`` at ``now``: one UPDATE that
+    marks it revoked only if it is still usable, so that of two callers only the
+    first finds it (the caller holds the store's write lock, in a transaction);
+    when nothing was updated, the row says why."""
+    row = cursor.execute(
+        "UPDATE api_tokens SET revoked = make_timestamp(?) "
+        "WHERE token_id = ? AND role = ? AND revoked IS NULL "
+        "AND (expires IS NULL OR expires > make_timestamp(?)) RETURNING token_id",
+        [to_micros(now), token_id, role.value, to_micros(now)],
+    ).fetchone()
+    if row is not None:
+        return TokenConsumption.CONSUMED
+    token = get_token(cursor, token_id)
+    if token is None or token.role is not role:
+        return TokenConsumption.UNKNOWN
+    if token.revoked is not None:
+        return TokenConsumption.ALREADY_USED
+    return TokenConsumption.EXPIRED
 
 
 def _token(row: tuple[Any, ...]) -> TokenRecord:

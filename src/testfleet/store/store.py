@@ -46,7 +46,8 @@ from testfleet.domain.records import (
     WriteBatch,
 )
 from testfleet.security.audit import AuditEvent
-from testfleet.security.tokens import TokenRecord
+from testfleet.security.enrolment import TokenConsumption
+from testfleet.security.tokens import Role, TokenRecord
 from testfleet.security.worker_revocation import WorkerRevocation
 from testfleet.store import analysis, live_query, pytest_queries, queries, security_queries
 from testfleet.store.encryption import (
@@ -452,6 +453,22 @@ class Store:
             return found
 
         return self._security_write("revoke a token", write)
+
+    def consume_token(
+        self, token_id: str, role: Role, now: float, audit: Sequence[AuditEvent] = ()
+    ) -> TokenConsumption:
+        """Use the one-time ``role`` token ``token_id`` at ``now`` (an enrolment token):
+        check that it is usable and mark it revoked in one transaction, under the
+        write lock, so two concurrent uses cannot both succeed. The audit events
+        (what the use did) are written with it, only if it was consumed."""
+
+        def write(cursor: duckdb.DuckDBPyConnection) -> TokenConsumption:
+            verdict = security_queries.consume_token(cursor, token_id, role, now)
+            if verdict is TokenConsumption.CONSUMED:
+                security_queries.insert_audit(cursor, list(audit))
+            return verdict
+
+        return self._security_write("use a one-time token", write)
 
     def record_audit(self, events: Sequence[AuditEvent]) -> None:
         """Append ``events`` to the audit trail in one transaction."""

@@ -17,6 +17,10 @@ from typing import Any
 
 import pytest
 from api_seed import Seeded, seed_store
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from fastapi import FastAPI
 from fastapi.routing import APIRoute, APIWebSocketRoute
 from fastapi.testclient import TestClient
@@ -29,6 +33,7 @@ from testfleet.protocol.codec import encode
 from testfleet.protocol.messages import PROTOCOL_VERSION, Hello
 from testfleet.security.audit import AuditKind
 from testfleet.security.bootstrap import create_token_in_file
+from testfleet.security.pki import init_ca, load_ca
 from testfleet.security.tokens import Role
 from testfleet.testing import FakeClock
 
@@ -52,6 +57,7 @@ NEEDS: dict[str, Role | None] = {
     "GET /api/v1/tokens": Role.ADMIN,
     "POST /api/v1/tokens/{token_id}/revoke": Role.ADMIN,
     "GET /api/v1/audit": Role.ADMIN,
+    "POST /api/v1/workers/enrol": Role.ENROL,
     "GET /api/v1/tasks": Role.VIEWER,
     "GET /api/v1/tasks/{task_id}": Role.VIEWER,
     "GET /api/v1/workers": Role.VIEWER,
@@ -117,11 +123,14 @@ def fleet(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> Iterator[Fleet]:
         ("alice", Role.SUBMITTER, None),
         ("bob", Role.SUBMITTER, None),
         ("brief", Role.VIEWER, EXPIRES_IN),
+        ("newbie", Role.ENROL, EXPIRES_IN),
     ):
         issued = create_token_in_file(path, who, role, expires_in_seconds=expires, now=T0)
         secrets[who], ids[who] = issued.secret, issued.record.token_id
     clock = FakeClock(T0)
-    with TestClient(create_app(path, SETTINGS, clock=clock)) as client:
+    init_ca(tmp_path / "pki")
+    app = create_app(path, SETTINGS, clock=clock, enrolment_ca=load_ca(tmp_path / "pki"))
+    with TestClient(app) as client:
         yield Fleet(client, clock, seeded, path, secrets, ids)
 
 
@@ -280,6 +289,13 @@ def test_a_submitter_cancels_its_own_tasks_and_no_one_elses(fleet: Fleet) -> Non
     assert fleet.call("admin", "POST", "/api/v1/tasks/alice-2/cancel").status_code == 200
 
 
+def csr_pem() -> str:
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "anything")])
+    csr = x509.CertificateSigningRequestBuilder().subject_name(subject).sign(key, hashes.SHA256())
+    return csr.public_bytes(serialization.Encoding.PEM).decode()
+
+
 def test_the_audit_trail_holds_every_kind_of_event_and_no_secret(
     fleet: Fleet, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -308,6 +324,10 @@ def test_the_audit_trail_holds_every_kind_of_event_and_no_secret(
         "admin", "POST", f"/api/v1/workers/{worker}/revoke", json={"reason": "stolen"}
     )
     assert revoked.status_code == 200, revoked.text
+    junk = fleet.call("newbie", "POST", "/api/v1/workers/enrol", json={"csr": "junk"})
+    assert junk.status_code == 422
+    enrolled = fleet.call("newbie", "POST", "/api/v1/workers/enrol", json={"csr": csr_pem()})
+    assert enrolled.status_code == 200, enrolled.text
 
     events = fleet.call("admin", "GET", "/api/v1/audit").json()["events"]
     assert {e["kind"] for e in events} == {kind.value for kind in AuditKind}
