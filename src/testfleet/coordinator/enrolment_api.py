@@ -28,6 +28,9 @@ What a request goes through, in this order, and why:
 
 from __future__ import annotations
 
+import asyncio
+import datetime
+import math
 from typing import Annotated
 
 from cryptography.hazmat.primitives import serialization
@@ -113,8 +116,13 @@ def build_enrolment_router(auth: Auth, ca: CertificateAuthority | None) -> APIRo
             )
         try:
             key = csr_key(load_csr(request.csr))
-            # TODO(issue 10, workers revoke): refuse here a worker id that was revoked.
-            certificate = worker_certificate(ca, key, worker_id, days=WORKER_DAYS)
+            certificate = worker_certificate(
+                ca,
+                key,
+                worker_id,
+                days=WORKER_DAYS,
+                not_before=await _after_revocation(auth, worker_id),
+            )
         except PkiError as exc:  # a CsrError, or a token name no worker may have
             await auth.record(
                 principal,
@@ -155,3 +163,17 @@ _REFUSED = {
     TokenConsumption.EXPIRED: f"the enrolment token has expired; {_ASK}",
     TokenConsumption.UNKNOWN: f"the enrolment token is not known to this coordinator; {_ASK}",
 }
+
+
+async def _after_revocation(auth: Auth, worker_id: str) -> datetime.datetime | None:
+    """The second after ``worker_id`` was last revoked, or None if it never was.
+
+    Revoking an id revoked every enrol token named by it, so a token that gets
+    here for a revoked id was made afterwards: an admin letting the worker back.
+    Its certificate must then start after the revocation, or the worker channel
+    would refuse it as one issued before (testfleet backdates certificates by
+    five minutes for clock skew)."""
+    revoked_at = (await asyncio.to_thread(auth.store.worker_revocations)).get(worker_id)
+    if revoked_at is None:
+        return None
+    return datetime.datetime.fromtimestamp(math.floor(revoked_at) + 1, tz=datetime.UTC)

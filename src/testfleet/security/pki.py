@@ -205,9 +205,15 @@ def worker_certificate(
     worker_id: str,
     *,
     days: int = WORKER_DAYS,
+    not_before: datetime.datetime | None = None,
 ) -> x509.Certificate:
     """The certificate that makes ``public_key`` worker ``worker_id``: the one recipe
-    for both :func:`issue_worker` (offline) and :func:`sign_worker_csr` (enrolment)."""
+    for both :func:`issue_worker` (offline) and :func:`sign_worker_csr` (enrolment).
+
+    ``not_before``: the earliest start of its validity; the enrol route passes
+    the second after the id's revocation, since a revoked id admits only
+    certificates valid from after it (``coordinator/worker_identity.py``), and
+    the usual backdating for clock skew would otherwise start it earlier."""
     check_worker_id(worker_id)
     return _sign(
         ca,
@@ -216,6 +222,7 @@ def worker_certificate(
         sans=[x509.UniformResourceIdentifier(WORKER_URI_PREFIX + worker_id)],
         usage=ExtendedKeyUsageOID.CLIENT_AUTH,
         days=days,
+        not_before=not_before,
     )
 
 
@@ -296,9 +303,11 @@ def _sign(
     sans: list[x509.GeneralName],
     usage: x509.ObjectIdentifier,
     days: int,
+    not_before: datetime.datetime | None = None,
 ) -> x509.Certificate:
     """The one signing step of every leaf certificate (server or worker)."""
     now = _now()
+    start = now - BACKDATE if not_before is None else max(now - BACKDATE, not_before)
     not_after = min(now + datetime.timedelta(days=days), ca.cert.not_valid_after_utc)
     return (
         x509.CertificateBuilder()
@@ -306,7 +315,7 @@ def _sign(
         .issuer_name(ca.cert.subject)
         .public_key(public_key)
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - BACKDATE)
+        .not_valid_before(start)
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(

@@ -22,6 +22,8 @@ from cryptography.x509.oid import NameOID
 from fastapi.testclient import TestClient
 
 from testfleet.coordinator.app import create_app
+from testfleet.coordinator.worker_credentials import certificate_credential
+from testfleet.coordinator.worker_identity import revocation_refusal
 from testfleet.security.bootstrap import create_token_in_file
 from testfleet.security.enrolment import TokenConsumption
 from testfleet.security.pki import CertificateAuthority, init_ca, load_ca
@@ -242,3 +244,27 @@ def test_an_enrol_token_through_the_api_lives_an_hour_unless_told_and_a_week_at_
     assert viewer.status_code == 201
     listed = {t["name"]: t for t in coordinator.admin("GET", "/api/v1/tokens").json()["tokens"]}
     assert listed["v"]["expires"] is not None
+
+
+def test_enrolling_after_a_revocation_gives_a_certificate_the_channel_admits(
+    coordinator: Coordinator,
+) -> None:
+    """A revoked id admits only certificates valid from after the revocation;
+    the enrol route starts the certificate then, not five minutes before now."""
+    revoked = coordinator.admin("POST", "/api/v1/workers/gpu-9/revoke", json={"reason": "lost"})
+    assert revoked.status_code == 200, revoked.text
+    revoked_at = coordinator.client.app.state.store.worker_revocations()["gpu-9"]  # type: ignore[attr-defined]
+    coordinator.clock.advance(60)
+    made = coordinator.admin(
+        "POST", "/api/v1/tokens", json={"name": "gpu-9", "role": "enrol"}
+    ).json()
+    coordinator.secrets["gpu-9"] = made["secret"]
+    answer = coordinator.enrol("gpu-9", csr_pem())
+    assert answer.status_code == 200, answer.text
+    der = x509.load_pem_x509_certificate(answer.json()["certificate"].encode()).public_bytes(
+        serialization.Encoding.DER
+    )
+    credential = certificate_credential(der)
+    assert credential is not None
+    assert credential.issued_at > revoked_at
+    assert revocation_refusal(credential, revoked_at) is None
