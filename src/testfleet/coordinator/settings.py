@@ -51,3 +51,8 @@ class CoordinatorSettings:
     #: worker sends a few frames per task; 1,000/s is far past zero-work tasks
     #: on many slots, while a flood is cut off (``too_many_frames``).
     max_worker_frames_per_second: float = 1_000.0
+    #: ``--insecure``: the operator accepts plain HTTP beyond loopback (start-up
+    #: then refuses nothing, and warns; see ``coordinator/exposure.py``), and
+    #: the worker channel accepts worker tokens over plain HTTP from any peer,
+    #: not only from loopback.
+    insecure: bool = False
