@@ -184,11 +184,16 @@ def compare(args: argparse.Namespace) -> None:
     plain = [r.tasks_per_second for r in runs if not r.tls]
     secured = [r.tasks_per_second for r in runs if r.tls]
     plain_median, tls_median = statistics.median(plain), statistics.median(secured)
+    # Each TLS run against the plain run just before it: on a shared machine
+    # whose speed drifts, the paired ratio is steadier than the ratio of medians.
+    paired = [t / p for p, t in zip(plain, secured, strict=True)]
     print(
         f"plain vs TLS, {args.rounds} runs each, alternating, same session: "
         f"plain {plain_median:,.0f} tasks/s (median; {min(plain):,.0f}-{max(plain):,.0f}), "
         f"TLS {tls_median:,.0f} tasks/s ({min(secured):,.0f}-{max(secured):,.0f}); "
-        f"TLS/plain {tls_median / plain_median:.2f}"
+        f"TLS/plain {tls_median / plain_median:.2f} (ratio of medians), "
+        f"{statistics.median(paired):.2f} (median of paired runs: "
+        f"{', '.join(f'{r:.2f}' for r in paired)})"
     )
 
 
