@@ -128,13 +128,14 @@ def hello(worker_id: str) -> Hello:
     )
 
 
-def connect_worker(fleet: Fleet, *, max_size: int | None = 2**20) -> ClientConnection:
+@contextlib.contextmanager
+def connect_worker(fleet: Fleet, *, max_size: int | None = 2**20) -> Iterator[ClientConnection]:
     """A raw worker socket that has said hello (with its own certificate over TLS);
     ``max_size``: the largest frame it accepts (websockets' default)."""
     worker_id = f"raw-{secrets.token_hex(4)}"
-    ws = connect(fleet.ws_url, ssl=fleet.ssl_context(worker_id), max_size=max_size)
-    ws.send(encode(hello(worker_id)))
-    return ws
+    with connect(fleet.ws_url, ssl=fleet.ssl_context(worker_id), max_size=max_size) as ws:
+        ws.send(encode(hello(worker_id)))
+        yield ws
 
 
 def test_an_oversized_frame_closes_the_worker_socket(fleet: Fleet) -> None:
