@@ -19,6 +19,14 @@ all are committed as completed. It prints:
   network and the worker);
 * how many DuckDB commits it took (group commit: many events per commit).
 
+With ``--tls`` the fleet runs over TLS with tokens: the coordinator serves
+HTTPS/WSS with ``--client-ca``, the REST client verifies it with the fleet's
+CA, and every agent connects with ``wss://``, verifying the coordinator and
+presenting its own worker certificate (issued by the fleet's CA for its id).
+``--compare`` runs plain and TLS fleets alternately in the same session
+(``--rounds`` each) and prints both medians and their ratio: the cost of
+security, measured where the machine's noise is the same for both.
+
 With ``--ray-python`` it also runs the same number of no-op tasks on Ray
 (benchmarks/peers/ray_noop.py; not durable) and prints that figure beside.
 
@@ -36,12 +44,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import duckdb
 
 from testfleet.local_fleet import LocalFleet, LocalFleetError
+from testfleet.security.pki import ca_files, issue_worker, worker_files
 
 HERE = Path(__file__).resolve()
 
@@ -50,15 +60,29 @@ def agent_id(n: int) -> str:
     return f"bench-{n:03d}"
 
 
-async def host_workers(url: str, count: int, slots: int, codec: str, token_dir: Path) -> None:
-    """Run ``count`` worker agents in this process until SIGTERM; each presents the
-    worker token ``main`` made for its id (``token_dir``/ID.token)."""
+async def host_workers(
+    url: str, count: int, slots: int, codec: str, pki: Path | None, token_dir: Path | None
+) -> None:
+    """Run ``count`` worker agents in this process until SIGTERM. Every worker needs
+    a credential: with ``pki`` (a TLS fleet's CA folder) each connects over
+    ``wss://`` with its own certificate; otherwise each presents the worker token
+    ``measure`` made for its id (``token_dir``/ID.token)."""
     from testfleet.protocol.messages import Codec
     from testfleet.security.credentials import read_token_file
+    from testfleet.security.tls import ClientTlsFiles, client_context
     from testfleet.worker.agent import AgentSettings, WorkerAgent
     from testfleet.worker.executors.registry import default_executors
     from testfleet.worker.hardware import detect_capabilities
     from testfleet.worker.websocket_channel import WebSocketConnector
+
+    def connector(worker_id: str) -> WebSocketConnector:
+        if pki is None:
+            assert token_dir is not None, "a plain fleet's agents need --token-dir"
+            return WebSocketConnector(token=read_token_file(token_dir / f"{worker_id}.token"))
+        files = worker_files(pki, worker_id)
+        # One context per agent: each presents its own certificate, as real workers do.
+        context = client_context(ClientTlsFiles(ca_files(pki).cert, files.cert, files.key))
+        return WebSocketConnector(ssl_context=context)
 
     executors = default_executors()
     caps = detect_capabilities(tags={}, task_types=list(executors), probe_torch=False)
@@ -73,7 +97,7 @@ async def host_workers(url: str, count: int, slots: int, codec: str, token_dir: 
             ),
             caps,
             executors,
-            connector=WebSocketConnector(token=read_token_file(token_dir / f"{agent_id(n)}.token")),
+            connector=connector(agent_id(n)),
         )
         for n in range(count)
     ]
@@ -94,6 +118,15 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[index]
 
 
+@dataclass(frozen=True)
+class Figures:
+    """One fleet's run: what it prints, and the throughput ``--compare`` sets side by side."""
+
+    tls: bool
+    tasks_per_second: float
+    lines: list[str]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workers", type=int, default=50)
@@ -103,47 +136,117 @@ def main() -> None:
     parser.add_argument("--codec", choices=["json", "msgpack"], default="json")
     parser.add_argument("--probe", type=int, default=200, help="paced single tasks, phase 2")
     parser.add_argument(
+        "--tls", action="store_true", help="run over TLS: HTTPS/WSS, worker certificates, tokens"
+    )
+    parser.add_argument(
+        "--compare",
+        action="store_true",
+        help="run plain and TLS fleets alternately in this session and print both and the ratio",
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="with --compare: runs of each")
+    parser.add_argument(
         "--ray-python",
         help="an interpreter with ray installed: also run benchmarks/peers/ray_noop.py "
         "with the same task count, in the same session, and print its figure",
     )
     parser.add_argument("--host-workers", help=argparse.SUPPRESS)
+    parser.add_argument("--pki", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--token-dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.host_workers:
         asyncio.run(
-            host_workers(args.host_workers, args.workers, args.slots, args.codec, args.token_dir)
+            host_workers(
+                args.host_workers, args.workers, args.slots, args.codec, args.pki, args.token_dir
+            )
         )
         return
 
+    if args.compare:
+        compare(args)
+    else:
+        for line in measure(args, tls=args.tls).lines:
+            print(line)
+    if args.ray_python:
+        peer = subprocess.run(
+            [
+                args.ray_python,
+                str(HERE.parent / "peers" / "ray_noop.py"),
+                "--tasks",
+                str(args.tasks),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+        lines = peer.stdout.strip().splitlines()
+        print(f"  peer, same session: {lines[-1] if lines else 'failed: ' + peer.stderr[-300:]}")
+
+
+def compare(args: argparse.Namespace) -> None:
+    """Plain and TLS alternately, ``args.rounds`` each, then both medians and the ratio."""
+    runs: list[Figures] = []
+    for _ in range(args.rounds):
+        for tls in (False, True):
+            figures = measure(args, tls=tls)
+            runs.append(figures)
+            for line in figures.lines:
+                print(line, flush=True)
+    plain = [r.tasks_per_second for r in runs if not r.tls]
+    secured = [r.tasks_per_second for r in runs if r.tls]
+    plain_median, tls_median = statistics.median(plain), statistics.median(secured)
+    # Each TLS run against the plain run just before it: on a shared machine
+    # whose speed drifts, the paired ratio is steadier than the ratio of medians.
+    paired = [t / p for p, t in zip(plain, secured, strict=True)]
+    print(
+        f"plain vs TLS, {args.rounds} runs each, alternating, same session: "
+        f"plain {plain_median:,.0f} tasks/s (median; {min(plain):,.0f}-{max(plain):,.0f}), "
+        f"TLS {tls_median:,.0f} tasks/s ({min(secured):,.0f}-{max(secured):,.0f}); "
+        f"TLS/plain {tls_median / plain_median:.2f} (ratio of medians), "
+        f"{statistics.median(paired):.2f} (median of paired runs: "
+        f"{', '.join(f'{r:.2f}' for r in paired)})"
+    )
+
+
+def measure(args: argparse.Namespace, *, tls: bool) -> Figures:
+    """Run one fleet (plain or over TLS) through both phases; its figures."""
     workdir = Path(tempfile.mkdtemp(prefix="testfleet-dispatch-"))
-    fleet = LocalFleet(workdir, db=workdir / "dispatch.duckdb", log_dir=workdir, client_timeout=120)
+    fleet = LocalFleet(
+        workdir, db=workdir / "dispatch.duckdb", log_dir=workdir, client_timeout=120, tls=tls
+    )
     db = fleet.db
+    host_argv = [
+        sys.executable,
+        str(HERE),
+        "--host-workers",
+        fleet.url,
+        "--workers",
+        str(args.workers),
+        "--slots",
+        str(args.slots),
+        "--codec",
+        args.codec,
+    ]
+    if fleet.pki is not None:
+        # Issued here, before the agents start: their process only reads them.
+        for n in range(args.workers):
+            issue_worker(fleet.pki, agent_id(n))
+        host_argv += ["--pki", str(fleet.pki)]
     try:
         fleet.start_coordinator()
-        # Every worker needs a credential: a worker token per agent id, made
-        # through the API with the fleet's admin token (as LocalFleet does for
-        # the workers it starts), read from files, never the environment.
-        for n in range(args.workers):
-            fleet.worker_tokens.for_worker(agent_id(n))
+        if fleet.pki is None:
+            # Every worker needs a credential: without TLS, a worker token per
+            # agent id, made through the API with the fleet's admin token (as
+            # LocalFleet does for the workers it starts), read from files,
+            # never the environment.
+            for n in range(args.workers):
+                fleet.worker_tokens.for_worker(agent_id(n))
+            host_argv += ["--token-dir", str(fleet.worker_tokens.folder)]
         # One process hosts every agent (see host_workers), so the fleet waits
         # for a count of connected workers, not for named worker processes.
         fleet.start(
             "workers",
-            [
-                sys.executable,
-                str(HERE),
-                "--host-workers",
-                fleet.url,
-                "--workers",
-                str(args.workers),
-                "--slots",
-                str(args.slots),
-                "--codec",
-                args.codec,
-                "--token-dir",
-                str(fleet.worker_tokens.folder),
-            ],
+            host_argv,
             with_credentials=False,  # worker agents: no API token (see LocalFleet)
         )
         fleet.wait_for_workers(count=args.workers, timeout=120)
@@ -208,49 +311,31 @@ def main() -> None:
     attempts = one_row("SELECT count(*) FROM task_execution_history WHERE task_id LIKE 'noop-%'")[0]
     con.close()
     committed_span = last_end - first_create
-    print(
-        f"dispatch: {args.workers} workers x {args.slots} slots, {args.tasks} zero-work tasks, "
-        f"codec {args.codec}, {os.cpu_count()} cores"
-    )
-    print(
+    throughput = args.tasks / committed_span
+    lines = [
+        f"dispatch{' over TLS with worker certificates and tokens' if tls else ''}: "
+        f"{args.workers} workers x {args.slots} slots, {args.tasks} zero-work tasks, "
+        f"codec {args.codec}, {os.cpu_count()} cores",
         f"  end-to-end (first task committed -> last result committed): "
-        f"{args.tasks / committed_span:,.0f} tasks/s over {committed_span:.2f} s"
-    )
-    print(
+        f"{throughput:,.0f} tasks/s over {committed_span:.2f} s",
         f"  client wall (first POST -> all completed seen): "
         f"{args.tasks / (finished - started):,.0f} tasks/s over {finished - started:.2f} s "
-        f"(submitting took {submitted - started:.2f} s)"
-    )
-    print(
+        f"(submitting took {submitted - started:.2f} s)",
         f"  submit->assignment latency, {args.tasks:,} queued at once: "
-        f"p50 {statistics.median(latencies):.1f} ms, p99 {percentile(latencies, 0.99):.1f} ms"
-    )
+        f"p50 {statistics.median(latencies):.1f} ms, p99 {percentile(latencies, 0.99):.1f} ms",
+    ]
     if idle_latencies:
-        print(
+        lines.append(
             f"  submit->accepted by a worker, {len(idle_latencies)} paced single tasks: "
             f"p50 {statistics.median(idle_latencies):.1f} ms, "
             f"p99 {percentile(idle_latencies, 0.99):.1f} ms"
         )
-    print(
+    lines.append(
         f"  attempts recorded: {attempts}; DuckDB commits: {stats['loop']['commits']} "
         f"({stats['loop']['events']} events in {stats['loop']['turns']} turns, "
         f"{stats['loop']['commit_seconds']:.2f} s committing)"
     )
-    if args.ray_python:
-        peer = subprocess.run(
-            [
-                args.ray_python,
-                str(HERE.parent / "peers" / "ray_noop.py"),
-                "--tasks",
-                str(args.tasks),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=False,
-        )
-        lines = peer.stdout.strip().splitlines()
-        print(f"  peer, same session: {lines[-1] if lines else 'failed: ' + peer.stderr[-300:]}")
+    return Figures(tls=tls, tasks_per_second=throughput, lines=lines)
 
 
 if __name__ == "__main__":

@@ -496,6 +496,9 @@ class LocalFleet:
         (:class:`IgnoredSigterm`): tests of clean shutdown want to know.
         """
         process = self._process(target)
+        if process is self.processes.get(COORDINATOR):
+            # Over TLS its shutdown waits (5 s) for idle clients' close_notify: close ours first.
+            self.close_client()
         if process.poll() is None:
             self._terminate(process)
             try:

@@ -9,6 +9,15 @@ failing test's report.
 
 Nothing here measures speed: :meth:`Fleet.wait_until` polls a condition with
 short sleeps up to a generous bound and fails saying what it waited for.
+
+A fleet runs over TLS with worker certificates and tokens by default, as a
+real fleet should (the issue: "the existing integration tests keep passing
+over TLS with tokens"): its CA, server and worker certificates are made once
+per fleet in ``<tmp_path>/pki``. ``Fleet(tmp_path, tls=False)`` is for a test
+about plain HTTP itself. Tests that speak to the coordinator below the CLI
+and :attr:`client` (raw sockets, ``httpx``, a raw WebSocket peer) use
+:meth:`Fleet.ssl_context`, :meth:`Fleet.http`, :meth:`Fleet.raw_connection`
+and :attr:`Fleet.ws_url`, which work either way.
 """
 
 from __future__ import annotations
@@ -16,10 +25,14 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
+import ssl
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from testfleet.coordinator.startup import free_port
 from testfleet.domain.enums import Codec, TaskStatus
@@ -32,6 +45,8 @@ from testfleet.local_fleet import (
     tail,
 )
 from testfleet.security.credentials import read_token_file
+from testfleet.security.pki import ca_files, issue_worker, worker_files
+from testfleet.security.tls import ClientTlsFiles, client_context
 from testfleet.store import Store
 
 __all__ = [
@@ -78,7 +93,7 @@ class Fleet(LocalFleet):
     """Coordinator and worker processes sharing one DuckDB file and port, under
     ``tmp_path``: fast heartbeats, ``info`` logs, and a strict clean stop."""
 
-    def __init__(self, tmp_path: Path, *, tls: bool = False) -> None:
+    def __init__(self, tmp_path: Path, *, tls: bool = True) -> None:
         super().__init__(tmp_path, cwd=tmp_path, tls=tls)
         #: Extra pids to SIGKILL on close (e.g. a killed worker's orphaned child).
         self.extra_pids: set[int] = set()
@@ -88,6 +103,48 @@ class Fleet(LocalFleet):
         worker token (every worker needs a credential; made on first use)."""
         secret = read_token_file(self.worker_tokens.for_worker(worker_id))
         return {"Authorization": f"Bearer {secret}"}
+
+    # ------------------------------------------------------------- raw access
+
+    def ssl_context(self, worker_id: str | None = None) -> ssl.SSLContext | None:
+        """A context that verifies the coordinator with the fleet's CA and, for
+        ``worker_id``, presents that worker's certificate (issued on first use);
+        ``None`` for a plain-HTTP fleet."""
+        if self.pki is None:
+            return None
+        files = ClientTlsFiles(ca=ca_files(self.pki).cert)
+        if worker_id is not None:
+            issued = worker_files(self.pki, worker_id)
+            if not issued.cert.exists():
+                issue_worker(self.pki, worker_id)
+            files = ClientTlsFiles(files.ca, issued.cert, issued.key)
+        return client_context(files)
+
+    def http(self, *, token: bool = True, **options: Any) -> httpx.Client:
+        """An ``httpx`` client for the coordinator (verifying its certificate), with
+        the fleet's admin token unless ``token`` is false."""
+        headers = {"Authorization": f"Bearer {self.token}"} if token else {}
+        verify: ssl.SSLContext | bool = self.ssl_context() or True
+        return httpx.Client(base_url=self.url, headers=headers, verify=verify, **options)
+
+    @property
+    def ws_url(self) -> str:
+        """The worker channel's address (``wss://`` over TLS)."""
+        scheme = "wss" if self.pki is not None else "ws"
+        return f"{scheme}://127.0.0.1:{self.port}/api/v1/workers/connect"
+
+    def raw_connection(self, timeout: float | None = None) -> socket.socket:
+        """A connected socket to the coordinator, its TLS handshake done over TLS:
+        for tests that write HTTP bytes by hand."""
+        raw = socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
+        context = self.ssl_context()
+        if context is None:
+            return raw
+        try:
+            return context.wrap_socket(raw, server_hostname="127.0.0.1")
+        except BaseException:
+            raw.close()
+            raise
 
     def env(self) -> dict[str, str]:
         env = super().env()

@@ -70,9 +70,7 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     fleet = Fleet(Path(tmp_path_factory.mktemp("bad-input")))
     try:
         fleet.start_coordinator(heartbeat_timeout=RELAXED_HEARTBEAT_TIMEOUT)
-        with httpx.Client(
-            base_url=fleet.url, timeout=60, headers={"Authorization": f"Bearer {fleet.token}"}
-        ) as http:
+        with fleet.http(timeout=60) as http:
             shared = Api(fleet, http)
             yield shared
             # Every test has run: what they were refused left nothing behind,

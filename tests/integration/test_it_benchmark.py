@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import subprocess
 import sys
 
@@ -111,7 +110,7 @@ def test_benchmarks_run_on_the_cpu_and_land_in_duckdb(fleet, monkeypatch) -> Non
     assert fleet.wait_terminal(["after"])["after"]["status"] == "completed"
 
     # People compare through the CLI, as CSV here.
-    env = dict(os.environ, TESTFLEET_COORDINATOR=fleet.url, TESTFLEET_TOKEN=fleet.token)
+    env = fleet.env()  # its address, CA and admin token
     compared = subprocess.run(
         [sys.executable, "-m", "testfleet", "results", "compare", "--model",
          "bert-base-uncased", "--csv"],

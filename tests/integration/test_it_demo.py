@@ -43,6 +43,15 @@ def test_demo_runs_the_example_batch_and_leaves_the_file(tmp_path: Path):
     )
     assert missing.value in unschedulable_line, context
     assert "fleet stopped cleanly" in summary, context
+    # Over TLS with worker certificates, its CA, certificates and token in its folder,
+    # and the printout says how to reach it from another shell.
+    assert "coordinator on https://127.0.0.1:" in summary, context
+    assert "TESTFLEET_COORDINATOR=https://127.0.0.1:" in summary, context
+    assert "TESTFLEET_CA=pki/ca.pem" in summary, context
+    assert "TESTFLEET_TOKEN_FILE=admin.token" in summary, context
+    for made in ("pki/ca.pem", "pki/server.pem", "pki/workers/demo-worker-1.pem", "admin.token"):
+        assert (tmp_path / made).is_file(), made
+    assert "--client-ca" in (tmp_path / "logs" / "coordinator.log").read_text(), context
     # The pytest run across the same workers: pytest's own summary line.
     assert "1 failed, 33 passed, 1 skipped" in done.stdout, context
     # The suite sees its own plugins only: none of the environment's warns

@@ -3,19 +3,19 @@ rate gets 429 (audited once), a trickled header is cut off, the REST connection
 cap answers 503, a worker sending too much is disconnected, a submission past
 the per-submitter quota gets 429, and health answers throughout.
 
-One coordinator, started with small limits, serves the whole module.
+One coordinator, started with small limits, serves the whole module, over TLS
+like every fleet fixture: the raw sockets below finish their TLS handshake
+first, so each limit is tested on what a real client's connection is.
 """
 
 from __future__ import annotations
 
 import contextlib
 import secrets
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from it_fleet import RELAXED_HEARTBEAT_TIMEOUT, Fleet
 from websockets.exceptions import ConnectionClosed
@@ -62,17 +62,14 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
 
 
 def healthy(fleet: Fleet) -> None:
-    response = httpx.get(f"{fleet.url}/api/v1/health", timeout=10)
+    with fleet.http(token=False, timeout=10) as client:
+        response = client.get("/api/v1/health")
     assert response.status_code == 200, response.text
 
 
-def _bearer(fleet: Fleet) -> dict[str, str]:
-    """The fleet's admin token: the rate limit counts requests that get past it."""
-    return {"Authorization": f"Bearer {fleet.token}"}
-
-
 def test_a_client_past_its_rate_gets_429_with_retry_after(fleet: Fleet) -> None:
-    with httpx.Client(base_url=fleet.url, timeout=10, headers=_bearer(fleet)) as client:
+    # The fleet's admin token: the rate limit counts requests that get past it.
+    with fleet.http(timeout=10) as client:
         statuses = [client.get("/api/v1/workers") for _ in range(BURST * 3)]
         refused = [r for r in statuses if r.status_code == 429]
         assert refused, [r.status_code for r in statuses]
@@ -87,7 +84,7 @@ def test_a_client_past_its_rate_gets_429_with_retry_after(fleet: Fleet) -> None:
 
 
 def test_the_flood_was_audited_once_with_the_token_and_address(fleet: Fleet) -> None:
-    with httpx.Client(base_url=fleet.url, timeout=10, headers=_bearer(fleet)) as client:
+    with fleet.http(timeout=10) as client:
         response = client.get("/api/v1/audit")
     assert response.status_code == 200, response.text
     limited = [e for e in response.json()["events"] if e["kind"] == "rate_limited"]
@@ -101,7 +98,7 @@ def test_a_submission_past_the_submitters_quota_is_refused_whole(fleet: Fleet) -
     def tasks(*names: str) -> list[dict[str, object]]:
         return [{"task_id": name, "type": "simulated", "config": {}} for name in names]
 
-    with httpx.Client(base_url=fleet.url, timeout=10, headers=_bearer(fleet)) as client:
+    with fleet.http(timeout=10) as client:
         accepted = client.post("/api/v1/tasks", json=tasks("quota-1", "quota-2"))
         assert accepted.status_code == 201, accepted.text
         refused = client.post("/api/v1/tasks", json=tasks("quota-3"))
@@ -119,7 +116,7 @@ def test_a_submission_past_the_submitters_quota_is_refused_whole(fleet: Fleet) -
 
 def test_a_trickled_header_is_cut_off_within_the_timeout(fleet: Fleet) -> None:
     started = time.monotonic()
-    with socket.create_connection(("127.0.0.1", fleet.port), timeout=10) as raw:
+    with fleet.raw_connection(timeout=10) as raw:
         raw.sendall(b"GET /api/v1/workers HTTP/1.1\r\n")
         answer = b""
         try:
@@ -139,9 +136,9 @@ def test_a_trickled_header_is_cut_off_within_the_timeout(fleet: Fleet) -> None:
 
 
 def test_past_the_connection_cap_rest_gets_503_and_health_answers(fleet: Fleet) -> None:
-    idle = [socket.create_connection(("127.0.0.1", fleet.port)) for _ in range(MAX_CONNECTIONS)]
+    idle = [fleet.raw_connection() for _ in range(MAX_CONNECTIONS)]
     try:
-        with httpx.Client(base_url=fleet.url, timeout=10, headers=_bearer(fleet)) as client:
+        with fleet.http(timeout=10) as client:
             response = client.get("/api/v1/workers")
             assert response.status_code == 503, response.text
             assert response.json()["error"]["code"] == "unavailable"
@@ -150,14 +147,14 @@ def test_past_the_connection_cap_rest_gets_503_and_health_answers(fleet: Fleet) 
         for connection in idle:
             connection.close()
     time.sleep(0.5)
-    with httpx.Client(base_url=fleet.url, timeout=10, headers=_bearer(fleet)) as client:
+    with fleet.http(timeout=10) as client:
         assert client.get("/api/v1/workers").status_code == 200
 
 
-def hello() -> Hello:
+def hello(worker_id: str) -> Hello:
     return Hello(
         protocol_version=PROTOCOL_VERSION,
-        worker_id=f"raw-{secrets.token_hex(4)}",
+        worker_id=worker_id,
         session_key=secrets.token_hex(16),
         capabilities=WorkerCapabilities(
             hostname="raw-socket", os="test", python_version="3", task_types=[]
@@ -166,15 +163,18 @@ def hello() -> Hello:
     )
 
 
-def ws_url(fleet: Fleet) -> str:
-    return f"ws://127.0.0.1:{fleet.port}/api/v1/workers/connect"
+@contextlib.contextmanager
+def connect_worker(fleet: Fleet, *, max_size: int | None = 2**20) -> Iterator[ClientConnection]:
+    """A raw worker socket that has said hello (with its own certificate over TLS);
+    ``max_size``: the largest frame it accepts (websockets' default)."""
+    worker_id = f"raw-{secrets.token_hex(4)}"
+    with connect(fleet.ws_url, ssl=fleet.ssl_context(worker_id), max_size=max_size) as ws:
+        ws.send(encode(hello(worker_id)))
+        yield ws
 
 
 def test_an_oversized_frame_closes_the_worker_socket(fleet: Fleet) -> None:
-    raw = hello()
-    headers = fleet.worker_headers(raw.worker_id)
-    with connect(ws_url(fleet), max_size=None, additional_headers=headers) as ws:
-        ws.send(encode(raw))
+    with connect_worker(fleet, max_size=None) as ws:
         assert isinstance(decode(ws.recv(timeout=30)), Welcome)
         with contextlib.suppress(ConnectionClosed):
             ws.send(b"\x00" * (MAX_FRAME_BYTES + 1))
@@ -186,10 +186,7 @@ def test_an_oversized_frame_closes_the_worker_socket(fleet: Fleet) -> None:
 
 
 def test_a_frame_flood_disconnects_the_worker_with_too_many_frames(fleet: Fleet) -> None:
-    raw = hello()
-    headers = fleet.worker_headers(raw.worker_id)
-    with connect(ws_url(fleet), additional_headers=headers) as ws:
-        ws.send(encode(raw))
+    with connect_worker(fleet) as ws:
         assert isinstance(decode(ws.recv(timeout=30)), Welcome)
         beat = encode(Heartbeat())
         errors: list[Error] = []

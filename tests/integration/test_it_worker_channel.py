@@ -1,8 +1,11 @@
 """The worker WebSocket under abuse: each bad peer gets an ``error`` frame and a close,
 and a real worker process connected at the same time carries on undisturbed.
 
-One coordinator and one real worker serve the whole module; the raw peers here
-are ``websockets``' synchronous client speaking the real message classes.
+One coordinator and one real worker serve the whole module, over TLS with
+worker certificates like every fleet fixture; the raw peers here are
+``websockets``' synchronous client speaking the real message classes, each
+presenting a certificate for the worker id it says hello as (peers without
+one, or with another's, are ``test_it_tls.py``'s).
 """
 
 from __future__ import annotations
@@ -35,10 +38,18 @@ REAL_WORKER = "channel-real"
 POLICY_VIOLATION = 1008
 
 
+#: The certificate a raw peer presents when its frames name no worker.
+RAW_PEER = "raw-peer"
+
+
 @dataclass
 class Channel:
     fleet: Fleet
-    ws_url: str
+
+    def connect(self, worker_id: str = RAW_PEER, max_size: int | None = 2**20) -> ClientConnection:
+        """A raw worker socket presenting ``worker_id``'s certificate (over TLS)."""
+        context = self.fleet.ssl_context(worker_id)
+        return connect(self.fleet.ws_url, open_timeout=30, max_size=max_size, ssl=context)
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +58,7 @@ def channel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Channel]:
     try:
         fleet.start_coordinator(heartbeat_timeout=RELAXED_HEARTBEAT_TIMEOUT)
         fleet.start_worker(REAL_WORKER, slots=2)
-        yield Channel(fleet, f"ws://127.0.0.1:{fleet.port}/api/v1/workers/connect")
+        yield Channel(fleet)
     finally:
         fleet.close()
 
@@ -141,14 +152,14 @@ def assert_real_work_done(fleet: Fleet, ids: list[str]) -> None:
     ],
 )
 def test_a_bad_first_frame_gets_an_error_and_a_close(channel, frame, code):
-    with connect(channel.ws_url, open_timeout=30) as ws:
+    with channel.connect() as ws:
         ws.send(frame)
         expect_error_then_close(ws, code)
     assert channel.fleet.client.health()["status"] == "ok"
 
 
 def test_a_first_frame_that_is_not_hello_is_not_registered(channel):
-    with connect(channel.ws_url, open_timeout=30) as ws:
+    with channel.connect() as ws:
         ws.send(encode(Heartbeat()))
         error = expect_error_then_close(ws, "not_registered")
         assert "hello" in error.message
@@ -157,8 +168,7 @@ def test_a_first_frame_that_is_not_hello_is_not_registered(channel):
 def test_garbage_after_hello_closes_only_that_socket(channel):
     fleet = channel.fleet
     ids = start_real_work(fleet, "after-hello")
-    headers = channel.fleet.worker_headers("raw-garbage-after-hello")
-    with connect(channel.ws_url, open_timeout=30, additional_headers=headers) as ws:
+    with channel.connect("raw-garbage-after-hello") as ws:
         ws.send(encode(hello("raw-garbage-after-hello")))
         welcome = decode(ws.recv(timeout=30))
         assert isinstance(welcome, Welcome), welcome
@@ -173,8 +183,8 @@ def test_garbage_after_hello_closes_only_that_socket(channel):
 def test_an_impostor_with_a_connected_workers_id_is_refused(channel):
     fleet = channel.fleet
     ids = start_real_work(fleet, "impostor")
-    headers = channel.fleet.worker_headers(REAL_WORKER)
-    with connect(channel.ws_url, open_timeout=30, additional_headers=headers) as ws:
+    # Its certificate too (a copy of the real worker's files): the id is in use.
+    with channel.connect(REAL_WORKER) as ws:
         ws.send(encode(hello(REAL_WORKER)))  # a fresh session_key: another process
         error = expect_error_then_close(ws, "worker_id_in_use")
         assert REAL_WORKER in error.message
@@ -184,8 +194,7 @@ def test_an_impostor_with_a_connected_workers_id_is_refused(channel):
 
 
 def test_an_unsupported_protocol_version_is_refused(channel):
-    headers = channel.fleet.worker_headers("raw-from-the-future")
-    with connect(channel.ws_url, open_timeout=30, additional_headers=headers) as ws:
+    with channel.connect("raw-from-the-future") as ws:
         ws.send(encode(hello("raw-from-the-future", version=PROTOCOL_VERSION + 1)))
         error = expect_error_then_close(ws, "unsupported_version")
         assert str(PROTOCOL_VERSION + 1) in error.message
@@ -196,7 +205,7 @@ def test_an_unsupported_protocol_version_is_refused(channel):
 def test_a_large_invalid_first_frame_does_not_hurt_the_fleet(channel):
     fleet = channel.fleet
     ids = start_real_work(fleet, "big-frame", count=2, seconds=0.5)
-    with connect(channel.ws_url, open_timeout=30, max_size=None) as ws:
+    with channel.connect(max_size=None) as ws:
         ws.send(orjson.dumps({"type": "heartbeat", "pad": "x" * (2 * 1024 * 1024)}).decode())
         expect_error_then_close(ws, "invalid_message")
     assert_real_work_done(fleet, ids)

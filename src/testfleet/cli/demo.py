@@ -7,6 +7,12 @@ pinned to a rack by tag, and one that needs hardware this machine lacks),
 shows live progress, prints a summary, then runs a small pytest suite across
 the same workers with ``testfleet run`` (pytest's own output and summary), and
 shuts everything down cleanly, leaving the DuckDB file for inspection.
+
+Secure as a real fleet, and still one command: the demo makes its own CA,
+server and worker certificates (``<output>/pki``) and admin token
+(``<output>/admin.token``), runs everything over TLS on loopback with worker
+certificates (``LocalFleet(tls=True)``), and prints the ``https://`` address,
+CA and token file to use from another shell while it runs.
 """
 
 from __future__ import annotations
@@ -25,11 +31,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from testfleet.cli.tables import shown_status, tasks_table
-from testfleet.client import FleetClient
+from testfleet.client import CA_ENV, COORDINATOR_ENV, FleetClient
 from testfleet.domain.benchmark import load_note
 from testfleet.domain.enums import HardwareKind, TaskStatus
 from testfleet.local_fleet import CoordinatorOptions, LocalFleet, LocalFleetError, WorkerOptions
-from testfleet.security.credentials import TOKEN_ENV
+from testfleet.security.credentials import TOKEN_ENV, TOKEN_FILE_ENV
+from testfleet.security.pki import ca_files, server_files
 from testfleet.worker.hardware import detect_capabilities
 
 DEFAULT_DEMO_DB = Path("demo-output/testfleet-demo.duckdb")
@@ -182,8 +189,14 @@ def run_demo(db: Path, workers: int, slots: int, console: Console) -> int:
         Path(str(db) + ".wal").unlink(missing_ok=True)
     db.parent.mkdir(parents=True, exist_ok=True)
     logs = db.parent / "logs"
-    fleet = LocalFleet(db.parent, db=db, log_dir=logs, work_dir=db.parent / "work")
-    console.print(f"[bold]testfleet demo[/bold]: coordinator on {fleet.url}, DuckDB file {db}")
+    fleet = LocalFleet(db.parent, db=db, log_dir=logs, work_dir=db.parent / "work", tls=True)
+    assert fleet.pki is not None  # tls=True made it
+    ca = _shown(ca_files(fleet.pki).cert)
+    console.print(
+        f"[bold]testfleet demo[/bold]: coordinator on {fleet.url} (TLS, worker certificates "
+        f"from {ca}), DuckDB file {db}",
+        soft_wrap=True,
+    )
     try:
         try:
             fleet.start_coordinator(
@@ -206,6 +219,13 @@ def run_demo(db: Path, workers: int, slots: int, console: Console) -> int:
             console.print(f"[red]workers did not connect; see {logs}[/red]")
             return 1
         console.print(f"{workers} workers connected, {slots} slot(s) each (the last on rack=b)")
+        console.print(
+            "from another shell while the demo runs:\n  "
+            + _client_env(fleet.url, ca, _shown(fleet.token_file))
+            + " testfleet tasks",
+            soft_wrap=True,
+            highlight=False,
+        )
 
         client = fleet.client
         batch = example_batch(missing_hardware())
@@ -216,23 +236,48 @@ def run_demo(db: Path, workers: int, slots: int, console: Console) -> int:
         _explain(tasks, console)
         if benchmarks_available():
             _run_benchmark(client, console)
-        _run_suite(fleet.url, fleet.token, db.parent / "demo-suite", console)
+        _run_suite(
+            fleet.url, fleet.token, ca_files(fleet.pki).cert, db.parent / "demo-suite", console
+        )
     finally:
         try:
             fleet.stop_all(grace=STOP_GRACE_SECONDS)
         finally:
             fleet.close()
+    server = server_files(fleet.pki)
+    token_file = _shown(fleet.token_file)
     console.print(
         f"fleet stopped cleanly; every task, attempt and result is in [bold]{db}[/bold] "
-        f"(logs in {logs}). Inspect it: testfleet coordinator --db {db} & testfleet tasks"
+        f"(logs in {logs}). Inspect it over TLS, as the demo ran:\n"
+        f"  testfleet coordinator --db {db} --tls-cert {_shown(server.cert)} "
+        f"--tls-key {_shown(server.key)} --client-ca {ca} &\n"
+        f"  {_client_env('https://127.0.0.1:8700', ca, token_file)} testfleet tasks",
+        soft_wrap=True,
+        highlight=False,
     )
     console.print(
-        f"the coordinator needs a token: the demo's admin token is in {fleet.token_file} "
-        f"(mode 600); use it with\n  export {TOKEN_ENV}=$(cat {fleet.token_file})\n"
-        f"or pass --token-file {fleet.token_file} to any command",
+        f"the coordinator needs a token: the demo's admin token is in {token_file} "
+        f"(mode 600); use it with\n  export {TOKEN_ENV}=$(cat {token_file})\n"
+        f"or pass --token-file {token_file} to any command; {CA_ENV}={ca} (or --ca) "
+        "verifies the coordinator's certificate",
+        soft_wrap=True,
         highlight=False,
     )
     return 0
+
+
+def _client_env(url: str, ca: Path, token_file: Path) -> str:
+    """The environment a client command needs for the demo's fleet, as shell words."""
+    return f"{COORDINATOR_ENV}={url} {CA_ENV}={ca} {TOKEN_FILE_ENV}={token_file}"
+
+
+def _shown(path: Path) -> Path:
+    """``path`` relative to the working directory when it is below it (shorter to
+    copy, and true from the shell the demo ran in), else as is."""
+    try:
+        return path.relative_to(Path.cwd())
+    except ValueError:
+        return path
 
 
 #: The demo's pytest suite: 35 tests over three modules, one failing and one
@@ -272,7 +317,7 @@ def test_takes_half_a_second():
 }
 
 
-def _run_suite(url: str, token: str, root: Path, console: Console) -> None:
+def _run_suite(url: str, token: str, ca: Path, root: Path, console: Console) -> None:
     """Run DEMO_SUITE with ``testfleet run`` on the demo's fleet, output as is.
 
     The suite needs no installed pytest plugin, so it runs with none: plugin
@@ -307,7 +352,12 @@ def _run_suite(url: str, token: str, root: Path, console: Console) -> None:
             "-rfs",
         ],
         cwd=root,
-        env={**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1", TOKEN_ENV: token},
+        env={
+            **os.environ,
+            "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",
+            TOKEN_ENV: token,
+            CA_ENV: str(ca),
+        },
         stdin=subprocess.DEVNULL,
         check=False,
     )

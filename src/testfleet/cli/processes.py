@@ -109,9 +109,18 @@ def coordinator(
             show_default=False,
         ),
     ] = None,
+    insecure: Annotated[
+        bool,
+        typer.Option(
+            "--insecure",
+            help="Allow plain HTTP on a non-loopback --host, and worker tokens over plain "
+            "HTTP from any address (warned at every start).",
+        ),
+    ] = False,
 ) -> None:
     """Run a coordinator: REST API, worker channel and the DuckDB file it alone owns."""
     from testfleet.coordinator.app import run_coordinator
+    from testfleet.coordinator.exposure import NoticeLevel, decide_exposure
     from testfleet.coordinator.settings import CoordinatorSettings
     from testfleet.coordinator.startup import StartupError
     from testfleet.security.tls import ServerTlsFiles, TlsFileError, check_server_files
@@ -131,6 +140,12 @@ def coordinator(
             tls = check_server_files(tls_cert, tls_key, client_ca)
         except TlsFileError as exc:
             fail(str(exc))
+    # Before the database key is read and anything is bound: a refusal costs nothing.
+    exposure = decide_exposure(
+        host, tls=tls is not None, client_ca=client_ca is not None, insecure=insecure
+    )
+    if exposure.refusal is not None:
+        fail(exposure.refusal)
     try:
         env_key = key_from_env()
         if env_key is not None and db_key_file is not None:
@@ -150,7 +165,21 @@ def coordinator(
         max_workers=max_workers,
         max_worker_frames_per_second=max_worker_frames,
         max_queued_per_submitter=max_queued_per_submitter,
+        insecure=insecure,
     )
+
+    def announce(url: str) -> None:
+        # Printed whatever --log-level says, with the address: at every start
+        # the operator sees how exposed this coordinator is.
+        errors.print(
+            f"testfleet coordinator on {url} with {db}" + (" (encrypted)" if db_key else "")
+        )
+        for notice in exposure.notices:
+            if notice.level is NoticeLevel.WARNING:
+                errors.print(f"[yellow]warning:[/yellow] {escape(notice.message)}", soft_wrap=True)
+            else:
+                errors.print(escape(notice.message), soft_wrap=True)
+
     try:
         run_coordinator(
             db,
@@ -158,9 +187,7 @@ def coordinator(
             port=port,
             settings=settings,
             log_level=log_level,
-            announce=lambda url: errors.print(
-                f"testfleet coordinator on {url} with {db}" + (" (encrypted)" if db_key else "")
-            ),
+            announce=announce,
             tls=tls,
             db_key=db_key,
             enrolment_ca=enrolment_ca,

@@ -55,7 +55,8 @@ class CoordinatorSettings:
     #: once; a submission that would go past it is refused whole (429
     #: ``quota_exceeded``). 0: no limit.
     max_queued_per_submitter: int = 0
-    #: Accept worker tokens over plain HTTP from peers beyond loopback (the
-    #: token then crosses the network in the clear). Off: a plain-HTTP worker
-    #: token is accepted only from 127.0.0.0/8 or ::1 (``worker_credentials.py``).
+    #: ``--insecure``: the operator accepts plain HTTP beyond loopback (start-up
+    #: then refuses nothing, and warns; see ``coordinator/exposure.py``), and
+    #: the worker channel accepts worker tokens over plain HTTP from any peer,
+    #: not only from loopback.
     insecure: bool = False

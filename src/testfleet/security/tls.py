@@ -60,7 +60,7 @@ def check_server_files(cert: Path, key: Path, client_ca: Path | None) -> ServerT
     """The coordinator's files, or :class:`TlsFileError` (``testfleet coordinator``)."""
     _check_pair(cert, key, "--tls-cert", "--tls-key")
     if client_ca is not None:
-        load_certificate(client_ca, "--client-ca")
+        load_ca_certificate(client_ca, "--client-ca")
     return ServerTlsFiles(cert, key, client_ca)
 
 
@@ -95,6 +95,27 @@ def load_certificate(path: Path, flag: str) -> x509.Certificate:
         raise TlsFileError(
             f"{flag} {path}: the certificate is not valid before "
             f"{cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC; check this machine's clock"
+        )
+    return cert
+
+
+def load_ca_certificate(path: Path, flag: str) -> x509.Certificate:
+    """:func:`load_certificate`, refused unless it is a CA's (basic constraints CA:TRUE).
+
+    For ``--client-ca`` only: a worker certificate or the server's given there
+    by mistake would start a coordinator that refuses every worker's
+    certificate with a handshake error far from the cause. (A worker's
+    ``--ca`` may be a self-signed server certificate trusted as is.)
+    """
+    cert = load_certificate(path, flag)
+    try:
+        is_ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        is_ca = False
+    if not is_ca:
+        raise TlsFileError(
+            f"{flag} {path}: not a CA certificate (no CA:TRUE basic constraint); pass the CA "
+            "that issued the workers' certificates (`testfleet certs init` wrote it as ca.pem)"
         )
     return cert
 
