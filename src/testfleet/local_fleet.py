@@ -44,21 +44,14 @@ from typing import Self, TypeVar
 from testfleet.client import CA_ENV, COORDINATOR_ENV, FleetClient, FleetError
 from testfleet.coordinator.startup import free_port
 from testfleet.domain.enums import Codec
+from testfleet.local_fleet_pki import LOOPBACK, coordinator_tls_args, fleet_pki, worker_tls_args
 from testfleet.local_worker_tokens import WorkerTokenFiles
 from testfleet.security.credentials import TOKEN_ENV, TOKEN_FILE_ENV, write_token_file
-from testfleet.security.pki import (
-    ca_files,
-    init_ca,
-    issue_server,
-    issue_worker,
-    server_files,
-    worker_files,
-)
+from testfleet.security.pki import ca_files
 from testfleet.security.tokens import Role
 
 T = TypeVar("T")
 
-LOOPBACK = "127.0.0.1"
 #: The coordinator's process (and log) name.
 COORDINATOR = "coordinator"
 #: Bound on a process coming up or a condition holding (not an expectation).
@@ -171,7 +164,7 @@ class LocalFleet:
         self.port = port or free_port(LOOPBACK)
         self.url = f"{'https' if tls else 'http'}://{LOOPBACK}:{self.port}"
         #: The fleet's CA folder when it runs over TLS (see the class docstring).
-        self.pki: Path | None = self._make_pki() if tls else None
+        self.pki: Path | None = fleet_pki(self.root) if tls else None
         self.cwd = cwd
         self._env = dict(env or {})
         self._client_timeout = client_timeout
@@ -236,27 +229,14 @@ class LocalFleet:
             extra.pop(name, None)
         return extra
 
-    def _make_pki(self) -> Path:
-        pki = self.root / "pki"
-        if not ca_files(pki).cert.exists():
-            init_ca(pki)
-        if not server_files(pki).cert.exists():
-            issue_server(pki, ["localhost"], [LOOPBACK])
-        return pki
-
     def _tls_args(self, worker_id: str | None = None) -> list[str]:
-        """The TLS flags of the coordinator (``worker_id`` None) or of a worker,
-        issuing the worker's certificate on first use; none without ``tls``."""
+        """The TLS flags of the coordinator (``worker_id`` None) or of a worker
+        (``local_fleet_pki.py``); none without ``tls``."""
         if self.pki is None:
             return []
-        ca = str(ca_files(self.pki).cert)
         if worker_id is None:
-            server = server_files(self.pki)
-            return ["--tls-cert", str(server.cert), "--tls-key", str(server.key), "--client-ca", ca]
-        files = worker_files(self.pki, worker_id)
-        if not files.cert.exists():
-            issue_worker(self.pki, worker_id)
-        return ["--ca", ca, "--cert", str(files.cert), "--key", str(files.key)]
+            return coordinator_tls_args(self.pki)
+        return worker_tls_args(self.pki, worker_id)
 
     def _admin_client(self) -> FleetClient:
         """The client that makes workers' tokens, once the coordinator answers."""

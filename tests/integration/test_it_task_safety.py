@@ -100,7 +100,7 @@ def test_a_command_task_waits_for_a_worker_that_takes_commands_and_shows_nothing
 
     # To a viewer, the listing and the detail keep env's names, never its values.
     viewer = client.create_token("safety-viewer", "viewer")["secret"]
-    with FleetClient(fleet.url, token=viewer) as as_viewer:
+    with FleetClient(fleet.url, token=viewer, ca=fleet.env().get("TESTFLEET_CA")) as as_viewer:
         listed = as_viewer.list_tasks()["tasks"]
     shown = next(t for t in listed if t["task_id"] == "nasty-cmd")
     assert shown["config"]["env"] == {"TASK_VALUE": "***"}

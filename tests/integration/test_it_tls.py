@@ -173,15 +173,30 @@ def test_a_tls_1_1_client_is_refused(tls: TlsFleet) -> None:
         warnings.simplefilter("ignore", DeprecationWarning)
         context.minimum_version = ssl.TLSVersion.TLSv1
         context.maximum_version = ssl.TLSVersion.TLSv1_1
-        # Where the local OpenSSL cannot offer TLS 1.1 at all (its security
-        # level), the handshake fails on this side before the coordinator
-        # answers; either way no TLS 1.1 session is ever made.
+        # Security level 0 lets this side's OpenSSL offer TLS 1.1 at all (its
+        # default level refuses to, and the test would then prove nothing about
+        # the coordinator): the refusal below is the coordinator's own alert.
+        context.set_ciphers("DEFAULT:@SECLEVEL=0")
         with (
             socket.create_connection(("127.0.0.1", tls.fleet.port), timeout=10) as raw,
-            pytest.raises(ssl.SSLError),
+            pytest.raises(ssl.SSLError) as refused,
             context.wrap_socket(raw, server_hostname="127.0.0.1"),
         ):
             pass
+    # The ClientHello went out and the coordinator refused it: with an alert,
+    # or (asyncio's TLS layer) by closing. This side refusing to offer TLS 1.1
+    # would be NO_PROTOCOLS_AVAILABLE / UNSUPPORTED_PROTOCOL instead.
+    assert refused.value.reason in (
+        "TLSV1_ALERT_PROTOCOL_VERSION",
+        "UNEXPECTED_EOF_WHILE_READING",
+    ), refused.value
+    # Control: the same client allowed TLS 1.2 completes its handshake.
+    context.maximum_version = ssl.TLSVersion.TLSv1_2
+    with (
+        socket.create_connection(("127.0.0.1", tls.fleet.port), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname="127.0.0.1") as secured,
+    ):
+        assert secured.version() == "TLSv1.2"
 
 
 def test_a_worker_without_a_certificate_is_refused(tls: TlsFleet) -> None:

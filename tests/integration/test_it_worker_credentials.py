@@ -3,7 +3,8 @@ plain HTTP, worker tokens; refusals are audited while real workers carry on, and
 ``testfleet workers revoke`` cuts a running worker off at once.
 
 One coordinator and one real worker (token-based, as ``LocalFleet`` starts
-them without TLS) serve the whole module.
+them without TLS) serve the whole module; one last test revokes a worker that
+holds a certificate, on a fleet of its own over TLS.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ REAL_WORKER = "cred-real"
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
-    fleet = Fleet(Path(tmp_path_factory.mktemp("credentials")))
+    # Plain HTTP: worker tokens are what this module is about (the integration
+    # fleets run over TLS with certificates by default).
+    fleet = Fleet(Path(tmp_path_factory.mktemp("credentials")), tls=False)
     try:
         fleet.start_coordinator(heartbeat_timeout=RELAXED_HEARTBEAT_TIMEOUT)
         fleet.start_worker(REAL_WORKER, slots=2)
@@ -195,3 +198,27 @@ def test_workers_revoke_closes_a_running_worker_and_refuses_it_afterwards(fleet:
     assert out.startswith("rc=2"), out
     assert "revoked" in out
     assert_real_worker_runs(fleet, "after-revoke")
+
+
+def test_a_revoked_certificate_is_refused(tmp_path: Path) -> None:
+    """Revoking an id cuts off a worker that joined with a certificate too: its
+    socket closes at once, and the same certificate is refused from then on."""
+    with Fleet(tmp_path / "tls-revoke") as tls_fleet:
+        tls_fleet.start_coordinator(heartbeat_timeout=RELAXED_HEARTBEAT_TIMEOUT)
+        victim = tls_fleet.start_worker("cert-victim")  # waits until it is connected
+        revoked = tls_fleet.client.revoke_worker("cert-victim", reason="laptop stolen")
+        assert revoked["worker_id"] == "cert-victim", revoked
+        assert victim.wait(30) == 2
+        assert "revoked" in tls_fleet.tail("cert-victim")
+
+        restarted = tls_fleet.start_worker("cert-victim", wait=False)  # the same certificate
+        assert restarted.wait(60) == 2
+        assert "revoked by an admin" in tls_fleet.tail("cert-victim")
+        refused = [
+            e
+            for e in tls_fleet.client.audit(limit=1000)
+            if e["kind"] == "worker_refused" and e["detail"].get("claimed_id") == "cert-victim"
+        ]
+        assert refused, "the refused certificate is audited"
+        assert refused[-1]["detail"]["reason"] == "revoked"
+        assert refused[-1]["detail"]["certified_id"] == "cert-victim"
