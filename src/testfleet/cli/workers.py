@@ -57,8 +57,8 @@ def revoke(
 ) -> None:
     """Revoke a worker: close its connection now (its tasks are requeued) and refuse
     its token and any certificate issued before now. A certificate issued 5 minutes
-    or more later (`testfleet certs worker` backdates by 5) or a new worker token
-    lets it back."""
+    or more later (`testfleet certs worker` backdates by 5), a certificate from
+    enrolment with a new enrol token, or a new worker token lets it back."""
     with fleet_client(coordinator) as client:
         answer = client.revoke_worker(worker_id, reason)
     if as_json:

@@ -77,7 +77,8 @@ def build_revocation_router(loop: CoordinatorLoop, view: StateView, auth: Auth) 
         description="Its open attempts are requeued, every worker and enrol token named by "
         "the id is revoked, and a certificate for the id issued before now is refused. A "
         "certificate issued 5 minutes or more after this (`testfleet certs worker` backdates "
-        "notBefore by 5 minutes) or a new worker token lets it back.",
+        "notBefore by 5 minutes), one from enrolment with a new enrol token (its validity "
+        "starts after the revocation), or a new worker token lets it back.",
     )
     async def revoke_worker(
         worker_id: Annotated[str, Path(max_length=MAX_NAME_LENGTH, pattern=NAME_PATTERN)],
