@@ -78,7 +78,7 @@ class TestCounts:
 def upsert_alerts(cursor: duckdb.DuckDBPyConnection, alerts: Sequence[AlertRecord]) -> None:
     for alert in alerts:
         cursor.execute(
-            "INSERT INTO alerts VALUES (?, ?, ?, ?, ?, ?, ?, make_timestamp(?), "
+            "INSERT INTO alerts VALUES (?, ?, ?, ?, ?, ?, ?, ?, make_timestamp(?), "
             "make_timestamp(?), make_timestamp(?), make_timestamp(?), ?) "
             "ON CONFLICT (alert_id) DO UPDATE SET state = excluded.state, "
             "summary = excluded.summary, value = excluded.value, fired_at = excluded.fired_at, "
