@@ -359,6 +359,16 @@ class FleetClient:
         )
         return result
 
+    def alerts(self, *, state: str | None = None, limit: int = 100) -> dict[str, Any]:
+        """Alerts firing, pending and resolved, and the latest notification results."""
+        params: dict[str, Any] = {"limit": limit}
+        if state is not None:
+            params["state"] = state
+        result: dict[str, Any] = self._call(
+            "GET", "/alerts", expect=("alerts", "notifications"), params=params
+        )
+        return result
+
     def test_run(self, run_id: str, *, after_seq: int = 0) -> dict[str, Any]:
         """A pytest run's chunk tasks and the tests recorded after ``after_seq``."""
         result: dict[str, Any] = self._call(

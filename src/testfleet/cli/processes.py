@@ -117,8 +117,17 @@ def coordinator(
             "HTTP from any address (warned at every start).",
         ),
     ] = False,
+    alerts: Annotated[
+        Path | None,
+        typer.Option(
+            help='Alert rules and webhook receivers (TOML; README "Alerts"). '
+            "Default: every rule with its default thresholds, no webhooks.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run a coordinator: REST API, worker channel and the DuckDB file it alone owns."""
+    from testfleet.coordinator.alerts.config import AlertsConfigError, load_alerts_config
     from testfleet.coordinator.app import run_coordinator
     from testfleet.coordinator.exposure import NoticeLevel, decide_exposure
     from testfleet.coordinator.settings import CoordinatorSettings
@@ -129,6 +138,10 @@ def coordinator(
 
     if heartbeat_timeout <= heartbeat_interval:
         fail("--heartbeat-timeout must be longer than --heartbeat-interval")
+    try:
+        alerts_config = load_alerts_config(alerts) if alerts is not None else None
+    except AlertsConfigError as exc:
+        fail(str(exc))
     enrolment_ca = None
     if enrol_ca_dir is not None:
         enrolment_ca, client_ca = _enrolment_ca(enrol_ca_dir, tls_cert, client_ca)
@@ -191,6 +204,7 @@ def coordinator(
             tls=tls,
             db_key=db_key,
             enrolment_ca=enrolment_ca,
+            alerts=alerts_config,
         )
     except (StartupError, StoreError) as exc:
         fail(str(exc))

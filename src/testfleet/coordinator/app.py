@@ -27,6 +27,11 @@ from fastapi.responses import JSONResponse
 import testfleet
 from testfleet.clock import Clock, SystemClock
 from testfleet.coordinator.admin_api import build_admin_router
+from testfleet.coordinator.alerts.api import build_alerts_router
+from testfleet.coordinator.alerts.config import AlertsConfig
+from testfleet.coordinator.alerts.engine import AlertEngine
+from testfleet.coordinator.alerts.notify import Notifier
+from testfleet.coordinator.alerts.rules import RegressionFinder, no_regressions
 from testfleet.coordinator.api import build_router
 from testfleet.coordinator.api_errors import BODY_TOO_LARGE, add_error_handlers
 from testfleet.coordinator.auth import Auth, require
@@ -127,6 +132,8 @@ def create_app(
     require_client_certificate: bool = False,
     db_key: DatabaseKey | None = None,
     enrolment_ca: CertificateAuthority | None = None,
+    alerts: AlertsConfig | None = None,
+    find_regressions: RegressionFinder = no_regressions,
 ) -> FastAPI:
     """Build a coordinator app over the DuckDB file at ``db_path`` (encrypted
     with ``db_key`` when one is given).
@@ -134,7 +141,10 @@ def create_app(
     ``require_client_certificate``: the worker channel refuses a worker without
     a TLS client certificate (``--client-ca``; see ``worker_channel.py``).
     ``enrolment_ca``: the CA that signs enrolling workers' certificates
-    (``--enrol-ca-dir``; see ``enrolment_api.py``); None: enrolment is off."""
+    (``--enrol-ca-dir``; see ``enrolment_api.py``); None: enrolment is off.
+    ``alerts``: the alert rules and webhook receivers (``--alerts``; None: the
+    defaults, no receivers); ``find_regressions``: the benchmark regression
+    detector the ``benchmark_regression`` rule asks (the default finds none)."""
     settings = settings or CoordinatorSettings()
     clock = clock or SystemClock()
     # The one place that names DuckDB: the rest of the coordinator knows the
@@ -148,14 +158,30 @@ def create_app(
     )
     loop = CoordinatorLoop(state, store, clock, ConnectionRegistry())
     started = time.monotonic()
+    alerts = alerts or AlertsConfig()
+    view = StateView(state)
+    notifier = Notifier(alerts.receivers, store, clock) if alerts.receivers else None
+    engine = AlertEngine(
+        alerts, view, store, clock, notifier=notifier, find_regressions=find_regressions
+    )
+    engine.restore()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         runner = asyncio.create_task(loop.run(), name="coordinator-loop")
         ticker = asyncio.create_task(loop.tick_forever(settings.tick_seconds), name="ticker")
+        # Alerts run beside the loop, never in it (coordinator/alerts/engine.py).
+        watchers = [asyncio.create_task(engine.run(), name="alerts")]
+        if notifier is not None:
+            watchers.append(asyncio.create_task(notifier.run(), name="notifications"))
         try:
             yield
         finally:
+            for watcher in watchers:
+                watcher.cancel()
+            for watcher in watchers:
+                with contextlib.suppress(BaseException):
+                    await watcher
             ticker.cancel()
             loop.stop()
             try:
@@ -187,6 +213,8 @@ def create_app(
     app.state.store = store
     auth = Auth(store, clock)
     app.state.auth = auth
+    #: Read by /metrics: ``engine.firing_count()``, ``engine.notifier.results``.
+    app.state.alerts = engine
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_request_bytes)
     if settings.rate_limit_per_second > 0:
         # Added last, so outermost: a refused request costs no body reading.
@@ -194,7 +222,6 @@ def create_app(
         app.add_middleware(
             RateLimitMiddleware, limiter=limiter, audit=auth.record_events, known=auth.knows
         )
-    view = StateView(state)
     app.include_router(
         build_router(loop, view, store, settings.max_tasks_per_submit, started, auth)
     )
@@ -203,6 +230,7 @@ def create_app(
     app.include_router(build_admin_router(auth))
     app.include_router(build_revocation_router(loop, view, auth))
     app.include_router(build_enrolment_router(auth, enrolment_ca))
+    app.include_router(build_alerts_router(engine, store))
     viewer = [Depends(require(Role.VIEWER))]
 
     @app.get(OPENAPI_PATH, include_in_schema=False, dependencies=viewer)
@@ -237,6 +265,7 @@ def run_coordinator(
     tls: ServerTlsFiles | None = None,
     db_key: DatabaseKey | None = None,
     enrolment_ca: CertificateAuthority | None = None,
+    alerts: AlertsConfig | None = None,
 ) -> None:
     """Serve a coordinator until SIGINT/SIGTERM (uvicorn handles both gracefully).
 
@@ -267,6 +296,7 @@ def run_coordinator(
                 require_client_certificate=tls is not None and tls.client_ca is not None,
                 db_key=db_key,
                 enrolment_ca=enrolment_ca,
+                alerts=alerts,
             )
         except StoreError as exc:
             raise StartupError(database_failure(db_path, exc)) from None

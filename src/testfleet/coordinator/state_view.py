@@ -58,6 +58,17 @@ class QueueDepth:
     delayed: int
 
 
+@dataclass(frozen=True, slots=True)
+class OpenAttemptSnapshot:
+    """An attempt assigned or running now, with its task's timeout (the alert rules)."""
+
+    attempt_id: int
+    task_id: str
+    worker_id: str
+    start_time: float
+    timeout_seconds: float
+
+
 class StateView:
     """Read-only answers about one :class:`CoordinatorState` (see the module docstring)."""
 
@@ -114,3 +125,32 @@ class StateView:
     def unreadable_rows(self, limit: int) -> list[str]:
         """The first ``limit`` rows start-up could not read back and left out."""
         return self._state.unreadable_rows[:limit]
+
+    def oldest_ready_queued_at(self, now: float) -> float | None:
+        """When the oldest queued task that could be placed now was queued: not
+        unschedulable, not waiting out a retry delay (the queue-stuck alert)."""
+        times = [
+            task.queued_at
+            for task in self._state.tasks.values()
+            if task.status is TaskStatus.QUEUED
+            and task.unschedulable_reason is None
+            and (task.not_before is None or task.not_before <= now)
+        ]
+        return min(times, default=None)
+
+    def open_attempts(self) -> list[OpenAttemptSnapshot]:
+        """Every attempt assigned or running now (the attempt-overdue alert)."""
+        found = []
+        for attempt in self._state.open_attempts.values():
+            task = self._state.tasks.get(attempt.task_id)
+            if task is not None:
+                found.append(
+                    OpenAttemptSnapshot(
+                        attempt.attempt_id,
+                        attempt.task_id,
+                        attempt.worker_id,
+                        attempt.start_time,
+                        task.spec.timeout_seconds,
+                    )
+                )
+        return found

@@ -30,6 +30,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import Any, BinaryIO, Protocol
 
+from testfleet.domain.alerts import AlertRecord, AlertState, NotificationRecord
 from testfleet.domain.enums import ShownStatus, TaskStatus, TaskType
 from testfleet.domain.pytest_tasks import TestResultRow
 from testfleet.domain.records import (
@@ -43,6 +44,7 @@ from testfleet.security.audit import AuditEvent
 from testfleet.security.enrolment import TokenConsumption
 from testfleet.security.tokens import Role, TokenRecord
 from testfleet.security.worker_revocation import WorkerRevocation
+from testfleet.store.alert_queries import AttemptCounts, TestCounts
 from testfleet.store.live_query import (
     DEFAULT_MAX_ROWS,
     DEFAULT_TIMEOUT_SECONDS,
@@ -184,7 +186,44 @@ class SecurityStore(Protocol):
     ) -> list[AuditEvent]: ...
 
 
-class CoordinatorStore(StoreWriter, StoreReader, SecurityStore, Protocol):
+class AlertStore(Protocol):
+    """Alert instances, their notifications, and the history the alert rules read
+    (``coordinator/alerts/``, the alerts route). Writes are small transactions of
+    their own, as :class:`SecurityStore`'s are: alerts are not coordinator state
+    the loop owns, and the engine writes them off the loop's hot path."""
+
+    def save_alerts(self, alerts: Sequence[AlertRecord]) -> None:
+        """Insert or update these instances in one transaction."""
+        ...
+
+    def record_notifications(self, notifications: Sequence[NotificationRecord]) -> None: ...
+
+    def list_alerts(
+        self, *, state: AlertState | None = None, limit: int = 100
+    ) -> list[AlertRecord]:
+        """Stored (fired) alerts, newest first."""
+        ...
+
+    def alert_notifications(
+        self, *, alert_id: str | None = None, limit: int = 100
+    ) -> list[NotificationRecord]:
+        """Notification results, newest first."""
+        ...
+
+    def count_attempts(self, since: float) -> AttemptCounts:
+        """Attempts that ended at or after ``since``, by how."""
+        ...
+
+    def count_tests(self, since: float) -> TestCounts:
+        """Test verdicts recorded at or after ``since``: decided, and flaky."""
+        ...
+
+    def last_assignment(self) -> float | None:
+        """When the latest attempt started; None before the first."""
+        ...
+
+
+class CoordinatorStore(StoreWriter, StoreReader, SecurityStore, AlertStore, Protocol):
     """Everything a coordinator process uses: the loop's writes, the API's reads,
     and what start-up reloads and shutdown closes."""
 

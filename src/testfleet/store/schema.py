@@ -295,6 +295,49 @@ _V6_STATEMENTS = (
     """,
 )
 
+_V7_STATEMENTS = (
+    # Alert instances that fired (testfleet.domain.alerts; pending ones live in
+    # the coordinator's memory only). One row per instance, upserted as it
+    # moves from firing to resolved; never deleted: the alerts page shows the
+    # history. Only the primary key is indexed, and only non-key columns are
+    # updated, so DuckDB updates the row in place.
+    """
+    CREATE TABLE alerts (
+        alert_id VARCHAR PRIMARY KEY,
+        rule VARCHAR NOT NULL,
+        fingerprint VARCHAR NOT NULL,
+        labels JSON NOT NULL,
+        severity VARCHAR NOT NULL,
+        state VARCHAR NOT NULL,
+        summary VARCHAR NOT NULL,
+        value DOUBLE NOT NULL,
+        pending_since TIMESTAMP NOT NULL,
+        fired_at TIMESTAMP,
+        resolved_at TIMESTAMP,
+        last_seen TIMESTAMP NOT NULL,
+        annotations JSON NOT NULL
+    )
+    """,
+    # Append only: one row per notification of a state (or a repeat) to one
+    # webhook receiver, with what became of it. No foreign key to alerts:
+    # alerts rows are updated, and DuckDB refuses updates of referenced rows
+    # (see the module docstring).
+    "CREATE SEQUENCE alert_notifications_seq START 1",
+    """
+    CREATE TABLE alert_notifications (
+        seq BIGINT PRIMARY KEY DEFAULT nextval('alert_notifications_seq'),
+        alert_id VARCHAR NOT NULL,
+        receiver VARCHAR NOT NULL,
+        alert_state VARCHAR NOT NULL,
+        status VARCHAR NOT NULL,
+        attempts INTEGER NOT NULL,
+        time TIMESTAMP NOT NULL,
+        error VARCHAR,
+        repeat BOOLEAN NOT NULL
+    )
+    """,
+)
+
 #: Every migration, in version order starting at 1. Append only.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "design document tables, task_results", _V1_STATEMENTS),
@@ -311,6 +354,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         _V5_STATEMENTS,
     ),
     Migration(6, "worker_revocations", _V6_STATEMENTS),
+    Migration(7, "alerts, alert_notifications", _V7_STATEMENTS),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -50,6 +50,7 @@ from testfleet.security.enrolment import TokenConsumption
 from testfleet.security.tokens import Role, TokenRecord
 from testfleet.security.worker_revocation import WorkerRevocation
 from testfleet.store import analysis, live_query, pytest_queries, queries, security_queries
+from testfleet.store.alert_queries import AlertTables
 from testfleet.store.encryption import (
     DatabaseKey,
     attach_encrypted,
@@ -88,7 +89,7 @@ class PreparedBatch:
         self.store.commit(self)
 
 
-class Store:
+class Store(AlertTables):
     """One DuckDB database holding tasks, attempts, results, workers and benchmark rows.
 
     ``path`` is a file (created if missing; its directory must exist) or

@@ -18,6 +18,7 @@ from store_builders import task
 from testfleet.domain.records import NewRows, WriteBatch
 from testfleet.store import Store
 from testfleet.store.contract import (
+    AlertStore,
     CoordinatorStore,
     PreparedWrite,
     SecurityStore,
@@ -26,7 +27,7 @@ from testfleet.store.contract import (
 )
 from testfleet.store.store import PreparedBatch
 
-CONTRACTS: list[type] = [CoordinatorStore, StoreReader, StoreWriter, SecurityStore]
+CONTRACTS: list[type] = [CoordinatorStore, StoreReader, StoreWriter, SecurityStore, AlertStore]
 
 
 def contract_members(contract: type) -> dict[str, object]:
