@@ -175,7 +175,8 @@ def test_every_page_renders_the_seeded_facts(site: Site) -> None:
     assert seeded.failed_task in failed_only.text
     assert seeded.completed_task not in failed_only.text
     rows = site.client.get("/dashboard/tasks/rows?status=failed")
-    assert seeded.failed_task in rows.text and "<html" not in rows.text
+    assert seeded.failed_task in rows.text
+    assert "<html" not in rows.text
     task = site.client.get(f"/dashboard/tasks/{seeded.failed_task}")
     assert task.status_code == 200
     assert "Attempts" in task.text

@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -139,7 +139,7 @@ class DashboardFeed:
         if not self.sampling and not self._closed:
             self._sampler = asyncio.create_task(self._run(), name="dashboard-sampler")
 
-    async def stream(self, last_event_id: str | None, lifetime: float) -> AsyncIterator[str]:
+    async def stream(self, last_event_id: str | None, lifetime: float) -> AsyncGenerator[str]:
         """Encoded events for one client: what it missed, then each new one, for
         ``lifetime`` seconds of the clock; then it ends and the browser reconnects
         (with its ``Last-Event-ID``), so no stream lives forever."""
