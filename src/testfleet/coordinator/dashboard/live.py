@@ -58,7 +58,7 @@ class LiveSampler:
         shown = overview(
             workers, view.queue_levels(), queue.delayed, view.unschedulable_counts(), self._started
         )
-        fragment = self._templates.render("_overview.html", o=shown)
+        fragment = self._templates.render("_overview.html", o=shown, now=self._clock.now())
         # Heartbeat times are left out: the pages count ages up themselves.
         fingerprint = "|".join(
             f"{w.record.worker_id}:{fleet_state(w).value}:{w.running}:{w.record.slots}"

@@ -27,7 +27,7 @@ from fastapi.security import HTTPAuthorizationCredentials
 
 from testfleet.clock import Clock
 from testfleet.coordinator.api_errors import AuthRefusedError
-from testfleet.coordinator.auth import BEARER, Principal, require_session
+from testfleet.coordinator.auth import BEARER, SESSION_COOKIE, Principal, require_session
 from testfleet.coordinator.dashboard.feed import DashboardFeed
 from testfleet.coordinator.dashboard.history import chart_history
 from testfleet.coordinator.dashboard.login import DASHBOARD_PATH, base_path
@@ -90,7 +90,9 @@ async def viewer_page(
     except AuthRefusedError as refused:
         navigating = "text/html" in request.headers.get("accept", "")
         if request.method == "GET" and navigating and "hx-request" not in request.headers:
-            raise LoginRequired(refused.message) from None
+            # No credential at all is the usual first visit: the form says enough.
+            offered = credentials is not None or SESSION_COOKIE in request.cookies
+            raise LoginRequired(refused.message if offered else "") from None
         raise
 
 

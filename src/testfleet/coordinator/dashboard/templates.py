@@ -23,6 +23,7 @@ def _seconds(value: float | None) -> str:
     """A duration for people: ``850 ms``, ``12.3 s``, ``4 min 5 s``, ``2 h 3 min``."""
     if value is None:
         return "-"
+    value = max(0.0, value)  # a heartbeat stamped a moment after the page's "now"
     if value < 1:
         return f"{value * 1000:.0f} ms"
     if value < 60:

@@ -28,6 +28,9 @@
   }
   tick();
   setInterval(tick, 1000);
+  // A fragment swapped in by the stream or a row refresh shows its ages at once.
+  body.addEventListener("htmx:afterSwap", tick);
+  body.addEventListener("htmx:sseMessage", tick);
 
   // Charts: history first (GET history), then each "point" event appended.
   var charts = [];
@@ -35,15 +38,18 @@
     var series = el.dataset.series;
     var data = [[], []];
     points.forEach(function (p) { data[0].push(p.t); data[1].push(p[series]); });
+    var percent = el.dataset.unit === "%";
     var plot = new uPlot({
       width: el.clientWidth || 480,
       height: 180,
+      scales: { y: percent ? { range: [0, 100] } : { range: function (u, min, max) { return [0, Math.max(1, max * 1.1)]; } } },
       series: [{}, { label: series.replace("_", " "), stroke: "#2a6fdb", width: 2,
-                     fill: "rgba(42,111,219,0.08)", spanGaps: true }],
-      axes: [{}, { values: function (u, vals) { return vals.map(function (v) { return v + el.dataset.unit; }); } }],
+                     fill: "rgba(42,111,219,0.08)", spanGaps: true, points: { size: 5 } }],
+      axes: [{}, { size: 64, values: function (u, vals) { return vals.map(function (v) { return v + " " + el.dataset.unit; }); } }],
       legend: { show: false },
     }, data, el);
     el.dataset.points = String(data[0].length);
+    el.classList.toggle("empty", data[0].length === 0);
     return { el: el, series: series, data: data, plot: plot };
   }
   function append(point) {
@@ -54,6 +60,7 @@
       while (c.data[0].length && c.data[0][0] < point.t - 3600) { c.data[0].shift(); c.data[1].shift(); }
       c.plot.setData(c.data);
       c.el.dataset.points = String(c.data[0].length);
+      c.el.classList.toggle("empty", c.data[0].length === 0);
     });
   }
   var chartEls = document.querySelectorAll(".chart[data-series]");
