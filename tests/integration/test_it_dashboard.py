@@ -20,10 +20,14 @@ import shutil
 import signal
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import pytest
 from it_fleet import Fleet
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -48,14 +52,14 @@ WAIT_MS = 30_000
 class Browser:
     """One chromium page that records every request and console error."""
 
-    def __init__(self, page: object, shots: Path) -> None:
+    def __init__(self, page: Page, shots: Path) -> None:
         self.page = page
         self.shots = shots
         self.requests: list[str] = []
         self.console_errors: list[str] = []
 
     def shoot(self, name: str) -> None:
-        self.page.screenshot(path=str(self.shots / f"{name}.png"), full_page=True)  # type: ignore[attr-defined]
+        self.page.screenshot(path=str(self.shots / f"{name}.png"), full_page=True)
 
 
 @pytest.fixture
@@ -76,9 +80,11 @@ def browser(tmp_path: Path) -> Iterator[Browser]:
             page.on("request", lambda request: recorder.requests.append(request.url))
             page.on(
                 "console",
-                lambda message: recorder.console_errors.append(message.text)
-                if message.type == "error"
-                else None,
+                lambda message: (
+                    recorder.console_errors.append(message.text)
+                    if message.type == "error"
+                    else None
+                ),
             )
             page.on("pageerror", lambda error: recorder.console_errors.append(str(error)))
             page.set_default_timeout(WAIT_MS)
@@ -97,9 +103,8 @@ def viewer_secret(fleet: Fleet) -> str:
         return str(answer.json()["secret"])
 
 
-def card(page: object, name: str) -> str:
-    text = page.locator(f"[data-count='{name}'] .value").inner_text()  # type: ignore[attr-defined]
-    return str(text).split()[0]
+def card(page: Page, name: str) -> str:
+    return page.locator(f"[data-count='{name}'] .value").inner_text().split()[0]
 
 
 @pytest.mark.timeout(240)
@@ -114,14 +119,14 @@ def test_the_dashboard_follows_the_fleet_live_in_a_browser(
     base = f"{fleet.url}/dashboard"
 
     # Not signed in: the sign-in form, which takes a viewer token.
-    page.goto(f"{base}/")  # type: ignore[attr-defined]
-    assert urlsplit(page.url).path == "/dashboard/login"  # type: ignore[attr-defined]
+    page.goto(f"{base}/")
+    assert urlsplit(page.url).path == "/dashboard/login"
     browser.shoot("01-login")
-    page.fill("#token", viewer_secret(fleet))  # type: ignore[attr-defined]
-    page.click("button[type=submit]")  # type: ignore[attr-defined]
-    page.wait_for_url(f"{base}/")  # type: ignore[attr-defined]
-    page.wait_for_function("document.querySelector('#chart-throughput .uplot') !== null")  # type: ignore[attr-defined]
-    page.evaluate("window.__notReloaded = true")  # type: ignore[attr-defined]
+    page.fill("#token", viewer_secret(fleet))
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{base}/")
+    page.wait_for_function("document.querySelector('#chart-throughput .uplot') !== null")
+    page.evaluate("window.__notReloaded = true")
     assert card(page, "workers-idle") == "2"
     browser.shoot("02-overview")
 
@@ -129,47 +134,47 @@ def test_the_dashboard_follows_the_fleet_live_in_a_browser(
     fleet.client.submit(
         {"task_id": "dash-task-1", "type": "simulated", "config": {"duration_seconds": 4}}
     )
-    page.wait_for_function(  # type: ignore[attr-defined]
+    page.wait_for_function(
         "document.querySelector(\"[data-count='running'] .value\").textContent.trim()"
         ".startsWith('1')"
     )
     assert card(page, "workers-busy") == "1"
     browser.shoot("03-overview-running")
     fleet.wait_terminal(["dash-task-1"], timeout=60)
-    page.wait_for_function(  # type: ignore[attr-defined]
+    page.wait_for_function(
         "document.querySelector(\"[data-count='running'] .value\").textContent.trim()"
         ".startsWith('0')"
     )
     # The charts load their history, then append the stream's points.
-    before = int(page.get_attribute("#chart-throughput", "data-points") or 0)  # type: ignore[attr-defined]
-    page.wait_for_function(  # type: ignore[attr-defined]
+    before = int(page.get_attribute("#chart-throughput", "data-points") or 0)
+    page.wait_for_function(
         f"Number(document.querySelector('#chart-throughput').dataset.points) > {before}"
     )
-    assert page.evaluate("window.__notReloaded === true")  # type: ignore[attr-defined]
+    assert page.evaluate("window.__notReloaded === true")
     browser.shoot("04-overview-after")
 
     # Workers: a killed worker shows as lost, without a reload.
-    page.goto(f"{base}/workers")  # type: ignore[attr-defined]
-    page.wait_for_selector("tr[data-worker='dash-b']")  # type: ignore[attr-defined]
-    page.evaluate("window.__notReloaded = true")  # type: ignore[attr-defined]
+    page.goto(f"{base}/workers")
+    page.wait_for_selector("tr[data-worker='dash-b']")
+    page.evaluate("window.__notReloaded = true")
     browser.shoot("05-workers")
     fleet.send_signal(victim, signal.SIGKILL)
-    page.wait_for_selector("tr[data-worker='dash-b'].state-lost")  # type: ignore[attr-defined]
-    assert page.evaluate("window.__notReloaded === true")  # type: ignore[attr-defined]
+    page.wait_for_selector("tr[data-worker='dash-b'].state-lost")
+    assert page.evaluate("window.__notReloaded === true")
     browser.shoot("06-workers-lost")
 
     # The other pages render.
-    page.goto(f"{base}/workers/dash-a")  # type: ignore[attr-defined]
-    page.wait_for_selector("text=Recent tasks on this worker")  # type: ignore[attr-defined]
+    page.goto(f"{base}/workers/dash-a")
+    page.wait_for_selector("text=Recent tasks on this worker")
     browser.shoot("07-worker")
-    page.goto(f"{base}/tasks")  # type: ignore[attr-defined]
-    page.wait_for_selector("tr[data-task='dash-task-1']")  # type: ignore[attr-defined]
+    page.goto(f"{base}/tasks")
+    page.wait_for_selector("tr[data-task='dash-task-1']")
     browser.shoot("08-tasks")
-    page.goto(f"{base}/tasks/dash-task-1")  # type: ignore[attr-defined]
-    page.wait_for_selector("text=Attempts")  # type: ignore[attr-defined]
+    page.goto(f"{base}/tasks/dash-task-1")
+    page.wait_for_selector("text=Attempts")
     browser.shoot("09-task")
-    page.goto(f"{base}/tasks?status=bogus")  # type: ignore[attr-defined]
-    assert "status: 'bogus' is not one of" in page.inner_text("main")  # type: ignore[attr-defined]
+    page.goto(f"{base}/tasks?status=bogus")
+    assert "status: 'bogus' is not one of" in page.inner_text("main")
 
     hosts = {urlsplit(url).hostname for url in browser.requests if not url.startswith("data:")}
     assert hosts == {"127.0.0.1"}, browser.requests

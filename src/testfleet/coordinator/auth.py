@@ -30,8 +30,9 @@ dashboard's routes declare it, so a cookie never authenticates the REST API
 (which is what keeps a cross-site form from using it there).
 
 Where ``/docs`` and ``/openapi.json`` fall: viewer, like every other read. The
-Swagger UI files under ``/docs/assets`` stay public: they are the same
-JavaScript and CSS in every install and carry no data of this coordinator.
+Swagger UI files under ``/docs/assets`` stay public, and so do the
+dashboard's under ``/dashboard/static`` and its sign-in form: they are the
+same JavaScript and CSS in every install and carry no data of this coordinator.
 """
 
 from __future__ import annotations
