@@ -4,7 +4,8 @@ a real fleet on loopback (TLS, tokens), as a person would use it.
 Signs in with a viewer token; the overview's counters follow a task from
 submitted to done and a chart's data grows, with no reload; a killed worker
 shows as lost on the workers page, with no reload; every page renders
-(screenshots under the test's tmp dir, ``screenshots/``). Throughout, every
+(screenshots under the test's tmp dir, ``screenshots/``); an admin drains a
+worker from its page (a viewer sees no button). Throughout, every
 request the browser makes is recorded: none leaves 127.0.0.1, and no page logs
 a console error.
 
@@ -175,6 +176,19 @@ def test_the_dashboard_follows_the_fleet_live_in_a_browser(
     browser.shoot("09-task")
     page.goto(f"{base}/tasks?status=bogus")
     assert "status: 'bogus' is not one of" in page.inner_text("main")
+
+    # Acting needs the role: a viewer sees no drain button; an admin drains.
+    page.goto(f"{base}/workers/dash-a")
+    assert page.locator("form.action").count() == 0
+    page.click("form.logout button")
+    page.wait_for_url(f"{base}/login")
+    page.goto(f"{base}/workers/dash-a")
+    page.fill("#token", fleet.token)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{base}/workers/dash-a")
+    page.click("form.action button")
+    page.wait_for_selector("h1 .badge.state-draining")
+    browser.shoot("10-worker-drained")
 
     hosts = {urlsplit(url).hostname for url in browser.requests if not url.startswith("data:")}
     assert hosts == {"127.0.0.1"}, browser.requests

@@ -213,6 +213,7 @@ def create_app(
     add_docs_page(app, dependencies=viewer)
     add_dashboard(
         app,
+        loop=loop,
         view=view,
         store=store,
         clock=clock,

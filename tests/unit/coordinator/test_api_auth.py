@@ -82,6 +82,12 @@ NEEDS: dict[str, Role | None] = {
     # requests), so it does not stream forever here; streaming is tested in
     # test_dashboard_feed.py.
     "GET /dashboard/events": Role.VIEWER,
+    # Acting from the dashboard: the role first, then the form's CSRF token
+    # (these requests carry none, so an allowed role gets 400; see
+    # test_dashboard_actions.py).
+    "POST /dashboard/tasks/{task_id}/cancel": Role.SUBMITTER,
+    "POST /dashboard/workers/{worker_id}/drain": Role.ADMIN,
+    "POST /dashboard/workers/{worker_id}/undrain": Role.ADMIN,
     # Last: it revokes the seeded worker, which drain and undrain above still need.
     "POST /api/v1/workers/{worker_id}/revoke": Role.ADMIN,
 }

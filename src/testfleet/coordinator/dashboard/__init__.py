@@ -5,8 +5,8 @@ Callers: :func:`testfleet.coordinator.app.create_app` calls
 kept current by one event stream (:mod:`.feed`, sampled by :mod:`.live`),
 with htmx, its SSE extension and uPlot vendored under ``static/`` (see
 ``static/README.md``): nothing loads from another host. A person signs in by
-pasting a token (:mod:`.login`). Read only: acting from the dashboard
-(cancel, drain) is left to the CLI and the API for now.
+pasting a token (:mod:`.login`); cancelling a task and draining a worker
+need the matching role and a form token (:mod:`.actions`).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from starlette.staticfiles import StaticFiles
 
 from testfleet.clock import Clock
+from testfleet.coordinator.dashboard.actions import CsrfKey, build_actions_router
 from testfleet.coordinator.dashboard.feed import DashboardFeed
 from testfleet.coordinator.dashboard.live import LiveSampler
 from testfleet.coordinator.dashboard.login import (
@@ -34,6 +35,7 @@ from testfleet.coordinator.dashboard.routes import (
     build_dashboard_router,
 )
 from testfleet.coordinator.dashboard.templates import Templates
+from testfleet.coordinator.loop import CoordinatorLoop
 from testfleet.coordinator.state_view import StateView
 from testfleet.store.contract import StoreReader
 
@@ -45,6 +47,7 @@ STATIC_DIR = Path(__file__).with_name("static")
 def add_dashboard(
     app: FastAPI,
     *,
+    loop: CoordinatorLoop,
     view: StateView,
     store: StoreReader,
     clock: Clock,
@@ -61,6 +64,7 @@ def add_dashboard(
     started = clock.now()
     sampler = LiveSampler(view, store, clock, templates, started, loop_events)
     feed = DashboardFeed(sampler.sample, clock, interval=interval)
+    csrf = CsrfKey()
     ctx = DashboardContext(
         view=view,
         store=store,
@@ -70,10 +74,12 @@ def add_dashboard(
         started=started,
         heartbeat_timeout=heartbeat_timeout,
         loop_events=loop_events,
+        csrf=csrf,
     )
     app.mount(STATIC_PATH, StaticFiles(directory=STATIC_DIR), name="dashboard-static")
     app.include_router(build_login_router(templates))
     app.include_router(build_dashboard_router(ctx))
+    app.include_router(build_actions_router(loop, store, clock, templates, csrf))
 
     @app.exception_handler(LoginRequired)
     async def _login_required(request: Request, exc: LoginRequired) -> RedirectResponse:

@@ -28,6 +28,7 @@ from fastapi.security import HTTPAuthorizationCredentials
 from testfleet.clock import Clock
 from testfleet.coordinator.api_errors import AuthRefusedError
 from testfleet.coordinator.auth import BEARER, SESSION_COOKIE, Principal, require_session
+from testfleet.coordinator.dashboard.actions import CsrfKey, csrf_token
 from testfleet.coordinator.dashboard.feed import DashboardFeed
 from testfleet.coordinator.dashboard.history import chart_history
 from testfleet.coordinator.dashboard.login import DASHBOARD_PATH, base_path
@@ -192,6 +193,7 @@ class DashboardContext:
     started: float
     heartbeat_timeout: float
     loop_events: Callable[[], int]
+    csrf: CsrfKey
 
 
 def build_dashboard_router(ctx: DashboardContext) -> APIRouter:
@@ -239,7 +241,7 @@ def build_dashboard_router(ctx: DashboardContext) -> APIRouter:
         return page(request, "_worker_rows.html", rows=rows)
 
     @router.get("/workers/{worker_id}")
-    async def worker_page(request: Request, worker_id: str, _: Viewer) -> HTMLResponse:
+    async def worker_page(request: Request, worker_id: str, principal: Viewer) -> HTMLResponse:
         found = view.worker(worker_id)
         if found is None:
             return page(request, "missing.html", 404, what=f"worker {worker_id!r}")
@@ -250,6 +252,9 @@ def build_dashboard_router(ctx: DashboardContext) -> APIRouter:
             w=worker_row(found, ctx.heartbeat_timeout),
             tasks=[task_row(t) for t in tasks],
             failure_rate=failure_rate(tasks),
+            draining=found.draining,
+            can_drain=principal.role.includes(Role.ADMIN) and found.connected,
+            csrf=csrf_token(ctx.csrf, request),
         )
 
     @router.get("/tasks")
@@ -274,7 +279,7 @@ def build_dashboard_router(ctx: DashboardContext) -> APIRouter:
         return page(request, "_task_rows.html", rows=[task_row(t) for t in tasks])
 
     @router.get("/tasks/{task_id}")
-    async def task_page(request: Request, task_id: str, _: Viewer) -> HTMLResponse:
+    async def task_page(request: Request, task_id: str, principal: Viewer) -> HTMLResponse:
         def read() -> tuple[TaskRecord | None, list[object], list[object]]:
             task = store.get_task(task_id)
             if task is None:
@@ -296,6 +301,9 @@ def build_dashboard_router(ctx: DashboardContext) -> APIRouter:
             why=wait_reason(live, view.queued_place(task_id), now),
             attempts=attempts,
             results=results,
+            # Whether it is theirs to cancel is checked when they do.
+            can_cancel=principal.role.includes(Role.SUBMITTER) and not live.status.is_terminal,
+            csrf=csrf_token(ctx.csrf, request),
         )
 
     @router.get("/events")
