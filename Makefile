@@ -27,12 +27,23 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 	@echo "testfleet: $(VENV) is ready"
 
+# The dashboard's browser tests (tests/integration/test_it_dashboard.py) drive
+# the system's chromium through Playwright, never a browser Playwright
+# downloads. Installed once from the distribution (Debian's package, as root or
+# through sudo); a machine that has it skips this.
+CHROMIUM ?= /usr/bin/chromium
+$(CHROMIUM):
+	@echo "installing chromium for the dashboard's browser tests (apt-get)"
+	@if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null; then SUDO=sudo; \
+	else echo "chromium is missing: install Debian's chromium package as root" >&2; exit 1; fi; \
+	$$SUDO apt-get update && $$SUDO apt-get install -y --no-install-recommends chromium
+
 demo: $(STAMP)
 	$(BIN)/testfleet demo
 
 # TESTFLEET_REQUIRE_TOOLS=1: a test skipped for a missing tool (torch, xdist, git,
 # make) fails the run, so a lost install step cannot hide tests (tests/conftest.py).
-test: $(STAMP)
+test: $(STAMP) $(CHROMIUM)
 	HF_HUB_OFFLINE=1 TESTFLEET_REQUIRE_TOOLS=1 $(BIN)/pytest
 
 lint: $(STAMP)

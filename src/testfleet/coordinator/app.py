@@ -36,6 +36,7 @@ from testfleet.coordinator.api import build_router
 from testfleet.coordinator.api_errors import BODY_TOO_LARGE, add_error_handlers
 from testfleet.coordinator.auth import Auth, require
 from testfleet.coordinator.connections import ConnectionRegistry
+from testfleet.coordinator.dashboard import add_dashboard
 from testfleet.coordinator.docs_page import add_docs_page
 from testfleet.coordinator.enrolment_api import build_enrolment_router
 from testfleet.coordinator.http_protocol import limited_http_protocol
@@ -238,6 +239,15 @@ def create_app(
         return JSONResponse(app.openapi())
 
     add_docs_page(app, dependencies=viewer)
+    add_dashboard(
+        app,
+        loop=loop,
+        view=view,
+        store=store,
+        clock=clock,
+        heartbeat_timeout=settings.heartbeat_timeout_seconds,
+        loop_events=lambda: loop.stats.events,
+    )
     app.openapi = lambda: openapi_document(app)  # type: ignore[method-assign]
     add_error_handlers(app)
 

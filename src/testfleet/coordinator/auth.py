@@ -21,9 +21,18 @@ rather than fail on the token check. A refusal is recorded in the audit trail be
 answered (401 for no usable credential, 403 for the wrong role), with the
 reason and the client's address, never the secret.
 
+The dashboard (``coordinator/dashboard/``) is the one place that also takes
+the secret from a cookie (:data:`SESSION_COOKIE`, set by its login form): a
+browser cannot send a bearer header when it navigates. :func:`require_session`
+reads the header first and the cookie otherwise, and checks the secret exactly
+as a bearer token (hash, expiry, revocation, role, audit). Only the
+dashboard's routes declare it, so a cookie never authenticates the REST API
+(which is what keeps a cross-site form from using it there).
+
 Where ``/docs`` and ``/openapi.json`` fall: viewer, like every other read. The
-Swagger UI files under ``/docs/assets`` stay public: they are the same
-JavaScript and CSS in every install and carry no data of this coordinator.
+Swagger UI files under ``/docs/assets`` stay public, and so do the
+dashboard's under ``/dashboard/static`` and its sign-in form: they are the
+same JavaScript and CSS in every install and carry no data of this coordinator.
 """
 
 from __future__ import annotations
@@ -253,6 +262,29 @@ def require(role: Role) -> Callable[..., Awaitable[Principal]]:
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
     ) -> Principal:
         auth: Auth = request.app.state.auth
+        return await auth.check(request, credentials, role)
+
+    return dependency
+
+
+#: The cookie the dashboard's login form sets (HttpOnly, SameSite=Strict); it
+#: holds the token's secret, checked on every request like a bearer header.
+SESSION_COOKIE = "testfleet_session"
+
+
+def require_session(role: Role) -> Callable[..., Awaitable[Principal]]:
+    """Like :func:`require`, for the dashboard's routes only: the secret comes from
+    the ``Authorization`` header if there is one, else from :data:`SESSION_COOKIE`."""
+
+    async def dependency(
+        request: Request,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
+    ) -> Principal:
+        auth: Auth = request.app.state.auth
+        if credentials is None and "authorization" not in request.headers:
+            cookie = request.cookies.get(SESSION_COOKIE)
+            if cookie:
+                credentials = HTTPAuthorizationCredentials(scheme="Bearer", credentials=cookie)
         return await auth.check(request, credentials, role)
 
     return dependency

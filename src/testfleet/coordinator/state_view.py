@@ -1,10 +1,11 @@
 """What the REST API may read of the coordinator's live state, and nothing more.
 
 Callers: the routes of :mod:`testfleet.coordinator.api` (workers, drain,
-stats, health) and :mod:`testfleet.coordinator.pytest_runs_api` (a run's open
-chunks). They run on the same event loop as the coordinator's loop, so a read
-never sees a turn half applied; what they get back are copies, so nothing a
-route does can change the state machine, whose one writer is the loop.
+stats, health), :mod:`testfleet.coordinator.pytest_runs_api` (a run's open
+chunks) and the dashboard (:mod:`testfleet.coordinator.dashboard`). They run
+on the same event loop as the coordinator's loop, so a read never sees a
+turn half applied; what they get back are copies, so nothing a route does can
+change the state machine, whose one writer is the loop.
 
 Why a view: the routes used to reach into ``loop.state.workers``,
 ``.queue`` and ``.tasks``, which tied the API to how the state machine keeps
@@ -69,6 +70,25 @@ class OpenAttemptSnapshot:
     timeout_seconds: float
 
 
+@dataclass(frozen=True, slots=True)
+class PriorityLevel:
+    """Queued tasks ready to place at one priority: how many, and since when the oldest waits."""
+
+    priority: int
+    count: int
+    oldest_queued_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedPlace:
+    """Where a queued task stands: its priority level, and how many of that
+    level are ahead of it (oldest first; aging is not counted)."""
+
+    priority: int
+    ahead: int
+    level_size: int
+
+
 class StateView:
     """Read-only answers about one :class:`CoordinatorState` (see the module docstring)."""
 
@@ -121,6 +141,26 @@ class StateView:
             if reason is not None and task.status is TaskStatus.QUEUED:
                 counts[reason] = counts.get(reason, 0) + 1
         return dict(sorted(counts.items()))
+
+    def queue_levels(self) -> list[PriorityLevel]:
+        """The queue by priority (lower number first); the dashboard's overview
+        samples it about once a second. Costs one look per level, not per task."""
+        levels = []
+        for priority, pending in sorted(self._state.queue.pending_by_priority().items()):
+            if not pending:
+                continue
+            oldest = next(iter(pending)).queued_at
+            levels.append(PriorityLevel(priority, len(pending), oldest))
+        return levels
+
+    def queued_place(self, task_id: str) -> QueuedPlace | None:
+        """Where the queued task ``task_id`` waits (the dashboard's task page), or
+        None if it is not in the queue (running, finished, or waiting out a retry delay)."""
+        for priority, pending in self._state.queue.pending_by_priority().items():
+            for ahead, task in enumerate(pending):
+                if task.task_id == task_id:
+                    return QueuedPlace(priority, ahead, len(pending))
+        return None
 
     def unreadable_rows(self, limit: int) -> list[str]:
         """The first ``limit`` rows start-up could not read back and left out."""

@@ -70,12 +70,40 @@ NEEDS: dict[str, Role | None] = {
     "GET /api/v1/alerts": Role.VIEWER,
     "GET /openapi.json": Role.VIEWER,
     "GET /docs": Role.VIEWER,
+    # The dashboard (a viewer token in the header, or the sign-in cookie).
+    "GET /dashboard/": Role.VIEWER,
+    "GET /dashboard/history": Role.VIEWER,
+    "GET /dashboard/workers": Role.VIEWER,
+    "GET /dashboard/workers/rows": Role.VIEWER,
+    "GET /dashboard/workers/{worker_id}": Role.VIEWER,
+    "GET /dashboard/tasks": Role.VIEWER,
+    "GET /dashboard/tasks/rows": Role.VIEWER,
+    "GET /dashboard/tasks/{task_id}": Role.VIEWER,
+    # Answers 406 to a client that does not ask for text/event-stream (these
+    # requests), so it does not stream forever here; streaming is tested in
+    # test_dashboard_feed.py.
+    "GET /dashboard/events": Role.VIEWER,
+    # Acting from the dashboard: the role first, then the form's CSRF token
+    # (these requests carry none, so an allowed role gets 400; see
+    # test_dashboard_actions.py).
+    "POST /dashboard/tasks/{task_id}/cancel": Role.SUBMITTER,
+    "POST /dashboard/workers/{worker_id}/drain": Role.ADMIN,
+    "POST /dashboard/workers/{worker_id}/undrain": Role.ADMIN,
     # Last: it revokes the seeded worker, which drain and undrain above still need.
     "POST /api/v1/workers/{worker_id}/revoke": Role.ADMIN,
 }
-#: Not API routes: Swagger UI's own files (public, see coordinator/auth.py) and
-#: the worker channel (workers authenticate on it, not with API tokens).
-NOT_TOKEN_ROUTES = {"MOUNT /docs/assets", "WEBSOCKET /api/v1/workers/connect"}
+#: Not API routes: Swagger UI's own files and the dashboard's (public, see
+#: coordinator/auth.py), the dashboard's sign-in form (it takes the token;
+#: test_dashboard_pages.py) and the worker channel (workers authenticate on it,
+#: not with API tokens).
+NOT_TOKEN_ROUTES = {
+    "MOUNT /docs/assets",
+    "MOUNT /dashboard/static",
+    "GET /dashboard/login",
+    "POST /dashboard/login",
+    "POST /dashboard/logout",
+    "WEBSOCKET /api/v1/workers/connect",
+}
 
 
 def every_route(app: FastAPI) -> list[str]:

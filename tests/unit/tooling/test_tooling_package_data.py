@@ -1,4 +1,4 @@
-"""A wheel and an sdist of testfleet carry the files ``/docs`` serves.
+"""A wheel and an sdist of testfleet carry the files ``/docs`` and ``/dashboard`` serve.
 
 ``/docs`` loads Swagger UI from ``testfleet/coordinator/swagger_ui`` (so that
 it works offline); a build that left that folder out would start a
@@ -16,6 +16,8 @@ import tarfile
 import zipfile
 from pathlib import Path
 
+from testfleet.coordinator.dashboard import STATIC_DIR as DASHBOARD_STATIC
+from testfleet.coordinator.dashboard.templates import TEMPLATES_DIR as DASHBOARD_TEMPLATES
 from testfleet.coordinator.docs_page import ASSETS_DIR
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -60,3 +62,9 @@ def test_wheel_and_sdist_ship_the_docs_assets(tmp_path: Path) -> None:
     for name in needed:
         assert f"testfleet/coordinator/swagger_ui/{name}" in in_wheel, sorted(in_wheel)
         assert f"src/testfleet/coordinator/swagger_ui/{name}" in in_sdist, sorted(in_sdist)
+    # The dashboard's templates and vendored scripts (with their licences), likewise.
+    for folder in (DASHBOARD_STATIC, DASHBOARD_TEMPLATES):
+        relative = folder.relative_to(ROOT / "src")
+        for path in folder.iterdir():
+            assert f"{relative}/{path.name}" in in_wheel, sorted(in_wheel)
+            assert f"src/{relative}/{path.name}" in in_sdist, sorted(in_sdist)
