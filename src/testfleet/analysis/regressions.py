@@ -11,12 +11,12 @@ clock, so the same history always gives the same answer.
 The method, per series (one configuration measured again and again):
 
 * the *baseline* is the median of the last ``window`` runs judged normal, and
-  the *noise* the spread of those runs (1.4826 × their median absolute
+  the *noise* the spread of those runs (1.4826 x their median absolute
   deviation: the standard deviation's robust estimate, which one wild run
   does not move);
 * a run is *worse* when it is worse than the baseline by more than
   ``threshold`` (relative, 10 % by default) **and** by more than ``noise_k``
-  × the noise (and by at least ``min_delta``, for figures such as test
+  x the noise (and by at least ``min_delta``, for figures such as test
   durations where a few milliseconds are no news);
 * ``confirm`` worse runs in a row open a regression (one outlier never does;
   it stays in the baseline's pool, where the median ignores it); while one
@@ -177,7 +177,7 @@ class _Scan:
 
 
 def baseline_and_noise(values: list[float]) -> tuple[float, float]:
-    """The median of ``values`` and 1.4826 × their median absolute deviation."""
+    """The median of ``values`` and 1.4826 x their median absolute deviation."""
     median = statistics.median(values)
     mad = statistics.median(abs(value - median) for value in values)
     return median, MAD_TO_SIGMA * mad
@@ -300,7 +300,9 @@ def find_regressions(
     found: list[Regression] = []
     for key in sorted(by_series):
         series = sorted(by_series[key], key=lambda s: (s.time, s.order))
-        chosen = overrides.get(key.kind) or settings or _DEFAULTS.get(key.kind, RegressionSettings())
+        chosen = (
+            overrides.get(key.kind) or settings or _DEFAULTS.get(key.kind, RegressionSettings())
+        )
         found.extend(_scan_series(series, chosen, DIRECTIONS[key.figure]))
     if not include_resolved:
         found = [r for r in found if r.status is RegressionStatus.OPEN]

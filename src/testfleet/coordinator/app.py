@@ -36,10 +36,13 @@ from testfleet.coordinator.enrolment_api import build_enrolment_router
 from testfleet.coordinator.http_protocol import limited_http_protocol
 from testfleet.coordinator.limits import RateLimiter, RateLimitMiddleware
 from testfleet.coordinator.loop import CoordinatorLoop
+from testfleet.coordinator.metrics import InFlightMiddleware, Metrics
+from testfleet.coordinator.metrics_api import build_metrics_router
 from testfleet.coordinator.openapi import openapi_document
 from testfleet.coordinator.peer_certificate import with_peer_certificate
 from testfleet.coordinator.pytest_runs_api import build_test_run_router
 from testfleet.coordinator.query_api import build_query_router
+from testfleet.coordinator.regressions_api import RegressionWatch, build_regressions_router
 from testfleet.coordinator.revocation_api import build_revocation_router
 from testfleet.coordinator.settings import CoordinatorSettings
 from testfleet.coordinator.startup import StartupError, bind_listeners, database_failure
@@ -148,14 +151,19 @@ def create_app(
     )
     loop = CoordinatorLoop(state, store, clock, ConnectionRegistry())
     started = time.monotonic()
+    view = StateView(state)
+    metrics = Metrics(clock, view, lambda: len(loop.connections))
+    loop.observer = metrics
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         runner = asyncio.create_task(loop.run(), name="coordinator-loop")
         ticker = asyncio.create_task(loop.tick_forever(settings.tick_seconds), name="ticker")
+        lag_probe = asyncio.create_task(metrics.probe_lag(), name="lag-probe")
         try:
             yield
         finally:
+            lag_probe.cancel()
             ticker.cancel()
             loop.stop()
             try:
@@ -170,6 +178,8 @@ def create_app(
                 await loop.flush()
             with contextlib.suppress(asyncio.CancelledError):
                 await ticker
+            with contextlib.suppress(asyncio.CancelledError):
+                await lag_probe
             store.close()
 
     app = FastAPI(
@@ -184,9 +194,12 @@ def create_app(
         openapi_url=None,
     )
     app.state.loop = loop
+    app.state.metrics = metrics
     app.state.store = store
     auth = Auth(store, clock)
     app.state.auth = auth
+    # Added first, so innermost: counts the requests that got past the limits.
+    app.add_middleware(InFlightMiddleware, metrics=metrics)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_request_bytes)
     if settings.rate_limit_per_second > 0:
         # Added last, so outermost: a refused request costs no body reading.
@@ -194,7 +207,6 @@ def create_app(
         app.add_middleware(
             RateLimitMiddleware, limiter=limiter, audit=auth.record_events, known=auth.knows
         )
-    view = StateView(state)
     app.include_router(
         build_router(loop, view, store, settings.max_tasks_per_submit, started, auth)
     )
@@ -203,6 +215,9 @@ def create_app(
     app.include_router(build_admin_router(auth))
     app.include_router(build_revocation_router(loop, view, auth))
     app.include_router(build_enrolment_router(auth, enrolment_ca))
+    watch = RegressionWatch(store, metrics, clock)
+    app.include_router(build_metrics_router(metrics, watch))
+    app.include_router(build_regressions_router(watch))
     viewer = [Depends(require(Role.VIEWER))]
 
     @app.get(OPENAPI_PATH, include_in_schema=False, dependencies=viewer)

@@ -66,7 +66,7 @@ def benchmark_samples(
     return samples
 
 
-def test_duration_samples(
+def duration_samples(
     cursor: duckdb.DuckDBPyConnection, per_series: int = DEFAULT_PER_SERIES
 ) -> list[Sample]:
     """Duration samples of every test's passed runs (newest ``per_series`` per test)."""
@@ -98,4 +98,4 @@ def regression_samples(
     cursor: duckdb.DuckDBPyConnection, per_series: int = DEFAULT_PER_SERIES
 ) -> list[Sample]:
     """Every sample regression detection judges: benchmarks, then test durations."""
-    return benchmark_samples(cursor, per_series) + test_duration_samples(cursor, per_series)
+    return benchmark_samples(cursor, per_series) + duration_samples(cursor, per_series)

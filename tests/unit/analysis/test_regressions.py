@@ -92,7 +92,7 @@ def test_too_few_runs_judge_nothing() -> None:
 
 
 def test_samples_in_any_order_and_series_are_kept_apart() -> None:
-    drop = history(THROUGHPUT, noisy(10, 100.0) + [80.0, 80.0])
+    drop = history(THROUGHPUT, [*noisy(10, 100.0), 80.0, 80.0])
     steady = history(LATENCY, noisy(12, 10.0))
     mixed = list(reversed(drop + steady))
     (regression,) = find_regressions(mixed)
@@ -102,18 +102,18 @@ def test_samples_in_any_order_and_series_are_kept_apart() -> None:
 def test_test_durations_need_a_tenth_of_a_second_by_default() -> None:
     tiny = history(TEST, [0.010] * 10 + [0.020] * 3)  # +100 %, but 10 ms
     assert find_regressions(tiny) == []
-    slow = history(TEST, noisy(10, 2.0) + [2.5, 2.6])
+    slow = history(TEST, [*noisy(10, 2.0), 2.5, 2.6])
     (regression,) = find_regressions(slow)
     assert regression.series == TEST
 
 
 def test_confirm_one_flags_a_single_run() -> None:
-    values = noisy(10, 100.0) + [50.0]
+    values = [*noisy(10, 100.0), 50.0]
     assert len(find_regressions(history(THROUGHPUT, values), RegressionSettings(confirm=1))) == 1
 
 
 def test_non_finite_figures_are_skipped() -> None:
-    values = noisy(10, 100.0) + [float("nan"), 100.0]
+    values = [*noisy(10, 100.0), float("nan"), 100.0]
     assert find_regressions(history(THROUGHPUT, values)) == []
 
 
@@ -125,7 +125,13 @@ def test_baseline_and_noise_ignore_one_outlier() -> None:
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("window", 1), ("min_runs", 1), ("threshold", -0.1), ("noise_k", float("nan")), ("confirm", 0)],
+    [
+        ("window", 1),
+        ("min_runs", 1),
+        ("threshold", -0.1),
+        ("noise_k", float("nan")),
+        ("confirm", 0),
+    ],
 )
 def test_bad_settings_name_the_field(field: str, value: float) -> None:
     with pytest.raises(ValueError, match=field):

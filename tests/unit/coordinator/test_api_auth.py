@@ -67,6 +67,8 @@ NEEDS: dict[str, Role | None] = {
     "GET /api/v1/results/history": Role.VIEWER,
     "GET /api/v1/test-runs/{run_id}": Role.VIEWER,
     "GET /api/v1/tests/durations": Role.VIEWER,
+    "GET /api/v1/regressions": Role.VIEWER,
+    "GET /metrics": Role.VIEWER,
     "GET /openapi.json": Role.VIEWER,
     "GET /docs": Role.VIEWER,
     # Last: it revokes the seeded worker, which drain and undrain above still need.
