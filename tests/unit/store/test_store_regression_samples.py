@@ -19,9 +19,9 @@ def test_benchmark_series_keep_their_newest_runs_and_skip_failed_ones(tmp_path: 
     with Store(tmp_path / "r.duckdb") as store:
         store.write(WriteBatch(workers=[worker("w1")]))
         for i in range(1, 13):
-            throughput = 100.0 if i <= 10 else 80.0  # a 20 % drop in the last two runs
+            items_per_second = 100.0 if i <= 10 else 80.0  # a 20 % drop in the last two runs
             rows = [
-                bench(i, 8, at=T0 + i, throughput=throughput, latency=10.0),
+                bench(i, 8, at=T0 + i, throughput=items_per_second, latency=10.0),
                 bench(i, 64, at=T0 + i, error_class="out_of_memory"),
             ]
             store.write(run_batch(i, rows))
