@@ -7,6 +7,8 @@ prometheus-client's own parser, as Prometheus would read it.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -187,3 +189,22 @@ def test_test_outcomes_and_benchmark_rows_are_counted_from_a_turn(tmp_path: Path
     assert samples[("testfleet_test_results_total", (("outcome", "passed"),))] == 1
     assert samples[("testfleet_test_results_total", (("outcome", "failed"),))] == 1
     assert samples[("testfleet_benchmark_rows_total", ())] == 2
+
+
+async def test_the_lag_probe_measures_how_late_a_sleeper_wakes() -> None:
+    clock = FakeClock()
+    metrics = Metrics(clock, EmptyView(), lambda: 0)  # type: ignore[arg-type]
+    probe = asyncio.create_task(metrics.probe_lag(interval=1.0))
+    await asyncio.sleep(0)  # the probe sleeps
+    clock.advance(1.0)  # on time
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert metrics.loop_lag_seconds == 0.0
+    clock.advance(1.25)  # the loop was busy: it woke the sleeper 0.25 s late
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert metrics.loop_lag_seconds == pytest.approx(0.25)
+    assert scrape(metrics)[("testfleet_event_loop_lag_seconds", ())] == pytest.approx(0.25)
+    probe.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await probe
