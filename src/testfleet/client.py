@@ -430,6 +430,19 @@ class FleetClient:
         )
         return result
 
+    def regressions(
+        self, *, include_resolved: bool = False, kind: str | None = None
+    ) -> dict[str, Any]:
+        """Benchmark figures and test durations that got worse (``GET /regressions``):
+        ``regressions`` (open ones; resolved too when asked) and ``open``."""
+        params: dict[str, Any] = {"include_resolved": include_resolved}
+        if kind is not None:
+            params["kind"] = kind
+        result: dict[str, Any] = self._call(
+            "GET", "/regressions", expect=("regressions",), params=params
+        )
+        return result
+
     def benchmark_models(self) -> list[str]:
         """Models that have benchmark results (``GET /results/models``)."""
         return list(self._call("GET", "/results/models", expect=("models",))["models"])

@@ -1,4 +1,5 @@
-"""``testfleet results``: benchmark results compared across hardware and over time.
+"""``testfleet results``: benchmark results compared across hardware and over time,
+and the regressions found in them (and in test durations).
 
 Callers: registered on the main app as the ``results`` sub-command (``cli/app.py``).
 Every command asks the coordinator's API (``/api/v1/results/...``), where the
@@ -18,7 +19,9 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
+from rich.table import Table
 
+from testfleet.analysis.regressions import SeriesKind
 from testfleet.cli.app import (
     CoordinatorOption,
     JsonOption,
@@ -312,3 +315,68 @@ def models(coordinator: CoordinatorOption = None, as_json: JsonOption = False) -
         console.print(models_table(names))
     else:
         console.print("no benchmark results yet: submit a task of type benchmark")
+
+
+def regressions_table(document: dict[str, Any]) -> Table:
+    """One row per regression: the series, its baseline and noise, the latest worse figure."""
+    table = Table(title="regressions", header_style="bold")
+    for column, justify in (
+        ("status", "left"),
+        ("kind", "left"),
+        ("series", "left"),
+        ("figure", "left"),
+        ("baseline", "right"),
+        ("noise", "right"),
+        ("latest", "right"),
+        ("change", "right"),
+        ("worse runs", "right"),
+        ("since (UTC)", "left"),
+    ):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for row in document["regressions"]:
+        labels = ", ".join(f"{k}={v}" for k, v in row["labels"].items())
+        change = row.get("change_percent")
+        table.add_row(
+            row["status"],
+            row["kind"],
+            shown(f"{row['name']} ({labels})" if labels else row["name"]),
+            row["figure"],
+            f"{row['baseline']:.4g}",
+            f"{row['noise']:.3g}",
+            f"{row['latest_value']:.4g}",
+            "" if change is None else f"{change:+.1f} %",
+            str(row["worse_runs"]),
+            shown((row.get("started") or "").replace("T", " ")[:19]),
+        )
+    return table
+
+
+@results_app.command(cls=FleetCommand)
+@takes_credentials
+def regressions(
+    include_resolved: Annotated[
+        bool, typer.Option("--all", help="Also list regressions that have recovered.")
+    ] = False,
+    kind: Annotated[
+        SeriesKind | None,
+        typer.Option(help="Only benchmark figures, or only test durations.", show_default=False),
+    ] = None,
+    coordinator: CoordinatorOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Benchmark figures and test durations that got worse beyond their noise.
+
+    Per series, the baseline is the median of its recent runs and the noise their
+    spread; two runs in a row worse by more than 10 % and 3x the noise open a
+    regression (test durations: and by 0.1 s), two normal runs resolve it.
+    """
+    with fleet_client(coordinator) as client:
+        document = client.regressions(
+            include_resolved=include_resolved, kind=None if kind is None else kind.value
+        )
+    if as_json:
+        print_json(document)
+    elif document["regressions"]:
+        console.print(regressions_table(document))
+    else:
+        console.print("no regressions" + ("" if include_resolved else " open"))

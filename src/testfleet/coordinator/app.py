@@ -31,7 +31,8 @@ from testfleet.coordinator.alerts.api import build_alerts_router
 from testfleet.coordinator.alerts.config import AlertsConfig
 from testfleet.coordinator.alerts.engine import AlertEngine
 from testfleet.coordinator.alerts.notify import Notifier
-from testfleet.coordinator.alerts.rules import RegressionFinder, no_regressions
+from testfleet.coordinator.alerts.regression_source import store_regressions
+from testfleet.coordinator.alerts.rules import RegressionFinder
 from testfleet.coordinator.api import build_router
 from testfleet.coordinator.api_errors import BODY_TOO_LARGE, add_error_handlers
 from testfleet.coordinator.auth import Auth, require
@@ -42,10 +43,13 @@ from testfleet.coordinator.enrolment_api import build_enrolment_router
 from testfleet.coordinator.http_protocol import limited_http_protocol
 from testfleet.coordinator.limits import RateLimiter, RateLimitMiddleware
 from testfleet.coordinator.loop import CoordinatorLoop
+from testfleet.coordinator.metrics import InFlightMiddleware, Metrics
+from testfleet.coordinator.metrics_api import build_metrics_router
 from testfleet.coordinator.openapi import openapi_document
 from testfleet.coordinator.peer_certificate import with_peer_certificate
 from testfleet.coordinator.pytest_runs_api import build_test_run_router
 from testfleet.coordinator.query_api import build_query_router
+from testfleet.coordinator.regressions_api import RegressionWatch, build_regressions_router
 from testfleet.coordinator.revocation_api import build_revocation_router
 from testfleet.coordinator.settings import CoordinatorSettings
 from testfleet.coordinator.startup import StartupError, bind_listeners, database_failure
@@ -134,7 +138,7 @@ def create_app(
     db_key: DatabaseKey | None = None,
     enrolment_ca: CertificateAuthority | None = None,
     alerts: AlertsConfig | None = None,
-    find_regressions: RegressionFinder = no_regressions,
+    find_regressions: RegressionFinder | None = None,
 ) -> FastAPI:
     """Build a coordinator app over the DuckDB file at ``db_path`` (encrypted
     with ``db_key`` when one is given).
@@ -145,7 +149,8 @@ def create_app(
     (``--enrol-ca-dir``; see ``enrolment_api.py``); None: enrolment is off.
     ``alerts``: the alert rules and webhook receivers (``--alerts``; None: the
     defaults, no receivers); ``find_regressions``: the benchmark regression
-    detector the ``benchmark_regression`` rule asks (the default finds none)."""
+    detector the ``benchmark_regression`` rule asks (None: open regressions in
+    this store's history, ``alerts/regression_source.py``)."""
     settings = settings or CoordinatorSettings()
     clock = clock or SystemClock()
     # The one place that names DuckDB: the rest of the coordinator knows the
@@ -161,18 +166,32 @@ def create_app(
     started = time.monotonic()
     alerts = alerts or AlertsConfig()
     view = StateView(state)
+    metrics = Metrics(clock, view, lambda: len(loop.connections))
+    loop.observer = metrics
     notifier = Notifier(alerts.receivers, store, clock) if alerts.receivers else None
+    if notifier is not None:
+        notifier.on_result = lambda kind, status: metrics.count_notification(kind, status)
     engine = AlertEngine(
-        alerts, view, store, clock, notifier=notifier, find_regressions=find_regressions
+        alerts,
+        view,
+        store,
+        clock,
+        notifier=notifier,
+        find_regressions=find_regressions or store_regressions(store),
     )
     engine.restore()
+    metrics.set_firing_alerts(engine.firing_by_rule)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         runner = asyncio.create_task(loop.run(), name="coordinator-loop")
         ticker = asyncio.create_task(loop.tick_forever(settings.tick_seconds), name="ticker")
-        # Alerts run beside the loop, never in it (coordinator/alerts/engine.py).
-        watchers = [asyncio.create_task(engine.run(), name="alerts")]
+        # Alerts and the lag probe run beside the loop, never in it
+        # (coordinator/alerts/engine.py, coordinator/metrics.py).
+        watchers = [
+            asyncio.create_task(engine.run(), name="alerts"),
+            asyncio.create_task(metrics.probe_lag(), name="lag-probe"),
+        ]
         if notifier is not None:
             watchers.append(asyncio.create_task(notifier.run(), name="notifications"))
         try:
@@ -211,11 +230,14 @@ def create_app(
         openapi_url=None,
     )
     app.state.loop = loop
+    app.state.metrics = metrics
     app.state.store = store
     auth = Auth(store, clock)
     app.state.auth = auth
     #: Read by /metrics: ``engine.firing_count()``, ``engine.notifier.results``.
     app.state.alerts = engine
+    # Added first, so innermost: counts the requests that got past the limits.
+    app.add_middleware(InFlightMiddleware, metrics=metrics)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_request_bytes)
     if settings.rate_limit_per_second > 0:
         # Added last, so outermost: a refused request costs no body reading.
@@ -232,6 +254,9 @@ def create_app(
     app.include_router(build_revocation_router(loop, view, auth))
     app.include_router(build_enrolment_router(auth, enrolment_ca))
     app.include_router(build_alerts_router(engine, store))
+    watch = RegressionWatch(store, metrics, clock)
+    app.include_router(build_metrics_router(metrics, watch))
+    app.include_router(build_regressions_router(watch))
     viewer = [Depends(require(Role.VIEWER))]
 
     @app.get(OPENAPI_PATH, include_in_schema=False, dependencies=viewer)

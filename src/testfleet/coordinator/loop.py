@@ -17,6 +17,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from testfleet.clock import Clock
 from testfleet.coordinator.connections import ConnectionRegistry
@@ -35,6 +36,7 @@ from testfleet.coordinator.events import (
 )
 from testfleet.coordinator.state import CoordinatorState
 from testfleet.coordinator.turn_output import Effects
+from testfleet.domain.records import WriteBatch
 from testfleet.domain.task import TaskSpec
 from testfleet.store.contract import PreparedWrite, StoreWriter
 
@@ -76,6 +78,16 @@ class TurnStats:
     commit_seconds: float = 0.0
 
 
+class TurnObserver(Protocol):
+    """Sees each turn's writes and each commit's duration (the app's
+    :class:`~testfleet.coordinator.metrics.Metrics`); must be cheap: it runs on
+    the loop's thread."""
+
+    def observe_batch(self, batch: WriteBatch) -> None: ...
+
+    def observe_commit(self, seconds: float) -> None: ...
+
+
 class CoordinatorLoop:
     """Owns the event queue; see the module docstring."""
 
@@ -101,6 +113,8 @@ class CoordinatorLoop:
         self._stopping = False
         self._stopped = False
         self.failure: BaseException | None = None
+        #: Set by the app factory (metrics); None: nobody watches.
+        self.observer: TurnObserver | None = None
 
     def post(self, event: Event) -> None:
         """Queue an event for the next turn (never blocks)."""
@@ -220,6 +234,8 @@ class CoordinatorLoop:
         # Encoded here, on the loop: a snapshot of records that later events
         # may change while this turn is being written.
         prepared = self.store.prepare(effects.batch) if effects.batch else None
+        if self.observer is not None and effects.batch:
+            self.observer.observe_batch(effects.batch)
         self._committing = True
         self.stats.turns += 1
         self._commits.put_nowait((prepared, effects))
@@ -256,8 +272,11 @@ class CoordinatorLoop:
     async def _commit(self, prepared: PreparedWrite) -> None:
         started = time.perf_counter()
         await self._offload(prepared.commit)
+        elapsed = time.perf_counter() - started
         self.stats.commits += 1
-        self.stats.commit_seconds += time.perf_counter() - started
+        self.stats.commit_seconds += elapsed
+        if self.observer is not None:
+            self.observer.observe_commit(elapsed)
 
     async def tick_forever(self, interval: float) -> None:
         """Post a :class:`Tick` every ``interval`` seconds (timers live in state), until

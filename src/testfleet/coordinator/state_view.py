@@ -52,6 +52,14 @@ class SlotUse:
 
 
 @dataclass(frozen=True, slots=True)
+class PriorityQueueState:
+    """Queued tasks of one priority: how many, and when the oldest entered the queue."""
+
+    queued: int
+    oldest_queued_at: float
+
+
+@dataclass(frozen=True, slots=True)
 class QueueDepth:
     """Queued tasks: ready to place, and waiting out a retry delay."""
 
@@ -132,6 +140,16 @@ class StateView:
     def queue_depth(self) -> QueueDepth:
         queue = self._state.queue
         return QueueDepth(pending=len(queue), delayed=queue.delayed_count)
+
+    def queued_by_priority(self) -> dict[int, PriorityQueueState]:
+        """Queued tasks (ready or waiting out a retry delay) per priority, sorted by
+        priority; read by ``/metrics`` at scrape time (one pass over the open tasks)."""
+        found: dict[int, tuple[int, float]] = {}
+        for task in self._state.tasks.values():
+            if task.status is TaskStatus.QUEUED:
+                count, oldest = found.get(task.spec.priority, (0, task.queued_at))
+                found[task.spec.priority] = (count + 1, min(oldest, task.queued_at))
+        return {p: PriorityQueueState(c, oldest) for p, (c, oldest) in sorted(found.items())}
 
     def unschedulable_counts(self) -> dict[str, int]:
         """Queued tasks no connected worker can run, by the reason (sorted by reason)."""

@@ -30,6 +30,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import Any, BinaryIO, Protocol
 
+from testfleet.analysis.regressions import Sample
 from testfleet.domain.alerts import AlertRecord, AlertState, NotificationRecord
 from testfleet.domain.enums import ShownStatus, TaskStatus, TaskType
 from testfleet.domain.pytest_tasks import TestResultRow
@@ -122,6 +123,10 @@ class StoreReader(Protocol):
     ) -> list[dict[str, Any]]: ...
 
     def benchmark_models(self) -> list[str]: ...
+
+    def regression_samples(self, per_series: int = 50) -> list[Sample]:
+        """Recent benchmark figures and test durations, for regression detection."""
+        ...
 
     def run_test_rows(
         self, run_id: str, *, after_seq: int = 0, limit: int = 10_000

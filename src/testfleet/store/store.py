@@ -34,6 +34,7 @@ from typing import Any, BinaryIO, TypeVar
 
 import duckdb
 
+from testfleet.analysis.regressions import Sample
 from testfleet.domain.benchmark import BenchmarkRow
 from testfleet.domain.enums import ShownStatus, TaskStatus, TaskType
 from testfleet.domain.pytest_tasks import TestResultRow
@@ -63,6 +64,7 @@ from testfleet.store.errors import (
     rollback_after_error,
     wrap_error,
 )
+from testfleet.store.regression_queries import regression_samples
 from testfleet.store.schema import apply_migrations
 from testfleet.store.writer import EncodedTables, encode_batch, missing_references, write_tables
 
@@ -366,6 +368,12 @@ class Store(AlertTables):
     def benchmark_models(self) -> list[str]:
         """Every model with benchmark results, sorted by name."""
         return self._read("list benchmarked models", analysis.benchmark_models)
+
+    def regression_samples(self, per_series: int = 50) -> list[Sample]:
+        """The recent runs regression detection judges (``regression_queries.py``)."""
+        return self._read(
+            "read regression samples", lambda cursor: regression_samples(cursor, per_series)
+        )
 
     def get_benchmark_rows(self, task_id: str) -> list[BenchmarkRow]:
         """The benchmark rows stored for a task, by attempt id then batch size."""

@@ -68,6 +68,8 @@ NEEDS: dict[str, Role | None] = {
     "GET /api/v1/test-runs/{run_id}": Role.VIEWER,
     "GET /api/v1/tests/durations": Role.VIEWER,
     "GET /api/v1/alerts": Role.VIEWER,
+    "GET /api/v1/regressions": Role.VIEWER,
+    "GET /metrics": Role.VIEWER,
     "GET /openapi.json": Role.VIEWER,
     "GET /docs": Role.VIEWER,
     # The dashboard (a viewer token in the header, or the sign-in cookie).

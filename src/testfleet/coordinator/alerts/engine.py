@@ -91,6 +91,14 @@ class AlertEngine:
         """How many alerts fire now (the ``testfleet_alerts_firing`` gauge)."""
         return sum(1 for a in self._active.values() if a.state is AlertState.FIRING)
 
+    def firing_by_rule(self) -> dict[str, int]:
+        """Firing alerts per rule (``testfleet_alerts_firing{rule}`` at scrape time)."""
+        counts: dict[str, int] = {}
+        for alert in self._active.values():
+            if alert.state is AlertState.FIRING:
+                counts[alert.rule.value] = counts.get(alert.rule.value, 0) + 1
+        return counts
+
     def pending(self) -> list[AlertRecord]:
         """Copies of the pending instances (not stored), oldest first."""
         found = [a for a in self._active.values() if a.state is AlertState.PENDING]

@@ -29,7 +29,7 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -84,6 +84,9 @@ class Notifier:
         self._queues: dict[str, asyncio.Queue[Notice]] = {
             receiver.name: asyncio.Queue(maxsize=receiver.queue_size) for receiver in receivers
         }
+        #: Told of every outcome, by receiver kind (``/metrics`` counts them; the
+        #: kind, not the configured name, so the metric's labels stay a fixed set).
+        self.on_result: Callable[[ReceiverKind, NotificationStatus], None] | None = None
         #: When each firing alert was last queued for each receiver (alert id, receiver).
         self._last_sent: dict[tuple[str, str], float] = {}
         self._unrecorded: list[NotificationRecord] = []
@@ -143,6 +146,8 @@ class Notifier:
         error: str | None,
     ) -> None:
         self.results[(name, status)] += 1
+        if self.on_result is not None:
+            self.on_result(self._receivers[name].kind, status)
         self._unrecorded.append(
             NotificationRecord(
                 alert_id=notice.alert.alert_id,

@@ -1,0 +1,1 @@
+"""Pure analysis over stored results (no I/O, no clock): regression detection."""
