@@ -492,6 +492,7 @@ app.command(cls=FleetCommand)(takes_credentials(export))
 app.add_typer(results_app, name="results")
 app.add_typer(certs_app, name="certs")
 import testfleet.cli.admin  # noqa: E402  (registers `tokens` and `audit`)
+import testfleet.cli.logs  # noqa: E402  (registers `logs`)
 import testfleet.cli.workers  # noqa: E402, F401  (registers `workers` and `workers revoke`)
 
 

@@ -35,6 +35,7 @@ from testfleet.coordinator.docs_page import add_docs_page
 from testfleet.coordinator.enrolment_api import build_enrolment_router
 from testfleet.coordinator.http_protocol import limited_http_protocol
 from testfleet.coordinator.limits import RateLimiter, RateLimitMiddleware
+from testfleet.coordinator.log_api import build_log_router
 from testfleet.coordinator.loop import CoordinatorLoop
 from testfleet.coordinator.openapi import openapi_document
 from testfleet.coordinator.peer_certificate import with_peer_certificate
@@ -203,6 +204,7 @@ def create_app(
     app.include_router(build_admin_router(auth))
     app.include_router(build_revocation_router(loop, view, auth))
     app.include_router(build_enrolment_router(auth, enrolment_ca))
+    app.include_router(build_log_router(view, state.log_tails, store))
     viewer = [Depends(require(Role.VIEWER))]
 
     @app.get(OPENAPI_PATH, include_in_schema=False, dependencies=viewer)

@@ -60,6 +60,7 @@ NEEDS: dict[str, Role | None] = {
     "POST /api/v1/workers/enrol": Role.ENROL,
     "GET /api/v1/tasks": Role.VIEWER,
     "GET /api/v1/tasks/{task_id}": Role.VIEWER,
+    "GET /api/v1/tasks/{task_id}/log": Role.VIEWER,
     "GET /api/v1/workers": Role.VIEWER,
     "GET /api/v1/stats": Role.VIEWER,
     "GET /api/v1/results/models": Role.VIEWER,
