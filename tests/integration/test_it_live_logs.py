@@ -4,6 +4,7 @@ prints it to the last line (a real fleet on loopback, TLS and tokens as by defau
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -75,3 +76,42 @@ def test_logs_follow_prints_to_the_last_line_and_exits_0(fleet: Fleet) -> None:
     lines = done.stdout.splitlines()
     assert lines[-1] == f"tick {LINES - 1}"
     assert lines == [f"tick {i}" for i in range(LINES)]  # each line once, in order
+
+
+def _events(text: str) -> list[dict[str, str]]:
+    events = []
+    for block in text.split("\n\n"):
+        fields = dict(
+            line.split(": ", 1) for line in block.splitlines() if not line.startswith(":")
+        )
+        if fields:
+            events.append(fields)
+    return events
+
+
+def test_the_event_stream_follows_a_running_task_and_resumes_by_last_event_id(
+    fleet: Fleet,
+) -> None:
+    fleet.start_coordinator()
+    fleet.start_worker("log-worker")
+    (task_id,) = fleet.client.submit([_command_task("live-log-3")])
+    with fleet.http() as http:
+        with http.stream("GET", f"/api/v1/tasks/{task_id}/log/stream", timeout=60) as response:
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("text/event-stream")
+            body = "".join(response.iter_text())
+        events = _events(body)
+        assert events[-1]["event"] == "end"
+        assert json.loads(events[-1]["data"]) == {"status": "completed"}
+        logs = [e for e in events if e["event"] == "log"]
+        assert len(logs) >= 2  # came live, piece by piece
+        text = "".join(json.loads(e["data"])["data"] for e in logs)
+        assert text.splitlines() == [f"tick {i}" for i in range(LINES)]
+        # Reconnecting after the first event resumes after it: nothing repeated.
+        resumed = http.get(
+            f"/api/v1/tasks/{task_id}/log/stream",
+            headers={"Last-Event-ID": logs[0]["id"]},
+            timeout=60,
+        )
+        again = [e for e in _events(resumed.text) if e["event"] == "log"]
+        assert [e["id"] for e in again] == [e["id"] for e in logs[1:]]

@@ -204,7 +204,7 @@ def create_app(
     app.include_router(build_admin_router(auth))
     app.include_router(build_revocation_router(loop, view, auth))
     app.include_router(build_enrolment_router(auth, enrolment_ca))
-    app.include_router(build_log_router(view, state.log_tails, store))
+    app.include_router(build_log_router(view, state.log_tails, store, clock))
     viewer = [Depends(require(Role.VIEWER))]
 
     @app.get(OPENAPI_PATH, include_in_schema=False, dependencies=viewer)

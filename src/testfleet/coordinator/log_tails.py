@@ -31,6 +31,7 @@ Decisions:
 
 from __future__ import annotations
 
+import asyncio
 import collections
 from collections.abc import Container
 from dataclasses import dataclass, field
@@ -121,6 +122,21 @@ class LogTails:
         self.ignored_chunks = 0
         #: Bytes dropped for the per-attempt rate.
         self.dropped_bytes = 0
+        #: Set (and replaced) at the next change; see :meth:`changed`.
+        self._changed: asyncio.Event | None = None
+
+    def changed(self) -> asyncio.Event:
+        """An event set at the next chunk kept or tail finished: the log stream
+        (SSE) waits on it instead of polling. Setting it is not I/O; the state
+        stays free of awaits."""
+        if self._changed is None:
+            self._changed = asyncio.Event()
+        return self._changed
+
+    def _notify(self) -> None:
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
 
     @property
     def last_seq(self) -> int:
@@ -167,6 +183,7 @@ class LogTails:
             old = tail.chunks.popleft()
             tail.kept_bytes -= len(old.data)
             tail.evicted_through = old.seq
+        self._notify()
 
     def _make_room(self) -> None:
         """Drop one tail when full: the longest finished, else the least recently written."""
@@ -188,6 +205,7 @@ class LogTails:
             if tail.finished_at is None:
                 if attempt_id not in open_attempts:
                     tail.finished_at = now
+                    self._notify()
             elif now - tail.finished_at >= self.finished_retention_seconds:
                 expired.append(attempt_id)
         for attempt_id in expired:

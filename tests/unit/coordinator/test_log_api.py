@@ -122,3 +122,26 @@ def test_without_follow_one_read_and_a_finished_tasks_stored_log() -> None:
     )
     assert follower.run()["status"] == "failed"
     assert out == ["boom\n"]
+
+
+def test_the_event_stream_of_a_finished_task_sends_its_log_and_ends(app: Any) -> None:
+    client, headers = app
+    client.post("/api/v1/tasks/q/cancel", headers=headers[Role.SUBMITTER])
+    with client.stream("GET", "/api/v1/tasks/q/log/stream", headers=headers[Role.VIEWER]) as got:
+        assert got.status_code == 200
+        assert got.headers["content-type"].startswith("text/event-stream")
+        body = "".join(got.iter_text())
+    assert 'event: final\ndata: {"data": "", "attempt_id": null}\n\n' in body
+    assert body.endswith('event: end\ndata: {"status": "cancelled"}\n\n')
+
+
+def test_the_event_stream_refuses_a_bad_last_event_id_and_unknown_tasks(app: Any) -> None:
+    client, headers = app
+    bad = client.get(
+        "/api/v1/tasks/q/log/stream", headers=headers[Role.VIEWER] | {"Last-Event-ID": "abc"}
+    )
+    assert bad.status_code == 422
+    assert bad.json()["error"]["code"] == "invalid_parameter"
+    assert "header.last-event-id" in bad.text
+    missing = client.get("/api/v1/tasks/nope/log/stream", headers=headers[Role.VIEWER])
+    assert missing.status_code == 404
