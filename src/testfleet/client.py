@@ -316,6 +316,18 @@ class FleetClient:
         )
         return result
 
+    def task_log(self, task_id: str, *, after: int = 0) -> dict[str, Any]:
+        """A task's live log tail after seq ``after`` (``chunks``, ``next_after``,
+        ``running``, ``finished``), or its stored ``final_log`` once it has
+        finished; ``testfleet logs`` polls it with the ``next_after`` it got."""
+        result: dict[str, Any] = self._call(
+            "GET",
+            f"/tasks/{_task_segment(task_id)}/log",
+            expect=("chunks", "next_after", "finished"),
+            params={"after": after},
+        )
+        return result
+
     def cancel(self, task_id: str) -> dict[str, Any]:
         result: dict[str, Any] = self._call(
             "POST", f"/tasks/{_task_segment(task_id)}/cancel", expect=("task_id",)

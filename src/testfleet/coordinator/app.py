@@ -42,6 +42,7 @@ from testfleet.coordinator.docs_page import add_docs_page
 from testfleet.coordinator.enrolment_api import build_enrolment_router
 from testfleet.coordinator.http_protocol import limited_http_protocol
 from testfleet.coordinator.limits import RateLimiter, RateLimitMiddleware
+from testfleet.coordinator.log_api import build_log_router
 from testfleet.coordinator.loop import CoordinatorLoop
 from testfleet.coordinator.metrics import InFlightMiddleware, Metrics
 from testfleet.coordinator.metrics_api import build_metrics_router
@@ -257,6 +258,7 @@ def create_app(
     watch = RegressionWatch(store, metrics, clock)
     app.include_router(build_metrics_router(metrics, watch))
     app.include_router(build_regressions_router(watch))
+    app.include_router(build_log_router(view, state.log_tails, store, clock))
     viewer = [Depends(require(Role.VIEWER))]
 
     @app.get(OPENAPI_PATH, include_in_schema=False, dependencies=viewer)

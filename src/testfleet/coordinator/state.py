@@ -43,6 +43,7 @@ from testfleet.coordinator.events import (
     WorkerDisconnected,
     WorkerFrame,
 )
+from testfleet.coordinator.log_tails import LogTails
 from testfleet.coordinator.recovery import restore
 from testfleet.coordinator.settings import CoordinatorSettings
 from testfleet.coordinator.task_lifecycle import TaskLifecycle
@@ -99,6 +100,8 @@ class CoordinatorState(TaskLifecycle):
         #: in the log at start-up and by the stats API).
         self.unreadable_rows: list[str] = []
         self._topology_changed = True
+        #: Running attempts' live output (not durable; read by the log routes).
+        self.log_tails = LogTails()
         if recovered is not None:
             self.unreadable_rows = list(recovered.unreadable_rows)
             restore(self, recovered, now)
@@ -352,8 +355,13 @@ class CoordinatorState(TaskLifecycle):
                 self._out.send(connection_id, Ack(attempt_ids=[r.attempt_id for r in results]))
             case TestReports(attempt_id=attempt_id, records=records):
                 self._record_streamed_tests(worker_id, attempt_id, records, now)
-            case LogChunk():
-                pass  # accepted and dropped until the dashboard streams log tails
+            case LogChunk(attempt_id=attempt_id, data=data):
+                attempt = self.open_attempts.get(attempt_id)
+                # Only the worker holding the attempt speaks for its output.
+                if attempt is None or attempt.worker_id != worker_id:
+                    self.log_tails.ignore()
+                else:
+                    self.log_tails.add(attempt_id, attempt.task_id, worker_id, data, now)
             case Bye():
                 worker.leaving = True
             case _:
@@ -382,6 +390,7 @@ class CoordinatorState(TaskLifecycle):
         for worker in self.registry.silent(now, self.settings.heartbeat_timeout_seconds):
             self._lose_worker(worker, now)
         self._expire_deadlines(now)
+        self.log_tails.sweep(self.open_attempts, now)
 
     def _lose_worker(self, worker: LiveWorker, now: float) -> None:
         silent = now - worker.record.last_heartbeat

@@ -152,11 +152,12 @@ class Reject(_Message):
 
 
 class LogChunk(_Message):
-    """A piece of a running attempt's output.
+    """A piece of a running attempt's output (live; the result carries the full log).
 
-    No worker sends it yet, and the coordinator accepts it and drops it: it is
-    kept in the protocol for the dashboard, which will stream log tails with
-    it. (A peer that sends it today is not refused.)
+    Sent by the worker agent (``worker/log_stream.py``: at most a few chunks a
+    second per attempt, each at most 16 KiB plus a skip marker); the
+    coordinator keeps the chunks of an attempt open on the sending worker in
+    a bounded tail (``coordinator/log_tails.py``) and ignores the rest.
     """
 
     type: Literal[MessageType.LOG] = MessageType.LOG

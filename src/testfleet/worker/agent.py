@@ -74,6 +74,7 @@ from testfleet.worker.connection_report import (
 )
 from testfleet.worker.executors.base import ExecutionContext, Executor
 from testfleet.worker.hardware import LoadSample, sample_load
+from testfleet.worker.log_stream import LogStream
 from testfleet.worker.websocket_channel import WebSocketConnector
 
 log = logging.getLogger(__name__)
@@ -414,6 +415,9 @@ class WorkerAgent:
                 )
                 continue
             cancel_event = asyncio.Event()
+            # Live output, bounded and rate-limited (log_stream.py); sent only
+            # while connected, since the result carries the full log anyway.
+            output = LogStream(attempt_id, self._send_soon, self._clock)
             context = ExecutionContext(
                 worker_id=self.settings.worker_id,
                 attempt_id=attempt_id,
@@ -422,10 +426,11 @@ class WorkerAgent:
                 work_dir=self.settings.work_dir,
                 completed_tests=frozenset(assignment.completed_tests),
                 report_tests=self._test_reporter(attempt_id),
+                report_output=output.write,
                 clock=self._clock,
             )
             task = asyncio.create_task(
-                self._execute(executor, assignment, context), name=f"attempt-{attempt_id}"
+                self._execute(executor, assignment, context, output), name=f"attempt-{attempt_id}"
             )
             self._running[attempt_id] = _Running(task, cancel_event, self._now())
             accepted.append(attempt_id)
@@ -433,7 +438,11 @@ class WorkerAgent:
             self._send_soon(Accept(attempt_ids=accepted))
 
     async def _execute(
-        self, executor: Executor, assignment: Assignment, context: ExecutionContext
+        self,
+        executor: Executor,
+        assignment: Assignment,
+        context: ExecutionContext,
+        output: LogStream,
     ) -> TaskResult:
         started = self._now()
         try:
@@ -451,6 +460,10 @@ class WorkerAgent:
                     message=f"executor error: {type(exc).__name__}: {exc}"[:4000],
                 ),
             )
+        finally:
+            # The output's last chunk leaves before the result, so a follower of
+            # the live tail sees the end before the task shows as finished.
+            output.close()
         self._running.pop(context.attempt_id, None)
         # The result lists every test the attempt ran: streaming them too is moot.
         self._unsent_tests.pop(context.attempt_id, None)

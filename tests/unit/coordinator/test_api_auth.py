@@ -60,6 +60,8 @@ NEEDS: dict[str, Role | None] = {
     "POST /api/v1/workers/enrol": Role.ENROL,
     "GET /api/v1/tasks": Role.VIEWER,
     "GET /api/v1/tasks/{task_id}": Role.VIEWER,
+    "GET /api/v1/tasks/{task_id}/log": Role.VIEWER,
+    "GET /api/v1/tasks/{task_id}/log/stream": Role.VIEWER,
     "GET /api/v1/workers": Role.VIEWER,
     "GET /api/v1/stats": Role.VIEWER,
     "GET /api/v1/results/models": Role.VIEWER,
@@ -228,6 +230,9 @@ def test_each_role_reaches_what_it_may_and_is_refused_the_rest(fleet: Fleet) -> 
             body = {"task_ids": ["no-such-task"]}
         if route == "POST /api/v1/tasks/{task_id}/cancel":
             url = "/api/v1/tasks/no-such-task/cancel"  # whose task: the test below
+        if route == "GET /api/v1/tasks/{task_id}/log/stream":
+            # An open task's stream lasts until the task ends (never, on a fake clock).
+            url = "/api/v1/tasks/no-such-task/log/stream"
         for who, role in (
             ("viewer", Role.VIEWER),
             ("alice", Role.SUBMITTER),

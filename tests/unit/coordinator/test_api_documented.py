@@ -120,6 +120,9 @@ def test_every_operation_documents_a_typed_body_and_errors_in_the_shape_sent(api
         if "application/json" in content:
             body = content["application/json"]["schema"]
             assert body.get("$ref", "").startswith("#/components/schemas/"), (label, body)
+        elif "text/event-stream" in content:
+            # A live log stream: server-sent events, text.
+            assert content["text/event-stream"]["schema"] == {"type": "string"}, label
         else:
             # A download (a Parquet export) names its media type and a binary body.
             ((_, media),) = content.items()

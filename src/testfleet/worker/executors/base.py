@@ -54,6 +54,10 @@ class ExecutionContext:
     #: Test tasks: hand finished tests to the agent as they finish (it sends
     #: them to the coordinator while the attempt runs). None: nobody listens.
     report_tests: Callable[[list[TestRecord]], None] | None = None
+    #: Output of the attempt as it is produced (the agent's live log stream,
+    #: :mod:`testfleet.worker.log_stream`); returns at once and never fails.
+    #: None: nobody listens. The result's ``logs`` are kept as before.
+    report_output: Callable[[bytes], None] | None = None
     #: The worker agent's clock. Simulated work waits (and is timed) on it, so
     #: a fake clock runs a simulated task in fake time; executors that run a
     #: real child process time it and its timeout on real time, because the

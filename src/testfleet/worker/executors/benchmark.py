@@ -286,7 +286,7 @@ class BenchmarkExecutor(ExecutorBase):
         loop = asyncio.get_running_loop()
         report = RunnerReport()
         lines = _LineReader(lambda line: self._observe(report, line))
-        logs = OutputTail(self._log_tail)
+        logs = OutputTail(self._log_tail, context.report_output)
         out_transport, _ = await loop.connect_read_pipe(lambda: lines, stdout)
         err_transport, _ = await loop.connect_read_pipe(lambda: logs, stderr)
         feeder = asyncio.create_task(self._feed(process, encode_request(request)))

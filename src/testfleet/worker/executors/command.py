@@ -225,7 +225,7 @@ class CommandExecutor(ExecutorBase):
         task, context = out.task, out.context
         loop = asyncio.get_running_loop()
         pgid = process.pid  # start_new_session: the child leads its own group
-        output = OutputTail(config.output_tail_bytes)
+        output = OutputTail(config.output_tail_bytes, context.report_output)
         transport, _ = await loop.connect_read_pipe(lambda: output, pipe)
         memory = _MemoryPeak()
         sampler = (

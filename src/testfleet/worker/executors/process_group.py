@@ -11,6 +11,7 @@ import asyncio
 import collections
 import os
 import signal
+from collections.abc import Callable
 from enum import StrEnum
 
 #: How often :func:`end_group` looks whether the group is gone.
@@ -26,10 +27,15 @@ class Ending(StrEnum):
 
 
 class OutputTail(asyncio.Protocol):
-    """Keeps the last ``limit`` bytes read from the pipe; counts the rest."""
+    """Keeps the last ``limit`` bytes read from the pipe; counts the rest.
 
-    def __init__(self, limit: int) -> None:
+    ``listener`` (the attempt's ``ExecutionContext.report_output``, the live
+    log stream) sees every piece as it is read, before the limit applies.
+    """
+
+    def __init__(self, limit: int, listener: Callable[[bytes], None] | None = None) -> None:
         self._limit = limit
+        self._listener = listener
         self._chunks: collections.deque[bytes] = collections.deque()
         self._kept = 0
         self.total = 0
@@ -37,6 +43,8 @@ class OutputTail(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.total += len(data)
+        if self._listener is not None:
+            self._listener(data)
         if self._limit == 0:
             return
         self._chunks.append(data)

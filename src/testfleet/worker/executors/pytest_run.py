@@ -304,7 +304,7 @@ class PytestExecutor(ExecutorBase):
             return config
         already = _unique([n for n in config.node_ids if n in context.completed_tests])
         to_run = _unique([n for n in config.node_ids if n not in context.completed_tests])
-        attempt = _Attempt(to_run=to_run, logs=OutputTail(self._log_tail))
+        attempt = _Attempt(to_run=to_run, logs=OutputTail(self._log_tail, context.report_output))
         if not to_run and config.node_ids:
             # Every test was reported by an earlier attempt: nothing to start.
             return self._result(out, config, attempt, already, None)
