@@ -274,6 +274,9 @@ def create_app(
         clock=clock,
         heartbeat_timeout=settings.heartbeat_timeout_seconds,
         loop_events=lambda: loop.stats.events,
+        tails=state.log_tails,
+        alerts=engine,
+        alert_store=store,
     )
     app.openapi = lambda: openapi_document(app)  # type: ignore[method-assign]
     add_error_handlers(app)

@@ -89,6 +89,31 @@ def _chunks(read: TailRead | None) -> list[LogChunkView]:
     ]
 
 
+async def read_task_log(
+    view: StateView, tails: LogTails, store: StoreReader, task_id: str, after: int
+) -> TaskLog | None:
+    """The answer for ``task_id`` after ``after`` (None: no such task).
+
+    Shared by the REST and SSE routes here and the dashboard's log-tail fragment
+    (``dashboard/routes.py``), so a browser and ``testfleet logs`` see the same log."""
+    live = view.open_task(task_id)
+    if live is not None:
+        return _open_task_log(live, tails, after)
+
+    def read() -> tuple[TaskRecord, list[ResultRecord]] | None:
+        task = store.get_task(task_id)
+        return None if task is None else (task, store.get_results(task_id))
+
+    found = await asyncio.to_thread(read)
+    if found is None:
+        return None
+    task, results = found
+    if not task.status.is_terminal:
+        # Finished in the state, its commit not yet visible: poll again.
+        return _open_task_log(task, tails, after)
+    return _finished_task_log(task, results, tails, after)
+
+
 def build_log_router(
     view: StateView, tails: LogTails, store: StoreReader, clock: Clock
 ) -> APIRouter:
@@ -101,23 +126,7 @@ def build_log_router(
     )
 
     async def current(task_id: str, after: int) -> TaskLog | None:
-        """The answer for ``task_id`` after ``after`` (None: no such task)."""
-        live = view.open_task(task_id)
-        if live is not None:
-            return _open_task_log(live, tails, after)
-
-        def read() -> tuple[TaskRecord, list[ResultRecord]] | None:
-            task = store.get_task(task_id)
-            return None if task is None else (task, store.get_results(task_id))
-
-        found = await asyncio.to_thread(read)
-        if found is None:
-            return None
-        task, results = found
-        if not task.status.is_terminal:
-            # Finished in the state, its commit not yet visible: poll again.
-            return _open_task_log(task, tails, after)
-        return _finished_task_log(task, results, tails, after)
+        return await read_task_log(view, tails, store, task_id, after)
 
     @router.get(
         "/tasks/{task_id}/log",

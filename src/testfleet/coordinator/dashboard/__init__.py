@@ -6,7 +6,8 @@ kept current by one event stream (:mod:`.feed`, sampled by :mod:`.live`),
 with htmx, its SSE extension and uPlot vendored under ``static/`` (see
 ``static/README.md``): nothing loads from another host. A person signs in by
 pasting a token (:mod:`.login`); cancelling a task and draining a worker
-need the matching role and a form token (:mod:`.actions`).
+need the matching role and a form token (:mod:`.actions`). The task log
+tail, alerts and benchmarks pages are in :mod:`.pages`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from starlette.staticfiles import StaticFiles
 
 from testfleet.clock import Clock
+from testfleet.coordinator.alerts.engine import AlertEngine
 from testfleet.coordinator.dashboard.actions import CsrfKey, build_actions_router
 from testfleet.coordinator.dashboard.feed import DashboardFeed
 from testfleet.coordinator.dashboard.live import LiveSampler
@@ -28,6 +30,7 @@ from testfleet.coordinator.dashboard.login import (
     build_login_router,
     login_redirect,
 )
+from testfleet.coordinator.dashboard.pages import PagesContext, build_pages_router
 from testfleet.coordinator.dashboard.routes import (
     BadFilter,
     DashboardContext,
@@ -35,9 +38,10 @@ from testfleet.coordinator.dashboard.routes import (
     build_dashboard_router,
 )
 from testfleet.coordinator.dashboard.templates import Templates
+from testfleet.coordinator.log_tails import LogTails
 from testfleet.coordinator.loop import CoordinatorLoop
 from testfleet.coordinator.state_view import StateView
-from testfleet.store.contract import StoreReader
+from testfleet.store.contract import AlertStore, StoreReader
 
 STATIC_PATH = f"{DASHBOARD_PATH}/static"
 #: Package data (pyproject.toml's package-data ships it in wheels and sdists).
@@ -53,6 +57,9 @@ def add_dashboard(
     clock: Clock,
     heartbeat_timeout: float,
     loop_events: Callable[[], int],
+    tails: LogTails,
+    alerts: AlertEngine,
+    alert_store: AlertStore,
     interval: float = 1.0,
 ) -> DashboardFeed:
     """Serve the dashboard on ``app``; its feed (started by the first page that listens).
@@ -75,10 +82,21 @@ def add_dashboard(
         heartbeat_timeout=heartbeat_timeout,
         loop_events=loop_events,
         csrf=csrf,
+        firing_alerts=alerts.firing_count,
     )
     app.mount(STATIC_PATH, StaticFiles(directory=STATIC_DIR), name="dashboard-static")
     app.include_router(build_login_router(templates))
     app.include_router(build_dashboard_router(ctx))
+    pages = PagesContext(
+        view=view,
+        tails=tails,
+        store=store,
+        alert_store=alert_store,
+        alerts=alerts,
+        clock=clock,
+        templates=templates,
+    )
+    app.include_router(build_pages_router(pages))
     app.include_router(build_actions_router(loop, store, clock, templates, csrf))
 
     @app.exception_handler(LoginRequired)

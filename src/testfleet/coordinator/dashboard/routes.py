@@ -194,6 +194,8 @@ class DashboardContext:
     heartbeat_timeout: float
     loop_events: Callable[[], int]
     csrf: CsrfKey
+    #: How many alerts fire now (the overview's link to the alerts page).
+    firing_alerts: Callable[[], int]
 
 
 def build_dashboard_router(ctx: DashboardContext) -> APIRouter:
@@ -216,7 +218,7 @@ def build_dashboard_router(ctx: DashboardContext) -> APIRouter:
             view.unschedulable_counts(),
             ctx.started,
         )
-        return page(request, "overview.html", o=shown)
+        return page(request, "overview.html", o=shown, firing_alerts=ctx.firing_alerts())
 
     @router.get("/history")
     async def history(_: Viewer) -> JSONResponse:
