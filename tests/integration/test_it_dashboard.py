@@ -3,7 +3,9 @@ a real fleet on loopback (TLS, tokens), as a person would use it.
 
 Signs in with a viewer token; the overview's counters follow a task from
 submitted to done and a chart's data grows, with no reload; a killed worker
-shows as lost on the workers page, with no reload; every page renders
+shows as lost on the workers page, with no reload; a printing command's log
+grows on its task page, with no reload, and ends with its last line; every
+page renders
 (screenshots under the test's tmp dir, ``screenshots/``); an admin drains a
 worker from its page (a viewer sees no button). Throughout, every
 request the browser makes is recorded: none leaves 127.0.0.1, and no page logs
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import shutil
 import signal
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -95,6 +98,25 @@ def browser(tmp_path: Path) -> Iterator[Browser]:
             context.close()
         finally:
             chromium.close()
+
+
+TICKS = 25
+#: A line every 0.2 s for about 5 s.
+TICK_SCRIPT = (
+    "import time\n"
+    f"for i in range({TICKS}):\n"
+    "    print(f'tick {i}', flush=True)\n"
+    "    time.sleep(0.2)\n"
+)
+
+
+def _ticking_task(task_id: str) -> dict[str, object]:
+    return {
+        "task_id": task_id,
+        "type": "command",
+        "timeout_seconds": 60,
+        "config": {"argv": [sys.executable, "-c", TICK_SCRIPT]},
+    }
 
 
 def viewer_secret(fleet: Fleet) -> str:
@@ -174,6 +196,32 @@ def test_the_dashboard_follows_the_fleet_live_in_a_browser(
     page.goto(f"{base}/tasks/dash-task-1")
     page.wait_for_selector("text=Attempts")
     browser.shoot("09-task")
+
+    # The task page's log tail grows while a command prints, without a reload,
+    # and ends with its last line once the task is done.
+    fleet.client.submit([_ticking_task("dash-log-1")])
+    page.goto(f"{base}/tasks/dash-log-1")
+    page.evaluate("window.__notReloaded = true")
+    page.wait_for_function("document.querySelector('#log-text').textContent.includes('tick 2')")
+    assert page.locator("#log-poll[hx-get]").count() == 1  # still following, not the final log
+    browser.shoot("09b-task-log-running")
+    page.wait_for_function(
+        f"document.querySelector('#log-text').textContent.includes('tick {TICKS - 1}')"
+    )
+    page.wait_for_selector("#log-poll[data-finished='true']")
+    shown = page.inner_text("#log-text").splitlines()
+    assert shown == [f"tick {i}" for i in range(TICKS)], shown
+    assert page.evaluate("window.__notReloaded === true")
+    browser.shoot("09c-task-log-done")
+
+    # Alerts and benchmarks render.
+    page.goto(f"{base}/alerts")
+    page.wait_for_selector("table.notifications")
+    assert "firing" in page.inner_text("h1")
+    browser.shoot("11-alerts")
+    page.goto(f"{base}/benchmarks")
+    page.wait_for_selector("text=No open regressions.")
+    browser.shoot("12-benchmarks")
     page.goto(f"{base}/tasks?status=bogus")
     assert "status: 'bogus' is not one of" in page.inner_text("main")
 

@@ -176,7 +176,7 @@ def test_a_running_attempts_chunks_are_escaped_appended_and_followed() -> None:
     assert 'data-seq="4">line 1\n</span>' in text
     assert "earlier output dropped" in text
     assert 'hx-get="/dashboard/tasks/t/1/log?after=5"' in text
-    assert "Running attempt 7 on w1" in text
+    assert "Running on w1; following its output." in text
 
 
 # -------------------------------------------------------------------- alerts
