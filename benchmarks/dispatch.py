@@ -33,8 +33,9 @@ dashboard's event stream (``/dashboard/events``, with the fleet's token as a
 bearer header, as a signed-in browser's EventSource would with the cookie),
 reading and discarding every event, from before the first task is submitted
 until the last one is seen completed. ``--compare-dashboards N`` runs fleets
-with 0 and N dashboards alternately in the same session (``--rounds`` each)
-and prints both medians and their ratio: what watching costs the fleet.
+with 0 and N dashboards alternately in the same session (``--rounds`` each,
+which goes first flipping every round) and prints both medians and their
+ratio: what watching costs the fleet.
 
 With ``--ray-python`` it also runs the same number of no-op tasks on Ray
 (benchmarks/peers/ray_noop.py; not durable) and prints that figure beside.
@@ -246,8 +247,12 @@ def compare_dashboards(args: argparse.Namespace) -> None:
     """0 and N dashboards alternately, ``args.rounds`` each, then both medians and the ratio."""
     watched = args.compare_dashboards
     runs: list[Figures] = []
-    for _ in range(args.rounds):
-        for dashboards in (0, watched):
+    for round_number in range(args.rounds):
+        # The order flips every round (0, N, N, 0, ...): the second run of a
+        # pair may gain from the first's warm caches, and that must not count
+        # for either side.
+        order = (0, watched) if round_number % 2 == 0 else (watched, 0)
+        for dashboards in order:
             figures = measure(args, tls=args.tls, dashboards=dashboards)
             runs.append(figures)
             for line in figures.lines:
@@ -257,7 +262,8 @@ def compare_dashboards(args: argparse.Namespace) -> None:
     alone_median, seen_median = statistics.median(alone), statistics.median(seen)
     paired = [w / a for a, w in zip(alone, seen, strict=True)]
     print(
-        f"0 vs {watched} dashboards, {args.rounds} runs each, alternating, same session: "
+        f"0 vs {watched} dashboards, {args.rounds} runs each, alternating (order flipped "
+        f"every round), same session: "
         f"without {alone_median:,.0f} tasks/s (median; {min(alone):,.0f}-{max(alone):,.0f}), "
         f"with {seen_median:,.0f} tasks/s ({min(seen):,.0f}-{max(seen):,.0f}); "
         f"with/without {seen_median / alone_median:.2f} (ratio of medians), "
