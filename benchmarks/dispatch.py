@@ -27,6 +27,16 @@ presenting its own worker certificate (issued by the fleet's CA for its id).
 (``--rounds`` each) and prints both medians and their ratio: the cost of
 security, measured where the machine's noise is the same for both.
 
+With ``--dashboards N`` the measured run has N dashboards open: one more
+process (so its CPU is not the benchmark client's) keeps N clients on the
+dashboard's event stream (``/dashboard/events``, with the fleet's token as a
+bearer header, as a signed-in browser's EventSource would with the cookie),
+reading and discarding every event, from before the first task is submitted
+until the last one is seen completed. ``--compare-dashboards N`` runs fleets
+with 0 and N dashboards alternately in the same session (``--rounds`` each,
+which goes first flipping every round) and prints both medians and their
+ratio: what watching costs the fleet.
+
 With ``--ray-python`` it also runs the same number of no-op tasks on Ray
 (benchmarks/peers/ray_noop.py; not durable) and prints that figure beside.
 
@@ -124,6 +134,7 @@ class Figures:
 
     tls: bool
     tasks_per_second: float
+    dashboards: int
     lines: list[str]
 
 
@@ -143,7 +154,21 @@ def main() -> None:
         action="store_true",
         help="run plain and TLS fleets alternately in this session and print both and the ratio",
     )
-    parser.add_argument("--rounds", type=int, default=3, help="with --compare: runs of each")
+    parser.add_argument(
+        "--dashboards",
+        type=int,
+        default=0,
+        help="keep this many clients on /dashboard/events during the run (another process)",
+    )
+    parser.add_argument(
+        "--compare-dashboards",
+        type=int,
+        metavar="N",
+        help="run fleets with 0 and N dashboards alternately in this session; both and the ratio",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="with --compare/--compare-dashboards: runs of each"
+    )
     parser.add_argument(
         "--ray-python",
         help="an interpreter with ray installed: also run benchmarks/peers/ray_noop.py "
@@ -152,7 +177,15 @@ def main() -> None:
     parser.add_argument("--host-workers", help=argparse.SUPPRESS)
     parser.add_argument("--pki", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--token-dir", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--watch-dashboards", help=argparse.SUPPRESS)
+    parser.add_argument("--token-file", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--ca", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.watch_dashboards:
+        asyncio.run(
+            watch_dashboards(args.watch_dashboards, args.dashboards, args.token_file, args.ca)
+        )
+        return
     if args.host_workers:
         asyncio.run(
             host_workers(
@@ -163,8 +196,10 @@ def main() -> None:
 
     if args.compare:
         compare(args)
+    elif args.compare_dashboards:
+        compare_dashboards(args)
     else:
-        for line in measure(args, tls=args.tls).lines:
+        for line in measure(args, tls=args.tls, dashboards=args.dashboards).lines:
             print(line)
     if args.ray_python:
         peer = subprocess.run(
@@ -208,8 +243,119 @@ def compare(args: argparse.Namespace) -> None:
     )
 
 
-def measure(args: argparse.Namespace, *, tls: bool) -> Figures:
-    """Run one fleet (plain or over TLS) through both phases; its figures."""
+def compare_dashboards(args: argparse.Namespace) -> None:
+    """0 and N dashboards alternately, ``args.rounds`` each, then both medians and the ratio."""
+    watched = args.compare_dashboards
+    runs: list[Figures] = []
+    for round_number in range(args.rounds):
+        # The order flips every round (0, N, N, 0, ...): the second run of a
+        # pair may gain from the first's warm caches, and that must not count
+        # for either side.
+        order = (0, watched) if round_number % 2 == 0 else (watched, 0)
+        for dashboards in order:
+            figures = measure(args, tls=args.tls, dashboards=dashboards)
+            runs.append(figures)
+            for line in figures.lines:
+                print(line, flush=True)
+    alone = [r.tasks_per_second for r in runs if not r.dashboards]
+    seen = [r.tasks_per_second for r in runs if r.dashboards]
+    alone_median, seen_median = statistics.median(alone), statistics.median(seen)
+    paired = [w / a for a, w in zip(alone, seen, strict=True)]
+    print(
+        f"0 vs {watched} dashboards, {args.rounds} runs each, alternating (order flipped "
+        f"every round), same session: "
+        f"without {alone_median:,.0f} tasks/s (median; {min(alone):,.0f}-{max(alone):,.0f}), "
+        f"with {seen_median:,.0f} tasks/s ({min(seen):,.0f}-{max(seen):,.0f}); "
+        f"with/without {seen_median / alone_median:.2f} (ratio of medians), "
+        f"{statistics.median(paired):.2f} (median of paired runs: "
+        f"{', '.join(f'{r:.2f}' for r in paired)})"
+    )
+
+
+async def watch_dashboards(url: str, count: int, token_file: Path, ca: Path | None) -> None:
+    """Keep ``count`` clients on the dashboard's event stream until SIGTERM, reading
+    and discarding what comes; print ``connected`` once every one has its first
+    bytes, and at the end how many events they read. Runs in its own process
+    (``measure`` starts it), so its CPU is not the benchmark client's."""
+    import httpx
+
+    from testfleet.security.credentials import read_token_file
+
+    headers = {
+        "Authorization": f"Bearer {read_token_file(token_file)}",
+        "Accept": "text/event-stream",
+    }
+    events = 0
+    ready = asyncio.Event()
+    connected = 0
+
+    async def one(client: httpx.AsyncClient) -> None:
+        nonlocal events, connected
+        first = True
+        while True:  # the server ends a stream after a while; a browser reconnects
+            async with client.stream("GET", "/dashboard/events", headers=headers) as response:
+                if response.status_code != 200:
+                    raise SystemExit(f"/dashboard/events answered {response.status_code}")
+                async for chunk in response.aiter_text():
+                    events += chunk.count("\n\n")
+                    if first:
+                        first = False
+                        connected += 1
+                        if connected == count:
+                            ready.set()
+
+    async with httpx.AsyncClient(
+        base_url=url, verify=str(ca) if ca is not None else True, timeout=None
+    ) as client:
+        tasks = [asyncio.create_task(one(client)) for _ in range(count)]
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await ready.wait()
+        print("connected", flush=True)
+        await stop.wait()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    print(f"events {events}", flush=True)
+
+
+def start_dashboards(fleet: LocalFleet, count: int) -> subprocess.Popen[str]:
+    """The process that keeps ``count`` dashboards open (see ``watch_dashboards``),
+    once all of them are connected."""
+    argv = [
+        sys.executable,
+        str(HERE),
+        "--watch-dashboards",
+        fleet.url,
+        "--dashboards",
+        str(count),
+        "--token-file",
+        str(fleet.token_file),
+    ]
+    if fleet.pki is not None:
+        argv += ["--ca", str(ca_files(fleet.pki).cert)]
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    line = process.stdout.readline().strip()
+    if line != "connected":
+        process.kill()
+        raise SystemExit(f"the dashboards did not connect (exit {process.wait()}): {line!r}")
+    return process
+
+
+def stop_dashboards(process: subprocess.Popen[str]) -> int:
+    """Stop the dashboards' process; how many events they read."""
+    process.send_signal(signal.SIGTERM)
+    out, _ = process.communicate(timeout=60)
+    last = out.strip().splitlines()[-1] if out.strip() else ""
+    return int(last.split()[1]) if last.startswith("events ") else -1
+
+
+def measure(args: argparse.Namespace, *, tls: bool, dashboards: int = 0) -> Figures:
+    """Run one fleet (plain or over TLS, with ``dashboards`` watching) through
+    both phases; its figures."""
     workdir = Path(tempfile.mkdtemp(prefix="testfleet-dispatch-"))
     fleet = LocalFleet(
         workdir, db=workdir / "dispatch.duckdb", log_dir=workdir, client_timeout=120, tls=tls
@@ -232,6 +378,7 @@ def measure(args: argparse.Namespace, *, tls: bool) -> Figures:
         for n in range(args.workers):
             issue_worker(fleet.pki, agent_id(n))
         host_argv += ["--pki", str(fleet.pki)]
+    watchers: subprocess.Popen[str] | None = None
     try:
         fleet.start_coordinator()
         if fleet.pki is None:
@@ -251,6 +398,7 @@ def measure(args: argparse.Namespace, *, tls: bool) -> Figures:
         )
         fleet.wait_for_workers(count=args.workers, timeout=120)
         client = fleet.client
+        watchers = start_dashboards(fleet, dashboards) if dashboards else None
         documents = [
             {"task_id": f"noop-{n:06d}", "type": "simulated", "config": {"duration_seconds": 0}}
             for n in range(args.tasks)
@@ -264,6 +412,9 @@ def measure(args: argparse.Namespace, *, tls: bool) -> Figures:
         while client.stats()["tasks"]["completed"] < args.tasks:
             time.sleep(0.25)
         finished = time.perf_counter()
+        # The measured phase is over: the dashboards close before phase 2.
+        events_read = stop_dashboards(watchers) if watchers is not None else 0
+        watchers = None
         stats = client.stats()
         # Phase 2, an idle fleet: one task per request, paced, to measure how
         # long dispatch itself takes when a worker is free (phase 1's latency is
@@ -276,6 +427,9 @@ def measure(args: argparse.Namespace, *, tls: bool) -> Figures:
     except LocalFleetError as exc:
         raise SystemExit(f"{exc}\nlogs in {workdir}") from None
     finally:
+        if watchers is not None:
+            watchers.kill()
+            watchers.wait()
         # The workers' process first, then the coordinator: its file is then free to read.
         try:
             fleet.stop_all(grace=30)
@@ -315,7 +469,8 @@ def measure(args: argparse.Namespace, *, tls: bool) -> Figures:
     lines = [
         f"dispatch{' over TLS with worker certificates and tokens' if tls else ''}: "
         f"{args.workers} workers x {args.slots} slots, {args.tasks} zero-work tasks, "
-        f"codec {args.codec}, {os.cpu_count()} cores",
+        f"codec {args.codec}, {os.cpu_count()} cores"
+        + (f", {dashboards} dashboards on the event stream" if dashboards else ""),
         f"  end-to-end (first task committed -> last result committed): "
         f"{throughput:,.0f} tasks/s over {committed_span:.2f} s",
         f"  client wall (first POST -> all completed seen): "
@@ -324,6 +479,8 @@ def measure(args: argparse.Namespace, *, tls: bool) -> Figures:
         f"  submit->assignment latency, {args.tasks:,} queued at once: "
         f"p50 {statistics.median(latencies):.1f} ms, p99 {percentile(latencies, 0.99):.1f} ms",
     ]
+    if dashboards:
+        lines.append(f"  the dashboards read {events_read} events between them")
     if idle_latencies:
         lines.append(
             f"  submit->accepted by a worker, {len(idle_latencies)} paced single tasks: "
@@ -335,7 +492,7 @@ def measure(args: argparse.Namespace, *, tls: bool) -> Figures:
         f"({stats['loop']['events']} events in {stats['loop']['turns']} turns, "
         f"{stats['loop']['commit_seconds']:.2f} s committing)"
     )
-    return Figures(tls=tls, tasks_per_second=throughput, lines=lines)
+    return Figures(tls=tls, tasks_per_second=throughput, dashboards=dashboards, lines=lines)
 
 
 if __name__ == "__main__":

@@ -85,6 +85,7 @@ class StoreReader(Protocol):
         worker_id: str | None = None,
         limit: int = 100,
         offset: int = 0,
+        newest_first: bool = False,
     ) -> list[TaskRecord]: ...
 
     def count_tasks(

@@ -171,8 +171,12 @@ def list_tasks(
     worker_id: str | None,
     limit: int,
     offset: int,
+    newest_first: bool = False,
 ) -> list[TaskRecord]:
-    """One page of tasks, oldest first (``create_time``, then ``task_id`` for ties).
+    """One page of tasks, oldest first (``create_time``, then ``task_id`` for ties);
+    ``newest_first`` reverses both (the dashboard shows the latest tasks: with
+    100,000 stored, the oldest 200 are not what anyone looks for). Either way
+    DuckDB keeps only the top ``limit + offset`` rows while it scans.
 
     ``statuses=None`` means any status; an empty collection matches nothing.
     ``worker_id`` is the worker of the task's latest attempt.
@@ -183,9 +187,10 @@ def list_tasks(
     if query is None or limit == 0:
         return []
     where, params = query
+    order = "create_time DESC, task_id DESC" if newest_first else "create_time, task_id"
     cursor.execute(
         f"SELECT {TASKS.select_list()} FROM distributed_tasks {where} "
-        "ORDER BY create_time, task_id LIMIT ? OFFSET ?",
+        f"ORDER BY {order} LIMIT ? OFFSET ?",
         [*params, limit, offset],
     )
     return [TASKS.from_row(row) for row in cursor.fetchall()]

@@ -251,8 +251,10 @@ class Store(AlertTables):
         worker_id: str | None = None,
         limit: int = 100,
         offset: int = 0,
+        newest_first: bool = False,
     ) -> list[TaskRecord]:
-        """A page of tasks ordered by ``create_time`` then ``task_id``.
+        """A page of tasks ordered by ``create_time`` then ``task_id``
+        (``newest_first``: the other way round, for the dashboard's lists).
 
         ``statuses=None`` means any status; an empty collection matches
         nothing. Raises ``ValueError`` for a negative ``limit`` or ``offset``.
@@ -266,6 +268,7 @@ class Store(AlertTables):
                 worker_id=worker_id,
                 limit=limit,
                 offset=offset,
+                newest_first=newest_first,
             ),
         )
 

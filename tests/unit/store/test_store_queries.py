@@ -63,6 +63,13 @@ def test_tasks_are_filtered_and_counted(
     assert store.count_tasks(**filters) == len(expected)  # type: ignore[arg-type]
 
 
+def test_newest_first_reverses_the_order_and_pages_from_the_newest(store: Store) -> None:
+    # The dashboard's lists: the latest tasks, not the oldest, when there are many.
+    assert ids(store.list_tasks(newest_first=True)) == ["f", "e", "d", "c", "b", "a"]
+    assert ids(store.list_tasks(newest_first=True, limit=2)) == ["f", "e"]
+    assert ids(store.list_tasks(statuses=[Q], newest_first=True, limit=1)) == ["b"]
+
+
 def test_pages_follow_the_same_order(store: Store) -> None:
     pages = [ids(store.list_tasks(limit=4, offset=offset)) for offset in (0, 4, 8)]
     assert pages == [["a", "b", "c", "d"], ["e", "f"], []]

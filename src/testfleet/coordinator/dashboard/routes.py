@@ -162,7 +162,11 @@ def list_filtered_tasks(store: StoreReader, chosen: TaskFilter) -> list[TaskReco
         statuses = None if chosen.status is None else [chosen.status]
         window = TASK_ROWS if chosen.priority is None else TASK_ROWS * 10
         tasks = store.list_tasks(
-            statuses=statuses, task_type=chosen.task_type, worker_id=chosen.worker, limit=window
+            statuses=statuses,
+            task_type=chosen.task_type,
+            worker_id=chosen.worker,
+            limit=window,
+            newest_first=True,
         )
     kept = [
         task
@@ -247,7 +251,9 @@ def build_dashboard_router(ctx: DashboardContext) -> APIRouter:
         found = view.worker(worker_id)
         if found is None:
             return page(request, "missing.html", 404, what=f"worker {worker_id!r}")
-        tasks = await asyncio.to_thread(store.list_tasks, worker_id=worker_id, limit=50)
+        tasks = await asyncio.to_thread(
+            store.list_tasks, worker_id=worker_id, limit=50, newest_first=True
+        )
         return page(
             request,
             "worker.html",
