@@ -36,7 +36,8 @@ $(CHROMIUM):
 	@echo "installing chromium for the dashboard's browser tests (apt-get)"
 	@if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null; then SUDO=sudo; \
 	else echo "chromium is missing: install Debian's chromium package as root" >&2; exit 1; fi; \
-	$$SUDO apt-get update && $$SUDO apt-get install -y --no-install-recommends chromium
+	$$SUDO apt-get update && \
+	$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium
 
 demo: $(STAMP)
 	$(BIN)/testfleet demo
