@@ -20,12 +20,12 @@ certificates are checked when they are not.
 from __future__ import annotations
 
 import enum
-import ipaddress
 from dataclasses import dataclass
+
+from testfleet.loopback import is_loopback_host as is_loopback
 
 #: Host names that always mean this machine. Any other name may resolve to a
 #: public address (or change to one), so it counts as reachable from outside.
-LOOPBACK_NAMES = frozenset({"localhost", "localhost."})
 
 
 class NoticeLevel(enum.Enum):
@@ -51,22 +51,6 @@ class ExposureDecision:
 
     refusal: str | None
     notices: tuple[Notice, ...] = ()
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` (as given to ``--host``) is reachable from this machine only:
-    127.0.0.0/8, ::1 (also IPv4-mapped), ``localhost``. ``0.0.0.0``, ``::`` and
-    ``""`` mean every interface; any other name is treated as reachable."""
-    name = host.strip().lower()
-    if name in LOOPBACK_NAMES:
-        return True
-    try:
-        address = ipaddress.ip_address(name.strip("[]"))
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped.is_loopback
-    return address.is_loopback
 
 
 def decide_exposure(host: str, *, tls: bool, client_ca: bool, insecure: bool) -> ExposureDecision:

@@ -22,7 +22,6 @@ Decisions:
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 
 from cryptography import x509
 
@@ -33,6 +32,7 @@ from testfleet.coordinator.worker_identity import (
     TokenRefusal,
     WorkerCredential,
 )
+from testfleet.loopback import is_loopback_address as is_loopback
 from testfleet.security.tls import worker_id_of_certificate
 from testfleet.security.tokens import Role, TokenCheck, token_id_of
 from testfleet.store.contract import SecurityStore
@@ -64,19 +64,6 @@ def certificate_credential(der: bytes | None) -> WorkerCredential | None:
         credential_id=format(cert.serial_number, "x"),
         issued_at=cert.not_valid_before_utc.timestamp(),
     )
-
-
-def is_loopback(host: str | None) -> bool:
-    """Whether ``host`` (a peer's address as the server saw it) is this machine."""
-    if host is None:
-        return False
-    try:
-        address = ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped.is_loopback
-    return address.is_loopback
 
 
 async def token_credential(

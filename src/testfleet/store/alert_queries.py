@@ -11,9 +11,9 @@ JSON objects.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import duckdb
 import orjson
@@ -29,6 +29,7 @@ from testfleet.domain.alerts import (
 from testfleet.domain.enums import AttemptStatus, ErrorClass
 from testfleet.domain.pytest_tasks import TestOutcome
 from testfleet.store.rows import from_micros, to_micros
+from testfleet.store.security_tables import StoreTransactions
 
 T = TypeVar("T")
 
@@ -225,26 +226,16 @@ def last_assignment(cursor: duckdb.DuckDBPyConnection) -> float | None:
     return None if row is None else from_micros(row[0])
 
 
-class _Transactions(Protocol):
-    """What :class:`AlertTables` needs of the store it is mixed into."""
-
-    def _security_write(
-        self, operation: str, write: Callable[[duckdb.DuckDBPyConnection], T]
-    ) -> T: ...
-
-    def _read(self, operation: str, query: Callable[[duckdb.DuckDBPyConnection], T]) -> T: ...
-
-
 class AlertTables:
     """The alert methods of :class:`~testfleet.store.store.Store` (the contract's
     ``AlertStore``): writes in a transaction of their own, reads on a fresh cursor."""
 
-    def save_alerts(self: _Transactions, alerts: Sequence[AlertRecord]) -> None:
+    def save_alerts(self: StoreTransactions, alerts: Sequence[AlertRecord]) -> None:
         """Insert or update these alert instances, all in one transaction."""
         self._security_write("save alerts", lambda cursor: upsert_alerts(cursor, alerts))
 
     def record_notifications(
-        self: _Transactions, notifications: Sequence[NotificationRecord]
+        self: StoreTransactions, notifications: Sequence[NotificationRecord]
     ) -> None:
         """Append these notification results."""
         self._security_write(
@@ -252,25 +243,25 @@ class AlertTables:
         )
 
     def list_alerts(
-        self: _Transactions, *, state: AlertState | None = None, limit: int = 100
+        self: StoreTransactions, *, state: AlertState | None = None, limit: int = 100
     ) -> list[AlertRecord]:
         return self._read(
             "list alerts", lambda cursor: list_alerts(cursor, state=state, limit=limit)
         )
 
     def alert_notifications(
-        self: _Transactions, *, alert_id: str | None = None, limit: int = 100
+        self: StoreTransactions, *, alert_id: str | None = None, limit: int = 100
     ) -> list[NotificationRecord]:
         return self._read(
             "list alert notifications",
             lambda cursor: list_notifications(cursor, alert_id=alert_id, limit=limit),
         )
 
-    def count_attempts(self: _Transactions, since: float) -> AttemptCounts:
+    def count_attempts(self: StoreTransactions, since: float) -> AttemptCounts:
         return self._read("count recent attempts", lambda cursor: count_attempts(cursor, since))
 
-    def count_tests(self: _Transactions, since: float) -> TestCounts:
+    def count_tests(self: StoreTransactions, since: float) -> TestCounts:
         return self._read("count recent tests", lambda cursor: count_tests(cursor, since))
 
-    def last_assignment(self: _Transactions) -> float | None:
+    def last_assignment(self: StoreTransactions) -> float | None:
         return self._read("read the last assignment", last_assignment)

@@ -26,7 +26,7 @@ Schema, migrations and the foreign keys DuckDB can live with are described in
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -46,11 +46,7 @@ from testfleet.domain.records import (
     WorkerRecord,
     WriteBatch,
 )
-from testfleet.security.audit import AuditEvent
-from testfleet.security.enrolment import TokenConsumption
-from testfleet.security.tokens import Role, TokenRecord
-from testfleet.security.worker_revocation import WorkerRevocation
-from testfleet.store import analysis, live_query, pytest_queries, queries, security_queries
+from testfleet.store import analysis, live_query, pytest_queries, queries
 from testfleet.store.alert_queries import AlertTables
 from testfleet.store.encryption import (
     DatabaseKey,
@@ -66,6 +62,7 @@ from testfleet.store.errors import (
 )
 from testfleet.store.regression_queries import regression_samples
 from testfleet.store.schema import apply_migrations
+from testfleet.store.security_tables import SecurityTables
 from testfleet.store.writer import EncodedTables, encode_batch, missing_references, write_tables
 
 T = TypeVar("T")
@@ -91,7 +88,7 @@ class PreparedBatch:
         self.store.commit(self)
 
 
-class Store(AlertTables):
+class Store(SecurityTables, AlertTables):
     """One DuckDB database holding tasks, attempts, results, workers and benchmark rows.
 
     ``path`` is a file (created if missing; its directory must exist) or
@@ -433,99 +430,7 @@ class Store(AlertTables):
             "read test durations", lambda cursor: pytest_queries.test_durations(cursor, project)
         )
 
-    # -- tokens and the audit trail ----------------------------------------------
-    #
-    # Why these writes do not go through the coordinator's loop: they touch only
-    # api_tokens, audit_events and worker_revocations, which the loop's batches
-    # never write (a revoke also tells the loop, which closes the worker's
-    # socket, after this write). Each is one small transaction on the store's
-    # one writer cursor under the same lock as the loop's commits, so there is
-    # still one writer at a time (no DuckDB write conflict can fail the loop's
-    # commit), and the caller (an API route, or ``tokens create --db``) awaits
-    # it before answering: durable before acknowledged. A token row or a
-    # revocation and the audit event saying who made it are one transaction.
-
-    def add_token(self, token: TokenRecord, audit: Sequence[AuditEvent] = ()) -> None:
-        """Store a new token (its hash, never its secret) with its audit events."""
-
-        def write(cursor: duckdb.DuckDBPyConnection) -> None:
-            security_queries.insert_token(cursor, token)
-            security_queries.insert_audit(cursor, list(audit))
-
-        self._security_write("store a token", write)
-
-    def revoke_token(self, token_id: str, now: float, audit: Sequence[AuditEvent] = ()) -> bool:
-        """Revoke ``token_id`` from ``now`` on (a second revoke keeps the first time);
-        whether the token exists. The audit events are written only if it does."""
-
-        def write(cursor: duckdb.DuckDBPyConnection) -> bool:
-            found = security_queries.revoke_token(cursor, token_id, now)
-            if found:
-                security_queries.insert_audit(cursor, list(audit))
-            return found
-
-        return self._security_write("revoke a token", write)
-
-    def consume_token(
-        self, token_id: str, role: Role, now: float, audit: Sequence[AuditEvent] = ()
-    ) -> TokenConsumption:
-        """Use the one-time ``role`` token ``token_id`` at ``now`` (an enrolment token):
-        check that it is usable and mark it revoked in one transaction, under the
-        write lock, so two concurrent uses cannot both succeed. The audit events
-        (what the use did) are written with it, only if it was consumed."""
-
-        def write(cursor: duckdb.DuckDBPyConnection) -> TokenConsumption:
-            verdict = security_queries.consume_token(cursor, token_id, role, now)
-            if verdict is TokenConsumption.CONSUMED:
-                security_queries.insert_audit(cursor, list(audit))
-            return verdict
-
-        return self._security_write("use a one-time token", write)
-
-    def record_audit(self, events: Sequence[AuditEvent]) -> None:
-        """Append ``events`` to the audit trail in one transaction."""
-        if events:
-            self._security_write(
-                "record audit events", lambda c: security_queries.insert_audit(c, list(events))
-            )
-
-    def revoke_worker(
-        self, revocation: WorkerRevocation, audit: Sequence[AuditEvent] = ()
-    ) -> list[str]:
-        """Record ``revocation``, revoke every worker and enrol token named by its
-        worker id, and append ``audit``, in one transaction; the revoked tokens' ids."""
-
-        def write(cursor: duckdb.DuckDBPyConnection) -> list[str]:
-            revoked = security_queries.insert_revocation(cursor, revocation)
-            security_queries.insert_audit(cursor, list(audit))
-            return revoked
-
-        return self._security_write("revoke a worker", write)
-
-    def worker_revocations(self) -> dict[str, float]:
-        """The latest revocation time of each revoked worker id (loaded at start-up)."""
-        return self._read("read worker revocations", security_queries.latest_revocations)
-
-    def get_token(self, token_id: str) -> TokenRecord | None:
-        """The token ``token_id`` (revoked or expired ones too), or None."""
-        return self._read(
-            "read a token", lambda cursor: security_queries.get_token(cursor, token_id)
-        )
-
-    def list_tokens(self) -> list[TokenRecord]:
-        """Every token ever created, oldest first."""
-        return self._read("list tokens", security_queries.list_tokens)
-
-    def audit_events(
-        self, *, since: float | None = None, actor: str | None = None, limit: int = 1000
-    ) -> list[AuditEvent]:
-        """The newest ``limit`` audit events at or after ``since`` by ``actor``, oldest first."""
-        return self._read(
-            "read the audit trail",
-            lambda cursor: security_queries.list_audit(
-                cursor, since=since, actor=actor, limit=limit
-            ),
-        )
+    # -- tokens, the audit trail, revocations: SecurityTables (security_tables.py)
 
     def _security_write(self, operation: str, write: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
         with self._write_lock:

@@ -28,7 +28,6 @@ Decisions:
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +39,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from testfleet.client import FleetClient, FleetError
+from testfleet.loopback import is_loopback_host
 from testfleet.security.enrolment import ENROL_TOKEN_ENV
 from testfleet.security.pki import PkiError, check_worker_id
 from testfleet.security.tls import worker_id_of_certificate
@@ -137,7 +137,7 @@ def saved_credentials(cert_dir: Path, worker_id: str | None = None) -> WorkerCre
 def check_enrolment_url(url: str) -> None:
     """Refuse to send an enrolment token over plain HTTP beyond loopback."""
     parts = urlsplit(url)
-    if parts.scheme == "https" or _is_loopback(parts.hostname or ""):
+    if parts.scheme == "https" or is_loopback_host(parts.hostname):
         return
     raise EnrolmentError(
         f"--enrol-token needs an https:// coordinator: {url} is plain HTTP, and the token "
@@ -202,12 +202,3 @@ def _save(
             "folder writable by this user and enrol again with a new token"
         ) from None
     return WorkerCredentials(worker_id, cert_path, key_path, enrolled=True)
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
