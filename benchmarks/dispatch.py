@@ -54,14 +54,17 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import duckdb
 
 from testfleet.local_fleet import LocalFleet, LocalFleetError
 from testfleet.security.pki import ca_files, issue_worker, worker_files
+
+T = TypeVar("T")
 
 HERE = Path(__file__).resolve()
 
@@ -220,53 +223,57 @@ def main() -> None:
 
 def compare(args: argparse.Namespace) -> None:
     """Plain and TLS alternately, ``args.rounds`` each, then both medians and the ratio."""
-    runs: list[Figures] = []
-    for _ in range(args.rounds):
-        for tls in (False, True):
-            figures = measure(args, tls=tls)
-            runs.append(figures)
-            for line in figures.lines:
-                print(line, flush=True)
-    plain = [r.tasks_per_second for r in runs if not r.tls]
-    secured = [r.tasks_per_second for r in runs if r.tls]
-    plain_median, tls_median = statistics.median(plain), statistics.median(secured)
-    # Each TLS run against the plain run just before it: on a shared machine
-    # whose speed drifts, the paired ratio is steadier than the ratio of medians.
-    paired = [t / p for p, t in zip(plain, secured, strict=True)]
-    print(
-        f"plain vs TLS, {args.rounds} runs each, alternating, same session: "
-        f"plain {plain_median:,.0f} tasks/s (median; {min(plain):,.0f}-{max(plain):,.0f}), "
-        f"TLS {tls_median:,.0f} tasks/s ({min(secured):,.0f}-{max(secured):,.0f}); "
-        f"TLS/plain {tls_median / plain_median:.2f} (ratio of medians), "
-        f"{statistics.median(paired):.2f} (median of paired runs: "
-        f"{', '.join(f'{r:.2f}' for r in paired)})"
-    )
+    plain, secured = alternate(args.rounds, lambda tls: measure(args, tls=tls), False, True)
+    print_comparison(f"plain vs TLS, {args.rounds} runs each", "plain", plain, "TLS", secured)
 
 
 def compare_dashboards(args: argparse.Namespace) -> None:
     """0 and N dashboards alternately, ``args.rounds`` each, then both medians and the ratio."""
     watched = args.compare_dashboards
-    runs: list[Figures] = []
-    for round_number in range(args.rounds):
-        # The order flips every round (0, N, N, 0, ...): the second run of a
-        # pair may gain from the first's warm caches, and that must not count
-        # for either side.
-        order = (0, watched) if round_number % 2 == 0 else (watched, 0)
-        for dashboards in order:
-            figures = measure(args, tls=args.tls, dashboards=dashboards)
-            runs.append(figures)
+    alone, seen = alternate(
+        args.rounds,
+        lambda dashboards: measure(args, tls=args.tls, dashboards=dashboards),
+        0,
+        watched,
+    )
+    print_comparison(
+        f"0 vs {watched} dashboards, {args.rounds} runs each", "without", alone, "with", seen
+    )
+
+
+def alternate(
+    rounds: int, run: Callable[[T], Figures], first: T, second: T
+) -> tuple[list[float], list[float]]:
+    """``run`` with ``first`` and ``second`` alternately, ``rounds`` each, printing each
+    run's figures; the two sides' throughputs, paired by round.
+
+    The order flips every round (a b, b a, a b, ...): the second run of a pair
+    may gain from the first's warm caches, and that must count for neither side
+    (with a fixed order, 0 vs 10 dashboards once read 1.13 and 1.21)."""
+    ones: list[float] = []
+    others: list[float] = []
+    for round_number in range(rounds):
+        order = (first, second) if round_number % 2 == 0 else (second, first)
+        for variant in order:
+            figures = run(variant)
+            (ones if variant == first else others).append(figures.tasks_per_second)
             for line in figures.lines:
                 print(line, flush=True)
-    alone = [r.tasks_per_second for r in runs if not r.dashboards]
-    seen = [r.tasks_per_second for r in runs if r.dashboards]
-    alone_median, seen_median = statistics.median(alone), statistics.median(seen)
-    paired = [w / a for a, w in zip(alone, seen, strict=True)]
+    return ones, others
+
+
+def print_comparison(
+    title: str, one_name: str, ones: list[float], other_name: str, others: list[float]
+) -> None:
+    """Both medians and ranges, the ratio of medians, and the paired ratios: on a
+    shared machine whose speed drifts, the paired ratio is steadier."""
+    one_median, other_median = statistics.median(ones), statistics.median(others)
+    paired = [b / a for a, b in zip(ones, others, strict=True)]
     print(
-        f"0 vs {watched} dashboards, {args.rounds} runs each, alternating (order flipped "
-        f"every round), same session: "
-        f"without {alone_median:,.0f} tasks/s (median; {min(alone):,.0f}-{max(alone):,.0f}), "
-        f"with {seen_median:,.0f} tasks/s ({min(seen):,.0f}-{max(seen):,.0f}); "
-        f"with/without {seen_median / alone_median:.2f} (ratio of medians), "
+        f"{title}, alternating (order flipped every round), same session: "
+        f"{one_name} {one_median:,.0f} tasks/s (median; {min(ones):,.0f}-{max(ones):,.0f}), "
+        f"{other_name} {other_median:,.0f} tasks/s ({min(others):,.0f}-{max(others):,.0f}); "
+        f"{other_name}/{one_name} {other_median / one_median:.2f} (ratio of medians), "
         f"{statistics.median(paired):.2f} (median of paired runs: "
         f"{', '.join(f'{r:.2f}' for r in paired)})"
     )
