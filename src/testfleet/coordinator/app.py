@@ -40,6 +40,7 @@ from testfleet.coordinator.connections import ConnectionRegistry
 from testfleet.coordinator.dashboard import add_dashboard
 from testfleet.coordinator.docs_page import add_docs_page
 from testfleet.coordinator.enrolment_api import build_enrolment_router
+from testfleet.coordinator.flaky_tests_metric import FlakyTestsGauge
 from testfleet.coordinator.http_protocol import limited_http_protocol
 from testfleet.coordinator.limits import RateLimiter, RateLimitMiddleware
 from testfleet.coordinator.log_api import build_log_router
@@ -256,7 +257,8 @@ def create_app(
     app.include_router(build_enrolment_router(auth, enrolment_ca))
     app.include_router(build_alerts_router(engine, store))
     watch = RegressionWatch(store, metrics, clock)
-    app.include_router(build_metrics_router(metrics, watch))
+    flaky = FlakyTestsGauge(store, metrics, clock)
+    app.include_router(build_metrics_router(metrics, watch, flaky))
     app.include_router(build_regressions_router(watch))
     app.include_router(build_log_router(view, state.log_tails, store, clock))
     viewer = [Depends(require(Role.VIEWER))]

@@ -116,6 +116,9 @@ class Metrics:
         self.open_regressions: dict[tuple[str, str], int] = {}
         #: (receiver, result) -> notifications sent; filled by the notifier.
         self.notifications: dict[tuple[str, str], int] = {}
+        #: Tests flaky in the last day, as last counted from the store
+        #: (``flaky_tests_metric.FlakyTestsGauge``); None until first counted.
+        self.flaky_tests: int | None = None
         self._firing_alerts: Callable[[], Mapping[str, int]] | None = None
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_Collector(self))
@@ -267,6 +270,13 @@ class Metrics:
         for (kind, figure), count in sorted(self.open_regressions.items()):
             regressions.add_metric([kind, figure], count)
         yield regressions
+        if self.flaky_tests is not None:
+            yield GaugeMetricFamily(
+                "testfleet_flaky_tests",
+                "Tests that passed only on a rerun, or both passed and failed, in the last "
+                "day (as last counted).",
+                value=self.flaky_tests,
+            )
         alerts = GaugeMetricFamily(
             "testfleet_alerts_firing", "Alerts firing now, by rule.", labels=["rule"]
         )

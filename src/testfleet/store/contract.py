@@ -53,6 +53,14 @@ from testfleet.store.live_query import (
     QueryResult,
 )
 from testfleet.store.pytest_queries import RunTask
+from testfleet.store.test_history_queries import (
+    HISTORY_RUNS,
+    ChunkRow,
+    PastVerdict,
+    RunSummary,
+    RunTest,
+    TestStats,
+)
 
 
 class PreparedWrite(Protocol):
@@ -136,6 +144,49 @@ class StoreReader(Protocol):
     def run_tasks(self, run_id: str) -> list[RunTask]: ...
 
     def test_durations(self, project: str) -> dict[str, float]: ...
+
+    # The dashboard's Test runs and Tests pages (store/test_history_queries.py).
+
+    def recent_runs(self, *, project: str | None = None, limit: int = 50) -> list[RunSummary]:
+        """The newest test runs, newest first."""
+        ...
+
+    def run_summary(self, run_id: str) -> RunSummary | None: ...
+
+    def run_chunks(self, run_id: str, limit: int = 500) -> list[ChunkRow]: ...
+
+    def run_problem_tests(self, run_id: str, limit: int = 200) -> list[RunTest]:
+        """A run's failing tests and those that passed only on a rerun."""
+        ...
+
+    def run_slowest_tests(self, run_id: str, limit: int = 10) -> list[RunTest]: ...
+
+    def earlier_runs(self, run_id: str, project: str, runs: int = HISTORY_RUNS) -> list[str]:
+        """The project's runs before ``run_id``, newest first."""
+        ...
+
+    def past_verdicts(
+        self, run_id: str, project: str, nodeids: Sequence[str], runs: int = HISTORY_RUNS
+    ) -> list[PastVerdict]:
+        """These tests' verdicts in the project's runs before ``run_id``, newest first."""
+        ...
+
+    def tested_projects(self) -> list[str]: ...
+
+    def per_test_stats(
+        self,
+        project: str,
+        *,
+        contains: str | None = None,
+        runs: int = HISTORY_RUNS,
+        limit: int = 500,
+    ) -> list[TestStats]:
+        """Per test of ``project`` over its recent runs: pass rate, flakiness, durations."""
+        ...
+
+    def count_flaky_tests(self, since: float) -> int:
+        """Tests that passed only on a rerun or flipped verdict since ``since``."""
+        ...
 
     def query(
         self,

@@ -63,6 +63,7 @@ from testfleet.store.errors import (
 from testfleet.store.regression_queries import regression_samples
 from testfleet.store.schema import apply_migrations
 from testfleet.store.security_tables import SecurityTables
+from testfleet.store.test_history_queries import TestHistoryTables
 from testfleet.store.writer import EncodedTables, encode_batch, missing_references, write_tables
 
 T = TypeVar("T")
@@ -88,7 +89,7 @@ class PreparedBatch:
         self.store.commit(self)
 
 
-class Store(SecurityTables, AlertTables):
+class Store(SecurityTables, AlertTables, TestHistoryTables):
     """One DuckDB database holding tasks, attempts, results, workers and benchmark rows.
 
     ``path`` is a file (created if missing; its directory must exist) or

@@ -7,7 +7,8 @@ with htmx, its SSE extension and uPlot vendored under ``static/`` (see
 ``static/README.md``): nothing loads from another host. A person signs in by
 pasting a token (:mod:`.login`); cancelling a task and draining a worker
 need the matching role and a form token (:mod:`.actions`). The task log
-tail, alerts and benchmarks pages are in :mod:`.pages`.
+tail, alerts and benchmarks pages are in :mod:`.pages`; the Test runs and
+Tests pages in :mod:`.test_pages`.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from testfleet.coordinator.dashboard.routes import (
     build_dashboard_router,
 )
 from testfleet.coordinator.dashboard.templates import Templates
+from testfleet.coordinator.dashboard.test_pages import build_test_pages_router
 from testfleet.coordinator.log_tails import LogTails
 from testfleet.coordinator.loop import CoordinatorLoop
 from testfleet.coordinator.state_view import StateView
@@ -97,6 +99,7 @@ def add_dashboard(
         templates=templates,
     )
     app.include_router(build_pages_router(pages))
+    app.include_router(build_test_pages_router(store, clock, templates))
     app.include_router(build_actions_router(loop, store, clock, templates, csrf))
 
     @app.exception_handler(LoginRequired)
