@@ -5,7 +5,8 @@ Run:  .venv/bin/python benchmarks/dashboard_pages.py [--tasks 100000] [--tests 1
 Fills a fresh DuckDB file, starts a coordinator on it (``LocalFleet``, no
 workers: the pages read the state the coordinator loaded and the store),
 signs in through the dashboard's form (its cookie carries every request) and
-times each page, row fragment and the chart history, plus the API's task list
+times each page (the Test runs and Tests pages too), row fragment and the
+chart history, plus the API's task list
 for comparison: the median of ``--repeat`` requests each, measured from the
 client (so it includes HTTP and rendering, on loopback). Prints a table;
 the issue's bar is 300 ms a page.
@@ -162,6 +163,11 @@ def pages(tasks: int) -> list[tuple[str, str]]:
         ("A task (chunk)", f"/dashboard/tasks/t-{chunk:06d}"),
         ("A task (failed)", f"/dashboard/tasks/t-{chunk + 1:06d}"),
         ("Chart history (JSON)", "/dashboard/history"),
+        ("Test runs", "/dashboard/runs"),
+        (f"A test run ({run}, finished)", f"/dashboard/runs/{run}"),
+        ("A test run's body (fragment)", f"/dashboard/runs/{run}/live"),
+        ("Tests", "/dashboard/tests"),
+        ("Tests ?q=test_04", "/dashboard/tests?q=test_04"),
         ("API GET /api/v1/tasks", "/api/v1/tasks"),
         ("API GET /api/v1/tasks?status=failed", "/api/v1/tasks?status=failed&limit=200"),
     ]

@@ -222,6 +222,13 @@ def test_the_dashboard_follows_the_fleet_live_in_a_browser(
     page.goto(f"{base}/benchmarks")
     page.wait_for_selector("text=No open regressions.")
     browser.shoot("12-benchmarks")
+    # Test runs and tests (this fleet ran no pytest run: the empty pages render).
+    page.goto(f"{base}/runs")
+    page.wait_for_selector("text=No test runs yet.")
+    browser.shoot("13-test-runs")
+    page.goto(f"{base}/tests")
+    page.wait_for_selector("text=No tests recorded yet.")
+    browser.shoot("14-tests")
     page.goto(f"{base}/tasks?status=bogus")
     assert "status: 'bogus' is not one of" in page.inner_text("main")
 

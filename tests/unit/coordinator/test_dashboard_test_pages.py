@@ -281,11 +281,13 @@ def test_run_summaries_count_totals_verdicts_and_open_chunks(seeded: Path) -> No
         runs = store.recent_runs()
         assert [r.run_id for r in runs] == ["run-5", "run-4", "run-3", "run-2", "run-1"]
         four = store.run_summary("run-4")
-        assert four is not None and not four.running
+        assert four is not None
+        assert not four.running
         # d failed then passed on its rerun: counted once, as passed on rerun.
         assert (four.total, four.done, four.failed, four.passed_on_rerun) == (5, 5, 4, 1)
         five = runs[0]
-        assert five.running and five.ended is None
+        assert five.running
+        assert five.ended is None
         assert (five.total, five.done, five.failed) == (5, 2, 1)
         assert store.run_summary("nope") is None
         assert store.recent_runs(project="path:/elsewhere") == []
@@ -300,7 +302,8 @@ def test_per_test_statistics_over_recent_runs(seeded: Path) -> None:
         assert c.pass_rate == 0.5
         assert [outcome for _run, outcome, _r, _d in c.recent] == [F, P, F, P]
         assert stats["t.py::d"].passed_on_rerun == 2
-        assert stats["t.py::b"].flips == 0 and stats["t.py::b"].pass_rate == 0.0
+        assert stats["t.py::b"].flips == 0
+        assert stats["t.py::b"].pass_rate == 0.0
         assert stats["t.py::a"].runs == 5  # run-5 recorded it already
         # The flakiest first; a bounded window of runs per test.
         assert next(iter(stats)) == "t.py::c"
@@ -342,7 +345,8 @@ def test_the_run_list_shows_progress_and_failures_newest_first(site: Site) -> No
     assert page.status_code == 200, page.text
     text = page.text
     assert text.index("run-5") < text.index("run-4") < text.index("run-1")
-    assert 'class="run-running"' in text and "2 / 5" in text
+    assert 'class="run-running"' in text
+    assert "2 / 5" in text
     assert 'href="/dashboard/runs" class="current"' in text  # the nav link
     assert 'href="/dashboard/tests"' in text
 
@@ -357,12 +361,15 @@ def test_a_finished_run_classifies_its_failures(site: Site) -> None:
         for line in text.split('<tr class="kind-')[1:]
     }
     assert rows["t.py::a"].startswith("new")
-    assert rows["t.py::b"].startswith("failing_since") and "run-1" in rows["t.py::b"]
+    assert rows["t.py::b"].startswith("failing_since")
+    assert "run-1" in rows["t.py::b"]
     assert "4 runs" in rows["t.py::b"]
     assert rows["t.py::c"].startswith("flaky")
-    assert rows["t.py::d"].startswith("flaky") and "(rerun 1)" in rows["t.py::d"]
+    assert rows["t.py::d"].startswith("flaky")
+    assert "(rerun 1)" in rows["t.py::d"]
     assert rows["t.py::e"].startswith("new")
-    assert "Slowest tests" in text and "ETA" not in text
+    assert "Slowest tests" in text
+    assert "ETA" not in text
 
 
 def test_a_running_run_polls_its_body_with_an_eta(site: Site) -> None:
@@ -375,7 +382,8 @@ def test_a_running_run_polls_its_body_with_an_eta(site: Site) -> None:
     assert "Failing tests" not in page.text
     live = site.client.get("/dashboard/runs/run-5/live")
     assert live.status_code == 200
-    assert 'id="run-body"' in live.text and "<html" not in live.text
+    assert 'id="run-body"' in live.text
+    assert "<html" not in live.text
     assert "w-2" in live.text  # chunks per worker
 
 
