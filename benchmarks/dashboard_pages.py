@@ -6,10 +6,9 @@ Fills a fresh DuckDB file, starts a coordinator on it (``LocalFleet``, no
 workers: the pages read the state the coordinator loaded and the store),
 signs in through the dashboard's form (its cookie carries every request) and
 times each page (the Test runs and Tests pages too), row fragment and the
-chart history, plus the API's task list
-for comparison: the median of ``--repeat`` requests each, measured from the
-client (so it includes HTTP and rendering, on loopback). Prints a table;
-the issue's bar is 300 ms a page.
+chart history, plus the API's task list for comparison: the median of
+``--repeat`` requests each, measured from the client (so it includes HTTP and
+rendering, on loopback). Prints a table; the issue's bar is 300 ms a page.
 
 How the file is filled quickly: ``api_seed.seed_store`` (the API tests' seed)
 writes one of every kind of row through the real store, so every JSON
