@@ -234,6 +234,7 @@ def test_chunks_per_worker_count_running_ones_and_span_their_times() -> None:
         ("w-2", 1, 0, 10),
     ]
     assert (rows[0].first_start, rows[0].last_end) == (T0, T0 + 5)
+    assert [c.task_id for c in rows[0].items] == ["c1", "c2"]
 
 
 def _past(run: str, outcome: TestOutcome, *, rerun: bool = False) -> PastVerdict:
@@ -385,6 +386,7 @@ def test_a_running_run_polls_its_body_with_an_eta(site: Site) -> None:
     assert 'id="run-body"' in live.text
     assert "<html" not in live.text
     assert "w-2" in live.text  # chunks per worker
+    assert 'href="/dashboard/tasks/run-5-c2"' in live.text  # and each worker's chunks
 
 
 def test_unknown_runs_are_404_and_bad_filters_400(site: Site) -> None:

@@ -51,6 +51,8 @@ class WorkerChunks:
     tests_reported: int
     first_start: float | None
     last_end: float | None
+    #: Its chunks in start order (the page lists them under the worker's row).
+    items: tuple[ChunkRow, ...] = ()
 
 
 def worker_chunks(chunks: Sequence[ChunkRow]) -> list[WorkerChunks]:
@@ -71,6 +73,7 @@ def worker_chunks(chunks: Sequence[ChunkRow]) -> list[WorkerChunks]:
                 tests_reported=sum(c.reported for c in own),
                 first_start=min(starts) if starts else None,
                 last_end=max(ends) if ends else None,
+                items=tuple(sorted(own, key=lambda c: (c.start_time or 0.0, c.task_id))),
             )
         )
     return sorted(rows, key=lambda r: (-r.chunks, r.worker_id))
