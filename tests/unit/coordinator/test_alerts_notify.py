@@ -135,7 +135,8 @@ async def test_a_loopback_receiver_gets_the_firing_and_the_resolved_payloads(
     firing, ended = receiver.bodies
     if kind is ReceiverKind.SLACK:
         head = "[FIRING] worker_lost (critical) worker_id=w1"
-        assert firing == {"text": f"{head}: worker w1 is lost: silent for 20 s"}
+        link = "<https://fleet:8700/dashboard/alerts|alerts page>"
+        assert firing == {"text": f"{head}: worker w1 is lost: silent for 20 s {link}"}
         assert isinstance(ended["text"], str)
         assert ended["text"].startswith("[RESOLVED] worker_lost (critical) worker_id=w1")
     else:
@@ -151,6 +152,7 @@ async def test_a_loopback_receiver_gets_the_firing_and_the_resolved_payloads(
             "worker_id": "w1",
         }
         assert item["annotations"]["summary"] == alert.summary
+        assert item["generatorURL"] == "https://fleet:8700/dashboard/alerts"
         assert item["startsAt"] == "2027-01-15T08:00:00.000Z"
         assert item["endsAt"] == "0001-01-01T00:00:00Z"
         assert ended["status"] == "resolved"

@@ -75,7 +75,8 @@ class Notifier:
         external_url: str = "",
     ) -> None:
         """``transport``: httpx's transport (tests pass ``httpx.MockTransport``);
-        ``external_url``: the coordinator's address, put in Alertmanager payloads."""
+        ``external_url``: the coordinator's public URL (``--public-url``), which
+        payloads link to (``payloads.py``)."""
         self._receivers = {receiver.name: receiver for receiver in receivers}
         self._store = store
         self._clock = clock
@@ -220,7 +221,9 @@ class Notifier:
 
     def _payload(self, receiver: ReceiverConfig, notice: Notice) -> dict[str, Any]:
         if receiver.kind is ReceiverKind.SLACK:
-            return slack_payload(notice.alert, repeat=notice.repeat)
+            return slack_payload(
+                notice.alert, repeat=notice.repeat, external_url=self._external_url
+            )
         return alertmanager_payload(notice.alert, receiver.name, self._external_url)
 
 
