@@ -251,3 +251,38 @@ async def test_a_firing_alert_repeats_after_the_repeat_interval(store: Store) ->
     assert isinstance(sent[1]["text"], str)
     assert sent[1]["text"].endswith("(still firing)")
     assert sorted(r.repeat for r in store.alert_notifications()) == [False, True]
+
+
+class Trickle(httpx.AsyncByteStream):
+    """An answer body that never ends: a byte at a time, each quickly."""
+
+    def __init__(self) -> None:
+        self.started = asyncio.Event()
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        self.started.set()
+        while True:
+            await asyncio.sleep(0.001)
+            yield b"."
+
+
+async def test_a_receiver_trickling_its_answer_is_cut_off_by_the_limit_on_the_whole_try(
+    store: Store,
+) -> None:
+    # httpx's own timeout bounds each read; here every read is quick, so only a
+    # bound on the whole try (on the injected clock) ends it.
+    clock = FakeClock(T0)
+    body = Trickle()
+    transport = httpx.MockTransport(lambda _: httpx.Response(200, stream=body))
+    config = ReceiverConfig(name="ops", url="http://127.0.0.1:9/hook", max_attempts=1)
+    notifier = Notifier([config], store, clock, transport=transport)
+    async with running(notifier):
+        notifier.announce(firing_alert())
+        await wait_for(body.started.is_set, "the answer to start")
+        await wait_for(lambda: clock.next_deadline is not None, "the try's deadline")
+        assert clock.next_deadline == clock.now() + config.timeout_seconds
+        clock.advance(config.timeout_seconds)
+        await wait_for(lambda: len(store.alert_notifications()) == 1, "the failed row")
+    (row,) = store.alert_notifications()
+    assert (row.status, row.attempts) == (NotificationStatus.FAILED, 1)
+    assert row.error == "no whole answer within 5 s"
