@@ -28,7 +28,9 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import pytest
-from it_fleet import Fleet
+from it_fleet import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT, Fleet
+
+from testfleet.local_fleet import CoordinatorOptions
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
@@ -62,8 +64,33 @@ class Browser:
         self.requests: list[str] = []
         self.console_errors: list[str] = []
 
-    def shoot(self, name: str) -> None:
-        self.page.screenshot(path=str(self.shots / f"{name}.png"), full_page=True)
+    def shoot(self, name: str, page: Page | None = None) -> None:
+        shown = page or self.page
+        shown.screenshot(path=str(self.shots / f"{name}.png"), full_page=True)
+
+    def record(self, page: Page) -> None:
+        """Record ``page``'s requests and console errors here."""
+        page.on("request", lambda request: self.requests.append(request.url))
+        page.on(
+            "console",
+            lambda message: (
+                self.console_errors.append(message.text) if message.type == "error" else None
+            ),
+        )
+        page.on("pageerror", lambda error: self.console_errors.append(str(error)))
+        page.set_default_timeout(WAIT_MS)
+
+    def new_page(self) -> Page:
+        """Another tab in the same context (signed in alike), recorded like the first."""
+        page = self.page.context.new_page()
+        self.record(page)
+        return page
+
+    def check_traffic(self) -> None:
+        """No request left 127.0.0.1 and no page logged a console error."""
+        hosts = {urlsplit(url).hostname for url in self.requests if not url.startswith("data:")}
+        assert hosts == {"127.0.0.1"}, self.requests
+        assert self.console_errors == []
 
 
 @pytest.fixture
@@ -81,17 +108,7 @@ def browser(tmp_path: Path) -> Iterator[Browser]:
             )
             page = context.new_page()
             recorder = Browser(page, shots)
-            page.on("request", lambda request: recorder.requests.append(request.url))
-            page.on(
-                "console",
-                lambda message: (
-                    recorder.console_errors.append(message.text)
-                    if message.type == "error"
-                    else None
-                ),
-            )
-            page.on("pageerror", lambda error: recorder.console_errors.append(str(error)))
-            page.set_default_timeout(WAIT_MS)
+            recorder.record(page)
             yield recorder
             # Closed before the fleet stops: an open event stream would hold the
             # coordinator's shutdown for its grace period.
@@ -251,3 +268,116 @@ def test_the_dashboard_follows_the_fleet_live_in_a_browser(
     # The bad filter's 400 is the one error the browser logs (a failed load), on purpose.
     unexpected = [e for e in browser.console_errors if "400" not in e]
     assert unexpected == []
+
+
+# --------------------------------------------------------------------------
+# A worker killed mid-task: lost on the workers page, an alert firing on the
+# alerts page (its own refresh), and the task's log tail on its page showing
+# the retry's separator, all without a reload.
+
+ALERTS_FILE = """
+evaluation_interval_seconds = 0.2
+
+[rules.worker_lost]
+for_seconds = 0
+"""
+
+
+#: Lines the retry prints (the first attempt prints for a minute: it is killed).
+RETRY_TICKS = 10
+
+
+def _retried_task(task_id: str, marker: Path) -> dict[str, object]:
+    """A command whose first attempt (no ``marker`` file yet) prints for a minute
+    and whose next one prints RETRY_TICKS lines: the kill always lands mid-task."""
+    script = (
+        "import os, time\n"
+        f"marker = {str(marker)!r}\n"
+        "first = not os.path.exists(marker)\n"
+        "open(marker, 'a').close()\n"
+        f"for i in range(300 if first else {RETRY_TICKS}):\n"
+        "    print(f'tick {i}', flush=True)\n"
+        "    time.sleep(0.2)\n"
+    )
+    return {
+        "task_id": task_id,
+        "type": "command",
+        "timeout_seconds": 120,
+        "config": {"argv": [sys.executable, "-c", script]},
+    }
+
+
+def sign_in(page: Page, base: str, secret: str) -> None:
+    page.goto(f"{base}/login")
+    page.fill("#token", secret)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{base}/")
+
+
+@pytest.mark.timeout(240)
+def test_a_killed_worker_is_lost_fires_an_alert_and_its_task_retries_with_a_separator(
+    fleet: Fleet, browser: Browser, tmp_path: Path
+) -> None:
+    alerts_file = tmp_path / "alerts.toml"
+    alerts_file.write_text(ALERTS_FILE)
+    fleet.start_coordinator(
+        CoordinatorOptions(
+            heartbeat_interval=HEARTBEAT_INTERVAL,
+            heartbeat_timeout=HEARTBEAT_TIMEOUT,
+            log_level="info",
+            extra_args=["--alerts", str(alerts_file)],
+        )
+    )
+    victim = fleet.start_worker("lost-a")
+    fleet.wait_for_workers(["lost-a"])
+    base = f"{fleet.url}/dashboard"
+    logs = browser.page
+    sign_in(logs, base, viewer_secret(fleet))
+
+    # The alerts page, open in a tab of its own before anything fails.
+    alerts = browser.new_page()
+    alerts.goto(f"{base}/alerts")
+    alerts.evaluate("window.__notReloaded = true")
+    sync_api.expect(alerts.locator("[data-count='firing']")).to_have_text("0 firing")
+
+    # A printing task starts on the only worker; its page follows the output.
+    fleet.client.submit([_retried_task("retry-log-1", tmp_path / "first-attempt-ran")])
+    logs.goto(f"{base}/tasks/retry-log-1")
+    logs.evaluate("window.__notReloaded = true")
+    sync_api.expect(logs.locator("#log-text")).to_contain_text("tick 2", timeout=WAIT_MS)
+
+    # Another worker joins, and the first is killed mid-task.
+    fleet.start_worker("lost-b")
+    fleet.wait_for_workers(["lost-b"])
+    fleet.send_signal(victim, signal.SIGKILL)
+
+    # The alert fires on the alerts page without a reload.
+    firing = alerts.locator("table.alerts tr.state-firing", has_text="worker_id=lost-a")
+    sync_api.expect(firing).to_have_count(1, timeout=WAIT_MS)
+    sync_api.expect(firing).to_contain_text("worker_lost")
+    sync_api.expect(alerts.locator("[data-count='firing']")).to_have_text("1 firing")
+    assert alerts.evaluate("window.__notReloaded === true")
+    browser.shoot("13-alerts-firing", alerts)
+
+    # The workers page shows it lost.
+    alerts.goto(f"{base}/workers")
+    sync_api.expect(alerts.locator("tr[data-worker='lost-a'].state-lost")).to_have_count(1)
+    browser.shoot("14-workers-one-lost", alerts)
+
+    # The task is retried on the other worker; the log box says so on a line
+    # of its own, then the retry's output follows, to its last line.
+    separator = "── attempt 2 on worker lost-b ──"
+    sync_api.expect(logs.locator("#log-text")).to_contain_text(separator, timeout=WAIT_MS)
+    sync_api.expect(logs.locator("#log-poll[data-finished='true']")).to_have_count(
+        1, timeout=WAIT_MS
+    )
+    shown = logs.inner_text("#log-text").splitlines()
+    assert separator in shown, shown
+    after = shown[shown.index(separator) + 1 :]
+    assert after == [f"tick {i}" for i in range(RETRY_TICKS)], shown
+    assert shown[0] == "tick 0"  # the first attempt's output stays above it
+    assert logs.evaluate("window.__notReloaded === true")
+    browser.shoot("15-task-log-retried")
+    assert fleet.wait_terminal(["retry-log-1"])["retry-log-1"]["status"] == "completed"
+
+    browser.check_traffic()

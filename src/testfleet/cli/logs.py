@@ -52,14 +52,11 @@ class LogFollower:
     def run(self) -> dict[str, Any]:
         """Print until done; returns the last answer (its ``status`` says how the task ended)."""
         after = 0
-        attempt: int | None = None
         shown_live = False
         while True:
             answer = self.client.task_log(self.task_id, after=after)
-            if answer.get("attempt_id") not in (None, attempt) and shown_live:
-                self.note(f"attempt {answer['attempt_id']} on worker {answer.get('worker_id')}")
-            if answer.get("attempt_id") is not None:
-                attempt = answer["attempt_id"]
+            # A retry needs no note here: its tail starts with the coordinator's
+            # separator line (``── attempt 2 on worker w-2 ──``, log_tails.py).
             if answer.get("missed"):
                 self.write(MISSED_NOTE)
             for chunk in answer["chunks"]:

@@ -125,11 +125,20 @@ def coordinator(
             show_default=False,
         ),
     ] = None,
+    public_url: Annotated[
+        str | None,
+        typer.Option(
+            help="Where people reach this coordinator (e.g. https://fleet.example.com:8443); "
+            "alert notifications link to its dashboard. Default: from --host, --port and TLS.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run a coordinator: REST API, worker channel and the DuckDB file it alone owns."""
     from testfleet.coordinator.alerts.config import AlertsConfigError, load_alerts_config
     from testfleet.coordinator.app import run_coordinator
     from testfleet.coordinator.exposure import NoticeLevel, decide_exposure
+    from testfleet.coordinator.public_url import PublicUrlError, check_public_url
     from testfleet.coordinator.settings import CoordinatorSettings
     from testfleet.coordinator.startup import StartupError
     from testfleet.security.tls import ServerTlsFiles, TlsFileError, check_server_files
@@ -141,6 +150,10 @@ def coordinator(
     try:
         alerts_config = load_alerts_config(alerts) if alerts is not None else None
     except AlertsConfigError as exc:
+        fail(str(exc))
+    try:
+        checked_public_url = check_public_url(public_url) if public_url is not None else ""
+    except PublicUrlError as exc:
         fail(str(exc))
     enrolment_ca = None
     if enrol_ca_dir is not None:
@@ -179,6 +192,7 @@ def coordinator(
         max_worker_frames_per_second=max_worker_frames,
         max_queued_per_submitter=max_queued_per_submitter,
         insecure=insecure,
+        public_url=checked_public_url,
     )
 
     def announce(url: str) -> None:

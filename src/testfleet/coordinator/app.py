@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import ssl
 import sys
@@ -49,6 +50,7 @@ from testfleet.coordinator.metrics import InFlightMiddleware, Metrics
 from testfleet.coordinator.metrics_api import build_metrics_router
 from testfleet.coordinator.openapi import openapi_document
 from testfleet.coordinator.peer_certificate import with_peer_certificate
+from testfleet.coordinator.public_url import derive_public_url
 from testfleet.coordinator.pytest_runs_api import build_test_run_router
 from testfleet.coordinator.query_api import build_query_router
 from testfleet.coordinator.regressions_api import RegressionWatch, build_regressions_router
@@ -170,7 +172,11 @@ def create_app(
     view = StateView(state)
     metrics = Metrics(clock, view, lambda: len(loop.connections))
     loop.observer = metrics
-    notifier = Notifier(alerts.receivers, store, clock) if alerts.receivers else None
+    notifier = (
+        Notifier(alerts.receivers, store, clock, external_url=settings.public_url)
+        if alerts.receivers
+        else None
+    )
     if notifier is not None:
         notifier.on_result = lambda kind, status: metrics.count_notification(kind, status)
     engine = AlertEngine(
@@ -331,6 +337,10 @@ def run_coordinator(
     settings = settings or CoordinatorSettings()
     listeners = bind_listeners(host, port)
     try:
+        bound_port = listeners[0].getsockname()[1]
+        if not settings.public_url:
+            public_url = derive_public_url(host, bound_port, tls=tls is not None)
+            settings = dataclasses.replace(settings, public_url=public_url)
         try:
             app = create_app(
                 db_path,
@@ -342,7 +352,6 @@ def run_coordinator(
             )
         except StoreError as exc:
             raise StartupError(database_failure(db_path, exc)) from None
-        bound_port = listeners[0].getsockname()[1]
         if announce is not None:
             shown_host = f"[{host}]" if ":" in host else host
             scheme = "https" if tls is not None else "http"

@@ -27,6 +27,10 @@ Decisions:
   ``max_bytes_per_second``; what is over it is dropped, and the next chunk
   kept says how much (``[… N bytes dropped …]``). A chunk longer than
   ``max_chunk_bytes`` keeps its end.
+* A retry's tail starts with a separator chunk naming the attempt and its
+  worker (``── attempt 2 on worker w-2 ──``), made here once, so every reader
+  (the REST and SSE routes, the task page, ``testfleet logs``) shows it the
+  same way and a follower never sees the new output glued onto the old.
 """
 
 from __future__ import annotations
@@ -49,6 +53,11 @@ DEFAULT_MAX_CHUNK_BYTES = 32 * 1024
 def dropped_marker(dropped: int) -> str:
     """What stands for output the coordinator dropped (over its per-attempt rate)."""
     return f"[… {dropped:,} bytes dropped: more than the coordinator keeps per second …]\n"
+
+
+def attempt_separator(attempt: int, worker_id: str) -> str:
+    """The line that opens a retried attempt's tail (attempt numbers count from 1)."""
+    return f"── attempt {attempt} on worker {worker_id} ──\n"
 
 
 def cut_marker(cut: int) -> str:
@@ -150,15 +159,28 @@ class LogTails:
         """Count a chunk the state refused (not an open attempt of its worker)."""
         self.ignored_chunks += 1
 
-    def add(self, attempt_id: int, task_id: str, worker_id: str, data: str, now: float) -> None:
+    def add(
+        self,
+        attempt_id: int,
+        task_id: str,
+        worker_id: str,
+        data: str,
+        now: float,
+        *,
+        attempt: int = 1,
+    ) -> None:
         """Keep a chunk of an open attempt's output. The caller (the state) has
-        checked that the attempt is open on ``worker_id``."""
+        checked that the attempt is open on ``worker_id``; ``attempt`` is the
+        attempt's number for its task (above 1: a retry, whose tail starts with
+        :func:`attempt_separator`)."""
         if not data:
             return
         tail = self._tails.get(attempt_id)
         if tail is None:
             self._make_room()
             tail = self._tails[attempt_id] = _Tail(attempt_id, task_id, worker_id)
+            if attempt > 1:
+                self._keep(tail, self._separator(task_id, attempt, worker_id), now)
         else:
             self._tails.move_to_end(attempt_id)
         size = len(data.encode("utf-8", errors="replace"))
@@ -175,6 +197,22 @@ class LogTails:
         if tail.unreported_drop:
             data = dropped_marker(tail.unreported_drop) + data
             tail.unreported_drop = 0
+        self._keep(tail, data, now)
+        self._notify()
+
+    def _separator(self, task_id: str, attempt: int, worker_id: str) -> str:
+        """The separator for a new tail of ``task_id``, on a line of its own even
+        when the previous attempt's output (if still kept) ended mid-line."""
+        # The new tail is in the map already, still empty: it is not matched.
+        previous = next(
+            (t for t in reversed(self._tails.values()) if t.task_id == task_id and t.chunks),
+            None,
+        )
+        glued = previous is not None and not previous.chunks[-1].data.endswith("\n")
+        return ("\n" if glued else "") + attempt_separator(attempt, worker_id)
+
+    def _keep(self, tail: _Tail, data: str, now: float) -> None:
+        """Append ``data`` as the next chunk of ``tail`` and keep the tail bounded."""
         self._seq += 1
         chunk = TailChunk(self._seq, data, now)
         tail.chunks.append(chunk)
@@ -183,7 +221,6 @@ class LogTails:
             old = tail.chunks.popleft()
             tail.kept_bytes -= len(old.data)
             tail.evicted_through = old.seq
-        self._notify()
 
     def _make_room(self) -> None:
         """Drop one tail when full: the longest finished, else the least recently written."""

@@ -60,3 +60,7 @@ class CoordinatorSettings:
     #: the worker channel accepts worker tokens over plain HTTP from any peer,
     #: not only from loopback.
     insecure: bool = False
+    #: ``--public-url``: where people reach this coordinator (checked by
+    #: ``coordinator/public_url.py``); alert notifications link to its
+    #: dashboard. Empty: derived from the bind address when it starts.
+    public_url: str = ""

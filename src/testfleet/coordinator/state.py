@@ -361,7 +361,9 @@ class CoordinatorState(TaskLifecycle):
                 if attempt is None or attempt.worker_id != worker_id:
                     self.log_tails.ignore()
                 else:
-                    self.log_tails.add(attempt_id, attempt.task_id, worker_id, data, now)
+                    self.log_tails.add(
+                        attempt_id, attempt.task_id, worker_id, data, now, attempt=attempt.attempt
+                    )
             case Bye():
                 worker.leaving = True
             case _:

@@ -80,6 +80,10 @@ class Receiver:
         return f"http://127.0.0.1:{self.port}/hook"
 
 
+def sleeps_until(clock: FakeClock, when: float) -> bool:
+    return clock.next_deadline == when
+
+
 def has_bodies(receiver: Receiver, count: int) -> bool:
     return len(receiver.bodies) == count
 
@@ -135,7 +139,8 @@ async def test_a_loopback_receiver_gets_the_firing_and_the_resolved_payloads(
     firing, ended = receiver.bodies
     if kind is ReceiverKind.SLACK:
         head = "[FIRING] worker_lost (critical) worker_id=w1"
-        assert firing == {"text": f"{head}: worker w1 is lost: silent for 20 s"}
+        link = "<https://fleet:8700/dashboard/alerts|alerts page>"
+        assert firing == {"text": f"{head}: worker w1 is lost: silent for 20 s {link}"}
         assert isinstance(ended["text"], str)
         assert ended["text"].startswith("[RESOLVED] worker_lost (critical) worker_id=w1")
     else:
@@ -151,6 +156,7 @@ async def test_a_loopback_receiver_gets_the_firing_and_the_resolved_payloads(
             "worker_id": "w1",
         }
         assert item["annotations"]["summary"] == alert.summary
+        assert item["generatorURL"] == "https://fleet:8700/dashboard/alerts"
         assert item["startsAt"] == "2027-01-15T08:00:00.000Z"
         assert item["endsAt"] == "0001-01-01T00:00:00Z"
         assert ended["status"] == "resolved"
@@ -176,8 +182,10 @@ async def test_a_failing_receiver_is_retried_with_backoff_then_recorded_failed(
             for expected in (1, 2, 3):
                 await wait_for(partial(has_bodies, receiver, expected), f"try {expected}")
                 if expected < 3:
-                    await wait_for(lambda: clock.next_deadline is not None, "the backoff")
-                    assert clock.next_deadline == clock.now() + 2**expected
+                    # Each try has a deadline of its own (timeout_seconds) until its
+                    # answer is read; then the backoff is the only sleeper.
+                    backoff = clock.now() + 2**expected
+                    await wait_for(partial(sleeps_until, clock, backoff), "the backoff")
                     clock.advance(2**expected)
             await wait_for(lambda: len(store.alert_notifications()) == 1, "the row")
     (row,) = store.alert_notifications()
@@ -249,3 +257,38 @@ async def test_a_firing_alert_repeats_after_the_repeat_interval(store: Store) ->
     assert isinstance(sent[1]["text"], str)
     assert sent[1]["text"].endswith("(still firing)")
     assert sorted(r.repeat for r in store.alert_notifications()) == [False, True]
+
+
+class Trickle(httpx.AsyncByteStream):
+    """An answer body that never ends: a byte at a time, each quickly."""
+
+    def __init__(self) -> None:
+        self.started = asyncio.Event()
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        self.started.set()
+        while True:
+            await asyncio.sleep(0.001)
+            yield b"."
+
+
+async def test_a_receiver_trickling_its_answer_is_cut_off_by_the_limit_on_the_whole_try(
+    store: Store,
+) -> None:
+    # httpx's own timeout bounds each read; here every read is quick, so only a
+    # bound on the whole try (on the injected clock) ends it.
+    clock = FakeClock(T0)
+    body = Trickle()
+    transport = httpx.MockTransport(lambda _: httpx.Response(200, stream=body))
+    config = ReceiverConfig(name="ops", url="http://127.0.0.1:9/hook", max_attempts=1)
+    notifier = Notifier([config], store, clock, transport=transport)
+    async with running(notifier):
+        notifier.announce(firing_alert())
+        await wait_for(body.started.is_set, "the answer to start")
+        await wait_for(lambda: clock.next_deadline is not None, "the try's deadline")
+        assert clock.next_deadline == clock.now() + config.timeout_seconds
+        clock.advance(config.timeout_seconds)
+        await wait_for(lambda: len(store.alert_notifications()) == 1, "the failed row")
+    (row,) = store.alert_notifications()
+    assert (row.status, row.attempts) == (NotificationStatus.FAILED, 1)
+    assert row.error == "no whole answer within 5 s"

@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 
 from testfleet.cli.logs import MISSED_NOTE, LogFollower
 from testfleet.coordinator.app import create_app
+from testfleet.coordinator.log_tails import attempt_separator
 from testfleet.security.tokens import Role
 from testfleet.testing import FakeClock
 from testfleet.testing.tokens import bearer
@@ -145,3 +146,27 @@ def test_the_event_stream_refuses_a_bad_last_event_id_and_unknown_tasks(app: Any
     assert "header.last-event-id" in bad.text
     missing = client.get("/api/v1/tasks/nope/log/stream", headers=headers[Role.VIEWER])
     assert missing.status_code == 404
+
+
+def test_the_follower_shows_a_retrys_separator_once_and_adds_no_note_of_its_own() -> None:
+    separator = attempt_separator(2, "w-2")
+    client = FakeLogClient(
+        [
+            _answer([(1, "one\n")], 1),
+            _answer([(2, separator), (3, "two\n")], 3, attempt_id=5, worker_id="w-2"),
+            _answer([], 3, attempt_id=5, finished=True, status="completed"),
+        ]
+    )
+    out: list[str] = []
+    notes: list[str] = []
+    follower = LogFollower(
+        client,  # type: ignore[arg-type]
+        "t",
+        write=out.append,
+        note=notes.append,
+        sleep=lambda _: None,
+        follow=True,
+    )
+    follower.run()
+    assert "".join(out) == "one\n── attempt 2 on worker w-2 ──\ntwo\n"
+    assert notes == []

@@ -6,8 +6,13 @@ from __future__ import annotations
 from test_coordinator_state import Harness, assigned, result, spec
 
 from testfleet.coordinator.events import Tick, WorkerFrame
-from testfleet.coordinator.log_tails import LogTails, cut_marker, dropped_marker
-from testfleet.protocol.messages import Accept, AttemptResult, LogChunk, Result
+from testfleet.coordinator.log_tails import (
+    LogTails,
+    attempt_separator,
+    cut_marker,
+    dropped_marker,
+)
+from testfleet.protocol.messages import Accept, AttemptResult, LogChunk, Reject, Result
 
 
 def test_readers_resume_after_the_seq_they_hold() -> None:
@@ -154,3 +159,59 @@ def test_the_state_marks_a_tail_finished_when_its_attempt_closes() -> None:
     assert read is not None
     assert read.finished
     assert [c.data for c in read.chunks] == ["last line\n"]
+
+
+def test_a_retrys_tail_starts_with_a_separator_naming_the_attempt_and_worker() -> None:
+    tails = LogTails()
+    tails.add(1, "t", "w-1", "first try\n", 0.0)
+    seen = tails.read(1)
+    assert seen is not None
+    tails.add(7, "t", "w-2", "second try\n", 1.0, attempt=2)
+    retry = tails.read(7, after=seen.next_after)
+    assert retry is not None
+    assert [c.data for c in retry.chunks] == [
+        attempt_separator(2, "w-2"),
+        "second try\n",
+    ]
+    assert attempt_separator(2, "w-2") == "── attempt 2 on worker w-2 ──\n"
+    # A first attempt has none.
+    assert [c.data for c in seen.chunks] == ["first try\n"]
+
+
+def test_the_separator_goes_on_its_own_line_after_output_that_ended_mid_line() -> None:
+    tails = LogTails()
+    tails.add(1, "t", "w-1", "no newline at the end", 0.0)
+    tails.add(2, "other", "w-1", "another task's output", 0.5)
+    tails.add(3, "t", "w-2", "again\n", 1.0, attempt=2)
+    retry = tails.read(3)
+    assert retry is not None
+    assert retry.chunks[0].data == "\n" + attempt_separator(2, "w-2")
+    # Another task's mid-line output is no reason for a blank line.
+    tails.add(4, "other", "w-3", "x\n", 2.0, attempt=3)
+    third = tails.read(4)
+    assert third is not None
+    assert third.chunks[0].data == "\n" + attempt_separator(3, "w-3")
+    tails.add(5, "fresh", "w-3", "y\n", 2.0, attempt=2)  # its first attempt's tail is gone
+    gone = tails.read(5)
+    assert gone is not None
+    assert gone.chunks[0].data == attempt_separator(2, "w-3")
+
+
+def test_the_state_opens_a_retried_attempts_tail_with_the_separator() -> None:
+    h = Harness()
+    first = _running(h)
+    h.turn(WorkerFrame(1, LogChunk(attempt_id=first, data="try one\n")))
+    h.turn(WorkerFrame(1, Reject(attempt_id=first, reason="busy")))
+    h.clock.advance(1.0)
+    h.turn(Tick())
+    connection, second = next(
+        assigned(effect)["a"]
+        for effect in h.effects
+        if "a" in assigned(effect) and assigned(effect)["a"][1] != first
+    )
+    worker = h.state.open_attempts[second].worker_id
+    h.turn(WorkerFrame(connection, Accept(attempt_ids=[second])))
+    h.turn(WorkerFrame(connection, LogChunk(attempt_id=second, data="try two\n")))
+    read = h.state.log_tails.read(second)
+    assert read is not None
+    assert [c.data for c in read.chunks] == [attempt_separator(2, worker), "try two\n"]

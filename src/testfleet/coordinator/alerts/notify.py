@@ -10,7 +10,9 @@ waiting, so a slow or dead receiver costs the coordinator nothing but that
 receiver's notifications.
 
 One sender task per receiver posts its queue's notifications in order with an
-``httpx.AsyncClient``: up to ``max_attempts`` tries, waiting
+``httpx.AsyncClient``: up to ``max_attempts`` tries, each bounded as a whole
+by ``timeout_seconds`` on the injected clock (connect, send and the whole
+answer: a receiver that trickles its answer is cut off too), waiting
 ``backoff_seconds`` (doubling) on the injected clock between them; a 2xx
 answer is ``sent``, anything else after the last try ``failed`` with the last
 error. Every outcome becomes an ``alert_notifications`` row and a count in
@@ -35,7 +37,7 @@ from typing import Any
 
 import httpx
 
-from testfleet.clock import Clock
+from testfleet.clock import Clock, wait_within
 from testfleet.coordinator.alerts.config import ReceiverConfig
 from testfleet.coordinator.alerts.payloads import alertmanager_payload, slack_payload
 from testfleet.domain.alerts import (
@@ -75,7 +77,8 @@ class Notifier:
         external_url: str = "",
     ) -> None:
         """``transport``: httpx's transport (tests pass ``httpx.MockTransport``);
-        ``external_url``: the coordinator's address, put in Alertmanager payloads."""
+        ``external_url``: the coordinator's public URL (``--public-url``), which
+        payloads link to (``payloads.py``)."""
         self._receivers = {receiver.name: receiver for receiver in receivers}
         self._store = store
         self._clock = clock
@@ -206,12 +209,19 @@ class Notifier:
         error: str | None = None
         for attempt in range(1, receiver.max_attempts + 1):
             try:
-                answer = await client.post(
-                    receiver.url, json=payload, timeout=receiver.timeout_seconds
+                # httpx's timeout bounds each read, not the whole try: a receiver
+                # that sends a byte now and then would hold the sender forever.
+                # The injected clock bounds the whole try.
+                answer = await wait_within(
+                    self._clock,
+                    client.post(receiver.url, json=payload, timeout=receiver.timeout_seconds),
+                    receiver.timeout_seconds,
                 )
                 if answer.is_success:
                     return NotificationStatus.SENT, attempt, None
                 error = f"HTTP {answer.status_code}: {answer.text[:200]}"
+            except TimeoutError:
+                error = f"no whole answer within {receiver.timeout_seconds:g} s"
             except httpx.HTTPError as exc:
                 error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             if attempt < receiver.max_attempts:
@@ -220,7 +230,9 @@ class Notifier:
 
     def _payload(self, receiver: ReceiverConfig, notice: Notice) -> dict[str, Any]:
         if receiver.kind is ReceiverKind.SLACK:
-            return slack_payload(notice.alert, repeat=notice.repeat)
+            return slack_payload(
+                notice.alert, repeat=notice.repeat, external_url=self._external_url
+            )
         return alertmanager_payload(notice.alert, receiver.name, self._external_url)
 
 
