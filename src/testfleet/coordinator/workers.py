@@ -127,7 +127,8 @@ class WorkerRegistry:
                 return Refusal(
                     ProtocolErrorCode.WORKER_ID_IN_USE,
                     f"worker id {hello.worker_id!r} is already connected from another process; "
-                    "start this worker with a different --worker-id",
+                    "this worker retries and gets in once that connection is gone (if both "
+                    "are meant to run, start one with a different --worker-id)",
                 )
             # The same process reconnected before we saw its old socket close.
             replaced = worker.connection_id
