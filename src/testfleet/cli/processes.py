@@ -52,8 +52,8 @@ def coordinator(
         typer.Option(
             min=0,
             help="A worker whose connection closed (its process died) is declared lost "
-            "this many seconds later, unless it reconnects; a silent one waits for "
-            "--heartbeat-timeout.",
+            "this many seconds later, unless it reconnects (at most --heartbeat-timeout); "
+            "a silent one waits for --heartbeat-timeout.",
         ),
     ] = 3.0,
     max_lost_attempts: Annotated[
@@ -155,11 +155,6 @@ def coordinator(
 
     if heartbeat_timeout <= heartbeat_interval:
         fail("--heartbeat-timeout must be longer than --heartbeat-interval")
-    if disconnect_grace > heartbeat_timeout:
-        fail(
-            "--disconnect-grace must not be longer than --heartbeat-timeout "
-            "(a closed connection is surer evidence of a dead worker than silence)"
-        )
     try:
         alerts_config = load_alerts_config(alerts) if alerts is not None else None
     except AlertsConfigError as exc:

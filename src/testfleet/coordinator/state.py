@@ -38,6 +38,7 @@ from testfleet.coordinator.events import (
     Refused,
     Reply,
     RevokeWorker,
+    ShutdownRequested,
     SubmitTasks,
     Tick,
     UndrainWorker,
@@ -102,6 +103,8 @@ class CoordinatorState(TaskLifecycle):
         #: in the log at start-up and by the stats API).
         self.unreadable_rows: list[str] = []
         self._topology_changed = True
+        #: Set by :class:`ShutdownRequested`: schedule nothing, lose no worker.
+        self.shutting_down = False
         #: Running attempts' live output (not durable; read by the log routes).
         self.log_tails = LogTails()
         if recovered is not None:
@@ -133,6 +136,8 @@ class CoordinatorState(TaskLifecycle):
                 self._disconnected(connection_id, now)
             case Tick():
                 self._tick(now)
+            case ShutdownRequested():
+                self.shutting_down = True
 
     def _submit(
         self, specs: list[TaskSpec], reply: Reply, now: float, submitted_by: str | None
@@ -389,9 +394,16 @@ class CoordinatorState(TaskLifecycle):
                 task.queued_at = now
                 self.queue.push(task.spec, now)
                 self.mark_task(task)
-        for worker, why in self.registry.overdue(
-            now, self.settings.heartbeat_timeout_seconds, self.settings.disconnect_grace_seconds
-        ):
+        # At shutdown the sockets close because this process is going, not the
+        # workers: their attempts carry on and are claimed again after the restart.
+        overdue = (
+            []
+            if self.shutting_down
+            else self.registry.overdue(
+                now, self.settings.heartbeat_timeout_seconds, self.settings.disconnect_grace_seconds
+            )
+        )
+        for worker, why in overdue:
             self._lose_worker(worker, now, why)
         self._expire_deadlines(now)
         self.log_tails.sweep(self.open_attempts, now)
@@ -413,7 +425,10 @@ class CoordinatorState(TaskLifecycle):
 
     def schedule(self, now: float) -> None:
         """Place queued tasks on free workers; refresh unschedulable reasons when
-        the set of workers or of requirement keys changed. Called once per turn."""
+        the set of workers or of requirement keys changed. Called once per turn
+        (never at shutdown: an assignment then would reach no worker)."""
+        if self.shutting_down:
+            return
         keys_changed = self.queue.take_keys_changed() or self._topology_changed
         self._topology_changed = False
         views = self.registry.views()
