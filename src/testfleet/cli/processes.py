@@ -47,6 +47,23 @@ def coordinator(
     heartbeat_timeout: Annotated[
         float, typer.Option(help="A worker silent this long is declared lost.")
     ] = 15.0,
+    disconnect_grace: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="A worker whose connection closed (its process died) is declared lost "
+            "this many seconds later, unless it reconnects (at most --heartbeat-timeout); "
+            "a silent one waits for --heartbeat-timeout.",
+        ),
+    ] = 3.0,
+    max_lost_attempts: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Retries of a task whose worker was lost; one more lost attempt fails it "
+            "as lost_too_often (a task that kills its workers).",
+        ),
+    ] = 3,
     db_threads: Annotated[
         int,
         typer.Option(min=0, help="DuckDB threads; 0 = one per core (small batches run best on 1)."),
@@ -183,6 +200,8 @@ def coordinator(
     settings = CoordinatorSettings(
         heartbeat_interval_seconds=heartbeat_interval,
         heartbeat_timeout_seconds=heartbeat_timeout,
+        disconnect_grace_seconds=disconnect_grace,
+        max_lost_attempts=max_lost_attempts,
         db_threads=db_threads or None,
         rate_limit_per_second=rate_limit,
         rate_limit_burst=rate_burst,

@@ -499,7 +499,8 @@ def build_router(
             503: {
                 "model": Health,
                 "description": "The loop stopped after a storage failure (`status`: "
-                "`failed`, with the `error`): the coordinator changes nothing more.",
+                "`failed`, with the `error`): the coordinator changes nothing more; or it "
+                "is shutting down (`shutting_down`, after SIGTERM).",
             },
         },
         summary="Liveness; with a valid token, also version and counts",
@@ -511,11 +512,13 @@ def build_router(
         request: Request,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
     ) -> JSONResponse:
-        healthy = loop.failure is None
-        body = Health(
-            status=HealthStatus.OK if healthy else HealthStatus.FAILED,
-            error=None if healthy else str(loop.failure),
-        )
+        healthy = loop.failure is None and not loop.shutting_down
+        status = HealthStatus.OK
+        if loop.failure is not None:
+            status = HealthStatus.FAILED
+        elif loop.shutting_down:
+            status = HealthStatus.SHUTTING_DOWN
+        body = Health(status=status, error=None if loop.failure is None else str(loop.failure))
         if credentials is not None and (await auth.identify(request, credentials))[0]:
             body = body.model_copy(
                 update={

@@ -289,6 +289,8 @@ class HealthStatus(StrEnum):
     OK = "ok"
     #: The loop stopped after a storage failure: the coordinator changes nothing more.
     FAILED = "failed"
+    #: SIGTERM: it commits what is in flight and exits; submissions are refused.
+    SHUTTING_DOWN = "shutting_down"
 
 
 class Health(ResponseModel):

@@ -13,12 +13,15 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import signal
 import ssl
 import sys
+import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping
 from contextlib import asynccontextmanager
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import uvicorn
@@ -377,10 +380,46 @@ def run_coordinator(
             assert config.ws_protocol_class is not None
             harden_server_context(config.ssl)
             config.ws_protocol_class = with_peer_certificate(config.ws_protocol_class)
-        uvicorn.Server(config).run(sockets=listeners)
+        server = _GracefulServer(config)
+        server.on_exit = app.state.loop.begin_shutdown
+        with _exit_zero_after_sigterm():
+            server.run(sockets=listeners)
     finally:
         for listener in listeners:
             listener.close()
+
+
+class _GracefulServer(uvicorn.Server):
+    """uvicorn's server, telling the coordinator loop the moment SIGTERM or
+    SIGINT arrives (:meth:`CoordinatorLoop.begin_shutdown`): from then on
+    submissions are refused with 503 and health says ``shutting_down`` while
+    uvicorn stops listening, closes the worker channels (close code 1012,
+    "service restart": workers reconnect with backoff), and the lifespan's
+    exit commits what is in flight."""
+
+    on_exit: Callable[[], None] | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.on_exit is not None:
+            self.on_exit()
+        super().handle_exit(sig, frame)
+
+
+@contextlib.contextmanager
+def _exit_zero_after_sigterm() -> Iterator[None]:
+    """uvicorn re-raises a caught SIGTERM once it has shut down, so that the
+    default action kills the process: a clean, committed shutdown would then
+    exit 143, which a supervisor reads as a crash. While serving, the
+    handler it restores and re-raises into is this no-op one: the
+    coordinator returns and exits 0."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, lambda _sig, _frame: None)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _tls_options(tls: ServerTlsFiles | None) -> dict[str, Any]:

@@ -100,8 +100,16 @@ class Tick:
     """Periodic: expire heartbeats and deadlines, release delayed retries."""
 
 
+@dataclass(frozen=True, slots=True)
+class ShutdownRequested:
+    """The coordinator received SIGTERM (posted by :meth:`CoordinatorLoop.begin_shutdown`):
+    from now on nothing is scheduled and no worker is declared lost, since the
+    workers' sockets are about to close for the restart, not because they died."""
+
+
 Event = (
-    SubmitTasks
+    ShutdownRequested
+    | SubmitTasks
     | CancelTasks
     | DrainWorker
     | UndrainWorker

@@ -30,6 +30,7 @@ from testfleet.coordinator.events import (
     Refused,
     Reply,
     RevokeWorker,
+    ShutdownRequested,
     SubmitTasks,
     Tick,
     UndrainWorker,
@@ -115,6 +116,10 @@ class CoordinatorLoop:
         self.failure: BaseException | None = None
         #: Set by the app factory (metrics); None: nobody watches.
         self.observer: TurnObserver | None = None
+        #: SIGTERM arrived (:meth:`begin_shutdown`): submissions are refused (503)
+        #: and health says so, while what is in flight is committed.
+        self.shutting_down = False
+        self._aio: asyncio.AbstractEventLoop | None = None
 
     def post(self, event: Event) -> None:
         """Queue an event for the next turn (never blocks)."""
@@ -129,11 +134,25 @@ class CoordinatorLoop:
         self.post(make(FutureReply(future)))
         return await future
 
+    def begin_shutdown(self) -> None:
+        """The process was asked to stop (the server's SIGTERM handler calls this,
+        before it stops serving): refuse new submissions from now on and tell
+        the state (:class:`ShutdownRequested`). Safe from a signal handler."""
+        self.shutting_down = True
+        if self._aio is not None and not self._stopped:
+            self._aio.call_soon_threadsafe(self._events.put_nowait, ShutdownRequested())
+
     async def submit(
         self, specs: list[TaskSpec], submitted_by: str | None = None
     ) -> Accepted | Refused:
         """Queue tasks (``submitted_by``: the submitting token's id); returns once
-        they are committed (or refused as a whole)."""
+        they are committed (or refused as a whole). Refused with
+        :class:`CoordinatorUnavailableError` once shutting down."""
+        if self.shutting_down:
+            raise CoordinatorUnavailableError(
+                "the coordinator is shutting down (SIGTERM): nothing in this request was "
+                "accepted; submit it again once the coordinator is back"
+            )
         answer = await self._request(lambda reply: SubmitTasks(specs, reply, submitted_by))
         assert isinstance(answer, Accepted | Refused)
         return answer
@@ -176,6 +195,7 @@ class CoordinatorLoop:
         A store failure stops the loop (fail-stop): memory may then be ahead of
         the file, and a restart recovers from the file.
         """
+        self._aio = asyncio.get_running_loop()
         applier = asyncio.create_task(self._apply_loop(), name="coordinator-apply")
         committer = asyncio.create_task(self._commit_loop(), name="coordinator-commit")
         try:

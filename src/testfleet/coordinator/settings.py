@@ -11,13 +11,21 @@ class CoordinatorSettings:
 
     #: How often workers send a heartbeat.
     heartbeat_interval_seconds: float = 2.0
-    #: A worker silent this long is declared lost and its attempts are requeued.
-    #: It is also how long a disconnected worker has to reconnect and keep its work.
+    #: A worker silent this long (socket open, no frames: hung or partitioned)
+    #: is declared lost and its attempts are requeued. Workers known only from
+    #: the store after a restart get this long to reconnect and keep their work.
     heartbeat_timeout_seconds: float = 15.0
+    #: A worker whose socket *closed* (its process died, or the network cut the
+    #: connection) is declared lost this long after the close unless the same
+    #: process reconnects first (``coordinator/workers.py``). Short, because a
+    #: closed socket is strong evidence, unlike silence; long enough for a
+    #: worker's first reconnect tries (0.25 s backoff base) after a blip.
+    disconnect_grace_seconds: float = 3.0
     #: The coordinator's own deadline is the task's timeout plus this grace (the
     #: worker enforces the timeout itself; this catches a worker that cannot).
     timeout_grace_seconds: float = 30.0
-    #: Attempts ended by a lost worker are retried beyond ``max_retries`` up to this many.
+    #: Attempts ended by a lost worker are retried beyond ``max_retries`` up to this many;
+    #: one more lost attempt fails the task as ``lost_too_often`` (a poison task).
     max_lost_attempts: int = 3
     #: Waiting this long lowers a task's effective priority number by one.
     aging_seconds: float = 60.0

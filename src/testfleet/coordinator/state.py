@@ -15,8 +15,10 @@ exactly-once recording, retries), are
 from the store at start-up is :mod:`~testfleet.coordinator.recovery`'s. Rules
 kept here (ARCHITECTURE.md):
 
-- A disconnected worker keeps its attempts until the heartbeat timeout passes,
-  so a network blip or a coordinator restart does not rerun its work.
+- A worker whose socket closed keeps its attempts for the disconnect grace
+  (a blip: the same process reconnects and carries on); one that is silent
+  with its socket open, or not back since a coordinator restart, keeps them
+  until the heartbeat timeout. Then it is lost and its attempts requeued.
 - A worker id belongs to one process at a time (see
   :mod:`~testfleet.coordinator.workers`); a frame from a replaced or refused
   connection no longer counts.
@@ -36,6 +38,7 @@ from testfleet.coordinator.events import (
     Refused,
     Reply,
     RevokeWorker,
+    ShutdownRequested,
     SubmitTasks,
     Tick,
     UndrainWorker,
@@ -100,6 +103,8 @@ class CoordinatorState(TaskLifecycle):
         #: in the log at start-up and by the stats API).
         self.unreadable_rows: list[str] = []
         self._topology_changed = True
+        #: Set by :class:`ShutdownRequested`: schedule nothing, lose no worker.
+        self.shutting_down = False
         #: Running attempts' live output (not durable; read by the log routes).
         self.log_tails = LogTails()
         if recovered is not None:
@@ -128,9 +133,11 @@ class CoordinatorState(TaskLifecycle):
             case WorkerFrame(connection_id=connection_id, message=message):
                 self._frame(connection_id, message, now)
             case WorkerDisconnected(connection_id=connection_id):
-                self._disconnected(connection_id)
+                self._disconnected(connection_id, now)
             case Tick():
                 self._tick(now)
+            case ShutdownRequested():
+                self.shutting_down = True
 
     def _submit(
         self, specs: list[TaskSpec], reply: Reply, now: float, submitted_by: str | None
@@ -373,8 +380,8 @@ class CoordinatorState(TaskLifecycle):
                     f"a worker may not send '{message.type.value}' messages",
                 )
 
-    def _disconnected(self, connection_id: int) -> None:
-        worker = self.registry.disconnect(connection_id)
+    def _disconnected(self, connection_id: int, now: float) -> None:
+        worker = self.registry.disconnect(connection_id, now)
         if worker is not None:
             self._mark_worker(worker)
             self._topology_changed = True
@@ -389,13 +396,21 @@ class CoordinatorState(TaskLifecycle):
                 task.queued_at = now
                 self.queue.push(task.spec, now)
                 self.mark_task(task)
-        for worker in self.registry.silent(now, self.settings.heartbeat_timeout_seconds):
-            self._lose_worker(worker, now)
+        # At shutdown the sockets close because this process is going, not the
+        # workers: their attempts carry on and are claimed again after the restart.
+        overdue = (
+            []
+            if self.shutting_down
+            else self.registry.overdue(
+                now, self.settings.heartbeat_timeout_seconds, self.settings.disconnect_grace_seconds
+            )
+        )
+        for worker, why in overdue:
+            self._lose_worker(worker, now, why)
         self._expire_deadlines(now)
         self.log_tails.sweep(self.open_attempts, now)
 
-    def _lose_worker(self, worker: LiveWorker, now: float) -> None:
-        silent = now - worker.record.last_heartbeat
+    def _lose_worker(self, worker: LiveWorker, now: float, why: str) -> None:
         connection = self.registry.mark_lost(worker)
         if connection is not None:
             self._out.close(connection, None)
@@ -403,7 +418,7 @@ class CoordinatorState(TaskLifecycle):
             self._lose_attempt(
                 self.open_attempts[attempt_id],
                 now,
-                f"worker {worker.record.worker_id!r} lost: no heartbeat for {silent:.1f} s",
+                f"worker {worker.record.worker_id!r} lost: {why}",
             )
         self._mark_worker(worker)
         self._topology_changed = True
@@ -412,7 +427,10 @@ class CoordinatorState(TaskLifecycle):
 
     def schedule(self, now: float) -> None:
         """Place queued tasks on free workers; refresh unschedulable reasons when
-        the set of workers or of requirement keys changed. Called once per turn."""
+        the set of workers or of requirement keys changed. Called once per turn
+        (never at shutdown: an assignment then would reach no worker)."""
+        if self.shutting_down:
+            return
         keys_changed = self.queue.take_keys_changed() or self._topology_changed
         self._topology_changed = False
         views = self.registry.views()

@@ -15,8 +15,10 @@ Rules kept here (ARCHITECTURE.md):
   otherwise it is recorded with ``counted=False`` (late), or, when it comes
   from another worker or names another task, dropped (``stray_results``).
 - A lost worker is an infrastructure fault: its attempts are requeued
-  regardless of ``max_retries`` (up to ``max_lost_attempts``). A failed or
-  timed-out attempt is retried only as the task's ``retry_policy`` allows.
+  regardless of ``max_retries`` (up to ``max_lost_attempts``); one more lost
+  attempt fails the task as ``lost_too_often`` (a poison task, which would
+  otherwise take the fleet down one worker at a time). A failed or timed-out
+  attempt is retried only as the task's ``retry_policy`` allows.
 - A test task's tests are recorded once each, from whichever comes first: the
   worker's ``tests`` messages while the chunk runs, or the attempt's result
   (see :mod:`~testfleet.coordinator.chunk_ledger`).
@@ -322,9 +324,17 @@ class TaskLifecycle:
             delay = policy.retry_delay_seconds
         if not allowed:
             final = TaskStatus.FAILED
+            error_class, message = task.error_class, task.error_message
             if task.error_class is ErrorClass.TIMEOUT:
                 final = TaskStatus.TIMED_OUT
-            self._finish(task, final, now, task.error_class, task.error_message)
+            elif infrastructure and task.error_class is ErrorClass.WORKER_LOST:
+                error_class = ErrorClass.LOST_TOO_OFTEN
+                message = (
+                    f"stopped after {task.lost_attempts} attempts lost their workers "
+                    f"(max_lost_attempts={self.settings.max_lost_attempts}): this task may be "
+                    f"taking down the workers it runs on; the last: {task.error_message}"
+                )
+            self._finish(task, final, now, error_class, message)
             return False
         check_task_transition(task.status, TaskStatus.QUEUED)
         task.status = TaskStatus.QUEUED

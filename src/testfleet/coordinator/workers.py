@@ -13,7 +13,17 @@ rule is asked about.
 Identity rule: a worker id belongs to one process at a time. Each worker
 process sends a random ``session_key`` in its hello; a reconnect with the same
 key replaces the old socket (the network blipped), a different key while the
-id is connected is refused (another process claims it).
+id is connected is refused (another process claims it). Who may claim an id
+at all is the credential's business (a worker token or certificate is bound
+to one id, ``worker_identity.py``); between two holders of valid credentials
+for the same id, the live connection keeps it until it is gone (its socket
+closed, or it was declared lost), and the refused one retries.
+
+Dead or slow (:meth:`WorkerRegistry.overdue`): a worker whose socket closed
+is gone unless the same process reconnects within the short disconnect
+grace; a worker whose socket stays open but says nothing (hung, partitioned)
+is declared lost only after the heartbeat timeout. A closed socket is strong
+evidence (the kernel closes it when the process dies); silence is not.
 """
 
 from __future__ import annotations
@@ -43,6 +53,9 @@ class LiveWorker:
     leaving: bool = False
     #: The heartbeat time last written to the store (see CoordinatorState).
     heartbeat_written_at: float = 0.0
+    #: When its socket was seen to close (None: connected, or known only from
+    #: the store after a restart, which gets the heartbeat timeout instead).
+    closed_at: float | None = None
 
     @property
     def free_slots(self) -> int:
@@ -114,7 +127,8 @@ class WorkerRegistry:
                 return Refusal(
                     ProtocolErrorCode.WORKER_ID_IN_USE,
                     f"worker id {hello.worker_id!r} is already connected from another process; "
-                    "start this worker with a different --worker-id",
+                    "this worker retries and gets in once that connection is gone (if both "
+                    "are meant to run, start one with a different --worker-id)",
                 )
             # The same process reconnected before we saw its old socket close.
             replaced = worker.connection_id
@@ -145,6 +159,7 @@ class WorkerRegistry:
         record.status = WorkerStatus.DRAINING if worker.draining else WorkerStatus.CONNECTED
         worker.session_key = hello.session_key
         worker.connection_id = connection_id
+        worker.closed_at = None
         self.connections[connection_id] = hello.worker_id
 
         claimed = set(hello.running_attempts) | set(hello.held_results)
@@ -161,24 +176,32 @@ class WorkerRegistry:
         worker_id = self.connections.get(connection_id)
         return None if worker_id is None else self.workers[worker_id]
 
-    def disconnect(self, connection_id: int) -> LiveWorker | None:
-        """The socket is gone. The worker keeps its attempts until it is declared lost."""
+    def disconnect(self, connection_id: int, now: float) -> LiveWorker | None:
+        """The socket is gone. The worker keeps its attempts until it is declared
+        lost: at the disconnect grace after ``now`` unless it reconnects first."""
         worker_id = self.connections.pop(connection_id, None)
         if worker_id is None:
             return None
         worker = self.workers[worker_id]
         worker.connection_id = None
+        worker.closed_at = now
         left = worker.leaving and not worker.attempts
         worker.record.status = WorkerStatus.LEFT if left else WorkerStatus.DISCONNECTED
         return worker
 
-    def silent(self, now: float, timeout: float) -> list[LiveWorker]:
-        """Workers not heard from for longer than ``timeout`` that are not yet lost."""
-        return [
-            w
-            for w in self.workers.values()
-            if w.record.status in OPEN_WORKER_STATUSES and now - w.record.last_heartbeat > timeout
-        ]
+    def overdue(self, now: float, timeout: float, grace: float) -> list[tuple[LiveWorker, str]]:
+        """Workers to declare lost now, each with why: a closed socket not
+        replaced within ``grace`` seconds, or silence (an open socket, or none
+        since a restart) for longer than ``timeout``."""
+        due = []
+        for w in self.workers.values():
+            if w.record.status not in OPEN_WORKER_STATUSES:
+                continue
+            if w.closed_at is not None and now - w.closed_at >= grace:
+                due.append((w, f"its connection closed {now - w.closed_at:.1f} s ago"))
+            elif now - w.record.last_heartbeat > timeout:
+                due.append((w, f"no heartbeat for {now - w.record.last_heartbeat:.1f} s"))
+        return due
 
     def mark_lost(self, worker: LiveWorker) -> int | None:
         """Declare ``worker`` lost; returns its socket, if any, for closing."""

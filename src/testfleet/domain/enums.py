@@ -102,6 +102,10 @@ class ErrorClass(StrEnum):
     OUT_OF_MEMORY = "out_of_memory"
     CANCELLED = "cancelled"
     INVALID_CONFIG = "invalid_config"
+    #: A task whose attempts lost their workers more than ``max_lost_attempts``
+    #: times (a poison task: it kills, or hangs, every worker it lands on); it
+    #: is failed rather than handed to the next worker.
+    LOST_TOO_OFTEN = "lost_too_often"
 
 
 class ResultDisposition(StrEnum):

@@ -49,7 +49,7 @@ _FINISHED = (
     AttemptStatus.LOST,
 )
 _FAILED = (AttemptStatus.FAILED, AttemptStatus.TIMED_OUT)
-_INFRASTRUCTURE = (ErrorClass.INFRASTRUCTURE, ErrorClass.WORKER_LOST)
+_INFRASTRUCTURE = (ErrorClass.INFRASTRUCTURE, ErrorClass.WORKER_LOST, ErrorClass.LOST_TOO_OFTEN)
 
 
 @dataclass(frozen=True, slots=True)

@@ -80,9 +80,12 @@ from testfleet.worker.websocket_channel import WebSocketConnector
 log = logging.getLogger(__name__)
 
 #: Refusals that reconnecting cannot fix: the agent stops and says why.
+#: ``worker_id_in_use`` is not one: the id's other connection is declared gone
+#: once its socket closes or it falls silent (after a coordinator restart the
+#: old process may even be this one's predecessor), so the agent retries with
+#: backoff and gets in then (issue 12, "Identity after restarts").
 FATAL_CODES = frozenset(
     {
-        ProtocolErrorCode.WORKER_ID_IN_USE,
         ProtocolErrorCode.UNSUPPORTED_VERSION,
         ProtocolErrorCode.UNAUTHORIZED,
     }
@@ -193,8 +196,9 @@ class WorkerAgent:
         Each failed attempt and each lost session is logged at WARNING (by a
         :class:`ConnectionReporter`): what the address answered and the pause
         before the next try. Raises :class:`WorkerRefusedError` if the
-        coordinator refuses this worker for good (its id is taken by another
-        process, an incompatible version).
+        coordinator refuses this worker for good (revoked or unauthorized, an
+        incompatible version); a refusal because its id is connected from
+        another process is retried with backoff like a lost connection.
         """
         failures = 0
         url = channel_url(self.settings.coordinator_url)

@@ -334,7 +334,9 @@ def test_lost_attempts_beyond_the_cap_fail_the_task() -> None:
         effects = h.turn(Tick())
     final = [t for t in effects.batch.tasks if t.task_id == "a"][-1]
     assert final.status is TaskStatus.FAILED
-    assert final.error_class is ErrorClass.WORKER_LOST
+    assert final.error_class is ErrorClass.LOST_TOO_OFTEN
+    assert final.error_message is not None
+    assert f"stopped after {SETTINGS.max_lost_attempts + 1} attempts" in final.error_message
     assert final.attempts == SETTINGS.max_lost_attempts + 1
 
 

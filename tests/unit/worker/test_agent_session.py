@@ -169,7 +169,38 @@ async def test_result_is_held_and_resent_until_acknowledged(
             await coordinator.within(running)
 
 
-async def test_refusal_for_a_taken_id_stops_the_agent(
+async def test_refusal_for_a_taken_id_is_retried_until_the_id_is_free(
+    coordinator: ScriptedCoordinator, tmp_path: Path
+) -> None:
+    """The id's other connection will be declared gone: the agent backs off and
+    says hello again, as the same process, and is welcomed then."""
+    agent = make_agent(coordinator, tmp_path)
+    running = asyncio.create_task(agent.run())
+    try:
+        for _ in range(3):
+            session = await coordinator.next_session()
+            await receive(coordinator, session)
+            await session.send(
+                encode(
+                    Error(code=ProtocolErrorCode.WORKER_ID_IN_USE, message="worker id 'w1' taken")
+                )
+            )
+            await end(session)
+            assert not running.done()
+        session = await coordinator.next_session()
+        hello = await receive(coordinator, session)
+        assert isinstance(hello, Hello)
+        assert hello.session_key == agent.session_key
+        await session.send(welcome())
+        await coordinator.within(agent.connected.wait())
+        await end(session)
+    finally:
+        agent.stop()
+        with contextlib.suppress(asyncio.CancelledError):
+            await coordinator.within(running)
+
+
+async def test_refusal_as_unauthorized_stops_the_agent(
     coordinator: ScriptedCoordinator, tmp_path: Path
 ) -> None:
     agent = make_agent(coordinator, tmp_path)
@@ -177,9 +208,9 @@ async def test_refusal_for_a_taken_id_stops_the_agent(
     session = await coordinator.next_session()
     await receive(coordinator, session)
     await session.send(
-        encode(Error(code=ProtocolErrorCode.WORKER_ID_IN_USE, message="worker id 'w1' is taken"))
+        encode(Error(code=ProtocolErrorCode.UNAUTHORIZED, message="worker 'w1' was revoked"))
     )
-    with pytest.raises(WorkerRefusedError, match="taken"):
+    with pytest.raises(WorkerRefusedError, match="revoked"):
         await coordinator.within(running)
     await end(session)
 
