@@ -47,6 +47,7 @@ from testfleet.worker.executors.base import (
     attempt_environment,
 )
 from testfleet.worker.executors.leftovers import forget, remember
+from testfleet.worker.executors.task_processes import attempt_mark, end_marked, kill_marked
 from testfleet.worker.executors.process_group import (
     Ending,
     OutputTail,
@@ -200,17 +201,20 @@ class CommandExecutor(ExecutorBase):
         except asyncio.CancelledError:
             # The agent itself is going away: leave nothing running behind it, and
             # reap the leader (SIGKILL is quick) so its transport is closed, not leaked.
-            await self._kill_now(process, pipe)
+            await self._kill_now(process, pipe, context.attempt_id)
             raise
         except Exception as exc:  # a bug or resource failure here, not the task's fault
-            await self._kill_now(process, pipe)
+            await self._kill_now(process, pipe, context.attempt_id)
             return out.failed((ErrorClass.INFRASTRUCTURE, f"supervising {program} failed: {exc!r}"))
         finally:
             forget(context.work_dir, context.attempt_id)
 
-    async def _kill_now(self, process: asyncio.subprocess.Process, pipe: BinaryIO) -> None:
+    async def _kill_now(
+        self, process: asyncio.subprocess.Process, pipe: BinaryIO, attempt_id: int
+    ) -> None:
         signal_group(process.pid, signal.SIGKILL)
         pipe.close()
+        await asyncio.to_thread(kill_marked, attempt_mark(attempt_id))
         # A second cancel of the caller interrupts this wait; that is its right.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(process.wait(), timeout=self._kill_grace + 5)
@@ -237,6 +241,8 @@ class CommandExecutor(ExecutorBase):
             ending = await wait_for_exit(process, context.cancel_event, out.remaining())
             # After a normal exit this only finds leftovers (usually none: instant).
             await end_group(pgid, self._kill_grace)
+            # Then what left the group (setsid, a double fork), found by its mark.
+            await end_marked(attempt_mark(context.attempt_id), self._kill_grace)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(process.wait(), timeout=self._kill_grace + 5)
             with contextlib.suppress(TimeoutError):
