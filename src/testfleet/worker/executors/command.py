@@ -17,7 +17,10 @@ Decisions:
   wrote. The pipe is our own (``os.pipe``) rather than asyncio's subprocess
   pipes: in Python 3.11 ``Process.wait()`` only returns once the pipes close,
   which a background grandchild can postpone forever. Reading keeps at most
-  ``output_tail_bytes`` plus one chunk in memory, however much is written.
+  ``output_tail_bytes`` plus one chunk in memory, however much is written, and
+  nothing on disk; ``results["output_dropped_bytes"]`` says how much was let go.
+* What leaves the group (``setsid``, a double fork) is found by the attempt's
+  process mark and ended with it (:mod:`.task_processes`).
 * Peak memory is sampled (leader plus descendants, every
   ``memory_sample_interval_seconds``); a task shorter than one interval
   reports no memory figure rather than a misleading one.
@@ -258,6 +261,8 @@ class CommandExecutor(ExecutorBase):
             "exit_code": code,
             "output_tail": _decode_tail(tail[-RESULT_TAIL_BYTES:]),
             "output_bytes": output.total,
+            # What the bounded tail let go: a flood costs the worker nothing, and says so.
+            "output_dropped_bytes": output.total - len(tail),
             "timed_out": ending is Ending.TIMED_OUT,
         }
         metrics: dict[str, Any] = {}
