@@ -111,7 +111,8 @@ def test_a_killed_workers_task_processes_end_with_it_even_those_that_left_the_gr
     fleet.wait_until(lambda: pid_file.exists() and pid_file.read_text(), 60, "the task's pids")
     pids = [int(p) for p in pid_file.read_text().split()]
     fleet.extra_pids.update(pids)  # if the guard fails, the fixture still cleans up
-    assert len(pids) == 3 and all(pid_alive(p) for p in pids)
+    assert len(pids) == 3
+    assert all(pid_alive(p) for p in pids)
 
     fleet.send_signal(worker, signal.SIGKILL)
     fleet.wait_until(

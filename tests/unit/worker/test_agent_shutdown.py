@@ -83,7 +83,9 @@ def make_agent(
 
 def assign(attempt_id: int, task_id: str) -> str:
     task = TaskSpec.model_validate({"task_id": task_id, "type": "simulated"})
-    return str(encode(Assign(assignments=[Assignment(attempt_id=attempt_id, attempt=1, task=task)])))
+    return str(
+        encode(Assign(assignments=[Assignment(attempt_id=attempt_id, attempt=1, task=task)]))
+    )
 
 
 async def started_session(

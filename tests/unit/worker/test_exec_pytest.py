@@ -605,7 +605,9 @@ async def test_a_cancel_kills_a_session_whose_test_ignores_sigterm(
             """
         },
     )
-    run = asyncio.create_task(executor.run(make_task(project, ["test_stubborn.py::test_stubborn"]), context))
+    run = asyncio.create_task(
+        executor.run(make_task(project, ["test_stubborn.py::test_stubborn"]), context)
+    )
     pids = [int(line) for line in await pid_file.read_lines(2)]
     context.cancel_event.set()
     result = await asyncio.wait_for(run, 60)

@@ -71,13 +71,13 @@ from testfleet.worker.executors.base import (
     attempt_environment,
 )
 from testfleet.worker.executors.leftovers import forget, remember
-from testfleet.worker.executors.task_processes import attempt_mark, end_marked, kill_marked
 from testfleet.worker.executors.process_group import (
     OutputTail,
     end_group,
     signal_group,
     wait_for_exit,
 )
+from testfleet.worker.executors.task_processes import attempt_mark, end_marked, kill_marked
 from testfleet.worker.hardware import probe_torch
 
 log = logging.getLogger(__name__)

@@ -50,7 +50,6 @@ from testfleet.worker.executors.base import (
     attempt_environment,
 )
 from testfleet.worker.executors.leftovers import forget, remember
-from testfleet.worker.executors.task_processes import attempt_mark, end_marked, kill_marked
 from testfleet.worker.executors.process_group import (
     Ending,
     OutputTail,
@@ -58,6 +57,7 @@ from testfleet.worker.executors.process_group import (
     signal_group,
     wait_for_exit,
 )
+from testfleet.worker.executors.task_processes import attempt_mark, end_marked, kill_marked
 
 #: The size of ``results["output_tail"]``: enough to show an error, small enough for a table.
 RESULT_TAIL_BYTES = 4096

@@ -27,6 +27,7 @@ so the mark is the mechanism everywhere.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import signal
@@ -79,10 +80,8 @@ def find_marked(mark: str, *, prefix: bool = False) -> list[int]:
 
 def _signal_all(pids: list[int], sig: signal.Signals) -> None:
     for pid in pids:
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
 
 
 def kill_marked(mark: str, *, prefix: bool = False) -> list[int]:
