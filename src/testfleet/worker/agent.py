@@ -95,9 +95,6 @@ TEST_REPORT_BATCH = 10_000
 #: the coordinator a turn and (usually) a commit, and a fraction of a second
 #: changes nothing for progress or for what a lost worker loses.
 TEST_REPORT_LINGER_SECONDS = 0.25
-#: At stop: how long running attempts get to finish on their own before they
-#: are cancelled and handed back (``testfleet worker --shutdown-grace``).
-DEFAULT_SHUTDOWN_GRACE_SECONDS = 30.0
 #: At stop: how long running attempts get to finish after being cancelled, and
 #: how long their results then wait for the coordinator's ack.
 STOP_ATTEMPTS_SECONDS = 10.0
@@ -134,8 +131,10 @@ class AgentSettings:
     #: How long to wait for the coordinator to answer ``hello``.
     welcome_timeout_seconds: float = 15.0
     #: On :meth:`WorkerAgent.stop`: how long running attempts may go on
-    #: finishing before the rest are cancelled and handed back.
-    shutdown_grace_seconds: float = DEFAULT_SHUTDOWN_GRACE_SECONDS
+    #: finishing before the rest are cancelled and handed back. ``testfleet
+    #: worker --shutdown-grace`` sets it (30 s by default there); 0 here, so the
+    #: in-process fleet and the dispatch benchmark stop their agents at once.
+    shutdown_grace_seconds: float = 0.0
 
 
 @dataclass
