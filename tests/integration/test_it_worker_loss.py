@@ -95,12 +95,11 @@ def test_killed_worker_is_declared_lost_and_its_task_completes_on_the_other(flee
     assert workers[victim]["connected"] is False
     assert workers[other]["status"] == "connected"
 
-    # The killed worker could not end attempt 1's process: it is still running.
-    # Restarted on the same machine and work directory, the worker ends it
-    # before it connects, and rejoins under its id.
-    assert pid_alive(orphan_pid)
+    # The killed worker could not end attempt 1's process, but its orphan guard
+    # did, at once (issue 12): it did not run on beside its retry.
+    fleet.wait_until(lambda: not pid_alive(orphan_pid), 30, "the orphaned attempt 1 to end")
+    # Restarted on the same machine and work directory, the worker rejoins under its id.
     fleet.start_worker(victim, slots=1)
-    assert not pid_alive(orphan_pid)
     workers = {w["worker_id"]: w for w in fleet.client.workers()}
     assert workers[victim]["status"] == "connected"
 

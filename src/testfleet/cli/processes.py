@@ -334,6 +334,14 @@ def worker(
             show_default=False,
         ),
     ] = None,
+    shutdown_grace: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="On SIGTERM or Ctrl-C: seconds running tasks get to finish before the rest "
+            "are handed back to the coordinator (a second signal hands them back at once).",
+        ),
+    ] = 30.0,
 ) -> None:
     """Join a coordinator as a worker (connects out; no inbound port needed)."""
     from testfleet.worker.agent import AgentSettings, WorkerAgent, WorkerRefusedError
@@ -347,6 +355,7 @@ def worker(
         prepare_executors,
     )
     from testfleet.worker.hardware import detect_capabilities
+    from testfleet.worker.orphan_guard import start_orphan_guard
     from testfleet.worker.websocket_channel import WebSocketConnector
 
     if coordinator is not None and coordinator.startswith(("ws://", "wss://")):
@@ -394,6 +403,7 @@ def worker(
         slots=slots,
         codec=codec,
         work_dir=work_dir or Path.home() / ".cache" / "testfleet",
+        shutdown_grace_seconds=shutdown_grace,
     )
     reaped = reap_leftovers(settings.work_dir)
     if reaped:
@@ -418,10 +428,15 @@ def worker(
         finally:
             await close_executors(executors)
 
+    # Ends this worker's task processes if it dies without ending them (kill -9).
+    guard = start_orphan_guard()
     try:
         asyncio.run(serve())
     except WorkerRefusedError as exc:
         fail(f"the coordinator refused this worker: {exc}")
+    finally:
+        if guard is not None:
+            guard.close()
 
 
 def _worker_token(token: str | None, token_file: Path | None, cert: Path | None) -> str | None:

@@ -49,7 +49,8 @@ class LiveWorker:
     #: Open attempts (assigned or running) on this worker.
     attempts: set[int] = field(default_factory=set)
     draining: bool = False
-    #: It said bye: a disconnect without attempts means it left on purpose.
+    #: It said bye: it takes no new work, and a disconnect without attempts
+    #: means it left on purpose.
     leaving: bool = False
     #: The heartbeat time last written to the store (see CoordinatorState).
     heartbeat_written_at: float = 0.0
@@ -235,7 +236,9 @@ class WorkerRegistry:
                 worker_id=w.record.worker_id,
                 capabilities=w.record.capabilities,
                 free_slots=w.free_slots,
-                accepting=not w.draining,
+                # A worker that said bye is stopping: it finishes what it has
+                # (or hands it back) and takes nothing new.
+                accepting=not (w.draining or w.leaving),
             )
             for w in self.workers.values()
             if w.connection_id is not None

@@ -133,6 +133,11 @@ class AgentSettings:
     backoff_cap_seconds: float = 10.0
     #: How long to wait for the coordinator to answer ``hello``.
     welcome_timeout_seconds: float = 15.0
+    #: On :meth:`WorkerAgent.stop`: how long running attempts may go on
+    #: finishing before the rest are cancelled and handed back. ``testfleet
+    #: worker --shutdown-grace`` sets it (30 s by default there); 0 here, so the
+    #: in-process fleet and the dispatch benchmark stop their agents at once.
+    shutdown_grace_seconds: float = 0.0
 
 
 @dataclass
@@ -180,6 +185,8 @@ class WorkerAgent:
         #: Sends the finished tests of running attempts after the linger (see there).
         self._tests_flusher: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
+        #: A second stop: the grace is over, hand back what still runs now.
+        self._hurry = asyncio.Event()
         self.draining = False
         self.connected = asyncio.Event()
         self.completed = 0
@@ -252,7 +259,17 @@ class WorkerAgent:
         await self._shutdown()
 
     def stop(self) -> None:
-        """Ask :meth:`run` to finish: running attempts are cancelled and reported."""
+        """Ask :meth:`run` to finish (``testfleet worker`` calls it on SIGTERM and SIGINT).
+
+        The first call stops taking work (a ``bye`` tells the coordinator to
+        assign nothing more here; assignments already on the way are rejected),
+        lets running attempts finish within ``shutdown_grace_seconds``, then
+        cancels the rest and reports them cancelled, which the coordinator
+        requeues at once (no wait for the heartbeat timeout). A second call
+        ends the grace now.
+        """
+        if self._stopping.is_set():
+            self._hurry.set()
         self._stopping.set()
 
     async def _shutdown(self) -> None:
@@ -335,7 +352,11 @@ class WorkerAgent:
                 helper.cancel()
 
     async def _finish_for_stop(self, receiver: asyncio.Task[None]) -> None:
-        """On stop: cancel running attempts, report them, wait briefly for the acks."""
+        """On stop: take no more work, let running attempts finish within the grace,
+        cancel and report the rest, wait briefly for the acks."""
+        self.draining = True
+        self._send_soon(Bye(reason="worker stopping: assign nothing more"))
+        await self._finish_within_grace(receiver)
         await self._shutdown()
         if self._held:
             acked = asyncio.create_task(self._all_acked.wait())
@@ -343,6 +364,32 @@ class WorkerAgent:
             await asyncio.wait({acked, receiver, timer}, return_when=asyncio.FIRST_COMPLETED)
             acked.cancel()
             timer.cancel()
+
+    async def _finish_within_grace(self, receiver: asyncio.Task[None]) -> None:
+        """Wait for the running attempts to end on their own, up to the grace; a
+        second :meth:`stop` or a lost connection ends the wait early."""
+        grace = self.settings.shutdown_grace_seconds
+        if not self._running or grace <= 0 or self._hurry.is_set():
+            return
+        log.warning(
+            "worker %s stopping: %d running attempt(s) get up to %g s to finish; "
+            "stop again (SIGTERM, Ctrl-C) to hand them back now",
+            self.settings.worker_id,
+            len(self._running),
+            grace,
+        )
+        finished = asyncio.ensure_future(asyncio.wait([r.task for r in self._running.values()]))
+        hurry = asyncio.ensure_future(self._hurry.wait())
+        try:
+            with contextlib.suppress(TimeoutError):
+                await wait_within(
+                    self._clock,
+                    asyncio.wait({finished, hurry, receiver}, return_when=asyncio.FIRST_COMPLETED),
+                    grace,
+                )
+        finally:
+            finished.cancel()
+            hurry.cancel()
 
     async def _receive_loop(self, channel: Channel) -> None:
         """Handle frames until the channel closes; a clean close by the coordinator
@@ -409,6 +456,10 @@ class WorkerAgent:
             attempt_id = assignment.attempt_id
             if attempt_id in self._running or attempt_id in self._held:
                 continue  # a duplicate delivery: it is already under way
+            if self._stopping.is_set():
+                # Sent before our bye arrived: the coordinator requeues it at once.
+                self._send_soon(Reject(attempt_id=attempt_id, reason="the worker is stopping"))
+                continue
             executor = self.executors.get(assignment.task.type)
             if executor is None:
                 self._send_soon(

@@ -69,3 +69,16 @@ def test_a_bad_worker_token_file_is_one_line_naming_it(
     assert str(path) in stderr
     assert said in stderr
     assert len(stderr.strip().splitlines()) == 1
+
+
+def test_a_negative_shutdown_grace_is_refused_naming_the_option() -> None:
+    code, said = worker_with("--shutdown-grace", "-1")
+    assert code == 2
+    assert "--shutdown-grace" in said
+    assert "greater than or equal to 0" in " ".join(said.replace("│", " ").split())
+
+
+def test_the_help_describes_shutdown_grace() -> None:
+    done = CliRunner().invoke(app, ["worker", "--help"], env={"COLUMNS": "200"})
+    assert done.exit_code == 0
+    assert "--shutdown-grace" in done.stdout

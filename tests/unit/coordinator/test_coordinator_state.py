@@ -711,3 +711,34 @@ def test_heartbeats_are_written_at_most_once_per_interval_but_always_keep_a_work
         written += len(effects.batch.workers)
     assert written == 2  # every 10 s, not every heartbeat
     assert h.state.workers["w1"].record.status is WorkerStatus.CONNECTED
+
+
+def test_a_worker_that_said_bye_gets_no_new_work_and_its_handed_back_attempt_runs_elsewhere() -> (
+    None
+):
+    # Issue 12, graceful worker shutdown: bye first, then the unfinished attempts
+    # come back cancelled and are requeued at once, not after the heartbeat timeout.
+    h = Harness()
+    h.connect(1, "w1", slots=2)
+    effects = h.turn(SubmitTasks([spec("a")], Answer()))
+    connection, attempt_id = assigned(effects)["a"]
+    assert connection == 1
+    h.turn(WorkerFrame(1, Bye(reason="worker stopping")))
+    effects = h.turn(SubmitTasks([spec("b")], Answer()))
+    assert assigned(effects) == {}  # w1 has a free slot, but it is leaving
+    assert h.task("b").status is TaskStatus.QUEUED
+    h.connect(2, "w2", slots=2, session="t" * 16)
+    cancelled = TaskResult(
+        task_id="a",
+        worker_id="w1",
+        status=ResultStatus.CANCELLED,
+        execution_time_seconds=1.0,
+        simulation_status=SimulationStatus(is_simulated=True),
+        error=TaskError(error_class=ErrorClass.CANCELLED, message="cancelled"),
+    )
+    effects = h.turn(
+        WorkerFrame(1, Result(results=[AttemptResult(attempt_id=attempt_id, result=cancelled)]))
+    )
+    assert assigned(effects)["a"][0] == 2  # no clock moved: handed back, rerun at once
+    h.turn(WorkerDisconnected(1))
+    assert h.state.workers["w1"].record.status is WorkerStatus.LEFT

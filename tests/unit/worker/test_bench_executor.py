@@ -16,6 +16,7 @@ from typing import Any
 
 import psutil
 import pytest
+from process_signals import all_exited
 
 from testfleet.domain.benchmark import BatchSizeMeasurement, BenchmarkOutcome
 from testfleet.domain.enums import ErrorClass, HardwareKind, ResultStatus, TaskType
@@ -351,3 +352,39 @@ def test_default_executors_offer_benchmarks_only_with_torch_and_transformers(
     assert TaskType.BENCHMARK not in default_executors()
     # pytest is installed here, so the test executor stays.
     assert set(default_executors()) == {TaskType.COMMAND, TaskType.SIMULATED, TaskType.TEST}
+
+
+# Ignores SIGTERM, leaves a grandchild in the group and one outside it (setsid),
+# writes their pids to stderr, then works "forever".
+STUBBORN = """
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    inside = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    outside = subprocess.Popen(["setsid", "sleep", "120"])
+    sys.stderr.write(f"PIDS {os.getpid()} {inside.pid} {outside.pid}\\n")
+    sys.stderr.flush()
+    time.sleep(120)
+"""
+
+
+@pytest.mark.parametrize("ending", ["cancel", "timeout"])
+async def test_a_runner_that_ignores_sigterm_is_killed_with_everything_it_started(
+    context: ExecutionContext, ending: str
+) -> None:
+    # Issue 12: SIGKILL after the grace, also for what left the process group.
+    pids: list[int] = []
+
+    def on_output(data: bytes) -> None:
+        for line in data.decode().splitlines():
+            if line.startswith("PIDS "):
+                pids.extend(int(p) for p in line.split()[1:])
+                if ending == "cancel":
+                    context.cancel_event.set()
+
+    context.report_output = on_output
+    timeout = 60.0 if ending == "cancel" else 3.0
+    result = await executor(stand_in(STUBBORN, [SETUP])).run(bench_task(timeout=timeout), context)
+
+    expected = ResultStatus.CANCELLED if ending == "cancel" else ResultStatus.TIMED_OUT
+    assert result.status is expected
+    assert len(pids) == 3
+    assert await all_exited(pids)

@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from process_signals import Fifo, exited
+from process_signals import Fifo, all_exited, exited
 
+from testfleet.clock import SystemClock
 from testfleet.domain.enums import ErrorClass, ResultStatus, TaskType
 from testfleet.domain.result import TaskResult, decode_logs
 from testfleet.domain.task import TaskSpec
@@ -33,6 +34,8 @@ from testfleet.worker.executors.command import (
 )
 from testfleet.worker.executors.process_group import OutputTail
 from testfleet.worker.executors.registry import benchmarks_available, default_executors
+from testfleet.worker.executors.task_processes import attempt_mark, find_marked
+from testfleet.worker.log_stream import LogStream
 
 PY = sys.executable
 
@@ -442,3 +445,85 @@ def test_default_executors_cover_command_simulated_test_and_benchmark_when_insta
     assert set(executors) == expected
     for task_type, executor in executors.items():
         assert executor.task_type is task_type
+
+
+# --------------------------------------------------------------------------- issue 12
+
+
+def _rss_kib() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS in /proc/self/status")
+
+
+async def test_an_output_flood_keeps_a_bounded_tail_and_says_how_much_was_dropped(
+    executor: CommandExecutor, context: ExecutionContext
+) -> None:
+    # 200 MB as fast as the pipe takes it, through the live log stream as in the agent.
+    stream = LogStream(context.attempt_id, lambda message: None, SystemClock())
+    context.report_output = stream.write
+    script = (
+        "import sys\nblock = b'x' * 1_000_000\n"
+        "for _ in range(200): sys.stdout.buffer.write(block)\n"
+        "sys.stdout.buffer.write(b'THE END')"
+    )
+    before = _rss_kib()
+    result = await executor.run(command_task([PY, "-c", script], output_tail_bytes=65536), context)
+    stream.close()
+    grown_kib = _rss_kib() - before
+
+    assert result.status is ResultStatus.COMPLETED
+    total = 200_000_007
+    assert result.results["output_bytes"] == total
+    assert result.results["output_dropped_bytes"] == total - 65536
+    logs = decode_logs(result.logs)
+    assert len(logs) == 65536
+    assert logs.endswith("THE END")
+    assert grown_kib < 64 * 1024, f"the worker grew by {grown_kib} KiB reading 200 MB"
+
+
+def escaping_script(pid_file: Path, then: str) -> list[str]:
+    """A command that starts a ``setsid`` child and a double-forked one (both
+    leave its process group), writes their pids to ``pid_file``, then ``then``."""
+    return [
+        "sh",
+        "-c",
+        f"setsid sleep 600 & a=$!; "
+        f"{PY} -c 'import os,time\nif os.fork()==0:\n os.setsid()\n print(os.getpid(),flush=True)\n"
+        f" time.sleep(600)' > {pid_file}.b & "
+        f"while [ ! -s {pid_file}.b ]; do sleep 0.01; done; "
+        f"echo $a $(cat {pid_file}.b) > {pid_file}; {then}",
+    ]
+
+
+async def test_processes_that_left_the_group_end_with_the_attempt(
+    executor: CommandExecutor, context: ExecutionContext, tmp_path: Path
+) -> None:
+    pid_file = tmp_path / "escaped.pids"
+    result = await executor.run(command_task(escaping_script(pid_file, "echo done")), context)
+
+    assert result.status is ResultStatus.COMPLETED
+    pids = [int(p) for p in pid_file.read_text().split()]
+    assert len(pids) == 2
+    assert await all_exited(pids)
+    assert find_marked(attempt_mark(context.attempt_id)) == []
+
+
+async def test_a_cancel_ends_processes_that_left_the_group_even_if_they_ignore_sigterm(
+    executor: CommandExecutor, context: ExecutionContext, fifo: Callable[[str], Fifo]
+) -> None:
+    ready = fifo("ready")
+    pid_file = ready.path.parent / "escaped.pids"
+    # An ignored signal stays ignored across fork and exec: every sleeper ignores TERM.
+    argv = escaping_script(pid_file, f"echo ready > {ready.path}; sleep 600")
+    argv[2] = "trap '' TERM; " + argv[2]
+    running = asyncio.create_task(executor.run(command_task(argv), context))
+    await ready.read_lines(1)
+    pids = [int(p) for p in pid_file.read_text().split()]
+    context.cancel_event.set()
+    result = await running
+
+    assert result.status is ResultStatus.CANCELLED
+    assert result.results["exit_code"] == -signal.SIGKILL  # TERM ignored: killed after the grace
+    assert await all_exited(pids)

@@ -580,3 +580,38 @@ async def test_prewarm_starts_a_zygote_for_the_workers_interpreter() -> None:
     finally:
         await executor.close()
     assert gone(zygote.pid)
+
+
+async def test_a_cancel_kills_a_session_whose_test_ignores_sigterm(
+    executor: PytestExecutor,
+    context: ExecutionContext,
+    tmp_path: Path,
+    fifo: Callable[[str], Fifo],
+) -> None:
+    # Issue 12: SIGTERM ignored by the session and its test's child: SIGKILL after the grace.
+    pid_file = fifo("pids")
+    project = write_project(
+        tmp_path / "proj",
+        {
+            "test_stubborn.py": f"""
+                import os, signal, subprocess, sys, time
+
+                def test_stubborn():
+                    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+                    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+                    with open({str(pid_file.path)!r}, "w") as f:
+                        f.write(f"{{os.getpid()}}\\n{{child.pid}}\\n")
+                    time.sleep(60)
+            """
+        },
+    )
+    run = asyncio.create_task(
+        executor.run(make_task(project, ["test_stubborn.py::test_stubborn"]), context)
+    )
+    pids = [int(line) for line in await pid_file.read_lines(2)]
+    context.cancel_event.set()
+    result = await asyncio.wait_for(run, 60)
+
+    assert result.status is ResultStatus.CANCELLED
+    assert await all_exited(pids)
+    assert executor.pool.live_sessions() == []

@@ -33,6 +33,7 @@ from testfleet.domain.enums import ErrorClass, ResultStatus, TaskType
 from testfleet.domain.pytest_tasks import TestRecord
 from testfleet.domain.result import SimulationStatus, TaskError, TaskResult
 from testfleet.domain.task import TaskSpec
+from testfleet.worker.executors.task_processes import MARK_VARIABLE, attempt_mark
 
 #: TaskError.message is capped at 16 KiB; a pydantic error for a large config can be longer.
 MAX_ERROR_MESSAGE_CHARS = 4096
@@ -104,7 +105,10 @@ def attempt_environment(
 ) -> dict[str, str]:
     """The worker's environment without its credentials, plus who is running: the
     task and attempt ids, the worker and its work directory (``TESTFLEET_*``),
-    then ``extra`` (the task's own ``env``) on top.
+    then ``extra`` (the task's own ``env``) on top, and last the attempt's
+    process mark (:mod:`~testfleet.worker.executors.task_processes`), which a
+    task cannot override: it is how the worker finds the task's processes
+    that left its process group.
 
     Every executor's child gets this, so a task can tell which attempt it is
     (a retry can behave differently) and where it may keep files, and never
@@ -119,6 +123,7 @@ def attempt_environment(
         "TESTFLEET_WORKER_ID": context.worker_id,
         "TESTFLEET_WORK_DIR": str(context.work_dir),
         **(extra or {}),
+        MARK_VARIABLE: attempt_mark(context.attempt_id),
     }
 
 

@@ -77,6 +77,7 @@ from testfleet.worker.executors.process_group import (
     signal_group,
     wait_for_exit,
 )
+from testfleet.worker.executors.task_processes import attempt_mark, end_marked, kill_marked
 from testfleet.worker.hardware import probe_torch
 
 log = logging.getLogger(__name__)
@@ -236,11 +237,11 @@ class BenchmarkExecutor(ExecutorBase):
             return await self._supervise(out, config, hardware, request, process, stdout, stderr)
         except asyncio.CancelledError:
             # The agent itself is going away: leave nothing running behind it.
-            await self._kill_now(process, stdout, stderr)
+            await self._kill_now(process, stdout, stderr, context.attempt_id)
             raise
         except Exception as exc:  # a bug or resource failure here, not the task's fault
             log.exception("supervising the benchmark runner failed")
-            await self._kill_now(process, stdout, stderr)
+            await self._kill_now(process, stdout, stderr, context.attempt_id)
             return out.failed(
                 (ErrorClass.INFRASTRUCTURE, f"supervising the benchmark runner failed: {exc!r}")
             )
@@ -294,6 +295,8 @@ class BenchmarkExecutor(ExecutorBase):
             ending = await wait_for_exit(process, context.cancel_event, out.remaining())
             # After a normal exit this only finds leftovers (usually none: instant).
             await end_group(process.pid, self._kill_grace)
+            # Then what left the group (setsid, a double fork), found by its mark.
+            await end_marked(attempt_mark(context.attempt_id), self._kill_grace)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(process.wait(), timeout=self._kill_grace + 5)
             for closed in (lines.closed, logs.closed):
@@ -335,10 +338,15 @@ class BenchmarkExecutor(ExecutorBase):
             await stdin.wait_closed()
 
     async def _kill_now(
-        self, process: asyncio.subprocess.Process, stdout: BinaryIO, stderr: BinaryIO
+        self,
+        process: asyncio.subprocess.Process,
+        stdout: BinaryIO,
+        stderr: BinaryIO,
+        attempt_id: int,
     ) -> None:
         signal_group(process.pid, signal.SIGKILL)
         stdout.close()
         stderr.close()
+        await asyncio.to_thread(kill_marked, attempt_mark(attempt_id))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(process.wait(), timeout=self._kill_grace + 5)

@@ -17,7 +17,10 @@ Decisions:
   wrote. The pipe is our own (``os.pipe``) rather than asyncio's subprocess
   pipes: in Python 3.11 ``Process.wait()`` only returns once the pipes close,
   which a background grandchild can postpone forever. Reading keeps at most
-  ``output_tail_bytes`` plus one chunk in memory, however much is written.
+  ``output_tail_bytes`` plus one chunk in memory, however much is written, and
+  nothing on disk; ``results["output_dropped_bytes"]`` says how much was let go.
+* What leaves the group (``setsid``, a double fork) is found by the attempt's
+  process mark and ended with it (:mod:`.task_processes`).
 * Peak memory is sampled (leader plus descendants, every
   ``memory_sample_interval_seconds``); a task shorter than one interval
   reports no memory figure rather than a misleading one.
@@ -54,6 +57,7 @@ from testfleet.worker.executors.process_group import (
     signal_group,
     wait_for_exit,
 )
+from testfleet.worker.executors.task_processes import attempt_mark, end_marked, kill_marked
 
 #: The size of ``results["output_tail"]``: enough to show an error, small enough for a table.
 RESULT_TAIL_BYTES = 4096
@@ -200,17 +204,20 @@ class CommandExecutor(ExecutorBase):
         except asyncio.CancelledError:
             # The agent itself is going away: leave nothing running behind it, and
             # reap the leader (SIGKILL is quick) so its transport is closed, not leaked.
-            await self._kill_now(process, pipe)
+            await self._kill_now(process, pipe, context.attempt_id)
             raise
         except Exception as exc:  # a bug or resource failure here, not the task's fault
-            await self._kill_now(process, pipe)
+            await self._kill_now(process, pipe, context.attempt_id)
             return out.failed((ErrorClass.INFRASTRUCTURE, f"supervising {program} failed: {exc!r}"))
         finally:
             forget(context.work_dir, context.attempt_id)
 
-    async def _kill_now(self, process: asyncio.subprocess.Process, pipe: BinaryIO) -> None:
+    async def _kill_now(
+        self, process: asyncio.subprocess.Process, pipe: BinaryIO, attempt_id: int
+    ) -> None:
         signal_group(process.pid, signal.SIGKILL)
         pipe.close()
+        await asyncio.to_thread(kill_marked, attempt_mark(attempt_id))
         # A second cancel of the caller interrupts this wait; that is its right.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(process.wait(), timeout=self._kill_grace + 5)
@@ -237,6 +244,8 @@ class CommandExecutor(ExecutorBase):
             ending = await wait_for_exit(process, context.cancel_event, out.remaining())
             # After a normal exit this only finds leftovers (usually none: instant).
             await end_group(pgid, self._kill_grace)
+            # Then what left the group (setsid, a double fork), found by its mark.
+            await end_marked(attempt_mark(context.attempt_id), self._kill_grace)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(process.wait(), timeout=self._kill_grace + 5)
             with contextlib.suppress(TimeoutError):
@@ -252,6 +261,8 @@ class CommandExecutor(ExecutorBase):
             "exit_code": code,
             "output_tail": _decode_tail(tail[-RESULT_TAIL_BYTES:]),
             "output_bytes": output.total,
+            # What the bounded tail let go: a flood costs the worker nothing, and says so.
+            "output_dropped_bytes": output.total - len(tail),
             "timed_out": ending is Ending.TIMED_OUT,
         }
         metrics: dict[str, Any] = {}
