@@ -376,6 +376,12 @@ def test_a_killed_worker_is_lost_fires_an_alert_and_its_task_retries_with_a_sepa
     after = shown[shown.index(separator) + 1 :]
     assert after == [f"tick {i}" for i in range(RETRY_TICKS)], shown
     assert shown[0] == "tick 0"  # the first attempt's output stays above it
+    # The header and the attempt timeline follow too (the block re-reads itself
+    # while the task is open): the task completed on lost-b at attempt 2.
+    sync_api.expect(logs.locator("#task-detail[data-status='completed']")).to_have_count(
+        1, timeout=WAIT_MS
+    )
+    sync_api.expect(logs.locator("#task-detail table.timeline tbody tr")).to_have_count(2)
     assert logs.evaluate("window.__notReloaded === true")
     browser.shoot("15-task-log-retried")
     assert fleet.wait_terminal(["retry-log-1"])["retry-log-1"]["status"] == "completed"

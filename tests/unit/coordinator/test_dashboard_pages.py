@@ -255,3 +255,25 @@ def test_no_dashboard_route_is_in_the_openapi_document(site: Site) -> None:
 )
 def test_sign_in_returns_only_to_a_dashboard_page(target: str, expected: str) -> None:
     assert safe_next("/dashboard", target) == expected
+
+
+def test_an_open_tasks_header_and_timeline_refresh_themselves_and_a_final_ones_do_not(
+    site: Site,
+) -> None:
+    # The block the page swaps in place (hx-select) must carry the trigger only
+    # while the task can still change, or a finished task's page polls forever.
+    site.sign_in("viewer")
+
+    def detail_tag(task_id: str) -> str:
+        text = site.client.get(f"/dashboard/tasks/{task_id}").text
+        start = text.index('<div id="task-detail"')
+        return text[start : text.index(">", start) + 1]
+
+    queued = detail_tag(site.seeded.queued_task)
+    assert 'hx-trigger="every 2s"' in queued
+    assert 'hx-select="#task-detail"' in queued
+    assert f'hx-get="/dashboard/tasks/{site.seeded.queued_task}"' in queued
+    assert 'data-status="queued"' in queued
+    failed = detail_tag(site.seeded.failed_task)
+    assert "hx-trigger" not in failed
+    assert 'data-status="failed"' in failed
