@@ -361,6 +361,8 @@ class WorkerAgent:
                 memory_percent=sample["memory_percent"],
                 load_average_1m=sample["load_average_1m"],
                 running=len(self._running),
+                gpu_utilization_percent=sample.get("gpu_utilization_percent"),
+                gpu_memory_percent=sample.get("gpu_memory_percent"),
             )
             self._send_soon(Heartbeat(load=load, running_attempts=sorted(self._running)))
 
