@@ -18,12 +18,12 @@ from testfleet.domain.enums import HardwareKind, TaskType
 from testfleet.domain.hardware import CpuInfo, GpuInfo, TorchInfo
 from testfleet.protocol.messages import WorkerLoad
 from testfleet.worker.hardware import (
+    GpuLoad,
     Probes,
     derive_hardware,
     detect_capabilities,
     probe_nvidia_gpus,
     probe_torch,
-    GpuLoad,
     sample_gpu_load,
     sample_gpu_metrics,
     sample_load,

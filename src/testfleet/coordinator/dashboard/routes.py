@@ -231,7 +231,10 @@ def build_dashboard_router(ctx: DashboardContext) -> APIRouter:
 
     def worker_rows(request: Request) -> tuple[WorkerFilter, list[object]]:
         chosen = worker_filter(request)
-        rows = [worker_row(w, ctx.heartbeat_timeout) for w in view.workers()]
+        rows = [
+            worker_row(w, ctx.heartbeat_timeout, view.load_history(w.record.worker_id))
+            for w in view.workers()
+        ]
         return chosen, [row for row in rows if chosen.keeps(row)]
 
     @router.get("/workers")
@@ -257,7 +260,7 @@ def build_dashboard_router(ctx: DashboardContext) -> APIRouter:
         return page(
             request,
             "worker.html",
-            w=worker_row(found, ctx.heartbeat_timeout),
+            w=worker_row(found, ctx.heartbeat_timeout, view.load_history(worker_id)),
             tasks=[task_row(t) for t in tasks],
             failure_rate=failure_rate(tasks),
             draining=found.draining,

@@ -11,10 +11,12 @@ against the server's time, so the pages need no event to keep them current.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from testfleet.coordinator.dashboard.sparklines import Sparkline, sparkline
+from testfleet.coordinator.load_history import LoadPoint
 from testfleet.coordinator.state_view import PriorityLevel, QueuedPlace, WorkerSnapshot
 from testfleet.domain.enums import ShownStatus, TaskStatus, TaskType, WorkerStatus
 from testfleet.domain.records import TaskRecord
@@ -96,9 +98,15 @@ class WorkerRow:
     last_heartbeat: float
     #: Heartbeat age counts up against this (the coordinator's timeout).
     heartbeat_timeout: float
+    #: Recent load (None before the first heartbeat since the coordinator started).
+    load: Sparkline | None = None
 
 
-def worker_row(worker: WorkerSnapshot, heartbeat_timeout: float) -> WorkerRow:
+def worker_row(
+    worker: WorkerSnapshot, heartbeat_timeout: float, loads: Sequence[LoadPoint] = ()
+) -> WorkerRow:
+    """One row of the workers page; ``loads`` (the state view's load history)
+    becomes its sparkline."""
     caps = worker.record.capabilities
     gpus = [
         f"{gpu.name} {gpu.memory_gb:g} GB"
@@ -120,6 +128,7 @@ def worker_row(worker: WorkerSnapshot, heartbeat_timeout: float) -> WorkerRow:
         running=worker.running,
         last_heartbeat=worker.record.last_heartbeat,
         heartbeat_timeout=heartbeat_timeout,
+        load=sparkline(loads),
     )
 
 
