@@ -43,6 +43,7 @@ from testfleet.coordinator.dashboard.views import (
     wait_reason,
     worker_row,
 )
+from testfleet.coordinator.health import CoordinatorHealth
 from testfleet.coordinator.state_view import StateView
 from testfleet.domain.enums import ShownStatus, TaskStatus, TaskType
 from testfleet.domain.records import TaskRecord
@@ -200,6 +201,8 @@ class DashboardContext:
     csrf: CsrfKey
     #: How many alerts fire now (the overview's link to the alerts page).
     firing_alerts: Callable[[], int]
+    #: Recent commit times and event-loop lag (the overview's health cards).
+    health: Callable[[], CoordinatorHealth | None] = lambda: None
 
 
 def build_dashboard_router(ctx: DashboardContext) -> APIRouter:
@@ -221,8 +224,10 @@ def build_dashboard_router(ctx: DashboardContext) -> APIRouter:
             queue.delayed,
             view.unschedulable_counts(),
             ctx.started,
+            firing_alerts=ctx.firing_alerts(),
+            health=ctx.health(),
         )
-        return page(request, "overview.html", o=shown, firing_alerts=ctx.firing_alerts())
+        return page(request, "overview.html", o=shown)
 
     @router.get("/history")
     async def history(_: Viewer) -> JSONResponse:

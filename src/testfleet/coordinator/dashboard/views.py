@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from testfleet.coordinator.dashboard.sparklines import Sparkline, sparkline
+from testfleet.coordinator.health import CoordinatorHealth
 from testfleet.coordinator.load_history import LoadPoint
 from testfleet.coordinator.state_view import PriorityLevel, QueuedPlace, WorkerSnapshot
 from testfleet.domain.enums import ShownStatus, TaskStatus, TaskType, WorkerStatus
@@ -58,6 +59,10 @@ class Overview:
     running: int
     slots: int
     started: float
+    #: Alerts firing now (a link to the alerts page; kept live by the stream).
+    firing_alerts: int = 0
+    #: Recent commit times and event-loop lag (None: not wired, as in some tests).
+    health: CoordinatorHealth | None = None
 
 
 def overview(
@@ -66,6 +71,9 @@ def overview(
     delayed: int,
     unschedulable: Mapping[str, int],
     started: float,
+    *,
+    firing_alerts: int = 0,
+    health: CoordinatorHealth | None = None,
 ) -> Overview:
     fleet = dict.fromkeys(FleetState, 0)
     for worker in workers:
@@ -79,6 +87,8 @@ def overview(
         running=sum(w.running for w in connected),
         slots=sum(w.record.slots for w in connected),
         started=started,
+        firing_alerts=firing_alerts,
+        health=health,
     )
 
 
