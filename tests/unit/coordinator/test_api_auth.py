@@ -86,6 +86,7 @@ NEEDS: dict[str, Role | None] = {
     "GET /dashboard/tasks/{task_id}/log": Role.VIEWER,
     "GET /dashboard/alerts": Role.VIEWER,
     "GET /dashboard/benchmarks": Role.VIEWER,
+    "GET /dashboard/benchmarks/history": Role.VIEWER,
     # Answers 406 to a client that does not ask for text/event-stream (these
     # requests), so it does not stream forever here; streaming is tested in
     # test_dashboard_feed.py.
