@@ -10,8 +10,8 @@ from samples on fixed times. The baseline is the regression detector's own
 before the latest), so the page and ``GET /api/v1/regressions`` agree.
 
 The curves come from the store's latest run per batch size
-(:meth:`~testfleet.store.contract.StoreReader.benchmark_compare`, model by
-model): a batch size whose latest run failed (``out_of_memory`` with no
+(:meth:`~testfleet.store.contract.StoreReader.benchmark_latest_per_batch`,
+one query for every model): a batch size whose latest run failed (``out_of_memory`` with no
 figures) is a point marked failed, never the optimum.
 """
 
@@ -107,7 +107,7 @@ def split_regressions(found: list[Regression]) -> tuple[list[Regression], list[R
     return open_ones, resolved[:RESOLVED_SHOWN]
 
 
-#: Models whose curves the page draws (the store is asked once per model).
+#: Models whose curves the page draws (the first by name).
 CURVE_MODELS = 50
 
 

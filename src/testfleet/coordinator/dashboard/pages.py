@@ -95,11 +95,7 @@ def read_benchmarks(
     """The store's recent figures, every regression in them, and the latest run
     per batch size of each model's configurations (a thread)."""
     samples = store.regression_samples()
-    latest = [
-        {**row, "model": model}
-        for model in store.benchmark_models()[:CURVE_MODELS]
-        for row in store.benchmark_compare(model)
-    ]
+    latest = store.benchmark_latest_per_batch(models=CURVE_MODELS)
     return samples, find_regressions(samples, include_resolved=True), latest
 
 
