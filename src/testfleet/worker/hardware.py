@@ -2,9 +2,11 @@
 
 Callers: the worker agent calls :func:`detect_capabilities` once at start-up
 (in a thread: the torch probe can take seconds) and sends the result in its
-``hello``; it calls :func:`sample_load` and :func:`sample_gpu_metrics` for each
-heartbeat. The scheduler then matches task requirements against what is
-reported here, so every fact is measured, never assumed.
+``hello``; it calls :func:`sample_load` (with :func:`sample_gpu_load` for the
+GPUs' utilisation and memory use) for each heartbeat, and the benchmark
+runner :func:`sample_gpu_metrics` per GPU while it measures. The scheduler
+then matches task requirements against what is reported here, so every fact
+is measured, never assumed.
 
 A probe must never stop a worker from starting: each one runs through
 :func:`_run_probe`, which turns an exception into a line in
