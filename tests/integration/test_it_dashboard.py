@@ -182,8 +182,11 @@ def test_the_dashboard_follows_the_fleet_live_in_a_browser(
     # Workers: a killed worker shows as lost, without a reload.
     page.goto(f"{base}/workers")
     page.wait_for_selector("tr[data-worker='dash-b']")
-    # Each worker's load sparkline (drawn server-side from its heartbeats).
-    page.wait_for_selector("tr[data-worker='dash-a'] svg.spark polyline.spark-cpu")
+    # Each worker's load sparkline (drawn server-side from its heartbeats). Attached,
+    # not visible: a flat line has no height, which Playwright counts as hidden.
+    page.wait_for_selector(
+        "tr[data-worker='dash-a'] svg.spark polyline.spark-cpu", state="attached"
+    )
     page.evaluate("window.__notReloaded = true")
     browser.shoot("05-workers")
     fleet.send_signal(victim, signal.SIGKILL)
