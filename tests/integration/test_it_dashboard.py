@@ -168,6 +168,9 @@ def test_the_dashboard_follows_the_fleet_live_in_a_browser(
     page.wait_for_function("document.querySelector('#chart-throughput .uplot') !== null")
     page.evaluate("window.__notReloaded = true")
     assert card(page, "workers-idle") == "2"
+    # The coordinator's own health: DuckDB commit time and event-loop lag.
+    page.wait_for_selector("[data-health='commit']")
+    page.wait_for_selector("[data-health='loop-lag']")
     browser.shoot("02-overview")
 
     # A task runs: the counters follow it without a reload.
@@ -196,6 +199,11 @@ def test_the_dashboard_follows_the_fleet_live_in_a_browser(
     # Workers: a killed worker shows as lost, without a reload.
     page.goto(f"{base}/workers")
     page.wait_for_selector("tr[data-worker='dash-b']")
+    # Each worker's load sparkline (drawn server-side from its heartbeats). Attached,
+    # not visible: a flat line has no height, which Playwright counts as hidden.
+    page.wait_for_selector(
+        "tr[data-worker='dash-a'] svg.spark polyline.spark-cpu", state="attached"
+    )
     page.evaluate("window.__notReloaded = true")
     browser.shoot("05-workers")
     fleet.send_signal(victim, signal.SIGKILL)

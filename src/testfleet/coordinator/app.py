@@ -288,6 +288,7 @@ def create_app(
         tails=state.log_tails,
         alerts=engine,
         alert_store=store,
+        health=metrics.health,
     )
     app.openapi = lambda: openapi_document(app)  # type: ignore[method-assign]
     add_error_handlers(app)

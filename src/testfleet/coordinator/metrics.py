@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import bisect
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -39,6 +40,12 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from testfleet.clock import Clock
+from testfleet.coordinator.health import (
+    COMMITS_KEPT,
+    LAGS_KEPT,
+    CoordinatorHealth,
+    coordinator_health,
+)
 from testfleet.domain.enums import AttemptStatus, TaskType
 from testfleet.domain.records import WriteBatch
 
@@ -111,6 +118,9 @@ class Metrics:
         self.attempt_duration = {t: Histogram(ATTEMPT_BUCKETS) for t in TaskType}
         self.commit_seconds = Histogram(COMMIT_BUCKETS)
         self.loop_lag_seconds = 0.0
+        #: The newest commit times and lag readings, for the dashboard's health figures.
+        self.recent_commits: deque[float] = deque(maxlen=COMMITS_KEPT)
+        self.recent_lags: deque[float] = deque(maxlen=LAGS_KEPT)
         self.http_in_flight = 0
         #: (kind, figure) -> open regressions, refreshed by the route (it reads the store).
         self.open_regressions: dict[tuple[str, str], int] = {}
@@ -152,6 +162,7 @@ class Metrics:
     def observe_commit(self, seconds: float) -> None:
         """One DuckDB group commit took ``seconds`` (called by the loop)."""
         self.commit_seconds.observe(seconds)
+        self.recent_commits.append(seconds)
 
     # -- hooks for the alerts and notifications --------------------------------
 
@@ -178,6 +189,11 @@ class Metrics:
             before = self._clock.now()
             await self._clock.sleep(interval)
             self.loop_lag_seconds = max(self._clock.now() - before - interval, 0.0)
+            self.recent_lags.append(self.loop_lag_seconds)
+
+    def health(self) -> CoordinatorHealth:
+        """Recent commit times and loop lag, summarised (the dashboard's overview)."""
+        return coordinator_health(self.recent_commits, self.recent_lags)
 
     def families(self) -> Iterator[Metric]:
         """Every family, gauges read from the live state now (on the event loop)."""

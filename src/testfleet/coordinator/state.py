@@ -46,6 +46,7 @@ from testfleet.coordinator.events import (
     WorkerDisconnected,
     WorkerFrame,
 )
+from testfleet.coordinator.load_history import LoadHistory
 from testfleet.coordinator.log_tails import LogTails
 from testfleet.coordinator.recovery import restore
 from testfleet.coordinator.settings import CoordinatorSettings
@@ -107,6 +108,8 @@ class CoordinatorState(TaskLifecycle):
         self.shutting_down = False
         #: Running attempts' live output (not durable; read by the log routes).
         self.log_tails = LogTails()
+        #: Recent heartbeat loads per worker, for the workers page's sparklines.
+        self.load_history = LoadHistory()
         if recovered is not None:
             self.unreadable_rows = list(recovered.unreadable_rows)
             restore(self, recovered, now)
@@ -336,6 +339,7 @@ class CoordinatorState(TaskLifecycle):
         match message:
             case Heartbeat(load=load):
                 worker.record.hardware_metrics = load.model_dump()
+                self.load_history.record(worker_id, now, load)
                 # Liveness lives in memory; the row's heartbeat and load are
                 # informational, so they are written at most every interval
                 # (a fleet's heartbeats would otherwise add a statement to

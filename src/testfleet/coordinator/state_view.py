@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from testfleet.coordinator.load_history import LoadPoint
 from testfleet.coordinator.state import CoordinatorState
 from testfleet.coordinator.workers import LiveWorker
 from testfleet.domain.enums import TaskStatus, WorkerStatus
@@ -119,6 +120,10 @@ class StateView:
     def worker(self, worker_id: str) -> WorkerSnapshot | None:
         worker = self._state.workers.get(worker_id)
         return None if worker is None else WorkerSnapshot.of(worker)
+
+    def load_history(self, worker_id: str) -> list[LoadPoint]:
+        """The worker's recent heartbeat loads, oldest first (the workers page's sparklines)."""
+        return self._state.load_history.recent(worker_id)
 
     def worker_counts(self) -> dict[WorkerStatus, int]:
         """Workers per status; every :class:`WorkerStatus` is a key (0 when none)."""

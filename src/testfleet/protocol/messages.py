@@ -81,10 +81,18 @@ class _Message(BaseModel):
 
 
 class WorkerLoad(_Message):
+    """A heartbeat's machine load. The GPU figures are None where the worker has
+    no NVIDIA GPU it can read (and from workers older than them): optional with
+    defaults, so an older worker's heartbeat still validates."""
+
     cpu_percent: float = Field(default=0.0, ge=0)
     memory_percent: float = Field(default=0.0, ge=0, le=100)
     load_average_1m: float | None = Field(default=None, ge=0)
     running: int = Field(default=0, ge=0, le=1_000_000)
+    #: Mean utilisation of the worker's GPUs (NVML), percent.
+    gpu_utilization_percent: float | None = Field(default=None, ge=0, le=100)
+    #: GPU memory in use over all its GPUs, percent of their total.
+    gpu_memory_percent: float | None = Field(default=None, ge=0, le=100)
 
 
 class Hello(_Message):

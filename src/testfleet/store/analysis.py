@@ -135,6 +135,43 @@ def benchmark_compare(
     return _dicts(cursor)
 
 
+def benchmark_latest_per_batch(
+    cursor: duckdb.DuckDBPyConnection, *, models: int = 50
+) -> list[dict[str, Any]]:
+    """:func:`benchmark_compare` for the first ``models`` models (by name) at once,
+    each dict with its ``model``: the latest run of every group of each.
+
+    One query instead of one per model: the dashboard's batch-size curves read
+    every model's latest runs on each page load. Ordered by model, then as
+    :func:`benchmark_compare` orders.
+    """
+    if models < 1:
+        raise ValueError(f"models must be >= 1, got {models}")
+    cursor.execute(
+        f"""
+        WITH chosen AS (
+            SELECT DISTINCT model FROM benchmark_results ORDER BY model LIMIT ?
+        ),
+        ranked AS (
+            SELECT *,
+                row_number() OVER (
+                    PARTITION BY model, {_GROUP} ORDER BY {_NEWEST_FIRST}
+                ) AS newest,
+                count(*) OVER (PARTITION BY model, {_GROUP}) AS runs,
+                count(error_class) OVER (PARTITION BY model, {_GROUP}) AS failed_runs
+            FROM benchmark_results WHERE model IN (SELECT model FROM chosen)
+        )
+        SELECT r.model, {_select_figures("r")}, r.runs, r.failed_runs
+        FROM ranked r
+        WHERE r.newest = 1
+        ORDER BY r.model, r.batch_size, r.variant, r.hardware, r.device_name, r.precision,
+            r.is_simulated
+        """,
+        [models],
+    )
+    return _dicts(cursor)
+
+
 def benchmark_history(
     cursor: duckdb.DuckDBPyConnection,
     model: str,

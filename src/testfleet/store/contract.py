@@ -121,6 +121,8 @@ class StoreReader(Protocol):
         since: float | None = None,
     ) -> list[dict[str, Any]]: ...
 
+    def benchmark_latest_per_batch(self, *, models: int = 50) -> list[dict[str, Any]]: ...
+
     def benchmark_history(
         self,
         model: str,

@@ -340,6 +340,15 @@ class Store(SecurityTables, AlertTables, TestHistoryTables):
             ),
         )
 
+    def benchmark_latest_per_batch(self, *, models: int = 50) -> list[dict[str, Any]]:
+        """:meth:`benchmark_compare` for the first ``models`` models at once, each
+        row with its ``model`` (the dashboard's batch-size curves). See
+        :func:`testfleet.store.analysis.benchmark_latest_per_batch`."""
+        return self._read(
+            "read the latest benchmark runs",
+            lambda cursor: analysis.benchmark_latest_per_batch(cursor, models=models),
+        )
+
     def benchmark_history(
         self,
         model: str,

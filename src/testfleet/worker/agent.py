@@ -26,6 +26,7 @@ import random
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -73,7 +74,7 @@ from testfleet.worker.connection_report import (
     describe_channel_failure,
 )
 from testfleet.worker.executors.base import ExecutionContext, Executor
-from testfleet.worker.hardware import LoadSample, sample_load
+from testfleet.worker.hardware import GpuLoad, LoadSample, sample_gpu_load, sample_load
 from testfleet.worker.log_stream import LogStream
 from testfleet.worker.websocket_channel import WebSocketConnector
 
@@ -172,7 +173,15 @@ class WorkerAgent:
         self._clock: Clock = clock or SystemClock()
         self._now = self._clock.now
         self._connector: Connector = connector or WebSocketConnector()
-        self._sample_load = load_sampler or sample_load
+        # NVML only where the probe found NVIDIA GPUs (a CPU or Apple machine
+        # never loads it per heartbeat), and then in a thread: nvmlInit can take
+        # a while on a machine without persistence mode, and the heartbeat must
+        # not hold up the worker's event loop.
+        nvidia = any(gpu.vendor == "nvidia" for gpu in capabilities.gpus)
+        self._sample_load: Callable[[], LoadSample] = load_sampler or partial(
+            sample_load, sample_gpu_load if nvidia else _no_gpu_load
+        )
+        self._sample_in_thread = load_sampler is None and nvidia
         self._running: dict[int, _Running] = {}
         self._held: dict[int, AttemptResult] = {}
         self._all_acked = asyncio.Event()
@@ -406,12 +415,17 @@ class WorkerAgent:
     async def _heartbeat_loop(self) -> None:
         while True:
             await self._clock.sleep(self._heartbeat_interval)
-            sample = self._sample_load()
+            if self._sample_in_thread:
+                sample = await asyncio.to_thread(self._sample_load)
+            else:
+                sample = self._sample_load()
             load = WorkerLoad(
                 cpu_percent=sample["cpu_percent"],
                 memory_percent=sample["memory_percent"],
                 load_average_1m=sample["load_average_1m"],
                 running=len(self._running),
+                gpu_utilization_percent=sample.get("gpu_utilization_percent"),
+                gpu_memory_percent=sample.get("gpu_memory_percent"),
             )
             self._send_soon(Heartbeat(load=load, running_attempts=sorted(self._running)))
 
@@ -583,3 +597,8 @@ def _encoded_size(item: BaseModel) -> int:
     """About how many bytes ``item`` takes in a frame: its JSON's length (MessagePack
     is smaller; the frame budget is half the limit, leaving room for the rest)."""
     return len(item.model_dump_json())
+
+
+def _no_gpu_load() -> GpuLoad | None:
+    """The GPU load of a worker without NVIDIA GPUs: none (its heartbeats omit it)."""
+    return None

@@ -2,9 +2,11 @@
 
 Callers: the worker agent calls :func:`detect_capabilities` once at start-up
 (in a thread: the torch probe can take seconds) and sends the result in its
-``hello``; it calls :func:`sample_load` and :func:`sample_gpu_metrics` for each
-heartbeat. The scheduler then matches task requirements against what is
-reported here, so every fact is measured, never assumed.
+``hello``; it calls :func:`sample_load` (with :func:`sample_gpu_load` for the
+GPUs' utilisation and memory use) for each heartbeat, and the benchmark
+runner :func:`sample_gpu_metrics` per GPU while it measures. The scheduler
+then matches task requirements against what is reported here, so every fact
+is measured, never assumed.
 
 A probe must never stop a worker from starting: each one runs through
 :func:`_run_probe`, which turns an exception into a line in
@@ -22,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import json
+import math
 import os
 import platform
 import socket
@@ -30,7 +33,7 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, TypedDict, TypeVar
+from typing import Any, NotRequired, TypedDict, TypeVar
 
 import psutil
 
@@ -365,13 +368,18 @@ class LoadSample(TypedDict):
     cpu_percent: float
     memory_percent: float
     load_average_1m: float | None
+    #: Only where NVML reads the machine's GPUs (see :func:`sample_gpu_load`).
+    gpu_utilization_percent: NotRequired[float]
+    gpu_memory_percent: NotRequired[float]
 
 
-def sample_load() -> LoadSample:
-    """CPU and memory load now. Cheap and never raises (a heartbeat must go out).
+def sample_load(gpu_load: Callable[[], GpuLoad | None] | None = None) -> LoadSample:
+    """CPU, memory and (where NVML reads them) GPU load now. Cheap and never
+    raises (a heartbeat must go out).
 
     ``cpu_percent`` is psutil's non-blocking reading: the average since the
-    previous call, so the first call of a process returns 0.0.
+    previous call, so the first call of a process returns 0.0. ``gpu_load``
+    is injected by tests; by default :func:`sample_gpu_load`.
     """
     cpu = memory = 0.0
     load: float | None = None
@@ -382,7 +390,55 @@ def sample_load() -> LoadSample:
     if hasattr(os, "getloadavg"):  # not on Windows
         with contextlib.suppress(OSError):
             load = max(0.0, os.getloadavg()[0])
-    return {"cpu_percent": cpu, "memory_percent": memory, "load_average_1m": load}
+    sample: LoadSample = {"cpu_percent": cpu, "memory_percent": memory, "load_average_1m": load}
+    gpus = (gpu_load or sample_gpu_load)()
+    if gpus is not None:
+        sample["gpu_utilization_percent"] = gpus.utilization_percent
+        sample["gpu_memory_percent"] = gpus.memory_percent
+    return sample
+
+
+@dataclass(frozen=True, slots=True)
+class GpuLoad:
+    """The machine's GPUs as one heartbeat figure each (the workers page's sparklines)."""
+
+    #: Mean of the GPUs' utilisation, 0-100.
+    utilization_percent: float
+    #: Memory used over all GPUs, percent of their total memory, 0-100.
+    memory_percent: float
+
+
+def sample_gpu_load(nvml: Any | None = None) -> GpuLoad | None:
+    """Utilisation and memory use over every NVIDIA GPU NVML reads; None where
+    there is none (no driver, a CPU or Apple machine) or a figure cannot be
+    read. Never raises: a heartbeat must go out. Values are clamped to 0-100
+    so a driver's odd reading cannot make the heartbeat invalid."""
+    try:
+        nvml = _load_nvml() if nvml is None else nvml
+        with _nvml_session(nvml) as available:
+            if not available:
+                return None
+            utilisation: list[float] = []
+            used = total = 0
+            for index in range(nvml.nvmlDeviceGetCount()):
+                handle = nvml.nvmlDeviceGetHandleByIndex(index)
+                utilisation.append(float(nvml.nvmlDeviceGetUtilizationRates(handle).gpu))
+                memory = nvml.nvmlDeviceGetMemoryInfo(handle)
+                used += int(memory.used)
+                total += int(memory.total)
+            if not utilisation or total <= 0:
+                return None
+            return GpuLoad(
+                utilization_percent=_percent(sum(utilisation) / len(utilisation)),
+                memory_percent=_percent(100.0 * used / total),
+            )
+    except Exception:
+        # Best effort, as sample_gpu_metrics: a broken driver shows in probe_errors.
+        return None
+
+
+def _percent(value: float) -> float:
+    return round(min(100.0, max(0.0, value)), 1) if math.isfinite(value) else 0.0
 
 
 def sample_gpu_metrics(nvml: Any | None = None) -> list[dict[str, Any]]:

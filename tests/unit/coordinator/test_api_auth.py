@@ -90,6 +90,7 @@ NEEDS: dict[str, Role | None] = {
     "GET /dashboard/runs/{run_id}": Role.VIEWER,
     "GET /dashboard/runs/{run_id}/live": Role.VIEWER,
     "GET /dashboard/tests": Role.VIEWER,
+    "GET /dashboard/benchmarks/history": Role.VIEWER,
     # Answers 406 to a client that does not ask for text/event-stream (these
     # requests), so it does not stream forever here; streaming is tested in
     # test_dashboard_feed.py.

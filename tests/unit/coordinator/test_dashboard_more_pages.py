@@ -201,6 +201,12 @@ def test_the_overview_links_the_firing_count_to_the_alerts_page(site: Site) -> N
     assert 'data-count="alerts-firing" class="state-firing">1 alert firing</a>' in page.text
 
 
+def test_the_overview_shows_the_coordinators_commit_time_and_loop_lag(site: Site) -> None:
+    page = site.client.get("/dashboard/", headers=HTML)
+    assert 'data-health="commit"' in page.text
+    assert 'data-health="loop-lag"' in page.text
+
+
 # ---------------------------------------------------------------- benchmarks
 
 

@@ -98,7 +98,14 @@ EXAMPLES: list[Message] = [
         cancel_attempts=[4],
     ),
     Heartbeat(
-        load=WorkerLoad(cpu_percent=12.5, memory_percent=40, running=1), running_attempts=[3]
+        load=WorkerLoad(
+            cpu_percent=12.5,
+            memory_percent=40,
+            running=1,
+            gpu_utilization_percent=87.5,
+            gpu_memory_percent=30.0,
+        ),
+        running_attempts=[3],
     ),
     Assign(assignments=[Assignment(attempt_id=5, attempt=2, task=TASK)]),
     Accept(attempt_ids=[5, 6]),
@@ -283,3 +290,21 @@ def test_json_nested_deeper_than_the_store_can_write_is_refused() -> None:
         decode(frame)
     assert caught.value.code is ProtocolErrorCode.INVALID_MESSAGE
     assert "Recursion limit" in caught.value.message
+
+
+def test_a_heartbeat_without_gpu_figures_still_validates() -> None:
+    # A worker older than the GPU figures sends only these keys.
+    frame = '{"type": "heartbeat", "load": {"cpu_percent": 5, "memory_percent": 10, "running": 0}}'
+    message = decode(frame)
+    assert isinstance(message, Heartbeat)
+    assert message.load.gpu_utilization_percent is None
+    assert message.load.gpu_memory_percent is None
+
+
+@pytest.mark.parametrize("field", ["gpu_utilization_percent", "gpu_memory_percent"])
+@pytest.mark.parametrize("value", ["101", "-1", '"high"'])
+def test_gpu_figures_out_of_bounds_are_refused_by_name(field: str, value: str) -> None:
+    frame = f'{{"type": "heartbeat", "load": {{"{field}": {value}}}}}'
+    with pytest.raises(ProtocolError) as refused:
+        decode(frame)
+    assert field in str(refused.value)

@@ -435,3 +435,35 @@ def test_runs_of_different_variants_are_never_compared_as_one(store: Store) -> N
     history = store.benchmark_history(MODEL)
     # Each run is the first of its variant: no change is computed across them.
     assert [r["throughput_change_percent"] for r in history] == [None, None]
+
+
+# ---------------------------------------------------------------- every model's latest runs
+
+
+def test_latest_per_batch_is_compare_for_every_model_with_its_name(store: Store) -> None:
+    write_rows(
+        store,
+        bench(1, 8, at=T0, throughput=100.0),
+        bench(2, 8, at=T0 + 10, throughput=120.0),
+        bench(2, 64, at=T0 + 10, error_class="out_of_memory"),
+        bench(3, 8, at=T0 + 20, throughput=50.0, model="gpt2"),
+    )
+    rows = store.benchmark_latest_per_batch()
+    assert pick(rows, "model", "batch_size", "throughput_items_per_second", "runs") == [
+        (MODEL, 8, 120.0, 2),
+        (MODEL, 64, None, 1),
+        ("gpt2", 8, 50.0, 1),
+    ]
+    assert rows[1]["error_class"] == "out_of_memory"
+    # The same rows benchmark_compare gives, model by model.
+    by_model = [{**row, "model": MODEL} for row in store.benchmark_compare(MODEL)]
+    assert rows[:2] == by_model
+
+
+def test_latest_per_batch_reads_only_the_first_models_by_name(store: Store) -> None:
+    write_rows(store, bench(1, 8, model="b"), bench(2, 8, model="a"), bench(3, 8, model="c"))
+    assert [row["model"] for row in store.benchmark_latest_per_batch(models=2)] == ["a", "b"]
+    with pytest.raises(ValueError, match="models must be >= 1"):
+        store.benchmark_latest_per_batch(models=0)
+    with Store(":memory:") as empty:
+        assert empty.benchmark_latest_per_batch() == []

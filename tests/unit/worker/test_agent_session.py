@@ -22,7 +22,7 @@ import pytest
 
 from testfleet.clock import wait_within
 from testfleet.domain.enums import HardwareKind, TaskType
-from testfleet.domain.hardware import WorkerCapabilities
+from testfleet.domain.hardware import GpuInfo, WorkerCapabilities
 from testfleet.domain.task import TaskSpec
 from testfleet.protocol.channel import Channel
 from testfleet.protocol.codec import decode, encode
@@ -240,3 +240,18 @@ async def test_assignment_of_an_unknown_type_is_rejected(
         agent.stop()
         with contextlib.suppress(asyncio.CancelledError):
             await coordinator.within(running)
+
+
+async def test_heartbeats_read_nvml_only_where_the_probe_found_nvidia_gpus(
+    tmp_path: Path,
+) -> None:
+    settings = AgentSettings(
+        coordinator_url="http://coordinator.test:8700", worker_id="w1", work_dir=tmp_path
+    )
+    cpu_only = WorkerAgent(settings, CAPS, default_executors())
+    assert not cpu_only._sample_in_thread
+    assert "gpu_utilization_percent" not in cpu_only._sample_load()
+    h100 = GpuInfo(index=0, vendor="nvidia", name="H100", memory_gb=80)
+    gpu = WorkerAgent(settings, CAPS.model_copy(update={"gpus": [h100]}), default_executors())
+    # Sampled in a thread: NVML's start can be slow and must not stall the loop.
+    assert gpu._sample_in_thread

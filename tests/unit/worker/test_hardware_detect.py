@@ -18,11 +18,13 @@ from testfleet.domain.enums import HardwareKind, TaskType
 from testfleet.domain.hardware import CpuInfo, GpuInfo, TorchInfo
 from testfleet.protocol.messages import WorkerLoad
 from testfleet.worker.hardware import (
+    GpuLoad,
     Probes,
     derive_hardware,
     detect_capabilities,
     probe_nvidia_gpus,
     probe_torch,
+    sample_gpu_load,
     sample_gpu_metrics,
     sample_load,
 )
@@ -81,7 +83,9 @@ def test_no_driver_means_no_gpus_and_no_error_line() -> None:
 
 def test_sample_load_fits_the_heartbeat_message() -> None:
     sample = sample_load()
-    assert set(sample) == {"cpu_percent", "memory_percent", "load_average_1m"}
+    required = {"cpu_percent", "memory_percent", "load_average_1m"}
+    gpu = {"gpu_utilization_percent", "gpu_memory_percent"}
+    assert set(sample) == (required | gpu if NVML_DRIVER else required)
     assert sample["cpu_percent"] >= 0
     assert 0 < sample["memory_percent"] <= 100
     if hasattr(os, "getloadavg"):
@@ -444,3 +448,41 @@ def test_a_hanging_torch_import_is_killed(tmp_path: Path, monkeypatch: pytest.Mo
     _install_fake_torch(tmp_path, monkeypatch, "import time\ntime.sleep(60)\n")
     with pytest.raises(RuntimeError, match=r"did not finish within 0\.5 s"):
         probe_torch(timeout_seconds=0.5)
+
+
+# --------------------------------------------------------------------------- GPU load per heartbeat
+
+
+def test_gpu_load_is_the_mean_utilisation_and_the_memory_share_of_all_gpus() -> None:
+    nvml = FakeNvml()
+    load = sample_gpu_load(nvml)
+    total_mib = 141 * 1024 + 22.5 * 1024
+    assert load == GpuLoad(
+        utilization_percent=47.5, memory_percent=round(100 * 2048 / total_mib, 1)
+    )
+    assert nvml.shutdowns == 1
+
+
+def test_gpu_load_is_none_without_a_driver_or_with_a_broken_one() -> None:
+    assert sample_gpu_load(FakeNvml(init_error=pynvml.NVML_ERROR_LIBRARY_NOT_FOUND)) is None
+    assert sample_gpu_load(FakeNvml(init_error=pynvml.NVML_ERROR_LIB_RM_VERSION_MISMATCH)) is None
+
+
+def test_gpu_load_clamps_a_reading_past_100_percent() -> None:
+    class Odd(FakeNvml):
+        def nvmlDeviceGetUtilizationRates(self, handle: int) -> _Util:
+            return _Util(gpu=250)
+
+    load = sample_gpu_load(Odd())
+    assert load is not None
+    assert load.utilization_percent == 100.0
+
+
+def test_sample_load_carries_gpu_figures_only_where_there_are_gpus() -> None:
+    with_gpus = sample_load(lambda: GpuLoad(utilization_percent=80.0, memory_percent=12.5))
+    assert with_gpus["gpu_utilization_percent"] == 80.0
+    assert with_gpus["gpu_memory_percent"] == 12.5
+    WorkerLoad(**with_gpus, running=1)  # the agent passes these through
+    without = sample_load(lambda: None)
+    assert "gpu_utilization_percent" not in without
+    assert WorkerLoad(**without).gpu_utilization_percent is None

@@ -40,6 +40,7 @@ from testfleet.coordinator.dashboard.routes import (
 )
 from testfleet.coordinator.dashboard.templates import Templates
 from testfleet.coordinator.dashboard.test_pages import build_test_pages_router
+from testfleet.coordinator.health import CoordinatorHealth
 from testfleet.coordinator.log_tails import LogTails
 from testfleet.coordinator.loop import CoordinatorLoop
 from testfleet.coordinator.state_view import StateView
@@ -63,6 +64,7 @@ def add_dashboard(
     alerts: AlertEngine,
     alert_store: AlertStore,
     interval: float = 1.0,
+    health: Callable[[], CoordinatorHealth | None] = lambda: None,
 ) -> DashboardFeed:
     """Serve the dashboard on ``app``; its feed (started by the first page that listens).
 
@@ -71,7 +73,16 @@ def add_dashboard(
     """
     templates = Templates()
     started = clock.now()
-    sampler = LiveSampler(view, store, clock, templates, started, loop_events)
+    sampler = LiveSampler(
+        view,
+        store,
+        clock,
+        templates,
+        started,
+        loop_events,
+        firing_alerts=alerts.firing_count,
+        health=health,
+    )
     feed = DashboardFeed(sampler.sample, clock, interval=interval)
     csrf = CsrfKey()
     ctx = DashboardContext(
@@ -85,6 +96,7 @@ def add_dashboard(
         loop_events=loop_events,
         csrf=csrf,
         firing_alerts=alerts.firing_count,
+        health=health,
     )
     app.mount(STATIC_PATH, StaticFiles(directory=STATIC_DIR), name="dashboard-static")
     app.include_router(build_login_router(templates))

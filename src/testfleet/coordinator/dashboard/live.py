@@ -21,6 +21,7 @@ from testfleet.coordinator.dashboard.feed import FeedKind
 from testfleet.coordinator.dashboard.history import chart_point
 from testfleet.coordinator.dashboard.templates import Templates
 from testfleet.coordinator.dashboard.views import fleet_state, overview
+from testfleet.coordinator.health import CoordinatorHealth
 from testfleet.coordinator.state_view import StateView
 from testfleet.domain.enums import TaskStatus
 from testfleet.store.contract import StoreReader
@@ -39,6 +40,8 @@ class LiveSampler:
         loop_events: Callable[[], int],
         *,
         point_every: int = 5,
+        firing_alerts: Callable[[], int] = lambda: 0,
+        health: Callable[[], CoordinatorHealth | None] = lambda: None,
     ) -> None:
         self._view = view
         self._store = store
@@ -47,6 +50,8 @@ class LiveSampler:
         self._started = started
         self._loop_events = loop_events
         self._point_every = point_every
+        self._firing_alerts = firing_alerts
+        self._health = health
         self._samples = 0
         #: (time, finished, completed) at the last chart point.
         self._last_counts: tuple[float, int, int] | None = None
@@ -56,7 +61,13 @@ class LiveSampler:
         queue = view.queue_depth()
         workers = view.workers()
         shown = overview(
-            workers, view.queue_levels(), queue.delayed, view.unschedulable_counts(), self._started
+            workers,
+            view.queue_levels(),
+            queue.delayed,
+            view.unschedulable_counts(),
+            self._started,
+            firing_alerts=self._firing_alerts(),
+            health=self._health(),
         )
         fragment = self._templates.render("_overview.html", o=shown, now=self._clock.now())
         # Heartbeat times are left out: the pages count ages up themselves.

@@ -17,21 +17,37 @@ the other pages; none is in the OpenAPI document.
 * ``GET /dashboard/alerts``: firing, pending and resolved alerts and the
   latest notifications, read as ``GET /api/v1/alerts`` reads them.
 * ``GET /dashboard/benchmarks``: open and recently resolved benchmark
-  regressions, and per series the latest figure against its baseline.
+  regressions, per series the latest figure against its baseline, and per
+  configuration the batch-size curve with its optimal batch size.
+* ``GET /dashboard/benchmarks/history?model=...&batch_size=...``: one
+  series' runs as JSON, which the page's script draws when a series row is
+  clicked (JSON rather than points in the page: only the charts asked for
+  are read). A missing or bad parameter is a 400 naming it.
 """
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 
 from testfleet.analysis.regressions import Regression, Sample, find_regressions
 from testfleet.clock import Clock
 from testfleet.coordinator.alerts.engine import AlertEngine, firing_first
-from testfleet.coordinator.dashboard.benchmarks import series_rows, split_regressions
+from testfleet.coordinator.dashboard.benchmarks import (
+    CURVE_MODELS,
+    HISTORY_RUNS,
+    BadSelection,
+    SeriesSelection,
+    batch_curves,
+    history_points,
+    selection_from,
+    series_rows,
+    split_regressions,
+)
 from testfleet.coordinator.dashboard.login import DASHBOARD_PATH, base_path
 from testfleet.coordinator.dashboard.routes import BadFilter, Viewer
 from testfleet.coordinator.dashboard.templates import Templates
@@ -73,10 +89,25 @@ def read_alerts(store: AlertStore) -> tuple[list[AlertRecord], list[Notification
     return firing_first(stored), store.alert_notifications(limit=NOTIFICATION_ROWS)
 
 
-def read_benchmarks(store: StoreReader) -> tuple[list[Sample], list[Regression]]:
-    """The store's recent figures and every regression in them (a thread)."""
+def read_benchmarks(
+    store: StoreReader,
+) -> tuple[list[Sample], list[Regression], list[dict[str, Any]]]:
+    """The store's recent figures, every regression in them, and the latest run
+    per batch size of each model's configurations (a thread)."""
     samples = store.regression_samples()
-    return samples, find_regressions(samples, include_resolved=True)
+    latest = store.benchmark_latest_per_batch(models=CURVE_MODELS)
+    return samples, find_regressions(samples, include_resolved=True), latest
+
+
+def read_series_history(store: StoreReader, chosen: SeriesSelection) -> list[dict[str, Any]]:
+    """The newest runs of one series' model, batch size, precision and hardware (a thread)."""
+    return store.benchmark_history(
+        chosen.model,
+        batch_size=chosen.batch_size,
+        precision=chosen.precision,
+        hardware=chosen.hardware,
+        limit=HISTORY_RUNS,
+    )
 
 
 def build_pages_router(ctx: PagesContext) -> APIRouter:
@@ -113,7 +144,7 @@ def build_pages_router(ctx: PagesContext) -> APIRouter:
 
     @router.get("/benchmarks")
     async def benchmarks_page(request: Request, _: Viewer) -> HTMLResponse:
-        samples, found = await asyncio.to_thread(read_benchmarks, ctx.store)
+        samples, found, latest = await asyncio.to_thread(read_benchmarks, ctx.store)
         open_ones, resolved = split_regressions(found)
         return page(
             request,
@@ -121,6 +152,19 @@ def build_pages_router(ctx: PagesContext) -> APIRouter:
             open_regressions=open_ones,
             resolved=resolved,
             series=series_rows(samples, found),
+            curves=batch_curves(latest),
         )
+
+    @router.get("/benchmarks/history")
+    async def benchmark_series_history(request: Request, _: Viewer) -> JSONResponse:
+        try:
+            chosen = selection_from(request.query_params)
+        except BadSelection as bad:
+            return JSONResponse(
+                {"error": {"code": "bad_parameter", "field": bad.name, "message": str(bad)}},
+                status_code=400,
+            )
+        rows = await asyncio.to_thread(read_series_history, ctx.store, chosen)
+        return JSONResponse({"points": history_points(rows, chosen)})
 
     return router

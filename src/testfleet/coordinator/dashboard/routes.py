@@ -43,6 +43,7 @@ from testfleet.coordinator.dashboard.views import (
     wait_reason,
     worker_row,
 )
+from testfleet.coordinator.health import CoordinatorHealth
 from testfleet.coordinator.state_view import StateView
 from testfleet.domain.enums import ShownStatus, TaskStatus, TaskType
 from testfleet.domain.records import TaskRecord
@@ -200,6 +201,8 @@ class DashboardContext:
     csrf: CsrfKey
     #: How many alerts fire now (the overview's link to the alerts page).
     firing_alerts: Callable[[], int]
+    #: Recent commit times and event-loop lag (the overview's health cards).
+    health: Callable[[], CoordinatorHealth | None] = lambda: None
 
 
 def build_dashboard_router(ctx: DashboardContext) -> APIRouter:
@@ -221,8 +224,10 @@ def build_dashboard_router(ctx: DashboardContext) -> APIRouter:
             queue.delayed,
             view.unschedulable_counts(),
             ctx.started,
+            firing_alerts=ctx.firing_alerts(),
+            health=ctx.health(),
         )
-        return page(request, "overview.html", o=shown, firing_alerts=ctx.firing_alerts())
+        return page(request, "overview.html", o=shown)
 
     @router.get("/history")
     async def history(_: Viewer) -> JSONResponse:
@@ -231,7 +236,10 @@ def build_dashboard_router(ctx: DashboardContext) -> APIRouter:
 
     def worker_rows(request: Request) -> tuple[WorkerFilter, list[object]]:
         chosen = worker_filter(request)
-        rows = [worker_row(w, ctx.heartbeat_timeout) for w in view.workers()]
+        rows = [
+            worker_row(w, ctx.heartbeat_timeout, view.load_history(w.record.worker_id))
+            for w in view.workers()
+        ]
         return chosen, [row for row in rows if chosen.keeps(row)]
 
     @router.get("/workers")
@@ -257,7 +265,7 @@ def build_dashboard_router(ctx: DashboardContext) -> APIRouter:
         return page(
             request,
             "worker.html",
-            w=worker_row(found, ctx.heartbeat_timeout),
+            w=worker_row(found, ctx.heartbeat_timeout, view.load_history(worker_id)),
             tasks=[task_row(t) for t in tasks],
             failure_rate=failure_rate(tasks),
             draining=found.draining,

@@ -11,10 +11,13 @@ against the server's time, so the pages need no event to keep them current.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from testfleet.coordinator.dashboard.sparklines import Sparkline, sparkline
+from testfleet.coordinator.health import CoordinatorHealth
+from testfleet.coordinator.load_history import LoadPoint
 from testfleet.coordinator.state_view import PriorityLevel, QueuedPlace, WorkerSnapshot
 from testfleet.domain.enums import ShownStatus, TaskStatus, TaskType, WorkerStatus
 from testfleet.domain.records import TaskRecord
@@ -56,6 +59,10 @@ class Overview:
     running: int
     slots: int
     started: float
+    #: Alerts firing now (a link to the alerts page; kept live by the stream).
+    firing_alerts: int = 0
+    #: Recent commit times and event-loop lag (None: not wired, as in some tests).
+    health: CoordinatorHealth | None = None
 
 
 def overview(
@@ -64,6 +71,9 @@ def overview(
     delayed: int,
     unschedulable: Mapping[str, int],
     started: float,
+    *,
+    firing_alerts: int = 0,
+    health: CoordinatorHealth | None = None,
 ) -> Overview:
     fleet = dict.fromkeys(FleetState, 0)
     for worker in workers:
@@ -77,6 +87,8 @@ def overview(
         running=sum(w.running for w in connected),
         slots=sum(w.record.slots for w in connected),
         started=started,
+        firing_alerts=firing_alerts,
+        health=health,
     )
 
 
@@ -96,9 +108,15 @@ class WorkerRow:
     last_heartbeat: float
     #: Heartbeat age counts up against this (the coordinator's timeout).
     heartbeat_timeout: float
+    #: Recent load (None before the first heartbeat since the coordinator started).
+    load: Sparkline | None = None
 
 
-def worker_row(worker: WorkerSnapshot, heartbeat_timeout: float) -> WorkerRow:
+def worker_row(
+    worker: WorkerSnapshot, heartbeat_timeout: float, loads: Sequence[LoadPoint] = ()
+) -> WorkerRow:
+    """One row of the workers page; ``loads`` (the state view's load history)
+    becomes its sparkline."""
     caps = worker.record.capabilities
     gpus = [
         f"{gpu.name} {gpu.memory_gb:g} GB"
@@ -120,6 +138,7 @@ def worker_row(worker: WorkerSnapshot, heartbeat_timeout: float) -> WorkerRow:
         running=worker.running,
         last_heartbeat=worker.record.last_heartbeat,
         heartbeat_timeout=heartbeat_timeout,
+        load=sparkline(loads),
     )
 
 
