@@ -499,7 +499,9 @@ def build_router(
             503: {
                 "model": Health,
                 "description": "The loop stopped after a storage failure (`status`: "
-                "`failed`, with the `error`): the coordinator changes nothing more.",
+                "`failed`, with the `error`): the coordinator changes nothing more; or "
+                "it cannot commit for want of disk space (`degraded`, with the `error`) "
+                "and refuses requests until a retry commits, which it does on its own.",
             },
         },
         summary="Liveness; with a valid token, also version and counts",
@@ -511,11 +513,14 @@ def build_router(
         request: Request,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
     ) -> JSONResponse:
-        healthy = loop.failure is None
-        body = Health(
-            status=HealthStatus.OK if healthy else HealthStatus.FAILED,
-            error=None if healthy else str(loop.failure),
-        )
+        degraded = loop.degraded
+        healthy = loop.failure is None and degraded is None
+        if loop.failure is not None:
+            body = Health(status=HealthStatus.FAILED, error=str(loop.failure))
+        elif degraded is not None:
+            body = Health(status=HealthStatus.DEGRADED, error=degraded)
+        else:
+            body = Health(status=HealthStatus.OK)
         if credentials is not None and (await auth.identify(request, credentials))[0]:
             body = body.model_copy(
                 update={

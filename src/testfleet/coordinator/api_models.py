@@ -289,6 +289,9 @@ class HealthStatus(StrEnum):
     OK = "ok"
     #: The loop stopped after a storage failure: the coordinator changes nothing more.
     FAILED = "failed"
+    #: A commit found the disk full: requests are refused while the loop retries
+    #: it, and taken again, with no restart, once it commits.
+    DEGRADED = "degraded"
 
 
 class Health(ResponseModel):
@@ -301,7 +304,9 @@ class Health(ResponseModel):
     uptime_seconds: float | None = None
     workers_connected: int | None = None
     error: str | None = Field(
-        default=None, description="Why the loop stopped; only when `status` is `failed`."
+        default=None,
+        description="Why the loop stopped (`failed`) or cannot commit (`degraded`); "
+        "only with those statuses.",
     )
 
 

@@ -8,6 +8,18 @@ one store transaction (group commit: events arriving during a commit wait for
 the next turn, so batches grow with load), and only then sends messages and
 answers requests — nothing is acknowledged before it is durable. The loop
 knows its store only as a :class:`~testfleet.store.contract.StoreWriter`.
+
+A commit that fails for want of room on the disk (``StoreError.retryable``)
+does not stop the loop: the loop is *degraded* until the same turn commits.
+Meanwhile requests (submissions, cancels, drains, revokes) are refused at
+:meth:`CoordinatorLoop.post` with the reason (503), nothing of the held turn is
+sent or answered, worker frames still accumulate in state (workers keep their
+results until acknowledged), and the committer retries the turn on a backoff
+read from the injected clock. When it commits, the held turn's requests are
+answered, the turns behind it follow, and requests are taken again: no restart
+is needed once space returns. Any other storage failure still stops the loop
+(fail-stop: memory may then be ahead of the file, and a restart recovers from
+the file).
 """
 
 from __future__ import annotations
@@ -39,6 +51,7 @@ from testfleet.coordinator.turn_output import Effects
 from testfleet.domain.records import WriteBatch
 from testfleet.domain.task import TaskSpec
 from testfleet.store.contract import PreparedWrite, StoreWriter
+from testfleet.store.errors import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +59,16 @@ Offload = Callable[..., Awaitable[None]]
 
 #: Bound one turn so a flood of events cannot starve sends for long.
 MAX_EVENTS_PER_TURN = 20_000
+
+#: A commit that found the disk full is tried again after this many seconds,
+#: doubling up to :data:`RETRY_MAX_SECONDS`: soon enough that work resumes within
+#: half a minute of space returning, rare enough to cost nothing while it lasts.
+RETRY_FIRST_SECONDS = 1.0
+RETRY_MAX_SECONDS = 30.0
+
+#: Events that ask for an answer: refused while degraded, since their answer
+#: could not be made durable (worker events are still taken; see the module doc).
+_REQUESTS = (SubmitTasks, CancelTasks, DrainWorker, UndrainWorker, RevokeWorker)
 
 
 class CoordinatorUnavailableError(RuntimeError):
@@ -113,6 +136,10 @@ class CoordinatorLoop:
         self._stopping = False
         self._stopped = False
         self.failure: BaseException | None = None
+        #: Why the last commit failed, while the loop retries it (None: healthy).
+        self.degraded: str | None = None
+        #: Commits retried after a failure for want of room (the stats and tests read it).
+        self.commit_retries = 0
         #: Set by the app factory (metrics); None: nobody watches.
         self.observer: TurnObserver | None = None
 
@@ -120,6 +147,8 @@ class CoordinatorLoop:
         """Queue an event for the next turn (never blocks)."""
         if self._stopped or self.failure is not None:
             raise CoordinatorUnavailableError(self._why_stopped())
+        if self.degraded is not None and isinstance(event, _REQUESTS):
+            raise CoordinatorUnavailableError(self._why_degraded())
         self._events.put_nowait(event)
 
     async def _request(self, make: Callable[[Reply], Event]) -> object:
@@ -245,7 +274,7 @@ class CoordinatorLoop:
             prepared, effects = turn
             if prepared is not None:
                 try:
-                    await self._commit(prepared)
+                    await self._commit_until_durable(prepared)
                 except BaseException as exc:
                     # Nothing of this turn may be acknowledged: answer its
                     # requests with the failure instead.
@@ -254,6 +283,37 @@ class CoordinatorLoop:
                     raise
             self._act(effects)
             self._events.put_nowait(_CommitFinished())
+
+    async def _commit_until_durable(self, prepared: PreparedWrite) -> None:
+        """Commit one turn; while it fails for want of room, wait and try the same
+        turn again (the transaction rolled back, so it is whole or absent).
+
+        Raises the failure of any other kind, or of a disk still full when the
+        loop is asked to stop (its requests are then answered 503, as before).
+        """
+        delay = RETRY_FIRST_SECONDS
+        while True:
+            try:
+                await self._commit(prepared)
+            except StoreError as exc:
+                if not exc.retryable or self._stopping:
+                    raise
+                if self.degraded is None:
+                    log.error(
+                        "cannot commit to the database, refusing requests until it can "
+                        "(retrying every %.0f s at most): %s",
+                        RETRY_MAX_SECONDS,
+                        exc,
+                    )
+                self.degraded = str(exc)
+                await self.clock.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_SECONDS)
+                self.commit_retries += 1
+                continue
+            if self.degraded is not None:
+                log.warning("the database takes commits again; accepting requests")
+                self.degraded = None
+            return
 
     def _fail_replies(self, effects: Effects) -> None:
         for reply, _ in effects.replies:
@@ -309,6 +369,13 @@ class CoordinatorLoop:
             if effects.batch:
                 await self._commit(self.store.prepare(effects.batch))
             self._act(effects)
+
+    def _why_degraded(self) -> str:
+        return (
+            f"the coordinator cannot write its database ({self.degraded}); nothing was "
+            "changed. It retries on its own and takes requests again once the write "
+            "succeeds: free space on the database's disk, then retry this request"
+        )
 
     def _why_stopped(self) -> str:
         if self.failure is not None:
