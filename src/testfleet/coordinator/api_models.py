@@ -70,6 +70,7 @@ class ErrorCode(StrEnum):
     UNAUTHENTICATED = "unauthenticated"
     FORBIDDEN = "forbidden"
     QUOTA_EXCEEDED = "quota_exceeded"
+    BACKUP_IN_PROGRESS = "backup_in_progress"
 
 
 class FieldProblem(ResponseModel):

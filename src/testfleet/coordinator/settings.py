@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,3 +61,11 @@ class CoordinatorSettings:
     #: the worker channel accepts worker tokens over plain HTTP from any peer,
     #: not only from loopback.
     insecure: bool = False
+    #: ``--backup-dir``: where scheduled backups go, and where the backup route
+    #: writes its snapshot before sending it (None: a private temporary directory,
+    #: and no scheduled backups).
+    backup_dir: Path | None = None
+    #: ``--backup-every``: seconds between scheduled backups (0: none).
+    backup_every_seconds: float = 0.0
+    #: ``--backup-keep``: scheduled backups kept, newest first; older ones are deleted.
+    backup_keep: int = 24
