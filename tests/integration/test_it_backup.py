@@ -20,6 +20,7 @@ from it_fleet import Fleet
 
 from testfleet.coordinator.backup_schedule import scheduled_backups
 from testfleet.local_fleet import CoordinatorOptions
+from testfleet.store.restore import restore_snapshot
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -110,10 +111,14 @@ def test_a_backup_under_load_restores_every_task_acknowledged_before_it(
         load.thread.join(60)
     assert len(after) > len(before), "no task was acknowledged during or after the backup"
     # Scheduled backups ran meanwhile, and only the newest two are kept.
-    fleet.wait_until(lambda: len(scheduled_backups(scheduled)) >= 2, 30, "two scheduled backups")
-    assert len(scheduled_backups(scheduled)) <= 2
-
+    log = fleet.log_paths["coordinator"]
+    fleet.wait_until(
+        lambda: log.read_text().count("backup_schedule backup ") >= 3, 30, "3 scheduled backups"
+    )
     fleet.stop_all()
+    kept = scheduled_backups(scheduled)
+    assert len(kept) == 2
+    assert restore_snapshot(kept[-1], tmp_path / "scheduled.duckdb").rows["distributed_tasks"]
     restored = tmp_path / "restored.duckdb"
     done = run_cli(fleet, "restore", str(backup), "--db", str(restored))
     assert done.returncode == 0, done.stderr

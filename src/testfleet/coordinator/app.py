@@ -39,7 +39,7 @@ from testfleet.coordinator.api import build_router
 from testfleet.coordinator.api_errors import BODY_TOO_LARGE, add_error_handlers
 from testfleet.coordinator.auth import Auth, require
 from testfleet.coordinator.backup_api import build_backup_router
-from testfleet.coordinator.backup_schedule import BackupSchedule
+from testfleet.coordinator.backup_schedule import PARTIAL, BackupSchedule
 from testfleet.coordinator.connections import ConnectionRegistry
 from testfleet.coordinator.dashboard import add_dashboard
 from testfleet.coordinator.docs_page import add_docs_page
@@ -325,8 +325,9 @@ def _snapshot_dir(settings: CoordinatorSettings) -> tuple[Path, bool]:
     left behind (a client that went away mid-download) are removed here."""
     if settings.backup_dir is None:
         return Path(tempfile.mkdtemp(prefix="testfleet-snapshots-")), True
-    for leftover in settings.backup_dir.glob(".download-*.duckdb*"):
-        leftover.unlink(missing_ok=True)
+    for pattern in (".download-*.duckdb*", f"{PARTIAL}*"):
+        for leftover in settings.backup_dir.glob(pattern):
+            leftover.unlink(missing_ok=True)
     return settings.backup_dir, False
 
 

@@ -5,7 +5,9 @@ when ``testfleet coordinator --backup-every`` is given. Each snapshot is taken
 by ``take`` (the store's :meth:`~testfleet.store.Store.snapshot`, in a thread)
 into the backup directory under a name made from the injected clock's time,
 ``testfleet-backup-20260101T120000Z.duckdb``: names sort in time order, so
-pruning keeps the last ``keep`` by name and touches no other file. Time is
+pruning keeps the last ``keep`` by name and touches no other file. While a
+new one is written there are ``keep + 1`` for a moment: the old one goes only
+once the new one is whole. Time is
 read from the clock handed in (``clock.py``), so a test drives a day of
 backups with a fake clock. A snapshot that fails is logged and tried again at
 the next interval; the loop is never stopped by it.
@@ -14,6 +16,7 @@ the next interval; the loop is never stopped by it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime
 import logging
 import re
@@ -29,6 +32,9 @@ from testfleet.store.errors import StoreError
 log = logging.getLogger(__name__)
 
 PREFIX = "testfleet-backup-"
+#: Before a snapshot's file is whole it is named this and then the backup's name
+#: (the app removes such leftovers at start-up).
+PARTIAL = ".partial-"
 SUFFIX = ".duckdb"
 _NAME = re.compile(rf"^{re.escape(PREFIX)}\d{{8}}T\d{{6}}Z{re.escape(SUFFIX)}$")
 
@@ -71,15 +77,20 @@ class BackupSchedule:
         name = backup_name(self.clock.now())
         if (self.directory / name).exists():
             return None  # one this second already (an interval under a second)
+        # Written under a name that is not a backup's, renamed once whole: a
+        # snapshot cut short (a shutdown mid-copy) never passes for a backup.
+        partial = f"{PARTIAL}{name}"
         try:
-            report: SnapshotReport = await self.offload(self.take, name)
-        except StoreError as exc:
+            report: SnapshotReport = await self.offload(self.take, partial)
+            report.path.replace(self.directory / name)
+        except (StoreError, OSError) as exc:
             self.failed += 1
             log.error(
                 "scheduled backup %s failed, trying again in %.0f s: %s", name, self.every, exc
             )
             return None
         self.taken += 1
+        report = dataclasses.replace(report, path=self.directory / name)
         log.info(
             "backup %s: %d tasks, %.1f MB in %.2f s",
             report.path,

@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 
 from testfleet.coordinator.app import create_app
 from testfleet.coordinator.backup_schedule import (
+    PARTIAL,
     BackupSchedule,
     backup_name,
     scheduled_backups,
@@ -130,8 +131,11 @@ async def test_scheduled_backups_follow_the_clock_and_keep_the_newest(tmp_path: 
     runner.cancel()
     with pytest.raises(asyncio.CancelledError):
         await runner
-    assert taken == [backup_name(T0 + 3600 * h) for h in range(1, 6)]
-    assert [p.name for p in scheduled_backups(backups)] == taken[-3:]
+    # Each written under a partial name, then renamed once whole.
+    assert taken == [PARTIAL + backup_name(T0 + 3600 * h) for h in range(1, 6)]
+    kept = [backup_name(T0 + 3600 * h) for h in (3, 4, 5)]
+    assert [p.name for p in scheduled_backups(backups)] == kept
+    assert not list(backups.glob(PARTIAL + "*"))
     assert (backups / "not-ours.duckdb").exists()
 
 
