@@ -153,3 +153,38 @@ async def test_a_failed_scheduled_backup_is_logged_and_the_next_one_runs(tmp_pat
     assert await schedule.backup_once() is None
     assert schedule.failed == 2
     assert len(calls) == 2
+
+
+def test_health_says_degraded_with_the_reason_while_commits_cannot_be_made(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "fleet.duckdb"
+    seed(db, 1)
+    viewer = bearer(db, Role.VIEWER)
+    submitter = bearer(db, Role.SUBMITTER, name="s")
+    app = create_app(db, CoordinatorSettings(), clock=FakeClock(T0))
+    with TestClient(app) as client:
+        assert client.get("/api/v1/health").json() == {"status": "ok"}
+        # Answered once committed: no turn is left in flight to clear the flag below.
+        accepted = client.post(
+            "/api/v1/tasks", headers=submitter, json={"task_id": "y", "type": "simulated"}
+        )
+        assert accepted.status_code == 201
+        app.state.loop.degraded = "could not write: No space left on device"
+        answer = client.get("/api/v1/health")
+        assert answer.status_code == 503
+        assert answer.json() == {
+            "status": "degraded",
+            "error": "could not write: No space left on device",
+        }
+        # A token adds the details, and the status stays.
+        assert client.get("/api/v1/health", headers=viewer).json()["status"] == "degraded"
+        refused = client.post(
+            "/api/v1/tasks",
+            headers=submitter,
+            json={"task_id": "x", "type": "simulated"},
+        )
+        assert refused.status_code == 503
+        assert "No space left on device" in refused.json()["error"]["message"]
+        app.state.loop.degraded = None
+        assert client.get("/api/v1/health").json() == {"status": "ok"}

@@ -87,9 +87,12 @@ def test_the_writer_is_not_held_while_a_snapshot_is_copied(tmp_path: Path) -> No
         done = threading.Event()
         # Hold the writer's lock as a long commit would: the snapshot still finishes.
         with store._write_lock:
-            copier = threading.Thread(
-                target=lambda: (store.snapshot("while-locked.duckdb"), done.set())
-            )
+
+            def copy() -> None:
+                store.snapshot("while-locked.duckdb")
+                done.set()
+
+            copier = threading.Thread(target=copy)
             copier.start()
             assert done.wait(30), "the snapshot waited for the writer's lock"
             copier.join()
