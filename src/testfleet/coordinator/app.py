@@ -232,7 +232,7 @@ def create_app(
                 with contextlib.suppress(BaseException):
                     await runner
             await loop.connections.close_all()
-            if loop.failure is None:
+            if loop.failure is None and loop.degraded is None:
                 # Commit whatever arrived while the loop was stopping.
                 await loop.flush()
             with contextlib.suppress(asyncio.CancelledError):

@@ -133,6 +133,10 @@ class CoordinatorLoop:
         self._events: asyncio.Queue[Event | _CommitFinished] = asyncio.Queue()
         self._commits: asyncio.Queue[tuple[PreparedWrite | None, Effects] | None] = asyncio.Queue()
         self._committing = False
+        #: The turn being committed (its requests are answered 503 if the loop
+        #: ends before it is durable).
+        self._held: Effects | None = None
+        self._waiting_to_retry = False
         self._stopping = False
         self._stopped = False
         self.failure: BaseException | None = None
@@ -222,6 +226,12 @@ class CoordinatorLoop:
                 task.cancel()
             await asyncio.gather(applier, committer, return_exceptions=True)
             self._stopped = True
+            if self._held is not None and self._waiting_to_retry:
+                # Stopped (a shutdown past its grace) between two tries of a turn
+                # that could not commit: it never will now (no try is in flight,
+                # which might still succeed), so its requests are answered 503.
+                self.failure = self.failure or StoreError(self.degraded or "disk full")
+                self._fail_replies(self._held)
             if self.failure is not None:
                 # Requests applied but not committed will never be: say so.
                 self._fail_replies(self.state.take_effects())
@@ -273,14 +283,18 @@ class CoordinatorLoop:
         while (turn := await self._commits.get()) is not None:
             prepared, effects = turn
             if prepared is not None:
+                self._held = effects
                 try:
                     await self._commit_until_durable(prepared)
+                except asyncio.CancelledError:
+                    raise  # run() answers the held turn's requests
                 except BaseException as exc:
                     # Nothing of this turn may be acknowledged: answer its
                     # requests with the failure instead.
                     self.failure = exc
                     self._fail_replies(effects)
                     raise
+                self._held = None
             self._act(effects)
             self._events.put_nowait(_CommitFinished())
 
@@ -306,7 +320,10 @@ class CoordinatorLoop:
                         exc,
                     )
                 self.degraded = str(exc)
+                # Left set if the sleep is cancelled: run() reads it afterwards.
+                self._waiting_to_retry = True
                 await self.clock.sleep(delay)
+                self._waiting_to_retry = False
                 delay = min(delay * 2, RETRY_MAX_SECONDS)
                 self.commit_retries += 1
                 continue

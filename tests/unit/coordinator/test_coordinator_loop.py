@@ -289,3 +289,22 @@ async def test_a_full_disk_at_shutdown_answers_the_held_turn_with_503(
     with pytest.raises(CoordinatorUnavailableError):
         await held
     assert store.get_task("a") is None
+
+
+async def test_a_loop_cancelled_while_degraded_answers_the_held_turn_with_503(
+    log: list[str], clock: FakeClock
+) -> None:
+    store = RecordingStore(log)
+    store.full = True
+    state = CoordinatorState(CoordinatorSettings(), clock.now())
+    loop = CoordinatorLoop(state, store, clock, ConnectionRegistry(), offload=inline)
+    runner = asyncio.create_task(loop.run())
+    held = asyncio.create_task(loop.submit([spec("a")]))
+    await settle()
+    runner.cancel()  # the app's shutdown, past its grace
+    with contextlib.suppress(asyncio.CancelledError):
+        await runner
+    with pytest.raises(CoordinatorUnavailableError, match="No space left on device"):
+        await held
+    assert store.get_task("a") is None
+    store.close()
