@@ -503,6 +503,48 @@ class FleetClient:
             )
         return int(rows)
 
+    def backup(self, destination: Path) -> dict[str, str]:
+        """Download a consistent snapshot of the coordinator's database to ``destination``
+        (``POST /admin/backup``, admin only); returns what the coordinator says about
+        it (``tasks``, ``schema_version``, ``encrypted``, ``seconds``). Written to a
+        temporary file beside ``destination`` and renamed when complete, so
+        ``destination`` is never half a snapshot."""
+        if self._url_error is not None:
+            raise self._url_error
+        path = "/admin/backup"
+        partial = destination.with_name(f".{destination.name}.partial")
+        try:
+            with self._http.stream("POST", path, timeout=None) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise self._refusal(response, "POST", path, _json_object(response))
+                with partial.open("wb") as sink:
+                    for chunk in response.iter_bytes():
+                        sink.write(chunk)
+                headers = response.headers
+        except httpx.HTTPError as exc:
+            partial.unlink(missing_ok=True)
+            raise FleetError(
+                f"cannot reach the coordinator at {self.base_url}: {exc}. Is it running? "
+                f"Set --coordinator or ${COORDINATOR_ENV}."
+            ) from None
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+        if "x-testfleet-schema-version" not in headers:
+            partial.unlink(missing_ok=True)
+            raise FleetError(
+                f"{self.base_url} is not a testfleet coordinator (POST {API_PREFIX}{path} "
+                "answered without the schema version a testfleet coordinator sends)"
+            )
+        partial.replace(destination)
+        return {
+            "tasks": headers.get("x-testfleet-tasks", ""),
+            "schema_version": headers["x-testfleet-schema-version"],
+            "encrypted": headers.get("x-testfleet-encrypted", ""),
+            "seconds": headers.get("x-testfleet-snapshot-seconds", ""),
+        }
+
     def create_token(
         self, name: str, role: str, expires_in_seconds: float | None = None
     ) -> dict[str, Any]:

@@ -493,6 +493,7 @@ app.add_typer(results_app, name="results")
 app.add_typer(certs_app, name="certs")
 import testfleet.cli.admin  # noqa: E402  (registers `tokens` and `audit`)
 import testfleet.cli.alerts  # noqa: E402  (registers `alerts`)
+import testfleet.cli.backup  # noqa: E402  (registers `backup` and `restore`)
 import testfleet.cli.logs  # noqa: E402  (registers `logs`)
 import testfleet.cli.workers  # noqa: E402, F401  (registers `workers` and `workers revoke`)
 

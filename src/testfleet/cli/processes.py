@@ -150,6 +150,23 @@ def coordinator(
             show_default=False,
         ),
     ] = None,
+    backup_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Directory for scheduled backups (--backup-every), created if missing.",
+            show_default=False,
+        ),
+    ] = None,
+    backup_every: Annotated[
+        str | None,
+        typer.Option(
+            help="Take a backup into --backup-dir this often, e.g. 1h, 30m, 1d.",
+            show_default=False,
+        ),
+    ] = None,
+    backup_keep: Annotated[
+        int, typer.Option(min=1, help="Scheduled backups kept; older ones are deleted.")
+    ] = 24,
 ) -> None:
     """Run a coordinator: REST API, worker channel and the DuckDB file it alone owns."""
     from testfleet.coordinator.alerts.config import AlertsConfigError, load_alerts_config
@@ -164,6 +181,7 @@ def coordinator(
 
     if heartbeat_timeout <= heartbeat_interval:
         fail("--heartbeat-timeout must be longer than --heartbeat-interval")
+    backup_every_seconds = _backup_schedule(backup_every, backup_dir)
     try:
         alerts_config = load_alerts_config(alerts) if alerts is not None else None
     except AlertsConfigError as exc:
@@ -212,6 +230,9 @@ def coordinator(
         max_queued_per_submitter=max_queued_per_submitter,
         insecure=insecure,
         public_url=checked_public_url,
+        backup_dir=None if backup_dir is None else backup_dir.absolute(),
+        backup_every_seconds=backup_every_seconds,
+        backup_keep=backup_keep,
     )
 
     def announce(url: str) -> None:
@@ -241,6 +262,24 @@ def coordinator(
         )
     except (StartupError, StoreError) as exc:
         fail(str(exc))
+
+
+def _backup_schedule(every: str | None, directory: Path | None) -> float:
+    """``--backup-every`` in seconds (0: none), its directory made; a bad pair ends
+    the command in one line."""
+    from testfleet.cli.backup import backup_interval
+
+    seconds = backup_interval(every)
+    if seconds and directory is None:
+        fail("--backup-every needs --backup-dir: the directory the backups go into")
+    if directory is not None:
+        if directory.exists() and not directory.is_dir():
+            fail(f"--backup-dir {directory}: it exists and is not a directory")
+        try:
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            fail(f"--backup-dir {directory}: cannot create it ({exc.strerror})")
+    return seconds
 
 
 def _enrolment_ca(

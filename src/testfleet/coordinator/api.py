@@ -500,7 +500,9 @@ def build_router(
                 "model": Health,
                 "description": "The loop stopped after a storage failure (`status`: "
                 "`failed`, with the `error`): the coordinator changes nothing more; or it "
-                "is shutting down (`shutting_down`, after SIGTERM).",
+                "is shutting down (`shutting_down`, after SIGTERM); or it cannot commit for "
+                "want of disk space (`degraded`, with the `error`) and refuses requests until "
+                "a retry commits, which it does on its own.",
             },
         },
         summary="Liveness; with a valid token, also version and counts",
@@ -512,13 +514,16 @@ def build_router(
         request: Request,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
     ) -> JSONResponse:
-        healthy = loop.failure is None and not loop.shutting_down
-        status = HealthStatus.OK
+        degraded = loop.degraded
+        healthy = loop.failure is None and degraded is None and not loop.shutting_down
         if loop.failure is not None:
-            status = HealthStatus.FAILED
+            body = Health(status=HealthStatus.FAILED, error=str(loop.failure))
         elif loop.shutting_down:
-            status = HealthStatus.SHUTTING_DOWN
-        body = Health(status=status, error=None if loop.failure is None else str(loop.failure))
+            body = Health(status=HealthStatus.SHUTTING_DOWN)
+        elif degraded is not None:
+            body = Health(status=HealthStatus.DEGRADED, error=degraded)
+        else:
+            body = Health(status=HealthStatus.OK)
         if credentials is not None and (await auth.identify(request, credentials))[0]:
             body = body.model_copy(
                 update={

@@ -70,6 +70,7 @@ class ErrorCode(StrEnum):
     UNAUTHENTICATED = "unauthenticated"
     FORBIDDEN = "forbidden"
     QUOTA_EXCEEDED = "quota_exceeded"
+    BACKUP_IN_PROGRESS = "backup_in_progress"
 
 
 class FieldProblem(ResponseModel):
@@ -291,6 +292,9 @@ class HealthStatus(StrEnum):
     FAILED = "failed"
     #: SIGTERM: it commits what is in flight and exits; submissions are refused.
     SHUTTING_DOWN = "shutting_down"
+    #: A commit found the disk full: requests are refused while the loop retries
+    #: it, and taken again, with no restart, once it commits.
+    DEGRADED = "degraded"
 
 
 class Health(ResponseModel):
@@ -303,7 +307,9 @@ class Health(ResponseModel):
     uptime_seconds: float | None = None
     workers_connected: int | None = None
     error: str | None = Field(
-        default=None, description="Why the loop stopped; only when `status` is `failed`."
+        default=None,
+        description="Why the loop stopped (`failed`) or cannot commit (`degraded`); "
+        "only with those statuses.",
     )
 
 

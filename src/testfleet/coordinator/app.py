@@ -13,9 +13,11 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import shutil
 import signal
 import ssl
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping
@@ -40,6 +42,8 @@ from testfleet.coordinator.alerts.rules import RegressionFinder
 from testfleet.coordinator.api import build_router
 from testfleet.coordinator.api_errors import BODY_TOO_LARGE, add_error_handlers
 from testfleet.coordinator.auth import Auth, require
+from testfleet.coordinator.backup_api import build_backup_router
+from testfleet.coordinator.backup_schedule import PARTIAL, BackupSchedule
 from testfleet.coordinator.connections import ConnectionRegistry
 from testfleet.coordinator.dashboard import add_dashboard
 from testfleet.coordinator.docs_page import add_docs_page
@@ -162,7 +166,14 @@ def create_app(
     clock = clock or SystemClock()
     # The one place that names DuckDB: the rest of the coordinator knows the
     # store by its contract.
-    store: CoordinatorStore = Store(db_path, threads=settings.db_threads, encryption_key=db_key)
+    snapshot_dir, own_snapshot_dir = _snapshot_dir(settings)
+    database = Store(
+        db_path,
+        threads=settings.db_threads,
+        encryption_key=db_key,
+        snapshot_dir=snapshot_dir,
+    )
+    store: CoordinatorStore = database
     recovered = store.load_state()
     for problem in recovered.unreadable_rows:
         log.warning("left out at start-up, the rest carries on: %s", problem)
@@ -205,6 +216,15 @@ def create_app(
         ]
         if notifier is not None:
             watchers.append(asyncio.create_task(notifier.run(), name="notifications"))
+        if settings.backup_every_seconds > 0 and settings.backup_dir is not None:
+            schedule = BackupSchedule(
+                database.snapshot,
+                settings.backup_dir,
+                settings.backup_every_seconds,
+                settings.backup_keep,
+                clock,
+            )
+            watchers.append(asyncio.create_task(schedule.run(), name="backups"))
         try:
             yield
         finally:
@@ -222,12 +242,14 @@ def create_app(
                 with contextlib.suppress(BaseException):
                     await runner
             await loop.connections.close_all()
-            if loop.failure is None:
+            if loop.failure is None and loop.degraded is None:
                 # Commit whatever arrived while the loop was stopping.
                 await loop.flush()
             with contextlib.suppress(asyncio.CancelledError):
                 await ticker
             store.close()
+            if own_snapshot_dir:
+                shutil.rmtree(snapshot_dir, ignore_errors=True)
 
     app = FastAPI(
         title="testfleet coordinator",
@@ -262,6 +284,7 @@ def create_app(
     app.include_router(build_test_run_router(view, store, auth))
     app.include_router(build_query_router(store, auth))
     app.include_router(build_admin_router(auth))
+    app.include_router(build_backup_router(database, encrypted=db_key is not None))
     app.include_router(build_revocation_router(loop, view, auth))
     app.include_router(build_enrolment_router(auth, enrolment_ca))
     app.include_router(build_alerts_router(engine, store))
@@ -305,6 +328,19 @@ def create_app(
         )
 
     return app
+
+
+def _snapshot_dir(settings: CoordinatorSettings) -> tuple[Path, bool]:
+    """Where the store may write snapshots, and whether the app made it (and removes
+    it at shutdown): ``--backup-dir``, else a private temporary directory (the
+    backup route's snapshot waits there while it is sent). Snapshots a route
+    left behind (a client that went away mid-download) are removed here."""
+    if settings.backup_dir is None:
+        return Path(tempfile.mkdtemp(prefix="testfleet-snapshots-")), True
+    for pattern in (".download-*.duckdb*", f"{PARTIAL}*"):
+        for leftover in settings.backup_dir.glob(pattern):
+            leftover.unlink(missing_ok=True)
+    return settings.backup_dir, False
 
 
 def run_coordinator(

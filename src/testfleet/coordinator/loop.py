@@ -8,6 +8,18 @@ one store transaction (group commit: events arriving during a commit wait for
 the next turn, so batches grow with load), and only then sends messages and
 answers requests — nothing is acknowledged before it is durable. The loop
 knows its store only as a :class:`~testfleet.store.contract.StoreWriter`.
+
+A commit that fails for want of room on the disk (``StoreError.retryable``)
+does not stop the loop: the loop is *degraded* until the same turn commits.
+Meanwhile requests (submissions, cancels, drains, revokes) are refused at
+:meth:`CoordinatorLoop.post` with the reason (503), nothing of the held turn is
+sent or answered, worker frames still accumulate in state (workers keep their
+results until acknowledged), and the committer retries the turn on a backoff
+read from the injected clock. When it commits, the held turn's requests are
+answered, the turns behind it follow, and requests are taken again: no restart
+is needed once space returns. Any other storage failure still stops the loop
+(fail-stop: memory may then be ahead of the file, and a restart recovers from
+the file).
 """
 
 from __future__ import annotations
@@ -40,6 +52,7 @@ from testfleet.coordinator.turn_output import Effects
 from testfleet.domain.records import WriteBatch
 from testfleet.domain.task import TaskSpec
 from testfleet.store.contract import PreparedWrite, StoreWriter
+from testfleet.store.errors import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +60,16 @@ Offload = Callable[..., Awaitable[None]]
 
 #: Bound one turn so a flood of events cannot starve sends for long.
 MAX_EVENTS_PER_TURN = 20_000
+
+#: A commit that found the disk full is tried again after this many seconds,
+#: doubling up to :data:`RETRY_MAX_SECONDS`: soon enough that work resumes within
+#: half a minute of space returning, rare enough to cost nothing while it lasts.
+RETRY_FIRST_SECONDS = 1.0
+RETRY_MAX_SECONDS = 30.0
+
+#: Events that ask for an answer: refused while degraded, since their answer
+#: could not be made durable (worker events are still taken; see the module doc).
+_REQUESTS = (SubmitTasks, CancelTasks, DrainWorker, UndrainWorker, RevokeWorker)
 
 
 class CoordinatorUnavailableError(RuntimeError):
@@ -111,9 +134,17 @@ class CoordinatorLoop:
         self._events: asyncio.Queue[Event | _CommitFinished] = asyncio.Queue()
         self._commits: asyncio.Queue[tuple[PreparedWrite | None, Effects] | None] = asyncio.Queue()
         self._committing = False
+        #: The turn being committed (its requests are answered 503 if the loop
+        #: ends before it is durable).
+        self._held: Effects | None = None
+        self._waiting_to_retry = False
         self._stopping = False
         self._stopped = False
         self.failure: BaseException | None = None
+        #: Why the last commit failed, while the loop retries it (None: healthy).
+        self.degraded: str | None = None
+        #: Commits retried after a failure for want of room (the stats and tests read it).
+        self.commit_retries = 0
         #: Set by the app factory (metrics); None: nobody watches.
         self.observer: TurnObserver | None = None
         #: SIGTERM arrived (:meth:`begin_shutdown`): submissions are refused (503)
@@ -125,6 +156,8 @@ class CoordinatorLoop:
         """Queue an event for the next turn (never blocks)."""
         if self._stopped or self.failure is not None:
             raise CoordinatorUnavailableError(self._why_stopped())
+        if self.degraded is not None and isinstance(event, _REQUESTS):
+            raise CoordinatorUnavailableError(self._why_degraded())
         self._events.put_nowait(event)
 
     async def _request(self, make: Callable[[Reply], Event]) -> object:
@@ -213,6 +246,12 @@ class CoordinatorLoop:
                 task.cancel()
             await asyncio.gather(applier, committer, return_exceptions=True)
             self._stopped = True
+            if self._held is not None and self._waiting_to_retry:
+                # Stopped (a shutdown past its grace) between two tries of a turn
+                # that could not commit: it never will now (no try is in flight,
+                # which might still succeed), so its requests are answered 503.
+                self.failure = self.failure or StoreError(self.degraded or "disk full")
+                self._fail_replies(self._held)
             if self.failure is not None:
                 # Requests applied but not committed will never be: say so.
                 self._fail_replies(self.state.take_effects())
@@ -264,16 +303,54 @@ class CoordinatorLoop:
         while (turn := await self._commits.get()) is not None:
             prepared, effects = turn
             if prepared is not None:
+                self._held = effects
                 try:
-                    await self._commit(prepared)
+                    await self._commit_until_durable(prepared)
+                except asyncio.CancelledError:
+                    raise  # run() answers the held turn's requests
                 except BaseException as exc:
                     # Nothing of this turn may be acknowledged: answer its
                     # requests with the failure instead.
                     self.failure = exc
                     self._fail_replies(effects)
                     raise
+                self._held = None
             self._act(effects)
             self._events.put_nowait(_CommitFinished())
+
+    async def _commit_until_durable(self, prepared: PreparedWrite) -> None:
+        """Commit one turn; while it fails for want of room, wait and try the same
+        turn again (the transaction rolled back, so it is whole or absent).
+
+        Raises the failure of any other kind, or of a disk still full when the
+        loop is asked to stop (its requests are then answered 503, as before).
+        """
+        delay = RETRY_FIRST_SECONDS
+        while True:
+            try:
+                await self._commit(prepared)
+            except StoreError as exc:
+                if not exc.retryable or self._stopping:
+                    raise
+                if self.degraded is None:
+                    log.error(
+                        "cannot commit to the database, refusing requests until it can "
+                        "(retrying every %.0f s at most): %s",
+                        RETRY_MAX_SECONDS,
+                        exc,
+                    )
+                self.degraded = str(exc)
+                # Left set if the sleep is cancelled: run() reads it afterwards.
+                self._waiting_to_retry = True
+                await self.clock.sleep(delay)
+                self._waiting_to_retry = False
+                delay = min(delay * 2, RETRY_MAX_SECONDS)
+                self.commit_retries += 1
+                continue
+            if self.degraded is not None:
+                log.warning("the database takes commits again; accepting requests")
+                self.degraded = None
+            return
 
     def _fail_replies(self, effects: Effects) -> None:
         for reply, _ in effects.replies:
@@ -329,6 +406,13 @@ class CoordinatorLoop:
             if effects.batch:
                 await self._commit(self.store.prepare(effects.batch))
             self._act(effects)
+
+    def _why_degraded(self) -> str:
+        return (
+            f"the coordinator cannot write its database ({self.degraded}); nothing was "
+            "changed. It retries on its own and takes requests again once the write "
+            "succeeds: free space on the database's disk, then retry this request"
+        )
 
     def _why_stopped(self) -> str:
         if self.failure is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,3 +73,11 @@ class CoordinatorSettings:
     #: ``coordinator/public_url.py``); alert notifications link to its
     #: dashboard. Empty: derived from the bind address when it starts.
     public_url: str = ""
+    #: ``--backup-dir``: where scheduled backups go, and where the backup route
+    #: writes its snapshot before sending it (None: a private temporary directory,
+    #: and no scheduled backups).
+    backup_dir: Path | None = None
+    #: ``--backup-every``: seconds between scheduled backups (0: none).
+    backup_every_seconds: float = 0.0
+    #: ``--backup-keep``: scheduled backups kept, newest first; older ones are deleted.
+    backup_keep: int = 24

@@ -10,13 +10,38 @@ process), what that probably means and what to do about it.
 from __future__ import annotations
 
 import contextlib
+import errno
 from pathlib import Path
 
 import duckdb
 
+#: What the operating system says when a write found no room (ENOSPC, EDQUOT)
+#: or went past the process's file size limit (EFBIG, ``ulimit -f``). DuckDB
+#: passes the OS's words on in its own message ("Could not write file ...: No
+#: space left on device"); nothing else tells these failures apart.
+_NO_ROOM = ("no space left on device", "disk quota exceeded", "file too large")
+
 
 class StoreError(Exception):
-    """A storage operation failed; the message says which one and why."""
+    """A storage operation failed; the message says which one and why.
+
+    ``retryable``: the same write may succeed later unchanged, because it failed
+    for want of room on the disk, not because of what it wrote. The coordinator
+    loop retries such a commit until it succeeds (``coordinator/loop.py``) instead
+    of stopping.
+    """
+
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+def is_out_of_room(error: BaseException) -> bool:
+    """Whether ``error`` (DuckDB's or the OS's) says the disk had no room for a write."""
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return True
+    message = str(error).lower()
+    return any(words in message for words in _NO_ROOM)
 
 
 def describe_open_error(path: str | Path, error: duckdb.Error) -> StoreError:
@@ -40,7 +65,10 @@ def describe_open_error(path: str | Path, error: duckdb.Error) -> StoreError:
 
 def wrap_error(operation: str, error: Exception) -> StoreError:
     """Wrap ``error`` raised while doing ``operation`` (e.g. ``"list tasks"``)."""
-    return StoreError(f"could not {operation}: {type(error).__name__}: {error}")
+    return StoreError(
+        f"could not {operation}: {type(error).__name__}: {error}",
+        retryable=is_out_of_room(error),
+    )
 
 
 def rollback_after_error(connection: duckdb.DuckDBPyConnection) -> None:

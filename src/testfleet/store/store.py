@@ -25,6 +25,7 @@ Schema, migrations and the foreign keys DuckDB can live with are described in
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ from testfleet.domain.records import (
 )
 from testfleet.store import analysis, live_query, pytest_queries, queries
 from testfleet.store.alert_queries import AlertTables
+from testfleet.store.backup import SnapshotReport, check_snapshot, take_snapshot
 from testfleet.store.encryption import (
     DatabaseKey,
     attach_encrypted,
@@ -107,8 +109,13 @@ class Store(SecurityTables, AlertTables, TestHistoryTables):
         *,
         threads: int | None = None,
         encryption_key: DatabaseKey | None = None,
+        snapshot_dir: Path | None = None,
     ) -> None:
         """Open (creating and migrating) the database at ``path``.
+
+        ``snapshot_dir``: the one directory :meth:`snapshot` may write backups
+        into (DuckDB's ``allowed_directories``; everything else stays shut to
+        SQL). None: no backups.
 
         ``threads`` caps DuckDB's worker threads (None: DuckDB's default, one per
         core). The coordinator passes 1: its writes are many small batches, for
@@ -122,6 +129,10 @@ class Store(SecurityTables, AlertTables, TestHistoryTables):
         self._path = str(path)
         self._source = "the in-memory database" if self._path == MEMORY else repr(self._path)
         self._encrypted = encryption_key is not None and self._path != MEMORY
+        self._key = encryption_key if self._encrypted else None
+        self._snapshot_dir = None if snapshot_dir is None else Path(snapshot_dir).absolute()
+        # Switched off below, once the snapshot directory is allowed.
+        external_at_start = self._encrypted or self._snapshot_dir is not None
         config: dict[str, str | bool | int | float | list[str]] = {
             # No SQL run in this database reads or writes other files: users'
             # queries (live_query.py) must not read the coordinator's machine.
@@ -130,7 +141,7 @@ class Store(SecurityTables, AlertTables, TestHistoryTables):
             # ``allowed_directories`` instead. An encrypted store switches it
             # off once its extension is loaded and its file attached (loading
             # reads the extension's file).
-            "enable_external_access": self._encrypted,
+            "enable_external_access": external_at_start,
             # Never fetch an extension from the network.
             "autoinstall_known_extensions": False,
         }
@@ -146,6 +157,16 @@ class Store(SecurityTables, AlertTables, TestHistoryTables):
             assert encryption_key is not None
             try:
                 attach_encrypted(connection, self._path, encryption_key)
+            except BaseException as error:
+                connection.close()
+                if isinstance(error, duckdb.Error):
+                    raise describe_open_error(self._path, error) from error
+                raise
+        if external_at_start:
+            try:
+                if self._snapshot_dir is not None:
+                    allowed = _sql_string(str(self._snapshot_dir) + os.sep)
+                    connection.execute(f"SET allowed_directories = [{allowed}]")
                 connection.execute("SET enable_external_access = false")
             except BaseException as error:
                 connection.close()
@@ -224,6 +245,35 @@ class Store(SecurityTables, AlertTables, TestHistoryTables):
                     if missing:
                         operation += f" (attempts or results refer to {missing})"
                 raise wrap_error(operation, error) from error
+
+    # -- backups (backup.py) ----------------------------------------------------
+
+    @property
+    def snapshot_dir(self) -> Path | None:
+        """Where :meth:`snapshot` may write (None: backups are off for this store)."""
+        return self._snapshot_dir
+
+    def snapshot(self, name: str) -> SnapshotReport:
+        """Write a consistent copy of the database to ``name`` in :attr:`snapshot_dir`.
+
+        Called from a thread by the backup route and the scheduled backups. It
+        reads through a cursor of its own and never takes the write lock: the
+        loop's commits go on meanwhile (see ``backup.py``). An encrypted store's
+        snapshot is encrypted under the same key. ``name`` is a file name, not a
+        path; the file must not exist.
+        """
+        if self._snapshot_dir is None:
+            raise StoreError(f"backups are off for {self._source}: no snapshot directory")
+        if not name or Path(name).name != name or name in (".", ".."):
+            raise StoreError(f"a snapshot name must be a plain file name, not {name!r}")
+        connection = self._require_open()
+        with self._cursor_of(connection) as cursor:
+            return take_snapshot(cursor, self._snapshot_dir / name, self._key)
+
+    def check_snapshot(self) -> SnapshotReport:
+        """Rows per table and the consistency checks of this database (``testfleet
+        restore`` opens a snapshot as a store and asks this)."""
+        return check_snapshot(self._cursor(), Path(self._path))
 
     # -- reading ---------------------------------------------------------------
 
@@ -507,6 +557,11 @@ class Store(SecurityTables, AlertTables, TestHistoryTables):
                 return query(cursor)
         except duckdb.Error as error:
             raise wrap_error(f"{operation} from {self._source}", error) from error
+
+
+def _sql_string(text: str) -> str:
+    """``text`` as a SQL string literal."""
+    return "'" + text.replace("'", "''") + "'"
 
 
 def _describe(batch: WriteBatch) -> str:

@@ -57,6 +57,7 @@ NEEDS: dict[str, Role | None] = {
     "GET /api/v1/tokens": Role.ADMIN,
     "POST /api/v1/tokens/{token_id}/revoke": Role.ADMIN,
     "GET /api/v1/audit": Role.ADMIN,
+    "POST /api/v1/admin/backup": Role.ADMIN,
     "POST /api/v1/workers/enrol": Role.ENROL,
     "GET /api/v1/tasks": Role.VIEWER,
     "GET /api/v1/tasks/{task_id}": Role.VIEWER,

@@ -16,7 +16,12 @@ import pytest
 
 from testfleet.coordinator.connections import ConnectionRegistry
 from testfleet.coordinator.events import Accepted, WorkerConnected
-from testfleet.coordinator.loop import CoordinatorLoop, CoordinatorUnavailableError
+from testfleet.coordinator.loop import (
+    RETRY_FIRST_SECONDS,
+    RETRY_MAX_SECONDS,
+    CoordinatorLoop,
+    CoordinatorUnavailableError,
+)
 from testfleet.coordinator.settings import CoordinatorSettings
 from testfleet.coordinator.state import CoordinatorState
 from testfleet.domain.enums import HardwareKind, TaskStatus, TaskType
@@ -37,6 +42,9 @@ class RecordingStore(Store):
         super().__init__(":memory:")
         self.log = log
         self.fail = False
+        #: Fail as a full disk does (retryable) until set back to False.
+        self.full = False
+        self.attempts = 0
 
     def commit(
         self,
@@ -44,8 +52,15 @@ class RecordingStore(Store):
         *,
         between_statements: Callable[[], None] | None = None,
     ) -> None:
+        self.attempts += 1
         if self.fail:
             raise StoreError("disk full (injected)")
+        if self.full:
+            raise StoreError(
+                "could not write: TransactionException: Failed to commit: Could not write "
+                'file "x.db.wal": No space left on device',
+                retryable=True,
+            )
         super().commit(prepared, between_statements=between_statements)
         self.log.append(f"commit tasks={len(prepared.batch.tasks)}")
 
@@ -101,9 +116,13 @@ def log() -> list[str]:
 
 
 @pytest.fixture
-async def running(log: list[str]) -> Any:
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def running(log: list[str], clock: FakeClock) -> Any:
     store = RecordingStore(log)
-    clock = FakeClock()
     state = CoordinatorState(CoordinatorSettings(), clock.now())
     loop = CoordinatorLoop(state, store, clock, ConnectionRegistry(), offload=inline)
     runner = asyncio.create_task(loop.run())
@@ -175,3 +194,117 @@ async def test_the_ticker_ends_quietly_once_the_loop_has_failed(
     with pytest.raises(CoordinatorUnavailableError):
         await loop.submit([TaskSpec.model_validate({"task_id": "a", "type": "simulated"})])
     await asyncio.wait_for(loop.tick_forever(0), 10)  # returns, raises nothing
+
+
+def spec(task_id: str) -> TaskSpec:
+    return TaskSpec.model_validate({"task_id": task_id, "type": "simulated"})
+
+
+async def test_a_full_disk_degrades_the_loop_and_it_resumes_once_a_retry_commits(
+    running: tuple[CoordinatorLoop, RecordingStore], log: list[str], clock: FakeClock
+) -> None:
+    loop, store = running
+    assert await loop.submit([spec("before")]) == Accepted(["before"])
+    store.full = True
+    held = asyncio.create_task(loop.submit([spec("held")]))
+    await settle()
+    # The turn could not commit: it is held, not answered, and nothing else is taken.
+    assert not held.done()
+    assert loop.degraded is not None
+    assert "No space left on device" in loop.degraded
+    assert loop.failure is None
+    with pytest.raises(CoordinatorUnavailableError, match="free space") as refused:
+        await loop.submit([spec("refused")])
+    assert "No space left on device" in str(refused.value)
+    # Retries follow the injected clock (doubling), never wall time.
+    clock.advance(RETRY_FIRST_SECONDS)
+    await settle()
+    clock.advance(RETRY_FIRST_SECONDS * 2)
+    await settle()
+    assert loop.commit_retries == 2
+    assert not held.done()
+    assert store.get_task("held") is None
+    store.full = False
+    clock.advance(RETRY_FIRST_SECONDS * 4)
+    await settle()
+    # Answered only now that it is durable; requests are taken again.
+    assert held.done()
+    assert held.result() == Accepted(["held"])
+    assert store.get_task("held") is not None
+    assert store.get_task("before") is not None
+    assert store.get_task("refused") is None
+    assert loop.degraded is None
+    assert await loop.submit([spec("after")]) == Accepted(["after"])
+
+
+async def test_worker_frames_are_still_taken_while_degraded_and_sent_only_after_commit(
+    running: tuple[CoordinatorLoop, RecordingStore], log: list[str], clock: FakeClock
+) -> None:
+    loop, store = running
+    store.full = True
+    socket = RecordingSocket(log)
+    connection = loop.connections.open(socket)
+    loop.post(WorkerConnected(connection, hello()))  # a worker event: not refused
+    await settle()
+    assert loop.degraded is not None
+    assert socket.frames == []  # its welcome waits for the commit
+    store.full = False
+    clock.advance(RETRY_FIRST_SECONDS)
+    await settle()
+    assert [decode(f).type.value for f in socket.frames] == ["welcome"]
+    assert loop.degraded is None
+
+
+async def test_the_retry_backoff_is_capped(
+    running: tuple[CoordinatorLoop, RecordingStore], clock: FakeClock
+) -> None:
+    loop, store = running
+    store.full = True
+    held = asyncio.create_task(loop.submit([spec("a")]))
+    await settle()
+    waits: list[float] = []
+    for _ in range(8):
+        deadline = clock.next_deadline
+        assert deadline is not None
+        waits.append(deadline - clock.now())
+        clock.advance(waits[-1])
+        await settle()
+    assert waits == [1.0, 2.0, 4.0, 8.0, 16.0, RETRY_MAX_SECONDS, RETRY_MAX_SECONDS, 30.0]
+    store.full = False
+    clock.advance(RETRY_MAX_SECONDS)
+    await settle()
+    assert held.result() == Accepted(["a"])
+
+
+async def test_a_full_disk_at_shutdown_answers_the_held_turn_with_503(
+    running: tuple[CoordinatorLoop, RecordingStore], clock: FakeClock
+) -> None:
+    loop, store = running
+    store.full = True
+    held = asyncio.create_task(loop.submit([spec("a")]))
+    await settle()
+    loop.stop()
+    clock.advance(RETRY_FIRST_SECONDS)
+    await settle()
+    with pytest.raises(CoordinatorUnavailableError):
+        await held
+    assert store.get_task("a") is None
+
+
+async def test_a_loop_cancelled_while_degraded_answers_the_held_turn_with_503(
+    log: list[str], clock: FakeClock
+) -> None:
+    store = RecordingStore(log)
+    store.full = True
+    state = CoordinatorState(CoordinatorSettings(), clock.now())
+    loop = CoordinatorLoop(state, store, clock, ConnectionRegistry(), offload=inline)
+    runner = asyncio.create_task(loop.run())
+    held = asyncio.create_task(loop.submit([spec("a")]))
+    await settle()
+    runner.cancel()  # the app's shutdown, past its grace
+    with contextlib.suppress(asyncio.CancelledError):
+        await runner
+    with pytest.raises(CoordinatorUnavailableError, match="No space left on device"):
+        await held
+    assert store.get_task("a") is None
+    store.close()
