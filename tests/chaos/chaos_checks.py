@@ -6,7 +6,7 @@ returns problems in words (empty when it holds):
 
 * every accepted task is in ``distributed_tasks``, finished, with exactly
   one result whose disposition is ``outcome`` (none lost, none twice);
-* every test of the pytest run has exactly one row in ``test_results``;
+* every test of each pytest run has exactly one row in ``test_results``;
 * no attempt in ``task_execution_history`` is left open.
 """
 
@@ -42,6 +42,8 @@ class StoreFindings:
     test_rows: int = 0
     tests_twice: list[str] = field(default_factory=list)
     test_outcomes: Counter[str] = field(default_factory=Counter)
+    #: Rows in test_results per pytest run.
+    test_runs: dict[str, int] = field(default_factory=dict)
 
     def problems(self) -> list[str]:
         found = []
@@ -81,8 +83,12 @@ def read_store(db: Path, accepted: Sequence[str]) -> StoreFindings:
             ).fetchall()
         ]
         tests = con.execute(
-            "SELECT nodeid, count(*), min(outcome) FROM test_results GROUP BY nodeid"
+            "SELECT run_id || ' ' || nodeid, count(*), min(outcome) FROM test_results "
+            "GROUP BY run_id, nodeid"
         ).fetchall()
+        findings.test_runs = dict(
+            con.execute("SELECT run_id, count(*) FROM test_results GROUP BY run_id").fetchall()
+        )
     terminal = {s.value for s in TaskStatus if s.is_terminal}
     for task_id in accepted:
         state = status.get(task_id)

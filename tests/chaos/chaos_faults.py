@@ -58,7 +58,8 @@ class Fault:
     hold_seconds: float
 
     def describe(self) -> str:
-        return f"t+{self.at:5.1f}s {self.kind.value:<20} {self.target:<12} for {self.hold_seconds:.1f}s"
+        where = f"t+{self.at:5.1f}s {self.kind.value:<20} {self.target:<12}"
+        return f"{where} for {self.hold_seconds:.1f}s"
 
 
 #: Seconds between one fault healing and the next starting (drawn uniformly).

@@ -40,12 +40,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from chaos_checks import StoreFindings, figures_table, read_store
+from chaos_checks import QUOTE, StoreFindings, figures_table, read_store
 from chaos_disk import SmallDisk
 from chaos_faults import Fault, FaultKind, make_schedule
 from chaos_netns import Namespace, NamespacesUnavailable, create, delete_all, set_link
 from chaos_proxy import ThreadedProxy
-from chaos_workload import PytestRun, RunResult, Submitter, SubmitterFigures, run_serial, write_suite
+from chaos_workload import (
+    PytestRuns,
+    RunResult,
+    Submitter,
+    SubmitterFigures,
+    run_serial,
+    write_suite,
+)
 
 from testfleet.client import FleetClient, FleetError
 from testfleet.domain.enums import TaskStatus
@@ -97,13 +104,14 @@ class ChaosReport:
     submitted: SubmitterFigures | None = None
     store: StoreFindings | None = None
     serial: RunResult | None = None
-    fleet_run: RunResult | None = None
+    fleet_runs: list[RunResult] = field(default_factory=list)
     healthy_at_end: bool = False
     wall_seconds: float = 0.0
     problems: list[str] = field(default_factory=list)
 
     def figures(self) -> str:
         store = self.store or StoreFindings()
+        serial = self.serial.counts if self.serial else None
         submitted = self.submitted or SubmitterFigures()
         rows: list[tuple[str, object]] = [("seed", self.config.seed)]
         for kind in FaultKind:
@@ -119,8 +127,9 @@ class ChaosReport:
             ("late results kept (not counted)", store.late_results),
             ("submissions refused, retried", dict(sorted(submitted.refusals.items()))),
             ("processes that exited on their own", len(self.unexpected_exits)),
-            ("pytest serial", self.serial.counts if self.serial else None),
-            ("pytest testfleet run", self.fleet_run.counts if self.fleet_run else None),
+            ("pytest serial", serial),
+            ("pytest runs through testfleet run", len(self.fleet_runs)),
+            ("  matching the serial counts", sum(r.counts == serial for r in self.fleet_runs)),
             ("tests reported twice", len(store.tests_twice)),
             ("coordinator healthy at end", self.healthy_at_end),
             ("wall time (s)", round(self.wall_seconds, 1)),
@@ -128,7 +137,9 @@ class ChaosReport:
         return figures_table(rows)
 
     def failure_message(self) -> str:
-        lines = [f"chaos run with seed {self.config.seed} failed (replay: --seed {self.config.seed})"]
+        lines = [
+            f"chaos run with seed {self.config.seed} failed (replay: --seed {self.config.seed})"
+        ]
         lines += [f"- {p}" for p in self.problems]
         lines += ["figures:", self.figures(), "faults:"]
         lines += [f"  {f.describe()}" for f in self.schedule]
@@ -187,10 +198,14 @@ class ChaosRun:
             fleet.start(
                 f"forward-{worker_id}",
                 [
-                    *namespace.exec_prefix, sys.executable, str(PROXY_SCRIPT),
-                    "--listen", f"127.0.0.1:{fleet.port}",
-                    "--target", f"{namespace.host_address}:{proxy.port}",
-                ],  # fmt: skip
+                    *namespace.exec_prefix,
+                    sys.executable,
+                    str(PROXY_SCRIPT),
+                    "--listen",
+                    f"127.0.0.1:{fleet.port}",
+                    "--target",
+                    f"{namespace.host_address}:{proxy.port}",
+                ],
                 with_credentials=False,
             )
         fleet.start_coordinator(self._coordinator_options())
@@ -292,7 +307,10 @@ class ChaosRun:
         ca = ca_files(fleet.pki).cert if fleet.pki is not None else None
         submitter = Submitter(fleet.url, fleet.token, ca, config.seed)
         submitter.start()
-        pytest_run = PytestRun(project, fleet.url, fleet.env(), self.root / "testfleet-run.log")
+        pytest_runs = PytestRuns(
+            project, fleet.url, fleet.env(), self.root, run_timeout=config.settle_seconds
+        )
+        pytest_runs.start()
         chaos_start = time.monotonic()
         try:
             for fault in report.schedule:
@@ -307,7 +325,7 @@ class ChaosRun:
         deadline = time.monotonic() + config.settle_seconds
         self.say(f"  faults done after {time.monotonic() - started:.0f} s; settling")
         self._wait_settled(fleet, report.submitted.accepted, deadline)
-        report.fleet_run = pytest_run.wait(max(1.0, deadline - time.monotonic()))
+        report.fleet_runs = pytest_runs.stop(max(1.0, deadline - time.monotonic()))
         report.healthy_at_end = self._healthy(fleet)
         fleet.stop_all()
         report.store = read_store(fleet.db, report.submitted.accepted)
@@ -369,32 +387,43 @@ class ChaosRun:
 
     def _judge(self) -> None:
         report = self.report
-        assert report.store is not None and report.submitted is not None
+        assert report.store is not None
+        assert report.submitted is not None
         problems = report.store.problems()
         if report.submitted.unexpected_duplicates:
-            problems.append(
-                f"fresh task ids refused as duplicates: {report.submitted.unexpected_duplicates[:5]}"
-            )
+            reused = report.submitted.unexpected_duplicates[:QUOTE]
+            problems.append(f"fresh task ids refused as duplicates: {reused}")
         if not report.submitted.accepted:
             problems.append("no task was accepted: the workload never ran")
         if not report.healthy_at_end:
             problems.append("the coordinator did not answer /api/v1/health at the end")
-        serial, fleet_run = report.serial, report.fleet_run
-        assert serial is not None and fleet_run is not None
-        if serial.counts is None:
-            problems.append(f"serial pytest printed no summary:\n{serial.tail()}")
-        elif fleet_run.counts != serial.counts or fleet_run.returncode != serial.returncode:
-            problems.append(
-                f"testfleet run reported {fleet_run.counts} (exit {fleet_run.returncode}), "
-                f"serial pytest {serial.counts} (exit {serial.returncode}); testfleet run's "
-                f"output ends:\n{fleet_run.tail()}"
-            )
-        elif report.store.test_rows != sum(serial.counts.values()):
-            problems.append(
-                f"test_results holds {report.store.test_rows} rows, serial pytest ran "
-                f"{sum(serial.counts.values())} tests"
-            )
+        problems += self._judge_pytest_runs()
         report.problems = problems
+
+    def _judge_pytest_runs(self) -> list[str]:
+        """Each ``testfleet run`` printed the serial run's counts and exit status,
+        and stored one row per test."""
+        report = self.report
+        serial = report.serial
+        assert serial is not None
+        assert report.store is not None
+        if serial.counts is None:
+            return [f"serial pytest printed no summary:\n{serial.tail()}"]
+        if not report.fleet_runs:
+            return ["no testfleet run finished"]
+        problems = []
+        for number, run in enumerate(report.fleet_runs, 1):
+            if run.counts != serial.counts or run.returncode != serial.returncode:
+                problems.append(
+                    f"testfleet run #{number} reported {run.counts} (exit {run.returncode}), "
+                    f"serial pytest {serial.counts} (exit {serial.returncode}); its output "
+                    f"(testfleet-run-{number}.log) ends:\n{run.tail()}"
+                )
+        tests = sum(serial.counts.values())
+        wrong = {run: rows for run, rows in report.store.test_runs.items() if rows != tests}
+        if wrong:
+            problems.append(f"test_results rows per run, serial pytest ran {tests}: {wrong}")
+        return problems
 
     def _tear_down(self) -> None:
         if self.fleet is not None:

@@ -93,7 +93,9 @@ class Proxy:
             with contextlib.suppress(BaseException):
                 await task
 
-    def configure(self, *, latency_seconds: float | None = None, stalled: bool | None = None) -> None:
+    def configure(
+        self, *, latency_seconds: float | None = None, stalled: bool | None = None
+    ) -> None:
         """Change the link for every open and future connection."""
         if latency_seconds is not None:
             if latency_seconds < 0:
@@ -194,7 +196,9 @@ class ThreadedProxy:
     def port(self) -> int:
         return self.proxy.port
 
-    def configure(self, *, latency_seconds: float | None = None, stalled: bool | None = None) -> None:
+    def configure(
+        self, *, latency_seconds: float | None = None, stalled: bool | None = None
+    ) -> None:
         async def apply() -> None:
             self.proxy.configure(latency_seconds=latency_seconds, stalled=stalled)
 

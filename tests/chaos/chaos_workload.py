@@ -9,8 +9,9 @@ earlier try was committed. A refused or unanswered submission is not
 accepted; the batch is tried again until it is, or the workload stops.
 
 :func:`write_suite` makes a deterministic pytest suite (some tests fail,
-some skip, on purpose); :class:`PytestRun` runs it serially first, then with
-``testfleet run`` in the background while faults go on.
+some skip, on purpose); :func:`run_serial` runs it with plain pytest first,
+then :class:`PytestRuns` runs it with ``testfleet run`` over and over in the
+background while faults go on.
 """
 
 from __future__ import annotations
@@ -158,6 +159,7 @@ class RunResult:
     returncode: int
     counts: dict[str, int] | None
     output: str
+    seconds: float = 0.0
 
     def tail(self, lines: int = 30) -> str:
         return "\n".join(self.output.strip().splitlines()[-lines:])
@@ -178,6 +180,46 @@ def run_serial(project: Path, env: Mapping[str, str], timeout: float = 180) -> R
     return RunResult(done.returncode, summary_counts(done.stdout), done.stdout)
 
 
+class PytestRuns:
+    """``testfleet run`` on ``project`` again and again from a thread until
+    :meth:`stop`, so that every part of the fault schedule meets a run; each
+    run's output goes to ``<log_dir>/testfleet-run-N.log``."""
+
+    def __init__(
+        self,
+        project: Path,
+        url: str,
+        env: Mapping[str, str],
+        log_dir: Path,
+        run_timeout: float,
+    ) -> None:
+        self._args = (project, url, dict(env))
+        self._log_dir = log_dir
+        self._run_timeout = run_timeout
+        self._stop = threading.Event()
+        self._current: PytestRun | None = None
+        self.results: list[RunResult] = []
+        self._thread = threading.Thread(target=self._loop, name="chaos-pytest", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            log = self._log_dir / f"testfleet-run-{len(self.results) + 1}.log"
+            self._current = PytestRun(*self._args, log)
+            self.results.append(self._current.wait(self._run_timeout))
+
+    def stop(self, timeout: float) -> list[RunResult]:
+        """Start no more runs; wait up to ``timeout`` for the one under way (then kill it)."""
+        self._stop.set()
+        self._thread.join(timeout)
+        if self._thread.is_alive() and self._current is not None:
+            self._current.kill()
+            self._thread.join(30)
+        return self.results
+
+
 class PytestRun:
     """``testfleet run`` on ``project`` as a background process (its output to a file)."""
 
@@ -188,9 +230,17 @@ class PytestRun:
         self.started = time.monotonic()
         self.process = subprocess.Popen(
             [
-                sys.executable, "-m", "testfleet", "run", "--coordinator", url,
-                ".", "-p", "no:cacheprovider", "-q",
-            ],  # fmt: skip
+                sys.executable,
+                "-m",
+                "testfleet",
+                "run",
+                "--coordinator",
+                url,
+                ".",
+                "-p",
+                "no:cacheprovider",
+                "-q",
+            ],
             cwd=project,
             env=pytest_env(env),
             stdin=subprocess.DEVNULL,
@@ -206,10 +256,10 @@ class PytestRun:
             self.process.wait(30)
         self._handle.close()
         output = self.log.read_text(errors="replace")
-        return RunResult(self.process.returncode, summary_counts(output), output)
+        return RunResult(
+            self.process.returncode, summary_counts(output), output, time.monotonic() - self.started
+        )
 
     def kill(self) -> None:
         if self.process.poll() is None:
             self.process.kill()
-            self.process.wait(30)
-        self._handle.close()

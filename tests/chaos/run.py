@@ -16,8 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from chaos_faults import FaultKind  # noqa: E402
-from chaos_fleet import ChaosConfig, ChaosRun  # noqa: E402
+from chaos_faults import FaultKind
+from chaos_fleet import ChaosConfig, ChaosRun
 
 
 def _kinds(text: str) -> tuple[FaultKind, ...]:

@@ -3,6 +3,8 @@ early, targets that exist, faults that never overlap."""
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from chaos_faults import FaultKind, make_schedule
 
@@ -30,7 +32,7 @@ def test_targets_exist_and_faults_do_not_overlap() -> None:
             assert fault.target in LINKED
         else:
             assert fault.target in WORKERS
-    for before, after in zip(faults, faults[1:], strict=False):
+    for before, after in itertools.pairwise(faults):
         assert after.at >= before.at + before.hold_seconds
     assert all(f.at < 600 for f in faults)
 
