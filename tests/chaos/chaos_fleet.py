@@ -105,6 +105,7 @@ class ChaosReport:
     store: StoreFindings | None = None
     serial: RunResult | None = None
     fleet_runs: list[RunResult] = field(default_factory=list)
+    runs_refused_at_start: int = 0
     healthy_at_end: bool = False
     wall_seconds: float = 0.0
     problems: list[str] = field(default_factory=list)
@@ -129,6 +130,7 @@ class ChaosReport:
             ("processes that exited on their own", len(self.unexpected_exits)),
             ("pytest serial", serial),
             ("pytest runs through testfleet run", len(self.fleet_runs)),
+            ("  refused at start (coordinator down)", self.runs_refused_at_start),
             ("  matching the serial counts", sum(r.counts == serial for r in self.fleet_runs)),
             ("tests reported twice", len(store.tests_twice)),
             ("coordinator healthy at end", self.healthy_at_end),
@@ -326,6 +328,7 @@ class ChaosRun:
         self.say(f"  faults done after {time.monotonic() - started:.0f} s; settling")
         self._wait_settled(fleet, report.submitted.accepted, deadline)
         report.fleet_runs = pytest_runs.stop(max(1.0, deadline - time.monotonic()))
+        report.runs_refused_at_start = pytest_runs.refused_at_start
         report.healthy_at_end = self._healthy(fleet)
         fleet.stop_all()
         report.store = read_store(fleet.db, report.submitted.accepted)

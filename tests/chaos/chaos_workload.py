@@ -161,6 +161,15 @@ class RunResult:
     output: str
     seconds: float = 0.0
 
+    def refused_at_start(self) -> bool:
+        """Whether ``testfleet run`` could not reach the coordinator before its run
+        began (no "[fleet] run" line yet): it says so and exits at once, by design."""
+        return (
+            self.counts is None
+            and "--fleet: cannot reach the coordinator" in self.output
+            and "[fleet] run " not in self.output
+        )
+
     def tail(self, lines: int = 30) -> str:
         return "\n".join(self.output.strip().splitlines()[-lines:])
 
@@ -199,6 +208,9 @@ class PytestRuns:
         self._stop = threading.Event()
         self._current: PytestRun | None = None
         self.results: list[RunResult] = []
+        #: Runs that found the coordinator down as they started (they fail at
+        #: once, by design: see FleetRun's ``reached``) and were started again.
+        self.refused_at_start = 0
         self._thread = threading.Thread(target=self._loop, name="chaos-pytest", daemon=True)
 
     def start(self) -> None:
@@ -208,7 +220,13 @@ class PytestRuns:
         while not self._stop.is_set():
             log = self._log_dir / f"testfleet-run-{len(self.results) + 1}.log"
             self._current = PytestRun(*self._args, log)
-            self.results.append(self._current.wait(self._run_timeout))
+            result = self._current.wait(self._run_timeout)
+            if result.refused_at_start():
+                self.refused_at_start += 1
+                log.rename(log.with_suffix(f".refused-{self.refused_at_start}.log"))
+                self._stop.wait(1.0)
+                continue
+            self.results.append(result)
 
     def stop(self, timeout: float) -> list[RunResult]:
         """Start no more runs; wait up to ``timeout`` for the one under way (then kill it)."""
@@ -239,7 +257,6 @@ class PytestRun:
                 ".",
                 "-p",
                 "no:cacheprovider",
-                "-q",
             ],
             cwd=project,
             env=pytest_env(env),

@@ -185,8 +185,13 @@ class FleetRun:
         should_stop: Callable[[], bool] | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], object] = time.sleep,
+        reached: bool = False,
     ) -> None:
         self.client = client
+        #: Whether the coordinator has answered this run (``reached``: its warm-up
+        #: did). Until it has, an unreachable one fails at once: a wrong address
+        #: or a coordinator that is down must not look like a hang.
+        self._reached = reached
         self.settings = settings
         self._report = report
         self._progress = progress
@@ -216,7 +221,9 @@ class FleetRun:
         if not tests:
             return self.outcome
         slots = self._test_slots()
-        history = self.client.test_durations(self.settings.project.key())
+        history = self._through_outages(
+            lambda: self.client.test_durations(self.settings.project.key())
+        )
         suite = [SuiteTest(t.nodeid, history.get(t.nodeid), t.hardware) for t in tests]
         self.outcome.split_by = "durations" if any(s.estimated_seconds for s in suite) else "count"
         chunks = split_suite(suite, workers=slots)
@@ -233,7 +240,7 @@ class FleetRun:
         return self.outcome
 
     def _test_slots(self) -> int:
-        workers = workers_taking_tests(self.client.workers())
+        workers = workers_taking_tests(self._through_outages(self.client.workers))
         if not workers:
             raise FleetRunError(
                 "no connected worker takes test tasks: start one on each machine with "
@@ -287,16 +294,21 @@ class FleetRun:
     def _through_outages(self, call: Callable[[], T]) -> T:
         """``call()``, tried again every poll interval while the coordinator cannot
         be reached or answers 502-504, for up to :data:`OUTAGE_SECONDS` of one
-        outage; then (or on any other refusal) its error is raised."""
+        outage, once it has answered this run; then (or on any other refusal)
+        its error is raised."""
         since: float | None = None
         while True:
             try:
-                return call()
+                answer = call()
             except FleetError as exc:
                 now = self._clock()
                 since = now if since is None else since
-                if exc.status not in TRANSIENT_STATUSES or now - since > OUTAGE_SECONDS:
+                transient = exc.status in TRANSIENT_STATUSES and self._reached
+                if not transient or now - since > OUTAGE_SECONDS:
                     raise
+            else:
+                self._reached = True
+                return answer
             self._sleep(self.settings.poll_interval_seconds)
 
     def _submit(self, documents: Sequence[dict[str, Any]]) -> None:

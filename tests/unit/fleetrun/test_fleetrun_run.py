@@ -208,7 +208,7 @@ def collected(count: int, **hardware: tuple[str, ...]) -> list[CollectedTest]:
 
 
 def run_on(
-    fleet: FakeFleet, tests: list[CollectedTest], **settings: Any
+    fleet: FakeFleet, tests: list[CollectedTest], *, reached: bool = False, **settings: Any
 ) -> tuple[FleetRun, list[tuple[TestRecord, str]]]:
     clock = FakeClock()
     reported: list[tuple[TestRecord, str]] = []
@@ -223,6 +223,7 @@ def run_on(
         report=lambda rec, worker: reported.append((rec, worker)),
         clock=clock.now,
         sleep=clock.advance,
+        reached=reached,
     )
     run.run(tests)
     return run, reported
@@ -499,6 +500,29 @@ def test_an_outage_longer_than_the_bound_ends_the_run_with_the_error() -> None:
     with pytest.raises(FleetError, match="cannot reach"):
         run_on(fleet, collected(4))
     assert fleet.submits > 1
+
+
+def test_a_coordinator_never_reached_fails_at_once_unless_the_warm_up_reached_it() -> None:
+    class Down(FakeFleet):
+        calls = 0
+        down = True
+
+        def workers(self) -> list[dict[str, Any]]:
+            self.calls += 1
+            if self.down:
+                if self.calls >= 3:
+                    self.down = False
+                raise FleetError("cannot reach the coordinator", status=0)
+            return super().workers()
+
+    fleet = Down(["w1"])
+    with pytest.raises(FleetError, match="cannot reach"):
+        run_on(fleet, collected(2))
+    assert fleet.calls == 1
+    fleet = Down(["w1"])
+    _, reported = run_on(fleet, collected(2), reached=True)
+    assert len(reported) == 2
+    assert fleet.calls == 4
 
 
 def test_a_refusal_that_is_not_transient_is_not_retried() -> None:
