@@ -289,8 +289,10 @@ class ChaosRun:
     def run(self) -> ChaosReport:
         config, report = self.config, self.report
         started = time.monotonic()
-        self.say(f"chaos: seed {config.seed}, {config.chaos_seconds:g} s of faults, "
-                 f"{config.workers} workers ({len(self.linked)} namespaced)")  # fmt: skip
+        self.say(
+            f"chaos: seed {config.seed}, {config.chaos_seconds:g} s of faults, "
+            f"{config.workers} workers ({len(self.linked)} namespaced)"
+        )
         try:
             self._run(started)
         finally:
@@ -415,13 +417,22 @@ class ChaosRun:
         if not report.fleet_runs:
             return ["no testfleet run finished"]
         problems = []
-        for number, run in enumerate(report.fleet_runs, 1):
-            if run.counts != serial.counts or run.returncode != serial.returncode:
-                problems.append(
-                    f"testfleet run #{number} reported {run.counts} (exit {run.returncode}), "
-                    f"serial pytest {serial.counts} (exit {serial.returncode}); its output "
-                    f"(testfleet-run-{number}.log) ends:\n{run.tail()}"
-                )
+        wrong_runs = [
+            (number, run)
+            for number, run in enumerate(report.fleet_runs, 1)
+            if run.counts != serial.counts or run.returncode != serial.returncode
+        ]
+        if len(wrong_runs) > QUOTE:
+            problems.append(
+                f"{len(wrong_runs)} of {len(report.fleet_runs)} testfleet runs "
+                f"disagreed with serial pytest; the first {QUOTE}:"
+            )
+        for number, run in wrong_runs[:QUOTE]:
+            problems.append(
+                f"testfleet run #{number} reported {run.counts} (exit {run.returncode}), "
+                f"serial pytest {serial.counts} (exit {serial.returncode}); its output "
+                f"(testfleet-run-{number}.log) ends:\n{run.tail()}"
+            )
         tests = sum(serial.counts.values())
         wrong = {run: rows for run, rows in report.store.test_runs.items() if rows != tests}
         if wrong:

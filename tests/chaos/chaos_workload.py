@@ -130,7 +130,8 @@ def write_suite(root: Path, tests: int) -> Path:
     """A project of ``tests`` tests in files of 20: every 13th fails, every 29th
     skips, the rest pass (deterministic; no test depends on time or order)."""
     root.mkdir(parents=True, exist_ok=True)
-    (root / "pytest.ini").write_text("[pytest]\n")
+    # The option pytest-asyncio (installed with the dev extra) warns about when unset.
+    (root / "pytest.ini").write_text("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
     per_file = 20
     for start in range(0, tests, per_file):
         lines = ["import pytest", ""]
@@ -227,6 +228,8 @@ class PytestRuns:
                 self._stop.wait(1.0)
                 continue
             self.results.append(result)
+            if result.counts is None:
+                self._stop.wait(1.0)  # a run that failed at once: do not spin
 
     def stop(self, timeout: float) -> list[RunResult]:
         """Start no more runs; wait up to ``timeout`` for the one under way (then kill it)."""
