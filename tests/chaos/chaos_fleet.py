@@ -130,7 +130,7 @@ class ChaosReport:
             ("processes that exited on their own", len(self.unexpected_exits)),
             ("pytest serial", serial),
             ("pytest runs through testfleet run", len(self.fleet_runs)),
-            ("  refused at start (coordinator down)", self.runs_refused_at_start),
+            ("  refused at start (no coordinator or no worker)", self.runs_refused_at_start),
             ("  matching the serial counts", sum(r.counts == serial for r in self.fleet_runs)),
             ("tests reported twice", len(store.tests_twice)),
             ("coordinator healthy at end", self.healthy_at_end),

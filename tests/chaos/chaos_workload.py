@@ -163,13 +163,17 @@ class RunResult:
     seconds: float = 0.0
 
     def refused_at_start(self) -> bool:
-        """Whether ``testfleet run`` could not reach the coordinator before its run
-        began (no "[fleet] run" line yet): it says so and exits at once, by design."""
-        return (
-            self.counts is None
-            and "--fleet: cannot reach the coordinator" in self.output
+        """Whether ``testfleet run`` found no fleet to run on as it started, and said
+        so and exited at once, by design: it could not reach the coordinator before
+        its run began (no "[fleet] run" line yet), or no worker had (re)connected
+        (just after a coordinator restart). No test ran."""
+        if self.counts:
+            return False
+        unreachable = (
+            "--fleet: cannot reach the coordinator" in self.output
             and "[fleet] run " not in self.output
         )
+        return unreachable or "--fleet: no connected worker takes test tasks" in self.output
 
     def tail(self, lines: int = 30) -> str:
         return "\n".join(self.output.strip().splitlines()[-lines:])
