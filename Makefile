@@ -39,12 +39,22 @@ $(CHROMIUM):
 	$$SUDO apt-get update && \
 	$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium
 
+# The chaos suite (tests/chaos) partitions workers in network namespaces with
+# veth pairs, made by `ip` (Debian's iproute2); it runs as root in CI.
+IPROUTE ?= /usr/sbin/ip
+$(IPROUTE):
+	@echo "installing iproute2 for the chaos suite's network namespaces (apt-get)"
+	@if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null; then SUDO=sudo; \
+	else echo "ip is missing: install Debian's iproute2 package as root" >&2; exit 1; fi; \
+	$$SUDO apt-get update && \
+	$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends iproute2
+
 demo: $(STAMP)
 	$(BIN)/testfleet demo
 
 # TESTFLEET_REQUIRE_TOOLS=1: a test skipped for a missing tool (torch, xdist, git,
 # make) fails the run, so a lost install step cannot hide tests (tests/conftest.py).
-test: $(STAMP) $(CHROMIUM)
+test: $(STAMP) $(CHROMIUM) $(IPROUTE)
 	HF_HUB_OFFLINE=1 TESTFLEET_REQUIRE_TOOLS=1 $(BIN)/pytest
 
 lint: $(STAMP)

@@ -43,8 +43,9 @@ import secrets
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
+from testfleet.client import FleetError
 from testfleet.domain.enums import TaskStatus, TaskType
 from testfleet.domain.pytest_tasks import (
     PhaseReport,
@@ -67,6 +68,17 @@ from testfleet.fleetrun.split import Chunk, SuiteTest, split_suite
 
 #: Tasks per submit request (the coordinator's default limit is higher).
 SUBMIT_BATCH = 1000
+#: How long a run rides out a coordinator it cannot reach, or that answers
+#: 502-504 (restarting, stopped, its disk full), before giving up: an
+#: operator's restart of the coordinator must not end a run (found by the
+#: chaos suite, tests/chaos).
+OUTAGE_SECONDS = 300.0
+#: Answers that mean "not now" rather than "no" (0: no answer at all).
+TRANSIENT_STATUSES = frozenset({0, 502, 503, 504})
+#: A resubmission refused with this code was committed by an earlier try.
+DUPLICATE_CODE = "duplicate_task_id"
+
+T = TypeVar("T")
 #: A warm-up only starts a pytest session; longer means something is wrong.
 WARM_UP_TIMEOUT_SECONDS = 300.0
 
@@ -173,8 +185,13 @@ class FleetRun:
         should_stop: Callable[[], bool] | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], object] = time.sleep,
+        reached: bool = False,
     ) -> None:
         self.client = client
+        #: Whether the coordinator has answered this run (``reached``: its warm-up
+        #: did). Until it has, an unreachable one fails at once: a wrong address
+        #: or a coordinator that is down must not look like a hang.
+        self._reached = reached
         self.settings = settings
         self._report = report
         self._progress = progress
@@ -204,7 +221,9 @@ class FleetRun:
         if not tests:
             return self.outcome
         slots = self._test_slots()
-        history = self.client.test_durations(self.settings.project.key())
+        history = self._through_outages(
+            lambda: self.client.test_durations(self.settings.project.key())
+        )
         suite = [SuiteTest(t.nodeid, history.get(t.nodeid), t.hardware) for t in tests]
         self.outcome.split_by = "durations" if any(s.estimated_seconds for s in suite) else "count"
         chunks = split_suite(suite, workers=slots)
@@ -221,7 +240,7 @@ class FleetRun:
         return self.outcome
 
     def _test_slots(self) -> int:
-        workers = workers_taking_tests(self.client.workers())
+        workers = workers_taking_tests(self._through_outages(self.client.workers))
         if not workers:
             raise FleetRunError(
                 "no connected worker takes test tasks: start one on each machine with "
@@ -263,7 +282,7 @@ class FleetRun:
             state.node_ids_of[task_id] = list(chunk.node_ids)
             documents.append(self._task_document(task_id, chunk, exclude, rerun))
         for start in range(0, len(documents), SUBMIT_BATCH):
-            self.client.submit(documents[start : start + SUBMIT_BATCH])
+            self._submit(documents[start : start + SUBMIT_BATCH])
         self.outcome.chunks += len(documents)
         try:
             self._follow(state)
@@ -271,6 +290,42 @@ class FleetRun:
             # Ctrl-C or a lost coordinator: leave nothing running for nobody.
             self._cancel_open(state)
             raise
+
+    def _through_outages(self, call: Callable[[], T]) -> T:
+        """``call()``, tried again every poll interval while the coordinator cannot
+        be reached or answers 502-504, for up to :data:`OUTAGE_SECONDS` of one
+        outage, once it has answered this run; then (or on any other refusal)
+        its error is raised."""
+        since: float | None = None
+        while True:
+            try:
+                answer = call()
+            except FleetError as exc:
+                now = self._clock()
+                since = now if since is None else since
+                transient = exc.status in TRANSIENT_STATUSES and self._reached
+                if not transient or now - since > OUTAGE_SECONDS:
+                    raise
+            else:
+                self._reached = True
+                return answer
+            self._sleep(self.settings.poll_interval_seconds)
+
+    def _submit(self, documents: Sequence[dict[str, Any]]) -> None:
+        """Submit chunks through outages. A try whose answer was lost may have been
+        committed: the next try is then refused as a duplicate, which means done."""
+        tries = 0
+
+        def once() -> None:
+            nonlocal tries
+            tries += 1
+            try:
+                self.client.submit(documents)
+            except FleetError as exc:
+                if tries == 1 or exc.code != DUPLICATE_CODE:
+                    raise
+
+        self._through_outages(once)
 
     def _task_document(
         self, task_id: str, chunk: Chunk, exclude: tuple[str, ...], rerun: int
@@ -317,7 +372,9 @@ class FleetRun:
 
     def _poll(self, state: _PassState) -> bool:
         while True:
-            answer = self.client.test_run(self.settings.run_id, after_seq=self._last_seq)
+            answer = self._through_outages(
+                lambda: self.client.test_run(self.settings.run_id, after_seq=self._last_seq)
+            )
             for row in answer["tests"]:
                 self._arrived(state, row)
             self._last_seq = max(self._last_seq, int(answer["last_seq"]))

@@ -101,6 +101,9 @@ class FleetSession:
                 report=self._feed,
                 progress=self._progress,
                 should_stop=lambda: bool(session.shouldfail or session.shouldstop),
+                # The warm-up reached the coordinator: from here a restart of it
+                # is ridden out, not the end of the run.
+                reached=True,
             )
             try:
                 self.outcome = run.run(tests)

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from testfleet.client import FleetError
 from testfleet.domain.pytest_tasks import (
     Interruption,
     InterruptKind,
@@ -207,7 +208,7 @@ def collected(count: int, **hardware: tuple[str, ...]) -> list[CollectedTest]:
 
 
 def run_on(
-    fleet: FakeFleet, tests: list[CollectedTest], **settings: Any
+    fleet: FakeFleet, tests: list[CollectedTest], *, reached: bool = False, **settings: Any
 ) -> tuple[FleetRun, list[tuple[TestRecord, str]]]:
     clock = FakeClock()
     reported: list[tuple[TestRecord, str]] = []
@@ -222,6 +223,7 @@ def run_on(
         report=lambda rec, worker: reported.append((rec, worker)),
         clock=clock.now,
         sleep=clock.advance,
+        reached=reached,
     )
     run.run(tests)
     return run, reported
@@ -437,3 +439,94 @@ def test_a_workers_warning_becomes_the_warning_pytest_reports() -> None:
     assert issubclass(custom.category, Warning)
     again = warning_message(TestWarning(message="y", category="MyPluginWarning"))
     assert again.category is custom.category
+
+
+class Outage(FakeFleet):
+    """A coordinator that cannot be reached for its first ``down`` calls of
+    ``test_run`` and ``submit`` (a restart), or answers ``status`` instead."""
+
+    def __init__(self, down: int, status: int = 0, *, committed: bool = False) -> None:
+        super().__init__(["w1"])
+        self.down = down
+        self.status = status
+        #: The lost submit was committed all the same (its answer was what got lost).
+        self.committed = committed
+        self.submits = 0
+
+    def _fail(self) -> None:
+        self.down -= 1
+        raise FleetError("cannot reach the coordinator", status=self.status)
+
+    def submit(self, documents: Sequence[dict[str, Any]]) -> list[str]:
+        self.submits += 1
+        if documents[0]["task_id"] in self.documents:
+            raise FleetError("duplicate", status=409, code="duplicate_task_id")
+        if self.down > 0:
+            if self.committed:
+                super().submit(documents)
+            self._fail()
+        return super().submit(documents)
+
+    def test_run(self, run_id: str, *, after_seq: int = 0) -> dict[str, Any]:
+        if self.down > 0:
+            self._fail()
+        return super().test_run(run_id, after_seq=after_seq)
+
+
+@pytest.mark.parametrize("status", [0, 502, 503, 504])
+def test_a_run_rides_out_a_coordinator_restart(status: int) -> None:
+    fleet = Outage(down=5, status=status)
+    _, reported = run_on(fleet, collected(8))
+    assert sorted(r.nodeid for r, _ in reported) == sorted(f"t.py::test_{i}" for i in range(8))
+    assert fleet.submits == 6
+
+
+def test_a_resubmission_refused_as_a_duplicate_was_committed_by_the_lost_try() -> None:
+    fleet = Outage(down=1, committed=True)
+    _, reported = run_on(fleet, collected(4))
+    assert len(reported) == 4
+    assert fleet.submits == 2
+
+
+def test_a_duplicate_on_the_first_try_is_an_error() -> None:
+    fleet = Outage(down=0)
+    fleet.documents["run1.r0.00000"] = {}
+    with pytest.raises(FleetError, match="duplicate"):
+        run_on(fleet, collected(4))
+
+
+def test_an_outage_longer_than_the_bound_ends_the_run_with_the_error() -> None:
+    fleet = Outage(down=10**9)
+    with pytest.raises(FleetError, match="cannot reach"):
+        run_on(fleet, collected(4))
+    assert fleet.submits > 1
+
+
+def test_a_coordinator_never_reached_fails_at_once_unless_the_warm_up_reached_it() -> None:
+    class Down(FakeFleet):
+        calls = 0
+        down = True
+
+        def workers(self) -> list[dict[str, Any]]:
+            self.calls += 1
+            if self.down:
+                if self.calls >= 3:
+                    self.down = False
+                raise FleetError("cannot reach the coordinator", status=0)
+            return super().workers()
+
+    fleet = Down(["w1"])
+    with pytest.raises(FleetError, match="cannot reach"):
+        run_on(fleet, collected(2))
+    assert fleet.calls == 1
+    fleet = Down(["w1"])
+    _, reported = run_on(fleet, collected(2), reached=True)
+    assert len(reported) == 2
+    assert fleet.calls == 4
+
+
+def test_a_refusal_that_is_not_transient_is_not_retried() -> None:
+    fleet = Outage(down=3, status=400)
+    with pytest.raises(FleetError):
+        run_on(fleet, collected(4))
+    assert fleet.submits == 1
