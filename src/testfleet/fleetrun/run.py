@@ -91,7 +91,21 @@ def warm_up(client: RunClient, settings: RunSettings) -> list[str]:
     local collection: each worker then starts the run's pytest session (its
     configuration, plugins and conftest files) while this machine collects, and
     the run's first chunk there finds the session ready.
+
+    The warm-up only saves time: a coordinator that answers "not now" (502-504:
+    restarting, shutting down, its disk full) gets none, and the run then waits
+    it out (:meth:`FleetRun._through_outages`). No answer at all still raises,
+    so a wrong address fails at once.
     """
+    try:
+        return _warm_up(client, settings)
+    except FleetError as exc:
+        if exc.status in TRANSIENT_STATUSES - {0}:
+            return []
+        raise
+
+
+def _warm_up(client: RunClient, settings: RunSettings) -> list[str]:
     slots = sum(
         max(0, int(w.get("slots", 1)) - int(w.get("running", 0)))
         for w in workers_taking_tests(client.workers())
@@ -303,7 +317,12 @@ class FleetRun:
             except FleetError as exc:
                 now = self._clock()
                 since = now if since is None else since
-                transient = exc.status in TRANSIENT_STATUSES and self._reached
+                # An answer of 502-504 means something is there and says "not now"
+                # (a coordinator whose disk is full answers 503 from the start); no
+                # answer at all is waited out only once this run has reached it, so a
+                # wrong address fails at once instead of looking like a hang.
+                answered = exc.status != 0
+                transient = exc.status in TRANSIENT_STATUSES and (answered or self._reached)
                 if not transient or now - since > OUTAGE_SECONDS:
                     raise
             else:

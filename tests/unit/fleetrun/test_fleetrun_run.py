@@ -400,6 +400,28 @@ def test_warm_up_sends_one_session_start_per_free_slot() -> None:
         assert (config.run_id, config.args) == ("run1", ["tests"])
 
 
+@pytest.mark.parametrize("status", [502, 503, 504])
+def test_a_coordinator_saying_not_now_gets_no_warm_up_and_no_answer_is_an_error(
+    status: int,
+) -> None:
+    # Found by the chaos suite: a run started while the coordinator's disk was
+    # full ended at its warm-up, which only saves time.
+    class Refusing(FakeFleet):
+        def __init__(self, answer: int) -> None:
+            super().__init__(["w1"])
+            self.answer = answer
+
+        def workers(self) -> list[dict[str, Any]]:
+            raise FleetError("cannot reach the coordinator", status=self.answer)
+
+    settings = RunSettings(run_id="run1", project=ProjectSource(path="/p"), args=[])
+    saying_not_now = Refusing(status)
+    assert warm_up(saying_not_now, settings) == []
+    assert saying_not_now.documents == {}
+    with pytest.raises(FleetError, match="cannot reach"):
+        warm_up(Refusing(0), settings)
+
+
 def test_the_plugins_this_pytest_loaded_go_with_every_chunk_and_warm_up(
     pytestconfig: pytest.Config,
 ) -> None:
@@ -523,6 +545,24 @@ def test_a_coordinator_never_reached_fails_at_once_unless_the_warm_up_reached_it
     _, reported = run_on(fleet, collected(2), reached=True)
     assert len(reported) == 2
     assert fleet.calls == 4
+
+
+def test_a_coordinator_answering_503_from_the_first_call_is_waited_out() -> None:
+    # Its disk is full (found by the chaos suite): it answers, so it is there,
+    # and it takes requests again on its own once space returns.
+    class Degraded(FakeFleet):
+        calls = 0
+
+        def workers(self) -> list[dict[str, Any]]:
+            self.calls += 1
+            if self.calls < 3:
+                raise FleetError("the coordinator cannot write its database", status=503)
+            return super().workers()
+
+    fleet = Degraded(["w1"])
+    _, reported = run_on(fleet, collected(2))
+    assert len(reported) == 2
+    assert fleet.calls == 3  # two refusals, then the answer
 
 
 def test_a_refusal_that_is_not_transient_is_not_retried() -> None:
