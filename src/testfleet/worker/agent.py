@@ -73,6 +73,7 @@ from testfleet.worker.connection_report import (
     describe_channel_failure,
 )
 from testfleet.worker.executors.base import ExecutionContext, Executor
+from testfleet.worker.executors.resource_limits import ResourceLimiter
 from testfleet.worker.hardware import LoadSample, sample_load
 from testfleet.worker.log_stream import LogStream
 from testfleet.worker.websocket_channel import WebSocketConnector
@@ -157,10 +158,12 @@ class WorkerAgent:
         clock: Clock | None = None,
         connector: Connector | None = None,
         load_sampler: Callable[[], LoadSample] | None = None,
+        limiter: ResourceLimiter | None = None,
     ) -> None:
         """``clock`` times results, paces every wait and is handed to the executors
         (simulated work waits on it; default: the system clock);
-        ``connector`` opens the channel to the coordinator (default: WebSocket)."""
+        ``connector`` opens the channel to the coordinator (default: WebSocket);
+        ``limiter`` holds tasks to their declared resources (default: nothing is)."""
         self.settings = settings
         self.capabilities = capabilities
         self.executors = executors
@@ -170,6 +173,7 @@ class WorkerAgent:
         self._now = self._clock.now
         self._connector: Connector = connector or WebSocketConnector()
         self._sample_load = load_sampler or sample_load
+        self._limiter = limiter
         self._running: dict[int, _Running] = {}
         self._held: dict[int, AttemptResult] = {}
         self._all_acked = asyncio.Event()
@@ -479,6 +483,7 @@ class WorkerAgent:
                 report_tests=self._test_reporter(attempt_id),
                 report_output=output.write,
                 clock=self._clock,
+                limiter=self._limiter,
             )
             task = asyncio.create_task(
                 self._execute(executor, assignment, context, output), name=f"attempt-{attempt_id}"
