@@ -382,6 +382,8 @@ def worker(
         allowed = None if allow_types is None else parse_allowed_types(allow_types)
     except AllowTypesError as exc:
         fail(str(exc))
+    memory_cap = _size_option("--max-task-memory", max_task_memory)
+    disk_cap = _size_option("--disk", disk)
     if secret is not None and certified_id is None and worker_id is None:
         fail(
             "a worker token is bound to one worker id: pass --worker-id, the --name it was "
@@ -413,10 +415,7 @@ def worker(
         shutdown_grace_seconds=shutdown_grace,
     )
     limiter = ResourceLimiter.detect(
-        settings.work_dir,
-        max_task_memory=_size_option("--max-task-memory", max_task_memory),
-        cpu_cores=cpu_cores,
-        disk=_size_option("--disk", disk),
+        settings.work_dir, max_task_memory=memory_cap, cpu_cores=cpu_cores, disk=disk_cap
     )
     capabilities = capabilities.model_copy(update={"resources": limiter.advertised()})
     reaped = reap_leftovers(settings.work_dir)

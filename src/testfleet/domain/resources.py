@@ -101,11 +101,13 @@ def format_size(value: int) -> str:
     return f"{value} B"
 
 
+# The bounds sit on the int inside the optional: on ``int | None`` pydantic would
+# apply them to an explicit null too, and fail with a TypeError, not a 422.
 MemoryBytes = Annotated[
-    int | None, BeforeValidator(parse_size), Field(ge=MIN_MEMORY_BYTES, le=MAX_BYTES)
+    int, BeforeValidator(parse_size), Field(ge=MIN_MEMORY_BYTES, le=MAX_BYTES, strict=False)
 ]
 DiskBytes = Annotated[
-    int | None, BeforeValidator(parse_size), Field(ge=MIN_DISK_BYTES, le=MAX_BYTES)
+    int, BeforeValidator(parse_size), Field(ge=MIN_DISK_BYTES, le=MAX_BYTES, strict=False)
 ]
 
 
@@ -154,12 +156,12 @@ class TaskResources(_Model):
 
     #: The task's processes together (a cgroup where the worker has one, else
     #: a per-process address-space limit). Over it: ``out_of_memory``.
-    memory_bytes: MemoryBytes = None
+    memory_bytes: MemoryBytes | None = None
     #: Whole cores the task's processes are pinned to (CPU affinity).
     cpu_cores: int | None = Field(default=None, ge=1, le=MAX_CPU_CORES, strict=True)
     #: The attempt's own work directory, and any single file it writes.
     #: Over it: ``resource_limit``.
-    disk_bytes: DiskBytes = None
+    disk_bytes: DiskBytes | None = None
 
     def amounts(self) -> ResourceAmounts:
         return ResourceAmounts(self.memory_bytes or 0, self.cpu_cores or 0, self.disk_bytes or 0)

@@ -91,3 +91,16 @@ def test_sizes_are_shown_in_binary_units() -> None:
         "31 GiB",
         "1.5 GiB",
     ]
+
+
+def test_explicit_nulls_and_the_wire_round_trip() -> None:
+    """The coordinator sends the spec with every field, nulls included: the worker
+    must read it back (an ``int | None`` with bounds would raise TypeError on null)."""
+    from testfleet.protocol.codec import Codec, decode, encode
+    from testfleet.protocol.messages import Assign, Assignment
+
+    declared = spec({"memory_bytes": None, "cpu_cores": None, "disk_bytes": "1MiB"})
+    assert declared.requirements.resources.amounts() == ResourceAmounts(0, 0, 1024**2)
+    message = Assign(assignments=[Assignment(attempt_id=1, attempt=1, task=declared)])
+    for codec in Codec:
+        assert decode(encode(message, codec)) == message

@@ -28,6 +28,7 @@ from testfleet.worker.executors.resource_limits import (
     ResourceLimiter,
     directory_size,
     find_cgroup_root,
+    remove_stale_groups,
 )
 
 PY = sys.executable
@@ -260,3 +261,14 @@ def test_a_clean_exit_is_never_blamed_on_a_limit(tmp_path: Path) -> None:
     limits = AttemptLimits(limiter(), 1, TaskResources(memory_bytes=64 * MIB, disk_bytes=MIB))
     assert limits.verdict(0, b"MemoryError File too large") is None
     assert limits.verdict(1, b"exit 1") is None
+
+
+def test_groups_of_dead_workers_are_removed_and_live_ones_kept(tmp_path: Path) -> None:
+    dead = tmp_path / "testfleet-999999999"
+    (dead / "attempt-3").mkdir(parents=True)
+    alive = tmp_path / f"testfleet-{os.getpid()}"
+    alive.mkdir()
+    other = tmp_path / "someone-else"
+    other.mkdir()
+    assert remove_stale_groups(tmp_path) == [dead]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([alive.name, other.name])
