@@ -102,12 +102,18 @@ def format_size(value: int) -> str:
 
 
 # The bounds sit on the int inside the optional: on ``int | None`` pydantic would
-# apply them to an explicit null too, and fail with a TypeError, not a 422.
+# apply them to an explicit null too, and fail with a TypeError, not a 422. The
+# size parser runs first, on the whole field (it passes None through).
+_SIZE_HELP = ' Bytes, or a string with a unit: "2GiB", "512MB".'
 MemoryBytes = Annotated[
-    int, BeforeValidator(parse_size), Field(ge=MIN_MEMORY_BYTES, le=MAX_BYTES, strict=False)
+    Annotated[int, Field(ge=MIN_MEMORY_BYTES, le=MAX_BYTES)] | None,
+    BeforeValidator(parse_size),
+    Field(description="Memory the task's processes may use together." + _SIZE_HELP),
 ]
 DiskBytes = Annotated[
-    int, BeforeValidator(parse_size), Field(ge=MIN_DISK_BYTES, le=MAX_BYTES, strict=False)
+    Annotated[int, Field(ge=MIN_DISK_BYTES, le=MAX_BYTES)] | None,
+    BeforeValidator(parse_size),
+    Field(description="Disk its work directory, or any one file, may take." + _SIZE_HELP),
 ]
 
 
@@ -156,15 +162,24 @@ class TaskResources(_Model):
 
     #: The task's processes together (a cgroup where the worker has one, else
     #: a per-process address-space limit). Over it: ``out_of_memory``.
-    memory_bytes: MemoryBytes | None = None
+    memory_bytes: MemoryBytes = None
     #: Whole cores the task's processes are pinned to (CPU affinity).
     cpu_cores: int | None = Field(default=None, ge=1, le=MAX_CPU_CORES, strict=True)
     #: The attempt's own work directory, and any single file it writes.
     #: Over it: ``resource_limit``.
-    disk_bytes: DiskBytes | None = None
+    disk_bytes: DiskBytes = None
 
     def amounts(self) -> ResourceAmounts:
         return ResourceAmounts(self.memory_bytes or 0, self.cpu_cores or 0, self.disk_bytes or 0)
+
+    @property
+    def declared(self) -> bool:
+        """Whether any amount is given (cheap: the matcher asks it per match key)."""
+        return (
+            self.memory_bytes is not None
+            or self.cpu_cores is not None
+            or self.disk_bytes is not None
+        )
 
 
 class MemoryEnforcement(StrEnum):

@@ -450,7 +450,7 @@ _FIELDS: tuple[_Field, ...] = (
     _Field("tags", lambda r: bool(r.tags), _tags_met, _tags_worker, _tags_fleet),
     _Field(
         "resources",
-        lambda r: bool(r.resources.amounts()),
+        lambda r: r.resources.declared,
         _resources_met,
         _resources_worker,
         _resources_fleet,

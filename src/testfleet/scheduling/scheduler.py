@@ -78,7 +78,7 @@ def schedule(view: SchedulingView) -> SchedulingDecisions:
     remaining = [w.free_slots for w in candidates]
     # Free resources per candidate, worked out only when a key first reserves
     # some: a queue without resource reservations pays nothing for them.
-    free: list[ResourceAmounts | None] = [None] * len(candidates)
+    free: dict[int, ResourceAmounts] = {}
     slots_left = sum(remaining)
     if slots_left == 0:
         return decisions
@@ -107,10 +107,8 @@ def schedule(view: SchedulingView) -> SchedulingDecisions:
         decisions.placements.append(Placement(task.task_id, candidates[index].worker_id))
         placed.add(task.task_id)
         remaining[index] -= 1
-        if state.needs:
-            left = free[index]
-            assert left is not None  # next_free filled it
-            free[index] = left - state.needs
+        if state.reserves:
+            free[index] -= state.needs  # next_free filled it
         slots_left -= 1
         if slots_left == 0:
             break
@@ -136,6 +134,8 @@ class _KeyState:
     confirmed: int = -1
     #: What each task of the key reserves (the same for all: it is in the key).
     needs: ResourceAmounts = NO_RESOURCES
+    #: ``bool(needs)``, kept as a plain bool: it is read per candidate tested.
+    reserves: bool = False
 
     @classmethod
     def for_task(cls, task: PendingTask, candidates: list[WorkerView]) -> _KeyState:
@@ -144,9 +144,10 @@ class _KeyState:
             candidates=candidates,
             excluded=frozenset(task.requirements.exclude_workers),
             needs=task.requirements.resources.amounts(),
+            reserves=task.requirements.resources.declared,
         )
 
-    def next_free(self, remaining: list[int], free: list[ResourceAmounts | None]) -> int | None:
+    def next_free(self, remaining: list[int], free: dict[int, ResourceAmounts]) -> int | None:
         """The least capable matching candidate with a free slot and enough free
         resources, or None if none is left. Fills ``free`` for the candidates it
         weighs when the key reserves resources."""
@@ -162,15 +163,15 @@ class _KeyState:
                         and self.matches(candidates[index].capabilities)
                     )
                 )
-                and (not self.needs or self._fits(index, free))
+                and (not self.reserves or self._fits(index, free))
             ):
                 self.confirmed = index
                 return index
             self.position += 1
         return None
 
-    def _fits(self, index: int, free: list[ResourceAmounts | None]) -> bool:
-        left = free[index]
+    def _fits(self, index: int, free: dict[int, ResourceAmounts]) -> bool:
+        left = free.get(index)
         if left is None:
             worker = self.candidates[index]
             left = free[index] = allocatable(worker.capabilities) - worker.reserved
