@@ -300,6 +300,21 @@ def _enrolment_ca(
         fail(f"--enrol-ca-dir: {exc}")
 
 
+def _size_option(name: str, value: str | None) -> int | None:
+    """A worker size option (``--max-task-memory``, ``--disk``) in bytes, or exit naming it."""
+    from testfleet.domain.resources import MAX_BYTES, SIZE_RULE, parse_size
+
+    if value is None:
+        return None
+    try:
+        size = parse_size(value.strip())
+    except ValueError as exc:
+        fail(f"{name} {value}: {exc}")
+    if not isinstance(size, int) or not 0 < size <= MAX_BYTES:
+        fail(f"{name} {value}: expected {SIZE_RULE}, more than 0 and at most 1 PiB")
+    return size
+
+
 def worker(
     coordinator: CoordinatorOption = None,
     slots: Annotated[int, typer.Option(min=1, max=4096, help="Attempts run at once.")] = 1,
@@ -381,8 +396,32 @@ def worker(
             "are handed back to the coordinator (a second signal hands them back at once).",
         ),
     ] = 30.0,
+    max_task_memory: Annotated[
+        str | None,
+        typer.Option(
+            help='Memory tasks may reserve in all, e.g. "16GiB" (default: the machine\'s).',
+            show_default=False,
+        ),
+    ] = None,
+    cpu_cores: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=4096,
+            help="Cores tasks may be pinned to (default: all this process may use).",
+            show_default=False,
+        ),
+    ] = None,
+    disk: Annotated[
+        str | None,
+        typer.Option(
+            help='Work-directory disk tasks may reserve, e.g. "100GB" (default: free space).',
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Join a coordinator as a worker (connects out; no inbound port needed)."""
+    from testfleet.domain.resources import format_size
     from testfleet.worker.agent import AgentSettings, WorkerAgent, WorkerRefusedError
     from testfleet.worker.executors.leftovers import reap_leftovers
     from testfleet.worker.executors.registry import (
@@ -393,6 +432,7 @@ def worker(
         parse_allowed_types,
         prepare_executors,
     )
+    from testfleet.worker.executors.resource_limits import ResourceLimiter
     from testfleet.worker.hardware import detect_capabilities
     from testfleet.worker.orphan_guard import start_orphan_guard
     from testfleet.worker.websocket_channel import WebSocketConnector
@@ -414,6 +454,8 @@ def worker(
         allowed = None if allow_types is None else parse_allowed_types(allow_types)
     except AllowTypesError as exc:
         fail(str(exc))
+    memory_cap = _size_option("--max-task-memory", max_task_memory)
+    disk_cap = _size_option("--disk", disk)
     if secret is not None and certified_id is None and worker_id is None:
         fail(
             "a worker token is bound to one worker id: pass --worker-id, the --name it was "
@@ -444,17 +486,27 @@ def worker(
         work_dir=work_dir or Path.home() / ".cache" / "testfleet",
         shutdown_grace_seconds=shutdown_grace,
     )
+    limiter = ResourceLimiter.detect(
+        settings.work_dir, max_task_memory=memory_cap, cpu_cores=cpu_cores, disk=disk_cap
+    )
+    capabilities = capabilities.model_copy(update={"resources": limiter.advertised()})
     reaped = reap_leftovers(settings.work_dir)
     if reaped:
         errors.print(
             f"[yellow]ended {len(reaped)} task process group(s) left running by a worker "
             f"that died: {', '.join(map(str, reaped))}[/yellow]"
         )
-    agent = WorkerAgent(settings, capabilities, executors, connector=connector)
+    agent = WorkerAgent(settings, capabilities, executors, connector=connector, limiter=limiter)
     hardware = ",".join(h.value for h in capabilities.hardware)
     errors.print(
         f"testfleet worker {settings.worker_id}: {hardware}, "
         f"{slots} slot(s) -> {settings.coordinator_url}"
+    )
+    totals = limiter.advertised()
+    errors.print(
+        f"task limits: {format_size(totals.memory_bytes)} memory "
+        f"(enforced by {totals.memory_enforcement.value}), {totals.cpu_cores} core(s), "
+        f"{format_size(totals.disk_bytes)} disk"
     )
 
     async def serve() -> None:
@@ -476,6 +528,7 @@ def worker(
     finally:
         if guard is not None:
             guard.close()
+        limiter.close()
 
 
 def _worker_token(token: str | None, token_file: Path | None, cert: Path | None) -> str | None:

@@ -45,7 +45,7 @@ def restore(book: TaskLifecycle, recovered: RecoveredState, now: float) -> None:
             _enqueue(book, task, now)
             continue
         book.open_attempts[attempt.attempt_id] = attempt
-        live.attempts.add(attempt.attempt_id)
+        live.hold(attempt.attempt_id, task.spec.requirements.resources.amounts())
         book.push_deadline(attempt, task)
 
 

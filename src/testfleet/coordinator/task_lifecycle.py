@@ -117,7 +117,7 @@ class TaskLifecycle:
             start_time=now,
         )
         self.open_attempts[attempt_id] = attempt
-        self.workers[worker_id].attempts.add(attempt_id)
+        self.workers[worker_id].hold(attempt_id, task.spec.requirements.resources.amounts())
         self._out.new_attempt(attempt)
         self.mark_task(task)
         self.push_deadline(attempt, task)
@@ -303,7 +303,7 @@ class TaskLifecycle:
             del self._closed_attempts[next(iter(self._closed_attempts))]
         worker = self.workers.get(attempt.worker_id)
         if worker is not None:
-            worker.attempts.discard(attempt.attempt_id)
+            worker.release(attempt.attempt_id)
         self._out.attempt(attempt)
         task = self.tasks.get(attempt.task_id)
         if task is not None:

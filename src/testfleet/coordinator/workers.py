@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 from testfleet.domain.enums import WorkerStatus
 from testfleet.domain.records import WorkerRecord
+from testfleet.domain.resources import NO_RESOURCES, ResourceAmounts
 from testfleet.protocol.messages import PROTOCOL_VERSION, Hello, ProtocolErrorCode
 from testfleet.scheduling.view import WorkerView
 
@@ -57,10 +58,30 @@ class LiveWorker:
     #: When its socket was seen to close (None: connected, or known only from
     #: the store after a restart, which gets the heartbeat timeout instead).
     closed_at: float | None = None
+    #: What its open attempts reserve (``requirements.resources``), by attempt;
+    #: only attempts that reserve something are listed.
+    reservations: dict[int, ResourceAmounts] = field(default_factory=dict)
 
     @property
     def free_slots(self) -> int:
         return max(0, self.record.slots - len(self.attempts))
+
+    def hold(self, attempt_id: int, amounts: ResourceAmounts) -> None:
+        """Count ``attempt_id`` as open here, reserving ``amounts`` until :meth:`release`."""
+        self.attempts.add(attempt_id)
+        if amounts:
+            self.reservations[attempt_id] = amounts
+
+    def release(self, attempt_id: int) -> None:
+        self.attempts.discard(attempt_id)
+        self.reservations.pop(attempt_id, None)
+
+    @property
+    def reserved(self) -> ResourceAmounts:
+        total = NO_RESOURCES
+        for amounts in self.reservations.values():
+            total = total + amounts
+        return total
 
     @property
     def connected(self) -> bool:
@@ -239,6 +260,7 @@ class WorkerRegistry:
                 # A worker that said bye is stopping: it finishes what it has
                 # (or hands it back) and takes nothing new.
                 accepting=not (w.draining or w.leaving),
+                reserved=w.reserved,
             )
             for w in self.workers.values()
             if w.connection_id is not None

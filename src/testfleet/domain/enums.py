@@ -100,6 +100,9 @@ class ErrorClass(StrEnum):
     TIMEOUT = "timeout"
     WORKER_LOST = "worker_lost"
     OUT_OF_MEMORY = "out_of_memory"
+    #: Ended by the worker for passing a declared limit other than memory
+    #: (work-directory disk, a file over the disk limit): the task's fault.
+    RESOURCE_LIMIT = "resource_limit"
     CANCELLED = "cancelled"
     INVALID_CONFIG = "invalid_config"
     #: A task whose attempts lost their workers more than ``max_lost_attempts``

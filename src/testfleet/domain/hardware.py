@@ -10,6 +10,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from testfleet.domain.enums import HardwareKind, TaskType
+from testfleet.domain.resources import WorkerResources
 
 
 class _Info(BaseModel):
@@ -61,6 +62,9 @@ class WorkerCapabilities(_Info):
     refused_task_types: list[TaskType] = Field(default_factory=list, max_length=16)
     tags: dict[str, str] = Field(default_factory=dict, max_length=64)
     probe_errors: list[str] = Field(default_factory=list, max_length=32)
+    #: What tasks may reserve here and how limits are enforced; None (a worker
+    #: from before resource limits): its memory_gb and logical cores, disk unbounded.
+    resources: WorkerResources | None = None
 
     @property
     def max_cuda_compute(self) -> float | None:

@@ -23,6 +23,7 @@ from pydantic_core import InitErrorDetails
 
 from testfleet.domain.enums import HardwareKind, TaskType
 from testfleet.domain.json_values import shorten
+from testfleet.domain.resources import TaskResources
 from testfleet.domain.task_configs import config_model_for, supported_task_types
 from testfleet.domain.task_ids import TASK_ID_PATTERN, TASK_ID_RULE, is_task_id
 
@@ -60,6 +61,9 @@ class Requirements(StrictModel):
     exclude_workers: list[Annotated[str, Field(min_length=1, max_length=128)]] = Field(
         default_factory=list, max_length=1024
     )
+    #: Memory, cores and disk the task reserves on its worker and is held to
+    #: there (see :mod:`testfleet.domain.resources`); absent: none.
+    resources: TaskResources = Field(default_factory=TaskResources)
 
     def key(self) -> str:
         """A canonical string: equal requirements give equal keys (the scheduler caches by it)."""

@@ -9,7 +9,9 @@ Terms:
   (any-of; empty means any), ``min_memory_gb``, ``min_cuda_compute`` (against
   the worker's best GPU), ``min_gpu_memory_gb`` (against its largest GPU),
   ``gpu_model`` (a case-insensitive substring of some GPU's name) and ``tags``
-  (each one must equal the worker's tag of the same name). A field that is not
+  (each one must equal the worker's tag of the same name), ``resources``
+  (each amount within the worker's allocatable total, :func:`allocatable`;
+  whether enough is *free* now is the scheduler's business). A field that is not
   given demands nothing. ``exclude_workers`` names workers that may not run
   the task at all; it is about identity, not capabilities, so the scheduler
   applies it beside :func:`matcher` rather than inside it.
@@ -32,6 +34,7 @@ from dataclasses import dataclass
 
 from testfleet.domain.enums import HardwareKind, TaskType
 from testfleet.domain.hardware import WorkerCapabilities
+from testfleet.domain.resources import UNBOUNDED, ResourceAmounts, format_size
 from testfleet.domain.task import Requirements
 from testfleet.scheduling.view import WorkerView
 
@@ -359,6 +362,57 @@ def _tags_fleet(_t: TaskType, r: Requirements, fleet: Sequence[WorkerCapabilitie
     return "tags: " + "; ".join(missing)
 
 
+def allocatable(caps: WorkerCapabilities) -> ResourceAmounts:
+    """The totals a worker lets tasks reserve (see :mod:`testfleet.domain.resources`).
+
+    A worker that advertises none (older than resource limits) is judged by
+    its memory and logical cores; its disk, and memory it could not measure,
+    bound nothing.
+    """
+    if caps.resources is not None:
+        return caps.resources.amounts()
+    memory = int(caps.memory_gb * 1024**3) if caps.memory_gb > 0 else UNBOUNDED
+    return ResourceAmounts(memory, caps.cpu.logical_cores, UNBOUNDED)
+
+
+def _short(needs: ResourceAmounts, has: ResourceAmounts) -> list[tuple[str, str, str]]:
+    """(name, needed, offered) for each amount ``has`` falls short of."""
+    rows = []
+    if needs.memory_bytes > has.memory_bytes:
+        rows.append(("memory", format_size(needs.memory_bytes), format_size(has.memory_bytes)))
+    if needs.cpu_cores > has.cpu_cores:
+        rows.append(("CPU cores", str(needs.cpu_cores), str(has.cpu_cores)))
+    if needs.disk_bytes > has.disk_bytes:
+        rows.append(("disk", format_size(needs.disk_bytes), format_size(has.disk_bytes)))
+    return rows
+
+
+def _resources_met(_t: TaskType, r: Requirements, caps: WorkerCapabilities) -> bool:
+    return r.resources.amounts().fits_in(allocatable(caps))
+
+
+def _resources_worker(_t: TaskType, r: Requirements, caps: WorkerCapabilities) -> str:
+    short = _short(r.resources.amounts(), allocatable(caps))
+    return "resources: " + "; ".join(
+        f"needs {need} {name}, worker offers {has}" for name, need, has in short
+    )
+
+
+def _resources_fleet(_t: TaskType, r: Requirements, fleet: Sequence[WorkerCapabilities]) -> str:
+    totals = [allocatable(c) for c in fleet]
+    largest = ResourceAmounts(
+        max(t.memory_bytes for t in totals),
+        max(t.cpu_cores for t in totals),
+        max(t.disk_bytes for t in totals),
+    )
+    short = _short(r.resources.amounts(), largest)
+    if not short:
+        return "resources: no single connected worker offers all of them at once"
+    return "resources: " + "; ".join(
+        f"needs {need} {name}; the largest worker offers {has}" for name, need, has in short
+    )
+
+
 #: The fields in the order they are checked and reported.
 _FIELDS: tuple[_Field, ...] = (
     _Field("task type", lambda r: True, _task_type_met, _task_type_worker, _task_type_fleet),
@@ -394,4 +448,11 @@ _FIELDS: tuple[_Field, ...] = (
         _gpu_model_fleet,
     ),
     _Field("tags", lambda r: bool(r.tags), _tags_met, _tags_worker, _tags_fleet),
+    _Field(
+        "resources",
+        lambda r: r.resources.declared,
+        _resources_met,
+        _resources_worker,
+        _resources_fleet,
+    ),
 )

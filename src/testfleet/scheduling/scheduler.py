@@ -13,9 +13,16 @@ Terms:
 * **best fit**: among the accepting workers with a free slot that match a
   task, the least capable one (:func:`~testfleet.scheduling.matching.capability_rank`,
   ties by ``worker_id``), so a CPU test never holds an H200.
+* **free resources**: a worker's allocatable totals
+  (:func:`~testfleet.scheduling.matching.allocatable`) less what its open
+  attempts reserve (``WorkerView.reserved``), decremented here as tasks with
+  ``requirements.resources`` are placed. A task goes only where it has both a
+  free slot and enough free resources; the resources are part of the match
+  key, so every task of a key needs the same amounts.
 * **exhausted key**: a key none of whose matching workers has a free slot
-  left. Its tasks are skipped with one set lookup; slots only ever decrease
-  within a call, so an exhausted key stays exhausted.
+  (or, for a key that reserves resources, enough free resources) left. Its
+  tasks are skipped with one set lookup; slots and free resources only ever
+  decrease within a call, so an exhausted key stays exhausted.
 * **unschedulable key**: a key that no connected worker (draining ones
   included) matches at all; its tasks would wait forever, so users are told why.
 
@@ -35,7 +42,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from testfleet.domain.hardware import WorkerCapabilities
-from testfleet.scheduling.matching import capability_rank, matcher, unschedulable_reason
+from testfleet.domain.resources import NO_RESOURCES, ResourceAmounts
+from testfleet.scheduling.matching import (
+    allocatable,
+    capability_rank,
+    matcher,
+    unschedulable_reason,
+)
 from testfleet.scheduling.view import (
     PendingTask,
     Placement,
@@ -63,6 +76,9 @@ def schedule(view: SchedulingView) -> SchedulingDecisions:
         key=lambda w: (capability_rank(w.capabilities), w.worker_id),
     )
     remaining = [w.free_slots for w in candidates]
+    # Free resources per candidate, worked out only when a key first reserves
+    # some: a queue without resource reservations pays nothing for them.
+    free: dict[int, ResourceAmounts] = {}
     slots_left = sum(remaining)
     if slots_left == 0:
         return decisions
@@ -84,13 +100,15 @@ def schedule(view: SchedulingView) -> SchedulingDecisions:
                 exhausted.add(key)
                 continue
             state = keys[key] = _KeyState.for_task(task, candidates)
-        index = state.next_free(remaining)
+        index = state.next_free(remaining, free)
         if index is None:
             exhausted.add(key)
             continue
         decisions.placements.append(Placement(task.task_id, candidates[index].worker_id))
         placed.add(task.task_id)
         remaining[index] -= 1
+        if state.reserves:
+            free[index] -= state.needs  # next_free filled it
         slots_left -= 1
         if slots_left == 0:
             break
@@ -114,6 +132,10 @@ class _KeyState:
     position: int = 0
     #: The candidate at ``position`` is already known to match.
     confirmed: int = -1
+    #: What each task of the key reserves (the same for all: it is in the key).
+    needs: ResourceAmounts = NO_RESOURCES
+    #: ``bool(needs)``, kept as a plain bool: it is read per candidate tested.
+    reserves: bool = False
 
     @classmethod
     def for_task(cls, task: PendingTask, candidates: list[WorkerView]) -> _KeyState:
@@ -121,24 +143,39 @@ class _KeyState:
             matches=matcher(task.task_type, task.requirements),
             candidates=candidates,
             excluded=frozenset(task.requirements.exclude_workers),
+            needs=task.requirements.resources.amounts(),
+            reserves=task.requirements.resources.declared,
         )
 
-    def next_free(self, remaining: list[int]) -> int | None:
-        """The least capable matching candidate with a free slot, or None if none is left."""
+    def next_free(self, remaining: list[int], free: dict[int, ResourceAmounts]) -> int | None:
+        """The least capable matching candidate with a free slot and enough free
+        resources, or None if none is left. Fills ``free`` for the candidates it
+        weighs when the key reserves resources."""
         candidates = self.candidates
         while self.position < len(candidates):
             index = self.position
-            if remaining[index] > 0 and (
-                index == self.confirmed
-                or (
-                    candidates[index].worker_id not in self.excluded
-                    and self.matches(candidates[index].capabilities)
+            if (
+                remaining[index] > 0
+                and (
+                    index == self.confirmed
+                    or (
+                        candidates[index].worker_id not in self.excluded
+                        and self.matches(candidates[index].capabilities)
+                    )
                 )
+                and (not self.reserves or self._fits(index, free))
             ):
                 self.confirmed = index
                 return index
             self.position += 1
         return None
+
+    def _fits(self, index: int, free: dict[int, ResourceAmounts]) -> bool:
+        left = free.get(index)
+        if left is None:
+            worker = self.candidates[index]
+            left = free[index] = allocatable(worker.capabilities) - worker.reserved
+        return self.needs.fits_in(left)
 
 
 def _in_priority_order(view: SchedulingView, skip_keys: set[str]) -> Iterator[PendingTask]:

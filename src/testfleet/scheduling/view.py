@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from testfleet.domain.enums import TaskType
 from testfleet.domain.hardware import WorkerCapabilities
+from testfleet.domain.resources import NO_RESOURCES, ResourceAmounts
 from testfleet.domain.task import Requirements
 
 
@@ -40,6 +41,9 @@ class WorkerView:
     #: False while draining: it matches (so tasks are not called unschedulable)
     #: but takes no new work.
     accepting: bool = True
+    #: What its open attempts reserve (``requirements.resources``); the rest of
+    #: its allocatable totals is free for new tasks.
+    reserved: ResourceAmounts = NO_RESOURCES
 
 
 @dataclass(frozen=True, slots=True)

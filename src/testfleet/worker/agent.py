@@ -25,9 +25,8 @@ import logging
 import random
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 
 from pydantic import BaseModel
 
@@ -67,6 +66,7 @@ from testfleet.protocol.messages import (
     Welcome,
     WorkerLoad,
 )
+from testfleet.worker.agent_settings import AgentSettings, WorkerRefusedError, channel_url
 from testfleet.worker.backoff import backoff_delay
 from testfleet.worker.connection_report import (
     ChannelError,
@@ -74,11 +74,15 @@ from testfleet.worker.connection_report import (
     describe_channel_failure,
 )
 from testfleet.worker.executors.base import ExecutionContext, Executor
+from testfleet.worker.executors.resource_limits import ResourceLimiter
 from testfleet.worker.hardware import GpuLoad, LoadSample, sample_gpu_load, sample_load
 from testfleet.worker.log_stream import LogStream
 from testfleet.worker.websocket_channel import WebSocketConnector
 
 log = logging.getLogger(__name__)
+
+# Callers import these from here as well (the CLI, the fleets, tests).
+__all__ = ["AgentSettings", "WorkerAgent", "WorkerRefusedError", "channel_url"]
 
 #: Refusals that reconnecting cannot fix: the agent stops and says why.
 #: ``worker_id_in_use`` is not one: the id's other connection is declared gone
@@ -105,42 +109,6 @@ STOP_ATTEMPTS_SECONDS = 10.0
 STOP_ACKS_SECONDS = 5.0
 
 
-class WorkerRefusedError(RuntimeError):
-    """The coordinator refused this worker for a reason retrying cannot fix."""
-
-
-def channel_url(coordinator_url: str) -> str:
-    """``http://host:port`` → ``ws://host:port/api/v1/workers/connect`` (https → wss)."""
-    url = coordinator_url.rstrip("/")
-    if url.startswith("https://"):
-        url = "wss://" + url[len("https://") :]
-    elif url.startswith("http://"):
-        url = "ws://" + url[len("http://") :]
-    elif not url.startswith(("ws://", "wss://")):
-        url = "ws://" + url
-    return url + "/api/v1/workers/connect"
-
-
-@dataclass
-class AgentSettings:
-    coordinator_url: str
-    worker_id: str
-    slots: int = 1
-    codec: Codec = Codec.JSON
-    work_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "testfleet")
-    backoff_base_seconds: float = 0.25
-    #: Below the coordinator's default heartbeat timeout (15 s), so a worker
-    #: that waited out an outage still comes back in time to keep its attempts.
-    backoff_cap_seconds: float = 10.0
-    #: How long to wait for the coordinator to answer ``hello``.
-    welcome_timeout_seconds: float = 15.0
-    #: On :meth:`WorkerAgent.stop`: how long running attempts may go on
-    #: finishing before the rest are cancelled and handed back. ``testfleet
-    #: worker --shutdown-grace`` sets it (30 s by default there); 0 here, so the
-    #: in-process fleet and the dispatch benchmark stop their agents at once.
-    shutdown_grace_seconds: float = 0.0
-
-
 @dataclass
 class _Running:
     task: asyncio.Task[TaskResult]
@@ -161,10 +129,12 @@ class WorkerAgent:
         clock: Clock | None = None,
         connector: Connector | None = None,
         load_sampler: Callable[[], LoadSample] | None = None,
+        limiter: ResourceLimiter | None = None,
     ) -> None:
         """``clock`` times results, paces every wait and is handed to the executors
         (simulated work waits on it; default: the system clock);
-        ``connector`` opens the channel to the coordinator (default: WebSocket)."""
+        ``connector`` opens the channel to the coordinator (default: WebSocket);
+        ``limiter`` holds tasks to their declared resources (default: nothing is)."""
         self.settings = settings
         self.capabilities = capabilities
         self.executors = executors
@@ -182,6 +152,7 @@ class WorkerAgent:
             sample_load, sample_gpu_load if nvidia else _no_gpu_load
         )
         self._sample_in_thread = load_sampler is None and nvidia
+        self._limiter = limiter
         self._running: dict[int, _Running] = {}
         self._held: dict[int, AttemptResult] = {}
         self._all_acked = asyncio.Event()
@@ -497,6 +468,7 @@ class WorkerAgent:
                 report_tests=self._test_reporter(attempt_id),
                 report_output=output.write,
                 clock=self._clock,
+                limiter=self._limiter,
             )
             task = asyncio.create_task(
                 self._execute(executor, assignment, context, output), name=f"attempt-{attempt_id}"

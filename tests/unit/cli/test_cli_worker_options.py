@@ -82,3 +82,31 @@ def test_the_help_describes_shutdown_grace() -> None:
     done = CliRunner().invoke(app, ["worker", "--help"], env={"COLUMNS": "200"})
     assert done.exit_code == 0
     assert "--shutdown-grace" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--max-task-memory", "lots"], "--max-task-memory lots: expected a whole number of bytes"),
+        (["--disk", "0"], "--disk 0: expected a whole number of bytes or a size with a unit"),
+        (["--disk", "2 PiB"], "--disk 2 PiB: expected"),
+    ],
+)
+def test_a_bad_resource_cap_is_one_line_naming_the_option(args: list[str], said: str) -> None:
+    code, stderr = worker_with(*args)
+    assert code == 2
+    assert said in " ".join(stderr.split())
+    assert len(stderr.strip().splitlines()) == 1
+
+
+def test_a_zero_cpu_cores_is_refused_naming_the_option() -> None:
+    code, said = worker_with("--cpu-cores", "0")
+    assert code == 2
+    assert "--cpu-cores" in said
+
+
+def test_the_help_describes_the_resource_caps() -> None:
+    done = CliRunner().invoke(app, ["worker", "--help"], env={"COLUMNS": "200"})
+    assert done.exit_code == 0
+    for option in ("--max-task-memory", "--cpu-cores", "--disk"):
+        assert option in done.stdout

@@ -7,13 +7,15 @@ too slow for the coordinator, simple enough to trust.
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import pytest
 from sched_builders import caps, gpu, task, view, worker
 
 from testfleet.domain.enums import HardwareKind, TaskType
+from testfleet.domain.resources import ResourceAmounts
 from testfleet.domain.task import Requirements
-from testfleet.scheduling.matching import capability_rank, unmet_requirement
+from testfleet.scheduling.matching import allocatable, capability_rank, unmet_requirement
 from testfleet.scheduling.scheduler import schedule
 from testfleet.scheduling.view import PendingTask, Placement, SchedulingView, WorkerView
 
@@ -28,7 +30,12 @@ REQUIREMENT_POOL = [
     Requirements(tags={"rack": "a"}),
     Requirements(hardware=[HardwareKind.CUDA], min_memory_gb=64, tags={"rack": "b"}),
     Requirements(hardware=[HardwareKind.MPS]),
+    # Reservations: placed only where this much is still free beside a slot.
+    Requirements.model_validate({"resources": {"memory_bytes": "12GiB"}}),
+    Requirements.model_validate({"resources": {"cpu_cores": 6}}),
+    Requirements.model_validate({"resources": {"memory_bytes": "40GiB", "cpu_cores": 2}}),
 ]
+GIB = 1024**3
 GPU_POOL = [("NVIDIA H100", 80.0, 9.0), ("Tesla T4", 16.0, 7.5), ("NVIDIA A100", 40.0, 8.0)]
 
 
@@ -45,7 +52,12 @@ def random_worker(rng: random.Random, n: int) -> WorkerView:
         task_types=rng.sample(list(TaskType), rng.randint(1, len(TaskType))),
         tags={"rack": rng.choice("ab")} if rng.random() < 0.7 else {},
     )
-    return worker(f"w{n:02d}", worker_caps, rng.randint(0, 3), accepting=rng.random() < 0.8)
+    view_of = worker(f"w{n:02d}", worker_caps, rng.randint(0, 3), accepting=rng.random() < 0.8)
+    # What its running attempts already hold (never more than it has).
+    held = ResourceAmounts(rng.choice([0, 4, 8]) * GIB, rng.choice([0, 0, 2, 4]), 0)
+    return replace(
+        view_of, reserved=held if held.fits_in(allocatable(worker_caps)) else held - held
+    )
 
 
 def random_view(rng: random.Random) -> SchedulingView:
@@ -85,13 +97,18 @@ def reference_schedule(v: SchedulingView) -> list[Placement]:
         key=lambda w: (capability_rank(w.capabilities), w.worker_id),
     )
     free = {w.worker_id: w.free_slots for w in workers}
+    room = {w.worker_id: allocatable(w.capabilities) - w.reserved for w in workers}
     out: list[Placement] = []
     for t in sorted(tasks, key=order):
+        needs = t.requirements.resources.amounts()
         for w in workers:
-            if free[w.worker_id] > 0 and (
-                unmet_requirement(t.task_type, t.requirements, w.capabilities) is None
+            if (
+                free[w.worker_id] > 0
+                and needs.fits_in(room[w.worker_id])
+                and unmet_requirement(t.task_type, t.requirements, w.capabilities) is None
             ):
                 free[w.worker_id] -= 1
+                room[w.worker_id] -= needs
                 out.append(Placement(t.task_id, w.worker_id))
                 break
     return out
@@ -113,11 +130,15 @@ def check_invariants(v: SchedulingView, label: str) -> None:
 
     # Every placement names a real task and an accepting worker that matches it.
     used: dict[str, int] = {}
+    room = {w.worker_id: allocatable(w.capabilities) - w.reserved for w in v.workers}
     for p in decisions.placements:
         t, w = tasks[p.task_id], workers[p.worker_id]
         assert w.accepting, label
         assert unmet_requirement(t.task_type, t.requirements, w.capabilities) is None, label
         used[p.worker_id] = used.get(p.worker_id, 0) + 1
+        room[p.worker_id] -= t.requirements.resources.amounts()
+    # No worker past its free resources.
+    assert all(ResourceAmounts().fits_in(left) for left in room.values()), label
 
     # No task twice; no worker past its free slots.
     placed_ids = [p.task_id for p in decisions.placements]
@@ -131,7 +152,9 @@ def check_invariants(v: SchedulingView, label: str) -> None:
             continue
         for w in v.workers:
             spare = w.free_slots - used.get(w.worker_id, 0)
-            fits = unmet_requirement(t.task_type, t.requirements, w.capabilities) is None
+            fits = unmet_requirement(
+                t.task_type, t.requirements, w.capabilities
+            ) is None and t.requirements.resources.amounts().fits_in(room[w.worker_id])
             assert not (w.accepting and spare > 0 and fits), (
                 f"{label}: {t.task_id} on {w.worker_id}"
             )
@@ -167,3 +190,14 @@ def test_random_views_place_something_often_enough() -> None:
     unschedulable = sum(bool(schedule(random_view(random.Random(c))).unschedulable) for c in SEEDS)
     assert placed > len(SEEDS) // 2
     assert unschedulable > len(SEEDS) // 10
+    # ...and resources are what kept some task waiting beside a free slot.
+    waiting_for_room = 0
+    for c in SEEDS:
+        v = random_view(random.Random(c))
+        placed_ids = {p.task_id for p in schedule(v).placements}
+        waiting_for_room += any(
+            t.task_id not in placed_ids and t.requirements.resources.declared
+            for level in v.pending_by_priority.values()
+            for t in level
+        )
+    assert waiting_for_room > len(SEEDS) // 10

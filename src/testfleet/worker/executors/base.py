@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -34,6 +34,9 @@ from testfleet.domain.pytest_tasks import TestRecord
 from testfleet.domain.result import SimulationStatus, TaskError, TaskResult
 from testfleet.domain.task import TaskSpec
 from testfleet.worker.executors.task_processes import MARK_VARIABLE, attempt_mark
+
+if TYPE_CHECKING:
+    from testfleet.worker.executors.resource_limits import ResourceLimiter
 
 #: TaskError.message is capped at 16 KiB; a pydantic error for a large config can be longer.
 MAX_ERROR_MESSAGE_CHARS = 4096
@@ -64,6 +67,10 @@ class ExecutionContext:
     #: real child process time it and its timeout on real time, because the
     #: child lives on real time whatever the clock says.
     clock: Clock = field(default_factory=SystemClock)
+    #: The worker's resource limiter (cores, cgroup root, totals): executors
+    #: that start a child hold it to ``requirements.resources`` through it.
+    #: None: nothing is enforced (tests, the in-process fleet).
+    limiter: ResourceLimiter | None = None
 
 
 class Executor(Protocol):

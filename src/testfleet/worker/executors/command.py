@@ -21,6 +21,10 @@ Decisions:
   nothing on disk; ``results["output_dropped_bytes"]`` says how much was let go.
 * What leaves the group (``setsid``, a double fork) is found by the attempt's
   process mark and ended with it (:mod:`.task_processes`).
+* ``requirements.resources`` (memory, cores, disk) are applied in the child
+  and watched beside it by :mod:`.resource_limits` when the worker has a
+  limiter; an ending they caused is reported ``out_of_memory`` or
+  ``resource_limit``, with the limit in the message.
 * Peak memory is sampled (leader plus descendants, every
   ``memory_sample_interval_seconds``); a task shorter than one interval
   reports no memory figure rather than a misleading one.
@@ -30,9 +34,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import shutil
 import signal
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -57,7 +63,10 @@ from testfleet.worker.executors.process_group import (
     signal_group,
     wait_for_exit,
 )
+from testfleet.worker.executors.resource_limits import AttemptLimits, describe
 from testfleet.worker.executors.task_processes import attempt_mark, end_marked, kill_marked
+
+log = logging.getLogger(__name__)
 
 #: The size of ``results["output_tail"]``: enough to show an error, small enough for a table.
 RESULT_TAIL_BYTES = 4096
@@ -166,6 +175,26 @@ class CommandExecutor(ExecutorBase):
         cwd, cwd_problem = _working_directory(config.cwd, context.work_dir)
         if cwd_problem is not None:
             return out.failed(cwd_problem)
+        limits: AttemptLimits | None = None
+        wanted = task.requirements.resources
+        if context.limiter is not None and wanted.amounts():
+            try:
+                limits = context.limiter.begin(context.attempt_id, wanted, context.work_dir)
+            except OSError as exc:
+                return out.failed((ErrorClass.INFRASTRUCTURE, f"cannot apply its limits: {exc}"))
+            if config.cwd is None:
+                cwd = limits.cwd(cwd)
+            log.info("attempt %d held to %s", context.attempt_id, describe(wanted, limits.cores))
+        try:
+            return await self._start(out, config, cwd, limits)
+        finally:
+            if limits is not None:
+                limits.close()
+
+    async def _start(
+        self, out: ResultBuilder, config: CommandConfig, cwd: Path, limits: AttemptLimits | None
+    ) -> TaskResult:
+        task, context = out.task, out.context
 
         # config.env comes last: a command may override even the TESTFLEET_* names.
         env = attempt_environment(task, context, config.env)
@@ -180,6 +209,7 @@ class CommandExecutor(ExecutorBase):
                 cwd=cwd,
                 env=env,
                 start_new_session=True,
+                preexec_fn=limits.preexec if limits is not None else None,
             )
         except FileNotFoundError:
             os.close(read_fd)
@@ -193,6 +223,9 @@ class CommandExecutor(ExecutorBase):
         except OSError as exc:
             os.close(read_fd)
             return out.failed((ErrorClass.INFRASTRUCTURE, f"cannot start {program}: {exc}"))
+        except subprocess.SubprocessError as exc:  # preexec_fn failed: the limits
+            os.close(read_fd)
+            return out.failed((ErrorClass.INFRASTRUCTURE, f"cannot limit {program}: {exc}"))
         finally:
             # The child holds its copy; ours must close or the pipe never reaches EOF.
             os.close(write_fd)
@@ -200,7 +233,7 @@ class CommandExecutor(ExecutorBase):
         pipe = os.fdopen(read_fd, "rb", buffering=0)
         remember(context.work_dir, context.attempt_id, process.pid)
         try:
-            return await self._supervise(out, config, process, pipe)
+            return await self._supervise(out, config, process, pipe, limits)
         except asyncio.CancelledError:
             # The agent itself is going away: leave nothing running behind it, and
             # reap the leader (SIGKILL is quick) so its transport is closed, not leaked.
@@ -228,6 +261,7 @@ class CommandExecutor(ExecutorBase):
         config: CommandConfig,
         process: asyncio.subprocess.Process,
         pipe: BinaryIO,
+        limits: AttemptLimits | None = None,
     ) -> TaskResult:
         task, context = out.task, out.context
         loop = asyncio.get_running_loop()
@@ -239,6 +273,15 @@ class CommandExecutor(ExecutorBase):
             asyncio.create_task(self._sample_memory(process.pid, memory, self._memory_interval))
             if self._memory_interval
             else None
+        )
+
+        def over_disk_limit() -> None:
+            # Killed outright (it is over a limit, not being asked to stop); the
+            # exit is then judged by limits.verdict, which knows why.
+            signal_group(pgid, signal.SIGKILL)
+
+        watcher = (
+            asyncio.create_task(limits.watch_disk(over_disk_limit)) if limits is not None else None
         )
         try:
             ending = await wait_for_exit(process, context.cancel_event, out.remaining())
@@ -253,6 +296,8 @@ class CommandExecutor(ExecutorBase):
         finally:
             if sampler is not None:
                 sampler.cancel()
+            if watcher is not None:
+                watcher.cancel()
             transport.close()
 
         code = process.returncode
@@ -273,7 +318,10 @@ class CommandExecutor(ExecutorBase):
             }
 
         error: tuple[ErrorClass, str] | None
-        if ending is Ending.TIMED_OUT:
+        verdict = limits.verdict(code, tail) if limits is not None else None
+        if verdict is not None and ending is Ending.EXITED:
+            status, error = ResultStatus.FAILED, verdict
+        elif ending is Ending.TIMED_OUT:
             status = ResultStatus.TIMED_OUT
             error = (
                 ErrorClass.TIMEOUT,

@@ -1,0 +1,51 @@
+"""What a worker agent is told at start: where the coordinator is, who it is,
+and how it paces reconnects and shutdown; and the one refusal it stops on.
+
+Callers: ``testfleet worker`` (``cli/processes.py``) builds :class:`AgentSettings`
+from its flags, the in-process fleet and the dispatch benchmark build them
+directly, and :class:`~testfleet.worker.agent.WorkerAgent` reads them. Kept
+apart from the agent so that module holds only its connection loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from testfleet.protocol.messages import Codec
+
+
+class WorkerRefusedError(RuntimeError):
+    """The coordinator refused this worker for a reason retrying cannot fix."""
+
+
+def channel_url(coordinator_url: str) -> str:
+    """``http://host:port`` → ``ws://host:port/api/v1/workers/connect`` (https → wss)."""
+    url = coordinator_url.rstrip("/")
+    if url.startswith("https://"):
+        url = "wss://" + url[len("https://") :]
+    elif url.startswith("http://"):
+        url = "ws://" + url[len("http://") :]
+    elif not url.startswith(("ws://", "wss://")):
+        url = "ws://" + url
+    return url + "/api/v1/workers/connect"
+
+
+@dataclass
+class AgentSettings:
+    coordinator_url: str
+    worker_id: str
+    slots: int = 1
+    codec: Codec = Codec.JSON
+    work_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "testfleet")
+    backoff_base_seconds: float = 0.25
+    #: Below the coordinator's default heartbeat timeout (15 s), so a worker
+    #: that waited out an outage still comes back in time to keep its attempts.
+    backoff_cap_seconds: float = 10.0
+    #: How long to wait for the coordinator to answer ``hello``.
+    welcome_timeout_seconds: float = 15.0
+    #: On :meth:`WorkerAgent.stop`: how long running attempts may go on
+    #: finishing before the rest are cancelled and handed back. ``testfleet
+    #: worker --shutdown-grace`` sets it (30 s by default there); 0 here, so the
+    #: in-process fleet and the dispatch benchmark stop their agents at once.
+    shutdown_grace_seconds: float = 0.0
