@@ -15,7 +15,7 @@ test_it_dashboard.py) against a real fleet on loopback (TLS, tokens).
   once, passes on its rerun) goes through ``testfleet run``; the run's page
   follows it while it runs and, once it finished (no reload), shows done of
   total, the failing test marked new and the flaky one flaky; the Tests page
-  lists them with their strips.
+  lists them with their strips; a worker's own page draws its load sparkline.
 
 Every request stays on 127.0.0.1 and no page logs a console error;
 screenshots land under the test's tmp dir, ``screenshots/``.
@@ -395,5 +395,10 @@ def test_a_pytest_run_with_a_failure_and_a_flaky_test_on_the_run_and_tests_pages
         rows.filter(has_text="test_one").locator("a.cell.outcome-passed")
     ).to_have_count(1)
     browser.shoot("26-tests")
+
+    # A worker's own page draws its load sparkline, as the workers list does.
+    page.goto(f"{base}/workers/run-a")
+    page.wait_for_selector("dd.load svg.spark polyline.spark-cpu", state="attached")
+    browser.shoot("27-worker-load")
 
     browser.check_traffic()

@@ -150,3 +150,4 @@ def test_the_worker_page_of_a_worker_without_heartbeats_shows_a_dash() -> None:
     assert '<svg class="spark"' not in page
     load = page.split('<dd class="load">')[1]
     assert load.startswith('<span class="quiet">-</span>')
+    assert "spark-key" not in load.split("</dd>")[0]  # no key beside a dash
