@@ -14,6 +14,7 @@ import pytest
 from api_seed import MODEL, seed_store
 from fastapi.testclient import TestClient
 
+from testfleet.analysis.regressions import Figure, Sample, SeriesKey, SeriesKind
 from testfleet.coordinator.app import create_app
 from testfleet.coordinator.dashboard.benchmarks import (
     BadSelection,
@@ -23,6 +24,7 @@ from testfleet.coordinator.dashboard.benchmarks import (
     history_points,
     optimal_batch,
     selection_from,
+    series_rows,
 )
 from testfleet.security.bootstrap import create_token_in_file
 from testfleet.security.tokens import Role
@@ -221,3 +223,21 @@ def test_a_history_request_without_its_labels_is_a_400_naming_the_first(
     assert answer.status_code == 400
     assert answer.json()["error"]["field"] == "variant"
     assert "open the chart from a series row" in answer.json()["error"]["message"]
+
+
+def test_series_rows_list_a_configurations_batch_sizes_by_number() -> None:
+    def sample(batch: str, figure: Figure = Figure.THROUGHPUT) -> Sample:
+        labels = (("hardware", "cuda"), ("batch_size", batch), ("is_simulated", "false"))
+        return Sample(SeriesKey(SeriesKind.BENCHMARK, MODEL, figure, labels), 1.0, 10.0)
+
+    samples = [sample(b) for b in ("8", "1", "32", "16")] + [sample("2", Figure.LATENCY)]
+    listed = [
+        (row.key.figure, dict(row.key.labels)["batch_size"]) for row in series_rows(samples, [])
+    ]
+    assert listed == [
+        (Figure.LATENCY, "2"),
+        (Figure.THROUGHPUT, "1"),
+        (Figure.THROUGHPUT, "8"),
+        (Figure.THROUGHPUT, "16"),
+        (Figure.THROUGHPUT, "32"),
+    ]

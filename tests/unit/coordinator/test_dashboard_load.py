@@ -115,3 +115,39 @@ def test_the_workers_rows_render_the_sparkline_as_inline_svg() -> None:
     # The worker not heard from since the start shows a dash, not an empty chart.
     quiet = html.split('data-worker="quiet-1"')[1]
     assert '<span class="quiet">-</span>' in quiet
+
+
+def _worker_page(row: object) -> str:
+    return Templates().render(
+        "worker.html",
+        w=row,
+        tasks=[],
+        failure_rate=None,
+        draining=False,
+        can_drain=False,
+        csrf="",
+        base="/dashboard",
+        now=T0 + 3,
+        page="worker.html",
+    )
+
+
+def test_the_worker_page_draws_the_same_sparkline_as_the_workers_list() -> None:
+    points = [LoadPoint(T0 + i, 20.0, 50.0, 80.0, 10.0) for i in range(3)]
+    row = worker_row(snapshot("gpu-1"), 15.0, points)
+    page = _worker_page(row)
+    listed = Templates().render("_worker_rows.html", rows=[row], base="/dashboard", now=T0 + 3)
+    svg = page[page.index('<svg class="spark"') : page.index("</svg>") + len("</svg>")]
+    assert page.count('<svg class="spark"') == 1
+    assert svg in listed  # the very same drawing, not a look-alike
+    assert 'data-points="3"' in svg
+    for figure in LoadFigure:
+        assert f'class="spark-{figure.value}"' in svg
+
+
+def test_the_worker_page_of_a_worker_without_heartbeats_shows_a_dash() -> None:
+    page = _worker_page(worker_row(snapshot("quiet-1"), 15.0))
+    assert '<svg class="spark"' not in page
+    load = page.split('<dd class="load">')[1]
+    assert load.startswith('<span class="quiet">-</span>')
+    assert "spark-key" not in load.split("</dd>")[0]  # no key beside a dash

@@ -32,6 +32,7 @@ import yaml
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from testfleet.coordinator.flaky_tests_metric import FlakyTestsGauge
 from testfleet.coordinator.metrics import Metrics
 from testfleet.coordinator.state_view import StateView
 from testfleet.domain.alerts import AlertRule, NotificationStatus, ReceiverKind
@@ -109,6 +110,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Served:
                 return all(t is not None and t.status.is_terminal for t in tasks)
 
             await fleet.wait_until(done)
+            # The flaky-tests gauge is served once /metrics has counted it from
+            # the store (metrics_api.py asks the app's FlakyTestsGauge first).
+            await FlakyTestsGauge(fleet.store, metrics, fleet.clock).refresh_if_stale()
             _samples(metrics, found)
         return found
 

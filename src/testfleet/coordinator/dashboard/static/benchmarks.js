@@ -12,7 +12,9 @@
   document.querySelectorAll(".chart.curve[data-curve]").forEach(function (el) {
     var c = JSON.parse(el.dataset.curve);
     if (!c.batch_size.length) return;
-    new uPlot({
+    // The instance stays on its element (el.uplot): the browser test reads the
+    // drawn data from it, and it is handy from the console.
+    el.uplot = new uPlot({
       width: width(el),
       height: 200,
       scales: { x: { time: false, distr: 3, log: 2 }, y: { range: function (u, min, max) { return [0, Math.max(1, max * 1.1)]; } },
@@ -48,6 +50,7 @@
           series: [{}, { label: figure, stroke: "#2a6fdb", width: 2, spanGaps: false, points: { size: 5 } }],
           axes: [{}, { size: 64 }],
         }, data, plotEl);
+        plotEl.uplot = plot;
         plotEl.dataset.points = String(data[0].length);
         document.querySelectorAll("tr.series-row.selected").forEach(function (r) { r.classList.remove("selected"); });
         row.classList.add("selected");
