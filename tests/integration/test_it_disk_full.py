@@ -49,14 +49,20 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 def fill(ballast: Path) -> None:
     """Write zeros to ``ballast`` until the file system has no room left."""
     block = b"\0" * (1 << 16)
-    with ballast.open("wb") as out, contextlib.suppress(OSError):
+    # Unbuffered, and the suppress outside the open: a buffered file that was
+    # cut short still holds the rest of its block and raises ENOSPC again when
+    # it is closed (how full the disk was decided whether this test failed).
+    with contextlib.suppress(OSError), ballast.open("wb", buffering=0) as out:
         while True:
             out.write(block)
-            out.flush()
 
 
 def simulated(task_id: str) -> dict:
     return {"task_id": task_id, "type": "simulated", "config": {"duration_seconds": 0.05}}
+
+
+#: The submission held while the disk is full (see the test).
+HELD = [f"disk-held-{n:03d}" for n in range(300)]
 
 
 def health(fleet) -> dict:
@@ -76,8 +82,11 @@ def test_a_full_disk_refuses_with_503_and_resumes_on_its_own_when_freed(fleet, s
     fill(ballast)
     with ThreadPoolExecutor(1) as pool:
         # This submission's turn cannot commit: it is held, neither accepted nor
-        # refused, until the disk has room again.
-        held = pool.submit(fleet.client.submit, [simulated("disk-held")])
+        # refused, until the disk has room again. It is large on purpose: tmpfs
+        # hands out 4 KiB pages, and a small commit can still fit in the rest of
+        # the WAL's last page on a "full" disk (then the next turn, the task's
+        # assignment, is the one held, and this one was rightly acknowledged).
+        held = pool.submit(fleet.client.submit, [simulated(h) for h in HELD])
         status = fleet.wait_until(
             lambda: (h := health(fleet))["status"] == "degraded" and h, 30, "health: degraded"
         )
@@ -89,16 +98,16 @@ def test_a_full_disk_refuses_with_503_and_resumes_on_its_own_when_freed(fleet, s
         assert not held.done()
 
         ballast.unlink()
-        assert held.result(timeout=60) == ["disk-held"]
+        assert held.result(timeout=60) == HELD
     fleet.wait_until(lambda: health(fleet)["status"] == "ok", 30, "health: ok again")
     after = fleet.client.submit([simulated(f"disk-after-{n}") for n in range(5)])
-    finished = fleet.wait_terminal([*before, "disk-held", *after], timeout=60)
+    finished = fleet.wait_terminal([*before, *HELD, *after], timeout=120)
     assert {t["status"] for t in finished.values()} == {"completed"}
 
     fleet.stop_all()
     with fleet.open_store() as store:
         assert store.get_task("disk-refused") is None
-        for task_id in [*before, "disk-held", *after]:
+        for task_id in [*before, *HELD, *after]:
             task = store.get_task(task_id)
             assert task is not None
             assert task.status.value == "completed"
