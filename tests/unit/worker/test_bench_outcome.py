@@ -76,6 +76,8 @@ def verdict(
     batch_sizes: list[int] | str = "auto",
     ending: Ending = Ending.EXITED,
     returncode: int | None = 0,
+    ended_by_limit: tuple[ErrorClass, str] | None = None,
+    memory_note: str | None = None,
 ) -> Verdict:
     config = BenchmarkConfig(model="gpt2", batch_sizes=batch_sizes)
     return judge(
@@ -86,6 +88,8 @@ def verdict(
         returncode=returncode,
         timeout_seconds=30,
         metrics_interval_seconds=0.2,
+        ended_by_limit=ended_by_limit,
+        memory_note=memory_note,
     )
 
 
@@ -294,3 +298,42 @@ def test_the_outcome_turns_into_benchmark_rows() -> None:
         (4, "out_of_memory"),
     ]
     assert rows[0].torch_version == "2.13.0"
+
+
+# --------------------------------------------------------------------------- held to limits
+
+CGROUP_KILL = (OOM, "killed for passing its memory limit of 1 GiB (cgroup_v2)")
+NOTE = "memory limit of 1 GiB (RLIMIT_DATA)"
+
+
+def test_a_limit_that_ended_the_runner_replaces_the_guess_from_its_exit() -> None:
+    lines = report(setup([1, 2, 4]), measured(1, 100.0))
+    v = verdict(lines, returncode=-signal.SIGKILL, ended_by_limit=CGROUP_KILL, memory_note=NOTE)
+    assert v.status is ResultStatus.COMPLETED
+    # The cause is known: no "probably", and the limit's own message is not noted twice.
+    assert outcome(v).errors["2"] == BatchSizeError(error_class=OOM, message=CGROUP_KILL[1])
+
+
+def test_a_disk_limit_that_ended_the_runner_fails_it_resource_limit() -> None:
+    disk = (ErrorClass.RESOURCE_LIMIT, "work directory passed its disk limit of 1 MiB")
+    v = verdict(report(setup([1, 2])), returncode=-signal.SIGKILL, ended_by_limit=disk)
+    assert v.status is ResultStatus.FAILED
+    assert v.error == (ErrorClass.RESOURCE_LIMIT, f"batch size 1: {disk[1]}")
+
+
+def test_out_of_memory_errors_the_runner_reported_name_the_memory_limit() -> None:
+    lines = report(setup([1, 2]), failed(1, OOM, "MemoryError"), FinalLine(stop_reason="oom"))
+    v = verdict(lines, memory_note=NOTE)
+    assert v.error == (OOM, f"batch size 1: MemoryError (under its {NOTE})")
+    # Other classes are not about memory, and say nothing of it.
+    other = verdict(
+        report(setup([1]), failed(1, ErrorClass.TASK_FAILURE), FinalLine(stop_reason="done")),
+        memory_note=NOTE,
+    )
+    assert other.error == (ErrorClass.TASK_FAILURE, "batch size 1: boom")
+
+
+def test_a_fatal_out_of_memory_names_the_memory_limit() -> None:
+    fatal = FatalLine(error_class=OOM, message="MemoryError while loading the model")
+    v = verdict(report(fatal), returncode=1, memory_note=NOTE)
+    assert v.error == (OOM, f"MemoryError while loading the model (under its {NOTE})")

@@ -25,6 +25,15 @@ Status rules, first match wins:
 6. nothing measured (the smallest size ran out of memory): ``failed`` with
    ``out_of_memory``.
 
+Where the worker held the runner to ``requirements.resources``, the executor
+passes what it knows: ``ended_by_limit``, a limit that ended the child
+(``AttemptLimits.verdict``), replaces the guess from the exit status in rule 3
+(so a runner killed by its memory cgroup, or one whose allocation failed at
+its rlimit, is ``out_of_memory`` with the limit in the message, and one past
+its disk limit ``resource_limit``); ``memory_note`` (``memory limit of 64 MiB
+(RLIMIT_DATA)``) is added to every out-of-memory error the runner reported
+itself, which the limit most likely caused.
+
 ``results`` holds a ``BenchmarkOutcome`` whenever the runner got as far as its
 ``setup`` line; a run refused before that reports ``{}`` (there is no device
 or model to describe). ``optimal_batch_size`` is the best throughput among the
@@ -92,8 +101,14 @@ def _describe_exit(returncode: int | None) -> str:
     return f"the runner exited with code {returncode} before finishing"
 
 
-def death_error(returncode: int | None) -> BatchSizeError:
-    """The error of a child that ended without its final line."""
+def death_error(
+    returncode: int | None, ended_by_limit: tuple[ErrorClass, str] | None = None
+) -> BatchSizeError:
+    """The error of a child that ended without its final line: the limit that ended
+    it where the worker knows of one, else a guess from the exit status."""
+    if ended_by_limit is not None:
+        error_class, message = ended_by_limit
+        return BatchSizeError(error_class=error_class, message=clip(message))
     if returncode == -signal.SIGKILL:
         return BatchSizeError(error_class=ErrorClass.OUT_OF_MEMORY, message=KILLED_MESSAGE)
     return BatchSizeError(
@@ -101,13 +116,27 @@ def death_error(returncode: int | None) -> BatchSizeError:
     )
 
 
+def _noted(error: BatchSizeError, memory_note: str | None) -> BatchSizeError:
+    """An out-of-memory error with the memory limit the runner was held to, if any."""
+    if memory_note is None or error.error_class is not ErrorClass.OUT_OF_MEMORY:
+        return error
+    return BatchSizeError(
+        error_class=error.error_class, message=clip(f"{error.message} (under its {memory_note})")
+    )
+
+
 def _collect(
-    config: BenchmarkConfig, report: RunnerReport, ending: Ending, returncode: int | None
+    config: BenchmarkConfig,
+    report: RunnerReport,
+    ending: Ending,
+    returncode: int | None,
+    ended_by_limit: tuple[ErrorClass, str] | None = None,
+    memory_note: str | None = None,
 ) -> tuple[dict[int, BatchSizeMeasurement], dict[int, BatchSizeError], BatchSizeError | None]:
     """Measured sizes, per-size errors, and an error of the whole run (died before setup)."""
     measured = {n: b.measurement for n, b in report.batches.items() if b.measurement is not None}
     errors = {
-        n: b.error
+        n: _noted(b.error, memory_note)
         for n, b in report.batches.items()
         if b.error is not None and b.measurement is None
     }
@@ -116,7 +145,9 @@ def _collect(
     whole_run: BatchSizeError | None = None
     died = ending is Ending.EXITED and report.final is None and report.fatal is None
     if died:
-        error = death_error(returncode)
+        error = death_error(returncode, ended_by_limit)
+        if ended_by_limit is None:
+            error = _noted(error, memory_note)
         # After a reported error the sweep had stopped: the death is not about a size.
         if report.setup is None or not unreported or errors:
             whole_run = error
@@ -150,6 +181,7 @@ def _status(
     errors: dict[int, BatchSizeError],
     whole_run: BatchSizeError | None,
     timeout_seconds: float,
+    memory_note: str | None = None,
 ) -> tuple[ResultStatus, tuple[ErrorClass, str] | None]:
     so_far = f" ({len(measured)} batch size(s) measured before)" if measured else ""
     if ending is Ending.CANCELLED:
@@ -163,7 +195,11 @@ def _status(
             f"timed out after {timeout_seconds:g} s; process group terminated{so_far}",
         )
     if report.fatal is not None:
-        return ResultStatus.FAILED, (report.fatal.error_class, report.fatal.message)
+        fatal = _noted(
+            BatchSizeError(error_class=report.fatal.error_class, message=report.fatal.message),
+            memory_note,
+        )
+        return ResultStatus.FAILED, (fatal.error_class, fatal.message)
     if whole_run is not None and not measured:
         return ResultStatus.FAILED, (whole_run.error_class, whole_run.message)
     for size, error in errors.items():
@@ -188,10 +224,16 @@ def judge(
     returncode: int | None,
     timeout_seconds: float,
     metrics_interval_seconds: float,
+    ended_by_limit: tuple[ErrorClass, str] | None = None,
+    memory_note: str | None = None,
 ) -> Verdict:
     """The attempt's status, error, ``results`` and ``hardware_metrics`` (rules above)."""
-    measured, errors, whole_run = _collect(config, report, ending, returncode)
-    status, error = _status(report, ending, measured, errors, whole_run, timeout_seconds)
+    measured, errors, whole_run = _collect(
+        config, report, ending, returncode, ended_by_limit, memory_note
+    )
+    status, error = _status(
+        report, ending, measured, errors, whole_run, timeout_seconds, memory_note
+    )
     metrics = hardware_metrics(
         merge_series([line.metrics for line in report.batches.values()]),
         metrics_interval_seconds,

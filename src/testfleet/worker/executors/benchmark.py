@@ -22,6 +22,12 @@ How an attempt runs:
   batch size leaves the smaller sizes' results; the tail of its stderr becomes
   the result's logs. The child runs with ``HF_HUB_OFFLINE=1``: nothing is
   downloaded.
+* ``requirements.resources`` hold the runner as they hold a ``command``
+  task (:mod:`.resource_limits`): memory rlimit and cgroup, allotted cores,
+  and, with a disk limit, its own watched directory as its cwd. A runner the
+  limit ended is judged with the limit as the cause (``out_of_memory`` or
+  ``resource_limit``, the limit in the message), and an out-of-memory the
+  runner caught at a batch size says which limit it ran under.
 * :func:`~testfleet.worker.benchmarking.outcome.judge` turns the lines and the
   ending into the status (its docstring states the rules), ``results`` (a
   ``BenchmarkOutcome``) and ``hardware_metrics``. ``is_simulated`` is always
@@ -35,6 +41,7 @@ import contextlib
 import logging
 import os
 import signal
+import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from typing import BinaryIO
@@ -72,11 +79,13 @@ from testfleet.worker.executors.base import (
 )
 from testfleet.worker.executors.leftovers import forget, remember
 from testfleet.worker.executors.process_group import (
+    Ending,
     OutputTail,
     end_group,
     signal_group,
     wait_for_exit,
 )
+from testfleet.worker.executors.resource_limits import AttemptLimits, begin_limits
 from testfleet.worker.executors.task_processes import attempt_mark, end_marked, kill_marked
 from testfleet.worker.hardware import probe_torch
 
@@ -199,7 +208,25 @@ class BenchmarkExecutor(ExecutorBase):
             context.work_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             return out.failed((ErrorClass.INFRASTRUCTURE, f"cannot create work directory: {exc}"))
+        limits, problem = begin_limits(
+            context.limiter, context.attempt_id, task.requirements.resources, context.work_dir
+        )
+        if problem is not None:
+            return out.failed(problem)
+        try:
+            return await self._start(out, config, hardware, limits)
+        finally:
+            if limits is not None:
+                limits.close()
 
+    async def _start(
+        self,
+        out: ResultBuilder,
+        config: BenchmarkConfig,
+        hardware: HardwareKind,
+        limits: AttemptLimits | None,
+    ) -> TaskResult:
+        task, context = out.task, out.context
         request = RunnerRequest(
             task_id=task.task_id,
             config=config,
@@ -215,11 +242,13 @@ class BenchmarkExecutor(ExecutorBase):
                 stdin=asyncio.subprocess.PIPE,
                 stdout=out_write,
                 stderr=err_write,
-                cwd=context.work_dir,
+                cwd=limits.cwd(context.work_dir) if limits is not None else context.work_dir,
                 env=env,
                 start_new_session=True,
+                preexec_fn=limits.preexec if limits is not None else None,
             )
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, subprocess.SubprocessError) as exc:
+            # SubprocessError: preexec_fn failed, i.e. the limits could not be applied.
             os.close(out_read)
             os.close(err_read)
             return out.failed(
@@ -234,7 +263,9 @@ class BenchmarkExecutor(ExecutorBase):
         stderr = os.fdopen(err_read, "rb", buffering=0)
         remember(context.work_dir, context.attempt_id, process.pid)
         try:
-            return await self._supervise(out, config, hardware, request, process, stdout, stderr)
+            return await self._supervise(
+                out, config, hardware, request, process, stdout, stderr, limits
+            )
         except asyncio.CancelledError:
             # The agent itself is going away: leave nothing running behind it.
             await self._kill_now(process, stdout, stderr, context.attempt_id)
@@ -282,6 +313,7 @@ class BenchmarkExecutor(ExecutorBase):
         process: asyncio.subprocess.Process,
         stdout: BinaryIO,
         stderr: BinaryIO,
+        limits: AttemptLimits | None = None,
     ) -> TaskResult:
         task, context = out.task, out.context
         loop = asyncio.get_running_loop()
@@ -291,6 +323,7 @@ class BenchmarkExecutor(ExecutorBase):
         out_transport, _ = await loop.connect_read_pipe(lambda: lines, stdout)
         err_transport, _ = await loop.connect_read_pipe(lambda: logs, stderr)
         feeder = asyncio.create_task(self._feed(process, encode_request(request)))
+        watcher = limits.start_disk_watch(process.pid) if limits is not None else None
         try:
             ending = await wait_for_exit(process, context.cancel_event, out.remaining())
             # After a normal exit this only finds leftovers (usually none: instant).
@@ -304,9 +337,15 @@ class BenchmarkExecutor(ExecutorBase):
                     await asyncio.wait_for(asyncio.shield(closed), timeout=self._drain)
         finally:
             feeder.cancel()
+            if watcher is not None:
+                watcher.cancel()
             out_transport.close()
             err_transport.close()
 
+        tail = logs.tail()
+        ended_by_limit = None
+        if limits is not None and ending is Ending.EXITED:
+            ended_by_limit = limits.verdict(process.returncode, tail)
         verdict = judge(
             config=config,
             hardware=hardware,
@@ -315,13 +354,15 @@ class BenchmarkExecutor(ExecutorBase):
             returncode=process.returncode,
             timeout_seconds=task.timeout_seconds,
             metrics_interval_seconds=self._metrics_interval,
+            ended_by_limit=ended_by_limit,
+            memory_note=limits.memory_note() if limits is not None else None,
         )
         return out.finish(
             verdict.status,
             verdict.error,
             results=verdict.results,
             hardware_metrics=verdict.hardware_metrics,
-            logs=encode_logs(logs.tail()),
+            logs=encode_logs(tail),
         )
 
     @staticmethod

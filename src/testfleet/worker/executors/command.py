@@ -63,7 +63,7 @@ from testfleet.worker.executors.process_group import (
     signal_group,
     wait_for_exit,
 )
-from testfleet.worker.executors.resource_limits import AttemptLimits, describe
+from testfleet.worker.executors.resource_limits import AttemptLimits, begin_limits
 from testfleet.worker.executors.task_processes import attempt_mark, end_marked, kill_marked
 
 log = logging.getLogger(__name__)
@@ -175,16 +175,13 @@ class CommandExecutor(ExecutorBase):
         cwd, cwd_problem = _working_directory(config.cwd, context.work_dir)
         if cwd_problem is not None:
             return out.failed(cwd_problem)
-        limits: AttemptLimits | None = None
-        wanted = task.requirements.resources
-        if context.limiter is not None and wanted.amounts():
-            try:
-                limits = context.limiter.begin(context.attempt_id, wanted, context.work_dir)
-            except OSError as exc:
-                return out.failed((ErrorClass.INFRASTRUCTURE, f"cannot apply its limits: {exc}"))
-            if config.cwd is None:
-                cwd = limits.cwd(cwd)
-            log.info("attempt %d held to %s", context.attempt_id, describe(wanted, limits.cores))
+        limits, problem = begin_limits(
+            context.limiter, context.attempt_id, task.requirements.resources, context.work_dir
+        )
+        if problem is not None:
+            return out.failed(problem)
+        if limits is not None and config.cwd is None:
+            cwd = limits.cwd(cwd)
         try:
             return await self._start(out, config, cwd, limits)
         finally:
@@ -274,15 +271,7 @@ class CommandExecutor(ExecutorBase):
             if self._memory_interval
             else None
         )
-
-        def over_disk_limit() -> None:
-            # Killed outright (it is over a limit, not being asked to stop); the
-            # exit is then judged by limits.verdict, which knows why.
-            signal_group(pgid, signal.SIGKILL)
-
-        watcher = (
-            asyncio.create_task(limits.watch_disk(over_disk_limit)) if limits is not None else None
-        )
+        watcher = limits.start_disk_watch(pgid) if limits is not None else None
         try:
             ending = await wait_for_exit(process, context.cancel_event, out.remaining())
             # After a normal exit this only finds leftovers (usually none: instant).

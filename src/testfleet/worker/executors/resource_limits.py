@@ -3,10 +3,12 @@
 Callers: the worker CLI builds one :class:`ResourceLimiter` per worker
 (:meth:`ResourceLimiter.detect`, from the machine and the operator's caps) and
 advertises :meth:`ResourceLimiter.advertised` in its capabilities; the agent
-hands it to executors in ``ExecutionContext.limiter``; the command executor
-calls :meth:`ResourceLimiter.begin` per attempt and uses the
-:class:`AttemptLimits` it returns: ``preexec`` in the child, ``watch_disk``
-beside it, ``verdict`` on its exit and ``close`` at the end.
+hands it to executors in ``ExecutionContext.limiter``; the command and
+benchmark executors call :func:`begin_limits` per attempt and use the
+:class:`AttemptLimits` it returns: ``cwd`` and ``preexec`` for the child,
+``start_disk_watch`` beside it, ``verdict`` on its exit and ``close`` at the
+end. (``test`` tasks are not held: one pytest session serves many chunks of
+a run, so a chunk's limits have no process of their own to apply to.)
 
 Decisions:
 
@@ -56,6 +58,7 @@ from testfleet.domain.resources import (
     WorkerResources,
     format_size,
 )
+from testfleet.worker.executors.process_group import signal_group
 
 log = logging.getLogger(__name__)
 
@@ -278,6 +281,26 @@ class ResourceLimiter:
 # ----------------------------------------------------------------------------- per attempt
 
 
+def begin_limits(
+    limiter: ResourceLimiter | None, attempt_id: int, wanted: TaskResources, work_dir: Path
+) -> tuple[AttemptLimits | None, tuple[ErrorClass, str] | None]:
+    """The attempt's limits, or None when there is nothing to hold it to; or why not.
+
+    Called by every executor that starts a child for one attempt (command,
+    benchmark) before starting it, so they begin, log and fail alike: a
+    cgroup or directory that cannot be made is the worker's fault
+    (``infrastructure``), never the task's.
+    """
+    if limiter is None or not wanted.amounts():
+        return None, None
+    try:
+        limits = limiter.begin(attempt_id, wanted, work_dir)
+    except OSError as exc:
+        return None, (ErrorClass.INFRASTRUCTURE, f"cannot apply its limits: {exc}")
+    log.info("attempt %d held to %s", attempt_id, describe(wanted, limits.cores))
+    return limits, None
+
+
 @dataclass(slots=True)
 class AttemptLimits:
     """One attempt's limits: applied in its child, watched while it runs, judged at its end."""
@@ -329,6 +352,20 @@ class AttemptLimits:
                 end()
                 return
 
+    def start_disk_watch(self, pgid: int) -> asyncio.Task[None]:
+        """Run :meth:`watch_disk` beside the child whose process group is ``pgid``;
+        the caller cancels the task once the child has ended.
+
+        Past the limit the group is killed outright (it is over a limit, not
+        being asked to stop); the exit is then judged by :meth:`verdict`,
+        which knows why.
+        """
+
+        def end() -> None:
+            signal_group(pgid, signal.SIGKILL)
+
+        return asyncio.create_task(self.watch_disk(end))
+
     def verdict(self, returncode: int | None, tail: bytes) -> tuple[ErrorClass, str] | None:
         """Whether the attempt ended because of one of its limits, and which.
 
@@ -361,6 +398,20 @@ class AttemptLimits:
                 f"a file passed its disk limit of {format_size(disk)} (RLIMIT_FSIZE)",
             )
         return None
+
+    def memory_note(self) -> str | None:
+        """What held the attempt's memory (``memory limit of 64 MiB (RLIMIT_DATA)``), or
+        None without a memory limit. The benchmark executor adds it to the
+        out-of-memory errors its runner caught and reported itself (a sweep's
+        batch size), which no exit status can attribute to the limit."""
+        memory = self.wanted.memory_bytes
+        if not memory:
+            return None
+        root = self.limiter.cgroup
+        how = _MEMORY_RLIMIT_NAME
+        if self.group is not None and root is not None:
+            how = f"{root.version.value}, {how}"
+        return f"memory limit of {format_size(memory)} ({how})"
 
     def close(self) -> None:
         """Free the cores, remove the cgroup and the attempt's directory. Never raises."""
