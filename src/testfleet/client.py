@@ -16,19 +16,37 @@ import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote
 
 import httpx
 
+from testfleet.client_address import (
+    API_PREFIX,
+    COORDINATOR_ENV,
+    DEFAULT_COORDINATOR,
+    CoordinatorUrlError,
+    FleetError,
+    coordinator_url,
+    normalize_coordinator_url,
+)
 from testfleet.domain.task_ids import TASK_ID_RULE, is_task_id
 from testfleet.security.credentials import TOKEN_ENV, CredentialError, resolve_token
 
-DEFAULT_COORDINATOR = "http://127.0.0.1:8700"
-COORDINATOR_ENV = "TESTFLEET_COORDINATOR"
+# Callers import these from here as well (the CLI, fleetrun, tests).
+__all__ = [
+    "API_PREFIX",
+    "CA_ENV",
+    "COORDINATOR_ENV",
+    "DEFAULT_COORDINATOR",
+    "CoordinatorUrlError",
+    "FleetClient",
+    "FleetError",
+    "coordinator_url",
+    "normalize_coordinator_url",
+]
+
 #: The CA file that verifies an https:// coordinator (``--ca`` of the commands).
 CA_ENV = "TESTFLEET_CA"
-#: Where the API lives under a coordinator's address.
-API_PREFIX = "/api/v1"
 
 
 def _task_segment(task_id: str) -> str:
@@ -43,81 +61,6 @@ def _segment(value: str) -> str:
     """``value`` as one path segment: an id with ``/`` or ``..`` in it must name
     that id, never another route."""
     return quote(value, safe="")
-
-
-class FleetError(Exception):
-    """The coordinator refused a request, or could not be reached."""
-
-    def __init__(
-        self, message: str, *, status: int = 0, code: str = "unreachable", details: Any = None
-    ) -> None:
-        super().__init__(message)
-        self.message = message
-        self.status = status
-        self.code = code
-        self.details = details or []
-
-
-class CoordinatorUrlError(FleetError):
-    """A coordinator URL that cannot be used; the message says what to write instead."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, code="invalid_url")
-
-
-def normalize_coordinator_url(url: str) -> str:
-    """The coordinator's base address in one canonical form, or :class:`CoordinatorUrlError`.
-
-    Called by :func:`coordinator_url` for every URL a person gives (``--coordinator``,
-    ``$TESTFLEET_COORDINATOR``, ``pytest --fleet``). Decisions, documented in the
-    README: ``HOST:PORT`` without a scheme means ``http://HOST:PORT`` (what people
-    type most); a trailing ``/api/v1`` is dropped, since the client adds it
-    itself (the API's address pasted from the docs); anything deeper inside the
-    API, or a scheme other than http/https, is refused saying what to write.
-    """
-    text = url.strip()
-    example = "e.g. http://HOST:8700"
-    if not text:
-        raise CoordinatorUrlError(f"the coordinator URL is empty; give one, {example}")
-    if "://" not in text:
-        text = "http://" + text
-    parts = urlsplit(text)
-    if parts.scheme not in ("http", "https"):
-        raise CoordinatorUrlError(
-            f"coordinator URL {url!r}: use http:// or https://, not {parts.scheme}:// ({example}; "
-            "workers derive their WebSocket address from it)"
-        )
-    try:
-        parts.port  # noqa: B018 - parsing it is the check
-    except ValueError:
-        raise CoordinatorUrlError(
-            f"coordinator URL {url!r}: the port is not a number from 0 to 65535 ({example})"
-        ) from None
-    if not parts.hostname:
-        raise CoordinatorUrlError(f"coordinator URL {url!r} has no host name ({example})")
-    if parts.query or parts.fragment:
-        raise CoordinatorUrlError(
-            f"coordinator URL {url!r}: drop the ?query or #fragment; give only the "
-            f"coordinator's address ({example})"
-        )
-    path = parts.path.rstrip("/")
-    if path.endswith(API_PREFIX):
-        path = path[: -len(API_PREFIX)]
-    elif API_PREFIX + "/" in path + "/":
-        base = urlunsplit((parts.scheme, parts.netloc, path[: path.index(API_PREFIX)], "", ""))
-        raise CoordinatorUrlError(
-            f"coordinator URL {url!r} points inside the API; give the coordinator's "
-            f"address instead: {base}"
-        )
-    return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
-
-
-def coordinator_url(explicit: str | None = None) -> str:
-    """``--coordinator``, else ``$TESTFLEET_COORDINATOR``, else the local default,
-    normalised by :func:`normalize_coordinator_url` (which may refuse it)."""
-    return normalize_coordinator_url(
-        explicit or os.environ.get(COORDINATOR_ENV) or DEFAULT_COORDINATOR
-    )
 
 
 def _json_object(response: httpx.Response) -> dict[str, Any] | None:
