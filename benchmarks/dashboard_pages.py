@@ -167,6 +167,9 @@ def pages(tasks: int) -> list[tuple[str, str]]:
         ("A test run's body (fragment)", f"/dashboard/runs/{run}/live"),
         ("Tests", "/dashboard/tests"),
         ("Tests ?q=test_04", "/dashboard/tests?q=test_04"),
+        # Both read the regression detector's samples, test durations included.
+        ("Benchmarks", "/dashboard/benchmarks"),
+        ("Alerts", "/dashboard/alerts"),
         ("API GET /api/v1/tasks", "/api/v1/tasks"),
         ("API GET /api/v1/tasks?status=failed", "/api/v1/tasks?status=failed&limit=200"),
     ]
