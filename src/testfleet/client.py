@@ -13,7 +13,8 @@ from __future__ import annotations
 import os
 import ssl
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -29,7 +30,9 @@ from testfleet.client_address import (
     coordinator_url,
     normalize_coordinator_url,
 )
+from testfleet.coordinator_addresses import CoordinatorAddresses
 from testfleet.domain.task_ids import TASK_ID_RULE, is_task_id
+from testfleet.leader_requests import DEFAULT_ROUNDS, LeaderRequests, json_object
 from testfleet.security.credentials import TOKEN_ENV, CredentialError, resolve_token
 
 # Callers import these from here as well (the CLI, fleetrun, tests).
@@ -63,15 +66,16 @@ def _segment(value: str) -> str:
     return quote(value, safe="")
 
 
-def _json_object(response: httpx.Response) -> dict[str, Any] | None:
-    """The response's body when it is a JSON object, else ``None`` (HTML, text, a list)."""
-    if "json" not in response.headers.get("content-type", ""):
-        return None
+_json_object = json_object
+
+
+@contextmanager
+def _closing(response: httpx.Response) -> Iterator[httpx.Response]:
+    """A streamed response, closed after the block (``httpx.Client.stream``'s job)."""
     try:
-        body = response.json()
-    except ValueError:
-        return None
-    return body if isinstance(body, dict) else None
+        yield response
+    finally:
+        response.close()
 
 
 class FleetClient:
@@ -83,6 +87,12 @@ class FleetClient:
     one error in one place. ``ca`` (else ``$TESTFLEET_CA``): the CA file that
     verifies an https:// coordinator, for a fleet with its own CA
     (``testfleet certs``); without it, the system's CAs.
+
+    The URL may list several coordinators, comma-separated (failover on
+    PostgreSQL): every call goes to the one that leads, following a standby's
+    503 ``not_leader`` to the leader it names and moving past addresses that
+    cannot be reached (:mod:`testfleet.leader_requests`). :attr:`base_url` is
+    the address in use now.
     """
 
     def __init__(
@@ -94,12 +104,16 @@ class FleetClient:
         ca: str | Path | None = None,
         token: str | None = None,
         token_file: str | Path | None = None,
+        rounds: int = DEFAULT_ROUNDS,
+        sleep: Callable[[float], object] = time.sleep,
     ) -> None:
         """``ca`` (else ``$TESTFLEET_CA``) verifies an https coordinator. ``token``,
         else ``$TESTFLEET_TOKEN``, else the token file ``token_file`` (or
         ``$TESTFLEET_TOKEN_FILE``) is sent as ``Authorization: Bearer``. A CA file
         that cannot be used, or a token file readable by others, is refused on
-        the first request, as a bad URL is."""
+        the first request, as a bad URL is. ``rounds`` and ``sleep``: how many full
+        rounds of the addresses a call makes before giving up on finding the
+        leader, and what paces them (tests pass a recorder)."""
         self._url_error: FleetError | None = None
         ca = ca or os.environ.get(CA_ENV) or None
         verify: ssl.SSLContext | bool = True
@@ -118,10 +132,10 @@ class FleetClient:
                     "PEM file of the CA that issued the coordinator's certificate"
                 )
         try:
-            self.base_url = coordinator_url(base_url)
+            addresses = CoordinatorAddresses.parse(coordinator_url(base_url))
         except CoordinatorUrlError as exc:
             self._url_error = exc
-            self.base_url = DEFAULT_COORDINATOR
+            addresses = CoordinatorAddresses([DEFAULT_COORDINATOR])
         headers: dict[str, str] = {}
         try:
             secret = resolve_token(token, token_file)
@@ -131,12 +145,20 @@ class FleetClient:
         if secret is not None:
             headers["Authorization"] = f"Bearer {secret}"
         self._http = httpx.Client(
-            base_url=self.base_url + API_PREFIX,
-            timeout=timeout,
-            transport=transport,
-            headers=headers,
-            verify=verify,
+            timeout=timeout, transport=transport, headers=headers, verify=verify
         )
+        self._leader = LeaderRequests(self._http, addresses, rounds=rounds, sleep=sleep)
+
+    @property
+    def base_url(self) -> str:
+        """The coordinator address in use now (the leader, once one has answered)."""
+        return self._leader.addresses.current
+
+    @property
+    def addresses(self) -> tuple[str, ...]:
+        """Every coordinator address this client knows: those given, then leaders
+        that standbys named."""
+        return self._leader.addresses.all
 
     def close(self) -> None:
         self._http.close()
@@ -152,13 +174,7 @@ class FleetClient:
         (how an answer from something that is not a testfleet coordinator is told apart)."""
         if self._url_error is not None:
             raise self._url_error
-        try:
-            response = self._http.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
-            raise FleetError(
-                f"cannot reach the coordinator at {self.base_url}: {exc}. Is it running? "
-                f"Set --coordinator or ${COORDINATOR_ENV}."
-            ) from None
+        response = self._leader.send(method, path, **kwargs)
         body = _json_object(response)
         if response.status_code >= 400:
             raise self._refusal(response, method, path, body)
@@ -424,7 +440,7 @@ class FleetClient:
             raise self._url_error
         path = f"/export/{_segment(table)}"
         try:
-            with self._http.stream("GET", path) as response:
+            with _closing(self._leader.send("GET", path, stream=True)) as response:
                 if response.status_code >= 400:
                     response.read()
                     raise self._refusal(response, "GET", path, _json_object(response))
@@ -457,7 +473,7 @@ class FleetClient:
         path = "/admin/backup"
         partial = destination.with_name(f".{destination.name}.partial")
         try:
-            with self._http.stream("POST", path, timeout=None) as response:
+            with _closing(self._leader.send("POST", path, stream=True, timeout=None)) as response:
                 if response.status_code >= 400:
                     response.read()
                     raise self._refusal(response, "POST", path, _json_object(response))

@@ -3,9 +3,10 @@
 Callers: :mod:`testfleet.client` (which re-exports all of it), the CLI's
 ``--coordinator`` option and ``pytest --fleet``. :func:`normalize_coordinator_url`
 turns what a person typed into one canonical base address or says what to
-write instead; :class:`FleetError` carries the coordinator's status, code and
-message (or ``unreachable``). Kept apart from the client so that module holds
-only the calls.
+write instead (:func:`normalize_coordinator_urls`: a comma-separated list of
+them, for several coordinators of which one leads); :class:`FleetError`
+carries the coordinator's status, code and message (or ``unreachable``).
+Kept apart from the client so that module holds only the calls.
 """
 
 from __future__ import annotations
@@ -87,9 +88,41 @@ def normalize_coordinator_url(url: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
 
 
+def normalize_coordinator_urls(text: str) -> tuple[str, ...]:
+    """Every address of a comma-separated list, each in canonical form, duplicates
+    dropped, in the order given; or :class:`CoordinatorUrlError`.
+
+    Called by :func:`coordinator_url` and :class:`~testfleet.coordinator_addresses.
+    CoordinatorAddresses`. Several coordinators share one PostgreSQL store and one
+    leads (README, "Several coordinators"); clients are given all their
+    addresses and follow the leader. One address is checked exactly as before,
+    so its messages are unchanged; an empty entry in a list (``a,,b``, a
+    trailing comma) is refused, naming its place, rather than skipped: it is
+    usually a variable that was meant to hold an address.
+    """
+    entries = text.split(",")
+    if len(entries) == 1:
+        return (normalize_coordinator_url(text),)
+    addresses: list[str] = []
+    for place, entry in enumerate(entries, start=1):
+        if not entry.strip():
+            raise CoordinatorUrlError(
+                f"--coordinator / ${COORDINATOR_ENV} {text!r}: entry {place} is empty; separate "
+                "addresses with single commas, e.g. http://HOST-A:8700,http://HOST-B:8700"
+            )
+        address = normalize_coordinator_url(entry)
+        if address not in addresses:
+            addresses.append(address)
+    return tuple(addresses)
+
+
 def coordinator_url(explicit: str | None = None) -> str:
     """``--coordinator``, else ``$TESTFLEET_COORDINATOR``, else the local default,
-    normalised by :func:`normalize_coordinator_url` (which may refuse it)."""
-    return normalize_coordinator_url(
-        explicit or os.environ.get(COORDINATOR_ENV) or DEFAULT_COORDINATOR
+    normalised by :func:`normalize_coordinator_urls` (which may refuse it): one
+    canonical address, or several joined by commas (what commands hand on to
+    workers and ``pytest --fleet``)."""
+    return ",".join(
+        normalize_coordinator_urls(
+            explicit or os.environ.get(COORDINATOR_ENV) or DEFAULT_COORDINATOR
+        )
     )
