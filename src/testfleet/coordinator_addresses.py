@@ -60,6 +60,12 @@ class CoordinatorAddresses:
         :class:`~testfleet.client_address.CoordinatorUrlError` says what is wrong."""
         return cls(normalize_coordinator_urls(text))
 
+    @classmethod
+    def listed(cls, text: str) -> CoordinatorAddresses:
+        """The comma-separated ``text`` as it is (the worker agent's setting, which
+        the CLI has normalised); empty entries are dropped, not refused."""
+        return cls([part.strip() for part in text.split(",") if part.strip()] or [text])
+
     @property
     def current(self) -> str:
         """The address to try now."""

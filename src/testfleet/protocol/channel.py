@@ -30,6 +30,11 @@ class CloseCode(enum.IntEnum):
     GOING_AWAY = 1001
     #: The coordinator refused a frame (an ``error`` frame went first).
     POLICY_VIOLATION = 1008
+    #: This coordinator is a standby (failover on PostgreSQL, issue 13): it accepted
+    #: the socket only to say so. The close reason is the leader's base URL
+    #: (empty when no leader is known, or when its URL is over the 123 bytes a
+    #: reason may hold); the worker reconnects there, else to its next address.
+    NOT_LEADER = 4010
 
 
 class ChannelClosed(Exception):
@@ -37,12 +42,18 @@ class ChannelClosed(Exception):
 
     ``clean`` is True when the peer closed it on purpose with a normal code
     (the agent then ends its session quietly); the message says what the
-    transport saw, for the worker's log.
+    transport saw, for the worker's log. ``code`` and ``reason``: the close
+    code and reason the peer sent, when it sent one (a standby's
+    :attr:`CloseCode.NOT_LEADER` names the leader in its reason).
     """
 
-    def __init__(self, message: str, *, clean: bool = False) -> None:
+    def __init__(
+        self, message: str, *, clean: bool = False, code: int | None = None, reason: str = ""
+    ) -> None:
         super().__init__(message)
         self.clean = clean
+        self.code = code
+        self.reason = reason
 
 
 class ConnectFailed(Exception):

@@ -61,12 +61,17 @@ class MemoryChannel:
         assert isinstance(item, str | bytes)
         return item
 
-    async def close(self, code: CloseCode = CloseCode.NORMAL) -> None:
-        """Close both ends; frames already delivered to either can still be received."""
+    async def close(self, code: CloseCode = CloseCode.NORMAL, reason: str = "") -> None:
+        """Close both ends; frames already delivered to either can still be received.
+        The peer sees ``code`` and ``reason`` (a standby's leader URL, say)."""
         clean = code in (CloseCode.NORMAL, CloseCode.GOING_AWAY)
         self._end(ChannelClosed(f"closed by this side ({code.value})", clean=clean))
         if self.peer is not None:
-            self.peer._end(ChannelClosed(f"closed by the peer ({code.value})", clean=clean))
+            self.peer._end(
+                ChannelClosed(
+                    f"closed by the peer ({code.value})", clean=clean, code=code, reason=reason
+                )
+            )
 
     def sever(self) -> None:
         """Lose the connection without a close handshake: both ends see an unclean close

@@ -31,6 +31,7 @@ from functools import partial
 from pydantic import BaseModel
 
 from testfleet.clock import Clock, SystemClock, wait_within
+from testfleet.coordinator_addresses import CoordinatorAddresses
 from testfleet.domain.enums import ErrorClass, ResultStatus, TaskType
 from testfleet.domain.hardware import WorkerCapabilities
 from testfleet.domain.pytest_tasks import TestRecord
@@ -39,6 +40,7 @@ from testfleet.protocol.channel import (
     AddressError,
     Channel,
     ChannelClosed,
+    CloseCode,
     ConnectFailed,
     Connector,
 )
@@ -186,12 +188,24 @@ class WorkerAgent:
         coordinator refuses this worker for good (revoked or unauthorized, an
         incompatible version); a refusal because its id is connected from
         another process is retried with backoff like a lost connection.
+
+        ``coordinator_url`` may list several coordinators (README, "Several
+        coordinators"). A standby closes the channel with code 4010 naming the
+        leader: the agent goes there at once (INFO), else to the next address,
+        as when one cannot be reached; it backs off only after a full round
+        (:class:`CoordinatorAddresses`). Attempts and held results are kept.
         """
         failures = 0
-        url = channel_url(self.settings.coordinator_url)
-        self._reporter = ConnectionReporter(self.settings.worker_id, url, self._now)
+        addresses = CoordinatorAddresses.listed(self.settings.coordinator_url)
+        #: One reporter per address, so that each summarises its own repeats.
+        reporters: dict[str, ConnectionReporter] = {}
         while not self._stopping.is_set():
+            url = channel_url(addresses.current)
+            self._reporter = reporters.setdefault(
+                url, ConnectionReporter(self.settings.worker_id, url, self._now)
+            )
             problem = "the coordinator closed the connection"
+            standby: ChannelClosed | None = None
             try:
                 async with self._connector.connect(url) as channel:
                     await self._serve(channel)
@@ -210,6 +224,8 @@ class WorkerAgent:
                 TimeoutError,
             ) as exc:
                 problem = describe_channel_failure(exc)
+                if isinstance(exc, ChannelClosed) and exc.code == CloseCode.NOT_LEADER:
+                    standby = exc
             finally:
                 welcomed = self.connected.is_set()
                 if welcomed:
@@ -217,25 +233,41 @@ class WorkerAgent:
                     # backoff afresh, however this session ended.
                     failures = 0
                     self._failed_attempts = 0
+                    addresses.reached()
                 self.connected.clear()
             if self._stopping.is_set():
                 break
-            delay = backoff_delay(
-                failures,
-                self._rng,
-                self.settings.backoff_base_seconds,
-                self.settings.backoff_cap_seconds,
-            )
-            failures += 1
+            if standby is not None:
+                round_over = addresses.not_leader(standby.reason or None)
+                self._reporter.standby(addresses.current, named=bool(standby.reason))
+                if not round_over:
+                    continue  # straight to the leader: no pause
+            elif welcomed:
+                round_over = True  # the same address again, after the first pause
+            else:
+                round_over = addresses.failed()
+            delay = 0.0
+            if round_over:
+                delay = backoff_delay(
+                    failures,
+                    self._rng,
+                    self.settings.backoff_base_seconds,
+                    self.settings.backoff_cap_seconds,
+                )
+                failures += 1
             if welcomed:
                 self._reporter.session_ended(problem, retry_in=delay)
             else:
                 self._failed_attempts += 1
                 self._reporter.attempt_failed(
-                    problem, attempt=self._failed_attempts, retry_in=delay
+                    problem,
+                    attempt=self._failed_attempts,
+                    retry_in=delay,
+                    then=None if round_over else addresses.current,
                 )
-            with contextlib.suppress(TimeoutError):
-                await wait_within(self._clock, self._stopping.wait(), delay)
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    await wait_within(self._clock, self._stopping.wait(), delay)
         await self._shutdown()
 
     def stop(self) -> None:

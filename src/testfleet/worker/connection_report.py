@@ -183,8 +183,11 @@ class ConnectionReporter:
         self._since_attempt = 0
         self._logged_at = 0.0
 
-    def attempt_failed(self, problem: str, *, attempt: int, retry_in: float) -> None:
-        """Attempt number ``attempt`` (1 = the first since the last welcome) failed."""
+    def attempt_failed(
+        self, problem: str, *, attempt: int, retry_in: float, then: str | None = None
+    ) -> None:
+        """Attempt number ``attempt`` (1 = the first since the last welcome) failed;
+        ``then``: the next coordinator address, tried at once (several were given)."""
         now = self._now()
         if problem != self._problem:
             self._problem, self._since_attempt = problem, attempt
@@ -204,14 +207,34 @@ class ConnectionReporter:
                 f"; the same since attempt {self._since_attempt}, "
                 f"said once per {self._repeat_after:g}s"
             )
+        retry = f"trying {then} now" if then is not None else f"retrying in {retry_in:.1f}s"
         log.warning(
-            "worker %s: cannot connect to %s: %s; retrying in %.1fs (%s)",
+            "worker %s: cannot connect to %s: %s; %s (%s)",
             self._worker_id,
             self._url,
             problem,
-            retry_in,
+            retry,
             count,
         )
+
+    def standby(self, then: str, *, named: bool) -> None:
+        """The address is a standby coordinator (it closed the channel with code
+        4010); the agent goes to ``then``: the leader it ``named``, else its next
+        address."""
+        if named:
+            log.info(
+                "worker %s: %s is a standby; following the leader at %s",
+                self._worker_id,
+                self._url,
+                then,
+            )
+        else:
+            log.info(
+                "worker %s: %s is a standby and names no leader; trying %s",
+                self._worker_id,
+                self._url,
+                then,
+            )
 
     def session_ended(self, problem: str, *, retry_in: float) -> None:
         """A welcomed session ended (lost, or closed by the coordinator)."""

@@ -58,7 +58,13 @@ class WebSocketChannel:
 def _closed(exc: ConnectionClosed) -> ChannelClosed:
     # websockets' own wording ("received 1000 (OK); then sent 1000 (OK)") is
     # what the worker's log has always quoted; it stays the message.
-    return ChannelClosed(str(exc), clean=isinstance(exc, ConnectionClosedOK))
+    received = exc.rcvd
+    return ChannelClosed(
+        str(exc),
+        clean=isinstance(exc, ConnectionClosedOK),
+        code=None if received is None else received.code,
+        reason="" if received is None else received.reason,
+    )
 
 
 class WebSocketConnector:
