@@ -76,12 +76,14 @@ def standby_app(leader: str) -> Starlette:
 def standby(fleet: Fleet, leader: str) -> Iterator[str]:
     """Serve :func:`standby_app` on a free loopback port (TLS as the fleet); yields its URL."""
     port = free_port(LOOPBACK)
-    tls = {}
-    if fleet.pki is not None:
-        files = server_files(fleet.pki)
-        tls = {"ssl_certfile": str(files.cert), "ssl_keyfile": str(files.key)}
+    files = server_files(fleet.pki) if fleet.pki is not None else None
     config = uvicorn.Config(
-        standby_app(leader), host=LOOPBACK, port=port, log_level="warning", **tls
+        standby_app(leader),
+        host=LOOPBACK,
+        port=port,
+        log_level="warning",
+        ssl_certfile=None if files is None else str(files.cert),
+        ssl_keyfile=None if files is None else str(files.key),
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="standby", daemon=True)
