@@ -30,19 +30,24 @@ class CloseCode(enum.IntEnum):
     GOING_AWAY = 1001
     #: The coordinator refused a frame (an ``error`` frame went first).
     POLICY_VIOLATION = 1008
+    #: The coordinator is restarting (uvicorn closes its WebSockets with it on
+    #: SIGTERM): the worker reconnects, and logs it as expected, not as a fault.
+    SERVICE_RESTART = 1012
 
 
 class ChannelClosed(Exception):
     """The channel is closed: by the peer, by this side, or lost.
 
     ``clean`` is True when the peer closed it on purpose with a normal code
-    (the agent then ends its session quietly); the message says what the
-    transport saw, for the worker's log.
+    (the agent then ends its session quietly); ``code`` is the close code the
+    peer sent, when it sent one; the message says what the transport saw, for
+    the worker's log.
     """
 
-    def __init__(self, message: str, *, clean: bool = False) -> None:
+    def __init__(self, message: str, *, clean: bool = False, code: int | None = None) -> None:
         super().__init__(message)
         self.clean = clean
+        self.code = code
 
 
 class ConnectFailed(Exception):

@@ -66,7 +66,9 @@ class MemoryChannel:
         clean = code in (CloseCode.NORMAL, CloseCode.GOING_AWAY)
         self._end(ChannelClosed(f"closed by this side ({code.value})", clean=clean))
         if self.peer is not None:
-            self.peer._end(ChannelClosed(f"closed by the peer ({code.value})", clean=clean))
+            self.peer._end(
+                ChannelClosed(f"closed by the peer ({code.value})", clean=clean, code=code.value)
+            )
 
     def sever(self) -> None:
         """Lose the connection without a close handshake: both ends see an unclean close

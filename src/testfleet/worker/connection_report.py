@@ -9,6 +9,12 @@ now each failed attempt is one WARNING line saying what the address answered
 (connection refused, a DNS failure, an HTTP status instead of the worker
 channel, a TLS error, a refused hello) and the pause before the next try.
 
+A session the coordinator ended with close code 1012 (it is restarting: its
+SIGTERM closes every worker channel with it) is expected, not a fault: that
+close, the first few failed attempts while it comes back and the reconnection
+are logged at INFO ("coordinator restarting; reconnecting"); a restart that
+takes longer than those attempts is warned about as any outage is.
+
 The same failure over and over is summarised: the first few attempts are
 each logged, then at most one line per ``repeat_after`` seconds, saying since
 which attempt it has been failing that way. The rest go to DEBUG.
@@ -25,7 +31,7 @@ from urllib.parse import urlsplit
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed, InvalidMessage, InvalidStatus
 
-from testfleet.protocol.channel import ChannelClosed, ConnectFailed
+from testfleet.protocol.channel import ChannelClosed, CloseCode, ConnectFailed
 from testfleet.protocol.codec import ProtocolError
 
 log = logging.getLogger(__name__)
@@ -182,13 +188,20 @@ class ConnectionReporter:
         self._problem: str | None = None
         self._since_attempt = 0
         self._logged_at = 0.0
+        #: The last session ended with 1012: the coordinator said it is restarting.
+        self._restarting = False
 
     def attempt_failed(self, problem: str, *, attempt: int, retry_in: float) -> None:
         """Attempt number ``attempt`` (1 = the first since the last welcome) failed."""
         now = self._now()
         if problem != self._problem:
             self._problem, self._since_attempt = problem, attempt
-        elif attempt > self._first_attempts and now - self._logged_at < self._repeat_after:
+        elif (
+            attempt > self._first_attempts
+            # After a restart's INFO lines, the first warning is said at once.
+            and not (self._restarting and attempt == self._first_attempts + 1)
+            and now - self._logged_at < self._repeat_after
+        ):
             log.debug(
                 "worker %s: cannot connect to %s: %s (attempt %d)",
                 self._worker_id,
@@ -204,7 +217,14 @@ class ConnectionReporter:
                 f"; the same since attempt {self._since_attempt}, "
                 f"said once per {self._repeat_after:g}s"
             )
-        log.warning(
+        # While a restarting coordinator comes back, its first refusals are expected.
+        level = (
+            logging.INFO
+            if self._restarting and attempt <= self._first_attempts
+            else logging.WARNING
+        )
+        log.log(
+            level,
             "worker %s: cannot connect to %s: %s; retrying in %.1fs (%s)",
             self._worker_id,
             self._url,
@@ -213,9 +233,19 @@ class ConnectionReporter:
             count,
         )
 
-    def session_ended(self, problem: str, *, retry_in: float) -> None:
-        """A welcomed session ended (lost, or closed by the coordinator)."""
+    def session_ended(self, problem: str, *, retry_in: float, restarting: bool = False) -> None:
+        """A welcomed session ended (lost, or closed by the coordinator);
+        ``restarting``: it closed with 1012, so this is expected (INFO)."""
         self._problem = None
+        self._restarting = restarting
+        if restarting:
+            log.info(
+                "worker %s: coordinator restarting; reconnecting to %s in %.1fs",
+                self._worker_id,
+                self._url,
+                retry_in,
+            )
+            return
         log.warning(
             "worker %s: lost the connection to %s: %s; reconnecting in %.1fs",
             self._worker_id,
@@ -227,7 +257,8 @@ class ConnectionReporter:
     def connected(self, failed_attempts: int) -> None:
         """The coordinator welcomed the worker, after ``failed_attempts`` failures."""
         self._problem = None
-        if failed_attempts:
+        restarted, self._restarting = self._restarting, False
+        if failed_attempts and not (restarted and failed_attempts <= self._first_attempts):
             log.warning(
                 "worker %s: connected to %s after %d failed attempt(s)",
                 self._worker_id,
@@ -236,3 +267,9 @@ class ConnectionReporter:
             )
         else:
             log.info("worker %s: connected to %s", self._worker_id, self._url)
+
+
+def is_restart_close(exc: BaseException | None) -> bool:
+    """Whether a session ended because the coordinator closed it with 1012
+    (service restart). Called by the agent to pick the reporter's level."""
+    return isinstance(exc, ChannelClosed) and exc.code == CloseCode.SERVICE_RESTART

@@ -58,7 +58,8 @@ class WebSocketChannel:
 def _closed(exc: ConnectionClosed) -> ChannelClosed:
     # websockets' own wording ("received 1000 (OK); then sent 1000 (OK)") is
     # what the worker's log has always quoted; it stays the message.
-    return ChannelClosed(str(exc), clean=isinstance(exc, ConnectionClosedOK))
+    code = exc.rcvd.code if exc.rcvd is not None else None
+    return ChannelClosed(str(exc), clean=isinstance(exc, ConnectionClosedOK), code=code)
 
 
 class WebSocketConnector:
