@@ -237,6 +237,14 @@ def run(
     chunk_timeout: Annotated[
         float, typer.Option(min=1, help="Seconds one chunk of tests may take on a worker.")
     ] = 3600.0,
+    wait_for_workers: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="Seconds to wait for a worker that takes test tasks when none is connected "
+            "yet (a coordinator that just restarted, workers still starting).",
+        ),
+    ] = 60.0,
 ) -> None:
     """Run a pytest suite across the fleet and exit with pytest's exit code.
 
@@ -253,6 +261,7 @@ def run(
         args += ["--fleet-run-id", run_id]
     if python:
         args += ["--fleet-python", python]
+    args += ["--fleet-wait-for-workers", str(wait_for_workers)]
     if (repo is None) != (commit is None):
         fail("--repo and --commit go together: give both (a commit hash, not a branch)")
     if repo is not None and commit is not None:

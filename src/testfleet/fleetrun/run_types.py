@@ -64,6 +64,9 @@ class RunSettings:
     poll_interval_seconds: float = 0.05
     #: A chunk no connected worker can run is given up after this long.
     unschedulable_wait_seconds: float = 10.0
+    #: How long the run waits for a first worker that takes test tasks (workers
+    #: reconnecting after a coordinator restart, or still starting) before failing.
+    wait_for_workers_seconds: float = 60.0
     progress_interval_seconds: float = 2.0
 
 

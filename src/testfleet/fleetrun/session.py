@@ -69,6 +69,7 @@ class FleetSession:
             rerun_failures=self.config.getoption("fleet_rerun_failures"),
             chunk_timeout_seconds=self.config.getoption("fleet_chunk_timeout"),
             unschedulable_wait_seconds=self.config.getoption("fleet_unschedulable_wait"),
+            wait_for_workers_seconds=self.config.getoption("fleet_wait_for_workers"),
             full_collection=self.config.getoption("fleet_full_collection"),
             plugins=loaded_plugins(self.config),
         )
@@ -104,6 +105,7 @@ class FleetSession:
                 # The warm-up reached the coordinator: from here a restart of it
                 # is ridden out, not the end of the run.
                 reached=True,
+                say=self._say,
             )
             try:
                 self.outcome = run.run(tests)
@@ -119,6 +121,11 @@ class FleetSession:
                 raise KeyboardInterrupt(stop.message)
             pytest.exit(stop.message, returncode=stop.returncode)
         return True
+
+    def _say(self, line: str) -> None:
+        terminal = self.config.pluginmanager.get_plugin("terminalreporter")
+        if terminal is not None and self.config.get_verbosity() >= 0:
+            terminal.write_line(f"[fleet] {line}")
 
     def _feed(self, record: TestRecord, worker_id: str) -> None:
         feed_record(self.config, record)
