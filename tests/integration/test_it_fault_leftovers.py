@@ -77,3 +77,55 @@ def test_a_run_with_no_worker_fails_after_the_wait_with_a_clear_message(
     assert code == 4, text  # pytest's usage error, as other run set-up failures
     assert "no connected worker takes test tasks after waiting 1 s (--wait-for-workers)" in text
     assert "Traceback" not in text
+
+
+@pytest.mark.timeout(240)
+def test_a_test_past_the_runs_memory_limit_fails_its_chunk_as_out_of_memory(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    project = write(
+        tmp_path / "project",
+        {
+            "tests/test_memory.py": """
+                import os, resource
+
+                def test_small_first():
+                    assert sum(range(1000)) == 499500
+
+                def test_past_the_limit():
+                    # The session process runs with the chunk's limit: 512 MiB at
+                    # once is refused (rlimit) or killed (cgroup).
+                    block = bytearray(512 * 1024 * 1024)
+                    assert len(block)
+
+                def test_small_last():
+                    # Held to the limit too (the session, not just the chunk's call).
+                    soft, _ = resource.getrlimit(resource.RLIMIT_DATA)
+                    assert soft == 256 * 1024 * 1024, soft
+            """
+        },
+    )
+    fleet.start_coordinator()
+    fleet.start_worker("w1")
+    output = tmp_path / "run.out"
+    run = start_run(fleet, project, output, "--run-id", "mem1", "--memory", "256MiB", "tests")
+    code = run.wait(RUN_TIMEOUT)
+    text = output.read_text()
+    assert code == 1, text
+    assert "1 failed, 2 passed" in text, text
+    assert "test_past_the_limit" in text
+    chunks = [
+        t for t in fleet.client.list_tasks()["tasks"] if t["task_id"].startswith("mem1.r0.")
+    ]
+    failed = [t for t in chunks if t["status"] == "failed"]
+    assert len(failed) == 1, chunks  # only the chunk of the test past the limit
+    (chunk,) = failed
+    assert chunk["error"]["error_class"] == "out_of_memory", chunk
+    assert "tests/test_memory.py::test_past_the_limit" in chunk["error"]["message"]
+    assert "memory limit of 256 MiB" in chunk["error"]["message"]
+    for task in chunks:
+        full = fleet.client.get_task(task["task_id"])["task"]
+        assert full["requirements"]["resources"]["memory_bytes"] == 256 * 1024 * 1024
+    # The worker lives and is still connected.
+    (worker,) = fleet.client.workers()
+    assert worker["connected"], worker

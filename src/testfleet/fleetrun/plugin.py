@@ -128,6 +128,30 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "before failing (default 60)",
     )
 
+    group.addoption(
+        "--fleet-memory",
+        dest="fleet_memory",
+        metavar="SIZE",
+        default=None,
+        help="with --fleet: memory each chunk's tests may use together on its worker "
+        '(e.g. "512MiB"); a test past it fails its chunk as out_of_memory',
+    )
+    group.addoption(
+        "--fleet-cpu-cores",
+        dest="fleet_cpu_cores",
+        metavar="N",
+        type=int,
+        default=None,
+        help="with --fleet: whole cores each chunk's tests are pinned to on its worker",
+    )
+    group.addoption(
+        "--fleet-disk",
+        dest="fleet_disk",
+        metavar="SIZE",
+        default=None,
+        help="with --fleet: the largest file each chunk's tests may write on its worker",
+    )
+
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", FLEET_MARKER)

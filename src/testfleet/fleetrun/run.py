@@ -108,6 +108,10 @@ def warm_up(client: RunClient, settings: RunSettings) -> list[str]:
 
 
 def _warm_up(client: RunClient, settings: RunSettings) -> list[str]:
+    if settings.resources is not None and settings.resources.declared:
+        # A chunk held to resources starts a session of its own with its
+        # limits: a session warmed without them would serve no chunk.
+        return []
     slots = sum(
         max(0, int(w.get("slots", 1)) - int(w.get("running", 0)))
         for w in workers_taking_tests(client.workers())
@@ -395,6 +399,8 @@ class FleetRun:
             requirements["hardware"] = list(chunk.hardware)
         if exclude:
             requirements["exclude_workers"] = list(exclude)
+        if self.settings.resources is not None and self.settings.resources.declared:
+            requirements["resources"] = self.settings.resources.model_dump(exclude_none=True)
         return {
             "task_id": task_id,
             "type": TaskType.TEST.value,

@@ -11,6 +11,7 @@ import warnings
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from testfleet.client import FleetClient, FleetError
 from testfleet.domain.enums import HardwareKind
@@ -22,6 +23,7 @@ from testfleet.domain.pytest_tasks import (
     TestRecord,
     TestWarning,
 )
+from testfleet.domain.resources import TaskResources
 from testfleet.fleetrun.reports import reports_from_record
 from testfleet.fleetrun.run import FleetRun, cancel_all, hardware_of, new_run_id, warm_up
 from testfleet.fleetrun.run_types import (
@@ -32,6 +34,13 @@ from testfleet.fleetrun.run_types import (
     RunSettings,
 )
 from testfleet.fleetrun.worker_args import worker_args
+
+#: ``TaskResources`` field -> the pytest option that sets it.
+RESOURCE_OPTIONS = {
+    "memory_bytes": "fleet_memory",
+    "cpu_cores": "fleet_cpu_cores",
+    "disk_bytes": "fleet_disk",
+}
 
 
 class FleetSession:
@@ -70,9 +79,28 @@ class FleetSession:
             chunk_timeout_seconds=self.config.getoption("fleet_chunk_timeout"),
             unschedulable_wait_seconds=self.config.getoption("fleet_unschedulable_wait"),
             wait_for_workers_seconds=self.config.getoption("fleet_wait_for_workers"),
+            resources=self._resources(),
             full_collection=self.config.getoption("fleet_full_collection"),
             plugins=loaded_plugins(self.config),
         )
+
+    def _resources(self) -> TaskResources | None:
+        """``--fleet-memory``/``--fleet-cpu-cores``/``--fleet-disk`` as the chunks'
+        ``requirements.resources``; ValueError naming the option when one is bad."""
+        given = {
+            field: self.config.getoption(option)
+            for field, option in RESOURCE_OPTIONS.items()
+            if self.config.getoption(option) is not None
+        }
+        if not given:
+            return None
+        try:
+            return TaskResources.model_validate(given)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            field = str(error["loc"][0]) if error["loc"] else ""
+            option = "--" + RESOURCE_OPTIONS.get(field, "fleet_memory").replace("_", "-")
+            raise ValueError(f"{option}: {error['msg']}") from None
 
     def pytest_sessionfinish(self) -> None:
         if self.outcome is None and self.warmups:

@@ -7,8 +7,10 @@ hands it to executors in ``ExecutionContext.limiter``; the command and
 benchmark executors call :func:`begin_limits` per attempt and use the
 :class:`AttemptLimits` it returns: ``cwd`` and ``preexec`` for the child,
 ``start_disk_watch`` beside it, ``verdict`` on its exit and ``close`` at the
-end. (``test`` tasks are not held: one pytest session serves many chunks of
-a run, so a chunk's limits have no process of their own to apply to.)
+end. The test executor does the same for a limited chunk: ``preexec`` starts
+the chunk's own pytest session, ``verdict`` judges a session that died and
+``output_verdict`` each failed test (see ``worker/executors/pytest_limits.py``);
+its work directory is not scanned (``RLIMIT_FSIZE`` still bounds each file).
 
 Decisions:
 
@@ -377,22 +379,36 @@ class AttemptLimits:
         if returncode == 0:
             return None
         memory = self.wanted.memory_bytes
-        if memory:
-            root = self.limiter.cgroup
-            if self.group is not None and root is not None and root.oom_kills(self.group) > 0:
-                return (
-                    ErrorClass.OUT_OF_MEMORY,
-                    f"killed for passing its memory limit of {format_size(memory)} "
-                    f"({root.version.value})",
-                )
-            if any(marker in tail for marker in _ALLOCATION_FAILURES):
-                return (
-                    ErrorClass.OUT_OF_MEMORY,
-                    f"an allocation failed at its memory limit of {format_size(memory)} "
-                    f"({_MEMORY_RLIMIT_NAME})",
-                )
+        root = self.limiter.cgroup
+        group = self.group
+        if memory and group is not None and root is not None and root.oom_kills(group) > 0:
+            return (
+                ErrorClass.OUT_OF_MEMORY,
+                f"killed for passing its memory limit of {format_size(memory)} "
+                f"({root.version.value})",
+            )
         disk = self.wanted.disk_bytes
-        if disk and (returncode == -signal.SIGXFSZ or _FILE_TOO_LARGE in tail):
+        if disk and returncode == -signal.SIGXFSZ:
+            return self.output_verdict(_FILE_TOO_LARGE)
+        return self.output_verdict(tail)
+
+    def output_verdict(self, text: bytes) -> tuple[ErrorClass, str] | None:
+        """Whether ``text`` (the end of a process's output, or a failed test's
+        report) shows an allocation or a write that failed at one of the limits.
+
+        Called by :meth:`verdict`, and by the test executor on each failed test
+        of a limited chunk: a test whose allocation failed at the rlimit fails
+        as a test (``MemoryError``) while its session lives on.
+        """
+        memory = self.wanted.memory_bytes
+        if memory and any(marker in text for marker in _ALLOCATION_FAILURES):
+            return (
+                ErrorClass.OUT_OF_MEMORY,
+                f"an allocation failed at its memory limit of {format_size(memory)} "
+                f"({_MEMORY_RLIMIT_NAME})",
+            )
+        disk = self.wanted.disk_bytes
+        if disk and _FILE_TOO_LARGE in text:
             return (
                 ErrorClass.RESOURCE_LIMIT,
                 f"a file passed its disk limit of {format_size(disk)} (RLIMIT_FSIZE)",
