@@ -61,6 +61,7 @@ from testfleet.domain.resources import (
     format_size,
 )
 from testfleet.worker.executors.process_group import signal_group
+from testfleet.worker.executors.stale_cgroups import remove_stale_groups
 
 log = logging.getLogger(__name__)
 
@@ -146,24 +147,6 @@ def find_cgroup_root(
                 continue
         return root
     return None
-
-
-def remove_stale_groups(parent: Path) -> list[Path]:
-    """Remove the empty groups of workers that died without removing theirs (kill -9):
-    ``testfleet-PID`` for a PID no longer running, with its attempts' groups. An
-    empty cgroup costs little, but they would pile up over many restarts."""
-    removed: list[Path] = []
-    with contextlib.suppress(OSError):
-        for group in parent.glob("testfleet-*"):
-            pid = group.name.removeprefix("testfleet-")
-            if not pid.isdigit() or psutil.pid_exists(int(pid)):
-                continue
-            with contextlib.suppress(OSError):
-                for child in group.glob("attempt-*"):
-                    child.rmdir()
-                group.rmdir()
-                removed.append(group)
-    return removed
 
 
 def _own_v2_group(v2: Path) -> Path:
