@@ -434,7 +434,11 @@ class PytestExecutor(ExecutorBase):
         if problem is not None or project is None:
             return problem
         limits, problem = begin_limits(
-            context.limiter, context.attempt_id, task.requirements.resources, context.work_dir
+            context.limiter,
+            context.attempt_id,
+            task.requirements.resources,
+            context.work_dir,
+            track=False,
         )
         if problem is not None:
             return problem

@@ -61,13 +61,15 @@ from testfleet.domain.resources import (
     format_size,
 )
 from testfleet.worker.executors.process_group import signal_group
-from testfleet.worker.executors.stale_cgroups import remove_stale_groups
+from testfleet.worker.executors.stale_cgroups import end_members, remove_stale_groups
 
 log = logging.getLogger(__name__)
 
 CGROUP_V1_MEMORY = Path("/sys/fs/cgroup/memory")
 CGROUP_V2 = Path("/sys/fs/cgroup")
 DEFAULT_DISK_SCAN_SECONDS = 1.0
+#: How long ending an attempt's cgroup members may take before it gives up.
+STRAY_WAIT_SECONDS = 5.0
 #: At most this many directory entries per disk scan: a task with millions
 #: of files costs the worker a bounded amount per scan (the size counted is
 #: then a lower bound, which still catches a flood of bytes).
@@ -229,17 +231,23 @@ class ResourceLimiter:
             cores = tuple(sorted(ordered[: wanted.cpu_cores]))
             self._busy[attempt_id] = cores
         group: Path | None = None
-        if wanted.memory_bytes and self.cgroup is not None:
+        if self.cgroup is not None:
+            # Every attempt gets a group, limit or not: membership is how the
+            # attempt's processes are found at its end, whatever they did to
+            # their process group and environment (end_strays).
             group = self.cgroup.path / f"attempt-{attempt_id}"
             try:
                 group.mkdir(exist_ok=True)
-                (group / self.cgroup.limit_file).write_text(str(wanted.memory_bytes))
-                if self.cgroup.version is MemoryEnforcement.CGROUP_V1:
+                if wanted.memory_bytes:
+                    (group / self.cgroup.limit_file).write_text(str(wanted.memory_bytes))
+                if wanted.memory_bytes and self.cgroup.version is MemoryEnforcement.CGROUP_V1:
                     # With swap the group would page instead of being held.
                     with contextlib.suppress(OSError):
                         (group / "memory.memsw.limit_in_bytes").write_text(str(wanted.memory_bytes))
             except OSError as exc:
                 log.warning("attempt %d: no memory cgroup (%s); rlimit only", attempt_id, exc)
+                with contextlib.suppress(OSError):
+                    group.rmdir()
                 group = None
         directory = work_dir / "attempts" / str(attempt_id) if wanted.disk_bytes else None
         if directory is not None:
@@ -267,22 +275,33 @@ class ResourceLimiter:
 
 
 def begin_limits(
-    limiter: ResourceLimiter | None, attempt_id: int, wanted: TaskResources, work_dir: Path
+    limiter: ResourceLimiter | None,
+    attempt_id: int,
+    wanted: TaskResources,
+    work_dir: Path,
+    *,
+    track: bool = True,
 ) -> tuple[AttemptLimits | None, tuple[ErrorClass, str] | None]:
     """The attempt's limits, or None when there is nothing to hold it to; or why not.
 
     Called by every executor that starts a child for one attempt (command,
-    benchmark) before starting it, so they begin, log and fail alike: a
+    benchmark, test) before starting it, so they begin, log and fail alike: a
     cgroup or directory that cannot be made is the worker's fault
-    (``infrastructure``), never the task's.
+    (``infrastructure``), never the task's. With ``track`` (command and
+    benchmark) an attempt that declares nothing still gets its cgroup where
+    the worker has one, for :meth:`AttemptLimits.end_strays`; the test
+    executor passes False (its undeclared chunks share a warm session).
     """
-    if limiter is None or not wanted.amounts():
+    if limiter is None:
+        return None, None
+    if not wanted.amounts() and not (track and limiter.cgroup is not None):
         return None, None
     try:
         limits = limiter.begin(attempt_id, wanted, work_dir)
     except OSError as exc:
         return None, (ErrorClass.INFRASTRUCTURE, f"cannot apply its limits: {exc}")
-    log.info("attempt %d held to %s", attempt_id, describe(wanted, limits.cores))
+    if wanted.amounts():
+        log.info("attempt %d held to %s", attempt_id, describe(wanted, limits.cores))
     return limits, None
 
 
@@ -412,11 +431,25 @@ class AttemptLimits:
             how = f"{root.version.value}, {how}"
         return f"memory limit of {format_size(memory)} ({how})"
 
+    def end_strays(self, wait_seconds: float = STRAY_WAIT_SECONDS) -> int:
+        """SIGKILL what is still in the attempt's cgroup; how many processes.
+
+        Called by the command and benchmark executors once the attempt's process
+        group and its marked processes are ended (blocking: from a thread): a
+        process that left the group *and* cleared its environment (``setsid``,
+        ``env -i``, a double fork) is still a member of the cgroup.
+        """
+        if self.group is None:
+            return 0
+        return end_members(self.group, wait_seconds)
+
     def close(self) -> None:
         """Free the cores, remove the cgroup and the attempt's directory. Never raises."""
         self.limiter._end(self.attempt_id)
         if self.group is not None:
             with contextlib.suppress(OSError):
+                # A group with members cannot be removed; normally it is empty.
+                end_members(self.group, STRAY_WAIT_SECONDS)
                 self.group.rmdir()
         if self.directory is not None:
             shutil.rmtree(self.directory, ignore_errors=True)

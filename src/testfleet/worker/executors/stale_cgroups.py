@@ -66,12 +66,22 @@ def remove_stale_groups(parent: Path, wait_seconds: float = DEFAULT_WAIT_SECONDS
 
 
 def members(group: Path) -> list[int]:
-    """The pids in ``group`` (none when it cannot be read)."""
+    """The live pids in ``group`` (none when it cannot be read). Zombies are left
+    out: they are dead already, and their parent reaps them."""
     try:
         text = (group / "cgroup.procs").read_text()
     except OSError:
         return []
-    return [int(line) for line in text.split() if line.isdigit() and int(line) > 0]
+    pids = [int(line) for line in text.split() if line.isdigit() and int(line) > 0]
+    return [pid for pid in pids if not _zombie(pid)]
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # gone
+    return stat.rpartition(")")[2].split()[:1] == ["Z"]
 
 
 def end_members(group: Path, wait_seconds: float = DEFAULT_WAIT_SECONDS) -> int:
