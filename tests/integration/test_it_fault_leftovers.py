@@ -114,9 +114,7 @@ def test_a_test_past_the_runs_memory_limit_fails_its_chunk_as_out_of_memory(
     assert code == 1, text
     assert "1 failed, 2 passed" in text, text
     assert "test_past_the_limit" in text
-    chunks = [
-        t for t in fleet.client.list_tasks()["tasks"] if t["task_id"].startswith("mem1.r0.")
-    ]
+    chunks = [t for t in fleet.client.list_tasks()["tasks"] if t["task_id"].startswith("mem1.r0.")]
     failed = [t for t in chunks if t["status"] == "failed"]
     assert len(failed) == 1, chunks  # only the chunk of the test past the limit
     (chunk,) = failed
