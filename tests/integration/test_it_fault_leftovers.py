@@ -127,3 +127,15 @@ def test_a_test_past_the_runs_memory_limit_fails_its_chunk_as_out_of_memory(
     # The worker lives and is still connected.
     (worker,) = fleet.client.workers()
     assert worker["connected"], worker
+
+
+@pytest.mark.timeout(180)
+def test_a_coordinator_restart_is_logged_by_the_worker_at_info(fleet: Fleet) -> None:
+    fleet.start_coordinator()
+    fleet.start_worker("w1")
+    assert fleet.stop("coordinator") == 0  # SIGTERM: the worker channel closes with 1012
+    fleet.start_coordinator()
+    fleet.wait_for_workers(["w1"], timeout=90)
+    log = fleet.tail("w1")
+    assert "coordinator restarting; reconnecting to" in log, log
+    assert "lost the connection" not in log, log

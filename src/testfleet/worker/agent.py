@@ -235,6 +235,8 @@ class WorkerAgent:
                 self._reporter.session_ended(problem, retry_in=delay, restarting=restarting)
             else:
                 self._failed_attempts += 1
+                if restarting:
+                    self._reporter.restart_announced()
                 self._reporter.attempt_failed(
                     problem, attempt=self._failed_attempts, retry_in=delay
                 )

@@ -317,27 +317,48 @@ async def test_a_lost_session_is_said_and_reconnect_attempts_count_from_one(
 # ---------------------------------------------------------------- a coordinator restart (1012)
 
 
-def test_a_restart_close_is_info_until_the_outage_outlasts_the_first_attempts(
+def test_a_restart_close_is_info_until_the_restart_outlasts_its_grace(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger=REPORT_LOGGER)
     clock = FakeClock()
-    reporter = ConnectionReporter("w1", URL, clock.now, first_attempts=2, repeat_after=60)
+    reporter = ConnectionReporter(
+        "w1", URL, clock.now, first_attempts=2, repeat_after=60, restart_grace=30
+    )
     reporter.session_ended("the connection closed (1012)", retry_in=0.5, restarting=True)
     refused = "connection refused: nothing listens at fleet.lan:8700"
-    for attempt in (1, 2, 3):
-        reporter.attempt_failed(refused, attempt=attempt, retry_in=1.0)
+    for attempt in range(1, 6):  # 5 attempts 10 s apart: the 4th is past the grace
+        reporter.attempt_failed(refused, attempt=attempt, retry_in=10.0)
+        clock.advance(10)
     levels = [(r.levelno, r.getMessage()) for r in caplog.records]
     assert levels[0] == (
         logging.INFO,
         f"worker w1: coordinator restarting; reconnecting to {URL} in 0.5s",
     )
-    assert [level for level, _ in levels[1:]] == [logging.INFO, logging.INFO, logging.WARNING]
+    assert [level for level, _ in levels[1:]] == [
+        logging.INFO,
+        logging.INFO,
+        logging.INFO,
+        logging.WARNING,  # 30 s: said at once, not held back by the summarising
+    ]  # the 5th, the same refusal 10 s later, is summarised (DEBUG)
     caplog.clear()
-    reporter.connected(failed_attempts=2)
-    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
-        (logging.INFO, f"worker w1: connected to {URL}")
-    ]
+    reporter.connected(failed_attempts=5)  # after the grace: a warning, as any outage
+    assert [r.levelno for r in caplog.records] == [logging.WARNING]
+
+
+def test_a_quick_restart_is_info_from_the_close_to_the_reconnection(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger=REPORT_LOGGER)
+    clock = FakeClock()
+    reporter = ConnectionReporter("w1", URL, clock.now, first_attempts=1)
+    reporter.restart_announced()  # a 1012 before the welcome
+    for attempt in range(1, 6):
+        reporter.attempt_failed(f"refused {attempt}", attempt=attempt, retry_in=1.0)
+        clock.advance(1)
+    reporter.connected(failed_attempts=5)
+    assert {r.levelno for r in caplog.records} == {logging.INFO}
+    assert caplog.records[-1].getMessage() == f"worker w1: connected to {URL}"
     # A later, ordinary loss is a warning again.
     caplog.clear()
     reporter.session_ended("the connection closed", retry_in=0.5)
