@@ -238,6 +238,35 @@ def run(
     chunk_timeout: Annotated[
         float, typer.Option(min=1, help="Seconds one chunk of tests may take on a worker.")
     ] = 3600.0,
+    wait_for_workers: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="Seconds to wait for a worker that takes test tasks when none is connected "
+            "yet (a coordinator that just restarted, workers still starting).",
+        ),
+    ] = 60.0,
+    memory: Annotated[
+        str | None,
+        typer.Option(
+            help='Memory each chunk\'s tests may use together on its worker, e.g. "512MiB": '
+            "its pytest process is held to it, and a test past it fails as out_of_memory.",
+            show_default=False,
+        ),
+    ] = None,
+    cpu_cores: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Whole cores each chunk's tests are pinned to.", show_default=False
+        ),
+    ] = None,
+    disk: Annotated[
+        str | None,
+        typer.Option(
+            help='The largest file each chunk\'s tests may write, e.g. "1GiB".',
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run a pytest suite across the fleet and exit with pytest's exit code.
 
@@ -254,6 +283,12 @@ def run(
         args += ["--fleet-run-id", run_id]
     if python:
         args += ["--fleet-python", python]
+    args += ["--fleet-wait-for-workers", str(wait_for_workers)]
+    for option, value in (("--fleet-memory", memory), ("--fleet-cpu-cores", cpu_cores)):
+        if value is not None:
+            args += [option, str(value)]
+    if disk is not None:
+        args += ["--fleet-disk", disk]
     if (repo is None) != (commit is None):
         fail("--repo and --commit go together: give both (a commit hash, not a branch)")
     if repo is not None and commit is not None:

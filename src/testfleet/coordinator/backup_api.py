@@ -10,6 +10,9 @@ and deleted: the client names no server-side path, so there is none to
 validate or confine. An encrypted database's snapshot is encrypted under the
 same key; restoring it needs that key.
 
+Each backup is audited (``backup_taken``: the admin token, its address, the
+task count), as a refused one is.
+
 One backup at a time: a second request while one is being taken is refused
 (409), so two admins cannot fill the disk with copies at once.
 """
@@ -23,7 +26,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Protocol
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse
 from starlette.background import BackgroundTask
 
@@ -35,7 +38,8 @@ from testfleet.coordinator.api_errors import (
     refusals,
 )
 from testfleet.coordinator.api_models import ErrorCode
-from testfleet.coordinator.auth import AdminToken
+from testfleet.coordinator.auth import AdminToken, Auth
+from testfleet.security.audit import AuditKind, AuditOutcome
 from testfleet.store.backup import SnapshotReport
 
 BACKUP_PATH = "/api/v1/admin/backup"
@@ -82,14 +86,31 @@ def build_backup_router(store: Snapshots, encrypted: bool) -> APIRouter:
             **refusals(BACKUP_IN_PROGRESS, STORAGE_ERROR),
         },
     )
-    async def take_backup(_: AdminToken) -> Any:
+    async def take_backup(principal: AdminToken, request: Request) -> Any:
+        # Audited as other admin actions are: who took a copy of the whole database.
+        auth: Auth = request.app.state.auth
         if busy.locked():
+            await auth.record(
+                principal,
+                AuditKind.BACKUP_TAKEN,
+                {"reason": "another backup is being taken"},
+                AuditOutcome.REFUSED,
+            )
             return BACKUP_IN_PROGRESS.response(
                 "another backup is being taken; retry when it has finished"
             )
         async with busy:
             name = f".download-{uuid.uuid4().hex}.duckdb"
             report = await asyncio.to_thread(store.snapshot, name)
+        await auth.record(
+            principal,
+            AuditKind.BACKUP_TAKEN,
+            {
+                "tasks": report.rows.get("distributed_tasks", 0),
+                "schema_version": report.schema_version,
+                "encrypted": encrypted,
+            },
+        )
         return FileResponse(
             report.path,
             media_type=DUCKDB_MEDIA_TYPE,

@@ -118,6 +118,40 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=10.0,
         help="with --fleet: give up on tests no connected worker can run after this long",
     )
+    group.addoption(
+        "--fleet-wait-for-workers",
+        dest="fleet_wait_for_workers",
+        metavar="SECONDS",
+        type=float,
+        default=60.0,
+        help="with --fleet: when no worker that takes test tasks is connected yet (a "
+        "coordinator just restarted, workers still starting), wait this long for one "
+        "before failing (default 60)",
+    )
+
+    group.addoption(
+        "--fleet-memory",
+        dest="fleet_memory",
+        metavar="SIZE",
+        default=None,
+        help="with --fleet: memory each chunk's tests may use together on its worker "
+        '(e.g. "512MiB"); a test past it fails its chunk as out_of_memory',
+    )
+    group.addoption(
+        "--fleet-cpu-cores",
+        dest="fleet_cpu_cores",
+        metavar="N",
+        type=int,
+        default=None,
+        help="with --fleet: whole cores each chunk's tests are pinned to on its worker",
+    )
+    group.addoption(
+        "--fleet-disk",
+        dest="fleet_disk",
+        metavar="SIZE",
+        default=None,
+        help="with --fleet: the largest file each chunk's tests may write on its worker",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -128,6 +162,8 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     if config.getoption("fleet_rerun_failures") < 0:
         raise pytest.UsageError("--rerun-failures must be 0 or more")
+    if config.getoption("fleet_wait_for_workers") < 0:
+        raise pytest.UsageError("--fleet-wait-for-workers must be 0 or more seconds")
     repo, commit = config.getoption("fleet_repo"), config.getoption("fleet_commit")
     if (repo is None) != (commit is None):
         raise pytest.UsageError("--fleet-repo and --fleet-commit go together")

@@ -73,6 +73,8 @@ SUBMIT_BATCH = 1000
 #: operator's restart of the coordinator must not end a run (found by the
 #: chaos suite, tests/chaos).
 OUTAGE_SECONDS = 300.0
+#: How often a run waiting for its first worker asks the coordinator again.
+WORKER_POLL_SECONDS = 0.5
 #: Answers that mean "not now" rather than "no" (0: no answer at all).
 TRANSIENT_STATUSES = frozenset({0, 502, 503, 504})
 #: A resubmission refused with this code was committed by an earlier try.
@@ -106,6 +108,10 @@ def warm_up(client: RunClient, settings: RunSettings) -> list[str]:
 
 
 def _warm_up(client: RunClient, settings: RunSettings) -> list[str]:
+    if settings.resources is not None and settings.resources.declared:
+        # A chunk held to resources starts a session of its own with its
+        # limits: a session warmed without them would serve no chunk.
+        return []
     slots = sum(
         max(0, int(w.get("slots", 1)) - int(w.get("running", 0)))
         for w in workers_taking_tests(client.workers())
@@ -200,8 +206,12 @@ class FleetRun:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], object] = time.sleep,
         reached: bool = False,
+        say: Callable[[str], None] | None = None,
     ) -> None:
+        """``say`` shows one line to the user (the session's terminal): used while
+        the run waits for a worker."""
         self.client = client
+        self._say = say or (lambda _line: None)
         #: Whether the coordinator has answered this run (``reached``: its warm-up
         #: did). Until it has, an unreachable one fails at once: a wrong address
         #: or a coordinator that is down must not look like a hang.
@@ -254,14 +264,39 @@ class FleetRun:
         return self.outcome
 
     def _test_slots(self) -> int:
-        workers = workers_taking_tests(self._through_outages(self.client.workers))
-        if not workers:
-            raise FleetRunError(
-                "no connected worker takes test tasks: start one on each machine with "
-                "`testfleet worker --coordinator URL` (workers need pytest installed)"
-            )
+        workers = self._wait_for_workers()
         self._eligible_workers = sorted(str(w["worker_id"]) for w in workers)
         return sum(int(w.get("slots", 1)) for w in workers)
+
+    def _wait_for_workers(self) -> list[dict[str, Any]]:
+        """The workers that take test tasks, waiting up to ``wait_for_workers_seconds``
+        for the first to connect: right after a coordinator restart, or on a fleet
+        whose workers are still starting, none is connected yet, and a run that
+        gave up at once would fail for nothing. Says once that it waits; raises
+        :class:`FleetRunError` naming the option when the wait is over."""
+        limit = self.settings.wait_for_workers_seconds
+        started = self._clock()
+        waiting = False
+        while True:
+            workers = workers_taking_tests(self._through_outages(self.client.workers))
+            if workers:
+                if waiting:
+                    waited_for = self._clock() - started
+                    self._say(f"{len(workers)} worker(s) ready after {waited_for:.1f} s")
+                return workers
+            if self._clock() - started >= limit:
+                waited = f" after waiting {limit:g} s (--wait-for-workers)" if limit > 0 else ""
+                raise FleetRunError(
+                    f"no connected worker takes test tasks{waited}: start one on each machine "
+                    "with `testfleet worker --coordinator URL` (workers need pytest installed)"
+                )
+            if not waiting:
+                waiting = True
+                self._say(
+                    f"waiting up to {limit:g} s for a worker that takes test tasks "
+                    "(none is connected yet; --wait-for-workers sets how long)"
+                )
+            self._sleep(WORKER_POLL_SECONDS)
 
     def _rerun_chunks(self, slots: int) -> list[tuple[Chunk, tuple[str, ...]]]:
         """Held failures as chunks, grouped by the workers they must avoid."""
@@ -364,6 +399,8 @@ class FleetRun:
             requirements["hardware"] = list(chunk.hardware)
         if exclude:
             requirements["exclude_workers"] = list(exclude)
+        if self.settings.resources is not None and self.settings.resources.declared:
+            requirements["resources"] = self.settings.resources.model_dump(exclude_none=True)
         return {
             "task_id": task_id,
             "type": TaskType.TEST.value,

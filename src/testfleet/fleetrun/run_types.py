@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from testfleet.domain.pytest_tasks import Interruption, ProjectSource, PytestPlugin, TestLocation
+from testfleet.domain.resources import TaskResources
 
 
 class FleetRunError(Exception):
@@ -64,6 +65,12 @@ class RunSettings:
     poll_interval_seconds: float = 0.05
     #: A chunk no connected worker can run is given up after this long.
     unschedulable_wait_seconds: float = 10.0
+    #: How long the run waits for a first worker that takes test tasks (workers
+    #: reconnecting after a coordinator restart, or still starting) before failing.
+    wait_for_workers_seconds: float = 60.0
+    #: What each chunk reserves and is held to on its worker (its pytest
+    #: session is started with these limits); None: nothing declared.
+    resources: TaskResources | None = None
     progress_interval_seconds: float = 2.0
 
 

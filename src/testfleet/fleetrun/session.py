@@ -11,6 +11,7 @@ import warnings
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from testfleet.client import FleetClient, FleetError
 from testfleet.domain.enums import HardwareKind
@@ -22,6 +23,7 @@ from testfleet.domain.pytest_tasks import (
     TestRecord,
     TestWarning,
 )
+from testfleet.domain.resources import TaskResources
 from testfleet.fleetrun.reports import reports_from_record
 from testfleet.fleetrun.run import FleetRun, cancel_all, hardware_of, new_run_id, warm_up
 from testfleet.fleetrun.run_types import (
@@ -32,6 +34,13 @@ from testfleet.fleetrun.run_types import (
     RunSettings,
 )
 from testfleet.fleetrun.worker_args import worker_args
+
+#: ``TaskResources`` field -> the pytest option that sets it.
+RESOURCE_OPTIONS = {
+    "memory_bytes": "fleet_memory",
+    "cpu_cores": "fleet_cpu_cores",
+    "disk_bytes": "fleet_disk",
+}
 
 
 class FleetSession:
@@ -69,9 +78,29 @@ class FleetSession:
             rerun_failures=self.config.getoption("fleet_rerun_failures"),
             chunk_timeout_seconds=self.config.getoption("fleet_chunk_timeout"),
             unschedulable_wait_seconds=self.config.getoption("fleet_unschedulable_wait"),
+            wait_for_workers_seconds=self.config.getoption("fleet_wait_for_workers"),
+            resources=self._resources(),
             full_collection=self.config.getoption("fleet_full_collection"),
             plugins=loaded_plugins(self.config),
         )
+
+    def _resources(self) -> TaskResources | None:
+        """``--fleet-memory``/``--fleet-cpu-cores``/``--fleet-disk`` as the chunks'
+        ``requirements.resources``; ValueError naming the option when one is bad."""
+        given = {
+            field: self.config.getoption(option)
+            for field, option in RESOURCE_OPTIONS.items()
+            if self.config.getoption(option) is not None
+        }
+        if not given:
+            return None
+        try:
+            return TaskResources.model_validate(given)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            field = str(error["loc"][0]) if error["loc"] else ""
+            option = "--" + RESOURCE_OPTIONS.get(field, "fleet_memory").replace("_", "-")
+            raise ValueError(f"{option}: {error['msg']}") from None
 
     def pytest_sessionfinish(self) -> None:
         if self.outcome is None and self.warmups:
@@ -104,6 +133,7 @@ class FleetSession:
                 # The warm-up reached the coordinator: from here a restart of it
                 # is ridden out, not the end of the run.
                 reached=True,
+                say=self._say,
             )
             try:
                 self.outcome = run.run(tests)
@@ -119,6 +149,11 @@ class FleetSession:
                 raise KeyboardInterrupt(stop.message)
             pytest.exit(stop.message, returncode=stop.returncode)
         return True
+
+    def _say(self, line: str) -> None:
+        terminal = self.config.pluginmanager.get_plugin("terminalreporter")
+        if terminal is not None and self.config.get_verbosity() >= 0:
+            terminal.write_line(f"[fleet] {line}")
 
     def _feed(self, record: TestRecord, worker_id: str) -> None:
         feed_record(self.config, record)

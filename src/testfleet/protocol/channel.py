@@ -35,6 +35,9 @@ class CloseCode(enum.IntEnum):
     #: (empty when no leader is known, or when its URL is over the 123 bytes a
     #: reason may hold); the worker reconnects there, else to its next address.
     NOT_LEADER = 4010
+    #: The coordinator is restarting (uvicorn closes its WebSockets with it on
+    #: SIGTERM): the worker reconnects, and logs it as expected, not as a fault.
+    SERVICE_RESTART = 1012
 
 
 class ChannelClosed(Exception):

@@ -2,7 +2,7 @@
 
 Callers: the coordinator's auth dependency records refused credentials and
 roles; the routes that change things record what they changed (submits,
-cancels, drains, tokens, worker revocations, enrolments); the worker channel
+cancels, drains, tokens, worker revocations, enrolments, backups); the worker channel
 records refused worker sockets and rejected frames; ``testfleet tokens create
 --db`` records the first admin token. The store appends them to
 ``audit_events`` (never updated, never
@@ -45,6 +45,9 @@ class AuditKind(StrEnum):
     #: that another request used first. (A token already used, expired or
     #: unknown when the request came is ``auth_failed``, as on every route.)
     WORKER_ENROL_REFUSED = "worker_enrol_refused"
+    #: An admin took a backup through the API (``testfleet backup``); refused
+    #: when another was being taken.
+    BACKUP_TAKEN = "backup_taken"
 
 
 class AuditOutcome(StrEnum):

@@ -74,6 +74,7 @@ from testfleet.worker.connection_report import (
     ChannelError,
     ConnectionReporter,
     describe_channel_failure,
+    is_restart_close,
 )
 from testfleet.worker.executors.base import ExecutionContext, Executor
 from testfleet.worker.executors.resource_limits import ResourceLimiter
@@ -183,7 +184,8 @@ class WorkerAgent:
         """Connect, serve, and reconnect with backoff until :meth:`stop`.
 
         Each failed attempt and each lost session is logged at WARNING (by a
-        :class:`ConnectionReporter`): what the address answered and the pause
+        :class:`ConnectionReporter`; a close with 1012, a coordinator restart,
+        at INFO): what the address answered and the pause
         before the next try. Raises :class:`WorkerRefusedError` if the
         coordinator refuses this worker for good (revoked or unauthorized, an
         incompatible version); a refusal because its id is connected from
@@ -206,6 +208,7 @@ class WorkerAgent:
             )
             problem = "the coordinator closed the connection"
             standby: ChannelClosed | None = None
+            restarting = False
             try:
                 async with self._connector.connect(url) as channel:
                     await self._serve(channel)
@@ -226,6 +229,7 @@ class WorkerAgent:
                 problem = describe_channel_failure(exc)
                 if isinstance(exc, ChannelClosed) and exc.code == CloseCode.NOT_LEADER:
                     standby = exc
+                restarting = is_restart_close(exc)
             finally:
                 welcomed = self.connected.is_set()
                 if welcomed:
@@ -256,9 +260,11 @@ class WorkerAgent:
                 )
                 failures += 1
             if welcomed:
-                self._reporter.session_ended(problem, retry_in=delay)
+                self._reporter.session_ended(problem, retry_in=delay, restarting=restarting)
             else:
                 self._failed_attempts += 1
+                if restarting:
+                    self._reporter.restart_announced()
                 self._reporter.attempt_failed(
                     problem,
                     attempt=self._failed_attempts,

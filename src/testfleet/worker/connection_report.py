@@ -9,6 +9,14 @@ now each failed attempt is one WARNING line saying what the address answered
 (connection refused, a DNS failure, an HTTP status instead of the worker
 channel, a TLS error, a refused hello) and the pause before the next try.
 
+A session the coordinator ended with close code 1012 (it is restarting: its
+SIGTERM closes every worker channel with it) is expected, not a fault: that
+close, the failed attempts of the next ``restart_grace`` seconds (30) while it
+comes back and the reconnection are logged at INFO ("coordinator restarting;
+reconnecting"); a restart that takes longer is warned about as any outage is.
+A 1012 that arrives before the welcome (the worker was still saying hello)
+counts the same.
+
 The same failure over and over is summarised: the first few attempts are
 each logged, then at most one line per ``repeat_after`` seconds, saying since
 which attempt it has been failing that way. The rest go to DEBUG.
@@ -25,10 +33,14 @@ from urllib.parse import urlsplit
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed, InvalidMessage, InvalidStatus
 
-from testfleet.protocol.channel import ChannelClosed, ConnectFailed
+from testfleet.protocol.channel import ChannelClosed, CloseCode, ConnectFailed
 from testfleet.protocol.codec import ProtocolError
 
 log = logging.getLogger(__name__)
+
+#: After a 1012 close, how long reconnect refusals are expected (logged at INFO):
+#: a coordinator restart takes seconds; one that takes longer is an outage.
+DEFAULT_RESTART_GRACE_SECONDS = 30.0
 
 
 class ChannelError(Exception):
@@ -173,6 +185,7 @@ class ConnectionReporter:
         *,
         first_attempts: int = 3,
         repeat_after: float = 60.0,
+        restart_grace: float = DEFAULT_RESTART_GRACE_SECONDS,
     ) -> None:
         self._worker_id = worker_id
         self._url = url
@@ -182,6 +195,21 @@ class ConnectionReporter:
         self._problem: str | None = None
         self._since_attempt = 0
         self._logged_at = 0.0
+        self._restart_grace = restart_grace
+        #: When the coordinator said it is restarting (a 1012 close); None: it did not.
+        self._restart_at: float | None = None
+        #: A restart outlasted its grace and that has been warned about.
+        self._restart_warned = False
+
+    def _restarting(self, now: float) -> bool:
+        """Whether a restart the coordinator announced is still within its grace."""
+        return self._restart_at is not None and now - self._restart_at < self._restart_grace
+
+    def restart_announced(self) -> None:
+        """The coordinator closed the channel with 1012 (before or after its welcome):
+        the refusals of the next ``restart_grace`` seconds are expected (INFO)."""
+        self._restart_at = self._now()
+        self._restart_warned = False
 
     def attempt_failed(
         self, problem: str, *, attempt: int, retry_in: float, then: str | None = None
@@ -191,7 +219,13 @@ class ConnectionReporter:
         now = self._now()
         if problem != self._problem:
             self._problem, self._since_attempt = problem, attempt
-        elif attempt > self._first_attempts and now - self._logged_at < self._repeat_after:
+        elif (
+            attempt > self._first_attempts
+            # After a restart's INFO lines, the first warning is said at once.
+            # A restart that outlasted its grace is warned about at once.
+            and not (self._restart_at is not None and not self._restart_warned)
+            and now - self._logged_at < self._repeat_after
+        ):
             log.debug(
                 "worker %s: cannot connect to %s: %s (attempt %d)",
                 self._worker_id,
@@ -208,7 +242,12 @@ class ConnectionReporter:
                 f"said once per {self._repeat_after:g}s"
             )
         retry = f"trying {then} now" if then is not None else f"retrying in {retry_in:.1f}s"
-        log.warning(
+        # While a restarting coordinator comes back, its first refusals are expected.
+        level = logging.INFO if self._restarting(now) else logging.WARNING
+        if level == logging.WARNING and self._restart_at is not None:
+            self._restart_warned = True
+        log.log(
+            level,
             "worker %s: cannot connect to %s: %s; %s (%s)",
             self._worker_id,
             self._url,
@@ -236,9 +275,20 @@ class ConnectionReporter:
                 then,
             )
 
-    def session_ended(self, problem: str, *, retry_in: float) -> None:
-        """A welcomed session ended (lost, or closed by the coordinator)."""
+    def session_ended(self, problem: str, *, retry_in: float, restarting: bool = False) -> None:
+        """A welcomed session ended (lost, or closed by the coordinator);
+        ``restarting``: it closed with 1012, so this is expected (INFO)."""
         self._problem = None
+        self._restart_at = None
+        if restarting:
+            self.restart_announced()
+            log.info(
+                "worker %s: coordinator restarting; reconnecting to %s in %.1fs",
+                self._worker_id,
+                self._url,
+                retry_in,
+            )
+            return
         log.warning(
             "worker %s: lost the connection to %s: %s; reconnecting in %.1fs",
             self._worker_id,
@@ -250,7 +300,9 @@ class ConnectionReporter:
     def connected(self, failed_attempts: int) -> None:
         """The coordinator welcomed the worker, after ``failed_attempts`` failures."""
         self._problem = None
-        if failed_attempts:
+        restarted = self._restarting(self._now())
+        self._restart_at = None
+        if failed_attempts and not restarted:
             log.warning(
                 "worker %s: connected to %s after %d failed attempt(s)",
                 self._worker_id,
@@ -259,3 +311,9 @@ class ConnectionReporter:
             )
         else:
             log.info("worker %s: connected to %s", self._worker_id, self._url)
+
+
+def is_restart_close(exc: BaseException | None) -> bool:
+    """Whether a session ended because the coordinator closed it with 1012
+    (service restart). Called by the agent to pick the reporter's level."""
+    return isinstance(exc, ChannelClosed) and exc.code == CloseCode.SERVICE_RESTART

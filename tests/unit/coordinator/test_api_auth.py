@@ -373,6 +373,7 @@ def test_the_audit_trail_holds_every_kind_of_event_and_no_secret(
     assert junk.status_code == 422
     enrolled = fleet.call("newbie", "POST", "/api/v1/workers/enrol", json={"csr": csr_pem()})
     assert enrolled.status_code == 200, enrolled.text
+    assert fleet.call("admin", "POST", "/api/v1/admin/backup").status_code == 200
 
     events = fleet.call("admin", "GET", "/api/v1/audit").json()["events"]
     assert {e["kind"] for e in events} == {kind.value for kind in AuditKind}
@@ -397,6 +398,7 @@ def test_the_audit_trail_holds_every_kind_of_event_and_no_secret(
     assert by_kind["worker_refused"]["detail"]["claimed_id"] == "no-credential"
     assert by_kind["worker_refused"]["remote"]
     assert by_kind["worker_frame_rejected"]["detail"]["code"] == "malformed_frame"
+    assert by_kind["backup_taken"]["actor"] == "admin"
     mine = fleet.call("admin", "GET", "/api/v1/audit", params={"actor": "alice"}).json()
     assert {e["actor"] for e in mine["events"]} == {"alice"}
     later = fleet.call(

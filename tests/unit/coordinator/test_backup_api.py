@@ -22,6 +22,7 @@ from testfleet.coordinator.settings import CoordinatorSettings
 from testfleet.domain.enums import TaskStatus
 from testfleet.domain.records import TaskRecord, WriteBatch
 from testfleet.domain.task import TaskSpec
+from testfleet.security.audit import AuditKind, AuditOutcome
 from testfleet.security.tokens import Role
 from testfleet.store import Store, StoreError
 from testfleet.store.backup import SnapshotReport
@@ -99,6 +100,24 @@ def test_one_backup_at_a_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert second.status_code == 409
     assert second.json()["error"]["code"] == "backup_in_progress"
     assert first == [200]
+    with Store(db) as store:
+        events = [e for e in store.audit_events() if e.kind is AuditKind.BACKUP_TAKEN]
+    assert sorted(e.outcome for e in events) == [AuditOutcome.ALLOWED, AuditOutcome.REFUSED]
+
+
+def test_a_backup_is_audited_with_who_took_it(tmp_path: Path) -> None:
+    db = tmp_path / "fleet.duckdb"
+    seed(db, 3)
+    admin = bearer(db, Role.ADMIN, name="alice")
+    app = create_app(db, CoordinatorSettings(), clock=FakeClock(T0))
+    with TestClient(app) as client:
+        assert client.post(BACKUP, headers=admin).status_code == 200
+        audit = client.get("/api/v1/audit", headers=admin, params={"actor": "alice"})
+    assert audit.status_code == 200, audit.text
+    (event,) = [e for e in audit.json()["events"] if e["kind"] == "backup_taken"]
+    assert event["outcome"] == "allowed"
+    assert event["actor"] == "alice"
+    assert event["detail"]["tasks"] == 3
 
 
 def test_backup_names_sort_in_time_order() -> None:

@@ -323,10 +323,58 @@ def test_a_chunk_no_worker_can_run_is_given_up_after_the_wait() -> None:
     assert fleet.polls >= 5.0 / 0.05
 
 
-def test_no_worker_taking_test_tasks_is_a_clear_error() -> None:
+def test_no_worker_taking_test_tasks_is_a_clear_error_after_the_wait() -> None:
     fleet = FakeFleet([])
-    with pytest.raises(FleetRunError, match="no connected worker takes test tasks"):
-        run_on(fleet, collected(1))
+    with pytest.raises(
+        FleetRunError,
+        match=r"no connected worker takes test tasks after waiting 5 s \(--wait-for-workers\)",
+    ):
+        run_on(fleet, collected(1), wait_for_workers_seconds=5.0)
+    assert fleet.tasks == {}  # nothing submitted
+
+
+def test_a_run_waits_for_workers_that_are_still_connecting() -> None:
+    """After a coordinator restart its workers take a moment to reconnect: the run
+    says it waits, and starts once one is there (on the fake clock, 3 s later)."""
+    fleet = FakeFleet([])
+    clock = FakeClock()
+    start = clock.now()
+    asked = 0
+    workers = fleet.workers
+
+    def reconnecting() -> list[dict[str, Any]]:
+        nonlocal asked
+        asked += 1
+        if clock.now() - start >= 3.0:
+            fleet.worker_ids = ["w1"]
+        return workers()
+
+    fleet.workers = reconnecting  # type: ignore[method-assign]
+    said: list[str] = []
+    reported: list[TestRecord] = []
+    run = FleetRun(
+        fleet,
+        RunSettings(run_id="run1", project=ProjectSource(path="/srv/project"), args=[]),
+        report=lambda rec, _worker: reported.append(rec),
+        clock=clock.now,
+        sleep=clock.advance,
+        say=said.append,
+    )
+    run.run(collected(2))
+    assert [r.outcome for r in reported] == [TestOutcome.PASSED, TestOutcome.PASSED]
+    assert said[0] == (
+        "waiting up to 60 s for a worker that takes test tasks "
+        "(none is connected yet; --wait-for-workers sets how long)"
+    )
+    assert said[1] == "1 worker(s) ready after 3.0 s"
+    assert len(said) == 2  # said once, not per poll
+    assert asked > 2
+
+
+def test_no_wait_for_workers_fails_at_once() -> None:
+    fleet = FakeFleet([])
+    with pytest.raises(FleetRunError, match=r"takes test tasks: start one"):
+        run_on(fleet, collected(1), wait_for_workers_seconds=0.0)
 
 
 def test_stopping_early_cancels_the_chunks_not_finished() -> None:

@@ -312,3 +312,96 @@ async def test_a_lost_session_is_said_and_reconnect_attempts_count_from_one(
     assert "; reconnecting in 0.0" in lost
     assert failed.startswith(f"worker w1: cannot connect to {url}: the connection closed")
     assert failed.endswith("s (attempt 1)")
+
+
+# ---------------------------------------------------------------- a coordinator restart (1012)
+
+
+def test_a_restart_close_is_info_until_the_restart_outlasts_its_grace(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger=REPORT_LOGGER)
+    clock = FakeClock()
+    reporter = ConnectionReporter(
+        "w1", URL, clock.now, first_attempts=2, repeat_after=60, restart_grace=30
+    )
+    reporter.session_ended("the connection closed (1012)", retry_in=0.5, restarting=True)
+    refused = "connection refused: nothing listens at fleet.lan:8700"
+    for attempt in range(1, 6):  # 5 attempts 10 s apart: the 4th is past the grace
+        reporter.attempt_failed(refused, attempt=attempt, retry_in=10.0)
+        clock.advance(10)
+    levels = [(r.levelno, r.getMessage()) for r in caplog.records]
+    assert levels[0] == (
+        logging.INFO,
+        f"worker w1: coordinator restarting; reconnecting to {URL} in 0.5s",
+    )
+    assert [level for level, _ in levels[1:]] == [
+        logging.INFO,
+        logging.INFO,
+        logging.INFO,
+        logging.WARNING,  # 30 s: said at once, not held back by the summarising
+    ]  # the 5th, the same refusal 10 s later, is summarised (DEBUG)
+    caplog.clear()
+    reporter.connected(failed_attempts=5)  # after the grace: a warning, as any outage
+    assert [r.levelno for r in caplog.records] == [logging.WARNING]
+
+
+def test_a_quick_restart_is_info_from_the_close_to_the_reconnection(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger=REPORT_LOGGER)
+    clock = FakeClock()
+    reporter = ConnectionReporter("w1", URL, clock.now, first_attempts=1)
+    reporter.restart_announced()  # a 1012 before the welcome
+    for attempt in range(1, 6):
+        reporter.attempt_failed(f"refused {attempt}", attempt=attempt, retry_in=1.0)
+        clock.advance(1)
+    reporter.connected(failed_attempts=5)
+    assert {r.levelno for r in caplog.records} == {logging.INFO}
+    assert caplog.records[-1].getMessage() == f"worker w1: connected to {URL}"
+    # A later, ordinary loss is a warning again.
+    caplog.clear()
+    reporter.session_ended("the connection closed", retry_in=0.5)
+    assert [r.levelno for r in caplog.records] == [logging.WARNING]
+
+
+async def test_the_agent_logs_a_1012_close_at_info_and_reconnects(
+    caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    caplog.set_level(logging.INFO, logger=REPORT_LOGGER)
+    sessions = 0
+    second = asyncio.Event()
+
+    async def coordinator(socket: ServerConnection) -> None:
+        nonlocal sessions
+        await socket.recv()
+        sessions += 1
+        welcome = Welcome(
+            protocol_version=PROTOCOL_VERSION,
+            worker_id="w1",
+            heartbeat_interval_seconds=30,
+            heartbeat_timeout_seconds=60,
+        )
+        await socket.send(encode(welcome))
+        if sessions == 1:
+            await socket.close(code=1012, reason="service restart")  # what uvicorn sends
+            return
+        second.set()
+        await socket.wait_closed()
+
+    async with serve(coordinator, "127.0.0.1", 0) as server:
+        port = next(iter(server.sockets)).getsockname()[1]
+        async with running(f"http://127.0.0.1:{port}", tmp_path) as agent:
+            await asyncio.wait_for(second.wait(), 10)
+            await asyncio.wait_for(agent.connected.wait(), 10)
+    url = f"ws://127.0.0.1:{port}/api/v1/workers/connect"
+    mine = [r for r in caplog.records if r.name == REPORT_LOGGER]
+    restart = [r for r in mine if "coordinator restarting" in r.getMessage()]
+    assert len(restart) == 1
+    assert restart[0].levelno == logging.INFO
+    assert (
+        restart[0]
+        .getMessage()
+        .startswith(f"worker w1: coordinator restarting; reconnecting to {url} in ")
+    )
+    assert [r.getMessage() for r in mine if r.levelno >= logging.WARNING] == []

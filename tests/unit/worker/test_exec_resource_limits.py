@@ -28,8 +28,8 @@ from testfleet.worker.executors.resource_limits import (
     ResourceLimiter,
     directory_size,
     find_cgroup_root,
-    remove_stale_groups,
 )
+from testfleet.worker.executors.stale_cgroups import remove_stale_groups
 
 PY = sys.executable
 MIB = 1024**2

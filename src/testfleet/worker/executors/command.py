@@ -278,6 +278,9 @@ class CommandExecutor(ExecutorBase):
             await end_group(pgid, self._kill_grace)
             # Then what left the group (setsid, a double fork), found by its mark.
             await end_marked(attempt_mark(context.attempt_id), self._kill_grace)
+            # And what also cleared its environment: still in the attempt's cgroup.
+            if limits is not None:
+                await asyncio.to_thread(limits.end_strays)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(process.wait(), timeout=self._kill_grace + 5)
             with contextlib.suppress(TimeoutError):

@@ -23,6 +23,11 @@ How an attempt runs:
 * The session process dying mid-chunk (``os._exit``, a segfault, the OOM
   killer) gives the test it was running a ``crashed`` record; the remaining
   node ids continue in another session, up to ``max_restarts`` times.
+* A chunk with declared resources (``requirements.resources``) runs in a
+  session of its own started with its attempt's limits (rlimits, cores, its
+  memory cgroup), ended with the chunk; tests that ran into the limits make
+  the attempt fail ``out_of_memory``/``resource_limit`` once the rest ran
+  (``pytest_limits.py``).
 * ``task.timeout_seconds`` and ``context.cancel_event`` end the session's
   whole process group (it is never reused); node ids without a record are
   listed as ``not_run``.
@@ -71,6 +76,8 @@ from testfleet.worker.executors.base import (
     attempt_environment,
 )
 from testfleet.worker.executors.process_group import OutputTail
+from testfleet.worker.executors.pytest_limits import LimitFailures
+from testfleet.worker.executors.resource_limits import begin_limits
 from testfleet.worker.pytest_sessions import report_data
 from testfleet.worker.pytest_sessions.session_process import ChunkEnd, PytestSession
 from testfleet.worker.pytest_sessions.sessions import (
@@ -177,7 +184,7 @@ def _local_project(configured: str, worker_id: str) -> tuple[Path | None, Failur
     )
 
 
-def crash_record(end: ChunkEnd, worker_id: str) -> TestRecord | None:
+def crash_record(end: ChunkEnd, worker_id: str, cause: str | None = None) -> TestRecord | None:
     """The record of the test a dying session was running (None if it ran none).
 
     Its phases are those pytest reported, then a failed one for the phase it
@@ -195,7 +202,8 @@ def crash_record(end: ChunkEnd, worker_id: str) -> TestRecord | None:
         when = TestPhase.TEARDOWN
         if phases[-1].when is TestPhase.TEARDOWN:
             phases.pop()
-    text = f"the pytest process on worker {worker_id} died while running this test ({end.death})"
+    why = end.death if cause is None else f"{end.death}; {cause}"
+    text = f"the pytest process on worker {worker_id} died while running this test ({why})"
     if end.output:
         text += f"\n\nits last output:\n{end.output}"
     now = time.time()
@@ -425,6 +433,40 @@ class PytestExecutor(ExecutorBase):
         project, problem = await self._project_dir(config, context)
         if problem is not None or project is None:
             return problem
+        limits, problem = begin_limits(
+            context.limiter,
+            context.attempt_id,
+            task.requirements.resources,
+            context.work_dir,
+            track=False,
+        )
+        if problem is not None:
+            return problem
+        if limits is None:
+            return await self._run_chunks(task, context, config, python, attempt, project, None)
+        if not config.node_ids:
+            # A warm-up of a limited run: its chunks each start their own session.
+            limits.close()
+            return None
+        try:
+            return await self._run_chunks(
+                task, context, config, python, attempt, project, LimitFailures(limits)
+            )
+        finally:
+            limits.close()  # after its sessions ended: the cgroup must be empty
+
+    async def _run_chunks(
+        self,
+        task: TaskSpec,
+        context: ExecutionContext,
+        config: TestConfig,
+        python: str,
+        attempt: _Attempt,
+        project: Path,
+        limited: LimitFailures | None,
+    ) -> Failure | None:
+        """:meth:`_run_all` once the project and the limits are known; ``limited``:
+        the attempt's limits, which its sessions are started with."""
         env = attempt_environment(task, context, {**config.env, WORKER_SESSION_ENV: "1"})
         key = SessionKey(
             run_id=config.run_id,
@@ -436,8 +478,14 @@ class PytestExecutor(ExecutorBase):
             plugins=None
             if config.plugins is None
             else json.dumps([plugin.model_dump(mode="json") for plugin in config.plugins]),
+            limited_attempt=None if limited is None else context.attempt_id,
         )
-        activation = Activation(env=env, work_dir=context.work_dir, worker_id=context.worker_id)
+        activation = Activation(
+            env=env,
+            work_dir=context.work_dir,
+            worker_id=context.worker_id,
+            preexec=None if limited is None else limited.limits.preexec,
+        )
         if not config.node_ids:
             # A warm-up: activate the run's session and leave it idle for the
             # run's chunks (see TestConfig.node_ids).
@@ -485,9 +533,14 @@ class PytestExecutor(ExecutorBase):
                     )
                 continue
             await self._pool.discard(session)
-            record = crash_record(end, context.worker_id)
+            cause = None
+            if limited is not None:
+                cause = limited.session_died(session.process.returncode, end.output)
+            record = crash_record(end, context.worker_id, None if cause is None else cause[1])
             if record is not None:
                 self._report(context, attempt, [record])
+                if limited is not None and cause is not None:
+                    limited.note(record.nodeid, cause)
             if not attempt.remaining():
                 break
             if attempt.restarts >= self._max_restarts:
@@ -498,6 +551,9 @@ class PytestExecutor(ExecutorBase):
                     f"{len(attempt.remaining())} tests not run",
                 )
             attempt.restarts += 1
+        if limited is not None:
+            limited.judge(list(attempt.records.values()))
+            return limited.error(context.worker_id)
         return None
 
     @staticmethod

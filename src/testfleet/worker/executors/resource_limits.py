@@ -7,8 +7,10 @@ hands it to executors in ``ExecutionContext.limiter``; the command and
 benchmark executors call :func:`begin_limits` per attempt and use the
 :class:`AttemptLimits` it returns: ``cwd`` and ``preexec`` for the child,
 ``start_disk_watch`` beside it, ``verdict`` on its exit and ``close`` at the
-end. (``test`` tasks are not held: one pytest session serves many chunks of
-a run, so a chunk's limits have no process of their own to apply to.)
+end. The test executor does the same for a limited chunk: ``preexec`` starts
+the chunk's own pytest session, ``verdict`` judges a session that died and
+``output_verdict`` each failed test (see ``worker/executors/pytest_limits.py``);
+its work directory is not scanned (``RLIMIT_FSIZE`` still bounds each file).
 
 Decisions:
 
@@ -59,12 +61,15 @@ from testfleet.domain.resources import (
     format_size,
 )
 from testfleet.worker.executors.process_group import signal_group
+from testfleet.worker.executors.stale_cgroups import end_members, remove_stale_groups
 
 log = logging.getLogger(__name__)
 
 CGROUP_V1_MEMORY = Path("/sys/fs/cgroup/memory")
 CGROUP_V2 = Path("/sys/fs/cgroup")
 DEFAULT_DISK_SCAN_SECONDS = 1.0
+#: How long ending an attempt's cgroup members may take before it gives up.
+STRAY_WAIT_SECONDS = 5.0
 #: At most this many directory entries per disk scan: a task with millions
 #: of files costs the worker a bounded amount per scan (the size counted is
 #: then a lower bound, which still catches a flood of bytes).
@@ -144,24 +149,6 @@ def find_cgroup_root(
                 continue
         return root
     return None
-
-
-def remove_stale_groups(parent: Path) -> list[Path]:
-    """Remove the empty groups of workers that died without removing theirs (kill -9):
-    ``testfleet-PID`` for a PID no longer running, with its attempts' groups. An
-    empty cgroup costs little, but they would pile up over many restarts."""
-    removed: list[Path] = []
-    with contextlib.suppress(OSError):
-        for group in parent.glob("testfleet-*"):
-            pid = group.name.removeprefix("testfleet-")
-            if not pid.isdigit() or psutil.pid_exists(int(pid)):
-                continue
-            with contextlib.suppress(OSError):
-                for child in group.glob("attempt-*"):
-                    child.rmdir()
-                group.rmdir()
-                removed.append(group)
-    return removed
 
 
 def _own_v2_group(v2: Path) -> Path:
@@ -244,17 +231,23 @@ class ResourceLimiter:
             cores = tuple(sorted(ordered[: wanted.cpu_cores]))
             self._busy[attempt_id] = cores
         group: Path | None = None
-        if wanted.memory_bytes and self.cgroup is not None:
+        if self.cgroup is not None:
+            # Every attempt gets a group, limit or not: membership is how the
+            # attempt's processes are found at its end, whatever they did to
+            # their process group and environment (end_strays).
             group = self.cgroup.path / f"attempt-{attempt_id}"
             try:
                 group.mkdir(exist_ok=True)
-                (group / self.cgroup.limit_file).write_text(str(wanted.memory_bytes))
-                if self.cgroup.version is MemoryEnforcement.CGROUP_V1:
+                if wanted.memory_bytes:
+                    (group / self.cgroup.limit_file).write_text(str(wanted.memory_bytes))
+                if wanted.memory_bytes and self.cgroup.version is MemoryEnforcement.CGROUP_V1:
                     # With swap the group would page instead of being held.
                     with contextlib.suppress(OSError):
                         (group / "memory.memsw.limit_in_bytes").write_text(str(wanted.memory_bytes))
             except OSError as exc:
                 log.warning("attempt %d: no memory cgroup (%s); rlimit only", attempt_id, exc)
+                with contextlib.suppress(OSError):
+                    group.rmdir()
                 group = None
         directory = work_dir / "attempts" / str(attempt_id) if wanted.disk_bytes else None
         if directory is not None:
@@ -282,22 +275,33 @@ class ResourceLimiter:
 
 
 def begin_limits(
-    limiter: ResourceLimiter | None, attempt_id: int, wanted: TaskResources, work_dir: Path
+    limiter: ResourceLimiter | None,
+    attempt_id: int,
+    wanted: TaskResources,
+    work_dir: Path,
+    *,
+    track: bool = True,
 ) -> tuple[AttemptLimits | None, tuple[ErrorClass, str] | None]:
     """The attempt's limits, or None when there is nothing to hold it to; or why not.
 
     Called by every executor that starts a child for one attempt (command,
-    benchmark) before starting it, so they begin, log and fail alike: a
+    benchmark, test) before starting it, so they begin, log and fail alike: a
     cgroup or directory that cannot be made is the worker's fault
-    (``infrastructure``), never the task's.
+    (``infrastructure``), never the task's. With ``track`` (command and
+    benchmark) an attempt that declares nothing still gets its cgroup where
+    the worker has one, for :meth:`AttemptLimits.end_strays`; the test
+    executor passes False (its undeclared chunks share a warm session).
     """
-    if limiter is None or not wanted.amounts():
+    if limiter is None:
+        return None, None
+    if not wanted.amounts() and not (track and limiter.cgroup is not None):
         return None, None
     try:
         limits = limiter.begin(attempt_id, wanted, work_dir)
     except OSError as exc:
         return None, (ErrorClass.INFRASTRUCTURE, f"cannot apply its limits: {exc}")
-    log.info("attempt %d held to %s", attempt_id, describe(wanted, limits.cores))
+    if wanted.amounts():
+        log.info("attempt %d held to %s", attempt_id, describe(wanted, limits.cores))
     return limits, None
 
 
@@ -377,22 +381,36 @@ class AttemptLimits:
         if returncode == 0:
             return None
         memory = self.wanted.memory_bytes
-        if memory:
-            root = self.limiter.cgroup
-            if self.group is not None and root is not None and root.oom_kills(self.group) > 0:
-                return (
-                    ErrorClass.OUT_OF_MEMORY,
-                    f"killed for passing its memory limit of {format_size(memory)} "
-                    f"({root.version.value})",
-                )
-            if any(marker in tail for marker in _ALLOCATION_FAILURES):
-                return (
-                    ErrorClass.OUT_OF_MEMORY,
-                    f"an allocation failed at its memory limit of {format_size(memory)} "
-                    f"({_MEMORY_RLIMIT_NAME})",
-                )
+        root = self.limiter.cgroup
+        group = self.group
+        if memory and group is not None and root is not None and root.oom_kills(group) > 0:
+            return (
+                ErrorClass.OUT_OF_MEMORY,
+                f"killed for passing its memory limit of {format_size(memory)} "
+                f"({root.version.value})",
+            )
         disk = self.wanted.disk_bytes
-        if disk and (returncode == -signal.SIGXFSZ or _FILE_TOO_LARGE in tail):
+        if disk and returncode == -signal.SIGXFSZ:
+            return self.output_verdict(_FILE_TOO_LARGE)
+        return self.output_verdict(tail)
+
+    def output_verdict(self, text: bytes) -> tuple[ErrorClass, str] | None:
+        """Whether ``text`` (the end of a process's output, or a failed test's
+        report) shows an allocation or a write that failed at one of the limits.
+
+        Called by :meth:`verdict`, and by the test executor on each failed test
+        of a limited chunk: a test whose allocation failed at the rlimit fails
+        as a test (``MemoryError``) while its session lives on.
+        """
+        memory = self.wanted.memory_bytes
+        if memory and any(marker in text for marker in _ALLOCATION_FAILURES):
+            return (
+                ErrorClass.OUT_OF_MEMORY,
+                f"an allocation failed at its memory limit of {format_size(memory)} "
+                f"({_MEMORY_RLIMIT_NAME})",
+            )
+        disk = self.wanted.disk_bytes
+        if disk and _FILE_TOO_LARGE in text:
             return (
                 ErrorClass.RESOURCE_LIMIT,
                 f"a file passed its disk limit of {format_size(disk)} (RLIMIT_FSIZE)",
@@ -413,11 +431,25 @@ class AttemptLimits:
             how = f"{root.version.value}, {how}"
         return f"memory limit of {format_size(memory)} ({how})"
 
+    def end_strays(self, wait_seconds: float = STRAY_WAIT_SECONDS) -> int:
+        """SIGKILL what is still in the attempt's cgroup; how many processes.
+
+        Called by the command and benchmark executors once the attempt's process
+        group and its marked processes are ended (blocking: from a thread): a
+        process that left the group *and* cleared its environment (``setsid``,
+        ``env -i``, a double fork) is still a member of the cgroup.
+        """
+        if self.group is None:
+            return 0
+        return end_members(self.group, wait_seconds)
+
     def close(self) -> None:
         """Free the cores, remove the cgroup and the attempt's directory. Never raises."""
         self.limiter._end(self.attempt_id)
         if self.group is not None:
             with contextlib.suppress(OSError):
+                # A group with members cannot be removed; normally it is empty.
+                end_members(self.group, STRAY_WAIT_SECONDS)
                 self.group.rmdir()
         if self.directory is not None:
             shutil.rmtree(self.directory, ignore_errors=True)

@@ -27,6 +27,13 @@ Decisions:
   dynamic loader starts (``PYTHON*``, ``LD_*``, ``DYLD_*``) cannot be changed
   in a running process, so a task that sets them gets a cold child started
   with its environment instead.
+* A chunk held to declared resources (``requirements.resources``) runs in a
+  session of its own, started cold with its attempt's limits applied between
+  fork and exec (``Activation.preexec``: rlimits, pinned cores, the attempt's
+  memory cgroup), so the limits bind the process running its tests and
+  everything they start; it is ended with the chunk, never reused (its
+  cgroup and cores belong to that attempt). Such a run pays a session start
+  and collection per chunk.
 * Idle sessions close after ``idle_seconds`` (read from an injected clock, so
   :meth:`SessionPool.evict_idle` is testable without sleeping) and beyond
   ``max_idle`` (least recently used first): each holds a collected project in
@@ -123,6 +130,10 @@ class SessionKey:
     #: The installed plugins the run's pytest loaded, as ``TestConfig.plugins``
     #: sends them (JSON text, so the key stays hashable); None: all installed.
     plugins: str | None = None
+    #: Set for an attempt held to declared resources: its session is its own
+    #: (started with the attempt's limits, never shared or reused), so the key
+    #: matches no other attempt's.
+    limited_attempt: int | None = None
 
     @property
     def needs_cold_start(self) -> bool:
@@ -139,6 +150,10 @@ class Activation:
     #: The worker's work directory: session temp dirs and leftover records live there.
     work_dir: Path
     worker_id: str
+    #: Run in the session's process between fork and exec (an attempt's
+    #: ``AttemptLimits.preexec``: rlimits, cores, its cgroup). A session with
+    #: one is started cold, never from the zygote, which runs unlimited.
+    preexec: Callable[[], None] | None = None
 
 
 class SessionPool:
@@ -229,8 +244,8 @@ class SessionPool:
                 self._in_use += 1
                 return session, True
             self._in_background(self._end(session, graceful=False))
-        if key.needs_cold_start:
-            session = await self._spawn(key.python, dict(activation.env))
+        if key.needs_cold_start or activation.preexec is not None:
+            session = await self._spawn(key.python, dict(activation.env), activation.preexec)
         else:
             session = await self._take_zygote(key.python)
         try:
@@ -242,15 +257,21 @@ class SessionPool:
         finally:
             # Replaced once this activation is done, not during it: on a small
             # machine the new zygote's start would slow the collection waited for.
-            if not key.needs_cold_start:
+            if not key.needs_cold_start and activation.preexec is None:
                 self._replenish(key.python)
         self._in_use += 1
         return session, False
 
     def release(self, session: PytestSession) -> None:
-        """The chunk finished: keep the session for the next chunk of its run."""
+        """The chunk finished: keep the session for the next chunk of its run (not
+        an attempt's own limited session: that one ends with its attempt)."""
         self._in_use = max(0, self._in_use - 1)
-        if self._closed or not session.alive or session.key is None:
+        if (
+            self._closed
+            or not session.alive
+            or session.key is None
+            or session.key.limited_attempt is not None
+        ):
             self._in_background(self._end(session, graceful=False))
             return
         session.idle_since = self._clock()
@@ -352,8 +373,14 @@ class SessionPool:
             ErrorClass.INFRASTRUCTURE, f"pytest sessions with {python} die while waiting"
         )
 
-    async def _spawn(self, python: str, env: dict[str, str] | None = None) -> PytestSession:
-        """Start a child and wait for it to have imported pytest."""
+    async def _spawn(
+        self,
+        python: str,
+        env: dict[str, str] | None = None,
+        preexec: Callable[[], None] | None = None,
+    ) -> PytestSession:
+        """Start a child (``preexec`` run in it before exec) and wait for it to have
+        imported pytest."""
         loop = asyncio.get_running_loop()
         control_read, control_write = os.pipe()
         report_read, report_write = os.pipe()
@@ -376,6 +403,7 @@ class SessionPool:
                 # environment, never its credentials (activation replaces it).
                 env=without_credentials(os.environ) if env is None else env,
                 start_new_session=True,
+                preexec_fn=preexec,
             )
         except (OSError, ValueError) as exc:
             for fd in (control_write, report_read, output_read):
