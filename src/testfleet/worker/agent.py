@@ -61,14 +61,23 @@ from testfleet.protocol.messages import (
     Heartbeat,
     Hello,
     Message,
-    ProtocolErrorCode,
     Reject,
     Result,
     TestReports,
     Welcome,
     WorkerLoad,
 )
-from testfleet.worker.agent_settings import AgentSettings, WorkerRefusedError, channel_url
+from testfleet.worker.agent_settings import (
+    FATAL_CODES,
+    RESULT_BATCH,
+    STOP_ACKS_SECONDS,
+    STOP_ATTEMPTS_SECONDS,
+    TEST_REPORT_BATCH,
+    TEST_REPORT_LINGER_SECONDS,
+    AgentSettings,
+    WorkerRefusedError,
+    channel_url,
+)
 from testfleet.worker.backoff import backoff_delay
 from testfleet.worker.connection_report import (
     ChannelError,
@@ -86,30 +95,6 @@ log = logging.getLogger(__name__)
 
 # Callers import these from here as well (the CLI, the fleets, tests).
 __all__ = ["AgentSettings", "WorkerAgent", "WorkerRefusedError", "channel_url"]
-
-#: Refusals that reconnecting cannot fix: the agent stops and says why.
-#: ``worker_id_in_use`` is not one: the id's other connection is declared gone
-#: once its socket closes or it falls silent (after a coordinator restart the
-#: old process may even be this one's predecessor), so the agent retries with
-#: backoff and gets in then (issue 12, "Identity after restarts").
-FATAL_CODES = frozenset(
-    {
-        ProtocolErrorCode.UNSUPPORTED_VERSION,
-        ProtocolErrorCode.UNAUTHORIZED,
-    }
-)
-#: Results per frame when re-sending a backlog after a reconnect.
-RESULT_BATCH = 500
-#: Test records per ``tests`` frame (the message's limit).
-TEST_REPORT_BATCH = 10_000
-#: Finished tests wait this long to share a ``tests`` frame: each frame costs
-#: the coordinator a turn and (usually) a commit, and a fraction of a second
-#: changes nothing for progress or for what a lost worker loses.
-TEST_REPORT_LINGER_SECONDS = 0.25
-#: At stop: how long running attempts get to finish after being cancelled, and
-#: how long their results then wait for the coordinator's ack.
-STOP_ATTEMPTS_SECONDS = 10.0
-STOP_ACKS_SECONDS = 5.0
 
 
 @dataclass

@@ -1,5 +1,5 @@
 """What a worker agent is told at start: where the coordinator is, who it is,
-and how it paces reconnects and shutdown; and the one refusal it stops on.
+and how it paces reconnects, reports and shutdown; and the refusals it stops on.
 
 Callers: ``testfleet worker`` (``cli/processes.py``) builds :class:`AgentSettings`
 from its flags, the in-process fleet and the dispatch benchmark build them
@@ -12,7 +12,31 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from testfleet.protocol.messages import Codec
+from testfleet.protocol.messages import Codec, ProtocolErrorCode
+
+#: Refusals that reconnecting cannot fix: the agent stops and says why.
+#: ``worker_id_in_use`` is not one: the id's other connection is declared gone
+#: once its socket closes or it falls silent (after a coordinator restart the
+#: old process may even be this one's predecessor), so the agent retries with
+#: backoff and gets in then (issue 12, "Identity after restarts").
+FATAL_CODES = frozenset(
+    {
+        ProtocolErrorCode.UNSUPPORTED_VERSION,
+        ProtocolErrorCode.UNAUTHORIZED,
+    }
+)
+#: Results per frame when re-sending a backlog after a reconnect.
+RESULT_BATCH = 500
+#: Test records per ``tests`` frame (the message's limit).
+TEST_REPORT_BATCH = 10_000
+#: Finished tests wait this long to share a ``tests`` frame: each frame costs
+#: the coordinator a turn and (usually) a commit, and a fraction of a second
+#: changes nothing for progress or for what a lost worker loses.
+TEST_REPORT_LINGER_SECONDS = 0.25
+#: At stop: how long running attempts get to finish after being cancelled, and
+#: how long their results then wait for the coordinator's ack.
+STOP_ATTEMPTS_SECONDS = 10.0
+STOP_ACKS_SECONDS = 5.0
 
 
 class WorkerRefusedError(RuntimeError):
