@@ -30,7 +30,7 @@ def set_epoch(dsn: str, epoch: int) -> None:
 
 def column_values(dsn: str, sql: str) -> list[object]:
     with psycopg.connect(dsn) as connection:
-        return [row[0] for row in connection.execute(sql).fetchall()]  # type: ignore[arg-type]
+        return [row[0] for row in connection.execute(sql).fetchall()]
 
 
 # -- open_store ---------------------------------------------------------------------

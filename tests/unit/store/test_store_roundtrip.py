@@ -30,10 +30,11 @@ from testfleet.domain.records import ResultRecord, TaskRecord, WorkerRecord, Wri
 from testfleet.domain.result import SimulationStatus, TaskError, TaskResult, encode_logs
 from testfleet.domain.task import Requirements, RetryPolicy
 from testfleet.store import Store, open_store
+from testfleet.store.postgres import PostgresStore
 
 
 @pytest.fixture(params=["memory", "file", "postgres"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store | PostgresStore]:
     if request.param == "postgres":
         path: str | Path = request.getfixturevalue("pg_dsn")
     else:
