@@ -107,6 +107,37 @@ def _loadable_extension(extension: Path) -> Path:
     return link
 
 
+def attach_read_only(dsn: PostgresDsn) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB that sees ``dsn``'s tables, read-only, as its default
+    catalog (:data:`CATALOG`): the store's read side, and the dispatch
+    benchmark's reader of a PostgreSQL run's figures. Raises :class:`StoreError`."""
+    source = f"the PostgreSQL database {dsn.masked}"
+    extension = postgres_extension_path()
+    if extension is None:
+        raise StoreError(
+            f"cannot read {source}: DuckDB's postgres extension is not installed "
+            f"for DuckDB {duckdb.__version__}; install it with `pip install "
+            f"{POSTGRES_WHEEL}=={duckdb.__version__}` (or testfleet[postgres])"
+        )
+    connection = duckdb.connect(
+        ":memory:",
+        config={"autoinstall_known_extensions": False, "autoload_known_extensions": False},
+    )
+    try:
+        connection.execute(f"LOAD '{_quoted(str(_loadable_extension(extension)))}'")
+        read_only = f"{dsn.conninfo()}&options=-c%20default_transaction_read_only%3Don"
+        connection.execute(f"ATTACH '{_quoted(read_only)}' AS {CATALOG} (TYPE postgres, READ_ONLY)")
+        connection.execute(f"USE {CATALOG}")
+        # As on a DuckDB file (store.py): users' SQL must not read the
+        # coordinator's files. Switched off once the extension is loaded
+        # and the database attached, which need it.
+        connection.execute("SET enable_external_access = false")
+    except duckdb.Error as error:
+        connection.close()
+        raise StoreError(f"cannot attach {source} for reading: {dsn.scrub(str(error))}") from None
+    return connection
+
+
 class PostgresStore(StoreReads, SecurityTables, AlertTables, TestHistoryTables):
     """A PostgreSQL database holding the coordinator's tables (see the module docstring).
 
@@ -185,34 +216,7 @@ class PostgresStore(StoreReads, SecurityTables, AlertTables, TestHistoryTables):
         return self._staging
 
     def _attach(self) -> duckdb.DuckDBPyConnection:
-        extension = postgres_extension_path()
-        if extension is None:
-            raise StoreError(
-                f"cannot read {self._source}: DuckDB's postgres extension is not installed "
-                f"for DuckDB {duckdb.__version__}; install it with `pip install "
-                f"{POSTGRES_WHEEL}=={duckdb.__version__}` (or testfleet[postgres])"
-            )
-        connection = duckdb.connect(
-            ":memory:",
-            config={"autoinstall_known_extensions": False, "autoload_known_extensions": False},
-        )
-        try:
-            connection.execute(f"LOAD '{_quoted(str(_loadable_extension(extension)))}'")
-            read_only = f"{self._dsn.conninfo()}&options=-c%20default_transaction_read_only%3Don"
-            connection.execute(
-                f"ATTACH '{_quoted(read_only)}' AS {CATALOG} (TYPE postgres, READ_ONLY)"
-            )
-            connection.execute(f"USE {CATALOG}")
-            # As on a DuckDB file (store.py): users' SQL must not read the
-            # coordinator's files. Switched off once the extension is loaded
-            # and the database attached, which need it.
-            connection.execute("SET enable_external_access = false")
-        except duckdb.Error as error:
-            connection.close()
-            raise StoreError(
-                f"cannot attach {self._source} for reading: {self._dsn.scrub(str(error))}"
-            ) from None
-        return connection
+        return attach_read_only(self._dsn)
 
     # -- writing -------------------------------------------------------------------
 
