@@ -38,7 +38,8 @@ import psycopg.errors
 
 from testfleet.domain.records import WriteBatch
 from testfleet.store.alert_queries import AlertTables
-from testfleet.store.errors import StoreError, StoreFenced, is_out_of_room, wrap_error
+from testfleet.store.encryption import wheel_extension_path
+from testfleet.store.errors import StoreError, StoreFenced, is_out_of_room
 from testfleet.store.postgres.dsn import PostgresDsn, describe_connect_error, parse_dsn
 from testfleet.store.postgres.schema import apply_pg_migrations
 from testfleet.store.postgres.writer import (
@@ -56,7 +57,7 @@ from testfleet.store.test_history_queries import TestHistoryTables
 from testfleet.store.writer import (
     EncodedTables,
     describe_batch,
-    encode_batch,
+    encode_checked,
     missing_references,
 )
 
@@ -81,13 +82,7 @@ class PreparedPgBatch:
 
 def postgres_extension_path() -> Path | None:
     """The postgres extension file of the installed wheel for this DuckDB, or None."""
-    try:
-        import duckdb_extension_postgres
-    except ImportError:
-        return None
-    package = Path(duckdb_extension_postgres.__file__).parent
-    candidate = package / "extensions" / f"v{duckdb.__version__}" / "postgres.duckdb_extension"
-    return candidate if candidate.is_file() else None
+    return wheel_extension_path("duckdb_extension_postgres", "postgres")
 
 
 @functools.cache
@@ -226,10 +221,7 @@ class PostgresStore(StoreReads, SecurityTables, AlertTables, TestHistoryTables):
 
     def prepare(self, batch: WriteBatch) -> PreparedPgBatch:
         """Encode ``batch`` now, on the caller's thread (DuckDB's encoder, unchanged)."""
-        try:
-            return PreparedPgBatch(self, batch, encode_batch(batch))
-        except (ValueError, TypeError, OverflowError) as error:
-            raise wrap_error(f"encode {describe_batch(batch)}", error) from error
+        return PreparedPgBatch(self, batch, encode_checked(batch))
 
     def commit(
         self,
