@@ -29,7 +29,7 @@ from testfleet.domain.records import (
     WorkerRecord,
 )
 from testfleet.store import analysis, live_query, pytest_queries, queries
-from testfleet.store.errors import wrap_error
+from testfleet.store.errors import StoreError, is_out_of_room
 from testfleet.store.regression_queries import regression_samples
 
 T = TypeVar("T")
@@ -52,6 +52,11 @@ class StoreReads:
     def _read(self, operation: str, query: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
         """Run ``query`` on a fresh cursor of its own; wrap the database's errors."""
         raise NotImplementedError
+
+    def _shown(self, text: str) -> str:
+        """An error's text as a person may see it: PostgreSQL's store takes out the
+        DSN's password (DuckDB's postgres extension can quote its connection string)."""
+        return text
 
     # -- reading ---------------------------------------------------------------
 
@@ -231,9 +236,15 @@ class StoreReads:
         """Run a user's read-only ``SELECT`` within a row and time limit (see
         :mod:`testfleet.store.live_query`); raises :class:`live_query.QueryError`."""
         self._require_open()
-        return live_query.run_query(
-            self._cursor, sql, max_rows=max_rows, timeout_seconds=timeout_seconds
-        )
+        try:
+            return live_query.run_query(
+                self._cursor, sql, max_rows=max_rows, timeout_seconds=timeout_seconds
+            )
+        except live_query.QueryError as error:
+            shown = self._shown(error.message)
+            if shown == error.message:
+                raise
+            raise live_query.QueryError(error.problem, shown) from None
 
     def export_parquet(self, table: live_query.ExportTable, sink: BinaryIO) -> int:
         """Write ``table`` to ``sink`` as Parquet; returns how many rows it wrote."""
@@ -241,7 +252,11 @@ class StoreReads:
             self._require_open()
             return live_query.export_parquet(self._cursor, table, sink)
         except duckdb.Error as error:
-            raise wrap_error(f"export {table.value} from {self._source}", error) from error
+            raise StoreError(
+                f"could not export {table.value} from {self._source}: "
+                f"{type(error).__name__}: {self._shown(str(error))}",
+                retryable=is_out_of_room(error),
+            ) from None
 
     # -- test runs -------------------------------------------------------------
 

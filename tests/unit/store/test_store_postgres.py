@@ -6,6 +6,7 @@ a server restart. (The behaviour both stores share runs on both through the
 
 from __future__ import annotations
 
+import io
 import threading
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from testfleet.cli.app import app
 from testfleet.domain.records import WriteBatch
 from testfleet.security.tokens import TOKEN_PREFIX, Role, hash_secret, issue_token
 from testfleet.store import Store, StoreError, StoreFenced, open_store
-from testfleet.store.live_query import QueryError
+from testfleet.store.live_query import ExportTable, QueryError
 from testfleet.store.postgres import PostgresStore
 from testfleet.store.postgres.schema import LATEST_VERSION
 
@@ -235,3 +236,28 @@ def test_tokens_create_writes_the_first_admin_token_into_postgresql(
     assert unreachable.exit_code == 2
     assert "nothing listens there" in unreachable.output
     assert "hidden-pw" not in unreachable.output
+
+
+def test_reads_while_the_server_is_down_fail_without_the_password_then_recover(
+    pg_cluster: PgCluster,
+) -> None:
+    name = pg_cluster.new_database()
+    with pg_cluster.connect(name) as connection:
+        connection.execute(f"GRANT ALL ON ALL TABLES IN SCHEMA public TO {PW_USER}")
+        connection.execute(f"GRANT ALL ON SCHEMA public TO {PW_USER}")
+    with PostgresStore(pg_cluster.dsn(name, user=PW_USER, password=PW_PASSWORD)) as store:
+        pg_cluster.stop("immediate")
+        try:
+            for read in (
+                lambda: store.query("SELECT count(*) FROM distributed_tasks"),
+                store.status_counts,
+                lambda: store.export_parquet(ExportTable.DISTRIBUTED_TASKS, io.BytesIO()),
+            ):
+                with pytest.raises(StoreError) as raised:
+                    read()
+                assert PW_PASSWORD not in str(raised.value)
+                assert ":***@" in str(raised.value)
+        finally:
+            pg_cluster.start()
+        assert store.status_counts()
+    pg_cluster.drop_database(name)

@@ -17,6 +17,15 @@ at REPEATABLE READ (the extension's default), so a read sees one committed
 state, never half a batch. The read connections are also opened with
 ``default_transaction_read_only``, so users' SQL cannot write through them
 even by the extension's ``postgres_query``.
+
+The extension's behaviour this relies on (DuckDB 1.5's): it caches the
+attached catalog (tables and their columns), so the schema is migrated
+*before* the attach and a running store never changes it; no
+``pg_clear_cache()`` is needed. Scans go through PostgreSQL's binary COPY
+(``pg_use_binary_copy``, on by default) and push simple filters down;
+PostgreSQL's ``json`` reads as DuckDB's JSON, ``double precision`` as DOUBLE,
+``timestamp`` as TIMESTAMP, so the shared queries see the types they see in a
+DuckDB file (the store suite runs on both to hold that true).
 """
 
 from __future__ import annotations
@@ -284,8 +293,17 @@ class PostgresStore(StoreReads, SecurityTables, AlertTables, TestHistoryTables):
 
     def _cursor(self) -> duckdb.DuckDBPyConnection:
         cursor = self._require_open().cursor()
-        cursor.execute(f"USE {CATALOG}")
+        try:
+            # Connects when the pooled connection is gone (a restarted server):
+            # the extension's message then quotes the DSN, password and all.
+            cursor.execute(f"USE {CATALOG}")
+        except duckdb.Error as error:
+            cursor.close()
+            raise _wrap(self._dsn, f"read from {self._source}", error) from None
         return cursor
+
+    def _shown(self, text: str) -> str:
+        return self._dsn.scrub(text)
 
     def _read(self, operation: str, query: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
         try:
