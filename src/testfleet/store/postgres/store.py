@@ -23,9 +23,11 @@ attached catalog (tables and their columns), so the schema is migrated
 *before* the attach and a running store never changes it; no
 ``pg_clear_cache()`` is needed. Scans go through PostgreSQL's binary COPY
 (``pg_use_binary_copy``, on by default) and push simple filters down;
-PostgreSQL's ``json`` reads as DuckDB's JSON, ``double precision`` as DOUBLE,
-``timestamp`` as TIMESTAMP, so the shared queries see the types they see in a
-DuckDB file (the store suite runs on both to hold that true).
+``double precision`` reads as DOUBLE and ``timestamp`` as TIMESTAMP, as in a
+DuckDB file; PostgreSQL's ``json`` reads as VARCHAR (not DuckDB's JSON), which
+DuckDB's JSON functions and the record decoders take alike; only a user's
+``testfleet sql`` shows such a column's type as VARCHAR. The store suite runs
+on both databases to hold the shared queries to the same answers.
 """
 
 from __future__ import annotations
