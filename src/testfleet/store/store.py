@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import duckdb
 
@@ -69,6 +69,13 @@ T = TypeVar("T")
 MEMORY = ":memory:"
 
 
+class BatchCommitter(Protocol):
+    """A store that commits prepared batches (DuckDB's :class:`Store`, and
+    ``postgres.PostgresStore``, whose batches are the same encoded tables)."""
+
+    def commit(self, prepared: PreparedBatch) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class PreparedBatch:
     """A write batch already encoded to Arrow (see :meth:`Store.prepare`); the
@@ -78,7 +85,7 @@ class PreparedBatch:
     since, the tables have not.
     """
 
-    store: Store
+    store: BatchCommitter
     batch: WriteBatch
     tables: EncodedTables
 

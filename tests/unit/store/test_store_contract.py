@@ -26,7 +26,6 @@ from testfleet.store.contract import (
     StoreWriter,
 )
 from testfleet.store.postgres import PostgresStore
-from testfleet.store.postgres.store import PreparedPgBatch
 from testfleet.store.store import PreparedBatch
 
 CONTRACTS: list[type] = [CoordinatorStore, StoreReader, StoreWriter, SecurityStore, AlertStore]
@@ -66,7 +65,7 @@ def test_the_postgres_store_satisfies_the_contract_by_type(pg_dsn: str) -> None:
         writer: StoreWriter = store
         prepared: PreparedWrite = store.prepare(WriteBatch())
         assert everything is writer
-        assert isinstance(prepared, PreparedPgBatch)
+        assert isinstance(prepared, PreparedBatch)
 
 
 @pytest.mark.parametrize("implementation", [Store, PostgresStore], ids=lambda c: c.__name__)

@@ -38,7 +38,6 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import TypeVar, cast
@@ -64,9 +63,9 @@ from testfleet.store.postgres.writer import (
 )
 from testfleet.store.read_methods import StoreReads
 from testfleet.store.security_tables import SecurityTables
+from testfleet.store.store import PreparedBatch
 from testfleet.store.test_history_queries import TestHistoryTables
 from testfleet.store.writer import (
-    EncodedTables,
     describe_batch,
     encode_checked,
     missing_references,
@@ -77,18 +76,6 @@ T = TypeVar("T")
 #: The name the PostgreSQL database is attached under in the read-side DuckDB.
 CATALOG = "fleet_pg"
 POSTGRES_WHEEL = "duckdb-extension-postgres"
-
-
-@dataclass(frozen=True, slots=True)
-class PreparedPgBatch:
-    """A batch encoded on the loop (the contract's ``PreparedWrite``)."""
-
-    store: PostgresStore
-    batch: WriteBatch
-    tables: EncodedTables
-
-    def commit(self) -> None:
-        self.store.commit(self)
 
 
 def postgres_extension_path() -> Path | None:
@@ -230,13 +217,13 @@ class PostgresStore(StoreReads, SecurityTables, AlertTables, TestHistoryTables):
         """Commit one turn's changes in one transaction (see ``Store.write``)."""
         self.commit(self.prepare(batch))
 
-    def prepare(self, batch: WriteBatch) -> PreparedPgBatch:
+    def prepare(self, batch: WriteBatch) -> PreparedBatch:
         """Encode ``batch`` now, on the caller's thread (DuckDB's encoder, unchanged)."""
-        return PreparedPgBatch(self, batch, encode_checked(batch))
+        return PreparedBatch(self, batch, encode_checked(batch))
 
     def commit(
         self,
-        prepared: PreparedPgBatch,
+        prepared: PreparedBatch,
         *,
         between_statements: Callable[[], None] | None = None,
     ) -> None:
