@@ -7,7 +7,7 @@ settings, so only the real thing can show that it holds.
 from __future__ import annotations
 
 import io
-from pathlib import Path
+from collections.abc import Iterator
 
 import pyarrow.parquet as pq
 import pytest
@@ -15,13 +15,15 @@ from store_builders import attempt, result, task, worker
 
 from testfleet.domain.enums import AttemptStatus, TaskStatus
 from testfleet.domain.records import WriteBatch
-from testfleet.store import Store
+from testfleet.store import Store, open_store
 from testfleet.store.live_query import ExportTable, QueryError, QueryProblem, check_read_only
+from testfleet.store.postgres import PostgresStore
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
-    opened = Store(tmp_path / "fleet.duckdb")
+def store(store_spec: str) -> Iterator[Store | PostgresStore]:
+    """On a DuckDB file and on PostgreSQL: users' SQL is DuckDB's on both."""
+    opened = open_store(store_spec)
     opened.write(
         WriteBatch(
             workers=[worker("w1")],
@@ -30,7 +32,8 @@ def store(tmp_path: Path) -> Store:
             results=[result(n + 1, f"t{n}") for n in range(5)],
         )
     )
-    return opened
+    with opened:
+        yield opened
 
 
 def test_a_select_answers_columns_and_rows(store: Store) -> None:
