@@ -175,9 +175,9 @@ def standby_move(got_lock: bool, row: LeaseRow, lease_seconds: float) -> Standby
     """
     if got_lock:
         return StandbyMove.TAKE_OVER
-    if row.backend_pid is not None and row.renewed_age is not None:
-        if row.renewed_age > lease_seconds:
-            return StandbyMove.TERMINATE_HOLDER
+    stale = row.renewed_age is not None and row.renewed_age > lease_seconds
+    if stale and row.backend_pid is not None:
+        return StandbyMove.TERMINATE_HOLDER
     return StandbyMove.WAIT
 
 
@@ -282,6 +282,21 @@ class Leadership:
                 return epoch
             await self.clock.sleep(self.poll_seconds)
 
+    async def check_settings(self) -> None:
+        """:class:`SettingsMismatch` if a live leader (renewed within a lease)
+        has shared settings that differ from ours (called once at start-up, so
+        that such a coordinator refuses to start at all)."""
+        try:
+            row = await self.backend.read()
+        finally:
+            await self.backend.release()
+        self.known = LeaderInfo(row.leader_url, row.epoch)
+        alive = row.renewed_age is not None and row.renewed_age <= self.lease_seconds
+        if alive and row.settings_digest is not None:
+            problem = settings_differences(self.digest, row.settings_digest)
+            if problem is not None:
+                raise SettingsMismatch(problem)
+
     async def _look_once(self) -> int | None:
         got_lock = await self.backend.try_lock()
         row = await self.backend.read()
@@ -358,7 +373,8 @@ class PostgresLease:
         self._connection: Any = None
 
     async def _conn(self) -> Any:
-        import psycopg  # noqa: PLC0415 (an optional dependency: testfleet[postgres])
+        # Imported here: psycopg is optional (testfleet[postgres]).
+        import psycopg
 
         if self._connection is None or self._connection.closed:
             try:
@@ -374,7 +390,7 @@ class PostgresLease:
         return self._connection
 
     async def _fetch(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
-        import psycopg  # noqa: PLC0415
+        import psycopg
 
         connection = await self._conn()
         try:
@@ -433,6 +449,7 @@ def _first_line(error: BaseException) -> str:
 __all__ = [
     "DEFAULT_LEASE_SECONDS",
     "LEASE_LOCK_KEY",
+    "CoordinatorRole",
     "Identity",
     "LeaderInfo",
     "LeaderMove",
@@ -441,7 +458,6 @@ __all__ = [
     "LeaseLost",
     "LeaseRow",
     "PostgresLease",
-    "CoordinatorRole",
     "SettingsMismatch",
     "StandbyMove",
     "leader_move",

@@ -85,8 +85,8 @@ class StandbyApp:
         if info.url:
             headers.append((LEADER_HEADER.lower().encode(), info.url.encode()))
         if path == HEALTH_PATH:
-            body = {"status": "standby", "leader": info.url, "epoch": info.epoch}
-            await _send(send, 503, _json(body), headers)
+            health = {"status": "standby", "leader": info.url, "epoch": info.epoch}
+            await _send(send, 503, _json(health), headers)
         elif path == DASHBOARD_PATH or path.startswith(DASHBOARD_PATH + "/"):
             await _send(send, 503, _page(info), headers, content_type=b"text/html; charset=utf-8")
         else:

@@ -222,7 +222,9 @@ def test_no_route_but_health_answers_without_a_valid_token(
         response = fleet.client.request(method, url, headers=headers)
         if needs is None:
             assert response.status_code == 200, route
-            detail_free = {"status": "alive", "role": "leader"} if "live" in route else {"status": "ok"}
+            detail_free = (
+                {"status": "alive", "role": "leader"} if "live" in route else {"status": "ok"}
+            )
             assert response.json() == detail_free  # detail-free without a token
             continue
         assert response.status_code == 401, (route, response.text)
