@@ -35,7 +35,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from testfleet.clock import Clock
+from testfleet.clock import Clock, wait_within
 from testfleet.coordinator.settings import CoordinatorSettings
 
 log = logging.getLogger(__name__)
@@ -344,7 +344,7 @@ class Leadership:
                     sent = now
                     left = renewed_at + self.lease_seconds - now
                     try:
-                        renewed = await asyncio.wait_for(self.backend.renew(epoch), left)
+                        renewed = await wait_within(self.clock, self.backend.renew(epoch), left)
                     except TimeoutError:
                         continue  # leader_move steps down on the next turn
                     except (LeaseLost, OSError) as exc:
