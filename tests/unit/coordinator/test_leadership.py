@@ -87,7 +87,8 @@ def test_settings_that_are_not_shared_may_differ() -> None:
 def test_a_digest_this_version_cannot_read_differs() -> None:
     mine = settings_digest(CoordinatorSettings())
     problem = settings_differences(mine, "sha256:abc")
-    assert problem is not None and "same version" in problem
+    assert problem is not None
+    assert "same version" in problem
 
 
 @dataclasses.dataclass
@@ -167,7 +168,8 @@ async def test_a_standby_waits_for_a_live_leader_then_ends_a_silent_ones_connect
         won = asyncio.create_task(runner.campaign())
         await clock.sleep(5)
         assert not won.done()
-        assert runner.known.url == "https://other:8700" and runner.known.epoch == 4
+        assert runner.known.url == "https://other:8700"
+        assert runner.known.epoch == 4
         # The leader renews no more: a lease later its backend is ended, the
         # lock freed, and the next poll takes it.
         assert await won == 5
@@ -214,7 +216,8 @@ async def test_a_standby_retries_while_postgresql_is_unreachable() -> None:
     lease.try_lock = flaky  # type: ignore[method-assign]
     async with clock.autojump():
         assert await leadership(lease).campaign() == 1
-    assert calls == 3 and lease.released == 2
+    assert calls == 3
+    assert lease.released == 2
 
 
 async def test_a_leader_keeps_the_lease_by_renewing_it() -> None:

@@ -25,7 +25,8 @@ def test_any_api_request_is_refused_with_not_leader_and_the_leaders_address() ->
         assert response.status_code == 503, path
         error = response.json()["error"]
         assert error["code"] == "not_leader"
-        assert LEADER in error["message"] and "epoch 7" in error["message"]
+        assert LEADER in error["message"]
+        assert "epoch 7" in error["message"]
         assert error["details"] == [{"leader": LEADER, "epoch": 7}]
         assert response.headers["X-Testfleet-Leader"] == LEADER
         assert response.headers["Retry-After"] == "1"
