@@ -23,7 +23,6 @@ monotonic one in production, ``FakeClock`` in tests) over a
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import enum
 import json
