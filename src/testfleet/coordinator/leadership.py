@@ -366,9 +366,17 @@ class PostgresLease:
     ``connect_timeout`` and a ``statement_timeout`` bound every call, so a
     PostgreSQL that does not answer reads as a failed call, not a hang."""
 
-    def __init__(self, dsn: str, *, timeout_seconds: float = 5.0) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        timeout_seconds: float = 5.0,
+        scrub: Callable[[str], str] = lambda text: text,
+    ) -> None:
         self.dsn = dsn
         self.timeout_seconds = timeout_seconds
+        #: Removes the DSN's password from any message (the store's ``PostgresDsn.scrub``).
+        self.scrub = scrub
         self._connection: Any = None
 
     async def _conn(self) -> Any:
@@ -385,7 +393,7 @@ class PostgresLease:
                     application_name="testfleet-lease",
                 )
             except psycopg.Error as exc:
-                raise LeaseLost(_first_line(exc)) from None
+                raise LeaseLost(self.scrub(_first_line(exc))) from None
         return self._connection
 
     async def _fetch(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
@@ -397,7 +405,7 @@ class PostgresLease:
             return await cursor.fetchone()
         except psycopg.Error as exc:
             await self.release()
-            raise LeaseLost(_first_line(exc)) from None
+            raise LeaseLost(self.scrub(_first_line(exc))) from None
 
     async def try_lock(self) -> bool:
         row = await self._fetch("SELECT pg_try_advisory_lock(%s)", (LEASE_LOCK_KEY,))

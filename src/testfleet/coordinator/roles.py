@@ -225,6 +225,7 @@ def run_ha_coordinator(
     enrolment_ca: CertificateAuthority | None = None,
     alerts: AlertsConfig | None = None,
     lease_seconds: float = DEFAULT_LEASE_SECONDS,
+    scrub: Callable[[str], str] = lambda text: text,
 ) -> None:
     """Serve a coordinator on PostgreSQL at ``dsn`` until SIGINT/SIGTERM.
 
@@ -246,7 +247,7 @@ def run_ha_coordinator(
         except StoreError as exc:
             raise StartupError(str(exc)) from None
         leadership = Leadership(
-            PostgresLease(dsn),
+            PostgresLease(dsn, scrub=scrub),
             MonotonicClock(),
             Identity.of_this_process(settings.public_url),
             settings,
@@ -308,3 +309,20 @@ def _run(work: Awaitable[None]) -> None:
         await work
 
     asyncio.run(main())
+
+
+def run_on_postgres(dsn: str, **options: Any) -> None:
+    """:func:`run_ha_coordinator` over :func:`testfleet.store.open_store` (the
+    CLI's entry; ``options`` are run_ha_coordinator's keywords)."""
+    from testfleet.store import open_store
+    from testfleet.store.postgres.dsn import parse_dsn
+
+    try:
+        checked = parse_dsn(dsn)
+    except StoreError as exc:
+        raise StartupError(str(exc)) from None
+
+    def opener(epoch: int | None) -> CoordinatorStore:
+        return open_store(dsn, epoch=epoch)
+
+    run_ha_coordinator(dsn, opener, scrub=checked.scrub, **options)
