@@ -49,12 +49,22 @@ $(IPROUTE):
 	$$SUDO apt-get update && \
 	$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends iproute2
 
+# The PostgreSQL store's tests (tests/pg_cluster.py) start a private cluster
+# with the server's binaries (initdb, pg_ctl); Debian's postgresql package.
+PG_CTL ?= $(firstword $(wildcard /usr/lib/postgresql/*/bin/pg_ctl) /usr/lib/postgresql/15/bin/pg_ctl)
+$(PG_CTL):
+	@echo "installing postgresql for the PostgreSQL store's tests (apt-get)"
+	@if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null; then SUDO=sudo; \
+	else echo "PostgreSQL is missing: install Debian's postgresql package as root" >&2; exit 1; fi; \
+	$$SUDO apt-get update && \
+	$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql
+
 demo: $(STAMP)
 	$(BIN)/testfleet demo
 
 # TESTFLEET_REQUIRE_TOOLS=1: a test skipped for a missing tool (torch, xdist, git,
 # make) fails the run, so a lost install step cannot hide tests (tests/conftest.py).
-test: $(STAMP) $(CHROMIUM) $(IPROUTE)
+test: $(STAMP) $(CHROMIUM) $(IPROUTE) $(PG_CTL)
 	HF_HUB_OFFLINE=1 TESTFLEET_REQUIRE_TOOLS=1 $(BIN)/pytest
 
 lint: $(STAMP)

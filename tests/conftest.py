@@ -15,8 +15,11 @@ without an NVIDIA driver) do not match and stay skips.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from pg_cluster import PgCluster
 
 #: Set by ``make test`` (and so by ``.ci/run``).
 REQUIRE_TOOLS_ENV = "TESTFLEET_REQUIRE_TOOLS"
@@ -53,3 +56,49 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     )
     for line in _tool_skips:
         terminalreporter.write_line(f"  {line}")
+
+
+# -- a private PostgreSQL for the store's tests (tests/pg_cluster.py) ----------------
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PgCluster]:
+    """One private PostgreSQL server per test process, removed at the session's end.
+
+    A template database holding the schema is made once, so each test's fresh
+    database (``pg_dsn``) is a cheap copy of it.
+    """
+    from testfleet.store.postgres import PostgresStore
+
+    cluster = PgCluster()
+    try:
+        template = cluster.new_database(empty=True)
+        PostgresStore(cluster.dsn(template)).close()
+        cluster.set_template(template)
+        yield cluster
+    finally:
+        cluster.remove()
+
+
+@pytest.fixture
+def pg_dsn(pg_cluster: PgCluster) -> Iterator[str]:
+    """A DSN of a fresh database (already holding the schema) for this test alone."""
+    name = pg_cluster.new_database()
+    yield pg_cluster.dsn(name)
+    pg_cluster.drop_database(name)
+
+
+@pytest.fixture(params=["duckdb", "postgres"])
+def any_store(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """The store under test on each database: a DuckDB ``:memory:`` one and a
+    PostgreSQL one (the store suite runs on both; issue 13)."""
+    from testfleet.store import Store
+    from testfleet.store.postgres import PostgresStore
+
+    opened: Any
+    if request.param == "duckdb":
+        opened = Store(":memory:")
+    else:
+        opened = PostgresStore(request.getfixturevalue("pg_dsn"))
+    with opened:
+        yield opened

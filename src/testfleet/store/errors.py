@@ -79,3 +79,20 @@ def rollback_after_error(connection: duckdb.DuckDBPyConnection) -> None:
     """
     with contextlib.suppress(duckdb.Error):
         connection.execute("ROLLBACK")
+
+
+class StoreFenced(StoreError):
+    """A write refused because this coordinator is no longer the leader.
+
+    Raised by :class:`~testfleet.store.postgres.PostgresStore` when the lease
+    epoch in the database is not the one the store was opened with: another
+    coordinator took over (issue 13's failover). Nothing of the write was
+    stored; the coordinator must stop serving, not retry.
+    """
+
+    def __init__(self, mine: int, current: int) -> None:
+        super().__init__(
+            f"this coordinator's leadership (epoch {mine}) has ended; epoch {current} leads now"
+        )
+        self.mine = mine
+        self.current = current

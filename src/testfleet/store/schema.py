@@ -338,6 +338,18 @@ _V7_STATEMENTS = (
     """,
 )
 
+_V8_STATEMENTS = (
+    # Which leader wrote a row (issue 13's failover): the lease epoch of the
+    # coordinator whose loop wrote it. A DuckDB file has one coordinator and
+    # always writes 0; PostgreSQL stores write their epoch (store/postgres/),
+    # so a row written by a fenced-off leader could be told apart. DuckDB
+    # cannot add a column with a constraint, hence no NOT NULL here (the
+    # default fills every row); PostgreSQL's own version 8 has it.
+    "ALTER TABLE distributed_tasks ADD COLUMN written_epoch BIGINT DEFAULT 0",
+    "ALTER TABLE task_execution_history ADD COLUMN written_epoch BIGINT DEFAULT 0",
+    "ALTER TABLE task_results ADD COLUMN written_epoch BIGINT DEFAULT 0",
+)
+
 #: Every migration, in version order starting at 1. Append only.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "design document tables, task_results", _V1_STATEMENTS),
@@ -355,6 +367,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(6, "worker_revocations", _V6_STATEMENTS),
     Migration(7, "alerts, alert_notifications", _V7_STATEMENTS),
+    Migration(8, "written_epoch on tasks, attempts and results", _V8_STATEMENTS),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

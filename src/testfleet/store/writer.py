@@ -86,15 +86,34 @@ class WriteMode(Enum):
     INSERT_NEW_ONLY = "insert new only"
 
 
-def _statement(mapping: TableMapping[Any], mode: WriteMode, source: str) -> str:
-    columns = ", ".join(mapping.column_names)
+def statement(
+    mapping: TableMapping[Any],
+    mode: WriteMode,
+    source: str,
+    constants: tuple[tuple[str, int], ...] = (),
+) -> str:
+    """The statement that writes ``source``'s rows into ``mapping``'s table.
+
+    ``constants``: columns set to the same value in every row written, beside
+    the mapped ones (the PostgreSQL store's ``written_epoch``); DuckDB's
+    writer passes none, so its rows keep the column's default.
+    """
+    names = [name for name, _ in constants]
+    values = [str(int(value)) for _, value in constants]
+    columns = ", ".join([*mapping.column_names, *names])
+    selected = ", ".join([*mapping.column_names, *values])
     if mode is WriteMode.INSERT:
-        return f"INSERT INTO {mapping.table} ({columns}) SELECT {columns} FROM {source}"
+        return f"INSERT INTO {mapping.table} ({columns}) SELECT {selected} FROM {source}"
     if mode is WriteMode.UPDATE:
         updates = ", ".join(
-            f"{name} = {source}.{name}"
-            for name in mapping.update_column_names
-            if name not in mapping.key_names
+            [
+                *(
+                    f"{name} = {source}.{name}"
+                    for name in mapping.update_column_names
+                    if name not in mapping.key_names
+                ),
+                *(f"{name} = {value}" for name, value in zip(names, values, strict=True)),
+            ]
         )
         matches = " AND ".join(
             f"{mapping.table}.{name} = {source}.{name}" for name in mapping.key_names
@@ -107,16 +126,16 @@ def _statement(mapping: TableMapping[Any], mode: WriteMode, source: str) -> str:
         # ``counted`` flag says whether it was the task's outcome. The same
         # holds for the benchmark rows derived from a result.
         return (
-            f"INSERT INTO {mapping.table} ({columns}) SELECT {columns} FROM {source} "
+            f"INSERT INTO {mapping.table} ({columns}) SELECT {selected} FROM {source} "
             f"ON CONFLICT ({mapping.conflict_target}) DO NOTHING"
         )
     updates = ", ".join(
         f"{name} = excluded.{name}"
-        for name in mapping.column_names
+        for name in [*mapping.column_names, *names]
         if name not in mapping.key_names
     )
     return (
-        f"INSERT INTO {mapping.table} ({columns}) SELECT {columns} FROM {source} "
+        f"INSERT INTO {mapping.table} ({columns}) SELECT {selected} FROM {source} "
         f"ON CONFLICT ({mapping.conflict_target}) DO UPDATE SET {updates}"
     )
 
@@ -170,7 +189,7 @@ def encode_batch(batch: WriteBatch) -> EncodedTables:
         ATTEMPTS, attempts, _attempt_id, None if new is None else new.attempt_ids
     )
     if results:
-        # A result is immutable once recorded (see _statement).
+        # A result is immutable once recorded (see statement).
         pairs.append((RESULTS, WriteMode.INSERT_NEW_ONLY, RESULTS.to_arrow(results)))
     if benchmark_rows:
         # Derived from a result, and as immutable as it.
@@ -206,7 +225,7 @@ def write_tables(
             view = f"incoming_{mapping.table}"
             cursor.register(view, arrow_table)
             try:
-                cursor.execute(_statement(mapping, mode, view))
+                cursor.execute(statement(mapping, mode, view))
             finally:
                 cursor.unregister(view)
             if between_statements is not None:
@@ -250,3 +269,12 @@ def missing_references(cursor: duckdb.DuckDBPyConnection, batch: WriteBatch) -> 
         if missing:
             parts.append(f"{what} {', '.join(repr(m) for m in missing)}")
     return "; ".join(parts)
+
+
+def describe_batch(batch: WriteBatch) -> str:
+    """How error messages name a batch (both stores)."""
+    return (
+        f"a batch of {len(batch.tasks)} tasks, {len(batch.attempts)} attempts, "
+        f"{len(batch.results)} results, {len(batch.workers)} workers and "
+        f"{len(batch.benchmark_rows)} benchmark rows and {len(batch.test_rows)} test rows"
+    )

@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import queue
 import threading
-from collections.abc import Iterator
 from dataclasses import replace
 
 import pytest
@@ -23,10 +22,10 @@ from testfleet.store import Store, StoreError
 
 
 @pytest.fixture
-def store() -> Iterator[Store]:
-    with Store(":memory:") as opened:
-        opened.write(WriteBatch(workers=[worker("w1"), worker("w2")]))
-        yield opened
+def store(any_store: Store) -> Store:
+    """On DuckDB and on PostgreSQL (the ``any_store`` fixture)."""
+    any_store.write(WriteBatch(workers=[worker("w1"), worker("w2")]))
+    return any_store
 
 
 def test_a_task_is_upserted_through_its_whole_lifecycle(store: Store) -> None:
