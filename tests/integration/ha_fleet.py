@@ -32,6 +32,7 @@ from testfleet.coordinator.startup import free_port
 from testfleet.domain.enums import TaskStatus
 from testfleet.security.credentials import write_token_file
 from testfleet.security.tokens import Role, issue_token
+from testfleet.store.postgres import PostgresStore
 
 T = TypeVar("T")
 
@@ -55,14 +56,9 @@ class HaFleet:
     # ------------------------------------------------------------- processes
 
     def _admin_token(self) -> str:
-        from testfleet.store import open_store
-
         issued = issue_token("ha-admin", Role.ADMIN, time.time())
-        store = open_store(self.dsn)
-        try:
+        with PostgresStore(self.dsn) as store:
             store.add_token(issued.record, [])
-        finally:
-            store.close()
         return issued.secret
 
     def env(self) -> dict[str, str]:
@@ -211,7 +207,9 @@ class HaFleet:
             if value is not None and value is not False:
                 return value
             if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout} s waiting for {what}\n{self.logs()}")
+                raise AssertionError(
+                    f"timed out after {timeout} s waiting for {what}\n{self.logs()}"
+                )
             time.sleep(poll)
 
     def submit(self, documents: list[dict[str, Any]]) -> list[str]:
@@ -272,6 +270,4 @@ class HaFleet:
 
 
 def simulated(count: int, seconds: float = 0.05) -> list[dict[str, Any]]:
-    return [
-        {"type": "simulated", "config": {"duration_seconds": seconds}} for _ in range(count)
-    ]
+    return [{"type": "simulated", "config": {"duration_seconds": seconds}} for _ in range(count)]

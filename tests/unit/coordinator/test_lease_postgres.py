@@ -7,7 +7,6 @@ suite's private cluster (``pg_dsn``: a fresh database per test).
 
 from __future__ import annotations
 
-import psycopg
 import pytest
 
 from testfleet.coordinator.leadership import Identity, LeaseLost, PostgresLease
@@ -15,21 +14,10 @@ from testfleet.coordinator.leadership import Identity, LeaseLost, PostgresLease
 A = Identity("host:1:aa", "https://a:8700")
 B = Identity("host:2:bb", "https://b:8700")
 
-LEASE_DDL = """
-CREATE TABLE IF NOT EXISTS coordinator_lease (
-  id SMALLINT PRIMARY KEY CHECK (id = 1),
-  epoch BIGINT NOT NULL DEFAULT 0,
-  leader_id TEXT, leader_url TEXT, backend_pid INTEGER,
-  renewed_at TIMESTAMPTZ, settings_digest TEXT
-);
-INSERT INTO coordinator_lease (id, epoch) VALUES (1, 0) ON CONFLICT DO NOTHING;
-"""
-
 
 @pytest.fixture
 def dsn(pg_dsn: str) -> str:
-    with psycopg.connect(pg_dsn, autocommit=True) as connection:
-        connection.execute(LEASE_DDL)
+    """A fresh database whose schema (the lease row included) the store made."""
     return pg_dsn
 
 
