@@ -64,7 +64,8 @@ CoordinatorOption = Annotated[
         "--coordinator",
         "-c",
         envvar=COORDINATOR_ENV,
-        help="Coordinator URL (default http://127.0.0.1:8700).",
+        help="Coordinator URL, or several comma-separated (failover: the leader is "
+        "followed); default http://127.0.0.1:8700.",
         show_default=False,
     ),
 ]

@@ -486,9 +486,13 @@ def worker(
     from testfleet.worker.orphan_guard import start_orphan_guard
     from testfleet.worker.websocket_channel import WebSocketConnector
 
-    if coordinator is not None and coordinator.startswith(("ws://", "wss://")):
-        # The worker channel's own scheme, as the issue writes it: same address.
-        coordinator = "http" + coordinator[2:]
+    if coordinator is not None:
+        # The worker channel's own scheme, as the issue writes it: same address
+        # (each entry of a list of coordinators).
+        coordinator = ",".join(
+            "http" + part.strip()[2:] if part.strip().startswith(("ws://", "wss://")) else part
+            for part in coordinator.split(",")
+        )
     url = resolve_coordinator(coordinator)
     if cert_dir is not None or enrol_token:
         cert, key = enrolled_certificate(url, ca, cert, cert_dir, enrol_token, worker_id)

@@ -52,7 +52,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="URL",
         default=None,
         help="run the collected tests on the workers of the testfleet coordinator at URL "
-        "(e.g. http://127.0.0.1:8765) instead of in this process",
+        "(e.g. http://127.0.0.1:8765; several comma-separated: the leader is followed) "
+        "instead of in this process",
     )
     group.addoption(
         "--rerun-failures",
