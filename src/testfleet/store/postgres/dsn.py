@@ -13,8 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
-import psycopg
-
 from testfleet.store.errors import StoreError
 
 SCHEMES = ("postgresql", "postgres")
@@ -79,7 +77,7 @@ def parse_dsn(spec: str) -> PostgresDsn:
     return PostgresDsn(spec, masked, password)
 
 
-def describe_connect_error(dsn: PostgresDsn, error: psycopg.Error) -> StoreError:
+def describe_connect_error(dsn: PostgresDsn, error: Exception) -> StoreError:
     """One line for a connection that failed: refused, timed out, wrong password,
     missing database, or other; with what to check, and no password."""
     text = dsn.scrub(str(error)).strip()

@@ -43,8 +43,10 @@ from testfleet.store.postgres.dsn import PostgresDsn, describe_connect_error, pa
 from testfleet.store.postgres.schema import apply_pg_migrations
 from testfleet.store.postgres.writer import (
     Connection,
+    ConnectionLost,
     DuckStyleCursor,
     Staging,
+    begin,
     check_fence,
     write_tables,
 )
@@ -124,9 +126,13 @@ class PostgresStore(StoreReads, SecurityTables, AlertTables, TestHistoryTables):
         self._staging: Staging | None = None
         self._closed = False
         writer = self._writer_connection()
-        self._schema_version = apply_pg_migrations(writer, source=self._source)
-        self._staging = Staging(writer)
-        self._reader = self._attach()
+        try:
+            self._schema_version = apply_pg_migrations(writer, source=self._source)
+            self._staging = Staging(writer)
+            self._reader = self._attach()
+        except BaseException:
+            writer.close()
+            raise
 
     @property
     def path(self) -> str:
@@ -164,6 +170,20 @@ class PostgresStore(StoreReads, SecurityTables, AlertTables, TestHistoryTables):
             self._writer = connection
         return connection
 
+    def _with_writer(self, run: Callable[[Connection, Staging], T]) -> T:
+        """``run`` on the writer connection; once more on a new connection when the
+        old one was found dead at its BEGIN (a server restart or failover of
+        PostgreSQL: nothing of the transaction was sent, so running it again
+        cannot store anything twice). A connection lost later fails the write."""
+        try:
+            return run(self._writer_connection(), self._require_staging())
+        except ConnectionLost:
+            return run(self._writer_connection(), self._require_staging())
+
+    def _require_staging(self) -> Staging:
+        assert self._staging is not None  # made in __init__, before any write
+        return self._staging
+
     def _attach(self) -> duckdb.DuckDBPyConnection:
         extension = postgres_extension_path()
         if extension is None:
@@ -183,6 +203,10 @@ class PostgresStore(StoreReads, SecurityTables, AlertTables, TestHistoryTables):
                 f"ATTACH '{_quoted(read_only)}' AS {CATALOG} (TYPE postgres, READ_ONLY)"
             )
             connection.execute(f"USE {CATALOG}")
+            # As on a DuckDB file (store.py): users' SQL must not read the
+            # coordinator's files. Switched off once the extension is loaded
+            # and the database attached, which need it.
+            connection.execute("SET enable_external_access = false")
         except duckdb.Error as error:
             connection.close()
             raise StoreError(
@@ -213,10 +237,10 @@ class PostgresStore(StoreReads, SecurityTables, AlertTables, TestHistoryTables):
         with self._write_lock:
             self._require_open()
             try:
-                connection = self._writer_connection()
-                assert self._staging is not None
-                write_tables(
-                    connection, self._staging, prepared.tables, self._epoch, between_statements
+                self._with_writer(
+                    lambda connection, staging: write_tables(
+                        connection, staging, prepared.tables, self._epoch, between_statements
+                    )
                 )
             except StoreFenced:
                 raise
@@ -241,12 +265,15 @@ class PostgresStore(StoreReads, SecurityTables, AlertTables, TestHistoryTables):
         running the shared DuckDB-style functions on psycopg (``DuckStyleCursor``)."""
         with self._write_lock:
             self._require_open()
-            try:
-                connection = self._writer_connection()
-                with connection.transaction():
+
+            def transaction(connection: Connection, staging: Staging) -> T:
+                with begin(connection):
                     check_fence(connection, self._epoch)
                     # The shared functions use only execute/fetchone/fetchall.
                     return write(cast(duckdb.DuckDBPyConnection, DuckStyleCursor(connection)))
+
+            try:
+                return self._with_writer(transaction)
             except StoreFenced:
                 raise
             except psycopg.Error as error:

@@ -28,8 +28,9 @@ coordinator acknowledges what a commit returned from, so it must be durable.
 
 from __future__ import annotations
 
+import contextlib
 import io
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import psycopg
@@ -85,6 +86,30 @@ class Staging:
         return self._names[(table, tuple(columns))]
 
 
+class ConnectionLost(Exception):
+    """The connection was found dead before anything of a transaction reached the
+    server (at its BEGIN): the caller may reconnect and run it again, nothing of
+    it can have been stored."""
+
+
+@contextlib.contextmanager
+def begin(connection: Connection) -> Iterator[None]:
+    """A transaction on ``connection``; :class:`ConnectionLost` if its BEGIN finds
+    the connection dead (a server restarted since the last write)."""
+    try:
+        transaction = connection.transaction()
+        transaction.__enter__()
+    except psycopg.OperationalError as error:
+        raise ConnectionLost(str(error)) from error
+    try:
+        yield
+    except BaseException as error:
+        if not transaction.__exit__(type(error), error, error.__traceback__):
+            raise
+    else:
+        transaction.__exit__(None, None, None)
+
+
 def write_tables(
     connection: Connection,
     staging: Staging,
@@ -99,7 +124,7 @@ def write_tables(
     """
     if not tables:
         return
-    with connection.transaction():
+    with begin(connection):
         check_fence(connection, epoch)
         constants = (("written_epoch", epoch or 0),)
         for mapping, mode, arrow_table in tables:
