@@ -15,9 +15,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from testfleet.cli.app import fail
+from testfleet.store.opening import STORE_ENV
 
-#: The environment variable that may hold ``--store``'s DSN.
-STORE_ENV = "TESTFLEET_STORE"
 DEFAULT_DB = Path("testfleet.duckdb")
 
 

@@ -312,9 +312,9 @@ def _run(work: Awaitable[None]) -> None:
 
 
 def run_on_postgres(dsn: str, **options: Any) -> None:
-    """:func:`run_ha_coordinator` over :class:`PostgresStore` (the
+    """:func:`run_ha_coordinator` over :func:`testfleet.store.open_store` (the
     CLI's entry; ``options`` are run_ha_coordinator's keywords)."""
-    from testfleet.store.postgres import PostgresStore
+    from testfleet.store import open_store
     from testfleet.store.postgres.dsn import parse_dsn
 
     try:
@@ -323,6 +323,6 @@ def run_on_postgres(dsn: str, **options: Any) -> None:
         raise StartupError(str(exc)) from None
 
     def opener(epoch: int | None) -> CoordinatorStore:
-        return PostgresStore(dsn, epoch=epoch)
+        return open_store(dsn, epoch=epoch)
 
     run_ha_coordinator(dsn, opener, scrub=checked.scrub, **options)
