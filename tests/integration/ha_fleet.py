@@ -219,7 +219,7 @@ class HaFleet:
             for name in self.leaders():
                 with contextlib.suppress(httpx.HTTPError), self.http(name, 60) as http:
                     response = http.post("/api/v1/tasks", json=documents)
-                    if response.status_code == 200:
+                    if response.status_code == 201:
                         return list(response.json()["task_ids"])
             return None
 
