@@ -115,13 +115,17 @@ class RoleSwitch:
         while True:
             message: Message = await receive()
             if message["type"] == "lifespan.startup":
-                self._stop = asyncio.Event()
-                self._runner = asyncio.create_task(self.run(), name="coordinator-roles")
+                self.start()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.stop()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    def start(self) -> None:
+        """Begin standing by (the server's lifespan start-up; tests call it directly)."""
+        self._stop = asyncio.Event()
+        self._runner = asyncio.create_task(self.run(), name="coordinator-roles")
 
     async def stop(self) -> None:
         """Stop whatever role runs: a leader commits what is in flight first,
@@ -134,7 +138,8 @@ class RoleSwitch:
 
     async def run(self) -> None:
         """Stand by, lead, stand by again... until :meth:`stop` (or a fatal mismatch)."""
-        while True:
+        assert self._stop is not None
+        while not self._stop.is_set():
             try:
                 epoch = await self._unless_stopped(self.leadership.campaign())
             except SettingsMismatch as exc:
@@ -143,6 +148,7 @@ class RoleSwitch:
                 self.on_fatal()
                 return
             if epoch is None:
+                await self.leadership.backend.release()
                 return
             await self._lead(epoch)
 
@@ -155,8 +161,10 @@ class RoleSwitch:
             done, _ = await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             stopped.cancel()
-        if task in done:
+        if task in done and not self._stop.is_set():
             return task.result()
+        # Stopping: a lease won at the same moment is given back (by cancelling
+        # the campaign's caller before hold(); release() drops the lock).
         task.cancel()
         with contextlib.suppress(BaseException):
             await task
