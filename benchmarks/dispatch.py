@@ -37,6 +37,14 @@ with 0 and N dashboards alternately in the same session (``--rounds`` each,
 which goes first flipping every round) and prints both medians and their
 ratio: what watching costs the fleet.
 
+With ``--store postgresql://...`` the coordinator keeps its state in that
+PostgreSQL database (``testfleet coordinator --store``, issue 13) instead of a
+DuckDB file, and the figures are read back through DuckDB's postgres extension
+(the store's own read side). ``--both`` starts a private PostgreSQL cluster
+(tests/pg_cluster.py), runs DuckDB and PostgreSQL fleets alternately in the
+same session (``--rounds`` each, a fresh database per run) and prints both
+medians and their ratio (issue 13's aim: PostgreSQL at least half of DuckDB).
+
 With ``--ray-python`` it also runs the same number of no-op tasks on Ray
 (benchmarks/peers/ray_noop.py; not durable) and prints that figure beside.
 
@@ -61,8 +69,13 @@ from typing import Any, TypeVar
 
 import duckdb
 
-from testfleet.local_fleet import LocalFleet, LocalFleetError
+from testfleet.local_fleet import CoordinatorOptions, LocalFleet, LocalFleetError
+from testfleet.security.bootstrap import create_token_in_file
+from testfleet.security.credentials import write_token_file
 from testfleet.security.pki import ca_files, issue_worker, worker_files
+from testfleet.security.tokens import Role
+from testfleet.store.postgres.dsn import parse_dsn
+from testfleet.store.postgres.store import attach_read_only
 
 T = TypeVar("T")
 
@@ -173,6 +186,16 @@ def main() -> None:
         "--rounds", type=int, default=3, help="with --compare/--compare-dashboards: runs of each"
     )
     parser.add_argument(
+        "--store",
+        default="duckdb",
+        help="duckdb (a fresh file, the default) or a postgresql:// DSN of an empty database",
+    )
+    parser.add_argument(
+        "--both",
+        action="store_true",
+        help="run DuckDB and PostgreSQL (a private cluster) alternately; both and the ratio",
+    )
+    parser.add_argument(
         "--ray-python",
         help="an interpreter with ray installed: also run benchmarks/peers/ray_noop.py "
         "with the same task count, in the same session, and print its figure",
@@ -197,12 +220,15 @@ def main() -> None:
         )
         return
 
-    if args.compare:
+    if args.both:
+        compare_stores(args)
+    elif args.compare:
         compare(args)
     elif args.compare_dashboards:
         compare_dashboards(args)
     else:
-        for line in measure(args, tls=args.tls, dashboards=args.dashboards).lines:
+        figures = measure(args, tls=args.tls, dashboards=args.dashboards, store=args.store)
+        for line in figures.lines:
             print(line)
     if args.ray_python:
         peer = subprocess.run(
@@ -225,6 +251,55 @@ def compare(args: argparse.Namespace) -> None:
     """Plain and TLS alternately, ``args.rounds`` each, then both medians and the ratio."""
     plain, secured = alternate(args.rounds, lambda tls: measure(args, tls=tls), False, True)
     print_comparison(f"plain vs TLS, {args.rounds} runs each", "plain", plain, "TLS", secured)
+
+
+def compare_stores(args: argparse.Namespace) -> None:
+    """DuckDB and PostgreSQL alternately, ``args.rounds`` each, on a private cluster
+    started here (a fresh database per run), then both medians and the ratio."""
+    sys.path.insert(0, str(HERE.parent.parent / "tests"))
+    from pg_cluster import PgCluster
+
+    cluster = PgCluster()
+    try:
+
+        def run(kind: str) -> Figures:
+            store = "duckdb" if kind == "duckdb" else cluster.dsn(cluster.new_database(empty=True))
+            return measure(args, tls=args.tls, store=store)
+
+        duck, postgres = alternate(args.rounds, run, "duckdb", "postgres")
+    finally:
+        cluster.remove()
+    print_comparison(
+        f"DuckDB vs PostgreSQL store, {args.rounds} runs each",
+        "DuckDB",
+        duck,
+        "PostgreSQL",
+        postgres,
+    )
+
+
+class PostgresLocalFleet(LocalFleet):
+    """A LocalFleet whose coordinator keeps its state in PostgreSQL (``--store``):
+    the admin token is written into that database, and ``--db`` becomes ``--store``."""
+
+    def __init__(self, dsn: str, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.dsn = dsn
+        self._admin_secret: str | None = None
+
+    @property
+    def token(self) -> str:
+        if self._admin_secret is None:
+            self.root.mkdir(parents=True, exist_ok=True)
+            issued = create_token_in_file(self.dsn, "local-fleet-admin", Role.ADMIN)
+            write_token_file(self.token_file, issued.secret)
+            self._admin_secret = issued.secret
+        return self._admin_secret
+
+    def coordinator_argv(self, options: CoordinatorOptions) -> list[str]:
+        argv = super().coordinator_argv(options)
+        at = argv.index("--db")
+        return [*argv[:at], "--store", self.dsn, *argv[at + 2 :]]
 
 
 def compare_dashboards(args: argparse.Namespace) -> None:
@@ -360,12 +435,26 @@ def stop_dashboards(process: subprocess.Popen[str]) -> int:
     return int(last.split()[1]) if last.startswith("events ") else -1
 
 
-def measure(args: argparse.Namespace, *, tls: bool, dashboards: int = 0) -> Figures:
-    """Run one fleet (plain or over TLS, with ``dashboards`` watching) through
-    both phases; its figures."""
+def measure(
+    args: argparse.Namespace, *, tls: bool, dashboards: int = 0, store: str = "duckdb"
+) -> Figures:
+    """Run one fleet (plain or over TLS, with ``dashboards`` watching, on a DuckDB
+    file or the PostgreSQL ``store``) through both phases; its figures."""
     workdir = Path(tempfile.mkdtemp(prefix="testfleet-dispatch-"))
-    fleet = LocalFleet(
-        workdir, db=workdir / "dispatch.duckdb", log_dir=workdir, client_timeout=120, tls=tls
+    on_postgres = store != "duckdb"
+    fleet = (
+        PostgresLocalFleet(
+            store,
+            workdir,
+            db=workdir / "unused.duckdb",
+            log_dir=workdir,
+            client_timeout=120,
+            tls=tls,
+        )
+        if on_postgres
+        else LocalFleet(
+            workdir, db=workdir / "dispatch.duckdb", log_dir=workdir, client_timeout=120, tls=tls
+        )
     )
     db = fleet.db
     host_argv = [
@@ -443,7 +532,12 @@ def measure(args: argparse.Namespace, *, tls: bool, dashboards: int = 0) -> Figu
         finally:
             fleet.close()
 
-    con = duckdb.connect(str(db), read_only=True)
+    # The same SQL reads either database (PostgreSQL through DuckDB's extension).
+    con = (
+        attach_read_only(parse_dsn(store))
+        if on_postgres
+        else duckdb.connect(str(db), read_only=True)
+    )
 
     def one_row(sql: str) -> tuple[Any, ...]:
         row = con.execute(sql).fetchone()
@@ -476,7 +570,8 @@ def measure(args: argparse.Namespace, *, tls: bool, dashboards: int = 0) -> Figu
     lines = [
         f"dispatch{' over TLS with worker certificates and tokens' if tls else ''}: "
         f"{args.workers} workers x {args.slots} slots, {args.tasks} zero-work tasks, "
-        f"codec {args.codec}, {os.cpu_count()} cores"
+        f"codec {args.codec}, {os.cpu_count()} cores, "
+        f"store {'PostgreSQL' if on_postgres else 'DuckDB'}"
         + (f", {dashboards} dashboards on the event stream" if dashboards else ""),
         f"  end-to-end (first task committed -> last result committed): "
         f"{throughput:,.0f} tasks/s over {committed_span:.2f} s",
@@ -495,7 +590,7 @@ def measure(args: argparse.Namespace, *, tls: bool, dashboards: int = 0) -> Figu
             f"p99 {percentile(idle_latencies, 0.99):.1f} ms"
         )
     lines.append(
-        f"  attempts recorded: {attempts}; DuckDB commits: {stats['loop']['commits']} "
+        f"  attempts recorded: {attempts}; store commits: {stats['loop']['commits']} "
         f"({stats['loop']['events']} events in {stats['loop']['turns']} turns, "
         f"{stats['loop']['commit_seconds']:.2f} s committing)"
     )

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -102,3 +103,13 @@ def any_store(request: pytest.FixtureRequest) -> Iterator[Any]:
         opened = PostgresStore(request.getfixturevalue("pg_dsn"))
     with opened:
         yield opened
+
+
+@pytest.fixture(params=["duckdb", "postgres"])
+def store_spec(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where a test's store lives, for tests that open it more than once (reopening is
+    recovery): a DuckDB file, or a fresh PostgreSQL database's DSN. Open it with
+    ``testfleet.store.open_store``."""
+    if request.param == "duckdb":
+        return str(tmp_path / "fleet.duckdb")
+    return str(request.getfixturevalue("pg_dsn"))

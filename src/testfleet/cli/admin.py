@@ -71,6 +71,15 @@ def create(
             dir_okay=False,
         ),
     ] = None,
+    store: Annotated[
+        str | None,
+        typer.Option(
+            "--store",
+            help="Write it straight into this PostgreSQL database "
+            "(postgresql://USER@HOST/DB; the first admin token of a PostgreSQL coordinator).",
+            show_default=False,
+        ),
+    ] = None,
     db_key_file: Annotated[
         Path | None,
         typer.Option(
@@ -91,7 +100,20 @@ def create(
         lifetime = token_lifetime(role, lifetime)
     except ValueError as exc:
         fail(f"--expires: {exc}")
-    if db is not None:
+    if db is not None and store is not None:
+        fail("give --db FILE (DuckDB) or --store postgresql://... (PostgreSQL), not both")
+    if store is not None:
+        from testfleet.security.bootstrap import create_token_in_file
+
+        try:
+            issued = create_token_in_file(store, name, role, expires_in_seconds=lifetime)
+        except ValueError as exc:
+            fail(f"--name: {exc}")
+        except StoreError as exc:
+            fail(f"--store: {exc}")
+        token: dict[str, Any] = {"token_id": issued.record.token_id, "name": name, "role": role}
+        secret = issued.secret
+    elif db is not None:
         from testfleet.security.bootstrap import create_token_in_file
         from testfleet.store.encryption import key_from_env, read_key_file
 
@@ -106,7 +128,7 @@ def create(
             fail(f"--name: {exc}")
         except StoreError as exc:
             fail(f"{exc}")
-        token: dict[str, Any] = {"token_id": issued.record.token_id, "name": name, "role": role}
+        token = {"token_id": issued.record.token_id, "name": name, "role": role}
         secret = issued.secret
     else:
         with fleet_client(coordinator) as client:

@@ -1,6 +1,6 @@
 """The root of trust: an admin token written straight into the database file.
 
-Callers: ``testfleet tokens create --db FILE`` and ``LocalFleet`` (which makes
+Callers: ``testfleet tokens create --db FILE`` (or ``--store DSN``) and ``LocalFleet`` (which makes
 its admin token this way before it starts the coordinator). No API can make
 the first token (no one could call it yet), so whoever can write the
 coordinator's database file makes it; that person could change anything in
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from testfleet.security.audit import AuditEvent, AuditKind, AuditOutcome
 from testfleet.security.tokens import IssuedToken, Role, issue_token
-from testfleet.store import Store
+from testfleet.store import open_store
 from testfleet.store.encryption import DatabaseKey
 
 
@@ -28,7 +28,8 @@ def create_token_in_file(
     now: float | None = None,
     encryption_key: DatabaseKey | None = None,
 ) -> IssuedToken:
-    """Create a token in the database at ``db_path`` (created and migrated if new)
+    """Create a token in the database at ``db_path`` (created and migrated if new;
+    a ``postgresql://`` DSN opens that PostgreSQL database instead)
     and record it in the audit trail as made with direct access to the file.
 
     ``encryption_key``: the file is (or is to be) encrypted with it, as the
@@ -53,6 +54,6 @@ def create_token_in_file(
             "via": "tokens create --db",
         },
     )
-    with Store(db_path, encryption_key=encryption_key) as store:
+    with open_store(db_path, encryption_key=encryption_key) as store:
         store.add_token(record, [event])
     return issued

@@ -23,6 +23,7 @@ one; a fresh cursor starts in the default, so the store runs ``USE`` on each
 
 from __future__ import annotations
 
+import importlib
 import os
 import stat
 from dataclasses import dataclass, field
@@ -123,16 +124,24 @@ def _checked(secret: str, where: str) -> DatabaseKey:
     return DatabaseKey(secret, where)
 
 
+def wheel_extension_path(package: str, name: str) -> Path | None:
+    """The file of DuckDB extension ``name`` in the installed wheel ``package``
+    (``duckdb_extension_<name>``) for this DuckDB version, or ``None`` when it is
+    not installed. Both extension wheels (httpfs here, postgres for the
+    PostgreSQL store) lay their files out the same way."""
+    try:
+        module = importlib.import_module(package)
+    except ImportError:
+        return None
+    folder = Path(str(module.__file__)).parent / "extensions" / f"v{duckdb.__version__}"
+    candidate = folder / f"{name}.duckdb_extension"
+    return candidate if candidate.is_file() else None
+
+
 def crypto_extension_path() -> Path | None:
     """The httpfs extension file of the installed ``duckdb-extension-httpfs`` wheel
     for this DuckDB version, or ``None`` when it is not installed."""
-    try:
-        import duckdb_extension_httpfs
-    except ImportError:
-        return None
-    package = Path(duckdb_extension_httpfs.__file__).parent
-    candidate = package / "extensions" / f"v{duckdb.__version__}" / "httpfs.duckdb_extension"
-    return candidate if candidate.is_file() else None
+    return wheel_extension_path("duckdb_extension_httpfs", "httpfs")
 
 
 def attach_encrypted(connection: duckdb.DuckDBPyConnection, path: str, key: DatabaseKey) -> None:

@@ -59,7 +59,7 @@ from testfleet.store.test_history_queries import TestHistoryTables
 from testfleet.store.writer import (
     EncodedTables,
     describe_batch,
-    encode_batch,
+    encode_checked,
     missing_references,
     write_tables,
 )
@@ -210,10 +210,7 @@ class Store(StoreReads, SecurityTables, AlertTables, TestHistoryTables):
         :meth:`commit` in a thread while it goes on changing the same records
         for the next turn (the commit of one turn overlaps the work of the next).
         """
-        try:
-            return PreparedBatch(self, batch, encode_batch(batch))
-        except (ValueError, TypeError, OverflowError) as error:
-            raise wrap_error(f"encode {describe_batch(batch)}", error) from error
+        return PreparedBatch(self, batch, encode_checked(batch))
 
     def commit(
         self,

@@ -46,7 +46,7 @@ from testfleet.domain.records import (
     TaskRecord,
     WriteBatch,
 )
-from testfleet.store.errors import rollback_after_error
+from testfleet.store.errors import rollback_after_error, wrap_error
 from testfleet.store.rows import (
     ATTEMPTS,
     BENCHMARKS,
@@ -200,6 +200,15 @@ def encode_batch(batch: WriteBatch) -> EncodedTables:
         # repeat after a coordinator restart) never replaces the first.
         pairs.append((TESTS, WriteMode.INSERT_NEW_ONLY, TESTS.to_arrow(test_rows)))
     return pairs
+
+
+def encode_checked(batch: WriteBatch) -> EncodedTables:
+    """:func:`encode_batch`, a record that cannot be encoded raised as ``StoreError``
+    (both stores' ``prepare``)."""
+    try:
+        return encode_batch(batch)
+    except (ValueError, TypeError, OverflowError) as error:
+        raise wrap_error(f"encode {describe_batch(batch)}", error) from error
 
 
 def write_tables(

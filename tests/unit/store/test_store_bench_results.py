@@ -77,8 +77,8 @@ def run_batch(attempt_id: int, rows: list[BenchmarkRow]) -> WriteBatch:
 
 
 @pytest.fixture
-def store() -> Iterator[Store]:
-    with Store(":memory:") as opened:
+def store(any_store: Store) -> Iterator[Store]:
+    with any_store as opened:
         opened.write(WriteBatch(workers=[worker("w1"), worker("w2")]))
         yield opened
 

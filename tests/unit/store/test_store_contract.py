@@ -1,4 +1,4 @@
-"""The DuckDB store keeps the contract the coordinator is written against.
+"""Both stores (DuckDB and PostgreSQL) keep the contract the coordinator is written against.
 
 mypy checks it where the app factory assigns the store to a
 ``CoordinatorStore`` (and the typed assignments below, where mypy covers the
@@ -25,6 +25,8 @@ from testfleet.store.contract import (
     StoreReader,
     StoreWriter,
 )
+from testfleet.store.postgres import PostgresStore
+from testfleet.store.postgres.store import PreparedPgBatch
 from testfleet.store.store import PreparedBatch
 
 CONTRACTS: list[type] = [CoordinatorStore, StoreReader, StoreWriter, SecurityStore, AlertStore]
@@ -58,15 +60,27 @@ def test_the_duckdb_store_satisfies_the_contract_by_type() -> None:
         assert isinstance(prepared, PreparedBatch)
 
 
+def test_the_postgres_store_satisfies_the_contract_by_type(pg_dsn: str) -> None:
+    with PostgresStore(pg_dsn) as store:
+        everything: CoordinatorStore = store
+        writer: StoreWriter = store
+        prepared: PreparedWrite = store.prepare(WriteBatch())
+        assert everything is writer
+        assert isinstance(prepared, PreparedPgBatch)
+
+
+@pytest.mark.parametrize("implementation", [Store, PostgresStore], ids=lambda c: c.__name__)
 @pytest.mark.parametrize("contract", CONTRACTS, ids=lambda c: c.__name__)
 def test_every_method_of_the_contract_has_the_same_signature_on_the_store(
-    contract: type,
+    contract: type, implementation: type
 ) -> None:
     members = contract_members(contract)
     assert members, contract
     for name, declared in members.items():
-        implemented = inspect.getattr_static(Store, name, None)
-        assert implemented is not None, f"Store lacks {contract.__name__}.{name}"
+        implemented = inspect.getattr_static(implementation, name, None)
+        assert implemented is not None, (
+            f"{implementation.__name__} lacks {contract.__name__}.{name}"
+        )
         if isinstance(declared, property):
             assert isinstance(implemented, property), name
             continue
@@ -74,8 +88,8 @@ def test_every_method_of_the_contract_has_the_same_signature_on_the_store(
         assert parameters(implemented) == parameters(declared), name
 
 
-def test_a_prepared_batch_commits_itself_through_the_contract() -> None:
-    with Store(":memory:") as store:
+def test_a_prepared_batch_commits_itself_through_the_contract(any_store: Store) -> None:
+    with any_store as store:
         prepared = store.prepare(WriteBatch(tasks=[task("t1")], new_rows=NewRows({"t1"})))
         assert store.get_task("t1") is None  # prepared is not written
         prepared.commit()

@@ -13,9 +13,11 @@ import psycopg
 import pytest
 from pg_cluster import PW_PASSWORD, PW_USER, PgCluster, free_port
 from store_builders import T0, task, worker
+from typer.testing import CliRunner
 
+from testfleet.cli.app import app
 from testfleet.domain.records import WriteBatch
-from testfleet.security.tokens import Role, issue_token
+from testfleet.security.tokens import TOKEN_PREFIX, Role, hash_secret, issue_token
 from testfleet.store import Store, StoreError, StoreFenced, open_store
 from testfleet.store.live_query import QueryError
 from testfleet.store.postgres import PostgresStore
@@ -30,7 +32,7 @@ def set_epoch(dsn: str, epoch: int) -> None:
 
 def column_values(dsn: str, sql: str) -> list[object]:
     with psycopg.connect(dsn) as connection:
-        return [row[0] for row in connection.execute(sql).fetchall()]  # type: ignore[arg-type]
+        return [row[0] for row in connection.execute(sql).fetchall()]
 
 
 # -- open_store ---------------------------------------------------------------------
@@ -207,3 +209,29 @@ def test_the_writer_reconnects_after_the_server_restarted(
         pg_cluster.restart_immediate()
         store.write(WriteBatch(tasks=[task("t2")]))
         assert [t.task_id for t in store.list_tasks()] == ["t1", "t2"]
+
+
+# -- tokens create --store ------------------------------------------------------------
+
+
+def test_tokens_create_writes_the_first_admin_token_into_postgresql(
+    pg_dsn: str, tmp_path: Path
+) -> None:
+    runner = CliRunner()
+    base = ["tokens", "create", "--role", "admin", "--name", "root"]
+    done = runner.invoke(app, [*base, "--store", pg_dsn])
+    assert done.exit_code == 0, done.output
+    (secret,) = [line for line in done.output.splitlines() if line.startswith(TOKEN_PREFIX)]
+    with PostgresStore(pg_dsn) as store:
+        (token,) = store.list_tokens()
+        assert token.secret_hash == hash_secret(secret)
+        assert [event.detail["name"] for event in store.audit_events()] == ["root"]
+
+    both = runner.invoke(app, [*base, "--store", pg_dsn, "--db", str(tmp_path / "f.db")])
+    assert both.exit_code == 2
+    assert "not both" in both.output
+    refused = f"postgresql://u:hidden-pw@127.0.0.1:{free_port()}/db"
+    unreachable = runner.invoke(app, [*base, "--store", refused])
+    assert unreachable.exit_code == 2
+    assert "nothing listens there" in unreachable.output
+    assert "hidden-pw" not in unreachable.output

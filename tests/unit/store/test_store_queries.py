@@ -15,10 +15,10 @@ Q, A, R, C = TaskStatus.QUEUED, TaskStatus.ASSIGNED, TaskStatus.RUNNING, TaskSta
 
 
 @pytest.fixture
-def store() -> Iterator[Store]:
+def store(any_store: Store) -> Iterator[Store]:
     """Six tasks created in this order: b, a (same time as b), c, d, e, f."""
     command = spec("d", type=TaskType.COMMAND, config={"argv": ["true"]})
-    with Store(":memory:") as opened:
+    with any_store as opened:
         opened.write(
             WriteBatch(
                 workers=[worker("w1"), worker("w2")],
@@ -150,4 +150,5 @@ def test_all_task_ids_lists_every_stored_task(store: Store) -> None:
     ids = store.all_task_ids()
     assert ids == {t.task_id for t in store.list_tasks(limit=10_000)}
     assert "d" in ids
-    assert Store(":memory:").all_task_ids() == set()
+    with Store(":memory:") as empty:
+        assert empty.all_task_ids() == set()

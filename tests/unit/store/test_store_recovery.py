@@ -9,15 +9,15 @@ from store_builders import T0, attempt, result, task, worker
 
 from testfleet.domain.enums import AttemptStatus, ErrorClass, TaskStatus, WorkerStatus
 from testfleet.domain.records import WriteBatch
-from testfleet.store import Store
+from testfleet.store import Store, open_store
 
 AS = AttemptStatus
 
 
 def test_load_state_after_reopening_returns_open_tasks_and_their_live_attempts(
-    tmp_path: Path,
+    store_spec: str,
 ) -> None:
-    path = tmp_path / "fleet.duckdb"
+    path = store_spec
     workers = [worker("w1"), worker("w2", status=WorkerStatus.LOST)]
     waiting = task("waiting", TaskStatus.QUEUED, create_time=T0 + 1)
     assigned = task("assigned", TaskStatus.ASSIGNED, create_time=T0 + 2, current_attempt_id=1)
@@ -49,7 +49,7 @@ def test_load_state_after_reopening_returns_open_tasks_and_their_live_attempts(
     # A late result for the lost attempt with the highest id in the file.
     late = result(2, "running", "w2", counted=False)
 
-    with Store(path) as store:
+    with open_store(path) as store:
         store.write(
             WriteBatch(
                 workers=workers,
@@ -59,7 +59,7 @@ def test_load_state_after_reopening_returns_open_tasks_and_their_live_attempts(
             )
         )
 
-    with Store(path) as reopened:
+    with open_store(path) as reopened:
         state = reopened.load_state()
 
     assert state.open_tasks == [waiting, assigned, running, retrying]
@@ -68,8 +68,8 @@ def test_load_state_after_reopening_returns_open_tasks_and_their_live_attempts(
     assert state.next_attempt_id == 6
 
 
-def test_next_attempt_id_counts_results_too() -> None:
-    with Store(":memory:") as store:
+def test_next_attempt_id_counts_results_too(any_store: Store) -> None:
+    with any_store as store:
         store.write(
             WriteBatch(
                 workers=[worker()],
@@ -81,8 +81,8 @@ def test_next_attempt_id_counts_results_too() -> None:
         assert store.load_state().next_attempt_id == 42
 
 
-def test_an_empty_store_recovers_nothing() -> None:
-    with Store(":memory:") as store:
+def test_an_empty_store_recovers_nothing(any_store: Store) -> None:
+    with any_store as store:
         state = store.load_state()
     assert (state.open_tasks, state.open_attempts, state.workers) == ([], [], [])
     assert state.next_attempt_id == 1

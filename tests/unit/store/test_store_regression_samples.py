@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 
 from store_builders import T0, worker
 from test_store_bench_results import bench, run_batch
@@ -12,11 +11,11 @@ from test_store_test_results import chunk_task, row
 from testfleet.analysis.regressions import Figure, SeriesKind, find_regressions
 from testfleet.domain.pytest_tasks import TestOutcome
 from testfleet.domain.records import WriteBatch
-from testfleet.store import Store
+from testfleet.store import open_store
 
 
-def test_benchmark_series_keep_their_newest_runs_and_skip_failed_ones(tmp_path: Path) -> None:
-    with Store(tmp_path / "r.duckdb") as store:
+def test_benchmark_series_keep_their_newest_runs_and_skip_failed_ones(store_spec: str) -> None:
+    with open_store(store_spec) as store:
         store.write(WriteBatch(workers=[worker("w1")]))
         for i in range(1, 13):
             items_per_second = 100.0 if i <= 10 else 80.0  # a 20 % drop in the last two runs
@@ -37,8 +36,8 @@ def test_benchmark_series_keep_their_newest_runs_and_skip_failed_ones(tmp_path: 
         assert regression.started == T0 + 11
 
 
-def test_simulated_runs_are_their_own_series(tmp_path: Path) -> None:
-    with Store(tmp_path / "r.duckdb") as store:
+def test_simulated_runs_are_their_own_series(store_spec: str) -> None:
+    with open_store(store_spec) as store:
         store.write(WriteBatch(workers=[worker("w1")]))
         store.write(run_batch(1, [bench(1, 8)]))
         store.write(run_batch(2, [bench(2, 8, is_simulated=True)]))
@@ -46,8 +45,8 @@ def test_simulated_runs_are_their_own_series(tmp_path: Path) -> None:
         assert len(keys) == 2
 
 
-def test_test_durations_come_from_passed_uncrashed_runs(tmp_path: Path) -> None:
-    with Store(tmp_path / "r.duckdb") as store:
+def test_test_durations_come_from_passed_uncrashed_runs(store_spec: str) -> None:
+    with open_store(store_spec) as store:
         task_id = "run1.r0.00000"
         rows = [
             replace(row(1, task_id, "t.py::a"), outcome=TestOutcome.PASSED, duration_seconds=1.5),

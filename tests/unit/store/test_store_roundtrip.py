@@ -29,13 +29,17 @@ from testfleet.domain.hardware import CpuInfo, GpuInfo, TorchInfo
 from testfleet.domain.records import ResultRecord, TaskRecord, WorkerRecord, WriteBatch
 from testfleet.domain.result import SimulationStatus, TaskError, TaskResult, encode_logs
 from testfleet.domain.task import Requirements, RetryPolicy
-from testfleet.store import Store
+from testfleet.store import Store, open_store
+from testfleet.store.postgres import PostgresStore
 
 
-@pytest.fixture(params=["memory", "file"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    path = ":memory:" if request.param == "memory" else tmp_path / "fleet.duckdb"
-    with Store(path) as opened:
+@pytest.fixture(params=["memory", "file", "postgres"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store | PostgresStore]:
+    if request.param == "postgres":
+        path: str | Path = request.getfixturevalue("pg_dsn")
+    else:
+        path = ":memory:" if request.param == "memory" else tmp_path / "fleet.duckdb"
+    with open_store(path) as opened:
         yield opened
 
 

@@ -7,7 +7,6 @@ Runs on a real DuckDB file. Rows are built as the coordinator builds them
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 
 from store_builders import T0, spec, worker
 
@@ -22,7 +21,7 @@ from testfleet.domain.pytest_tasks import (
     TestResultRow,
 )
 from testfleet.domain.records import TaskRecord, WriteBatch
-from testfleet.store import Store
+from testfleet.store import open_store
 
 
 def chunk_task(task_id: str, run_id: str, status: TaskStatus = TaskStatus.QUEUED) -> TaskRecord:
@@ -74,8 +73,8 @@ def row(
     return replace(base, **changes)  # type: ignore[arg-type]
 
 
-def test_rows_read_back_equal_and_page_by_seq(tmp_path: Path) -> None:
-    with Store(tmp_path / "t.duckdb") as store:
+def test_rows_read_back_equal_and_page_by_seq(store_spec: str) -> None:
+    with open_store(store_spec) as store:
         store.write(
             WriteBatch(
                 workers=[worker("w1")],
@@ -91,8 +90,8 @@ def test_rows_read_back_equal_and_page_by_seq(tmp_path: Path) -> None:
         assert store.run_test_rows("run1", after_seq=2) == []
 
 
-def test_a_test_is_recorded_once_per_task(tmp_path: Path) -> None:
-    with Store(tmp_path / "t.duckdb") as store:
+def test_a_test_is_recorded_once_per_task(store_spec: str) -> None:
+    with open_store(store_spec) as store:
         store.write(WriteBatch(test_rows=[row(1, "run1.r0.00000", "t.py::a")]))
         # A repeat (a re-sent result, or after a coordinator restart) keeps the first.
         store.write(
@@ -102,8 +101,8 @@ def test_a_test_is_recorded_once_per_task(tmp_path: Path) -> None:
         assert (only.seq, only.outcome) == (1, TestOutcome.FAILED)
 
 
-def test_run_tasks_are_found_by_the_run_id_in_their_config(tmp_path: Path) -> None:
-    with Store(tmp_path / "t.duckdb") as store:
+def test_run_tasks_are_found_by_the_run_id_in_their_config(store_spec: str) -> None:
+    with open_store(store_spec) as store:
         store.write(
             WriteBatch(
                 tasks=[
@@ -120,8 +119,8 @@ def test_run_tasks_are_found_by_the_run_id_in_their_config(tmp_path: Path) -> No
         ]
 
 
-def test_durations_are_the_median_of_recent_uncrashed_runs(tmp_path: Path) -> None:
-    with Store(tmp_path / "t.duckdb") as store:
+def test_durations_are_the_median_of_recent_uncrashed_runs(store_spec: str) -> None:
+    with open_store(store_spec) as store:
         rows = [
             row(seq, f"run{seq}.r0.00000", "t.py::a", duration_seconds=seconds)
             for seq, seconds in enumerate([9.0, 1.0, 2.0, 3.0, 4.0, 5.0], start=1)
@@ -135,9 +134,9 @@ def test_durations_are_the_median_of_recent_uncrashed_runs(tmp_path: Path) -> No
         assert store.test_durations("path:/nowhere") == {}
 
 
-def test_recovery_loads_recorded_tests_of_open_tasks_and_the_next_seq(tmp_path: Path) -> None:
-    path = tmp_path / "t.duckdb"
-    with Store(path) as store:
+def test_recovery_loads_recorded_tests_of_open_tasks_and_the_next_seq(store_spec: str) -> None:
+    path = store_spec
+    with open_store(path) as store:
         store.write(
             WriteBatch(
                 workers=[worker("w1")],
@@ -152,7 +151,7 @@ def test_recovery_loads_recorded_tests_of_open_tasks_and_the_next_seq(tmp_path: 
                 ],
             )
         )
-    with Store(path) as store:
+    with open_store(path) as store:
         state = store.load_state()
         assert state.reported_tests == {"run1.r0.00000": {"t.py::a"}}
         assert state.next_test_seq == 4

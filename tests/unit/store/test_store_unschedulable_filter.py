@@ -20,8 +20,8 @@ CUDA = "hardware: needs one of [cuda]; connected workers offer [cpu]"
 
 
 @pytest.fixture
-def store() -> Iterator[Store]:
-    with Store(":memory:") as opened:
+def store(any_store: Store) -> Iterator[Store]:
+    with any_store as opened:
         opened.write(
             WriteBatch(
                 workers=[worker("w1")],

@@ -38,7 +38,8 @@ import psycopg.errors
 
 from testfleet.domain.records import WriteBatch
 from testfleet.store.alert_queries import AlertTables
-from testfleet.store.errors import StoreError, StoreFenced, is_out_of_room, wrap_error
+from testfleet.store.encryption import wheel_extension_path
+from testfleet.store.errors import StoreError, StoreFenced, is_out_of_room
 from testfleet.store.postgres.dsn import PostgresDsn, describe_connect_error, parse_dsn
 from testfleet.store.postgres.schema import apply_pg_migrations
 from testfleet.store.postgres.writer import (
@@ -56,7 +57,7 @@ from testfleet.store.test_history_queries import TestHistoryTables
 from testfleet.store.writer import (
     EncodedTables,
     describe_batch,
-    encode_batch,
+    encode_checked,
     missing_references,
 )
 
@@ -81,13 +82,7 @@ class PreparedPgBatch:
 
 def postgres_extension_path() -> Path | None:
     """The postgres extension file of the installed wheel for this DuckDB, or None."""
-    try:
-        import duckdb_extension_postgres
-    except ImportError:
-        return None
-    package = Path(duckdb_extension_postgres.__file__).parent
-    candidate = package / "extensions" / f"v{duckdb.__version__}" / "postgres.duckdb_extension"
-    return candidate if candidate.is_file() else None
+    return wheel_extension_path("duckdb_extension_postgres", "postgres")
 
 
 @functools.cache
@@ -105,6 +100,37 @@ def _loadable_extension(extension: Path) -> Path:
     link = directory / "postgres_scanner.duckdb_extension"
     link.symlink_to(extension)
     return link
+
+
+def attach_read_only(dsn: PostgresDsn) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB that sees ``dsn``'s tables, read-only, as its default
+    catalog (:data:`CATALOG`): the store's read side, and the dispatch
+    benchmark's reader of a PostgreSQL run's figures. Raises :class:`StoreError`."""
+    source = f"the PostgreSQL database {dsn.masked}"
+    extension = postgres_extension_path()
+    if extension is None:
+        raise StoreError(
+            f"cannot read {source}: DuckDB's postgres extension is not installed "
+            f"for DuckDB {duckdb.__version__}; install it with `pip install "
+            f"{POSTGRES_WHEEL}=={duckdb.__version__}` (or testfleet[postgres])"
+        )
+    connection = duckdb.connect(
+        ":memory:",
+        config={"autoinstall_known_extensions": False, "autoload_known_extensions": False},
+    )
+    try:
+        connection.execute(f"LOAD '{_quoted(str(_loadable_extension(extension)))}'")
+        read_only = f"{dsn.conninfo()}&options=-c%20default_transaction_read_only%3Don"
+        connection.execute(f"ATTACH '{_quoted(read_only)}' AS {CATALOG} (TYPE postgres, READ_ONLY)")
+        connection.execute(f"USE {CATALOG}")
+        # As on a DuckDB file (store.py): users' SQL must not read the
+        # coordinator's files. Switched off once the extension is loaded
+        # and the database attached, which need it.
+        connection.execute("SET enable_external_access = false")
+    except duckdb.Error as error:
+        connection.close()
+        raise StoreError(f"cannot attach {source} for reading: {dsn.scrub(str(error))}") from None
+    return connection
 
 
 class PostgresStore(StoreReads, SecurityTables, AlertTables, TestHistoryTables):
@@ -185,34 +211,7 @@ class PostgresStore(StoreReads, SecurityTables, AlertTables, TestHistoryTables):
         return self._staging
 
     def _attach(self) -> duckdb.DuckDBPyConnection:
-        extension = postgres_extension_path()
-        if extension is None:
-            raise StoreError(
-                f"cannot read {self._source}: DuckDB's postgres extension is not installed "
-                f"for DuckDB {duckdb.__version__}; install it with `pip install "
-                f"{POSTGRES_WHEEL}=={duckdb.__version__}` (or testfleet[postgres])"
-            )
-        connection = duckdb.connect(
-            ":memory:",
-            config={"autoinstall_known_extensions": False, "autoload_known_extensions": False},
-        )
-        try:
-            connection.execute(f"LOAD '{_quoted(str(_loadable_extension(extension)))}'")
-            read_only = f"{self._dsn.conninfo()}&options=-c%20default_transaction_read_only%3Don"
-            connection.execute(
-                f"ATTACH '{_quoted(read_only)}' AS {CATALOG} (TYPE postgres, READ_ONLY)"
-            )
-            connection.execute(f"USE {CATALOG}")
-            # As on a DuckDB file (store.py): users' SQL must not read the
-            # coordinator's files. Switched off once the extension is loaded
-            # and the database attached, which need it.
-            connection.execute("SET enable_external_access = false")
-        except duckdb.Error as error:
-            connection.close()
-            raise StoreError(
-                f"cannot attach {self._source} for reading: {self._dsn.scrub(str(error))}"
-            ) from None
-        return connection
+        return attach_read_only(self._dsn)
 
     # -- writing -------------------------------------------------------------------
 
@@ -222,10 +221,7 @@ class PostgresStore(StoreReads, SecurityTables, AlertTables, TestHistoryTables):
 
     def prepare(self, batch: WriteBatch) -> PreparedPgBatch:
         """Encode ``batch`` now, on the caller's thread (DuckDB's encoder, unchanged)."""
-        try:
-            return PreparedPgBatch(self, batch, encode_batch(batch))
-        except (ValueError, TypeError, OverflowError) as error:
-            raise wrap_error(f"encode {describe_batch(batch)}", error) from error
+        return PreparedPgBatch(self, batch, encode_checked(batch))
 
     def commit(
         self,
