@@ -90,7 +90,15 @@ def test_kill_9_of_the_leader_under_load_loses_nothing_and_counts_nothing_twice(
         ha.start_coordinator(leader)  # back, as a standby
     assert epochs == sorted(set(epochs)), epochs  # one more at every change of leader
     assert_each_counted_once(ha, task_ids)
-    assert len(ha.leaders()) == 1
+    (leader,) = ha.leaders()
+    with ha.http(leader) as http:
+        metrics = http.get("/metrics").text
+    assert "testfleet_leader 1.0" in metrics
+    assert f"testfleet_leader_epoch {float(epochs[-1])}" in metrics
+    standby = next(name for name in ha.coordinators if name != leader)
+    with ha.http(standby) as http:
+        live = http.get("/api/v1/health/live")
+    assert (live.status_code, live.json()) == (200, {"status": "alive", "role": "standby"})
 
 
 def test_a_paused_leader_is_fenced_and_steps_down_when_it_resumes(
