@@ -23,6 +23,7 @@ monotonic one in production, ``FakeClock`` in tests) over a
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import enum
 import json
@@ -444,6 +445,12 @@ class PostgresLease:
     async def release(self) -> None:
         connection, self._connection = self._connection, None
         if connection is not None:
+            # Unlocked explicitly first: the server ends a closed session's
+            # backend (and so frees its lock) a moment after the close, and a
+            # standby should find the lock free at its very next look.
+            with contextlib.suppress(Exception):
+                unlock = connection.execute("SELECT pg_advisory_unlock_all()")
+                await asyncio.wait_for(unlock, self.timeout_seconds)
             with contextlib.suppress(Exception):
                 await connection.close()
 
