@@ -191,7 +191,8 @@ def coordinator(
         int, typer.Option(min=1, help="Scheduled backups kept; older ones are deleted.")
     ] = 24,
 ) -> None:
-    """Run a coordinator: REST API, worker channel and the DuckDB file it alone owns."""
+    """Run a coordinator: REST API, worker channel and the DuckDB file it alone owns
+    (or, with --store, a PostgreSQL database it shares with standbys)."""
     from testfleet.cli.coordinator_store import choose_store, masked
     from testfleet.coordinator.alerts.config import AlertsConfigError, load_alerts_config
     from testfleet.coordinator.app import run_coordinator

@@ -32,7 +32,7 @@ import contextlib
 import dataclasses
 import logging
 import sys
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from fastapi import FastAPI
@@ -299,24 +299,13 @@ def run_ha_coordinator(
 
 def _check_settings(leadership: Leadership) -> None:
     """:class:`StartupError` if a live leader's shared settings differ from ours,
-    or PostgreSQL cannot be asked."""
-
-    async def check() -> None:
-        await leadership.check_settings()
-
+    or PostgreSQL cannot be asked (before the server's event loop exists)."""
     try:
-        _run(check())
+        asyncio.run(leadership.check_settings())
     except SettingsMismatch as exc:
         raise StartupError(str(exc)) from None
     except LeaseLost as exc:
         raise StartupError(f"cannot read the coordinator lease: {exc}") from None
-
-
-def _run(work: Awaitable[None]) -> None:
-    async def main() -> None:
-        await work
-
-    asyncio.run(main())
 
 
 def run_on_postgres(dsn: str, **options: Any) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pg_cluster import PW_USER, PgCluster
 from typer.testing import CliRunner
 
 from testfleet.cli import app
@@ -51,3 +52,27 @@ def test_a_database_key_with_a_store_is_refused() -> None:
 def test_backups_with_a_store_are_refused(tmp_path: Path) -> None:
     line = refused("--store", DSN, "--backup-dir", str(tmp_path / "b"))
     assert "pg_dump" in line
+
+
+def started(*args: str) -> tuple[int, str]:
+    done = CliRunner().invoke(app, ["coordinator", "--port", "0", *args])
+    assert "Traceback" not in done.output
+    return done.exit_code, done.output
+
+
+def test_an_unreachable_server_is_one_line_without_the_password() -> None:
+    code, output = started("--store", DSN)
+    assert code == 2
+    assert "error: cannot connect to PostgreSQL at postgresql://fleet:***@127.0.0.1:1/fleet" in (
+        output
+    )
+    assert "hunter2" not in output
+
+
+def test_wrong_credentials_are_one_line_without_the_password(pg_cluster: PgCluster) -> None:
+    dsn = pg_cluster.dsn("postgres", user=PW_USER, password="wrong-one")
+    code, output = started("--store", dsn)
+    assert code == 2
+    assert output.startswith("error: ")
+    assert "wrong-one" not in output
+    assert PW_USER in output
