@@ -66,10 +66,14 @@ class HaFleet:
         env["PYTHONUNBUFFERED"] = "1"
         return env
 
-    def _spawn(self, name: str, args: Sequence[str]) -> subprocess.Popen[bytes]:
+    def _spawn(
+        self, name: str, args: Sequence[str], prefix: Sequence[str] = ()
+    ) -> subprocess.Popen[bytes]:
+        """``python -m testfleet ARGS`` (``prefix``: words before it, e.g. to run it
+        in a network namespace), its output in ``<root>/<name>.log``."""
         log = (self.root / f"{name}.log").open("ab")
         process = subprocess.Popen(
-            [sys.executable, "-m", "testfleet", *args],
+            [*prefix, sys.executable, "-m", "testfleet", *args],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=self.env(),
@@ -106,7 +110,21 @@ class HaFleet:
     def start_coordinator(self, name: str, *extra: str) -> subprocess.Popen[bytes]:
         return self._spawn(name, self.coordinator_args(name, *extra))
 
-    def start_worker(self, name: str, slots: int = 8) -> subprocess.Popen[bytes]:
+    def start_process(
+        self, name: str, argv: Sequence[str], prefix: Sequence[str] = ()
+    ) -> subprocess.Popen[bytes]:
+        """Any other process the fleet needs (a forwarder), killed with the rest."""
+        log = (self.root / f"{name}.log").open("ab")
+        process = subprocess.Popen(
+            [*prefix, *argv], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        log.close()
+        self.processes[name] = process
+        return process
+
+    def start_worker(
+        self, name: str, slots: int = 8, prefix: Sequence[str] = ()
+    ) -> subprocess.Popen[bytes]:
         leader = self.wait_leader()[0]
         with self.http(leader) as http:
             made = http.post("/api/v1/tokens", json={"name": name, "role": "worker"})
@@ -128,6 +146,7 @@ class HaFleet:
                 "--log-level",
                 "info",
             ],
+            prefix,
         )
 
     def signal(self, name: str, sig: int) -> None:
