@@ -13,7 +13,7 @@ import os
 import signal
 import socket
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -281,33 +281,22 @@ def coordinator(
             else:
                 errors.print(escape(notice.message), soft_wrap=True)
 
+    # The options both kinds of coordinator take.
+    common: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "settings": settings,
+        "log_level": log_level,
+        "announce": announce,
+        "tls": tls,
+        "enrolment_ca": enrolment_ca,
+        "alerts": alerts_config,
+    }
     try:
         if isinstance(chosen, str):
-            run_on_postgres(
-                chosen,
-                host=host,
-                port=port,
-                settings=settings,
-                log_level=log_level,
-                announce=announce,
-                tls=tls,
-                enrolment_ca=enrolment_ca,
-                alerts=alerts_config,
-                lease_seconds=lease_seconds,
-            )
-            return
-        run_coordinator(
-            chosen,
-            host=host,
-            port=port,
-            settings=settings,
-            log_level=log_level,
-            announce=announce,
-            tls=tls,
-            db_key=db_key,
-            enrolment_ca=enrolment_ca,
-            alerts=alerts_config,
-        )
+            run_on_postgres(chosen, lease_seconds=lease_seconds, **common)
+        else:
+            run_coordinator(chosen, db_key=db_key, **common)
     except (StartupError, StoreError) as exc:
         fail(str(exc))
     except SettingsMismatch as exc:

@@ -399,9 +399,7 @@ def run_coordinator(
     listeners = bind_listeners(host, port)
     try:
         bound_port = listeners[0].getsockname()[1]
-        if not settings.public_url:
-            public_url = derive_public_url(host, bound_port, tls=tls is not None)
-            settings = dataclasses.replace(settings, public_url=public_url)
+        settings = with_public_url(settings, host, bound_port, tls)
         try:
             app = create_app(
                 db_path,
@@ -414,9 +412,7 @@ def run_coordinator(
         except StoreError as exc:
             raise StartupError(database_failure(db_path, exc)) from None
         if announce is not None:
-            shown_host = f"[{host}]" if ":" in host else host
-            scheme = "https" if tls is not None else "http"
-            announce(f"{scheme}://{shown_host}:{bound_port}")
+            announce(served_url(host, bound_port, tls))
         server = coordinator_server(app, host, bound_port, settings, log_level, tls)
         server.on_exit = app.state.loop.begin_shutdown
         with exit_zero_after_sigterm():
@@ -424,6 +420,24 @@ def run_coordinator(
     finally:
         for listener in listeners:
             listener.close()
+
+
+def with_public_url(
+    settings: CoordinatorSettings, host: str, port: int, tls: ServerTlsFiles | None
+) -> CoordinatorSettings:
+    """``settings`` with ``--public-url``, derived from the bound address if not given
+    (run_coordinator's and ``roles.run_ha_coordinator``'s; a standby names it)."""
+    if settings.public_url:
+        return settings
+    public_url = derive_public_url(host, port, tls=tls is not None)
+    return dataclasses.replace(settings, public_url=public_url)
+
+
+def served_url(host: str, port: int, tls: ServerTlsFiles | None) -> str:
+    """The address announced at start-up: ``http(s)://HOST:PORT``."""
+    shown_host = f"[{host}]" if ":" in host else host
+    scheme = "https" if tls is not None else "http"
+    return f"{scheme}://{shown_host}:{port}"
 
 
 def coordinator_server(

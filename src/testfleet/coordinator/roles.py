@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import sys
 from collections.abc import Callable, Coroutine
@@ -48,6 +47,8 @@ from testfleet.coordinator.app import (
     coordinator_server,
     create_app,
     exit_zero_after_sigterm,
+    served_url,
+    with_public_url,
 )
 from testfleet.coordinator.leadership import (
     DEFAULT_LEASE_SECONDS,
@@ -59,7 +60,6 @@ from testfleet.coordinator.leadership import (
     PostgresLease,
     SettingsMismatch,
 )
-from testfleet.coordinator.public_url import derive_public_url
 from testfleet.coordinator.settings import CoordinatorSettings
 from testfleet.coordinator.standby import StandbyApp
 from testfleet.coordinator.startup import StartupError, bind_listeners
@@ -247,9 +247,7 @@ def run_ha_coordinator(
     listeners = bind_listeners(host, port)
     try:
         bound_port = listeners[0].getsockname()[1]
-        if not settings.public_url:
-            public_url = derive_public_url(host, bound_port, tls=tls is not None)
-            settings = dataclasses.replace(settings, public_url=public_url)
+        settings = with_public_url(settings, host, bound_port, tls)
         try:
             open_store(None).close()
         except StoreError as exc:
@@ -282,9 +280,7 @@ def run_ha_coordinator(
 
         switch = RoleSwitch(leadership, build_leader)
         if announce is not None:
-            shown_host = f"[{host}]" if ":" in host else host
-            scheme = "https" if tls is not None else "http"
-            announce(f"{scheme}://{shown_host}:{bound_port}")
+            announce(served_url(host, bound_port, tls))
         server = coordinator_server(switch, host, bound_port, settings, log_level, tls)
         switch.on_fatal = lambda: setattr(server, "should_exit", True)
         server.on_exit = switch.begin_shutdown
