@@ -13,7 +13,7 @@ import os
 import signal
 import socket
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -40,9 +40,28 @@ if TYPE_CHECKING:
 
 
 def coordinator(
-    db: Annotated[Path, typer.Option(help="DuckDB file (created if missing).")] = Path(
-        "testfleet.duckdb"
-    ),
+    db: Annotated[
+        Path | None,
+        typer.Option(help="DuckDB file (created if missing). Default: testfleet.duckdb."),
+    ] = None,
+    store: Annotated[
+        str | None,
+        typer.Option(
+            envvar="TESTFLEET_STORE",
+            help="PostgreSQL instead of a DuckDB file: postgresql://USER[:PW]@HOST[:PORT]/DB. "
+            "Start several coordinators on one database: one leads, the others stand by "
+            '(README "Failover on PostgreSQL").',
+            show_default=False,
+        ),
+    ] = None,
+    lease_seconds: Annotated[
+        float,
+        typer.Option(
+            min=1.0,
+            help="With --store: a leader that cannot renew its lease this long stops "
+            "serving, and a standby takes over from a leader silent this long.",
+        ),
+    ] = 10.0,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8700,
     heartbeat_interval: Annotated[
@@ -172,11 +191,15 @@ def coordinator(
         int, typer.Option(min=1, help="Scheduled backups kept; older ones are deleted.")
     ] = 24,
 ) -> None:
-    """Run a coordinator: REST API, worker channel and the DuckDB file it alone owns."""
+    """Run a coordinator: REST API, worker channel and the DuckDB file it alone owns
+    (or, with --store, a PostgreSQL database it shares with standbys)."""
+    from testfleet.cli.coordinator_store import choose_store, masked
     from testfleet.coordinator.alerts.config import AlertsConfigError, load_alerts_config
     from testfleet.coordinator.app import run_coordinator
     from testfleet.coordinator.exposure import NoticeLevel, decide_exposure
+    from testfleet.coordinator.leadership import SettingsMismatch
     from testfleet.coordinator.public_url import PublicUrlError, check_public_url
+    from testfleet.coordinator.roles import SETTINGS_MISMATCH_EXIT, run_on_postgres
     from testfleet.coordinator.settings import CoordinatorSettings
     from testfleet.coordinator.startup import StartupError
     from testfleet.security.tls import ServerTlsFiles, TlsFileError, check_server_files
@@ -218,6 +241,12 @@ def coordinator(
         db_key = read_key_file(db_key_file) if db_key_file is not None else env_key
     except StoreError as exc:
         fail(str(exc))
+    chosen = choose_store(
+        db,
+        store,
+        db_key=db_key is not None,
+        backups=backup_dir is not None or backup_every is not None,
+    )
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     settings = CoordinatorSettings(
         heartbeat_interval_seconds=heartbeat_interval,
@@ -242,8 +271,9 @@ def coordinator(
     def announce(url: str) -> None:
         # Printed whatever --log-level says, with the address: at every start
         # the operator sees how exposed this coordinator is.
+        where = masked(chosen) if isinstance(chosen, str) else chosen
         errors.print(
-            f"testfleet coordinator on {url} with {db}" + (" (encrypted)" if db_key else "")
+            f"testfleet coordinator on {url} with {where}" + (" (encrypted)" if db_key else "")
         )
         for notice in exposure.notices:
             if notice.level is NoticeLevel.WARNING:
@@ -251,21 +281,26 @@ def coordinator(
             else:
                 errors.print(escape(notice.message), soft_wrap=True)
 
+    # The options both kinds of coordinator take.
+    common: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "settings": settings,
+        "log_level": log_level,
+        "announce": announce,
+        "tls": tls,
+        "enrolment_ca": enrolment_ca,
+        "alerts": alerts_config,
+    }
     try:
-        run_coordinator(
-            db,
-            host=host,
-            port=port,
-            settings=settings,
-            log_level=log_level,
-            announce=announce,
-            tls=tls,
-            db_key=db_key,
-            enrolment_ca=enrolment_ca,
-            alerts=alerts_config,
-        )
+        if isinstance(chosen, str):
+            run_on_postgres(chosen, lease_seconds=lease_seconds, **common)
+        else:
+            run_coordinator(chosen, db_key=db_key, **common)
     except (StartupError, StoreError) as exc:
         fail(str(exc))
+    except SettingsMismatch as exc:
+        fail(str(exc), code=SETTINGS_MISMATCH_EXIT)
 
 
 def _backup_schedule(every: str | None, directory: Path | None) -> float:

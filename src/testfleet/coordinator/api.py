@@ -54,6 +54,8 @@ from testfleet.coordinator.api_models import (
     HealthStatus,
     HistoryFilters,
     HistoryRow,
+    Liveness,
+    LiveStatus,
     LoopCounters,
     QueueCounts,
     Recovery,
@@ -88,6 +90,7 @@ from testfleet.coordinator.auth import (
     tasks_not_theirs,
 )
 from testfleet.coordinator.events import Accepted, RefusalReason, Refused
+from testfleet.coordinator.leadership import CoordinatorRole
 from testfleet.coordinator.loop import CoordinatorLoop, CoordinatorUnavailableError
 from testfleet.coordinator.state_view import StateView
 from testfleet.coordinator.task_body import SUBMIT_OPENAPI, parse_task_body
@@ -490,6 +493,18 @@ def build_router(
             limit=limit,
             rows=[HistoryRow.model_validate(benchmark_row(row)) for row in rows],
         )
+
+    @router.get(
+        "/health/live",
+        response_model=Liveness,
+        responses=refusals(),
+        summary="Liveness for Kubernetes: the process answers; no token needed",
+        description="Always 200 while the process serves: `role` is `leader` here, and "
+        "`standby` on a standby coordinator (failover on PostgreSQL), whose `/health` "
+        "answers 503 so that only the leader is ready.",
+    )
+    async def health_live() -> Liveness:
+        return Liveness(status=LiveStatus.ALIVE, role=CoordinatorRole.LEADER)
 
     @router.get(
         "/health",

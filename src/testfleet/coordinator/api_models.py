@@ -20,6 +20,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
+from testfleet.coordinator.leadership import CoordinatorRole
 from testfleet.domain.benchmark import Precision
 from testfleet.domain.enums import (
     AttemptStatus,
@@ -311,6 +312,18 @@ class Health(ResponseModel):
         description="Why the loop stopped (`failed`) or cannot commit (`degraded`); "
         "only with those statuses.",
     )
+
+
+class LiveStatus(StrEnum):
+    ALIVE = "alive"
+
+
+class Liveness(ResponseModel):
+    """``/health/live``: the process answers (Kubernetes liveness), and whether it
+    leads; a standby coordinator answers the same with ``role`` ``standby``."""
+
+    status: LiveStatus
+    role: CoordinatorRole
 
 
 # ---------------------------------------------------------- benchmark results

@@ -141,7 +141,7 @@ class BodyLimitMiddleware:
 
 
 def create_app(
-    db_path: str | Path,
+    db_path: str | Path | None,
     settings: CoordinatorSettings | None = None,
     clock: Clock | None = None,
     *,
@@ -150,6 +150,8 @@ def create_app(
     enrolment_ca: CertificateAuthority | None = None,
     alerts: AlertsConfig | None = None,
     find_regressions: RegressionFinder | None = None,
+    store: CoordinatorStore | None = None,
+    epoch: int = 0,
 ) -> FastAPI:
     """Build a coordinator app over the DuckDB file at ``db_path`` (encrypted
     with ``db_key`` when one is given).
@@ -161,19 +163,32 @@ def create_app(
     ``alerts``: the alert rules and webhook receivers (``--alerts``; None: the
     defaults, no receivers); ``find_regressions``: the benchmark regression
     detector the ``benchmark_regression`` rule asks (None: open regressions in
-    this store's history, ``alerts/regression_source.py``)."""
+    this store's history, ``alerts/regression_source.py``).
+
+    ``store``: an open store to serve instead of the DuckDB file (``db_path``
+    is then unused): the PostgreSQL store of a leader that won ``epoch``
+    (``coordinator/roles.py``). The app owns it from here and closes it at
+    shutdown. Backups (the route and ``--backup-every``) are DuckDB's: with
+    another store they are left out (PostgreSQL has pg_dump)."""
     settings = settings or CoordinatorSettings()
     clock = clock or SystemClock()
     # The one place that names DuckDB: the rest of the coordinator knows the
     # store by its contract.
-    snapshot_dir, own_snapshot_dir = _snapshot_dir(settings)
-    database = Store(
-        db_path,
-        threads=settings.db_threads,
-        encryption_key=db_key,
-        snapshot_dir=snapshot_dir,
-    )
-    store: CoordinatorStore = database
+    database: Store | None = None
+    own_snapshot_dir = False
+    if store is None:
+        if db_path is None:
+            raise ValueError("create_app needs a db_path or a store")
+        snapshot_dir, own_snapshot_dir = _snapshot_dir(settings)
+        database = Store(
+            db_path,
+            threads=settings.db_threads,
+            encryption_key=db_key,
+            snapshot_dir=snapshot_dir,
+        )
+        store = database
+    elif isinstance(store, Store):
+        database = store
     recovered = store.load_state()
     for problem in recovered.unreadable_rows:
         log.warning("left out at start-up, the rest carries on: %s", problem)
@@ -185,6 +200,7 @@ def create_app(
     alerts = alerts or AlertsConfig()
     view = StateView(state)
     metrics = Metrics(clock, view, lambda: len(loop.connections))
+    metrics.leader_epoch = epoch
     loop.observer = metrics
     notifier = (
         Notifier(alerts.receivers, store, clock, external_url=settings.public_url)
@@ -216,7 +232,11 @@ def create_app(
         ]
         if notifier is not None:
             watchers.append(asyncio.create_task(notifier.run(), name="notifications"))
-        if settings.backup_every_seconds > 0 and settings.backup_dir is not None:
+        if (
+            settings.backup_every_seconds > 0
+            and settings.backup_dir is not None
+            and database is not None
+        ):
             schedule = BackupSchedule(
                 database.snapshot,
                 settings.backup_dir,
@@ -284,7 +304,8 @@ def create_app(
     app.include_router(build_test_run_router(view, store, auth))
     app.include_router(build_query_router(store, auth))
     app.include_router(build_admin_router(auth))
-    app.include_router(build_backup_router(database, encrypted=db_key is not None))
+    if database is not None:
+        app.include_router(build_backup_router(database, encrypted=db_key is not None))
     app.include_router(build_revocation_router(loop, view, auth))
     app.include_router(build_enrolment_router(auth, enrolment_ca))
     app.include_router(build_alerts_router(engine, store))
@@ -378,9 +399,7 @@ def run_coordinator(
     listeners = bind_listeners(host, port)
     try:
         bound_port = listeners[0].getsockname()[1]
-        if not settings.public_url:
-            public_url = derive_public_url(host, bound_port, tls=tls is not None)
-            settings = dataclasses.replace(settings, public_url=public_url)
+        settings = with_public_url(settings, host, bound_port, tls)
         try:
             app = create_app(
                 db_path,
@@ -393,40 +412,67 @@ def run_coordinator(
         except StoreError as exc:
             raise StartupError(database_failure(db_path, exc)) from None
         if announce is not None:
-            shown_host = f"[{host}]" if ":" in host else host
-            scheme = "https" if tls is not None else "http"
-            announce(f"{scheme}://{shown_host}:{bound_port}")
-        config = uvicorn.Config(
-            app,
-            host=host,
-            port=bound_port,
-            log_level=log_level,
-            ws_max_size=MAX_FRAME_BYTES,
-            http=limited_http_protocol(
-                settings.header_timeout_seconds, settings.max_http_connections
-            ),
-            ws_ping_interval=None,  # our heartbeats detect dead workers
-            timeout_graceful_shutdown=5,
-            lifespan="on",
-            **_tls_options(tls),
-        )
-        if tls is not None:
-            config.load()
-            # load() built both: the context from the TLS options, the class from ws="auto".
-            assert config.ssl is not None
-            assert config.ws_protocol_class is not None
-            harden_server_context(config.ssl)
-            config.ws_protocol_class = with_peer_certificate(config.ws_protocol_class)
-        server = _GracefulServer(config)
+            announce(served_url(host, bound_port, tls))
+        server = coordinator_server(app, host, bound_port, settings, log_level, tls)
         server.on_exit = app.state.loop.begin_shutdown
-        with _exit_zero_after_sigterm():
+        with exit_zero_after_sigterm():
             server.run(sockets=listeners)
     finally:
         for listener in listeners:
             listener.close()
 
 
-class _GracefulServer(uvicorn.Server):
+def with_public_url(
+    settings: CoordinatorSettings, host: str, port: int, tls: ServerTlsFiles | None
+) -> CoordinatorSettings:
+    """``settings`` with ``--public-url``, derived from the bound address if not given
+    (run_coordinator's and ``roles.run_ha_coordinator``'s; a standby names it)."""
+    if settings.public_url:
+        return settings
+    public_url = derive_public_url(host, port, tls=tls is not None)
+    return dataclasses.replace(settings, public_url=public_url)
+
+
+def served_url(host: str, port: int, tls: ServerTlsFiles | None) -> str:
+    """The address announced at start-up: ``http(s)://HOST:PORT``."""
+    shown_host = f"[{host}]" if ":" in host else host
+    scheme = "https" if tls is not None else "http"
+    return f"{scheme}://{shown_host}:{port}"
+
+
+def coordinator_server(
+    app: ASGIApp,
+    host: str,
+    port: int,
+    settings: CoordinatorSettings,
+    log_level: str,
+    tls: ServerTlsFiles | None,
+) -> GracefulServer:
+    """The uvicorn server for ``app`` on the bound ``port`` (run_coordinator's,
+    and ``roles.run_ha_coordinator``'s over the switch between its roles)."""
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        ws_max_size=MAX_FRAME_BYTES,
+        http=limited_http_protocol(settings.header_timeout_seconds, settings.max_http_connections),
+        ws_ping_interval=None,  # our heartbeats detect dead workers
+        timeout_graceful_shutdown=5,
+        lifespan="on",
+        **_tls_options(tls),
+    )
+    if tls is not None:
+        config.load()
+        # load() built both: the context from the TLS options, the class from ws="auto".
+        assert config.ssl is not None
+        assert config.ws_protocol_class is not None
+        harden_server_context(config.ssl)
+        config.ws_protocol_class = with_peer_certificate(config.ws_protocol_class)
+    return GracefulServer(config)
+
+
+class GracefulServer(uvicorn.Server):
     """uvicorn's server, telling the coordinator loop the moment SIGTERM or
     SIGINT arrives (:meth:`CoordinatorLoop.begin_shutdown`): from then on
     submissions are refused with 503 and health says ``shutting_down`` while
@@ -443,7 +489,7 @@ class _GracefulServer(uvicorn.Server):
 
 
 @contextlib.contextmanager
-def _exit_zero_after_sigterm() -> Iterator[None]:
+def exit_zero_after_sigterm() -> Iterator[None]:
     """uvicorn re-raises a caught SIGTERM once it has shut down, so that the
     default action kills the process: a clean, committed shutdown would then
     exit 143, which a supervisor reads as a crash. While serving, the

@@ -22,7 +22,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from testfleet.coordinator.api_errors import ApiRefusal
 from testfleet.coordinator.api_models import ErrorCode
-from testfleet.coordinator.limits import HEALTH_PATH
+from testfleet.coordinator.limits import HEALTH_PATH, LIVE_PATH
 
 #: The answers sent here, outside FastAPI; :mod:`~testfleet.coordinator.openapi`
 #: declares them on every operation they can reach (FastAPI cannot know them).
@@ -142,6 +142,6 @@ def limited_http_protocol(
                 path: bytes = httptools.parse_url(self.url).path
             except httptools.HttpParserInvalidURLError:
                 return False
-            return path.decode("ascii", "replace") == HEALTH_PATH
+            return path.decode("ascii", "replace") in (HEALTH_PATH, LIVE_PATH)
 
     return LimitedHttpProtocol

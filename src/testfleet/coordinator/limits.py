@@ -52,7 +52,9 @@ KnownToken = Callable[[str], bool]
 #: coordinator is up, and workers connect over their own channel (which has
 #: its own frame-rate limit).
 HEALTH_PATH = "/api/v1/health"
-RATE_EXEMPT = frozenset({HEALTH_PATH, "/api/v1/workers/connect"})
+#: Kubernetes' liveness probe (``/api/v1/health/live``), exempt like health.
+LIVE_PATH = "/api/v1/health/live"
+RATE_EXEMPT = frozenset({HEALTH_PATH, LIVE_PATH, "/api/v1/workers/connect"})
 #: Keys tracked at most (about 200 bytes each). Far above the clients of a real
 #: fleet; only a flood from that many addresses at once pushes out a key that
 #: is still being limited (which then starts over with a full burst).

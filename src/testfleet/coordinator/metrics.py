@@ -130,6 +130,10 @@ class Metrics:
         #: (``flaky_tests_metric.FlakyTestsGauge``); None until first counted.
         self.flaky_tests: int | None = None
         self._firing_alerts: Callable[[], Mapping[str, int]] | None = None
+        #: The epoch this coordinator leads in (failover on PostgreSQL,
+        #: ``coordinator/leadership.py``); 0 for a DuckDB coordinator, which
+        #: always leads itself. A standby serves no metrics (it answers 503).
+        self.leader_epoch = 0
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_Collector(self))
 
@@ -252,6 +256,14 @@ class Metrics:
         )
         commit.add_metric([], self.commit_seconds.buckets(), self.commit_seconds.total)
         yield commit
+        yield GaugeMetricFamily(
+            "testfleet_leader", "1 on the coordinator that leads (the one serving these).", value=1
+        )
+        yield GaugeMetricFamily(
+            "testfleet_leader_epoch",
+            "The epoch it leads in: one more at every change of leader (0 on DuckDB).",
+            value=self.leader_epoch,
+        )
         now = self._clock.now()
         yield GaugeMetricFamily(
             "testfleet_coordinator_uptime_seconds",

@@ -43,14 +43,14 @@ from testfleet.coordinator.api_errors import (
 )
 from testfleet.coordinator.api_models import ErrorBody
 from testfleet.coordinator.http_protocol import CONNECTION_CAP, HEADER_TIMEOUT
-from testfleet.coordinator.limits import HEALTH_PATH, RATE_EXEMPT
+from testfleet.coordinator.limits import HEALTH_PATH, LIVE_PATH, RATE_EXEMPT
 from testfleet.domain.task import TaskSpec
 
 REF_TEMPLATE = "#/components/schemas/{model}"
 #: What FastAPI calls its own validation error body and the items of its list.
 _FASTAPI_422_SCHEMAS = ("HTTPValidationError", "ValidationError")
 #: Operations that answer without a token (every other one needs the bearer scheme).
-PUBLIC_OPERATIONS = (("/api/v1/health", "get"),)
+PUBLIC_OPERATIONS = ((HEALTH_PATH, "get"), (LIVE_PATH, "get"))
 _METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 
 
@@ -110,7 +110,7 @@ def _say_what_is_sent(responses: dict[str, Any], path: str) -> None:
     declare(responses, HEADER_TIMEOUT)
     if path not in RATE_EXEMPT:
         declare(responses, RATE_LIMITED)
-    if path != HEALTH_PATH:
+    if path not in (HEALTH_PATH, LIVE_PATH):
         declare(responses, CONNECTION_CAP)
 
 

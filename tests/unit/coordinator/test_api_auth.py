@@ -46,6 +46,7 @@ SETTINGS = CoordinatorSettings(max_queued_per_submitter=QUOTA)
 #: The least role each route needs; every route of the app must be here.
 NEEDS: dict[str, Role | None] = {
     "GET /api/v1/health": None,
+    "GET /api/v1/health/live": None,
     "POST /api/v1/tasks": Role.SUBMITTER,
     "POST /api/v1/tasks/cancel": Role.SUBMITTER,
     "POST /api/v1/tasks/{task_id}/cancel": Role.SUBMITTER,
@@ -221,7 +222,10 @@ def test_no_route_but_health_answers_without_a_valid_token(
         response = fleet.client.request(method, url, headers=headers)
         if needs is None:
             assert response.status_code == 200, route
-            assert response.json() == {"status": "ok"}  # detail-free without a token
+            detail_free = (
+                {"status": "alive", "role": "leader"} if "live" in route else {"status": "ok"}
+            )
+            assert response.json() == detail_free  # detail-free without a token
             continue
         assert response.status_code == 401, (route, response.text)
         assert response.json()["error"]["code"] == "unauthenticated"
