@@ -79,6 +79,11 @@ class CoordinatorAddresses:
     def __len__(self) -> int:
         return len(self._addresses)
 
+    @property
+    def several(self) -> bool:
+        """More than one address to go to."""
+        return len(self._addresses) > 1
+
     def reached(self) -> None:
         """The current address served (the leader answered): the next failure
         starts a new round."""

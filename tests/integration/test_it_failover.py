@@ -120,6 +120,9 @@ def test_a_paused_leader_is_fenced_and_steps_down_when_it_resumes(
         new_epoch = fleet.epoch()
         assert new_epoch > old_epoch
         written_before = keys_by_epoch(fleet, old_epoch)
+        # The workers leave the paused leader on their own (it answers no
+        # pings) and carry on under the new one while it stays paused.
+        wait_progress(fleet, completed(fleet) + 20, "progress while the old leader is paused")
         fleet.signal(first, signal.SIGCONT)
         # It steps down: its health says standby, naming the new leader.
         fleet.wait_until(

@@ -47,16 +47,25 @@ class ChannelClosed(Exception):
     (the agent then ends its session quietly); the message says what the
     transport saw, for the worker's log. ``code`` and ``reason``: the close
     code and reason the peer sent, when it sent one (a standby's
-    :attr:`CloseCode.NOT_LEADER` names the leader in its reason).
+    :attr:`CloseCode.NOT_LEADER` names the leader in its reason). ``silent``:
+    this side gave up because the peer stopped answering pings (a hung or
+    paused coordinator), not because the connection broke or was closed.
     """
 
     def __init__(
-        self, message: str, *, clean: bool = False, code: int | None = None, reason: str = ""
+        self,
+        message: str,
+        *,
+        clean: bool = False,
+        code: int | None = None,
+        reason: str = "",
+        silent: bool = False,
     ) -> None:
         super().__init__(message)
         self.clean = clean
         self.code = code
         self.reason = reason
+        self.silent = silent
 
 
 class ConnectFailed(Exception):

@@ -80,6 +80,14 @@ class MemoryChannel:
         if self.peer is not None:
             self.peer._end(ChannelClosed("connection lost (severed by the test)"))
 
+    def fall_silent(self) -> None:
+        """The peer stops answering (hung, paused): this end gives up as the
+        WebSocket keepalive does (``ChannelClosed.silent``); the peer sees the
+        connection lost."""
+        self._end(ChannelClosed("keepalive ping timeout (the test's)", silent=True))
+        if self.peer is not None:
+            self.peer._end(ChannelClosed("connection lost (the worker gave up on it)"))
+
     def _end(self, reason: ChannelClosed) -> None:
         if self._closed is None:
             self._closed = reason

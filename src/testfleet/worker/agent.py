@@ -169,19 +169,18 @@ class WorkerAgent:
         """Connect, serve, and reconnect with backoff until :meth:`stop`.
 
         Each failed attempt and each lost session is logged at WARNING (by a
-        :class:`ConnectionReporter`; a close with 1012, a coordinator restart,
-        at INFO): what the address answered and the pause
-        before the next try. Raises :class:`WorkerRefusedError` if the
-        coordinator refuses this worker for good (revoked or unauthorized, an
-        incompatible version); a refusal because its id is connected from
-        another process is retried with backoff like a lost connection.
+        :class:`ConnectionReporter`; a 1012 close, a coordinator restart, at INFO):
+        what the address answered and the pause before the next try. Raises
+        :class:`WorkerRefusedError` if the coordinator refuses this worker for good
+        (revoked, unauthorized, an incompatible version); a refusal because its id
+        is connected from another process is retried with backoff like a lost
+        connection.
 
         ``coordinator_url`` may list several coordinators (README, "Several
-        coordinators"). A standby closes the channel with code 4010 naming the
-        leader: the agent goes there at once (INFO), else to the next address,
-        as when one cannot be reached; it backs off only after a full round
-        (:class:`CoordinatorAddresses`). Attempts and held results are kept.
-        """
+        coordinators"). A standby closes with 4010 naming the leader: the agent
+        goes there at once (INFO), else to the next address, as when one cannot
+        be reached or stops answering pings (hung); it backs off only after a full
+        round (:class:`CoordinatorAddresses`). Attempts and held results are kept."""
         failures = 0
         addresses = CoordinatorAddresses.listed(self.settings.coordinator_url)
         #: One reporter per address, so that each summarises its own repeats.
@@ -193,7 +192,7 @@ class WorkerAgent:
             )
             problem = "the coordinator closed the connection"
             standby: ChannelClosed | None = None
-            restarting = False
+            restarting = silent = False
             try:
                 async with self._connector.connect(url) as channel:
                     await self._serve(channel)
@@ -215,6 +214,8 @@ class WorkerAgent:
                 if isinstance(exc, ChannelClosed) and exc.code == CloseCode.NOT_LEADER:
                     standby = exc
                 restarting = is_restart_close(exc)
+                # No pong: maybe hung for good while a standby takes its lease; move on.
+                silent = isinstance(exc, ChannelClosed) and exc.silent
             finally:
                 welcomed = self.connected.is_set()
                 if welcomed:
@@ -231,7 +232,7 @@ class WorkerAgent:
                 self._reporter.standby(addresses.current, named=bool(standby.reason))
                 if not round_over:
                     continue  # straight to the leader: no pause
-            elif welcomed:
+            elif welcomed and not (silent and addresses.several):
                 round_over = True  # the same address again, after the first pause
             else:
                 round_over = addresses.failed()

@@ -31,6 +31,19 @@ from testfleet.worker.connection_report import describe_connection_failure
 
 #: Seconds to open the socket and finish the WebSocket handshake.
 OPEN_TIMEOUT = 10.0
+#: WebSocket keepalive: a ping every PING_INTERVAL seconds, and a coordinator
+#: that has not answered one within PING_TIMEOUT is taken for hung (SIGSTOPped,
+#: its machine frozen, or a network that drops packets without a reset). Its
+#: process may never come back, and with several coordinators the leader's
+#: lease passes to a standby (10 s by default), so the worker must leave on its
+#: own: within about 10 s it drops the connection and tries its next address.
+#: Pongs are answered by the coordinator's event loop, whose lag stays in
+#: milliseconds (commits run in threads; README, "Overview"), so 7.5 s of
+#: silence is far from anything a healthy coordinator does.
+PING_INTERVAL = 2.5
+PING_TIMEOUT = 7.5
+#: The close code websockets sends when a ping went unanswered.
+_KEEPALIVE_TIMEOUT_CODE = 1011
 
 
 class WebSocketChannel:
@@ -59,21 +72,28 @@ def _closed(exc: ConnectionClosed) -> ChannelClosed:
     # websockets' own wording ("received 1000 (OK); then sent 1000 (OK)") is
     # what the worker's log has always quoted; it stays the message.
     received = exc.rcvd
+    sent = exc.sent
     return ChannelClosed(
         str(exc),
         clean=isinstance(exc, ConnectionClosedOK),
         code=None if received is None else received.code,
         reason="" if received is None else received.reason,
+        # Nothing came back, and this side closed with 1011: a ping went unanswered.
+        silent=received is None and sent is not None and sent.code == _KEEPALIVE_TIMEOUT_CODE,
     )
 
 
 class WebSocketConnector:
-    """Opens WebSocket channels (no pings: the protocol's heartbeats detect loss)."""
+    """Opens WebSocket channels. The worker's heartbeats tell the coordinator the
+    worker lives; keepalive pings (``PING_INTERVAL``) tell the worker the
+    coordinator does, since it sends nothing while it has nothing to say."""
 
     def __init__(
         self,
         *,
         open_timeout: float = OPEN_TIMEOUT,
+        ping_interval: float = PING_INTERVAL,
+        ping_timeout: float = PING_TIMEOUT,
         max_frame_bytes: int = MAX_FRAME_BYTES,
         ssl_context: ssl.SSLContext | None = None,
         token: str | None = None,
@@ -84,6 +104,8 @@ class WebSocketConnector:
         ``token``: the worker's token, sent as ``Authorization: Bearer`` on the
         upgrade request (``testfleet worker --token``)."""
         self.open_timeout = open_timeout
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
         self.max_frame_bytes = max_frame_bytes
         self.ssl_context = ssl_context
         self._headers = {"Authorization": f"Bearer {token}"} if token else None
@@ -94,7 +116,8 @@ class WebSocketConnector:
             socket = await connect(
                 url,
                 max_size=self.max_frame_bytes,
-                ping_interval=None,
+                ping_interval=self.ping_interval,
+                ping_timeout=self.ping_timeout,
                 open_timeout=self.open_timeout,
                 # websockets refuses an ssl argument for a ws:// address.
                 ssl=self.ssl_context if url.startswith("wss://") else None,

@@ -176,6 +176,31 @@ async def test_after_a_failover_the_worker_keeps_its_attempt_and_finishes_it_at_
     assert len(results) == 1
 
 
+async def test_a_leader_that_falls_silent_is_left_for_the_next_address_at_once(
+    tmp_path: Path,
+) -> None:
+    """A hung leader (no pongs) may never come back while a standby takes its
+    lease: the worker goes to its next address without a pause, instead of
+    retrying the silent one first as it does after a plain lost connection."""
+    async with in_process_fleet(tmp_path / "fleet.duckdb") as fleet:
+        connector = Coordinators(fleet, fleet.clock)
+        connector.roles = {ws(A): LEADER}
+        agent = agent_for(f"{A},{B}", connector, fleet.clock)
+        runner = asyncio.create_task(agent.run())
+        try:
+            await fleet.wait_until(agent.connected.is_set)
+            connector.roles = {ws(B): LEADER}  # A hangs for good; B took the lease
+            assert connector.leader is not None
+            silent_at = fleet.clock.now()
+            connector.leader.links[0].worker.fall_silent()
+            await fleet.wait_until(lambda: len(connector.leader.links) == 2)  # type: ignore[union-attr]
+            await fleet.wait_until(agent.connected.is_set)
+        finally:
+            agent.stop()
+            await runner
+    assert connector.tried == [(ws(A), connector.tried[0][1]), (ws(B), silent_at)]
+
+
 async def test_the_backoff_comes_only_after_a_full_round() -> None:
     clock = FakeClock()
     connector = Coordinators(None, clock)
@@ -227,4 +252,49 @@ async def test_the_websocket_channel_hands_on_the_close_code_and_reason() -> Non
                 await channel.receive()
     assert closed.value.code == CloseCode.NOT_LEADER
     assert closed.value.reason == B
+    assert not closed.value.clean
+
+
+async def test_the_websocket_channel_marks_a_coordinator_that_answers_no_ping_silent() -> None:
+    """A real socket on loopback to a server that finishes the handshake and then
+    reads nothing (a paused process): the keepalive gives up and says so."""
+    import base64
+    import hashlib
+
+    from testfleet.protocol.channel import ChannelClosed
+    from testfleet.worker.websocket_channel import WebSocketConnector
+
+    paused: list[asyncio.StreamWriter] = []
+
+    async def handshake_then_nothing(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        request = await reader.readuntil(b"\r\n\r\n")
+        key = next(
+            line.split(b":", 1)[1].strip()
+            for line in request.split(b"\r\n")
+            if line.lower().startswith(b"sec-websocket-key:")
+        )
+        accept = base64.b64encode(
+            hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest()
+        )
+        writer.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+        )
+        paused.append(writer)  # held open, never read again
+
+    server = await asyncio.start_server(handshake_then_nothing, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    connector = WebSocketConnector(ping_interval=0.05, ping_timeout=0.1)
+    try:
+        async with connector.connect(f"ws://127.0.0.1:{port}/x") as channel:
+            with pytest.raises(ChannelClosed) as closed:
+                await channel.receive()
+    finally:
+        for writer in paused:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+    assert closed.value.silent
     assert not closed.value.clean
