@@ -16,7 +16,9 @@ RUN pip install --no-cache-dir build==1.2.2 && python -m build --wheel --outdir 
 # Stage 2: only the installed package; no compiler, no source tree.
 FROM python:3.11-slim
 COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels \
+# The postgres extra (psycopg, DuckDB's postgres extension) is in: the ha
+# overlay's coordinators keep their state in PostgreSQL.
+RUN pip install --no-cache-dir "$(ls /wheels/*.whl)[postgres]" && rm -rf /wheels \
     # A fixed, non-root uid: the manifests' runAsUser and fsGroup name it.
     && groupadd --gid 10001 testfleet \
     && useradd --uid 10001 --gid 10001 --home-dir /home/testfleet --create-home testfleet

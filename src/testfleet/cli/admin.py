@@ -75,8 +75,10 @@ def create(
         str | None,
         typer.Option(
             "--store",
+            envvar="TESTFLEET_STORE",
             help="Write it straight into this PostgreSQL database "
-            "(postgresql://USER@HOST/DB; the first admin token of a PostgreSQL coordinator).",
+            "(postgresql://USER@HOST/DB; the first admin token of a PostgreSQL coordinator; "
+            "also from $TESTFLEET_STORE, which keeps the password off the command line).",
             show_default=False,
         ),
     ] = None,

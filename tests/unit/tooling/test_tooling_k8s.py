@@ -40,7 +40,7 @@ import typer.main
 import yaml
 
 from testfleet.cli.app import app
-from testfleet.coordinator.limits import HEALTH_PATH
+from testfleet.coordinator.limits import HEALTH_PATH, LIVE_PATH
 from testfleet.coordinator.metrics import Metrics
 from testfleet.coordinator.settings import CoordinatorSettings
 from testfleet.coordinator.state import CoordinatorState
@@ -107,8 +107,8 @@ def named(docs: tuple[Doc, ...], kind: str, name: str) -> Doc:
 
 
 def pod_specs(docs: tuple[Doc, ...]) -> list[tuple[Doc, Doc]]:
-    """(workload, its pod spec) for every StatefulSet and Deployment."""
-    kinds = {"StatefulSet", "Deployment"}
+    """(workload, its pod spec) for every StatefulSet, Deployment and Job."""
+    kinds = {"StatefulSet", "Deployment", "Job"}
     return [(d, d["spec"]["template"]["spec"]) for d in docs if d["kind"] in kinds]
 
 
@@ -142,7 +142,7 @@ def validate(doc: Doc, version: str) -> None:
 
 
 def test_the_overlays_are_there() -> None:
-    assert {"dev", "autoscale"} <= set(OVERLAYS)
+    assert {"dev", "autoscale", "ha"} <= set(OVERLAYS)
 
 
 def test_a_missing_kubectl_fails_and_says_how_to_get_it(
@@ -213,6 +213,58 @@ def test_the_coordinator_is_one_replica_with_its_file_on_a_volume() -> None:
     assert any(
         m["name"] in claims and db.startswith(m["mountPath"] + "/") for m in main["volumeMounts"]
     )
+
+
+def env_value(container: Doc, name: str) -> Doc:
+    return next(e for e in container.get("env", []) if e["name"] == name)
+
+
+def test_the_ha_overlay_runs_two_coordinators_on_postgresql_and_only_the_leader_is_ready() -> None:
+    docs = render("overlays/ha")
+    coordinator = named(docs, "StatefulSet", "testfleet-coordinator")
+    spec = coordinator["spec"]
+    assert spec["replicas"] == 2
+    assert "volumeClaimTemplates" not in spec  # the state is in PostgreSQL
+    main = spec["template"]["spec"]["containers"][0]
+    assert not any(a.startswith("--db") for a in main["args"])
+    # The DSN (and its password) comes from a Secret, never the command line.
+    assert env_value(main, "TESTFLEET_STORE")["valueFrom"]["secretKeyRef"] == {
+        "name": "testfleet-postgres",
+        "key": "dsn",
+    }
+    assert "dsn" in example_secrets()["testfleet-postgres"]
+    # Readiness asks the route that answers 200 only on the leader (a standby:
+    # 503), so the Service routes to the leader; the others ask the liveness
+    # route, which a standby answers 200, so a standby is never restarted.
+    assert main["readinessProbe"]["httpGet"]["path"] == HEALTH_PATH
+    assert main["readinessProbe"]["failureThreshold"] == 1
+    for probe in ("startupProbe", "livenessProbe"):
+        assert main[probe]["httpGet"]["path"] == LIVE_PATH, probe
+    # Every coordinator advertises its own address on the headless Service, so a
+    # standby can name the leader; that Service lists pods ready or not.
+    peers = named(docs, "Service", spec["serviceName"])
+    assert peers["spec"]["clusterIP"] == "None"
+    assert peers["spec"]["publishNotReadyAddresses"] is True
+    public = flag(main["args"], "public-url")
+    assert public == f"https://$(POD_NAME).{spec['serviceName']}:8700"
+    assert env_value(main, "POD_NAME")["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    # Workers list every coordinator pod (and the Service) and follow the leader.
+    worker = named(docs, "StatefulSet", "testfleet-worker")["spec"]["template"]["spec"]
+    listed = flag(worker["containers"][0]["args"], "coordinator").split(",")
+    pods = {
+        public.replace("$(POD_NAME)", f"testfleet-coordinator-{i}") for i in range(spec["replicas"])
+    }
+    assert pods <= set(listed)
+    assert "https://testfleet-coordinator:8700" in listed
+
+
+def test_the_ha_overlay_makes_the_first_admin_token_in_postgresql() -> None:
+    job = named(render("overlays/ha"), "Job", "testfleet-bootstrap-admin")
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    context: Any = parse_command_line(container["args"])
+    assert context.params["store"] is None  # from the environment, not the command line
+    assert env_value(container, "TESTFLEET_STORE")["valueFrom"]["secretKeyRef"]["key"] == "dsn"
+    assert context.params["role"].value == "admin"
 
 
 def test_the_scaled_object_scales_the_workers() -> None:
