@@ -42,6 +42,11 @@ OPEN_TIMEOUT = 10.0
 #: silence is far from anything a healthy coordinator does.
 PING_INTERVAL = 2.5
 PING_TIMEOUT = 7.5
+#: After a close (ours, or a ping timeout's), how long to wait for the
+#: coordinator to close the TCP connection before dropping it. websockets'
+#: default, 10 s, kept a worker on a hung coordinator 10 s past its ping
+#: timeout (benchmarks/failover.py); a healthy one closes within milliseconds.
+CLOSE_TIMEOUT = 2.0
 #: The close code websockets sends when a ping went unanswered.
 _KEEPALIVE_TIMEOUT_CODE = 1011
 
@@ -118,6 +123,7 @@ class WebSocketConnector:
                 max_size=self.max_frame_bytes,
                 ping_interval=self.ping_interval,
                 ping_timeout=self.ping_timeout,
+                close_timeout=CLOSE_TIMEOUT,
                 open_timeout=self.open_timeout,
                 # websockets refuses an ssl argument for a ws:// address.
                 ssl=self.ssl_context if url.startswith("wss://") else None,
