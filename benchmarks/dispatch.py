@@ -259,7 +259,7 @@ def compare_stores(args: argparse.Namespace) -> None:
     sys.path.insert(0, str(HERE.parent.parent / "tests"))
     from pg_cluster import PgCluster
 
-    cluster = PgCluster()
+    cluster = PgCluster(durable=True)  # fsync on, as DuckDB's commits are
     try:
 
         def run(kind: str) -> Figures:

@@ -86,7 +86,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="rounds of each kind")
     parser.add_argument("--lease-seconds", type=float, default=10.0)
     options = parser.parse_args()
-    cluster = PgCluster()
+    cluster = PgCluster(durable=True)  # fsync on, as DuckDB's commits are
     try:
         with tempfile.TemporaryDirectory(prefix="failover-bench-") as folder:
             fleet = HaFleet(
