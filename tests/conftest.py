@@ -17,10 +17,15 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
-from pg_cluster import PgCluster
+
+if TYPE_CHECKING:
+    # Imported where used: this conftest is also copied alone into a scratch
+    # suite (tests/unit/tooling/test_tooling_tool_skips.py), where tests/ is
+    # not importable.
+    from pg_cluster import PgCluster
 
 #: Set by ``make test`` (and so by ``.ci/run``).
 REQUIRE_TOOLS_ENV = "TESTFLEET_REQUIRE_TOOLS"
@@ -69,6 +74,8 @@ def pg_cluster() -> Iterator[PgCluster]:
     A template database holding the schema is made once, so each test's fresh
     database (``pg_dsn``) is a cheap copy of it.
     """
+    from pg_cluster import PgCluster
+
     from testfleet.store.postgres import PostgresStore
 
     cluster = PgCluster()

@@ -139,8 +139,7 @@ class PgCluster:
     def start(self) -> None:
         """Start the server (after :meth:`stop` or :meth:`restart_immediate`)."""
         options = (
-            f"-k {self.sockets} -p {self.port} -c listen_addresses=127.0.0.1 "
-            "-c max_connections=200"
+            f"-k {self.sockets} -p {self.port} -c listen_addresses=127.0.0.1 -c max_connections=200"
         )
         if not self.durable:
             options += " -c fsync=off -c full_page_writes=off"

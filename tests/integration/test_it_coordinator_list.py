@@ -2,8 +2,9 @@
 
 Real processes on loopback, over TLS with tokens: a DuckDB coordinator (the
 leader), a port where nothing listens, and a tiny standby made here that
-answers as ha_spec.md says a standby does (503 ``not_leader`` naming the
-leader, and the worker channel closed with code 4010 and the leader's URL).
+answers as a standby does (README, "Failover on PostgreSQL"): 503
+``not_leader`` naming the leader, and the worker channel closed with code
+4010 and the leader's URL.
 The worker and the CLI are given the list; each must reach the leader and a
 task must complete. The real failover between two coordinators on PostgreSQL
 is tested on top of this by the leadership tests.

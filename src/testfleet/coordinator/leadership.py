@@ -4,7 +4,7 @@ Callers: :mod:`testfleet.coordinator.roles`, which runs a coordinator started
 with ``--store postgresql://…`` as a standby until :meth:`Leadership.campaign`
 returns an epoch, then as the leader while :meth:`Leadership.hold` keeps the
 lease, and as a standby again when it returns (the protocol is
-``ha_spec.md``'s, summarised in ARCHITECTURE.md "Failover").
+in ARCHITECTURE.md, "Failover", and the README, "Failover on PostgreSQL").
 
 We do not write our own consensus: PostgreSQL decides. The leader holds a
 session-level advisory lock (:data:`LEASE_LOCK_KEY`) on a dedicated autocommit

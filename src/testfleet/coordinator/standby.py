@@ -6,7 +6,8 @@ postgresql://…``). It reads the leader's address and epoch from the
 :class:`~testfleet.coordinator.leadership.LeaderInfo` the campaign keeps up
 to date, so every answer names the leader as last seen.
 
-The answers (``ha_spec.md``; clients follow them, ``client_address.py``):
+The answers (README, "Failover on PostgreSQL"; clients follow them,
+``coordinator_addresses.py``):
 
 - ``GET /api/v1/health/live``: 200 ``{"status": "alive", "role": "standby"}``
   (Kubernetes liveness: the process is fine).

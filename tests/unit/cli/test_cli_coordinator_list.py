@@ -117,7 +117,7 @@ def test_the_leader_is_read_from_the_header_then_the_body() -> None:
 
 
 def standby(leader: str | None) -> httpx.Response:
-    """What ha_spec.md says a standby answers to every API call but health."""
+    """What a standby answers to every API call but health."""
     headers = {"Retry-After": "1"} | ({"X-Testfleet-Leader": leader} if leader else {})
     return httpx.Response(
         503,

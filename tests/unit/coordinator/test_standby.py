@@ -1,4 +1,4 @@
-"""What a standby coordinator answers (ha_spec.md): 503 naming the leader, and
+"""What a standby coordinator answers (README, "Failover on PostgreSQL"): 503 naming the leader, and
 liveness; the worker channel closed with NOT_LEADER and the leader's URL."""
 
 from __future__ import annotations

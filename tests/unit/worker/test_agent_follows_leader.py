@@ -76,7 +76,7 @@ class Coordinators:
         if role is None:
             raise ConnectFailed("connection refused: nothing listens there")
         if isinstance(role, Standby):
-            # What ha_spec.md says a standby does: accept, then close with 4010.
+            # What a standby does: accept, then close with 4010.
             worker, coordinator = channel_pair(url)
             await coordinator.close(CloseCode.NOT_LEADER, reason=role.leader)
             yield worker
