@@ -77,7 +77,7 @@ from testfleet.protocol.messages import (
     TestReports,
     Welcome,
 )
-from testfleet.scheduling.scheduler import schedule
+from testfleet.scheduling.scheduler import SchedulingPolicy, schedule
 from testfleet.scheduling.view import SchedulingView
 
 #: How often a worker's heartbeat time and load are written to ``worker_nodes``.
@@ -94,10 +94,15 @@ class CoordinatorState(TaskLifecycle):
         recovered: RecoveredState | None = None,
         known_task_ids: set[str] | None = None,
         revocations: dict[str, float] | None = None,
+        policy: SchedulingPolicy = schedule,
     ) -> None:
         """``revocations``: the latest revocation time of each revoked worker id
-        (``Store.worker_revocations``), so that a restart keeps refusing them."""
+        (``Store.worker_revocations``), so that a restart keeps refusing them.
+        ``policy``: how queued tasks are placed each turn; the coordinator
+        uses today's :func:`~testfleet.scheduling.scheduler.schedule`, the
+        fleet simulator passes the policy it compares."""
         super().__init__(settings, known_task_ids)
+        self.policy = policy
         self.registry.revoked.update(revocations or {})
         self.started_at = now
         #: Rows of the file that recovery could not read and left out (reported
@@ -441,7 +446,7 @@ class CoordinatorState(TaskLifecycle):
         has_free = any(v.accepting and v.free_slots > 0 for v in views)
         if not keys_changed and (not has_free or len(self.queue) == 0):
             return
-        decisions = schedule(
+        decisions = self.policy(
             SchedulingView(
                 now=now,
                 pending_by_priority=self.queue.pending_by_priority(),

@@ -57,6 +57,12 @@ from testfleet.scheduling.view import (
     WorkerView,
 )
 
+#: A placement policy: a pure function from a snapshot to decisions, with
+#: :func:`schedule`'s signature. The coordinator state takes one (``schedule``
+#: unless told otherwise) so that the fleet simulator
+#: (:mod:`testfleet.simulation`) can compare policies on the same trace.
+SchedulingPolicy = Callable[[SchedulingView], SchedulingDecisions]
+
 
 def schedule(view: SchedulingView) -> SchedulingDecisions:
     """Decide which queued tasks go to which workers now, and which can never run.
