@@ -442,9 +442,14 @@ class CoordinatorState(TaskLifecycle):
             return
         keys_changed = self.queue.take_keys_changed() or self._topology_changed
         self._topology_changed = False
+        # An empty queue with the same keys and workers has nothing to decide:
+        # return before building a view of every connected worker (O(workers),
+        # most of a turn's time on a large fleet; see benchmarks/simulate.py).
+        if not keys_changed and len(self.queue) == 0:
+            return
         views = self.registry.views()
         has_free = any(v.accepting and v.free_slots > 0 for v in views)
-        if not keys_changed and (not has_free or len(self.queue) == 0):
+        if not keys_changed and not has_free:
             return
         decisions = self.policy(
             SchedulingView(
