@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import pstats
 import sys
 import time
@@ -58,6 +59,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"simulate: {error}", file=sys.stderr)
         return 2
     prepared = time.perf_counter() - started
+    # The trace's objects live for the whole replay: move them out of the
+    # collector's reach so its full passes do not walk them again and again
+    # (about 12% of a 3,000-worker replay's wall time).
+    gc.collect()
+    gc.freeze()
     if args.save_trace is not None:
         dump_trace(trace, args.save_trace)
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -48,8 +49,9 @@ class TraceWorker(StrictModel):
     #: How much faster than the reference machine it runs work (2.0: half the time).
     speed: float = Field(default=1.0, gt=0, le=1000)
 
-    @property
+    @cached_property
     def hardware_class(self) -> HardwareKind:
+        # Cached: read for every attempt placed on the worker.
         return hardware_class(self.hardware)
 
 
