@@ -1,0 +1,57 @@
+"""benchmarks/simulate.py as a user runs it: a small generated trace printed
+with every figure, the same trace saved and replayed to the same figures, and
+bad input refused with a line saying why and exit code 2 (no traceback)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[3]
+SCRIPT = ROOT / "benchmarks" / "simulate.py"
+
+
+def simulate(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def figures(output: str) -> dict[str, str]:
+    """The lines that depend only on the trace (not wall time), by label."""
+    rows = {}
+    for line in output.splitlines():
+        label, _, value = line.partition("  ")
+        if label in ("tasks completed", "makespan", "queue wait p50 / p99", "utilisation"):
+            rows[label] = value.strip()
+    return rows
+
+
+def test_a_small_trace_prints_every_figure_and_replays_to_the_same(tmp_path: Path) -> None:
+    saved = tmp_path / "trace.jsonl"
+    first = simulate("--workers", "20", "--tasks", "200", "--seed", "3", "--save-trace", str(saved))
+    assert first.returncode == 0, first.stderr
+    for label in ("makespan", "queue wait p50 / p99", "utilisation", "decisions per second"):
+        assert label in first.stdout, label
+    assert "200 (0 left queued)" in first.stdout
+    replay = simulate("--trace", str(saved))
+    assert replay.returncode == 0, replay.stderr
+    assert figures(replay.stdout) == figures(first.stdout)
+    assert len(figures(first.stdout)) == 4
+
+
+def test_bad_input_says_why_with_exit_code_2(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"kind": "worker", "worker_id": "w", "hardware": ["cpu"], "speed": -1}\n')
+    for args in (("--trace", str(bad)), ("--turn-seconds", "-1")):
+        done = simulate(*args)
+        assert done.returncode == 2, (args, done.stdout, done.stderr)
+        assert "Traceback" not in done.stderr
+        # The last line says what is wrong (argparse puts its usage above it).
+        assert done.stderr.strip().splitlines()[-1].startswith("simulate"), done.stderr
+    assert "speed" in simulate("--trace", str(bad)).stderr  # names the field
