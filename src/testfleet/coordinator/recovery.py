@@ -53,4 +53,4 @@ def _enqueue(book: TaskLifecycle, task: TaskRecord, now: float) -> None:
     if task.not_before is not None and task.not_before > now:
         book.queue.push_delayed(task.task_id, task.not_before)
     else:
-        book.queue.push(task.spec, task.queued_at)
+        book.queue.push(task.spec, task.queued_at, submitted_at=task.create_time, now=now)

@@ -52,6 +52,7 @@ from testfleet.coordinator.recovery import restore
 from testfleet.coordinator.settings import CoordinatorSettings
 from testfleet.coordinator.task_lifecycle import TaskLifecycle
 from testfleet.coordinator.task_queue import match_key
+from testfleet.coordinator.unschedulable import with_fallbacks
 from testfleet.coordinator.worker_identity import WorkerCredential, revocation_refusal
 from testfleet.coordinator.workers import OPEN_WORKER_STATUSES, LiveWorker, Refusal
 from testfleet.domain.enums import AttemptStatus, ErrorClass, TaskStatus, WorkerStatus
@@ -403,8 +404,9 @@ class CoordinatorState(TaskLifecycle):
             if task is not None and task.status is TaskStatus.QUEUED:
                 task.not_before = None
                 task.queued_at = now
-                self.queue.push(task.spec, now)
+                self._requeue(task, now)
                 self.mark_task(task)
+        self._advance_slices(now)
         # At shutdown the sockets close because this process is going, not the
         # workers: their attempts carry on and are claimed again after the restart.
         overdue = (
@@ -467,7 +469,14 @@ class CoordinatorState(TaskLifecycle):
         for worker_id, batch in assignments.items():
             self._send_to_worker(worker_id, Assign(assignments=batch))
         if keys_changed:
-            self._refresh_unschedulable(decisions.unschedulable)
+            self._refresh_unschedulable(
+                with_fallbacks(
+                    decisions.unschedulable,
+                    self.queue.later_slices,
+                    self.queue.key_requirements(),
+                    views,
+                )
+            )
 
     def _refresh_unschedulable(self, reasons: dict[str, str]) -> None:
         for key in self.unschedulable.update(reasons):

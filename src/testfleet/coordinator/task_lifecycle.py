@@ -99,6 +99,7 @@ class TaskLifecycle:
 
     def _assign(self, task_id: str, worker_id: str, now: float) -> Assignment:
         task = self.tasks[task_id]
+        slice_index = self.queue.slice_of(task_id)
         self.queue.remove(task_id)
         check_task_transition(task.status, TaskStatus.ASSIGNED)
         attempt_id = self.next_attempt_id
@@ -115,7 +116,9 @@ class TaskLifecycle:
             attempt=task.attempts,
             status=AttemptStatus.ASSIGNED,
             start_time=now,
+            slice_index=slice_index,
         )
+        task.slice_index = slice_index
         self.open_attempts[attempt_id] = attempt
         self.workers[worker_id].hold(attempt_id, task.spec.requirements.resources.amounts())
         self._out.new_attempt(attempt)
@@ -344,10 +347,25 @@ class TaskLifecycle:
             self.queue.push_delayed(task.task_id, task.not_before)
         else:
             task.queued_at = now
-            task.unschedulable_reason = self.unschedulable.get(match_key(task.spec))
-            self.queue.push(task.spec, now)
+            self._requeue(task, now)
         self.mark_task(task)
         return True
+
+    def _requeue(self, task: TaskRecord, now: float) -> None:
+        """Queue ``task`` again under the slice in force now (slices count from submission)."""
+        key = self.queue.push(task.spec, task.queued_at, submitted_at=task.create_time, now=now)
+        task.slice_index = self.queue.slice_of(task.task_id)
+        task.unschedulable_reason = self.unschedulable.get(key)
+
+    def _advance_slices(self, now: float) -> None:
+        """Move queued tasks whose requirement slice expired onto the next one (called
+        on every tick). Their new key's reason, if it is already known, applies at once;
+        the turn's scheduling round judges new keys."""
+        for task_id, index in self.queue.advance_slices(lambda t: self.tasks[t].spec, now):
+            task = self.tasks[task_id]
+            task.slice_index = index
+            task.unschedulable_reason = self.unschedulable.get(match_key(task.spec, index))
+            self.mark_task(task)
 
     def _finish(
         self,

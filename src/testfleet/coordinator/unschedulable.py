@@ -12,11 +12,48 @@ rebooting), every queued task becomes unschedulable for want of workers, and
 were there (e.g. "hardware: needs one of [cuda]; connected workers offer
 [cpu]"). That reason still tells the user what to fix, so it is kept, saying
 that no workers are left.
+
+And one for tasks with fallbacks (:mod:`testfleet.domain.task_slices`): the
+scheduler judges the slice in force only, but a task is unschedulable only
+when no slice, current or later, could run on the connected workers
+(:func:`with_fallbacks`). One whose later slice could run is waiting, and the
+task view says which slice it waits under.
 """
 
 from __future__ import annotations
 
-from testfleet.scheduling.matching import NO_WORKERS_CONNECTED
+from collections.abc import Callable, Collection, Mapping
+
+from testfleet.domain.enums import TaskType
+from testfleet.domain.task import Requirements
+from testfleet.scheduling.matching import NO_WORKERS_CONNECTED, unschedulable_reason
+from testfleet.scheduling.view import WorkerView
+
+
+def with_fallbacks(
+    reasons: dict[str, str],
+    later_slices: Callable[[str], list[Requirements]],
+    key_requirements: Mapping[str, tuple[TaskType, Requirements]],
+    workers: Collection[WorkerView],
+) -> dict[str, str]:
+    """The scheduler's ``reasons`` less the keys some later slice of which a connected
+    worker could run; the rest name every slice's reason. Called by the coordinator
+    state after each scheduling round that judged the queue's keys."""
+    kept: dict[str, str] = {}
+    for key, reason in reasons.items():
+        later = later_slices(key)
+        if not later or reason == NO_WORKERS_CONNECTED or key not in key_requirements:
+            kept[key] = reason
+            continue
+        task_type = key_requirements[key][0]
+        later_reasons = [unschedulable_reason(task_type, r, workers) for r in later]
+        if any(r is None for r in later_reasons):
+            continue  # waiting for its fallback, not stuck
+        parts = [f"the slice in force: {reason}"] + [
+            f"later slice {i + 1}: {r}" for i, r in enumerate(later_reasons)
+        ]
+        kept[key] = "no requirement slice can run here: " + "; ".join(parts)
+    return kept
 
 
 class UnschedulableReasons:

@@ -53,6 +53,13 @@ class TaskRecord:
     #: The id of the API token that submitted it (a submitter cancels only its
     #: own tasks); None for tasks submitted before tokens existed.
     submitted_by: str | None = None
+    #: The requirement slice it waits or runs under (0: ``requirements``, i:
+    #: ``fallbacks[i - 1]``; see domain/task_slices.py). In memory; each attempt's
+    #: row keeps the slice it ran under.
+    slice_index: int = 0
+    #: Speculative copies started for it (coordinator/speculation.py): they do not
+    #: count against ``max_retries``. In memory only.
+    speculative_copies: int = 0
     #: Test tasks: node ids already recorded for this task (by any attempt), so
     #: a retried attempt skips them and none is recorded twice. In memory only;
     #: rebuilt from ``test_results`` after a restart.
@@ -83,6 +90,10 @@ class AttemptRecord:
     error_class: ErrorClass | None = None
     error_message: str | None = None
     hardware_metrics: dict[str, Any] = field(default_factory=dict)
+    #: The requirement slice it was placed under (0: the task's ``requirements``).
+    slice_index: int = 0
+    #: A speculative copy of a straggling attempt (coordinator/speculation.py).
+    speculative: bool = False
 
 
 @dataclass(slots=True, frozen=True)

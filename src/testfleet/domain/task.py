@@ -77,6 +77,26 @@ class RetryPolicy(StrictModel):
     retry_delay_seconds: float = Field(default=0.0, ge=0, le=MAX_TIMEOUT_SECONDS)
 
 
+#: At most this many fallback slices after ``requirements`` (LUCI Swarming allows 8 slices).
+MAX_FALLBACKS = 8
+
+
+class RequirementFallback(StrictModel):
+    """A requirement set tried once the task has waited ``after_seconds`` since it was
+    submitted (a task *slice*, as in LUCI Swarming): ``requirements`` is slice 0,
+    ``fallbacks[i]`` is slice ``i + 1``. See :mod:`testfleet.domain.task_slices`."""
+
+    after_seconds: float = Field(ge=0, le=MAX_TIMEOUT_SECONDS)
+    requirements: Requirements = Field(default_factory=Requirements)
+
+    @field_validator("after_seconds", mode="before")
+    @classmethod
+    def _after_is_a_number(cls, value: object) -> object:
+        if isinstance(value, bool):
+            raise ValueError("after_seconds must be a number of seconds, not a boolean")
+        return value
+
+
 class TaskSpec(StrictModel):
     """One task as submitted. ``config`` is checked against the model for ``type``."""
 
@@ -89,6 +109,15 @@ class TaskSpec(StrictModel):
     config: dict[str, Any] = Field(default_factory=dict)
     timeout_seconds: float = Field(default=DEFAULT_TIMEOUT_SECONDS, gt=0, le=MAX_TIMEOUT_SECONDS)
     retry_policy: RetryPolicy = Field(default_factory=RetryPolicy)
+    #: Requirement sets tried in turn while the task waits (see RequirementFallback).
+    fallbacks: list[RequirementFallback] = Field(default_factory=list, max_length=MAX_FALLBACKS)
+    #: May the task run twice at once (a speculative copy of a straggler,
+    #: ``coordinator/speculation.py``)? None: the type's default
+    #: (:func:`is_idempotent`): tests and benchmarks yes, commands no.
+    idempotent: bool | None = None
+    #: The client's estimate of its run time (``testfleet run`` sets it per chunk
+    #: from stored test durations); without it, past runs of the same work are used.
+    expected_seconds: float | None = Field(default=None, gt=0, le=MAX_TIMEOUT_SECONDS)
 
     @field_validator("type", mode="before")
     @classmethod
@@ -115,6 +144,19 @@ class TaskSpec(StrictModel):
         return value
 
     @model_validator(mode="after")
+    def _fallbacks_in_order(self) -> TaskSpec:
+        previous = 0.0
+        for index, fallback in enumerate(self.fallbacks):
+            if fallback.after_seconds <= previous:
+                raise ValueError(
+                    f"fallbacks[{index}].after_seconds is {fallback.after_seconds:g} but must be "
+                    f"greater than {previous:g} (the previous slice's): list fallbacks in the "
+                    "order they are tried, each after a longer wait"
+                )
+            previous = fallback.after_seconds
+        return self
+
+    @model_validator(mode="after")
     def _config_matches_type(self) -> TaskSpec:
         model = config_model_for(self.type)
         # Validate (and so reject unknown or mistyped config fields) but keep the
@@ -128,15 +170,31 @@ class TaskSpec(StrictModel):
             self.type is TaskType.BENCHMARK
             and device is not None
             and device is not HardwareKind.CPU
-            and device not in self.requirements.hardware
         ):
-            # The scheduler places by requirements; a device pinned only in the
-            # config would land on any worker and fail there.
-            raise ValueError(
-                f"config.device is {device.value!r} but requirements.hardware does not "
-                f'include it: add "requirements": {{"hardware": ["{device.value}"]}}'
-            )
+            slices = [("requirements", self.requirements)] + [
+                (f"fallbacks[{i}].requirements", f.requirements)
+                for i, f in enumerate(self.fallbacks)
+            ]
+            for where, requirements in slices:
+                if device not in requirements.hardware:
+                    # The scheduler places by requirements; a device pinned only in
+                    # the config would land on any worker and fail there.
+                    raise ValueError(
+                        f"config.device is {device.value!r} but {where}.hardware does not "
+                        f'include it: add "hardware": ["{device.value}"] there'
+                    )
         return self
+
+
+def is_idempotent(spec: TaskSpec) -> bool:
+    """May ``spec`` run on two workers at once? Its own ``idempotent`` if given, else by
+    type: a test chunk or benchmark only reads its inputs and reports (a second run is
+    harmless), a command may do anything (deploy, push, write a shared file).
+
+    Called by the coordinator's straggler check (``coordinator/speculation.py``)."""
+    if spec.idempotent is not None:
+        return spec.idempotent
+    return spec.type in (TaskType.TEST, TaskType.BENCHMARK, TaskType.SIMULATED)
 
 
 def _under_config(exc: ValidationError) -> ValidationError:

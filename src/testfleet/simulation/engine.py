@@ -67,6 +67,8 @@ from testfleet.testing.fake_clock import FakeClock
 #: order only matters within one turn, where submissions are applied first).
 _SUBMIT = 0
 _FINISH = 1
+#: A wake-up at a queued task's slice expiry (requirement fallbacks): a Tick then.
+_WAKE = 2
 
 
 class SimulationError(RuntimeError):
@@ -166,6 +168,7 @@ class Simulator:
         # the first submission does not wait for it.
         loop_free_at = 0.0
         next_tick = self.tick_seconds
+        woken: set[float] = set()
 
         events: list[Event] = [
             WorkerConnected(connection, _hello(worker))
@@ -197,6 +200,12 @@ class Simulator:
                     accepts[connection].append(assignment.attempt_id)
                     running = _Running(assignment.attempt_id, task, worker, connection, duration)
                     heapq.heappush(heap, (now + duration, next(sequence), _FINISH, running))
+            expiry = state.queue.next_slice_expiry()
+            if heap and expiry is not None and expiry > now and expiry not in woken:
+                # Only while something else is still to happen: a task no slice
+                # of which can ever run must not keep the replay going.
+                woken.add(expiry)
+                heapq.heappush(heap, (expiry, next(sequence), _WAKE, None))
             if not heap:
                 break
             # The next turn: at the next event, but not before the loop is free.
@@ -210,7 +219,9 @@ class Simulator:
             finished: dict[int, list[AttemptResult]] = defaultdict(list)
             while heap and heap[0][0] <= now:
                 at, _, kind, payload = heapq.heappop(heap)
-                if kind == _SUBMIT:
+                if kind == _WAKE:
+                    events.append(Tick())
+                elif kind == _SUBMIT:
                     assert isinstance(payload, list)
                     events.append(SubmitTasks([specs.spec(t) for t in payload], _Collect(), None))
                 else:
@@ -269,12 +280,18 @@ class Simulator:
         )
 
 
-def _capabilities(hardware: tuple[HardwareKind, ...], slots: int) -> WorkerCapabilities:
+def _capabilities(
+    hardware: tuple[HardwareKind, ...], slots: int, gpu_model: str | None = None
+) -> WorkerCapabilities:
     cuda = HardwareKind.CUDA in hardware
     gpus = (
         [
             GpuInfo(
-                index=0, vendor="nvidia", name="NVIDIA H100", memory_gb=80, compute_capability=9.0
+                index=0,
+                vendor="nvidia",
+                name=gpu_model or "NVIDIA H100",
+                memory_gb=80,
+                compute_capability=9.0,
             )
         ]
         if cuda
@@ -292,12 +309,12 @@ def _capabilities(hardware: tuple[HardwareKind, ...], slots: int) -> WorkerCapab
     )
 
 
-_CAPABILITIES: dict[tuple[tuple[HardwareKind, ...], int], WorkerCapabilities] = {}
+_CAPABILITIES: dict[tuple[tuple[HardwareKind, ...], int, str | None], WorkerCapabilities] = {}
 
 
 def _hello(worker: TraceWorker) -> Hello:
     """The hello a simulated worker sends (capabilities shared between equal workers)."""
-    key = (tuple(worker.hardware), worker.slots)
+    key = (tuple(worker.hardware), worker.slots, worker.gpu_model)
     capabilities = _CAPABILITIES.get(key)
     if capabilities is None:
         capabilities = _CAPABILITIES[key] = _capabilities(*key)
@@ -316,10 +333,11 @@ class _SpecMaker:
     large replay's time and would check nothing new)."""
 
     def __init__(self) -> None:
-        self._templates: dict[tuple[str, int], TaskSpec] = {}
+        self._templates: dict[tuple[str, int, str], TaskSpec] = {}
 
     def spec(self, task: TraceTask) -> TaskSpec:
-        key = (task.requirements.key(), task.priority)
+        fallbacks = [f.model_dump() for f in task.fallbacks]
+        key = (task.requirements.key(), task.priority, repr(fallbacks))
         template = self._templates.get(key)
         if template is None:
             template = self._templates[key] = TaskSpec.model_validate(
@@ -328,6 +346,7 @@ class _SpecMaker:
                     "type": TaskType.SIMULATED.value,
                     "priority": task.priority,
                     "requirements": task.requirements.model_dump(),
+                    "fallbacks": fallbacks,
                     "config": {},
                     "timeout_seconds": MAX_TIMEOUT_SECONDS,
                 }

@@ -32,7 +32,13 @@ from typing import Annotated, Literal
 from pydantic import Field, TypeAdapter, ValidationError
 
 from testfleet.domain.enums import HardwareKind
-from testfleet.domain.task import DEFAULT_PRIORITY, Requirements, StrictModel
+from testfleet.domain.task import (
+    DEFAULT_PRIORITY,
+    MAX_FALLBACKS,
+    RequirementFallback,
+    Requirements,
+    StrictModel,
+)
 from testfleet.domain.task_ids import TASK_ID_PATTERN
 
 #: Kinds ranked by how capable a worker offering them is (the class is the last it has).
@@ -48,6 +54,9 @@ class TraceWorker(StrictModel):
     slots: int = Field(default=1, ge=1, le=4096)
     #: How much faster than the reference machine it runs work (2.0: half the time).
     speed: float = Field(default=1.0, gt=0, le=1000)
+    #: Its GPU's name, for traces whose tasks ask for a ``gpu_model`` (CUDA workers
+    #: only; None: an H100).
+    gpu_model: str | None = Field(default=None, min_length=1, max_length=128)
 
     @cached_property
     def hardware_class(self) -> HardwareKind:
@@ -63,6 +72,8 @@ class TraceTask(StrictModel):
     submit_time: float = Field(default=0.0, ge=0)
     priority: int = Field(default=DEFAULT_PRIORITY, ge=0, le=1000)
     requirements: Requirements = Field(default_factory=Requirements)
+    #: Requirement slices tried after ``requirements`` (``TaskSpec.fallbacks``).
+    fallbacks: list[RequirementFallback] = Field(default_factory=list, max_length=MAX_FALLBACKS)
     #: Seconds on a speed-1.0 worker of each hardware class.
     durations: dict[HardwareKind, Annotated[float, Field(ge=0)]] = Field(min_length=1)
 

@@ -302,6 +302,8 @@ ATTEMPTS: TableMapping[AttemptRecord] = TableMapping(
         column("error_class", _TEXT),
         column("error_message", _TEXT),
         column("hardware_metrics", _TEXT, lambda a: _dumps(a.hardware_metrics)),
+        column("slice_index", _INT, mutable=False),
+        column("speculative", _BOOL, mutable=False),
     ),
     decode=_attempt_from_fields,
 )

@@ -350,6 +350,14 @@ _V8_STATEMENTS = (
     "ALTER TABLE task_results ADD COLUMN written_epoch BIGINT DEFAULT 0",
 )
 
+_V9_STATEMENTS = (
+    # Issue 14: the requirement slice an attempt was placed under (0: the task's
+    # requirements, i: its fallbacks[i - 1]), and whether it was a speculative
+    # copy of a straggler. Defaults fill older rows (no slices, no copies).
+    "ALTER TABLE task_execution_history ADD COLUMN slice_index INTEGER DEFAULT 0",
+    "ALTER TABLE task_execution_history ADD COLUMN speculative BOOLEAN DEFAULT false",
+)
+
 #: Every migration, in version order starting at 1. Append only.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "design document tables, task_results", _V1_STATEMENTS),
@@ -368,6 +376,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(6, "worker_revocations", _V6_STATEMENTS),
     Migration(7, "alerts, alert_notifications", _V7_STATEMENTS),
     Migration(8, "written_epoch on tasks, attempts and results", _V8_STATEMENTS),
+    Migration(9, "task_execution_history.slice_index and .speculative (issue 14)", _V9_STATEMENTS),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

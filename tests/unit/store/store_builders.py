@@ -122,9 +122,15 @@ def result(
 
 def write_as_before_version_5(monkeypatch: Any) -> None:
     """Make ``write_batch`` write tasks as builds before schema version 5 did
-    (without ``submitted_by``), for tests that fill an older file with it."""
+    (without ``submitted_by``), and attempts as builds before version 9 did (without
+    ``slice_index`` and ``speculative``), for tests that fill an older file with it."""
     from testfleet.store import writer
-    from testfleet.store.rows import TASKS
+    from testfleet.store.rows import ATTEMPTS, TASKS
 
     older = replace(TASKS, columns=tuple(c for c in TASKS.columns if c.name != "submitted_by"))
     monkeypatch.setattr(writer, "TASKS", older)
+    v9 = {"slice_index", "speculative"}
+    older_attempts = replace(
+        ATTEMPTS, columns=tuple(c for c in ATTEMPTS.columns if c.name not in v9)
+    )
+    monkeypatch.setattr(writer, "ATTEMPTS", older_attempts)
