@@ -356,6 +356,15 @@ def _state_families(view: StateView, now: float) -> Iterator[Metric]:
         depth.add_metric([str(priority)], queued.queued)
         oldest.add_metric([str(priority)], max(now - queued.oldest_queued_at, 0.0))
     yield from (depth, oldest)
+    copies = CounterMetricFamily(
+        "testfleet_speculative_copies",
+        "Speculative copies of straggling attempts: started, won (the copy's result "
+        "counted), cancelled (the slower attempt of a pair).",
+        labels=["event"],
+    )
+    for event, count in view.speculation_counts().items():
+        copies.add_metric([event.value], count)
+    yield copies
     slots_total = view.slots()
     yield GaugeMetricFamily(
         "testfleet_slots", "Slots of connected workers.", value=slots_total.total

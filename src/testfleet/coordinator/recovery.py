@@ -13,6 +13,7 @@ from __future__ import annotations
 from testfleet.coordinator.task_lifecycle import TaskLifecycle
 from testfleet.domain.enums import TaskStatus
 from testfleet.domain.records import RecoveredState, TaskRecord
+from testfleet.domain.task_slices import requirements_of_slice
 
 
 def restore(book: TaskLifecycle, recovered: RecoveredState, now: float) -> None:
@@ -45,7 +46,8 @@ def restore(book: TaskLifecycle, recovered: RecoveredState, now: float) -> None:
             _enqueue(book, task, now)
             continue
         book.open_attempts[attempt.attempt_id] = attempt
-        live.hold(attempt.attempt_id, task.spec.requirements.resources.amounts())
+        requirements = requirements_of_slice(task.spec, attempt.slice_index)
+        live.hold(attempt.attempt_id, requirements.resources.amounts())
         book.push_deadline(attempt, task)
 
 

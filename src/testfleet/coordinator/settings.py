@@ -81,3 +81,9 @@ class CoordinatorSettings:
     backup_every_seconds: float = 0.0
     #: ``--backup-keep``: scheduled backups kept, newest first; older ones are deleted.
     backup_keep: int = 24
+    #: Speculative copies of stragglers (``coordinator/speculation.py``): an
+    #: idempotent attempt running longer than ``max(estimate * factor, estimate +
+    #: min_seconds)`` gets a copy on an idle worker that no queued task could use.
+    speculation_enabled: bool = True
+    speculation_factor: float = 2.0
+    speculation_min_seconds: float = 30.0

@@ -419,6 +419,8 @@ class CoordinatorState(TaskLifecycle):
         for worker, why in overdue:
             self._lose_worker(worker, now, why)
         self._expire_deadlines(now)
+        if not self.shutting_down:
+            self._speculate(now)
         self.log_tails.sweep(self.open_attempts, now)
 
     def _lose_worker(self, worker: LiveWorker, now: float, why: str) -> None:

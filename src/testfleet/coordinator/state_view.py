@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from testfleet.coordinator.load_history import LoadPoint
+from testfleet.coordinator.speculation import SpeculationEvent
 from testfleet.coordinator.state import CoordinatorState
 from testfleet.coordinator.workers import LiveWorker
 from testfleet.domain.enums import TaskStatus, WorkerStatus
@@ -131,6 +132,10 @@ class StateView:
         for worker in self._state.workers.values():
             counts[worker.record.status] += 1
         return counts
+
+    def speculation_counts(self) -> dict[SpeculationEvent, int]:
+        """Speculative copies started, won and cancelled since start-up (``/metrics``)."""
+        return dict(self._state.speculation.counts)
 
     def connected_workers(self) -> int:
         return sum(1 for worker in self._state.workers.values() if worker.connected)

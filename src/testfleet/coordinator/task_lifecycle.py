@@ -22,6 +22,10 @@ Rules kept here (ARCHITECTURE.md):
 - A test task's tests are recorded once each, from whichever comes first: the
   worker's ``tests`` messages while the chunk runs, or the attempt's result
   (see :mod:`~testfleet.coordinator.chunk_ledger`).
+- A straggler's speculative copy (:mod:`~testfleet.coordinator.speculation`)
+  is a second open attempt of a running task: the first result of the two
+  counts and the other attempt is cancelled; if one of them ends otherwise
+  (lost, timed out, rejected) the other carries on as the task's attempt.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import heapq
 
 from testfleet.coordinator.chunk_ledger import ChunkLedger
 from testfleet.coordinator.settings import CoordinatorSettings
+from testfleet.coordinator.speculation import Speculation, SpeculationEvent, pick_worker
 from testfleet.coordinator.submitter_quota import SubmitterQuota
 from testfleet.coordinator.task_queue import TaskQueue, match_key
 from testfleet.coordinator.turn_output import Effects, TurnOutput
@@ -46,8 +51,10 @@ from testfleet.domain.enums import (
 )
 from testfleet.domain.pytest_tasks import TestRecord
 from testfleet.domain.records import AttemptRecord, ResultRecord, TaskRecord, WorkerRecord
+from testfleet.domain.resources import ResourceAmounts
+from testfleet.domain.task_slices import requirements_of_slice
 from testfleet.domain.transitions import check_task_transition
-from testfleet.protocol.messages import Assignment, AttemptResult, Cancel, Message
+from testfleet.protocol.messages import Assign, Assignment, AttemptResult, Cancel, Message
 
 _ATTEMPT_STATUS_OF_RESULT = {
     ResultStatus.COMPLETED: AttemptStatus.COMPLETED,
@@ -61,6 +68,28 @@ _ATTEMPT_STATUS_OF_RESULT = {
 #: against (about 100 bytes each: ~10 MB at most). Late results arrive within
 #: a reconnect or two of their attempt closing, far inside this window.
 CLOSED_ATTEMPTS_REMEMBERED = 100_000
+
+
+def _slice_resources(task: TaskRecord, slice_index: int) -> ResourceAmounts:
+    """What an attempt placed under ``slice_index`` reserves on its worker."""
+    return requirements_of_slice(task.spec, slice_index).resources.amounts()
+
+
+def _assignment(task: TaskRecord, attempt: AttemptRecord) -> Assignment:
+    """The ``assign`` entry for ``attempt``. A task placed under a fallback slice is sent
+    with that slice's requirements as its ``requirements``: the worker holds a task to
+    the resources there, and must hold it to those it was placed by."""
+    spec = task.spec
+    if attempt.slice_index:
+        spec = spec.model_copy(
+            update={"requirements": requirements_of_slice(spec, attempt.slice_index)}
+        )
+    return Assignment(
+        attempt_id=attempt.attempt_id,
+        attempt=attempt.attempt,
+        task=spec,
+        completed_tests=sorted(task.reported_tests or ()),
+    )
 
 
 class TaskLifecycle:
@@ -89,6 +118,8 @@ class TaskLifecycle:
         self._out = TurnOutput()
         #: Each test of a test task, recorded once (see chunk_ledger.py).
         self.ledger = ChunkLedger(self._out)
+        #: Stragglers and their speculative copies (see speculation.py).
+        self.speculation = Speculation(settings)
 
     @property
     def workers(self) -> dict[str, LiveWorker]:
@@ -120,26 +151,22 @@ class TaskLifecycle:
         )
         task.slice_index = slice_index
         self.open_attempts[attempt_id] = attempt
-        self.workers[worker_id].hold(attempt_id, task.spec.requirements.resources.amounts())
+        self.workers[worker_id].hold(attempt_id, _slice_resources(task, slice_index))
         self._out.new_attempt(attempt)
         self.mark_task(task)
         self.push_deadline(attempt, task)
-        return Assignment(
-            attempt_id=attempt_id,
-            attempt=task.attempts,
-            task=task.spec,
-            completed_tests=sorted(task.reported_tests or ()),
-        )
+        return _assignment(task, attempt)
 
     def _accept(self, worker_id: str, attempt_id: int, now: float) -> None:
         attempt = self.open_attempts.get(attempt_id)
         if attempt is None or attempt.worker_id != worker_id:
             return
+        task = self.tasks[attempt.task_id]
         if attempt.status is AttemptStatus.ASSIGNED:
             attempt.status = AttemptStatus.RUNNING
             attempt.accepted_time = now
             self._out.attempt(attempt)
-        task = self.tasks[attempt.task_id]
+            self.speculation.watch(attempt, task.spec, now)
         if task.status is TaskStatus.ASSIGNED:
             check_task_transition(task.status, TaskStatus.RUNNING)
             task.status = TaskStatus.RUNNING
@@ -156,7 +183,10 @@ class TaskLifecycle:
             and task is not None
             and attempt.worker_id == worker_id
             and result.task_id == attempt.task_id
-            and task.current_attempt_id == attempt.attempt_id
+            and (
+                task.current_attempt_id == attempt.attempt_id
+                or self._is_copy(task.task_id, attempt.attempt_id)
+            )
         )
         if not is_current or attempt is None or task is None:
             # A late result (its worker was declared lost, the task was cancelled
@@ -188,6 +218,7 @@ class TaskLifecycle:
             else:
                 self.stray_results += 1
             return
+        self._first_of_pair(task, attempt, now)
         status = _ATTEMPT_STATUS_OF_RESULT[result.status]
         error = result.error
         self._close_attempt(
@@ -204,6 +235,9 @@ class TaskLifecycle:
         if task.spec.type is TaskType.TEST:
             self.ledger.from_result(task, item.attempt_id, worker_id, result.results, now)
         if result.status is ResultStatus.COMPLETED:
+            self.speculation.record_duration(
+                task.spec, result.execution_time_seconds or now - attempt.start_time
+            )
             self._finish(task, TaskStatus.COMPLETED, now, None, None)
             retried = False
         elif result.status is ResultStatus.CANCELLED:
@@ -273,6 +307,112 @@ class TaskLifecycle:
         self._close_attempt(attempt, AttemptStatus.LOST, now, ErrorClass.WORKER_LOST, message)
         self._retry_or_finish(self.tasks[attempt.task_id], now, infrastructure=True)
 
+    # ------------------------------------------------------------- speculation
+
+    def _speculate(self, now: float) -> None:
+        """Give overdue attempts a speculative copy on an idle worker (called on every
+        tick; see speculation.py for when and where)."""
+        overdue = self.speculation.due(now, self.open_attempts)
+        if not overdue:
+            return
+        views = self.registry.views()
+        queued = self.queue.key_requirements()
+        taken: dict[str, int] = {}
+        for attempt_id in overdue:
+            original = self.open_attempts[attempt_id]
+            task = self.tasks.get(original.task_id)
+            if task is None or task.current_attempt_id != attempt_id:
+                continue
+            requirements = requirements_of_slice(task.spec, original.slice_index)
+            worker = pick_worker(
+                task.spec.type, requirements, original.worker_id, views, queued, taken
+            )
+            if worker is None:
+                continue  # tried again at the next check
+            taken[worker.worker_id] = taken.get(worker.worker_id, 0) + 1
+            assignment = self._assign_copy(task, original, worker.worker_id, now)
+            self._send_to_worker(worker.worker_id, Assign(assignments=[assignment]))
+
+    def _assign_copy(
+        self, task: TaskRecord, original: AttemptRecord, worker_id: str, now: float
+    ) -> Assignment:
+        """A second open attempt of a running task on ``worker_id``; the task stays running
+        on its original attempt until one of the two reports."""
+        attempt_id = self.next_attempt_id
+        self.next_attempt_id += 1
+        task.attempts += 1
+        task.speculative_copies += 1
+        copy = AttemptRecord(
+            attempt_id=attempt_id,
+            task_id=task.task_id,
+            worker_id=worker_id,
+            attempt=task.attempts,
+            status=AttemptStatus.ASSIGNED,
+            start_time=now,
+            slice_index=original.slice_index,
+            speculative=True,
+        )
+        self.open_attempts[attempt_id] = copy
+        self.workers[worker_id].hold(attempt_id, _slice_resources(task, original.slice_index))
+        self._out.new_attempt(copy)
+        self.mark_task(task)
+        self.push_deadline(copy, task)
+        self.speculation.started(original, copy)
+        return _assignment(task, copy)
+
+    def _is_copy(self, task_id: str, attempt_id: int) -> bool:
+        pair = self.speculation.pairs.get(task_id)
+        return pair is not None and pair.copy == attempt_id
+
+    def _first_of_pair(self, task: TaskRecord, winner: AttemptRecord, now: float) -> None:
+        """``winner``'s result came first: cancel its twin and make it the task's attempt."""
+        pair = self.speculation.pairs.get(task.task_id)
+        if pair is None:
+            return
+        if winner.attempt_id == pair.copy:
+            self.speculation.count(SpeculationEvent.WON)
+        task.current_attempt_id = winner.attempt_id
+        task.worker_id = winner.worker_id
+        self._end_pair(task, now, f"attempt {winner.attempt_id} reported first")
+
+    def _end_pair(self, task: TaskRecord, now: float, why: str) -> None:
+        """Cancel whichever attempt of ``task``'s pair is open and not its current one."""
+        pair = self.speculation.pairs.pop(task.task_id, None)
+        if pair is None:
+            return
+        for attempt_id in (pair.original, pair.copy):
+            loser = self.open_attempts.get(attempt_id)
+            if loser is None or attempt_id == task.current_attempt_id:
+                continue
+            self._close_attempt(
+                loser,
+                AttemptStatus.CANCELLED,
+                now,
+                ErrorClass.CANCELLED,
+                f"speculative pair: {why}",
+                keep_task_error=True,
+            )
+            self._send_to_worker(
+                loser.worker_id, Cancel(attempt_ids=[attempt_id], reason="cancelled")
+            )
+            self.speculation.count(SpeculationEvent.CANCELLED)
+
+    def _survivor_carries_on(self, task: TaskRecord) -> bool:
+        """After one attempt of a pair ended without a result (lost, timed out,
+        rejected): the other, if still open, becomes the task's attempt."""
+        pair = self.speculation.pairs.get(task.task_id)
+        if pair is None:
+            return False
+        del self.speculation.pairs[task.task_id]
+        for attempt_id in (pair.original, pair.copy):
+            survivor = self.open_attempts.get(attempt_id)
+            if survivor is not None:
+                task.current_attempt_id = attempt_id
+                task.worker_id = survivor.worker_id
+                self.mark_task(task)
+                return True
+        return False
+
     # ------------------------------------------------------------------ helpers
 
     def push_deadline(self, attempt: AttemptRecord, task: TaskRecord) -> None:
@@ -291,6 +431,7 @@ class TaskLifecycle:
         *,
         execution_time: float | None = None,
         hardware_metrics: dict[str, object] | None = None,
+        keep_task_error: bool = False,
     ) -> None:
         attempt.status = status
         attempt.end_time = now
@@ -309,20 +450,24 @@ class TaskLifecycle:
             worker.release(attempt.attempt_id)
         self._out.attempt(attempt)
         task = self.tasks.get(attempt.task_id)
-        if task is not None:
+        if task is not None and not keep_task_error:
             task.error_class = error_class
             task.error_message = message
 
     def _retry_or_finish(self, task: TaskRecord, now: float, *, infrastructure: bool) -> bool:
         """After an attempt ended without success: requeue the task if its policy
-        allows (True), or give it its final status (False)."""
+        allows (True), or give it its final status (False). If the attempt that ended
+        had a speculative twin still running, that one carries on instead (True)."""
+        if self._survivor_carries_on(task):
+            return True
         policy = task.spec.retry_policy
         if infrastructure:
             task.lost_attempts += 1
             allowed = task.lost_attempts <= self.settings.max_lost_attempts
             delay = 0.0
         else:
-            failures = task.attempts - task.lost_attempts
+            # Copies are not tries of their own: one that lost the race was cancelled.
+            failures = task.attempts - task.lost_attempts - task.speculative_copies
             allowed = failures <= policy.max_retries
             delay = policy.retry_delay_seconds
         if not allowed:
@@ -375,6 +520,7 @@ class TaskLifecycle:
         error_class: ErrorClass | None,
         message: str | None,
     ) -> None:
+        self._end_pair(task, now, f"its task ended ({status.value})")
         check_task_transition(task.status, status)
         task.status = status
         task.end_time = now

@@ -159,6 +159,9 @@ class EmptyView:
     def queued_by_priority(self) -> dict[int, object]:
         return {}
 
+    def speculation_counts(self) -> dict[object, int]:
+        return {}
+
     def slots(self) -> SlotUse:
         return SlotUse(0, 0)
 
