@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import signal
 import socket
@@ -132,6 +133,26 @@ def coordinator(
             "a submission past it is refused whole (429). 0 = no limit.",
         ),
     ] = 0,
+    speculation: Annotated[
+        bool,
+        typer.Option(
+            help="Give a straggling idempotent attempt a speculative copy on an idle worker "
+            "(README: Stragglers).",
+        ),
+    ] = True,
+    speculation_factor: Annotated[
+        float,
+        typer.Option(
+            min=1.0,
+            help="A straggler runs over its estimate times this (and the minimum over it).",
+        ),
+    ] = 2.0,
+    speculation_min_seconds: Annotated[
+        float,
+        typer.Option(
+            min=0.0, help="A straggler runs at least this many seconds over its estimate."
+        ),
+    ] = 30.0,
     db_key_file: Annotated[
         Path | None,
         typer.Option(
@@ -206,6 +227,12 @@ def coordinator(
     from testfleet.store import StoreError
     from testfleet.store.encryption import KEY_ENV, key_from_env, read_key_file
 
+    for flag, value in (
+        ("--speculation-factor", speculation_factor),
+        ("--speculation-min-seconds", speculation_min_seconds),
+    ):
+        if not math.isfinite(value):
+            fail(f"{flag} must be a finite number of seconds or a factor, not {value}")
     if heartbeat_timeout <= heartbeat_interval:
         fail("--heartbeat-timeout must be longer than --heartbeat-interval")
     backup_every_seconds = _backup_schedule(backup_every, backup_dir)
@@ -266,6 +293,9 @@ def coordinator(
         backup_dir=None if backup_dir is None else backup_dir.absolute(),
         backup_every_seconds=backup_every_seconds,
         backup_keep=backup_keep,
+        speculation_enabled=speculation,
+        speculation_factor=speculation_factor,
+        speculation_min_seconds=speculation_min_seconds,
     )
 
     def announce(url: str) -> None:

@@ -156,6 +156,22 @@ class TaskView(ResponseModel):
     timeout_seconds: float
     retry_policy: RetryPolicy
     error: TaskErrorView | None
+    fallbacks: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="The requirement slices tried after `requirements`, as submitted "
+        "(see RequirementFallback).",
+    )
+    slice_index: int = Field(
+        default=0,
+        description="The requirement slice the task waits for (queued) or last ran under: "
+        "0 for `requirements`, i for `fallbacks[i-1]`.",
+    )
+    idempotent: bool = Field(
+        default=False,
+        description="Whether it may get a speculative copy when it straggles (its "
+        "`idempotent`, or its type's default: tests and benchmarks yes, commands no).",
+    )
+    expected_seconds: float | None = None
 
 
 class TaskList(ResponseModel):
@@ -178,6 +194,12 @@ class AttemptView(ResponseModel):
     error_class: ErrorClass | None
     error_message: str | None
     hardware_metrics: dict[str, Any]
+    slice_index: int = Field(
+        default=0, description="The requirement slice it was placed under (0: `requirements`)."
+    )
+    speculative: bool = Field(
+        default=False, description="A speculative copy of a straggling attempt."
+    )
 
 
 class ResultView(TaskResult):

@@ -26,6 +26,7 @@ from testfleet.coordinator.api_models import (
 from testfleet.coordinator.state_view import WorkerSnapshot
 from testfleet.domain.pytest_tasks import TestResultRow
 from testfleet.domain.records import AttemptRecord, ResultRecord, TaskRecord
+from testfleet.domain.task import is_idempotent
 from testfleet.store.pytest_queries import RunTask
 
 
@@ -91,6 +92,10 @@ def task_view(task: TaskRecord, *, reveal_env: bool = False) -> TaskView:
         timeout_seconds=spec.timeout_seconds,
         retry_policy=spec.retry_policy,
         error=task_error_view(task.error_class, task.error_message),
+        fallbacks=[f.model_dump(mode="json", exclude_defaults=True) for f in spec.fallbacks],
+        slice_index=task.slice_index,
+        idempotent=is_idempotent(spec),
+        expected_seconds=spec.expected_seconds,
     )
 
 
@@ -107,6 +112,8 @@ def attempt_view(attempt: AttemptRecord) -> AttemptView:
         error_class=attempt.error_class,
         error_message=attempt.error_message,
         hardware_metrics=attempt.hardware_metrics,
+        slice_index=attempt.slice_index,
+        speculative=attempt.speculative,
     )
 
 

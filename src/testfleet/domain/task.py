@@ -19,7 +19,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_core import InitErrorDetails
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from testfleet.domain.enums import HardwareKind, TaskType
 from testfleet.domain.json_values import shorten
@@ -148,11 +148,25 @@ class TaskSpec(StrictModel):
         previous = 0.0
         for index, fallback in enumerate(self.fallbacks):
             if fallback.after_seconds <= previous:
-                raise ValueError(
-                    f"fallbacks[{index}].after_seconds is {fallback.after_seconds:g} but must be "
-                    f"greater than {previous:g} (the previous slice's): list fallbacks in the "
-                    "order they are tried, each after a longer wait"
+                # Raised at the field's own location (a plain ValueError here would be
+                # placed at the task's root), so the API names fallbacks[i].after_seconds.
+                problem = PydanticCustomError(
+                    "fallbacks_order",
+                    "fallbacks[{index}].after_seconds is {after} but must be greater than "
+                    "{previous} (the previous slice's): list fallbacks in the order they are "
+                    "tried, each after a longer wait",
+                    {
+                        "index": index,
+                        "after": f"{fallback.after_seconds:g}",
+                        "previous": f"{previous:g}",
+                    },
                 )
+                detail: InitErrorDetails = {
+                    "type": problem,
+                    "loc": ("fallbacks", index, "after_seconds"),
+                    "input": fallback.after_seconds,
+                }
+                raise ValidationError.from_exception_data("TaskSpec", [detail])
             previous = fallback.after_seconds
         return self
 

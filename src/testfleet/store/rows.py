@@ -208,6 +208,7 @@ def _task_from_fields(f: dict[str, Any]) -> TaskRecord:
             "config": _loads(f["config"]),
             "timeout_seconds": f["timeout_seconds"],
             "retry_policy": _loads(f["retry_policy"]),
+            **(_loads(f["spec_extras"]) if f.get("spec_extras") else {}),
         }
     )
     return TaskRecord(
@@ -226,7 +227,19 @@ def _task_from_fields(f: dict[str, Any]) -> TaskRecord:
         error_message=f["error_message"],
         unschedulable_reason=f["unschedulable_reason"],
         submitted_by=f["submitted_by"],
+        slice_index=f.get("slice_index") or 0,
     )
+
+
+#: TaskSpec fields stored together in ``spec_extras`` (schema version 9) rather than
+#: as columns of their own: issue 14's scheduling fields, left out while at their
+#: defaults (then the column is NULL, as in rows written before version 9).
+_SPEC_EXTRAS = {"fallbacks", "idempotent", "expected_seconds"}
+
+
+def _spec_extras(task: TaskRecord) -> str | None:
+    extras = task.spec.model_dump(mode="json", include=_SPEC_EXTRAS, exclude_defaults=True)
+    return _dumps(extras) if extras else None
 
 
 TASKS: TableMapping[TaskRecord] = TableMapping(
@@ -264,6 +277,8 @@ TASKS: TableMapping[TaskRecord] = TableMapping(
         column("error_message", _TEXT),
         column("unschedulable_reason", _TEXT),
         column("submitted_by", _TEXT, mutable=False),
+        column("spec_extras", _TEXT, _spec_extras, mutable=False),
+        column("slice_index", _INT),
     ),
     decode=_task_from_fields,
 )

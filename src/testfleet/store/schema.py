@@ -356,6 +356,11 @@ _V9_STATEMENTS = (
     # copy of a straggler. Defaults fill older rows (no slices, no copies).
     "ALTER TABLE task_execution_history ADD COLUMN slice_index INTEGER DEFAULT 0",
     "ALTER TABLE task_execution_history ADD COLUMN speculative BOOLEAN DEFAULT false",
+    # The task document's issue-14 fields (fallbacks, idempotent, expected_seconds)
+    # as JSON, NULL while all are at their defaults; and the slice the task waits or
+    # last ran under, so that the API can say which slice a queued task waits for.
+    "ALTER TABLE distributed_tasks ADD COLUMN spec_extras JSON",
+    "ALTER TABLE distributed_tasks ADD COLUMN slice_index INTEGER DEFAULT 0",
 )
 
 #: Every migration, in version order starting at 1. Append only.

@@ -127,9 +127,11 @@ def write_as_before_version_5(monkeypatch: Any) -> None:
     from testfleet.store import writer
     from testfleet.store.rows import ATTEMPTS, TASKS
 
-    older = replace(TASKS, columns=tuple(c for c in TASKS.columns if c.name != "submitted_by"))
+    v9 = {"slice_index", "speculative", "spec_extras"}
+    older = replace(
+        TASKS, columns=tuple(c for c in TASKS.columns if c.name not in {"submitted_by", *v9})
+    )
     monkeypatch.setattr(writer, "TASKS", older)
-    v9 = {"slice_index", "speculative"}
     older_attempts = replace(
         ATTEMPTS, columns=tuple(c for c in ATTEMPTS.columns if c.name not in v9)
     )

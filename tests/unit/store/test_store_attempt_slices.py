@@ -1,14 +1,18 @@
-"""An attempt's requirement slice and whether it was a speculative copy (migration 9),
-written and read back on both stores."""
+"""Issue 14's columns (migration 9): an attempt's requirement slice and whether it was a
+speculative copy; a task's fallbacks and hints, and its slice; written and read back on
+both stores."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
-from store_builders import attempt, task, worker
+from store_builders import T0, attempt, task, worker
 
 from testfleet.domain.enums import AttemptStatus, TaskStatus
 from testfleet.domain.records import WriteBatch
+from testfleet.domain.task import TaskSpec
+from testfleet.store import open_store
 
 
 def test_slice_index_and_speculative_round_trip(any_store: Any) -> None:
@@ -29,3 +33,29 @@ def test_slice_index_and_speculative_round_trip(any_store: Any) -> None:
     any_store.write(WriteBatch(attempts=[fallback]))
     again = {a.attempt_id: a for a in any_store.get_attempts("t1")}
     assert again[2] == fallback
+
+
+def test_a_tasks_fallbacks_hints_and_slice_are_stored_and_recovered(store_spec: str) -> None:
+    document = {
+        "task_id": "t2",
+        "type": "simulated",
+        "config": {},
+        "requirements": {"hardware": ["cuda"], "gpu_model": "H200"},
+        "fallbacks": [{"after_seconds": 600, "requirements": {"hardware": ["cuda"]}}],
+        "idempotent": False,
+        "expected_seconds": 12.5,
+    }
+    record = replace(
+        task("t2"), spec=TaskSpec.model_validate(document), slice_index=1, queued_at=T0
+    )
+    plain = task("t3")
+    with open_store(store_spec) as store:
+        store.write(WriteBatch(tasks=[record, plain]))
+    with open_store(store_spec) as reopened:
+        state = reopened.load_state()
+        stored = reopened.get_task("t2")
+    assert stored == record
+    assert stored is not None
+    assert stored.spec == record.spec
+    assert {t.task_id: t for t in state.open_tasks}["t2"].spec.fallbacks == record.spec.fallbacks
+    assert {t.task_id: t for t in state.open_tasks}["t3"] == plain
