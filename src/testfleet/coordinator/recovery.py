@@ -27,6 +27,8 @@ def restore(book: TaskLifecycle, recovered: RecoveredState, now: float) -> None:
     book.ledger.next_seq = recovered.next_test_seq
     for record in book.registry.recover(recovered.workers, now):
         book.mark_worker_record(record)
+    for stale in recovered.stale_attempts:
+        book.close_stale_attempt(stale, now)
     attempts = {a.attempt_id: a for a in recovered.open_attempts}
     for task in sorted(recovered.open_tasks, key=lambda t: (t.queued_at, t.task_id)):
         book.tasks[task.task_id] = task

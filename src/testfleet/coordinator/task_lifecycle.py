@@ -360,6 +360,20 @@ class TaskLifecycle:
         self.speculation.started(original, copy)
         return _assignment(task, copy)
 
+    def close_stale_attempt(self, attempt: AttemptRecord, now: float) -> None:
+        """Recovery: close a speculative copy whose pair the restart cut (only the task's
+        current attempt resumes). Its worker, reconnecting with it, is told to cancel it;
+        a result it still sends is kept as late."""
+        attempt.status = AttemptStatus.CANCELLED
+        attempt.end_time = now
+        attempt.error_class = ErrorClass.CANCELLED
+        attempt.error_message = (
+            "speculative pair: the coordinator restarted; the task's current attempt carries on"
+        )
+        self._closed_attempts[attempt.attempt_id] = (attempt.worker_id, attempt.task_id)
+        self._out.attempt(attempt)
+        self.speculation.count(SpeculationEvent.CANCELLED)
+
     def _is_copy(self, task_id: str, attempt_id: int) -> bool:
         pair = self.speculation.pairs.get(task_id)
         return pair is not None and pair.copy == attempt_id

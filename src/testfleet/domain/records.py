@@ -193,6 +193,9 @@ class RecoveredState:
     reported_tests: dict[str, set[str]] = field(default_factory=dict)
     #: The next ``test_results.seq`` (one more than the largest stored).
     next_test_seq: int = 1
+    #: Open speculative copies that are not their task's current attempt (a pair
+    #: cut by the restart): recovery closes them, and their workers are told to stop.
+    stale_attempts: list[AttemptRecord] = field(default_factory=list)
     #: Rows that could not be read back (edited by hand, or written by a build
     #: that let a bad value through), each described: left out of the state,
     #: and reported, rather than stopping the coordinator from starting.

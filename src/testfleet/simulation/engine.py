@@ -99,11 +99,13 @@ class _Running:
 
 def simulation_settings(aging_seconds: float = 60.0) -> CoordinatorSettings:
     """Coordinator settings for a replay: the defaults, with liveness out of reach
-    (simulated workers never go silent and send no heartbeats)."""
+    (simulated workers never go silent and send no heartbeats) and no speculative
+    copies (simulated workers never straggle, and do not act on ``cancel``)."""
     return CoordinatorSettings(
         heartbeat_timeout_seconds=MAX_TIMEOUT_SECONDS,
         disconnect_grace_seconds=MAX_TIMEOUT_SECONDS,
         aging_seconds=aging_seconds,
+        speculation_enabled=False,
     )
 
 

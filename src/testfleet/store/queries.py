@@ -66,6 +66,18 @@ def load_state(cursor: duckdb.DuckDBPyConnection) -> RecoveredState:
         [*_TERMINAL, *_OPEN_ATTEMPT],
     )
     attempts = _readable(ATTEMPTS, cursor.fetchall(), unreadable)
+    # A speculative pair (coordinator/speculation.py) has two open attempts; only the
+    # task's current one resumes, and recovery closes the other (always the copy).
+    current = {a.attempt_id for a in attempts}
+    cursor.execute(
+        f"SELECT {ATTEMPTS.select_list('h')} FROM task_execution_history h "
+        f"WHERE h.speculative AND h.status IN ({_placeholders(len(_OPEN_ATTEMPT))}) "
+        "ORDER BY h.id",
+        _OPEN_ATTEMPT,
+    )
+    stale = [
+        a for a in _readable(ATTEMPTS, cursor.fetchall(), unreadable) if a.attempt_id not in current
+    ]
     cursor.execute(f"SELECT {WORKERS.select_list()} FROM worker_nodes ORDER BY worker_id")
     workers = _readable(WORKERS, cursor.fetchall(), unreadable)
     cursor.execute(
@@ -78,6 +90,7 @@ def load_state(cursor: duckdb.DuckDBPyConnection) -> RecoveredState:
     return RecoveredState(
         open_tasks=tasks,
         open_attempts=attempts,
+        stale_attempts=stale,
         workers=workers,
         next_attempt_id=int(row[0]) + 1,
         reported_tests=pytest_queries.reported_tests(cursor, open_test_tasks),

@@ -9,6 +9,8 @@ from typing import Any
 
 from store_builders import T0, attempt, task, worker
 
+from testfleet.coordinator.settings import CoordinatorSettings
+from testfleet.coordinator.state import CoordinatorState
 from testfleet.domain.enums import AttemptStatus, TaskStatus
 from testfleet.domain.records import WriteBatch
 from testfleet.domain.task import TaskSpec
@@ -59,3 +61,28 @@ def test_a_tasks_fallbacks_hints_and_slice_are_stored_and_recovered(store_spec: 
     assert stored.spec == record.spec
     assert {t.task_id: t for t in state.open_tasks}["t2"].spec.fallbacks == record.spec.fallbacks
     assert {t.task_id: t for t in state.open_tasks}["t3"] == plain
+
+
+def test_a_speculative_pair_cut_by_a_restart_resumes_only_the_current_attempt(
+    store_spec: str,
+) -> None:
+    running = task("pair", TaskStatus.RUNNING, current_attempt_id=1)
+    original = attempt(1, "pair", "w1", AttemptStatus.RUNNING)
+    copy = attempt(2, "pair", "w2", AttemptStatus.RUNNING, speculative=True)
+    with open_store(store_spec) as store:
+        store.write(
+            WriteBatch(
+                workers=[worker("w1"), worker("w2")], tasks=[running], attempts=[original, copy]
+            )
+        )
+    with open_store(store_spec) as reopened:
+        state = reopened.load_state()
+    assert state.open_attempts == [original]
+    assert state.stale_attempts == [copy]
+
+    coordinator = CoordinatorState(CoordinatorSettings(), T0 + 10, recovered=state)
+    written = {a.attempt_id: a for a in coordinator.take_effects().batch.attempts}
+    assert written[2].status is AttemptStatus.CANCELLED
+    assert "the coordinator restarted" in (written[2].error_message or "")
+    assert 1 in coordinator.open_attempts
+    assert 2 not in coordinator.open_attempts
