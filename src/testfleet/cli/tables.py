@@ -85,8 +85,14 @@ def attempts_table(attempts: list[dict[str, Any]]) -> Table:
     for attempt in attempts:
         seconds = attempt.get("execution_time_seconds")
         error = attempt.get("error_message") or ""
+        number = str(attempt["attempt"])
+        # Issue 14: a speculative copy, and the requirement slice it was placed under.
+        if attempt.get("speculative"):
+            number += " copy"
+        if attempt.get("slice_index"):
+            number += f" slice {attempt['slice_index']}"
         table.add_row(
-            str(attempt["attempt"]),
+            number,
             str(attempt["attempt_id"]),
             shown(attempt["worker_id"]),
             _styled(attempt["status"]),
@@ -166,6 +172,12 @@ def print_task_detail(console: Console, detail: dict[str, Any]) -> None:
     console.print(tasks_table([task], title=f"task {task['task_id']}"))
     if task.get("unschedulable_reason"):
         console.print(f"[magenta]unschedulable:[/magenta] {shown(task['unschedulable_reason'])}")
+    if task.get("fallbacks"):
+        waiting = " (waiting for it)" if task["status"] == "queued" else ""
+        console.print(
+            f"requirement slice: {task.get('slice_index', 0)} of "
+            f"{len(task['fallbacks']) + 1}{waiting}"
+        )
     if detail["attempts"]:
         console.print(attempts_table(detail["attempts"]))
     elif TaskStatus(task["status"]).is_terminal:

@@ -71,6 +71,33 @@ def test_a_task_with_attempts_still_shows_them() -> None:
     assert "no attempts" not in out
 
 
+def test_a_tasks_slice_and_a_speculative_copy_are_shown() -> None:
+    attempt = {
+        "attempt": 2,
+        "attempt_id": 9,
+        "worker_id": "w2",
+        "status": "running",
+        "start_time": "2026-01-01T00:00:00Z",
+        "end_time": None,
+        "execution_time_seconds": None,
+        "error_message": None,
+        "slice_index": 1,
+        "speculative": True,
+    }
+    fallbacks = [{"after_seconds": 600, "requirements": {"hardware": ["cuda"]}}]
+    queued = {"task": task(fallbacks=fallbacks, slice_index=1), "attempts": [], "result": None}
+    out = rendered(160, lambda console: print_task_detail(console, queued))
+    assert "requirement slice: 1 of 2 (waiting for it)" in out
+    running = {
+        "task": task(status="running", attempts=2, fallbacks=fallbacks, slice_index=1),
+        "attempts": [attempt],
+        "result": None,
+    }
+    out = rendered(160, lambda console: print_task_detail(console, running))
+    assert "requirement slice: 1 of 2\n" in out.replace("\n", "\\n") or "1 of 2" in out
+    assert "2 copy slice 1" in out
+
+
 def stats(reason: str) -> dict[str, Any]:
     return {
         "tasks": {"queued": 3, "completed": 10},
