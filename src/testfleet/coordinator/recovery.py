@@ -58,3 +58,7 @@ def _enqueue(book: TaskLifecycle, task: TaskRecord, now: float) -> None:
         book.queue.push_delayed(task.task_id, task.not_before)
     else:
         book.queue.push(task.spec, task.queued_at, submitted_at=task.create_time, now=now)
+        # Its slice may have expired while the coordinator was down.
+        if task.spec.fallbacks and task.slice_index != book.queue.slice_of(task.task_id):
+            task.slice_index = book.queue.slice_of(task.task_id)
+            book.mark_task(task)

@@ -31,6 +31,8 @@ def match_key(spec: TaskSpec, slice_index: int = 0) -> str:
     """The key tasks share when they match exactly the same workers now and may
     fall back to the same ones later (the later slices are part of the key: the
     unschedulable check asks whether any of them could run)."""
+    if not spec.fallbacks:
+        return f"{spec.type.value}|{spec.requirements.key()}"
     key = f"{spec.type.value}|{requirements_of_slice(spec, slice_index).key()}"
     later = slice_requirements(spec)[slice_index + 1 :]
     if later:

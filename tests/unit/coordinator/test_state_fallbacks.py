@@ -166,3 +166,6 @@ def test_recovery_requeues_a_task_under_the_slice_in_force_after_the_restart() -
     recovered = RecoveredState(open_tasks=[record], open_attempts=[], workers=[], next_attempt_id=1)
     state = CoordinatorState(SETTINGS, 100.0, recovered=recovered)
     assert state.queue.slice_of("t") == 1
+    assert state.tasks["t"].slice_index == 1
+    written = state.take_effects().batch.tasks
+    assert [(t.task_id, t.slice_index) for t in written] == [("t", 1)]
