@@ -85,7 +85,11 @@ def test_a_tasks_slice_and_a_speculative_copy_are_shown() -> None:
         "speculative": True,
     }
     fallbacks = [{"after_seconds": 600, "requirements": {"hardware": ["cuda"]}}]
-    queued = {"task": task(fallbacks=fallbacks, slice_index=1), "attempts": [], "result": None}
+    queued: dict[str, Any] = {
+        "task": task(fallbacks=fallbacks, slice_index=1),
+        "attempts": [],
+        "result": None,
+    }
     out = rendered(160, lambda console: print_task_detail(console, queued))
     assert "requirement slice: 1 of 2 (waiting for it)" in out
     running = {
