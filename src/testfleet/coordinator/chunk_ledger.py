@@ -19,6 +19,8 @@ Rules kept here (ARCHITECTURE.md):
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from pydantic import ValidationError
 
 from testfleet.coordinator.turn_output import TurnOutput
@@ -38,6 +40,9 @@ class ChunkLedger:
         #: Test reports dropped: their attempt was not current, the node id was
         #: not in the chunk, or a record in a result did not validate.
         self.stray_reports = 0
+        #: Told of each test row as it is recorded (the coordinator's speed
+        #: books measure workers by their tests' durations).
+        self.on_test: Callable[[TestResultRow], None] | None = None
 
     def streamed(
         self,
@@ -110,23 +115,24 @@ class ChunkLedger:
             if record.nodeid in reported:
                 continue  # the result repeating the stream, or a retried attempt
             reported.add(record.nodeid)
-            self._out.test_row(
-                TestResultRow(
-                    seq=self.next_seq,
-                    task_id=task.task_id,
-                    nodeid=record.nodeid,
-                    attempt_id=attempt_id,
-                    worker_id=worker_id,
-                    run_id=config.run_id,
-                    project=config.project.key(),
-                    rerun=config.rerun,
-                    outcome=record.outcome,
-                    duration_seconds=record.duration_seconds,
-                    crashed=record.crashed,
-                    recorded_time=now,
-                    record=record,
-                )
+            row = TestResultRow(
+                seq=self.next_seq,
+                task_id=task.task_id,
+                nodeid=record.nodeid,
+                attempt_id=attempt_id,
+                worker_id=worker_id,
+                run_id=config.run_id,
+                project=config.project.key(),
+                rerun=config.rerun,
+                outcome=record.outcome,
+                duration_seconds=record.duration_seconds,
+                crashed=record.crashed,
+                recorded_time=now,
+                record=record,
             )
+            self._out.test_row(row)
+            if self.on_test is not None:
+                self.on_test(row)
             self.next_seq += 1
 
 

@@ -458,6 +458,8 @@ class CoordinatorState(TaskLifecycle):
                 workers=views,
                 pending_keys=self.queue.key_requirements() if keys_changed else {},
                 aging_seconds=self.settings.aging_seconds,
+                speed_factors=self.speeds.factors,
+                typical_seconds=self.speeds.typical,
             )
         )
         assignments: dict[str, list[Assignment]] = {}

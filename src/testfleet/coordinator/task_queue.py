@@ -13,6 +13,7 @@ from collections.abc import Collection, Mapping
 
 from testfleet.domain.enums import TaskType
 from testfleet.domain.task import Requirements, TaskSpec
+from testfleet.domain.work_keys import spec_work_key
 from testfleet.scheduling.view import PendingTask
 
 
@@ -53,6 +54,7 @@ class TaskQueue:
             queued_at=queued_at,
             requirements=spec.requirements,
             match_key=key,
+            work_key=spec_work_key(spec),
         )
         self._levels.setdefault(spec.priority, {})[spec.task_id] = pending
         self._level_of[spec.task_id] = spec.priority
