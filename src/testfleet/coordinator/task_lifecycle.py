@@ -45,7 +45,7 @@ from testfleet.domain.enums import (
     TaskStatus,
     TaskType,
 )
-from testfleet.domain.pytest_tasks import TestRecord, TestOutcome, TestResultRow
+from testfleet.domain.pytest_tasks import TestOutcome, TestRecord, TestResultRow
 from testfleet.domain.records import AttemptRecord, ResultRecord, TaskRecord, WorkerRecord
 from testfleet.domain.transitions import check_task_transition
 from testfleet.domain.work_keys import hardware_class, node_work_key, spec_work_key

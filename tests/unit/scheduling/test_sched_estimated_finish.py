@@ -59,9 +59,7 @@ def test_waiting_gpu_work_keeps_the_gpu() -> None:
     workers = [worker("cpu-a", cpu_caps()), worker("h200", cuda_caps(), free_slots=2)]
     mixed = replace(task("t1", queued_at=0.0), work_key=MIXED)
     gpu_job = task("t2", queued_at=1.0, hardware=[CUDA])
-    v = replace(
-        view([mixed, gpu_job], workers), typical_seconds={MIXED: {CPU: 120.0, CUDA: 15.0}}
-    )
+    v = replace(view([mixed, gpu_job], workers), typical_seconds={MIXED: {CPU: 120.0, CUDA: 15.0}})
     # The GPU job takes one GPU slot; the other is the reserve: the mixed job stays on CPU.
     assert placed(estimated_finish(v).placements) == {"t1": "cpu-a", "t2": "h200"}
 
@@ -78,9 +76,7 @@ def test_slots_freed_by_a_move_go_to_the_tasks_still_waiting() -> None:
     mixed = replace(task("t1", queued_at=0.0), work_key=MIXED)
     # Younger, and may not run on the GPU worker: it waits for cpu-a.
     cpu_only = task("t2", queued_at=1.0, exclude_workers=["gpu-a"])
-    v = replace(
-        view([mixed, cpu_only], workers), typical_seconds={MIXED: {CPU: 120.0, CUDA: 15.0}}
-    )
+    v = replace(view([mixed, cpu_only], workers), typical_seconds={MIXED: {CPU: 120.0, CUDA: 15.0}})
     assert placed(schedule(v).placements) == {"t1": "cpu-a"}
     # t1 moves to the GPU (2 of its 3 slots stay free), and t2 gets the CPU slot.
     assert placed(estimated_finish(v).placements) == {"t1": "gpu-a", "t2": "cpu-a"}
