@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from testfleet.scheduling.policies import PolicyName
+
 
 @dataclass(frozen=True, slots=True)
 class CoordinatorSettings:
@@ -81,3 +83,7 @@ class CoordinatorSettings:
     backup_every_seconds: float = 0.0
     #: ``--backup-keep``: scheduled backups kept, newest first; older ones are deleted.
     backup_keep: int = 24
+    #: ``--scheduling-policy``: how queued tasks are placed each turn
+    #: (``scheduling/policies.py``): best fit by capability, or by estimated
+    #: finish from measured worker speeds and past durations.
+    scheduling_policy: PolicyName = PolicyName.BEST_FIT

@@ -19,7 +19,7 @@ Terms (beside the scheduler's):
   a free slot starts now, so what it already runs does not delay the task
   (workers hold no queue of their own).
 
-The rules, in two passes over the queue in effective-priority order:
+The rules, in passes over the queue in effective-priority order:
 
 1. **Within the least capable tier that fits, the fastest worker.** Each task
    goes to the first matching worker with a free slot (and free resources) in
@@ -35,7 +35,14 @@ The rules, in two passes over the queue in effective-priority order:
    a CPU test never takes a GPU that GPU work waits for, and the reserve keeps
    some for GPU work that arrives next (with a one-slot H200, never taken).
    Slots the moves free are then offered to the tasks still waiting (pass 1
-   again, without moves).
+   again, without moves). Work typically ``explore_seconds`` or longer that
+   has never run on the more capable class moves there on the same terms,
+   once there is no better-known move: best fit's habit of keeping it on the
+   least capable tier would otherwise mean its time there is never learnt.
+3. **The longest work to the fastest workers.** Among the tasks of one match
+   key placed on one tier in this call, the longest (typical seconds on the
+   tier's class) get the fastest of the workers they were given (a long job
+   on a slow machine is what a run's tail is made of).
 
 Both need history: without a typical duration on both classes a task never
 moves, and without speed factors the order is best fit's.
@@ -65,23 +72,31 @@ from testfleet.scheduling.view import (
 DEFAULT_CLIMB_RATIO = 0.5
 #: Free slots a more capable tier keeps for work that needs it.
 DEFAULT_RESERVE_SLOTS = 1
+#: Work typically this long where it runs is tried once on a more capable class
+#: it has never run on (otherwise best fit's habit of keeping it on the least
+#: capable tier would mean its time there is never learnt).
+DEFAULT_EXPLORE_SECONDS = 60.0
 
 _Tier = tuple[bool, float, float]
 
 
 def estimated_finish_policy(
-    climb_ratio: float = DEFAULT_CLIMB_RATIO, reserve_slots: int = DEFAULT_RESERVE_SLOTS
+    climb_ratio: float = DEFAULT_CLIMB_RATIO,
+    reserve_slots: int = DEFAULT_RESERVE_SLOTS,
+    explore_seconds: float = DEFAULT_EXPLORE_SECONDS,
 ) -> SchedulingPolicy:
     """A policy with these knobs (see the module docstring); raises ValueError on bad ones."""
     if not 0 < climb_ratio <= 1:
         raise ValueError(f"climb_ratio must be in (0, 1], got {climb_ratio}")
     if reserve_slots < 0:
         raise ValueError(f"reserve_slots must be 0 or more, got {reserve_slots}")
+    if not explore_seconds > 0:
+        raise ValueError(f"explore_seconds must be greater than 0, got {explore_seconds}")
 
     def policy(view: SchedulingView) -> SchedulingDecisions:
         if not view.speed_factors and not view.typical_seconds:
             return best_fit(view)  # no history: exactly today's decisions, at its speed
-        return _Placer(view, climb_ratio, reserve_slots).run()
+        return _Placer(view, climb_ratio, reserve_slots, explore_seconds).run()
 
     policy.__name__ = "estimated-finish"
     return policy
@@ -107,10 +122,13 @@ class _Key:
 
 
 class _Placer:
-    def __init__(self, view: SchedulingView, climb_ratio: float, reserve_slots: int) -> None:
+    def __init__(
+        self, view: SchedulingView, climb_ratio: float, reserve_slots: int, explore_seconds: float
+    ) -> None:
         self.view = view
         self.climb_ratio = climb_ratio
         self.reserve_slots = reserve_slots
+        self.explore_seconds = explore_seconds
         speeds = view.speed_factors
         ranked = [
             (capability_rank(w.capabilities), w)
@@ -157,6 +175,8 @@ class _Placer:
         if view.typical_seconds and self._climb(placed, order):
             self.keys.clear()  # slots came back: searches start again
             self._fill(decisions.unschedulable, placed, order)
+        if view.typical_seconds and view.speed_factors:
+            self._longest_to_fastest(placed, order)
         decisions.placements.extend(
             Placement(task.task_id, self.candidates[placed[task.task_id]].worker_id)
             for task in order
@@ -255,6 +275,7 @@ class _Placer:
                 continue
             best_estimate = self.climb_ratio * here / self.speed[index]
             best: int | None = None
+            explore: int | None = None
             state = self._key(task)
             for start in self.tier_starts:
                 tier = self.tier[start]
@@ -264,15 +285,45 @@ class _Placer:
                 if candidate is None:
                     continue
                 seconds = durations.get(self.hardware[candidate])
-                if seconds is not None and seconds / self.speed[candidate] <= best_estimate:
+                if seconds is None:
+                    # Never run on this class: worth one try only for long work
+                    # (a long job may be one a GPU speeds up; learning it costs
+                    # a spare slot for a while, and the reserve stays free).
+                    if explore is None and here >= self.explore_seconds:
+                        explore = candidate
+                elif seconds / self.speed[candidate] <= best_estimate:
                     best_estimate = seconds / self.speed[candidate]
                     best = candidate
+            if best is None:
+                best = explore
             if best is not None:
                 self._give_back(index, state)
                 self._take(best, state)
                 placed[task.task_id] = best
                 moved = True
         return moved
+
+    # ------------------------------------------------------------------ pass 3
+
+    def _longest_to_fastest(self, placed: dict[str, int], order: list[PendingTask]) -> None:
+        """Among the tasks of one match key placed on one tier this turn, give the
+        longest (by typical seconds) the fastest workers (module docstring, rule 3).
+        Tasks of one key match the same workers and reserve the same amounts, so
+        any exchange among them is as valid as pass 1's placements."""
+        groups: dict[tuple[str, _Tier], list[PendingTask]] = {}
+        for task in order:
+            groups.setdefault((task.match_key, self.tier[placed[task.task_id]]), []).append(task)
+        typical = self.view.typical_seconds
+        for tasks in groups.values():
+            slots = sorted((placed[t.task_id] for t in tasks), key=lambda i: (-self.speed[i], i))
+            if len(tasks) < 2 or self.speed[slots[0]] == self.speed[slots[-1]]:
+                continue
+            hardware = self.hardware[slots[0]]
+            lengths = {t.task_id: typical.get(t.work_key, {}).get(hardware, 0.0) for t in tasks}
+            # Stable: tasks of unknown or equal length keep their order.
+            longest_first = sorted(tasks, key=lambda t: lengths[t.task_id], reverse=True)
+            for task, index in zip(longest_first, slots, strict=True):
+                placed[task.task_id] = index
 
     def _first_free(self, key: str, state: _Key, start: int) -> int | None:
         """The tier's first (fastest) candidate from ``start`` that takes the key now."""
