@@ -94,6 +94,10 @@ class WorkerSpeed:
     slowed: bool
 
 
+#: A worker with no ratio samples yet: typical, not assumed fast or slow.
+UNMEASURED = WorkerSpeed(1.0, 0, 1.0, False)
+
+
 @dataclass(frozen=True, slots=True)
 class SpeedSettings:
     key_window: int = 16
@@ -238,7 +242,7 @@ class WorkerSpeeds:
     def status(self, worker_id: str) -> WorkerSpeed:
         worker = self._workers.get(worker_id)
         if worker is None:
-            return WorkerSpeed(1.0, 0, 1.0, False)
+            return UNMEASURED
         return WorkerSpeed(
             self.factors.get(worker_id, 1.0), len(worker.ratios), worker.baseline, worker.slowed
         )
