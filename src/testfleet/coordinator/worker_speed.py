@@ -49,6 +49,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from testfleet.domain.enums import HardwareKind
+from testfleet.domain.work_keys import SpeedSample
 
 #: Samples shorter than this say more about overheads than about speed.
 MIN_SAMPLE_SECONDS = 0.05
@@ -70,16 +71,6 @@ class SpeedChange:
     kind: SpeedChangeKind
     factor: float
     baseline: float
-
-
-@dataclass(frozen=True, slots=True)
-class SpeedSample:
-    """One finished piece of work from history (``testfleet.store.speed_queries``)."""
-
-    worker_id: str
-    hardware: HardwareKind
-    work_key: str
-    seconds: float
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from testfleet.domain.enums import HardwareKind, TaskType
@@ -72,6 +73,19 @@ def spec_work_key(spec: TaskSpec) -> str:
 def node_work_key(project_key: str, node_id: str) -> str:
     """The work key of one pytest test of a project (see the module docstring)."""
     return f"test|{project_key}|{node_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class SpeedSample:
+    """One finished piece of work: who did it, on what class, which work, how long.
+
+    Read from history at start-up (``store/speed_queries.py``) and replayed into
+    the coordinator's speed books (``coordinator/worker_speed.py``)."""
+
+    worker_id: str
+    hardware: HardwareKind
+    work_key: str
+    seconds: float
 
 
 #: Kinds ranked by how capable a worker offering them is (its class is the last it has).

@@ -46,11 +46,11 @@ from testfleet.coordinator.events import (
 )
 from testfleet.coordinator.settings import CoordinatorSettings
 from testfleet.coordinator.state import CoordinatorState
-from testfleet.coordinator.worker_speed import SpeedSample
 from testfleet.domain.enums import HardwareKind, ResultStatus, TaskStatus, TaskType
 from testfleet.domain.hardware import CpuInfo, GpuInfo, WorkerCapabilities
 from testfleet.domain.result import SimulationStatus, TaskResult
 from testfleet.domain.task import MAX_TIMEOUT_SECONDS, TaskSpec
+from testfleet.domain.work_keys import SpeedSample
 from testfleet.protocol.messages import (
     PROTOCOL_VERSION,
     Accept,

@@ -18,9 +18,8 @@ from __future__ import annotations
 import random
 import zlib
 
-from testfleet.coordinator.worker_speed import SpeedSample
 from testfleet.domain.enums import TaskType
-from testfleet.domain.work_keys import work_key
+from testfleet.domain.work_keys import SpeedSample, work_key
 from testfleet.simulation.trace import Trace
 
 

@@ -8,12 +8,11 @@ import pytest
 
 from testfleet.coordinator.worker_speed import (
     SpeedChangeKind,
-    SpeedSample,
     SpeedSettings,
     WorkerSpeeds,
 )
 from testfleet.domain.enums import HardwareKind, TaskType
-from testfleet.domain.work_keys import hardware_class, node_work_key, work_key
+from testfleet.domain.work_keys import SpeedSample, hardware_class, node_work_key, work_key
 
 CPU = HardwareKind.CPU
 CUDA = HardwareKind.CUDA
