@@ -6,11 +6,14 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 from test_coordinator_state import SETTINGS, Harness, assigned, result, spec
 from test_state_test_tasks import chunk_result, chunk_spec, record
 
 from testfleet.coordinator.api_views import worker_view
 from testfleet.coordinator.events import WorkerFrame
+from testfleet.coordinator.metrics import Metrics
 from testfleet.coordinator.state_view import StateView
 from testfleet.coordinator.worker_speed import SpeedChangeKind
 from testfleet.domain.enums import HardwareKind, TaskType
@@ -21,6 +24,7 @@ from testfleet.scheduling.estimated_finish import estimated_finish
 from testfleet.scheduling.policies import PolicyName
 from testfleet.scheduling.scheduler import schedule
 from testfleet.scheduling.view import SchedulingDecisions, SchedulingView
+from testfleet.testing import FakeClock
 
 
 def report(h: Harness, connection: int, attempt: int, done: TaskResult) -> None:
@@ -96,3 +100,21 @@ def test_the_setting_picks_the_policy() -> None:
     assert Harness().state.policy is schedule
     chosen = Harness(replace(SETTINGS, scheduling_policy=PolicyName.ESTIMATED_FINISH))
     assert chosen.state.policy is estimated_finish
+
+
+def test_metrics_show_each_workers_factor_and_a_slowed_one() -> None:
+    h = Harness()
+    h.connect(1, "w1")
+    h.connect(2, "w2")
+    run_each_key_on_both(h, range(0, 30), {"w1": 10.0, "w2": 10.0})
+    run_each_key_on_both(h, range(30, 60), {"w1": 10.0, "w2": 40.0})
+    metrics = Metrics(FakeClock(), StateView(h.state), lambda: 0)
+    text = generate_latest(metrics.registry).decode()
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    assert samples[("testfleet_worker_slowed", (("worker_id", "w2"),))] == 1
+    assert samples[("testfleet_worker_slowed", (("worker_id", "w1"),))] == 0
+    assert samples[("testfleet_worker_speed_factor", (("worker_id", "w2"),))] < 0.5
