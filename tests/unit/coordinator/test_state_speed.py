@@ -9,13 +9,16 @@ from dataclasses import replace
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from test_coordinator_state import SETTINGS, Harness, assigned, result, spec
+from test_dashboard_views import T0, snapshot
 from test_state_test_tasks import chunk_result, chunk_spec, record
 
 from testfleet.coordinator.api_views import worker_view
+from testfleet.coordinator.dashboard.templates import Templates
+from testfleet.coordinator.dashboard.views import worker_row
 from testfleet.coordinator.events import WorkerFrame
 from testfleet.coordinator.metrics import Metrics
 from testfleet.coordinator.state_view import StateView
-from testfleet.coordinator.worker_speed import SpeedChangeKind
+from testfleet.coordinator.worker_speed import SpeedChangeKind, WorkerSpeed
 from testfleet.domain.enums import HardwareKind, TaskType
 from testfleet.domain.result import TaskResult
 from testfleet.domain.work_keys import node_work_key, work_key
@@ -118,3 +121,14 @@ def test_metrics_show_each_workers_factor_and_a_slowed_one() -> None:
     assert samples[("testfleet_worker_slowed", (("worker_id", "w2"),))] == 1
     assert samples[("testfleet_worker_slowed", (("worker_id", "w1"),))] == 0
     assert samples[("testfleet_worker_speed_factor", (("worker_id", "w2"),))] < 0.5
+
+
+def test_the_dashboard_workers_rows_show_a_measured_speed_and_flag_a_slowed_worker() -> None:
+    measured = replace(snapshot("fast-1"), speed=WorkerSpeed(2.04, 12, 2.0, False))
+    slowed = replace(snapshot("hot-1"), speed=WorkerSpeed(0.41, 32, 1.0, True))
+    rows = [worker_row(s, 15.0) for s in (measured, slowed, snapshot("new-1"))]
+    html = Templates().render("_worker_rows.html", rows=rows, base="/dashboard", now=T0)
+    fast, hot, new = (html.split(f'data-worker="{w}"')[1] for w in ("fast-1", "hot-1", "new-1"))
+    assert "speed 2.04\u00d7" in fast.split("</tr>")[0]
+    assert "speed 0.41\u00d7 · slowed" in hot.split("</tr>")[0]
+    assert "speed" not in new.split("</tr>")[0]  # not measured yet: nothing to show
