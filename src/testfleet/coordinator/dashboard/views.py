@@ -143,7 +143,7 @@ def worker_row(
         last_heartbeat=worker.record.last_heartbeat,
         heartbeat_timeout=heartbeat_timeout,
         load=sparkline(loads),
-        speed=f"{worker.speed.factor:.2f}×" if worker.speed.samples else "",
+        speed=f"{worker.speed.factor:.2f}\u00d7" if worker.speed.samples else "",
         slowed=worker.speed.slowed,
     )
 
