@@ -119,6 +119,9 @@ class _Key:
     needs: ResourceAmounts
     reserves: bool
     position: int = 0
+    #: The candidate at ``position`` is known to match (a worker with several
+    #: free slots is matched once, not once per slot).
+    confirmed: int = -1
 
 
 class _Placer:
@@ -229,6 +232,9 @@ class _Placer:
             return False
         return not state.reserves or state.needs.fits_in(self._free(index))
 
+    def _room(self, index: int, state: _Key) -> bool:
+        return not state.reserves or state.needs.fits_in(self._free(index))
+
     def _free(self, index: int) -> ResourceAmounts:
         left = self.free.get(index)
         if left is None:
@@ -242,8 +248,13 @@ class _Placer:
         moves forward (the same amortisation as best fit's search)."""
         while state.position < len(self.candidates):
             index = state.position
-            if self.remaining[index] > 0 and self._fits(index, state):
-                return index
+            if self.remaining[index] > 0:
+                if index == state.confirmed:
+                    if self._room(index, state):
+                        return index
+                elif self._fits(index, state):
+                    state.confirmed = index
+                    return index
             state.position += 1
         return None
 
