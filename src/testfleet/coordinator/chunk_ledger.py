@@ -115,22 +115,23 @@ class ChunkLedger:
             if record.nodeid in reported:
                 continue  # the result repeating the stream, or a retried attempt
             reported.add(record.nodeid)
-            row = TestResultRow(
-                seq=self.next_seq,
-                task_id=task.task_id,
-                nodeid=record.nodeid,
-                attempt_id=attempt_id,
-                worker_id=worker_id,
-                run_id=config.run_id,
-                project=config.project.key(),
-                rerun=config.rerun,
-                outcome=record.outcome,
-                duration_seconds=record.duration_seconds,
-                crashed=record.crashed,
-                recorded_time=now,
-                record=record,
+            self._out.test_row(
+                row := TestResultRow(
+                    seq=self.next_seq,
+                    task_id=task.task_id,
+                    nodeid=record.nodeid,
+                    attempt_id=attempt_id,
+                    worker_id=worker_id,
+                    run_id=config.run_id,
+                    project=config.project.key(),
+                    rerun=config.rerun,
+                    outcome=record.outcome,
+                    duration_seconds=record.duration_seconds,
+                    crashed=record.crashed,
+                    recorded_time=now,
+                    record=record,
+                )
             )
-            self._out.test_row(row)
             if self.on_test is not None:
                 self.on_test(row)
             self.next_seq += 1
