@@ -51,7 +51,7 @@ def test_speeds_are_measured_shown_and_read_back_after_a_restart(fleet: Fleet) -
         fleet.client.submit(pair)
         task_ids += [t["task_id"] for t in pair]
         fleet.wait_terminal([t["task_id"] for t in pair])
-    ran = {fleet.task(t)["worker_id"] for t in task_ids}
+    ran = {fleet.task(t)["task"]["worker_id"] for t in task_ids}
     assert ran == {"w1", "w2"}
     before = listed(fleet)
     for worker_id in ("w1", "w2"):
