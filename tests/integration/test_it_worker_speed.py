@@ -44,13 +44,13 @@ def test_speeds_are_measured_shown_and_read_back_after_a_restart(fleet: Fleet) -
     fleet.wait_for_workers(["w1", "w2"])
     # Eight pieces of work, each submitted twice at once: with one slot each,
     # both workers run every piece, so each is compared with the other.
-    task_ids = []
+    task_ids: list[str] = []
     for k in range(8):
-        pair = [{"task_id": f"s{k}-{n}", "type": "simulated",
-                 "config": {"duration_seconds": 0.2, "seed": k}} for n in range(2)]  # fmt: skip
-        fleet.client.submit(pair)
-        task_ids += [t["task_id"] for t in pair]
-        fleet.wait_terminal([t["task_id"] for t in pair])
+        pair = [f"s{k}-{n}" for n in range(2)]
+        config = {"duration_seconds": 0.2, "seed": k}
+        fleet.client.submit([{"task_id": t, "type": "simulated", "config": config} for t in pair])
+        task_ids += pair
+        fleet.wait_terminal(pair)
     ran = {fleet.task(t)["task"]["worker_id"] for t in task_ids}
     assert ran == {"w1", "w2"}
     before = listed(fleet)
