@@ -34,6 +34,7 @@ from testfleet.cli.worker_credential_options import (
 )
 from testfleet.client import CA_ENV
 from testfleet.domain.enums import Codec
+from testfleet.scheduling.policies import PolicyName
 from testfleet.security.enrolment import ENROL_TOKEN_ENV
 
 if TYPE_CHECKING:
@@ -92,6 +93,14 @@ def coordinator(
         int,
         typer.Option(min=0, help="DuckDB threads; 0 = one per core (small batches run best on 1)."),
     ] = 1,
+    scheduling_policy: Annotated[
+        PolicyName,
+        typer.Option(
+            help="How queued tasks are placed: best-fit (the least capable worker that fits) "
+            "or estimated-finish (the fastest, by measured worker speeds and past durations; "
+            "README: Scheduling from history).",
+        ),
+    ] = PolicyName.BEST_FIT,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "warning",
     tls_cert: Annotated[
         Path | None,
@@ -281,6 +290,7 @@ def coordinator(
         disconnect_grace_seconds=disconnect_grace,
         max_lost_attempts=max_lost_attempts,
         db_threads=db_threads or None,
+        scheduling_policy=scheduling_policy,
         rate_limit_per_second=rate_limit,
         rate_limit_burst=rate_burst,
         header_timeout_seconds=header_timeout,

@@ -112,6 +112,7 @@ def workers_table(workers: list[dict[str, Any]]) -> Table:
         "status",
         "slots",
         "running",
+        "speed",
         "hardware",
         "cpu",
         "mem GB",
@@ -133,6 +134,7 @@ def workers_table(workers: list[dict[str, Any]]) -> Table:
             else "[green]connected[/green]",
             str(worker["slots"]),
             str(worker["running"]),
+            _speed(worker),
             shown(",".join(worker["hardware"])),
             shown(f"{caps['cpu']['model'][:28]} x{caps['cpu']['logical_cores']}"),
             f"{caps['memory_gb']:.1f}",
@@ -141,6 +143,15 @@ def workers_table(workers: list[dict[str, Any]]) -> Table:
             "" if cpu_load is None else f"{cpu_load:.0f}% cpu",
         )
     return table
+
+
+def _speed(worker: dict[str, Any]) -> str:
+    """A worker's measured speed factor; "-" until measured (or from an older
+    coordinator), flagged when it slowed against its own baseline."""
+    if not worker.get("speed_samples"):
+        return "-"
+    text = f"{float(worker.get('speed_factor', 1.0)):.2f}x"
+    return f"[red]{text} slowed[/red]" if worker.get("slowed") else text
 
 
 #: Widest the stats table's label column gets: an unschedulable reason can run to

@@ -252,6 +252,19 @@ class WorkerView(ResponseModel):
     tags: dict[str, str]
     load: dict[str, Any] = Field(description="The machine's metrics at its last heartbeat.")
     capabilities: WorkerCapabilities
+    speed_factor: float = Field(
+        default=1.0,
+        description="Measured speed against workers of its hardware class on the same work: "
+        "1.0 typical (also until measured), 2.0 twice as fast, 0.5 half as fast.",
+    )
+    speed_samples: int = Field(
+        default=0, description="Comparisons its speed factor is the median of (recent ones)."
+    )
+    slowed: bool = Field(
+        default=False,
+        description="Its speed factor fell well below its own baseline (throttling, a noisy "
+        "neighbour); the coordinator logged a warning.",
+    )
 
 
 class WorkerList(ResponseModel):

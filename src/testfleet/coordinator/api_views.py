@@ -146,6 +146,9 @@ def worker_view(worker: WorkerSnapshot) -> WorkerView:
         tags=caps.tags,
         load=record.hardware_metrics,
         capabilities=caps,
+        speed_factor=worker.speed.factor,
+        speed_samples=worker.speed.samples,
+        slowed=worker.speed.slowed,
     )
 
 

@@ -195,6 +195,9 @@ def create_app(
     state = CoordinatorState(
         settings, clock.now(), recovered, store.all_task_ids(), store.worker_revocations()
     )
+    # Workers' speeds as history left them, before any result arrives
+    # (coordinator/worker_speed.py): a restart does not forget who is fast.
+    state.speeds.seed(store.speed_samples())
     loop = CoordinatorLoop(state, store, clock, ConnectionRegistry())
     started = time.monotonic()
     alerts = alerts or AlertsConfig()

@@ -19,6 +19,8 @@ Rules kept here (ARCHITECTURE.md):
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from pydantic import ValidationError
 
 from testfleet.coordinator.turn_output import TurnOutput
@@ -38,6 +40,9 @@ class ChunkLedger:
         #: Test reports dropped: their attempt was not current, the node id was
         #: not in the chunk, or a record in a result did not validate.
         self.stray_reports = 0
+        #: Told of each test row as it is recorded (the coordinator's speed
+        #: books measure workers by their tests' durations).
+        self.on_test: Callable[[TestResultRow], None] | None = None
 
     def streamed(
         self,
@@ -111,7 +116,7 @@ class ChunkLedger:
                 continue  # the result repeating the stream, or a retried attempt
             reported.add(record.nodeid)
             self._out.test_row(
-                TestResultRow(
+                row := TestResultRow(
                     seq=self.next_seq,
                     task_id=task.task_id,
                     nodeid=record.nodeid,
@@ -127,6 +132,8 @@ class ChunkLedger:
                     record=record,
                 )
             )
+            if self.on_test is not None:
+                self.on_test(row)
             self.next_seq += 1
 
 

@@ -49,6 +49,7 @@ from testfleet.coordinator.events import (
 )
 from testfleet.coordinator.state import CoordinatorState
 from testfleet.coordinator.turn_output import Effects
+from testfleet.coordinator.worker_speed import SpeedChangeKind
 from testfleet.domain.records import WriteBatch
 from testfleet.domain.task import TaskSpec
 from testfleet.store.contract import PreparedWrite, StoreWriter
@@ -290,6 +291,15 @@ class CoordinatorLoop:
     def _hand_over(self) -> None:
         """Give the committer everything applied since the last turn."""
         effects = self.state.take_effects()
+        for change in self.state.take_speed_changes():
+            # Noticed from results, not probed: see coordinator/worker_speed.py.
+            log.warning(
+                "worker %s %s: speed factor %.2f against its baseline %.2f",
+                change.worker_id,
+                "turned slow" if change.kind is SpeedChangeKind.SLOWED else "recovered",
+                change.factor,
+                change.baseline,
+            )
         # Encoded here, on the loop: a snapshot of records that later events
         # may change while this turn is being written.
         prepared = self.store.prepare(effects.batch) if effects.batch else None

@@ -336,6 +336,16 @@ def _state_families(view: StateView, now: float) -> Iterator[Metric]:
         "When the worker's last heartbeat arrived (epoch seconds).",
         labels=["worker_id"],
     )
+    speed = GaugeMetricFamily(
+        "testfleet_worker_speed_factor",
+        "Measured speed against workers of its class on the same work (1 = typical).",
+        labels=["worker_id"],
+    )
+    slowed = GaugeMetricFamily(
+        "testfleet_worker_slowed",
+        "1 while the worker's speed factor is well below its own baseline.",
+        labels=["worker_id"],
+    )
     for worker in view.workers():
         # Workers that left or were revoked stay known until restart: shown down.
         worker_id = worker.record.worker_id
@@ -343,7 +353,9 @@ def _state_families(view: StateView, now: float) -> Iterator[Metric]:
         slots.add_metric([worker_id], worker.record.slots)
         running.add_metric([worker_id], worker.running)
         heartbeat.add_metric([worker_id], worker.record.last_heartbeat)
-    yield from (up, slots, running, heartbeat)
+        speed.add_metric([worker_id], worker.speed.factor)
+        slowed.add_metric([worker_id], 1 if worker.speed.slowed else 0)
+    yield from (up, slots, running, heartbeat, speed, slowed)
     depth = GaugeMetricFamily(
         "testfleet_queue_depth", "Tasks queued, by priority.", labels=["priority"]
     )

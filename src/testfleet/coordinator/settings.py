@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from testfleet.scheduling.policies import PolicyName
+
 
 @dataclass(frozen=True, slots=True)
 class CoordinatorSettings:
@@ -87,3 +89,7 @@ class CoordinatorSettings:
     speculation_enabled: bool = True
     speculation_factor: float = 2.0
     speculation_min_seconds: float = 30.0
+    #: ``--scheduling-policy``: how queued tasks are placed each turn
+    #: (``scheduling/policies.py``): best fit by capability, or by estimated
+    #: finish from measured worker speeds and past durations.
+    scheduling_policy: PolicyName = PolicyName.BEST_FIT

@@ -78,7 +78,8 @@ from testfleet.protocol.messages import (
     TestReports,
     Welcome,
 )
-from testfleet.scheduling.scheduler import SchedulingPolicy, schedule
+from testfleet.scheduling.policies import policy_for
+from testfleet.scheduling.scheduler import SchedulingPolicy
 from testfleet.scheduling.view import SchedulingView
 
 #: How often a worker's heartbeat time and load are written to ``worker_nodes``.
@@ -95,15 +96,15 @@ class CoordinatorState(TaskLifecycle):
         recovered: RecoveredState | None = None,
         known_task_ids: set[str] | None = None,
         revocations: dict[str, float] | None = None,
-        policy: SchedulingPolicy = schedule,
+        policy: SchedulingPolicy | None = None,
     ) -> None:
         """``revocations``: the latest revocation time of each revoked worker id
         (``Store.worker_revocations``), so that a restart keeps refusing them.
-        ``policy``: how queued tasks are placed each turn; the coordinator
-        uses today's :func:`~testfleet.scheduling.scheduler.schedule`, the
-        fleet simulator passes the policy it compares."""
+        ``policy``: how queued tasks are placed each turn; by default the one
+        ``settings.scheduling_policy`` names, the fleet simulator passes the
+        policy it compares."""
         super().__init__(settings, known_task_ids)
-        self.policy = policy
+        self.policy = policy or policy_for(settings.scheduling_policy)
         self.registry.revoked.update(revocations or {})
         self.started_at = now
         #: Rows of the file that recovery could not read and left out (reported
@@ -462,6 +463,8 @@ class CoordinatorState(TaskLifecycle):
                 workers=views,
                 pending_keys=self.queue.key_requirements() if keys_changed else {},
                 aging_seconds=self.settings.aging_seconds,
+                speed_factors=self.speeds.factors,
+                typical_seconds=self.speeds.typical,
             )
         )
         assignments: dict[str, list[Assignment]] = {}

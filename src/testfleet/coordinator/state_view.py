@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from testfleet.coordinator.load_history import LoadPoint
 from testfleet.coordinator.speculation import SpeculationEvent
 from testfleet.coordinator.state import CoordinatorState
+from testfleet.coordinator.worker_speed import UNMEASURED, WorkerSpeed
 from testfleet.coordinator.workers import LiveWorker
 from testfleet.domain.enums import TaskStatus, WorkerStatus
 from testfleet.domain.records import TaskRecord, WorkerRecord
@@ -33,15 +34,18 @@ class WorkerSnapshot:
     draining: bool
     #: Attempts open on it (assigned or running).
     running: int
+    #: Its measured speed (``coordinator/worker_speed.py``; typical until measured).
+    speed: WorkerSpeed = UNMEASURED
 
     @classmethod
-    def of(cls, worker: LiveWorker) -> WorkerSnapshot:
+    def of(cls, worker: LiveWorker, speed: WorkerSpeed = UNMEASURED) -> WorkerSnapshot:
         record = worker.record
         return cls(
             record=replace(record, hardware_metrics=dict(record.hardware_metrics)),
             connected=worker.connected,
             draining=worker.draining,
             running=len(worker.attempts),
+            speed=speed,
         )
 
 
@@ -114,13 +118,15 @@ class StateView:
     def workers(self) -> list[WorkerSnapshot]:
         """Every worker seen since start-up (or recovered), ordered by id."""
         return [
-            WorkerSnapshot.of(worker)
-            for _, worker in sorted(self._state.workers.items(), key=lambda item: item[0])
+            WorkerSnapshot.of(worker, self._state.speeds.status(worker_id))
+            for worker_id, worker in sorted(self._state.workers.items(), key=lambda item: item[0])
         ]
 
     def worker(self, worker_id: str) -> WorkerSnapshot | None:
         worker = self._state.workers.get(worker_id)
-        return None if worker is None else WorkerSnapshot.of(worker)
+        if worker is None:
+            return None
+        return WorkerSnapshot.of(worker, self._state.speeds.status(worker_id))
 
     def load_history(self, worker_id: str) -> list[LoadPoint]:
         """The worker's recent heartbeat loads, oldest first (the workers page's sparklines)."""

@@ -39,6 +39,7 @@ from testfleet.coordinator.submitter_quota import SubmitterQuota
 from testfleet.coordinator.task_queue import TaskQueue, match_key
 from testfleet.coordinator.turn_output import Effects, TurnOutput
 from testfleet.coordinator.unschedulable import UnschedulableReasons
+from testfleet.coordinator.worker_speed import SpeedChange, WorkerSpeeds
 from testfleet.coordinator.workers import LiveWorker, WorkerRegistry
 from testfleet.domain.benchmark import benchmark_rows
 from testfleet.domain.enums import (
@@ -49,11 +50,12 @@ from testfleet.domain.enums import (
     TaskStatus,
     TaskType,
 )
-from testfleet.domain.pytest_tasks import TestRecord
+from testfleet.domain.pytest_tasks import TestOutcome, TestRecord, TestResultRow
 from testfleet.domain.records import AttemptRecord, ResultRecord, TaskRecord, WorkerRecord
 from testfleet.domain.resources import ResourceAmounts
 from testfleet.domain.task_slices import requirements_of_slice
 from testfleet.domain.transitions import check_task_transition
+from testfleet.domain.work_keys import hardware_class, node_work_key, spec_work_key
 from testfleet.protocol.messages import Assign, Assignment, AttemptResult, Cancel, Message
 
 _ATTEMPT_STATUS_OF_RESULT = {
@@ -120,6 +122,12 @@ class TaskLifecycle:
         self.ledger = ChunkLedger(self._out)
         #: Stragglers and their speculative copies (see speculation.py).
         self.speculation = Speculation(settings)
+        #: Each worker's measured speed (worker_speed.py), fed by completed
+        #: attempts and passed tests; slow-downs wait in ``speed_changes``
+        #: for the loop to log (:meth:`take_speed_changes`).
+        self.speeds = WorkerSpeeds()
+        self.speed_changes: list[SpeedChange] = []
+        self.ledger.on_test = self._measure_test
 
     @property
     def workers(self) -> dict[str, LiveWorker]:
@@ -240,6 +248,8 @@ class TaskLifecycle:
             )
             self._finish(task, TaskStatus.COMPLETED, now, None, None)
             retried = False
+            if task.spec.type is not TaskType.TEST:  # its tests are measured one by one
+                self._measure(worker_id, spec_work_key(task.spec), result.execution_time_seconds)
         elif result.status is ResultStatus.CANCELLED:
             # The worker gave the attempt up on its own (it is shutting down):
             # an infrastructure fault, not the task's.
@@ -426,6 +436,30 @@ class TaskLifecycle:
                 self.mark_task(task)
                 return True
         return False
+
+    # -------------------------------------------------------------------- speed
+
+    def _measure(self, worker_id: str, key: str, seconds: float) -> None:
+        """File a finished piece of work's duration in the speed books."""
+        worker = self.workers.get(worker_id)
+        if worker is None:
+            return
+        hardware = hardware_class(worker.record.capabilities.hardware)
+        change = self.speeds.record(worker_id, hardware, key, seconds)
+        if change is not None:
+            self.speed_changes.append(change)
+
+    def _measure_test(self, row: TestResultRow) -> None:
+        # Only passed tests: a failure may stop anywhere, a skip takes no time.
+        if row.outcome is TestOutcome.PASSED:
+            self._measure(
+                row.worker_id, node_work_key(row.project, row.nodeid), row.duration_seconds
+            )
+
+    def take_speed_changes(self) -> list[SpeedChange]:
+        """Workers that turned slow or recovered since the last call (the loop logs them)."""
+        changes, self.speed_changes = self.speed_changes, []
+        return changes
 
     # ------------------------------------------------------------------ helpers
 

@@ -24,6 +24,7 @@ from testfleet.domain.task_slices import (
     slice_in_force,
     slice_requirements,
 )
+from testfleet.domain.work_keys import spec_work_key
 from testfleet.scheduling.view import PendingTask
 
 
@@ -104,6 +105,7 @@ class TaskQueue:
             queued_at=queued_at,
             requirements=requirements_of_slice(spec, index),
             match_key=key,
+            work_key=spec_work_key(spec),
         )
 
     def _count_key(self, pending: PendingTask) -> None:

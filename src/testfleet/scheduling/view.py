@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
-from testfleet.domain.enums import TaskType
+from testfleet.domain.enums import HardwareKind, TaskType
 from testfleet.domain.hardware import WorkerCapabilities
 from testfleet.domain.resources import NO_RESOURCES, ResourceAmounts
 from testfleet.domain.task import Requirements
@@ -29,6 +29,9 @@ class PendingTask:
     requirements: Requirements
     #: ``requirements.key()`` plus the type, computed once by the coordinator.
     match_key: str
+    #: Which earlier work this repeats (:mod:`testfleet.domain.work_keys`), to
+    #: look up in ``SchedulingView.typical_seconds``; "" when not known.
+    work_key: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +67,13 @@ class SchedulingView:
     #: Every this many seconds of waiting lowers a task's effective priority
     #: number by one, so low priority work never starves.
     aging_seconds: float = 60.0
+    #: Measured speed factors by worker id (:mod:`testfleet.coordinator.worker_speed`):
+    #: 2.0 does the same work in half the typical time; a worker not listed is 1.0.
+    #: Read by history-aware policies (``scheduling/estimated_finish.py``) only.
+    speed_factors: Mapping[str, float] = field(default_factory=dict)
+    #: Work key -> hardware class -> seconds a factor-1.0 worker of that class
+    #: typically takes for it (from history). Empty: no history.
+    typical_seconds: Mapping[str, Mapping[HardwareKind, float]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

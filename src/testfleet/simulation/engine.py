@@ -33,6 +33,7 @@ import heapq
 import itertools
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from testfleet.coordinator.events import (
@@ -49,6 +50,7 @@ from testfleet.domain.enums import HardwareKind, ResultStatus, TaskStatus, TaskT
 from testfleet.domain.hardware import CpuInfo, GpuInfo, WorkerCapabilities
 from testfleet.domain.result import SimulationStatus, TaskResult
 from testfleet.domain.task import MAX_TIMEOUT_SECONDS, TaskSpec
+from testfleet.domain.work_keys import SpeedSample
 from testfleet.protocol.messages import (
     PROTOCOL_VERSION,
     Accept,
@@ -59,6 +61,7 @@ from testfleet.protocol.messages import (
 )
 from testfleet.scheduling.scheduler import SchedulingPolicy, schedule
 from testfleet.scheduling.view import SchedulingDecisions, SchedulingView
+from testfleet.simulation.history import simulated_config
 from testfleet.simulation.report import SimulationReport, percentile
 from testfleet.simulation.trace import Trace, TraceTask, TraceWorker
 from testfleet.testing.fake_clock import FakeClock
@@ -121,7 +124,11 @@ class Simulator:
         turn_seconds: float = 0.0,
         tick_seconds: float = 1.0,
         settings: CoordinatorSettings | None = None,
+        history: Sequence[SpeedSample] = (),
     ) -> None:
+        """``history``: past runs to seed the state's speed books with before the
+        replay (:func:`~testfleet.simulation.history.past_runs`), as a coordinator
+        seeds them from its store at start-up."""
         if turn_seconds < 0:
             raise ValueError("turn_seconds must be 0 or more")
         if tick_seconds <= 0:
@@ -132,6 +139,7 @@ class Simulator:
         self.turn_seconds = turn_seconds
         self.tick_seconds = tick_seconds
         self.settings = settings or simulation_settings()
+        self.history = history
         self._policy_seconds = 0.0
         self._decisions = 0
         #: Filled by :meth:`run`; exposed for tests that check one task's story.
@@ -154,6 +162,7 @@ class Simulator:
         # ``now``, taken from this clock, which only the loop below moves.
         clock = FakeClock(start=0.0)
         state = CoordinatorState(self.settings, clock.now(), policy=self._timed_policy)
+        state.speeds.seed(self.history)
         now = clock.now()
         sequence = itertools.count()
         heap: list[tuple[float, int, int, object]] = []
@@ -335,12 +344,17 @@ class _SpecMaker:
     large replay's time and would check nothing new)."""
 
     def __init__(self) -> None:
-        self._templates: dict[tuple[str, int, str], TaskSpec] = {}
+        self._templates: dict[tuple[str, int, str, str | None], TaskSpec] = {}
 
     def spec(self, task: TraceTask) -> TaskSpec:
         fallbacks = [f.model_dump() for f in task.fallbacks]
-        key = (task.requirements.key(), task.priority, repr(fallbacks))
+        key = (task.requirements.key(), task.priority, repr(fallbacks), task.work)
         template = self._templates.get(key)
+        # Work seen once gets a config of its own (its id's number), so no two
+        # such tasks share a work key: nothing about one says how long another takes.
+        update: dict[str, object] = {"task_id": task.task_id}
+        if task.work is None:
+            update["config"] = simulated_config(task.task_id)
         if template is None:
             template = self._templates[key] = TaskSpec.model_validate(
                 {
@@ -349,11 +363,14 @@ class _SpecMaker:
                     "priority": task.priority,
                     "requirements": task.requirements.model_dump(),
                     "fallbacks": fallbacks,
-                    "config": {},
+                    # The work's name, as a config field a simulated task has,
+                    # so that its work key (a hash of the config) tells the
+                    # repeats of one piece of work apart from other work.
+                    "config": {} if task.work is None else simulated_config(task.work),
                     "timeout_seconds": MAX_TIMEOUT_SECONDS,
                 }
             )
-        return template.model_copy(update={"task_id": task.task_id})
+        return template.model_copy(update=update)
 
 
 class _ResultMaker:

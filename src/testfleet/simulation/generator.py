@@ -22,6 +22,16 @@ The work, submitted in batches of 1-200 tasks (as ``testfleet submit`` and
 Durations are log-normal around those means (sigma 0.5). The arrival rate is
 ``load`` times what the fleet can finish per second on average, so with the
 default ``load=1.0`` the queue grows and drains around the fleet's capacity.
+
+With ``works=N`` (> 0) the tasks repeat N pieces of work, as a suite's tests
+and a benchmark matrix do from run to run: each work has its kind and its
+log-normal length drawn once, each task picks one (uniformly) and runs it
+with a little noise of its own (sigma 0.1), and carries its name
+(``TraceTask.work``), so the coordinator can measure worker speeds and
+typical durations from the repeats (``scheduling/estimated_finish.py``). The
+arrival times and batch sizes are the same as with ``works=0`` for the same
+seed (the works are drawn from a second generator), and ``works=0`` gives
+exactly the traces of before.
 """
 
 from __future__ import annotations
@@ -45,7 +55,13 @@ _TASK_MIX: tuple[tuple[float, Requirements, dict[HardwareKind, float]], ...] = (
 _SIGMA = 0.5
 
 
-def generate_trace(workers: int, tasks: int, seed: int, load: float = 1.0) -> Trace:
+#: The noise of one run of a repeated work around the work's own length.
+_REPEAT_SIGMA = 0.1
+
+_Work = tuple[str, Requirements, dict[HardwareKind, float]]
+
+
+def generate_trace(workers: int, tasks: int, seed: int, load: float = 1.0, works: int = 0) -> Trace:
     """A trace of ``workers`` workers and ``tasks`` tasks (see the module docstring)."""
     if workers < 1:
         raise ValueError("workers must be at least 1")
@@ -53,7 +69,11 @@ def generate_trace(workers: int, tasks: int, seed: int, load: float = 1.0) -> Tr
         raise ValueError("tasks must be 0 or more")
     if load <= 0:
         raise ValueError("load must be greater than 0")
+    if works < 0:
+        raise ValueError("works must be 0 or more")
     rng = random.Random(seed)
+    work_rng = random.Random(f"works-{seed}")
+    catalogue = [_work(work_rng, index) for index in range(works)]
     fleet = [_worker(rng, index) for index in range(workers)]
     rate = load * _capacity_per_second(fleet)
     made: list[TraceTask] = []
@@ -61,7 +81,9 @@ def generate_trace(workers: int, tasks: int, seed: int, load: float = 1.0) -> Tr
     while len(made) < tasks:
         batch = min(rng.randint(1, 200), tasks - len(made))
         for _ in range(batch):
-            made.append(_task(rng, len(made), now))
+            # Drawn either way, so the arrivals below are the same with works.
+            drawn = _task(rng, len(made), now)
+            made.append(_repeat(work_rng, catalogue, len(made), now) if catalogue else drawn)
         # The next batch comes after the time the fleet needs for this one.
         now += rng.expovariate(rate / batch)
     return Trace.of(fleet, made)
@@ -99,6 +121,26 @@ def _task(rng: random.Random, index: int, submit_time: float) -> TraceTask:
         submit_time=round(submit_time, 6),
         requirements=requirements,
         durations={kind: round(mean * factor, 6) for kind, mean in means.items()},
+    )
+
+
+def _work(rng: random.Random, index: int) -> _Work:
+    """One repeated work: its kind and length, drawn as :func:`_task` draws a task's."""
+    made = _task(rng, index, 0.0)
+    return (f"work-{index}", made.requirements, dict(made.durations))
+
+
+def _repeat(
+    rng: random.Random, catalogue: list[_Work], index: int, submit_time: float
+) -> TraceTask:
+    name, requirements, durations = rng.choice(catalogue)
+    noise = rng.lognormvariate(-(_REPEAT_SIGMA**2) / 2, _REPEAT_SIGMA)
+    return TraceTask(
+        task_id=f"t-{index}",
+        submit_time=round(submit_time, 6),
+        requirements=requirements,
+        durations={kind: round(seconds * noise, 6) for kind, seconds in durations.items()},
+        work=name,
     )
 
 

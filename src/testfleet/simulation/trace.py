@@ -11,7 +11,7 @@ File format, one JSON object a line (blank lines are skipped)::
     {"kind": "worker", "worker_id": "cpu-0", "hardware": ["cpu"], "slots": 4, "speed": 1.0}
     {"kind": "worker", "worker_id": "gpu-0", "hardware": ["cpu", "cuda"], "slots": 1}
     {"kind": "task", "task_id": "t-0", "submit_time": 0.0,
-     "requirements": {"hardware": ["cuda"]}, "durations": {"cuda": 60.0}}
+     "requirements": {"hardware": ["cuda"]}, "durations": {"cuda": 60.0}, "work": "train-7"}
 
 A worker's **hardware class** is the most capable kind it offers (``cuda`` for
 a worker with CUDA, else ``cpu``); a task's duration on a worker is
@@ -76,6 +76,10 @@ class TraceTask(StrictModel):
     fallbacks: list[RequirementFallback] = Field(default_factory=list, max_length=MAX_FALLBACKS)
     #: Seconds on a speed-1.0 worker of each hardware class.
     durations: dict[HardwareKind, Annotated[float, Field(ge=0)]] = Field(min_length=1)
+    #: Which repeated work this is (tasks with the same ``work`` run the same
+    #: thing, so the coordinator files their durations under one work key and
+    #: learns the workers' speeds from them); None: work seen once.
+    work: str | None = Field(default=None, min_length=1, max_length=128)
 
     def duration_on(self, worker: TraceWorker) -> float:
         """Seconds this task takes on ``worker`` (see the module docstring)."""

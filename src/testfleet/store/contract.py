@@ -41,6 +41,7 @@ from testfleet.domain.records import (
     TaskRecord,
     WriteBatch,
 )
+from testfleet.domain.work_keys import SpeedSample
 from testfleet.security.audit import AuditEvent
 from testfleet.security.enrolment import TokenConsumption
 from testfleet.security.tokens import Role, TokenRecord
@@ -146,6 +147,11 @@ class StoreReader(Protocol):
     def run_tasks(self, run_id: str) -> list[RunTask]: ...
 
     def test_durations(self, project: str) -> dict[str, float]: ...
+
+    def speed_samples(self, limit: int = 50_000) -> list[SpeedSample]:
+        """Recent finished work, oldest first (store/speed_queries.py): the
+        coordinator seeds its worker speed books with it at start-up."""
+        ...
 
     # The dashboard's Test runs and Tests pages (store/test_history_queries.py).
 

@@ -28,7 +28,8 @@ from testfleet.domain.records import (
     TaskRecord,
     WorkerRecord,
 )
-from testfleet.store import analysis, live_query, pytest_queries, queries
+from testfleet.domain.work_keys import SpeedSample
+from testfleet.store import analysis, live_query, pytest_queries, queries, speed_queries
 from testfleet.store.errors import StoreError, is_out_of_room
 from testfleet.store.regression_queries import regression_samples
 
@@ -275,6 +276,13 @@ class StoreReads:
         """Every test task (chunk or rerun) of ``run_id``."""
         return self._read(
             "read a run's tasks", lambda cursor: pytest_queries.run_tasks(cursor, run_id)
+        )
+
+    def speed_samples(self, limit: int = speed_queries.DEFAULT_LIMIT) -> list[SpeedSample]:
+        """Recent finished work, oldest first, to seed the speed books at start-up."""
+        return self._read(
+            "read finished work for worker speeds",
+            lambda cursor: speed_queries.speed_samples(cursor, limit),
         )
 
     def test_durations(self, project: str) -> dict[str, float]:

@@ -110,6 +110,10 @@ class WorkerRow:
     heartbeat_timeout: float
     #: Recent load (None before the first heartbeat since the coordinator started).
     load: Sparkline | None = None
+    #: Its measured speed factor ("" until measured: coordinator/worker_speed.py).
+    speed: str = ""
+    #: Its speed fell well below its own baseline.
+    slowed: bool = False
 
 
 def worker_row(
@@ -139,6 +143,8 @@ def worker_row(
         last_heartbeat=worker.record.last_heartbeat,
         heartbeat_timeout=heartbeat_timeout,
         load=sparkline(loads),
+        speed=f"{worker.speed.factor:.2f}\u00d7" if worker.speed.samples else "",
+        slowed=worker.speed.slowed,
     )
 
 
