@@ -21,6 +21,10 @@ def match_key(spec: TaskSpec) -> str:
     return f"{spec.type.value}|{spec.requirements.key()}"
 
 
+#: How many requirement objects :class:`TaskQueue` remembers the key of.
+_KEY_MEMO_SIZE = 1024
+
+
 class TaskQueue:
     """Queued tasks by priority, delayed retries, and the match keys present."""
 
@@ -32,6 +36,23 @@ class TaskQueue:
         self._key_counts: dict[str, int] = {}
         self._key_requirements: dict[str, tuple[TaskType, Requirements]] = {}
         self._keys_changed = False
+        # Match keys by the identity of the spec's requirements object, with
+        # the object (so its id cannot be reused while remembered): tasks that
+        # share one object (copies of one spec, a retry, the simulator's
+        # trace) share the key without dumping the requirements to JSON again.
+        # Bounded: oldest first out.
+        self._key_memo: dict[int, tuple[Requirements, TaskType, str]] = {}
+
+    def _match_key(self, spec: TaskSpec) -> str:
+        requirements = spec.requirements
+        known = self._key_memo.get(id(requirements))
+        if known is not None and known[0] is requirements and known[1] is spec.type:
+            return known[2]
+        key = match_key(spec)
+        if len(self._key_memo) >= _KEY_MEMO_SIZE:
+            del self._key_memo[next(iter(self._key_memo))]
+        self._key_memo[id(requirements)] = (requirements, spec.type, key)
+        return key
 
     def __len__(self) -> int:
         return len(self._level_of)
@@ -43,9 +64,10 @@ class TaskQueue:
     def delayed_count(self) -> int:
         return len(self._delayed_ids)
 
-    def push(self, spec: TaskSpec, queued_at: float) -> None:
-        """Queue ``spec`` now (at the back of its priority level)."""
-        key = match_key(spec)
+    def push(self, spec: TaskSpec, queued_at: float) -> str:
+        """Queue ``spec`` now (at the back of its priority level); returns its
+        match key (worked out here once, so callers need not do it again)."""
+        key = self._match_key(spec)
         pending = PendingTask(
             task_id=spec.task_id,
             task_type=spec.type,
@@ -61,6 +83,7 @@ class TaskQueue:
             self._key_requirements[key] = (spec.type, spec.requirements)
             self._keys_changed = True
         self._key_counts[key] = count + 1
+        return key
 
     def push_delayed(self, task_id: str, not_before: float) -> None:
         """Hold ``task_id`` until ``not_before`` (a retry delay); see :meth:`pop_due`."""

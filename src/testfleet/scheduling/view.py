@@ -9,7 +9,7 @@ same decisions.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from testfleet.domain.enums import TaskType
@@ -64,6 +64,12 @@ class SchedulingView:
     #: Every this many seconds of waiting lowers a task's effective priority
     #: number by one, so low priority work never starves.
     aging_seconds: float = 60.0
+    #: Optional: the accepting workers of ``workers`` with a free slot, already
+    #: in best-fit order (capability rank, then worker id). The coordinator
+    #: keeps this order as workers change (``WorkerRegistry.ranked``) so the
+    #: scheduler need not sort every worker every turn; None: it ranks
+    #: ``workers`` itself. Either way the decisions are the same.
+    ranked_workers: Sequence[WorkerView] | None = None
 
 
 @dataclass(frozen=True, slots=True)
