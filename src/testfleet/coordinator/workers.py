@@ -205,19 +205,21 @@ class WorkerRegistry:
             replaced = worker.connection_id
             self.connections.pop(replaced, None)
         if worker is None:
-            worker = self._track(LiveWorker(
-                record=WorkerRecord(
-                    worker_id=hello.worker_id,
-                    hostname=hello.capabilities.hostname,
-                    registration_time=now,
-                    last_heartbeat=now,
-                    status=WorkerStatus.CONNECTED,
-                    capabilities=hello.capabilities,
-                    slots=hello.slots,
-                ),
-                session_key=hello.session_key,
-                connection_id=connection_id,
-            ))
+            worker = self._track(
+                LiveWorker(
+                    record=WorkerRecord(
+                        worker_id=hello.worker_id,
+                        hostname=hello.capabilities.hostname,
+                        registration_time=now,
+                        last_heartbeat=now,
+                        status=WorkerStatus.CONNECTED,
+                        capabilities=hello.capabilities,
+                        slots=hello.slots,
+                    ),
+                    session_key=hello.session_key,
+                    connection_id=connection_id,
+                )
+            )
             self.workers[hello.worker_id] = worker
         record = worker.record
         record.hostname = hello.capabilities.hostname
