@@ -462,8 +462,7 @@ class CoordinatorState(TaskLifecycle):
             assignment = self._assign(placement.task_id, placement.worker_id, now)
             assignments.setdefault(placement.worker_id, []).append(assignment)
         for worker_id, batch in assignments.items():
-            # Unvalidated, as each assignment (see TaskLifecycle._assign).
-            self._send_to_worker(worker_id, Assign.model_construct(assignments=batch))
+            self._send_to_worker(worker_id, Assign(assignments=batch))
         if keys_changed:
             self._refresh_unschedulable(decisions.unschedulable)
 

@@ -202,11 +202,8 @@ class Simulator:
             # The next turn: at the next event, but not before the loop is free.
             now = clock.advance(max(heap[0][0], loop_free_at) - now)
             loop_free_at = now + self.turn_seconds
-            # The simulated workers' frames are built without validation: the
-            # simulator hands the state objects (no frame is decoded), and what
-            # they carry comes from the state's own assignments.
             events = [
-                WorkerFrame(connection, Accept.model_construct(attempt_ids=ids))
+                WorkerFrame(connection, Accept(attempt_ids=ids))
                 for connection, ids in accepts.items()
             ]
             accepts.clear()
@@ -221,7 +218,7 @@ class Simulator:
                     self.finished_at[payload.task.task_id] = at
                     finished[payload.connection].append(results.result(payload))
             events.extend(
-                WorkerFrame(connection, Result.model_construct(results=items))
+                WorkerFrame(connection, Result(results=items))
                 for connection, items in finished.items()
             )
             if now >= next_tick:
@@ -367,4 +364,4 @@ class _ResultMaker:
                 "execution_time_seconds": running.duration,
             }
         )
-        return AttemptResult.model_construct(attempt_id=running.attempt_id, result=result)
+        return AttemptResult(attempt_id=running.attempt_id, result=result)
