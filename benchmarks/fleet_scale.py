@@ -49,6 +49,7 @@ import os
 import resource
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -141,6 +142,10 @@ def main() -> int:
     parser.add_argument("--probes", type=int, default=200, help="health GETs")
     parser.add_argument("--submits", type=int, default=50, help="single-task POSTs")
     parser.add_argument("--connect-timeout", type=float, default=600.0)
+    parser.add_argument(
+        "--py-spy",
+        help="a py-spy binary: record the coordinator (each start) into the run's folder",
+    )
     args = parser.parse_args()
     for name in ("workers", "hosts", "slots", "tasks", "storm_tasks", "probes", "submits"):
         if getattr(args, name) < 1:
@@ -165,10 +170,23 @@ def main() -> int:
         f"{args.slots} slots each, plain HTTP with worker tokens, {os.cpu_count()} cores"
     )
     submitted: list[str] = []
+    profilers: list[subprocess.Popen[bytes]] = []
+
+    def profile() -> None:
+        """Attach py-spy to the coordinator just started (it stops when that process ends)."""
+        if args.py_spy:
+            pid = fleet.processes[COORDINATOR].pid
+            out = workdir / f"coordinator-{len(profilers) + 1}.pyspy"
+            argv = [args.py_spy, "record", "-r", "50", "-f", "raw", "-p", str(pid), "-o", str(out)]
+            profilers.append(
+                subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            )
+
     try:
         _ = fleet.token  # the admin token, written into the new file
         tokens = write_worker_tokens(fleet.db, args.workers, workdir)
         fleet.start_coordinator()
+        profile()
         coordinator = Coordinator(fleet)
         rss_before = coordinator.rss()
         per_host = -(-args.workers // args.hosts)
@@ -280,7 +298,9 @@ def main() -> int:
         killed = time.perf_counter()
         time.sleep(args.storm_duration)  # every storm task has finished on its worker
         restarted = time.perf_counter()
-        fleet.start_coordinator()
+        fleet.start_coordinator(wait=False)
+        profile()
+        fleet.wait_healthy()
         healthy = time.perf_counter()
         client = fleet.client
         fleet.wait_for_workers(count=args.workers, timeout=args.connect_timeout)
@@ -298,7 +318,11 @@ def main() -> int:
         raise SystemExit(f"{exc}\nlogs in {workdir}") from None
     finally:
         host_counts = stop_fleet(fleet)
+    for profiler in profilers:
+        profiler.wait(60)
     say(f"  worker processes: {json.dumps(host_counts)}")
+    if args.py_spy:
+        say(f"  coordinator profiles (py-spy raw): {workdir}/coordinator-*.pyspy")
     return check(fleet.db, submitted, say)
 
 

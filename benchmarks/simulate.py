@@ -1,7 +1,7 @@
 """Replay a fleet trace through the real coordinator state and scheduler.
 
 Run: .venv/bin/python benchmarks/simulate.py --workers 10000 --tasks 100000 --seed 1
-     [--trace FILE] [--save-trace FILE] [--turn-seconds S] [--profile]
+     [--trace FILE] [--save-trace FILE] [--turn-seconds S] [--profile] [--default-gc]
 
 Without ``--trace`` the trace is generated from ``--seed``
 (:mod:`testfleet.simulation.generator`: a mixed CPU/GPU fleet, mixed CPU
@@ -43,6 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--save-trace", type=Path, help="write the trace replayed here")
     parser.add_argument("--turn-seconds", type=float, default=0.1)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument(
+        "--default-gc",
+        action="store_true",
+        help="leave Python's garbage collector as it is (see tune_gc: it is tuned by default)",
+    )
     args = parser.parse_args(argv)
     if args.turn_seconds < 0:
         parser.error("--turn-seconds must be 0 or more")
@@ -64,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     # (about 12% of a 3,000-worker replay's wall time).
     gc.collect()
     gc.freeze()
+    if not args.default_gc:
+        tune_gc()
     if args.save_trace is not None:
         dump_trace(trace, args.save_trace)
 
@@ -77,11 +84,36 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"trace                 {source} ({prepared:.2f} s to prepare)")
     print(f"turn                  {args.turn_seconds} s")
+    print(f"garbage collector     {'default' if args.default_gc else 'tuned (see tune_gc)'}")
     for line in report.lines():
         print(line)
     if profiler is not None:
         pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
     return 0
+
+
+def tune_gc() -> None:
+    """Keep the cyclic garbage collector from walking the replay's long-lived state
+    again and again.
+
+    The coordinator state only grows during a replay (every task, attempt and
+    result record stays), and each older-generation collection walked all of
+    it: 43% of a 10,000 x 100,000 replay's CPU time (measured with the
+    collector off: 16.4 -> 9.3 CPU seconds, same decisions). So whatever
+    survives a generation-1 or -2 collection is frozen (moved where the
+    collector no longer looks; reference counting still frees it), and young
+    objects are collected every 20,000 allocations instead of 700. Together:
+    16.4 -> 10.3 CPU seconds. It changes what the process spends on memory
+    bookkeeping, not one decision (the figures are the same either way;
+    ``--default-gc`` shows it).
+    """
+
+    def freeze_survivors(phase: str, info: dict[str, int]) -> None:
+        if phase == "stop" and info["generation"] >= 1:
+            gc.freeze()
+
+    gc.callbacks.append(freeze_survivors)
+    gc.set_threshold(20_000, 50, 100)
 
 
 if __name__ == "__main__":
