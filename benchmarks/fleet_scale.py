@@ -65,8 +65,12 @@ from testfleet.security.tokens import Role, issue_token
 from testfleet.store import open_store
 
 HERE = Path(__file__).resolve()
-sys.path.insert(0, str(HERE.parent))
-from scale_workers import worker_id  # noqa: E402
+
+
+def worker_id(n: int) -> str:
+    """The simulated workers' ids: scale_workers.py hosts them in this (sorted) order."""
+    return f"scale-{n:05d}"
+
 
 HEARTBEAT_METRIC = "testfleet_heartbeat_lag_seconds"
 
@@ -275,7 +279,7 @@ def main() -> int:
             f"p99 {bucket_percentile(lags_before, lags_after, 0.99)}"
         )
 
-        storm = [
+        storm: list[dict[str, Any]] = [
             {
                 "task_id": f"storm-{n:05d}",
                 "type": "simulated",

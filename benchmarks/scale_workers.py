@@ -18,8 +18,10 @@ dance. Nothing is hand-written JSON: frames are the protocol's messages
 through its codec.
 
 Run by fleet_scale.py as ``python benchmarks/scale_workers.py URL FIRST COUNT
-SLOTS TOKENS_FILE``; it runs until SIGTERM, then prints one JSON line of
-counts (connections made, connection failures, results sent and acked).
+SLOTS TOKENS_FILE`` (the file maps every worker id of the run to its token;
+this process hosts COUNT of them, from FIRST in sorted order); it runs until
+SIGTERM, then prints one JSON line of counts (connections made, connection
+failures, results sent and acked).
 """
 
 from __future__ import annotations
@@ -63,10 +65,6 @@ from testfleet.worker.websocket_channel import WebSocketConnector
 BACKOFF_BASE = 0.25
 BACKOFF_CAP = 5.0
 WELCOME_TIMEOUT = 60.0
-
-
-def worker_id(n: int) -> str:
-    return f"scale-{n:05d}"
 
 
 def capabilities() -> WorkerCapabilities:
@@ -242,17 +240,20 @@ class SimulatedWorker:
 async def host(url: str, first: int, count: int, slots: int, tokens: dict[str, str]) -> Counts:
     counts = Counts()
     caps = capabilities()
+    # The tokens file names every worker of the run (fleet_scale.py's ids sort
+    # in number order); this process hosts ``count`` of them from ``first``.
+    ids = sorted(tokens)[first : first + count]
     workers = [
         SimulatedWorker(
             url=channel_url(url),
-            worker_id=worker_id(n),
+            worker_id=name,
             slots=slots,
-            connector=WebSocketConnector(token=tokens[worker_id(n)], open_timeout=60.0),
+            connector=WebSocketConnector(token=tokens[name], open_timeout=60.0),
             caps=caps,
             counts=counts,
-            rng=random.Random(n),
+            rng=random.Random(name),
         )
-        for n in range(first, first + count)
+        for name in ids
     ]
     loop = asyncio.get_running_loop()
     runners: list[asyncio.Task[None]] = []

@@ -4,6 +4,7 @@ one outcome. (The figures themselves are not asserted: no test depends on speed.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -48,8 +49,11 @@ def test_a_small_fleet_goes_through_every_phase_and_loses_nothing(tmp_path: Path
     # 3 single submits + 200 + 12 storm tasks, each completed exactly once.
     assert "check: 215 tasks submitted, 215 completed with exactly one outcome" in out
     assert "LOST OR DOUBLED" not in out
-    # Held results went again after the restart.
-    assert '"resent_after_reconnect": 12' in out
+    # Held results went again after the restart (a worker whose first session
+    # after it was cut short sends them once more).
+    counts = json.loads(out.split("worker processes: ", 1)[1].splitlines()[0])
+    assert counts["resent_after_reconnect"] >= 12
+    assert counts["results_acked"] >= 215
 
 
 def test_a_storm_larger_than_the_fleet_is_refused_naming_the_option(tmp_path: Path) -> None:
