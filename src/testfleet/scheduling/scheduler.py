@@ -148,8 +148,8 @@ class _KeyState:
     #: ``bool(needs)``, kept as a plain bool: it is read per candidate tested.
     reserves: bool = False
     #: Whether ``matches`` held, by ``id`` of the capabilities object tested:
-    #: workers of one kind often share one object (the coordinator's views of
-    #: equal machines, the simulator's fleet), and then each is tested once.
+    #: workers that share one object (the simulator's fleet of equal machines;
+    #: in the coordinator each hello brings its own) are then tested once.
     #: The ids stay valid for the call: the candidates hold the objects.
     verdicts: dict[int, bool] = field(default_factory=dict)
 
