@@ -27,7 +27,8 @@ It prints, in order:
   fleet connected;
 * dispatch: ``--tasks`` zero-work tasks submitted in batches of 1,000, time
   from the first POST to all seen completed, and the tasks/s;
-* a reconnect storm: ``--storm-tasks`` tasks of ``--storm-duration`` seconds
+* a reconnect storm: ``--storm-tasks`` tasks (one per worker unless told) of
+  ``--storm-duration`` seconds
   are put running on the fleet, the coordinator is killed with SIGKILL
   midway, the workers finish them while it is down (so they hold
   unacknowledged results), it is restarted on the same file and port, and
@@ -140,7 +141,9 @@ def main() -> int:
     parser.add_argument("--hosts", type=int, default=4, help="processes hosting the workers")
     parser.add_argument("--slots", type=int, default=2, help="slots per worker")
     parser.add_argument("--tasks", type=int, default=10_000, help="zero-work tasks dispatched")
-    parser.add_argument("--storm-tasks", type=int, default=1000)
+    parser.add_argument(
+        "--storm-tasks", type=int, help="tasks running at the kill (default: one per worker)"
+    )
     parser.add_argument("--storm-duration", type=float, default=6.0)
     parser.add_argument("--idle-seconds", type=float, default=20.0)
     parser.add_argument("--probes", type=int, default=200, help="health GETs")
@@ -151,6 +154,8 @@ def main() -> int:
         help="a py-spy binary: record the coordinator (each start) into the run's folder",
     )
     args = parser.parse_args()
+    if args.storm_tasks is None:
+        args.storm_tasks = args.workers
     for name in ("workers", "hosts", "slots", "tasks", "storm_tasks", "probes", "submits"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
