@@ -1,7 +1,7 @@
 """Replay a fleet trace through the real coordinator state and scheduler.
 
 Run: .venv/bin/python benchmarks/simulate.py --workers 10000 --tasks 100000 --seed 1
-     [--trace FILE] [--save-trace FILE] [--turn-seconds S] [--profile]
+     [--trace FILE] [--save-trace FILE] [--turn-seconds S] [--profile] [--default-gc]
      [--works N] [--policy best-fit|estimated-finish | --compare]
 
 Without ``--trace`` the trace is generated from ``--seed``
@@ -67,6 +67,11 @@ def main(argv: list[str] | None = None) -> int:
         metavar="|".join(PolicyName),
     )
     policies.add_argument("--compare", action="store_true", help="replay under every policy")
+    parser.add_argument(
+        "--default-gc",
+        action="store_true",
+        help="leave Python's garbage collector as it is (see tune_gc: it is tuned by default)",
+    )
     args = parser.parse_args(argv)
     if args.turn_seconds < 0:
         parser.error("--turn-seconds must be 0 or more")
@@ -90,11 +95,14 @@ def main(argv: list[str] | None = None) -> int:
     # (about 12% of a 3,000-worker replay's wall time).
     gc.collect()
     gc.freeze()
+    if not args.default_gc:
+        tune_gc()
     if args.save_trace is not None:
         dump_trace(trace, args.save_trace)
 
     print(f"trace                 {source} ({prepared:.2f} s to prepare)")
     print(f"turn                  {args.turn_seconds} s")
+    print(f"garbage collector     {'default' if args.default_gc else 'tuned (see tune_gc)'}")
     # The same past runs for every policy (best fit ignores them).
     history = past_runs(trace, args.history, args.seed)
     if history:
@@ -145,6 +153,30 @@ def comparison(reports: list[SimulationReport]) -> list[str]:
         cells.append(f"{r.makespan_seconds / first:.3f}" if first > 0 else "-")
         rows.append("| " + " | ".join(cells) + " |")
     return rows
+
+
+def tune_gc() -> None:
+    """Keep the cyclic garbage collector from walking the replay's long-lived state
+    again and again.
+
+    The coordinator state only grows during a replay (every task, attempt and
+    result record stays), and each older-generation collection walked all of
+    it: 43% of a 10,000 x 100,000 replay's CPU time (measured with the
+    collector off: 16.4 -> 9.3 CPU seconds, same decisions). So whatever
+    survives a generation-1 or -2 collection is frozen (moved where the
+    collector no longer looks; reference counting still frees it), and young
+    objects are collected every 20,000 allocations instead of 700. Together:
+    16.4 -> 10.3 CPU seconds. It changes what the process spends on memory
+    bookkeeping, not one decision (the figures are the same either way;
+    ``--default-gc`` shows it).
+    """
+
+    def freeze_survivors(phase: str, info: dict[str, int]) -> None:
+        if phase == "stop" and info["generation"] >= 1:
+            gc.freeze()
+
+    gc.callbacks.append(freeze_survivors)
+    gc.set_threshold(20_000, 50, 100)
 
 
 if __name__ == "__main__":

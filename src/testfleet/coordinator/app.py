@@ -63,7 +63,13 @@ from testfleet.coordinator.query_api import build_query_router
 from testfleet.coordinator.regressions_api import RegressionWatch, build_regressions_router
 from testfleet.coordinator.revocation_api import build_revocation_router
 from testfleet.coordinator.settings import CoordinatorSettings
-from testfleet.coordinator.startup import StartupError, bind_listeners, database_failure
+from testfleet.coordinator.startup import (
+    FD_HEADROOM,
+    StartupError,
+    bind_listeners,
+    database_failure,
+    raise_file_limit,
+)
 from testfleet.coordinator.state import CoordinatorState
 from testfleet.coordinator.state_view import StateView
 from testfleet.coordinator.worker_channel import WORKER_CHANNEL_PATH, serve_worker
@@ -399,6 +405,8 @@ def run_coordinator(
     # interval a busy loop made each commit wait tens of milliseconds for it.
     sys.setswitchinterval(0.0005)
     settings = settings or CoordinatorSettings()
+    # One socket per connected worker and per REST connection (issue 14).
+    raise_file_limit(settings.max_workers + settings.max_http_connections + FD_HEADROOM)
     listeners = bind_listeners(host, port)
     try:
         bound_port = listeners[0].getsockname()[1]

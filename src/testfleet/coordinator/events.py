@@ -88,6 +88,9 @@ class WorkerFrame:
 
     connection_id: int
     message: Message
+    #: When the socket handler read it (the loop's clock); the loop measures
+    #: how long heartbeats waited to be applied from it (None: not timed).
+    received_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

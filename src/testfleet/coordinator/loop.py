@@ -46,12 +46,14 @@ from testfleet.coordinator.events import (
     SubmitTasks,
     Tick,
     UndrainWorker,
+    WorkerFrame,
 )
 from testfleet.coordinator.state import CoordinatorState
 from testfleet.coordinator.turn_output import Effects
 from testfleet.coordinator.worker_speed import SpeedChangeKind
 from testfleet.domain.records import WriteBatch
 from testfleet.domain.task import TaskSpec
+from testfleet.protocol.messages import MessageType
 from testfleet.store.contract import PreparedWrite, StoreWriter
 from testfleet.store.errors import StoreError
 
@@ -111,6 +113,8 @@ class TurnObserver(Protocol):
     def observe_batch(self, batch: WriteBatch) -> None: ...
 
     def observe_commit(self, seconds: float) -> None: ...
+
+    def observe_heartbeat_lag(self, seconds: float) -> None: ...
 
 
 class CoordinatorLoop:
@@ -278,8 +282,19 @@ class CoordinatorLoop:
                 self._committing = False
             if events:
                 now = self.clock.now()
+                observer = self.observer
                 for event in events:
                     self.state.handle(event, now)
+                    # How long a heartbeat waited between its socket and this
+                    # turn: the coordinator's own measure of keeping up with a
+                    # large fleet (benchmarks/fleet_scale.py reads it).
+                    if (
+                        observer is not None
+                        and isinstance(event, WorkerFrame)
+                        and event.received_at is not None
+                        and event.message.type is MessageType.HEARTBEAT
+                    ):
+                        observer.observe_heartbeat_lag(now - event.received_at)
                 self.state.schedule(now)
                 self.stats.events += len(events)
             if not self._committing and self.state.has_pending_effects():

@@ -65,6 +65,10 @@ QUEUE_WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, 14
 ATTEMPT_BUCKETS = (0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 1800, 3600, 7200, 21600, 86400)
 #: Seconds of one group commit.
 COMMIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10)
+#: Seconds a heartbeat waits between its socket and the loop's turn that applies it.
+HEARTBEAT_LAG_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10,
+)  # fmt: skip
 #: How often the event-loop lag probe wakes (seconds on the injected clock).
 LAG_PROBE_SECONDS = 1.0
 
@@ -117,6 +121,7 @@ class Metrics:
         self.queue_wait = {t: Histogram(QUEUE_WAIT_BUCKETS) for t in TaskType}
         self.attempt_duration = {t: Histogram(ATTEMPT_BUCKETS) for t in TaskType}
         self.commit_seconds = Histogram(COMMIT_BUCKETS)
+        self.heartbeat_lag = Histogram(HEARTBEAT_LAG_BUCKETS)
         self.loop_lag_seconds = 0.0
         #: The newest commit times and lag readings, for the dashboard's health figures.
         self.recent_commits: deque[float] = deque(maxlen=COMMITS_KEPT)
@@ -167,6 +172,10 @@ class Metrics:
         """One DuckDB group commit took ``seconds`` (called by the loop)."""
         self.commit_seconds.observe(seconds)
         self.recent_commits.append(seconds)
+
+    def observe_heartbeat_lag(self, seconds: float) -> None:
+        """A heartbeat waited ``seconds`` from its socket to its turn (called by the loop)."""
+        self.heartbeat_lag.observe(seconds)
 
     # -- hooks for the alerts and notifications --------------------------------
 
@@ -256,6 +265,13 @@ class Metrics:
         )
         commit.add_metric([], self.commit_seconds.buckets(), self.commit_seconds.total)
         yield commit
+        heartbeats = HistogramMetricFamily(
+            "testfleet_heartbeat_lag_seconds",
+            "Time from reading a worker's heartbeat off its socket to applying it "
+            "(waiting in the loop's queue): whether the coordinator keeps up with its fleet.",
+        )
+        heartbeats.add_metric([], self.heartbeat_lag.buckets(), self.heartbeat_lag.total)
+        yield heartbeats
         yield GaugeMetricFamily(
             "testfleet_leader", "1 on the coordinator that leads (the one serving these).", value=1
         )

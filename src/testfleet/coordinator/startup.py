@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import re
+import resource
 import socket
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -26,6 +29,13 @@ from testfleet.store import StoreError
 BACKLOG = 2048
 #: How many ports after a taken one are tried for a free one to suggest.
 SUGGESTION_RANGE = 20
+
+
+log = logging.getLogger(__name__)
+
+#: File descriptors the coordinator keeps beyond its sockets: the database
+#: file and its WAL, logs, the event loop's own, a few threads' pipes.
+FD_HEADROOM = 256
 
 
 class StartupError(Exception):
@@ -168,3 +178,43 @@ def database_failure(db_path: str | Path, error: StoreError) -> str:
         "coordinator may own a database file. Stop that process, or give this "
         "coordinator another --db."
     )
+
+
+def raise_file_limit(
+    wanted: int,
+    getrlimit: Callable[[int], tuple[int, int]] = resource.getrlimit,
+    setrlimit: Callable[[int, tuple[int, int]], None] = resource.setrlimit,
+) -> tuple[int, int]:
+    """Raise the soft limit on open files towards ``wanted``, as far as the hard
+    limit allows; returns (soft before, soft after).
+
+    Called by :func:`~testfleet.coordinator.app.run_coordinator` with what its
+    limits allow open at once (workers, REST connections, headroom). Each
+    worker holds a socket for as long as it is connected, and many systems
+    start a process with a soft limit of 1,024: a 1,000-worker fleet then met
+    ``OSError: [Errno 24] Too many open files`` in accept (issue 14). The soft
+    limit is the process's own to raise up to the hard one; beyond that it
+    is the operator's (``ulimit -Hn``, systemd's ``LimitNOFILE``), so a limit
+    still below ``wanted`` is logged, not refused: a smaller fleet still runs.
+    ``getrlimit``/``setrlimit`` are the ``resource`` module's; tests pass fakes.
+    """
+    soft, hard = getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return soft, soft
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if target > soft:
+        try:
+            setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("could not raise the open-file limit from %d to %d: %s", soft, target, exc)
+            target = soft
+    if target < wanted:
+        log.warning(
+            "open-file limit is %d (hard limit %s), below the %d the configured limits may "
+            "need (--max-workers, --max-connections): raise it (ulimit -Hn, LimitNOFILE) or "
+            "expect workers to be refused",
+            target,
+            "unlimited" if hard == resource.RLIM_INFINITY else hard,
+            wanted,
+        )
+    return soft, target

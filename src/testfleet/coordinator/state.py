@@ -51,7 +51,6 @@ from testfleet.coordinator.log_tails import LogTails
 from testfleet.coordinator.recovery import restore
 from testfleet.coordinator.settings import CoordinatorSettings
 from testfleet.coordinator.task_lifecycle import TaskLifecycle
-from testfleet.coordinator.task_queue import match_key
 from testfleet.coordinator.unschedulable import with_fallbacks
 from testfleet.coordinator.worker_identity import WorkerCredential, revocation_refusal
 from testfleet.coordinator.workers import OPEN_WORKER_STATUSES, LiveWorker, Refusal
@@ -185,11 +184,10 @@ class CoordinatorState(TaskLifecycle):
                 queued_at=now,
                 submitted_by=submitted_by,
             )
-            task.unschedulable_reason = self.unschedulable.get(match_key(spec))
             self.tasks[spec.task_id] = task
             self.known_task_ids.add(spec.task_id)
             self.quota.add(submitted_by)
-            self.queue.push(spec, now)
+            task.unschedulable_reason = self.unschedulable.get(self.queue.push(spec, now))
             self._out.new_task(task)
         self._out.reply(reply, Accepted([s.task_id for s in specs]))
 
@@ -452,15 +450,14 @@ class CoordinatorState(TaskLifecycle):
         # most of a turn's time on a large fleet; see benchmarks/simulate.py).
         if not keys_changed and len(self.queue) == 0:
             return
-        views = self.registry.views()
-        has_free = any(v.accepting and v.free_slots > 0 for v in views)
-        if not keys_changed and not has_free:
+        if not keys_changed and not self.registry.has_free_slot():
             return
         decisions = self.policy(
             SchedulingView(
                 now=now,
                 pending_by_priority=self.queue.pending_by_priority(),
-                workers=views,
+                workers=self.registry.views(),
+                ranked_workers=self.registry.ranked(),
                 pending_keys=self.queue.key_requirements() if keys_changed else {},
                 aging_seconds=self.settings.aging_seconds,
                 speed_factors=self.speeds.factors,
@@ -479,7 +476,7 @@ class CoordinatorState(TaskLifecycle):
                     decisions.unschedulable,
                     self.queue.later_slices,
                     self.queue.key_requirements(),
-                    views,
+                    self.registry.views(),
                 )
             )
 

@@ -86,7 +86,10 @@ def _assignment(task: TaskRecord, attempt: AttemptRecord) -> Assignment:
         spec = spec.model_copy(
             update={"requirements": requirements_of_slice(spec, attempt.slice_index)}
         )
-    return Assignment(
+    # Built without validation: every field comes from this state (the spec was
+    # validated at the edge), and validating re-ran the spec's config check per
+    # assignment (15% of a 10,000-worker simulation's time).
+    return Assignment.model_construct(
         attempt_id=attempt.attempt_id,
         attempt=attempt.attempt,
         task=spec,

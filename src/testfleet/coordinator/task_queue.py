@@ -41,6 +41,10 @@ def match_key(spec: TaskSpec, slice_index: int = 0) -> str:
     return key
 
 
+#: How many requirement objects :class:`TaskQueue` remembers the key of.
+_KEY_MEMO_SIZE = 1024
+
+
 class TaskQueue:
     """Queued tasks by priority, delayed retries, and the match keys present."""
 
@@ -58,6 +62,23 @@ class TaskQueue:
         self._expiries: list[tuple[float, str, int]] = []
         #: match key -> the later slices' requirements (keys of tasks with fallbacks only).
         self._key_later: dict[str, list[Requirements]] = {}
+        # Match keys by the identity of the spec's requirements object, with
+        # the object (so its id cannot be reused while remembered): tasks that
+        # share one object (copies of one spec, a retry, the simulator's
+        # trace) share the key without dumping the requirements to JSON again.
+        # Bounded: oldest first out.
+        self._key_memo: dict[int, tuple[Requirements, TaskType, str]] = {}
+
+    def _match_key(self, spec: TaskSpec) -> str:
+        requirements = spec.requirements
+        known = self._key_memo.get(id(requirements))
+        if known is not None and known[0] is requirements and known[1] is spec.type:
+            return known[2]
+        key = match_key(spec)
+        if len(self._key_memo) >= _KEY_MEMO_SIZE:
+            del self._key_memo[next(iter(self._key_memo))]
+        self._key_memo[id(requirements)] = (requirements, spec.type, key)
+        return key
 
     def __len__(self) -> int:
         return len(self._level_of)
@@ -95,7 +116,7 @@ class TaskQueue:
         return pending.match_key
 
     def _pending(self, spec: TaskSpec, queued_at: float, index: int) -> PendingTask:
-        key = match_key(spec, index)
+        key = match_key(spec, index) if spec.fallbacks else self._match_key(spec)
         if spec.fallbacks and key not in self._key_later:
             self._key_later[key] = slice_requirements(spec)[index + 1 :]
         return PendingTask(

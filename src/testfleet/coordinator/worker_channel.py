@@ -212,12 +212,13 @@ async def serve_channel(
         registered = True
         while True:
             frame = await channel.receive()
-            if frames.take(loop.clock.now()) > 0.0:
+            received_at = loop.clock.now()
+            if frames.take(received_at) > 0.0:
                 raise ProtocolError(
                     ProtocolErrorCode.TOO_MANY_FRAMES,
                     f"more than {settings.max_worker_frames_per_second:g} frames per second",
                 )
-            loop.post(WorkerFrame(connection_id, decode(frame)))
+            loop.post(WorkerFrame(connection_id, decode(frame), received_at))
     except ProtocolError as exc:
         log.warning("worker connection %d: %s", connection_id, exc.message)
         if exc.code is not ProtocolErrorCode.TOO_MANY_WORKERS:

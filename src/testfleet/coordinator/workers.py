@@ -28,12 +28,14 @@ evidence (the kernel closes it when the process dies); silence is not.
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field
 
 from testfleet.domain.enums import WorkerStatus
 from testfleet.domain.records import WorkerRecord
 from testfleet.domain.resources import NO_RESOURCES, ResourceAmounts
 from testfleet.protocol.messages import PROTOCOL_VERSION, Hello, ProtocolErrorCode
+from testfleet.scheduling.matching import CapabilityRank, capability_rank
 from testfleet.scheduling.view import WorkerView
 
 #: A worker in one of these may still come back with its attempts.
@@ -47,12 +49,13 @@ class LiveWorker:
     record: WorkerRecord
     session_key: str
     connection_id: int | None
-    #: Open attempts (assigned or running) on this worker.
+    #: Open attempts (assigned or running) on this worker. Changed only
+    #: through :meth:`hold` and :meth:`release`, which tell the registry.
     attempts: set[int] = field(default_factory=set)
-    draining: bool = False
+    _draining: bool = False
     #: It said bye: it takes no new work, and a disconnect without attempts
     #: means it left on purpose.
-    leaving: bool = False
+    _leaving: bool = False
     #: The heartbeat time last written to the store (see CoordinatorState).
     heartbeat_written_at: float = 0.0
     #: When its socket was seen to close (None: connected, or known only from
@@ -61,20 +64,46 @@ class LiveWorker:
     #: What its open attempts reserve (``requirements.resources``), by attempt;
     #: only attempts that reserve something are listed.
     reservations: dict[int, ResourceAmounts] = field(default_factory=dict)
+    #: The registry's set of workers whose scheduler view is out of date
+    #: (shared by all its workers; see :meth:`WorkerRegistry.views`). Every
+    #: change the scheduler can see adds this worker's id to it.
+    stale: set[str] = field(default_factory=set, repr=False, compare=False)
 
     @property
     def free_slots(self) -> int:
         return max(0, self.record.slots - len(self.attempts))
+
+    @property
+    def draining(self) -> bool:
+        """An admin drained it: it finishes what it has and takes nothing new."""
+        return self._draining
+
+    @draining.setter
+    def draining(self, value: bool) -> None:
+        self._draining = value
+        self.stale.add(self.record.worker_id)
+
+    @property
+    def leaving(self) -> bool:
+        """It said bye (see ``_leaving``)."""
+        return self._leaving
+
+    @leaving.setter
+    def leaving(self, value: bool) -> None:
+        self._leaving = value
+        self.stale.add(self.record.worker_id)
 
     def hold(self, attempt_id: int, amounts: ResourceAmounts) -> None:
         """Count ``attempt_id`` as open here, reserving ``amounts`` until :meth:`release`."""
         self.attempts.add(attempt_id)
         if amounts:
             self.reservations[attempt_id] = amounts
+        self.stale.add(self.record.worker_id)
 
     def release(self, attempt_id: int) -> None:
         self.attempts.discard(attempt_id)
         self.reservations.pop(attempt_id, None)
+        self.stale.add(self.record.worker_id)
 
     @property
     def reserved(self) -> ResourceAmounts:
@@ -119,6 +148,26 @@ class WorkerRegistry:
         self.connections: dict[int, str] = {}
         #: Revoked worker ids and when (the latest revocation of each).
         self.revoked: dict[str, float] = {}
+        # The scheduler's view of the connected workers, kept between turns and
+        # brought up to date only for the workers that changed (``_stale``,
+        # filled by LiveWorker and by this class). Rebuilding every worker's
+        # view every turn was O(workers) per turn: half of a 10,000-worker
+        # simulation's time (benchmarks/simulate.py).
+        self._stale: set[str] = set()
+        self._views: dict[str, WorkerView] = {}
+        # The accepting workers with a free slot, in best-fit order (the
+        # scheduler's candidate ranking: capability rank, then worker id), as
+        # two parallel lists kept sorted by insertion, so no turn sorts them.
+        self._ranked_keys: list[tuple[CapabilityRank, str]] = []
+        self._ranked_views: list[WorkerView] = []
+        #: The key each worker in the ranked lists was filed under.
+        self._rank_of: dict[str, tuple[CapabilityRank, str]] = {}
+
+    def _track(self, worker: LiveWorker) -> LiveWorker:
+        """Share the stale set with ``worker`` and mark it stale."""
+        worker.stale = self._stale
+        self._stale.add(worker.record.worker_id)
+        return worker
 
     def recover(self, records: list[WorkerRecord], now: float) -> list[WorkerRecord]:
         """Rebuild after a restart: every worker is disconnected, with a fresh
@@ -129,8 +178,8 @@ class WorkerRegistry:
                 record.status = WorkerStatus.DISCONNECTED
                 changed.append(record)
             record.last_heartbeat = now
-            self.workers[record.worker_id] = LiveWorker(
-                record=record, session_key="", connection_id=None
+            self.workers[record.worker_id] = self._track(
+                LiveWorker(record=record, session_key="", connection_id=None)
             )
         return changed
 
@@ -156,18 +205,20 @@ class WorkerRegistry:
             replaced = worker.connection_id
             self.connections.pop(replaced, None)
         if worker is None:
-            worker = LiveWorker(
-                record=WorkerRecord(
-                    worker_id=hello.worker_id,
-                    hostname=hello.capabilities.hostname,
-                    registration_time=now,
-                    last_heartbeat=now,
-                    status=WorkerStatus.CONNECTED,
-                    capabilities=hello.capabilities,
-                    slots=hello.slots,
-                ),
-                session_key=hello.session_key,
-                connection_id=connection_id,
+            worker = self._track(
+                LiveWorker(
+                    record=WorkerRecord(
+                        worker_id=hello.worker_id,
+                        hostname=hello.capabilities.hostname,
+                        registration_time=now,
+                        last_heartbeat=now,
+                        status=WorkerStatus.CONNECTED,
+                        capabilities=hello.capabilities,
+                        slots=hello.slots,
+                    ),
+                    session_key=hello.session_key,
+                    connection_id=connection_id,
+                )
             )
             self.workers[hello.worker_id] = worker
         record = worker.record
@@ -183,6 +234,7 @@ class WorkerRegistry:
         worker.connection_id = connection_id
         worker.closed_at = None
         self.connections[connection_id] = hello.worker_id
+        self._stale.add(hello.worker_id)  # slots or capabilities may be new
 
         claimed = set(hello.running_attempts) | set(hello.held_results)
         return Admission(
@@ -207,6 +259,7 @@ class WorkerRegistry:
         worker = self.workers[worker_id]
         worker.connection_id = None
         worker.closed_at = now
+        self._stale.add(worker_id)
         left = worker.leaving and not worker.attempts
         worker.record.status = WorkerStatus.LEFT if left else WorkerStatus.DISCONNECTED
         return worker
@@ -232,6 +285,7 @@ class WorkerRegistry:
         if connection is not None:
             self.connections.pop(connection, None)
             worker.connection_id = None
+        self._stale.add(worker.record.worker_id)
         return connection
 
     def revoke(self, worker_id: str, revoked_at: float) -> tuple[LiveWorker | None, int | None]:
@@ -248,20 +302,78 @@ class WorkerRegistry:
         if connection is not None:
             self.connections.pop(connection, None)
             worker.connection_id = None
+        self._stale.add(worker_id)
         return worker, connection
 
     def views(self) -> list[WorkerView]:
-        """Connected workers as the scheduler sees them."""
-        return [
-            WorkerView(
-                worker_id=w.record.worker_id,
-                capabilities=w.record.capabilities,
-                free_slots=w.free_slots,
+        """Connected workers as the scheduler sees them (``SchedulingView.workers``).
+
+        Called by ``CoordinatorState.schedule`` once per turn that has work to
+        place. The views are cached and rebuilt only for the workers that
+        changed since the last call, so a turn costs O(changes), not
+        O(workers), plus one list copy."""
+        self._refresh()
+        return list(self._views.values())
+
+    def ranked(self) -> list[WorkerView]:
+        """The accepting connected workers with a free slot, least capable first
+        (capability rank, then worker id): the scheduler's candidates in its
+        best-fit order (``SchedulingView.ranked_workers``), kept sorted as
+        workers change instead of sorted every turn."""
+        self._refresh()
+        return list(self._ranked_views)
+
+    def has_free_slot(self) -> bool:
+        """Whether any accepting connected worker has a free slot (O(changes))."""
+        self._refresh()
+        return bool(self._ranked_views)
+
+    def _refresh(self) -> None:
+        """Rebuild the views of the workers marked stale since the last call."""
+        if not self._stale:
+            return
+        for worker_id in self._stale:
+            worker = self.workers.get(worker_id)
+            if worker is None or worker.connection_id is None:
+                self._views.pop(worker_id, None)
+                self._unrank(worker_id)
+                continue
+            view = WorkerView(
+                worker_id=worker_id,
+                capabilities=worker.record.capabilities,
+                free_slots=worker.free_slots,
                 # A worker that said bye is stopping: it finishes what it has
                 # (or hands it back) and takes nothing new.
-                accepting=not (w.draining or w.leaving),
-                reserved=w.reserved,
+                accepting=not (worker.draining or worker.leaving),
+                reserved=worker.reserved,
             )
-            for w in self.workers.values()
-            if w.connection_id is not None
-        ]
+            old = self._views.get(worker_id)
+            self._views[worker_id] = view
+            key = self._rank_of.get(worker_id)
+            if key is None or old is None or old.capabilities is not view.capabilities:
+                # New capabilities (a hello) may file it elsewhere.
+                self._unrank(worker_id)
+                key = (capability_rank(view.capabilities), worker_id)
+            if view.accepting and view.free_slots > 0:
+                self._file(key, view)
+            else:
+                self._unrank(worker_id)
+        self._stale.clear()
+
+    def _file(self, key: tuple[CapabilityRank, str], view: WorkerView) -> None:
+        """Put ``view`` in the ranked lists under ``key`` (replacing its old view)."""
+        index = bisect.bisect_left(self._ranked_keys, key)
+        if index < len(self._ranked_keys) and self._ranked_keys[index] == key:
+            self._ranked_views[index] = view
+            return
+        self._ranked_keys.insert(index, key)
+        self._ranked_views.insert(index, view)
+        self._rank_of[view.worker_id] = key
+
+    def _unrank(self, worker_id: str) -> None:
+        key = self._rank_of.pop(worker_id, None)
+        if key is None:
+            return
+        index = bisect.bisect_left(self._ranked_keys, key)
+        del self._ranked_keys[index]
+        del self._ranked_views[index]

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from testfleet.domain.hardware import WorkerCapabilities
 from testfleet.domain.resources import NO_RESOURCES, ResourceAmounts
@@ -76,10 +76,15 @@ def schedule(view: SchedulingView) -> SchedulingDecisions:
     """
     decisions = SchedulingDecisions(unschedulable=_unschedulable(view))
 
-    # Rank once per call; each key searches this order for its best fit.
-    candidates = sorted(
-        (w for w in view.workers if w.accepting and w.free_slots > 0),
-        key=lambda w: (capability_rank(w.capabilities), w.worker_id),
+    # Rank once per call (or take the coordinator's standing ranking); each
+    # key searches this order for its best fit.
+    candidates = (
+        list(view.ranked_workers)
+        if view.ranked_workers is not None
+        else sorted(
+            (w for w in view.workers if w.accepting and w.free_slots > 0),
+            key=lambda w: (capability_rank(w.capabilities), w.worker_id),
+        )
     )
     remaining = [w.free_slots for w in candidates]
     # Free resources per candidate, worked out only when a key first reserves
@@ -142,6 +147,11 @@ class _KeyState:
     needs: ResourceAmounts = NO_RESOURCES
     #: ``bool(needs)``, kept as a plain bool: it is read per candidate tested.
     reserves: bool = False
+    #: Whether ``matches`` held, by ``id`` of the capabilities object tested:
+    #: workers that share one object (the simulator's fleet of equal machines;
+    #: in the coordinator each hello brings its own) are then tested once.
+    #: The ids stay valid for the call: the candidates hold the objects.
+    verdicts: dict[int, bool] = field(default_factory=dict)
 
     @classmethod
     def for_task(cls, task: PendingTask, candidates: list[WorkerView]) -> _KeyState:
@@ -158,21 +168,22 @@ class _KeyState:
         resources, or None if none is left. Fills ``free`` for the candidates it
         weighs when the key reserves resources."""
         candidates = self.candidates
+        verdicts = self.verdicts
         while self.position < len(candidates):
             index = self.position
-            if (
-                remaining[index] > 0
-                and (
-                    index == self.confirmed
-                    or (
-                        candidates[index].worker_id not in self.excluded
-                        and self.matches(candidates[index].capabilities)
-                    )
-                )
-                and (not self.reserves or self._fits(index, free))
-            ):
-                self.confirmed = index
-                return index
+            if remaining[index] > 0:
+                matched = index == self.confirmed
+                if not matched:
+                    candidate = candidates[index]
+                    if candidate.worker_id not in self.excluded:
+                        caps = candidate.capabilities
+                        verdict = verdicts.get(id(caps))
+                        if verdict is None:
+                            verdict = verdicts[id(caps)] = self.matches(caps)
+                        matched = verdict
+                if matched and (not self.reserves or self._fits(index, free)):
+                    self.confirmed = index
+                    return index
             self.position += 1
         return None
 

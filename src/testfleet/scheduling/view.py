@@ -9,7 +9,7 @@ same decisions.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from testfleet.domain.enums import HardwareKind, TaskType
@@ -74,6 +74,12 @@ class SchedulingView:
     #: Work key -> hardware class -> seconds a factor-1.0 worker of that class
     #: typically takes for it (from history). Empty: no history.
     typical_seconds: Mapping[str, Mapping[HardwareKind, float]] = field(default_factory=dict)
+    #: Optional: the accepting workers of ``workers`` with a free slot, already
+    #: in best-fit order (capability rank, then worker id). The coordinator
+    #: keeps this order as workers change (``WorkerRegistry.ranked``) so the
+    #: scheduler need not sort every worker every turn; None: it ranks
+    #: ``workers`` itself. Either way the decisions are the same.
+    ranked_workers: Sequence[WorkerView] | None = None
 
 
 @dataclass(frozen=True, slots=True)

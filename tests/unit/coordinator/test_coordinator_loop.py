@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from testfleet.coordinator.connections import ConnectionRegistry
-from testfleet.coordinator.events import Accepted, WorkerConnected
+from testfleet.coordinator.events import Accepted, WorkerConnected, WorkerFrame
 from testfleet.coordinator.loop import (
     RETRY_FIRST_SECONDS,
     RETRY_MAX_SECONDS,
@@ -29,7 +29,7 @@ from testfleet.domain.hardware import WorkerCapabilities
 from testfleet.domain.task import TaskSpec
 from testfleet.protocol.channel import CloseCode
 from testfleet.protocol.codec import decode
-from testfleet.protocol.messages import PROTOCOL_VERSION, Assign, Hello, Welcome
+from testfleet.protocol.messages import PROTOCOL_VERSION, Assign, Heartbeat, Hello, Welcome
 from testfleet.store import Store, StoreError
 from testfleet.store.store import PreparedBatch
 from testfleet.testing import FakeClock
@@ -308,3 +308,38 @@ async def test_a_loop_cancelled_while_degraded_answers_the_held_turn_with_503(
         await held
     assert store.get_task("a") is None
     store.close()
+
+
+class LagObserver:
+    """Records what the loop reports to its observer (the app's Metrics)."""
+
+    def __init__(self) -> None:
+        self.lags: list[float] = []
+
+    def observe_batch(self, batch: Any) -> None:
+        pass
+
+    def observe_commit(self, seconds: float) -> None:
+        pass
+
+    def observe_heartbeat_lag(self, seconds: float) -> None:
+        self.lags.append(seconds)
+
+
+async def test_heartbeat_lag_is_measured_from_the_socket_read_to_the_turn(
+    running: tuple[CoordinatorLoop, RecordingStore], log: list[str], clock: FakeClock
+) -> None:
+    # Issue 14's 1,000-worker fleet: the coordinator's own figure for how long
+    # heartbeats wait in its queue (testfleet_heartbeat_lag_seconds).
+    loop, _ = running
+    observer = LagObserver()
+    loop.observer = observer
+    connection = loop.connections.open(RecordingSocket(log))
+    loop.post(WorkerConnected(connection, hello()))
+    await settle()
+    read_at = clock.now()
+    clock.advance(0.25)  # it waited this long behind other events
+    loop.post(WorkerFrame(connection, Heartbeat(), read_at))
+    loop.post(WorkerFrame(connection, Heartbeat()))  # not timed: not observed
+    await settle()
+    assert observer.lags == [pytest.approx(0.25)]

@@ -211,3 +211,19 @@ async def test_the_lag_probe_measures_how_late_a_sleeper_wakes() -> None:
     probe.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await probe
+
+
+def test_heartbeat_lag_is_a_histogram_in_seconds() -> None:
+    from testfleet.coordinator.settings import CoordinatorSettings
+    from testfleet.coordinator.state import CoordinatorState
+
+    clock = FakeClock()
+    metrics = Metrics(clock, StateView(CoordinatorState(CoordinatorSettings(), clock.now())), int)
+    for seconds in (0.0004, 0.003, 0.003, 0.7):
+        metrics.observe_heartbeat_lag(seconds)
+    after = scrape(metrics)
+    assert after[("testfleet_heartbeat_lag_seconds_count", ())] == 4
+    assert after[("testfleet_heartbeat_lag_seconds_bucket", (("le", "0.001"),))] == 1
+    assert after[("testfleet_heartbeat_lag_seconds_bucket", (("le", "0.005"),))] == 3
+    assert after[("testfleet_heartbeat_lag_seconds_bucket", (("le", "1.0"),))] == 4
+    assert after[("testfleet_heartbeat_lag_seconds_sum", ())] == pytest.approx(0.7064)

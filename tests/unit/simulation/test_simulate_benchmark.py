@@ -55,3 +55,15 @@ def test_bad_input_says_why_with_exit_code_2(tmp_path: Path) -> None:
         # The last line says what is wrong (argparse puts its usage above it).
         assert done.stderr.strip().splitlines()[-1].startswith("simulate"), done.stderr
     assert "speed" in simulate("--trace", str(bad)).stderr  # names the field
+
+
+def test_the_tuned_garbage_collector_changes_no_figure() -> None:
+    # tune_gc freezes what survives older collections: memory bookkeeping only.
+    args = ("--workers", "30", "--tasks", "600", "--seed", "5")
+    tuned, default = simulate(*args), simulate(*args, "--default-gc")
+    assert tuned.returncode == 0, tuned.stderr
+    assert default.returncode == 0, default.stderr
+    assert "garbage collector     tuned" in tuned.stdout
+    assert "garbage collector     default" in default.stdout
+    assert figures(tuned.stdout) == figures(default.stdout)
+    assert len(figures(tuned.stdout)) == 4
