@@ -38,6 +38,7 @@ import math
 import os
 import random
 import re
+import resource
 import shutil
 import signal
 import statistics
@@ -126,6 +127,8 @@ class Timed:
     started: float = 0.0
     ended: float = 0.0
     line_times: list[tuple[float, str]] = field(default_factory=list)
+    #: CPU seconds (user + system) of the command and the children it waited for.
+    cpu: float = 0.0
 
     def first_line(self, text: str) -> float | None:
         """When the first output line containing ``text`` came (epoch seconds)."""
@@ -136,6 +139,7 @@ def timed(args: Sequence[str], cwd: Path) -> Timed:
     """Run ``args`` in ``cwd`` to completion and time it; its group dies with us.
     Output lines are read as they come and stamped (for the timeline)."""
     lines: list[tuple[float, str]] = []
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started_epoch = time.time()
     started = time.perf_counter()
     process = subprocess.Popen(
@@ -162,8 +166,10 @@ def timed(args: Sequence[str], cwd: Path) -> Timed:
         process.wait(10)
         raise
     wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     output = "".join(line for _, line in lines)
-    return Timed(wall, process.returncode, output, started_epoch, started_epoch + wall, lines)
+    return Timed(wall, process.returncode, output, started_epoch, started_epoch + wall, lines, cpu)
 
 
 # ------------------------------------------------------------------ the fleet
@@ -435,6 +441,9 @@ def run(args: argparse.Namespace, workdir: Path, fleet: LocalFleet) -> None:
     else:
         print(f"testfleet run: not timed: {unavailable}")
 
+    # Where `testfleet run` keeps each command's last collected test list (the
+    # next run of the same command starts its chunks from it while it collects).
+    os.environ["TESTFLEET_SUITE_CACHE"] = str(workdir / "suite-lists")
     common = ["-q", "-p", "no:cacheprovider"]
     xdist_args = ["-n", str(args.workers), "--dist", "worksteal"]
     walls: dict[str, list[float]] = {}
@@ -469,7 +478,13 @@ def run(args: argparse.Namespace, workdir: Path, fleet: LocalFleet) -> None:
             # testfleet says how it split the run (by count, or by past durations).
             how = next((s.strip() for s in result.output.splitlines() if "split by" in s), "")
             how = re.sub(r"\s*\([^)]*\)", "", how)  # without the list of workers
-            print(f"  round {round_number}: {label:<32} {result.wall:7.2f} s  {how}".rstrip())
+            prestarted = next((s for s in result.output.splitlines() if "before collection" in s), "")
+            if prestarted:
+                how += f"; {prestarted.split(';')[0].strip()}"
+            print(
+                f"  round {round_number}: {label:<32} {result.wall:7.2f} s "
+                f"(CPU {result.cpu:.2f} s)  {how}".rstrip()
+            )
             if args.timeline and label in run_ids:
                 collected = result.first_line("[fleet] run ")
                 timeline = read_timeline(
