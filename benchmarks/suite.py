@@ -478,7 +478,8 @@ def run(args: argparse.Namespace, workdir: Path, fleet: LocalFleet) -> None:
             # testfleet says how it split the run (by count, or by past durations).
             how = next((s.strip() for s in result.output.splitlines() if "split by" in s), "")
             how = re.sub(r"\s*\([^)]*\)", "", how)  # without the list of workers
-            prestarted = next((s for s in result.output.splitlines() if "before collection" in s), "")
+            lines = result.output.splitlines()
+            prestarted = next((s for s in lines if "before collection" in s), "")
             if prestarted:
                 how += f"; {prestarted.split(';')[0].strip()}"
             print(
