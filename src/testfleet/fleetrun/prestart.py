@@ -11,10 +11,12 @@ and collection as about a second before the first chunk; this starts the
 chunks (and with them the workers' sessions) during that second.
 
 The stored list is the node ids (and required hardware) the same command
-collected last time: same project, same worker arguments (so the same ``-k``,
-``-m`` and paths), same interpreter. It lives in the user's cache directory
-(``$XDG_CACHE_HOME/testfleet/suites``, or ``~/.cache/...``), one small JSON
-file per command, written after each collection. A missing or unreadable file
+collected last time: same project, same pytest arguments as given (so the
+same paths, ``-k``, ``-m`` and ``--deselect``, which the workers never see;
+only ``--fleet-run-id`` is left out of the comparison), same interpreter.
+It lives in the user's cache directory (``$XDG_CACHE_HOME/testfleet/suites``,
+or ``~/.cache/...``), one small JSON file per command, written after each
+collection. A missing or unreadable file
 means no prestart, never an error.
 
 Reconciling keeps the run's counts equal to a serial run's:
@@ -55,6 +57,8 @@ from testfleet.fleetrun.warm_up import workers_taking_tests
 CACHE_SELECTED = ("--lf", "--last-failed", "--sw", "--stepwise", "--sw-skip", "--stepwise-skip")
 #: The stored lists' format; another version is ignored (and overwritten).
 FORMAT_VERSION = 1
+#: Left out of the command's key (see :func:`suite_cache_path`).
+RUN_ID_OPTION = "--fleet-run-id"
 #: Where the lists live, if set (tests point it at a temporary directory).
 SUITE_CACHE_ENV = "TESTFLEET_SUITE_CACHE"
 
@@ -85,14 +89,16 @@ class Reconciled:
 
 
 def prestart_allowed(args: Sequence[str], *, collect_only: bool) -> bool:
-    """Whether the stored list can stand for this run's selection (see the module docstring)."""
+    """Whether the stored list can stand for this run's selection, given the
+    pytest arguments as invoked (see the module docstring)."""
     if collect_only:
         return False
     return not any(arg.split("=", 1)[0] in CACHE_SELECTED for arg in args)
 
 
-def suite_cache_path(settings: RunSettings) -> Path:
-    """The file holding the last collected list of this run's command."""
+def suite_cache_path(settings: RunSettings, invocation: Sequence[str]) -> Path:
+    """The file holding the last collected list of this run's command
+    (``invocation``: its pytest arguments as given)."""
     root = os.environ.get(SUITE_CACHE_ENV)
     if root:
         base = Path(root)
@@ -100,9 +106,24 @@ def suite_cache_path(settings: RunSettings) -> Path:
         xdg = os.environ.get("XDG_CACHE_HOME")
         base = (Path(xdg) if xdg else Path.home() / ".cache") / "testfleet" / "suites"
     key = json.dumps(
-        [settings.project.key(), settings.args, settings.python, settings.full_collection]
+        [settings.project.key(), _without_run_id(invocation), settings.python, settings.args]
     )
     return base / (hashlib.sha256(key.encode()).hexdigest()[:32] + ".json")
+
+
+def _without_run_id(args: Sequence[str]) -> list[str]:
+    """``args`` less ``--fleet-run-id`` and its value: a new id each run is
+    still the same command."""
+    kept: list[str] = []
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg == RUN_ID_OPTION:
+            skip = True
+        elif not arg.startswith(RUN_ID_OPTION + "="):
+            kept.append(arg)
+    return kept
 
 
 def stored_suite(path: Path) -> list[SuiteTest] | None:

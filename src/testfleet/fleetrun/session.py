@@ -87,11 +87,12 @@ class FleetSession:
         """Submit the chunks of the test list this command collected last time
         (:mod:`testfleet.fleetrun.prestart`), unless the user said not to or
         this run's selection may differ."""
+        invocation = list(self.config.invocation_params.args)
         if self.config.getoption("fleet_no_prestart") or not prestart_allowed(
-            self.settings.args, collect_only=bool(self.config.option.collectonly)
+            invocation, collect_only=bool(self.config.option.collectonly)
         ):
             return None
-        stored = stored_suite(suite_cache_path(self.settings))
+        stored = stored_suite(suite_cache_path(self.settings, invocation))
         if stored is None:
             return None
         return prestart(client, self.settings, stored)
@@ -151,7 +152,7 @@ class FleetSession:
             return None  # nothing runs; pytest's own loop handles it
         tests = [_collected(item) for item in session.items]
         run_id, settings = self.run_id, self.settings
-        save_suite(suite_cache_path(settings), tests)
+        save_suite(suite_cache_path(settings, self.config.invocation_params.args), tests)
         terminal = self.config.pluginmanager.get_plugin("terminalreporter")
         if terminal is not None and self.config.get_verbosity() >= 0:
             terminal.write_line(f"[fleet] run {run_id}: {len(tests)} tests via {self.url}")

@@ -200,10 +200,17 @@ def test_the_stored_list_round_trips_and_is_keyed_by_the_command(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(SUITE_CACHE_ENV, str(tmp_path))
-    path = suite_cache_path(settings())
+    invoked = ["tests", "--fleet", "http://c", "--fleet-run-id", "a"]
+    path = suite_cache_path(settings(), invoked)
     assert path.parent == tmp_path
-    assert suite_cache_path(settings(args=["tests", "-q", "-k", "fast"])) != path
-    assert suite_cache_path(settings(project=ProjectSource(path="/other"))) != path
+    # -k and -m never reach the workers' arguments, but they select: a new key.
+    assert suite_cache_path(settings(), [*invoked, "-k", "fast"]) != path
+    assert suite_cache_path(settings(project=ProjectSource(path="/other")), invoked) != path
+    assert suite_cache_path(settings(python="/usr/bin/python3.12"), invoked) != path
+    # A new run id each time is still the same command.
+    again = ["tests", "--fleet", "http://c", "--fleet-run-id", "b"]
+    assert suite_cache_path(settings(), again) == path
+    assert suite_cache_path(settings(), [*again[:3], "--fleet-run-id=c"]) == path
     save_suite(path, [collected_test("t.py::a"), collected_test("t.py::b", ("cuda",))])
     assert stored_suite(path) == [SuiteTest("t.py::a", None), SuiteTest("t.py::b", None, ("cuda",))]
 
