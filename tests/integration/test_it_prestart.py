@@ -63,21 +63,20 @@ def test_prestarted_chunks_of_a_changed_suite_count_as_plain_pytest(
     env = {**pytest_env(fleet), SUITE_CACHE_ENV: str(tmp_path / "suites")}
     args = ["tests", "-p", "no:cacheprovider"]
 
-    def fleet_run(junit: Path) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "testfleet",
-            "run",
-            "--coordinator",
-            fleet.url,
-            *args,
-            f"--junitxml={junit}",
-        ]
+    # The same command both times (the stored list is keyed by its arguments).
+    junit = tmp_path / "fleet.xml"
+    fleet_run = [
+        sys.executable,
+        "-m",
+        "testfleet",
+        "run",
+        "--coordinator",
+        fleet.url,
+        *args,
+        f"--junitxml={junit}",
+    ]
 
-    first = run_pytest_process(
-        fleet_run(tmp_path / "first.xml"), project, env, tmp_path / "first.xml", RUN_TIMEOUT
-    )
+    first = run_pytest_process(fleet_run, project, env, junit, RUN_TIMEOUT)
     assert first.counts == {"passed": 7, "failed": 1}, first.describe("first fleet run")
     assert "started before collection" not in first.output
     assert list((tmp_path / "suites").glob("*.json")), "the first run stored its test list"
@@ -91,8 +90,7 @@ def test_prestarted_chunks_of_a_changed_suite_count_as_plain_pytest(
         serial_xml,
         SERIAL_TIMEOUT,
     )
-    second_xml = tmp_path / "second.xml"
-    second = run_pytest_process(fleet_run(second_xml), project, env, second_xml, RUN_TIMEOUT)
+    second = run_pytest_process(fleet_run, project, env, junit, RUN_TIMEOUT)
     both = serial.describe("serial pytest") + "\n" + second.describe("second fleet run")
 
     assert "1 of its tests no longer collected (dropped), 1 collected tests new" in (
