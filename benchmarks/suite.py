@@ -51,6 +51,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
+
 from testfleet.fleetrun.summary_line import summary_counts
 from testfleet.local_fleet import LocalFleet, LocalFleetError, WorkerOptions
 
@@ -396,6 +398,24 @@ def print_timeline(label: str, timeline: Timeline, workers: int) -> None:
     print(f"    {workers} workers x {timeline.wall:.2f} s = {total:.2f} worker-s: {split}{gap}")
 
 
+def fleet_cpu(fleet: LocalFleet) -> float:
+    """CPU seconds (user + system) the fleet's processes have used so far: the
+    coordinator, the workers and their pytest sessions, ended children included
+    (once reaped). The difference over a run is the fleet's CPU for it."""
+    total = 0.0
+    for process in fleet.processes.values():
+        try:
+            root = psutil.Process(process.pid)
+            family = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            continue
+        for member in family:
+            with contextlib.suppress(psutil.Error):
+                times = member.cpu_times()
+                total += times.user + times.system + times.children_user + times.children_system
+    return total
+
+
 # ------------------------------------------------------------------ checking
 
 
@@ -472,7 +492,9 @@ def run(args: argparse.Namespace, workdir: Path, fleet: LocalFleet) -> None:
             # left running (xdist's workers exiting, a fleet worker replacing
             # its used pytest zygote once idle) is not timed against the next.
             time.sleep(args.settle)
+            fleet_before = fleet_cpu(fleet) if label in run_ids else 0.0
             result = timed(command, suite)
+            fleet_used = fleet_cpu(fleet) - fleet_before if label in run_ids else None
             check_all_passed(f"round {round_number}, {label}", result, args.tests)
             walls.setdefault(label, []).append(result.wall)
             # testfleet says how it split the run (by count, or by past durations).
@@ -482,9 +504,10 @@ def run(args: argparse.Namespace, workdir: Path, fleet: LocalFleet) -> None:
             prestarted = next((s for s in lines if "before collection" in s), "")
             if prestarted:
                 how += f"; {prestarted.split(';')[0].strip()}"
+            fleet_part = "" if fleet_used is None else f", fleet {fleet_used:.2f} s"
             print(
                 f"  round {round_number}: {label:<32} {result.wall:7.2f} s "
-                f"(CPU {result.cpu:.2f} s)  {how}".rstrip()
+                f"(CPU {result.cpu:.2f} s{fleet_part})  {how}".rstrip()
             )
             if args.timeline and label in run_ids:
                 collected = result.first_line("[fleet] run ")
