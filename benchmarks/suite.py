@@ -38,16 +38,20 @@ import math
 import os
 import random
 import re
+import resource
 import shutil
 import signal
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import psutil
 
 from testfleet.fleetrun.summary_line import summary_counts
 from testfleet.local_fleet import LocalFleet, LocalFleetError, WorkerOptions
@@ -116,15 +120,29 @@ def signal_group(process: subprocess.Popen[bytes], sig: int) -> None:
 
 @dataclass
 class Timed:
-    """One timed command: its wall seconds, exit status and combined output."""
+    """One timed command: its wall seconds, exit status, combined output, when
+    it started and ended (epoch seconds) and when each output line came."""
 
     wall: float
     returncode: int
     output: str
+    started: float = 0.0
+    ended: float = 0.0
+    line_times: list[tuple[float, str]] = field(default_factory=list)
+    #: CPU seconds (user + system) of the command and the children it waited for.
+    cpu: float = 0.0
+
+    def first_line(self, text: str) -> float | None:
+        """When the first output line containing ``text`` came (epoch seconds)."""
+        return next((at for at, line in self.line_times if text in line), None)
 
 
 def timed(args: Sequence[str], cwd: Path) -> Timed:
-    """Run ``args`` in ``cwd`` to completion and time it; its group dies with us."""
+    """Run ``args`` in ``cwd`` to completion and time it; its group dies with us.
+    Output lines are read as they come and stamped (for the timeline)."""
+    lines: list[tuple[float, str]] = []
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started_epoch = time.time()
     started = time.perf_counter()
     process = subprocess.Popen(
         args,
@@ -134,14 +152,26 @@ def timed(args: Sequence[str], cwd: Path) -> Timed:
         stdin=subprocess.DEVNULL,
         start_new_session=True,
     )
+
+    def read() -> None:
+        assert process.stdout is not None
+        for raw in process.stdout:
+            lines.append((time.time(), raw.decode("utf-8", errors="replace")))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
     try:
-        out, _ = process.communicate(timeout=RUN_TIMEOUT)
+        process.wait(timeout=RUN_TIMEOUT)
+        reader.join(RUN_TIMEOUT)
     except BaseException:
         signal_group(process, signal.SIGKILL)
         process.wait(10)
         raise
     wall = time.perf_counter() - started
-    return Timed(wall, process.returncode, out.decode("utf-8", errors="replace"))
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    output = "".join(line for _, line in lines)
+    return Timed(wall, process.returncode, output, started_epoch, started_epoch + wall, lines, cpu)
 
 
 # ------------------------------------------------------------------ the fleet
@@ -192,6 +222,200 @@ def start_fleet(fleet: LocalFleet, workers: int) -> str:
     return fleet.url
 
 
+# ------------------------------------------------------------------ the timeline
+
+
+@dataclass
+class Attempt:
+    """One try of a chunk, from the coordinator's records (epoch seconds)."""
+
+    task_id: str
+    worker_id: str
+    assigned: float
+    accepted: float | None
+    ended: float | None
+    #: Sum of the durations its tests reported (what pytest timed).
+    test_seconds: float = 0.0
+
+
+@dataclass
+class Timeline:
+    """Where one ``testfleet run``'s wall time went, from its own records.
+
+    ``worker_seconds`` splits workers x wall (client start to exit) into what
+    each worker did: ``before first chunk`` (client start-up, collection,
+    warm-up, until the worker accepted its first chunk), ``tests`` (the tests'
+    own durations), ``in chunk`` (a chunk's time beyond its tests: session,
+    collection of its modules, reporting), ``between chunks`` (a result's end
+    to the next chunk's acceptance on the same worker), ``tail`` (idle after its
+    last chunk while others still ran) and ``after last chunk`` (the last result
+    to the client's exit). ``marks`` are the run's milestones, seconds after
+    the client started.
+    """
+
+    wall: float
+    marks: dict[str, float]
+    worker_seconds: dict[str, float]
+    chunks: int
+    median_gap: float | None
+
+
+def build_timeline(
+    client_start: float,
+    client_end: float,
+    collected: float | None,
+    created: dict[str, float],
+    attempts: Sequence[Attempt],
+    workers: Sequence[str],
+) -> Timeline:
+    """The breakdown of one run (pure: the caller read the records).
+
+    ``created`` maps every task of the run (warm-ups included, their ids hold
+    ``.warm.``) to its submission time; ``attempts`` are the chunk attempts
+    (warm-ups left out), ``workers`` every worker that could take a chunk.
+    """
+    chunk_tasks = [t for t in created if ".warm." not in t]
+    marks: dict[str, float] = {}
+
+    def mark(label: str, value: float | None) -> None:
+        if value is not None:
+            marks[label] = value - client_start
+
+    mark("first submission (warm-ups)", min(created.values(), default=None))
+    mark("collection done", collected)
+    mark("first chunk submitted", min((created[t] for t in chunk_tasks), default=None))
+    mark("first chunk assigned", min((a.assigned for a in attempts), default=None))
+    accepted = [a.accepted for a in attempts if a.accepted is not None]
+    ends = [a.ended for a in attempts if a.ended is not None]
+    mark("first chunk accepted", min(accepted, default=None))
+    mark("last chunk ended", max(ends, default=None))
+    wall = client_end - client_start
+    marks["client exit"] = wall
+    last_end = max(ends, default=client_end)
+    parts = dict.fromkeys(
+        ("before first chunk", "tests", "in chunk", "between chunks", "tail", "after last chunk"),
+        0.0,
+    )
+    gaps: list[float] = []
+    for worker in workers:
+        mine = sorted(
+            (a for a in attempts if a.worker_id == worker and a.accepted is not None),
+            key=lambda a: a.assigned,
+        )
+        if not mine:
+            parts["before first chunk"] += last_end - client_start
+            parts["after last chunk"] += client_end - last_end
+            continue
+        first = mine[0].accepted or mine[0].assigned
+        parts["before first chunk"] += first - client_start
+        previous_end: float | None = None
+        for attempt in mine:
+            start = attempt.accepted or attempt.assigned
+            end = attempt.ended if attempt.ended is not None else last_end
+            if previous_end is not None:
+                gap = max(0.0, start - previous_end)
+                parts["between chunks"] += gap
+                gaps.append(gap)
+            tests = min(attempt.test_seconds, end - start)
+            parts["tests"] += tests
+            parts["in chunk"] += end - start - tests
+            previous_end = end
+        parts["tail"] += last_end - (previous_end or last_end)
+        parts["after last chunk"] += client_end - last_end
+    return Timeline(
+        wall=wall,
+        marks=marks,
+        worker_seconds=parts,
+        chunks=len(chunk_tasks),
+        median_gap=statistics.median(gaps) if gaps else None,
+    )
+
+
+def median_timeline(timelines: Sequence[Timeline]) -> Timeline:
+    """Each figure's median over several runs' timelines."""
+
+    def median_of(values: list[float]) -> float:
+        return statistics.median(values)
+
+    marks = {
+        name: median_of([t.marks[name] for t in timelines if name in t.marks])
+        for name in timelines[0].marks
+    }
+    parts = {
+        name: median_of([t.worker_seconds[name] for t in timelines])
+        for name in timelines[0].worker_seconds
+    }
+    gaps = [t.median_gap for t in timelines if t.median_gap is not None]
+    return Timeline(
+        wall=median_of([t.wall for t in timelines]),
+        marks=marks,
+        worker_seconds=parts,
+        chunks=round(median_of([float(t.chunks) for t in timelines])),
+        median_gap=median_of(gaps) if gaps else None,
+    )
+
+
+def read_timeline(
+    fleet: LocalFleet, run_id: str, started: float, ended: float, collected: float | None
+) -> Timeline:
+    """The run's tasks, attempts and test durations from the coordinator's
+    database (``POST /sql``), as a :class:`Timeline`."""
+    like = f"{run_id}.%"
+    tasks = fleet.client.sql(
+        "SELECT task_id, epoch_us(create_time) / 1e6 FROM distributed_tasks "
+        f"WHERE task_id LIKE '{like}'",
+        max_rows=100_000,
+    )["rows"]
+    rows = fleet.client.sql(
+        "SELECT h.task_id, h.worker_id, epoch_us(h.start_time) / 1e6, "
+        "epoch_us(h.accepted_time) / 1e6, epoch_us(h.end_time) / 1e6, "
+        "(SELECT coalesce(sum(r.duration_seconds), 0) FROM test_results r "
+        " WHERE r.task_id = h.task_id AND r.attempt_id = h.id) "
+        f"FROM task_execution_history h WHERE h.task_id LIKE '{like}' "
+        f"AND h.task_id NOT LIKE '{run_id}.warm.%'",
+        max_rows=100_000,
+    )["rows"]
+    workers = [w["worker_id"] for w in fleet.client.workers() if w["connected"]]
+    attempts = [Attempt(r[0], r[1], r[2], r[3], r[4], float(r[5])) for r in rows]
+    created = {str(r[0]): float(r[1]) for r in tasks}
+    return build_timeline(started, ended, collected, created, attempts, workers)
+
+
+def print_timeline(label: str, timeline: Timeline, workers: int) -> None:
+    """Print one run's timeline: milestones, then workers x wall split by use."""
+    marks = ", ".join(f"{name} {seconds:.2f}" for name, seconds in timeline.marks.items())
+    print(f"    timeline of {label} ({timeline.chunks} chunks), s after client start: {marks}")
+    total = workers * timeline.wall
+    split = ", ".join(
+        f"{name} {seconds:.2f} ({seconds / total:.0%})"
+        for name, seconds in timeline.worker_seconds.items()
+    )
+    gap = (
+        f"; median gap between chunks {timeline.median_gap * 1000:.0f} ms"
+        if (timeline.median_gap is not None)
+        else ""
+    )
+    print(f"    {workers} workers x {timeline.wall:.2f} s = {total:.2f} worker-s: {split}{gap}")
+
+
+def fleet_cpu(fleet: LocalFleet) -> float:
+    """CPU seconds (user + system) the fleet's processes have used so far: the
+    coordinator, the workers and their pytest sessions, ended children included
+    (once reaped). The difference over a run is the fleet's CPU for it."""
+    total = 0.0
+    for process in fleet.processes.values():
+        try:
+            root = psutil.Process(process.pid)
+            family = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            continue
+        for member in family:
+            with contextlib.suppress(psutil.Error):
+                times = member.cpu_times()
+                total += times.user + times.system + times.children_user + times.children_system
+    return total
+
+
 # ------------------------------------------------------------------ checking
 
 
@@ -237,9 +461,14 @@ def run(args: argparse.Namespace, workdir: Path, fleet: LocalFleet) -> None:
     else:
         print(f"testfleet run: not timed: {unavailable}")
 
+    # Where `testfleet run` keeps each command's last collected test list (the
+    # next run of the same command starts its chunks from it while it collects).
+    os.environ["TESTFLEET_SUITE_CACHE"] = str(workdir / "suite-lists")
     common = ["-q", "-p", "no:cacheprovider"]
     xdist_args = ["-n", str(args.workers), "--dist", "worksteal"]
     walls: dict[str, list[float]] = {}
+    run_ids: dict[str, str] = {}
+    timelines: dict[str, list[Timeline]] = {}
     for round_number in range(1, args.rounds + 1):
         # A fresh path per round: the fleet keeps duration history per path.
         suite = workdir / f"round-{round_number}"
@@ -257,18 +486,36 @@ def run(args: argparse.Namespace, workdir: Path, fleet: LocalFleet) -> None:
                 run_id = f"suite-{os.getpid()}-r{round_number}-f{number}"
                 command = fleet_command(url, ".", common, run_id)
                 commands.append((f"testfleet run #{number} ({history})", command))
+                run_ids[commands[-1][0]] = run_id
         for label, command in commands:
             # Every runner starts on a settled machine: what the previous one
             # left running (xdist's workers exiting, a fleet worker replacing
             # its used pytest zygote once idle) is not timed against the next.
             time.sleep(args.settle)
+            fleet_before = fleet_cpu(fleet) if label in run_ids else 0.0
             result = timed(command, suite)
+            fleet_used = fleet_cpu(fleet) - fleet_before if label in run_ids else None
             check_all_passed(f"round {round_number}, {label}", result, args.tests)
             walls.setdefault(label, []).append(result.wall)
             # testfleet says how it split the run (by count, or by past durations).
             how = next((s.strip() for s in result.output.splitlines() if "split by" in s), "")
             how = re.sub(r"\s*\([^)]*\)", "", how)  # without the list of workers
-            print(f"  round {round_number}: {label:<32} {result.wall:7.2f} s  {how}".rstrip())
+            lines = result.output.splitlines()
+            prestarted = next((s for s in lines if "before collection" in s), "")
+            if prestarted:
+                how += f"; {prestarted.split(';')[0].strip()}"
+            fleet_part = "" if fleet_used is None else f", fleet {fleet_used:.2f} s"
+            print(
+                f"  round {round_number}: {label:<32} {result.wall:7.2f} s "
+                f"(CPU {result.cpu:.2f} s{fleet_part})  {how}".rstrip()
+            )
+            if args.timeline and label in run_ids:
+                collected = result.first_line("[fleet] run ")
+                timeline = read_timeline(
+                    fleet, run_ids[label], result.started, result.ended, collected
+                )
+                print_timeline(label, timeline, args.workers)
+                timelines.setdefault(label, []).append(timeline)
 
     xdist = statistics.median(next(w for label, w in walls.items() if "xdist" in label))
     print()
@@ -278,6 +525,8 @@ def run(args: argparse.Namespace, workdir: Path, fleet: LocalFleet) -> None:
         print(row(label, values, ideal, None if "xdist" in label else xdist))
     if url is None:
         print(f"  {'testfleet run':<32} not timed: {unavailable}")
+    for label, runs in timelines.items():
+        print_timeline(f"{label}, medians over {len(runs)}", median_timeline(runs), args.workers)
 
 
 def main() -> None:
@@ -295,6 +544,11 @@ def main() -> None:
         type=float,
         default=3.0,
         help="seconds to wait before each timed command (default 3)",
+    )
+    parser.add_argument(
+        "--timeline",
+        action="store_true",
+        help="after each fleet run, print where its wall time went (from its records)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args()

@@ -39,7 +39,7 @@ FLEET_MARKER = (
 )
 #: This plugin's ``--fleet-*`` options that take no value (worker_args must
 #: know them to drop them without eating the next argument).
-FLEET_FLAG_OPTIONS = ("--fleet-full-collection",)
+FLEET_FLAG_OPTIONS = ("--fleet-full-collection", "--fleet-no-prestart")
 #: The name the run's plugin object (fleetrun.session.FleetSession) is registered under.
 SESSION_PLUGIN = "testfleet-fleet-session"
 
@@ -109,6 +109,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="with --fleet: every worker session collects the whole suite, as a serial run "
         "does, instead of only the files its chunks need (for tests that rely on other "
         "test modules having been imported)",
+    )
+    group.addoption(
+        "--fleet-no-prestart",
+        dest="fleet_no_prestart",
+        action="store_true",
+        default=False,
+        help="with --fleet: do not start chunks from the test list this command collected "
+        "last time while this one collects (see the README, 'Starting before collection')",
     )
     group.addoption(
         "--fleet-unschedulable-wait",

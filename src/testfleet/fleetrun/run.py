@@ -46,15 +46,16 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from testfleet.client import FleetError
-from testfleet.domain.enums import TaskStatus, TaskType
+from testfleet.domain.enums import TaskStatus
 from testfleet.domain.pytest_tasks import (
     PhaseReport,
     ReportOutcome,
-    TestConfig,
     TestLocation,
     TestPhase,
     TestRecord,
 )
+from testfleet.fleetrun.chunk_tasks import chunk_document
+from testfleet.fleetrun.prestart import Prestarted, reconcile
 from testfleet.fleetrun.run_types import (
     CollectedTest,
     FlakyTest,
@@ -119,6 +120,8 @@ class _PassState:
 
     rerun: int
     task_ids: list[str]
+    #: Each task's tests the run expects from it (a prestarted chunk: only
+    #: those still collected); rows for any other node id are not reported.
     node_ids_of: dict[str, list[str]]
     statuses: dict[str, dict[str, Any]] = field(default_factory=dict)
     reported: set[str] = field(default_factory=set)
@@ -126,6 +129,14 @@ class _PassState:
     given_up: dict[str, str] = field(default_factory=dict)
     #: Chunks cancelled because a test before all of theirs stopped the run.
     cancelled: set[str] = field(default_factory=set)
+    _expected: dict[str, frozenset[str]] = field(default_factory=dict)
+
+    def expected(self, task_id: str) -> frozenset[str]:
+        """The node ids the run takes from ``task_id``'s rows (none if not this pass's)."""
+        found = self._expected.get(task_id)
+        if found is None:
+            found = self._expected[task_id] = frozenset(self.node_ids_of.get(task_id, ()))
+        return found
 
 
 class FleetRun:
@@ -174,20 +185,42 @@ class FleetRun:
 
     # ----------------------------------------------------------------- the run
 
-    def run(self, tests: Sequence[CollectedTest]) -> RunOutcome:
-        """Run ``tests`` to the end; every one is reported exactly once."""
+    def run(
+        self, tests: Sequence[CollectedTest], prestarted: Prestarted | None = None
+    ) -> RunOutcome:
+        """Run ``tests`` to the end; every one is reported exactly once.
+
+        ``prestarted``: chunks submitted before collection from the stored test
+        list (:mod:`testfleet.fleetrun.prestart`); they are reconciled with
+        ``tests``, and only the tests they do not cover are split here."""
         self._tests = {t.nodeid: t for t in tests}
         self._position = {t.nodeid: index for index, t in enumerate(tests)}
         if not tests:
+            if prestarted is not None:
+                cancel_all(self.client, [task_id for task_id, _ in prestarted.chunks])
             return self.outcome
-        slots = self._test_slots()
-        history = self._through_outages(
-            lambda: self.client.test_durations(self.settings.project.key())
-        )
-        suite = [SuiteTest(t.nodeid, history.get(t.nodeid), t.hardware) for t in tests]
-        self.outcome.split_by = "durations" if any(s.estimated_seconds for s in suite) else "count"
-        chunks = split_suite(suite, workers=slots)
-        self._run_pass(0, [(chunk, ()) for chunk in chunks])
+        expected: dict[str, list[str]] = {}
+        if prestarted is None:
+            slots = self._test_slots()
+            history = self._through_outages(
+                lambda: self.client.test_durations(self.settings.project.key())
+            )
+            to_split = list(tests)
+        else:
+            slots, history = prestarted.slots, prestarted.history
+            self._eligible_workers = list(prestarted.workers)
+            plan = reconcile(prestarted, tests)
+            cancel_all(self.client, plan.empty)
+            expected = {t: n for t, n in plan.expected.items() if t not in set(plan.empty)}
+            to_split = plan.new
+            self.outcome.prestarted = len(prestarted.chunks)
+            self.outcome.dropped = len(plan.dropped)
+            self.outcome.new_tests = len(plan.new)
+        suite = [SuiteTest(t.nodeid, history.get(t.nodeid), t.hardware) for t in to_split]
+        known = any(history.get(t.nodeid) for t in tests)
+        self.outcome.split_by = "durations" if known else "count"
+        chunks = split_suite(suite, workers=slots) if suite else []
+        self._run_pass(0, [(chunk, ()) for chunk in chunks], prestarted=expected)
         for rerun in range(1, self.settings.rerun_failures + 1):
             if not self._held or self.outcome.stopped_early:
                 break
@@ -257,15 +290,28 @@ class FleetRun:
 
     # ---------------------------------------------------------------- one pass
 
-    def _run_pass(self, rerun: int, chunks: list[tuple[Chunk, tuple[str, ...]]]) -> None:
+    def _run_pass(
+        self,
+        rerun: int,
+        chunks: list[tuple[Chunk, tuple[str, ...]]],
+        prestarted: dict[str, list[str]] | None = None,
+    ) -> None:
+        """Submit ``chunks`` and follow them, with the ``prestarted`` tasks (already
+        submitted: task id -> the tests expected from it) as part of the pass."""
         run_id = self.settings.run_id
         documents = []
         state = _PassState(rerun=rerun, task_ids=[], node_ids_of={})
+        for task_id, node_ids in (prestarted or {}).items():
+            state.task_ids.append(task_id)
+            state.node_ids_of[task_id] = list(node_ids)
+        self.outcome.chunks += len(state.task_ids)
         for index, (chunk, exclude) in enumerate(chunks):
             task_id = f"{run_id}.r{rerun}.{index:05d}"
             state.task_ids.append(task_id)
             state.node_ids_of[task_id] = list(chunk.node_ids)
-            documents.append(self._task_document(task_id, chunk, exclude, rerun))
+            documents.append(
+                chunk_document(task_id, chunk, self.settings, exclude=exclude, rerun=rerun)
+            )
         for start in range(0, len(documents), SUBMIT_BATCH):
             self._submit(documents[start : start + SUBMIT_BATCH])
         self.outcome.chunks += len(documents)
@@ -316,34 +362,6 @@ class FleetRun:
                     raise
 
         self._through_outages(once)
-
-    def _task_document(
-        self, task_id: str, chunk: Chunk, exclude: tuple[str, ...], rerun: int
-    ) -> dict[str, Any]:
-        config = TestConfig(
-            run_id=self.settings.run_id,
-            project=self.settings.project,
-            args=self.settings.args,
-            node_ids=list(chunk.node_ids),
-            python=self.settings.python,
-            rerun=rerun,
-            full_collection=self.settings.full_collection,
-            plugins=self.settings.plugins,
-        )
-        requirements: dict[str, Any] = {}
-        if chunk.hardware:
-            requirements["hardware"] = list(chunk.hardware)
-        if exclude:
-            requirements["exclude_workers"] = list(exclude)
-        if self.settings.resources is not None and self.settings.resources.declared:
-            requirements["resources"] = self.settings.resources.model_dump(exclude_none=True)
-        return {
-            "task_id": task_id,
-            "type": TaskType.TEST.value,
-            "requirements": requirements,
-            "config": config.model_dump(mode="json", exclude_defaults=True),
-            "timeout_seconds": self.settings.chunk_timeout_seconds,
-        }
 
     def _follow(self, state: _PassState) -> None:
         """Poll until every task of the pass is finished and all its rows are read."""
@@ -409,8 +427,8 @@ class FleetRun:
 
     def _arrived(self, state: _PassState, row: dict[str, Any]) -> None:
         nodeid = str(row["nodeid"])
-        if nodeid in state.reported or row["task_id"] not in state.node_ids_of:
-            return
+        if nodeid in state.reported or nodeid not in state.expected(str(row["task_id"])):
+            return  # a repeat, another pass's, or a prestarted test no longer collected
         state.reported.add(nodeid)
         if self._past_stop(nodeid):
             return  # a serial run would have stopped before it

@@ -109,6 +109,12 @@ class RunOutcome:
     not_run: dict[str, str] = field(default_factory=dict)
     reruns: int = 0
     split_by: str = "count"
+    #: Chunks started before collection from the stored test list (prestart).
+    prestarted: int = 0
+    #: Prestarted tests this collection did not find (not reported to pytest).
+    dropped: int = 0
+    #: Collected tests the prestarted chunks did not cover (split after collection).
+    new_tests: int = 0
     stopped_early: bool = False
     #: A test stopped its session (``pytest.exit()``): the run stopped there.
     interrupted: Interruption | None = None

@@ -24,6 +24,14 @@ from testfleet.domain.pytest_tasks import (
     TestWarning,
 )
 from testfleet.domain.resources import TaskResources
+from testfleet.fleetrun.prestart import (
+    Prestarted,
+    prestart,
+    prestart_allowed,
+    save_suite,
+    stored_suite,
+    suite_cache_path,
+)
 from testfleet.fleetrun.reports import reports_from_record
 from testfleet.fleetrun.run import FleetRun, cancel_all, hardware_of, new_run_id, warm_up
 from testfleet.fleetrun.run_types import (
@@ -54,6 +62,8 @@ class FleetSession:
         self.settings: RunSettings
         #: Task ids of the warm-up tasks sent at session start.
         self.warmups: list[str] = []
+        #: Chunks started at session start from the stored test list.
+        self.prestarted: Prestarted | None = None
 
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         """Before collection: ask every free worker slot to start this run's pytest
@@ -65,9 +75,27 @@ class FleetSession:
             raise pytest.UsageError(f"--fleet: {exc}") from None
         with FleetClient(self.url) as client:
             try:
-                self.warmups = warm_up(client, self.settings)
+                # The chunks of the stored test list, if any, start the workers'
+                # sessions as warm-ups would, and run tests meanwhile.
+                self.prestarted = self._prestart(client)
+                if self.prestarted is None:
+                    self.warmups = warm_up(client, self.settings)
             except FleetError as exc:
                 pytest.exit(f"--fleet: {exc}", returncode=pytest.ExitCode.USAGE_ERROR)
+
+    def _prestart(self, client: FleetClient) -> Prestarted | None:
+        """Submit the chunks of the test list this command collected last time
+        (:mod:`testfleet.fleetrun.prestart`), unless the user said not to or
+        this run's selection may differ."""
+        invocation = list(self.config.invocation_params.args)
+        if self.config.getoption("fleet_no_prestart") or not prestart_allowed(
+            invocation, collect_only=bool(self.config.option.collectonly)
+        ):
+            return None
+        stored = stored_suite(suite_cache_path(self.settings, invocation))
+        if stored is None:
+            return None
+        return prestart(client, self.settings, stored)
 
     def _settings(self) -> RunSettings:
         return RunSettings(
@@ -103,10 +131,14 @@ class FleetSession:
             raise ValueError(f"{option}: {error['msg']}") from None
 
     def pytest_sessionfinish(self) -> None:
-        if self.outcome is None and self.warmups:
-            # Collection failed or nothing ran: the warm-ups have no run to serve.
+        unused = list(self.warmups)
+        if self.prestarted is not None:
+            unused += [task_id for task_id, _ in self.prestarted.chunks]
+        if self.outcome is None and unused:
+            # Collection failed or nothing ran: the warm-ups and prestarted
+            # chunks have no run to serve.
             with FleetClient(self.url) as client:
-                cancel_all(client, self.warmups)
+                cancel_all(client, unused)
 
     def _project(self) -> ProjectSource:
         repo = self.config.getoption("fleet_repo")
@@ -120,6 +152,7 @@ class FleetSession:
             return None  # nothing runs; pytest's own loop handles it
         tests = [_collected(item) for item in session.items]
         run_id, settings = self.run_id, self.settings
+        save_suite(suite_cache_path(settings, self.config.invocation_params.args), tests)
         terminal = self.config.pluginmanager.get_plugin("terminalreporter")
         if terminal is not None and self.config.get_verbosity() >= 0:
             terminal.write_line(f"[fleet] run {run_id}: {len(tests)} tests via {self.url}")
@@ -136,7 +169,7 @@ class FleetSession:
                 say=self._say,
             )
             try:
-                self.outcome = run.run(tests)
+                self.outcome = run.run(tests, self.prestarted)
             except (FleetError, FleetRunError) as exc:
                 pytest.exit(f"--fleet: {exc}", returncode=pytest.ExitCode.USAGE_ERROR)
         if terminal is not None and self.outcome.flaky:
@@ -179,6 +212,12 @@ class FleetSession:
             f"workers ({', '.join(sorted(outcome.workers)) or 'none'}), split by "
             f"{outcome.split_by}" + (f", {outcome.reruns} rerun round(s)" if outcome.reruns else "")
         )
+        if outcome.prestarted:
+            terminalreporter.write_line(
+                f"{outcome.prestarted} chunks started before collection from the last run's "
+                f"test list; {outcome.dropped} of its tests no longer collected (dropped), "
+                f"{outcome.new_tests} collected tests new (run in later chunks)"
+            )
         for flaky in outcome.flaky:
             terminalreporter.write_line(
                 f"FLAKY {flaky.nodeid}: failed on {', '.join(flaky.failed_on)} "

@@ -49,6 +49,19 @@ machine a third more work in its first chunk. The
 floor of 0.1 s keeps a tail chunk worth a few dispatches; 0.05 s was no
 better and 0.2 s worse.
 
+Worker speed (issue 14 asked for faster workers to get bigger chunks) is not
+used, on measurement: chunks go to whichever worker frees up first, and the
+split cannot say which one that is. Sizing each batch's chunks by the
+workers' speed factors (largest first) made the simulation below finish
+later, not sooner: with one worker three times faster than seven others,
+1.22x the speed-weighted ideal against 1.13x for plain factoring (1.49x
+against 1.13x when the slow workers take the first chunks), and 1.49-1.98x
+against 1.12x with a four-times-faster one among four; equal chunks for
+``sum of speeds / slowest speed`` workers were no better than plain
+factoring either (1.11-1.17x against 1.08-1.14x). Factoring's shrinking
+chunks already let fast machines take more of them: plain factoring stays
+within 1.2x of the speed-weighted ideal for those fleets (a test keeps it so).
+
 Without any history (a project's first run), durations are unknown, so the
 tests are split by count in collection order (which keeps a module's tests
 together, so module and class fixtures are set up once per chunk rather than

@@ -203,3 +203,35 @@ def test_list_scheduling_the_chunks_finishes_close_to_the_ideal(workers: int) ->
     ideal = max(sum(durations) / workers, max(durations))
     finish = list_schedule(split_suite(suite, workers), workers, overhead=0.02)
     assert finish <= 1.10 * ideal, (finish, ideal)
+
+
+def list_schedule_speeds(
+    chunks: list[Chunk], speeds: list[float], overhead: float, *, slow_first: bool
+) -> float:
+    """As :func:`list_schedule`, on machines of different ``speeds``; at the start,
+    when all are free, the slowest (or the fastest) take the first chunks."""
+    order = sorted(range(len(speeds)), key=lambda i: speeds[i], reverse=not slow_first)
+    free = [(0.0, rank, i) for rank, i in enumerate(order)]
+    heapq.heapify(free)
+    for chunk in chunks:
+        start, rank, i = heapq.heappop(free)
+        heapq.heappush(free, (start + overhead + chunk.estimated_seconds / speeds[i], rank, i))
+    return max(end for end, _, _ in free)
+
+
+@pytest.mark.parametrize(
+    "speeds", [[3.0] + [1.0] * 7, [2.0] * 4 + [1.0] * 4, [1.0] * 7 + [0.5], [4.0, 1.0, 1.0, 1.0]]
+)
+@pytest.mark.parametrize("slow_first", [False, True])
+def test_workers_of_different_speeds_finish_close_to_the_speed_weighted_ideal(
+    speeds: list[float], slow_first: bool
+) -> None:
+    """Why the split does not size chunks by worker speed (module docstring):
+    the shrinking chunks already let fast machines take more of them."""
+    for seed in range(5):
+        suite = lognormal_suite(seed)
+        durations = [test.estimated_seconds or 0.0 for test in suite]
+        ideal = max(sum(durations) / sum(speeds), max(durations) / max(speeds))
+        chunks = split_suite(suite, len(speeds))
+        finish = list_schedule_speeds(chunks, speeds, 0.02, slow_first=slow_first)
+        assert finish <= 1.2 * ideal, (seed, finish, ideal)
