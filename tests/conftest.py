@@ -15,6 +15,7 @@ without an NVIDIA driver) do not match and stay skips.
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,6 +34,13 @@ REQUIRE_TOOLS_ENV = "TESTFLEET_REQUIRE_TOOLS"
 TOOL_SKIP_PREFIXES = ("needs ", "could not import ")
 
 _tool_skips: list[str] = []
+
+# `testfleet run` keeps each command's collected test list in the user's cache
+# (fleetrun/prestart.py) to start its next run before collecting. The test
+# processes and every fleet they start keep theirs in a directory of this
+# session's own, so no test starts chunks from a list another test (or an
+# earlier session) stored, and nothing is left in the home directory.
+os.environ.setdefault("TESTFLEET_SUITE_CACHE", tempfile.mkdtemp(prefix="testfleet-suites-"))
 
 
 def _skip_reason(report: pytest.TestReport) -> str:
