@@ -27,6 +27,7 @@ from testfleet.cli.app import (
     parse_tags,
     resolve_coordinator,
 )
+from testfleet.cli.process_options import backup_schedule, enrolment_ca_option, size_option
 from testfleet.cli.worker_credential_options import (
     enrolled_certificate,
     worker_tls,
@@ -38,7 +39,7 @@ from testfleet.scheduling.policies import PolicyName
 from testfleet.security.enrolment import ENROL_TOKEN_ENV
 
 if TYPE_CHECKING:
-    from testfleet.security.pki import CertificateAuthority
+    pass
 
 
 def coordinator(
@@ -244,7 +245,7 @@ def coordinator(
             fail(f"{flag} must be a finite number of seconds or a factor, not {value}")
     if heartbeat_timeout <= heartbeat_interval:
         fail("--heartbeat-timeout must be longer than --heartbeat-interval")
-    backup_every_seconds = _backup_schedule(backup_every, backup_dir)
+    backup_every_seconds = backup_schedule(backup_every, backup_dir)
     try:
         alerts_config = load_alerts_config(alerts) if alerts is not None else None
     except AlertsConfigError as exc:
@@ -255,7 +256,7 @@ def coordinator(
         fail(str(exc))
     enrolment_ca = None
     if enrol_ca_dir is not None:
-        enrolment_ca, client_ca = _enrolment_ca(enrol_ca_dir, tls_cert, client_ca)
+        enrolment_ca, client_ca = enrolment_ca_option(enrol_ca_dir, tls_cert, client_ca)
     tls: ServerTlsFiles | None = None
     if tls_cert is not None or tls_key is not None or client_ca is not None:
         if tls_cert is None or tls_key is None:
@@ -341,57 +342,6 @@ def coordinator(
         fail(str(exc))
     except SettingsMismatch as exc:
         fail(str(exc), code=SETTINGS_MISMATCH_EXIT)
-
-
-def _backup_schedule(every: str | None, directory: Path | None) -> float:
-    """``--backup-every`` in seconds (0: none), its directory made; a bad pair ends
-    the command in one line."""
-    from testfleet.cli.backup import backup_interval
-
-    seconds = backup_interval(every)
-    if seconds and directory is None:
-        fail("--backup-every needs --backup-dir: the directory the backups go into")
-    if directory is not None:
-        if directory.exists() and not directory.is_dir():
-            fail(f"--backup-dir {directory}: it exists and is not a directory")
-        try:
-            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        except OSError as exc:
-            fail(f"--backup-dir {directory}: cannot create it ({exc.strerror})")
-    return seconds
-
-
-def _enrolment_ca(
-    directory: Path, tls_cert: Path | None, client_ca: Path | None
-) -> tuple[CertificateAuthority, Path]:
-    """``--enrol-ca-dir``'s CA and the client CA it implies; bad ones end the command
-    in one line (see :func:`testfleet.security.pki.enrolment_ca`)."""
-    from testfleet.security.pki import PkiError, enrolment_ca
-
-    if tls_cert is None:
-        fail(
-            "--enrol-ca-dir needs TLS: pass --tls-cert and --tls-key too (an enrolled "
-            "worker proves who it is with its certificate, over TLS)"
-        )
-    try:
-        return enrolment_ca(directory, client_ca)
-    except PkiError as exc:
-        fail(f"--enrol-ca-dir: {exc}")
-
-
-def _size_option(name: str, value: str | None) -> int | None:
-    """A worker size option (``--max-task-memory``, ``--disk``) in bytes, or exit naming it."""
-    from testfleet.domain.resources import MAX_BYTES, SIZE_RULE, parse_size
-
-    if value is None:
-        return None
-    try:
-        size = parse_size(value.strip())
-    except ValueError as exc:
-        fail(f"{name} {value}: {exc}")
-    if not isinstance(size, int) or not 0 < size <= MAX_BYTES:
-        fail(f"{name} {value}: expected {SIZE_RULE}, more than 0 and at most 1 PiB")
-    return size
 
 
 def worker(
@@ -537,8 +487,8 @@ def worker(
         allowed = None if allow_types is None else parse_allowed_types(allow_types)
     except AllowTypesError as exc:
         fail(str(exc))
-    memory_cap = _size_option("--max-task-memory", max_task_memory)
-    disk_cap = _size_option("--disk", disk)
+    memory_cap = size_option("--max-task-memory", max_task_memory)
+    disk_cap = size_option("--disk", disk)
     if secret is not None and certified_id is None and worker_id is None:
         fail(
             "a worker token is bound to one worker id: pass --worker-id, the --name it was "
