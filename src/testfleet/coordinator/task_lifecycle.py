@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import heapq
 
+from testfleet.coordinator.assignments import assignment_for, slice_resources
 from testfleet.coordinator.chunk_ledger import ChunkLedger
 from testfleet.coordinator.settings import CoordinatorSettings
 from testfleet.coordinator.speculation import Speculation, SpeculationEvent, pick_worker
@@ -52,7 +53,6 @@ from testfleet.domain.enums import (
 )
 from testfleet.domain.pytest_tasks import TestOutcome, TestRecord, TestResultRow
 from testfleet.domain.records import AttemptRecord, ResultRecord, TaskRecord, WorkerRecord
-from testfleet.domain.resources import ResourceAmounts
 from testfleet.domain.task_slices import requirements_of_slice
 from testfleet.domain.transitions import check_task_transition
 from testfleet.domain.work_keys import hardware_class, node_work_key, spec_work_key
@@ -70,31 +70,6 @@ _ATTEMPT_STATUS_OF_RESULT = {
 #: against (about 100 bytes each: ~10 MB at most). Late results arrive within
 #: a reconnect or two of their attempt closing, far inside this window.
 CLOSED_ATTEMPTS_REMEMBERED = 100_000
-
-
-def _slice_resources(task: TaskRecord, slice_index: int) -> ResourceAmounts:
-    """What an attempt placed under ``slice_index`` reserves on its worker."""
-    return requirements_of_slice(task.spec, slice_index).resources.amounts()
-
-
-def _assignment(task: TaskRecord, attempt: AttemptRecord) -> Assignment:
-    """The ``assign`` entry for ``attempt``. A task placed under a fallback slice is sent
-    with that slice's requirements as its ``requirements``: the worker holds a task to
-    the resources there, and must hold it to those it was placed by."""
-    spec = task.spec
-    if attempt.slice_index:
-        spec = spec.model_copy(
-            update={"requirements": requirements_of_slice(spec, attempt.slice_index)}
-        )
-    # Built without validation: every field comes from this state (the spec was
-    # validated at the edge), and validating re-ran the spec's config check per
-    # assignment (15% of a 10,000-worker simulation's time).
-    return Assignment.model_construct(
-        attempt_id=attempt.attempt_id,
-        attempt=attempt.attempt,
-        task=spec,
-        completed_tests=sorted(task.reported_tests or ()),
-    )
 
 
 class TaskLifecycle:
@@ -162,11 +137,11 @@ class TaskLifecycle:
         )
         task.slice_index = slice_index
         self.open_attempts[attempt_id] = attempt
-        self.workers[worker_id].hold(attempt_id, _slice_resources(task, slice_index))
+        self.workers[worker_id].hold(attempt_id, slice_resources(task, slice_index))
         self._out.new_attempt(attempt)
         self.mark_task(task)
         self.push_deadline(attempt, task)
-        return _assignment(task, attempt)
+        return assignment_for(task, attempt)
 
     def _accept(self, worker_id: str, attempt_id: int, now: float) -> None:
         attempt = self.open_attempts.get(attempt_id)
@@ -366,12 +341,12 @@ class TaskLifecycle:
             speculative=True,
         )
         self.open_attempts[attempt_id] = copy
-        self.workers[worker_id].hold(attempt_id, _slice_resources(task, original.slice_index))
+        self.workers[worker_id].hold(attempt_id, slice_resources(task, original.slice_index))
         self._out.new_attempt(copy)
         self.mark_task(task)
         self.push_deadline(copy, task)
         self.speculation.started(original, copy)
-        return _assignment(task, copy)
+        return assignment_for(task, copy)
 
     def close_stale_attempt(self, attempt: AttemptRecord, now: float) -> None:
         """Recovery: close a speculative copy whose pair the restart cut (only the task's
