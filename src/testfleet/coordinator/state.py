@@ -187,7 +187,8 @@ class CoordinatorState(TaskLifecycle):
             self.tasks[spec.task_id] = task
             self.known_task_ids.add(spec.task_id)
             self.quota.add(submitted_by)
-            task.unschedulable_reason = self.unschedulable.get(self.queue.push(spec, now))
+            key = self.queue.push(spec, now, work_key=task.work_key)
+            task.unschedulable_reason = self.unschedulable.get(key)
             self._out.new_task(task)
         self._out.reply(reply, Accepted([s.task_id for s in specs]))
 

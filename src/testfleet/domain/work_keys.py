@@ -70,6 +70,14 @@ def spec_work_key(spec: TaskSpec) -> str:
     return work_key(spec.type, spec.config)
 
 
+def duration_key(spec: TaskSpec) -> str:
+    """What the straggler estimate (:mod:`testfleet.coordinator.speculation`) counts
+    as the same work: the type and the whole config as canonical JSON, unhashed
+    (every config field, where :func:`work_key` keeps only a benchmark's
+    duration-deciding ones)."""
+    return f"{spec.type.value}|{json.dumps(spec.config, sort_keys=True, separators=(',', ':'))}"
+
+
 def node_work_key(project_key: str, node_id: str) -> str:
     """The work key of one pytest test of a project (see the module docstring)."""
     return f"test|{project_key}|{node_id}"
