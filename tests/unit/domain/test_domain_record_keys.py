@@ -17,7 +17,7 @@ from testfleet.coordinator.task_queue import TaskQueue
 from testfleet.domain.enums import TaskStatus
 from testfleet.domain.records import TaskRecord
 from testfleet.domain.task import TaskSpec
-from testfleet.domain.work_keys import duration_key, spec_work_key
+from testfleet.domain.work_keys import duration_key, spec_keys, spec_work_key
 
 
 def record(config: dict[str, object]) -> TaskRecord:
@@ -32,23 +32,40 @@ def test_the_kept_keys_are_the_functions_keys() -> None:
     assert task.work_key != record({"duration_seconds": 3.0, "seed": 7}).work_key
 
 
-def test_each_key_is_worked_out_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[str] = []
+def test_both_keys_come_from_one_encoding_worked_out_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[TaskSpec] = []
 
-    def counted(name: str, function):  # type: ignore[no-untyped-def]
-        def wrapper(spec: TaskSpec) -> str:
-            calls.append(name)
-            return str(function(spec))
+    def counted(spec: TaskSpec) -> tuple[str, str]:
+        calls.append(spec)
+        return spec_keys(spec)
 
-        return wrapper
+    monkeypatch.setattr(records, "spec_keys", counted)
+    for first in ("work_key", "duration_key"):
+        calls.clear()
+        task = record({"seed": 3})
+        getattr(task, first)
+        for _ in range(3):
+            assert task.work_key == spec_work_key(task.spec)
+            assert task.duration_key == duration_key(task.spec)
+        assert calls == [task.spec]
 
-    monkeypatch.setattr(records, "spec_work_key", counted("work", spec_work_key))
-    monkeypatch.setattr(records, "duration_key", counted("duration", duration_key))
-    task = record({})
-    for _ in range(3):
-        assert task.work_key == spec_work_key(task.spec)
-        assert task.duration_key == duration_key(task.spec)
-    assert calls == ["work", "duration"]
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        {"type": "simulated", "config": {"seed": 2, "duration_seconds": 1.5}},
+        {"type": "command", "config": {"argv": ["true"], "env": {"A": "1"}}},
+        {
+            "type": "benchmark",
+            "config": {"model": "bert-base-uncased", "batch_sizes": [1, 8], "device": "cpu"},
+        },
+    ],
+)
+def test_spec_keys_are_the_two_functions_keys(document: dict[str, object]) -> None:
+    spec = TaskSpec.model_validate({"task_id": "t1", **document})
+    assert spec_keys(spec) == (spec_work_key(spec), duration_key(spec))
 
 
 def test_records_compare_and_print_without_their_kept_keys() -> None:
