@@ -29,9 +29,11 @@ evidence (the kernel closes it when the process dies); silence is not.
 from __future__ import annotations
 
 import bisect
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
 from testfleet.domain.enums import WorkerStatus
+from testfleet.domain.hardware import WorkerCapabilities
 from testfleet.domain.records import WorkerRecord
 from testfleet.domain.resources import NO_RESOURCES, ResourceAmounts
 from testfleet.protocol.messages import PROTOCOL_VERSION, Hello, ProtocolErrorCode
@@ -162,6 +164,10 @@ class WorkerRegistry:
         self._ranked_views: list[WorkerView] = []
         #: The key each worker in the ranked lists was filed under.
         self._rank_of: dict[str, tuple[CapabilityRank, str]] = {}
+        # Each worker's ranking key, with the capabilities it was worked out
+        # from, kept while the worker is out of the ranked lists (no free slot):
+        # a worker leaves and rejoins them with nearly every task it runs.
+        self._rank_key: dict[str, tuple[WorkerCapabilities, tuple[CapabilityRank, str]]] = {}
 
     def _track(self, worker: LiveWorker) -> LiveWorker:
         """Share the stale set with ``worker`` and mark it stale."""
@@ -315,6 +321,20 @@ class WorkerRegistry:
         self._refresh()
         return list(self._views.values())
 
+    def live_views(self) -> Collection[WorkerView]:
+        """:meth:`views` without the copy: a live view of the cached views, valid
+        until the registry next changes. For ``CoordinatorState.schedule``, which
+        hands it to the pure policy and drops it before changing anything: copying
+        10,000 views per turn cost more than the round itself on a large fleet."""
+        self._refresh()
+        return self._views.values()
+
+    def live_ranked(self) -> Sequence[WorkerView]:
+        """:meth:`ranked` without the copy (the registry's own list, to be read and
+        dropped before the registry next changes; see :meth:`live_views`)."""
+        self._refresh()
+        return self._ranked_views
+
     def ranked(self) -> list[WorkerView]:
         """The accepting connected workers with a free slot, least capable first
         (capability rank, then worker id): the scheduler's candidates in its
@@ -336,6 +356,7 @@ class WorkerRegistry:
             worker = self.workers.get(worker_id)
             if worker is None or worker.connection_id is None:
                 self._views.pop(worker_id, None)
+                self._rank_key.pop(worker_id, None)
                 self._unrank(worker_id)
                 continue
             view = WorkerView(
@@ -353,7 +374,12 @@ class WorkerRegistry:
             if key is None or old is None or old.capabilities is not view.capabilities:
                 # New capabilities (a hello) may file it elsewhere.
                 self._unrank(worker_id)
-                key = (capability_rank(view.capabilities), worker_id)
+                known = self._rank_key.get(worker_id)
+                if known is not None and known[0] is view.capabilities:
+                    key = known[1]
+                else:
+                    key = (capability_rank(view.capabilities), worker_id)
+                    self._rank_key[worker_id] = (view.capabilities, key)
             if view.accepting and view.free_slots > 0:
                 self._file(key, view)
             else:
