@@ -369,9 +369,7 @@ class CoordinatorState(TaskLifecycle):
             case Result(results=results):
                 for item in results:
                     self._record_result(worker_id, item, now)
-                # The ids were validated with the frame: the ack is not validated again.
-                acked = [r.attempt_id for r in results]
-                self._out.send(connection_id, Ack.model_construct(attempt_ids=acked))
+                self._out.send(connection_id, Ack(attempt_ids=[r.attempt_id for r in results]))
             case TestReports(attempt_id=attempt_id, records=records):
                 self._record_streamed_tests(worker_id, attempt_id, records, now)
             case LogChunk(attempt_id=attempt_id, data=data):
@@ -473,11 +471,8 @@ class CoordinatorState(TaskLifecycle):
         for placement in decisions.placements:
             assignment = self._assign(placement.task_id, placement.worker_id, now)
             assignments.setdefault(placement.worker_id, []).append(assignment)
-        # Built without validation, as each assignment is (assignments.py): every
-        # field comes from this state, and validating each message was 4% of a
-        # 10,000-worker simulation's time.
         for worker_id, batch in assignments.items():
-            self._send_to_worker(worker_id, Assign.model_construct(assignments=batch))
+            self._send_to_worker(worker_id, Assign(assignments=batch))
         if keys_changed:
             self._refresh_unschedulable(
                 with_fallbacks(

@@ -222,12 +222,8 @@ class Simulator:
             # The next turn: at the next event, but not before the loop is free.
             now = clock.advance(max(heap[0][0], loop_free_at) - now)
             loop_free_at = now + self.turn_seconds
-            # The simulated workers' frames are built without validation: every
-            # value in them comes from the state's own messages (a real worker's
-            # frames are validated as they are decoded, which is not the part of
-            # the coordinator a replay measures).
             events = [
-                WorkerFrame(connection, Accept.model_construct(attempt_ids=ids))
+                WorkerFrame(connection, Accept(attempt_ids=ids))
                 for connection, ids in accepts.items()
             ]
             accepts.clear()
@@ -244,7 +240,7 @@ class Simulator:
                     self.finished_at[payload.task.task_id] = at
                     finished[payload.connection].append(results.result(payload))
             events.extend(
-                WorkerFrame(connection, Result.model_construct(results=items))
+                WorkerFrame(connection, Result(results=items))
                 for connection, items in finished.items()
             )
             if now >= next_tick:
@@ -406,4 +402,4 @@ class _ResultMaker:
                 "execution_time_seconds": running.duration,
             }
         )
-        return AttemptResult.model_construct(attempt_id=running.attempt_id, result=result)
+        return AttemptResult(attempt_id=running.attempt_id, result=result)
