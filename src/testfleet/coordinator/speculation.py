@@ -37,7 +37,6 @@ Callers: the task lifecycle (the coordinator state's one writer) calls
 from __future__ import annotations
 
 import heapq
-import json
 import statistics
 from collections import OrderedDict, deque
 from collections.abc import Collection, Iterable, Mapping
@@ -46,8 +45,9 @@ from enum import StrEnum
 
 from testfleet.coordinator.settings import CoordinatorSettings
 from testfleet.domain.enums import TaskType
-from testfleet.domain.records import AttemptRecord
+from testfleet.domain.records import AttemptRecord, TaskRecord
 from testfleet.domain.task import Requirements, TaskSpec, is_idempotent
+from testfleet.domain.work_keys import duration_key
 from testfleet.scheduling.matching import allocatable, capability_rank, matcher
 from testfleet.scheduling.view import WorkerView
 
@@ -72,9 +72,9 @@ class SpeculationEvent(StrEnum):
     CANCELLED = "cancelled"
 
 
-def work_key(spec: TaskSpec) -> str:
-    """What counts as "the same work" for past durations: the type and the config."""
-    return f"{spec.type.value}|{json.dumps(spec.config, sort_keys=True, separators=(',', ':'))}"
+#: What counts as "the same work" for past durations: the type and the config
+#: (kept on each task record as ``TaskRecord.duration_key``, worked out once).
+work_key = duration_key
 
 
 class DurationHistory:
@@ -99,13 +99,16 @@ class DurationHistory:
         return statistics.median(runs) if runs else None
 
 
-def estimate_seconds(spec: TaskSpec, history: DurationHistory) -> float | None:
+def estimate_seconds(
+    spec: TaskSpec, history: DurationHistory, key: str | None = None
+) -> float | None:
     """How long ``spec`` should run: the client's hint, else the median of past runs of
     the same work, else None (unknown). The one place an estimate comes from, so a
-    fuller estimator (per-worker speed, per-hardware history) can take its place."""
+    fuller estimator (per-worker speed, per-hardware history) can take its place.
+    ``key``: the spec's :func:`work_key`, if the caller has it already."""
     if spec.expected_seconds is not None:
         return spec.expected_seconds
-    return history.median(work_key(spec))
+    return history.median(work_key(spec) if key is None else key)
 
 
 def straggling_after(estimate: float, factor: float, minimum: float) -> float:
@@ -175,22 +178,23 @@ class Speculation:
         self._overdue: dict[int, None] = {}
         self._next_check = 0.0
 
-    def watch(self, attempt: AttemptRecord, spec: TaskSpec, started: float) -> None:
-        """Start timing ``attempt`` (running since ``started``) if it may be copied."""
+    def watch(self, attempt: AttemptRecord, task: TaskRecord, started: float) -> None:
+        """Start timing ``attempt`` of ``task`` (running since ``started``) if it may be copied."""
         if not self.enabled or attempt.speculative or attempt.task_id in self.pairs:
             return
+        spec = task.spec
         if not is_idempotent(spec):
             return
-        estimate = estimate_seconds(spec, self.history)
+        estimate = estimate_seconds(spec, self.history, task.duration_key)
         if estimate is None:
             return
         due = started + straggling_after(estimate, self.factor, self.minimum)
         heapq.heappush(self._watch, (due, attempt.attempt_id))
 
-    def record_duration(self, spec: TaskSpec, seconds: float) -> None:
-        """A counted completion of ``spec`` took ``seconds``."""
+    def record_duration(self, task: TaskRecord, seconds: float) -> None:
+        """A counted completion of ``task`` took ``seconds``."""
         if seconds > 0:
-            self.history.add(work_key(spec), seconds)
+            self.history.add(task.duration_key, seconds)
 
     def due(self, now: float, open_attempts: Collection[int]) -> list[int]:
         """Overdue attempts still open and without a copy, oldest first, at most once

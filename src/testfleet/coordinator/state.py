@@ -187,7 +187,8 @@ class CoordinatorState(TaskLifecycle):
             self.tasks[spec.task_id] = task
             self.known_task_ids.add(spec.task_id)
             self.quota.add(submitted_by)
-            task.unschedulable_reason = self.unschedulable.get(self.queue.push(spec, now))
+            key = self.queue.push(spec, now, work_key=task.work_key)
+            task.unschedulable_reason = self.unschedulable.get(key)
             self._out.new_task(task)
         self._out.reply(reply, Accepted([s.task_id for s in specs]))
 
@@ -456,8 +457,10 @@ class CoordinatorState(TaskLifecycle):
             SchedulingView(
                 now=now,
                 pending_by_priority=self.queue.pending_by_priority(),
-                workers=self.registry.views(),
-                ranked_workers=self.registry.ranked(),
+                # Live views of the registry's (no copies of 10,000 views per
+                # turn): the policy returns before anything here changes.
+                workers=self.registry.live_views(),
+                ranked_workers=self.registry.live_ranked(),
                 pending_keys=self.queue.key_requirements() if keys_changed else {},
                 aging_seconds=self.settings.aging_seconds,
                 speed_factors=self.speeds.factors,
@@ -476,7 +479,7 @@ class CoordinatorState(TaskLifecycle):
                     decisions.unschedulable,
                     self.queue.later_slices,
                     self.queue.key_requirements(),
-                    self.registry.views(),
+                    self.registry.live_views(),
                 )
             )
 

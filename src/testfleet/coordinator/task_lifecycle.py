@@ -55,7 +55,7 @@ from testfleet.domain.pytest_tasks import TestOutcome, TestRecord, TestResultRow
 from testfleet.domain.records import AttemptRecord, ResultRecord, TaskRecord, WorkerRecord
 from testfleet.domain.task_slices import requirements_of_slice
 from testfleet.domain.transitions import check_task_transition
-from testfleet.domain.work_keys import hardware_class, node_work_key, spec_work_key
+from testfleet.domain.work_keys import hardware_class, node_work_key
 from testfleet.protocol.messages import Assign, Assignment, AttemptResult, Cancel, Message
 
 _ATTEMPT_STATUS_OF_RESULT = {
@@ -152,7 +152,7 @@ class TaskLifecycle:
             attempt.status = AttemptStatus.RUNNING
             attempt.accepted_time = now
             self._out.attempt(attempt)
-            self.speculation.watch(attempt, task.spec, now)
+            self.speculation.watch(attempt, task, now)
         if task.status is TaskStatus.ASSIGNED:
             check_task_transition(task.status, TaskStatus.RUNNING)
             task.status = TaskStatus.RUNNING
@@ -222,12 +222,12 @@ class TaskLifecycle:
             self.ledger.from_result(task, item.attempt_id, worker_id, result.results, now)
         if result.status is ResultStatus.COMPLETED:
             self.speculation.record_duration(
-                task.spec, result.execution_time_seconds or now - attempt.start_time
+                task, result.execution_time_seconds or now - attempt.start_time
             )
             self._finish(task, TaskStatus.COMPLETED, now, None, None)
             retried = False
             if task.spec.type is not TaskType.TEST:  # its tests are measured one by one
-                self._measure(worker_id, spec_work_key(task.spec), result.execution_time_seconds)
+                self._measure(worker_id, task.work_key, result.execution_time_seconds)
         elif result.status is ResultStatus.CANCELLED:
             # The worker gave the attempt up on its own (it is shutting down):
             # an infrastructure fault, not the task's.
@@ -524,7 +524,13 @@ class TaskLifecycle:
 
     def _requeue(self, task: TaskRecord, now: float) -> None:
         """Queue ``task`` again under the slice in force now (slices count from submission)."""
-        key = self.queue.push(task.spec, task.queued_at, submitted_at=task.create_time, now=now)
+        key = self.queue.push(
+            task.spec,
+            task.queued_at,
+            submitted_at=task.create_time,
+            now=now,
+            work_key=task.work_key,
+        )
         task.slice_index = self.queue.slice_of(task.task_id)
         task.unschedulable_reason = self.unschedulable.get(key)
 

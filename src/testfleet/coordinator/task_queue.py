@@ -96,14 +96,18 @@ class TaskQueue:
         queued_at: float,
         submitted_at: float | None = None,
         now: float | None = None,
+        work_key: str | None = None,
     ) -> str:
         """Queue ``spec`` (at the back of its priority level) under the slice in force
         at ``now`` (default ``queued_at``) for a task submitted at ``submitted_at``
-        (default ``queued_at``: a new task). Returns its match key."""
+        (default ``queued_at``: a new task). ``work_key``: the spec's
+        :func:`~testfleet.domain.work_keys.spec_work_key`, if the caller keeps it
+        (``TaskRecord.work_key``); worked out here if not. Returns its match key."""
         submitted = queued_at if submitted_at is None else submitted_at
         at = queued_at if now is None else now
         index = slice_in_force(spec, submitted, at) if spec.fallbacks else 0
-        pending = self._pending(spec, queued_at, index)
+        key = spec_work_key(spec) if work_key is None else work_key
+        pending = self._pending(spec, queued_at, index, key)
         self._levels.setdefault(spec.priority, {})[spec.task_id] = pending
         self._level_of[spec.task_id] = spec.priority
         self._count_key(pending)
@@ -115,7 +119,7 @@ class TaskQueue:
                 heapq.heappush(self._expiries, (expires, spec.task_id, index))
         return pending.match_key
 
-    def _pending(self, spec: TaskSpec, queued_at: float, index: int) -> PendingTask:
+    def _pending(self, spec: TaskSpec, queued_at: float, index: int, work_key: str) -> PendingTask:
         key = match_key(spec, index) if spec.fallbacks else self._match_key(spec)
         if spec.fallbacks and key not in self._key_later:
             self._key_later[key] = slice_requirements(spec)[index + 1 :]
@@ -126,7 +130,7 @@ class TaskQueue:
             queued_at=queued_at,
             requirements=requirements_of_slice(spec, index),
             match_key=key,
-            work_key=spec_work_key(spec),
+            work_key=work_key,
         )
 
     def _count_key(self, pending: PendingTask) -> None:
@@ -182,7 +186,7 @@ class TaskQueue:
             tasks = self._levels[self._level_of[task_id]]
             old = tasks[task_id]
             self._uncount_key(old.match_key)
-            pending = self._pending(spec, old.queued_at, new_index)
+            pending = self._pending(spec, old.queued_at, new_index, old.work_key)
             tasks[task_id] = pending  # assignment keeps the dict's order
             self._count_key(pending)
             self._slice_of[task_id] = new_index

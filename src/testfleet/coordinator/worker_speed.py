@@ -164,7 +164,14 @@ class WorkerSpeeds:
                 self.typical.pop(oldest, None)
         books = per_class.get(hardware)
         if books is None:
-            books = per_class[hardware] = _KeyClass(deque(maxlen=settings.key_window))
+            # The first sample of a key on a class: no peer to compare with, and
+            # its typical time is its own (what the general path below gives,
+            # without its scans; most keys of a large fleet's trace are new).
+            normalised = seconds * worker.factor
+            samples = deque([_Sample(worker_id, seconds, normalised, False)], settings.key_window)
+            per_class[hardware] = _KeyClass(samples, normalised)
+            self.typical.setdefault(key, {})[hardware] = normalised
+            return None
         had_peer = any(s.worker_id != worker_id for s in books.samples)
         change = self._compare(worker_id, worker, books, seconds)
         books.samples.append(_Sample(worker_id, seconds, seconds * worker.factor, had_peer))

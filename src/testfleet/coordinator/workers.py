@@ -29,9 +29,12 @@ evidence (the kernel closes it when the process dies); silence is not.
 from __future__ import annotations
 
 import bisect
+import heapq
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
 from testfleet.domain.enums import WorkerStatus
+from testfleet.domain.hardware import WorkerCapabilities
 from testfleet.domain.records import WorkerRecord
 from testfleet.domain.resources import NO_RESOURCES, ResourceAmounts
 from testfleet.protocol.messages import PROTOCOL_VERSION, Hello, ProtocolErrorCode
@@ -40,6 +43,9 @@ from testfleet.scheduling.view import WorkerView
 
 #: A worker in one of these may still come back with its attempts.
 OPEN_WORKER_STATUSES = (WorkerStatus.CONNECTED, WorkerStatus.DRAINING, WorkerStatus.DISCONNECTED)
+#: Deadlines are filed this much early, so float rounding can never make
+#: :meth:`WorkerRegistry.overdue` look at a worker after it became due.
+_DEADLINE_MARGIN_SECONDS = 1e-3
 
 
 @dataclass(slots=True)
@@ -162,11 +168,29 @@ class WorkerRegistry:
         self._ranked_views: list[WorkerView] = []
         #: The key each worker in the ranked lists was filed under.
         self._rank_of: dict[str, tuple[CapabilityRank, str]] = {}
+        # When each worker may next be overdue (WorkerRegistry.overdue): a heap of
+        # (time, worker id), at most one live entry per worker (the time in
+        # ``_deadline_of``; others are superseded), for the timeout and grace in
+        # ``_limits``. Filed early, never late: a heartbeat moves a worker's
+        # deadline on without touching the heap, and the entry is re-filed when
+        # it comes up. Scanning every worker on every tick was O(workers) per
+        # second (4% of a 10,000-worker simulation).
+        self._deadlines: list[tuple[float, str]] = []
+        self._deadline_of: dict[str, float] = {}
+        self._limits: tuple[float, float] | None = None
+        #: Each worker's place in ``workers`` (the order overdue workers are listed in).
+        self._order: dict[str, int] = {}
+        # Each worker's ranking key, with the capabilities it was worked out
+        # from, kept while the worker is out of the ranked lists (no free slot):
+        # a worker leaves and rejoins them with nearly every task it runs.
+        self._rank_key: dict[str, tuple[WorkerCapabilities, tuple[CapabilityRank, str]]] = {}
 
     def _track(self, worker: LiveWorker) -> LiveWorker:
-        """Share the stale set with ``worker`` and mark it stale."""
+        """Share the stale set with ``worker`` and mark it stale (a worker new to
+        ``workers``, which it is about to join)."""
         worker.stale = self._stale
         self._stale.add(worker.record.worker_id)
+        self._order.setdefault(worker.record.worker_id, len(self._order))
         return worker
 
     def recover(self, records: list[WorkerRecord], now: float) -> list[WorkerRecord]:
@@ -181,6 +205,7 @@ class WorkerRegistry:
             self.workers[record.worker_id] = self._track(
                 LiveWorker(record=record, session_key="", connection_id=None)
             )
+            self._file_deadline(record.worker_id)
         return changed
 
     def admit(self, connection_id: int, hello: Hello, now: float) -> Admission | Refusal:
@@ -235,6 +260,7 @@ class WorkerRegistry:
         worker.closed_at = None
         self.connections[connection_id] = hello.worker_id
         self._stale.add(hello.worker_id)  # slots or capabilities may be new
+        self._file_deadline(hello.worker_id)
 
         claimed = set(hello.running_attempts) | set(hello.held_results)
         return Admission(
@@ -260,6 +286,7 @@ class WorkerRegistry:
         worker.connection_id = None
         worker.closed_at = now
         self._stale.add(worker_id)
+        self._file_deadline(worker_id)  # the grace may end before the timeout
         left = worker.leaving and not worker.attempts
         worker.record.status = WorkerStatus.LEFT if left else WorkerStatus.DISCONNECTED
         return worker
@@ -267,16 +294,53 @@ class WorkerRegistry:
     def overdue(self, now: float, timeout: float, grace: float) -> list[tuple[LiveWorker, str]]:
         """Workers to declare lost now, each with why: a closed socket not
         replaced within ``grace`` seconds, or silence (an open socket, or none
-        since a restart) for longer than ``timeout``."""
-        due = []
-        for w in self.workers.values():
+        since a restart) for longer than ``timeout``. In the order of ``workers``.
+
+        Called by the coordinator state on every tick. Only workers whose filed
+        deadline has come are looked at (see ``_deadlines``); each is judged by
+        the rule above and filed again at its deadline as it is now, so a
+        worker reported and not declared lost is reported again next time."""
+        if self._limits != (timeout, grace):
+            self._limits = (timeout, grace)
+            self._deadlines, self._deadline_of = [], {}
+            for worker_id in self.workers:
+                self._file_deadline(worker_id)
+        due: list[tuple[LiveWorker, str]] = []
+        looked_at: list[str] = []
+        while self._deadlines and self._deadlines[0][0] <= now:
+            at, worker_id = heapq.heappop(self._deadlines)
+            if self._deadline_of.get(worker_id) != at:
+                continue  # superseded by an earlier deadline, already looked at
+            del self._deadline_of[worker_id]
+            w = self.workers[worker_id]
             if w.record.status not in OPEN_WORKER_STATUSES:
-                continue
+                continue  # a hello files it again if it comes back
+            looked_at.append(worker_id)
             if w.closed_at is not None and now - w.closed_at >= grace:
                 due.append((w, f"its connection closed {now - w.closed_at:.1f} s ago"))
             elif now - w.record.last_heartbeat > timeout:
                 due.append((w, f"no heartbeat for {now - w.record.last_heartbeat:.1f} s"))
+        for worker_id in looked_at:
+            self._file_deadline(worker_id)
+        due.sort(key=lambda item: self._order[item[0].record.worker_id])
         return due
+
+    def _file_deadline(self, worker_id: str) -> None:
+        """File when ``worker_id`` may next be overdue, unless an earlier time is
+        filed already (called wherever a worker's deadline may come forward: a
+        hello, a closed socket, a restart)."""
+        if self._limits is None:
+            return  # filed for every worker at the first overdue() call
+        timeout, grace = self._limits
+        worker = self.workers[worker_id]
+        at = worker.record.last_heartbeat + timeout
+        if worker.closed_at is not None:
+            at = min(at, worker.closed_at + grace)
+        at -= _DEADLINE_MARGIN_SECONDS
+        filed = self._deadline_of.get(worker_id)
+        if filed is None or at < filed:
+            self._deadline_of[worker_id] = at
+            heapq.heappush(self._deadlines, (at, worker_id))
 
     def mark_lost(self, worker: LiveWorker) -> int | None:
         """Declare ``worker`` lost; returns its socket, if any, for closing."""
@@ -315,6 +379,20 @@ class WorkerRegistry:
         self._refresh()
         return list(self._views.values())
 
+    def live_views(self) -> Collection[WorkerView]:
+        """:meth:`views` without the copy: a live view of the cached views, valid
+        until the registry next changes. For ``CoordinatorState.schedule``, which
+        hands it to the pure policy and drops it before changing anything: copying
+        10,000 views per turn cost more than the round itself on a large fleet."""
+        self._refresh()
+        return self._views.values()
+
+    def live_ranked(self) -> Sequence[WorkerView]:
+        """:meth:`ranked` without the copy (the registry's own list, to be read and
+        dropped before the registry next changes; see :meth:`live_views`)."""
+        self._refresh()
+        return self._ranked_views
+
     def ranked(self) -> list[WorkerView]:
         """The accepting connected workers with a free slot, least capable first
         (capability rank, then worker id): the scheduler's candidates in its
@@ -336,6 +414,7 @@ class WorkerRegistry:
             worker = self.workers.get(worker_id)
             if worker is None or worker.connection_id is None:
                 self._views.pop(worker_id, None)
+                self._rank_key.pop(worker_id, None)
                 self._unrank(worker_id)
                 continue
             view = WorkerView(
@@ -353,7 +432,12 @@ class WorkerRegistry:
             if key is None or old is None or old.capabilities is not view.capabilities:
                 # New capabilities (a hello) may file it elsewhere.
                 self._unrank(worker_id)
-                key = (capability_rank(view.capabilities), worker_id)
+                known = self._rank_key.get(worker_id)
+                if known is not None and known[0] is view.capabilities:
+                    key = known[1]
+                else:
+                    key = (capability_rank(view.capabilities), worker_id)
+                    self._rank_key[worker_id] = (view.capabilities, key)
             if view.accepting and view.free_slots > 0:
                 self._file(key, view)
             else:

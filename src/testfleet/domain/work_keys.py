@@ -51,10 +51,18 @@ _BENCHMARK_FIELDS = (
 )
 
 
+def canonical_json(config: dict[str, Any]) -> str:
+    """``config`` as canonical JSON: sorted keys, no spaces (what the keys are made of)."""
+    return json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def _hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
 def config_hash(config: dict[str, Any]) -> str:
     """16 hex digits of SHA-256 over ``config`` as canonical JSON."""
-    text = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+    return _hash(canonical_json(config))
 
 
 def work_key(task_type: TaskType, config: dict[str, Any]) -> str:
@@ -68,6 +76,25 @@ def work_key(task_type: TaskType, config: dict[str, Any]) -> str:
 def spec_work_key(spec: TaskSpec) -> str:
     """:func:`work_key` of a submitted task."""
     return work_key(spec.type, spec.config)
+
+
+def duration_key(spec: TaskSpec) -> str:
+    """What the straggler estimate (:mod:`testfleet.coordinator.speculation`) counts
+    as the same work: the type and the whole config as canonical JSON, unhashed
+    (every config field, where :func:`work_key` keeps only a benchmark's
+    duration-deciding ones)."""
+    return f"{spec.type.value}|{canonical_json(spec.config)}"
+
+
+def spec_keys(spec: TaskSpec) -> tuple[str, str]:
+    """``(spec_work_key(spec), duration_key(spec))`` from one JSON encoding of the
+    config (the coordinator keeps both per task: ``TaskRecord``)."""
+    text = canonical_json(spec.config)
+    prefix = spec.type.value
+    duration = f"{prefix}|{text}"
+    if spec.type is TaskType.BENCHMARK:
+        return spec_work_key(spec), duration
+    return f"{prefix}|{_hash(text)}", duration
 
 
 def node_work_key(project_key: str, node_id: str) -> str:

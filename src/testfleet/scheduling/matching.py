@@ -120,9 +120,13 @@ def unschedulable_reason(
                 f"({_listing(sorted(excluded & {w.worker_id for w in workers}))})"
             )
         workers = allowed
-    fleet = [w.capabilities for w in workers]
-    if any(map(matcher(task_type, requirements), fleet)):
+    # Most keys match some worker, usually one near the front: stop there, before
+    # listing every worker's capabilities (O(workers) per judged key, 5% of a
+    # 10,000-worker simulation when done first).
+    matches = matcher(task_type, requirements)
+    if any(matches(w.capabilities) for w in workers):
         return None
+    fleet = [w.capabilities for w in workers]
 
     applicable = [spec for spec in _FIELDS if spec.applies(requirements)]
     met_by_none = [

@@ -1,7 +1,8 @@
 """The registry's cached scheduler views and best-fit ranking stay what a rebuild gives.
 
-``WorkerRegistry.views()`` and ``ranked()`` are kept between turns and
-rebuilt only for the workers that changed (issue 14: rebuilding every view
+``WorkerRegistry.views()`` and ``ranked()`` (and their uncopied forms
+``live_views()`` and ``live_ranked()``, which the scheduling round reads) are
+kept between turns and rebuilt only for the workers that changed (issue 14: rebuilding every view
 every turn was half of a 10,000-worker simulation's time). Random sequences
 of everything that changes a worker (hello, re-hello with new capabilities or
 slots, attempts held and released, drain, bye, disconnect, lost, revoked)
@@ -77,6 +78,9 @@ def check(registry: WorkerRegistry, label: str) -> None:
     )
     assert registry.ranked() == ranked, label
     assert registry.has_free_slot() == bool(ranked), label
+    # The live views the coordinator's scheduling round reads are the same.
+    assert list(registry.live_views()) == views, label
+    assert list(registry.live_ranked()) == ranked, label
 
 
 def random_step(registry: WorkerRegistry, rng: random.Random, state: dict[str, int]) -> str:

@@ -139,3 +139,18 @@ def test_work_keys_are_canonical_and_kind_prefixed() -> None:
     assert node_work_key("path:/p", "t.py::a") == "test|path:/p|t.py::a"
     assert hardware_class([CPU, CUDA]) is CUDA
     assert hardware_class([]) is CPU
+
+
+def test_a_keys_first_sample_is_its_typical_time_and_is_compared_once_a_peer_comes() -> None:
+    speeds = WorkerSpeeds(SpeedSettings(min_samples=1))
+    # "fast" is measured first (factor 2.0), so its first sample of a new key
+    # is normalised by it: a typical worker would have taken twice as long.
+    _round(speeds, {"fast": 5.0, "slow": 10.0}, range(3))
+    assert speeds.factor("fast") == pytest.approx(2.0)
+    assert speeds.record("fast", CPU, "simulated|new", 4.0) is None
+    assert speeds.typical["simulated|new"] == {CPU: pytest.approx(4.0 * speeds.factor("fast"))}
+    assert speeds.status("fast").samples == 3  # a new key gives no ratio on its own
+    speeds.record("slow", CPU, "simulated|new", 8.0)
+    # Now each has a ratio sample from the key: the first one was compared late.
+    assert speeds.status("fast").samples == 4
+    assert speeds.status("slow").samples == 4

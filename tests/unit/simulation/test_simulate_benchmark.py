@@ -4,22 +4,9 @@ bad input refused with a line saying why and exit code 2 (no traceback)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[3]
-SCRIPT = ROOT / "benchmarks" / "simulate.py"
-
-
-def simulate(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(SCRIPT), *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+from simulate_script import simulate
 
 
 def figures(output: str) -> dict[str, str]:

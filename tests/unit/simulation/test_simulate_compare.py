@@ -3,22 +3,7 @@ one trace, side by side; a bad policy or history refused naming the option (exit
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[3]
-SCRIPT = ROOT / "benchmarks" / "simulate.py"
-
-
-def simulate(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(SCRIPT), *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+from simulate_script import simulate
 
 
 def test_compare_prints_each_policy_and_a_table_of_both() -> None:
