@@ -36,14 +36,14 @@ def test_a_commit_runs_at_the_short_interval_and_restores_the_previous_one(
         prepared = store.prepare(WriteBatch(workers=[worker("w1")], tasks=[task("t1")]))
         store.commit(prepared, between_statements=lambda: seen.append(sys.getswitchinterval()))
         assert store.get_task("t1") is not None
-    assert seen and set(seen) == {COMMIT_SWITCH_INTERVAL_SECONDS}
+    assert seen
+    assert set(seen) == {COMMIT_SWITCH_INTERVAL_SECONDS}
     assert sys.getswitchinterval() == default_interval
 
 
 def test_a_failed_commit_restores_the_interval_too(default_interval: float) -> None:
-    with Store(":memory:") as store:
-        with pytest.raises(StoreError, match="foreign key"):
-            store.write(WriteBatch(attempts=[attempt(1, "t-missing", "w-missing")]))
+    with Store(":memory:") as store, pytest.raises(StoreError, match="foreign key"):
+        store.write(WriteBatch(attempts=[attempt(1, "t-missing", "w-missing")]))
     assert sys.getswitchinterval() == default_interval
 
 
