@@ -17,7 +17,10 @@ all are committed as completed. It prints:
   single tasks to an idle fleet and reports create time to the worker's
   accept (which includes the commit before the assignment is sent, the
   network and the worker);
-* how many DuckDB commits it took (group commit: many events per commit).
+* how many DuckDB commits it took (group commit: many events per commit);
+* the coordinator process's CPU time (user + system) over the measured phase,
+  and per task: steadier than the throughput on a machine shared with other
+  work.
 
 With ``--tls`` the fleet runs over TLS with tokens: the coordinator serves
 HTTPS/WSS with ``--client-ca``, the REST client verifies it with the fleet's
