@@ -17,7 +17,10 @@ all are committed as completed. It prints:
   single tasks to an idle fleet and reports create time to the worker's
   accept (which includes the commit before the assignment is sent, the
   network and the worker);
-* how many DuckDB commits it took (group commit: many events per commit).
+* how many DuckDB commits it took (group commit: many events per commit);
+* the coordinator process's CPU time (user + system) over the measured phase,
+  and per task: steadier than the throughput on a machine shared with other
+  work.
 
 With ``--tls`` the fleet runs over TLS with tokens: the coordinator serves
 HTTPS/WSS with ``--client-ca``, the REST client verifies it with the fleet's
@@ -69,7 +72,7 @@ from typing import Any, TypeVar
 
 import duckdb
 
-from testfleet.local_fleet import CoordinatorOptions, LocalFleet, LocalFleetError
+from testfleet.local_fleet import COORDINATOR, CoordinatorOptions, LocalFleet, LocalFleetError
 from testfleet.security.bootstrap import create_token_in_file
 from testfleet.security.credentials import write_token_file
 from testfleet.security.pki import ca_files, issue_worker, worker_files
@@ -136,6 +139,17 @@ async def host_workers(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop_all)
     await asyncio.gather(*(a.run() for a in agents))
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) the process ``pid`` has used so far, from /proc.
+
+    Printed beside the throughput: on a machine shared with other work the
+    wall-clock figure moves with everyone's load, the coordinator's CPU per
+    task much less."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    # utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -499,6 +513,8 @@ def measure(
             {"task_id": f"noop-{n:06d}", "type": "simulated", "config": {"duration_seconds": 0}}
             for n in range(args.tasks)
         ]
+        coordinator_pid = fleet.processes[COORDINATOR].pid
+        cpu_before = process_cpu_seconds(coordinator_pid)
         started = time.perf_counter()
         for start in range(0, len(documents), args.batch):
             client.submit(documents[start : start + args.batch])
@@ -508,6 +524,7 @@ def measure(
         while client.stats()["tasks"]["completed"] < args.tasks:
             time.sleep(0.25)
         finished = time.perf_counter()
+        coordinator_cpu = process_cpu_seconds(coordinator_pid) - cpu_before
         # The measured phase is over: the dashboards close before phase 2.
         events_read = stop_dashboards(watchers) if watchers is not None else 0
         watchers = None
@@ -581,6 +598,10 @@ def measure(
         f"  submit->assignment latency, {args.tasks:,} queued at once: "
         f"p50 {statistics.median(latencies):.1f} ms, p99 {percentile(latencies, 0.99):.1f} ms",
     ]
+    lines.append(
+        f"  coordinator CPU (user + system, first POST -> all completed seen): "
+        f"{coordinator_cpu:.2f} s, {1e6 * coordinator_cpu / args.tasks:.0f} us per task"
+    )
     if dashboards:
         lines.append(f"  the dashboards read {events_read} events between them")
     if idle_latencies:

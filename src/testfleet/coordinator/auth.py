@@ -11,15 +11,20 @@ connect); the revoke route revokes a worker's tokens through
 :meth:`Auth.revoke_worker`.
 
 Each request's token is checked every time (hash, expiry, revocation). The
-token's row is read from the store once and then kept in memory: tokens are
-revoked only through this coordinator (:meth:`Auth.revoke`; ``tokens create
---db`` needs it stopped, and only adds tokens), which drops the kept row
-before its answer, so a revoked token is refused on the very next request and
-nothing kept outlives a revoke. Keeping them spares a store read per request,
-and lets a coordinator whose store has failed still say 503 (loop stopped)
-rather than fail on the token check. A refusal is recorded in the audit trail before it is
-answered (401 for no usable credential, 403 for the wrong role), with the
-reason and the client's address, never the secret.
+token's row is read from the store and then kept in memory for
+:data:`TOKEN_ROW_SECONDS` (on the injected clock), then read again. A revoke
+through this coordinator (:meth:`Auth.revoke`) drops the kept row before its
+answer, so a revoked token is refused here on the very next request. A row
+kept here cannot see a revoke made elsewhere: by another coordinator sharing
+the same PostgreSQL database (a standby that took over, or one behind the
+same load balancer), or in the database by hand. The time it is kept bounds
+that: such a revoke takes effect here within :data:`TOKEN_ROW_SECONDS`.
+Keeping rows spares a store read (a thread hop and a DuckDB query) per
+request, and lets a coordinator whose store has failed still say 503 (loop
+stopped) rather than fail on the token check while its rows are fresh. A
+refusal is recorded in the audit trail before it is answered (401 for no
+usable credential, 403 for the wrong role), with the reason and the client's
+address, never the secret.
 
 The dashboard (``coordinator/dashboard/``) is the one place that also takes
 the secret from a cookie (:data:`SESSION_COOKIE`, set by its login form): a
@@ -81,6 +86,21 @@ _ENROL_REASONS = {
 }
 
 
+#: How long a token row read from the store is trusted before it is read again:
+#: the bound on how late a revoke made outside this coordinator takes effect
+#: here (see the module docstring). Short next to a token's life, long next to
+#: the gap between a busy client's requests.
+TOKEN_ROW_SECONDS = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class _KeptRow:
+    """A token row and when (on the injected clock) it was read from the store."""
+
+    record: TokenRecord
+    read_at: float
+
+
 @dataclass(frozen=True, slots=True)
 class Principal:
     """The token a request came with, once checked."""
@@ -99,29 +119,39 @@ def remote_of(request: Request) -> str | None:
 class Auth:
     """The token check and the audit trail, bound to one coordinator's store and clock."""
 
-    def __init__(self, store: SecurityStore, clock: Clock) -> None:
+    def __init__(
+        self, store: SecurityStore, clock: Clock, *, row_seconds: float = TOKEN_ROW_SECONDS
+    ) -> None:
+        """``row_seconds``: how long a token row read from the store is kept
+        (:data:`TOKEN_ROW_SECONDS`; the app passes the default, tests a shorter one)."""
         self.store = store
         self.clock = clock
-        #: Token rows read so far, by id (see the module docstring).
-        self._known: dict[str, TokenRecord] = {}
+        self.row_seconds = row_seconds
+        #: Token rows read in the last ``row_seconds``, by id (see the module docstring).
+        self._known: dict[str, _KeptRow] = {}
         #: Counts revocations: a row read before one started is not kept.
         self._revocations = 0
 
     async def _token(self, token_id: str) -> TokenRecord | None:
+        now = self.clock.now()
         known = self._known.get(token_id)
-        if known is not None:
-            return known
+        if known is not None and now - known.read_at < self.row_seconds:
+            return known.record
         revocations = self._revocations
         record = await asyncio.to_thread(self.store.get_token, token_id)
         # A revoke that began while this read ran may have changed the row after it.
         if record is not None and record.revoked is None and revocations == self._revocations:
-            self._known[token_id] = record
+            self._known[token_id] = _KeptRow(record, now)
+        else:
+            # Revoked elsewhere (or gone): forget the stale row at once.
+            self._known.pop(token_id, None)
         return record
 
     def knows(self, token_id: str) -> bool:
         """Whether ``token_id`` names a token whose row is kept here (read and not
-        revoked). No store read: the rate limiter asks it for every request to
-        decide whether the request counts against its token or its address."""
+        revoked, possibly due to be read again). No store read: the rate limiter
+        asks it for every request to decide whether the request counts against
+        its token or its address."""
         return token_id in self._known
 
     async def revoke(self, token_id: str, events: Sequence[AuditEvent]) -> TokenRecord | None:
@@ -142,8 +172,8 @@ class Auth:
         self._revocations += 1
         named = [
             token_id
-            for token_id, record in self._known.items()
-            if record.role.binds_worker and record.name == revocation.worker_id
+            for token_id, kept in self._known.items()
+            if kept.record.role.binds_worker and kept.record.name == revocation.worker_id
         ]
         for token_id in named:
             self._known.pop(token_id, None)

@@ -97,6 +97,10 @@ class RequirementFallback(StrictModel):
         return value
 
 
+#: Every task type's value, for the check of a submitted ``type`` (made once, not per task).
+_TASK_TYPE_VALUES = frozenset(t.value for t in TaskType)
+
+
 class TaskSpec(StrictModel):
     """One task as submitted. ``config`` is checked against the model for ``type``."""
 
@@ -122,8 +126,7 @@ class TaskSpec(StrictModel):
     @field_validator("type", mode="before")
     @classmethod
     def _type_is_known(cls, value: object) -> object:
-        known = {t.value for t in TaskType}
-        if isinstance(value, str) and value not in known:
+        if isinstance(value, str) and value not in _TASK_TYPE_VALUES:
             supported = ", ".join(t.value for t in supported_task_types())
             raise ValueError(f"unknown task type {value!r}; this build runs: {supported}")
         return value
@@ -179,12 +182,10 @@ class TaskSpec(StrictModel):
             config = model.model_validate(self.config)
         except ValidationError as exc:
             raise _under_config(exc) from None
-        device = getattr(config, "device", None)
-        if (
-            self.type is TaskType.BENCHMARK
-            and device is not None
-            and device is not HardwareKind.CPU
-        ):
+        # Only a benchmark's config has a device; asked first, as every submitted
+        # task passes here and a missing attribute is slow on a pydantic model.
+        device = getattr(config, "device", None) if self.type is TaskType.BENCHMARK else None
+        if device is not None and device is not HardwareKind.CPU:
             slices = [("requirements", self.requirements)] + [
                 (f"fallbacks[{i}].requirements", f.requirements)
                 for i, f in enumerate(self.fallbacks)

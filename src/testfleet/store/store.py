@@ -60,6 +60,7 @@ from testfleet.store.writer import (
     EncodedTables,
     describe_batch,
     encode_checked,
+    gil_handoff,
     missing_references,
     write_tables,
 )
@@ -231,7 +232,7 @@ class Store(StoreReads, SecurityTables, AlertTables, TestHistoryTables):
         transaction: tests read the store there from another thread.
         """
         batch = prepared.batch
-        with self._write_lock:
+        with self._write_lock, gil_handoff():
             self._require_open()
             try:
                 write_tables(self._writer, prepared.tables, between_statements)

@@ -34,7 +34,10 @@ How rows get in:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import sys
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from enum import Enum
 from typing import Any, TypeVar
 
@@ -220,31 +223,89 @@ def write_tables(
 
     ``cursor`` is the store's writer connection; the caller holds the write
     lock. Nothing to write means no transaction. Any error rolls the whole
-    batch back and propagates (``Store.commit`` wraps it). ``between_statements``
-    runs after each statement while the transaction is open (a test reads the
-    store there, to show that no reader sees half a batch).
+    batch back and propagates (``Store.commit`` wraps it).
+
+    The whole transaction, ``BEGIN`` to ``COMMIT``, is one ``execute`` of one
+    SQL text, every Arrow table registered under its own view name first.
+    Each ``execute`` gives up the GIL and must take it back when it returns,
+    and on the coordinator the loop thread holds the GIL for up to a switch
+    interval at a time: one call per statement (as before) paid that wait a
+    dozen times per commit (``benchmarks/store_write.py --breakdown``).
+
+    ``between_statements`` runs after each statement while the transaction is
+    open (a test reads the store there, to show that no reader sees half a
+    batch); only then are the statements executed one by one.
     """
     if not tables:
         return
-    cursor.execute("BEGIN TRANSACTION")
+    views = [f"incoming_{index}_{mapping.table}" for index, (mapping, _, _) in enumerate(tables)]
+    statements = [
+        statement(mapping, mode, view)
+        for view, (mapping, mode, _) in zip(views, tables, strict=True)
+    ]
+    registered: list[str] = []
     try:
-        for mapping, mode, arrow_table in tables:
-            # One view name per table: the cursor is the writer's own, and each
-            # view is dropped straight after its statement.
-            view = f"incoming_{mapping.table}"
+        # The views belong to the writer's own cursor and are dropped below.
+        for view, (_, _, arrow_table) in zip(views, tables, strict=True):
             cursor.register(view, arrow_table)
-            try:
-                cursor.execute(statement(mapping, mode, view))
-            finally:
-                cursor.unregister(view)
-            if between_statements is not None:
+            registered.append(view)
+        if between_statements is None:
+            cursor.execute(";\n".join(["BEGIN TRANSACTION", *statements, "COMMIT"]))
+        else:
+            cursor.execute("BEGIN TRANSACTION")
+            for sql in statements:
+                cursor.execute(sql)
                 between_statements()
-        cursor.execute("COMMIT")
+            cursor.execute("COMMIT")
     except BaseException:
         # BaseException too: a KeyboardInterrupt between statements must not
-        # leave a half-written batch in an open transaction.
+        # leave a half-written batch in an open transaction. A failed statement
+        # inside the one execute leaves its transaction open (aborted): rolled
+        # back here as well.
         rollback_after_error(cursor)
         raise
+    finally:
+        for view in registered:
+            cursor.unregister(view)
+
+
+#: CPython's switch interval while a commit is in flight (the default is 5 ms).
+#: DuckDB's Python binding takes the GIL back several times per commit (after
+#: the ``execute``, and to scan each registered Arrow table), and each time it
+#: waits for the thread holding it, the coordinator's busy loop, to reach the
+#: end of its interval. Measured beside a busy thread
+#: (``benchmarks/store_write.py --breakdown``), a dispatch-shaped commit took
+#: about half as long at 0.5 ms; the cost is more frequent switches only while
+#: another thread waits for the GIL.
+COMMIT_SWITCH_INTERVAL_SECONDS = 0.0005
+
+_handoff_lock = threading.Lock()
+_handoff_depth = 0
+_handoff_previous = 0.0
+
+
+@contextmanager
+def gil_handoff() -> Iterator[None]:
+    """A short switch interval for the duration of a commit (see
+    :data:`COMMIT_SWITCH_INTERVAL_SECONDS`), the previous one restored after.
+
+    Callers: ``Store.commit`` around its transaction. The interval is the
+    process's; nested or concurrent commits (two stores in one process, as in
+    tests) share one counter, so the last one out restores it.
+    """
+    global _handoff_depth, _handoff_previous
+    with _handoff_lock:
+        if _handoff_depth == 0:
+            _handoff_previous = sys.getswitchinterval()
+            sys.setswitchinterval(min(_handoff_previous, COMMIT_SWITCH_INTERVAL_SECONDS))
+        _handoff_depth += 1
+    try:
+        yield
+    finally:
+        with _handoff_lock:
+            _handoff_depth -= 1
+            if _handoff_depth == 0:
+                sys.setswitchinterval(_handoff_previous)
 
 
 def write_batch(cursor: duckdb.DuckDBPyConnection, batch: WriteBatch) -> None:
