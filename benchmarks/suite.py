@@ -1,6 +1,15 @@
 """Wall time of one pytest suite: serial pytest, pytest-xdist, and ``testfleet run``.
 
 Run:  .venv/bin/python benchmarks/suite.py [--tests 400] [--workers 8] [--rounds 3]
+          [--env lean|current] [--timeline]
+
+``--env lean`` (the default) first re-executes the script in a cached virtual
+environment with only pytest, pytest-xdist and testfleet's runtime
+dependencies, so that every peer (serial pytest, xdist, the ``testfleet run``
+client and the fleet's coordinator and workers) runs the same interpreter with
+the plugins a user's project would have, not testfleet's dev tools (which cost
+about 1.6 CPU-s per pytest session start here); ``--env current`` runs in the
+interpreter the script was started with. See suite_env.py.
 
 It generates a seeded suite into a temporary directory: ``--tests`` tests over
 about ``--tests / 20`` modules, each of which only ``time.sleep()``\\ s for its
@@ -52,6 +61,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
+from suite_env import SuiteEnv, describe_env, enter_lean_env
 
 from testfleet.fleetrun.summary_line import summary_counts
 from testfleet.local_fleet import LocalFleet, LocalFleetError, WorkerOptions
@@ -433,11 +443,17 @@ def check_all_passed(label: str, result: Timed, tests: int) -> None:
 # ------------------------------------------------------------------ main
 
 
-def row(label: str, walls: list[float], ideal: float, xdist: float | None) -> str:
+def row(
+    label: str, walls: list[float], cpus: list[float], ideal: float, xdist: float | None
+) -> str:
     wall = statistics.median(walls)
-    versus = f"{xdist / wall:6.2f}" if xdist else "     -"
+    versus = f"{xdist / wall:7.2f}" if xdist else "      -"
     each = " ".join(f"{w:.2f}" for w in walls)
-    return f"  {label:<32} {wall:8.2f} {ideal:8.2f} {ideal / wall:9.0%} {versus}   [{each}]"
+    cpu = statistics.median(cpus)
+    return (
+        f"  {label:<32} {wall:8.2f} {ideal:8.2f} {ideal / wall:10.0%} {versus} {cpu:7.2f}"
+        f"   [{each}]"
+    )
 
 
 def run(args: argparse.Namespace, workdir: Path, fleet: LocalFleet) -> None:
@@ -467,6 +483,8 @@ def run(args: argparse.Namespace, workdir: Path, fleet: LocalFleet) -> None:
     common = ["-q", "-p", "no:cacheprovider"]
     xdist_args = ["-n", str(args.workers), "--dist", "worksteal"]
     walls: dict[str, list[float]] = {}
+    #: CPU seconds of each run: the command's (and its children's), plus the fleet's.
+    cpus: dict[str, list[float]] = {}
     run_ids: dict[str, str] = {}
     timelines: dict[str, list[Timeline]] = {}
     for round_number in range(1, args.rounds + 1):
@@ -497,6 +515,7 @@ def run(args: argparse.Namespace, workdir: Path, fleet: LocalFleet) -> None:
             fleet_used = fleet_cpu(fleet) - fleet_before if label in run_ids else None
             check_all_passed(f"round {round_number}, {label}", result, args.tests)
             walls.setdefault(label, []).append(result.wall)
+            cpus.setdefault(label, []).append(result.cpu + (fleet_used or 0.0))
             # testfleet says how it split the run (by count, or by past durations).
             how = next((s.strip() for s in result.output.splitlines() if "split by" in s), "")
             how = re.sub(r"\s*\([^)]*\)", "", how)  # without the list of workers
@@ -520,9 +539,13 @@ def run(args: argparse.Namespace, workdir: Path, fleet: LocalFleet) -> None:
     xdist = statistics.median(next(w for label, w in walls.items() if "xdist" in label))
     print()
     print(f"medians over {args.rounds} round(s); ideal = max(total / {args.workers}, longest)")
-    print(f"  {'':<32} {'wall s':>8} {'ideal s':>8} {'efficiency':>9} {'x xdist':>6}   [rounds]")
+    print(
+        f"  {'':<32} {'wall s':>8} {'ideal s':>8} {'efficiency':>10} {'x xdist':>7} "
+        f"{'CPU s':>7}   [rounds]"
+    )
     for label, values in walls.items():
-        print(row(label, values, ideal, None if "xdist" in label else xdist))
+        print(row(label, values, cpus[label], ideal, None if "xdist" in label else xdist))
+    print("  (CPU s: the command and its children, plus the fleet's processes for testfleet run)")
     if url is None:
         print(f"  {'testfleet run':<32} not timed: {unavailable}")
     for label, runs in timelines.items():
@@ -550,10 +573,26 @@ def main() -> None:
         action="store_true",
         help="after each fleet run, print where its wall time went (from its records)",
     )
+    parser.add_argument(
+        "--env",
+        type=SuiteEnv,
+        choices=list(SuiteEnv),
+        default=SuiteEnv.LEAN,
+        metavar="{lean,current}",
+        help="lean (default): run every peer in a cached venv with only pytest, pytest-xdist "
+        "and testfleet's runtime dependencies; current: in this interpreter",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args()
     if args.tests < 1 or args.workers < 1 or args.rounds < 1 or args.fleet_runs < 1:
         parser.error("--tests, --workers, --rounds and --fleet-runs must be at least 1")
+    if args.env is SuiteEnv.LEAN:
+        # Returns only inside the lean env (otherwise it builds it if needed
+        # and re-executes this script there, with the same arguments).
+        enter_lean_env(
+            Path(__file__).resolve().parents[1], [os.path.abspath(sys.argv[0]), *sys.argv[1:]]
+        )
+    print(describe_env(args.env), flush=True)
 
     workdir = Path(tempfile.mkdtemp(prefix="testfleet-suite-"))
     # Started only if `testfleet run` is timed (see run).
