@@ -134,7 +134,10 @@ def enter_lean_env(checkout: Path, argv: list[str]) -> None:
         build_lean_env(checkout, venv)
     python = str(python_of(venv))
     sys.stdout.flush()
-    os.execv(python, [python, *argv])
+    # The checkout is installed there (editable): a PYTHONPATH given for the
+    # project's own venv (e.g. another checkout's src) must not shadow it.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    os.execve(python, [python, *argv], env)
 
 
 def describe_env(choice: SuiteEnv) -> str:
