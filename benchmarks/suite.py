@@ -1,6 +1,15 @@
 """Wall time of one pytest suite: serial pytest, pytest-xdist, and ``testfleet run``.
 
 Run:  .venv/bin/python benchmarks/suite.py [--tests 400] [--workers 8] [--rounds 3]
+          [--env lean|current] [--timeline]
+
+``--env lean`` (the default) first re-executes the script in a cached virtual
+environment with only pytest, pytest-xdist and testfleet's runtime
+dependencies, so that every peer (serial pytest, xdist, the ``testfleet run``
+client and the fleet's coordinator and workers) runs the same interpreter with
+the plugins a user's project would have, not testfleet's dev tools (which cost
+about 1.6 CPU-s per pytest session start here); ``--env current`` runs in the
+interpreter the script was started with. See suite_env.py.
 
 It generates a seeded suite into a temporary directory: ``--tests`` tests over
 about ``--tests / 20`` modules, each of which only ``time.sleep()``\\ s for its
@@ -55,6 +64,23 @@ import psutil
 
 from testfleet.fleetrun.summary_line import summary_counts
 from testfleet.local_fleet import LocalFleet, LocalFleetError, WorkerOptions
+
+# suite_env.py lies beside this file: on the path when run as a script, not
+# when a test loads this module by its path.
+if str(Path(__file__).resolve().parent) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+from suite_env import SuiteEnv, describe_env, enter_lean_env
+from suite_timeline import (
+    Attempt,
+    Timeline,
+    build_timeline,
+    median_timeline,
+    print_timeline,
+    read_timeline,
+)
+
+#: Re-exported: the timeline's unit tests load this module and use them.
+__all__ = ["Attempt", "Timeline", "build_timeline", "median_timeline"]
 
 MEDIAN_SECONDS = 0.020
 #: Chosen so the capped mean is about 47.5 ms (400 tests: about 19 s in all).
@@ -222,182 +248,6 @@ def start_fleet(fleet: LocalFleet, workers: int) -> str:
     return fleet.url
 
 
-# ------------------------------------------------------------------ the timeline
-
-
-@dataclass
-class Attempt:
-    """One try of a chunk, from the coordinator's records (epoch seconds)."""
-
-    task_id: str
-    worker_id: str
-    assigned: float
-    accepted: float | None
-    ended: float | None
-    #: Sum of the durations its tests reported (what pytest timed).
-    test_seconds: float = 0.0
-
-
-@dataclass
-class Timeline:
-    """Where one ``testfleet run``'s wall time went, from its own records.
-
-    ``worker_seconds`` splits workers x wall (client start to exit) into what
-    each worker did: ``before first chunk`` (client start-up, collection,
-    warm-up, until the worker accepted its first chunk), ``tests`` (the tests'
-    own durations), ``in chunk`` (a chunk's time beyond its tests: session,
-    collection of its modules, reporting), ``between chunks`` (a result's end
-    to the next chunk's acceptance on the same worker), ``tail`` (idle after its
-    last chunk while others still ran) and ``after last chunk`` (the last result
-    to the client's exit). ``marks`` are the run's milestones, seconds after
-    the client started.
-    """
-
-    wall: float
-    marks: dict[str, float]
-    worker_seconds: dict[str, float]
-    chunks: int
-    median_gap: float | None
-
-
-def build_timeline(
-    client_start: float,
-    client_end: float,
-    collected: float | None,
-    created: dict[str, float],
-    attempts: Sequence[Attempt],
-    workers: Sequence[str],
-) -> Timeline:
-    """The breakdown of one run (pure: the caller read the records).
-
-    ``created`` maps every task of the run (warm-ups included, their ids hold
-    ``.warm.``) to its submission time; ``attempts`` are the chunk attempts
-    (warm-ups left out), ``workers`` every worker that could take a chunk.
-    """
-    chunk_tasks = [t for t in created if ".warm." not in t]
-    marks: dict[str, float] = {}
-
-    def mark(label: str, value: float | None) -> None:
-        if value is not None:
-            marks[label] = value - client_start
-
-    mark("first submission (warm-ups)", min(created.values(), default=None))
-    mark("collection done", collected)
-    mark("first chunk submitted", min((created[t] for t in chunk_tasks), default=None))
-    mark("first chunk assigned", min((a.assigned for a in attempts), default=None))
-    accepted = [a.accepted for a in attempts if a.accepted is not None]
-    ends = [a.ended for a in attempts if a.ended is not None]
-    mark("first chunk accepted", min(accepted, default=None))
-    mark("last chunk ended", max(ends, default=None))
-    wall = client_end - client_start
-    marks["client exit"] = wall
-    last_end = max(ends, default=client_end)
-    parts = dict.fromkeys(
-        ("before first chunk", "tests", "in chunk", "between chunks", "tail", "after last chunk"),
-        0.0,
-    )
-    gaps: list[float] = []
-    for worker in workers:
-        mine = sorted(
-            (a for a in attempts if a.worker_id == worker and a.accepted is not None),
-            key=lambda a: a.assigned,
-        )
-        if not mine:
-            parts["before first chunk"] += last_end - client_start
-            parts["after last chunk"] += client_end - last_end
-            continue
-        first = mine[0].accepted or mine[0].assigned
-        parts["before first chunk"] += first - client_start
-        previous_end: float | None = None
-        for attempt in mine:
-            start = attempt.accepted or attempt.assigned
-            end = attempt.ended if attempt.ended is not None else last_end
-            if previous_end is not None:
-                gap = max(0.0, start - previous_end)
-                parts["between chunks"] += gap
-                gaps.append(gap)
-            tests = min(attempt.test_seconds, end - start)
-            parts["tests"] += tests
-            parts["in chunk"] += end - start - tests
-            previous_end = end
-        parts["tail"] += last_end - (previous_end or last_end)
-        parts["after last chunk"] += client_end - last_end
-    return Timeline(
-        wall=wall,
-        marks=marks,
-        worker_seconds=parts,
-        chunks=len(chunk_tasks),
-        median_gap=statistics.median(gaps) if gaps else None,
-    )
-
-
-def median_timeline(timelines: Sequence[Timeline]) -> Timeline:
-    """Each figure's median over several runs' timelines."""
-
-    def median_of(values: list[float]) -> float:
-        return statistics.median(values)
-
-    marks = {
-        name: median_of([t.marks[name] for t in timelines if name in t.marks])
-        for name in timelines[0].marks
-    }
-    parts = {
-        name: median_of([t.worker_seconds[name] for t in timelines])
-        for name in timelines[0].worker_seconds
-    }
-    gaps = [t.median_gap for t in timelines if t.median_gap is not None]
-    return Timeline(
-        wall=median_of([t.wall for t in timelines]),
-        marks=marks,
-        worker_seconds=parts,
-        chunks=round(median_of([float(t.chunks) for t in timelines])),
-        median_gap=median_of(gaps) if gaps else None,
-    )
-
-
-def read_timeline(
-    fleet: LocalFleet, run_id: str, started: float, ended: float, collected: float | None
-) -> Timeline:
-    """The run's tasks, attempts and test durations from the coordinator's
-    database (``POST /sql``), as a :class:`Timeline`."""
-    like = f"{run_id}.%"
-    tasks = fleet.client.sql(
-        "SELECT task_id, epoch_us(create_time) / 1e6 FROM distributed_tasks "
-        f"WHERE task_id LIKE '{like}'",
-        max_rows=100_000,
-    )["rows"]
-    rows = fleet.client.sql(
-        "SELECT h.task_id, h.worker_id, epoch_us(h.start_time) / 1e6, "
-        "epoch_us(h.accepted_time) / 1e6, epoch_us(h.end_time) / 1e6, "
-        "(SELECT coalesce(sum(r.duration_seconds), 0) FROM test_results r "
-        " WHERE r.task_id = h.task_id AND r.attempt_id = h.id) "
-        f"FROM task_execution_history h WHERE h.task_id LIKE '{like}' "
-        f"AND h.task_id NOT LIKE '{run_id}.warm.%'",
-        max_rows=100_000,
-    )["rows"]
-    workers = [w["worker_id"] for w in fleet.client.workers() if w["connected"]]
-    attempts = [Attempt(r[0], r[1], r[2], r[3], r[4], float(r[5])) for r in rows]
-    created = {str(r[0]): float(r[1]) for r in tasks}
-    return build_timeline(started, ended, collected, created, attempts, workers)
-
-
-def print_timeline(label: str, timeline: Timeline, workers: int) -> None:
-    """Print one run's timeline: milestones, then workers x wall split by use."""
-    marks = ", ".join(f"{name} {seconds:.2f}" for name, seconds in timeline.marks.items())
-    print(f"    timeline of {label} ({timeline.chunks} chunks), s after client start: {marks}")
-    total = workers * timeline.wall
-    split = ", ".join(
-        f"{name} {seconds:.2f} ({seconds / total:.0%})"
-        for name, seconds in timeline.worker_seconds.items()
-    )
-    gap = (
-        f"; median gap between chunks {timeline.median_gap * 1000:.0f} ms"
-        if (timeline.median_gap is not None)
-        else ""
-    )
-    print(f"    {workers} workers x {timeline.wall:.2f} s = {total:.2f} worker-s: {split}{gap}")
-
-
 def fleet_cpu(fleet: LocalFleet) -> float:
     """CPU seconds (user + system) the fleet's processes have used so far: the
     coordinator, the workers and their pytest sessions, ended children included
@@ -433,11 +283,17 @@ def check_all_passed(label: str, result: Timed, tests: int) -> None:
 # ------------------------------------------------------------------ main
 
 
-def row(label: str, walls: list[float], ideal: float, xdist: float | None) -> str:
+def row(
+    label: str, walls: list[float], cpus: list[float], ideal: float, xdist: float | None
+) -> str:
     wall = statistics.median(walls)
-    versus = f"{xdist / wall:6.2f}" if xdist else "     -"
+    versus = f"{xdist / wall:7.2f}" if xdist else "      -"
     each = " ".join(f"{w:.2f}" for w in walls)
-    return f"  {label:<32} {wall:8.2f} {ideal:8.2f} {ideal / wall:9.0%} {versus}   [{each}]"
+    cpu = statistics.median(cpus)
+    return (
+        f"  {label:<32} {wall:8.2f} {ideal:8.2f} {ideal / wall:10.0%} {versus} {cpu:7.2f}"
+        f"   [{each}]"
+    )
 
 
 def run(args: argparse.Namespace, workdir: Path, fleet: LocalFleet) -> None:
@@ -467,6 +323,8 @@ def run(args: argparse.Namespace, workdir: Path, fleet: LocalFleet) -> None:
     common = ["-q", "-p", "no:cacheprovider"]
     xdist_args = ["-n", str(args.workers), "--dist", "worksteal"]
     walls: dict[str, list[float]] = {}
+    #: CPU seconds of each run: the command's (and its children's), plus the fleet's.
+    cpus: dict[str, list[float]] = {}
     run_ids: dict[str, str] = {}
     timelines: dict[str, list[Timeline]] = {}
     for round_number in range(1, args.rounds + 1):
@@ -497,6 +355,7 @@ def run(args: argparse.Namespace, workdir: Path, fleet: LocalFleet) -> None:
             fleet_used = fleet_cpu(fleet) - fleet_before if label in run_ids else None
             check_all_passed(f"round {round_number}, {label}", result, args.tests)
             walls.setdefault(label, []).append(result.wall)
+            cpus.setdefault(label, []).append(result.cpu + (fleet_used or 0.0))
             # testfleet says how it split the run (by count, or by past durations).
             how = next((s.strip() for s in result.output.splitlines() if "split by" in s), "")
             how = re.sub(r"\s*\([^)]*\)", "", how)  # without the list of workers
@@ -520,9 +379,13 @@ def run(args: argparse.Namespace, workdir: Path, fleet: LocalFleet) -> None:
     xdist = statistics.median(next(w for label, w in walls.items() if "xdist" in label))
     print()
     print(f"medians over {args.rounds} round(s); ideal = max(total / {args.workers}, longest)")
-    print(f"  {'':<32} {'wall s':>8} {'ideal s':>8} {'efficiency':>9} {'x xdist':>6}   [rounds]")
+    print(
+        f"  {'':<32} {'wall s':>8} {'ideal s':>8} {'efficiency':>10} {'x xdist':>7} "
+        f"{'CPU s':>7}   [rounds]"
+    )
     for label, values in walls.items():
-        print(row(label, values, ideal, None if "xdist" in label else xdist))
+        print(row(label, values, cpus[label], ideal, None if "xdist" in label else xdist))
+    print("  (CPU s: the command and its children, plus the fleet's processes for testfleet run)")
     if url is None:
         print(f"  {'testfleet run':<32} not timed: {unavailable}")
     for label, runs in timelines.items():
@@ -550,10 +413,26 @@ def main() -> None:
         action="store_true",
         help="after each fleet run, print where its wall time went (from its records)",
     )
+    parser.add_argument(
+        "--env",
+        type=SuiteEnv,
+        choices=list(SuiteEnv),
+        default=SuiteEnv.LEAN,
+        metavar="{lean,current}",
+        help="lean (default): run every peer in a cached venv with only pytest, pytest-xdist "
+        "and testfleet's runtime dependencies; current: in this interpreter",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args()
     if args.tests < 1 or args.workers < 1 or args.rounds < 1 or args.fleet_runs < 1:
         parser.error("--tests, --workers, --rounds and --fleet-runs must be at least 1")
+    if args.env is SuiteEnv.LEAN:
+        # Returns only inside the lean env (otherwise it builds it if needed
+        # and re-executes this script there, with the same arguments).
+        enter_lean_env(
+            Path(__file__).resolve().parents[1], [os.path.abspath(sys.argv[0]), *sys.argv[1:]]
+        )
+    print(describe_env(args.env), flush=True)
 
     workdir = Path(tempfile.mkdtemp(prefix="testfleet-suite-"))
     # Started only if `testfleet run` is timed (see run).

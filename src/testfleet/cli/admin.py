@@ -32,7 +32,6 @@ from testfleet.cli.results import parse_since
 from testfleet.security.credentials import TOKEN_ENV
 from testfleet.security.enrolment import ENROL_TOKEN_ENV, token_lifetime
 from testfleet.security.tokens import Role, parse_duration
-from testfleet.store import StoreError
 
 tokens_app = typer.Typer(
     help="API tokens: create (the secret is shown once), list, revoke.",
@@ -106,6 +105,7 @@ def create(
         fail("give --db FILE (DuckDB) or --store postgresql://... (PostgreSQL), not both")
     if store is not None:
         from testfleet.security.bootstrap import create_token_in_file
+        from testfleet.store import StoreError  # here: it imports DuckDB (slow)
 
         try:
             issued = create_token_in_file(store, name, role, expires_in_seconds=lifetime)
@@ -117,6 +117,7 @@ def create(
         secret = issued.secret
     elif db is not None:
         from testfleet.security.bootstrap import create_token_in_file
+        from testfleet.store import StoreError  # here: it imports DuckDB (slow)
         from testfleet.store.encryption import key_from_env, read_key_file
 
         if not db.parent.is_dir():

@@ -21,6 +21,7 @@ from rich.markup import escape
 
 from testfleet.cli.client_options import given_ca, given_credentials, takes_credentials
 from testfleet.cli.help_format import FleetCommand, FleetGroup
+from testfleet.cli.process_exit import as_process, exit_now
 from testfleet.cli.tables import (
     print_task_detail,
     shown_status,
@@ -321,7 +322,9 @@ def run(
     # rewriting; testfleet is already imported here (this is its CLI), which
     # pytest would count as a warning that a serial run does not have.
     args += ["-W", f"ignore:{REWRITE_WARNING}:pytest.PytestAssertRewriteWarning"]
-    raise typer.Exit(int(pytest.main(args)))
+    # Ends without the interpreter's teardown (cli/process_exit.py): once pytest
+    # has returned, its summary and reports are out.
+    exit_now(int(pytest.main(args)))
 
 
 @app.command(cls=FleetCommand)
@@ -535,6 +538,7 @@ import testfleet.cli.workers  # noqa: E402, F401  (registers `workers` and `work
 
 
 def main() -> None:
+    as_process()
     app()
 
 

@@ -29,7 +29,6 @@ from testfleet.cli.app import (
 from testfleet.cli.client_options import takes_credentials
 from testfleet.cli.help_format import FleetCommand
 from testfleet.security.tokens import parse_duration
-from testfleet.store import StoreError
 
 
 @app.command("backup", cls=FleetCommand)
@@ -102,6 +101,7 @@ def restore(
     testfleet knows, and pass the consistency checks; --db is written only then,
     and an existing one only with --force.
     """
+    from testfleet.store import StoreError  # here: it imports DuckDB (slow)
     from testfleet.store.encryption import KEY_ENV, key_from_env, read_key_file
     from testfleet.store.restore import restore_snapshot
 

@@ -15,12 +15,6 @@ import typer
 
 from testfleet.cli.app import errors, fail
 from testfleet.cli.help_format import FleetCommand, FleetGroup
-from testfleet.security.pki import (
-    PkiError,
-    init_ca,
-    issue_server,
-    issue_worker,
-)
 
 certs_app = typer.Typer(
     help="Make a CA and issue the coordinator's and workers' certificates (TLS).",
@@ -40,6 +34,10 @@ def init(
     ] = False,
 ) -> None:
     """Create a CA (EC P-256): DIR/ca.pem, and DIR/ca.key with mode 0600."""
+    # Imported here: cryptography is slow to import, and every command pays
+    # for what the CLI's modules import at the top.
+    from testfleet.security.pki import PkiError, init_ca
+
     try:
         files = init_ca(directory, force=force)
     except PkiError as exc:
@@ -56,6 +54,10 @@ def server(
     ip: Annotated[list[str] | None, typer.Option("--ip", help="Address it serves; repeat.")] = None,
 ) -> None:
     """Issue the coordinator's certificate (default: localhost and 127.0.0.1)."""
+    # Imported here: cryptography is slow to import, and every command pays
+    # for what the CLI's modules import at the top.
+    from testfleet.security.pki import PkiError, issue_server
+
     try:
         files = issue_server(directory, dns or [], ip or [])
     except PkiError as exc:
@@ -72,6 +74,10 @@ def worker(
     directory: DirOption = Path("pki"),
 ) -> None:
     """Issue a worker's certificate: its id in the subject and as testfleet:worker:ID."""
+    # Imported here: cryptography is slow to import, and every command pays
+    # for what the CLI's modules import at the top.
+    from testfleet.security.pki import PkiError, issue_worker
+
     try:
         files = issue_worker(directory, worker_id)
     except PkiError as exc:

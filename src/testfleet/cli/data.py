@@ -28,7 +28,7 @@ from testfleet.cli.app import (
     fleet_client,
     print_json,
 )
-from testfleet.store.live_query import (
+from testfleet.domain.live_query_limits import (
     DEFAULT_MAX_ROWS,
     DEFAULT_TIMEOUT_SECONDS,
     MAX_ROWS_LIMIT,

@@ -42,10 +42,22 @@ import pyarrow.parquet as pq
 
 from testfleet.domain.json_values import INT64_MAX, INT64_MIN
 
-DEFAULT_MAX_ROWS = 1000
-MAX_ROWS_LIMIT = 100_000
-DEFAULT_TIMEOUT_SECONDS = 10.0
-MAX_TIMEOUT_SECONDS = 60.0
+# The limits and table names live in the domain (no DuckDB there: the CLI
+# declares its options from them); re-exported for the store and the API.
+from testfleet.domain.live_query_limits import (
+    DEFAULT_MAX_ROWS as DEFAULT_MAX_ROWS,
+)
+from testfleet.domain.live_query_limits import (
+    DEFAULT_TIMEOUT_SECONDS as DEFAULT_TIMEOUT_SECONDS,
+)
+from testfleet.domain.live_query_limits import (
+    MAX_ROWS_LIMIT as MAX_ROWS_LIMIT,
+)
+from testfleet.domain.live_query_limits import (
+    MAX_TIMEOUT_SECONDS as MAX_TIMEOUT_SECONDS,
+)
+from testfleet.domain.live_query_limits import ExportTable as ExportTable
+
 #: Rows per Arrow batch while a table is exported (bounds the memory it takes).
 EXPORT_BATCH_ROWS = 64 * 1024
 
@@ -84,18 +96,6 @@ class QueryResult:
     #: True when the query had more rows than ``max_rows``.
     truncated: bool
     elapsed_seconds: float
-
-
-class ExportTable(StrEnum):
-    """The tables ``testfleet export`` writes (the schema's, see ``schema.py``)."""
-
-    WORKER_NODES = "worker_nodes"
-    DISTRIBUTED_TASKS = "distributed_tasks"
-    TASK_EXECUTION_HISTORY = "task_execution_history"
-    TASK_RESULTS = "task_results"
-    BENCHMARK_RESULTS = "benchmark_results"
-    TEST_RESULTS = "test_results"
-    SCHEMA_MIGRATIONS = "schema_migrations"
 
 
 def check_read_only(sql: str) -> None:
