@@ -50,11 +50,8 @@ _HINTS = {
 def _physical(device: str) -> list[str]:
     """The physical device names a device string stands for (``GPU.1`` -> GPU)."""
     head, _, rest = device.partition(":")
-    if head in VIRTUAL_DEVICES:
-        # AUTO alone chooses among every device: nothing named to check.
-        names = rest.split(",") if rest else []
-    else:
-        names = [head]
+    # AUTO alone chooses among every device: nothing named to check.
+    names = (rest.split(",") if rest else []) if head in VIRTUAL_DEVICES else [head]
     return [re.split(r"[.(]", name.strip(), maxsplit=1)[0] for name in names if name.strip()]
 
 
