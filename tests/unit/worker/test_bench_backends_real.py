@@ -27,7 +27,9 @@ from testfleet.domain.enums import ErrorClass, HardwareKind, ResultStatus
 from testfleet.domain.result import TaskResult, decode_logs
 from testfleet.domain.task import TaskSpec
 
-pytestmark = pytest.mark.slow
+# The module fixture's eleven children (eight exports) take about two minutes on
+# a quiet 2-core machine; the default 120 s would fail it on a busy one.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 #: name -> task config (COMMON and the model's TINY overrides added).
 RUNS: dict[str, dict[str, Any]] = {
