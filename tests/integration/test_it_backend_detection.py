@@ -1,0 +1,49 @@
+"""Backend detection on this machine, for real: its Chromium (Debian's, which
+the Makefile installs) asked in a child, ONNX Runtime and OpenVINO as the
+project installs them, and a ``testfleet worker`` that reports them.
+
+What this Chromium gave headless (Chromium 156, Debian 12, no GPU): a WebGPU
+adapter only with --enable-unsafe-webgpu, and then SwiftShader's software
+one ("google swiftshader"); no WebNN (``navigator.ml`` is absent);
+WebAssembly SIMD, and threads on a cross-origin isolated page.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from testfleet.domain.enums import HardwareKind, TaskType
+from testfleet.worker.backend_probes import BackendProbes, probe_browser
+from testfleet.worker.chromium import find_chromium
+from testfleet.worker.hardware import detect_capabilities
+
+pytestmark = pytest.mark.integration
+
+
+def test_this_machines_chromium_offers_wasm_and_a_software_webgpu_adapter() -> None:
+    path = find_chromium()
+    assert path is not None, "no chromium on PATH: `make test` installs Debian's package"
+    info = probe_browser()
+    assert info is not None
+    assert info.path == str(path)
+    assert info.version.split(".")[0].isdigit()
+    assert info.wasm.simd is True
+    assert info.wasm.threads is True  # the probe page is cross-origin isolated
+    assert info.webgpu.adapter is not None
+    assert "swiftshader" in info.webgpu.adapter.casefold()
+    assert info.webgpu.features  # e.g. "subgroups", "timestamp-query"
+
+
+def test_detection_reports_every_backend_this_machine_has() -> None:
+    caps = detect_capabilities(
+        tags={}, task_types=[TaskType.BENCHMARK], probe_torch=False, backend_probes=BackendProbes()
+    )
+    assert caps.probe_errors == []
+    assert caps.backends.onnxruntime is not None
+    assert "CPUExecutionProvider" in caps.backends.onnxruntime.providers
+    assert caps.backends.openvino is not None
+    assert "CPU" in caps.backends.openvino.devices
+    assert caps.backends.browser is not None
+    assert HardwareKind.OPENVINO in caps.hardware
+    assert HardwareKind.WEBGPU in caps.hardware
+    assert HardwareKind.WEBNN not in caps.hardware
