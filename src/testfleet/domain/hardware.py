@@ -106,6 +106,9 @@ class BrowserInfo(_Info):
     #: ``'ml' in navigator`` (WebNN's entry point).
     webnn: bool = False
     wasm: WasmInfo = Field(default_factory=WasmInfo)
+    #: onnxruntime-web's version where the worker has its files
+    #: (``--browser-assets``); None: it cannot run browser benchmarks yet.
+    onnxruntime_web: str | None = Field(default=None, max_length=64)
 
 
 class BackendInfo(_Info):

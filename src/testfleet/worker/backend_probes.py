@@ -36,6 +36,7 @@ from typing import Any
 
 from testfleet.domain.enums import HardwareKind
 from testfleet.domain.hardware import BackendInfo, BrowserInfo, OnnxRuntimeInfo, OpenVinoInfo
+from testfleet.worker.browser_assets import BrowserAssetsError, assets_dir, onnxruntime_web_version
 from testfleet.worker.chromium import find_chromium
 from testfleet.worker.probe_child import MARKER
 
@@ -173,7 +174,19 @@ def probe_browser(
         [str(path)],
         timeout_seconds=timeout_seconds,
     )
-    return BrowserInfo.model_validate(answer)
+    return BrowserInfo.model_validate(answer).model_copy(
+        update={"onnxruntime_web": _onnxruntime_web()}
+    )
+
+
+def _onnxruntime_web() -> str | None:
+    """onnxruntime-web's version where its files are (``--browser-assets`` or the
+    checkout's ``browser/``); None without them, which is not an error: the
+    browser is still reported, and matching names what is missing."""
+    try:
+        return onnxruntime_web_version(assets_dir())
+    except BrowserAssetsError:
+        return None
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ tests/integration/test_it_backend_detection.py.
 from __future__ import annotations
 
 import json
-import os
 import stat
 from pathlib import Path
 
@@ -36,6 +35,7 @@ from testfleet.worker.backend_probes import (
     probe_onnxruntime,
     run_in_child,
 )
+from testfleet.worker.browser_assets import ASSETS_ENV, REQUIRED_FILES
 from testfleet.worker.browser_probe import adapter_from_page
 from testfleet.worker.chromium import BROWSER_ENV, BrowserNotFoundError, find_chromium
 from testfleet.worker.hardware import Probes, detect_capabilities
@@ -251,6 +251,15 @@ def test_the_browser_probe_runs_in_a_child_with_the_found_path(
         return json.loads(CHROMIUM.model_dump_json())
 
     monkeypatch.setattr(backend_probes, "run_in_child", child)
-    assert probe_browser(str(browser)) == CHROMIUM
+    dist = tmp_path / "onnxruntime-web" / "dist"
+    dist.mkdir(parents=True)
+    for name in REQUIRED_FILES:
+        (dist / name).write_text("")
+    (dist.parent / "package.json").write_text('{"version": "1.31.1"}')
+    monkeypatch.setenv(ASSETS_ENV, str(dist))
+    expected = CHROMIUM.model_copy(update={"onnxruntime_web": "1.31.1"})
+    assert probe_browser(str(browser)) == expected
     assert calls == [("testfleet.worker.browser_probe:browser_info", [str(browser)])]
-    assert os.environ.get("PATH")  # untouched
+    # Without onnxruntime-web's files the browser is still reported, unable to run yet.
+    (dist / REQUIRED_FILES[0]).unlink()
+    assert probe_browser(str(browser)) == CHROMIUM
