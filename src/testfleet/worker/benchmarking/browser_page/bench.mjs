@@ -1,14 +1,20 @@
-// testfleet's browser benchmark page: runs one ONNX model with onnxruntime-web
-// and times each session.run with performance.now (warm-up first, not timed).
-// Loaded from the worker's own loopback site; every URL here is relative to it.
-// Called by worker/benchmarking/backends/browser.py through page.evaluate:
-//   await window.testfleetBench(request) -> {times_ms, outputs, ort_version, ...}
+// testfleet's browser benchmark page: one ONNX model run by onnxruntime-web on
+// the wasm or WebGPU execution provider, each session.run timed with
+// performance.now (warm-up first, untimed). Loaded from the worker's own
+// loopback site: every URL here is relative to it, nothing else is reachable.
+// Driven by worker/benchmarking/backends/browser.py through page.evaluate:
+//   testfleetLoad(request)            -> {ort_version, threads, ...} | {unsupported}
+//   testfleetRun(inputs)              -> [{name, dtype, dims, data (base64)}]
+//   testfleetTime(inputs, warm, iter) -> [milliseconds per iteration]
+//   testfleetClose()
 import * as ort from './ort.webgpu.min.mjs';
 
 const ARRAYS = {
-  float32: Float32Array, float16: Uint16Array, int64: BigInt64Array, int32: Int32Array,
-  uint8: Uint8Array, int8: Int8Array, bool: Uint8Array, float64: Float64Array,
+  float32: Float32Array, float16: Uint16Array, float64: Float64Array, int64: BigInt64Array,
+  int32: Int32Array, int8: Int8Array, uint8: Uint8Array, bool: Uint8Array,
 };
+
+let session = null;
 
 function fromBase64(text) {
   const raw = atob(text);
@@ -36,50 +42,60 @@ function feeds(inputs) {
   return result;
 }
 
-async function sessionFor(request) {
-  ort.env.wasm.wasmPaths = new URL('./', import.meta.url).href;
-  ort.env.wasm.numThreads = request.threads;
-  ort.env.wasm.simd = true;
-  ort.env.logLevel = 'error';
-  if (request.device === 'webgpu') {
-    const adapter = navigator.gpu ? await navigator.gpu.requestAdapter() : null;
-    if (!adapter) return { error: 'no WebGPU adapter in this browser' };
-  }
-  const session = await ort.InferenceSession.create(request.model_url, {
-    executionProviders: [request.device],
-    graphOptimizationLevel: 'all',
-  });
-  return { session };
+async function adapterInfo() {
+  const adapter = navigator.gpu ? await navigator.gpu.requestAdapter() : null;
+  if (!adapter) return null;
+  const info = adapter.info || {};
+  return [info.vendor, info.architecture, info.device, info.description]
+    .filter((p) => p).join(' ') || 'unnamed adapter';
 }
 
-window.testfleetBench = async (request) => {
-  const started = await sessionFor(request);
-  if (started.error) return { unsupported: started.error };
-  const { session } = started;
-  try {
-    const input = feeds(request.inputs);
-    let outputs = null;
-    for (let i = 0; i < request.warmup; i += 1) await session.run(input);
-    const times = [];
-    for (let i = 0; i < request.iterations; i += 1) {
-      const t0 = performance.now();
-      outputs = await session.run(input);
-      times.push(performance.now() - t0);
-    }
-    if (outputs === null) outputs = await session.run(input);
-    const named = request.output_names.length ? request.output_names : session.outputNames;
-    return {
-      times_ms: times,
-      outputs: named.map((name) => ({
-        name, dtype: outputs[name].type, dims: outputs[name].dims,
-        data: toBase64(outputs[name].data),
-      })),
-      ort_version: ort.env.versions ? String(ort.env.versions.web || '') : '',
-      threads: ort.env.wasm.numThreads,
-      cross_origin_isolated: self.crossOriginIsolated === true,
-    };
-  } finally {
-    await session.release();
+window.testfleetLoad = async (request) => {
+  ort.env.wasm.wasmPaths = new URL('./', import.meta.url).href;
+  ort.env.wasm.numThreads = request.threads;
+  ort.env.logLevel = 'error';
+  let adapter = null;
+  if (request.device === 'webgpu') {
+    adapter = await adapterInfo();
+    // Never a wasm result in WebGPU's name: no adapter, no run.
+    if (adapter === null) return { unsupported: 'no WebGPU adapter in this browser' };
   }
+  session = await ort.InferenceSession.create(request.model_url, {
+    executionProviders: [request.device],
+    graphOptimizationLevel: 'all',
+    externalData: request.external_data,
+  });
+  return {
+    ort_version: String((ort.env.versions && ort.env.versions.web) || ''),
+    threads: ort.env.wasm.numThreads,
+    cross_origin_isolated: self.crossOriginIsolated === true,
+    adapter,
+    output_names: session.outputNames,
+  };
 };
+
+window.testfleetRun = async (inputs) => {
+  const outputs = await session.run(feeds(inputs));
+  return session.outputNames.map((name) => ({
+    name, dtype: outputs[name].type, dims: outputs[name].dims, data: toBase64(outputs[name].data),
+  }));
+};
+
+window.testfleetTime = async (inputs, warmup, iterations) => {
+  const input = feeds(inputs);
+  for (let i = 0; i < warmup; i += 1) await session.run(input);
+  const times = [];
+  for (let i = 0; i < iterations; i += 1) {
+    const started = performance.now();
+    await session.run(input);
+    times.push(performance.now() - started);
+  }
+  return times;
+};
+
+window.testfleetClose = async () => {
+  if (session !== null) await session.release();
+  session = null;
+};
+
 window.testfleetReady = true;
