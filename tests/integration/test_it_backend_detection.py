@@ -10,9 +10,13 @@ WebAssembly SIMD, and threads on a cross-origin isolated page.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+from it_fleet import Fleet
 
 from testfleet.domain.enums import HardwareKind, TaskType
+from testfleet.local_fleet import WorkerOptions
 from testfleet.worker.backend_probes import BackendProbes, probe_browser
 from testfleet.worker.chromium import find_chromium
 from testfleet.worker.hardware import detect_capabilities
@@ -47,3 +51,39 @@ def test_detection_reports_every_backend_this_machine_has() -> None:
     assert HardwareKind.OPENVINO in caps.hardware
     assert HardwareKind.WEBGPU in caps.hardware
     assert HardwareKind.WEBNN not in caps.hardware
+
+
+def test_a_worker_reports_its_backends_and_tasks_wait_for_a_backend_it_lacks(
+    fleet: Fleet,
+) -> None:
+    fleet.start_coordinator()
+    fleet.start_worker("w-backends", WorkerOptions(probe_backends=True, log_level="info"))
+    (worker,) = [w for w in fleet.client.workers() if w["worker_id"] == "w-backends"]
+    backends = worker["capabilities"]["backends"]
+    assert "swiftshader" in backends["browser"]["webgpu"]["adapter"]
+    assert backends["browser"]["onnxruntime_web"] == "1.31.1"
+    assert "CPUExecutionProvider" in backends["onnxruntime"]["providers"]
+    assert {"openvino", "webgpu"} <= set(worker["hardware"])
+
+    fleet.client.submit(
+        {
+            "task_id": "needs-openvino-npu",
+            "type": "benchmark",
+            "config": {
+                "model": "bert-base-uncased",
+                "backend": "openvino",
+                "backend_device": "NPU",
+            },
+        }
+    )
+
+    def waiting() -> dict[str, Any] | None:
+        task: dict[str, Any] = fleet.task("needs-openvino-npu")["task"]
+        return task if task.get("unschedulable_reason") else None
+
+    task = fleet.wait_until(waiting, what="the task's unschedulable reason")
+    assert task["status"] == "queued"
+    assert task["unschedulable_reason"].startswith(
+        "backend: needs openvino on NPU; connected workers have OpenVINO "
+    )
+    assert task["requirements"]["backend"] == {"name": "openvino", "device": "NPU"}
