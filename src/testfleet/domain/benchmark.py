@@ -165,6 +165,12 @@ class BenchmarkConfig(BaseModel):
                 f"config.provider: only for backend onnxruntime (this task's backend is "
                 f"{backend.value}); remove provider or set backend to onnxruntime"
             )
+        if self.device is not None and backend is not BenchmarkBackend.TORCH:
+            where = "provider" if backend is BenchmarkBackend.ONNXRUNTIME else "backend_device"
+            raise ValueError(
+                f"config.device: only for backend torch (backend {backend.value} runs where "
+                f"its {where} says); remove device"
+            )
         if self.backend_device is not None:
             if backend in (BenchmarkBackend.TORCH, BenchmarkBackend.ONNXRUNTIME):
                 where = "device" if backend is BenchmarkBackend.TORCH else "provider"
