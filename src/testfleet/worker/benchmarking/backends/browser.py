@@ -246,7 +246,8 @@ class BrowserBackend(Backend):
         return BackendDescription(
             device=f"browser:{self._device}",
             device_name=name,
-            memory_metric="not measured (inside the browser)",
+            # The runner samples its own process; the page runs in Chromium.
+            memory_metric="runner process RSS (the browser's own memory is not counted)",
             conditions={
                 "backend": self.kind.value,
                 "backend_version": web_version,
