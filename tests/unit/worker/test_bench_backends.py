@@ -172,7 +172,7 @@ def test_openvino_refuses_a_device_it_does_not_list_naming_the_ones_it_has(devic
     assert "(it has CPU)" in caught.value.message
 
 
-@pytest.mark.parametrize("device", ["CPU", "GPU.1", "AUTO:GPU,CPU", "GPU"])
+@pytest.mark.parametrize("device", ["CPU", "GPU.1", "AUTO:GPU,CPU", "GPU", "AUTO"])
 def test_openvino_accepts_listed_devices(device: str) -> None:
     openvino("CPU", "GPU.0", "GPU.1").check(config(backend="openvino", backend_device=device))
 

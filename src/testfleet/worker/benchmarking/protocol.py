@@ -59,7 +59,11 @@ class RunnerRequest(_Line):
 class SetupLine(_Line):
     type: Literal["setup"] = "setup"
     model_source: Literal["config", "local_path"]
-    device: str = Field(max_length=64, description="torch's name for it: cpu, cuda:0, mps")
+    device: str = Field(
+        max_length=128,
+        description="torch's name for it (cpu, cuda:0, mps), or a backend's "
+        "(onnxruntime:CPUExecutionProvider, openvino:GPU.1)",
+    )
     device_name: str = Field(max_length=256)
     planned_batch_sizes: list[int]
     conditions: dict[str, Any] = Field(default_factory=dict)

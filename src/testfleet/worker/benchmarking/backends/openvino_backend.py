@@ -50,7 +50,8 @@ _HINTS = {
 def _physical(device: str) -> list[str]:
     """The physical device names a device string stands for (``GPU.1`` -> GPU)."""
     head, _, rest = device.partition(":")
-    names = rest.split(",") if head in VIRTUAL_DEVICES and rest else [head]
+    # AUTO alone chooses among every device: nothing named to check.
+    names = (rest.split(",") if rest else []) if head in VIRTUAL_DEVICES else [head]
     return [re.split(r"[.(]", name.strip(), maxsplit=1)[0] for name in names if name.strip()]
 
 
@@ -80,7 +81,8 @@ class OpenVinoBackend(Backend):
         listed = {re.split(r"[.(]", name, maxsplit=1)[0] for name in available}
         wanted = _physical(device)
         missing = [name for name in wanted if name not in listed]
-        if not wanted or missing or (device.split(":")[0] in VIRTUAL_DEVICES and not wanted):
+        virtual = device.split(":")[0] in VIRTUAL_DEVICES
+        if missing or (not wanted and not virtual):
             raise BenchmarkError(
                 ErrorClass.INVALID_CONFIG,
                 f"config.backend_device {device!r} is not a device of this worker's OpenVINO "
