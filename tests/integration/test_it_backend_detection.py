@@ -87,3 +87,28 @@ def test_a_worker_reports_its_backends_and_tasks_wait_for_a_backend_it_lacks(
         "backend: needs openvino on NPU; connected workers have OpenVINO "
     )
     assert task["requirements"]["backend"] == {"name": "openvino", "device": "NPU"}
+
+
+@pytest.mark.timeout(420)
+def test_a_browser_benchmark_runs_through_the_fleet_and_is_stored(
+    fleet: Fleet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    fleet.start_coordinator()
+    fleet.start_worker("w-browser", WorkerOptions(probe_backends=True, log_level="info"))
+    tiny = {"num_hidden_layers": 1, "hidden_size": 32, "num_attention_heads": 2,
+            "intermediate_size": 64}  # fmt: skip
+    config = {"model": "bert-base-uncased", "backend": "browser", "backend_device": "wasm",
+              "batch_sizes": [1, 2], "iterations": 5, "warmup": 1, "sequence_length": 8,
+              "threads": 1, "config_overrides": tiny}  # fmt: skip
+    fleet.client.submit(
+        {"task_id": "bert-wasm", "type": "benchmark", "config": config, "timeout_seconds": 300}
+    )
+    finished = fleet.wait_terminal(["bert-wasm"], timeout=360)
+    assert finished["bert-wasm"]["status"] == "completed", fleet.task("bert-wasm")
+    outcome = fleet.task("bert-wasm")["result"]["results"]
+    assert outcome["backend"] == "browser"
+    assert outcome["device"] == "browser:wasm"
+    assert outcome["output_check"]["passed"] is True
+    assert outcome["conditions"]["onnxruntime_web_version"] == "1.31.1"
+    assert sorted(outcome["batch_sizes"], key=int) == ["1", "2"]
