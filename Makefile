@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint check bench clean
+.PHONY: demo test lint check bench clean browser-assets
 
 # torch is pinned to the CPU build first (this machine's pip takes it from
 # local disk in seconds); the bench extra's range then accepts it instead of
@@ -59,12 +59,23 @@ $(PG_CTL):
 	$$SUDO apt-get update && \
 	$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql
 
-demo: $(STAMP)
+# The browser benchmark backend's JavaScript: onnxruntime-web, pinned in
+# browser/package-lock.json, installed by npm (node and npm come with the
+# machine); the worker serves these files itself on 127.0.0.1 at run time.
+BROWSER_ASSETS := browser/node_modules/.package-lock.json
+$(BROWSER_ASSETS): browser/package.json browser/package-lock.json
+	@echo "installing onnxruntime-web for browser benchmarks (npm ci in browser/)"
+	cd browser && npm ci --no-audit --no-fund
+	touch $(BROWSER_ASSETS)
+
+browser-assets: $(BROWSER_ASSETS)
+
+demo: $(STAMP) $(BROWSER_ASSETS)
 	$(BIN)/testfleet demo
 
 # TESTFLEET_REQUIRE_TOOLS=1: a test skipped for a missing tool (torch, xdist, git,
 # make) fails the run, so a lost install step cannot hide tests (tests/conftest.py).
-test: $(STAMP) $(CHROMIUM) $(IPROUTE) $(PG_CTL)
+test: $(STAMP) $(CHROMIUM) $(IPROUTE) $(PG_CTL) $(BROWSER_ASSETS)
 	HF_HUB_OFFLINE=1 TESTFLEET_REQUIRE_TOOLS=1 $(BIN)/pytest
 
 lint: $(STAMP)

@@ -107,6 +107,8 @@ class WorkerOptions:
     #: Off unless asked for: importing torch costs seconds per worker, and
     #: only model benchmarks (whose hardware torch reports) need it.
     probe_torch: bool = False
+    #: Off unless asked for: the browser probe starts a Chromium per worker.
+    probe_backends: bool = False
     #: ``None``: ``<the fleet's work_dir>/<worker_id>``.
     work_dir: Path | None = None
     log_level: str | None = None
@@ -305,6 +307,8 @@ class LocalFleet:
         args += ["--worker-id", worker_id, "--work-dir", str(work_dir)]
         if not options.probe_torch:
             args.append("--no-probe-torch")
+        if not options.probe_backends:
+            args.append("--no-probe-backends")
         if options.codec is not None:
             args += ["--codec", options.codec.value]
         if options.log_level is not None:

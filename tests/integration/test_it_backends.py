@@ -17,6 +17,8 @@ import sys
 import pytest
 from it_fleet import RELAXED_HEARTBEAT_TIMEOUT
 
+from testfleet.local_fleet import WorkerOptions
+
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 TINY = {
@@ -52,7 +54,11 @@ def benchmark(task_id: str, model: str, backend: str) -> dict[str, object]:
 def test_backends_run_land_in_duckdb_and_compare_side_by_side(fleet, monkeypatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     fleet.start_coordinator(heartbeat_timeout=RELAXED_HEARTBEAT_TIMEOUT)
-    fleet.start_worker("bench-backends", slots=2)
+    # Backends are placed by what a worker detected (requirements.backend), so
+    # this worker probes them (LocalFleet's workers do not by default).
+    fleet.start_worker(
+        "bench-backends", WorkerOptions(slots=2, probe_backends=True, log_level="info")
+    )
     fleet.client.submit([benchmark(task_id, *spec) for task_id, spec in RUNS.items()])
     finished = fleet.wait_terminal(list(RUNS), timeout=360)
     for task_id in RUNS:

@@ -57,7 +57,7 @@ def worker_argv(fleet: Fleet, cert_dir: Path, *extra: str) -> list[str]:
         "worker",
         *("--coordinator", fleet.url, "--ca", str(ca_files(fleet.pki).cert)),
         *("--cert-dir", str(cert_dir), "--work-dir", str(fleet.work_dir / cert_dir.name)),
-        *("--no-probe-torch", "--log-level", "info"),
+        *("--no-probe-torch", "--no-probe-backends", "--log-level", "info"),
         *extra,
     ]
 

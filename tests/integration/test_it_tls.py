@@ -53,7 +53,7 @@ class TlsFleet:
     def worker_process(self, worker_id: str, *args: str, seconds: float) -> str:
         """``testfleet worker`` with ``args`` for at most ``seconds``; its output."""
         argv = [sys.executable, "-m", "testfleet", "worker", "-c", self.fleet.url]
-        argv += ["--worker-id", worker_id, "--no-probe-torch", *args]
+        argv += ["--worker-id", worker_id, "--no-probe-torch", "--no-probe-backends", *args]
         try:
             # A worker's environment holds no API token (as LocalFleet starts them).
             env = {k: v for k, v in self.fleet.env().items() if k != TOKEN_ENV}

@@ -42,6 +42,7 @@ def worker_process(fleet: Fleet, worker_id: str, *args: str, seconds: float = 60
     """``testfleet worker`` as ``worker_id`` with ``args``, no API token in its
     environment; its exit status and output."""
     argv = [sys.executable, "-m", "testfleet", "worker", "-c", fleet.url, "--no-probe-torch"]
+    argv.append("--no-probe-backends")  # a Chromium per start: not what these tests test
     argv += ["--worker-id", worker_id, "--work-dir", str(fleet.work_dir / worker_id), *args]
     env = {k: v for k, v in fleet.env().items() if k not in (TOKEN_ENV, TOKEN_FILE_ENV)}
     try:

@@ -3,15 +3,17 @@ ending the command in one line that names the option and the fix.
 
 Callers: ``testfleet coordinator`` (``--backup-every``/``--backup-dir``,
 ``--enrol-ca-dir``) and ``testfleet worker`` (``--max-task-memory``,
-``--disk``) in ``cli/processes.py``, once at start. Each imports what it checks
-with inside the function, as ``cli/processes.py`` does, so the CLI's start-up
-stays light.
+``--disk``, ``--browser``, ``--browser-assets``) in ``cli/processes.py``,
+once at start. Each imports what it checks with inside the function, as
+``cli/processes.py`` does, so the CLI's start-up stays light.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
+
+import typer
 
 from testfleet.cli.app import fail
 
@@ -68,3 +70,53 @@ def size_option(name: str, value: str | None) -> int | None:
     if not isinstance(size, int) or not 0 < size <= MAX_BYTES:
         fail(f"{name} {value}: expected {SIZE_RULE}, more than 0 and at most 1 PiB")
     return size
+
+
+#: ``testfleet worker``'s backend detection and browser options (issue 15).
+ProbeBackendsOption = Annotated[
+    bool,
+    typer.Option(
+        "--probe-backends/--no-probe-backends",
+        help="Look for ONNX Runtime, OpenVINO and a Chromium (a few seconds at start).",
+    ),
+]
+BrowserOption = Annotated[
+    str | None,
+    typer.Option(
+        envvar="TESTFLEET_BROWSER",
+        help="Chromium for browser benchmarks (default: chromium on PATH).",
+        show_default=False,
+    ),
+]
+BrowserAssetsOption = Annotated[
+    Path | None,
+    typer.Option(
+        envvar="TESTFLEET_BROWSER_ASSETS",
+        help="onnxruntime-web's dist directory (default: the checkout's browser/, made by "
+        "`make browser-assets`).",
+        show_default=False,
+    ),
+]
+
+
+def browser_settings(browser: str | None, assets: Path | None) -> None:
+    """``testfleet worker --browser``/``--browser-assets``: checked now, then
+    put in this process's environment, which the benchmark children inherit
+    (the browser backend reads them there)."""
+    import os
+
+    from testfleet.worker.browser_assets import ASSETS_ENV, BrowserAssetsError, check_assets_dir
+    from testfleet.worker.chromium import BROWSER_ENV, BrowserNotFoundError, find_chromium
+
+    if browser is not None:
+        try:
+            found = find_chromium(browser)
+        except BrowserNotFoundError as exc:
+            fail(str(exc))
+        os.environ[BROWSER_ENV] = str(found)
+    if assets is not None:
+        try:
+            check_assets_dir(assets)
+        except BrowserAssetsError as exc:
+            fail(str(exc))
+        os.environ[ASSETS_ENV] = str(assets.resolve())

@@ -27,7 +27,15 @@ from testfleet.cli.app import (
     parse_tags,
     resolve_coordinator,
 )
-from testfleet.cli.process_options import backup_schedule, enrolment_ca_option, size_option
+from testfleet.cli.process_options import (
+    BrowserAssetsOption,
+    BrowserOption,
+    ProbeBackendsOption,
+    backup_schedule,
+    browser_settings,
+    enrolment_ca_option,
+    size_option,
+)
 from testfleet.cli.worker_credential_options import (
     enrolled_certificate,
     worker_tls,
@@ -357,6 +365,9 @@ def worker(
     probe_torch: Annotated[
         bool, typer.Option("--probe-torch/--no-probe-torch", help="Ask torch what it sees.")
     ] = True,
+    probe_backends: ProbeBackendsOption = True,
+    browser: BrowserOption = None,
+    browser_assets: BrowserAssetsOption = None,
     work_dir: Annotated[
         Path | None, typer.Option(help="Cache and scratch directory.", show_default=False)
     ] = None,
@@ -452,6 +463,7 @@ def worker(
     """Join a coordinator as a worker (connects out; no inbound port needed)."""
     from testfleet.domain.resources import format_size
     from testfleet.worker.agent import AgentSettings, WorkerAgent, WorkerRefusedError
+    from testfleet.worker.backend_probes import BackendProbes
     from testfleet.worker.executors.leftovers import reap_leftovers
     from testfleet.worker.executors.registry import (
         MISSING_FOR,
@@ -506,8 +518,12 @@ def worker(
         )
     if not executors:
         fail(f"--allow-types {allow_types}: this worker can run none of these task types")
+    browser_settings(browser, browser_assets)
     capabilities = detect_capabilities(
-        tags=parse_tags(tag or []), task_types=list(executors), probe_torch=probe_torch
+        tags=parse_tags(tag or []),
+        task_types=list(executors),
+        probe_torch=probe_torch,
+        backend_probes=BackendProbes() if probe_backends else None,
     ).model_copy(update={"refused_task_types": chosen.refused})
     for problem in capabilities.probe_errors:
         errors.print(f"[yellow]hardware probe:[/yellow] {escape(problem)}")

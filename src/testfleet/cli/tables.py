@@ -105,6 +105,10 @@ def attempts_table(attempts: list[dict[str, Any]]) -> Table:
 
 
 def workers_table(workers: list[dict[str, Any]]) -> Table:
+    # The backends column only where some worker has one: a fleet without
+    # keeps the table it had (narrow terminals have no room to spare).
+    cells = [backends_cell(w["capabilities"].get("backends") or {}) for w in workers]
+    with_backends = any(cell != "-" for cell in cells)
     table = Table(title="workers", header_style="bold")
     for column in (
         "worker",
@@ -117,11 +121,12 @@ def workers_table(workers: list[dict[str, Any]]) -> Table:
         "cpu",
         "mem GB",
         "gpus",
+        *(["backends"] if with_backends else []),
         "tags",
         "load",
     ):
         table.add_column(column)
-    for worker in workers:
+    for worker, backends in zip(workers, cells, strict=True):
         caps = worker["capabilities"]
         gpus = ", ".join(str(g["name"]) for g in caps.get("gpus", [])) or "-"
         load = worker.get("load") or {}
@@ -139,10 +144,39 @@ def workers_table(workers: list[dict[str, Any]]) -> Table:
             shown(f"{caps['cpu']['model'][:28]} x{caps['cpu']['logical_cores']}"),
             f"{caps['memory_gb']:.1f}",
             shown(gpus),
+            *([shown(backends)] if with_backends else []),
             shown(",".join(f"{k}={v}" for k, v in sorted(worker["tags"].items()))),
             "" if cpu_load is None else f"{cpu_load:.0f}% cpu",
         )
     return table
+
+
+def backends_cell(backends: dict[str, Any]) -> str:
+    """A worker's detected benchmark backends in one cell (issue 15), e.g.
+    ``ort 1.32 [CPU]; openvino 2026.4 [CPU]; chromium 156 [wasm, webgpu: google
+    swiftshader]``; "-" for none (or a worker from before)."""
+    parts = []
+    ort = backends.get("onnxruntime")
+    if ort:
+        providers = [str(p).removesuffix("ExecutionProvider") for p in ort.get("providers", [])]
+        parts.append(f"ort {ort['version']} [{', '.join(providers)}]")
+    openvino = backends.get("openvino")
+    if openvino:
+        version = str(openvino["version"]).split("-")[0]
+        parts.append(f"openvino {version} [{', '.join(openvino.get('devices', []))}]")
+    browser = backends.get("browser")
+    if browser:
+        devices = ["wasm" + ("+threads" if browser.get("wasm", {}).get("threads") else "")]
+        adapter = (browser.get("webgpu") or {}).get("adapter")
+        if adapter:
+            devices.append(f"webgpu: {adapter}")
+        if browser.get("webnn"):
+            devices.append("webnn")
+        web = browser.get("onnxruntime_web")
+        runtime = f"ort-web {web}" if web else "no onnxruntime-web"
+        version = str(browser["version"]).split(".")[0]
+        parts.append(f"chromium {version} [{', '.join(devices)}; {runtime}]")
+    return "; ".join(parts) or "-"
 
 
 def _speed(worker: dict[str, Any]) -> str:

@@ -21,6 +21,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from testfleet.domain.backend_requirement import BackendRequirement, requirement_for
 from testfleet.domain.enums import HardwareKind, TaskType
 from testfleet.domain.json_values import shorten
 from testfleet.domain.resources import TaskResources
@@ -64,6 +65,9 @@ class Requirements(StrictModel):
     #: Memory, cores and disk the task reserves on its worker and is held to
     #: there (see :mod:`testfleet.domain.resources`); absent: none.
     resources: TaskResources = Field(default_factory=TaskResources)
+    #: A benchmark's backend beyond torch (``domain/backend_requirement.py``):
+    #: filled in from its config at validation, so placement sees it.
+    backend: BackendRequirement | None = None
 
     def key(self) -> str:
         """A canonical string: equal requirements give equal keys (the scheduler caches by it)."""
@@ -182,6 +186,7 @@ class TaskSpec(StrictModel):
             config = model.model_validate(self.config)
         except ValidationError as exc:
             raise _under_config(exc) from None
+        self._place_backend(config)
         # Only a benchmark's config has a device; asked first, as every submitted
         # task passes here and a missing attribute is slow on a pydantic model.
         device = getattr(config, "device", None) if self.type is TaskType.BENCHMARK else None
@@ -199,6 +204,46 @@ class TaskSpec(StrictModel):
                         f'include it: add "hardware": ["{device.value}"] there'
                     )
         return self
+
+    def _place_backend(self, config: BaseModel) -> None:
+        """Set every slice's ``requirements.backend`` from a benchmark's config
+        (issue 15), so the task is placed only where its backend runs."""
+        # Every submitted task passes here: most are not benchmarks and name no
+        # backend, and they should not pay for the slice list below.
+        if (
+            self.type is not TaskType.BENCHMARK
+            and self.requirements.backend is None
+            and not self.fallbacks
+        ):
+            return
+        from testfleet.domain.benchmark import BenchmarkConfig
+
+        wanted = requirement_for(config) if isinstance(config, BenchmarkConfig) else None
+        slices = [("requirements", self.requirements)] + [
+            (f"fallbacks[{i}].requirements", f.requirements) for i, f in enumerate(self.fallbacks)
+        ]
+        for where, requirements in slices:
+            given = requirements.backend
+            if given is not None and given != wanted:
+                said = wanted.describe() if wanted is not None else "no backend beyond torch"
+                raise ValueError(
+                    f"{where}.backend is {given.describe()} but the config asks for {said}: "
+                    "leave requirements.backend out, it is set from config.backend"
+                )
+        if wanted is None:
+            return
+        # A frozen model: the fields are replaced while it is being built
+        # (this validator), never after; copies keep the documents' own values.
+        object.__setattr__(
+            self, "requirements", self.requirements.model_copy(update={"backend": wanted})
+        )
+        fallbacks = [
+            f.model_copy(
+                update={"requirements": f.requirements.model_copy(update={"backend": wanted})}
+            )
+            for f in self.fallbacks
+        ]
+        object.__setattr__(self, "fallbacks", fallbacks)
 
 
 def is_idempotent(spec: TaskSpec) -> bool:

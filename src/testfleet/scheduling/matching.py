@@ -11,7 +11,10 @@ Terms:
   ``gpu_model`` (a case-insensitive substring of some GPU's name) and ``tags``
   (each one must equal the worker's tag of the same name), ``resources``
   (each amount within the worker's allocatable total, :func:`allocatable`;
-  whether enough is *free* now is the scheduler's business). A field that is not
+  whether enough is *free* now is the scheduler's business), ``backend`` (a
+  benchmark's ONNX Runtime provider, OpenVINO device or browser device, set
+  from its config; the worker's detected ``capabilities.backends`` must offer
+  it: :func:`~testfleet.domain.backend_requirement.offer_gap`). A field that is not
   given demands nothing. ``exclude_workers`` names workers that may not run
   the task at all; it is about identity, not capabilities, so the scheduler
   applies it beside :func:`matcher` rather than inside it.
@@ -32,6 +35,8 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
+from testfleet.domain.backend_requirement import BackendRequirement, offer_gap
+from testfleet.domain.benchmark import BenchmarkBackend
 from testfleet.domain.enums import HardwareKind, TaskType
 from testfleet.domain.hardware import WorkerCapabilities
 from testfleet.domain.resources import UNBOUNDED, ResourceAmounts, format_size
@@ -217,18 +222,32 @@ def _task_type_fleet(t: TaskType, _r: Requirements, fleet: Sequence[WorkerCapabi
     return f"task type: no connected worker runs '{t.value}' tasks (they run: {runs})"
 
 
-def offered_hardware(task_type: TaskType, caps: WorkerCapabilities) -> list[HardwareKind]:
+#: Hardware kinds a benchmark backend drives, beside the CPU (what its
+#: detection adds to a worker's hardware list).
+_BACKEND_KINDS = {
+    BenchmarkBackend.OPENVINO: {HardwareKind.OPENVINO},
+    BenchmarkBackend.BROWSER: {HardwareKind.WEBGPU, HardwareKind.WEBNN},
+}
+
+
+def offered_hardware(
+    task_type: TaskType, caps: WorkerCapabilities, backend: BackendRequirement | None = None
+) -> list[HardwareKind]:
     """The hardware a worker offers to a task of ``task_type``.
 
     A benchmark runs through torch, so for one a worker offers only what its
     torch can drive: a GPU that NVML sees but the installed torch cannot use
     (a CPU-only build, say) must not attract a CUDA benchmark that would then
-    fail. Other task types get all the hardware the worker has.
+    fail. A benchmark on another ``backend`` is also offered the kinds that
+    backend drives (openvino; webgpu, webnn), where detected. Other task types
+    get all the hardware the worker has.
     """
     if task_type is not TaskType.BENCHMARK:
         return caps.hardware
     torch = caps.torch
     usable = {HardwareKind.CPU}
+    if backend is not None:
+        usable |= _BACKEND_KINDS.get(backend.name, set())
     if torch is not None:
         if torch.cuda_available:
             usable.add(HardwareKind.ROCM if torch.hip_version else HardwareKind.CUDA)
@@ -238,24 +257,28 @@ def offered_hardware(task_type: TaskType, caps: WorkerCapabilities) -> list[Hard
 
 
 def _hardware_met(t: TaskType, r: Requirements, caps: WorkerCapabilities) -> bool:
-    offered = offered_hardware(t, caps)
+    offered = offered_hardware(t, caps, r.backend)
     return any(kind in offered for kind in r.hardware)
 
 
 def _hardware_worker(t: TaskType, r: Requirements, caps: WorkerCapabilities) -> str:
     needs = _listing([k.value for k in r.hardware])
-    offers = _listing([k.value for k in offered_hardware(t, caps)])
-    return f"hardware: needs one of {needs}, worker offers {offers}{_torch_note(t)}"
+    offers = _listing([k.value for k in offered_hardware(t, caps, r.backend)])
+    return f"hardware: needs one of {needs}, worker offers {offers}{_torch_note(t, r)}"
 
 
 def _hardware_fleet(t: TaskType, r: Requirements, fleet: Sequence[WorkerCapabilities]) -> str:
     needs = _listing([k.value for k in r.hardware])
-    offered = _listing([k.value for c in fleet for k in offered_hardware(t, c)])
-    return f"hardware: needs one of {needs}; connected workers offer {offered}{_torch_note(t)}"
+    offered = _listing([k.value for c in fleet for k in offered_hardware(t, c, r.backend)])
+    return f"hardware: needs one of {needs}; connected workers offer {offered}{_torch_note(t, r)}"
 
 
-def _torch_note(task_type: TaskType) -> str:
-    return " (to torch, for benchmarks)" if task_type is TaskType.BENCHMARK else ""
+def _torch_note(task_type: TaskType, r: Requirements) -> str:
+    if task_type is not TaskType.BENCHMARK:
+        return ""
+    if r.backend is not None:
+        return f" (to torch and {r.backend.name.value}, for this benchmark)"
+    return " (to torch, for benchmarks)"
 
 
 def _memory_met(_t: TaskType, r: Requirements, caps: WorkerCapabilities) -> bool:
@@ -366,6 +389,22 @@ def _tags_fleet(_t: TaskType, r: Requirements, fleet: Sequence[WorkerCapabilitie
     return "tags: " + "; ".join(missing)
 
 
+def _backend_met(_t: TaskType, r: Requirements, caps: WorkerCapabilities) -> bool:
+    return r.backend is None or offer_gap(r.backend, caps) is None
+
+
+def _backend_worker(_t: TaskType, r: Requirements, caps: WorkerCapabilities) -> str:
+    assert r.backend is not None
+    return f"backend: needs {r.backend.describe()}, worker has {offer_gap(r.backend, caps)}"
+
+
+def _backend_fleet(_t: TaskType, r: Requirements, fleet: Sequence[WorkerCapabilities]) -> str:
+    assert r.backend is not None
+    requirement = r.backend
+    gaps = sorted({gap for caps in fleet if (gap := offer_gap(requirement, caps)) is not None})
+    return f"backend: needs {requirement.describe()}; connected workers have {'; '.join(gaps)}"
+
+
 def allocatable(caps: WorkerCapabilities) -> ResourceAmounts:
     """The totals a worker lets tasks reserve (see :mod:`testfleet.domain.resources`).
 
@@ -452,6 +491,13 @@ _FIELDS: tuple[_Field, ...] = (
         _gpu_model_fleet,
     ),
     _Field("tags", lambda r: bool(r.tags), _tags_met, _tags_worker, _tags_fleet),
+    _Field(
+        "backend",
+        lambda r: r.backend is not None,
+        _backend_met,
+        _backend_worker,
+        _backend_fleet,
+    ),
     _Field(
         "resources",
         lambda r: r.resources.declared,

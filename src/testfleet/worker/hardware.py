@@ -38,7 +38,14 @@ from typing import Any, NotRequired, TypedDict, TypeVar
 import psutil
 
 from testfleet.domain.enums import HardwareKind, TaskType
-from testfleet.domain.hardware import CpuInfo, GpuInfo, TorchInfo, WorkerCapabilities
+from testfleet.domain.hardware import (
+    BackendInfo,
+    CpuInfo,
+    GpuInfo,
+    TorchInfo,
+    WorkerCapabilities,
+)
+from testfleet.worker.backend_probes import BackendProbes, backend_hardware, detect_backends
 
 #: Importing torch (and initialising CUDA) takes seconds; a broken install may hang.
 TORCH_PROBE_TIMEOUT_SECONDS = 60.0
@@ -312,13 +319,19 @@ def _run_probe(name: str, probe: Callable[[], T], fallback: T, errors: list[str]
         return fallback
 
 
-def derive_hardware(gpus: list[GpuInfo], torch: TorchInfo | None) -> list[HardwareKind]:
+def derive_hardware(
+    gpus: list[GpuInfo], torch: TorchInfo | None, backends: BackendInfo | None = None
+) -> list[HardwareKind]:
     """The hardware kinds a worker offers, in HardwareKind declaration order (cpu first).
 
     cuda: NVML found an NVIDIA GPU, or torch has CUDA that is not ROCm's HIP
     (a ROCm build of torch answers ``cuda.is_available()`` for AMD GPUs).
+    openvino, webgpu, webnn: what the backend probes found
+    (:func:`~testfleet.worker.backend_probes.backend_hardware`).
     """
     kinds = {HardwareKind.CPU}
+    if backends is not None:
+        kinds |= backend_hardware(backends)
     if any(gpu.vendor == "nvidia" for gpu in gpus):
         kinds.add(HardwareKind.CUDA)
     if torch is not None and torch.cuda_available:
@@ -334,16 +347,23 @@ def detect_capabilities(
     task_types: list[TaskType],
     probe_torch: bool = True,
     probes: Probes | None = None,
+    backend_probes: BackendProbes | None = None,
 ) -> WorkerCapabilities:
     """Probe this machine. Never raises for a probe failure (see ``probe_errors``).
 
-    Blocking (the torch probe runs a child process for up to a minute): call it
-    from a thread in async code. ``probe_torch=False`` skips torch entirely.
+    Blocking (the torch probe runs a child process for up to a minute, the
+    backend probes children for up to their timeouts): call it from a thread
+    in async code. ``probe_torch=False`` skips torch entirely; the benchmark
+    backends (ONNX Runtime, OpenVINO, a Chromium) are probed only when
+    ``backend_probes`` is given (``testfleet worker`` does unless
+    ``--no-probe-backends``; a browser start per worker is too dear for a
+    demo's or a test fleet's workers that run no such benchmark).
     """
     probes = probes or Probes()
     errors: list[str] = []
     gpus = _run_probe("nvidia_gpus", probes.nvidia_gpus, list[GpuInfo](), errors)
     torch = _run_probe("torch", probes.torch, None, errors) if probe_torch else None
+    backends = BackendInfo() if backend_probes is None else detect_backends(backend_probes, errors)
     return WorkerCapabilities(
         hostname=_run_probe("hostname", probes.hostname, "unknown", errors),
         os=_run_probe("os", probes.os, "unknown", errors),
@@ -352,10 +372,11 @@ def detect_capabilities(
         memory_gb=_run_probe("memory", probes.memory_gb, 0.0, errors),
         gpus=gpus,
         torch=torch,
-        hardware=derive_hardware(gpus, torch),
+        hardware=derive_hardware(gpus, torch, backends),
         task_types=list(task_types),
         tags=dict(tags),
-        probe_errors=errors,
+        probe_errors=[_clip(e, _MAX_ERROR_CHARS) for e in errors][:32],
+        backends=backends,
     )
 
 

@@ -47,9 +47,18 @@ def config(**fields: Any) -> BenchmarkConfig:
 # ---------------------------------------------------------------- dispatch
 
 
-def test_the_registry_builds_each_backend_and_refuses_one_it_lacks() -> None:
+def test_the_registry_builds_each_backend_and_refuses_one_it_lacks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from testfleet.worker.benchmarking import backends
+    from testfleet.worker.benchmarking.backends.browser import BrowserBackend
+
     assert isinstance(backend_for(BenchmarkBackend.ONNXRUNTIME), OrtBackend)
     assert isinstance(backend_for(BenchmarkBackend.OPENVINO), OpenVinoBackend)
+    assert isinstance(backend_for(BenchmarkBackend.BROWSER), BrowserBackend)
+    # A build without one (the browser's, say) refuses it by name.
+    without = {k: v for k, v in backends.BACKENDS.items() if k is not BenchmarkBackend.BROWSER}
+    monkeypatch.setattr(backends, "BACKENDS", without)
     with pytest.raises(BenchmarkError) as caught:
         backend_for(BenchmarkBackend.BROWSER)
     assert caught.value.error_class is ErrorClass.INVALID_CONFIG

@@ -11,7 +11,7 @@ backend        module                                  runs
 onnxruntime    :mod:`.ort_backend`                     the ONNX export, ``provider``
 openvino       :mod:`.openvino_backend`                the ONNX export, compiled
                                                        for ``backend_device``
-browser        (plugged in by the browser backend)     onnxruntime-web in Chromium
+browser        :mod:`.browser`                         onnxruntime-web in Chromium
 =============  ======================================  ==========================
 """
 
@@ -30,6 +30,7 @@ BACKENDS: dict[BenchmarkBackend, str] = {
     BenchmarkBackend.OPENVINO: (
         "testfleet.worker.benchmarking.backends.openvino_backend:OpenVinoBackend"
     ),
+    BenchmarkBackend.BROWSER: "testfleet.worker.benchmarking.backends.browser:BrowserBackend",
 }
 
 
