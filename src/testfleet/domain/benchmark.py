@@ -96,12 +96,12 @@ class OutputCheck(BaseModel):
     max_abs_diff: float = Field(ge=0)
     tolerance: float = Field(gt=0)
     passed: bool
-    outputs_compared: int = Field(ge=0)
+    outputs_compared: int = Field(ge=0, le=INT64_MAX)
     #: The largest ``|diff| / max(|reference|, 1)``: the same test scaled for outputs
     #: far from 1 (logits), so a large logit's rounding is not a mismatch.
     max_rel_diff: float | None = Field(default=None, ge=0)
     #: The batch size the compared outputs were computed at.
-    batch_size: int | None = Field(default=None, ge=1)
+    batch_size: int | None = Field(default=None, ge=1, le=INT64_MAX)
 
     @property
     def status(self) -> OutputCheckStatus:
