@@ -194,6 +194,10 @@ def run(request: RunnerRequest, emit: Callable[[Line], None]) -> None:
 
         zoo_entry(config.model)  # an unknown name fails before seconds of importing torch
 
+    from testfleet.worker.benchmarking.allocator import keep_freed_memory
+
+    # Before anything is allocated: the same steady allocator state in every run (allocator.py).
+    allocator = keep_freed_memory()
     import torch
 
     if config.threads is not None:
@@ -214,6 +218,7 @@ def run(request: RunnerRequest, emit: Callable[[Line], None]) -> None:
     model = apply_precision(loaded.model, config.precision, accelerator)
     loaded.model = model
     conditions = run_conditions(config=config, accelerator=accelerator, loaded=loaded, plan=plan)
+    conditions["allocator"] = allocator.value
     emit(
         SetupLine(
             model_source=loaded.source,
