@@ -34,6 +34,7 @@ from testfleet.cli.app import (
 from testfleet.cli.client_options import takes_credentials
 from testfleet.cli.help_format import FleetCommand, FleetGroup
 from testfleet.cli.tables import (
+    bench_device,
     busy_notes,
     compare_errors,
     compare_table,
@@ -89,6 +90,9 @@ COMPARE_COLUMNS = (
     "torch_version",
     "transformers_version",
     "load_note",
+    "backend",
+    "output_check",
+    "output_max_abs_diff",
 )
 #: The CSV columns of ``history``, in order.
 HISTORY_COLUMNS = (
@@ -115,6 +119,9 @@ HISTORY_COLUMNS = (
     "torch_version",
     "transformers_version",
     "load_note",
+    "backend",
+    "output_check",
+    "output_max_abs_diff",
 )
 
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([mhdw])\s*$")
@@ -251,14 +258,88 @@ def compare(
     )
     if _printed_for_programs(document, COMPARE_COLUMNS, as_json=as_json, as_csv=as_csv):
         return
-    if document["rows"]:
+    if not document["rows"]:
+        return
+    if has_backends(document):
+        console.print(backends_table(document))
+        console.print(
+            "[dim]the latest run of each backend and device (n=N: N runs recorded); output "
+            "check: the backend's outputs against torch's on the same weights and inputs[/dim]"
+        )
+    else:
         console.print(compare_table(document))
         console.print(
             "[dim]figures of the latest run per cell (n=N: N runs recorded; "
             "see `testfleet results history`)[/dim]"
         )
-        for line in compare_errors(document) + busy_notes(document):
-            console.print(line)
+    for line in compare_errors(document) + busy_notes(document):
+        console.print(line)
+
+
+def has_backends(document: dict[str, Any]) -> bool:
+    """Whether any row was run by a backend other than torch (issue 15)."""
+    return any((row.get("backend") or "torch") != "torch" for row in document["rows"])
+
+
+def _check_cell(row: dict[str, Any]) -> str:
+    """A row's output check: passed or FAILED with the largest difference; torch is the
+    reference ("reference"); a row of a run that compared nothing: "-"."""
+    check = row.get("output_check")
+    diff = row.get("output_max_abs_diff")
+    if (row.get("backend") or "torch") == "torch":
+        return "[dim]reference[/dim]"
+    if check is None:
+        return "-"
+    figure = f" {diff:.2g}" if isinstance(diff, int | float) and diff < 1e300 else ""
+    if check == "passed":
+        return f"[green]passed[/green]{figure}"
+    return f"[red]FAILED[/red]{shown(figure)}"
+
+
+def backends_table(document: dict[str, Any]) -> Table:
+    """``compare`` with backends (issue 15): one line per backend, device and batch size,
+    the latest run's median latency and throughput, and its output check."""
+    table = Table(title=f"{shown(document['model'])}: backends side by side", header_style="bold")
+    for column, justify in (
+        ("backend", "left"),
+        ("device", "left"),
+        ("batch", "right"),
+        ("p50 ms", "right"),
+        ("items/s", "right"),
+        ("output check", "left"),
+    ):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+
+    def order(row: dict[str, Any]) -> tuple[Any, ...]:
+        return (
+            row.get("variant") or "",
+            row["precision"],
+            row["batch_size"],
+            (row.get("backend") or "torch") != "torch",
+            row.get("backend") or "torch",
+            row["hardware"],
+            row["device_name"],
+        )
+
+    for row in sorted(document["rows"], key=order):
+        failed = row.get("error_class") and row.get("throughput_items_per_second") is None
+        throughput = "" if failed else f"{row.get('throughput_items_per_second') or 0:,.1f}"
+        runs = row.get("runs", 1)
+        if runs > 1 and not failed:
+            throughput += f" [dim]n={runs}[/dim]"
+        p50 = row.get("latency_p50_ms")
+        table.add_row(
+            shown(row.get("backend") or "torch"),
+            # The backend has its own column: the device label without it.
+            shown(bench_device({**row, "backend": "torch"}) + f" · {row['precision']}"),
+            str(row["batch_size"]),
+            shown((row.get("error_class") or "error").replace("_", " "))
+            if failed
+            else ("" if p50 is None else f"{p50:,.3f}"),
+            throughput,
+            _check_cell(row),
+        )
+    return table
 
 
 @results_app.command(cls=FleetCommand)

@@ -229,8 +229,11 @@ def _utc(value: str | None) -> str:
 
 
 def bench_device(row: dict[str, Any]) -> str:
-    """``cuda · NVIDIA H200 · seq=128`` (plus ``(simulated)``: never shown as real hardware)."""
+    """``cuda · NVIDIA H200 · seq=128`` (plus ``(simulated)``: never shown as real hardware);
+    a backend other than torch leads (``onnxruntime · cpu · AMD EPYC``, issue 15)."""
     label = f"{row['hardware']} · {row['device_name']}"
+    if (row.get("backend") or "torch") != "torch":
+        label = f"{row['backend']} · {label}"
     if row.get("variant"):
         label += f" · {row['variant']}"
     return label + " (simulated)" if row.get("is_simulated") else label

@@ -389,6 +389,11 @@ class BenchmarkFigures(ResponseModel):
     torch_version: str | None
     transformers_version: str | None
     load_note: str | None
+    #: What ran the model (issue 15): torch, onnxruntime, openvino or browser.
+    backend: str = "torch"
+    #: The backend's outputs against torch's: passed, failed, or null (not compared).
+    output_check: str | None = None
+    output_max_abs_diff: float | None = None
 
 
 class CompareRow(BenchmarkFigures):

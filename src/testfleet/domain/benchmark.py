@@ -16,7 +16,14 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from testfleet.domain.enums import ErrorClass, HardwareKind
 from testfleet.domain.json_values import INT64_MAX, Int64
@@ -41,6 +48,66 @@ class Precision(StrEnum):
     INT8 = "int8"
 
 
+class BenchmarkBackend(StrEnum):
+    """What runs the model's forward pass (issue 15).
+
+    ``torch``: the model itself, on ``device``. ``onnxruntime``: the same model
+    exported to ONNX on the worker, run by ONNX Runtime with ``provider``.
+    ``openvino``: that export compiled by OpenVINO for ``backend_device``.
+    ``browser``: the export run in headless Chromium (onnxruntime-web) on
+    ``backend_device`` ``wasm`` or ``webgpu``.
+    """
+
+    TORCH = "torch"
+    ONNXRUNTIME = "onnxruntime"
+    OPENVINO = "openvino"
+    BROWSER = "browser"
+
+
+#: ONNX Runtime's provider when the task names none.
+DEFAULT_ONNX_PROVIDER = "CPUExecutionProvider"
+#: OpenVINO's device when the task names none.
+DEFAULT_OPENVINO_DEVICE = "CPU"
+#: The browser backend's devices (WebAssembly, WebGPU); its default is the first.
+BROWSER_DEVICES = ("wasm", "webgpu")
+#: ``output_tolerance`` when the task names none: fp32 backends agree with torch
+#: to ~1e-5 on these models; 1e-3 leaves room for reordered reductions.
+DEFAULT_OUTPUT_TOLERANCE = 1e-3
+
+
+class OutputCheckStatus(StrEnum):
+    """A ``benchmark_results.output_check`` value (NULL where nothing was compared)."""
+
+    PASSED = "passed"
+    FAILED = "failed"
+
+
+class OutputCheck(BaseModel):
+    """How a backend's outputs compared with torch's on the same weights and inputs.
+
+    Filled in by the worker's runner (``worker/benchmarking/output_check.py``)
+    for every non-torch backend with ``check_outputs``; a check that did not
+    pass fails the attempt with ``output_mismatch`` (figures still reported).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    reference: Literal["torch"] = "torch"
+    max_abs_diff: float = Field(ge=0)
+    tolerance: float = Field(gt=0)
+    passed: bool
+    outputs_compared: int = Field(ge=0)
+    #: The largest ``|diff| / max(|reference|, 1)``: the same test scaled for outputs
+    #: far from 1 (logits), so a large logit's rounding is not a mismatch.
+    max_rel_diff: float | None = Field(default=None, ge=0)
+    #: The batch size the compared outputs were computed at.
+    batch_size: int | None = Field(default=None, ge=1)
+
+    @property
+    def status(self) -> OutputCheckStatus:
+        return OutputCheckStatus.PASSED if self.passed else OutputCheckStatus.FAILED
+
+
 BatchSize = Annotated[int, Field(ge=1, le=65536)]
 #: A batch size as a key of a result's ``batch_sizes`` (JSON keys are strings);
 #: the coordinator turns it into a ``benchmark_results.batch_size`` INTEGER.
@@ -58,6 +125,12 @@ class BenchmarkConfig(BaseModel):
     for a quick run). The device is the hardware the task was matched to: the
     first kind in ``requirements.hardware`` that the worker has, else the CPU;
     ``device`` pins it.
+
+    ``backend`` (issue 15) chooses what runs the model: torch (the default),
+    ONNX Runtime with ``provider``, OpenVINO on ``backend_device``, or the
+    browser on ``backend_device``; a non-torch backend's outputs are compared
+    with torch's on the same weights and inputs (``check_outputs``) within
+    ``output_tolerance``.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
@@ -74,6 +147,59 @@ class BenchmarkConfig(BaseModel):
     max_batch_size: int = Field(default=DEFAULT_AUTO_MAX_BATCH, ge=1, le=65536)
     config_overrides: dict[str, OverrideValue] = Field(default_factory=dict, max_length=64)
     threads: int | None = Field(default=None, ge=1, le=1024)
+    backend: BenchmarkBackend = BenchmarkBackend.TORCH
+    backend_device: str | None = Field(
+        default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:,()-]+$"
+    )
+    provider: str | None = Field(
+        default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9]+ExecutionProvider$"
+    )
+    check_outputs: bool = True
+    output_tolerance: float = Field(default=DEFAULT_OUTPUT_TOLERANCE, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _backend_fields_fit(self) -> BenchmarkConfig:
+        backend = self.backend
+        if self.provider is not None and backend is not BenchmarkBackend.ONNXRUNTIME:
+            raise ValueError(
+                f"config.provider: only for backend onnxruntime (this task's backend is "
+                f"{backend.value}); remove provider or set backend to onnxruntime"
+            )
+        if self.device is not None and backend is not BenchmarkBackend.TORCH:
+            where = "provider" if backend is BenchmarkBackend.ONNXRUNTIME else "backend_device"
+            raise ValueError(
+                f"config.device: only for backend torch (backend {backend.value} runs where "
+                f"its {where} says); remove device"
+            )
+        if self.backend_device is not None:
+            if backend in (BenchmarkBackend.TORCH, BenchmarkBackend.ONNXRUNTIME):
+                where = "device" if backend is BenchmarkBackend.TORCH else "provider"
+                raise ValueError(
+                    f"config.backend_device: only for backends openvino and browser (this "
+                    f"task's backend is {backend.value}, which is placed by {where}); remove "
+                    f"backend_device"
+                )
+            if backend is BenchmarkBackend.BROWSER and self.backend_device not in BROWSER_DEVICES:
+                raise ValueError(
+                    f"config.backend_device: the browser backend runs on "
+                    f"{' or '.join(BROWSER_DEVICES)}, not {self.backend_device!r}"
+                )
+        return self
+
+    @property
+    def onnx_provider(self) -> str:
+        """The ONNX Runtime execution provider to use (the default when none is named)."""
+        return self.provider or DEFAULT_ONNX_PROVIDER
+
+    @property
+    def resolved_backend_device(self) -> str | None:
+        """The OpenVINO or browser device to use (its default when none is named);
+        None for torch and onnxruntime."""
+        if self.backend is BenchmarkBackend.OPENVINO:
+            return self.backend_device or DEFAULT_OPENVINO_DEVICE
+        if self.backend is BenchmarkBackend.BROWSER:
+            return self.backend_device or BROWSER_DEVICES[0]
+        return None
 
     @field_validator("batch_sizes")
     @classmethod
@@ -125,6 +251,8 @@ class BenchmarkOutcome(BaseModel):
     errors: dict[BatchSizeKey, BatchSizeError] = Field(default_factory=dict)
     optimal_batch_size: int | None = Field(default=None, ge=1, le=INT64_MAX)
     conditions: dict[str, Any] = Field(default_factory=dict)
+    backend: BenchmarkBackend = BenchmarkBackend.TORCH
+    output_check: OutputCheck | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +286,14 @@ class BenchmarkRow:
     #: Set when the machine was busy as the run started (see :func:`load_note`):
     #: its figures may be slower than the same hardware's on a quiet machine.
     load_note: str | None
+    #: What ran the model (a :class:`BenchmarkBackend` value); rows from before
+    #: issue 15 are torch's.
+    backend: str = BenchmarkBackend.TORCH.value
+    #: The run's output check against torch (an :class:`OutputCheckStatus` value),
+    #: None where nothing was compared (torch itself, or check_outputs off).
+    output_check: str | None = None
+    #: The check's largest absolute difference from torch's outputs.
+    output_max_abs_diff: float | None = None
 
 
 #: CPU use of the whole machine (by others: the model is already built) just
@@ -203,6 +339,7 @@ def benchmark_rows(
         return []
     conditions = outcome.conditions
     note = load_note(conditions)
+    check = outcome.output_check
 
     def row(
         size: str, measured: BatchSizeMeasurement | None, error: BatchSizeError | None
@@ -232,6 +369,9 @@ def benchmark_rows(
             torch_version=_text(conditions.get("torch_version")),
             transformers_version=_text(conditions.get("transformers_version")),
             load_note=note,
+            backend=outcome.backend.value,
+            output_check=check.status.value if check is not None else None,
+            output_max_abs_diff=check.max_abs_diff if check is not None else None,
         )
 
     rows = [row(size, measured, None) for size, measured in outcome.batch_sizes.items()]

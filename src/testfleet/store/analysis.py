@@ -8,10 +8,11 @@ group, count runs, and find the previous run a figure changed from. Rows come
 back as plain dicts named after the table's columns, times as float epoch
 seconds; the API renders them as JSON.
 
-A *group* is one configuration measured repeatedly: (hardware, device_name,
-precision, batch_size, is_simulated). ``is_simulated`` is part of it so a
-simulated figure is never counted, compared or shown as a run of real hardware
-(design invariant 6).
+A *group* is one configuration measured repeatedly: (variant, backend,
+hardware, device_name, precision, batch_size, is_simulated); ``backend``
+(issue 15) keeps torch's and ONNX Runtime's runs of the same device apart.
+``is_simulated`` is part of it so a simulated figure is never counted,
+compared or shown as a run of real hardware (design invariant 6).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import duckdb
 from testfleet.domain.benchmark import BenchmarkRow
 from testfleet.store.rows import BENCHMARKS, from_micros, to_micros
 
-_GROUP = "variant, hardware, device_name, precision, batch_size, is_simulated"
+_GROUP = "variant, backend, hardware, device_name, precision, batch_size, is_simulated"
 #: Runs recorded at the same instant are told apart by attempt id (deterministic).
 _OLDEST_FIRST = "recorded_time, attempt_id"
 _NEWEST_FIRST = "recorded_time DESC, attempt_id DESC"
@@ -51,6 +52,9 @@ _FIGURES = (
     "torch_version",
     "transformers_version",
     "load_note",
+    "backend",
+    "output_check",
+    "output_max_abs_diff",
 )
 
 
@@ -128,7 +132,8 @@ def benchmark_compare(
         SELECT {_select_figures("r")}, r.runs, r.failed_runs
         FROM ranked r
         WHERE r.newest = 1
-        ORDER BY r.batch_size, r.variant, r.hardware, r.device_name, r.precision, r.is_simulated
+        ORDER BY r.batch_size, r.variant, r.backend, r.hardware, r.device_name, r.precision,
+            r.is_simulated
         """,
         params,
     )
@@ -164,8 +169,8 @@ def benchmark_latest_per_batch(
         SELECT r.model, {_select_figures("r")}, r.runs, r.failed_runs
         FROM ranked r
         WHERE r.newest = 1
-        ORDER BY r.model, r.batch_size, r.variant, r.hardware, r.device_name, r.precision,
-            r.is_simulated
+        ORDER BY r.model, r.batch_size, r.variant, r.backend, r.hardware, r.device_name,
+            r.precision, r.is_simulated
         """,
         [models],
     )

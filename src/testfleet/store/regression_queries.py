@@ -26,7 +26,9 @@ from testfleet.domain.pytest_tasks import TestOutcome
 #: Runs per series read by default: a window of 10, a regression and its recovery.
 DEFAULT_PER_SERIES = 50
 
-_BENCHMARK_GROUP = "model, variant, hardware, device_name, precision, batch_size, is_simulated"
+_BENCHMARK_GROUP = (
+    "model, variant, hardware, device_name, precision, batch_size, is_simulated, backend"
+)
 
 
 def benchmark_samples(
@@ -49,8 +51,9 @@ def benchmark_samples(
     )
     samples: list[Sample] = []
     for row in cursor.fetchall():
-        model, variant, hardware, device, precision, batch, simulated, micros, attempt = row[:9]
-        labels = (
+        model, variant, hardware, device, precision, batch, simulated, backend = row[:8]
+        micros, attempt = row[8:10]
+        labels: tuple[tuple[str, str], ...] = (
             ("variant", variant),
             ("hardware", hardware),
             ("device_name", device),
@@ -58,8 +61,12 @@ def benchmark_samples(
             ("batch_size", str(batch)),
             ("is_simulated", "true" if simulated else "false"),
         )
+        if backend and backend != "torch":
+            # Issue 15: each backend is a series of its own; torch's keys stay as
+            # they were before backends existed, so their history carries on.
+            labels += (("backend", backend),)
         when = micros / 1e6
-        for figure, value in ((Figure.THROUGHPUT, row[9]), (Figure.LATENCY, row[10])):
+        for figure, value in ((Figure.THROUGHPUT, row[10]), (Figure.LATENCY, row[11])):
             if value is not None:
                 key = SeriesKey(SeriesKind.BENCHMARK, model, figure, labels)
                 samples.append(Sample(key, when, float(value), attempt))

@@ -432,6 +432,9 @@ BENCHMARKS: TableMapping[BenchmarkRow] = TableMapping(
             ("torch_version", _TEXT),
             ("transformers_version", _TEXT),
             ("load_note", _TEXT),
+            ("backend", _TEXT),
+            ("output_check", _TEXT),
+            ("output_max_abs_diff", _DOUBLE),
         )
     ),
     decode=_benchmark_from_fields,

@@ -363,6 +363,16 @@ _V9_STATEMENTS = (
     "ALTER TABLE distributed_tasks ADD COLUMN slice_index INTEGER DEFAULT 0",
 )
 
+_V10_STATEMENTS = (
+    # Issue 15: what ran the model (torch, onnxruntime, openvino, browser; rows
+    # from before are torch's), and the outcome of the check of its outputs
+    # against torch's (passed / failed, NULL where nothing was compared) with
+    # the largest absolute difference found.
+    "ALTER TABLE benchmark_results ADD COLUMN backend VARCHAR DEFAULT 'torch'",
+    "ALTER TABLE benchmark_results ADD COLUMN output_check VARCHAR",
+    "ALTER TABLE benchmark_results ADD COLUMN output_max_abs_diff DOUBLE",
+)
+
 #: Every migration, in version order starting at 1. Append only.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "design document tables, task_results", _V1_STATEMENTS),
@@ -382,6 +392,11 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(7, "alerts, alert_notifications", _V7_STATEMENTS),
     Migration(8, "written_epoch on tasks, attempts and results", _V8_STATEMENTS),
     Migration(9, "task_execution_history.slice_index and .speculative (issue 14)", _V9_STATEMENTS),
+    Migration(
+        10,
+        "benchmark_results.backend, .output_check, .output_max_abs_diff (issue 15)",
+        _V10_STATEMENTS,
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -434,3 +434,77 @@ def test_the_csv_columns_are_exactly_the_api_rows_fields() -> None:
 
     assert sorted(COMPARE_COLUMNS) == sorted(CompareRow.model_fields)
     assert sorted(HISTORY_COLUMNS) == sorted(HistoryRow.model_fields)
+
+
+# ---------------------------------------------------------------- backends (issue 15)
+
+
+def backend_row(
+    backend: str, batch_size: int, p50: float, throughput: float, **extra: Any
+) -> dict[str, Any]:
+    row = figures(batch_size, "cpu", "AMD EPYC", "fp32", throughput=throughput, latency=p50)
+    return {**row, "variant": "seq=16", "backend": backend, **extra}
+
+
+BACKENDS = {
+    "model": MODEL,
+    "rows": [
+        backend_row("torch", 1, 2.5, 400.0),
+        backend_row(
+            "onnxruntime", 1, 1.25, 800.0, output_check="passed", output_max_abs_diff=7.2e-7
+        ),
+        {
+            **backend_row("openvino", 1, 0.75, 1333.0, output_check="failed"),
+            "hardware": "openvino",
+            "output_max_abs_diff": 0.5,
+        },
+        backend_row("torch", 4, 6.0, 666.0),
+    ],
+}
+
+
+def test_compare_shows_backends_side_by_side_with_their_output_check(
+    fleet: FakeCoordinator,
+) -> None:
+    fleet.compare = BACKENDS
+    done = invoke("compare", "--model", MODEL)
+
+    assert done.exit_code == 0, done.output
+    out = done.stdout
+    assert "backends side by side" in out
+    for column in ("backend", "device", "batch", "p50 ms", "items/s", "output check"):
+        assert column in out, column
+    lines = out.splitlines()
+
+    def line_of(*words: str) -> str:
+        return next(line for line in lines if all(word in line for word in words))
+
+    assert "2.500" in line_of("torch", "cpu · AMD EPYC", "400.0", "reference")
+    assert "1.250" in line_of("onnxruntime", "800.0", "passed 7.2e-07")
+    assert "0.750" in line_of("openvino", "openvino · AMD EPYC", "1,333.0", "FAILED 0.5")
+    # Torch first within a batch size, then the backends; batch sizes in order.
+    order = [i for i, line in enumerate(lines) if "AMD EPYC" in line]
+    assert [lines[i].split("│")[1].strip() for i in order] == [
+        "torch",
+        "onnxruntime",
+        "openvino",
+        "torch",
+    ]
+
+
+def test_compare_without_backends_keeps_the_hardware_table(fleet: FakeCoordinator) -> None:
+    done = invoke("compare", "--model", MODEL)
+    assert "backends side by side" not in done.stdout
+    assert "mean ms" in done.stdout
+
+
+def test_compare_csv_carries_backend_and_check(fleet: FakeCoordinator) -> None:
+    fleet.compare = BACKENDS
+    done = invoke("compare", "--model", MODEL, "--csv")
+    rows = list(csv.DictReader(io.StringIO(done.stdout)))
+    assert [(r["backend"], r["output_check"]) for r in rows] == [
+        ("torch", ""),
+        ("onnxruntime", "passed"),
+        ("openvino", "failed"),
+        ("torch", ""),
+    ]

@@ -147,3 +147,18 @@ def test_a_version_1_file_is_upgraded_and_keeps_its_data(
     with duckdb.connect(str(path), read_only=True) as raw:
         versions = raw.execute("SELECT version FROM schema_migrations ORDER BY version").fetchall()
     assert [v for (v,) in versions] == [m.version for m in MIGRATIONS]
+
+
+def test_version_10_gives_rows_from_before_backends_torch(tmp_path: Path) -> None:
+    path = tmp_path / "fleet-v9.duckdb"
+    with duckdb.connect(str(path)) as raw:
+        assert apply_migrations(raw, MIGRATIONS[:9]) == 9
+        raw.execute(
+            "INSERT INTO benchmark_results (attempt_id, batch_size, task_id, worker_id, "
+            "recorded_time, model, variant, hardware, device_name, precision, is_simulated) "
+            "VALUES (1, 8, 't', 'w', TIMESTAMP '2024-01-01', 'm', '', 'cpu', 'x', 'fp32', false)"
+        )
+    with Store(path) as store:
+        assert store.schema_version == LATEST_VERSION >= 10
+        [old] = store.get_benchmark_rows("t")
+    assert (old.backend, old.output_check, old.output_max_abs_diff) == ("torch", None, None)

@@ -467,3 +467,58 @@ def test_latest_per_batch_reads_only_the_first_models_by_name(store: Store) -> N
         store.benchmark_latest_per_batch(models=0)
     with Store(":memory:") as empty:
         assert empty.benchmark_latest_per_batch() == []
+
+
+# ---------------------------------------------------------------- backends (issue 15)
+
+
+def test_each_backend_of_a_device_is_a_group_of_its_own(store: Store) -> None:
+    torch_run = bench(1, 8, at=T0, device=XEON, throughput=100.0)
+    onnx = bench(
+        2,
+        8,
+        at=T0 + 60,
+        device=XEON,
+        throughput=150.0,
+        backend="onnxruntime",
+        output_check="passed",
+        output_max_abs_diff=2.5e-6,
+    )
+    openvino = bench(
+        3,
+        8,
+        at=T0 + 120,
+        device=XEON,
+        throughput=170.0,
+        backend="openvino",
+        output_check="failed",
+        output_max_abs_diff=0.25,
+    )
+    write_rows(store, torch_run, onnx, openvino)
+    compared = store.benchmark_compare(MODEL)
+    assert pick(
+        compared, "backend", "throughput_items_per_second", "output_check", "output_max_abs_diff"
+    ) == [
+        ("onnxruntime", 150.0, "passed", 2.5e-6),
+        ("openvino", 170.0, "failed", 0.25),
+        ("torch", 100.0, None, None),
+    ]
+    assert [r["runs"] for r in compared] == [1, 1, 1]
+    assert [r.backend for r in store.get_benchmark_rows("bench-2")] == ["onnxruntime"]
+    history = store.benchmark_history(MODEL)
+    # Each backend's first run: no change is computed across backends.
+    assert [r["throughput_change_percent"] for r in history] == [None, None, None]
+
+
+def test_regression_series_keep_backends_apart_and_torchs_labels_unchanged(store: Store) -> None:
+    write_rows(
+        store,
+        bench(1, 8, device=XEON),
+        bench(2, 8, at=T0 + 60, device=XEON, backend="onnxruntime", output_check="passed"),
+    )
+    labels = {
+        dict(sample.series.labels).get("backend", "-")
+        for sample in store.regression_samples()
+        if sample.series.name == MODEL
+    }
+    assert labels == {"-", "onnxruntime"}

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from testfleet.domain.benchmark import BenchmarkBackend, BenchmarkConfig
 from testfleet.domain.enums import HardwareKind
 from testfleet.domain.hardware import TorchInfo
 
@@ -71,3 +72,34 @@ def unsupported_reason(kind: HardwareKind) -> str | None:
         return None
     supported = ", ".join(sorted(k.value for k in TORCH_KINDS))
     return f"model benchmarks run through torch on {supported}; there is no {kind.value} backend"
+
+
+#: ONNX Runtime providers that run on a GPU kind; any other runs on the CPU's
+#: (CPUExecutionProvider) or is its own kind (OpenVINOExecutionProvider).
+_PROVIDER_HARDWARE = {
+    "CUDAExecutionProvider": HardwareKind.CUDA,
+    "TensorrtExecutionProvider": HardwareKind.CUDA,
+    "ROCMExecutionProvider": HardwareKind.ROCM,
+    "MIGraphXExecutionProvider": HardwareKind.ROCM,
+    "CoreMLExecutionProvider": HardwareKind.MPS,
+    "OpenVINOExecutionProvider": HardwareKind.OPENVINO,
+    "QNNExecutionProvider": HardwareKind.QNN,
+}
+
+
+def backend_hardware(config: BenchmarkConfig) -> HardwareKind | None:
+    """The hardware kind a non-torch backend's run is recorded under (issue 15),
+    or None for torch (chosen by :func:`choose_hardware`).
+
+    ONNX Runtime: its provider's kind (CUDA's is cuda, the CPU's cpu); OpenVINO:
+    ``openvino`` whatever its device (the device is in ``device``, e.g.
+    ``openvino:GPU``); the browser: ``webgpu`` on WebGPU, else the CPU (wasm).
+    """
+    backend = config.backend
+    if backend is BenchmarkBackend.TORCH:
+        return None
+    if backend is BenchmarkBackend.ONNXRUNTIME:
+        return _PROVIDER_HARDWARE.get(config.onnx_provider, HardwareKind.CPU)
+    if backend is BenchmarkBackend.OPENVINO:
+        return HardwareKind.OPENVINO
+    return HardwareKind.WEBGPU if config.resolved_backend_device == "webgpu" else HardwareKind.CPU

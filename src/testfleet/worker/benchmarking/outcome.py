@@ -25,6 +25,11 @@ Status rules, first match wins:
 6. nothing measured (the smallest size ran out of memory): ``failed`` with
    ``out_of_memory``.
 
+A run that would be ``completed`` but whose ``setup`` line carries an output
+check that did not pass (a non-torch backend's outputs differ from torch's,
+issue 15) is ``failed`` with ``output_mismatch``: its figures stay in
+``results``, with the check.
+
 Where the worker held the runner to ``requirements.resources``, the executor
 passes what it knows: ``ended_by_limit``, a limit that ended the child
 (``AttemptLimits.verdict``), replaces the guess from the exit status in rule 3
@@ -234,6 +239,17 @@ def judge(
     status, error = _status(
         report, ending, measured, errors, whole_run, timeout_seconds, memory_note
     )
+    check = report.setup.output_check if report.setup is not None else None
+    if status is ResultStatus.COMPLETED and check is not None and not check.passed:
+        assert report.setup is not None
+        message = report.setup.output_check_message or "outputs differ from torch's"
+        status, error = (
+            ResultStatus.FAILED,
+            (
+                ErrorClass.OUTPUT_MISMATCH,
+                clip(f"{config.backend.value}: {message}"),
+            ),
+        )
     metrics = hardware_metrics(
         merge_series([line.metrics for line in report.batches.values()]),
         metrics_interval_seconds,
@@ -260,6 +276,8 @@ def judge(
             errors={str(n): e for n, e in errors.items()},
             optimal_batch_size=best_batch_size(throughputs),
             conditions=conditions,
+            backend=config.backend,
+            output_check=setup.output_check,
         )
         results = outcome.model_dump(mode="json")
     return Verdict(status=status, error=error, results=results, hardware_metrics=metrics)

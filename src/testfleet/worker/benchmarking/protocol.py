@@ -28,7 +28,12 @@ from typing import Annotated, Any, Literal
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from testfleet.domain.benchmark import BatchSizeError, BatchSizeMeasurement, BenchmarkConfig
+from testfleet.domain.benchmark import (
+    BatchSizeError,
+    BatchSizeMeasurement,
+    BenchmarkConfig,
+    OutputCheck,
+)
 from testfleet.domain.enums import ErrorClass, HardwareKind
 from testfleet.worker.benchmarking.metrics import DEFAULT_INTERVAL_SECONDS, MetricSeries
 
@@ -58,6 +63,11 @@ class SetupLine(_Line):
     device_name: str = Field(max_length=256)
     planned_batch_sizes: list[int]
     conditions: dict[str, Any] = Field(default_factory=dict)
+    #: A non-torch backend's outputs against torch's (issue 15); None for torch,
+    #: or with ``check_outputs`` off.
+    output_check: OutputCheck | None = None
+    #: Why the check failed, in words (None when it passed).
+    output_check_message: str | None = Field(default=None, max_length=4096)
 
 
 class BatchLine(_Line):

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 import pydantic
 
-from testfleet.domain.benchmark import BatchSizeError, BenchmarkConfig
+from testfleet.domain.benchmark import BatchSizeError, BenchmarkBackend, BenchmarkConfig
 from testfleet.domain.enums import ErrorClass
 from testfleet.worker.benchmarking.autobatch import Sweep, Trial, planned_batch_sizes, sweep
 from testfleet.worker.benchmarking.errors import (
@@ -187,12 +187,21 @@ def sweep_batch_sizes(
 
 
 def run(request: RunnerRequest, emit: Callable[[Line], None]) -> None:
-    """The whole benchmark; raises :class:`BenchmarkError` (or anything) before the first size."""
+    """The whole benchmark; raises :class:`BenchmarkError` (or anything) before the first size.
+
+    A backend other than torch (issue 15) takes its own path
+    (:func:`~testfleet.worker.benchmarking.backend_run.run_backend`), with the same
+    lines, sweep and timed loop."""
     config = request.config
     if config.model_path is None:
         from testfleet.worker.benchmarking.models import zoo_entry
 
         zoo_entry(config.model)  # an unknown name fails before seconds of importing torch
+    if config.backend is not BenchmarkBackend.TORCH:
+        from testfleet.worker.benchmarking.backend_run import run_backend
+
+        run_backend(request, emit, sweep_batch_sizes)
+        return
 
     from testfleet.worker.benchmarking.allocator import keep_freed_memory
 

@@ -46,12 +46,13 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import BinaryIO
 
-from testfleet.domain.benchmark import BenchmarkConfig
+from testfleet.domain.benchmark import BenchmarkBackend, BenchmarkConfig
 from testfleet.domain.enums import ErrorClass, HardwareKind, ResultStatus, TaskType
 from testfleet.domain.hardware import TorchInfo
 from testfleet.domain.result import TaskResult, encode_logs
 from testfleet.domain.task import TaskSpec
 from testfleet.worker.benchmarking.devices import (
+    backend_hardware,
     choose_hardware,
     needs_probe,
     unsupported_reason,
@@ -200,8 +201,10 @@ class BenchmarkExecutor(ExecutorBase):
                 zoo_entry(config.model)
             except BenchmarkError as exc:
                 return out.failed((exc.error_class, exc.message))
-        hardware = await self._choose_hardware(config, task)
-        reason = unsupported_reason(hardware)
+        # A non-torch backend (issue 15) runs where its provider or device says;
+        # the runner checks that this worker has it.
+        hardware = backend_hardware(config) or await self._choose_hardware(config, task)
+        reason = unsupported_reason(hardware) if config.backend is BenchmarkBackend.TORCH else None
         if reason is not None:
             return out.failed((ErrorClass.INVALID_CONFIG, reason))
         try:
