@@ -116,3 +116,12 @@ def test_freed_memory_is_reused_after_the_warmup_with_mallopt_or_the_environment
     assert with_mallopt["setting"] == AllocatorSetting.KEEP_FREED.value
     assert float(with_mallopt["faults_per_pass"]) < pages / 20, with_mallopt
     assert float(with_environment["faults_per_pass"]) < pages / 20, with_environment
+
+
+def test_the_conditions_record_what_the_last_call_achieved(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(allocator, "_current", AllocatorSetting.NOT_SET)
+    assert allocator.current_setting() is AllocatorSetting.NOT_SET
+    keep_freed_memory(FakeLibc(answer=0))  # type: ignore[arg-type]
+    assert allocator.current_setting() is AllocatorSetting.REFUSED

@@ -1,7 +1,9 @@
 """The C allocator's state in the benchmark child: freed memory is kept, not handed back.
 
 Callers: the runner, once at its start (:func:`keep_freed_memory`), before
-any model is built, and it records the answer in the run's conditions.
+any model is built, on every backend's path; the run's conditions
+(:func:`~testfleet.worker.benchmarking.conditions.run_conditions`) record
+what it achieved (:func:`current_setting`).
 ``benchmarks/fidelity.py`` runs its plain reference loop under the same
 setting through glibc's environment variables (:data:`GLIBC_ENVIRONMENT`),
 so both sides measure the same thing.
@@ -62,6 +64,10 @@ class AllocatorSetting(StrEnum):
     KEEP_FREED = "glibc: freed memory kept (M_MMAP_MAX=0, M_TRIM_THRESHOLD=2 GiB)"
     UNAVAILABLE = "platform allocator unchanged (no glibc mallopt)"
     REFUSED = "platform allocator unchanged (mallopt refused)"
+    NOT_SET = "platform allocator unchanged (not asked)"
+
+
+_current = AllocatorSetting.NOT_SET
 
 
 def _glibc() -> ctypes.CDLL | None:
@@ -79,7 +85,12 @@ def keep_freed_memory(libc: ctypes.CDLL | None = None) -> AllocatorSetting:
     ``libc`` is for tests (a fake); by default the process's own C library.
     Never raises: a platform without it benchmarks with its own allocator.
     """
-    lib = libc if libc is not None else _glibc()
+    global _current
+    _current = _apply(libc if libc is not None else _glibc())
+    return _current
+
+
+def _apply(lib: ctypes.CDLL | None) -> AllocatorSetting:
     if lib is None:
         return AllocatorSetting.UNAVAILABLE
     # mallopt returns 1 on success, 0 on error.
@@ -89,3 +100,11 @@ def keep_freed_memory(libc: ctypes.CDLL | None = None) -> AllocatorSetting:
         log.warning("mallopt refused (mmap max: %s, trim threshold: %s)", mmap_ok, trim_ok)
         return AllocatorSetting.REFUSED
     return AllocatorSetting.KEEP_FREED
+
+
+def current_setting() -> AllocatorSetting:
+    """What this process's last :func:`keep_freed_memory` achieved (for the conditions).
+
+    The C allocator is process-wide state, so its setting is too.
+    """
+    return _current

@@ -197,16 +197,17 @@ def run(request: RunnerRequest, emit: Callable[[Line], None]) -> None:
         from testfleet.worker.benchmarking.models import zoo_entry
 
         zoo_entry(config.model)  # an unknown name fails before seconds of importing torch
+    from testfleet.worker.benchmarking.allocator import keep_freed_memory
+
+    # Before any model is built, on every backend's path: the same steady
+    # allocator state in every run (allocator.py; recorded in the conditions).
+    keep_freed_memory()
     if config.backend is not BenchmarkBackend.TORCH:
         from testfleet.worker.benchmarking.backend_run import run_backend
 
         run_backend(request, emit, sweep_batch_sizes)
         return
 
-    from testfleet.worker.benchmarking.allocator import keep_freed_memory
-
-    # Before anything is allocated: the same steady allocator state in every run (allocator.py).
-    allocator = keep_freed_memory()
     import torch
 
     if config.threads is not None:
@@ -227,7 +228,6 @@ def run(request: RunnerRequest, emit: Callable[[Line], None]) -> None:
     model = apply_precision(loaded.model, config.precision, accelerator)
     loaded.model = model
     conditions = run_conditions(config=config, accelerator=accelerator, loaded=loaded, plan=plan)
-    conditions["allocator"] = allocator.value
     emit(
         SetupLine(
             model_source=loaded.source,
