@@ -204,6 +204,7 @@ def run_plain(request: dict[str, Any], core: int | None) -> dict[str, dict[str, 
         capture_output=True,
         text=True,
         env=plain_environment(),
+        start_new_session=True,  # as the runner (see fidelity.py's run_plain)
     )
     if completed.returncode != 0:
         raise SystemExit(f"the plain {request['backend']} loop failed:\n{completed.stderr[-3000:]}")

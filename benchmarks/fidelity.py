@@ -117,6 +117,11 @@ def run_plain(request: dict[str, Any], core: int | None) -> dict[str, dict[str, 
         text=True,
         check=True,
         env=plain_environment(),
+        # In a session of its own, as the worker starts its runner: with the
+        # kernel's autogroup scheduling each session shares the CPU as one
+        # group, and a plain child left in the caller's session would share
+        # its group's slice with whatever else that session runs.
+        start_new_session=True,
     )
     result: dict[str, dict[str, float]] = json.loads(completed.stdout.strip().splitlines()[-1])
     return result
