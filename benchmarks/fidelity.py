@@ -94,6 +94,21 @@ def pinned(core: int | None) -> list[str]:
     return [] if core is None else ["taskset", "-c", str(core)]
 
 
+def plain_environment() -> dict[str, str]:
+    """The plain loop's environment: offline, and glibc keeping freed memory.
+
+    The runner tells glibc the same with ``mallopt`` at its start
+    (``worker/benchmarking/allocator.py``); here it is glibc's own environment
+    variables, so the plain loop stays free of testfleet's code. Without it the
+    two processes' allocators reached different states (one re-faulting its
+    activations from the kernel every iteration, the other not), which was the
+    signed bias issue 15 found.
+    """
+    from testfleet.worker.benchmarking.allocator import GLIBC_ENVIRONMENT
+
+    return {**os.environ, "HF_HUB_OFFLINE": "1", **GLIBC_ENVIRONMENT}
+
+
 def run_plain(request: dict[str, Any], core: int | None) -> dict[str, dict[str, float]]:
     completed = subprocess.run(
         [*pinned(core), sys.executable, str(HERE), "--plain-child"],
@@ -101,7 +116,12 @@ def run_plain(request: dict[str, Any], core: int | None) -> dict[str, dict[str, 
         capture_output=True,
         text=True,
         check=True,
-        env=dict(os.environ, HF_HUB_OFFLINE="1"),
+        env=plain_environment(),
+        # In a session of its own, as the worker starts its runner: with the
+        # kernel's autogroup scheduling each session shares the CPU as one
+        # group, and a plain child left in the caller's session would share
+        # its group's slice with whatever else that session runs.
+        start_new_session=True,
     )
     result: dict[str, dict[str, float]] = json.loads(completed.stdout.strip().splitlines()[-1])
     return result

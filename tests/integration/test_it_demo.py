@@ -10,7 +10,13 @@ from pathlib import Path
 import pytest
 from it_fleet import tail
 
-from testfleet.cli.demo import benchmark_task, example_batch, missing_hardware
+from testfleet.cli.demo import (
+    backend_task,
+    benchmark_task,
+    demo_backends,
+    example_batch,
+    missing_hardware,
+)
 from testfleet.store import Store
 from testfleet.worker.executors.registry import benchmarks_available
 
@@ -66,6 +72,13 @@ def test_demo_runs_the_example_batch_and_leaves_the_file(tmp_path: Path):
     if benchmarks_available():
         expected[bench_id] = benchmark_task()
         assert "benchmarking bert-base-uncased (2 layers) on a quiet worker" in summary, context
+        # The cross-backend comparison (issue 15): the same model on each other backend
+        # this machine has, printed as results compare's backends table.
+        for kind in demo_backends():
+            expected[backend_task(kind)["task_id"]] = backend_task(kind)
+        if demo_backends():
+            assert "backends side by side" in summary, context
+    backend_ids = [backend_task(kind)["task_id"] for kind in demo_backends()]
     with Store(db) as store:
         everything = store.list_tasks(limit=1000)
         tasks = {t.spec.task_id: t for t in everything if t.spec.type.value != "test"}
@@ -121,11 +134,16 @@ def test_demo_runs_the_example_batch_and_leaves_the_file(tmp_path: Path):
             others_ended = max(
                 a.end_time or 0.0
                 for task_id in expected
-                if task_id not in (bench_id, unschedulable_id)
+                if task_id not in (bench_id, unschedulable_id, *backend_ids)
                 for a in store.get_attempts(task_id)
             )
             assert bench_attempt.start_time >= others_ended
             assert store.get_benchmark_rows(bench_id)
+            for kind in demo_backends():
+                rows = store.get_benchmark_rows(backend_task(kind)["task_id"])
+                assert rows, kind
+                assert {row.backend for row in rows} == {kind.value}
+                assert {row.output_check for row in rows} == {"passed"}, rows
 
         workers = {w.worker_id: w for w in store.list_workers()}
         assert set(workers) == {"demo-worker-1", "demo-worker-2", "demo-worker-3"}

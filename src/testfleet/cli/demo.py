@@ -32,7 +32,7 @@ from rich.table import Table
 
 from testfleet.cli.tables import shown_status, tasks_table
 from testfleet.client import CA_ENV, COORDINATOR_ENV, FleetClient
-from testfleet.domain.benchmark import load_note
+from testfleet.domain.benchmark import BenchmarkBackend, load_note
 from testfleet.domain.enums import HardwareKind, TaskStatus
 from testfleet.local_fleet import CoordinatorOptions, LocalFleet, LocalFleetError, WorkerOptions
 from testfleet.security.credentials import TOKEN_ENV, TOKEN_FILE_ENV
@@ -172,6 +172,39 @@ def benchmark_task() -> dict[str, Any]:
     }
 
 
+#: The backends the demo compares with torch, and the library each needs (issue 15).
+DEMO_BACKENDS = {BenchmarkBackend.ONNXRUNTIME: "onnxruntime", BenchmarkBackend.OPENVINO: "openvino"}
+
+
+def demo_backends() -> list[BenchmarkBackend]:
+    """The backends this machine can compare with torch in the demo: testfleet has the
+    backend and its library is installed. (The browser backend is left out: starting
+    Chromium is not cheap enough for the demo.)"""
+    from testfleet.worker.benchmarking.backends import BACKENDS
+
+    return [
+        kind
+        for kind, library in DEMO_BACKENDS.items()
+        if kind in BACKENDS and importlib.util.find_spec(library) is not None
+    ]
+
+
+def backend_task(kind: BenchmarkBackend) -> dict[str, Any]:
+    """The demo's benchmark (:func:`benchmark_task`) on another backend, CPU: the same
+    model, weights, inputs and sweep, so ``results compare`` puts them side by side."""
+    task = benchmark_task()
+    fields: dict[str, Any] = {"backend": kind.value}
+    if kind is BenchmarkBackend.OPENVINO:
+        fields["backend_device"] = "CPU"
+    elif kind is BenchmarkBackend.ONNXRUNTIME:
+        fields["provider"] = "CPUExecutionProvider"
+    return {
+        **task,
+        "task_id": f"{task['task_id']}-{kind.value}",
+        "config": {**task["config"], **fields},
+    }
+
+
 def _settled(tasks: list[dict[str, Any]]) -> bool:
     """Every task finished, or waits with a reason (unschedulable)."""
     return all(
@@ -236,6 +269,7 @@ def run_demo(db: Path, workers: int, slots: int, console: Console) -> int:
         _explain(tasks, console)
         if benchmarks_available():
             _run_benchmark(client, console)
+            _run_backends(client, console)
         _run_suite(
             fleet.url, fleet.token, ca_files(fleet.pki).cert, db.parent / "demo-suite", console
         )
@@ -410,6 +444,12 @@ def _run_benchmark(client: FleetClient, console: Console) -> None:
         f"\nbenchmarking {task['config']['model']} (2 layers) on a quiet worker: "
         "the batch above has finished, so nothing else loads this machine"
     )
+    if _run_alone(client, task, console):
+        _print_benchmark(client, task["task_id"], console)
+
+
+def _run_alone(client: FleetClient, task: dict[str, Any], console: Console) -> bool:
+    """Submit one task and wait for its end; whether it completed (said if not)."""
     client.submit([task])
     deadline = time.monotonic() + DEMO_DEADLINE_SECONDS
     while True:
@@ -418,9 +458,29 @@ def _run_benchmark(client: FleetClient, console: Console) -> None:
             break
         time.sleep(0.2)
     if found["status"] != TaskStatus.COMPLETED.value:
-        console.print(f"[red]the benchmark ended {shown_status(found)}[/red]")
+        console.print(f"[red]{task['task_id']} ended {shown_status(found)}[/red]")
+        return False
+    return True
+
+
+def _run_backends(client: FleetClient, console: Console) -> None:
+    """The same benchmark on every other backend this machine has, one at a time on
+    the quiet fleet, then ``results compare``'s backends table (issue 15)."""
+    kinds = demo_backends()
+    if not kinds:
+        console.print("no other benchmark backend here (onnxruntime, openvino): no comparison")
         return
-    _print_benchmark(client, task["task_id"], console)
+    console.print(
+        f"the same model on {', '.join(k.value for k in kinds)} (CPU), one at a time, "
+        "each output checked against torch's on the same weights"
+    )
+    for kind in kinds:
+        _run_alone(client, backend_task(kind), console)
+    # Imported here, by name: cli.results imports cli.app, which imports this module.
+    results = importlib.import_module("testfleet.cli.results")
+    document = client.benchmark_compare(str(benchmark_task()["config"]["model"]))
+    if document["rows"]:
+        console.print(results.backends_table(document))
 
 
 def _print_benchmark(client: FleetClient, task_id: str, console: Console) -> None:

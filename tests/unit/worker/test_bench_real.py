@@ -28,6 +28,7 @@ from testfleet.domain.benchmark import BenchmarkOutcome
 from testfleet.domain.enums import ErrorClass, HardwareKind, ResultStatus, TaskType
 from testfleet.domain.result import TaskResult, decode_logs
 from testfleet.domain.task import TaskSpec
+from testfleet.worker.benchmarking.allocator import AllocatorSetting
 from testfleet.worker.executors.base import ExecutionContext
 from testfleet.worker.executors.benchmark import (
     RUNNER_MODULE,
@@ -195,6 +196,8 @@ def assert_sane(outcome: BenchmarkOutcome, sizes: list[int]) -> None:
     ):
         assert key in conditions, key
     assert conditions["threads"] == 1  # config.threads was applied
+    # The allocator keeps freed memory (allocator.py): the fidelity fix of issue 15.
+    assert conditions["allocator"] == AllocatorSetting.KEEP_FREED.value
     assert conditions["precision"] == outcome.precision.value
 
 

@@ -22,6 +22,7 @@ import psutil
 
 from testfleet.domain.benchmark import BenchmarkConfig
 from testfleet.worker.benchmarking.accelerator import Accelerator, cpu_name
+from testfleet.worker.benchmarking.allocator import current_setting
 from testfleet.worker.benchmarking.autobatch import DEFAULT_MIN_GAIN, DEFAULT_PATIENCE
 from testfleet.worker.benchmarking.inputs import InputPlan
 from testfleet.worker.benchmarking.models import LoadedModel
@@ -89,6 +90,7 @@ def run_conditions(
         "threads": torch.get_num_threads(),
         "interop_threads": torch.get_num_interop_threads(),
         "threads_requested": config.threads,
+        "allocator": current_setting().value,
         "model": config.model,
         "model_source": loaded.source,
         "model_class": loaded.class_name,

@@ -197,6 +197,11 @@ def run(request: RunnerRequest, emit: Callable[[Line], None]) -> None:
         from testfleet.worker.benchmarking.models import zoo_entry
 
         zoo_entry(config.model)  # an unknown name fails before seconds of importing torch
+    from testfleet.worker.benchmarking.allocator import keep_freed_memory
+
+    # Before any model is built, on every backend's path: the same steady
+    # allocator state in every run (allocator.py; recorded in the conditions).
+    keep_freed_memory()
     if config.backend is not BenchmarkBackend.TORCH:
         from testfleet.worker.benchmarking.backend_run import run_backend
 

@@ -1,0 +1,94 @@
+"""benchmarks/backends.py's core (pairing, the table, absent backends) with fake
+figures, and benchmarks/gpu_check.py's CPU-side parts: its help, its probe, and
+a missing CUDA provider reported as absent (issue 15)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.backends import (  # noqa: E402
+    BackendFigures,
+    BackendSpec,
+    absent_reason,
+    paired_differences,
+    table,
+)
+from benchmarks.gpu_check import CUDA_PROVIDER, onnxruntime_cuda_absent  # noqa: E402
+
+
+def test_each_testfleet_round_is_paired_with_the_plain_rounds_either_side() -> None:
+    assert paired_differences([10.0, 12.0, 8.0], [11.0, 11.0]) == pytest.approx([0.0, 0.1])
+    with pytest.raises(ValueError, match="one plain round more"):
+        paired_differences([10.0], [10.0])
+
+
+def fleet_result(p50: float, check: dict[str, object] | None) -> dict[str, object]:
+    return {
+        "batch_sizes": {"1": {"latency_p50_ms": p50, "throughput_items_per_second": 1000 / p50}},
+        "output_check": check,
+    }
+
+
+def test_the_table_shows_the_difference_the_check_and_the_absent_backends() -> None:
+    ort = BackendFigures(
+        BackendSpec("ONNX Runtime CPU", "onnxruntime"),
+        plain=[{"1": {"p50": 2.0}}, {"1": {"p50": 2.0}}],
+        fleet=[fleet_result(2.1, {"passed": True, "max_abs_diff": 1e-6, "tolerance": 1e-3})],
+    )
+    torch = BackendFigures(
+        BackendSpec("torch CPU", "torch"),
+        plain=[{"1": {"p50": 4.0}}, {"1": {"p50": 4.0}}],
+        fleet=[fleet_result(3.8, None)],
+    )
+    lines = table([torch, ort], {"browser WebGPU": "no Chromium on PATH"}, ["1"])
+    assert "-5.0%" in lines[1]
+    assert "torch (the reference)" in lines[1]
+    assert "+5.0%" in lines[2]
+    assert "passed (max |diff| 1e-06 <= 0.001)" in lines[2]
+    assert lines[3].split() == ["browser", "WebGPU", "absent:", "no", "Chromium", "on", "PATH"]
+
+
+def test_a_backend_testfleet_lacks_is_absent_not_measured_another_way(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from testfleet.domain.benchmark import BenchmarkBackend
+    from testfleet.worker.benchmarking import backends
+
+    monkeypatch.setattr(
+        backends, "BACKENDS", {k: v for k, v in backends.BACKENDS.items() if k.value != "openvino"}
+    )
+    reason = absent_reason(BackendSpec("OpenVINO CPU", BenchmarkBackend.OPENVINO.value))
+    assert reason == "this testfleet has no openvino benchmark backend"
+    assert absent_reason(BackendSpec("torch CPU", "torch")) is None
+
+
+def test_gpu_check_reports_a_missing_cuda_provider_as_absent_naming_the_fix() -> None:
+    reason = onnxruntime_cuda_absent(["AzureExecutionProvider", "CPUExecutionProvider"])
+    assert reason is not None
+    assert "CPUExecutionProvider" in reason
+    assert "onnxruntime-gpu" in reason
+    assert onnxruntime_cuda_absent([CUDA_PROVIDER, "CPUExecutionProvider"]) is None
+
+
+def test_gpu_check_helps_and_probes_without_a_gpu() -> None:
+    script = str(ROOT / "benchmarks" / "gpu_check.py")
+    helped = subprocess.run(
+        [sys.executable, script, "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert helped.returncode == 0
+    assert "--probe-only" in helped.stdout
+    probed = subprocess.run(
+        [sys.executable, script, "--probe-only"], capture_output=True, text=True, timeout=120
+    )
+    assert probed.returncode == 0, probed.stderr
+    lines = dict(line.split(": ", 1) for line in probed.stdout.splitlines())
+    assert set(lines) == {"onnxruntime-cuda", "browser-webgpu"}
+    # This machine has no GPU: the CUDA provider is reported as absent, with why.
+    assert lines["onnxruntime-cuda"].startswith("absent: ")
