@@ -244,7 +244,16 @@ def run_demo(db: Path, workers: int, slots: int, console: Console) -> int:
         for n, worker_id in enumerate(worker_ids, start=1):
             rack = "b" if n == workers else "a"
             # One work directory for all: they share this machine's caches.
-            options = WorkerOptions(slots=slots, tags={"rack": rack}, work_dir=fleet.work_dir)
+            # The first worker detects its benchmark backends (ONNX Runtime,
+            # OpenVINO, a browser): a benchmark on another backend than torch is
+            # only placed where detection found it, and one detecting worker is
+            # enough for the comparison (each probe is a child process of its own).
+            options = WorkerOptions(
+                slots=slots,
+                tags={"rack": rack},
+                work_dir=fleet.work_dir,
+                probe_backends=n == 1,
+            )
             fleet.start_worker(worker_id, options, name=f"worker-{n}", wait=False)
         try:
             fleet.wait_for_workers(worker_ids, timeout=60)
