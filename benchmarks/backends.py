@@ -42,9 +42,9 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve()
-sys.path.insert(0, str(HERE.parents[1]))  # benchmarks.fidelity, run as a script or imported
+sys.path.insert(0, str(HERE.parent))  # fidelity.py beside it, run as a script or imported
 
-from benchmarks.fidelity import Fleet, pinned, plain_environment  # noqa: E402
+from fidelity import Fleet, pinned, plain_environment  # noqa: E402
 
 
 @dataclass(frozen=True)

@@ -11,16 +11,16 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[3]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from benchmarks.backends import (  # noqa: E402
+from backends import (  # noqa: E402
     BackendFigures,
     BackendSpec,
     absent_reason,
     paired_differences,
     table,
 )
-from benchmarks.gpu_check import CUDA_PROVIDER, onnxruntime_cuda_absent  # noqa: E402
+from gpu_check import CUDA_PROVIDER, onnxruntime_cuda_absent  # noqa: E402
 
 
 def test_each_testfleet_round_is_paired_with_the_plain_rounds_either_side() -> None:
