@@ -197,9 +197,25 @@ async def test_junk_on_stdout_and_a_crash_is_an_infrastructure_failure(
     assert outcome_of(result).errors["1"].error_class is ErrorClass.INFRASTRUCTURE
 
 
+#: This process's children when the current test started: another test of the
+#: same session may leave one (a browser's driver, a helper reaped late), and
+#: only the runner a test started is that test's business.
+_EARLIER_CHILDREN: set[int] = set()
+
+
+@pytest.fixture(autouse=True)
+def _earlier_children() -> None:
+    _EARLIER_CHILDREN.clear()
+    _EARLIER_CHILDREN.update(child.pid for child in psutil.Process().children(recursive=False))
+
+
 def runner_pids() -> list[int]:
     me = psutil.Process()
-    return [child.pid for child in me.children(recursive=False)]
+    return [
+        child.pid
+        for child in me.children(recursive=False)
+        if child.pid not in _EARLIER_CHILDREN and child.status() != psutil.STATUS_ZOMBIE
+    ]
 
 
 def gone(pid: int) -> bool:
