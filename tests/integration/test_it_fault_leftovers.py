@@ -133,6 +133,11 @@ def test_a_test_past_the_runs_memory_limit_fails_its_chunk_as_out_of_memory(
 def test_a_coordinator_restart_is_logged_by_the_worker_at_info(fleet: Fleet) -> None:
     fleet.start_coordinator()
     fleet.start_worker("w1")
+    # The coordinator lists a worker before the worker has read its welcome; a
+    # 1012 in between is a refused attempt (also INFO), not a restart of a session.
+    fleet.wait_until(
+        lambda: "w1: connected to" in fleet.tail("w1"), what="the worker to read its welcome"
+    )
     assert fleet.stop("coordinator") == 0  # SIGTERM: the worker channel closes with 1012
     fleet.start_coordinator()
     fleet.wait_for_workers(["w1"], timeout=90)

@@ -348,6 +348,10 @@ def test_the_second_run_is_split_by_the_first_runs_durations(fleet: Fleet, tmp_p
     assert 'failures="0"' in junit
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_interrupting_a_run_cancels_its_chunks(fleet: Fleet, tmp_path: Path) -> None:
     started = tmp_path / "started"
     project = write(
@@ -363,21 +367,26 @@ def test_interrupting_a_run_cancels_its_chunks(fleet: Fleet, tmp_path: Path) -> 
         },
     )
     start(fleet, "w1")
-    process = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-m", "testfleet", "run", "--coordinator", fleet.url, "tests"],
         cwd=project,
         env=fleet.env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-    )
-    try:
-        fleet.wait_until(started.exists, what="the slow test to start")
-        process.send_signal(signal.SIGINT)
-        output, _ = process.communicate(timeout=RUN_TIMEOUT)
-    finally:
-        if process.poll() is None:
-            process.kill()
+        # Ctrl-C's disposition as in a terminal's foreground job. A test session
+        # started in the background by a shell without job control ignores
+        # SIGINT, and an ignored signal stays ignored across exec: the run would
+        # never see the interrupt this test sends.
+        preexec_fn=_default_sigint,
+    ) as process:
+        try:
+            fleet.wait_until(started.exists, what="the slow test to start")
+            process.send_signal(signal.SIGINT)
+            output, _ = process.communicate(timeout=RUN_TIMEOUT)
+        finally:
+            if process.poll() is None:
+                process.kill()
     assert process.returncode == 2, output  # pytest's "interrupted"
     # The run's chunks (its warm-up task has no node ids and finished at once).
     tasks = [
