@@ -111,21 +111,26 @@ class PlainBrowser:
         files.update({name: model.parent / name for name in external})
         self.site = LoopbackSite(files=files, pages={"index.html": PAGE}).start()
         self.playwright = sync_playwright().start()
-        self.browser = self.playwright.chromium.launch(
-            executable_path=str(chromium), headless=True, args=list(CHROMIUM_ARGS)
-        )
-        self.page = self.browser.new_page()
-        self.page.goto(self.site.url("index.html"))
-        self.page.wait_for_function("window.ort !== undefined", timeout=60_000)
-        self.loaded = self.page.evaluate(
-            CREATE,
-            {
-                "model": self.site.url("model.onnx"),
-                "device": device,
-                "threads": threads or 0,  # 0: onnxruntime-web's default, as on the worker
-                "externalData": [{"path": n, "data": self.site.url(n)} for n in external],
-            },
-        )
+        self.browser: Any = None
+        try:
+            self.browser = self.playwright.chromium.launch(
+                executable_path=str(chromium), headless=True, args=list(CHROMIUM_ARGS)
+            )
+            self.page = self.browser.new_page()
+            self.page.goto(self.site.url("index.html"))
+            self.page.wait_for_function("window.ort !== undefined", timeout=60_000)
+            self.loaded = self.page.evaluate(
+                CREATE,
+                {
+                    "model": self.site.url("model.onnx"),
+                    "device": device,
+                    "threads": threads or 0,  # 0: onnxruntime-web's default, as on the worker
+                    "externalData": [{"path": n, "data": self.site.url(n)} for n in external],
+                },
+            )
+        except BaseException:
+            self.close()  # no Chromium or loopback site left behind by a failed start
+            raise
 
     def time(self, feeds: dict[str, Any], warmup: int, iterations: int) -> dict[str, float]:
         samples = [
@@ -135,7 +140,8 @@ class PlainBrowser:
 
     def close(self) -> None:
         try:
-            self.browser.close()
+            if self.browser is not None:
+                self.browser.close()
             self.playwright.stop()
         finally:
             self.site.close()
