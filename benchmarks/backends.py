@@ -3,6 +3,7 @@
 Run:  .venv/bin/python benchmarks/backends.py [--model bert-base-uncased]
         [--batch-sizes 1,4,8] [--sequence-length 32] [--iterations 30]
         [--overrides '{"num_hidden_layers": 2}'] [--rounds 1] [--pin]
+        [--webgpu] [--webgpu-iterations 2]
 
 For each backend (torch CPU, ONNX Runtime CPU, OpenVINO CPU, browser wasm,
 browser WebGPU) it measures the same model, weights and inputs two ways, in
@@ -16,7 +17,16 @@ interleaved rounds (plain, testfleet, plain, ...):
   ``InferenceSession.run``, an OpenVINO infer request, each after ``warmup``
   untimed passes and timed with ``time.perf_counter`` (the model is built and
   exported the way the worker does, so both sides run the same graph, threads
-  and allocator setting).
+  and allocator setting); for the browser, onnxruntime-web's own API in a page
+  of its own in the same headless Chromium, timed with ``performance.now``
+  inside the page (``browser_plain.py``).
+
+The browser's wasm is measured wherever a Chromium, Playwright and
+onnxruntime-web's files (``make browser-assets``) are found. Its WebGPU is
+opt-in (``--webgpu``): headless Chromium without a GPU offers only
+SwiftShader's software adapter, 10-15 s a run of a 2-layer BERT, so it runs
+``--webgpu-iterations`` (2) timed runs after one warm-up, and its figure is
+a software renderer's, not a GPU's.
 
 It prints a table per backend and batch size: testfleet's and the plain
 loop's p50, items/s, the median paired difference (each testfleet round
@@ -44,6 +54,7 @@ from typing import Any
 HERE = Path(__file__).resolve()
 sys.path.insert(0, str(HERE.parent))  # fidelity.py beside it, run as a script or imported
 
+from browser_plain import PlainBrowser  # noqa: E402
 from fidelity import Fleet, pinned, plain_environment  # noqa: E402
 
 
@@ -74,8 +85,9 @@ SPECS = [
 ]
 
 
-def absent_reason(spec: BackendSpec) -> str | None:
-    """Why this machine cannot run ``spec`` (None: it can), without running anything."""
+def absent_reason(spec: BackendSpec, *, webgpu: bool = False) -> str | None:
+    """Why this machine cannot run ``spec`` (None: it can), without running a
+    benchmark (``webgpu``: the run opted in to the browser's WebGPU)."""
     from testfleet.domain.benchmark import BenchmarkBackend
     from testfleet.worker.benchmarking.backends import BACKENDS
 
@@ -85,10 +97,56 @@ def absent_reason(spec: BackendSpec) -> str | None:
     if kind not in BACKENDS:
         return f"this testfleet has no {kind.value} benchmark backend"
     if kind is BenchmarkBackend.BROWSER:
-        # A plain loop of a browser backend needs its own page: not written yet.
-        return "no plain loop of the browser backend in this script yet"
+        return browser_absent(spec, webgpu=webgpu)
     module = {"onnxruntime": "onnxruntime", "openvino": "openvino"}[kind.value]
     return None if importlib.util.find_spec(module) else f"{module} is not installed"
+
+
+def browser_absent(spec: BackendSpec, *, webgpu: bool) -> str | None:
+    """Why the browser backend on ``spec.backend_device`` cannot run here.
+
+    wasm needs a Chromium, Playwright and onnxruntime-web's files (``make
+    browser-assets``). WebGPU is opt-in (``--webgpu``): headless Chromium on a
+    machine without a GPU offers only SwiftShader's software adapter, 10-15 s
+    per run of a 2-layer BERT, and a software figure says nothing about a GPU.
+    Opted in, the worker's own probe is asked for an adapter (a Chromium start)
+    so a machine with none reports why instead of queueing a task no worker
+    takes.
+    """
+    from testfleet.worker import chromium
+    from testfleet.worker.browser_assets import BrowserAssetsError, assets_dir
+
+    if spec.backend_device == "webgpu" and not webgpu:
+        return "opt-in (--webgpu): SwiftShader in headless Chromium takes 10-15 s a run"
+    try:
+        found = chromium.find_chromium()
+    except chromium.BrowserNotFoundError as exc:
+        return str(exc)
+    if found is None:
+        return "no Chromium on PATH (install chromium, or set $TESTFLEET_BROWSER)"
+    if importlib.util.find_spec("playwright") is None:
+        return "playwright is not installed (pip install 'testfleet[browser]')"
+    try:
+        assets_dir()
+    except BrowserAssetsError as exc:
+        return str(exc)
+    if spec.backend_device == "webgpu":
+        from testfleet.worker.backend_probes import probe_browser
+
+        info = probe_browser()
+        if info is None or info.webgpu.adapter is None:
+            return f"no WebGPU adapter in {found} headless"
+    return None
+
+
+def spec_config(base: dict[str, Any], spec: BackendSpec, webgpu_iterations: int) -> dict[str, Any]:
+    """The benchmark config for ``spec``: the shared one plus the backend's fields;
+    WebGPU (software, seconds a run) with ``webgpu_iterations`` and one warm-up."""
+    config = {**base, **spec.config_fields()}
+    if spec.backend_device == "webgpu":
+        config["iterations"] = min(config["iterations"], webgpu_iterations)
+        config["warmup"] = min(config["warmup"], 1)
+    return config
 
 
 # ----------------------------------------------------------------------------- plain loops
@@ -155,6 +213,8 @@ def plain_loop(request: dict[str, Any]) -> dict[str, dict[str, float]]:
             loaded.model, tensors, Path(folder) / "model.onnx", call_kwargs=others
         )
         names = list(exported.input_names)
+        if backend == "browser":
+            return _browser_loop(exported.path, names, plan, config, request["config"])
         run_one = _ort_runner(exported.path, threads) if backend == "onnxruntime" else None
         if backend == "openvino":
             run_one = _openvino_runner(exported.path, threads)
@@ -163,6 +223,22 @@ def plain_loop(request: dict[str, Any]) -> dict[str, dict[str, float]]:
             tensors, _ = _feeds(plan, size)
             feeds = {name: tensors[name].numpy() for name in names}
             figures[str(size)] = _time(run_one(feeds), config.warmup, config.iterations)
+    return figures
+
+
+def _browser_loop(
+    model: Path, names: list[str], plan: Any, config: Any, raw: dict[str, Any]
+) -> dict[str, dict[str, float]]:
+    """The browser's plain loop: one Chromium and session for every batch size."""
+    browser = PlainBrowser(model, raw.get("backend_device") or "wasm", raw.get("threads"))
+    figures: dict[str, dict[str, float]] = {}
+    try:
+        for size in config.batch_sizes:
+            tensors, _ = _feeds(plan, size)
+            feeds = {name: tensors[name].numpy() for name in names}
+            figures[str(size)] = browser.time(feeds, config.warmup, config.iterations)
+    finally:
+        browser.close()
     return figures
 
 
@@ -273,6 +349,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1, help="testfleet rounds per backend")
     parser.add_argument("--tolerance", type=float, default=0.05)
     parser.add_argument("--pin", action="store_true", help="measure on the last core")
+    parser.add_argument(
+        "--webgpu",
+        action="store_true",
+        help="also the browser's WebGPU (software SwiftShader here: seconds a run)",
+    )
+    parser.add_argument(
+        "--webgpu-iterations", type=int, default=2, help="timed runs a batch size on WebGPU"
+    )
     parser.add_argument("--plain-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.plain_child:
@@ -292,17 +376,19 @@ def main() -> None:
     absent: dict[str, str] = {}
     present: list[BackendSpec] = []
     for spec in SPECS:
-        reason = absent_reason(spec)
+        reason = absent_reason(spec, webgpu=args.webgpu)
         if reason is None:
             present.append(spec)
         else:
             absent[spec.label] = reason
     core = (os.cpu_count() or 1) - 1 if args.pin and (os.cpu_count() or 1) > 1 else None
     figures = [BackendFigures(spec) for spec in present]
-    fleet = Fleet(Path(tempfile.mkdtemp(prefix="testfleet-backends-")), core)
+    # The worker probes its backends: a task on one is placed only on a worker
+    # that detected it (the browser probe starts a Chromium once, at start).
+    fleet = Fleet(Path(tempfile.mkdtemp(prefix="testfleet-backends-")), core, probe_backends=True)
     try:
         for entry in figures:
-            config = {**base, **entry.spec.config_fields()}
+            config = spec_config(base, entry.spec, args.webgpu_iterations)
             plain_request = {"backend": entry.spec.backend, "config": config}
             entry.plain.append(run_plain(plain_request, core))
             for _ in range(args.rounds):

@@ -130,7 +130,9 @@ def run_plain(request: dict[str, Any], core: int | None) -> dict[str, dict[str, 
 class Fleet:
     """A coordinator and one worker on loopback, kept up across rounds."""
 
-    def __init__(self, workdir: Path, measure_core: int | None) -> None:
+    def __init__(
+        self, workdir: Path, measure_core: int | None, *, probe_backends: bool = False
+    ) -> None:
         from testfleet.local_fleet import CoordinatorOptions, LocalFleet, WorkerOptions
 
         self.local = LocalFleet(
@@ -148,7 +150,12 @@ class Fleet:
             self.local.start_worker(
                 "fidelity-worker",
                 WorkerOptions(
-                    probe_torch=True, work_dir=workdir / "work", prefix=pinned(measure_core)
+                    probe_torch=True,
+                    # backends.py's tasks on ONNX Runtime, OpenVINO or a browser
+                    # are placed only on a worker that detected that backend.
+                    probe_backends=probe_backends,
+                    work_dir=workdir / "work",
+                    prefix=pinned(measure_core),
                 ),
                 name="worker",
                 wait=False,

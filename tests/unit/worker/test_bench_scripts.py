@@ -14,12 +14,15 @@ ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from backends import (  # noqa: E402
+    SPECS,
     BackendFigures,
     BackendSpec,
     absent_reason,
     paired_differences,
+    spec_config,
     table,
 )
+from browser_plain import page_inputs  # noqa: E402
 from gpu_check import CUDA_PROVIDER, onnxruntime_cuda_absent  # noqa: E402
 
 
@@ -67,6 +70,81 @@ def test_a_backend_testfleet_lacks_is_absent_not_measured_another_way(
     reason = absent_reason(BackendSpec("OpenVINO CPU", BenchmarkBackend.OPENVINO.value))
     assert reason == "this testfleet has no openvino benchmark backend"
     assert absent_reason(BackendSpec("torch CPU", "torch")) is None
+
+
+WASM = next(spec for spec in SPECS if spec.backend_device == "wasm")
+WEBGPU = next(spec for spec in SPECS if spec.backend_device == "webgpu")
+BASE = {"model": "bert-base-uncased", "batch_sizes": [1], "iterations": 20, "warmup": 5}
+
+
+def test_the_browser_specs_ask_testfleet_for_the_browser_on_their_device() -> None:
+    assert spec_config(BASE, WASM, 2) == {**BASE, "backend": "browser", "backend_device": "wasm"}
+    # WebGPU is software here (seconds a run): its iterations are kept tiny.
+    webgpu = spec_config(BASE, WEBGPU, 2)
+    assert (webgpu["backend"], webgpu["backend_device"]) == ("browser", "webgpu")
+    assert (webgpu["iterations"], webgpu["warmup"]) == (2, 1)
+    from testfleet.domain.benchmark import BenchmarkConfig
+
+    for config in (spec_config(BASE, WASM, 2), webgpu):
+        assert BenchmarkConfig.model_validate(config).backend_device == config["backend_device"]
+
+
+def test_webgpu_is_absent_unless_opted_in_and_says_how(monkeypatch: pytest.MonkeyPatch) -> None:
+    from testfleet.worker import chromium
+
+    def no_browser_needed() -> None:
+        raise AssertionError("not opted in: nothing may be looked for")
+
+    monkeypatch.setattr(chromium, "find_chromium", no_browser_needed)
+    reason = absent_reason(WEBGPU)
+    assert reason is not None
+    assert "--webgpu" in reason
+
+
+def test_the_browser_without_a_chromium_is_absent_with_why(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from testfleet.worker import chromium
+
+    monkeypatch.setattr(chromium, "find_chromium", lambda: None)
+    assert absent_reason(WASM) == (
+        "no Chromium on PATH (install chromium, or set $TESTFLEET_BROWSER)"
+    )
+    assert absent_reason(WEBGPU, webgpu=True) == absent_reason(WASM)
+
+
+def test_a_named_browser_that_is_not_there_is_absent_naming_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("TESTFLEET_BROWSER", str(tmp_path / "no-chromium"))
+    reason = absent_reason(WASM)
+    assert reason is not None
+    assert "no-chromium" in reason
+
+
+def test_the_browser_without_onnxruntime_web_is_absent_naming_the_make_target(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from testfleet.worker import chromium
+
+    monkeypatch.setattr(chromium, "find_chromium", lambda: tmp_path / "chromium")
+    monkeypatch.setenv("TESTFLEET_BROWSER_ASSETS", str(tmp_path))
+    reason = absent_reason(WASM)
+    assert reason is not None
+    assert "make browser-assets" in reason
+
+
+def test_the_plain_page_gets_flat_values_with_their_dtype_and_shape() -> None:
+    import numpy as np
+
+    ids = np.arange(6, dtype=np.int64).reshape(2, 3)
+    mask = np.array([[True, False]])
+    assert page_inputs({"input_ids": ids, "mask": mask}) == [
+        {"name": "input_ids", "dtype": "int64", "dims": [2, 3], "data": [0, 1, 2, 3, 4, 5]},
+        {"name": "mask", "dtype": "bool", "dims": [1, 2], "data": [1, 0]},
+    ]
+    with pytest.raises(SystemExit, match="input x as float64"):
+        page_inputs({"x": np.zeros(1)})
 
 
 def test_gpu_check_reports_a_missing_cuda_provider_as_absent_naming_the_fix() -> None:
