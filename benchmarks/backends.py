@@ -357,12 +357,24 @@ def main() -> None:
     parser.add_argument(
         "--webgpu-iterations", type=int, default=2, help="timed runs a batch size on WebGPU"
     )
+    parser.add_argument(
+        "--backends",
+        default=",".join(dict.fromkeys(spec.backend for spec in SPECS)),
+        help="which backends to compare, comma-separated (default: all this machine has)",
+    )
     parser.add_argument("--plain-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.plain_child:
         print(json.dumps(plain_loop(json.loads(sys.stdin.read()))))
         return
 
+    wanted = {name.strip() for name in args.backends.split(",") if name.strip()}
+    known = {spec.backend for spec in SPECS}
+    if not wanted or wanted - known:
+        parser.error(
+            f"--backends: {', '.join(sorted(wanted - known)) or 'none given'}; "
+            f"choose from {', '.join(sorted(known))}"
+        )
     sizes = [int(size) for size in args.batch_sizes.split(",")]
     base = {
         "model": args.model,
@@ -375,7 +387,7 @@ def main() -> None:
     }
     absent: dict[str, str] = {}
     present: list[BackendSpec] = []
-    for spec in SPECS:
+    for spec in (spec for spec in SPECS if spec.backend in wanted):
         reason = absent_reason(spec, webgpu=args.webgpu)
         if reason is None:
             present.append(spec)

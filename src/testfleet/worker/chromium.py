@@ -46,6 +46,16 @@ BROWSER_ENV = "TESTFLEET_BROWSER"
 #: Names a Chromium goes by on PATH, in the order they are tried.
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 
+#: V8 compiles WebAssembly with its optimising compiler (TurboFan) from the
+#: first call instead of starting in its baseline compiler (Liftoff) and tiering
+#: hot functions up in the background. Measured (2-layer BERT, batch 1, one
+#: core): with the default tiering a fresh page's first 30-60 ``session.run``
+#: calls took 2-7x the steady 34 ms, so how many warm-up passes a run had
+#: decided which code its timed passes ran; with this flag the first call
+#: compiles (2.7 s, untimed warm-up) and every later one is steady. The steady
+#: state is what a user's browser reaches too, only later.
+WASM_TIERING_FLAG = "--js-flags=--no-liftoff"
+
 #: Flags for every launch (Playwright adds --headless and a fresh
 #: --user-data-dir, a temporary profile it removes on close). No
 #: --disable-gpu: it turns WebGPU off.
@@ -57,6 +67,7 @@ CHROMIUM_ARGS = (
     "--disable-sync",
     "--disable-default-apps",
     "--enable-unsafe-webgpu",
+    WASM_TIERING_FLAG,
 )
 
 

@@ -170,3 +170,15 @@ def test_gpu_check_helps_and_probes_without_a_gpu() -> None:
     assert set(lines) == {"onnxruntime-cuda", "browser-webgpu"}
     # This machine has no GPU: the CUDA provider is reported as absent, with why.
     assert lines["onnxruntime-cuda"].startswith("absent: ")
+
+
+def test_backends_names_an_unknown_backend_and_the_choices() -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "backends.py"), "--backends", "torch,tensorrt"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "--backends: tensorrt; choose from browser, onnxruntime, openvino, torch" in done.stderr
