@@ -115,6 +115,20 @@ def test_a_repeated_batch_size_keeps_its_newest_run() -> None:
     assert curves[0].points == [CurvePoint(8, 800.0, 16.0, None, T0 + 10)]
 
 
+def test_each_backend_on_the_same_device_is_a_curve_of_its_own() -> None:
+    torch_row = row(8, 800.0, recorded_time=T0 + 10)  # a row from before schema 10: no backend
+    ort_row = row(8, 950.0, backend="onnxruntime")
+    curves = batch_curves([torch_row, ort_row])
+    assert [(c.key.backend, c.points[0].throughput) for c in curves] == [
+        ("onnxruntime", 950.0),
+        ("torch", 800.0),
+    ]
+    assert [c.key.label for c in curves] == [
+        "cuda H100, fp16, seq=128, onnxruntime",
+        "cuda H100, fp16, seq=128",
+    ]
+
+
 def test_every_batch_size_failed_gives_a_curve_with_no_optimum() -> None:
     (curve,) = batch_curves([row(64, None), row(128, None)])
     assert curve.optimal is None
@@ -147,6 +161,7 @@ def test_a_history_selection_takes_every_label() -> None:
         ({"batch_size": "eight"}, "batch_size"),
         ({"batch_size": "9" * 30}, "batch_size"),
         ({"is_simulated": "maybe"}, "is_simulated"),
+        ({"backend": "tensorrt"}, "backend"),
     ],
 )
 def test_a_bad_selection_names_its_parameter(change: dict[str, str], field: str) -> None:
@@ -162,6 +177,7 @@ def test_history_points_keep_only_the_chosen_series_with_failures_as_gaps() -> N
         row(8, 900.0, variant="seq=512"),
         row(8, 900.0, is_simulated=True),
         row(8, None, recorded_time=T0 + 5),
+        row(8, 990.0, backend="openvino"),
     ]
     assert history_points(rows, chosen) == [
         {"t": T0, "throughput_items_per_second": 800.0, "latency_ms": 16.0, "failed": False},
@@ -241,3 +257,10 @@ def test_series_rows_list_a_configurations_batch_sizes_by_number() -> None:
         (Figure.THROUGHPUT, "16"),
         (Figure.THROUGHPUT, "32"),
     ]
+
+
+def test_a_backends_history_link_keeps_to_that_backend() -> None:
+    chosen = selection_from({**SELECTION, "backend": "openvino"})
+    assert chosen.backend == "openvino"
+    rows = [row(8, 800.0), row(8, 990.0, backend="openvino", recorded_time=T0 + 1)]
+    assert [p["throughput_items_per_second"] for p in history_points(rows, chosen)] == [990.0]

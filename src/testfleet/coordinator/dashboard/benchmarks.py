@@ -31,6 +31,12 @@ from testfleet.analysis.regressions import (
     SeriesKind,
     baseline_and_noise,
 )
+from testfleet.domain.benchmark import BenchmarkBackend
+
+#: The backend of every row before schema version 10, and the default.
+TORCH = BenchmarkBackend.TORCH.value
+#: What a history link's ``backend`` may be.
+BACKEND_NAMES = frozenset(b.value for b in BenchmarkBackend)
 
 #: Resolved regressions the page lists (newest first); older ones are in the API.
 RESOLVED_SHOWN = 20
@@ -132,12 +138,16 @@ class CurveKey:
     device_name: str
     precision: str
     is_simulated: bool
+    #: What ran the model (a ``BenchmarkBackend`` value): torch and ONNX Runtime on
+    #: the same CPU are two curves, never one with the newest of each size.
+    backend: str = TORCH
 
     @property
     def label(self) -> str:
         simulated = ", simulated" if self.is_simulated else ""
         variant = "" if self.variant in ("", "default") else f", {self.variant}"
-        return f"{self.hardware} {self.device_name}, {self.precision}{variant}{simulated}"
+        backend = "" if self.backend == TORCH else f", {self.backend}"
+        return f"{self.hardware} {self.device_name}, {self.precision}{variant}{backend}{simulated}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,7 +199,13 @@ def _key(row: dict[str, Any]) -> CurveKey:
         device_name=str(row["device_name"]),
         precision=str(row["precision"]),
         is_simulated=bool(row["is_simulated"]),
+        backend=_backend(row),
     )
+
+
+def _backend(row: Mapping[str, Any]) -> str:
+    """A row's backend; rows from before schema version 10 were all torch's."""
+    return str(row.get("backend") or TORCH)
 
 
 def _figure(value: object) -> float | None:
@@ -250,6 +266,8 @@ class SeriesSelection:
     precision: str
     batch_size: int
     is_simulated: bool
+    #: Series of another backend than torch carry it in their labels (and link).
+    backend: str = TORCH
 
 
 def selection_from(params: Mapping[str, str]) -> SeriesSelection:
@@ -269,7 +287,14 @@ def selection_from(params: Mapping[str, str]) -> SeriesSelection:
     simulated = params.get("is_simulated", "")
     if simulated not in ("true", "false"):
         raise BadSelection("is_simulated", f"{simulated[:20]!r} is not true or false")
-    return SeriesSelection(**text, batch_size=int(batch), is_simulated=simulated == "true")
+    backend = params.get("backend", TORCH)
+    if backend not in BACKEND_NAMES:
+        raise BadSelection(
+            "backend", f"{backend[:20]!r} is not one of {', '.join(sorted(BACKEND_NAMES))}"
+        )
+    return SeriesSelection(
+        **text, batch_size=int(batch), is_simulated=simulated == "true", backend=backend
+    )
 
 
 def history_points(
@@ -284,6 +309,7 @@ def history_points(
             str(row["variant"]) != chosen.variant
             or str(row["device_name"]) != chosen.device_name
             or bool(row["is_simulated"]) != chosen.is_simulated
+            or _backend(row) != chosen.backend
         ):
             continue
         failed = row.get("error_class") is not None
