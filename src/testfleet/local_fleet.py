@@ -36,19 +36,20 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Self, TypeVar
 
 from testfleet.client import CA_ENV, COORDINATOR_ENV, FleetClient, FleetError
 from testfleet.coordinator.startup import free_port
-from testfleet.domain.enums import Codec
+from testfleet.local_fleet_options import CoordinatorOptions as CoordinatorOptions
+from testfleet.local_fleet_options import WorkerOptions as WorkerOptions
 from testfleet.local_fleet_pki import LOOPBACK, coordinator_tls_args, fleet_pki, worker_tls_args
 from testfleet.local_worker_tokens import WorkerTokenFiles
 from testfleet.security.credentials import TOKEN_ENV, TOKEN_FILE_ENV, write_token_file
 from testfleet.security.pki import ca_files
 from testfleet.security.tokens import Role
+from testfleet.worker.transports import Transport
 
 T = TypeVar("T")
 
@@ -81,40 +82,6 @@ class ProcessExited(LocalFleetError):
 
 class IgnoredSigterm(LocalFleetError):
     """A process did not exit within its grace period after SIGTERM (it was killed)."""
-
-
-@dataclass(frozen=True)
-class CoordinatorOptions:
-    """How to start the coordinator; ``None`` leaves the command's own default."""
-
-    heartbeat_interval: float | None = None
-    heartbeat_timeout: float | None = None
-    log_level: str | None = None
-    extra_args: Sequence[str] = ()
-    #: Added to the fleet's environment for this process.
-    env: Mapping[str, str] = field(default_factory=dict)
-    #: Words before the interpreter, e.g. ``("taskset", "-c", "0")``.
-    prefix: Sequence[str] = ()
-
-
-@dataclass(frozen=True)
-class WorkerOptions:
-    """How to start one worker; ``None`` leaves the command's own default."""
-
-    slots: int = 1
-    tags: Mapping[str, str] = field(default_factory=dict)
-    codec: Codec | None = None
-    #: Off unless asked for: importing torch costs seconds per worker, and
-    #: only model benchmarks (whose hardware torch reports) need it.
-    probe_torch: bool = False
-    #: Off unless asked for: the browser probe starts a Chromium per worker.
-    probe_backends: bool = False
-    #: ``None``: ``<the fleet's work_dir>/<worker_id>``.
-    work_dir: Path | None = None
-    log_level: str | None = None
-    extra_args: Sequence[str] = ()
-    env: Mapping[str, str] = field(default_factory=dict)
-    prefix: Sequence[str] = ()
 
 
 class LocalFleet:
@@ -158,6 +125,7 @@ class LocalFleet:
         client_timeout: float = 30.0,
         tls: bool = False,
         db_key_file: Path | None = None,
+        grpc: bool = False,
     ) -> None:
         self.root = root.absolute()
         self.db = (db or self.root / "fleet.duckdb").absolute()
@@ -165,6 +133,9 @@ class LocalFleet:
         self.work_dir = (work_dir or self.root / "work").absolute()
         self.port = port or free_port(LOOPBACK)
         self.url = f"{'https' if tls else 'http'}://{LOOPBACK}:{self.port}"
+        #: ``grpc``: the coordinator also serves workers over gRPC here (``--grpc-port``).
+        self.grpc_port = free_port(LOOPBACK) if grpc else None
+        self.grpc_url = f"{'grpcs' if tls else 'grpc'}://{LOOPBACK}:{self.grpc_port}"
         #: The fleet's CA folder when it runs over TLS (see the class docstring).
         self.pki: Path | None = fleet_pki(self.root) if tls else None
         self.cwd = cwd
@@ -289,6 +260,8 @@ class LocalFleet:
     def coordinator_argv(self, options: CoordinatorOptions) -> list[str]:
         """The coordinator's command line for ``options`` (the one place that knows it)."""
         args = ["coordinator", "--db", str(self.db), "--port", str(self.port)]
+        if self.grpc_port is not None:
+            args += ["--grpc-port", str(self.grpc_port)]
         if options.heartbeat_interval is not None:
             args += ["--heartbeat-interval", str(options.heartbeat_interval)]
         if options.heartbeat_timeout is not None:
@@ -303,7 +276,11 @@ class LocalFleet:
     def worker_argv(self, worker_id: str, options: WorkerOptions) -> list[str]:
         """A worker's command line for ``options`` (the one place that knows it)."""
         work_dir = options.work_dir or self.work_dir / worker_id
-        args = ["worker", "--coordinator", self.url, "--slots", str(options.slots)]
+        grpc = options.transport is Transport.GRPC
+        if grpc and self.grpc_port is None:
+            raise ValueError("a gRPC worker needs a fleet made with grpc=True")
+        address = self.grpc_url if grpc else self.url
+        args = ["worker", "--coordinator", address, "--slots", str(options.slots)]
         args += ["--worker-id", worker_id, "--work-dir", str(work_dir)]
         if not options.probe_torch:
             args.append("--no-probe-torch")

@@ -48,6 +48,7 @@ from testfleet.security.credentials import read_token_file
 from testfleet.security.pki import ca_files, issue_worker, worker_files
 from testfleet.security.tls import ClientTlsFiles, client_context
 from testfleet.store import Store
+from testfleet.worker.transports import Transport
 
 __all__ = [
     "DEFAULT_WAIT_SECONDS",
@@ -93,8 +94,10 @@ class Fleet(LocalFleet):
     """Coordinator and worker processes sharing one DuckDB file and port, under
     ``tmp_path``: fast heartbeats, ``info`` logs, and a strict clean stop."""
 
-    def __init__(self, tmp_path: Path, *, tls: bool = True) -> None:
-        super().__init__(tmp_path, cwd=tmp_path, tls=tls)
+    def __init__(self, tmp_path: Path, *, tls: bool = True, grpc: bool = False) -> None:
+        """``grpc``: the coordinator also serves the worker channel over gRPC, and
+        ``start_worker(..., transport=Transport.GRPC)`` joins through it."""
+        super().__init__(tmp_path, cwd=tmp_path, tls=tls, grpc=grpc)
         #: Extra pids to SIGKILL on close (e.g. a killed worker's orphaned child).
         self.extra_pids: set[int] = set()
 
@@ -132,6 +135,16 @@ class Fleet(LocalFleet):
         """The worker channel's address (``wss://`` over TLS)."""
         scheme = "wss" if self.pki is not None else "ws"
         return f"{scheme}://127.0.0.1:{self.port}/api/v1/workers/connect"
+
+    def grpc_credentials(self, worker_id: str) -> tuple[bytes, bytes, bytes]:
+        """PEM bytes a raw gRPC peer presents as ``worker_id`` over TLS: the CA,
+        and that worker's certificate and key (issued on first use)."""
+        assert self.pki is not None, "a plain fleet's gRPC peers need no credentials"
+        issued = worker_files(self.pki, worker_id)
+        if not issued.cert.exists():
+            issue_worker(self.pki, worker_id)
+        ca = ca_files(self.pki).cert.read_bytes()
+        return ca, issued.cert.read_bytes(), issued.key.read_bytes()
 
     def raw_connection(self, timeout: float | None = None) -> socket.socket:
         """A connected socket to the coordinator, its TLS handshake done over TLS:
@@ -179,9 +192,14 @@ class Fleet(LocalFleet):
         slots: int = 1,
         tags: Mapping[str, str] | None = None,
         codec: str = "json",
+        transport: Transport = Transport.WEBSOCKET,
     ) -> subprocess.Popen[bytes]:
         options = options or WorkerOptions(
-            slots=slots, tags=dict(tags or {}), codec=Codec(codec), log_level="info"
+            slots=slots,
+            tags=dict(tags or {}),
+            codec=Codec(codec),
+            log_level="info",
+            transport=transport,
         )
         return super().start_worker(worker_id, options, name=name, wait=wait, timeout=timeout)
 

@@ -1,19 +1,35 @@
-"""A worker that asks for MessagePack frames works exactly like a JSON one."""
+"""A worker that asks for MessagePack frames works exactly like a JSON one, on
+either transport (issue 16: the WebSocket and gRPC carry the same frames)."""
 
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import pytest
+from it_fleet import Fleet
+
+from testfleet.worker.transports import Transport
 
 pytestmark = [pytest.mark.integration]
 
 
-def test_msgpack_worker_runs_tasks_beside_a_json_worker(fleet) -> None:
+@pytest.mark.parametrize("transport", list(Transport))
+def test_msgpack_worker_runs_tasks_beside_a_json_worker(tmp_path, transport) -> None:
+    fleet = Fleet(tmp_path, grpc=transport is Transport.GRPC)
+    try:
+        run_both_codecs(fleet, transport)
+    finally:
+        fleet.close()
+
+
+def run_both_codecs(fleet: Fleet, transport: Transport) -> None:
     fleet.start_coordinator()
-    fleet.start_worker("packed", slots=2, codec="msgpack", tags={"codec": "msgpack"})
-    fleet.start_worker("plain", slots=2, codec="json", tags={"codec": "json"})
-    tasks = []
+    fleet.start_worker(
+        "packed", slots=2, codec="msgpack", tags={"codec": "msgpack"}, transport=transport
+    )
+    fleet.start_worker("plain", slots=2, codec="json", tags={"codec": "json"}, transport=transport)
+    tasks: list[dict[str, Any]] = []
     for codec in ("msgpack", "json"):
         tasks.append(
             {

@@ -1,4 +1,6 @@
-"""200 tasks through a coordinator and three worker processes, checked in the DuckDB file."""
+"""200 tasks through a coordinator and three worker processes, checked in the DuckDB file:
+on the WebSocket, and on a mixed fleet where two of the three join over gRPC
+(issue 16: workers on either transport share one fleet)."""
 
 from __future__ import annotations
 
@@ -6,11 +8,23 @@ import sys
 from collections import Counter
 
 import pytest
-from it_fleet import RELAXED_HEARTBEAT_TIMEOUT
+from it_fleet import RELAXED_HEARTBEAT_TIMEOUT, Fleet
+
+from testfleet.worker.transports import Transport
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 WORKERS = ("tp-worker-1", "tp-worker-2", "tp-worker-3")
+#: How each worker joins, per fleet: all on the WebSocket, or mixed (gRPC with
+#: both codecs beside a WebSocket worker).
+FLEETS = {
+    "websocket": {worker: (Transport.WEBSOCKET, "json") for worker in WORKERS},
+    "mixed": {
+        "tp-worker-1": (Transport.WEBSOCKET, "json"),
+        "tp-worker-2": (Transport.GRPC, "msgpack"),
+        "tp-worker-3": (Transport.GRPC, "json"),
+    },
+}
 COMMAND_TASKS = 20
 SIMULATED_TASKS = 180
 
@@ -53,10 +67,20 @@ def batch() -> list[dict]:
 
 
 @pytest.mark.timeout(240)
-def test_two_hundred_tasks_complete_once_each_across_three_workers(fleet):
+@pytest.mark.parametrize("joined", list(FLEETS))
+def test_two_hundred_tasks_complete_once_each_across_three_workers(tmp_path, joined):
+    how = FLEETS[joined]
+    fleet = Fleet(tmp_path, grpc=any(t is Transport.GRPC for t, _ in how.values()))
+    try:
+        run_two_hundred(fleet, how)
+    finally:
+        fleet.close()
+
+
+def run_two_hundred(fleet: Fleet, how: dict[str, tuple[Transport, str]]) -> None:
     fleet.start_coordinator(heartbeat_timeout=RELAXED_HEARTBEAT_TIMEOUT)
-    for worker_id in WORKERS:
-        fleet.start_worker(worker_id, slots=2, wait=False)
+    for worker_id, (transport, codec) in how.items():
+        fleet.start_worker(worker_id, slots=2, wait=False, transport=transport, codec=codec)
     fleet.wait_for_workers(WORKERS)
 
     documents = batch()

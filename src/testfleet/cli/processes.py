@@ -25,7 +25,6 @@ from testfleet.cli.app import (
     errors,
     fail,
     parse_tags,
-    resolve_coordinator,
 )
 from testfleet.cli.process_options import (
     BrowserAssetsOption,
@@ -38,7 +37,8 @@ from testfleet.cli.process_options import (
 )
 from testfleet.cli.worker_credential_options import (
     enrolled_certificate,
-    worker_tls,
+    worker_addresses,
+    worker_connector,
     worker_token,
 )
 from testfleet.client import CA_ENV
@@ -75,6 +75,16 @@ def coordinator(
     ] = 10.0,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8700,
+    grpc_port: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=65535,
+            help="Also serve the worker channel over gRPC on this port (same host, TLS "
+            "files and credentials); workers join with --coordinator grpc(s)://HOST:PORT.",
+            show_default=False,
+        ),
+    ] = None,
     heartbeat_interval: Annotated[
         float, typer.Option(help="Seconds between worker heartbeats.")
     ] = 2.0,
@@ -234,7 +244,7 @@ def coordinator(
     (or, with --store, a PostgreSQL database it shares with standbys)."""
     from testfleet.cli.coordinator_store import choose_store, masked
     from testfleet.coordinator.alerts.config import AlertsConfigError, load_alerts_config
-    from testfleet.coordinator.app import run_coordinator
+    from testfleet.coordinator.app import run_coordinator, served_url
     from testfleet.coordinator.exposure import NoticeLevel, decide_exposure
     from testfleet.coordinator.leadership import SettingsMismatch
     from testfleet.coordinator.public_url import PublicUrlError, check_public_url
@@ -324,6 +334,8 @@ def coordinator(
         errors.print(
             f"testfleet coordinator on {url} with {where}" + (" (encrypted)" if db_key else "")
         )
+        if grpc_port is not None:
+            errors.print(f"worker channel over gRPC on {served_url(host, grpc_port, tls, 'grpc')}")
         for notice in exposure.notices:
             if notice.level is NoticeLevel.WARNING:
                 errors.print(f"[yellow]warning:[/yellow] {escape(notice.message)}", soft_wrap=True)
@@ -343,9 +355,14 @@ def coordinator(
     }
     try:
         if isinstance(chosen, str):
+            if grpc_port is not None:
+                fail(
+                    "--grpc-port: coordinators on PostgreSQL (--store) serve workers over "
+                    "WebSocket only so far; drop --grpc-port"
+                )
             run_on_postgres(chosen, lease_seconds=lease_seconds, **common)
         else:
-            run_coordinator(chosen, db_key=db_key, **common)
+            run_coordinator(chosen, db_key=db_key, grpc_port=grpc_port, **common)
     except (StartupError, StoreError) as exc:
         fail(str(exc))
     except SettingsMismatch as exc:
@@ -476,20 +493,12 @@ def worker(
     from testfleet.worker.executors.resource_limits import ResourceLimiter
     from testfleet.worker.hardware import detect_capabilities
     from testfleet.worker.orphan_guard import start_orphan_guard
-    from testfleet.worker.websocket_channel import WebSocketConnector
 
-    if coordinator is not None:
-        # The worker channel's own scheme, as the issue writes it: same address
-        # (each entry of a list of coordinators).
-        coordinator = ",".join(
-            "http" + part.strip()[2:] if part.strip().startswith(("ws://", "wss://")) else part
-            for part in coordinator.split(",")
-        )
-    url = resolve_coordinator(coordinator)
+    url, enrolment_url = worker_addresses(coordinator)
     if cert_dir is not None or enrol_token:
-        cert, key = enrolled_certificate(url, ca, cert, cert_dir, enrol_token, worker_id)
+        cert, key = enrolled_certificate(enrolment_url, ca, cert, cert_dir, enrol_token, worker_id)
     secret = worker_token(token, token_file, cert)
-    context, certified_id = worker_tls(url, ca, cert, key)
+    connector, certified_id = worker_connector(url, ca, cert, key, secret)
     if certified_id is not None and worker_id is not None and worker_id != certified_id:
         fail(
             f"--worker-id {worker_id!r} conflicts with --cert {cert}, issued to "
@@ -506,7 +515,6 @@ def worker(
             "a worker token is bound to one worker id: pass --worker-id, the --name it was "
             "created with (`testfleet tokens create --role worker --name ID`)"
         )
-    connector = WebSocketConnector(ssl_context=context, token=secret)
     worker_id = worker_id or certified_id
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     chosen = choose_executors(allowed)

@@ -12,9 +12,13 @@ from __future__ import annotations
 import os
 import ssl
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from testfleet.cli.app import errors, fail
+from testfleet.cli.app import errors, fail, resolve_coordinator
 from testfleet.security.enrolment import ENROL_TOKEN_ENV
+
+if TYPE_CHECKING:
+    from testfleet.protocol.channel import Connector
 
 
 def worker_token(token: str | None, token_file: Path | None, cert: Path | None) -> str | None:
@@ -61,11 +65,77 @@ def enrolled_certificate(
     return found.cert, found.key
 
 
+def worker_addresses(coordinator: str | None) -> tuple[str, str]:
+    """``--coordinator`` as the agent's address list, and the address to enrol at.
+
+    Each entry is checked: ``http(s)://`` (or the channel's own ``ws(s)://``,
+    taken as the same address) is normalised as every command does, and
+    ``grpc(s)://HOST:PORT`` (a coordinator's ``--grpc-port``) is kept as it
+    is. Enrolment is an HTTP request, so it goes to the first HTTP address
+    (the local default when only gRPC ones are given). Problems end the command
+    in one line.
+    """
+    from testfleet.protocol.channel import AddressError
+    from testfleet.protocol.grpc_frames import grpc_target
+    from testfleet.worker.transports import is_grpc_address
+
+    if coordinator is None:
+        url = resolve_coordinator(None)
+        return url, url.split(",")[0]
+    entries = [part.strip() for part in coordinator.split(",")]
+    checked: list[str] = []
+    for entry in entries:
+        if is_grpc_address(entry):
+            try:
+                grpc_target(entry)
+            except AddressError as exc:
+                fail(f"--coordinator: {exc}")
+            checked.append(entry)
+        else:
+            if entry.startswith(("ws://", "wss://")):
+                # The worker channel's own scheme, as the issue writes it: same address.
+                entry = "http" + entry[2:]
+            checked.extend(resolve_coordinator(entry).split(","))
+    http = [entry for entry in checked if not is_grpc_address(entry)]
+    return ",".join(dict.fromkeys(checked)), (http[0] if http else resolve_coordinator(None))
+
+
+def worker_connector(
+    url: str, ca: Path | None, cert: Path | None, key: Path | None, token: str | None
+) -> tuple[Connector, str | None]:
+    """The connector the agent reaches ``url``'s addresses with (WebSocket, and
+    gRPC for ``grpc(s)://`` ones), and the worker id the certificate names."""
+    from testfleet.worker.grpc_channel import GrpcConnector, GrpcTls
+    from testfleet.worker.transports import SchemeConnector
+    from testfleet.worker.websocket_channel import WebSocketConnector
+
+    entries = url.split(",")
+    https = next((entry for entry in entries if entry.startswith("https://")), None)
+    grpcs = any(entry.startswith("grpcs://") for entry in entries)
+    context, certified_id = worker_tls(https or entries[0], ca, cert, key, also_grpcs=grpcs)
+    grpc = None
+    if any(entry.startswith(("grpc://", "grpcs://")) for entry in entries):
+        tls = GrpcTls(
+            root_certificates=ca.read_bytes() if ca is not None else None,
+            certificate_chain=cert.read_bytes() if cert is not None else None,
+            private_key=key.read_bytes() if key is not None else None,
+        )
+        grpc = GrpcConnector(tls=tls if grpcs else None, token=token)
+    return SchemeConnector(WebSocketConnector(ssl_context=context, token=token), grpc), certified_id
+
+
 def worker_tls(
-    url: str, ca: Path | None, cert: Path | None, key: Path | None
+    url: str,
+    ca: Path | None,
+    cert: Path | None,
+    key: Path | None,
+    *,
+    also_grpcs: bool = False,
 ) -> tuple[ssl.SSLContext | None, str | None]:
     """The worker's TLS context for an https:// coordinator and the id its certificate
-    names; (None, None) over plain HTTP. Bad files end the command in one line."""
+    names; (None, None) over plain HTTP. Bad files end the command in one line.
+    ``also_grpcs``: a ``grpcs://`` address is listed too, so the files are needed
+    (and checked here) even when no HTTP address is encrypted."""
     from testfleet.security.tls import (
         TlsFileError,
         check_client_files,
@@ -73,9 +143,9 @@ def worker_tls(
         worker_id_of_file,
     )
 
-    if not url.startswith("https://"):
+    if not url.startswith("https://") and not also_grpcs:
         if ca is not None or cert is not None:
-            fail(f"--ca/--cert need an https:// coordinator; {url} is plain HTTP")
+            fail(f"--ca/--cert need an https:// or grpcs:// coordinator; {url} is plain")
         return None, None
     try:
         files = check_client_files(ca, cert, key)

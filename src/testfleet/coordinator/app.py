@@ -49,6 +49,7 @@ from testfleet.coordinator.dashboard import add_dashboard
 from testfleet.coordinator.docs_page import add_docs_page
 from testfleet.coordinator.enrolment_api import build_enrolment_router
 from testfleet.coordinator.flaky_tests_metric import FlakyTestsGauge
+from testfleet.coordinator.grpc_worker_channel import GrpcEndpoint, GrpcWorkerServer
 from testfleet.coordinator.http_protocol import limited_http_protocol
 from testfleet.coordinator.limits import RateLimiter, RateLimitMiddleware
 from testfleet.coordinator.log_api import build_log_router
@@ -158,6 +159,7 @@ def create_app(
     find_regressions: RegressionFinder | None = None,
     store: CoordinatorStore | None = None,
     epoch: int = 0,
+    grpc: GrpcEndpoint | None = None,
 ) -> FastAPI:
     """Build a coordinator app over the DuckDB file at ``db_path`` (encrypted
     with ``db_key`` when one is given).
@@ -175,7 +177,11 @@ def create_app(
     is then unused): the PostgreSQL store of a leader that won ``epoch``
     (``coordinator/roles.py``). The app owns it from here and closes it at
     shutdown. Backups (the route and ``--backup-every``) are DuckDB's: with
-    another store they are left out (PostgreSQL has pg_dump)."""
+    another store they are left out (PostgreSQL has pg_dump).
+
+    ``grpc``: also serve the worker channel over gRPC there (``--grpc-port``;
+    ``grpc_worker_channel.py``), started and stopped with the loop; the port
+    it bound is ``app.state.grpc_port``."""
     settings = settings or CoordinatorSettings()
     clock = clock or SystemClock()
     # The one place that names DuckDB: the rest of the coordinator knows the
@@ -241,6 +247,16 @@ def create_app(
         ]
         if notifier is not None:
             watchers.append(asyncio.create_task(notifier.run(), name="notifications"))
+        grpc_server: GrpcWorkerServer | None = None
+        if grpc is not None:
+            grpc_server = GrpcWorkerServer(
+                loop,
+                store,
+                auth.record_events,
+                require_certificate=require_client_certificate,
+                insecure=settings.insecure,
+            )
+            app.state.grpc_port = await grpc_server.start(grpc.host, grpc.port, grpc.tls)
         if (
             settings.backup_every_seconds > 0
             and settings.backup_dir is not None
@@ -257,6 +273,9 @@ def create_app(
         try:
             yield
         finally:
+            if grpc_server is not None:
+                # Its streams close as a restart (1012), as uvicorn closes the WebSockets.
+                await grpc_server.stop()
             for watcher in watchers:
                 watcher.cancel()
             for watcher in watchers:
@@ -384,6 +403,7 @@ def run_coordinator(
     db_key: DatabaseKey | None = None,
     enrolment_ca: CertificateAuthority | None = None,
     alerts: AlertsConfig | None = None,
+    grpc_port: int | None = None,
 ) -> None:
     """Serve a coordinator until SIGINT/SIGTERM (uvicorn handles both gracefully).
 
@@ -399,6 +419,10 @@ def run_coordinator(
     TLS layer asks for a client certificate but does not insist
     (``CERT_OPTIONAL``: REST clients have none), verifies any it gets against
     that CA, and the worker channel insists (``serve_worker``).
+
+    ``grpc_port``: also serve the worker channel over gRPC on that port of
+    ``host``, with the same TLS files (``grpc_worker_channel.py``). Checked
+    free before anything is announced; gRPC binds it when the app starts.
     """
     # The DuckDB commit runs in a thread and hands the GIL back and forth with
     # the event loop a dozen times per commit; at the default 5 ms switch
@@ -407,6 +431,7 @@ def run_coordinator(
     settings = settings or CoordinatorSettings()
     # One socket per connected worker and per REST connection (issue 14).
     raise_file_limit(settings.max_workers + settings.max_http_connections + FD_HEADROOM)
+    grpc = None if grpc_port is None else grpc_endpoint(host, grpc_port, port, tls)
     listeners = bind_listeners(host, port)
     try:
         bound_port = listeners[0].getsockname()[1]
@@ -419,6 +444,7 @@ def run_coordinator(
                 db_key=db_key,
                 enrolment_ca=enrolment_ca,
                 alerts=alerts,
+                grpc=grpc,
             )
         except StoreError as exc:
             raise StartupError(database_failure(db_path, exc)) from None
@@ -433,6 +459,21 @@ def run_coordinator(
             listener.close()
 
 
+def grpc_endpoint(
+    host: str, grpc_port: int, http_port: int, tls: ServerTlsFiles | None
+) -> GrpcEndpoint:
+    """``--grpc-port``'s endpoint, its port checked free now (:class:`StartupError`
+    naming the flag if not), so that start-up fails before it announces anything."""
+    if grpc_port != 0 and grpc_port == http_port:
+        raise StartupError(f"--grpc-port {grpc_port} is also --port: gRPC needs a port of its own")
+    try:
+        for probe in bind_listeners(host, grpc_port):
+            probe.close()
+    except StartupError as exc:
+        raise StartupError(f"--grpc-port: {exc}") from None
+    return GrpcEndpoint(host, grpc_port, tls)
+
+
 def with_public_url(
     settings: CoordinatorSettings, host: str, port: int, tls: ServerTlsFiles | None
 ) -> CoordinatorSettings:
@@ -444,10 +485,11 @@ def with_public_url(
     return dataclasses.replace(settings, public_url=public_url)
 
 
-def served_url(host: str, port: int, tls: ServerTlsFiles | None) -> str:
-    """The address announced at start-up: ``http(s)://HOST:PORT``."""
+def served_url(host: str, port: int, tls: ServerTlsFiles | None, protocol: str = "http") -> str:
+    """The address announced at start-up: ``http(s)://HOST:PORT`` (``protocol``
+    ``grpc``: ``grpc(s)://HOST:PORT``, ``--grpc-port``'s)."""
     shown_host = f"[{host}]" if ":" in host else host
-    scheme = "https" if tls is not None else "http"
+    scheme = f"{protocol}s" if tls is not None else protocol
     return f"{scheme}://{shown_host}:{port}"
 
 

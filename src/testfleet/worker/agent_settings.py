@@ -44,8 +44,11 @@ class WorkerRefusedError(RuntimeError):
 
 
 def channel_url(coordinator_url: str) -> str:
-    """``http://host:port`` → ``ws://host:port/api/v1/workers/connect`` (https → wss)."""
+    """``http://host:port`` → ``ws://host:port/api/v1/workers/connect`` (https → wss);
+    a gRPC address (``grpc(s)://host:port``) is the channel's address as it is."""
     url = coordinator_url.rstrip("/")
+    if url.startswith(("grpc://", "grpcs://")):
+        return url
     if url.startswith("https://"):
         url = "wss://" + url[len("https://") :]
     elif url.startswith("http://"):

@@ -111,7 +111,7 @@ def test_a_worker_id_other_than_the_certificates_is_an_error(pki: Path) -> None:
 def test_tls_files_need_an_https_coordinator(pki: Path) -> None:
     code, output = run("worker", "-c", "http://127.0.0.1:1", "--ca", str(ca_files(pki).cert))
     assert code == 2
-    assert "need an https:// coordinator" in output
+    assert "need an https:// or grpcs:// coordinator" in output
 
 
 def test_the_client_names_an_unusable_ca_file(tmp_path: Path) -> None:
