@@ -48,6 +48,13 @@ DuckDB file, and the figures are read back through DuckDB's postgres extension
 same session (``--rounds`` each, a fresh database per run) and prints both
 medians and their ratio (issue 13's aim: PostgreSQL at least half of DuckDB).
 
+With ``--transport grpc`` the agents join over gRPC instead of the WebSocket
+(the coordinator's ``--grpc-port``, issue 16): the same frames in the codec
+asked for. ``--compare-transports`` runs WebSocket and gRPC fleets
+alternately in the same session, ``--rounds`` each, for both codecs (JSON and
+MessagePack: four variants, order rotated every round), and prints a table of
+medians with each gRPC figure's ratio to the WebSocket's of the same codec.
+
 With ``--ray-python`` it also runs the same number of no-op tasks on Ray
 (benchmarks/peers/ray_noop.py; not durable) and prints that figure beside.
 
@@ -90,21 +97,32 @@ def agent_id(n: int) -> str:
 
 
 async def host_workers(
-    url: str, count: int, slots: int, codec: str, pki: Path | None, token_dir: Path | None
+    url: str,
+    count: int,
+    slots: int,
+    codec: str,
+    pki: Path | None,
+    token_dir: Path | None,
+    transport: str = "websocket",
 ) -> None:
     """Run ``count`` worker agents in this process until SIGTERM. Every worker needs
     a credential: with ``pki`` (a TLS fleet's CA folder) each connects over
-    ``wss://`` with its own certificate; otherwise each presents the worker token
-    ``measure`` made for its id (``token_dir``/ID.token)."""
+    ``wss://`` (``grpcs://``) with its own certificate; otherwise each presents the
+    worker token ``measure`` made for its id (``token_dir``/ID.token). ``url`` is
+    the coordinator's HTTP address, or its gRPC one with ``transport`` grpc."""
+    from testfleet.protocol.channel import Connector
     from testfleet.protocol.messages import Codec
     from testfleet.security.credentials import read_token_file
     from testfleet.security.tls import ClientTlsFiles, client_context
     from testfleet.worker.agent import AgentSettings, WorkerAgent
     from testfleet.worker.executors.registry import default_executors
+    from testfleet.worker.grpc_channel import GrpcConnector, GrpcTls
     from testfleet.worker.hardware import detect_capabilities
     from testfleet.worker.websocket_channel import WebSocketConnector
 
-    def connector(worker_id: str) -> WebSocketConnector:
+    def connector(worker_id: str) -> Connector:
+        if transport == "grpc":
+            return grpc_connector(worker_id)
         if pki is None:
             assert token_dir is not None, "a plain fleet's agents need --token-dir"
             return WebSocketConnector(token=read_token_file(token_dir / f"{worker_id}.token"))
@@ -112,6 +130,16 @@ async def host_workers(
         # One context per agent: each presents its own certificate, as real workers do.
         context = client_context(ClientTlsFiles(ca_files(pki).cert, files.cert, files.key))
         return WebSocketConnector(ssl_context=context)
+
+    def grpc_connector(worker_id: str) -> GrpcConnector:
+        if pki is None:
+            assert token_dir is not None, "a plain fleet's agents need --token-dir"
+            return GrpcConnector(token=read_token_file(token_dir / f"{worker_id}.token"))
+        files = worker_files(pki, worker_id)
+        tls = GrpcTls(
+            ca_files(pki).cert.read_bytes(), files.cert.read_bytes(), files.key.read_bytes()
+        )
+        return GrpcConnector(tls=tls)
 
     executors = default_executors()
     caps = detect_capabilities(tags={}, task_types=list(executors), probe_torch=False)
@@ -177,6 +205,17 @@ def main() -> None:
     parser.add_argument("--codec", choices=["json", "msgpack"], default="json")
     parser.add_argument("--probe", type=int, default=200, help="paced single tasks, phase 2")
     parser.add_argument(
+        "--transport",
+        choices=["websocket", "grpc"],
+        default="websocket",
+        help="how the agents join: the WebSocket, or gRPC (the coordinator's --grpc-port)",
+    )
+    parser.add_argument(
+        "--compare-transports",
+        action="store_true",
+        help="WebSocket and gRPC, JSON and MessagePack, alternately in this session: a table",
+    )
+    parser.add_argument(
         "--tls", action="store_true", help="run over TLS: HTTPS/WSS, worker certificates, tokens"
     )
     parser.add_argument(
@@ -229,12 +268,20 @@ def main() -> None:
     if args.host_workers:
         asyncio.run(
             host_workers(
-                args.host_workers, args.workers, args.slots, args.codec, args.pki, args.token_dir
+                args.host_workers,
+                args.workers,
+                args.slots,
+                args.codec,
+                args.pki,
+                args.token_dir,
+                args.transport,
             )
         )
         return
 
-    if args.both:
+    if args.compare_transports:
+        compare_transports(args)
+    elif args.both:
         compare_stores(args)
     elif args.compare:
         compare(args)
@@ -265,6 +312,37 @@ def compare(args: argparse.Namespace) -> None:
     """Plain and TLS alternately, ``args.rounds`` each, then both medians and the ratio."""
     plain, secured = alternate(args.rounds, lambda tls: measure(args, tls=tls), False, True)
     print_comparison(f"plain vs TLS, {args.rounds} runs each", "plain", plain, "TLS", secured)
+
+
+def compare_transports(args: argparse.Namespace) -> None:
+    """WebSocket and gRPC with each codec, ``args.rounds`` runs each, the four
+    variants in an order rotated every round (so none always goes first), then a
+    table: each variant's median and range, and gRPC over WebSocket per codec."""
+    variants = [(t, c) for c in ("json", "msgpack") for t in ("websocket", "grpc")]
+    figures: dict[tuple[str, str], list[float]] = {variant: [] for variant in variants}
+    for round_number in range(args.rounds):
+        shift = round_number % len(variants)
+        for transport, codec in variants[shift:] + variants[:shift]:
+            run = argparse.Namespace(**{**vars(args), "transport": transport, "codec": codec})
+            result = measure(run, tls=args.tls)
+            figures[(transport, codec)].append(result.tasks_per_second)
+            for line in result.lines:
+                print(line, flush=True)
+    print(
+        f"WebSocket vs gRPC, {args.rounds} runs each, same session "
+        f"({args.workers} workers x {args.slots} slots, {args.tasks} tasks"
+        f"{', over TLS' if args.tls else ''}):"
+    )
+    print("  | transport | codec | tasks/s (median) | range | vs WebSocket, same codec |")
+    print("  |---|---|---|---|---|")
+    for transport, codec in variants:
+        values = figures[(transport, codec)]
+        median = statistics.median(values)
+        base = statistics.median(figures[("websocket", codec)])
+        print(
+            f"  | {transport} | {codec} | {median:,.0f} | {min(values):,.0f}-{max(values):,.0f} "
+            f"| {median / base:.2f} |"
+        )
 
 
 def compare_stores(args: argparse.Namespace) -> None:
@@ -456,6 +534,10 @@ def measure(
     file or the PostgreSQL ``store``) through both phases; its figures."""
     workdir = Path(tempfile.mkdtemp(prefix="testfleet-dispatch-"))
     on_postgres = store != "duckdb"
+    transport = getattr(args, "transport", "websocket")
+    grpc = transport == "grpc"
+    if grpc and on_postgres:
+        raise SystemExit("--transport grpc: coordinators on PostgreSQL serve the WebSocket only")
     fleet = (
         PostgresLocalFleet(
             store,
@@ -467,7 +549,12 @@ def measure(
         )
         if on_postgres
         else LocalFleet(
-            workdir, db=workdir / "dispatch.duckdb", log_dir=workdir, client_timeout=120, tls=tls
+            workdir,
+            db=workdir / "dispatch.duckdb",
+            log_dir=workdir,
+            client_timeout=120,
+            tls=tls,
+            grpc=grpc,
         )
     )
     db = fleet.db
@@ -475,7 +562,9 @@ def measure(
         sys.executable,
         str(HERE),
         "--host-workers",
-        fleet.url,
+        fleet.grpc_url if grpc else fleet.url,
+        "--transport",
+        transport,
         "--workers",
         str(args.workers),
         "--slots",
@@ -587,7 +676,7 @@ def measure(
     lines = [
         f"dispatch{' over TLS with worker certificates and tokens' if tls else ''}: "
         f"{args.workers} workers x {args.slots} slots, {args.tasks} zero-work tasks, "
-        f"codec {args.codec}, {os.cpu_count()} cores, "
+        f"{'gRPC' if grpc else 'WebSocket'}, codec {args.codec}, {os.cpu_count()} cores, "
         f"store {'PostgreSQL' if on_postgres else 'DuckDB'}"
         + (f", {dashboards} dashboards on the event stream" if dashboards else ""),
         f"  end-to-end (first task committed -> last result committed): "

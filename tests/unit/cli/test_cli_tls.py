@@ -158,3 +158,39 @@ def test_client_commands_offer_ca_in_their_help() -> None:
         code, output = run(*command, "--help")
         assert code == 0, command
         assert "--ca" in output, command
+
+
+@pytest.mark.parametrize(
+    ("address", "says"),
+    [
+        ("grpc://127.0.0.1", "has no port: give the port the coordinator's --grpc-port serves"),
+        ("grpcs://127.0.0.1:8701/api", "no path or query"),
+        ("https://127.0.0.1:1,grpc://:5", "has no host name"),
+    ],
+)
+def test_a_bad_grpc_coordinator_address_stops_the_worker_in_one_line(
+    address: str, says: str
+) -> None:
+    code, output = run("worker", "-c", address, "--worker-id", "w1")
+    assert code == 2
+    assert says in output
+
+
+def test_grpcs_needs_the_tls_files_checked_as_https_does(pki: Path, tmp_path: Path) -> None:
+    code, output = run(
+        "worker",
+        "-c",
+        "grpcs://127.0.0.1:1",
+        "--cert",
+        str(tmp_path / "missing.pem"),
+        "--key",
+        str(tmp_path / "missing.key"),
+    )
+    assert code == 2
+    assert "missing.pem" in output
+
+
+def test_the_grpc_port_must_differ_from_the_http_port(pki: Path, tmp_path: Path) -> None:
+    code, output = coordinator(pki, tmp_path, "--grpc-port", "1")
+    assert code == 2
+    assert "--grpc-port 1 is also --port" in output
