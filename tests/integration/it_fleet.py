@@ -94,10 +94,20 @@ class Fleet(LocalFleet):
     """Coordinator and worker processes sharing one DuckDB file and port, under
     ``tmp_path``: fast heartbeats, ``info`` logs, and a strict clean stop."""
 
-    def __init__(self, tmp_path: Path, *, tls: bool = True, grpc: bool = False) -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        *,
+        tls: bool = True,
+        grpc: bool = False,
+        worker_transport: Transport = Transport.WEBSOCKET,
+    ) -> None:
         """``grpc``: the coordinator also serves the worker channel over gRPC, and
-        ``start_worker(..., transport=Transport.GRPC)`` joins through it."""
+        ``start_worker(..., transport=Transport.GRPC)`` joins through it.
+        ``worker_transport``: how workers join unless told (gRPC implies ``grpc``)."""
+        grpc = grpc or worker_transport is Transport.GRPC
         super().__init__(tmp_path, cwd=tmp_path, tls=tls, grpc=grpc)
+        self.worker_transport = worker_transport
         #: Extra pids to SIGKILL on close (e.g. a killed worker's orphaned child).
         self.extra_pids: set[int] = set()
 
@@ -192,14 +202,14 @@ class Fleet(LocalFleet):
         slots: int = 1,
         tags: Mapping[str, str] | None = None,
         codec: str = "json",
-        transport: Transport = Transport.WEBSOCKET,
+        transport: Transport | None = None,
     ) -> subprocess.Popen[bytes]:
         options = options or WorkerOptions(
             slots=slots,
             tags=dict(tags or {}),
             codec=Codec(codec),
             log_level="info",
-            transport=transport,
+            transport=transport or self.worker_transport,
         )
         return super().start_worker(worker_id, options, name=name, wait=wait, timeout=timeout)
 

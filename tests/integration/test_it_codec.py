@@ -15,20 +15,10 @@ pytestmark = [pytest.mark.integration]
 
 
 @pytest.mark.parametrize("transport", list(Transport))
-def test_msgpack_worker_runs_tasks_beside_a_json_worker(tmp_path, transport) -> None:
-    fleet = Fleet(tmp_path, grpc=transport is Transport.GRPC)
-    try:
-        run_both_codecs(fleet, transport)
-    finally:
-        fleet.close()
-
-
-def run_both_codecs(fleet: Fleet, transport: Transport) -> None:
+def test_msgpack_worker_runs_tasks_beside_a_json_worker(fleet: Fleet) -> None:
     fleet.start_coordinator()
-    fleet.start_worker(
-        "packed", slots=2, codec="msgpack", tags={"codec": "msgpack"}, transport=transport
-    )
-    fleet.start_worker("plain", slots=2, codec="json", tags={"codec": "json"}, transport=transport)
+    fleet.start_worker("packed", slots=2, codec="msgpack", tags={"codec": "msgpack"})
+    fleet.start_worker("plain", slots=2, codec="json", tags={"codec": "json"})
     tasks: list[dict[str, Any]] = []
     for codec in ("msgpack", "json"):
         tasks.append(

@@ -15,6 +15,7 @@ import pytest
 
 from testfleet.client import FleetError
 from testfleet.domain.enums import ResultDisposition, ResultStatus, TaskStatus
+from testfleet.worker.transports import Transport
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -38,6 +39,7 @@ def completed_count(fleet) -> int:
 
 
 @pytest.mark.timeout(300)
+@pytest.mark.parametrize("transport", list(Transport))
 def test_sigkilled_coordinator_restarts_and_every_accepted_task_ends_once(fleet):
     fleet.start_coordinator()
     for worker_id in WORKERS:
@@ -136,6 +138,7 @@ def bookkeeping_problems(store, task_ids) -> list[str]:
 
 
 @pytest.mark.timeout(300)
+@pytest.mark.parametrize("transport", list(Transport))
 def test_workers_declared_lost_by_the_restarted_coordinator_come_back(fleet):
     """Workers frozen (SIGSTOP) across the restart miss their grace period: the new
     coordinator declares them lost and requeues their attempts; when they thaw,

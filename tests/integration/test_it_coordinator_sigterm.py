@@ -12,6 +12,8 @@ import pytest
 from it_fleet import RELAXED_HEARTBEAT_TIMEOUT
 from test_it_coordinator_restart import WORKERS, bookkeeping_problems, simulated
 
+from testfleet.worker.transports import Transport
+
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 #: Long enough to be running through the stop and the restart.
@@ -19,6 +21,7 @@ LONG_SECONDS = 8.0
 
 
 @pytest.mark.timeout(300)
+@pytest.mark.parametrize("transport", list(Transport))
 def test_sigterm_exits_zero_and_a_restart_carries_on_with_the_running_attempts(fleet):
     # Relaxed: the workers reconnect on their own backoff after the restart and
     # must not be declared lost by a starved machine's slow restart.

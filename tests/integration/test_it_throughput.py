@@ -67,17 +67,11 @@ def batch() -> list[dict]:
 
 
 @pytest.mark.timeout(240)
-@pytest.mark.parametrize("joined", list(FLEETS))
-def test_two_hundred_tasks_complete_once_each_across_three_workers(tmp_path, joined):
+@pytest.mark.parametrize(
+    ("joined", "transport"), [("websocket", Transport.WEBSOCKET), ("mixed", Transport.GRPC)]
+)
+def test_two_hundred_tasks_complete_once_each_across_three_workers(fleet: Fleet, joined: str):
     how = FLEETS[joined]
-    fleet = Fleet(tmp_path, grpc=any(t is Transport.GRPC for t, _ in how.values()))
-    try:
-        run_two_hundred(fleet, how)
-    finally:
-        fleet.close()
-
-
-def run_two_hundred(fleet: Fleet, how: dict[str, tuple[Transport, str]]) -> None:
     fleet.start_coordinator(heartbeat_timeout=RELAXED_HEARTBEAT_TIMEOUT)
     for worker_id, (transport, codec) in how.items():
         fleet.start_worker(worker_id, slots=2, wait=False, transport=transport, codec=codec)

@@ -8,6 +8,8 @@ import sys
 import pytest
 from it_fleet import pid_alive
 
+from testfleet.worker.transports import Transport
+
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 # Attempt 1 writes its pid to a marker file and hangs; any later attempt
@@ -26,6 +28,7 @@ print(f"attempt {attempt} done on {worker}")
 
 
 @pytest.mark.timeout(180)
+@pytest.mark.parametrize("transport", list(Transport))
 def test_killed_worker_is_declared_lost_and_its_task_completes_on_the_other(fleet, tmp_path):
     fleet.start_coordinator()
     processes = {
@@ -129,6 +132,7 @@ def test_killed_worker_is_declared_lost_and_its_task_completes_on_the_other(flee
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.parametrize("transport", list(Transport))
 def test_a_worker_stopped_with_sigterm_leaves_and_is_not_lost(fleet):
     """A clean stop (SIGTERM: the agent says bye) is "left", not a crash to recover from."""
     fleet.start_coordinator()

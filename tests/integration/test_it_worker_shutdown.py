@@ -12,6 +12,7 @@ import pytest
 from it_fleet import pid_alive
 
 from testfleet.local_fleet import WorkerOptions
+from testfleet.worker.transports import Transport
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -50,6 +51,7 @@ time.sleep(600)
 
 
 @pytest.mark.timeout(180)
+@pytest.mark.parametrize("transport", list(Transport))
 def test_sigterm_finishes_the_short_task_and_hands_the_long_one_back_at_once(fleet, tmp_path):
     # A heartbeat timeout far beyond the waits below: only the handback can requeue.
     fleet.start_coordinator(heartbeat_timeout=120.0)

@@ -54,6 +54,7 @@ from testfleet.worker.connection_report import describe_connection_failure
 OPEN_TIMEOUT = 10.0
 PING_INTERVAL = 2.5
 PING_TIMEOUT = 7.5
+CLOSE_TIMEOUT = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +72,7 @@ class GrpcChannel:
 
     def __init__(self, call: grpc.aio.StreamStreamCall[bytes, bytes]) -> None:
         self._call = call
+        self._read: asyncio.Future[object] | None = None
 
     async def send(self, frame: Frame) -> None:
         try:
@@ -81,12 +83,24 @@ class GrpcChannel:
             raise ChannelClosed(f"the stream is closed ({exc})") from None
 
     async def receive(self) -> Frame:
+        # The read is shielded and kept for the next call: gRPC cancels the whole
+        # RPC when a pending read() is cancelled, and the agent cancels its
+        # receiver when it stops, before it says bye on the same stream.
+        if self._read is None:
+            self._read = asyncio.ensure_future(self._call.read())
         try:
-            data = await self._call.read()
+            data = await asyncio.shield(self._read)
+        except asyncio.CancelledError:
+            if self._read.done():
+                self._read = None
+            raise
         except grpc.aio.AioRpcError as exc:
+            self._read = None
             raise await self._closed(exc) from None
         except (asyncio.InvalidStateError, grpc.aio.UsageError) as exc:
+            self._read = None
             raise ChannelClosed(f"the stream is closed ({exc})") from None
+        self._read = None
         if not isinstance(data, bytes):  # grpc.aio.EOF: the coordinator ended the stream
             raise await self._closed(None)
         try:
@@ -97,10 +111,22 @@ class GrpcChannel:
             raise ChannelClosed(f"the coordinator sent a bad frame: {exc.message}") from None
 
     async def close(self, code: CloseCode = CloseCode.NORMAL) -> None:
-        # A stream has no close code of its own: ending the writes is the
-        # polite close, and the cancel ends the RPC if the coordinator lingers.
+        """End the stream: half-close, let the coordinator read what was sent and
+        finish the RPC, and cancel it only if it has not within CLOSE_TIMEOUT.
+
+        A stream has no close code of its own. Cancelling at once resets the
+        stream, and what the coordinator has not read yet may go with it (a
+        stopping worker's ``bye``, which makes it "left" and not
+        "disconnected").
+        """
+        if self._call.done():
+            return
+        if self._read is not None and not self._read.done():
+            self._read.add_done_callback(_retrieve)
         with contextlib.suppress(Exception):
             await self._call.done_writing()
+            await asyncio.wait_for(self._call.wait_for_connection(), CLOSE_TIMEOUT)
+            await asyncio.wait_for(self._call.code(), CLOSE_TIMEOUT)
         self._call.cancel()
 
     async def _closed(self, error: grpc.aio.AioRpcError | None) -> ChannelClosed:
@@ -127,6 +153,12 @@ class GrpcChannel:
         # No close code: the coordinator's end went away without closing.
         silent = status is grpc.StatusCode.UNAVAILABLE and "keepalive" in details.lower()
         return ChannelClosed(f"the stream ended ({said})", silent=silent)
+
+
+def _retrieve(read: asyncio.Future[object]) -> None:
+    """Collect a read left pending at close, so its end is not reported as unretrieved."""
+    if not read.cancelled():
+        read.exception()
 
 
 class GrpcConnector:
@@ -192,7 +224,7 @@ class GrpcConnector:
             try:
                 yield stream
             finally:
-                call.cancel()
+                await stream.close()
         finally:
             await channel.close()
 
