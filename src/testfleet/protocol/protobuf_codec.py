@@ -13,8 +13,9 @@ One definition of each message. ``proto/worker_channel.proto`` has a message
 per model of :mod:`testfleet.protocol.messages` with the same field names,
 and this module converts between them by walking the protobuf descriptors,
 not by a hand-written copy per message: a decoded envelope becomes the same
-plain document a JSON frame would be, which then goes through the same
-storability check and the same pydantic validation (:data:`MESSAGE_ADAPTER`).
+plain document a JSON frame would be, which then goes through a JSON frame's
+storability check (with the doubles, which JSON text cannot make inf or nan,
+checked on the way) and the same pydantic validation (:data:`MESSAGE_ADAPTER`).
 The models stay the one place where values are checked, and every codec
 accepts and refuses the same values. The domain documents inside messages
 (a task, a result, capabilities, test records) travel as ``JsonDocument``,
@@ -49,12 +50,13 @@ encoding; the transport decides how the two sides agree on it.
 
 from __future__ import annotations
 
+import math
 import typing
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
-from google.protobuf.descriptor import EnumDescriptor
+from google.protobuf.descriptor import EnumDescriptor, FieldDescriptor
 from google.protobuf.message import DecodeError
 from google.protobuf.message import Message as ProtoMessage
 from pydantic import ValidationError
@@ -74,6 +76,7 @@ from testfleet.protocol.proto import worker_channel_pb2 as pb
 
 #: The envelope's oneof; its field names are the :class:`MessageType` values.
 _ONEOF = "message"
+_TYPE_DOUBLE = FieldDescriptor.TYPE_DOUBLE
 
 
 def _enum_table(proto: EnumDescriptor, prefix: str, values: Sequence[str]) -> dict[str, int]:
@@ -213,10 +216,14 @@ def from_envelope(envelope: pb.Envelope) -> Message:
         )
     raw = _read(getattr(envelope, kind), kind, ())
     raw["type"] = kind
-    # Protobuf doubles carry inf and nan, which no store can hold; and the
-    # documents' JSON may nest deeper than the store writes: the same check
-    # as a MessagePack frame's, naming the field.
-    check_storable(raw, kind, text=False)
+    # What is left to check is what a JSON text frame leaves: the documents
+    # came through orjson as a JSON frame does (so no nan, inf, huge integer
+    # or lone surrogate in them), typed integers are bounded by their wire
+    # types, strings are UTF-8, and the doubles were checked by _read. So the
+    # JSON frame's cheap check, not the MessagePack frame's walk of every
+    # value (measured here on a result frame of 100 results: 3.0 ms to decode
+    # against 7.0 ms with the walk, and 1.5 ms for the same frame as JSON).
+    check_storable(raw, kind, text=True)
     try:
         return MESSAGE_ADAPTER.validate_python(raw)
     except ValidationError as exc:
@@ -263,13 +270,18 @@ def _read(source: ProtoMessage, kind: str, path: Path) -> dict[str, Any]:
                 names = _ENUM_VALUES[field.enum_type.full_name]
                 items = [names.get(number, number) for number in items]
             document[name] = items
-        elif field.message_type is not None or field.has_presence:
-            if source.HasField(name):
-                document[name] = _read_single(value, kind, (*path, name))
+        elif field.has_presence and not source.HasField(name):
+            continue  # absent: a None, a default, or a required field missing
+        elif field.message_type is not None:
+            document[name] = _read_single(value, kind, (*path, name))
         elif field.enum_type is not None:
             if value != 0:  # the UNSPECIFIED value: absent
                 document[name] = _ENUM_VALUES[field.enum_type.full_name].get(value, value)
         else:
+            if field.type == _TYPE_DOUBLE and not math.isfinite(value):
+                # A double carries inf and nan, which no store can hold (and
+                # which the JSON frame's check would let through as null).
+                raise _invalid(kind, (*path, name), f"{value} is not a finite number")
             document[name] = value
     return document
 
@@ -286,8 +298,12 @@ def _read_json(data: bytes, kind: str, path: Path) -> Any:
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError as exc:
-        where = ".".join(str(p) for p in path)[:200]
-        raise ProtocolError(
-            ProtocolErrorCode.INVALID_MESSAGE,
-            f"invalid '{kind}' message: {where}: not a JSON document ({exc})",
-        ) from None
+        raise _invalid(kind, path, f"not a JSON document ({exc})") from None
+
+
+def _invalid(kind: str, path: Path, problem: str) -> ProtocolError:
+    """A refusal naming the field, worded as the other codecs word theirs."""
+    where = ".".join(str(p) for p in path)[:200]
+    return ProtocolError(
+        ProtocolErrorCode.INVALID_MESSAGE, f"invalid '{kind}' message: {where}: {problem}"
+    )

@@ -329,15 +329,24 @@ def test_a_document_that_is_not_json_is_refused_naming_the_field(
     assert field in refusal.message
 
 
-def test_a_document_nested_deeper_than_the_store_takes_is_refused() -> None:
-    # As in a MessagePack frame: the depth a store row may hold is bounded.
-    document = MINIMAL_RESULT.model_dump(mode="json")
-    document["results"] = {"deep": orjson.loads(b"[" * 100 + b"]" * 100)}
-    envelope = _result_envelope(result=pb.JsonDocument(json=orjson.dumps(document)))
+def test_a_document_nested_deeper_than_the_store_writes_is_refused() -> None:
+    # As in a JSON text frame: orjson reads 1,024 levels but writes 254, so
+    # such a result could never be stored.
+    deep = b'"results":{"deep":' + b"[" * 300 + b"]" * 300 + b"}"
+    document = orjson.dumps(MINIMAL_RESULT.model_dump(mode="json"))
+    assert b'"results":{}' in document
+    envelope = _result_envelope(
+        result=pb.JsonDocument(json=document.replace(b'"results":{}', deep))
+    )
     refusal = _refusal(envelope)
     assert refusal.code is ProtocolErrorCode.INVALID_MESSAGE
-    assert "results.0.result.results.deep.0.0" in refusal.message
-    assert "nested deeper than" in refusal.message
+    assert "Recursion limit" in refusal.message
+    # The same words as for the same result in a JSON frame.
+    frame = encode(Result(results=[AttemptResult(attempt_id=1, result=MINIMAL_RESULT)]))
+    assert isinstance(frame, str)
+    with pytest.raises(ProtocolError) as as_json:
+        decode(frame.replace('"results":{}', deep.decode()))
+    assert as_json.value.message == refusal.message
 
 
 @pytest.mark.parametrize(
