@@ -92,7 +92,8 @@ def decode(frame: str | bytes) -> Message:
 def check_storable(raw: dict[str, Any], kind: str, *, text: bool) -> None:
     """Refuse a frame holding a value the store could not write back (see
     :mod:`testfleet.domain.json_values`). Also called by
-    :func:`testfleet.protocol.protobuf_codec.from_envelope` (``text=False``).
+    :func:`testfleet.protocol.protobuf_codec.from_envelope` (``text=True``: its
+    documents came through orjson too).
 
     A JSON text frame has been through orjson already, which refuses NaN,
     infinities, invalid Unicode and non-string keys; what is left that orjson
