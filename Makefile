@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint check bench clean browser-assets
+.PHONY: demo test lint check bench clean browser-assets protos
 
 # torch is pinned to the CPU build first (this machine's pip takes it from
 # local disk in seconds); the bench extra's range then accepts it instead of
@@ -82,11 +82,18 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/mypy --config-file tests/mypy.ini tests benchmarks --exclude 'tests/unit/worker/conftest\.py$$'
+	$(BIN)/mypy --config-file tests/mypy.ini tests benchmarks scripts --exclude 'tests/unit/worker/conftest\.py$$'
 	@# Two conftest.py files would both be the module "conftest" in one run.
 	$(BIN)/mypy --config-file tests/mypy.ini tests/unit/worker/conftest.py
 
 check: lint test
+
+# The worker channel's Python code from its .proto (src/testfleet/protocol/proto/),
+# with the pinned grpcio-tools of the dev extra. Run after editing the .proto and
+# commit the result: tests/unit/protocol/test_protocol_proto_generated.py fails
+# while the checked-in files differ from what this writes.
+protos: $(STAMP)
+	$(BIN)/python scripts/generate_protos.py
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/dispatch.py

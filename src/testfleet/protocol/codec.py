@@ -80,7 +80,7 @@ def decode(frame: str | bytes) -> Message:
             ProtocolErrorCode.UNKNOWN_MESSAGE,
             f"unknown message type {shorten(kind)}; expected one of {sorted(_KNOWN_TYPES)}",
         )
-    _check_storable(raw, kind, text=isinstance(frame, str))
+    check_storable(raw, kind, text=isinstance(frame, str))
     try:
         return MESSAGE_ADAPTER.validate_python(raw)
     except ValidationError as exc:
@@ -89,9 +89,11 @@ def decode(frame: str | bytes) -> Message:
         ) from None
 
 
-def _check_storable(raw: dict[str, Any], kind: str, *, text: bool) -> None:
+def check_storable(raw: dict[str, Any], kind: str, *, text: bool) -> None:
     """Refuse a frame holding a value the store could not write back (see
-    :mod:`testfleet.domain.json_values`).
+    :mod:`testfleet.domain.json_values`). Also called by
+    :func:`testfleet.protocol.protobuf_codec.from_envelope` (``text=True``: its
+    documents came through orjson too).
 
     A JSON text frame has been through orjson already, which refuses NaN,
     infinities, invalid Unicode and non-string keys; what is left that orjson

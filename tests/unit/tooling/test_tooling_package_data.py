@@ -1,4 +1,5 @@
-"""A wheel and an sdist of testfleet carry the files ``/docs`` and ``/dashboard`` serve.
+"""A wheel and an sdist of testfleet carry the files ``/docs`` and ``/dashboard`` serve
+(and the worker channel's .proto with its generated code).
 
 ``/docs`` loads Swagger UI from ``testfleet/coordinator/swagger_ui`` (so that
 it works offline); a build that left that folder out would start a
@@ -68,3 +69,13 @@ def test_wheel_and_sdist_ship_the_docs_assets(tmp_path: Path) -> None:
         for path in folder.iterdir():
             assert f"{relative}/{path.name}" in in_wheel, sorted(in_wheel)
             assert f"src/{relative}/{path.name}" in in_sdist, sorted(in_sdist)
+    # The worker channel's .proto (for peers in other languages) and its
+    # generated code with the type stub (make protos; a wheel needs no compiler).
+    for name in (
+        "worker_channel.proto",
+        "worker_channel_pb2.py",
+        "worker_channel_pb2.pyi",
+        "worker_channel_pb2_grpc.py",
+    ):
+        assert f"testfleet/protocol/proto/{name}" in in_wheel, sorted(in_wheel)
+        assert f"src/testfleet/protocol/proto/{name}" in in_sdist, sorted(in_sdist)
