@@ -75,7 +75,10 @@ class ChunkLedger:
         reported = task.reported_tests or set()
         records: list[TestRecord] = []
         for raw in listed:
-            if isinstance(raw, dict) and raw.get("nodeid") in reported:
+            # A node id that is not a string (a hostile or broken worker's) is
+            # unhashable or never reported: it goes on to validation, which refuses it.
+            nodeid = raw.get("nodeid") if isinstance(raw, dict) else None
+            if isinstance(nodeid, str) and nodeid in reported:
                 continue
             try:
                 records.append(TestRecord.model_validate(raw))

@@ -194,6 +194,29 @@ def test_a_result_without_valid_records_changes_only_the_task() -> None:
     assert [t.status for t in effects.batch.tasks] == [TaskStatus.COMPLETED]
 
 
+def test_a_record_whose_node_id_is_not_a_string_is_refused_not_a_crash() -> None:
+    # Found by the protocol fuzzer: a list as a node id reached a set lookup
+    # ("unhashable type: 'list'"), an exception inside the coordinator's turn.
+    h = Harness()
+    attempt_id = start(h)
+    h.turn(WorkerFrame(1, TestReports(attempt_id=attempt_id, records=[record(NODES[0])])))
+    valid = record(NODES[1]).model_dump(mode="json")
+    broken = TaskResult(
+        task_id="run1.r0.00000",
+        worker_id="w1",
+        status=ResultStatus.COMPLETED,
+        execution_time_seconds=1.0,
+        results={"run_id": "run1", "tests": [{**valid, "nodeid": [NODES[0]]}, valid]},
+        simulation_status=SimulationStatus(is_simulated=False),
+    )
+    effects = h.turn(
+        WorkerFrame(1, Result(results=[AttemptResult(attempt_id=attempt_id, result=broken)]))
+    )
+    assert [r.nodeid for r in effects.batch.test_rows] == [NODES[1]]
+    assert h.state.ledger.stray_reports == 1
+    assert [t.status for t in effects.batch.tasks] == [TaskStatus.COMPLETED]
+
+
 def test_recovery_restores_recorded_tests_and_the_row_sequence() -> None:
     h = Harness()
     task = TaskRecord(spec=chunk_spec(), status=TaskStatus.QUEUED, create_time=0.0, queued_at=0.0)
