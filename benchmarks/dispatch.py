@@ -52,8 +52,9 @@ With ``--transport grpc`` the agents join over gRPC instead of the WebSocket
 (the coordinator's ``--grpc-port``, issue 16): the same frames in the codec
 asked for. ``--compare-transports`` runs WebSocket and gRPC fleets
 alternately in the same session, ``--rounds`` each, for both codecs (JSON and
-MessagePack: four variants, order rotated every round), and prints a table of
-medians with each gRPC figure's ratio to the WebSocket's of the same codec.
+MessagePack, and gRPC with Protocol Buffers: five variants, order rotated
+every round), and prints a table of medians with each figure's ratio to the
+WebSocket's with the same codec and with JSON.
 
 With ``--ray-python`` it also runs the same number of no-op tasks on Ray
 (benchmarks/peers/ray_noop.py; not durable) and prints that figure beside.
@@ -202,7 +203,12 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=10_000)
     parser.add_argument("--slots", type=int, default=4, help="slots per worker")
     parser.add_argument("--batch", type=int, default=1000, help="tasks per submit request")
-    parser.add_argument("--codec", choices=["json", "msgpack"], default="json")
+    parser.add_argument(
+        "--codec",
+        choices=["json", "msgpack", "protobuf"],
+        default="json",
+        help="frame encoding (protobuf: with --transport grpc only)",
+    )
     parser.add_argument("--probe", type=int, default=200, help="paced single tasks, phase 2")
     parser.add_argument(
         "--transport",
@@ -315,10 +321,12 @@ def compare(args: argparse.Namespace) -> None:
 
 
 def compare_transports(args: argparse.Namespace) -> None:
-    """WebSocket and gRPC with each codec, ``args.rounds`` runs each, the four
-    variants in an order rotated every round (so none always goes first), then a
-    table: each variant's median and range, and gRPC over WebSocket per codec."""
+    """WebSocket and gRPC with each codec they share, and gRPC with Protocol
+    Buffers, ``args.rounds`` runs each, the five variants in an order rotated
+    every round (so none always goes first), then a table: each variant's
+    median and range, against the WebSocket with the same codec and with JSON."""
     variants = [(t, c) for c in ("json", "msgpack") for t in ("websocket", "grpc")]
+    variants.append(("grpc", "protobuf"))
     figures: dict[tuple[str, str], list[float]] = {variant: [] for variant in variants}
     for round_number in range(args.rounds):
         shift = round_number % len(variants)
@@ -333,15 +341,20 @@ def compare_transports(args: argparse.Namespace) -> None:
         f"({args.workers} workers x {args.slots} slots, {args.tasks} tasks"
         f"{', over TLS' if args.tls else ''}):"
     )
-    print("  | transport | codec | tasks/s (median) | range | vs WebSocket, same codec |")
-    print("  |---|---|---|---|---|")
+    print(
+        "  | transport | codec | tasks/s (median) | range | vs WebSocket, same codec "
+        "| vs WebSocket JSON |"
+    )
+    print("  |---|---|---|---|---|---|")
+    json_base = statistics.median(figures[("websocket", "json")])
     for transport, codec in variants:
         values = figures[(transport, codec)]
         median = statistics.median(values)
-        base = statistics.median(figures[("websocket", codec)])
+        same = figures.get(("websocket", codec))
+        versus = f"{median / statistics.median(same):.2f}" if same else "(WebSocket has none)"
         print(
             f"  | {transport} | {codec} | {median:,.0f} | {min(values):,.0f}-{max(values):,.0f} "
-            f"| {median / base:.2f} |"
+            f"| {versus} | {median / json_base:.2f} |"
         )
 
 
@@ -538,6 +551,8 @@ def measure(
     grpc = transport == "grpc"
     if grpc and on_postgres:
         raise SystemExit("--transport grpc: coordinators on PostgreSQL serve the WebSocket only")
+    if args.codec == "protobuf" and not grpc:
+        raise SystemExit("--codec protobuf travels over gRPC only: add --transport grpc")
     fleet = (
         PostgresLocalFleet(
             store,

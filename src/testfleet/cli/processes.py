@@ -356,10 +356,7 @@ def coordinator(
     try:
         if isinstance(chosen, str):
             if grpc_port is not None:
-                fail(
-                    "--grpc-port: coordinators on PostgreSQL (--store) serve workers over "
-                    "WebSocket only so far; drop --grpc-port"
-                )
+                fail("--grpc-port: on PostgreSQL (--store) workers join by WebSocket only so far")
             run_on_postgres(chosen, lease_seconds=lease_seconds, **common)
         else:
             run_coordinator(chosen, db_key=db_key, grpc_port=grpc_port, **common)
@@ -378,7 +375,9 @@ def worker(
     worker_id: Annotated[
         str | None, typer.Option(help="Stable id (default: HOSTNAME-PID).", show_default=False)
     ] = None,
-    codec: Annotated[Codec, typer.Option(help="Frame encoding to ask for.")] = Codec.JSON,
+    codec: Annotated[
+        Codec, typer.Option(help="Frame encoding (protobuf: gRPC only).")
+    ] = Codec.JSON,
     probe_torch: Annotated[
         bool, typer.Option("--probe-torch/--no-probe-torch", help="Ask torch what it sees.")
     ] = True,
@@ -498,7 +497,7 @@ def worker(
     if cert_dir is not None or enrol_token:
         cert, key = enrolled_certificate(enrolment_url, ca, cert, cert_dir, enrol_token, worker_id)
     secret = worker_token(token, token_file, cert)
-    connector, certified_id = worker_connector(url, ca, cert, key, secret)
+    connector, certified_id = worker_connector(url, ca, cert, key, secret, codec)
     if certified_id is not None and worker_id is not None and worker_id != certified_id:
         fail(
             f"--worker-id {worker_id!r} conflicts with --cert {cert}, issued to "

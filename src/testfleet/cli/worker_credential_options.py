@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from testfleet.cli.app import errors, fail, resolve_coordinator
+from testfleet.domain.enums import Codec
 from testfleet.security.enrolment import ENROL_TOKEN_ENV
 
 if TYPE_CHECKING:
@@ -101,15 +102,27 @@ def worker_addresses(coordinator: str | None) -> tuple[str, str]:
 
 
 def worker_connector(
-    url: str, ca: Path | None, cert: Path | None, key: Path | None, token: str | None
+    url: str,
+    ca: Path | None,
+    cert: Path | None,
+    key: Path | None,
+    token: str | None,
+    codec: Codec = Codec.JSON,
 ) -> tuple[Connector, str | None]:
     """The connector the agent reaches ``url``'s addresses with (WebSocket, and
-    gRPC for ``grpc(s)://`` ones), and the worker id the certificate names."""
+    gRPC for ``grpc(s)://`` ones), and the worker id the certificate names.
+    ``--codec protobuf`` needs every address to be a gRPC one (a WebSocket
+    frame is text or bytes)."""
     from testfleet.worker.grpc_channel import GrpcConnector, GrpcTls
-    from testfleet.worker.transports import SchemeConnector
+    from testfleet.worker.transports import SchemeConnector, is_grpc_address
     from testfleet.worker.websocket_channel import WebSocketConnector
 
     entries = url.split(",")
+    if codec is Codec.PROTOBUF and not all(is_grpc_address(entry) for entry in entries):
+        fail(
+            "--codec protobuf travels over gRPC only: give grpc(s):// coordinator addresses "
+            "(the coordinator's --grpc-port), or --codec msgpack for the WebSocket"
+        )
     https = next((entry for entry in entries if entry.startswith("https://")), None)
     grpcs = any(entry.startswith("grpcs://") for entry in entries)
     context, certified_id = worker_tls(https or entries[0], ca, cert, key, also_grpcs=grpcs)

@@ -47,7 +47,7 @@ from testfleet.protocol.grpc_frames import (
     unwrap,
     wrap,
 )
-from testfleet.protocol.messages import Error
+from testfleet.protocol.messages import Codec, Error
 from testfleet.security.tls import ServerTlsFiles
 from testfleet.store.contract import SecurityStore
 
@@ -82,6 +82,9 @@ class GrpcServerChannel:
     closing the channel ends the serving coroutine as a closed WebSocket
     does; :meth:`finish` then ends the RPC with the close code.
     """
+
+    #: Every codec: a Frame names its encoding (see ``worker_channel.carried_codecs``).
+    codecs: tuple[Codec, ...] = tuple(Codec)
 
     def __init__(self, context: grpc.aio.ServicerContext[bytes, bytes]) -> None:
         self._context = context

@@ -38,7 +38,7 @@ from testfleet.coordinator.worker_identity import (
 )
 from testfleet.protocol.channel import Channel, ChannelClosed, CloseCode, Frame
 from testfleet.protocol.codec import ProtocolError, decode
-from testfleet.protocol.messages import Error, Hello, ProtocolErrorCode
+from testfleet.protocol.messages import Codec, Error, Hello, ProtocolErrorCode
 from testfleet.security.audit import AuditEvent, AuditKind, AuditOutcome
 from testfleet.store.contract import SecurityStore
 
@@ -187,7 +187,7 @@ async def serve_channel(
                 ProtocolErrorCode.NOT_REGISTERED,
                 f"the first message must be 'hello', got '{first.type.value}'",
             )
-        hello = first
+        hello = _codecs_carried(first, channel)
         # Read, not written: the state checks the revocation again when it
         # applies the hello (a revoke may land in between).
         admitted = identity_refusal(
@@ -246,6 +246,26 @@ async def serve_channel(
         # Give a queued error frame and close a moment to go out before forgetting.
         await asyncio.sleep(0)
         await _drain_then_forget(loop, connection_id)
+
+
+#: What a channel carries unless it says otherwise (a ``codecs`` attribute, as
+#: the gRPC one has): text and bytes frames, so JSON and MessagePack.
+FRAME_CODECS: tuple[Codec, ...] = (Codec.JSON, Codec.MSGPACK)
+
+
+def carried_codecs(channel: Channel) -> tuple[Codec, ...]:
+    """The codecs ``channel`` can carry (Protocol Buffers over gRPC only)."""
+    codecs: tuple[Codec, ...] = getattr(channel, "codecs", FRAME_CODECS)
+    return codecs
+
+
+def _codecs_carried(hello: Hello, channel: Channel) -> Hello:
+    """``hello`` with only the codecs ``channel`` carries: the state welcomes a worker
+    with the first it lists, and a WebSocket worker asking for Protocol Buffers
+    first gets the next it asked for (at worst JSON, which every worker reads)."""
+    carried = carried_codecs(channel)
+    wanted = [codec for codec in hello.codecs if codec in carried] or [Codec.JSON]
+    return hello if wanted == hello.codecs else hello.model_copy(update={"codecs": wanted})
 
 
 def _refusal_event(

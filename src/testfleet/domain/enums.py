@@ -159,7 +159,11 @@ class WorkerStatus(StrEnum):
 
 class Codec(StrEnum):
     """Worker-channel frame encodings: JSON text frames by default, MessagePack
-    when both sides ask for it (protocol.messages re-exports it)."""
+    when both sides ask for it, Protocol Buffers (the ``.proto``'s ``Envelope``)
+    over gRPC only: a WebSocket frame is text or bytes, and its endpoint never
+    welcomes a worker with it (``worker_channel.carried_codecs``).
+    protocol.messages re-exports it."""
 
     JSON = "json"
     MSGPACK = "msgpack"
+    PROTOBUF = "protobuf"

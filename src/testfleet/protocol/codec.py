@@ -43,8 +43,26 @@ class ProtocolError(Exception):
         self.message = message
 
 
+class ProtobufFrame(bytes):
+    """The bytes of a protobuf ``Envelope`` (``proto/worker_channel.proto``) as a frame.
+
+    A frame on the transport seam is ``str`` (JSON) or ``bytes`` (MessagePack);
+    this subclass of ``bytes`` marks the third encoding, so :func:`decode` and
+    the gRPC transport (``grpc_frames.wrap``, which puts it in
+    ``Frame.protobuf``) tell it from MessagePack without looking inside. Only
+    the gRPC transport carries it: a WebSocket frame would lose the mark.
+    """
+
+    __slots__ = ()
+
+
 def encode(message: Message, codec: Codec = Codec.JSON) -> str | bytes:
-    """Encode ``message``: a ``str`` for a JSON text frame, ``bytes`` for MessagePack."""
+    """Encode ``message``: a ``str`` for a JSON text frame, ``bytes`` for MessagePack,
+    a :class:`ProtobufFrame` for Protocol Buffers (gRPC only)."""
+    if codec is Codec.PROTOBUF:
+        from testfleet.protocol.protobuf_codec import encode_protobuf
+
+        return ProtobufFrame(encode_protobuf(message))
     data = message.model_dump(mode="json")
     if codec is Codec.MSGPACK:
         packed: bytes = msgpack.packb(data, use_bin_type=True)
@@ -53,7 +71,12 @@ def encode(message: Message, codec: Codec = Codec.JSON) -> str | bytes:
 
 
 def decode(frame: str | bytes) -> Message:
-    """Decode a frame (text = JSON, binary = MessagePack) into a typed message."""
+    """Decode a frame (text = JSON, binary = MessagePack, :class:`ProtobufFrame` =
+    Protocol Buffers) into a typed message."""
+    if isinstance(frame, ProtobufFrame):
+        from testfleet.protocol.protobuf_codec import decode_protobuf
+
+        return decode_protobuf(frame)
     if len(frame) > MAX_FRAME_BYTES:
         raise ProtocolError(
             ProtocolErrorCode.FRAME_TOO_LARGE,

@@ -4,9 +4,11 @@ Callers: both ends of the gRPC transport, the coordinator's
 (``coordinator/grpc_worker_channel.py``) and the worker's
 (``worker/grpc_channel.py``). The transport seam
 (:mod:`testfleet.protocol.channel`) carries frames as ``str`` (JSON) or
-``bytes`` (MessagePack); on gRPC each travels as one ``Frame`` message of
+``bytes`` (MessagePack, or a :class:`~testfleet.protocol.codec.ProtobufFrame`);
+on gRPC each travels as one ``Frame`` message of
 ``proto/worker_channel.proto``, whose ``oneof`` says which it is, so the same
-codecs and the same validation serve both transports.
+codecs and the same validation serve both transports, and Protocol Buffers
+(``Frame.protobuf``, an ``Envelope``) is a third codec there.
 
 The stream method is registered without a (de)serialiser on either side: the
 bytes of a ``Frame`` reach :func:`unwrap`, so a peer sending garbage gets a
@@ -34,7 +36,7 @@ from google.protobuf.message import DecodeError
 
 from testfleet.grpc_runtime import grpc
 from testfleet.protocol.channel import AddressError, Frame
-from testfleet.protocol.codec import MAX_FRAME_BYTES, ProtocolError
+from testfleet.protocol.codec import MAX_FRAME_BYTES, ProtobufFrame, ProtocolError
 from testfleet.protocol.messages import ProtocolErrorCode
 from testfleet.protocol.proto import worker_channel_pb2
 
@@ -73,8 +75,45 @@ def status_for(code: ProtocolErrorCode) -> grpc.StatusCode:
     return _STATUS_BY_CODE.get(code, grpc.StatusCode.INVALID_ARGUMENT)
 
 
+#: ``Frame.protobuf``'s key on the wire: field 3, length-delimited (wire type 2).
+_PROTOBUF_KEY = (3 << 3) | 2
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _single_protobuf_field(data: bytes) -> bytes | None:
+    """The envelope's bytes when ``data`` is exactly one ``Frame.protobuf`` field (what
+    :func:`wrap` writes), else None: the payload is sliced, not parsed and written
+    again, since :func:`~testfleet.protocol.protobuf_codec.decode_protobuf` parses it."""
+    if not data or data[0] != _PROTOBUF_KEY:
+        return None
+    length = shift = 0
+    for index in range(1, min(len(data), 11)):
+        byte = data[index]
+        length |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return data[index + 1 :] if index + 1 + length == len(data) else None
+    return None
+
+
 def wrap(frame: Frame) -> bytes:
-    """``frame`` as the bytes of one ``Frame`` message (JSON text or MessagePack)."""
+    """``frame`` as the bytes of one ``Frame`` message: JSON text, MessagePack, or a
+    :class:`~testfleet.protocol.codec.ProtobufFrame` (an envelope, written as the
+    ``protobuf`` field's key, length and bytes: the same bytes protobuf writes for
+    it, without parsing the envelope again)."""
+    if isinstance(frame, ProtobufFrame):
+        return bytes([_PROTOBUF_KEY]) + _varint(len(frame)) + frame
     message = (
         worker_channel_pb2.Frame(json=frame)
         if isinstance(frame, str)
@@ -95,6 +134,9 @@ def unwrap(data: bytes) -> Frame:
             ProtocolErrorCode.FRAME_TOO_LARGE,
             f"frame of {len(data)} bytes exceeds the limit of {MAX_FRAME_BYTES}",
         )
+    envelope = _single_protobuf_field(data)
+    if envelope is not None:
+        return ProtobufFrame(envelope)
     message = worker_channel_pb2.Frame()
     try:
         message.ParseFromString(data)
@@ -108,14 +150,11 @@ def unwrap(data: bytes) -> Frame:
         return message.json
     if body == "msgpack":
         return message.msgpack
-    if body is None:
-        raise ProtocolError(
-            ProtocolErrorCode.MALFORMED_FRAME,
-            "an empty Frame: set its json or msgpack field to the frame's encoding",
-        )
+    if body == "protobuf":
+        return ProtobufFrame(message.protobuf.SerializeToString())
     raise ProtocolError(
         ProtocolErrorCode.MALFORMED_FRAME,
-        f"Frame.{body} is not accepted on this channel; send json or msgpack",
+        "an empty Frame: set its json, msgpack or protobuf field to the frame's encoding",
     )
 
 

@@ -39,13 +39,13 @@ from testfleet.coordinator.worker_identity import (
     PresentedCredentials,
     WorkerCredential,
 )
-from testfleet.domain.enums import HardwareKind, TaskType
+from testfleet.domain.enums import Codec, HardwareKind, TaskType
 from testfleet.domain.hardware import WorkerCapabilities
 from testfleet.protocol.channel import Channel
 from testfleet.security.audit import AuditEvent
 from testfleet.store import Store
 from testfleet.testing.fake_clock import FakeClock
-from testfleet.testing.memory_channel import MemoryConnector
+from testfleet.testing.memory_channel import CodecsChannel, MemoryConnector
 from testfleet.worker.agent import AgentSettings, WorkerAgent
 from testfleet.worker.executors.base import Executor
 from testfleet.worker.executors.registry import default_executors
@@ -120,11 +120,15 @@ class InProcessFleet:
         work_dir: Path | None = None,
         seed: int = 0,
         credential: WorkerCredential | None = None,
+        codec: Codec = Codec.JSON,
+        carries: tuple[Codec, ...] | None = None,
     ) -> FleetWorker:
         """Start an agent connected to this fleet's loop; ``seed`` makes its backoff
         jitter reproducible. ``credential``: what vouches for it on every connect
         (default: a worker token for ``worker_id`` issued now, as a real fleet
-        would hand it; ``in_process_token`` makes another)."""
+        would hand it; ``in_process_token`` makes another). ``codec``: what the
+        agent asks for; ``carries``: the codecs its channel carries (None: a
+        WebSocket's; every codec stands for gRPC)."""
         presented = PresentedCredentials.of(
             credential or in_process_token(worker_id, self.clock.now())
         )
@@ -140,7 +144,8 @@ class InProcessFleet:
 
         async def accept(channel: Channel) -> None:
             connected_at.append(self.clock.now())
-            await serve_channel(channel, self.loop, credentials=presented, audit=self.store_audit)
+            served = channel if carries is None else CodecsChannel(channel, carries)
+            await serve_channel(served, self.loop, credentials=presented, audit=self.store_audit)
 
         connector = MemoryConnector(accept)
         agent = WorkerAgent(
@@ -148,6 +153,7 @@ class InProcessFleet:
                 coordinator_url="http://in-process.fleet",
                 worker_id=worker_id,
                 slots=slots,
+                codec=codec,
                 work_dir=work_dir or Path("/nonexistent/testfleet-in-process"),
             ),
             capabilities,

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any
 
+from testfleet.domain.enums import Codec
 from testfleet.protocol.channel import Channel, ChannelClosed, CloseCode, ConnectFailed, Frame
 
 #: Put in an inbox when its channel closes: wakes a receiver that waits.
@@ -92,6 +93,26 @@ class MemoryChannel:
         if self._closed is None:
             self._closed = reason
             self._inbox.put_nowait(_CLOSED)
+
+
+class CodecsChannel:
+    """A channel that says which codecs it carries (``codecs``), as the gRPC one
+    does: the coordinator's end of an in-memory gRPC stand-in
+    (``InProcessFleet.add_worker(carries=...)``). Frames pass through as they are,
+    a :class:`~testfleet.protocol.codec.ProtobufFrame` included."""
+
+    def __init__(self, channel: Channel, codecs: tuple[Codec, ...]) -> None:
+        self._channel = channel
+        self.codecs = codecs
+
+    async def send(self, frame: Frame) -> None:
+        await self._channel.send(frame)
+
+    async def receive(self) -> Frame:
+        return await self._channel.receive()
+
+    async def close(self, code: CloseCode = CloseCode.NORMAL) -> None:
+        await self._channel.close(code)
 
 
 def channel_pair(name: str = "channel") -> tuple[MemoryChannel, MemoryChannel]:

@@ -194,3 +194,11 @@ def test_the_grpc_port_must_differ_from_the_http_port(pki: Path, tmp_path: Path)
     code, output = coordinator(pki, tmp_path, "--grpc-port", "1")
     assert code == 2
     assert "--grpc-port 1 is also --port" in output
+
+
+def test_protobuf_frames_need_grpc_addresses() -> None:
+    code, output = run(
+        "worker", "-c", "https://127.0.0.1:1,grpc://127.0.0.1:2", "--codec", "protobuf"
+    )
+    assert code == 2
+    assert "--codec protobuf travels over gRPC only" in output

@@ -404,10 +404,16 @@ def test_fields_this_version_does_not_have_are_refused() -> None:
     assert _refusal(nested).code is ProtocolErrorCode.INVALID_MESSAGE
 
 
-def test_a_websocket_hello_cannot_ask_for_protobuf() -> None:
-    # The coordinator welcomes a WebSocket worker with the first codec its
-    # hello lists (coordinator/state.py), and a WebSocket frame carries only
-    # JSON text or MessagePack: a protobuf member of Codec needs that choice
-    # to skip it first. Over gRPC each Frame names its own encoding.
-    assert {codec.value for codec in Codec} == {"json", "msgpack"}
-    assert set(pb.Codec.keys()) == {"CODEC_UNSPECIFIED", "CODEC_JSON", "CODEC_MSGPACK"}
+def test_protobuf_is_a_codec_of_its_own_in_the_proto_too() -> None:
+    # The coordinator welcomes a worker with the first codec its hello lists
+    # that its channel carries (coordinator/worker_channel.py's
+    # carried_codecs): Protocol Buffers over gRPC only, where each Frame names
+    # its own encoding. test_worker_channel_codecs.py runs both cases.
+    assert {codec.value for codec in Codec} == {"json", "msgpack", "protobuf"}
+    assert set(pb.Codec.keys()) == {
+        "CODEC_UNSPECIFIED",
+        "CODEC_JSON",
+        "CODEC_MSGPACK",
+        "CODEC_PROTOBUF",
+    }
+    assert decode(encode(RICH[0], Codec.PROTOBUF)) == RICH[0]

@@ -12,6 +12,7 @@ class Codec(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CODEC_UNSPECIFIED: _ClassVar[Codec]
     CODEC_JSON: _ClassVar[Codec]
     CODEC_MSGPACK: _ClassVar[Codec]
+    CODEC_PROTOBUF: _ClassVar[Codec]
 
 class LogStream(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -35,6 +36,7 @@ class ErrorCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
 CODEC_UNSPECIFIED: Codec
 CODEC_JSON: Codec
 CODEC_MSGPACK: Codec
+CODEC_PROTOBUF: Codec
 LOG_STREAM_UNSPECIFIED: LogStream
 LOG_STREAM_STDOUT: LogStream
 LOG_STREAM_STDERR: LogStream
