@@ -77,7 +77,6 @@ def worker_addresses(coordinator: str | None) -> tuple[str, str]:
     in one line.
     """
     from testfleet.protocol.channel import AddressError
-    from testfleet.protocol.grpc_frames import grpc_target
     from testfleet.worker.transports import is_grpc_address
 
     if coordinator is None:
@@ -87,6 +86,9 @@ def worker_addresses(coordinator: str | None) -> tuple[str, str]:
     checked: list[str] = []
     for entry in entries:
         if is_grpc_address(entry):
+            # Imported only for gRPC addresses: loading grpc costs a WebSocket worker time.
+            from testfleet.protocol.grpc_frames import grpc_target
+
             try:
                 grpc_target(entry)
             except AddressError as exc:
@@ -113,7 +115,6 @@ def worker_connector(
     gRPC for ``grpc(s)://`` ones), and the worker id the certificate names.
     ``--codec protobuf`` needs every address to be a gRPC one (a WebSocket
     frame is text or bytes)."""
-    from testfleet.worker.grpc_channel import GrpcConnector, GrpcTls
     from testfleet.worker.transports import SchemeConnector, is_grpc_address
     from testfleet.worker.websocket_channel import WebSocketConnector
 
@@ -127,7 +128,9 @@ def worker_connector(
     grpcs = any(entry.startswith("grpcs://") for entry in entries)
     context, certified_id = worker_tls(https or entries[0], ca, cert, key, also_grpcs=grpcs)
     grpc = None
-    if any(entry.startswith(("grpc://", "grpcs://")) for entry in entries):
+    if any(is_grpc_address(entry) for entry in entries):
+        from testfleet.worker.grpc_channel import GrpcConnector, GrpcTls
+
         tls = GrpcTls(
             root_certificates=ca.read_bytes() if ca is not None else None,
             certificate_chain=cert.read_bytes() if cert is not None else None,
