@@ -74,10 +74,15 @@ class TaskRecord:
     # never changes once the task is recorded, so neither can the keys.
     _work_key: str | None = field(default=None, init=False, compare=False, repr=False)
     _duration_key: str | None = field(default=None, init=False, compare=False, repr=False)
+    #: ``spec.task_id``, kept as a plain attribute: a task's lifecycle reads it
+    #: about ten times (its queue entry, the turn's output, the books), and as a
+    #: property over the spec that was 2% of issue 14's simulator replay. It
+    #: cannot go stale: no record's spec is ever replaced (a changed record is a
+    #: new one, e.g. ``dataclasses.replace``, which runs ``__post_init__`` again).
+    task_id: str = field(init=False, compare=False, repr=False)
 
-    @property
-    def task_id(self) -> str:
-        return self.spec.task_id
+    def __post_init__(self) -> None:
+        self.task_id = self.spec.task_id
 
     @property
     def work_key(self) -> str:

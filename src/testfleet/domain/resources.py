@@ -170,7 +170,12 @@ class TaskResources(_Model):
     disk_bytes: DiskBytes = None
 
     def amounts(self) -> ResourceAmounts:
-        return ResourceAmounts(self.memory_bytes or 0, self.cpu_cores or 0, self.disk_bytes or 0)
+        memory, cores, disk = self.memory_bytes, self.cpu_cores, self.disk_bytes
+        if memory is None and cores is None and disk is None:
+            # Most tasks reserve nothing: the shared zero (amounts are frozen)
+            # rather than a new equal object per assignment.
+            return NO_RESOURCES
+        return ResourceAmounts(memory or 0, cores or 0, disk or 0)
 
     @property
     def declared(self) -> bool:

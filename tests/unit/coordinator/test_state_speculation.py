@@ -161,6 +161,19 @@ def test_switched_off_in_the_settings_nothing_is_copied() -> None:
     assert not assigned(h.turn(Tick()))
 
 
+def test_completions_are_timed_only_while_speculation_is_on() -> None:
+    """The run-time history feeds the straggler estimate alone, which nothing reads
+    while speculation is off: it is kept only while it is on."""
+    for enabled in (True, False):
+        h = Harness(replace(PATIENT, speculation_enabled=enabled))
+        connection, attempt_id = started(h, spec("done"))
+        h.clock.advance(4.0)
+        report(h, connection, attempt_id, "done", "w1")
+        key = work_key(spec("done"))
+        kept = h.state.speculation.history.median(key)
+        assert (kept is not None) is enabled
+
+
 def test_if_the_stragglers_worker_is_lost_the_copy_carries_on_and_counts() -> None:
     h = Harness(replace(PATIENT, disconnect_grace_seconds=1.0))
     _, original = started(h, spec("slow", expected_seconds=10.0))

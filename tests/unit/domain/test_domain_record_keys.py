@@ -9,6 +9,10 @@ that one on the entry it queues.
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
+import json
+
 import pytest
 
 import testfleet.domain.records as records
@@ -17,7 +21,7 @@ from testfleet.coordinator.task_queue import TaskQueue
 from testfleet.domain.enums import TaskStatus
 from testfleet.domain.records import TaskRecord
 from testfleet.domain.task import TaskSpec
-from testfleet.domain.work_keys import duration_key, spec_keys, spec_work_key
+from testfleet.domain.work_keys import canonical_json, duration_key, spec_keys, spec_work_key
 
 
 def record(config: dict[str, object]) -> TaskRecord:
@@ -85,3 +89,31 @@ def test_the_queue_files_the_work_key_it_is_given() -> None:
         task.work_key,
         spec_work_key(record({"seed": 2}).spec),
     ]
+
+
+def test_the_kept_task_id_follows_a_replaced_spec() -> None:
+    """``task_id`` is kept on the record (read ~10 times per task); a record made
+    from another spec, as ``dataclasses.replace`` makes one, has the new id."""
+    task = record({"seed": 1})
+    assert task.task_id == task.spec.task_id == "t1"
+    other = task.spec.model_copy(update={"task_id": "t2"})
+    moved = dataclasses.replace(task, spec=other)
+    assert moved.task_id == "t2"
+    assert dataclasses.replace(task, reported_tests=None).task_id == "t1"
+    assert "task_id" not in repr(task).replace("spec=TaskSpec(task_id", "")
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {},
+        {"b": 1, "a": [1, 2.5, {"z": None, "y": True}]},
+        {"text": 'é\u2028"quoted"', "n": float("nan"), "big": 10**30},
+        {"when": datetime.date(2026, 12, 7), "nested": {"b": [], "a": {}}},
+    ],
+)
+def test_canonical_json_is_what_json_dumps_gives(config: dict[str, object]) -> None:
+    """One shared encoder (no new ``JSONEncoder`` per key): the same text as before."""
+    expected = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
+    assert canonical_json(config) == expected
+    assert canonical_json(config) == expected  # and again: the encoder keeps nothing
