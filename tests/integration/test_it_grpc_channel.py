@@ -20,6 +20,7 @@ import grpc
 import msgpack
 import pytest
 from it_fleet import RELAXED_HEARTBEAT_TIMEOUT, Fleet
+from real_work import assert_real_work_done, start_real_work
 
 from testfleet.coordinator.worker_channel import HELLO_TIMEOUT_SECONDS
 from testfleet.domain.hardware import WorkerCapabilities
@@ -150,35 +151,6 @@ def stream_end(stream: RawStream) -> grpc.Call:
     return ended.value
 
 
-def start_real_work(fleet: Fleet, prefix: str, count: int = 4, seconds: float = 1.0) -> list[str]:
-    ids = fleet.client.submit(
-        [
-            {
-                "task_id": f"{prefix}-{n}",
-                "type": "simulated",
-                "config": {"duration_seconds": seconds},
-            }
-            for n in range(count)
-        ]
-    )
-    fleet.wait_until(
-        lambda: any(fleet.task(i)["task"]["status"] == "running" for i in ids),
-        60,
-        f"a {prefix} task to run on the real worker",
-    )
-    return ids
-
-
-def assert_real_work_done(fleet: Fleet, ids: list[str]) -> None:
-    finished = fleet.wait_terminal(ids, timeout=60)
-    for task in finished.values():
-        assert task["status"] == "completed", task
-        assert task["attempts"] == 1, task
-        assert task["worker_id"] == REAL_WORKER, task
-    (real,) = [w for w in fleet.client.workers() if w["worker_id"] == REAL_WORKER]
-    assert real["connected"] is True
-
-
 def frame_bytes(**body: object) -> bytes:
     data: bytes = worker_channel_pb2.Frame(**body).SerializeToString()  # type: ignore[arg-type]
     return data
@@ -236,7 +208,7 @@ def test_garbage_after_hello_closes_only_that_stream(channel):
         assert isinstance(welcome, Welcome), welcome
         stream.send_bytes(b"\x0a\xff")  # a Frame whose json field is cut short
         expect_refusal(stream, ProtocolErrorCode.MALFORMED_FRAME)
-    assert_real_work_done(fleet, ids)
+    assert_real_work_done(fleet, ids, REAL_WORKER)
     raw = {w["worker_id"]: w for w in fleet.client.workers()}["grpc-garbage-after-hello"]
     assert raw["connected"] is False
 
@@ -248,7 +220,7 @@ def test_an_impostor_with_a_connected_workers_id_is_refused(channel):
         stream.send(encode(hello(REAL_WORKER)))  # a fresh session key: another process
         error = expect_refusal(stream, ProtocolErrorCode.WORKER_ID_IN_USE)
         assert REAL_WORKER in error.message
-    assert_real_work_done(fleet, ids)
+    assert_real_work_done(fleet, ids, REAL_WORKER)
 
 
 def test_an_unsupported_protocol_version_is_refused(channel):
@@ -267,7 +239,7 @@ def test_an_oversized_message_is_refused_by_its_size(channel):
         status = stream_end(stream)
         assert status.code() is grpc.StatusCode.RESOURCE_EXHAUSTED, status
         assert "larger than max" in (status.details() or "")
-    assert_real_work_done(fleet, ids)
+    assert_real_work_done(fleet, ids, REAL_WORKER)
 
 
 def test_a_peer_without_a_certificate_is_refused_by_tls(channel):

@@ -19,6 +19,7 @@ import msgpack
 import orjson
 import pytest
 from it_fleet import RELAXED_HEARTBEAT_TIMEOUT, Fleet
+from real_work import assert_real_work_done, start_real_work
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
@@ -90,37 +91,6 @@ def expect_error_then_close(ws: ClientConnection, code: str) -> Error:
     return message
 
 
-def start_real_work(fleet: Fleet, prefix: str, count: int = 4, seconds: float = 1.0) -> list[str]:
-    """Tasks for the real worker, waited on until at least one of them runs."""
-    ids = fleet.client.submit(
-        [
-            {
-                "task_id": f"{prefix}-{n}",
-                "type": "simulated",
-                "config": {"duration_seconds": seconds},
-            }
-            for n in range(count)
-        ]
-    )
-
-    def running() -> bool:
-        return any(fleet.task(i)["task"]["status"] == "running" for i in ids)
-
-    fleet.wait_until(running, 60, f"a {prefix} task to run on the real worker")
-    return ids
-
-
-def assert_real_work_done(fleet: Fleet, ids: list[str]) -> None:
-    finished = fleet.wait_terminal(ids, timeout=60)
-    for task in finished.values():
-        assert task["status"] == "completed", task
-        assert task["attempts"] == 1, task
-        assert task["worker_id"] == REAL_WORKER, task
-    (real,) = [w for w in fleet.client.workers() if w["worker_id"] == REAL_WORKER]
-    assert real["connected"] is True
-    assert real["status"] == "connected"
-
-
 @pytest.mark.parametrize(
     ("frame", "code"),
     [
@@ -175,7 +145,7 @@ def test_garbage_after_hello_closes_only_that_socket(channel):
         assert welcome.worker_id == "raw-garbage-after-hello"
         ws.send("}{ not a frame")
         expect_error_then_close(ws, "malformed_frame")
-    assert_real_work_done(fleet, ids)
+    assert_real_work_done(fleet, ids, REAL_WORKER)
     raw = {w["worker_id"]: w for w in fleet.client.workers()}["raw-garbage-after-hello"]
     assert raw["connected"] is False
 
@@ -188,9 +158,11 @@ def test_an_impostor_with_a_connected_workers_id_is_refused(channel):
         ws.send(encode(hello(REAL_WORKER)))  # a fresh session_key: another process
         error = expect_error_then_close(ws, "worker_id_in_use")
         assert REAL_WORKER in error.message
-    assert_real_work_done(fleet, ids)
+    assert_real_work_done(fleet, ids, REAL_WORKER)
     # And it still takes new work afterwards.
-    assert_real_work_done(fleet, start_real_work(fleet, "after-impostor", count=2, seconds=0.2))
+    assert_real_work_done(
+        fleet, start_real_work(fleet, "after-impostor", count=2, seconds=0.2), REAL_WORKER
+    )
 
 
 def test_an_unsupported_protocol_version_is_refused(channel):
@@ -208,7 +180,7 @@ def test_a_large_invalid_first_frame_does_not_hurt_the_fleet(channel):
     with channel.connect(max_size=None) as ws:
         ws.send(orjson.dumps({"type": "heartbeat", "pad": "x" * (2 * 1024 * 1024)}).decode())
         expect_error_then_close(ws, "invalid_message")
-    assert_real_work_done(fleet, ids)
+    assert_real_work_done(fleet, ids, REAL_WORKER)
 
 
 def test_after_the_abuse_the_file_still_opens(channel):
