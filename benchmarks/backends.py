@@ -337,6 +337,21 @@ def table(figures: list[BackendFigures], absent: dict[str, str], sizes: list[str
     return lines
 
 
+def rounds_lines(figures: list[BackendFigures], sizes: list[str]) -> list[str]:
+    """Every round's p50 in the order measured (plain, testfleet, plain, ...): the
+    drift and scatter behind each median paired difference, for the reader to judge."""
+    lines = ["  rounds, p50 ms in the order measured (p: plain, t: testfleet):"]
+    for entry in figures:
+        for size in sizes:
+            plain = [r[size]["p50"] for r in entry.plain]
+            reported = [r["batch_sizes"][size]["latency_p50_ms"] for r in entry.fleet]
+            order = [f"p {plain[0]:.2f}"]
+            for fleet_p50, plain_p50 in zip(reported, plain[1:], strict=True):
+                order += [f"t {fleet_p50:.2f}", f"p {plain_p50:.2f}"]
+            lines.append(f"    {entry.spec.label:<18} {size:>5}: {', '.join(order)}")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="bert-base-uncased")
@@ -417,6 +432,7 @@ def main() -> None:
     )
     lines = table(figures, absent, [str(size) for size in sizes])
     print("\n".join(lines))
+    print("\n".join(rounds_lines(figures, [str(size) for size in sizes])))
     worst = max(
         (
             abs(

@@ -26,6 +26,7 @@ Nothing is asserted: figures go in the README.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -94,6 +95,28 @@ def pinned(core: int | None) -> list[str]:
     return [] if core is None else ["taskset", "-c", str(core)]
 
 
+def beside(core: int) -> set[int]:
+    """Every core this process may use but ``core``: where the rest of a pinned run lives."""
+    return set(os.sched_getaffinity(0)) - {core} or {core}
+
+
+def keep_beside(pid: int, core: int) -> None:
+    """Move every thread of process ``pid`` (the worker's agent) off ``core``.
+
+    The worker is started on ``core`` alone, so it detects that one core as what
+    it may give tasks and pins its runner there (the task asks for one core);
+    then its agent (the event loop that heartbeats, relays the runner's metrics
+    and talks to the coordinator) moves beside it, as it would sit on any
+    machine with more than one core. Before, the agent shared the measured core
+    with the runner for the whole of testfleet's rounds and nobody else's, the
+    suspect for ONNX Runtime's batch 1 reading a few per cent slow every run.
+    Threads the agent starts later inherit this affinity.
+    """
+    for thread in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(ProcessLookupError):
+            os.sched_setaffinity(int(thread.name), beside(core))
+
+
 def plain_environment() -> dict[str, str]:
     """The plain loop's environment: offline, and glibc keeping freed memory.
 
@@ -141,13 +164,16 @@ class Fleet:
             log_dir=workdir,
             env={"HF_HUB_OFFLINE": "1"},
         )
+        if measure_core is not None:
+            # This script's own polling stays off the measured core as well.
+            os.sched_setaffinity(0, beside(measure_core))
         try:
             self.local.start_coordinator(
                 CoordinatorOptions(prefix=pinned(0 if measure_core else None)), timeout=30
             )
             # The worker probes torch, as any worker that runs benchmarks does;
             # it measures on ``measure_core`` when pinned.
-            self.local.start_worker(
+            worker = self.local.start_worker(
                 "fidelity-worker",
                 WorkerOptions(
                     probe_torch=True,
@@ -160,10 +186,14 @@ class Fleet:
                 name="worker",
                 wait=False,
             )
+            self.local.wait_for_workers(["fidelity-worker"], timeout=120)
+            if measure_core is not None:
+                keep_beside(worker.pid, measure_core)
         except BaseException:
             self.close()
             raise
         self.client = self.local.client
+        self.measure_core = measure_core
         self.rounds = 0
 
     def run(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -175,7 +205,16 @@ class Fleet:
                 {
                     "task_id": task_id,
                     "type": "benchmark",
-                    "requirements": {"hardware": [request["device"]]},
+                    "requirements": {
+                        "hardware": [request["device"]],
+                        # Pinned: the worker pins its runner to the measured
+                        # core (the one core it started with), its agent beside.
+                        **(
+                            {"resources": {"cpu_cores": 1}}
+                            if self.measure_core is not None
+                            else {}
+                        ),
+                    },
                     "config": request["config"],
                     "timeout_seconds": 3600,
                 }
