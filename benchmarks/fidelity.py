@@ -210,9 +210,7 @@ class Fleet:
                         # Pinned: the worker pins its runner to the measured
                         # core (the one core it started with), its agent beside.
                         **(
-                            {"resources": {"cpu_cores": 1}}
-                            if self.measure_core is not None
-                            else {}
+                            {"resources": {"cpu_cores": 1}} if self.measure_core is not None else {}
                         ),
                     },
                     "config": request["config"],

@@ -1,7 +1,7 @@
 """Wall time of one pytest suite: serial pytest, pytest-xdist, and ``testfleet run``.
 
 Run:  .venv/bin/python benchmarks/suite.py [--tests 400] [--workers 8] [--rounds 3]
-          [--env lean|current] [--timeline]
+          [--env lean|current] [--bytecode-cache on|off|inherit] [--timeline]
 
 ``--env lean`` (the default) first re-executes the script in a cached virtual
 environment with only pytest, pytest-xdist and testfleet's runtime
@@ -10,6 +10,12 @@ client and the fleet's coordinator and workers) runs the same interpreter with
 the plugins a user's project would have, not testfleet's dev tools (which cost
 about 1.6 CPU-s per pytest session start here); ``--env current`` runs in the
 interpreter the script was started with. See suite_env.py.
+
+``--bytecode-cache on`` (the default) lets every peer write and read
+``__pycache__``, as Python does unless ``PYTHONDONTWRITEBYTECODE`` is set;
+``off`` sets it for every peer (each process then compiles every module it
+imports, pytest's rewritten test modules included); ``inherit`` keeps this
+shell's setting. The ``env:`` line says which.
 
 It generates a seeded suite into a temporary directory: ``--tests`` tests over
 about ``--tests / 20`` modules, each of which only ``time.sleep()``\\ s for its
@@ -422,10 +428,27 @@ def main() -> None:
         help="lean (default): run every peer in a cached venv with only pytest, pytest-xdist "
         "and testfleet's runtime dependencies; current: in this interpreter",
     )
+    parser.add_argument(
+        "--bytecode-cache",
+        choices=("on", "off", "inherit"),
+        default="on",
+        help="on (default, Python's own default): every peer may write and read "
+        "__pycache__; off: PYTHONDONTWRITEBYTECODE=1 for every peer; inherit: as this "
+        "shell has it",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args()
     if args.tests < 1 or args.workers < 1 or args.rounds < 1 or args.fleet_runs < 1:
         parser.error("--tests, --workers, --rounds and --fleet-runs must be at least 1")
+    # Set before the lean env is entered, so every peer inherits it. Python
+    # writes bytecode unless told not to, and a user's machine normally lets it;
+    # some machines (this project's development machines among them) set
+    # PYTHONDONTWRITEBYTECODE=1, which makes every process of every peer compile
+    # each module it imports (pytest's assertion rewriting included) from source.
+    if args.bytecode_cache == "on":
+        os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    elif args.bytecode_cache == "off":
+        os.environ["PYTHONDONTWRITEBYTECODE"] = "1"
     if args.env is SuiteEnv.LEAN:
         # Returns only inside the lean env (otherwise it builds it if needed
         # and re-executes this script there, with the same arguments).

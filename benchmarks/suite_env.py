@@ -154,5 +154,6 @@ def describe_env(choice: SuiteEnv) -> str:
     return (
         f"env: {choice.value} ({sys.prefix}, Python {sys.version.split()[0]}, "
         f"pytest {importlib.metadata.version('pytest')}; pytest11 plugins: "
-        f"{', '.join(plugins) or 'none'}; autoload {autoload})"
+        f"{', '.join(plugins) or 'none'}; autoload {autoload}; bytecode cache "
+        f"{'off' if os.environ.get('PYTHONDONTWRITEBYTECODE') else 'on'})"
     )

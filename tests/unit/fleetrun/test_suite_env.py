@@ -103,3 +103,16 @@ def test_the_env_line_names_the_choice_and_the_installed_pytest_plugins(suite_en
     assert line.startswith("env: current (")
     assert "pytest11 plugins:" in line
     assert "testfleet" in line  # this environment has testfleet installed
+
+
+@pytest.mark.parametrize(
+    ("setting", "shown"), [("1", "bytecode cache off"), (None, "bytecode cache on")]
+)
+def test_the_env_line_says_whether_the_peers_may_cache_bytecode(
+    suite_env: Any, monkeypatch: pytest.MonkeyPatch, setting: str | None, shown: str
+) -> None:
+    if setting is None:
+        monkeypatch.delenv("PYTHONDONTWRITEBYTECODE", raising=False)
+    else:
+        monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", setting)
+    assert shown in suite_env.describe_env(suite_env.SuiteEnv.CURRENT)
