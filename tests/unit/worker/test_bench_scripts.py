@@ -4,6 +4,7 @@ a missing CUDA provider reported as absent (issue 15)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,10 +20,12 @@ from backends import (  # noqa: E402
     BackendSpec,
     absent_reason,
     paired_differences,
+    rounds_lines,
     spec_config,
     table,
 )
 from browser_plain import page_inputs  # noqa: E402
+from fidelity import beside, keep_beside  # noqa: E402
 from gpu_check import CUDA_PROVIDER, onnxruntime_cuda_absent  # noqa: E402
 
 
@@ -56,6 +59,47 @@ def test_the_table_shows_the_difference_the_check_and_the_absent_backends() -> N
     assert "+5.0%" in lines[2]
     assert "passed (max |diff| 1e-06 <= 0.001)" in lines[2]
     assert lines[3].split() == ["browser", "WebGPU", "absent:", "no", "Chromium", "on", "PATH"]
+
+
+def test_every_round_is_listed_in_the_order_it_was_measured() -> None:
+    ort = BackendFigures(
+        BackendSpec("ONNX Runtime CPU", "onnxruntime"),
+        plain=[{"1": {"p50": 2.0}}, {"1": {"p50": 2.5}}, {"1": {"p50": 3.0}}],
+        fleet=[fleet_result(2.1, None), fleet_result(2.7, None)],
+    )
+    lines = rounds_lines([ort], ["1"])
+    assert lines[1].split(": ", 1)[1] == "p 2.00, t 2.10, p 2.50, t 2.70, p 3.00"
+
+
+def test_the_measured_core_is_left_to_the_runner_and_the_agent_moves_beside_it() -> None:
+    # A real process with a second thread, as the worker's agent has several.
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import threading, time; threading.Thread(target=time.sleep, "
+            "args=(60,), daemon=True).start(); print('up', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline() == b"up\n"
+        measured = max(os.sched_getaffinity(0))
+        keep_beside(child.pid, measured)
+        threads = [int(t.name) for t in Path(f"/proc/{child.pid}/task").iterdir()]
+        assert len(threads) == 2
+        expected = beside(measured)
+        assert all(os.sched_getaffinity(t) == expected for t in threads)
+        if len(os.sched_getaffinity(0)) > 1:
+            assert measured not in expected
+        else:  # one core: nowhere else to go, so it stays
+            assert expected == {measured}
+    finally:
+        child.kill()
+        child.wait()
+        assert child.stdout is not None
+        child.stdout.close()
 
 
 def test_a_backend_testfleet_lacks_is_absent_not_measured_another_way(
