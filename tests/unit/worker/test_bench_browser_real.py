@@ -83,7 +83,9 @@ def test_the_model_runs_in_chromium_and_agrees_with_torch(
     assert conditions["backend_device"] == device
     assert conditions["browser_version"].split(".")[0].isdigit()
     assert conditions["timing"].startswith("performance.now()")
-    assert conditions["wasm_tiering"] == "optimised from the first call (--js-flags=--no-liftoff)"
+    assert conditions["wasm_tiering"] == (
+        "every function tiered up in the background (--js-flags=--no-wasm-dynamic-tiering)"
+    )
     if device == "webgpu":
         assert "swiftshader" in conditions["webgpu_adapter"]
     else:
