@@ -108,9 +108,10 @@ def keep_beside(pid: int, core: int) -> None:
     then its agent (the event loop that heartbeats, relays the runner's metrics
     and talks to the coordinator) moves beside it, as it would sit on any
     machine with more than one core. Before, the agent shared the measured core
-    with the runner for the whole of testfleet's rounds and nobody else's, the
-    suspect for ONNX Runtime's batch 1 reading a few per cent slow every run.
-    Threads the agent starts later inherit this affinity.
+    with the runner in testfleet's rounds and not in the plain ones: an
+    asymmetry between the two sides, though not (measured 2026-12-07) the cause
+    of ONNX Runtime's batch-1 bias. Threads the agent starts later inherit this
+    affinity.
     """
     for thread in Path(f"/proc/{pid}/task").iterdir():
         with contextlib.suppress(ProcessLookupError):
