@@ -217,7 +217,11 @@ class LeaseBackend(Protocol):
         ...
 
     async def take_over(self, identity: Identity, digest: str) -> int:
-        """Bump the epoch, name this coordinator, and return the new epoch."""
+        """Bump the epoch, name this coordinator, and return the new epoch.
+
+        Called only while holding the lock, so it first ends any transaction
+        of a previous leader that still holds the lease row (one stopped
+        mid-commit), which would otherwise block the update indefinitely."""
         ...
 
     async def renew(self, epoch: int) -> bool:
@@ -426,6 +430,24 @@ class PostgresLease:
         await self._fetch("SELECT pg_terminate_backend(%s)", (backend_pid,))
 
     async def take_over(self, identity: Identity, digest: str) -> int:
+        # A leader stopped mid-commit (SIGSTOP, a paused VM) still holds the
+        # row FOR SHARE from its fencing check, and the UPDATE below would wait
+        # behind it for as long as it stays stopped. This connection holds the
+        # advisory lock, so whoever holds the row now has lost the lease: end
+        # those transactions (each rolls back, unacknowledged). Only the
+        # writer's fencing check takes a ROW SHARE lock on this table; plain
+        # readers take ACCESS SHARE and are left alone.
+        ended = await self._fetch(
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_locks"
+            " WHERE locktype = 'relation' AND relation = 'coordinator_lease'::regclass"
+            " AND mode = 'RowShareLock' AND granted AND pid <> pg_backend_pid()"
+        )
+        if ended[0]:
+            log.warning(
+                "lease: ended %d transaction(s) of a previous leader still holding the "
+                "lease row (stopped mid-commit)",
+                ended[0],
+            )
         row = await self._fetch(
             "UPDATE coordinator_lease SET epoch = epoch + 1, leader_id = %s, leader_url = %s,"
             " backend_pid = pg_backend_pid(), renewed_at = now(), settings_digest = %s"

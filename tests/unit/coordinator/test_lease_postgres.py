@@ -74,3 +74,50 @@ async def test_an_unreachable_server_is_a_lease_lost_without_the_password(dsn: s
     with pytest.raises(LeaseLost) as lost:
         await lease.try_lock()
     assert "s3cret" not in str(lost.value)
+
+
+async def test_a_takeover_ends_a_paused_leaders_commit_that_holds_the_lease_row(
+    dsn: str,
+) -> None:
+    """A leader stopped mid-commit (SIGSTOP, a VM paused) holds the lease row
+    ``FOR SHARE`` from its fencing check until it resumes. The standby that
+    took its lock must end that transaction, or its ``UPDATE`` would wait
+    behind it for as long as the old leader stays paused."""
+    import psycopg
+
+    a = PostgresLease(dsn, timeout_seconds=2)
+    b = PostgresLease(dsn, timeout_seconds=2)
+    paused_commit = await psycopg.AsyncConnection.connect(dsn)
+    try:
+        assert await a.try_lock()
+        await a.take_over(A, "{}")
+        # The old leader's writer, mid-commit: the fencing check's share lock held.
+        await paused_commit.execute("SELECT epoch FROM coordinator_lease WHERE id = 1 FOR SHARE")
+        await a.release()
+        assert await b.try_lock()
+        assert await b.take_over(B, "{}") == 2
+        # The paused commit was ended, not left to write under epoch 1 later.
+        with pytest.raises(psycopg.OperationalError):
+            await paused_commit.execute("SELECT 1")
+    finally:
+        await a.release()
+        await b.release()
+        await paused_commit.close()
+
+
+async def test_a_takeover_leaves_other_connections_alone(dsn: str) -> None:
+    """Only transactions holding the lease row are ended: a reader of the
+    lease (a standby, a dashboard query) keeps its connection."""
+    import psycopg
+
+    b = PostgresLease(dsn, timeout_seconds=2)
+    reader = await psycopg.AsyncConnection.connect(dsn)
+    try:
+        await reader.execute("SELECT epoch FROM coordinator_lease WHERE id = 1")
+        assert await b.try_lock()
+        assert await b.take_over(B, "{}") == 1
+        cursor = await reader.execute("SELECT 1")
+        assert await cursor.fetchone() == (1,)
+    finally:
+        await b.release()
+        await reader.close()

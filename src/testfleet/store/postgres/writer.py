@@ -11,7 +11,9 @@ How a batch goes in, in one transaction:
    coordinator_lease WHERE id = 1 FOR SHARE``. A different epoch means another
    coordinator took over: roll back and raise :class:`StoreFenced`. The share
    lock also makes a takeover's ``UPDATE coordinator_lease`` wait for this
-   commit, so writes and changes of leader are serialised.
+   commit, so writes and changes of leader are serialised; a takeover ends
+   the transaction first if its leader lost the lease mid-commit (stopped,
+   so the commit would never finish: ``PostgresLease.take_over``).
 2. Per table, the Arrow table is written as CSV by pyarrow (C++, no Python
    per row) and ``COPY``-ed into a temporary staging table, then moved with
    the very statement DuckDB's writer runs (``writer.statement``: insert,
