@@ -101,7 +101,8 @@ def beside(core: int) -> set[int]:
 
 
 def keep_beside(pid: int, core: int) -> None:
-    """Move every thread of process ``pid`` (the worker's agent) off ``core``.
+    """Move every thread of process ``pid`` (the worker) and of the processes it
+    has started so far off ``core``.
 
     The worker is started on ``core`` alone, so it detects that one core as what
     it may give tasks and pins its runner there (the task asks for one core);
@@ -110,12 +111,21 @@ def keep_beside(pid: int, core: int) -> None:
     machine with more than one core. Before, the agent shared the measured core
     with the runner in testfleet's rounds and not in the plain ones: an
     asymmetry between the two sides, though not (measured 2026-12-07) the cause
-    of ONNX Runtime's batch-1 bias. Threads the agent starts later inherit this
-    affinity.
+    of ONNX Runtime's batch-1 bias. The processes the worker started at start-up
+    (its orphan guard, a spare pytest session) inherited ``core`` and move too,
+    though they idle. Threads and processes the agent starts later inherit its
+    new affinity; the runner is pinned to ``core`` by the worker itself.
     """
-    for thread in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(ProcessLookupError):
-            os.sched_setaffinity(int(thread.name), beside(core))
+    import psutil
+
+    processes = [psutil.Process(pid)]
+    with contextlib.suppress(psutil.NoSuchProcess):
+        processes += processes[0].children(recursive=True)
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess, FileNotFoundError):
+            for thread in Path(f"/proc/{process.pid}/task").iterdir():
+                with contextlib.suppress(ProcessLookupError):
+                    os.sched_setaffinity(int(thread.name), beside(core))
 
 
 def plain_environment() -> dict[str, str]:

@@ -4,7 +4,9 @@ a missing CUDA provider reported as absent (issue 15)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -72,23 +74,29 @@ def test_every_round_is_listed_in_the_order_it_was_measured() -> None:
 
 
 def test_the_measured_core_is_left_to_the_runner_and_the_agent_moves_beside_it() -> None:
-    # A real process with a second thread, as the worker's agent has several.
+    # A real process with a second thread, as the worker's agent has several,
+    # and a process of its own started before the move (as the worker's orphan
+    # guard and spare pytest session are).
     child = subprocess.Popen(
         [
             sys.executable,
             "-c",
-            "import threading, time; threading.Thread(target=time.sleep, "
-            "args=(60,), daemon=True).start(); print('up', flush=True); time.sleep(60)",
+            "import subprocess, sys, threading, time; threading.Thread(target=time.sleep, "
+            "args=(60,), daemon=True).start(); grandchild = subprocess.Popen([sys.executable, "
+            "'-c', 'import time; time.sleep(60)']); print(grandchild.pid, flush=True); "
+            "time.sleep(60)",
         ],
         stdout=subprocess.PIPE,
     )
+    grandchild = 0
     try:
         assert child.stdout is not None
-        assert child.stdout.readline() == b"up\n"
+        grandchild = int(child.stdout.readline())
         measured = max(os.sched_getaffinity(0))
         keep_beside(child.pid, measured)
         threads = [int(t.name) for t in Path(f"/proc/{child.pid}/task").iterdir()]
         assert len(threads) == 2
+        threads += [int(t.name) for t in Path(f"/proc/{grandchild}/task").iterdir()]
         expected = beside(measured)
         assert all(os.sched_getaffinity(t) == expected for t in threads)
         if len(os.sched_getaffinity(0)) > 1:
@@ -96,6 +104,9 @@ def test_the_measured_core_is_left_to_the_runner_and_the_agent_moves_beside_it()
         else:  # one core: nowhere else to go, so it stays
             assert expected == {measured}
     finally:
+        if grandchild:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(grandchild, signal.SIGKILL)
         child.kill()
         child.wait()
         assert child.stdout is not None
