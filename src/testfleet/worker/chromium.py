@@ -46,17 +46,26 @@ BROWSER_ENV = "TESTFLEET_BROWSER"
 #: Names a Chromium goes by on PATH, in the order they are tried.
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 
-#: V8 tiers *every* WebAssembly function up to its optimising compiler
-#: (TurboFan) in the background as soon as the module is compiled, instead of
-#: only the hot ones once they have run often (dynamic tiering, the default).
-#: Measured (2-layer BERT, batch 1, one core): with the default a fresh page's
-#: first 30-60 ``session.run`` calls took 2-7x the steady 34 ms, so how many
-#: warm-up passes a run had decided which code its timed passes ran. This used
-#: to be ``--no-liftoff`` (TurboFan from the first call), but Debian's Chromium
-#: 156.0.8078.129 did not finish instantiating onnxruntime-web's module with it
-#: within 100 s (the browser tests timed out), where this flag loads it in
-#: seconds. The steady state is what a user's browser reaches too, only later.
-WASM_TIERING_FLAG = "--js-flags=--no-wasm-dynamic-tiering"
+#: V8 compiles a WebAssembly function with its optimising compiler (TurboFan)
+#: *synchronously*, on the calling thread, the moment dynamic tiering finds it
+#: hot, instead of on a background thread whose result arrives some passes
+#: later. So the hot functions are optimised during the warm-up passes, and
+#: the timed passes run that code from the first one.
+#:
+#: Measured 2026-12-07 (2-layer BERT, batch 1, Chromium 156.0.8078.129 pinned
+#: to one core; p50 of blocks of 20 passes after 5 warm-ups):
+#:
+#: * V8's default: 88, 46, 44, 48 ms (optimised code arriving in the
+#:   background, so the warm-up's length decided which code was timed);
+#: * ``--no-wasm-dynamic-tiering`` (every function, in the background): 374,
+#:   387, 414, 243 ms: one core compiling the whole module while the page
+#:   runs unoptimised code; this flag was used for a day and measured that;
+#: * ``--no-liftoff`` (TurboFan from the first call, the flag before): this
+#:   Chromium never finished instantiating onnxruntime-web's module with it;
+#: * this flag: 41, 40, 52, 41 ms.
+#:
+#: The steady state is what a user's browser reaches too, only later.
+WASM_TIERING_FLAG = "--js-flags=--wasm-sync-tier-up"
 
 #: Flags for every launch (Playwright adds --headless and a fresh
 #: --user-data-dir, a temporary profile it removes on close). No

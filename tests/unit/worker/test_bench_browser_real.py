@@ -84,7 +84,7 @@ def test_the_model_runs_in_chromium_and_agrees_with_torch(
     assert conditions["browser_version"].split(".")[0].isdigit()
     assert conditions["timing"].startswith("performance.now()")
     assert conditions["wasm_tiering"] == (
-        "every function tiered up in the background (--js-flags=--no-wasm-dynamic-tiering)"
+        "hot functions optimised synchronously (--js-flags=--wasm-sync-tier-up)"
     )
     if device == "webgpu":
         assert "swiftshader" in conditions["webgpu_adapter"]

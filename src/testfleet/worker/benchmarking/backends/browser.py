@@ -21,10 +21,11 @@ the benchmark child process.
 * Timing: inside the page, ``performance.now`` around each ``session.run``
   (warm-up first, untimed), so the figures carry no Playwright round trip
   (:meth:`BrowserBackend.time_steps`). Outputs come back for the output check.
-* Steady state: Chromium starts with V8 tiering every wasm function up in
-  the background at once (:data:`~testfleet.worker.chromium.WASM_TIERING_FLAG`),
-  rather than only the functions the warm-up happened to call often (the
-  conditions say so, ``wasm_tiering``).
+* Steady state: Chromium starts with V8 optimising a wasm function on the
+  spot once it is hot (:data:`~testfleet.worker.chromium.WASM_TIERING_FLAG`),
+  rather than in the background some passes later, so the warm-up passes
+  leave the timed ones running optimised code (the conditions say so,
+  ``wasm_tiering``).
 * Precision: fp32 only (onnxruntime-web's fp16 needs an fp16 export and a
   WebGPU adapter with shader-f16); anything else is ``invalid_config``.
 """
@@ -268,7 +269,7 @@ class BrowserBackend(Backend):
                 "backend_precision": Precision.FP32.value,
                 "backend_threads": self._loaded.get("threads"),
                 "timing": "performance.now() around session.run, inside the page",
-                "wasm_tiering": f"every function tiered up in the background ({WASM_TIERING_FLAG})",
+                "wasm_tiering": f"hot functions optimised synchronously ({WASM_TIERING_FLAG})",
             },
         )
 
